@@ -1,0 +1,46 @@
+# mtftpd — make help lists the targets.
+SHELL := /bin/bash
+GO ?= go
+VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+BIN := ./mtftpd
+# Test timeout: the whole suite must stay well under CI's budget on 2 cores.
+TEST_TIMEOUT ?= 20m
+FUZZTIME ?= 5s
+
+.PHONY: help build run test test-go vet bench bench-peers fuzz-smoke fuzz clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+build: ## build ./mtftpd (static, version from git describe)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/mtftpd
+
+run: build ## serve the embedded demo root on 127.0.0.1:6969
+	$(BIN) serve --demo
+
+test: ## install test dependencies (Debian, idempotent) and run every test
+	./scripts/test-deps.sh
+	$(MAKE) vet
+	$(MAKE) test-go
+	$(MAKE) fuzz-smoke
+
+test-go: ## run the Go tests (race detector, shuffled)
+	$(GO) test -race -shuffle=on -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+vet: ## go vet and gofmt
+	$(GO) vet ./...
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+bench: build ## Go benchmarks, then mtftpd vs tftpd-hpa vs atftpd (scripts/bench-unicast.sh)
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+	./scripts/bench-unicast.sh
+
+fuzz-smoke: ## run every fuzz target for $(FUZZTIME)
+	./scripts/fuzz.sh $(FUZZTIME)
+
+fuzz: ## run every fuzz target for 10 minutes
+	./scripts/fuzz.sh 10m
+
+clean: ## remove build output
+	rm -f $(BIN)

@@ -1,0 +1,62 @@
+// Command mtftpd is a netboot server: TFTP (and, as the project grows,
+// multicast TFTP, DHCP and HTTP) in one binary. This file wires packages
+// together and parses flags; it holds no protocol logic.
+package main
+
+import (
+	"fmt"
+	"os"
+	"runtime/debug"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+const usage = `mtftpd — multicast TFTP imaging server
+
+Usage:
+  mtftpd serve [--config FILE] [--demo] [--print-config] [--<section>.<key> VALUE ...]
+  mtftpd get [--blksize N] [--windowsize N] [--tsize] [--netascii] [-o FILE] HOST[:PORT] REMOTE
+  mtftpd version
+
+Run 'mtftpd serve --help' or 'mtftpd get --help' for the flags.
+`
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	var err error
+	switch os.Args[1] {
+	case "serve":
+		err = runServe(os.Args[2:])
+	case "get":
+		err = runGet(os.Args[2:])
+	case "version", "--version", "-v":
+		fmt.Println("mtftpd", buildVersion())
+	case "help", "--help", "-h":
+		fmt.Print(usage)
+	default:
+		fmt.Fprintf(os.Stderr, "mtftpd: unknown command %q\n\n%s", os.Args[1], usage)
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "mtftpd %s: %v\n", os.Args[1], err)
+		os.Exit(1)
+	}
+}
+
+func buildVersion() string {
+	if version != "dev" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+				return "dev-" + s.Value[:12]
+			}
+		}
+	}
+	return version
+}

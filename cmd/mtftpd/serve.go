@@ -1,0 +1,189 @@
+package main
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/rs/zerolog"
+
+	"github.com/mtftpd/mtftpd/internal/config"
+	"github.com/mtftpd/mtftpd/internal/filestore"
+	"github.com/mtftpd/mtftpd/tftp"
+)
+
+//go:embed demo
+var demoFS embed.FS
+
+// demoListen is the --demo address: loopback and an unprivileged port, so
+// `make run` works without root and reaches nobody else.
+const demoListen = "127.0.0.1:6969"
+
+// demoBigSize is the generated file of the demo root: big enough to show
+// windows, GSO and a progress bar, small enough to make in a blink.
+const demoBigSize = 32 << 20
+
+func runServe(args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	cfgPath := fs.String("config", "", "TOML config file (every key also has a flag)")
+	demo := fs.Bool("demo", false, "serve an embedded demo root on "+demoListen)
+	printCfg := fs.Bool("print-config", false, "print the effective config as TOML and exit")
+	apply := config.Flags(fs)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "Usage: mtftpd serve [--config FILE] [--demo] [--print-config] [--<section>.<key> VALUE ...]")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	cfg := config.Defaults()
+	var demoDir string
+	if *demo {
+		cfg.TFTP.Listen = demoListen
+		cfg.TFTP.Root = "(embedded demo root)"
+	}
+	if *cfgPath != "" {
+		if err := config.Load(*cfgPath, &cfg); err != nil {
+			return err
+		}
+	}
+	if err := apply(&cfg); err != nil {
+		return err
+	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("invalid config:\n%w", err)
+	}
+	if *printCfg {
+		b, err := cfg.Encode()
+		if err != nil {
+			return err
+		}
+		os.Stdout.Write(b)
+		return nil
+	}
+	log := newLogger(cfg.Log)
+	if *demo && cfg.TFTP.Root == "(embedded demo root)" {
+		dir, err := writeDemoRoot()
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		demoDir = dir
+		cfg.TFTP.Root = dir
+	}
+	store, err := filestore.Open(cfg.TFTP.Root)
+	if err != nil {
+		return fmt.Errorf("tftp.root: %w", err)
+	}
+	defer store.Close()
+
+	t := cfg.TFTP
+	srv := &tftp.Server{
+		Files: store, WriteDir: t.WriteDir, AllowOverwrite: t.AllowOverwrite, MaxUploadSize: t.MaxUploadSize,
+		MaxBlockSize: t.MaxBlockSize, MaxWindow: t.MaxWindow, MaxWindowBytes: t.MaxWindowBytes,
+		InitialRTO: t.InitialRTO.Duration, MinRTO: t.MinRTO.Duration, MaxRTO: t.MaxRTO.Duration, Retries: t.Retries,
+		MaxSessions: t.MaxSessions, MaxPerClient: t.MaxPerClient, SessionLifetime: t.Lifetime.Duration,
+		Log: log,
+	}
+	if demoDir != "" {
+		printDemoHelp(t.Listen)
+	}
+
+	// SIGINT/SIGTERM: stop accepting, let running transfers finish for
+	// shutdown_grace, then stop them. A second signal stops at once.
+	sigCtx, stopSignals := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stopSignals()
+	hard, hardStop := context.WithCancel(context.Background())
+	defer hardStop()
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ListenAndServe(hard, t.Listen) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-sigCtx.Done():
+	}
+	stopSignals()
+	log.Info().Dur("grace", t.ShutdownGrace.Duration).Int("active", srv.Active()).Msg("shutting down")
+	ctx, cancel := context.WithTimeout(context.Background(), t.ShutdownGrace.Duration)
+	defer cancel()
+	second, stop2 := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop2()
+	if err := srv.Shutdown(second); err != nil {
+		log.Warn().Err(err).Msg("transfers stopped before they finished")
+	}
+	if err := <-errc; err != nil && !errors.Is(err, tftp.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+func newLogger(c config.Log) zerolog.Logger {
+	var w io.Writer = os.Stderr
+	if c.Format == "console" {
+		w = zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: "15:04:05.000"}
+	}
+	lvl, err := zerolog.ParseLevel(c.Level)
+	if err != nil {
+		lvl = zerolog.InfoLevel
+	}
+	return zerolog.New(w).Level(lvl).With().Timestamp().Logger()
+}
+
+// writeDemoRoot extracts the embedded demo files into a temp directory and
+// adds big.img, a generated file of demoBigSize pseudo-random bytes.
+func writeDemoRoot() (string, error) {
+	dir, err := os.MkdirTemp("", "mtftpd-demo-")
+	if err != nil {
+		return "", err
+	}
+	sub, _ := fs.Sub(demoFS, "demo")
+	if err := os.CopyFS(dir, sub); err != nil {
+		os.RemoveAll(dir)
+		return "", err
+	}
+	f, err := os.Create(filepath.Join(dir, "big.img"))
+	if err != nil {
+		os.RemoveAll(dir)
+		return "", err
+	}
+	defer f.Close()
+	// Deterministic content, so two runs serve the same bytes.
+	r := rand.NewChaCha8([32]byte{'m', 't', 'f', 't', 'p', 'd'})
+	if _, err := io.CopyN(f, r, demoBigSize); err != nil {
+		os.RemoveAll(dir)
+		return "", err
+	}
+	return dir, f.Close()
+}
+
+func printDemoHelp(listen string) {
+	host := listen
+	fmt.Fprintf(os.Stderr, `
+mtftpd demo: serving an embedded root on %[1]s (loopback only). Try, in another terminal:
+
+  ./mtftpd get %[1]s hello.txt
+  ./mtftpd get --blksize 1468 --windowsize 64 --tsize -o /tmp/big.img %[1]s big.img
+  curl -s -o /tmp/big-curl.img tftp://%[1]s/big.img
+  curl -s tftp://%[1]s/pxelinux.cfg/default
+  curl -s 'tftp://%[1]s/boot/bcd'
+
+Stop with Ctrl-C.
+
+`, strings.TrimSpace(host))
+}

@@ -1,0 +1,303 @@
+// Package config holds mtftpd's one configuration file (TOML) and its
+// command-line flags, validated in one place. Precedence: documented
+// defaults, then the file, then flags. Every field has a flag.
+//
+// It never opens sockets or files other than the config file itself.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Duration is a time.Duration written as "1s", "250ms" in the file.
+type Duration struct{ time.Duration }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("not a duration (like 500ms, 2s, 1h): %q", b)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// Config is the whole file. The `flag` tag names the command-line flag,
+// `help` documents it; Defaults gives every value.
+type Config struct {
+	TFTP TFTP `toml:"tftp"`
+	Log  Log  `toml:"log"`
+}
+
+// TFTP configures the unicast TFTP server.
+type TFTP struct {
+	Listen         string   `toml:"listen" help:"UDP address to listen on (port 69 needs root or CAP_NET_BIND_SERVICE)"`
+	Root           string   `toml:"root" help:"directory served read-only"`
+	WriteDir       string   `toml:"write_dir" help:"directory that accepts uploads (WRQ); empty refuses them"`
+	AllowOverwrite bool     `toml:"allow_overwrite" help:"let an upload replace an existing file"`
+	MaxUploadSize  int64    `toml:"max_upload_size" help:"largest upload in bytes"`
+	MaxBlockSize   int      `toml:"max_blksize" help:"largest blksize granted (8..65464), further capped at the interface MTU - 32"`
+	MaxWindow      int      `toml:"max_windowsize" help:"largest windowsize granted (1..65535)"`
+	MaxWindowBytes int      `toml:"max_window_bytes" help:"largest window in bytes (windowsize x blksize)"`
+	InitialRTO     Duration `toml:"initial_rto" help:"retransmission timeout before a round trip is measured"`
+	MinRTO         Duration `toml:"min_rto" help:"floor of the adaptive retransmission timeout"`
+	MaxRTO         Duration `toml:"max_rto" help:"ceiling of the retransmission timeout with backoff"`
+	Retries        int      `toml:"retries" help:"consecutive timeouts before a transfer is dropped"`
+	MaxSessions    int      `toml:"max_sessions" help:"transfers at once"`
+	MaxPerClient   int      `toml:"max_per_client" help:"transfers at once per client address"`
+	Lifetime       Duration `toml:"session_lifetime" help:"hard time limit of one transfer"`
+	ShutdownGrace  Duration `toml:"shutdown_grace" help:"on SIGTERM, how long running transfers may finish"`
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string `toml:"level" help:"debug, info, warn or error"`
+	Format string `toml:"format" help:"console (human) or json"`
+}
+
+// Defaults returns the documented defaults.
+func Defaults() Config {
+	return Config{
+		TFTP: TFTP{
+			Listen:         "0.0.0.0:69",
+			Root:           "/srv/tftp",
+			MaxUploadSize:  1 << 30,
+			MaxBlockSize:   65464,
+			MaxWindow:      64,
+			MaxWindowBytes: 4 << 20,
+			InitialRTO:     Duration{time.Second},
+			MinRTO:         Duration{50 * time.Millisecond},
+			MaxRTO:         Duration{8 * time.Second},
+			Retries:        6,
+			MaxSessions:    1024,
+			MaxPerClient:   16,
+			Lifetime:       Duration{time.Hour},
+			ShutdownGrace:  Duration{30 * time.Second},
+		},
+		Log: Log{Level: "info", Format: "console"},
+	}
+}
+
+// Load reads a TOML file over the defaults. Unknown keys are errors (a
+// typo must not silently fall back to a default).
+func Load(path string, c *Config) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	return Parse(b, c)
+}
+
+// Parse decodes TOML text over c.
+func Parse(b []byte, c *Config) error {
+	md, err := toml.Decode(string(b), c)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return fmt.Errorf("config: %s", pe.ErrorWithPosition())
+		}
+		return fmt.Errorf("config: %w", err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		keys := make([]string, len(und))
+		for i, k := range und {
+			keys[i] = k.String()
+		}
+		return fmt.Errorf("config: unknown field(s): %s", strings.Join(keys, ", "))
+	}
+	return nil
+}
+
+// Validate returns every problem, each naming its field.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	t := &c.TFTP
+	if t.Listen == "" {
+		bad("tftp.listen", "must not be empty")
+	} else if _, port, err := splitHostPort(t.Listen); err != nil {
+		bad("tftp.listen", "%v", err)
+	} else if port < 0 || port > 65535 {
+		bad("tftp.listen", "port %d is outside 0..65535", port)
+	}
+	if t.Root == "" {
+		bad("tftp.root", "must not be empty")
+	}
+	if t.MaxBlockSize < 8 || t.MaxBlockSize > 65464 {
+		bad("tftp.max_blksize", "%d is outside 8..65464 (RFC 2348)", t.MaxBlockSize)
+	}
+	if t.MaxWindow < 1 || t.MaxWindow > 65535 {
+		bad("tftp.max_windowsize", "%d is outside 1..65535 (RFC 7440)", t.MaxWindow)
+	}
+	if t.MaxWindowBytes < 512 {
+		bad("tftp.max_window_bytes", "%d is below one 512-byte block", t.MaxWindowBytes)
+	}
+	if t.MaxUploadSize < 0 {
+		bad("tftp.max_upload_size", "%d is negative", t.MaxUploadSize)
+	}
+	if t.MinRTO.Duration <= 0 {
+		bad("tftp.min_rto", "%s must be positive", t.MinRTO)
+	}
+	if t.MaxRTO.Duration < t.MinRTO.Duration {
+		bad("tftp.max_rto", "%s is below min_rto %s", t.MaxRTO, t.MinRTO)
+	}
+	if t.InitialRTO.Duration < t.MinRTO.Duration || t.InitialRTO.Duration > t.MaxRTO.Duration {
+		bad("tftp.initial_rto", "%s is outside min_rto..max_rto (%s..%s)", t.InitialRTO, t.MinRTO, t.MaxRTO)
+	}
+	if t.Retries < 1 || t.Retries > 100 {
+		bad("tftp.retries", "%d is outside 1..100", t.Retries)
+	}
+	if t.MaxSessions < 1 {
+		bad("tftp.max_sessions", "%d must be at least 1", t.MaxSessions)
+	}
+	if t.MaxPerClient < 1 {
+		bad("tftp.max_per_client", "%d must be at least 1", t.MaxPerClient)
+	}
+	if t.Lifetime.Duration <= 0 {
+		bad("tftp.session_lifetime", "%s must be positive", t.Lifetime)
+	}
+	if t.ShutdownGrace.Duration < 0 {
+		bad("tftp.shutdown_grace", "%s is negative", t.ShutdownGrace)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "console", "json":
+	default:
+		bad("log.format", "%q is not console or json", c.Log.Format)
+	}
+	return errors.Join(errs...)
+}
+
+func splitHostPort(s string) (string, int, error) {
+	i := strings.LastIndexByte(s, ':')
+	if i < 0 {
+		return "", 0, fmt.Errorf("%q has no port (like 0.0.0.0:69)", s)
+	}
+	p, err := strconv.Atoi(s[i+1:])
+	if err != nil {
+		return "", 0, fmt.Errorf("%q: port is not a number", s)
+	}
+	return s[:i], p, nil
+}
+
+// Encode writes c as TOML (for --print-config).
+func (c *Config) Encode() ([]byte, error) {
+	var b bytes.Buffer
+	if err := toml.NewEncoder(&b).Encode(c); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+// Flags registers one flag per field ("tftp.max_blksize") on fs. The
+// values are applied by the returned function, after the file is loaded,
+// so flags win over the file. Only flags given on the command line apply.
+func Flags(fs *flag.FlagSet) func(c *Config) error {
+	type setter struct {
+		name string
+		val  string
+	}
+	var set []setter
+	def := Defaults()
+	walk(reflect.ValueOf(&def).Elem(), "", func(name, help string, v reflect.Value) {
+		fs.Func(name, fmt.Sprintf("%s (default %v)", help, printable(v)), func(s string) error {
+			set = append(set, setter{name, s})
+			return nil
+		})
+	})
+	return func(c *Config) error {
+		var errs []error
+		for _, s := range set {
+			walk(reflect.ValueOf(c).Elem(), "", func(name, _ string, v reflect.Value) {
+				if name != s.name {
+					return
+				}
+				if err := setValue(v, s.val); err != nil {
+					errs = append(errs, fmt.Errorf("--%s: %w", name, err))
+				}
+			})
+		}
+		return errors.Join(errs...)
+	}
+}
+
+// FieldNames lists every config field as "section.key", sorted.
+func FieldNames() []string {
+	var out []string
+	c := Defaults()
+	walk(reflect.ValueOf(&c).Elem(), "", func(name, _ string, _ reflect.Value) { out = append(out, name) })
+	sort.Strings(out)
+	return out
+}
+
+func walk(v reflect.Value, prefix string, fn func(name, help string, v reflect.Value)) {
+	t := v.Type()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name := f.Tag.Get("toml")
+		if prefix != "" {
+			name = prefix + "." + name
+		}
+		fv := v.Field(i)
+		if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeOf(Duration{}) {
+			walk(fv, name, fn)
+			continue
+		}
+		fn(name, f.Tag.Get("help"), fv)
+	}
+}
+
+func printable(v reflect.Value) any {
+	if d, ok := v.Interface().(Duration); ok {
+		return d.String()
+	}
+	if v.Kind() == reflect.String {
+		return strconv.Quote(v.String())
+	}
+	return v.Interface()
+}
+
+func setValue(v reflect.Value, s string) error {
+	if d, ok := v.Addr().Interface().(*Duration); ok {
+		return d.UnmarshalText([]byte(s))
+	}
+	switch v.Kind() {
+	case reflect.String:
+		v.SetString(s)
+	case reflect.Bool:
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return fmt.Errorf("%q is not true or false", s)
+		}
+		v.SetBool(b)
+	case reflect.Int, reflect.Int64:
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return fmt.Errorf("%q is not a whole number", s)
+		}
+		v.SetInt(n)
+	default:
+		return fmt.Errorf("unsupported field kind %s", v.Kind())
+	}
+	return nil
+}

@@ -1,0 +1,119 @@
+package filestore
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"runtime/debug"
+)
+
+// Netascii (RFC 1350 §5, line rules from RFC 764): a Unix sender turns every
+// LF into CR LF and every CR into CR NUL. Each LF and each CR therefore adds
+// exactly one byte, which is what makes the converted size a simple count.
+// A CR LF already in the file becomes CR NUL CR LF, as tftp-hpa does.
+
+// netasciiLen returns len(src) after netascii conversion.
+func netasciiLen(src []byte) int64 {
+	return int64(len(src)) + int64(bytes.Count(src, []byte{'\n'})) + int64(bytes.Count(src, []byte{'\r'}))
+}
+
+// errFault reports a memory fault while reading a mapping: the file was
+// truncated under us and the pages past its new end are gone (SIGBUS).
+var errFault = errors.New("file truncated while being read (memory fault on mapping)")
+
+// faultSafeNetasciiLen is netasciiLen for a mapping that may have been
+// truncated on disk. Reading such a mapping past the new EOF raises SIGBUS;
+// with SetPanicOnFault the runtime turns that into a panic in this
+// goroutine, which is recovered here into an error instead of killing the
+// server.
+func faultSafeNetasciiLen(src []byte) (n int64, err error) {
+	old := debug.SetPanicOnFault(true)
+	defer debug.SetPanicOnFault(old)
+	defer func() {
+		if r := recover(); r != nil {
+			if addr, ok := faultAddr(r); ok {
+				err = fmt.Errorf("%w at %#x", errFault, addr)
+				return
+			}
+			panic(r) // not a fault on the mapping: a real bug
+		}
+	}()
+	return netasciiLen(src), nil
+}
+
+// faultAddr reports whether a recovered value is a memory fault turned into
+// a panic by debug.SetPanicOnFault, and the faulting address. Such runtime
+// errors carry an Addr method (documented on debug.SetPanicOnFault).
+func faultAddr(r any) (uintptr, bool) {
+	if e, ok := r.(interface{ Addr() uintptr }); ok {
+		if _, ok := r.(error); ok {
+			return e.Addr(), true
+		}
+	}
+	return 0, false
+}
+
+// NetasciiReader converts a byte slice to netascii while it is read, without
+// allocating and without converting the whole file up front.
+//
+// A CR LF or CR NUL pair may be split across two Read calls (a DATA block
+// boundary can fall between the two bytes); the second byte is carried over.
+// The zero value reads nothing. A NetasciiReader is not safe for concurrent
+// use; each transfer owns its own.
+//
+// The reader does not protect itself against a mapping truncated on disk:
+// the caller (the sending goroutine) must run it under
+// debug.SetPanicOnFault and recover, as it does for octet blocks.
+type NetasciiReader struct {
+	src     []byte
+	pos     int  // next unread byte of src
+	pending byte // second byte of a pair that did not fit
+	hasPend bool
+}
+
+// Reset makes r read the netascii form of src from the start. r keeps a
+// reference to src until the next Reset.
+func (r *NetasciiReader) Reset(src []byte) {
+	*r = NetasciiReader{src: src}
+}
+
+// Read fills p with the next converted bytes. It fills p completely unless
+// the end of the converted data is reached; it returns io.EOF together with
+// the last bytes (n may be len(p) or less, including 0) once nothing is left,
+// and (0, io.EOF) on every later call.
+func (r *NetasciiReader) Read(p []byte) (int, error) {
+	n := 0
+	if r.hasPend && len(p) > 0 {
+		p[0] = r.pending
+		r.hasPend = false
+		n = 1
+	}
+	for n < len(p) && r.pos < len(r.src) {
+		c := r.src[r.pos]
+		r.pos++
+		var second byte
+		switch c {
+		case '\n':
+			second = '\n'
+		case '\r':
+			second = 0
+		default:
+			p[n] = c
+			n++
+			continue
+		}
+		p[n] = '\r'
+		n++
+		if n < len(p) {
+			p[n] = second
+			n++
+		} else {
+			r.pending, r.hasPend = second, true
+		}
+	}
+	if !r.hasPend && r.pos >= len(r.src) {
+		return n, io.EOF
+	}
+	return n, nil
+}

@@ -1,0 +1,347 @@
+package tftp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Client downloads files with the same engine rules the server follows:
+// options, windows, rollover, adaptive retransmission. The zero value asks
+// for no options (plain RFC 1350).
+type Client struct {
+	BlockSize  int    // 0: do not ask (512)
+	WindowSize int    // 0: do not ask (1)
+	TSize      bool   // ask the server for the size (Progress gets a total)
+	Mode       string // "octet" (default) or "netascii"
+	// Timeout is the first retransmission timeout; 0 = 1 s. It adapts to
+	// measured round trips like the server's.
+	Timeout time.Duration
+	Retries int // consecutive timeouts before giving up; 0 = DefaultRetries
+	// Progress, if set, is called after each in-order block with the bytes
+	// received so far and the announced size (-1 when unknown).
+	Progress func(received, total int64)
+}
+
+// GetResult describes a finished download.
+type GetResult struct {
+	Bytes      int64
+	Blocks     uint64
+	BlockSize  int
+	WindowSize int
+	TSize      int64 // announced by the server, -1 if none
+	Timeouts   int
+	Duration   time.Duration
+	ServerAddr netip.AddrPort // the server's transfer TID
+	Negotiated []Option
+}
+
+// Get downloads remote from server ("host:port", port 69 when omitted)
+// into w. It returns a *RemoteError when the server refuses.
+func (c *Client) Get(ctx context.Context, server, remote string, w io.Writer) (GetResult, error) {
+	res := GetResult{TSize: -1, BlockSize: DefaultBlockSize, WindowSize: 1}
+	start := time.Now()
+	srv, err := resolveServer(server)
+	if err != nil {
+		return res, err
+	}
+	uc, err := net.ListenUDP("udp4", nil)
+	if err != nil {
+		return res, err
+	}
+	defer uc.Close()
+	// Large windows of large blocks arrive faster than one read per
+	// datagram drains them (lab-notes: UDP receive buffers).
+	uc.SetReadBuffer(8 << 20)
+	return c.get(ctx, plainConn{uc}, srv, remote, w, start)
+}
+
+// get runs a download over uc, which the caller owns.
+func (c *Client) get(ctx context.Context, uc conn, srv netip.AddrPort, remote string, w io.Writer, start time.Time) (GetResult, error) {
+	res := GetResult{TSize: -1, BlockSize: DefaultBlockSize, WindowSize: 1}
+	server := srv.String()
+	stop := context.AfterFunc(ctx, func() { uc.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+
+	mode := c.Mode
+	if mode == "" {
+		mode = "octet"
+	}
+	req := Request{Op: OpRRQ, Filename: remote, Mode: mode}
+	if c.BlockSize > 0 {
+		req.Options = append(req.Options, Option{OptBlockSize, strconv.Itoa(c.BlockSize)})
+	}
+	if c.WindowSize > 0 {
+		req.Options = append(req.Options, Option{OptWindowSize, strconv.Itoa(c.WindowSize)})
+	}
+	if c.TSize {
+		req.Options = append(req.Options, Option{OptTransferSz, "0"})
+	}
+	rrq := req.Marshal(nil)
+	retries := c.Retries
+	if retries <= 0 {
+		retries = DefaultRetries
+	}
+	initial := c.Timeout
+	if initial <= 0 {
+		initial = time.Second
+	}
+	rto := newRTO(initial, 20*time.Millisecond, 10*time.Second)
+
+	out := w
+	if mode == "netascii" {
+		out = &netasciiDecoder{w: w}
+	}
+	var (
+		peer     netip.AddrPort // server TID, learned from the first reply
+		have     uint64         // highest block received in order
+		ackedTo  uint64
+		gapAcked bool
+		sentAt   time.Time
+		last     []byte // last packet sent, for retransmission
+		abuf     []byte
+		timeouts int
+		rollover uint16
+		sampled  bool
+	)
+	send := func(b []byte, to netip.AddrPort) error {
+		last = b
+		sentAt = time.Now()
+		return uc.WriteTo(b, to)
+	}
+	ack := func(to netip.AddrPort) error {
+		abuf = AppendAck(abuf[:0], wireBlock(have, rollover))
+		ackedTo = have
+		return send(abuf, to)
+	}
+	if err := send(rrq, srv); err != nil {
+		return res, err
+	}
+	buf := make([]byte, MaxBlockSize+HeaderLen+1)
+	for {
+		deadline := sentAt.Add(rto.rto())
+		uc.SetReadDeadline(deadline)
+		if err := ctx.Err(); err != nil {
+			if peer.IsValid() {
+				uc.WriteTo(AppendError(nil, ErrCodeUndefined, "cancelled"), peer)
+			}
+			return res, err
+		}
+		n, from, err := uc.ReadFrom(buf)
+		if err != nil {
+			if ctx.Err() != nil {
+				continue
+			}
+			if !isTimeout(err) {
+				return res, err
+			}
+			if time.Now().Before(deadline) {
+				continue
+			}
+			res.Timeouts++
+			if timeouts++; timeouts > retries {
+				return res, fmt.Errorf("tftp: %s: no answer from %s after %d retries", remote, server, retries)
+			}
+			rto.timeout()
+			to := peer
+			if !peer.IsValid() {
+				to = srv
+			}
+			if err := send(last, to); err != nil {
+				return res, err
+			}
+			continue
+		}
+		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		if !peer.IsValid() {
+			if from.Addr() != srv.Addr() {
+				continue // not our server
+			}
+			peer = from
+			res.ServerAddr = peer
+		} else if from != peer {
+			uc.WriteTo(AppendError(nil, ErrCodeUnknownTID, "unknown transfer ID"), from)
+			continue
+		}
+		pkt := buf[:n]
+		switch PacketOpcode(pkt) {
+		case OpOACK:
+			if have > 0 || res.Negotiated != nil {
+				continue // duplicate OACK after our ACK 0 was lost: the re-ACK comes from the timer
+			}
+			opts, err := ParseOACK(pkt)
+			if err != nil {
+				uc.WriteTo(AppendError(nil, ErrCodeOptionRefuse, "bad OACK"), peer)
+				return res, err
+			}
+			if err := c.applyOACK(opts, &res, &rollover); err != nil {
+				uc.WriteTo(AppendError(nil, ErrCodeOptionRefuse, err.Error()), peer)
+				return res, err
+			}
+			res.Negotiated = opts
+			if !sampled && timeouts == 0 {
+				rto.sample(time.Since(sentAt))
+				sampled = true
+			}
+			timeouts = 0
+			if err := ack(peer); err != nil {
+				return res, err
+			}
+		case OpDATA:
+			wire, payload, _ := ParseData(pkt)
+			if len(payload) > res.BlockSize {
+				continue
+			}
+			blk, ok := unwrapBlock(wire, have, have+uint64(res.WindowSize), rollover)
+			if !ok || blk == have {
+				continue // a block we already hold; our ACK timer covers lost ACKs
+			}
+			if blk != have+1 {
+				if !gapAcked {
+					// RFC 7440 §3: on a sequence error ACK the last block
+					// received in order, once.
+					gapAcked = true
+					if err := ack(peer); err != nil {
+						return res, err
+					}
+				}
+				continue
+			}
+			if _, err := out.Write(payload); err != nil {
+				uc.WriteTo(AppendError(nil, ErrCodeDiskFull, "write failed"), peer)
+				return res, err
+			}
+			if !sampled && timeouts == 0 && have == ackedTo {
+				rto.sample(time.Since(sentAt))
+				sampled = true
+			}
+			have, gapAcked, timeouts = blk, false, 0
+			rto.progress()
+			res.Bytes += int64(len(payload))
+			res.Blocks = have
+			if c.Progress != nil {
+				c.Progress(res.Bytes, res.TSize)
+			}
+			if len(payload) < res.BlockSize {
+				if err := ack(peer); err != nil {
+					return res, err
+				}
+				if f, ok := out.(*netasciiDecoder); ok {
+					if err := f.Close(); err != nil {
+						return res, err
+					}
+				}
+				res.Duration = time.Since(start)
+				return res, nil
+			}
+			if have-ackedTo >= uint64(res.WindowSize) {
+				if err := ack(peer); err != nil {
+					return res, err
+				}
+			}
+		case OpERROR:
+			code, msg, _ := ParseError(pkt)
+			return res, &RemoteError{Code: code, Message: msg}
+		}
+	}
+}
+
+// applyOACK checks the server's answer against what was asked (a server
+// may lower blksize and windowsize, never raise them; RFC 2347/2348/7440).
+func (c *Client) applyOACK(opts []Option, res *GetResult, rollover *uint16) error {
+	for _, o := range opts {
+		switch strings.ToLower(o.Name) {
+		case OptBlockSize:
+			v, ok := parseUint(o.Value, MinBlockSize, MaxBlockSize)
+			if !ok || c.BlockSize == 0 || v > c.BlockSize {
+				return fmt.Errorf("server answered blksize %q to %d", o.Value, c.BlockSize)
+			}
+			res.BlockSize = v
+		case OptWindowSize:
+			v, ok := parseUint(o.Value, 1, MaxWindowSize)
+			if !ok || c.WindowSize == 0 || v > c.WindowSize {
+				return fmt.Errorf("server answered windowsize %q to %d", o.Value, c.WindowSize)
+			}
+			res.WindowSize = v
+		case OptTransferSz:
+			v, err := strconv.ParseInt(o.Value, 10, 64)
+			if err != nil || v < 0 {
+				return fmt.Errorf("server answered tsize %q", o.Value)
+			}
+			res.TSize = v
+		case OptRollover:
+			if o.Value == "1" {
+				*rollover = 1
+			}
+		}
+	}
+	return nil
+}
+
+func resolveServer(s string) (netip.AddrPort, error) {
+	if !strings.Contains(s, ":") {
+		s += ":69"
+	}
+	ua, err := net.ResolveUDPAddr("udp4", s)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	ap := ua.AddrPort()
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+}
+
+// netasciiDecoder turns netascii back into local text: CR LF → LF,
+// CR NUL → CR (RFC 1350 via RFC 764), carrying a CR across blocks.
+type netasciiDecoder struct {
+	w   io.Writer
+	cr  bool
+	out []byte
+}
+
+func (d *netasciiDecoder) Write(p []byte) (int, error) {
+	d.out = d.out[:0]
+	for _, b := range p {
+		if d.cr {
+			d.cr = false
+			switch b {
+			case '\n':
+				d.out = append(d.out, '\n')
+				continue
+			case 0:
+				d.out = append(d.out, '\r')
+				continue
+			default:
+				d.out = append(d.out, '\r') // lenient: a bare CR
+			}
+		}
+		if b == '\r' {
+			d.cr = true
+			continue
+		}
+		d.out = append(d.out, b)
+	}
+	_, err := d.w.Write(d.out)
+	return len(p), err
+}
+
+// Close flushes a trailing bare CR.
+func (d *netasciiDecoder) Close() error {
+	if d.cr {
+		d.cr = false
+		_, err := d.w.Write([]byte{'\r'})
+		return err
+	}
+	return nil
+}
+
+// IsNotFound reports whether err is the server's "file not found".
+func IsNotFound(err error) bool {
+	var re *RemoteError
+	return errors.As(err, &re) && re.Code == ErrCodeNotFound
+}

@@ -1,0 +1,88 @@
+package tftp
+
+import (
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/mtftpd/mtftpd/internal/udpio"
+)
+
+// conn is the narrow edge between a transfer and the network: a real
+// udpio.Conn in production, an in-memory lossy network in the state-machine
+// tests (which run in virtual time under testing/synctest).
+type conn interface {
+	// ReadFrom reads one datagram; it returns a net.Error with Timeout()
+	// after the read deadline.
+	ReadFrom(b []byte) (int, netip.AddrPort, error)
+	SetReadDeadline(t time.Time) error
+	// WriteDatagrams sends a window (one syscall where the kernel allows)
+	// and reports how many syscalls it took.
+	WriteDatagrams(dst netip.AddrPort, ds []udpio.Datagram) (int, error)
+	WriteTo(b []byte, dst netip.AddrPort) error
+	Close() error
+}
+
+// udpConn adapts udpio.Conn to conn.
+type udpConn struct{ *udpio.Conn }
+
+func (c udpConn) ReadFrom(b []byte) (int, netip.AddrPort, error) {
+	n, src, _, err := c.Conn.ReadFrom(b)
+	return n, src, err
+}
+
+func (c udpConn) WriteTo(b []byte, dst netip.AddrPort) error {
+	return c.Conn.WriteTo(b, dst, netip.Addr{})
+}
+
+// transferSocketBuffer is the SO_SNDBUF/SO_RCVBUF asked for on transfer
+// sockets: a 64-block window of 65464-byte blocks is 4 MiB, and lab-notes
+// shows default buffers overflow with large windows.
+const transferSocketBuffer = 4 << 20
+
+// dialTransfer opens a transfer socket on an ephemeral port of local (the
+// address the request arrived on, so replies leave from it: IP_PKTINFO in
+// the listener, protocols.md §1.1).
+func dialTransfer(local netip.Addr) (conn, error) {
+	var ip net.IP
+	if local.IsValid() && !local.IsUnspecified() {
+		ip = local.AsSlice()
+	}
+	uc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: ip})
+	if err != nil {
+		return nil, err
+	}
+	c, err := udpio.New(uc, udpio.Options{SndBuf: transferSocketBuffer, RcvBuf: 256 << 10})
+	if err != nil {
+		uc.Close()
+		return nil, err
+	}
+	return udpConn{c}, nil
+}
+
+// plainConn adapts a *net.UDPConn to conn for the client, which reads one
+// datagram per call and never sends windows.
+type plainConn struct{ *net.UDPConn }
+
+func (c plainConn) ReadFrom(b []byte) (int, netip.AddrPort, error) {
+	return c.UDPConn.ReadFromUDPAddrPort(b)
+}
+
+func (c plainConn) WriteTo(b []byte, dst netip.AddrPort) error {
+	_, err := c.UDPConn.WriteToUDPAddrPort(b, dst)
+	return err
+}
+
+func (c plainConn) WriteDatagrams(dst netip.AddrPort, ds []udpio.Datagram) (int, error) {
+	for _, d := range ds {
+		if err := c.WriteTo(append(append([]byte(nil), d.Hdr...), d.Payload...), dst); err != nil {
+			return 0, err
+		}
+	}
+	return len(ds), nil
+}
+
+func isTimeout(err error) bool {
+	ne, ok := err.(net.Error)
+	return ok && ne.Timeout()
+}

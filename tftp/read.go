@@ -1,0 +1,367 @@
+package tftp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	"github.com/mtftpd/mtftpd/internal/udpio"
+)
+
+// Outcome is how a transfer ended; it is the last field of the transfer log
+// line and the label of the outcome counters.
+type Outcome string
+
+// Outcomes.
+const (
+	OutcomeOK          Outcome = "ok"
+	OutcomeUnconfirmed Outcome = "ok-unconfirmed" // final ACK never came (protocols.md §1.5)
+	OutcomeProbe       Outcome = "probe"          // ERROR right after the OACK: UEFI size probe
+	OutcomeAborted     Outcome = "aborted"        // the client sent an ERROR
+	OutcomeTimeout     Outcome = "timeout"
+	OutcomeFileChanged Outcome = "file-changed"
+	OutcomeShutdown    Outcome = "shutdown"
+	OutcomeError       Outcome = "error"
+	OutcomeLifetime    Outcome = "lifetime"
+)
+
+// timing holds a session's retransmission parameters.
+type timing struct {
+	InitialRTO, MinRTO, MaxRTO time.Duration
+	Retries                    int           // consecutive timeouts before giving up
+	Lifetime                   time.Duration // hard cap on one transfer; 0 = none
+}
+
+// result is what a finished transfer reports for its log line and counters.
+type result struct {
+	Outcome     Outcome
+	Err         error
+	Bytes       int64  // file bytes acknowledged (read) or written (write)
+	Blocks      uint64 // blocks acknowledged or received
+	Retransmits uint64
+	Syscalls    uint64
+	Datagrams   uint64
+	Start, End  time.Time
+}
+
+// blockSource yields the payload of block n (1-based). The returned slice
+// is only valid until the next call.
+type blockSource interface {
+	block(n uint64) ([]byte, error)
+}
+
+// mappedSource serves octet blocks straight out of the file's mapping: the
+// payload slices point into it and the kernel copies from there.
+type mappedSource struct {
+	data    []byte
+	blksize int
+}
+
+func (m *mappedSource) block(n uint64) ([]byte, error) {
+	off := (n - 1) * uint64(m.blksize)
+	if off > uint64(len(m.data)) {
+		return nil, io.ErrUnexpectedEOF
+	}
+	end := min(off+uint64(m.blksize), uint64(len(m.data)))
+	return m.data[off:end], nil
+}
+
+// netasciiSource converts on the fly. Netascii never negotiates a window
+// (see Negotiate), so the sender only ever asks for the current block again
+// (retransmit) or the next one.
+type netasciiSource struct {
+	r       io.Reader
+	blksize int
+	cur     uint64
+	buf     []byte
+	n       int
+}
+
+func (s *netasciiSource) block(n uint64) ([]byte, error) {
+	switch n {
+	case s.cur:
+		return s.buf[:s.n], nil
+	case s.cur + 1:
+		if s.buf == nil {
+			s.buf = make([]byte, s.blksize)
+		}
+		k, err := io.ReadFull(s.r, s.buf)
+		if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
+			return nil, err
+		}
+		s.cur, s.n = n, k
+		return s.buf[:k], nil
+	}
+	return nil, fmt.Errorf("netascii: block %d requested after %d", n, s.cur)
+}
+
+// readSession sends one file to one client.
+type readSession struct {
+	c        conn
+	peer     netip.AddrPort
+	src      blockSource
+	size     int64 // bytes on the wire (netascii: converted size)
+	neg      Negotiated
+	oack     []byte // empty: no options acknowledged, DATA 1 goes first
+	timing   timing
+	counters *Counters
+	// truncated reports whether the file shrank under the transfer
+	// (called after a fault or a send error).
+	truncated func() bool
+
+	// hot-path buffers, allocated once per session
+	hdrs  []byte
+	dgs   []udpio.Datagram
+	rbuf  []byte
+	ebuf  []byte
+	tidAt time.Time // last ERROR 5 sent, for rate limiting
+}
+
+// errFileChanged ends a transfer whose file was truncated under it.
+var errFileChanged = errors.New("file changed during transfer")
+
+func (s *readSession) run(ctx context.Context) (res result) {
+	res.Start = time.Now()
+	defer func() { res.End = time.Now() }()
+	// A mapping whose file is truncated raises SIGBUS when touched; turn
+	// that into a panic we recover here, so one transfer fails, not the
+	// server (design.md, hot path rules).
+	debug.SetPanicOnFault(true)
+	defer func() {
+		if r := recover(); r != nil {
+			res.Outcome, res.Err = OutcomeFileChanged, fmt.Errorf("%w: %v", errFileChanged, r)
+			s.sendError(ErrCodeUndefined, errFileChanged.Error())
+		}
+	}()
+	stop := context.AfterFunc(ctx, func() { s.c.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+
+	s.hdrs = make([]byte, HeaderLen*s.neg.WindowSize)
+	s.dgs = make([]udpio.Datagram, s.neg.WindowSize)
+	s.rbuf = make([]byte, 2048)
+	w := window{size: uint64(s.neg.WindowSize), final: blockCount(s.size, s.neg.BlockSize)}
+	rto := newRTO(s.timing.InitialRTO, s.timing.MinRTO, s.timing.MaxRTO)
+	if s.neg.Timeout > 0 {
+		// The client's timeout caps ours: it retransmits its ACK after
+		// that long, so waiting longer only adds to a stall.
+		rto.max = max(min(rto.max, s.neg.Timeout), rto.min)
+	}
+	var lifetime time.Time
+	if s.timing.Lifetime > 0 {
+		lifetime = res.Start.Add(s.timing.Lifetime)
+	}
+
+	oackPending := len(s.oack) > 0
+	var (
+		sentAt    time.Time
+		resent    bool   // the outstanding window or OACK was sent more than once (Karn)
+		highWater uint64 // highest block ever sent
+		timeouts  int
+	)
+	send := func(retransmit bool) error {
+		sentAt = time.Now()
+		resent = retransmit
+		if oackPending {
+			if retransmit {
+				s.counters.Retransmits.Add(1)
+				res.Retransmits++
+			}
+			return s.c.WriteTo(s.oack, s.peer)
+		}
+		from, to := w.next()
+		if from <= highWater {
+			k := min(to, highWater) - from + 1
+			s.counters.Retransmits.Add(k)
+			res.Retransmits += k
+			resent = true
+		}
+		highWater = max(highWater, to)
+		return s.sendBlocks(from, to, &res)
+	}
+
+	if err := send(false); err != nil {
+		return s.fail(&res, err)
+	}
+	for {
+		deadline := sentAt.Add(rto.rto())
+		if !lifetime.IsZero() && deadline.After(lifetime) {
+			deadline = lifetime
+		}
+		s.c.SetReadDeadline(deadline)
+		// Checked after the deadline is set: a cancel from here on moves
+		// the deadline into the past (AfterFunc above) and wakes the read.
+		if ctx.Err() != nil {
+			s.sendError(ErrCodeUndefined, "server shutting down")
+			res.Outcome, res.Err = OutcomeShutdown, ctx.Err()
+			return res
+		}
+		n, from, err := s.c.ReadFrom(s.rbuf)
+		if err != nil {
+			if ctx.Err() != nil {
+				continue
+			}
+			if !isTimeout(err) {
+				return s.fail(&res, err)
+			}
+			now := time.Now()
+			if !lifetime.IsZero() && !now.Before(lifetime) {
+				s.sendError(ErrCodeUndefined, "transfer time limit exceeded")
+				res.Outcome, res.Err = OutcomeLifetime, errors.New("session lifetime exceeded")
+				return res
+			}
+			if now.Before(deadline) {
+				continue // woken early (deadline moved); keep waiting
+			}
+			s.counters.Timeouts.Add(1)
+			timeouts++
+			if timeouts > s.timing.Retries {
+				if !oackPending && w.sent == w.final {
+					// Everything went out; only the final ACK is missing.
+					res.Outcome = OutcomeUnconfirmed
+					res.Bytes, res.Blocks = s.size, w.final
+					return res
+				}
+				res.Outcome, res.Err = OutcomeTimeout, fmt.Errorf("no answer after %d retries", s.timing.Retries)
+				return res
+			}
+			rto.timeout()
+			if err := send(true); err != nil {
+				return s.fail(&res, err)
+			}
+			continue
+		}
+		if from != s.peer {
+			s.unknownTID(from)
+			continue
+		}
+		switch PacketOpcode(s.rbuf[:n]) {
+		case OpACK:
+			wire, err := ParseAck(s.rbuf[:n])
+			if err != nil {
+				s.counters.BadPacket.Add(1)
+				continue
+			}
+			if oackPending {
+				if wire != 0 {
+					s.counters.DupAck.Add(1)
+					continue
+				}
+				oackPending = false
+				if !resent {
+					rto.sample(time.Since(sentAt))
+				}
+				timeouts = 0
+				rto.progress()
+				if err := send(false); err != nil {
+					return s.fail(&res, err)
+				}
+				continue
+			}
+			blk, ok := unwrapBlock(wire, w.acked, w.sent, s.neg.Rollover)
+			if !ok {
+				s.counters.DupAck.Add(1)
+				continue
+			}
+			switch w.onAck(blk) {
+			case ackStale:
+				s.counters.DupAck.Add(1)
+				continue
+			case ackDone:
+				res.Outcome = OutcomeOK
+				res.Bytes, res.Blocks = s.size, w.final
+				return res
+			case ackGap:
+				s.counters.GapAck.Add(1)
+			case ackWindow:
+				if !resent {
+					rto.sample(time.Since(sentAt))
+				}
+			}
+			timeouts = 0
+			rto.progress()
+			if err := send(false); err != nil {
+				return s.fail(&res, err)
+			}
+		case OpERROR:
+			code, msg, _ := ParseError(s.rbuf[:n])
+			res.Err = &RemoteError{Code: code, Message: msg}
+			res.Outcome = OutcomeAborted
+			if oackPending && s.neg.TSizeAsked {
+				// EDK2/EFI size probe: RRQ tsize=0, read the OACK, ERROR 8.
+				res.Outcome = OutcomeProbe
+			}
+			res.Bytes, res.Blocks = int64(w.acked)*int64(s.neg.BlockSize), w.acked
+			return res
+		default:
+			s.counters.BadPacket.Add(1)
+		}
+	}
+}
+
+// sendBlocks sends blocks from..to as one window.
+func (s *readSession) sendBlocks(from, to uint64, res *result) error {
+	k := 0
+	for b := from; b <= to; b++ {
+		p, err := s.src.block(b)
+		if err != nil {
+			return err
+		}
+		h := s.hdrs[k*HeaderLen : (k+1)*HeaderLen]
+		PutDataHeader(h, wireBlock(b, s.neg.Rollover))
+		s.dgs[k] = udpio.Datagram{Hdr: h, Payload: p}
+		s.counters.BytesSent.Add(uint64(len(p)))
+		k++
+	}
+	calls, err := s.c.WriteDatagrams(s.peer, s.dgs[:k])
+	s.counters.SendSyscalls.Add(uint64(calls))
+	s.counters.DataSent.Add(uint64(k))
+	res.Syscalls += uint64(calls)
+	res.Datagrams += uint64(k)
+	if err != nil {
+		s.counters.SendErrors.Add(1)
+		if errors.Is(err, syscall.EFAULT) || (s.truncated != nil && s.truncated()) {
+			return errFileChanged
+		}
+		// Transient kernel back-pressure is loss: the timer resends.
+		if errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.EAGAIN) {
+			return nil
+		}
+		return err
+	}
+	return nil
+}
+
+func (s *readSession) fail(res *result, err error) result {
+	res.Err = err
+	res.Outcome = OutcomeError
+	if errors.Is(err, errFileChanged) {
+		res.Outcome = OutcomeFileChanged
+		s.sendError(ErrCodeUndefined, errFileChanged.Error())
+	} else if !errors.Is(err, syscall.ECONNREFUSED) {
+		s.sendError(ErrCodeUndefined, "internal server error")
+	}
+	return *res
+}
+
+func (s *readSession) sendError(code ErrorCode, msg string) {
+	s.ebuf = AppendError(s.ebuf[:0], code, msg)
+	s.c.WriteTo(s.ebuf, s.peer)
+}
+
+// unknownTID answers a stranger with ERROR 5 (RFC 1350 §4), at most ten
+// times a second per transfer: the reply is a reflection vector.
+func (s *readSession) unknownTID(from netip.AddrPort) {
+	s.counters.UnknownTID.Add(1)
+	now := time.Now()
+	if now.Sub(s.tidAt) < 100*time.Millisecond {
+		return
+	}
+	s.tidAt = now
+	s.ebuf = AppendError(s.ebuf[:0], ErrCodeUnknownTID, "unknown transfer ID")
+	s.c.WriteTo(s.ebuf, from)
+}

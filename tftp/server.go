@@ -1,0 +1,571 @@
+package tftp
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/mtftpd/mtftpd/internal/filestore"
+	"github.com/mtftpd/mtftpd/internal/udpio"
+)
+
+// Defaults for the zero values of Server fields.
+const (
+	DefaultMaxWindow      = 64      // RFC 7440 allows 65535; 64 fills one GSO/sendmmsg batch
+	DefaultMaxWindowBytes = 4 << 20 // 64 × 65464-byte blocks
+	DefaultInitialRTO     = time.Second
+	DefaultMinRTO         = 50 * time.Millisecond // protocols.md §1.7: LAN floor
+	DefaultMaxRTO         = 8 * time.Second
+	DefaultRetries        = 6 // RFC 7440 §6 example
+	DefaultMaxSessions    = 1024
+	DefaultMaxPerClient   = 16
+	DefaultLifetime       = time.Hour
+)
+
+// ErrServerClosed is returned by Serve after Shutdown.
+var ErrServerClosed = errors.New("tftp: server closed")
+
+// Server is a unicast TFTP server. Configure it through its fields before
+// Serve; a zero field means the documented default. It is safe to call
+// Shutdown from another goroutine.
+type Server struct {
+	// Files serves read requests. Required.
+	Files *filestore.Store
+	// WriteDir enables write requests into that directory; "" refuses
+	// them (ERROR 2). Uploads land in a temp file renamed into place
+	// after the last block.
+	WriteDir string
+	// AllowOverwrite lets an upload replace an existing file (else ERROR 6).
+	AllowOverwrite bool
+	// MaxUploadSize caps one upload in bytes; 0 means 1 GiB.
+	MaxUploadSize int64
+
+	MaxBlockSize   int // blksize cap, 8..65464; 0 = 65464, lowered further to the interface MTU − 32
+	MaxWindow      int // windowsize cap; 0 = DefaultMaxWindow
+	MaxWindowBytes int // bytes in one window; 0 = DefaultMaxWindowBytes
+
+	InitialRTO, MinRTO, MaxRTO time.Duration // 0 = the Default* values
+	Retries                    int           // consecutive timeouts before a transfer is dropped; 0 = DefaultRetries
+
+	MaxSessions     int           // transfers at once; 0 = DefaultMaxSessions
+	MaxPerClient    int           // transfers at once per client IP; 0 = DefaultMaxPerClient
+	SessionLifetime time.Duration // hard cap per transfer; 0 = DefaultLifetime
+
+	// Log receives lifecycle events and one line per finished transfer.
+	Log zerolog.Logger
+
+	// Counters count every packet's fate; read them at any time.
+	Counters Counters
+
+	// dial opens a transfer socket; tests replace it.
+	dial func(local netip.Addr) (conn, error)
+
+	mu        sync.Mutex
+	ln        *udpio.Conn
+	perClient map[netip.Addr]int
+	sessions  sync.WaitGroup
+	active    atomic.Int64
+	closing   atomic.Bool
+	stopAll   context.CancelFunc
+	sessCtx   context.Context
+	mtus      mtuCache
+	writeRoot *os.Root
+}
+
+func (s *Server) timing() timing {
+	t := timing{
+		InitialRTO: s.InitialRTO, MinRTO: s.MinRTO, MaxRTO: s.MaxRTO,
+		Retries: s.Retries, Lifetime: s.SessionLifetime,
+	}
+	if t.InitialRTO <= 0 {
+		t.InitialRTO = DefaultInitialRTO
+	}
+	if t.MinRTO <= 0 {
+		t.MinRTO = DefaultMinRTO
+	}
+	if t.MaxRTO <= 0 {
+		t.MaxRTO = DefaultMaxRTO
+	}
+	if t.Retries <= 0 {
+		t.Retries = DefaultRetries
+	}
+	if t.Lifetime <= 0 {
+		t.Lifetime = DefaultLifetime
+	}
+	return t
+}
+
+func orDefault(v, d int) int {
+	if v <= 0 {
+		return d
+	}
+	return v
+}
+
+// ListenAndServe listens on addr ("127.0.0.1:6969", ":69") and serves.
+func (s *Server) ListenAndServe(ctx context.Context, addr string) error {
+	ua, err := net.ResolveUDPAddr("udp4", addr)
+	if err != nil {
+		return err
+	}
+	pc, err := net.ListenUDP("udp4", ua)
+	if err != nil {
+		return err
+	}
+	return s.Serve(ctx, pc)
+}
+
+// Serve answers requests arriving on pc until ctx is cancelled (running
+// transfers are stopped with an ERROR) or Shutdown is called (they finish
+// until Shutdown's deadline). It takes ownership of pc.
+func (s *Server) Serve(ctx context.Context, pc *net.UDPConn) error {
+	if s.Files == nil {
+		pc.Close()
+		return errors.New("tftp: Server.Files is nil")
+	}
+	ln, err := udpio.New(pc, udpio.Options{RcvBuf: 4 << 20, Pktinfo: true})
+	if err != nil {
+		pc.Close()
+		return err
+	}
+	s.mu.Lock()
+	s.ln = ln
+	s.perClient = make(map[netip.Addr]int)
+	s.sessCtx, s.stopAll = context.WithCancel(context.Background())
+	if s.dial == nil {
+		s.dial = dialTransfer
+	}
+	if s.WriteDir != "" && s.writeRoot == nil {
+		r, err := os.OpenRoot(s.WriteDir)
+		if err != nil {
+			s.mu.Unlock()
+			ln.Close()
+			return fmt.Errorf("tftp: write directory: %w", err)
+		}
+		s.writeRoot = r
+	}
+	s.mu.Unlock()
+	caps := ln.Caps()
+	s.Log.Info().Str("addr", ln.LocalAddr().String()).Bool("gso", caps.GSO).Bool("sendmmsg", caps.MMsg).
+		Bool("gso_equal_tail_guard", caps.GSOEqualTailBug).Str("kernel", caps.KernelRelease).
+		Str("root", s.Files.Root()).Str("write_dir", s.WriteDir).Msg("tftp server listening")
+
+	stop := context.AfterFunc(ctx, func() {
+		s.closing.Store(true)
+		ln.Close()
+		s.stopAll()
+	})
+	defer stop()
+
+	buf := make([]byte, 65536)
+	for {
+		n, from, dst, err := ln.ReadFrom(buf)
+		if err != nil {
+			if s.closing.Load() {
+				s.sessions.Wait()
+				if ctx.Err() != nil {
+					return nil
+				}
+				return ErrServerClosed
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return err
+			}
+			s.Log.Warn().Err(err).Msg("tftp: read")
+			continue
+		}
+		s.handle(buf[:n], from, dst)
+	}
+}
+
+// Shutdown stops accepting requests, lets running transfers finish until
+// ctx is done, then stops the rest with an ERROR packet.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	ln := s.ln
+	stopAll := s.stopAll
+	s.mu.Unlock()
+	if ln == nil {
+		return nil
+	}
+	s.closing.Store(true)
+	ln.Close()
+	done := make(chan struct{})
+	go func() { s.sessions.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		stopAll()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// Active reports the number of transfers in flight.
+func (s *Server) Active() int { return int(s.active.Load()) }
+
+// handle parses a datagram that arrived on the listening port and, for a
+// valid request within limits, starts its transfer.
+func (s *Server) handle(pkt []byte, from netip.AddrPort, dst netip.Addr) {
+	op := PacketOpcode(pkt)
+	if op != OpRRQ && op != OpWRQ {
+		s.Counters.BadPacket.Add(1)
+		return // nothing to say to a stray DATA/ACK on the request port
+	}
+	req, err := ParseRequest(pkt)
+	if err == nil && len(pkt) > MaxRequestLen {
+		err = malformed("request of %d bytes (RFC 2347 limit 512)", len(pkt))
+	}
+	if err != nil {
+		s.Counters.BadRequest.Add(1)
+		s.Log.Debug().Str("client", from.String()).Err(err).Msg("tftp: bad request")
+		s.replyError(pkt, from, dst, ErrCodeIllegalOp, "malformed request")
+		return
+	}
+	if !s.reserve(from.Addr()) {
+		s.Counters.SessionLimited.Add(1)
+		s.Log.Warn().Str("client", from.String()).Str("file", req.Filename).Msg("tftp: session limit reached, request refused")
+		s.replyError(pkt, from, dst, ErrCodeUndefined, "server busy, try again")
+		return
+	}
+	s.sessions.Add(1)
+	go func() {
+		defer s.sessions.Done()
+		defer s.release(from.Addr())
+		s.serveRequest(req, from, dst)
+	}()
+}
+
+// replyError answers on the listening socket, from the address the
+// request came to, and never with more bytes than the request had:
+// a spoofed packet must not buy a bigger reply (amplification).
+func (s *Server) replyError(req []byte, to netip.AddrPort, src netip.Addr, code ErrorCode, msg string) {
+	b := AppendError(nil, code, msg)
+	if len(b) > len(req) {
+		b = AppendError(nil, code, "")
+		if len(b) > len(req) {
+			return
+		}
+	}
+	s.ln.WriteTo(b, to, src)
+}
+
+func (s *Server) reserve(client netip.Addr) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing.Load() {
+		return false
+	}
+	if int(s.active.Load()) >= orDefault(s.MaxSessions, DefaultMaxSessions) ||
+		s.perClient[client] >= orDefault(s.MaxPerClient, DefaultMaxPerClient) {
+		return false
+	}
+	s.perClient[client]++
+	s.active.Add(1)
+	s.Counters.Active.Add(1)
+	return true
+}
+
+func (s *Server) release(client netip.Addr) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.perClient[client]--; s.perClient[client] <= 0 {
+		delete(s.perClient, client)
+	}
+	s.active.Add(-1)
+	s.Counters.Active.Add(-1)
+}
+
+// serveRequest runs in the transfer's own goroutine: it opens the transfer
+// socket (a new TID, RFC 1350 §4) on the address the request came to,
+// resolves the file, negotiates and runs the transfer.
+func (s *Server) serveRequest(req *Request, peer netip.AddrPort, local netip.Addr) {
+	c, err := s.dial(local)
+	if err != nil {
+		s.Log.Error().Err(err).Str("client", peer.String()).Msg("tftp: transfer socket")
+		return
+	}
+	defer c.Close()
+	fail := func(code ErrorCode, msg string) {
+		c.WriteTo(AppendError(nil, code, msg), peer)
+	}
+	if req.Mode != "octet" && req.Mode != "netascii" {
+		s.Counters.BadRequest.Add(1)
+		fail(ErrCodeIllegalOp, fmt.Sprintf("unsupported mode %q", req.Mode))
+		s.logRefusal(req, peer, "bad-mode", nil)
+		return
+	}
+	if req.Op == OpWRQ {
+		s.serveWrite(c, req, peer, local)
+		return
+	}
+	f, err := s.Files.Get(req.Filename)
+	if err != nil {
+		code, msg, reason := fileErrorCode(err)
+		if code == ErrCodeNotFound {
+			s.Counters.NotFound.Add(1)
+		} else {
+			s.Counters.Denied.Add(1)
+		}
+		fail(code, msg)
+		s.logRefusal(req, peer, reason, err)
+		return
+	}
+	defer f.Release()
+	s.Counters.RRQ.Add(1)
+
+	netascii := req.Mode == "netascii"
+	size := f.Size()
+	var src blockSource
+	lim := s.limits(local)
+	lim.Netascii = netascii
+	neg := Negotiate(req, lim, size)
+	if netascii {
+		if size, err = f.NetasciiSize(); err != nil {
+			fail(ErrCodeUndefined, errFileChanged.Error())
+			return
+		}
+		neg = Negotiate(req, lim, size)
+		r := &filestore.NetasciiReader{}
+		r.Reset(f.Data())
+		src = &netasciiSource{r: r, blksize: neg.BlockSize}
+	} else {
+		src = &mappedSource{data: f.Data(), blksize: neg.BlockSize}
+	}
+	var oack []byte
+	if len(neg.Ack) > 0 {
+		oack = AppendOACK(nil, neg.Ack)
+	}
+	rs := &readSession{
+		c: c, peer: peer, src: src, size: size, neg: neg, oack: oack,
+		timing: s.timing(), counters: &s.Counters, truncated: f.Truncated,
+	}
+	res := rs.run(s.sessCtx)
+	s.finish(req, peer, neg, res)
+}
+
+// limits returns the negotiation limits for a request that arrived on
+// local: blksize is capped to that interface's MTU − 32 (IPv4 + UDP + TFTP
+// headers), so DATA never needs IP fragmentation (protocols.md §3.2).
+func (s *Server) limits(local netip.Addr) Limits {
+	maxBlk := orDefault(s.MaxBlockSize, MaxBlockSize)
+	if mtu := s.mtus.lookup(local); mtu > 0 {
+		maxBlk = min(maxBlk, mtu-32)
+	}
+	return Limits{
+		MaxBlockSize:   max(maxBlk, MinBlockSize),
+		MaxWindow:      orDefault(s.MaxWindow, DefaultMaxWindow),
+		MaxWindowBytes: orDefault(s.MaxWindowBytes, DefaultMaxWindowBytes),
+	}
+}
+
+// fileErrorCode maps a filestore error to the RFC 1350 code, the message
+// for the client and a short reason for the log.
+func fileErrorCode(err error) (ErrorCode, string, string) {
+	switch {
+	case errors.Is(err, filestore.ErrNotFound):
+		return ErrCodeNotFound, "file not found", "not-found"
+	case errors.Is(err, filestore.ErrBadName):
+		return ErrCodeAccess, "invalid file name", "bad-name"
+	default:
+		return ErrCodeAccess, "access violation", "denied"
+	}
+}
+
+func (s *Server) logRefusal(req *Request, peer netip.AddrPort, reason string, err error) {
+	// pxelinux probes a dozen config names before it finds one: misses
+	// are normal traffic, logged at debug (protocols.md §10.3).
+	ev := s.Log.Debug()
+	if reason != "not-found" {
+		ev = s.Log.Info()
+	}
+	ev.Str("client", peer.String()).Str("op", req.Op.String()).Str("file", req.Filename).
+		Str("outcome", reason).Err(err).Msg("tftp: refused")
+}
+
+// finish counts and logs a finished transfer: the one line per transfer
+// that people read.
+func (s *Server) finish(req *Request, peer netip.AddrPort, neg Negotiated, res result) {
+	switch res.Outcome {
+	case OutcomeOK:
+		s.Counters.Completed.Add(1)
+	case OutcomeUnconfirmed:
+		s.Counters.Unconfirmed.Add(1)
+	case OutcomeProbe:
+		s.Counters.Probes.Add(1)
+	default:
+		s.Counters.Failed.Add(1)
+	}
+	d := res.End.Sub(res.Start)
+	mbps := 0.0
+	if d > 0 {
+		mbps = float64(res.Bytes) / d.Seconds() / 1e6
+	}
+	ev := s.Log.Info()
+	if res.Outcome != OutcomeOK && res.Outcome != OutcomeUnconfirmed && res.Outcome != OutcomeProbe {
+		ev = s.Log.Warn()
+	}
+	ev.Str("client", peer.String()).Str("op", req.Op.String()).Str("file", req.Filename).Str("mode", req.Mode).
+		Int("blksize", neg.BlockSize).Int("windowsize", neg.WindowSize).
+		Int64("bytes", res.Bytes).Uint64("blocks", res.Blocks).Uint64("retransmits", res.Retransmits).
+		Uint64("datagrams", res.Datagrams).Uint64("syscalls", res.Syscalls).
+		Dur("duration", d).Float64("mbps", mbps).Str("outcome", string(res.Outcome)).Err(res.Err).
+		Msg("transfer")
+}
+
+// serveWrite runs a WRQ.
+func (s *Server) serveWrite(c conn, req *Request, peer netip.AddrPort, local netip.Addr) {
+	fail := func(code ErrorCode, msg, reason string, err error) {
+		c.WriteTo(AppendError(nil, code, msg), peer)
+		s.Counters.Denied.Add(1)
+		s.logRefusal(req, peer, reason, err)
+	}
+	if s.writeRoot == nil {
+		fail(ErrCodeAccess, "write requests are disabled", "writes-disabled", nil)
+		return
+	}
+	if req.Mode != "octet" {
+		fail(ErrCodeIllegalOp, "uploads must use octet mode", "bad-mode", nil)
+		return
+	}
+	name, err := filestore.CleanName(req.Filename)
+	if err != nil {
+		fail(ErrCodeAccess, "invalid file name", "bad-name", err)
+		return
+	}
+	if !s.AllowOverwrite {
+		if _, err := s.writeRoot.Lstat(name); err == nil {
+			fail(ErrCodeFileExists, "file already exists", "exists", nil)
+			return
+		}
+	}
+	maxSize := s.MaxUploadSize
+	if maxSize <= 0 {
+		maxSize = 1 << 30
+	}
+	lim := s.limits(local)
+	neg := Negotiate(req, lim, -1)
+	if neg.TSize > maxSize {
+		c.WriteTo(AppendError(nil, ErrCodeDiskFull, errTooLarge.Error()), peer)
+		s.logRefusal(req, peer, "too-large", nil)
+		return
+	}
+	up, err := s.newUpload(name)
+	if err != nil {
+		fail(ErrCodeAccess, "cannot create file", "create-failed", err)
+		return
+	}
+	s.Counters.WRQ.Add(1)
+	var oack []byte
+	if len(neg.Ack) > 0 {
+		oack = AppendOACK(nil, neg.Ack)
+	}
+	ws := &writeSession{
+		c: c, peer: peer, neg: neg, oack: oack, timing: s.timing(),
+		counters: &s.Counters, dst: up, maxSize: maxSize,
+	}
+	res := ws.run(s.sessCtx)
+	s.finish(req, peer, neg, res)
+}
+
+// rootUpload writes into a temp file beside the target inside the write
+// root; Commit fsyncs and renames it into place, so a broken upload leaves
+// nothing behind (design.md, safety rules).
+type rootUpload struct {
+	root       *os.Root
+	f          *os.File
+	tmp, name  string
+	overwrite  bool
+	closedOnce bool
+}
+
+func (s *Server) newUpload(name string) (*rootUpload, error) {
+	var rnd [6]byte
+	rand.Read(rnd[:])
+	dir, base := path.Split(name)
+	tmp := dir + "." + base + ".part-" + hex.EncodeToString(rnd[:])
+	f, err := s.writeRoot.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	return &rootUpload{root: s.writeRoot, f: f, tmp: tmp, name: name, overwrite: s.AllowOverwrite}, nil
+}
+
+func (u *rootUpload) WriteAt(p []byte, off int64) (int, error) { return u.f.WriteAt(p, off) }
+
+func (u *rootUpload) Commit() error {
+	if err := u.f.Sync(); err != nil {
+		return err
+	}
+	if err := u.f.Close(); err != nil {
+		return err
+	}
+	u.closedOnce = true
+	if u.overwrite {
+		return u.root.Rename(u.tmp, u.name)
+	}
+	// Link fails if the name appeared meanwhile: never overwrite.
+	if err := u.root.Link(u.tmp, u.name); err != nil {
+		u.root.Remove(u.tmp)
+		return err
+	}
+	return u.root.Remove(u.tmp)
+}
+
+func (u *rootUpload) Abort() {
+	if !u.closedOnce {
+		u.f.Close()
+	}
+	u.root.Remove(u.tmp)
+}
+
+// mtuCache maps a local address to its interface MTU, refreshed at most
+// every 30 s (interfaces change rarely; a netlink dump per request would
+// cost more than the transfer of a small file).
+type mtuCache struct {
+	mu     sync.Mutex
+	at     time.Time
+	byAddr map[netip.Addr]int
+}
+
+func (m *mtuCache) lookup(a netip.Addr) int {
+	if !a.IsValid() || a.IsUnspecified() {
+		return 0
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.byAddr == nil || time.Since(m.at) > 30*time.Second {
+		m.byAddr = make(map[netip.Addr]int)
+		m.at = time.Now()
+		ifs, _ := net.Interfaces()
+		for _, ifc := range ifs {
+			addrs, _ := ifc.Addrs()
+			for _, ad := range addrs {
+				if ipn, ok := ad.(*net.IPNet); ok {
+					if ip, ok := netip.AddrFromSlice(ipn.IP); ok {
+						m.byAddr[ip.Unmap()] = ifc.MTU
+					}
+				}
+			}
+		}
+	}
+	if mtu, ok := m.byAddr[a.Unmap()]; ok {
+		return mtu
+	}
+	if a.IsLoopback() {
+		return m.byAddr[netip.AddrFrom4([4]byte{127, 0, 0, 1})]
+	}
+	return 0
+}

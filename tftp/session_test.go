@@ -1,0 +1,270 @@
+package tftp
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// serveOne plays the server's listener for one request over the memNet:
+// it reads the RRQ, negotiates and runs the read session from a new TID.
+func serveOne(t *testing.T, n *memNet, ln *memConn, data []byte, lim Limits, counters *Counters) <-chan result {
+	t.Helper()
+	out := make(chan result, 1)
+	go func() {
+		buf := make([]byte, 600)
+		ln.SetReadDeadline(time.Now().Add(time.Minute))
+		k, peer, err := ln.ReadFrom(buf)
+		if err != nil {
+			out <- result{Outcome: OutcomeError, Err: err}
+			return
+		}
+		req, err := ParseRequest(buf[:k])
+		if err != nil {
+			out <- result{Outcome: OutcomeError, Err: err}
+			return
+		}
+		neg := Negotiate(req, lim, int64(len(data)))
+		var oack []byte
+		if len(neg.Ack) > 0 {
+			oack = AppendOACK(nil, neg.Ack)
+		}
+		c := n.listen("192.0.2.1")
+		defer c.Close()
+		rs := &readSession{c: c, peer: peer, src: &mappedSource{data: data, blksize: neg.BlockSize},
+			size: int64(len(data)), neg: neg, oack: oack, counters: counters,
+			timing: timing{InitialRTO: time.Second, MinRTO: 50 * time.Millisecond, MaxRTO: 8 * time.Second, Retries: 6, Lifetime: time.Hour}}
+		out <- rs.run(context.Background())
+	}()
+	return out
+}
+
+func testData(size int, seed uint64) []byte {
+	b := make([]byte, size)
+	r := rand.New(rand.NewPCG(seed, 1))
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+// TestTransferImpaired runs the real client against the real read session
+// over an impaired in-memory network in virtual time: every combination
+// must deliver the exact bytes, and duplicates must not multiply sends
+// (Sorcerer's Apprentice).
+func TestTransferImpaired(t *testing.T) {
+	type impair struct {
+		name               string
+		loss, dup, reorder float64
+	}
+	impairs := []impair{
+		{"clean", 0, 0, 0},
+		{"loss5", 0.05, 0, 0},
+		{"loss20", 0.20, 0, 0},
+		{"dup10", 0, 0.10, 0},
+		{"reorder10", 0, 0, 0.10},
+		{"mixed", 0.05, 0.05, 0.05},
+	}
+	sizes := []int{0, 1, 511, 512, 513, 4 * 1468, 100_003}
+	for _, im := range impairs {
+		for _, bs := range []int{512, 1468} {
+			for _, win := range []int{1, 4, 16} {
+				for _, size := range sizes {
+					name := fmt.Sprintf("%s/bs%d/w%d/%d", im.name, bs, win, size)
+					t.Run(name, func(t *testing.T) {
+						synctest.Test(t, func(t *testing.T) {
+							n := newMemNet(uint64(size*31 + bs + win))
+							n.loss, n.dup, n.reorder = im.loss, im.dup, im.reorder
+							data := testData(size, uint64(size))
+							var counters Counters
+							ln := n.listen("192.0.2.1")
+							srv := serveOne(t, n, ln, data, Limits{MaxBlockSize: 65464, MaxWindow: 64}, &counters)
+							cl := n.listen("192.0.2.10")
+							c := &Client{BlockSize: bs, WindowSize: win, TSize: true, Retries: 12}
+							var got bytes.Buffer
+							res, err := c.get(context.Background(), cl, ln.addr, "f", &got, time.Now())
+							if err != nil {
+								t.Fatalf("client: %v", err)
+							}
+							if !bytes.Equal(got.Bytes(), data) {
+								t.Fatalf("got %d bytes, want %d (content differs)", got.Len(), len(data))
+							}
+							if res.TSize != int64(size) || res.BlockSize != bs || res.WindowSize != win {
+								t.Fatalf("negotiated tsize %d blksize %d window %d", res.TSize, res.BlockSize, res.WindowSize)
+							}
+							sr := <-srv
+							if sr.Outcome != OutcomeOK && sr.Outcome != OutcomeUnconfirmed {
+								t.Fatalf("server outcome %s: %v", sr.Outcome, sr.Err)
+							}
+							if im.loss == 0 && im.dup == 0 && im.reorder == 0 && sr.Outcome != OutcomeOK {
+								t.Fatalf("clean network: outcome %s", sr.Outcome)
+							}
+							blocks := blockCount(int64(size), bs)
+							sent := counters.DataSent.Load()
+							if im.loss == 0 && im.reorder == 0 {
+								// Duplicated ACKs and DATA alone must not
+								// make the server send more than each block
+								// once (plus a window per rare timer).
+								if sent > blocks+uint64(win) {
+									t.Fatalf("sent %d datagrams for %d blocks with dup %.2f: duplicate ACKs caused sends", sent, blocks, im.dup)
+								}
+							}
+						})
+					})
+				}
+			}
+		}
+	}
+}
+
+// TestRollover moves a file of more than 65535 blocks (blksize 8 keeps it
+// small) with rollover 0 (the default iPXE/EDK2/PXELINUX expect) and 1.
+func TestRollover(t *testing.T) {
+	for _, ro := range []string{"", "0", "1"} {
+		t.Run("rollover="+ro, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				n := newMemNet(7)
+				n.loss = 0.01
+				data := testData(70_001*8+3, 3)
+				var counters Counters
+				ln := n.listen("192.0.2.1")
+				srv := serveOne(t, n, ln, data, Limits{MaxWindow: 64}, &counters)
+				cl := n.listen("192.0.2.10")
+				c := &Client{BlockSize: 8, WindowSize: 32, Retries: 12}
+				var got bytes.Buffer
+				// The client asks for rollover by a raw option: add it to
+				// the request through a wrapper conn that rewrites the RRQ.
+				var cc conn = cl
+				if ro != "" {
+					cc = &rrqRewriter{memConn: cl, extra: []Option{{OptRollover, ro}}}
+				}
+				if _, err := c.get(context.Background(), cc, ln.addr, "f", &got, time.Now()); err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(got.Bytes(), data) {
+					t.Fatalf("content differs: %d vs %d bytes", got.Len(), len(data))
+				}
+				if r := <-srv; r.Outcome != OutcomeOK && r.Outcome != OutcomeUnconfirmed {
+					t.Fatalf("server: %s %v", r.Outcome, r.Err)
+				}
+			})
+		})
+	}
+}
+
+// rrqRewriter appends options to the first RRQ the client sends.
+type rrqRewriter struct {
+	*memConn
+	extra []Option
+	done  bool
+}
+
+func (r *rrqRewriter) WriteTo(b []byte, dst netip.AddrPort) error {
+	if !r.done && PacketOpcode(b) == OpRRQ {
+		r.done = true
+		req, err := ParseRequest(b)
+		if err == nil {
+			req.Options = append(req.Options, r.extra...)
+			b = req.Marshal(nil)
+		}
+	}
+	return r.memConn.WriteTo(b, dst)
+}
+
+// TestSizeProbe: an ERROR 8 right after the OACK (UEFI's tsize probe) is a
+// probe, not a failure.
+func TestSizeProbe(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := newMemNet(1)
+		var counters Counters
+		ln := n.listen("192.0.2.1")
+		srv := serveOne(t, n, ln, testData(5000, 1), Limits{MaxWindow: 64}, &counters)
+		cl := n.listen("192.0.2.10")
+		rrq := (&Request{Op: OpRRQ, Filename: "f", Mode: "octet", Options: []Option{{"tsize", "0"}, {"blksize", "1468"}}}).Marshal(nil)
+		cl.WriteTo(rrq, ln.addr)
+		buf := make([]byte, 2048)
+		k, from, err := cl.ReadFrom(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts, err := ParseOACK(buf[:k])
+		if err != nil {
+			t.Fatalf("want OACK: %v", err)
+		}
+		if v := findOpt(opts, "tsize"); v != "5000" {
+			t.Fatalf("tsize %q", v)
+		}
+		cl.WriteTo(AppendError(nil, ErrCodeOptionRefuse, "User aborted the transfer"), from)
+		if r := <-srv; r.Outcome != OutcomeProbe {
+			t.Fatalf("outcome %s, want probe", r.Outcome)
+		}
+	})
+}
+
+func findOpt(opts []Option, name string) string {
+	for _, o := range opts {
+		if o.Name == name {
+			return o.Value
+		}
+	}
+	return ""
+}
+
+// TestGapAckResendsOnce drives the server by hand: a window of 4, an ACK
+// inside it rewinds to the block after it, and repeating that ACK does not
+// cause another window (RFC 7440 §3.4, window-level Sorcerer's Apprentice).
+func TestGapAckResendsOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := newMemNet(1)
+		n.latency = time.Millisecond
+		var counters Counters
+		ln := n.listen("192.0.2.1")
+		srv := serveOne(t, n, ln, testData(20000, 2), Limits{MaxWindow: 64}, &counters)
+		cl := n.listen("192.0.2.10")
+		rrq := (&Request{Op: OpRRQ, Filename: "f", Mode: "octet", Options: []Option{{"blksize", "1428"}, {"windowsize", "4"}}}).Marshal(nil)
+		cl.WriteTo(rrq, ln.addr)
+		buf := make([]byte, 2048)
+		cl.SetReadDeadline(time.Now().Add(time.Hour))
+		_, from, _ := cl.ReadFrom(buf) // OACK
+		recv := func() []uint16 {
+			var got []uint16
+			for {
+				cl.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+				k, _, err := cl.ReadFrom(buf)
+				if err != nil {
+					return got
+				}
+				b, _, err := ParseData(buf[:k])
+				if err != nil {
+					t.Fatalf("not DATA: %v", err)
+				}
+				got = append(got, b)
+			}
+		}
+		cl.WriteTo(AppendAck(nil, 0), from)
+		if got := recv(); fmt.Sprint(got) != "[1 2 3 4]" {
+			t.Fatalf("first window %v", got)
+		}
+		cl.WriteTo(AppendAck(nil, 4), from)
+		if got := recv(); fmt.Sprint(got) != "[5 6 7 8]" {
+			t.Fatalf("second window %v", got)
+		}
+		// Pretend 7 was lost: ACK 6 three times.
+		for range 3 {
+			cl.WriteTo(AppendAck(nil, 6), from)
+		}
+		if got := recv(); fmt.Sprint(got) != "[7 8 9 10]" {
+			t.Fatalf("after gap ACK: %v (want exactly one window from 7)", got)
+		}
+		if d := counters.DupAck.Load(); d != 2 {
+			t.Fatalf("dup ACKs counted %d, want 2", d)
+		}
+		cl.WriteTo(AppendError(nil, 0, "bye"), from)
+		<-srv
+	})
+}

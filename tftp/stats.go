@@ -1,0 +1,58 @@
+package tftp
+
+import (
+	"reflect"
+	"sync/atomic"
+)
+
+// Counters count the fate of every packet and transfer. All fields are
+// updated atomically and may be read at any time; Snapshot gives a
+// consistent-enough copy for metrics.
+type Counters struct {
+	RRQ            atomic.Uint64 // read requests accepted
+	WRQ            atomic.Uint64 // write requests accepted
+	NotFound       atomic.Uint64 // requests refused: file not found
+	Denied         atomic.Uint64 // requests refused: access violation, bad name, writes disabled
+	BadRequest     atomic.Uint64 // requests refused: malformed, bad mode
+	SessionLimited atomic.Uint64 // requests refused: session limits
+	BadPacket      atomic.Uint64 // unparsable or unexpected packets from a peer
+	UnknownTID     atomic.Uint64 // packets from a foreign source to a transfer socket
+	DupAck         atomic.Uint64 // stale/duplicate ACKs ignored
+	GapAck         atomic.Uint64 // ACKs inside a window: resend from after them
+	Timeouts       atomic.Uint64 // retransmission timer expiries
+	Retransmits    atomic.Uint64 // DATA blocks (or OACKs) sent more than once
+	DataSent       atomic.Uint64 // DATA datagrams sent
+	BytesSent      atomic.Uint64 // payload bytes sent (retransmits included)
+	SendSyscalls   atomic.Uint64 // syscalls that carried DATA
+	SendErrors     atomic.Uint64 // failed sends
+	Completed      atomic.Uint64 // transfers whose final block was acknowledged
+	Unconfirmed    atomic.Uint64 // final ACK never came (counted as complete, protocols.md §1.5)
+	Probes         atomic.Uint64 // ERROR right after the OACK: a size probe (UEFI), not a failure
+	Failed         atomic.Uint64 // transfers that ended any other way
+	Active         atomic.Int64  // transfers in flight
+	Received       atomic.Uint64 // DATA bytes received by write transfers
+}
+
+// CounterValue is one named counter.
+type CounterValue struct {
+	Name  string
+	Value int64
+}
+
+// Snapshot returns every counter with its field name.
+func (c *Counters) Snapshot() []CounterValue {
+	v := reflect.ValueOf(c).Elem()
+	t := v.Type()
+	out := make([]CounterValue, 0, t.NumField())
+	for i := range t.NumField() {
+		var val int64
+		switch f := v.Field(i).Addr().Interface().(type) {
+		case *atomic.Uint64:
+			val = int64(f.Load())
+		case *atomic.Int64:
+			val = f.Load()
+		}
+		out = append(out, CounterValue{t.Field(i).Name, val})
+	}
+	return out
+}

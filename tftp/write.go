@@ -1,0 +1,229 @@
+package tftp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"syscall"
+	"time"
+)
+
+// errTooLarge ends an upload that passed the configured size limit.
+var errTooLarge = errors.New("upload exceeds the size limit")
+
+// upload is where a write transfer's bytes go: a temp file that Commit
+// renames into place after the last block and Abort removes.
+type upload interface {
+	io.WriterAt
+	Commit() error
+	Abort()
+}
+
+// writeSession receives one file from one client (WRQ). Windowsize is
+// honoured as a receiver: ACK the last block of each window, or the last
+// block received in order when a gap shows (RFC 7440 §3).
+type writeSession struct {
+	c        conn
+	peer     netip.AddrPort
+	neg      Negotiated
+	oack     []byte
+	timing   timing
+	counters *Counters
+	dst      upload
+	maxSize  int64 // 0 = no limit
+
+	ebuf  []byte
+	tidAt time.Time
+}
+
+func (s *writeSession) run(ctx context.Context) (res result) {
+	res.Start = time.Now()
+	defer func() { res.End = time.Now() }()
+	committed := false
+	defer func() {
+		if !committed {
+			s.dst.Abort()
+		}
+	}()
+	stop := context.AfterFunc(ctx, func() { s.c.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+
+	bs := s.neg.BlockSize
+	win := uint64(s.neg.WindowSize)
+	rbuf := make([]byte, bs+HeaderLen+1)
+	rto := newRTO(s.timing.InitialRTO, s.timing.MinRTO, s.timing.MaxRTO)
+	if s.neg.Timeout > 0 {
+		rto.max = max(min(rto.max, s.neg.Timeout), rto.min)
+	}
+	var (
+		have     uint64 // highest block received in order
+		ackedTo  uint64 // highest block we ACKed
+		gapAcked bool   // a gap was already reported for the current position
+		sentAt   time.Time
+		timeouts int
+		abuf     []byte
+		lifetime time.Time
+	)
+	if s.timing.Lifetime > 0 {
+		lifetime = res.Start.Add(s.timing.Lifetime)
+	}
+	sendAck := func() {
+		sentAt = time.Now()
+		if have == 0 && len(s.oack) > 0 {
+			s.c.WriteTo(s.oack, s.peer)
+			return
+		}
+		abuf = AppendAck(abuf[:0], wireBlock(have, s.neg.Rollover))
+		s.c.WriteTo(abuf, s.peer)
+		ackedTo = have
+	}
+	sendAck()
+	for {
+		deadline := sentAt.Add(rto.rto())
+		if !lifetime.IsZero() && deadline.After(lifetime) {
+			deadline = lifetime
+		}
+		s.c.SetReadDeadline(deadline)
+		if ctx.Err() != nil {
+			s.sendError(ErrCodeUndefined, "server shutting down")
+			res.Outcome, res.Err = OutcomeShutdown, ctx.Err()
+			return res
+		}
+		n, from, err := s.c.ReadFrom(rbuf)
+		if err != nil {
+			if ctx.Err() != nil {
+				continue
+			}
+			if !isTimeout(err) {
+				res.Outcome, res.Err = OutcomeError, err
+				return res
+			}
+			now := time.Now()
+			if !lifetime.IsZero() && !now.Before(lifetime) {
+				s.sendError(ErrCodeUndefined, "transfer time limit exceeded")
+				res.Outcome, res.Err = OutcomeLifetime, errors.New("session lifetime exceeded")
+				return res
+			}
+			if now.Before(deadline) {
+				continue
+			}
+			s.counters.Timeouts.Add(1)
+			if timeouts++; timeouts > s.timing.Retries {
+				res.Outcome, res.Err = OutcomeTimeout, fmt.Errorf("no DATA after %d retries", s.timing.Retries)
+				return res
+			}
+			rto.timeout()
+			s.counters.Retransmits.Add(1)
+			res.Retransmits++
+			sendAck()
+			continue
+		}
+		if from != s.peer {
+			s.unknownTID(from)
+			continue
+		}
+		pkt := rbuf[:n]
+		switch PacketOpcode(pkt) {
+		case OpDATA:
+			wire, payload, _ := ParseData(pkt)
+			if len(payload) > bs {
+				s.counters.BadPacket.Add(1)
+				continue
+			}
+			blk, ok := unwrapBlock(wire, have, have+win, s.neg.Rollover)
+			if !ok || blk == have {
+				// A duplicate of a block we hold: the ACK was lost.
+				// Answer with our position once per timer period at most.
+				if time.Since(sentAt) > rto.rto()/2 {
+					sendAck()
+				}
+				continue
+			}
+			if blk != have+1 {
+				if !gapAcked {
+					gapAcked = true
+					sendAck()
+				}
+				continue
+			}
+			off := int64(have) * int64(bs)
+			if s.maxSize > 0 && off+int64(len(payload)) > s.maxSize {
+				s.sendError(ErrCodeDiskFull, errTooLarge.Error())
+				res.Outcome, res.Err = OutcomeError, errTooLarge
+				return res
+			}
+			if _, err := s.dst.WriteAt(payload, off); err != nil {
+				s.writeFailed(&res, err)
+				return res
+			}
+			have, gapAcked, timeouts = blk, false, 0
+			rto.progress()
+			s.counters.Received.Add(uint64(len(payload)))
+			res.Bytes = off + int64(len(payload))
+			res.Blocks = have
+			if len(payload) < bs {
+				if err := s.dst.Commit(); err != nil {
+					s.writeFailed(&res, err)
+					return res
+				}
+				committed = true
+				sendAck()
+				s.dally(rbuf, rto.rto(), abuf)
+				res.Outcome = OutcomeOK
+				return res
+			}
+			if have-ackedTo >= win {
+				sendAck()
+			}
+		case OpERROR:
+			code, msg, _ := ParseError(pkt)
+			res.Outcome, res.Err = OutcomeAborted, &RemoteError{Code: code, Message: msg}
+			return res
+		default:
+			s.counters.BadPacket.Add(1)
+		}
+	}
+}
+
+// dally re-ACKs a repeated final DATA for a short while (RFC 1350 §6): our
+// final ACK may have been lost, and the client is waiting for it.
+func (s *writeSession) dally(rbuf []byte, rto time.Duration, ack []byte) {
+	end := time.Now().Add(min(2*rto, time.Second))
+	for {
+		s.c.SetReadDeadline(end)
+		n, from, err := s.c.ReadFrom(rbuf)
+		if err != nil {
+			return
+		}
+		if from == s.peer && PacketOpcode(rbuf[:n]) == OpDATA {
+			s.c.WriteTo(ack, s.peer)
+		}
+	}
+}
+
+func (s *writeSession) writeFailed(res *result, err error) {
+	res.Outcome, res.Err = OutcomeError, err
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		s.sendError(ErrCodeDiskFull, "disk full")
+		return
+	}
+	s.sendError(ErrCodeUndefined, "write failed")
+}
+
+func (s *writeSession) sendError(code ErrorCode, msg string) {
+	s.ebuf = AppendError(s.ebuf[:0], code, msg)
+	s.c.WriteTo(s.ebuf, s.peer)
+}
+
+func (s *writeSession) unknownTID(from netip.AddrPort) {
+	s.counters.UnknownTID.Add(1)
+	now := time.Now()
+	if now.Sub(s.tidAt) < 100*time.Millisecond {
+		return
+	}
+	s.tidAt = now
+	s.ebuf = AppendError(s.ebuf[:0], ErrCodeUnknownTID, "unknown transfer ID")
+	s.c.WriteTo(s.ebuf, from)
+}

@@ -1,0 +1,148 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var bin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "mtftpd-cmd-test-")
+	if err != nil {
+		panic(err)
+	}
+	bin = filepath.Join(dir, "mtftpd")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		os.Stderr.Write(out)
+		panic(err)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func mtftpd(t *testing.T, args ...string) (string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return string(out), code
+}
+
+func TestVersion(t *testing.T) {
+	out, code := mtftpd(t, "version")
+	if code != 0 || !strings.HasPrefix(out, "mtftpd ") {
+		t.Fatalf("%d %q", code, out)
+	}
+}
+
+func TestPrintConfig(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "c.toml")
+	os.WriteFile(cfg, []byte("[tftp]\nroot = \"/srv/boot\"\nmax_windowsize = 8\n"), 0o644)
+	out, code := mtftpd(t, "serve", "--config", cfg, "--tftp.max_windowsize", "16", "--print-config")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, out)
+	}
+	for _, want := range []string{`root = "/srv/boot"`, "max_windowsize = 16", `listen = "0.0.0.0:69"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("--print-config lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestInvalidConfig(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "c.toml")
+	os.WriteFile(cfg, []byte("[tftp]\nmax_blksize = 3\nretries = 0\n"), 0o644)
+	out, code := mtftpd(t, "serve", "--config", cfg)
+	if code == 0 || !strings.Contains(out, "tftp.max_blksize") || !strings.Contains(out, "tftp.retries") {
+		t.Fatalf("exit %d, output %q: want non-zero naming both fields", code, out)
+	}
+	out, code = mtftpd(t, "serve", "--tftp.min_rto", "soon", "--print-config")
+	if code == 0 || !strings.Contains(out, "--tftp.min_rto") {
+		t.Fatalf("bad flag: exit %d %q", code, out)
+	}
+}
+
+func freePort(t *testing.T) string {
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	return pc.LocalAddr().String()
+}
+
+// TestDemoServeAndGet runs what the README tells a new user to run: the
+// demo server, then `mtftpd get` of the demo files, then SIGTERM.
+func TestDemoServeAndGet(t *testing.T) {
+	addr := freePort(t)
+	srv := exec.Command(bin, "serve", "--demo", "--tftp.listen", addr)
+	var logs bytes.Buffer
+	srv.Stderr = &logs
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Process.Kill()
+	// Wait (bounded) until the demo root is written and the server answers.
+	dir := t.TempDir()
+	var out string
+	var code int
+	for i := 0; i < 100; i++ {
+		out, code = mtftpd(t, "get", "--retries", "1", "--timeout", "100ms", "-o", filepath.Join(dir, "hello.txt"), addr, "hello.txt")
+		if code == 0 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if code != 0 {
+		t.Fatalf("get hello.txt: %s\nserver log:\n%s", out, logs.String())
+	}
+	out, code = mtftpd(t, "get", "--blksize", "1468", "--windowsize", "64", "--tsize", "-o", filepath.Join(dir, "big.img"), addr, "big.img")
+	if code != 0 || !strings.Contains(out, "33554432 bytes") {
+		t.Fatalf("get big.img: exit %d %s", code, out)
+	}
+	got, _ := os.ReadFile(filepath.Join(dir, "big.img"))
+	want := make([]byte, demoBigSize)
+	io.ReadFull(rand.NewChaCha8([32]byte{'m', 't', 'f', 't', 'p', 'd'}), want)
+	if !bytes.Equal(got, want) {
+		t.Fatal("big.img differs from the generated demo content")
+	}
+	out, code = mtftpd(t, "get", "-o", filepath.Join(dir, "nope"), addr, "no/such/file")
+	if code == 0 || !strings.Contains(out, "file not found") {
+		t.Fatalf("missing file: exit %d %q", code, out)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "nope")); err == nil {
+		t.Fatal("a failed get left its output file")
+	}
+	srv.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- srv.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("server exit after SIGTERM: %v\n%s", err, logs.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("server did not stop after SIGTERM")
+	}
+	if !strings.Contains(logs.String(), "transfer") || !strings.Contains(logs.String(), "big.img") {
+		t.Fatalf("no transfer log line:\n%s", logs.String())
+	}
+}

@@ -1,0 +1,104 @@
+package config
+
+import (
+	"flag"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDefaultsValid(t *testing.T) {
+	c := Defaults()
+	if err := c.Validate(); err != nil {
+		t.Fatalf("defaults invalid: %v", err)
+	}
+}
+
+func TestParseAndFlags(t *testing.T) {
+	c := Defaults()
+	err := Parse([]byte(`
+[tftp]
+root = "/data/boot"
+max_windowsize = 16
+min_rto = "20ms"
+[log]
+format = "json"
+`), &c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	apply := Flags(fs)
+	if err := fs.Parse([]string{"--tftp.max_windowsize", "32", "--tftp.allow_overwrite", "true", "--tftp.session_lifetime", "5m"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := apply(&c); err != nil {
+		t.Fatal(err)
+	}
+	if c.TFTP.Root != "/data/boot" || c.TFTP.MaxWindow != 32 || !c.TFTP.AllowOverwrite ||
+		c.TFTP.MinRTO.Duration != 20*time.Millisecond || c.TFTP.Lifetime.Duration != 5*time.Minute || c.Log.Format != "json" {
+		t.Fatalf("effective config wrong: %+v", c)
+	}
+	// Encode → Parse gives the same config back (what --print-config shows
+	// is loadable).
+	b, err := c.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2 := Defaults()
+	if err := Parse(b, &c2); err != nil {
+		t.Fatalf("printed config does not load: %v\n%s", err, b)
+	}
+	if c2 != c {
+		t.Fatalf("round trip:\n%+v\n%+v", c, c2)
+	}
+}
+
+func TestErrorsNameTheField(t *testing.T) {
+	cases := map[string]string{
+		"[tftp]\nmax_blksize = 70000":       "tftp.max_blksize",
+		"[tftp]\nmax_windowsize = 0":        "tftp.max_windowsize",
+		"[tftp]\nlisten = \"nohost\"":       "tftp.listen",
+		"[tftp]\nmin_rto = \"fast\"":        "not a duration",
+		"[tftp]\nmax_rto = \"10ms\"":        "tftp.max_rto",
+		"[tftp]\nretries = 0":               "tftp.retries",
+		"[tftp]\nmax_blksiz = 1468":         "unknown field(s): tftp.max_blksiz",
+		"[log]\nlevel = \"loud\"":           "log.level",
+		"[tftp]\nroot = 5":                  "root",
+		"[tftp\nroot = \"x\"":               "At line 2",
+		"[tftp]\nsession_lifetime = \"0s\"": "tftp.session_lifetime",
+	}
+	for in, want := range cases {
+		c := Defaults()
+		err := Parse([]byte(in), &c)
+		if err == nil {
+			err = c.Validate()
+		}
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: error %v, want it to mention %q", in, err, want)
+		}
+	}
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	apply := Flags(fs)
+	fs.Parse([]string{"--tftp.retries", "many"})
+	c := Defaults()
+	if err := apply(&c); err == nil || !strings.Contains(err.Error(), "--tftp.retries") {
+		t.Fatalf("bad flag value: %v", err)
+	}
+}
+
+// Every field has a flag and a help text.
+func TestEveryFieldHasAFlag(t *testing.T) {
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	Flags(fs)
+	for _, name := range FieldNames() {
+		f := fs.Lookup(name)
+		if f == nil {
+			t.Errorf("no flag for %s", name)
+			continue
+		}
+		if strings.HasPrefix(f.Usage, " (default") {
+			t.Errorf("%s has no help text", name)
+		}
+	}
+}

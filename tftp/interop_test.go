@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -321,5 +322,156 @@ func TestUpload(t *testing.T) {
 			names = append(names, e.Name())
 		}
 		t.Fatalf("upload dir holds %v, want exactly the two uploads", names)
+	}
+}
+
+// TestFileChangesUnderTransfer: a file replaced on disk (rename over it)
+// keeps serving its old bytes to the running transfer while new requests
+// get the new file; a file truncated in place ends its transfer with an
+// ERROR, and the server keeps serving others.
+func TestFileChangesUnderTransfer(t *testing.T) {
+	root := t.TempDir()
+	path := filepath.Join(root, "initrd.img")
+	old := writeRandom(t, path, 4<<20, 10)
+	other := writeRandom(t, filepath.Join(root, "other"), 1<<20, 11)
+	srv := startServer(t, root, nil)
+
+	// Pause a download after its first MiB (the progress callback blocks),
+	// replace the file, then let it finish.
+	paused, resume := make(chan struct{}), make(chan struct{})
+	var once bool
+	c := &tftp.Client{BlockSize: 1468, WindowSize: 8, Progress: func(got, _ int64) {
+		if got >= 1<<20 && !once {
+			once = true
+			close(paused)
+			<-resume
+		}
+	}}
+	var buf bytes.Buffer
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Get(context.Background(), srv.Addr, "initrd.img", &buf)
+		errc <- err
+	}()
+	<-paused
+	tmp := filepath.Join(root, ".new")
+	fresh := writeRandom(t, tmp, 3<<20, 12)
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+	var nb bytes.Buffer
+	if _, err := (&tftp.Client{BlockSize: 1468}).Get(context.Background(), srv.Addr, "initrd.img", &nb); err != nil || !bytes.Equal(nb.Bytes(), fresh) {
+		t.Fatalf("new request after replace: %v, %d bytes", err, nb.Len())
+	}
+	close(resume)
+	if err := <-errc; err != nil || !bytes.Equal(buf.Bytes(), old) {
+		t.Fatalf("running transfer after replace: %v, %d bytes (want the old %d)", err, buf.Len(), len(old))
+	}
+
+	// Truncate in place under a paused transfer.
+	paused, resume, once = make(chan struct{}), make(chan struct{}), false
+	buf.Reset()
+	go func() {
+		_, err := c.Get(context.Background(), srv.Addr, "initrd.img", &buf)
+		errc <- err
+	}()
+	<-paused
+	if err := os.Truncate(path, 0); err != nil {
+		t.Fatal(err)
+	}
+	close(resume)
+	err := <-errc
+	var re *tftp.RemoteError
+	if !errors.As(err, &re) || re.Code != tftp.ErrCodeUndefined || !strings.Contains(re.Message, "changed") {
+		t.Fatalf("truncated file: got %v, want ERROR 0 'file changed during transfer'", err)
+	}
+	var ob bytes.Buffer
+	if _, err := (&tftp.Client{}).Get(context.Background(), srv.Addr, "other", &ob); err != nil || !bytes.Equal(ob.Bytes(), other) {
+		t.Fatalf("server after a truncated transfer: %v", err)
+	}
+}
+
+// TestReplyFromRequestAddress: with the server listening on 0.0.0.0, a
+// request sent to 127.0.0.2 is answered from 127.0.0.2 (IP_PKTINFO), or a
+// client that checks the source (ours does, like iPXE) would never hear it.
+func TestReplyFromRequestAddress(t *testing.T) {
+	root := t.TempDir()
+	data := writeRandom(t, filepath.Join(root, "f"), 100_000, 13)
+	store, err := filestore.Open(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	srv := &tftp.Server{Files: store}
+	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4zero})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, pc) }()
+	defer func() { cancel(); <-done }()
+	port := pc.LocalAddr().(*net.UDPAddr).Port
+	for _, host := range []string{"127.0.0.1", "127.0.0.2"} {
+		var buf bytes.Buffer
+		res, err := (&tftp.Client{Retries: 2, Timeout: 300 * time.Millisecond}).Get(context.Background(), fmt.Sprintf("%s:%d", host, port), "f", &buf)
+		if err != nil {
+			t.Fatalf("request to %s: %v", host, err)
+		}
+		if res.ServerAddr.Addr().String() != host || !bytes.Equal(buf.Bytes(), data) {
+			t.Fatalf("request to %s answered from %s", host, res.ServerAddr)
+		}
+	}
+}
+
+// TestSessionLimits: a client over its per-address limit is refused with
+// an ERROR while its first transfer runs; the next request after it is
+// served again.
+func TestSessionLimits(t *testing.T) {
+	root := t.TempDir()
+	writeRandom(t, filepath.Join(root, "f"), 2<<20, 14)
+	srv := startServer(t, root, func(s *tftp.Server) { s.MaxPerClient = 1 })
+	paused, resume := make(chan struct{}), make(chan struct{})
+	first := true
+	c := &tftp.Client{Progress: func(got, _ int64) {
+		if first && got > 100_000 {
+			first = false
+			close(paused)
+			<-resume
+		}
+	}}
+	errc := make(chan error, 1)
+	go func() { _, err := c.Get(context.Background(), srv.Addr, "f", io.Discard); errc <- err }()
+	<-paused
+	resumed := false
+	defer func() {
+		if !resumed {
+			close(resume)
+		}
+	}()
+	_, err := (&tftp.Client{}).Get(context.Background(), srv.Addr, "f", io.Discard)
+	var re *tftp.RemoteError
+	if !errors.As(err, &re) || !strings.Contains(re.Message, "busy") {
+		t.Fatalf("second session from the same client: %v, want ERROR server busy", err)
+	}
+	if srv.Counters.SessionLimited.Load() != 1 {
+		t.Fatalf("SessionLimited = %d", srv.Counters.SessionLimited.Load())
+	}
+	close(resume)
+	resumed = true
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	// The slot is released when the transfer ends (bounded wait: the
+	// server may still be waiting out the final ACK).
+	for i := 0; ; i++ {
+		_, err := (&tftp.Client{}).Get(context.Background(), srv.Addr, "f", io.Discard)
+		if err == nil {
+			break
+		}
+		if i == 50 {
+			t.Fatalf("still refused after the first transfer ended: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -237,7 +237,9 @@ func (s *Server) handle(pkt []byte, from netip.AddrPort, dst netip.Addr) {
 	if !s.reserve(from.Addr()) {
 		s.Counters.SessionLimited.Add(1)
 		s.Log.Warn().Str("client", from.String()).Str("file", req.Filename).Msg("tftp: session limit reached, request refused")
-		s.replyError(pkt, from, dst, ErrCodeUndefined, "server busy, try again")
+		// A short fixed reply: at most one small packet per request, and
+		// no larger than a minimal RRQ plus a few bytes.
+		s.ln.WriteTo(AppendError(nil, ErrCodeUndefined, "server busy"), from, dst)
 		return
 	}
 	s.sessions.Add(1)
@@ -248,9 +250,9 @@ func (s *Server) handle(pkt []byte, from netip.AddrPort, dst netip.Addr) {
 	}()
 }
 
-// replyError answers on the listening socket, from the address the
-// request came to, and never with more bytes than the request had:
-// a spoofed packet must not buy a bigger reply (amplification).
+// replyError answers a malformed request on the listening socket, from the
+// address it came to, and never with more bytes than the request had: a
+// spoofed packet must not buy a bigger reply (amplification).
 func (s *Server) replyError(req []byte, to netip.AddrPort, src netip.Addr, code ErrorCode, msg string) {
 	b := AppendError(nil, code, msg)
 	if len(b) > len(req) {

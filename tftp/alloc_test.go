@@ -69,3 +69,16 @@ func BenchmarkWindowSend(b *testing.B) {
 	}
 	b.ReportMetric(float64(res.Datagrams)/float64(res.Syscalls), "datagrams/syscall")
 }
+
+// BenchmarkDialTransfer is what a new TID costs (socket, bind, buffer
+// setup, close): the price a single-port mode would save per transfer.
+func BenchmarkDialTransfer(b *testing.B) {
+	local := netip.MustParseAddr("127.0.0.1")
+	for b.Loop() {
+		c, err := dialTransfer(local)
+		if err != nil {
+			b.Fatal(err)
+		}
+		c.Close()
+	}
+}

@@ -475,3 +475,19 @@ func TestSessionLimits(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// BenchmarkSmallFileTransfer: whole transfers of a 4 KiB file (a pxelinux
+// config) per second, one client at a time: the case where the per-
+// transfer socket (a new TID) weighs most.
+func BenchmarkSmallFileTransfer(b *testing.B) {
+	root := b.TempDir()
+	writeRandom(b, filepath.Join(root, "cfg"), 4096, 15)
+	srv := startServer(b, root, func(s *tftp.Server) { s.Log = zerolog.Nop() })
+	c := &tftp.Client{BlockSize: 1468}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := c.Get(context.Background(), srv.Addr, "cfg", io.Discard); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

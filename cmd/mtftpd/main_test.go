@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -145,4 +146,68 @@ func TestDemoServeAndGet(t *testing.T) {
 	if !strings.Contains(logs.String(), "transfer") || !strings.Contains(logs.String(), "big.img") {
 		t.Fatalf("no transfer log line:\n%s", logs.String())
 	}
+}
+
+// TestKillSwitches: MTFTPD_DISABLE_GSO and MTFTPD_DISABLE_MMSG turn the
+// fast paths off (seen in the start-up line and in the transfer's
+// datagrams-per-syscall), and the bytes still arrive intact.
+func TestKillSwitches(t *testing.T) {
+	for _, env := range []string{"MTFTPD_DISABLE_GSO=1", "MTFTPD_DISABLE_MMSG=1"} {
+		t.Run(env, func(t *testing.T) {
+			addr := freePort(t)
+			srv := exec.Command(bin, "serve", "--demo", "--tftp.listen", addr, "--log.format", "json")
+			srv.Env = append(os.Environ(), env)
+			var logs syncBuffer
+			srv.Stderr = &logs
+			if err := srv.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer func() { srv.Process.Kill(); srv.Wait() }()
+			dir := t.TempDir()
+			var out string
+			var code int
+			for i := 0; i < 100; i++ {
+				out, code = mtftpd(t, "get", "--blksize", "1468", "--windowsize", "64", "--retries", "1", "--timeout", "200ms", "-o", filepath.Join(dir, "big.img"), addr, "big.img")
+				if code == 0 {
+					break
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			if code != 0 {
+				t.Fatalf("get: %s\n%s", out, logs.String())
+			}
+			got, _ := os.ReadFile(filepath.Join(dir, "big.img"))
+			want := make([]byte, demoBigSize)
+			io.ReadFull(rand.NewChaCha8([32]byte{'m', 't', 'f', 't', 'p', 'd'}), want)
+			if !bytes.Equal(got, want) {
+				t.Fatal("content differs")
+			}
+			srv.Process.Signal(syscall.SIGTERM)
+			srv.Wait()
+			l := logs.String()
+			if !strings.Contains(l, `"gso":false`) {
+				t.Fatalf("start-up line does not show gso off:\n%s", l)
+			}
+			if env == "MTFTPD_DISABLE_MMSG=1" && !strings.Contains(l, `"sendmmsg":false`) {
+				t.Fatalf("start-up line does not show sendmmsg off:\n%s", l)
+			}
+		})
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

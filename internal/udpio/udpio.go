@@ -21,6 +21,7 @@
 package udpio
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -406,7 +407,7 @@ func (c *Conn) writeChunk(ds []Datagram) (syscalls int, err error) {
 	return syscalls, nil
 }
 
-var errNoProgress = fmt.Errorf("udpio: sendmmsg sent 0 messages and reported no error")
+var errNoProgress = errors.New("udpio: the kernel took no message and reported no error")
 
 // account counts the messages of plan as sent.
 func (c *Conn) account(sent []span) {

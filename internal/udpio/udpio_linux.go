@@ -73,6 +73,9 @@ func (c *Conn) setup(o Options) error {
 			return
 		}
 		if o.Pktinfo {
+			// A dual-stack socket reports v4 datagrams with the IPv4
+			// option only (udpv6_recvmsg), so set both; the IPv4 one may
+			// fail on a v6-only socket.
 			err = unix.SetsockoptInt(s, unix.IPPROTO_IP, unix.IP_PKTINFO, 1)
 			if c.sys.inet6 {
 				err = unix.SetsockoptInt(s, unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1)

@@ -491,3 +491,37 @@ func BenchmarkSmallFileTransfer(b *testing.B) {
 		}
 	}
 }
+
+// TestMalformedRequests: garbage to the request port never gets a reply
+// larger than itself (no amplification), and stray DATA/ACK get none.
+func TestMalformedRequests(t *testing.T) {
+	srv := startServer(t, t.TempDir(), nil)
+	c, err := net.Dial("udp4", srv.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	reply := func(pkt string) []byte {
+		c.Write([]byte(pkt))
+		c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		b := make([]byte, 2048)
+		n, err := c.Read(b)
+		if err != nil {
+			return nil
+		}
+		return b[:n]
+	}
+	for _, pkt := range []string{"\x00\x01x", "\x00\x04\x00\x01", "\x00\x03\x00\x01data", "\xff", "\x00\x01f\x00octet"} {
+		if r := reply(pkt); r != nil && len(r) > len(pkt) {
+			t.Errorf("%q (%d bytes) got a %d-byte reply", pkt, len(pkt), len(r))
+		}
+	}
+	long := "\x00\x01" + strings.Repeat("a", 60) + "\x00octet\x00blksize\x00" // option without value
+	r := reply(long)
+	if r == nil || tftp.PacketOpcode(r) != tftp.OpERROR || len(r) > len(long) {
+		t.Fatalf("malformed 80-byte request: reply %q", r)
+	}
+	if srv.Counters.BadRequest.Load() == 0 || srv.Counters.BadPacket.Load() == 0 {
+		t.Fatalf("counters: bad request %d, bad packet %d", srv.Counters.BadRequest.Load(), srv.Counters.BadPacket.Load())
+	}
+}

@@ -102,3 +102,27 @@ func TestEveryFieldHasAFlag(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParse: any file either loads or returns an error; never a panic, and
+// a config that loads and validates prints back to the same config.
+func FuzzParse(f *testing.F) {
+	f.Add([]byte("[tftp]\nroot = \"/srv\"\nmax_windowsize = 8\n[log]\nlevel = \"debug\"\n"))
+	f.Add([]byte("[tftp]\nmin_rto = \"10ms\"\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c := Defaults()
+		if err := Parse(b, &c); err != nil {
+			return
+		}
+		if c.Validate() != nil {
+			return
+		}
+		out, err := c.Encode()
+		if err != nil {
+			t.Fatalf("encode: %v", err)
+		}
+		c2 := Defaults()
+		if err := Parse(out, &c2); err != nil || c2 != c {
+			t.Fatalf("round trip: %v\n%s", err, out)
+		}
+	})
+}

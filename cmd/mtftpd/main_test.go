@@ -6,6 +6,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -81,6 +82,15 @@ func TestInvalidConfig(t *testing.T) {
 	}
 }
 
+func freeTCPPort(t *testing.T) string {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
 func freePort(t *testing.T) string {
 	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
@@ -94,8 +104,9 @@ func freePort(t *testing.T) string {
 // demo server, then `mtftpd get` of the demo files, then SIGTERM.
 func TestDemoServeAndGet(t *testing.T) {
 	addr := freePort(t)
-	srv := exec.Command(bin, "serve", "--demo", "--tftp.listen", addr)
-	var logs bytes.Buffer
+	httpAddr := freeTCPPort(t)
+	srv := exec.Command(bin, "serve", "--demo", "--tftp.listen", addr, "--http.listen", httpAddr)
+	var logs syncBuffer
 	srv.Stderr = &logs
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
@@ -124,6 +135,16 @@ func TestDemoServeAndGet(t *testing.T) {
 	io.ReadFull(rand.NewChaCha8([32]byte{'m', 't', 'f', 't', 'p', 'd'}), want)
 	if !bytes.Equal(got, want) {
 		t.Fatal("big.img differs from the generated demo content")
+	}
+	resp, err := http.Get("http://" + httpAddr + "/hello.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	hello, _ := os.ReadFile(filepath.Join(dir, "hello.txt"))
+	if resp.StatusCode != 200 || !bytes.Equal(body, hello) || len(hello) == 0 {
+		t.Fatalf("demo HTTP hello.txt: %d %q", resp.StatusCode, body)
 	}
 	out, code = mtftpd(t, "get", "-o", filepath.Join(dir, "nope"), addr, "no/such/file")
 	if code == 0 || !strings.Contains(out, "file not found") {
@@ -155,7 +176,7 @@ func TestKillSwitches(t *testing.T) {
 	for _, env := range []string{"MTFTPD_DISABLE_GSO=1", "MTFTPD_DISABLE_MMSG=1"} {
 		t.Run(env, func(t *testing.T) {
 			addr := freePort(t)
-			srv := exec.Command(bin, "serve", "--demo", "--tftp.listen", addr, "--log.format", "json")
+			srv := exec.Command(bin, "serve", "--demo", "--tftp.listen", addr, "--http.listen", "", "--log.format", "json")
 			srv.Env = append(os.Environ(), env)
 			var logs syncBuffer
 			srv.Stderr = &logs

@@ -19,6 +19,7 @@ import (
 
 	"github.com/mtftpd/mtftpd/internal/config"
 	"github.com/mtftpd/mtftpd/internal/filestore"
+	"github.com/mtftpd/mtftpd/mirror"
 	"github.com/mtftpd/mtftpd/tftp"
 )
 
@@ -28,6 +29,9 @@ var demoFS embed.FS
 // demoListen is the --demo address: loopback and an unprivileged port, so
 // `make run` works without root and reaches nobody else.
 const demoListen = "127.0.0.1:6969"
+
+// demoHTTP is the --demo mirror address, loopback too.
+const demoHTTP = "127.0.0.1:8069"
 
 // demoBigSize is the generated file of the demo root: big enough to show
 // windows, GSO and a progress bar, small enough to make in a blink.
@@ -57,6 +61,7 @@ func runServe(args []string) error {
 	if *demo {
 		cfg.TFTP.Listen = demoListen
 		cfg.TFTP.Root = "(embedded demo root)"
+		cfg.HTTP.Listen = demoHTTP
 	}
 	if *cfgPath != "" {
 		if err := config.Load(*cfgPath, &cfg); err != nil {
@@ -101,8 +106,19 @@ func runServe(args []string) error {
 		MaxSessions: t.MaxSessions, MaxPerClient: t.MaxPerClient, SessionLifetime: t.Lifetime.Duration,
 		Log: log,
 	}
+	var web *mirror.Server
+	if cfg.HTTP.Listen != "" {
+		root := cfg.HTTP.Root
+		if root == "" {
+			root = cfg.TFTP.Root
+		}
+		web = &mirror.Server{Root: root, Log: log}
+		if err := web.Open(); err != nil {
+			return fmt.Errorf("http.root: %w", err)
+		}
+	}
 	if demoDir != "" {
-		printDemoHelp(t.Listen)
+		printDemoHelp(t.Listen, cfg.HTTP.Listen)
 	}
 
 	// SIGINT/SIGTERM: stop accepting, let running transfers finish for
@@ -111,26 +127,53 @@ func runServe(args []string) error {
 	defer stopSignals()
 	hard, hardStop := context.WithCancel(context.Background())
 	defer hardStop()
-	errc := make(chan error, 1)
-	go func() { errc <- srv.ListenAndServe(hard, t.Listen) }()
+	type exit struct {
+		what string
+		err  error
+	}
+	exits := make(chan exit, 2)
+	running := 0
+	run := func(what string, f func() error) {
+		running++
+		go func() { exits <- exit{what, f()} }()
+	}
+	run("tftp", func() error { return srv.ListenAndServe(hard, t.Listen) })
+	if web != nil {
+		run("http", func() error { return web.ListenAndServe(hard, cfg.HTTP.Listen) })
+	}
+	var first error
 	select {
-	case err := <-errc:
-		return err
+	case e := <-exits:
+		// A service that stops by itself is a failure (a port in use, say):
+		// stop the others and report it.
+		running--
+		first = fmt.Errorf("%s: %w", e.what, e.err)
+		if e.err == nil {
+			first = fmt.Errorf("%s stopped unexpectedly", e.what)
+		}
+		hardStop()
 	case <-sigCtx.Done():
+		stopSignals()
+		log.Info().Dur("grace", t.ShutdownGrace.Duration).Int("active", srv.Active()).Msg("shutting down")
+		ctx, cancel := context.WithTimeout(context.Background(), t.ShutdownGrace.Duration)
+		defer cancel()
+		second, stop2 := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+		defer stop2()
+		if web != nil {
+			go web.Shutdown(second)
+		}
+		if err := srv.Shutdown(second); err != nil {
+			log.Warn().Err(err).Msg("transfers stopped before they finished")
+		}
+		hardStop()
 	}
-	stopSignals()
-	log.Info().Dur("grace", t.ShutdownGrace.Duration).Int("active", srv.Active()).Msg("shutting down")
-	ctx, cancel := context.WithTimeout(context.Background(), t.ShutdownGrace.Duration)
-	defer cancel()
-	second, stop2 := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
-	defer stop2()
-	if err := srv.Shutdown(second); err != nil {
-		log.Warn().Err(err).Msg("transfers stopped before they finished")
+	for ; running > 0; running-- {
+		e := <-exits
+		if e.err != nil && !errors.Is(e.err, tftp.ErrServerClosed) && first == nil {
+			first = fmt.Errorf("%s: %w", e.what, e.err)
+		}
 	}
-	if err := <-errc; err != nil && !errors.Is(err, tftp.ErrServerClosed) {
-		return err
-	}
-	return nil
+	return first
 }
 
 func newLogger(c config.Log) zerolog.Logger {
@@ -172,18 +215,20 @@ func writeDemoRoot() (string, error) {
 	return dir, f.Close()
 }
 
-func printDemoHelp(listen string) {
+func printDemoHelp(listen, httpListen string) {
 	host := listen
 	fmt.Fprintf(os.Stderr, `
-mtftpd demo: serving an embedded root on %[1]s (loopback only). Try, in another terminal:
+mtftpd demo: serving an embedded root over TFTP on %[1]s and HTTP on %[2]s (loopback only).
+Try, in another terminal:
 
   ./mtftpd get %[1]s hello.txt
   ./mtftpd get --blksize 1468 --windowsize 64 --tsize -o /tmp/big.img %[1]s big.img
   curl -s -o /tmp/big-curl.img tftp://%[1]s/big.img
   curl -s tftp://%[1]s/pxelinux.cfg/default
   curl -s 'tftp://%[1]s/boot/bcd'
+  curl -s -r 0-99 http://%[2]s/hello.txt
 
 Stop with Ctrl-C.
 
-`, strings.TrimSpace(host))
+`, strings.TrimSpace(host), httpListen)
 }

@@ -40,7 +40,15 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil
 // `help` documents it; Defaults gives every value.
 type Config struct {
 	TFTP TFTP `toml:"tftp"`
+	HTTP HTTP `toml:"http"`
 	Log  Log  `toml:"log"`
+}
+
+// HTTP configures the HTTP mirror (install trees, kickstart files, iPXE
+// scripts).
+type HTTP struct {
+	Listen string `toml:"listen" help:"TCP address of the HTTP mirror; empty disables it"`
+	Root   string `toml:"root" help:"directory served over HTTP; empty serves tftp.root"`
 }
 
 // TFTP configures the unicast TFTP server.
@@ -174,6 +182,13 @@ func (c *Config) Validate() error {
 	}
 	if t.ShutdownGrace.Duration < 0 {
 		bad("tftp.shutdown_grace", "%s is negative", t.ShutdownGrace)
+	}
+	if c.HTTP.Listen != "" {
+		if _, port, err := splitHostPort(c.HTTP.Listen); err != nil {
+			bad("http.listen", "%v", err)
+		} else if port < 0 || port > 65535 {
+			bad("http.listen", "port %d is outside 0..65535", port)
+		}
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

@@ -1,0 +1,257 @@
+// Package mirror serves install trees, images and kickstart files over
+// HTTP, so `inst.repo=` / `inst.ks=` URLs and iPXE scripts can point at
+// mtftpd itself. Range and conditional requests come from the standard
+// library's ServeContent (which uses sendfile); names go through the same
+// root jail as TFTP.
+//
+// It never writes, and never serves anything outside its root: symlinks
+// leaving the root, devices and FIFOs are refused.
+package mirror
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"html"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/mtftpd/mtftpd/internal/filestore"
+)
+
+// Counters count requests by fate.
+type Counters struct {
+	Requests  atomic.Uint64
+	NotFound  atomic.Uint64
+	Denied    atomic.Uint64
+	Listings  atomic.Uint64
+	BytesSent atomic.Uint64
+}
+
+// Server is the HTTP mirror. Set Root before use.
+type Server struct {
+	// Root is the directory served read-only.
+	Root string
+	// Log receives one line per request at debug level and failures at
+	// warn level.
+	Log      zerolog.Logger
+	Counters Counters
+
+	root *os.Root
+	srv  *http.Server
+}
+
+// Open prepares the root; ListenAndServe and Handler call it as needed.
+func (s *Server) Open() error {
+	if s.root != nil {
+		return nil
+	}
+	r, err := os.OpenRoot(s.Root)
+	if err != nil {
+		return fmt.Errorf("mirror: %w", err)
+	}
+	s.root = r
+	return nil
+}
+
+// ListenAndServe serves on addr until ctx is cancelled or Shutdown.
+func (s *Server) ListenAndServe(ctx context.Context, addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	return s.Serve(ctx, ln)
+}
+
+// Serve serves on ln until ctx is cancelled or Shutdown.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	if err := s.Open(); err != nil {
+		ln.Close()
+		return err
+	}
+	s.srv = &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	s.Log.Info().Str("addr", ln.Addr().String()).Str("root", s.Root).Msg("http mirror listening")
+	stop := context.AfterFunc(ctx, func() { s.srv.Close() })
+	defer stop()
+	err := s.srv.Serve(ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting connections and waits for running requests
+// until ctx is done.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if s.srv == nil {
+		return nil
+	}
+	return s.srv.Shutdown(ctx)
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.Counters.Requests.Add(1)
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	if s.root == nil {
+		if err := s.Open(); err != nil {
+			http.Error(w, "mirror root unavailable", http.StatusInternalServerError)
+			return
+		}
+	}
+	name := strings.TrimPrefix(r.URL.Path, "/")
+	isDir := name == "" || strings.HasSuffix(name, "/")
+	if name != "" {
+		clean, err := filestore.CleanName(name)
+		if err != nil {
+			s.refuse(w, r, err)
+			return
+		}
+		name = clean
+	} else {
+		name = "."
+	}
+	f, err := s.open(name)
+	if err != nil {
+		s.refuse(w, r, err)
+		return
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		s.refuse(w, r, err)
+		return
+	}
+	if st.IsDir() {
+		if !isDir {
+			// Relative links in the listing need the trailing slash.
+			http.Redirect(w, r, r.URL.Path+"/", http.StatusMovedPermanently)
+			return
+		}
+		s.list(w, r, f)
+		return
+	}
+	if !st.Mode().IsRegular() {
+		s.refuse(w, r, filestore.ErrAccess)
+		return
+	}
+	// A strong validator from what identifies the file version (the same
+	// things filestore keys on): If-None-Match and If-Range work with it.
+	w.Header().Set("ETag", fmt.Sprintf(`"%x-%x"`, st.Size(), st.ModTime().UnixNano()))
+	cw := &countingWriter{ResponseWriter: w}
+	http.ServeContent(cw, r, st.Name(), st.ModTime(), f)
+	s.Counters.BytesSent.Add(uint64(cw.n))
+	s.Log.Debug().Str("client", r.RemoteAddr).Str("path", r.URL.Path).Int("status", cw.status()).
+		Int64("bytes", cw.n).Str("range", r.Header.Get("Range")).Msg("http")
+}
+
+// open opens name inside the root without blocking on FIFOs and without
+// touching devices.
+func (s *Server) open(name string) (*os.File, error) {
+	if st, err := s.root.Lstat(name); err == nil && st.Mode()&(fs.ModeDevice|fs.ModeCharDevice|fs.ModeNamedPipe|fs.ModeSocket) != 0 {
+		return nil, filestore.ErrAccess
+	}
+	return s.root.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+}
+
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, err error) {
+	status := http.StatusForbidden
+	switch {
+	case errors.Is(err, fs.ErrNotExist), errors.Is(err, filestore.ErrNotFound), errors.Is(err, syscall.ENOTDIR):
+		status = http.StatusNotFound
+		s.Counters.NotFound.Add(1)
+	default:
+		s.Counters.Denied.Add(1)
+		s.Log.Info().Str("client", r.RemoteAddr).Str("path", r.URL.Path).Err(err).Msg("http: refused")
+	}
+	http.Error(w, http.StatusText(status), status)
+}
+
+func (s *Server) list(w http.ResponseWriter, r *http.Request, dir *os.File) {
+	s.Counters.Listings.Add(1)
+	ents, err := dir.ReadDir(-1)
+	if err != nil {
+		http.Error(w, "cannot list directory", http.StatusInternalServerError)
+		return
+	}
+	sort.Slice(ents, func(i, j int) bool { return ents[i].Name() < ents[j].Name() })
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	if r.Method == http.MethodHead {
+		return
+	}
+	p := html.EscapeString(path.Clean("/" + r.URL.Path))
+	fmt.Fprintf(w, "<!doctype html>\n<meta name=viewport content=\"width=device-width\">\n<title>Index of %s</title>\n<h1>Index of %s</h1>\n<pre>\n", p, p)
+	if p != "/" {
+		fmt.Fprintln(w, `<a href="../">../</a>`)
+	}
+	for _, e := range ents {
+		n := e.Name()
+		if e.IsDir() {
+			n += "/"
+		}
+		size := ""
+		if info, err := e.Info(); err == nil && info.Mode().IsRegular() {
+			size = fmt.Sprintf("%d", info.Size())
+		}
+		fmt.Fprintf(w, "<a href=\"%s\">%s</a> %s\n", (&url.URL{Path: n}).EscapedPath(), html.EscapeString(n), size)
+	}
+	fmt.Fprintln(w, "</pre>")
+}
+
+// countingWriter counts body bytes and remembers the status for the log.
+type countingWriter struct {
+	http.ResponseWriter
+	n    int64
+	code int
+}
+
+func (c *countingWriter) WriteHeader(code int) {
+	c.code = code
+	c.ResponseWriter.WriteHeader(code)
+}
+
+func (c *countingWriter) Write(b []byte) (int, error) {
+	n, err := c.ResponseWriter.Write(b)
+	c.n += int64(n)
+	return n, err
+}
+
+func (c *countingWriter) status() int {
+	if c.code == 0 {
+		return http.StatusOK
+	}
+	return c.code
+}
+
+// ReadFrom keeps sendfile: ServeContent copies with io.CopyN, which uses
+// the ResponseWriter's ReaderFrom (sendfile for an *os.File) when the
+// writer has one; without this method the wrapper would hide it.
+func (c *countingWriter) ReadFrom(r io.Reader) (int64, error) {
+	if rf, ok := c.ResponseWriter.(io.ReaderFrom); ok {
+		n, err := rf.ReadFrom(r)
+		c.n += n
+		return n, err
+	}
+	return io.Copy(struct{ io.Writer }{c}, r)
+}

@@ -1,0 +1,127 @@
+package mirror
+
+import (
+	"context"
+	"crypto/sha256"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func startMirror(t *testing.T, root string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{Root: root}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return "http://" + ln.Addr().String()
+}
+
+func curl(t *testing.T, args ...string) (string, string) {
+	t.Helper()
+	p, err := exec.LookPath("curl")
+	if err != nil {
+		t.Skip("curl not installed (make test installs it)")
+	}
+	hdr := filepath.Join(t.TempDir(), "h")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, p, append([]string{"-sS", "-D", hdr}, args...)...).Output()
+	if err != nil {
+		t.Fatalf("curl %v: %v", args, err)
+	}
+	h, _ := os.ReadFile(hdr)
+	return string(out), string(h)
+}
+
+// TestRangeAndConditional checks with curl what an installer relies on:
+// full GET, byte ranges, If-Modified-Since and If-None-Match, HEAD.
+func TestRangeAndConditional(t *testing.T) {
+	root := t.TempDir()
+	data := make([]byte, 1<<20+123)
+	rand.NewChaCha8([32]byte{1}).Read(data)
+	os.MkdirAll(filepath.Join(root, "os", "images"), 0o755)
+	os.WriteFile(filepath.Join(root, "os", "images", "install.img"), data, 0o644)
+	os.WriteFile(filepath.Join(root, "ks.cfg"), []byte("text\nreboot\n"), 0o644)
+	base := startMirror(t, root)
+
+	body, h := curl(t, base+"/os/images/install.img")
+	if sha256.Sum256([]byte(body)) != sha256.Sum256(data) || !strings.Contains(h, "200 OK") {
+		t.Fatalf("full GET: %d bytes\n%s", len(body), h)
+	}
+	body, h = curl(t, "-r", "1000-1999", base+"/os/images/install.img")
+	if !strings.Contains(h, "206 Partial Content") || body != string(data[1000:2000]) {
+		t.Fatalf("range: %d bytes\n%s", len(body), h)
+	}
+	body, h = curl(t, "-r", "-100", base+"/os/images/install.img")
+	if body != string(data[len(data)-100:]) {
+		t.Fatalf("suffix range: %d bytes\n%s", len(body), h)
+	}
+	etag := ""
+	for _, l := range strings.Split(h, "\r\n") {
+		if strings.HasPrefix(strings.ToLower(l), "etag:") {
+			etag = strings.TrimSpace(l[5:])
+		}
+	}
+	if etag == "" {
+		t.Fatalf("no ETag:\n%s", h)
+	}
+	_, h = curl(t, "-H", "If-None-Match: "+etag, base+"/os/images/install.img")
+	if !strings.Contains(h, "304 Not Modified") {
+		t.Fatalf("If-None-Match: %s", h)
+	}
+	_, h = curl(t, "-z", time.Now().Add(time.Hour).UTC().Format(time.RFC1123), base+"/ks.cfg")
+	if !strings.Contains(h, "304 Not Modified") {
+		t.Fatalf("If-Modified-Since: %s", h)
+	}
+	body, h = curl(t, "-I", base+"/ks.cfg")
+	if body != "" && !strings.Contains(h, "Content-Length: 12") {
+		t.Fatalf("HEAD: %q %s", body, h)
+	}
+	body, _ = curl(t, base+"/os/")
+	if !strings.Contains(body, `href="images/"`) {
+		t.Fatalf("listing: %s", body)
+	}
+	_, h = curl(t, base+"/os")
+	if !strings.Contains(h, "301") {
+		t.Fatalf("directory without slash: %s", h)
+	}
+}
+
+// TestJail: the same jail rules as TFTP.
+func TestJail(t *testing.T) {
+	parent := t.TempDir()
+	root := filepath.Join(parent, "root")
+	os.MkdirAll(root, 0o755)
+	os.WriteFile(filepath.Join(parent, "secret"), []byte("secret"), 0o644)
+	os.Symlink("../secret", filepath.Join(root, "out"))
+	os.Symlink("/etc/passwd", filepath.Join(root, "abs"))
+	syscall.Mkfifo(filepath.Join(root, "fifo"), 0o644)
+	os.WriteFile(filepath.Join(root, "ok"), []byte("fine"), 0o644)
+	base := startMirror(t, root)
+	for _, p := range []string{"/../secret", "/%2e%2e/secret", "/out", "/abs", "/fifo", "/a/../../secret"} {
+		body, h := curl(t, "--path-as-is", base+p)
+		if strings.Contains(body, "secret") && !strings.Contains(body, "Forbidden") && !strings.Contains(body, "Not Found") || strings.Contains(h, "200 OK") {
+			t.Errorf("%s: served\n%s%s", p, h, body)
+		}
+	}
+	if body, _ := curl(t, base+"/ok"); body != "fine" {
+		t.Fatalf("ok: %q", body)
+	}
+}

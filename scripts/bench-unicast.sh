@@ -18,6 +18,7 @@
 #
 # Environment:
 #   BENCH_RUNS=5          timed runs per pair (1..20)
+#   BENCH_CURL_RUNS=3     the same for the curl rows (lock-step, slow)
 #   BENCH_NETNS_MTU=1500  veth MTU in --netns mode
 #   BENCH_SKIP_BUILD=1    use an existing $MTFTPD_BIN instead of building
 #   MTFTPD_BIN=/tmp/mtftpd-bench
@@ -32,7 +33,7 @@ die() { echo "$prog: FATAL: $*" >&2; exit 1; }
 warn() { echo "$prog: warning: $*" >&2; }
 info() { echo "$prog: $*" >&2; }
 
-usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; }
 
 mode=
 case "${1:-}" in
@@ -49,7 +50,10 @@ fi
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RUNS=${BENCH_RUNS:-5}
-[[ "$RUNS" =~ ^[0-9]+$ ]] && [ "$RUNS" -ge 1 ] && [ "$RUNS" -le 20 ] || die "BENCH_RUNS must be 1..20"
+CURL_RUNS=${BENCH_CURL_RUNS:-3}
+for v in "$RUNS" "$CURL_RUNS"; do
+  [[ "$v" =~ ^[0-9]+$ ]] && [ "$v" -ge 1 ] && [ "$v" -le 20 ] || die "BENCH_RUNS and BENCH_CURL_RUNS must be 1..20"
+done
 NETNS_MTU=${BENCH_NETNS_MTU:-1500}
 MTFTPD_BIN=${MTFTPD_BIN:-/tmp/mtftpd-bench}
 CACHE=${BENCH_CACHE:-/var/cache/mtftpd-bench}
@@ -267,10 +271,12 @@ run_pair() { # phase server config
   port=$(port_of "$srv")
   out=$OUTDIR/$FILE.out
   clog=$WORK/client.log
-  client_cmd "$cfg" "$port" "$out"
+  client_cmd "$cfg" PORT "$out"
   CMD_TEXT[$phase/client/$cfg]="${CLI_NS:+ip netns exec $CLI_NS }timeout $CLIENT_TIMEOUT $(printf '%q ' "${CCMD[@]}")"
+  client_cmd "$cfg" "$port" "$out"
   log=$WORK/mtftpd-$phase.log
-  for i in $(seq 0 "$RUNS"); do   # run 0 is the warm-up (verified, not timed)
+  local n=$RUNS; [[ $cfg == curl-* ]] && n=$CURL_RUNS
+  for i in $(seq 0 "$n"); do   # run 0 is the warm-up (verified, not timed)
     if [ "$srv" = mtftpd ] && [ "$i" = 1 ]; then sleep 0.3; mark=$(wc -l <"$log"); fi
     rm -f "$out"
     c0=$(server_cpu "$srv")
@@ -346,16 +352,23 @@ setup_netns() {
   # Socket-buffer sysctls, only if they are per-namespace on this kernel: an
   # older kernel does not show net.core.rmem_max inside a child namespace at
   # all. Belt and braces: the root values are compared before and after.
-  NETNS_SYSCTL="unchanged (net.core.*mem_* not per-namespace here)"
+  root_vals=$(sysctl -n net.core.rmem_max net.core.wmem_max net.core.rmem_default net.core.wmem_default | paste -sd' ')
+  NETNS_SYSCTL="not changed: net.core.*mem_* are not per-namespace on this kernel (root: rmem_max wmem_max rmem_default wmem_default = $root_vals)"
   if ip netns exec "$SRV_NS" test -e /proc/sys/net/core/rmem_max &&
+     ! ip netns exec "$SRV_NS" test -e /proc/sys/net/core/netdev_max_backlog &&
+     ! ip netns exec "$SRV_NS" test -w /proc/sys/net/core/rmem_max; then
+    # e.g. 6.x: visible but read-only in child namespaces, mirroring the root's
+    NETNS_SYSCTL="not changed: net.core.*mem_* are read-only in child namespaces on this kernel and mirror the root namespace (rmem_max wmem_max rmem_default wmem_default = $root_vals)"
+  elif ip netns exec "$SRV_NS" test -e /proc/sys/net/core/rmem_max &&
      ! ip netns exec "$SRV_NS" test -e /proc/sys/net/core/netdev_max_backlog; then
-    root_vals=$(sysctl -n net.core.rmem_max net.core.wmem_max net.core.rmem_default net.core.wmem_default | tr '\n' ' ')
-    local ns
+    local ns k v
     for ns in "$SRV_NS" "$CLI_NS"; do
-      ip netns exec "$ns" sysctl -q -w net.core.rmem_max=16777216 net.core.wmem_max=16777216 \
-        net.core.rmem_default=4194304 net.core.wmem_default=4194304
+      for k in rmem_max=16777216 wmem_max=16777216 rmem_default=4194304 wmem_default=4194304; do
+        v=${k#*=} k=${k%%=*}
+        ip netns exec "$ns" sh -c "echo $v > /proc/sys/net/core/$k" || die "cannot set net.core.$k in $ns"
+      done
     done
-    after=$(sysctl -n net.core.rmem_max net.core.wmem_max net.core.rmem_default net.core.wmem_default | tr '\n' ' ')
+    after=$(sysctl -n net.core.rmem_max net.core.wmem_max net.core.rmem_default net.core.wmem_default | paste -sd' ')
     if [ "$after" != "$root_vals" ]; then
       set -- $root_vals
       sysctl -q -w net.core.rmem_max="$1" net.core.wmem_max="$2" net.core.rmem_default="$3" net.core.wmem_default="$4"
@@ -363,8 +376,8 @@ setup_netns() {
     fi
     NETNS_SYSCTL="in both namespaces: net.core.rmem_max=wmem_max=16777216, rmem_default=wmem_default=4194304 (per-netns on this kernel; root namespace untouched: $root_vals)"
   fi
-  # sanity: the client reaches the server address through the veth only
-  ip netns exec "$CLI_NS" ping -c1 -W2 192.0.2.1 >/dev/null 2>&1 || die "veth pair not working"
+  # sanity: the client's route to the server is the veth
+  ip -n "$CLI_NS" route get 192.0.2.1 | grep -q 'dev mtfb1' || die "veth pair not set up as expected"
 }
 
 teardown_netns() {
@@ -404,7 +417,7 @@ fmt_table() { # phase
   for cfg in "${CONFIGS[@]}"; do
     for srv in "${SERVERS[@]}"; do
       [ -n "${TIMES[$phase/$srv/$cfg]:-}" ] || continue
-      echo "- $cfg / $srv: wall ${TIMES[$phase/$srv/$cfg]}| cpu ${CPUS[$phase/$srv/$cfg]}"
+      echo "- $cfg / $srv: wall ${TIMES[$phase/$srv/$cfg]% } | cpu ${CPUS[$phase/$srv/$cfg]% }"
     done
   done
   echo
@@ -422,7 +435,7 @@ report() {
   echo "- tftpd-hpa: $(dpkg-query -W -f='${Version}' tftpd-hpa 2>/dev/null || echo n/a); atftpd: $(basename "$(ls -1 "$CACHE"/atftpd_*.deb 2>/dev/null | tail -n1)" 2>/dev/null || echo n/a) (unpacked in $CACHE/atftpd-root)"
   echo "- clients: atftp $(dpkg-query -W -f='${Version}' atftp 2>/dev/null || echo '?'); $(curl --version | head -n1 | cut -d' ' -f1-2)"
   echo "- file: $SIZE bytes of random data (sha256 $WANT), on tmpfs; output to tmpfs"
-  echo "- method: per server x client pair, 1 warm-up + $RUNS timed runs, each output sha256-verified;" \
+  echo "- method: per server x client pair, 1 warm-up + $RUNS timed runs ($CURL_RUNS for curl rows), each output sha256-verified;" \
        "MB/s = $SIZE bytes / median wall time / 1e6 (wall time includes client start-up; in netns mode also \`ip netns exec\`)."
   echo "  Server CPU = median per run, $( [ "$CG_KIND" = none ] && echo "from /proc/PID/stat (misses tftpd-hpa's forked children)" || echo "from a per-server cgroup ($CG_KIND), which includes tftpd-hpa's forked children")."
   echo "- tftpd-hpa 5.2 ignores windowsize; atftpd 0.8 and mtftpd grant it. mtftpd caps blksize at the interface MTU - 32."
@@ -437,14 +450,14 @@ report() {
     echo
     fmt_table "$phase"
     echo
-    echo "Commands:"
+    echo "Commands (PORT = $PORT_mtftpd mtftpd, $PORT_tftpd_hpa tftpd-hpa, $PORT_atftpd atftpd):"
     echo
     echo '```'
     for srv in "${SERVERS[@]}"; do
-      [ -n "${CMD_TEXT[$phase/$srv]:-}" ] && echo "${CMD_TEXT[$phase/$srv]}"
+      [ -n "${CMD_TEXT[$phase/$srv]:-}" ] && echo "${CMD_TEXT[$phase/$srv]% }"
     done
     for cfg in "${CONFIGS[@]}"; do
-      [ -n "${CMD_TEXT[$phase/client/$cfg]:-}" ] && echo "${CMD_TEXT[$phase/client/$cfg]}   # $cfg"
+      [ -n "${CMD_TEXT[$phase/client/$cfg]:-}" ] && echo "${CMD_TEXT[$phase/client/$cfg]% }   # $cfg"
     done
     echo '```'
   done

@@ -103,6 +103,7 @@ func (c *Client) get(ctx context.Context, uc conn, srv netip.AddrPort, remote st
 		have     uint64         // highest block received in order
 		ackedTo  uint64
 		gapAcked bool
+		dupAcked bool // re-ACKed a repeated block since the last progress
 		sentAt   time.Time
 		last     []byte // last packet sent, for retransmission
 		abuf     []byte
@@ -149,6 +150,14 @@ func (c *Client) get(ctx context.Context, uc conn, srv netip.AddrPort, remote st
 				return res, fmt.Errorf("tftp: %s: no answer from %s after %d retries", remote, server, retries)
 			}
 			rto.timeout()
+			if peer.IsValid() && (have > 0 || res.Negotiated != nil) {
+				// Tell the server where we are (the last block held in
+				// order), which is news if our last ACK was lost.
+				if err := ack(peer); err != nil {
+					return res, err
+				}
+				continue
+			}
 			to := peer
 			if !peer.IsValid() {
 				to = srv
@@ -200,7 +209,18 @@ func (c *Client) get(ctx context.Context, uc conn, srv netip.AddrPort, remote st
 			}
 			blk, ok := unwrapBlock(wire, have, have+uint64(res.WindowSize), rollover)
 			if !ok || blk == have {
-				continue // a block we already hold; our ACK timer covers lost ACKs
+				// A block we already hold. If we are at a window boundary
+				// (everything held is ACKed), the server resent because our
+				// ACK was lost: repeat it, once per position. Mid-window a
+				// duplicate is the network's doing, and an ACK there would
+				// read as a gap notice and make the server resend.
+				if !dupAcked && have == ackedTo {
+					dupAcked = true
+					if err := ack(peer); err != nil {
+						return res, err
+					}
+				}
+				continue
 			}
 			if blk != have+1 {
 				if !gapAcked {
@@ -221,7 +241,7 @@ func (c *Client) get(ctx context.Context, uc conn, srv netip.AddrPort, remote st
 				rto.sample(time.Since(sentAt))
 				sampled = true
 			}
-			have, gapAcked, timeouts = blk, false, 0
+			have, gapAcked, dupAcked, timeouts = blk, false, false, 0
 			rto.progress()
 			res.Bytes += int64(len(payload))
 			res.Blocks = have

@@ -45,10 +45,14 @@ const transferSocketBuffer = 4 << 20
 // the listener, protocols.md §1.1).
 func dialTransfer(local netip.Addr) (conn, error) {
 	var ip net.IP
+	network := "udp4"
 	if local.IsValid() && !local.IsUnspecified() {
 		ip = local.AsSlice()
+		if local.Is6() && !local.Is4In6() {
+			network = "udp6"
+		}
 	}
-	uc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: ip})
+	uc, err := net.ListenUDP(network, &net.UDPAddr{IP: ip})
 	if err != nil {
 		return nil, err
 	}

@@ -516,12 +516,42 @@ func TestMalformedRequests(t *testing.T) {
 			t.Errorf("%q (%d bytes) got a %d-byte reply", pkt, len(pkt), len(r))
 		}
 	}
-	long := "\x00\x01" + strings.Repeat("a", 60) + "\x00octet\x00blksize\x00" // option without value
+	long := "\x00\x01" + strings.Repeat("a", 60) + "\x00octet-without-its-nul" // mode not terminated
 	r := reply(long)
 	if r == nil || tftp.PacketOpcode(r) != tftp.OpERROR || len(r) > len(long) {
 		t.Fatalf("malformed 80-byte request: reply %q", r)
 	}
 	if srv.Counters.BadRequest.Load() == 0 || srv.Counters.BadPacket.Load() == 0 {
 		t.Fatalf("counters: bad request %d, bad packet %d", srv.Counters.BadRequest.Load(), srv.Counters.BadPacket.Load())
+	}
+}
+
+// TestDuplicateRequest: a client that repeats its RRQ (first reply slow)
+// gets one transfer, from one TID.
+func TestDuplicateRequest(t *testing.T) {
+	root := t.TempDir()
+	writeRandom(t, filepath.Join(root, "f"), 2000, 16)
+	srv := startServer(t, root, nil)
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	dst, _ := net.ResolveUDPAddr("udp4", srv.Addr)
+	rrq := (&tftp.Request{Op: tftp.OpRRQ, Filename: "f", Mode: "octet"}).Marshal(nil)
+	c.WriteToUDP(rrq, dst)
+	c.WriteToUDP(rrq, dst)
+	tids := map[string]bool{}
+	buf := make([]byte, 1024)
+	for {
+		c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		_, from, err := c.ReadFromUDP(buf)
+		if err != nil {
+			break
+		}
+		tids[from.String()] = true
+	}
+	if len(tids) != 1 || srv.Counters.DupRequest.Load() != 1 {
+		t.Fatalf("replies from %d TIDs, %d duplicates counted; want 1 and 1", len(tids), srv.Counters.DupRequest.Load())
 	}
 }

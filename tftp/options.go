@@ -128,6 +128,16 @@ func Negotiate(req *Request, lim Limits, size int64) Negotiated {
 			n.Ack = append(n.Ack, Option{o.Name, o.Value})
 		}
 	}
+	// With rollover 1 the wire numbers cycle every 65535 blocks, so a
+	// window must stay below that for ACKs to map to one block.
+	if n.Rollover == 1 && n.WindowSize > MaxWindowSize-1 {
+		n.WindowSize = MaxWindowSize - 1
+		for i := range n.Ack {
+			if strings.EqualFold(n.Ack[i].Name, OptWindowSize) {
+				n.Ack[i].Value = strconv.Itoa(n.WindowSize)
+			}
+		}
+	}
 	// Bytes in flight: lower the window (and its OACK value) so one window
 	// stays within MaxWindowBytes. blksize is decided first above.
 	if lim.MaxWindowBytes > 0 && n.WindowSize*n.BlockSize > lim.MaxWindowBytes {

@@ -100,40 +100,51 @@ func PacketOpcode(b []byte) Opcode {
 	return Opcode(binary.BigEndian.Uint16(b))
 }
 
-// ParseRequest parses an RRQ or WRQ. Options that repeat are an error
-// (RFC 2347: each option at most once); empty option names are an error;
-// bytes after the last NUL are refused so that a parse/marshal round trip is
-// exact.
+// ParseRequest parses an RRQ or WRQ. Filename and mode must be present and
+// NUL-terminated; the options are read leniently, like tftp-hpa does
+// (protocols.md §11 rule 2: omit, never abort): parsing stops at an empty
+// option name (trailing NUL padding) or at a field without its NUL, a name
+// without a value is ignored, and of a repeated option the first counts.
 func ParseRequest(b []byte) (*Request, error) {
 	op := PacketOpcode(b)
 	if op != OpRRQ && op != OpWRQ {
 		return nil, malformed("not a request (opcode %d)", op)
 	}
-	fields, err := splitNUL(b[2:])
-	if err != nil {
-		return nil, err
+	rest := b[2:]
+	next := func() (string, bool) {
+		i := bytes.IndexByte(rest, 0)
+		if i < 0 {
+			return "", false
+		}
+		f := string(rest[:i])
+		rest = rest[i+1:]
+		return f, true
 	}
-	if len(fields) < 2 {
-		return nil, malformed("request without filename and mode")
+	filename, ok := next()
+	if !ok {
+		return nil, malformed("filename not NUL-terminated")
 	}
-	if len(fields)%2 != 0 {
-		return nil, malformed("option %q without value", fields[len(fields)-1])
-	}
-	r := &Request{Op: op, Filename: fields[0], Mode: strings.ToLower(fields[1])}
-	if r.Filename == "" {
+	if filename == "" {
 		return nil, malformed("empty filename")
 	}
-	for i := 2; i < len(fields); i += 2 {
-		name := fields[i]
-		if name == "" {
-			return nil, malformed("empty option name")
+	mode, ok := next()
+	if !ok {
+		return nil, malformed("mode not NUL-terminated")
+	}
+	r := &Request{Op: op, Filename: filename, Mode: strings.ToLower(mode)}
+	for {
+		name, ok := next()
+		if !ok || name == "" {
+			break
 		}
-		for _, o := range r.Options {
-			if strings.EqualFold(o.Name, name) {
-				return nil, malformed("option %q repeated", name)
-			}
+		value, ok := next()
+		if !ok {
+			break
 		}
-		r.Options = append(r.Options, Option{Name: name, Value: fields[i+1]})
+		if _, seen := r.Option(name); seen {
+			continue
+		}
+		r.Options = append(r.Options, Option{Name: name, Value: value})
 	}
 	return r, nil
 }

@@ -32,13 +32,34 @@ func TestRequestRoundTrip(t *testing.T) {
 func TestRequestMalformed(t *testing.T) {
 	for _, w := range []string{
 		"", "\x00", "\x00\x01", "\x00\x01f", "\x00\x01f\x00", "\x00\x01\x00octet\x00",
-		"\x00\x01f\x00octet\x00blksize\x00", "\x00\x01f\x00octet\x00blksize", // option without value
-		"\x00\x01f\x00octet\x00blksize\x00512\x00BLKSIZE\x001024\x00", // repeated
-		"\x00\x01f\x00octet\x00\x00512\x00",                           // empty name
-		"\x00\x03f\x00octet\x00",                                      // DATA opcode
+		"\x00\x01f\x00octet",     // mode without NUL
+		"\x00\x03f\x00octet\x00", // DATA opcode
 	} {
 		if _, err := ParseRequest([]byte(w)); !errors.Is(err, ErrMalformed) {
 			t.Errorf("%q: err %v, want ErrMalformed", w, err)
+		}
+	}
+}
+
+// TestRequestLenient: option trouble never costs the request (tftp-hpa
+// reads options the same way).
+func TestRequestLenient(t *testing.T) {
+	cases := map[string][]Option{
+		"\x00\x01f\x00octet\x00\x00\x00\x00":                             nil,                  // NUL padding
+		"\x00\x01f\x00octet\x00blksize\x00":                              nil,                  // name without value
+		"\x00\x01f\x00octet\x00blksize":                                  nil,                  // unterminated name
+		"\x00\x01f\x00octet\x00blksize\x00512\x00BLKSIZE\x001024\x00":    {{"blksize", "512"}}, // repeated: first wins
+		"\x00\x01f\x00octet\x00tsize\x000\x00\x00512\x00":                {{"tsize", "0"}},     // empty name ends options
+		"\x00\x01f\x00octet\x00tsize\x000\x00blksize\x001432\x00garbage": {{"tsize", "0"}, {"blksize", "1432"}},
+	}
+	for w, want := range cases {
+		r, err := ParseRequest([]byte(w))
+		if err != nil {
+			t.Errorf("%q: %v", w, err)
+			continue
+		}
+		if !reflect.DeepEqual(r.Options, want) {
+			t.Errorf("%q: options %v, want %v", w, r.Options, want)
 		}
 	}
 }

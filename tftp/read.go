@@ -34,6 +34,7 @@ const (
 type timing struct {
 	InitialRTO, MinRTO, MaxRTO time.Duration
 	Retries                    int           // consecutive timeouts before giving up
+	StallTimeout               time.Duration // and at least this long without progress
 	Lifetime                   time.Duration // hard cap on one transfer; 0 = none
 }
 
@@ -131,9 +132,12 @@ func (s *readSession) run(ctx context.Context) (res result) {
 	// A mapping whose file is truncated raises SIGBUS when touched; turn
 	// that into a panic we recover here, so one transfer fails, not the
 	// server (design.md, hot path rules).
-	debug.SetPanicOnFault(true)
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
+			if _, ok := r.(interface{ Addr() uintptr }); !ok {
+				panic(r) // not a memory fault on the mapping: a real bug
+			}
 			res.Outcome, res.Err = OutcomeFileChanged, fmt.Errorf("%w: %v", errFileChanged, r)
 			s.sendError(ErrCodeUndefined, errFileChanged.Error())
 		}
@@ -162,6 +166,8 @@ func (s *readSession) run(ctx context.Context) (res result) {
 		resent    bool   // the outstanding window or OACK was sent more than once (Karn)
 		highWater uint64 // highest block ever sent
 		timeouts  int
+		heard     bool        // the peer has ACKed something: not a spoofed request
+		progress  = res.Start // last time the peer moved the transfer on
 	)
 	send := func(retransmit bool) error {
 		sentAt = time.Now()
@@ -219,14 +225,16 @@ func (s *readSession) run(ctx context.Context) (res result) {
 			}
 			s.counters.Timeouts.Add(1)
 			timeouts++
-			if timeouts > s.timing.Retries {
-				if !oackPending && w.sent == w.final {
-					// Everything went out; only the final ACK is missing.
+			if s.giveUp(timeouts, heard, now.Sub(progress)) {
+				if heard && !oackPending && w.sent == w.final && w.acked+w.size >= w.final {
+					// The peer took every window but the last, and the
+					// last went out: only the final ACK is missing.
 					res.Outcome = OutcomeUnconfirmed
 					res.Bytes, res.Blocks = s.size, w.final
 					return res
 				}
-				res.Outcome, res.Err = OutcomeTimeout, fmt.Errorf("no answer after %d retries", s.timing.Retries)
+				res.Outcome, res.Err = OutcomeTimeout, fmt.Errorf("no answer after %d retries in %s", timeouts-1, now.Sub(progress).Round(time.Millisecond))
+				res.Bytes, res.Blocks = int64(w.acked)*int64(s.neg.BlockSize), w.acked
 				return res
 			}
 			rto.timeout()
@@ -255,6 +263,7 @@ func (s *readSession) run(ctx context.Context) (res result) {
 				if !resent {
 					rto.sample(time.Since(sentAt))
 				}
+				heard, progress = true, time.Now()
 				timeouts = 0
 				rto.progress()
 				if err := send(false); err != nil {
@@ -282,6 +291,7 @@ func (s *readSession) run(ctx context.Context) (res result) {
 					rto.sample(time.Since(sentAt))
 				}
 			}
+			heard, progress = true, time.Now()
 			timeouts = 0
 			rto.progress()
 			if err := send(false); err != nil {
@@ -301,6 +311,25 @@ func (s *readSession) run(ctx context.Context) (res result) {
 			s.counters.BadPacket.Add(1)
 		}
 	}
+}
+
+// preAckRetries bounds what an unverified request can buy: until the peer
+// ACKs something, the source address may be spoofed, so the first window
+// (or OACK) is sent at most this many more times (amplification, and a
+// spoofed request must not hold a session slot for a minute: with the
+// default RTOs it is released after 1+2+4+8+8 = 23 s). Four retries still
+// get through 20 % loss each way 99.4 % of the time (1 − 0.36^5).
+const preAckRetries = 4
+
+// giveUp decides after a timeout whether the transfer is dead: more
+// consecutive timeouts than allowed and, once the peer has been heard, at
+// least StallTimeout of silence, so a firmware stall or a link flap of a
+// few seconds does not kill a boot (tftp-hpa waits ~63 s, dnsmasq 120 s).
+func (s *readSession) giveUp(timeouts int, heard bool, silence time.Duration) bool {
+	if !heard {
+		return timeouts > min(preAckRetries, s.timing.Retries)
+	}
+	return timeouts > s.timing.Retries && silence >= s.timing.StallTimeout
 }
 
 // sendBlocks sends blocks from..to as one window.

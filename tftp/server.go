@@ -6,12 +6,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/netip"
 	"os"
 	"path"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -31,6 +33,7 @@ const (
 	DefaultMaxSessions    = 1024
 	DefaultMaxPerClient   = 16
 	DefaultLifetime       = time.Hour
+	DefaultStallTimeout   = 30 * time.Second // silence tolerated from a peer that was heard
 )
 
 // ErrServerClosed is returned by Serve after Shutdown.
@@ -57,6 +60,10 @@ type Server struct {
 
 	InitialRTO, MinRTO, MaxRTO time.Duration // 0 = the Default* values
 	Retries                    int           // consecutive timeouts before a transfer is dropped; 0 = DefaultRetries
+	// StallTimeout is how long a transfer whose client has answered before
+	// may stay silent before it is dropped (on top of Retries); a request
+	// never answered is dropped after a few retries. 0 = DefaultStallTimeout.
+	StallTimeout time.Duration
 
 	MaxSessions     int           // transfers at once; 0 = DefaultMaxSessions
 	MaxPerClient    int           // transfers at once per client IP; 0 = DefaultMaxPerClient
@@ -74,6 +81,7 @@ type Server struct {
 	mu        sync.Mutex
 	ln        *udpio.Conn
 	perClient map[netip.Addr]int
+	peers     map[netip.AddrPort]struct{} // client TIDs with a transfer running
 	sessions  sync.WaitGroup
 	active    atomic.Int64
 	closing   atomic.Bool
@@ -86,7 +94,10 @@ type Server struct {
 func (s *Server) timing() timing {
 	t := timing{
 		InitialRTO: s.InitialRTO, MinRTO: s.MinRTO, MaxRTO: s.MaxRTO,
-		Retries: s.Retries, Lifetime: s.SessionLifetime,
+		Retries: s.Retries, Lifetime: s.SessionLifetime, StallTimeout: s.StallTimeout,
+	}
+	if t.StallTimeout <= 0 {
+		t.StallTimeout = DefaultStallTimeout
 	}
 	if t.InitialRTO <= 0 {
 		t.InitialRTO = DefaultInitialRTO
@@ -142,6 +153,7 @@ func (s *Server) Serve(ctx context.Context, pc *net.UDPConn) error {
 	s.mu.Lock()
 	s.ln = ln
 	s.perClient = make(map[netip.Addr]int)
+	s.peers = make(map[netip.AddrPort]struct{})
 	s.sessCtx, s.stopAll = context.WithCancel(context.Background())
 	if s.dial == nil {
 		s.dial = dialTransfer
@@ -162,7 +174,9 @@ func (s *Server) Serve(ctx context.Context, pc *net.UDPConn) error {
 		Str("root", s.Files.Root()).Str("write_dir", s.WriteDir).Msg("tftp server listening")
 
 	stop := context.AfterFunc(ctx, func() {
+		s.mu.Lock()
 		s.closing.Store(true)
+		s.mu.Unlock()
 		ln.Close()
 		s.stopAll()
 	})
@@ -195,11 +209,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	ln := s.ln
 	stopAll := s.stopAll
+	// Under mu: reserve (which adds to sessions) sees closing, so no
+	// session can start after the Wait below has begun.
+	s.closing.Store(true)
 	s.mu.Unlock()
 	if ln == nil {
 		return nil
 	}
-	s.closing.Store(true)
 	ln.Close()
 	done := make(chan struct{})
 	go func() { s.sessions.Wait(); close(done) }()
@@ -234,7 +250,15 @@ func (s *Server) handle(pkt []byte, from netip.AddrPort, dst netip.Addr) {
 		s.replyError(pkt, from, dst, ErrCodeIllegalOp, "malformed request")
 		return
 	}
-	if !s.reserve(from.Addr()) {
+	ok, dup := s.reserve(from)
+	if dup {
+		// The client repeated its request before our first reply reached
+		// it: the running session answers; a second one would only
+		// compete with it for the same client TID.
+		s.Counters.DupRequest.Add(1)
+		return
+	}
+	if !ok {
 		s.Counters.SessionLimited.Add(1)
 		s.Log.Warn().Str("client", from.String()).Str("file", req.Filename).Msg("tftp: session limit reached, request refused")
 		// A short fixed reply: at most one small packet per request, and
@@ -242,10 +266,9 @@ func (s *Server) handle(pkt []byte, from netip.AddrPort, dst netip.Addr) {
 		s.ln.WriteTo(AppendError(nil, ErrCodeUndefined, "server busy"), from, dst)
 		return
 	}
-	s.sessions.Add(1)
 	go func() {
 		defer s.sessions.Done()
-		defer s.release(from.Addr())
+		defer s.release(from)
 		s.serveRequest(req, from, dst)
 	}()
 }
@@ -264,25 +287,35 @@ func (s *Server) replyError(req []byte, to netip.AddrPort, src netip.Addr, code 
 	s.ln.WriteTo(b, to, src)
 }
 
-func (s *Server) reserve(client netip.Addr) bool {
+// reserve takes a session slot for peer, or reports why not: dup when
+// that client TID already has a transfer running.
+func (s *Server) reserve(peer netip.AddrPort) (ok, dup bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing.Load() {
-		return false
+		return false, false
 	}
+	if _, running := s.peers[peer]; running {
+		return false, true
+	}
+	client := peer.Addr()
 	if int(s.active.Load()) >= orDefault(s.MaxSessions, DefaultMaxSessions) ||
 		s.perClient[client] >= orDefault(s.MaxPerClient, DefaultMaxPerClient) {
-		return false
+		return false, false
 	}
+	s.peers[peer] = struct{}{}
 	s.perClient[client]++
 	s.active.Add(1)
 	s.Counters.Active.Add(1)
-	return true
+	s.sessions.Add(1)
+	return true, false
 }
 
-func (s *Server) release(client netip.Addr) {
+func (s *Server) release(peer netip.AddrPort) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	delete(s.peers, peer)
+	client := peer.Addr()
 	if s.perClient[client]--; s.perClient[client] <= 0 {
 		delete(s.perClient, client)
 	}
@@ -516,14 +549,48 @@ func (u *rootUpload) Commit() error {
 	}
 	u.closedOnce = true
 	if u.overwrite {
-		return u.root.Rename(u.tmp, u.name)
+		if err := u.root.Rename(u.tmp, u.name); err != nil {
+			return err
+		}
+		return u.syncDir()
 	}
-	// Link fails if the name appeared meanwhile: never overwrite.
-	if err := u.root.Link(u.tmp, u.name); err != nil {
+	// Link fails if the name appeared meanwhile: never overwrite. Where
+	// the filesystem has no hard links (vfat, some FUSE/NFS), fall back to
+	// a check and a rename, which leaves a small race.
+	err := u.root.Link(u.tmp, u.name)
+	switch {
+	case err == nil:
+		u.root.Remove(u.tmp)
+	case errors.Is(err, fs.ErrExist):
+		u.root.Remove(u.tmp)
+		return errExists
+	case errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EOPNOTSUPP) || errors.Is(err, syscall.ENOSYS):
+		if _, serr := u.root.Lstat(u.name); serr == nil {
+			u.root.Remove(u.tmp)
+			return errExists
+		}
+		if err := u.root.Rename(u.tmp, u.name); err != nil {
+			return err
+		}
+	default:
 		u.root.Remove(u.tmp)
 		return err
 	}
-	return u.root.Remove(u.tmp)
+	return u.syncDir()
+}
+
+// errExists: the upload's name appeared while it ran (ERROR 6).
+var errExists = errors.New("file already exists")
+
+// syncDir makes the rename durable: the client is told the upload
+// succeeded only after the directory entry is on disk.
+func (u *rootUpload) syncDir() error {
+	d, err := u.root.Open(path.Dir(u.name))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 func (u *rootUpload) Abort() {

@@ -268,3 +268,58 @@ func TestGapAckResendsOnce(t *testing.T) {
 		<-srv
 	})
 }
+
+// TestGiveUpRules: a request whose source never answers (spoofed) is
+// dropped after a few retries and is not counted as delivered; a client
+// that was heard gets at least StallTimeout of silence before it is
+// dropped, and a transfer that stops short is a timeout, not a success.
+func TestGiveUpRules(t *testing.T) {
+	run := func(t *testing.T, size int, acks int) (result, time.Duration) {
+		n := newMemNet(1)
+		var counters Counters
+		ln := n.listen("192.0.2.1")
+		data := testData(size, 9)
+		out := make(chan result, 1)
+		cl := n.listen("192.0.2.10")
+		go func() {
+			c := n.listen("192.0.2.1")
+			defer c.Close()
+			rs := &readSession{c: c, peer: cl.addr, src: &mappedSource{data: data, blksize: 512},
+				size: int64(size), neg: Negotiated{BlockSize: 512, WindowSize: 1}, counters: &counters,
+				timing: timing{InitialRTO: time.Second, MinRTO: 50 * time.Millisecond, MaxRTO: 8 * time.Second,
+					Retries: 6, StallTimeout: 30 * time.Second, Lifetime: time.Hour}}
+			out <- rs.run(context.Background())
+		}()
+		_ = ln
+		start := time.Now()
+		buf := make([]byte, 1024)
+		for i := 0; i < acks; i++ {
+			cl.SetReadDeadline(time.Now().Add(time.Minute))
+			k, from, err := cl.ReadFrom(buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _, _ := ParseData(buf[:k])
+			cl.WriteTo(AppendAck(nil, b), from)
+		}
+		r := <-out
+		return r, time.Since(start)
+	}
+	synctest.Test(t, func(t *testing.T) {
+		r, d := run(t, 300, 0) // one block, never ACKed
+		if r.Outcome != OutcomeTimeout || d > 30*time.Second {
+			t.Fatalf("unanswered 1-block request: %s after %v", r.Outcome, d)
+		}
+		r, d = run(t, 5000, 3) // ACKs 3 of 10 blocks, then silence
+		if r.Outcome != OutcomeTimeout || r.Bytes != 3*512 {
+			t.Fatalf("stalled client: %s, %d bytes", r.Outcome, r.Bytes)
+		}
+		if d < 30*time.Second {
+			t.Fatalf("stalled client dropped after %v, before the 30 s stall timeout", d)
+		}
+		r, _ = run(t, 5000, 9) // everything but the final ACK
+		if r.Outcome != OutcomeUnconfirmed {
+			t.Fatalf("missing final ACK only: %s", r.Outcome)
+		}
+	})
+}

@@ -65,6 +65,7 @@ func (s *writeSession) run(ctx context.Context) (res result) {
 		timeouts int
 		abuf     []byte
 		lifetime time.Time
+		progress = res.Start
 	)
 	if s.timing.Lifetime > 0 {
 		lifetime = res.Start.Add(s.timing.Lifetime)
@@ -110,7 +111,10 @@ func (s *writeSession) run(ctx context.Context) (res result) {
 				continue
 			}
 			s.counters.Timeouts.Add(1)
-			if timeouts++; timeouts > s.timing.Retries {
+			timeouts++
+			heard := have > 0
+			if (!heard && timeouts > min(preAckRetries, s.timing.Retries)) ||
+				(heard && timeouts > s.timing.Retries && now.Sub(progress) >= s.timing.StallTimeout) {
 				res.Outcome, res.Err = OutcomeTimeout, fmt.Errorf("no DATA after %d retries", s.timing.Retries)
 				return res
 			}
@@ -159,6 +163,7 @@ func (s *writeSession) run(ctx context.Context) (res result) {
 				return res
 			}
 			have, gapAcked, timeouts = blk, false, 0
+			progress = time.Now()
 			rto.progress()
 			s.counters.Received.Add(uint64(len(payload)))
 			res.Bytes = off + int64(len(payload))
@@ -207,6 +212,10 @@ func (s *writeSession) writeFailed(res *result, err error) {
 	res.Outcome, res.Err = OutcomeError, err
 	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
 		s.sendError(ErrCodeDiskFull, "disk full")
+		return
+	}
+	if errors.Is(err, errExists) {
+		s.sendError(ErrCodeFileExists, "file already exists")
 		return
 	}
 	s.sendError(ErrCodeUndefined, "write failed")

@@ -103,7 +103,8 @@ func runServe(args []string) error {
 		Files: store, WriteDir: t.WriteDir, AllowOverwrite: t.AllowOverwrite, MaxUploadSize: t.MaxUploadSize,
 		MaxBlockSize: t.MaxBlockSize, MaxWindow: t.MaxWindow, MaxWindowBytes: t.MaxWindowBytes,
 		InitialRTO: t.InitialRTO.Duration, MinRTO: t.MinRTO.Duration, MaxRTO: t.MaxRTO.Duration, Retries: t.Retries,
-		MaxSessions: t.MaxSessions, MaxPerClient: t.MaxPerClient, SessionLifetime: t.Lifetime.Duration,
+		StallTimeout: t.StallTimeout.Duration,
+		MaxSessions:  t.MaxSessions, MaxPerClient: t.MaxPerClient, SessionLifetime: t.Lifetime.Duration,
 		Log: log,
 	}
 	var web *mirror.Server

@@ -65,6 +65,7 @@ type TFTP struct {
 	MinRTO         Duration `toml:"min_rto" help:"floor of the adaptive retransmission timeout"`
 	MaxRTO         Duration `toml:"max_rto" help:"ceiling of the retransmission timeout with backoff"`
 	Retries        int      `toml:"retries" help:"consecutive timeouts before a transfer is dropped"`
+	StallTimeout   Duration `toml:"stall_timeout" help:"silence tolerated from a client that has answered before, on top of retries"`
 	MaxSessions    int      `toml:"max_sessions" help:"transfers at once"`
 	MaxPerClient   int      `toml:"max_per_client" help:"transfers at once per client address"`
 	Lifetime       Duration `toml:"session_lifetime" help:"hard time limit of one transfer"`
@@ -91,6 +92,7 @@ func Defaults() Config {
 			MinRTO:         Duration{50 * time.Millisecond},
 			MaxRTO:         Duration{8 * time.Second},
 			Retries:        6,
+			StallTimeout:   Duration{30 * time.Second},
 			MaxSessions:    1024,
 			MaxPerClient:   16,
 			Lifetime:       Duration{time.Hour},
@@ -170,6 +172,9 @@ func (c *Config) Validate() error {
 	}
 	if t.Retries < 1 || t.Retries > 100 {
 		bad("tftp.retries", "%d is outside 1..100", t.Retries)
+	}
+	if t.StallTimeout.Duration < 0 {
+		bad("tftp.stall_timeout", "%s is negative", t.StallTimeout)
 	}
 	if t.MaxSessions < 1 {
 		bad("tftp.max_sessions", "%d must be at least 1", t.MaxSessions)

@@ -1,6 +1,7 @@
 package tftp
 
 import (
+	"net/netip"
 	"reflect"
 	"testing"
 	"time"
@@ -129,5 +130,25 @@ func TestRTO(t *testing.T) {
 	e.sample(100 * time.Millisecond)
 	if r := e.rto(); r < 100*time.Millisecond || r > time.Second {
 		t.Fatalf("after sample: %v", r)
+	}
+}
+
+// TestMTUClamp: blksize is capped at the receiving interface's MTU − 32
+// unless fragments are allowed.
+func TestMTUClamp(t *testing.T) {
+	a := netip.MustParseAddr("192.0.2.1")
+	s := &Server{}
+	s.mtus.byAddr = map[netip.Addr]int{a: 1500}
+	s.mtus.at = time.Now()
+	if got := s.limits(a).MaxBlockSize; got != 1468 {
+		t.Fatalf("MTU 1500: max blksize %d, want 1468", got)
+	}
+	s.AllowFragments = true
+	if got := s.limits(a).MaxBlockSize; got != MaxBlockSize {
+		t.Fatalf("fragments allowed: max blksize %d, want %d", got, MaxBlockSize)
+	}
+	s.AllowFragments, s.MaxBlockSize = false, 1024
+	if got := s.limits(a).MaxBlockSize; got != 1024 {
+		t.Fatalf("configured cap: %d", got)
 	}
 }

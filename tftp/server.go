@@ -54,7 +54,12 @@ type Server struct {
 	// MaxUploadSize caps one upload in bytes; 0 means 1 GiB.
 	MaxUploadSize int64
 
-	MaxBlockSize   int // blksize cap, 8..65464; 0 = 65464, lowered further to the interface MTU − 32
+	MaxBlockSize int // blksize cap, 8..65464; 0 = 65464, lowered further to the interface MTU − 32
+	// AllowFragments skips the MTU clamp: a client asking for 65464-byte
+	// blocks gets them, as IP fragments. Faster on a clean LAN without a
+	// window; on a lossy or rate-limited link one lost fragment loses the
+	// whole block (lab-notes), so it is off by default.
+	AllowFragments bool
 	MaxWindow      int // windowsize cap; 0 = DefaultMaxWindow
 	MaxWindowBytes int // bytes in one window; 0 = DefaultMaxWindowBytes
 
@@ -396,7 +401,7 @@ func (s *Server) serveRequest(req *Request, peer netip.AddrPort, local netip.Add
 // headers), so DATA never needs IP fragmentation (protocols.md §3.2).
 func (s *Server) limits(local netip.Addr) Limits {
 	maxBlk := orDefault(s.MaxBlockSize, MaxBlockSize)
-	if mtu := s.mtus.lookup(local); mtu > 0 {
+	if mtu := s.mtus.lookup(local); mtu > 0 && !s.AllowFragments {
 		maxBlk = min(maxBlk, mtu-32)
 	}
 	return Limits{

@@ -101,7 +101,7 @@ func runServe(args []string) error {
 	t := cfg.TFTP
 	srv := &tftp.Server{
 		Files: store, WriteDir: t.WriteDir, AllowOverwrite: t.AllowOverwrite, MaxUploadSize: t.MaxUploadSize,
-		MaxBlockSize: t.MaxBlockSize, MaxWindow: t.MaxWindow, MaxWindowBytes: t.MaxWindowBytes,
+		MaxBlockSize: t.MaxBlockSize, AllowFragments: t.AllowFragments, MaxWindow: t.MaxWindow, MaxWindowBytes: t.MaxWindowBytes,
 		InitialRTO: t.InitialRTO.Duration, MinRTO: t.MinRTO.Duration, MaxRTO: t.MaxRTO.Duration, Retries: t.Retries,
 		StallTimeout: t.StallTimeout.Duration,
 		MaxSessions:  t.MaxSessions, MaxPerClient: t.MaxPerClient, SessionLifetime: t.Lifetime.Duration,

@@ -59,6 +59,7 @@ type TFTP struct {
 	AllowOverwrite bool     `toml:"allow_overwrite" help:"let an upload replace an existing file"`
 	MaxUploadSize  int64    `toml:"max_upload_size" help:"largest upload in bytes"`
 	MaxBlockSize   int      `toml:"max_blksize" help:"largest blksize granted (8..65464), further capped at the interface MTU - 32"`
+	AllowFragments bool     `toml:"allow_fragments" help:"grant blksize above the interface MTU - 32 (IP fragments; risky on lossy links)"`
 	MaxWindow      int      `toml:"max_windowsize" help:"largest windowsize granted (1..65535)"`
 	MaxWindowBytes int      `toml:"max_window_bytes" help:"largest window in bytes (windowsize x blksize)"`
 	InitialRTO     Duration `toml:"initial_rto" help:"retransmission timeout before a round trip is measured"`

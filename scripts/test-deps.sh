@@ -4,7 +4,7 @@
 set -euo pipefail
 need=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
-for p in curl atftp tftp-hpa busybox iproute2; do
+for p in curl atftp tftp-hpa busybox iproute2 nftables; do
   have "$p" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -17,6 +17,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/mtftpd/mtftpd/dhcp"
 	"github.com/mtftpd/mtftpd/internal/config"
 	"github.com/mtftpd/mtftpd/internal/filestore"
 	"github.com/mtftpd/mtftpd/mirror"
@@ -118,6 +119,7 @@ func runServe(args []string) error {
 			return fmt.Errorf("http.root: %w", err)
 		}
 	}
+	dhcpSrv := newDHCP(cfg, log)
 	if demoDir != "" {
 		printDemoHelp(t.Listen, cfg.HTTP.Listen)
 	}
@@ -132,7 +134,7 @@ func runServe(args []string) error {
 		what string
 		err  error
 	}
-	exits := make(chan exit, 2)
+	exits := make(chan exit, 3)
 	running := 0
 	run := func(what string, f func() error) {
 		running++
@@ -141,6 +143,9 @@ func runServe(args []string) error {
 	run("tftp", func() error { return srv.ListenAndServe(hard, t.Listen) })
 	if web != nil {
 		run("http", func() error { return web.ListenAndServe(hard, cfg.HTTP.Listen) })
+	}
+	if dhcpSrv != nil {
+		run("dhcp", func() error { return dhcpSrv.Serve(hard) })
 	}
 	var first error
 	select {
@@ -163,6 +168,10 @@ func runServe(args []string) error {
 		if web != nil {
 			go web.Shutdown(second)
 		}
+		if dhcpSrv != nil {
+			// Flushes the lease file after the last reply.
+			go dhcpSrv.Shutdown(second)
+		}
 		if err := srv.Shutdown(second); err != nil {
 			log.Warn().Err(err).Msg("transfers stopped before they finished")
 		}
@@ -170,7 +179,7 @@ func runServe(args []string) error {
 	}
 	for ; running > 0; running-- {
 		e := <-exits
-		if e.err != nil && !errors.Is(e.err, tftp.ErrServerClosed) && first == nil {
+		if e.err != nil && !errors.Is(e.err, tftp.ErrServerClosed) && !errors.Is(e.err, dhcp.ErrServerClosed) && first == nil {
 			first = fmt.Errorf("%s: %w", e.what, e.err)
 		}
 	}

@@ -10,11 +10,15 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
 	"os"
 	"reflect"
 	"sort"
 	"strconv"
 	"strings"
+	"text/template"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -41,7 +45,54 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil
 type Config struct {
 	TFTP TFTP `toml:"tftp"`
 	HTTP HTTP `toml:"http"`
+	DHCP DHCP `toml:"dhcp"`
 	Log  Log  `toml:"log"`
+}
+
+// DHCP configures the DHCP server or ProxyDHCP. The subnet, host and boot
+// tables have no flags: they live in the file (documented in README.md).
+type DHCP struct {
+	Mode       string       `toml:"mode" help:"off, server (addresses + boot) or proxy (boot only, beside another DHCP server)"`
+	Listen     string       `toml:"listen" help:"UDP address of the DHCP socket (port 67 needs root or CAP_NET_BIND_SERVICE)"`
+	ProxyPort  int          `toml:"proxy_port" help:"PXE boot-server port of proxy mode"`
+	Interfaces []string     `toml:"interfaces" help:"interfaces to serve, comma-separated; empty serves all"`
+	TFTPServer string       `toml:"tftp_server" help:"next-server (siaddr); empty = the address of the receiving interface"`
+	HTTPBase   string       `toml:"http_base" help:"mirror URL for boot rules ({{.HTTP}}); empty = http://<receiving interface>:<http.listen port>"`
+	LeaseFile  string       `toml:"lease_file" help:"lease database (JSON, written atomically); empty keeps leases in memory"`
+	Subnets    []DHCPSubnet `toml:"subnet"`
+	Hosts      []DHCPHost   `toml:"host"`
+	Boot       []BootRule   `toml:"boot"`
+}
+
+// DHCPSubnet is one [[dhcp.subnet]].
+type DHCPSubnet struct {
+	Prefix    string   `toml:"prefix"`     // "192.0.2.0/24"
+	Range     string   `toml:"range"`      // "192.0.2.100-192.0.2.199"
+	Router    string   `toml:"router"`     // option 3
+	DNS       []string `toml:"dns"`        // option 6
+	Domain    string   `toml:"domain"`     // option 15
+	LeaseTime Duration `toml:"lease_time"` // option 51; 0 = 1h
+}
+
+// DHCPHost is one [[dhcp.host]]: a static lease and per-host boot data.
+type DHCPHost struct {
+	MAC      string            `toml:"mac"`
+	IP       string            `toml:"ip"`
+	Hostname string            `toml:"hostname"`
+	BootFile string            `toml:"boot_file"`
+	Vars     map[string]string `toml:"vars"`
+}
+
+// BootRule is one [[dhcp.boot]]; the first rule that matches a client
+// decides its boot file. Without any, the built-in rules apply (BIOS →
+// undionly.kpxe, UEFI → ipxe.efi, iPXE → {{.HTTP}}/boot.ipxe, …).
+type BootRule struct {
+	Name       string   `toml:"name"`
+	Arch       []uint16 `toml:"arch"`        // option 93 values
+	IPXE       *bool    `toml:"ipxe"`        // match iPXE (true) or not (false); absent = either
+	HTTPClient *bool    `toml:"http_client"` // match UEFI HTTP Boot clients
+	UserClass  string   `toml:"user_class"`
+	File       string   `toml:"file"` // TFTP name or http(s):// URL; templates {{.HTTP}} {{.MAC}} {{.IP}} …
 }
 
 // HTTP configures the HTTP mirror (install trees, kickstart files, iPXE
@@ -99,7 +150,8 @@ func Defaults() Config {
 			Lifetime:       Duration{time.Hour},
 			ShutdownGrace:  Duration{30 * time.Second},
 		},
-		Log: Log{Level: "info", Format: "console"},
+		DHCP: DHCP{Mode: "off", Listen: "0.0.0.0:67", ProxyPort: 4011},
+		Log:  Log{Level: "info", Format: "console"},
 	}
 }
 
@@ -196,6 +248,7 @@ func (c *Config) Validate() error {
 			bad("http.listen", "port %d is outside 0..65535", port)
 		}
 	}
+	c.validateDHCP(bad)
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
@@ -207,6 +260,106 @@ func (c *Config) Validate() error {
 		bad("log.format", "%q is not console or json", c.Log.Format)
 	}
 	return errors.Join(errs...)
+}
+
+func (c *Config) validateDHCP(bad func(field, format string, args ...any)) {
+	d := &c.DHCP
+	switch d.Mode {
+	case "off", "server", "proxy":
+	default:
+		bad("dhcp.mode", "%q is not off, server or proxy", d.Mode)
+		return
+	}
+	if d.Mode == "off" {
+		return
+	}
+	if _, port, err := splitHostPort(d.Listen); err != nil {
+		bad("dhcp.listen", "%v", err)
+	} else if port < 0 || port > 65535 {
+		bad("dhcp.listen", "port %d is outside 0..65535", port)
+	}
+	if d.ProxyPort < 1 || d.ProxyPort > 65535 {
+		bad("dhcp.proxy_port", "%d is outside 1..65535", d.ProxyPort)
+	}
+	if d.TFTPServer != "" {
+		if a, err := netip.ParseAddr(d.TFTPServer); err != nil || !a.Is4() {
+			bad("dhcp.tftp_server", "%q is not an IPv4 address", d.TFTPServer)
+		}
+	}
+	if d.HTTPBase != "" {
+		if u, err := url.Parse(d.HTTPBase); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("dhcp.http_base", "%q is not an absolute http(s) URL", d.HTTPBase)
+		}
+	}
+	if d.Mode == "server" && len(d.Subnets) == 0 {
+		bad("dhcp.subnet", "server mode needs at least one [[dhcp.subnet]]")
+	}
+	for i, sn := range d.Subnets {
+		f := fmt.Sprintf("dhcp.subnet[%d]", i)
+		p, err := netip.ParsePrefix(sn.Prefix)
+		if err != nil || !p.Addr().Is4() {
+			bad(f+".prefix", "%q is not an IPv4 prefix like 192.0.2.0/24", sn.Prefix)
+			continue
+		}
+		if _, _, err := ParseRange(sn.Range, p); err != nil {
+			bad(f+".range", "%v", err)
+		}
+		if sn.Router != "" {
+			if a, err := netip.ParseAddr(sn.Router); err != nil || !p.Contains(a) {
+				bad(f+".router", "%q is not an address in %s", sn.Router, p)
+			}
+		}
+		for j, dns := range sn.DNS {
+			if a, err := netip.ParseAddr(dns); err != nil || !a.Is4() {
+				bad(fmt.Sprintf("%s.dns[%d]", f, j), "%q is not an IPv4 address", dns)
+			}
+		}
+		if sn.LeaseTime.Duration < 0 {
+			bad(f+".lease_time", "%s is negative", sn.LeaseTime)
+		}
+	}
+	seen := map[string]bool{}
+	for i, h := range d.Hosts {
+		f := fmt.Sprintf("dhcp.host[%d]", i)
+		mac, err := net.ParseMAC(h.MAC)
+		if err != nil || len(mac) != 6 {
+			bad(f+".mac", "%q is not an Ethernet MAC like 52:54:00:12:34:56", h.MAC)
+		} else if seen[mac.String()] {
+			bad(f+".mac", "%s is listed twice", mac)
+		} else {
+			seen[mac.String()] = true
+		}
+		if h.IP != "" {
+			if a, err := netip.ParseAddr(h.IP); err != nil || !a.Is4() {
+				bad(f+".ip", "%q is not an IPv4 address", h.IP)
+			}
+		}
+	}
+	for i, r := range d.Boot {
+		f := fmt.Sprintf("dhcp.boot[%d]", i)
+		if _, err := template.New(f).Parse(r.File); err != nil {
+			bad(f+".file", "template: %v", err)
+		}
+	}
+}
+
+// ParseRange parses "first-last" inside p.
+func ParseRange(s string, p netip.Prefix) (netip.Addr, netip.Addr, error) {
+	a, b, ok := strings.Cut(s, "-")
+	if !ok {
+		return netip.Addr{}, netip.Addr{}, fmt.Errorf("%q is not a range like 192.0.2.100-192.0.2.199", s)
+	}
+	first, err1 := netip.ParseAddr(strings.TrimSpace(a))
+	last, err2 := netip.ParseAddr(strings.TrimSpace(b))
+	switch {
+	case err1 != nil || err2 != nil:
+		return first, last, fmt.Errorf("%q is not a range like 192.0.2.100-192.0.2.199", s)
+	case !p.Contains(first) || !p.Contains(last):
+		return first, last, fmt.Errorf("%q is not inside %s", s, p)
+	case last.Less(first):
+		return first, last, fmt.Errorf("%q ends before it starts", s)
+	}
+	return first, last, nil
 }
 
 func splitHostPort(s string) (string, int, error) {
@@ -284,6 +437,10 @@ func walk(v reflect.Value, prefix string, fn func(name, help string, v reflect.V
 			walk(fv, name, fn)
 			continue
 		}
+		// Tables ([[dhcp.subnet]], …) live in the file only.
+		if f.Type.Kind() == reflect.Slice && f.Type.Elem().Kind() != reflect.String {
+			continue
+		}
 		fn(name, f.Tag.Get("help"), fv)
 	}
 }
@@ -311,6 +468,14 @@ func setValue(v reflect.Value, s string) error {
 			return fmt.Errorf("%q is not true or false", s)
 		}
 		v.SetBool(b)
+	case reflect.Slice: // []string, comma-separated
+		var list []string
+		for _, f := range strings.Split(s, ",") {
+			if f = strings.TrimSpace(f); f != "" {
+				list = append(list, f)
+			}
+		}
+		v.Set(reflect.ValueOf(list))
 	case reflect.Int, reflect.Int64:
 		n, err := strconv.ParseInt(s, 10, 64)
 		if err != nil {

@@ -2,6 +2,7 @@ package config
 
 import (
 	"flag"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -49,7 +50,7 @@ format = "json"
 	if err := Parse(b, &c2); err != nil {
 		t.Fatalf("printed config does not load: %v\n%s", err, b)
 	}
-	if c2 != c {
+	if !reflect.DeepEqual(c2, c) {
 		t.Fatalf("round trip:\n%+v\n%+v", c, c2)
 	}
 }
@@ -67,6 +68,13 @@ func TestErrorsNameTheField(t *testing.T) {
 		"[tftp]\nroot = 5":                  "root",
 		"[tftp\nroot = \"x\"":               "At line 2",
 		"[tftp]\nsession_lifetime = \"0s\"": "tftp.session_lifetime",
+		"[dhcp]\nmode = \"full\"":           "dhcp.mode",
+		"[dhcp]\nmode = \"server\"":         "dhcp.subnet: server mode needs",
+		"[dhcp]\nmode = \"server\"\n[[dhcp.subnet]]\nprefix = \"192.0.2.0/24\"\nrange = \"192.0.2.200-192.0.2.100\"":   "dhcp.subnet[0].range",
+		"[dhcp]\nmode = \"server\"\n[[dhcp.subnet]]\nprefix = \"192.0.2.0/24\"\nrange = \"198.51.100.1-198.51.100.9\"": "not inside",
+		"[dhcp]\nmode = \"proxy\"\n[[dhcp.host]]\nmac = \"52:54:00\"":                                                  "dhcp.host[0].mac",
+		"[dhcp]\nmode = \"proxy\"\n[[dhcp.boot]]\nfile = \"{{.HTTP\"":                                                  "dhcp.boot[0].file",
+		"[dhcp]\nmode = \"proxy\"\nhttp_base = \"192.0.2.1\"":                                                          "dhcp.http_base",
 	}
 	for in, want := range cases {
 		c := Defaults()
@@ -121,7 +129,7 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("encode: %v", err)
 		}
 		c2 := Defaults()
-		if err := Parse(out, &c2); err != nil || c2 != c {
+		if err := Parse(out, &c2); err != nil || !reflect.DeepEqual(c2, c) {
 			t.Fatalf("round trip: %v\n%s", err, out)
 		}
 	})

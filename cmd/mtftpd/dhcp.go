@@ -1,0 +1,56 @@
+package main
+
+import (
+	"net"
+	"net/netip"
+	"strconv"
+
+	"github.com/rs/zerolog"
+
+	"github.com/mtftpd/mtftpd/dhcp"
+	"github.com/mtftpd/mtftpd/internal/config"
+)
+
+// newDHCP turns the validated [dhcp] section into a dhcp.Server, or nil
+// when mode is off. Validate has already checked every value, so the
+// parse errors ignored here cannot happen.
+func newDHCP(c config.Config, log zerolog.Logger) *dhcp.Server {
+	d := c.DHCP
+	if d.Mode == "off" {
+		return nil
+	}
+	s := &dhcp.Server{
+		Mode: dhcp.Mode(d.Mode), Interfaces: d.Interfaces, HTTPBase: d.HTTPBase,
+		LeaseFile: d.LeaseFile, Addr: d.Listen, ProxyPort: d.ProxyPort, Log: log,
+	}
+	if d.TFTPServer != "" {
+		s.TFTPServer, _ = netip.ParseAddr(d.TFTPServer)
+	}
+	if d.HTTPBase == "" && c.HTTP.Listen != "" {
+		if _, p, err := net.SplitHostPort(c.HTTP.Listen); err == nil {
+			s.HTTPPort, _ = strconv.Atoi(p)
+		}
+	}
+	for _, sn := range d.Subnets {
+		p, _ := netip.ParsePrefix(sn.Prefix)
+		first, last, _ := config.ParseRange(sn.Range, p)
+		out := dhcp.Subnet{Prefix: p, RangeStart: first, RangeEnd: last, Domain: sn.Domain, LeaseTime: sn.LeaseTime.Duration}
+		out.Router, _ = netip.ParseAddr(sn.Router)
+		for _, a := range sn.DNS {
+			ip, _ := netip.ParseAddr(a)
+			out.DNS = append(out.DNS, ip)
+		}
+		s.Subnets = append(s.Subnets, out)
+	}
+	for _, h := range d.Hosts {
+		mac, _ := net.ParseMAC(h.MAC)
+		out := dhcp.Host{MAC: mac, Hostname: h.Hostname, BootFile: h.BootFile, Vars: h.Vars}
+		out.IP, _ = netip.ParseAddr(h.IP)
+		s.Hosts = append(s.Hosts, out)
+	}
+	for _, r := range d.Boot {
+		s.Rules = append(s.Rules, dhcp.BootRule{Name: r.Name, Arch: r.Arch, IPXE: r.IPXE,
+			HTTPClient: r.HTTPClient, UserClass: r.UserClass, File: r.File})
+	}
+	return s
+}

@@ -1,0 +1,24 @@
+// Package dhcp is mtftpd's minimal DHCP server: full DHCP for a lab or a
+// reimaging room (Mode "server") or ProxyDHCP beside someone else's DHCP
+// server (Mode "proxy", ports 67 and 4011). Its one job is to give network
+// boot clients — PXE ROMs, UEFI PXE and HTTP Boot firmware, iPXE — an
+// address and the right boot file (docs/protocols.md §8, §9).
+//
+// The protocol core is Server.Handle: a request, where it came from and
+// the time in; the reply and where it goes out. It touches no socket, so
+// table tests and the fuzzer drive it directly. Serve wraps it in one read
+// loop per socket (no goroutine per packet) and sends the replies.
+//
+// It uses github.com/insomniacslk/dhcp/dhcpv4 as a codec only (FromBytes,
+// ToBytes, the option map); its server4 allocates a goroutine and buffers
+// per packet and cannot tell us the receiving interface.
+//
+// What this package must never do:
+//   - hand a client an address another client holds, or the same free
+//     address to two clients at once (offers reserve their address);
+//   - send an ACK for a lease that is not yet on disk when LeaseFile is set;
+//   - empty a lease file it cannot parse (it is set aside and reported);
+//   - hand an iPXE client the iPXE binary again (chain-load loop, §9.9);
+//   - assign addresses, NAK or send lease options in proxy mode;
+//   - send PXE MTFTP sub-options (43.1–43.5) — UEFI drops such offers (§7.1).
+package dhcp

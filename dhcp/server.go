@@ -1,0 +1,440 @@
+package dhcp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"text/template"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// Mode selects full DHCP or ProxyDHCP.
+type Mode string
+
+// Modes.
+const (
+	// ModeServer hands out addresses and boot information (the zero
+	// Mode means this).
+	ModeServer Mode = "server"
+	// ModeProxy answers only netboot clients, with boot information and
+	// no address, beside another DHCP server (protocols.md §9.5).
+	ModeProxy Mode = "proxy"
+)
+
+// Ports. Incoming.Port names the socket's role with these values, whatever
+// port the socket really has (tests listen on high ports).
+const (
+	PortServer = 67   // DHCP server (and relay agent) port
+	PortClient = 68   // DHCP client port
+	PortProxy  = 4011 // PXE ProxyDHCP / boot server port
+)
+
+// DefaultLeaseTime is a Subnet's lease time when LeaseTime is 0.
+const DefaultLeaseTime = time.Hour
+
+// maxRangeSize caps a Subnet's range: the pool scan is linear in it.
+const maxRangeSize = 1 << 24
+
+// ErrServerClosed is returned by Serve after Shutdown.
+var ErrServerClosed = errors.New("dhcp: server closed")
+
+// Subnet is one network the server hands addresses out in (server mode).
+type Subnet struct {
+	Prefix               netip.Prefix
+	RangeStart, RangeEnd netip.Addr // the dynamic pool, inclusive, inside Prefix
+	Router               netip.Addr // option 3; zero = none
+	DNS                  []netip.Addr
+	Domain               string
+	LeaseTime            time.Duration // 0 = DefaultLeaseTime
+}
+
+// Host is a known machine, by MAC: a static address (IP may be zero: the
+// host then takes a pool address), a host name (option 12) and a boot file
+// that replaces the boot rules' choice. Static hosts always get their
+// address.
+type Host struct {
+	MAC      net.HardwareAddr
+	IP       netip.Addr
+	Hostname string
+	// BootFile replaces the rules' file for firmware clients (it is a
+	// template like BootRule.File). iPXE clients still follow the rules,
+	// so a per-host iPXE binary cannot loop (protocols.md §9.9); HTTP Boot
+	// clients use it only if it is an http(s) URL.
+	BootFile string
+	Vars     map[string]string // template variables ({{.Vars.name}}), for the rules and the mirror
+}
+
+// Server is a DHCP / ProxyDHCP server. Configure it through its fields
+// before the first Serve or Handle; a zero field means the documented
+// default. Handle, Leases and Shutdown are safe to call concurrently.
+type Server struct {
+	Mode Mode
+	// Interfaces binds one socket per interface (SO_BINDTODEVICE); empty
+	// means one socket on Addr for all interfaces.
+	Interfaces []string
+	// Subnets (server mode, at least one) are chosen by giaddr for
+	// relayed requests, else by the receiving interface's address.
+	Subnets []Subnet
+	// Hosts are static leases and per-host boot files, by MAC.
+	Hosts []Host
+	// Rules decide the boot file; nil means DefaultBootRules().
+	Rules []BootRule
+	// TFTPServer is siaddr (next-server); zero = the receiving
+	// interface's address.
+	TFTPServer netip.Addr
+	// HTTPBase is the mirror base URL for {{.HTTP}}; "" = http://<the
+	// receiving interface's address>.
+	HTTPBase string
+	// HTTPPort is the mirror's port for the default HTTPBase (0 or 80:
+	// none in the URL).
+	HTTPPort int
+	// LeaseFile persists leases as JSON; "" keeps them in memory only.
+	LeaseFile string
+	// Addr is the listen address, default ":67". Proxy mode also
+	// listens on Addr's host at ProxyPort (default 4011).
+	Addr      string
+	ProxyPort int
+
+	// Log receives lifecycle events and rate-limited anomalies (pool
+	// exhausted, unknown architecture, DECLINE, lease file trouble).
+	Log zerolog.Logger
+
+	// Counters count every packet's fate; read them at any time.
+	Counters Counters
+
+	setupOnce sync.Once
+	setupErr  error
+
+	// Configuration normalised by setup; read-only afterwards.
+	mode      Mode
+	subnets   []*subnet
+	hostByMAC map[string]*host
+	staticIP  map[netip.Addr]*host
+	rules     ruleSet
+	httpBase  string
+	addr      string
+	proxyPort int
+
+	mu     sync.Mutex // guards leases, subnet cursors, limiter
+	leases leaseTable
+	store  *leaseStore // nil without LeaseFile
+	limit  limiter
+
+	life    sync.Mutex
+	socks   []*sock
+	ready   chan struct{} // closed once Serve's sockets are open
+	stop    chan struct{} // closed by Shutdown
+	done    chan struct{} // closed when Serve has returned
+	serving bool
+	closed  bool
+	ifaces  ifaceCache
+}
+
+// subnet is a validated Subnet with its derived values.
+type subnet struct {
+	Subnet
+	network, broadcast netip.Addr
+	mask               []byte
+	start, end         uint32 // range
+	cursor             uint32 // next-fit offset into the range
+	lease              time.Duration
+}
+
+type host struct {
+	Host
+	tmpl *template.Template
+}
+
+// setup validates and normalises the configuration once and loads the
+// lease file. Serve and the first Handle call it.
+func (s *Server) setup() error {
+	s.setupOnce.Do(func() { s.setupErr = s.validate() })
+	return s.setupErr
+}
+
+// validate checks every field, naming it in the error, and fills the
+// normalised copies.
+func (s *Server) validate() error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+
+	s.mode = s.Mode
+	if s.mode == "" {
+		s.mode = ModeServer
+	}
+	if s.mode != ModeServer && s.mode != ModeProxy {
+		bad("Mode: %q is neither %q nor %q", s.Mode, ModeServer, ModeProxy)
+	}
+	if s.mode == ModeServer && len(s.Subnets) == 0 {
+		bad("Subnets: server mode needs at least one")
+	}
+	for i, sn := range s.Subnets {
+		sub, err := newSubnet(sn)
+		if err != nil {
+			bad("Subnets[%d]: %w", i, err)
+			continue
+		}
+		for j, o := range s.subnets {
+			if o.Prefix.Overlaps(sub.Prefix) {
+				bad("Subnets[%d]: %v overlaps Subnets[%d] %v", i, sub.Prefix, j, o.Prefix)
+			}
+		}
+		s.subnets = append(s.subnets, sub)
+	}
+	s.hostByMAC = make(map[string]*host)
+	s.staticIP = make(map[netip.Addr]*host)
+	for i, h := range s.Hosts {
+		if len(h.MAC) == 0 {
+			bad("Hosts[%d]: MAC is empty", i)
+			continue
+		}
+		if s.hostByMAC[string(h.MAC)] != nil {
+			bad("Hosts[%d]: MAC %v listed twice", i, h.MAC)
+			continue
+		}
+		t, err := compileFile("host "+h.MAC.String(), h.BootFile)
+		if err != nil {
+			bad("Hosts[%d].BootFile: %w", i, err)
+			continue
+		}
+		hh := &host{Host: h, tmpl: t}
+		if h.IP.IsValid() {
+			switch {
+			case !h.IP.Is4():
+				bad("Hosts[%d].IP: %v is not IPv4", i, h.IP)
+			case s.staticIP[h.IP] != nil:
+				bad("Hosts[%d].IP: %v is also %v's", i, h.IP, s.staticIP[h.IP].MAC)
+			case s.mode == ModeServer && s.subnetOf(h.IP) == nil:
+				bad("Hosts[%d].IP: %v is in no Subnets prefix", i, h.IP)
+			default:
+				s.staticIP[h.IP] = hh
+			}
+		}
+		s.hostByMAC[string(h.MAC)] = hh
+	}
+	rules := s.Rules
+	if rules == nil {
+		rules = DefaultBootRules()
+	}
+	rs, err := compileRules(rules)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	s.rules = rs
+	if s.TFTPServer.IsValid() && !s.TFTPServer.Is4() {
+		bad("TFTPServer: %v is not IPv4", s.TFTPServer)
+	}
+	if s.HTTPBase != "" {
+		u, err := url.Parse(s.HTTPBase)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("HTTPBase: %q is not an absolute http(s) URL", s.HTTPBase)
+		}
+		s.httpBase = strings.TrimRight(s.HTTPBase, "/")
+	}
+	s.addr = s.Addr
+	if s.addr == "" {
+		s.addr = ":" + strconv.Itoa(PortServer)
+	}
+	if h, p, err := net.SplitHostPort(s.addr); err != nil {
+		bad("Addr: %v", err)
+	} else if _, err := strconv.ParseUint(p, 10, 16); err != nil {
+		bad("Addr: port %q", p)
+	} else if a, err := netip.ParseAddr(h); h != "" && (err != nil || !a.Is4()) {
+		bad("Addr: host %q is not an IPv4 address", h)
+	}
+	s.proxyPort = s.ProxyPort
+	if s.proxyPort == 0 {
+		s.proxyPort = PortProxy
+	}
+	if s.proxyPort < 0 || s.proxyPort > 65535 {
+		bad("ProxyPort: %d out of range", s.ProxyPort)
+	}
+	for i, name := range s.Interfaces {
+		if name == "" {
+			bad("Interfaces[%d]: empty name", i)
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("dhcp: invalid configuration: %w", errors.Join(errs...))
+	}
+
+	s.leases = newLeaseTable()
+	if s.LeaseFile != "" {
+		if err := s.loadLeases(s.LeaseFile, time.Now()); err != nil {
+			return err
+		}
+		s.store = newLeaseStore(s.LeaseFile, s.encodeLeases, s.leaseWritten)
+	}
+	return nil
+}
+
+func newSubnet(sn Subnet) (*subnet, error) {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if !sn.Prefix.IsValid() || !sn.Prefix.Addr().Is4() {
+		return nil, fmt.Errorf("Prefix: %v is not an IPv4 prefix", sn.Prefix)
+	}
+	sn.Prefix = sn.Prefix.Masked()
+	sub := &subnet{Subnet: sn, lease: sn.LeaseTime}
+	if sub.lease == 0 {
+		sub.lease = DefaultLeaseTime
+	}
+	if sub.lease < 0 || sub.lease/time.Second > 0xFFFFFFFE {
+		bad("LeaseTime: %v out of range", sn.LeaseTime)
+	}
+	bits := sn.Prefix.Bits()
+	base := u32(sn.Prefix.Addr())
+	hostMask := uint32(1)<<(32-bits) - 1
+	if bits == 0 {
+		hostMask = ^uint32(0)
+	}
+	sub.mask = net.CIDRMask(bits, 32)
+	if bits <= 30 { // /31 and /32 have no network or broadcast address (RFC 3021)
+		sub.network, sub.broadcast = addrU32(base), addrU32(base|hostMask)
+	}
+	switch {
+	case !sn.RangeStart.Is4() || !sn.RangeEnd.Is4():
+		bad("RangeStart/RangeEnd: %v–%v is not an IPv4 range", sn.RangeStart, sn.RangeEnd)
+	case !sn.Prefix.Contains(sn.RangeStart) || !sn.Prefix.Contains(sn.RangeEnd):
+		bad("RangeStart/RangeEnd: %v–%v is not inside %v", sn.RangeStart, sn.RangeEnd, sn.Prefix)
+	case sn.RangeEnd.Less(sn.RangeStart):
+		bad("RangeEnd: %v is before RangeStart %v", sn.RangeEnd, sn.RangeStart)
+	default:
+		sub.start, sub.end = u32(sn.RangeStart), u32(sn.RangeEnd)
+		if sub.end-sub.start >= maxRangeSize {
+			bad("RangeStart/RangeEnd: %d addresses, at most %d", uint64(sub.end-sub.start)+1, maxRangeSize)
+		}
+	}
+	if sn.Router.IsValid() && (!sn.Router.Is4() || !sn.Prefix.Contains(sn.Router)) {
+		bad("Router: %v is not inside %v", sn.Router, sn.Prefix)
+	}
+	for i, d := range sn.DNS {
+		if !d.Is4() {
+			bad("DNS[%d]: %v is not IPv4", i, d)
+		}
+	}
+	if len(sn.Domain) > 255 {
+		bad("Domain: %d bytes, at most 255", len(sn.Domain))
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return sub, nil
+}
+
+// subnetOf returns the subnet whose prefix holds ip.
+func (s *Server) subnetOf(ip netip.Addr) *subnet {
+	for _, sub := range s.subnets {
+		if sub.Prefix.Contains(ip) {
+			return sub
+		}
+	}
+	return nil
+}
+
+// encodeLeases is the lease store's snapshot: copy under the lock, encode
+// outside it.
+func (s *Server) encodeLeases() ([]byte, uint64) {
+	s.mu.Lock()
+	f := s.leases.snapshot()
+	seq := s.leases.seq
+	s.mu.Unlock()
+	return f.appendJSON(make([]byte, 0, 64+160*len(f.Leases))), seq
+}
+
+func (s *Server) leaseWritten(err error) {
+	if err == nil {
+		s.Counters.LeaseWrites.Add(1)
+		return
+	}
+	s.Counters.LeaseWriteErrors.Add(1)
+	s.mu.Lock()
+	ok, n := s.limit.allow("lease-write", s.leases.now)
+	s.mu.Unlock()
+	if ok {
+		s.Log.Error().Err(err).Str("file", s.LeaseFile).Int("suppressed", n).
+			Msg("dhcp: cannot write lease file: ACKs withheld until it works")
+	}
+}
+
+// durable waits until change seq is on disk (no-op without LeaseFile).
+func (s *Server) durable(seq uint64) error {
+	if seq == 0 || s.store == nil {
+		return nil
+	}
+	return s.store.wait(seq)
+}
+
+// Leases returns every binding (expired ones included, as hints), by
+// address.
+func (s *Server) Leases() []Lease {
+	if s.setup() != nil {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.leases.leases()
+}
+
+// Shutdown stops Serve (which then returns ErrServerClosed), waits for it
+// until ctx is done, and writes the lease file if anything changed since
+// the last write. It may be called without Serve (after Handle) and more
+// than once.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.life.Lock()
+	if !s.closed {
+		s.closed = true
+		if s.stop != nil {
+			close(s.stop)
+		}
+	}
+	done := s.done
+	s.life.Unlock()
+	if done != nil {
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if s.setup() != nil {
+		return nil
+	}
+	s.mu.Lock()
+	seq := s.leases.seq
+	s.mu.Unlock()
+	return s.durable(seq)
+}
+
+// limiter rate-limits log lines by kind: one per limitEvery, with the
+// number suppressed in between. The Server's mutex guards it.
+type limiter struct {
+	last       map[string]time.Time
+	suppressed map[string]int
+}
+
+// limitEvery is the quiet time between two log lines of one kind.
+const limitEvery = 10 * time.Second
+
+func (l *limiter) allow(kind string, now time.Time) (bool, int) {
+	if l.last == nil {
+		l.last = make(map[string]time.Time)
+		l.suppressed = make(map[string]int)
+	}
+	if t, ok := l.last[kind]; ok && now.Sub(t) < limitEvery && !t.After(now) {
+		l.suppressed[kind]++
+		return false, 0
+	}
+	n := l.suppressed[kind]
+	l.last[kind] = now
+	l.suppressed[kind] = 0
+	return true, n
+}

@@ -1,0 +1,359 @@
+package dhcp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/rs/zerolog"
+	"golang.org/x/net/ipv4"
+)
+
+const (
+	// readBufSize holds any DHCP datagram: option 57 caps replies at
+	// one Ethernet frame and requests are smaller; a datagram that fills
+	// the buffer is treated as truncated.
+	readBufSize = 4096
+	// commitQueue bounds the replies waiting for the lease file; a full
+	// queue holds the reader back (the kernel's receive buffer absorbs
+	// the burst) rather than dropping what we already decided.
+	commitQueue = 1024
+	// ifaceTTL is how long an interface's addresses are cached.
+	ifaceTTL = 30 * time.Second
+)
+
+// sock is one listening socket.
+type sock struct {
+	c      net.PacketConn
+	pc     *ipv4.PacketConn
+	role   int    // PortServer or PortProxy
+	ifname string // SO_BINDTODEVICE, "" = any
+	bound  netip.Addr
+}
+
+// pending is a reply waiting for its lease change to reach the disk.
+type pending struct {
+	k   *sock
+	out *Outgoing // nil: a RELEASE/DECLINE, nothing to send
+	src netip.Addr
+	seq uint64
+}
+
+// Serve opens the sockets (Addr, and ProxyPort in proxy mode; one per
+// interface with Interfaces; SO_REUSEADDR, SO_BROADCAST, IP_PKTINFO) and
+// answers requests until ctx is cancelled (it returns nil) or Shutdown is
+// called (ErrServerClosed). Each socket has one read loop with one
+// buffer; lease-file commits run in one more goroutine, so the readers
+// never wait for the disk while writes are grouped. Replies waiting for
+// the disk are still sent when Serve stops; then the lease file is
+// flushed. Serve may be called once.
+func (s *Server) Serve(ctx context.Context) error {
+	if err := s.setup(); err != nil {
+		return err
+	}
+	s.life.Lock()
+	if s.closed {
+		s.life.Unlock()
+		return ErrServerClosed
+	}
+	if s.serving {
+		s.life.Unlock()
+		return errors.New("dhcp: Serve called twice")
+	}
+	s.serving = true
+	s.stop = make(chan struct{})
+	s.done = make(chan struct{})
+	ready := s.readyChan()
+	s.life.Unlock()
+	defer close(s.done)
+
+	socks, err := s.listen(ctx)
+	if err != nil {
+		return err
+	}
+	s.life.Lock()
+	s.socks = socks
+	s.life.Unlock()
+	for _, k := range socks {
+		s.Log.Info().Stringer("addr", k.c.LocalAddr()).Str("interface", k.ifname).Int("role", k.role).
+			Str("mode", string(s.mode)).Msg("dhcp server listening")
+	}
+	close(ready)
+
+	queue := make(chan pending, commitQueue)
+	var committer, readers sync.WaitGroup
+	committer.Go(func() { s.commitLoop(queue) })
+	var stopping atomic.Bool
+	for _, k := range socks {
+		readers.Go(func() { s.readLoop(k, queue, &stopping) })
+	}
+
+	select {
+	case <-ctx.Done():
+	case <-s.stop:
+		err = ErrServerClosed
+	}
+	// Wake the readers with a deadline rather than a close, so replies
+	// still waiting for the disk can go out on their sockets.
+	stopping.Store(true)
+	for _, k := range socks {
+		k.c.SetReadDeadline(time.Unix(1, 0))
+	}
+	readers.Wait()
+	close(queue)
+	committer.Wait()
+	for _, k := range socks {
+		k.c.Close()
+	}
+	s.life.Lock()
+	s.socks = nil
+	s.life.Unlock()
+	s.mu.Lock()
+	seq := s.leases.seq
+	s.mu.Unlock()
+	if ferr := s.durable(seq); ferr != nil {
+		return ferr
+	}
+	s.Log.Info().Msg("dhcp server stopped")
+	return err
+}
+
+// readyChan returns the channel closed when Serve's sockets are open; the
+// caller holds s.life.
+func (s *Server) readyChan() chan struct{} {
+	if s.ready == nil {
+		s.ready = make(chan struct{})
+	}
+	return s.ready
+}
+
+// Addrs returns the local addresses of Serve's sockets while they are
+// open (empty before and after).
+func (s *Server) Addrs() []net.Addr {
+	s.life.Lock()
+	defer s.life.Unlock()
+	out := make([]net.Addr, 0, len(s.socks))
+	for _, k := range s.socks {
+		out = append(out, k.c.LocalAddr())
+	}
+	return out
+}
+
+// listen opens every socket or none.
+func (s *Server) listen(ctx context.Context) ([]*sock, error) {
+	host, _, _ := net.SplitHostPort(s.addr) // validated
+	type want struct {
+		addr string
+		role int
+	}
+	wants := []want{{s.addr, PortServer}}
+	if s.mode == ModeProxy {
+		wants = append(wants, want{net.JoinHostPort(host, strconv.Itoa(s.proxyPort)), PortProxy})
+	}
+	ifnames := s.Interfaces
+	if len(ifnames) == 0 {
+		ifnames = []string{""}
+	}
+	var socks []*sock
+	fail := func(err error) ([]*sock, error) {
+		for _, k := range socks {
+			k.c.Close()
+		}
+		return nil, err
+	}
+	for _, name := range ifnames {
+		if name != "" {
+			if _, err := net.InterfaceByName(name); err != nil {
+				return fail(fmt.Errorf("dhcp: Interfaces: %q: %w", name, err))
+			}
+		}
+		for _, w := range wants {
+			c, err := listenUDP(ctx, w.addr, name)
+			if err != nil {
+				return fail(fmt.Errorf("dhcp: listen %s (interface %q): %w", w.addr, name, err))
+			}
+			k := &sock{c: c, pc: ipv4.NewPacketConn(c), role: w.role, ifname: name}
+			socks = append(socks, k)
+			if err := k.pc.SetControlMessage(ipv4.FlagDst|ipv4.FlagInterface, true); err != nil {
+				return fail(fmt.Errorf("dhcp: IP_PKTINFO on %s: %w", w.addr, err))
+			}
+			if ua, ok := c.LocalAddr().(*net.UDPAddr); ok {
+				k.bound = addrOf(ua.IP)
+			}
+		}
+	}
+	return socks, nil
+}
+
+// readLoop reads one socket until Serve stops. Replies that commit a lease
+// go to the commit queue; the rest are sent at once.
+func (s *Server) readLoop(k *sock, queue chan<- pending, stopping *atomic.Bool) {
+	buf := make([]byte, readBufSize)
+	for {
+		n, cm, src, err := k.pc.ReadFrom(buf)
+		if err != nil {
+			if stopping.Load() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			s.Counters.ReadErrors.Add(1)
+			s.logged("read-error", func(e *zerolog.Event) { e.Err(err).Msg("dhcp: read") })
+			continue
+		}
+		if n >= len(buf) {
+			s.Counters.BadPacket.Add(1)
+			continue
+		}
+		req, err := dhcpv4.FromBytes(buf[:n])
+		if err != nil {
+			s.Counters.BadPacket.Add(1)
+			s.Log.Debug().Err(err).Stringer("src", src).Msg("dhcp: unparsable packet")
+			continue
+		}
+		in := Incoming{Port: k.role}
+		if ua, ok := src.(*net.UDPAddr); ok {
+			in.Src = netip.AddrPortFrom(addrOf(ua.IP), uint16(ua.Port))
+		}
+		if cm != nil {
+			in.IfIndex = cm.IfIndex
+			in.IfAddr = s.ifAddr(cm.IfIndex, addrOf(cm.Dst), k.bound)
+		} else {
+			in.IfAddr = k.bound
+		}
+		out, seq := s.handle(req, in, time.Now())
+		if seq > 0 && s.store != nil {
+			queue <- pending{k: k, out: out, src: in.IfAddr, seq: seq}
+			continue
+		}
+		if out != nil {
+			out.released()
+			s.send(k, out, in.IfAddr)
+		}
+	}
+}
+
+// commitLoop sends each queued reply once its lease change is on disk.
+// The first wait writes everything changed so far, so the replies queued
+// behind it usually find their change already durable: group commit.
+func (s *Server) commitLoop(queue <-chan pending) {
+	for p := range queue {
+		if err := s.store.wait(p.seq); err != nil {
+			continue // counted and logged by leaseWritten; the client retries
+		}
+		if p.out != nil {
+			p.out.released()
+			s.send(p.k, p.out, p.src)
+		}
+	}
+}
+
+// send writes a reply from the socket the request came in on, from our
+// address on that interface, broadcasts out of the receiving interface.
+func (s *Server) send(k *sock, out *Outgoing, src netip.Addr) {
+	var cm *ipv4.ControlMessage
+	if out.IfIndex != 0 || isSet(src) {
+		cm = &ipv4.ControlMessage{IfIndex: out.IfIndex}
+		if isSet(src) && !isSet(k.bound) {
+			cm.Src = src.AsSlice()
+		}
+	}
+	if _, err := k.pc.WriteTo(out.wire, cm, net.UDPAddrFromAddrPort(out.Dst)); err != nil {
+		s.Counters.SendErrors.Add(1)
+		s.logged("send-error", func(e *zerolog.Event) {
+			e.Err(err).Stringer("dst", out.Dst).Int("ifindex", out.IfIndex).Msg("dhcp: send")
+		})
+	}
+}
+
+// logged is logLimited at warn level with the current time, for the
+// socket side.
+func (s *Server) logged(kind string, log func(*zerolog.Event)) {
+	s.mu.Lock()
+	ok, n := s.limit.allow(kind, time.Now())
+	s.mu.Unlock()
+	if ok {
+		log(s.Log.Warn().Int("suppressed", n))
+	}
+}
+
+// ifAddr finds our address on the receiving interface. IP_PKTINFO gives
+// the datagram's destination, which for a broadcast DISCOVER is
+// 255.255.255.255: then the interface's own addresses decide, preferring
+// one inside a configured subnet.
+func (s *Server) ifAddr(ifIndex int, dst, bound netip.Addr) netip.Addr {
+	if isSet(bound) {
+		return bound
+	}
+	prefixes := s.ifaces.get(ifIndex, time.Now())
+	if isSet(dst) && dst.Is4() && !dst.IsMulticast() && dst != broadcast {
+		directed := false
+		for _, p := range prefixes {
+			if p.Bits() <= 30 && dst == addrU32(u32(p.Masked().Addr())|(uint32(1)<<(32-p.Bits())-1)) {
+				directed = true
+			}
+		}
+		if !directed {
+			return dst
+		}
+	}
+	var first netip.Addr
+	for _, p := range prefixes {
+		if s.subnetOf(p.Addr()) != nil {
+			return p.Addr()
+		}
+		if !first.IsValid() {
+			first = p.Addr()
+		}
+	}
+	return first
+}
+
+// ifaceCache maps interface index → IPv4 addresses, refreshed after
+// ifaceTTL (addresses come and go; a lookup per packet would be a netlink
+// dump per packet).
+type ifaceCache struct {
+	mu sync.Mutex
+	m  map[int]ifaceEntry
+}
+
+type ifaceEntry struct {
+	prefixes []netip.Prefix
+	at       time.Time
+}
+
+func (c *ifaceCache) get(idx int, now time.Time) []netip.Prefix {
+	if idx <= 0 {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.m[idx]; ok && now.Sub(e.at) < ifaceTTL {
+		return e.prefixes
+	}
+	var ps []netip.Prefix
+	if ifi, err := net.InterfaceByIndex(idx); err == nil {
+		addrs, _ := ifi.Addrs()
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok {
+				if ip := addrOf(n.IP); isSet(ip) && n.IP.To4() != nil {
+					ones, bits := n.Mask.Size()
+					if bits == 128 { // IPv4 in a 16-byte mask
+						ones -= 96
+					}
+					ps = append(ps, netip.PrefixFrom(ip, ones))
+				}
+			}
+		}
+	}
+	if c.m == nil {
+		c.m = make(map[int]ifaceEntry)
+	}
+	c.m[idx] = ifaceEntry{prefixes: ps, at: now}
+	return ps
+}

@@ -1,0 +1,50 @@
+package dhcp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// rcvBuf is the receive buffer asked for: a 500-client PXE storm arrives
+// in bursts aligned to the firmware's retry points (protocols.md §9.11),
+// and the default rmem drops part of a burst while the loop works.
+const rcvBuf = 1 << 20
+
+// listenUDP opens an IPv4 UDP socket with SO_REUSEADDR (several per-
+// interface sockets share port 67, and a restart must not wait),
+// SO_BROADCAST (replies to 255.255.255.255) and, with ifname,
+// SO_BINDTODEVICE.
+func listenUDP(ctx context.Context, addr, ifname string) (net.PacketConn, error) {
+	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			s := int(fd)
+			if err := unix.SetsockoptInt(s, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+				serr = fmt.Errorf("setsockopt SO_REUSEADDR: %w", err)
+				return
+			}
+			if err := unix.SetsockoptInt(s, unix.SOL_SOCKET, unix.SO_BROADCAST, 1); err != nil {
+				serr = fmt.Errorf("setsockopt SO_BROADCAST: %w", err)
+				return
+			}
+			if ifname != "" {
+				if err := unix.SetsockoptString(s, unix.SOL_SOCKET, unix.SO_BINDTODEVICE, ifname); err != nil {
+					serr = fmt.Errorf("setsockopt SO_BINDTODEVICE %s: %w", ifname, err)
+					return
+				}
+			}
+			// Best effort: FORCE needs CAP_NET_ADMIN, the plain one is
+			// capped by net.core.rmem_max.
+			if unix.SetsockoptInt(s, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, rcvBuf) != nil {
+				unix.SetsockoptInt(s, unix.SOL_SOCKET, unix.SO_RCVBUF, rcvBuf)
+			}
+		})
+		return errors.Join(err, serr)
+	}}
+	return lc.ListenPacket(ctx, "udp4", addr)
+}

@@ -158,7 +158,7 @@ func runQEMU(t *testing.T, lab *netlab.Lab, timeout time.Duration, args ...strin
 			return qemuResult{Serial: read() + out.String(), Err: err}
 		case <-time.After(500 * time.Millisecond):
 			s := read()
-			if strings.Contains(s, Marker) || strings.Contains(s, "kickstart fetch failed") {
+			if strings.Contains(s, Marker) || strings.Contains(s, "kickstart fetch failed") || strings.Contains(s, "end Kernel panic") {
 				// Let it power off by itself for a moment, then stop it.
 				select {
 				case err = <-done:
@@ -213,11 +213,13 @@ LABEL install
   MENU LABEL Install over the network
   KERNEL vmlinuz
   INITRD initrd.img
-  APPEND console=ttyS0 quiet inst.ks=%s/ks.cfg
+  APPEND console=ttyS0 quiet panic=1 inst.ks=%s/ks.cfg
 `, httpBase))
+	// initrd= on the command line: this iPXE (2019) hands the initrd to
+	// the kernel's EFI stub as a file by that name.
 	write("boot.ipxe", fmt.Sprintf(`#!ipxe
 echo mtftpd e2e iPXE script for ${net0/mac}
-kernel %[1]s/vmlinuz console=ttyS0 quiet inst.ks=%[1]s/ks.cfg
+kernel %[1]s/vmlinuz initrd=initrd.img console=ttyS0 quiet panic=1 inst.ks=%[1]s/ks.cfg
 initrd %[1]s/initrd.img
 boot
 `, httpBase))

@@ -232,3 +232,18 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// TestExamples loads every file in examples/ through the binary, as the
+// README tells admins to.
+func TestExamples(t *testing.T) {
+	files, _ := filepath.Glob("../../examples/*.toml")
+	if len(files) < 4 {
+		t.Fatalf("examples: %v", files)
+	}
+	for _, f := range files {
+		out, code := mtftpd(t, "serve", "--config", f, "--print-config")
+		if code != 0 || !strings.Contains(out, "[dhcp]") {
+			t.Errorf("%s: exit %d\n%s", f, code, out)
+		}
+	}
+}

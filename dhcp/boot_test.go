@@ -321,3 +321,28 @@ func describe(w *bytes.Buffer, what string, o *Outgoing) {
 		fmt.Fprintf(w, "  %3d % x\n", code, p.Options[code])
 	}
 }
+
+// A custom rule order that would hand iPXE its own binary is refused at
+// answer time: the client gets no boot file rather than a loop.
+func TestCustomRuleChainLoopRefused(t *testing.T) {
+	s := newServer(t, func(s *Server) {
+		s.Rules = []BootRule{{Name: "uefi", Arch: []uint16{7, 9}, File: "ipxe.efi"}}
+	})
+	o := handle(t, s, build(t, dhcpv4.MessageTypeDiscover, mac(5), append(uefiX64(), ipxe()...)...), inBcast, t0)
+	if o != nil && o.Pkt.BootFileName != "" {
+		t.Fatalf("iPXE was handed %q", o.Pkt.BootFileName)
+	}
+	if s.Counters.LoopRefused.Load() != 1 {
+		t.Fatalf("LoopRefused = %d", s.Counters.LoopRefused.Load())
+	}
+	o = handle(t, s, build(t, dhcpv4.MessageTypeDiscover, mac(6), uefiX64()...), inBcast, t0)
+	if o == nil || o.Pkt.BootFileName != "ipxe.efi" {
+		t.Fatalf("firmware must still get ipxe.efi: %+v", o)
+	}
+	for f, want := range map[string]bool{"ipxe.efi": true, "undionly.kpxe": true, "x/snp-arm64.efi": true,
+		"http://m/ipxe.efi?x=1": true, "pxelinux.0": false, "boot.ipxe": false, "grubx64.efi": false, "http://m/boot.ipxe": false} {
+		if isIPXEBinary(f) != want {
+			t.Errorf("isIPXEBinary(%q) = %v", f, !want)
+		}
+	}
+}

@@ -5,7 +5,9 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"path"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -611,6 +613,16 @@ func (s *Server) bootFor(req *dhcpv4.DHCPv4, c Client, cl client, in Incoming, i
 	if b.File == "" {
 		return nil, true
 	}
+	if c.IPXE && isIPXEBinary(b.File) {
+		// A custom rule (or host entry) would hand iPXE to iPXE, which
+		// loads it and asks again: a chain-load loop that never boots.
+		s.Counters.LoopRefused.Add(1)
+		s.logLimited(zerolog.WarnLevel, now, "ipxeloop", func(e *zerolog.Event) {
+			e.Stringer("mac", req.ClientHWAddr).Str("rule", b.Rule).Str("file", b.File).
+				Msg("dhcp: rule hands an iPXE binary to iPXE (chain-load loop): no boot answer; put an ipxe = true rule first")
+		})
+		return nil, true
+	}
 	ba := &bootAnswer{Boot: b, siaddr: s.TFTPServer}
 	if !ba.siaddr.IsValid() {
 		ba.siaddr = in.IfAddr
@@ -625,6 +637,19 @@ func (s *Server) bootFor(req *dhcpv4.DHCPv4, c Client, cl client, in Incoming, i
 		}
 	}
 	return ba, true
+}
+
+// isIPXEBinary reports whether a boot file name is one of iPXE's own
+// loaders (Debian's ipxe package names, and the usual build targets).
+func isIPXEBinary(file string) bool {
+	base := strings.ToLower(path.Base(strings.SplitN(file, "?", 2)[0]))
+	switch {
+	case strings.HasSuffix(base, ".kpxe"), strings.HasSuffix(base, ".kkpxe"), strings.HasSuffix(base, ".lkrn"),
+		base == "ipxe.efi", base == "ipxe.pxe", base == "snponly.efi", strings.HasPrefix(base, "ipxe-") && strings.HasSuffix(base, ".efi"),
+		strings.HasPrefix(base, "snp") && strings.HasSuffix(base, ".efi"):
+		return true
+	}
+	return false
 }
 
 // applyBoot writes a boot answer into a reply: siaddr and `file` always

@@ -24,6 +24,7 @@ type Counters struct {
 	Ignored       atomic.Uint64 // valid packets deliberately left unanswered (not ours, not PXE in proxy mode, no subnet, …)
 	BadPacket     atomic.Uint64 // unparsable or nonsensical packets
 	NoArch        atomic.Uint64 // netboot clients whose architecture no boot rule matches: no answer
+	LoopRefused   atomic.Uint64 // a rule handed an iPXE binary to iPXE: refused
 	PoolExhausted atomic.Uint64 // DISCOVERs left unanswered because the pool had no free address
 	Oversize      atomic.Uint64 // replies that did not fit the client's maximum message size even trimmed
 

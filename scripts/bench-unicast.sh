@@ -21,6 +21,7 @@
 #   BENCH_CURL_RUNS=3     the same for the curl rows (lock-step, slow)
 #   BENCH_NETNS_MTU=1500  veth MTU in --netns mode
 #   BENCH_SKIP_BUILD=1    use an existing $MTFTPD_BIN instead of building
+#   BENCH_MTFTPD_FLAGS="--tftp.allow_fragments true"   extra flags for mtftpd serve
 #   MTFTPD_BIN=/tmp/mtftpd-bench
 #   BENCH_CACHE=/var/cache/mtftpd-bench   where the atftpd .deb is unpacked
 #   BENCH_FAULT=sha       test hook: corrupt the first download (must fail)
@@ -215,7 +216,7 @@ server_cmd() { # name -> SCMD array
   local port; port=$(port_of "$1")
   case $1 in
     mtftpd) SCMD=("$MTFTPD_BIN" serve --tftp.listen "$ADDR:$port" --tftp.root "$ROOTDIR"
-                  --log.level info --log.format json --tftp.shutdown_grace 1s) ;;
+                  --log.level info --log.format json --tftp.shutdown_grace 1s ${BENCH_MTFTPD_FLAGS:-}) ;;
     # as root, in.tftpd drops to user tftp: ROOTDIR and the file are world-readable
     tftpd-hpa) SCMD=("$HPA_BIN" --foreground --listen --address "$ADDR:$port" --secure "$ROOTDIR") ;;
     atftpd) SCMD=("$ATFTPD_BIN" --daemon --no-fork --port "$port" --bind-address "$ADDR"

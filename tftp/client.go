@@ -1,6 +1,7 @@
 package tftp
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/mtftpd/mtftpd/internal/udpio"
 )
 
 // Client downloads files with the same engine rules the server follows:
@@ -55,11 +58,17 @@ func (c *Client) Get(ctx context.Context, server, remote string, w io.Writer) (G
 	if err != nil {
 		return res, err
 	}
-	defer uc.Close()
 	// Large windows of large blocks arrive faster than one read per
-	// datagram drains them (lab-notes: UDP receive buffers).
-	uc.SetReadBuffer(8 << 20)
-	return c.get(ctx, plainConn{uc}, srv, remote, w, start)
+	// datagram drains them (lab-notes: UDP receive buffers): a big buffer,
+	// recvmmsg, and UDP GRO where the kernel has it.
+	c2, err := udpio.New(uc, udpio.Options{RcvBuf: 8 << 20, SndBuf: 256 << 10})
+	if err != nil {
+		uc.Close()
+		return res, err
+	}
+	defer c2.Close()
+	c2.EnableGRO()
+	return c.get(ctx, udpConn{c2}, srv, remote, w, start)
 }
 
 // get runs a download over uc, which the caller owns.
@@ -94,9 +103,12 @@ func (c *Client) get(ctx context.Context, uc conn, srv netip.AddrPort, remote st
 	}
 	rto := newRTO(initial, 20*time.Millisecond, 10*time.Second)
 
-	out := w
+	// One write per block would cost a syscall per 1468 bytes: buffer,
+	// and flush before the final ACK reports success.
+	bw := bufio.NewWriterSize(w, 1<<20)
+	var out io.Writer = bw
 	if mode == "netascii" {
-		out = &netasciiDecoder{w: w}
+		out = &netasciiDecoder{w: bw}
 	}
 	var (
 		peer     netip.AddrPort // server TID, learned from the first reply
@@ -124,7 +136,126 @@ func (c *Client) get(ctx context.Context, uc conn, srv netip.AddrPort, remote st
 	if err := send(rrq, srv); err != nil {
 		return res, err
 	}
-	buf := make([]byte, MaxBlockSize+HeaderLen+1)
+	process := func(pkt []byte, from netip.AddrPort) (done bool, err error) {
+		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		if !peer.IsValid() {
+			if from.Addr() != srv.Addr() {
+				return false, nil // not our server
+			}
+			peer = from
+			res.ServerAddr = peer
+		} else if from != peer {
+			uc.WriteTo(AppendError(nil, ErrCodeUnknownTID, "unknown transfer ID"), from)
+			return false, nil
+		}
+		switch PacketOpcode(pkt) {
+		case OpOACK:
+			if have > 0 || res.Negotiated != nil {
+				return false, nil // duplicate OACK after our ACK 0 was lost: the re-ACK comes from the timer
+			}
+			opts, err := ParseOACK(pkt)
+			if err != nil {
+				uc.WriteTo(AppendError(nil, ErrCodeOptionRefuse, "bad OACK"), peer)
+				return false, err
+			}
+			if err := c.applyOACK(opts, &res, &rollover); err != nil {
+				uc.WriteTo(AppendError(nil, ErrCodeOptionRefuse, err.Error()), peer)
+				return false, err
+			}
+			res.Negotiated = opts
+			if !sampled && timeouts == 0 {
+				rto.sample(time.Since(sentAt))
+				sampled = true
+			}
+			timeouts = 0
+			if err := ack(peer); err != nil {
+				return false, err
+			}
+		case OpDATA:
+			wire, payload, _ := ParseData(pkt)
+			if len(payload) > res.BlockSize {
+				return false, nil
+			}
+			blk, ok := unwrapBlock(wire, have, have+uint64(res.WindowSize), rollover)
+			if !ok || blk == have {
+				// A block we already hold. If we are at a window boundary
+				// (everything held is ACKed), the server resent because our
+				// ACK was lost: repeat it, once per position. Mid-window a
+				// duplicate is the network's doing, and an ACK there would
+				// read as a gap notice and make the server resend.
+				if !dupAcked && have == ackedTo {
+					dupAcked = true
+					if err := ack(peer); err != nil {
+						return false, err
+					}
+				}
+				return false, nil
+			}
+			if blk != have+1 {
+				if !gapAcked {
+					// RFC 7440 §3: on a sequence error ACK the last block
+					// received in order, once.
+					gapAcked = true
+					if err := ack(peer); err != nil {
+						return false, err
+					}
+				}
+				return false, nil
+			}
+			if _, err := out.Write(payload); err != nil {
+				uc.WriteTo(AppendError(nil, ErrCodeDiskFull, "write failed"), peer)
+				return false, err
+			}
+			if !sampled && timeouts == 0 && have == ackedTo {
+				rto.sample(time.Since(sentAt))
+				sampled = true
+			}
+			have, gapAcked, dupAcked, timeouts = blk, false, false, 0
+			rto.progress()
+			res.Bytes += int64(len(payload))
+			res.Blocks = have
+			if c.Progress != nil {
+				c.Progress(res.Bytes, res.TSize)
+			}
+			if len(payload) < res.BlockSize {
+				if err := ack(peer); err != nil {
+					return false, err
+				}
+				if f, ok := out.(*netasciiDecoder); ok {
+					if err := f.Close(); err != nil {
+						return false, err
+					}
+				}
+				if err := bw.Flush(); err != nil {
+					return false, err
+				}
+				res.Duration = time.Since(start)
+				return true, nil
+			}
+			if have-ackedTo >= uint64(res.WindowSize) {
+				if err := ack(peer); err != nil {
+					return false, err
+				}
+			}
+		case OpERROR:
+			code, msg, _ := ParseError(pkt)
+			return false, &RemoteError{Code: code, Message: msg}
+		}
+		return false, nil
+	}
+	// Reads come in batches where the conn can (recvmmsg, and UDP GRO
+	// splitting coalesced windows): a receiver reading one datagram per
+	// syscall is slower than the server (lab-notes).
+	br, batched := uc.(batchReader)
+	bufs := [][]byte{make([]byte, MaxBlockSize+HeaderLen+1)}
+	pkts := make([]udpio.Packet, 1)
+	if batched {
+		bufs = make([][]byte, 8)
+		for i := range bufs {
+			bufs[i] = make([]byte, 1<<16)
+		}
+		pkts = make([]udpio.Packet, 8*64)
+	}
 	for {
 		deadline := sentAt.Add(rto.rto())
 		uc.SetReadDeadline(deadline)
@@ -134,7 +265,17 @@ func (c *Client) get(ctx context.Context, uc conn, srv netip.AddrPort, remote st
 			}
 			return res, err
 		}
-		n, from, err := uc.ReadFrom(buf)
+		var n int
+		var err error
+		if batched {
+			n, err = br.ReadBatch(bufs, pkts)
+		} else {
+			var k int
+			var from netip.AddrPort
+			k, from, err = uc.ReadFrom(bufs[0])
+			pkts[0] = udpio.Packet{Data: bufs[0][:k], Src: from}
+			n = 1
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				continue
@@ -167,109 +308,18 @@ func (c *Client) get(ctx context.Context, uc conn, srv netip.AddrPort, remote st
 			}
 			continue
 		}
-		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-		if !peer.IsValid() {
-			if from.Addr() != srv.Addr() {
-				continue // not our server
-			}
-			peer = from
-			res.ServerAddr = peer
-		} else if from != peer {
-			uc.WriteTo(AppendError(nil, ErrCodeUnknownTID, "unknown transfer ID"), from)
-			continue
-		}
-		pkt := buf[:n]
-		switch PacketOpcode(pkt) {
-		case OpOACK:
-			if have > 0 || res.Negotiated != nil {
-				continue // duplicate OACK after our ACK 0 was lost: the re-ACK comes from the timer
-			}
-			opts, err := ParseOACK(pkt)
-			if err != nil {
-				uc.WriteTo(AppendError(nil, ErrCodeOptionRefuse, "bad OACK"), peer)
+		for _, p := range pkts[:n] {
+			done, err := process(p.Data, p.Src)
+			if err != nil || done {
 				return res, err
 			}
-			if err := c.applyOACK(opts, &res, &rollover); err != nil {
-				uc.WriteTo(AppendError(nil, ErrCodeOptionRefuse, err.Error()), peer)
-				return res, err
-			}
-			res.Negotiated = opts
-			if !sampled && timeouts == 0 {
-				rto.sample(time.Since(sentAt))
-				sampled = true
-			}
-			timeouts = 0
-			if err := ack(peer); err != nil {
-				return res, err
-			}
-		case OpDATA:
-			wire, payload, _ := ParseData(pkt)
-			if len(payload) > res.BlockSize {
-				continue
-			}
-			blk, ok := unwrapBlock(wire, have, have+uint64(res.WindowSize), rollover)
-			if !ok || blk == have {
-				// A block we already hold. If we are at a window boundary
-				// (everything held is ACKed), the server resent because our
-				// ACK was lost: repeat it, once per position. Mid-window a
-				// duplicate is the network's doing, and an ACK there would
-				// read as a gap notice and make the server resend.
-				if !dupAcked && have == ackedTo {
-					dupAcked = true
-					if err := ack(peer); err != nil {
-						return res, err
-					}
-				}
-				continue
-			}
-			if blk != have+1 {
-				if !gapAcked {
-					// RFC 7440 §3: on a sequence error ACK the last block
-					// received in order, once.
-					gapAcked = true
-					if err := ack(peer); err != nil {
-						return res, err
-					}
-				}
-				continue
-			}
-			if _, err := out.Write(payload); err != nil {
-				uc.WriteTo(AppendError(nil, ErrCodeDiskFull, "write failed"), peer)
-				return res, err
-			}
-			if !sampled && timeouts == 0 && have == ackedTo {
-				rto.sample(time.Since(sentAt))
-				sampled = true
-			}
-			have, gapAcked, dupAcked, timeouts = blk, false, false, 0
-			rto.progress()
-			res.Bytes += int64(len(payload))
-			res.Blocks = have
-			if c.Progress != nil {
-				c.Progress(res.Bytes, res.TSize)
-			}
-			if len(payload) < res.BlockSize {
-				if err := ack(peer); err != nil {
-					return res, err
-				}
-				if f, ok := out.(*netasciiDecoder); ok {
-					if err := f.Close(); err != nil {
-						return res, err
-					}
-				}
-				res.Duration = time.Since(start)
-				return res, nil
-			}
-			if have-ackedTo >= uint64(res.WindowSize) {
-				if err := ack(peer); err != nil {
-					return res, err
-				}
-			}
-		case OpERROR:
-			code, msg, _ := ParseError(pkt)
-			return res, &RemoteError{Code: code, Message: msg}
 		}
 	}
+}
+
+// batchReader is what a conn offers when it reads datagrams in batches.
+type batchReader interface {
+	ReadBatch(bufs [][]byte, out []udpio.Packet) (int, error)
 }
 
 // applyOACK checks the server's answer against what was asked (a server

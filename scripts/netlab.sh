@@ -32,6 +32,12 @@ MCAST=239.255.0.0/16
 # 10 s): also how long a fresh querier waits before it filters, so `up
 # --snooping on` waits this long. 0.5 s is plenty for hosts on one bridge.
 QRI_CS=50
+# impair PORT delay: nfqdelay (cmd/nfqdelay) reads NFQUEUE DELAY_QUEUE in the
+# endpoint namespace; queues are per namespace, so one number serves all.
+# Its pidfile and log are RUNDIR/PREFIX-PORT.nfqdelay.{pid,log}.
+DELAY_QUEUE=100
+DELAY_TAG=netlab-delay
+RUNDIR=/run/mtftpd-netlab
 
 usage() {
 	cat <<'EOF'
@@ -55,7 +61,7 @@ commands:
         namespace (exit 0 if there is none)
   exec NS CMD [ARGS...]
         run CMD inside PREFIX-NS (NS: sw, srv, c1, ...)
-  impair PORT loss PCT | rate MBIT | clear
+  impair PORT loss PCT | rate MBIT | delay MS [JITTER_MS] | clear
         PORT: srv, c1, ..., a tap name, or all (every client port).
         loss PCT  drop PCT % (0..100, up to 3 decimals) in both directions:
                   nftables netdev ingress+egress on the bridge port
@@ -63,7 +69,18 @@ commands:
         rate MBIT tbf at MBIT Mbit/s in both directions: root qdisc of the
                   bridge port p-PORT (toward the endpoint) and of eth0 in
                   the endpoint (from it); burst 32kbit, latency 50ms
-        clear     remove loss and rate
+        delay MS [JITTER_MS]
+                  hold every UDP datagram MS + uniform[0, JITTER_MS) ms
+                  (integers), each on its own, so JITTER_MS > 0 reorders.
+                  Both directions, each delayed: a round trip through PORT
+                  gains 2 x MS. Endpoints only (srv, cN; not taps): iptables
+                  NFQUEUE (--queue-bypass) on OUTPUT -o eth0 and INPUT -i
+                  eth0 in PREFIX-PORT, served by cmd/nfqdelay running there
+                  (built once into ~/.cache/mtftpd-netlab; NETLAB_NFQDELAY
+                  names a prebuilt binary). nfqdelay exits by itself after
+                  NETLAB_DELAY_MAX (default 10m); traffic then passes
+                  undelayed. Replaces an earlier delay. Needs iptables.
+        clear     remove loss, rate and delay
   counters NS
         rx/tx bytes and packets of eth0 in PREFIX-NS, one "name value" a line
   status
@@ -315,6 +332,7 @@ cmd_down() {
 		[ ${#pids[@]} -eq 0 ] || kill -KILL "${pids[@]}" 2>/dev/null || true
 	fi
 	printf 'netns del %s\n' "${nss[@]}" | ip -force -batch - || true
+	rm -f "$RUNDIR/$PREFIX-"*.nfqdelay.pid "$RUNDIR/$PREFIX-"*.nfqdelay.log
 	local left
 	left=$(lab_namespaces | wc -l)
 	[ "$left" -eq 0 ] || die "down: $left namespaces of lab $PREFIX remain"
@@ -342,8 +360,104 @@ table_name() {
 	echo "netlab_${1//[^A-Za-z0-9_]/_}"
 }
 
+# nfqdelay_bin prints the path of the nfqdelay binary, building it into the
+# cache when it is missing or older than its sources.
+nfqdelay_bin() {
+	if [ -n "${NETLAB_NFQDELAY:-}" ]; then
+		[ -x "$NETLAB_NFQDELAY" ] || die "NETLAB_NFQDELAY=$NETLAB_NFQDELAY is not executable"
+		echo "$NETLAB_NFQDELAY"
+		return 0
+	fi
+	local root cache bin
+	root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+	if ! { [ -f "$root/go.mod" ] && [ -d "$root/cmd/nfqdelay" ]; }; then
+		die "no module with cmd/nfqdelay at $root (set NETLAB_NFQDELAY)"
+	fi
+	cache=${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/mtftpd-netlab
+	bin=$cache/nfqdelay
+	if [ ! -x "$bin" ] || [ -n "$(find "$root/cmd/nfqdelay" "$root/go.mod" "$root/go.sum" -newer "$bin" -print -quit 2>/dev/null)" ]; then
+		command -v go >/dev/null 2>&1 || die "'go' not found: needed once to build cmd/nfqdelay (or set NETLAB_NFQDELAY)"
+		mkdir -p "$cache"
+		# Build beside the target and rename: concurrent labs never run a
+		# half-written binary.
+		(cd "$root" && go build -o "$bin.tmp.$$" ./cmd/nfqdelay) >&2 || {
+			rm -f "$bin.tmp.$$"
+			die "building cmd/nfqdelay failed"
+		}
+		mv -f "$bin.tmp.$$" "$bin"
+	fi
+	echo "$bin"
+}
+
+# delay_rules ADD|DEL PORT adds or removes the NFQUEUE rules in PREFIX-PORT.
+delay_rules() {
+	local op=$1 ns="$PREFIX-$2" try
+	local -a out=(OUTPUT -o eth0 -p udp -m comment --comment "$DELAY_TAG" -j NFQUEUE --queue-num "$DELAY_QUEUE" --queue-bypass)
+	local -a in=(INPUT -i eth0 -p udp -m comment --comment "$DELAY_TAG" -j NFQUEUE --queue-num "$DELAY_QUEUE" --queue-bypass)
+	if [ "$op" = DEL ]; then
+		# Listing creates nothing; skip namespaces that never had a delay.
+		ip netns exec "$ns" iptables -w -S 2>/dev/null | grep -q -- "$DELAY_TAG" || return 0
+		for ((try = 0; try < 16; try++)); do # bounded: duplicates from a crash
+			ip netns exec "$ns" iptables -w -D "${out[@]}" 2>/dev/null || break
+		done
+		for ((try = 0; try < 16; try++)); do
+			ip netns exec "$ns" iptables -w -D "${in[@]}" 2>/dev/null || break
+		done
+		return 0
+	fi
+	ip netns exec "$ns" iptables -w -A "${out[@]}"
+	ip netns exec "$ns" iptables -w -A "${in[@]}"
+}
+
+# delay_stop PORT stops the nfqdelay of PREFIX-PORT (it releases what it
+# holds and unbinds) and shows its counters; no-op if none runs.
+delay_stop() {
+	local ns="$PREFIX-$1" pidf="$RUNDIR/$PREFIX-$1.nfqdelay.pid" log="$RUNDIR/$PREFIX-$1.nfqdelay.log"
+	local pid try
+	pid=$(cat "$pidf" 2>/dev/null || true)
+	# Only our process: the name and the namespace must both match.
+	if [[ $pid =~ ^[0-9]+$ ]] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = nfqdelay ] &&
+		[ "$(readlink "/proc/$pid/ns/net" 2>/dev/null)" = "net:[$(stat -L -c %i "/run/netns/$ns")]" ]; then
+		kill -TERM "$pid" 2>/dev/null || true
+		for ((try = 0; try < 30; try++)); do # bounded: 3 s; a zombie counts as gone
+			[ -e "/proc/$pid/ns/net" ] || break
+			sleep 0.1
+		done
+		[ ! -e "/proc/$pid/ns/net" ] || kill -KILL "$pid" 2>/dev/null || true
+		[ ! -s "$log" ] || tail -n 1 "$log" | sed "s/^/netlab: $1: /" >&2
+	fi
+	rm -f "$pidf" "$log"
+}
+
+# delay_start PORT MS JITTER_MS starts nfqdelay in PREFIX-PORT, waits until
+# it has bound the queue, then adds the rules.
+delay_start() {
+	local p=$1 ms=$2 jit=$3 bin
+	local ns="$PREFIX-$p"
+	local pidf="$RUNDIR/$PREFIX-$p.nfqdelay.pid" log="$RUNDIR/$PREFIX-$p.nfqdelay.log"
+	bin=$(nfqdelay_bin)
+	mkdir -p "$RUNDIR"
+	delay_stop "$p"
+	delay_rules DEL "$p"
+	# Its own output goes to the log: an inherited stdout or stderr would
+	# keep whoever reads this script's output waiting.
+	ip netns exec "$ns" "$bin" -queue "$DELAY_QUEUE" -delay "${ms}ms" -jitter "${jit}ms" \
+		-duration "${NETLAB_DELAY_MAX:-10m}" -pidfile "$pidf" </dev/null >"$log" 2>&1 &
+	local bg=$! try
+	for ((try = 0; try < 100; try++)); do # bounded: 10 s (a first build is done by now)
+		[ -s "$pidf" ] && break
+		kill -0 "$bg" 2>/dev/null || break
+		sleep 0.1
+	done
+	if [ ! -s "$pidf" ]; then
+		kill -TERM "$bg" 2>/dev/null || true
+		die "delay $p: nfqdelay did not start: $(tr '\n' ' ' <"$log" 2>/dev/null)"
+	fi
+	delay_rules ADD "$p"
+}
+
 cmd_impair() {
-	[ $# -ge 2 ] || misuse "impair needs PORT and loss PCT | rate MBIT | clear"
+	[ $# -ge 2 ] || misuse "impair needs PORT and loss PCT | rate MBIT | delay MS [JITTER_MS] | clear"
 	local port=$1 what=$2 val=${3:-} p
 	local sw="$PREFIX-sw"
 	ns_exists "$sw" || die "lab '$PREFIX' is not up"
@@ -412,8 +526,36 @@ cmd_impair() {
 				tc -n "$PREFIX-$p" qdisc del dev eth0 root 2>/dev/null || true
 			fi
 		done
+		for p in "${ports[@]}"; do
+			if ! { [[ $p =~ ^(srv|c[1-9][0-9]*)$ ]] && ns_exists "$PREFIX-$p"; }; then
+				continue
+			fi
+			# Rules first, so nothing new is queued; then nfqdelay
+			# releases what it holds.
+			if command -v iptables >/dev/null 2>&1; then
+				delay_rules DEL "$p"
+			fi
+			delay_stop "$p"
+		done
 		;;
-	*) misuse "impair: want loss, rate or clear, got '$what'" ;;
+	delay)
+		{ [ $# -eq 3 ] || [ $# -eq 4 ]; } || misuse "impair PORT delay MS [JITTER_MS]"
+		local jit=${4:-0}
+		if ! { [[ $val =~ ^[0-9]{1,5}$ ]] && [ "$((10#$val))" -le 60000 ]; }; then
+			misuse "delay: want MS 0..60000, got '$val'"
+		fi
+		if ! { [[ $jit =~ ^[0-9]{1,5}$ ]] && [ "$((10#$jit))" -le 60000 ]; }; then
+			misuse "delay: want JITTER_MS 0..60000, got '$jit'"
+		fi
+		command -v iptables >/dev/null 2>&1 || die "'iptables' not found (Debian: iptables)"
+		for p in "${ports[@]}"; do
+			if ! { [[ $p =~ ^(srv|c[1-9][0-9]*)$ ]] && ns_exists "$PREFIX-$p"; }; then
+				die "delay: '$p' is not an endpoint namespace (srv, c1, ...)"
+			fi
+		done
+		for p in "${ports[@]}"; do delay_start "$p" "$((10#$val))" "$((10#$jit))"; done
+		;;
+	*) misuse "impair: want loss, rate, delay or clear, got '$what'" ;;
 	esac
 }
 

@@ -8,7 +8,7 @@
 set -euo pipefail
 need=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
-for p in curl atftp tftp-hpa busybox iproute2 nftables \
+for p in curl atftp tftp-hpa busybox iproute2 nftables iptables \
   udhcpc isc-dhcp-client dnsmasq-base \
   qemu-system-x86 seabios ipxe-qemu ovmf pxelinux syslinux-common ipxe linux-image-amd64 cpio; do
   have "$p" || need+=("$p")

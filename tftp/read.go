@@ -116,11 +116,10 @@ type readSession struct {
 	truncated func() bool
 
 	// hot-path buffers, allocated once per session
-	hdrs  []byte
-	dgs   []udpio.Datagram
-	rbuf  []byte
-	ebuf  []byte
-	tidAt time.Time // last ERROR 5 sent, for rate limiting
+	hdrs []byte
+	dgs  []udpio.Datagram
+	rbuf []byte
+	replier
 }
 
 // errFileChanged ends a transfer whose file was truncated under it.
@@ -377,20 +376,32 @@ func (s *readSession) fail(res *result, err error) result {
 	return *res
 }
 
-func (s *readSession) sendError(code ErrorCode, msg string) {
-	s.ebuf = AppendError(s.ebuf[:0], code, msg)
-	s.c.WriteTo(s.ebuf, s.peer)
+// replier sends a session's ERROR packets: to its peer, and rate-limited
+// ERROR 5 to strangers. Shared by read and write sessions.
+type replier struct {
+	ebuf  []byte
+	tidAt time.Time // last ERROR 5 sent
+}
+
+func (r *replier) sendError(c conn, peer netip.AddrPort, code ErrorCode, msg string) {
+	r.ebuf = AppendError(r.ebuf[:0], code, msg)
+	c.WriteTo(r.ebuf, peer)
 }
 
 // unknownTID answers a stranger with ERROR 5 (RFC 1350 §4), at most ten
 // times a second per transfer: the reply is a reflection vector.
-func (s *readSession) unknownTID(from netip.AddrPort) {
-	s.counters.UnknownTID.Add(1)
+func (r *replier) unknownTID(c conn, from netip.AddrPort, counters *Counters) {
+	counters.UnknownTID.Add(1)
 	now := time.Now()
-	if now.Sub(s.tidAt) < 100*time.Millisecond {
+	if now.Sub(r.tidAt) < 100*time.Millisecond {
 		return
 	}
-	s.tidAt = now
-	s.ebuf = AppendError(s.ebuf[:0], ErrCodeUnknownTID, "unknown transfer ID")
-	s.c.WriteTo(s.ebuf, from)
+	r.tidAt = now
+	r.ebuf = AppendError(r.ebuf[:0], ErrCodeUnknownTID, "unknown transfer ID")
+	c.WriteTo(r.ebuf, from)
 }
+
+func (s *readSession) sendError(code ErrorCode, msg string) {
+	s.replier.sendError(s.c, s.peer, code, msg)
+}
+func (s *readSession) unknownTID(from netip.AddrPort) { s.replier.unknownTID(s.c, from, s.counters) }

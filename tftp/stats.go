@@ -1,8 +1,9 @@
 package tftp
 
 import (
-	"reflect"
 	"sync/atomic"
+
+	"github.com/mtftpd/mtftpd/internal/counters"
 )
 
 // Counters count the fate of every packet and transfer. All fields are
@@ -34,26 +35,5 @@ type Counters struct {
 	Received       atomic.Uint64 // DATA bytes received by write transfers
 }
 
-// CounterValue is one named counter.
-type CounterValue struct {
-	Name  string
-	Value int64
-}
-
 // Snapshot returns every counter with its field name.
-func (c *Counters) Snapshot() []CounterValue {
-	v := reflect.ValueOf(c).Elem()
-	t := v.Type()
-	out := make([]CounterValue, 0, t.NumField())
-	for i := range t.NumField() {
-		var val int64
-		switch f := v.Field(i).Addr().Interface().(type) {
-		case *atomic.Uint64:
-			val = int64(f.Load())
-		case *atomic.Int64:
-			val = f.Load()
-		}
-		out = append(out, CounterValue{t.Field(i).Name, val})
-	}
-	return out
-}
+func (c *Counters) Snapshot() []counters.Value { return counters.Snapshot(c) }

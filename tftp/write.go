@@ -33,9 +33,7 @@ type writeSession struct {
 	counters *Counters
 	dst      upload
 	maxSize  int64 // 0 = no limit
-
-	ebuf  []byte
-	tidAt time.Time
+	replier
 }
 
 func (s *writeSession) run(ctx context.Context) (res result) {
@@ -222,17 +220,6 @@ func (s *writeSession) writeFailed(res *result, err error) {
 }
 
 func (s *writeSession) sendError(code ErrorCode, msg string) {
-	s.ebuf = AppendError(s.ebuf[:0], code, msg)
-	s.c.WriteTo(s.ebuf, s.peer)
+	s.replier.sendError(s.c, s.peer, code, msg)
 }
-
-func (s *writeSession) unknownTID(from netip.AddrPort) {
-	s.counters.UnknownTID.Add(1)
-	now := time.Now()
-	if now.Sub(s.tidAt) < 100*time.Millisecond {
-		return
-	}
-	s.tidAt = now
-	s.ebuf = AppendError(s.ebuf[:0], ErrCodeUnknownTID, "unknown transfer ID")
-	s.c.WriteTo(s.ebuf, from)
-}
+func (s *writeSession) unknownTID(from netip.AddrPort) { s.replier.unknownTID(s.c, from, s.counters) }

@@ -8,7 +8,7 @@ BIN := ./mtftpd
 TEST_TIMEOUT ?= 20m
 FUZZTIME ?= 5s
 
-.PHONY: help build run test test-go vet bench bench-peers fuzz-smoke fuzz clean
+.PHONY: help build run test test-go vet bench bench-dhcp fuzz-smoke fuzz clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ vet: ## go vet and gofmt
 bench: build ## Go benchmarks, then mtftpd vs tftpd-hpa vs atftpd (scripts/bench-unicast.sh)
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 	./scripts/bench-unicast.sh
+
+bench-dhcp: ## DHCP storm in the lab: mtftpd vs dnsmasq (and kea if installed)
+	./scripts/bench-dhcp.sh
 
 fuzz-smoke: ## run every fuzz target for $(FUZZTIME)
 	./scripts/fuzz.sh $(FUZZTIME)

@@ -17,6 +17,7 @@ const usage = `mtftpd — multicast TFTP imaging server
 Usage:
   mtftpd serve [--config FILE] [--demo] [--print-config] [--<section>.<key> VALUE ...]
   mtftpd get [--blksize N] [--windowsize N] [--tsize] [--netascii] [-o FILE] HOST[:PORT] REMOTE
+  mtftpd bench dhcp --iface IF --clients N [--concurrency C] [--pxe] [--arch N] [--release] [--timeout D] [--json FILE]
   mtftpd version
 
 Run 'mtftpd serve --help' or 'mtftpd get --help' for the flags.
@@ -33,6 +34,8 @@ func main() {
 		err = runServe(os.Args[2:])
 	case "get":
 		err = runGet(os.Args[2:])
+	case "bench":
+		err = runBench(os.Args[2:])
 	case "version", "--version", "-v":
 		fmt.Println("mtftpd", buildVersion())
 	case "help", "--help", "-h":

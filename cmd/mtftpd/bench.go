@@ -1,0 +1,192 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+
+	"github.com/mtftpd/mtftpd/bench"
+)
+
+const benchUsage = `Usage: mtftpd bench TARGET [flags]
+
+Targets:
+  dhcp    DHCP storm: N clients do DISCOVER/OFFER/REQUEST/ACK (and RELEASE)
+          against the servers on --iface (broadcast: lab networks only)
+
+Run 'mtftpd bench TARGET --help' for the flags.
+`
+
+// runBench dispatches "mtftpd bench TARGET". The TFTP and multicast swarms
+// come later.
+func runBench(args []string) error {
+	if len(args) == 0 {
+		fmt.Fprint(os.Stderr, benchUsage)
+		return errors.New("need a target (dhcp)")
+	}
+	switch args[0] {
+	case "dhcp":
+		return runBenchDHCP(args[1:])
+	case "help", "--help", "-h":
+		fmt.Print(benchUsage)
+		return nil
+	case "tftp", "mcast":
+		return fmt.Errorf("target %q is not implemented yet (available: dhcp)", args[0])
+	default:
+		return fmt.Errorf("unknown target %q (available: dhcp)", args[0])
+	}
+}
+
+func runBenchDHCP(args []string) error {
+	fs := flag.NewFlagSet("bench dhcp", flag.ContinueOnError)
+	iface := fs.String("iface", "", "interface to storm on (required: DHCP is broadcast; use a lab network only)")
+	clients := fs.Int("clients", 100, "simulated clients, each with its own MAC (02:6d:74:00:00:01, ...)")
+	concurrency := fs.Int("concurrency", 1, "exchanges at once")
+	pxe := fs.Bool("pxe", false, "send PXE options 60, 93, 94, 97 like firmware")
+	arch := fs.Uint("arch", 0, "client architecture for option 93 (0 BIOS, 7 UEFI x64, 11 ARM64); implies --pxe")
+	release := fs.Bool("release", false, "send DHCPRELEASE after each ACK (cycles a pool smaller than --clients)")
+	timeout := fs.Duration("timeout", bench.DefaultDHCPTimeout, "limit of one exchange, DISCOVER to ACK")
+	duration := fs.Duration("duration", bench.DefaultDHCPDuration, "limit of the whole storm")
+	jsonOut := fs.String("json", "", "also write the report as JSON to this file (- for stdout)")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "Usage: mtftpd bench dhcp --iface IF [flags]")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if fs.NArg() != 0 {
+		fs.Usage()
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if *iface == "" {
+		return errors.New("dhcp: --iface is required: a DHCP storm broadcasts, so name the interface of a lab network explicitly")
+	}
+	if *arch > 0xffff {
+		return fmt.Errorf("--arch %d is outside 0..65535", *arch)
+	}
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "arch" {
+			*pxe = true
+		}
+	})
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	s := &bench.DHCPStorm{
+		Iface: *iface, Clients: *clients, Concurrency: *concurrency, Timeout: *timeout,
+		Release: *release, PXE: *pxe, Arch: uint16(*arch), Duration: *duration,
+	}
+	rep, err := s.Run(ctx)
+	if err != nil {
+		return err
+	}
+	printDHCPReport(os.Stderr, rep)
+	if *jsonOut != "" {
+		if err := writeJSON(*jsonOut, rep); err != nil {
+			return err
+		}
+	}
+	if rep.Completed < rep.Clients {
+		return fmt.Errorf("dhcp: %d of %d exchanges completed", rep.Completed, rep.Clients)
+	}
+	return nil
+}
+
+// printDHCPReport writes the short human summary.
+func printDHCPReport(w io.Writer, r bench.DHCPReport) {
+	mode := "DORA"
+	if r.Release {
+		mode += "+RELEASE"
+	}
+	if r.PXE {
+		mode += fmt.Sprintf(", PXE arch %d", r.Arch)
+	}
+	fmt.Fprintf(w, "dhcp storm on %s: %d clients, concurrency %d, %s\n", r.Iface, r.Clients, r.Concurrency, mode)
+	fmt.Fprintf(w, "  completed %d/%d in %.3f s: %.1f exchanges/s\n", r.Completed, r.Clients, r.WallSeconds, r.ExchangesPerSec)
+	l := r.LatencyMs
+	fmt.Fprintf(w, "  DISCOVER→ACK ms: p50 %.2f  p95 %.2f  p99 %.2f  max %.2f\n", l.P50, l.P95, l.P99, l.Max)
+	fmt.Fprintf(w, "  failures: %s", counts(r.Failures))
+	if r.NAKs > 0 {
+		fmt.Fprintf(w, "; NAK reasons: %s", counts(r.NAKReasons))
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "  retransmits %d, duplicate offers %d, duplicate ACKs %d, stray replies %d, servers %s\n",
+		r.Retransmits, r.DuplicateOffers, r.DuplicateAcks, r.StrayReplies, counts(r.Servers))
+	for _, d := range r.Duplicates {
+		held := "offered to"
+		if d.Acked {
+			held = "leased to"
+		}
+		fmt.Fprintf(w, "  duplicate %s: %s to %s while %s %s\n", d.Kind, d.IP, d.MAC, held, d.HeldBy)
+	}
+	if r.NotStarted > 0 {
+		fmt.Fprintf(w, "  %d clients never started\n", r.NotStarted)
+	}
+	if r.Stopped != "" {
+		fmt.Fprintf(w, "  stopped early: %s\n", r.Stopped)
+	}
+	if r.RecvError != "" {
+		fmt.Fprintf(w, "  socket read error: %s\n", r.RecvError)
+	}
+}
+
+// counts formats a map as "k n, k n" in key order, "none" when empty.
+func counts(m map[string]int) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		name := k
+		if name == "" {
+			name = `""`
+		}
+		parts = append(parts, fmt.Sprintf("%s %d", name, m[k]))
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
+}
+
+// writeJSON writes v indented to path (atomically: temp file and rename)
+// or to stdout for "-".
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	b = append(b, '\n')
+	if path == "-" {
+		_, err := os.Stdout.Write(b)
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}

@@ -127,11 +127,17 @@ file = "pxelinux.0"
 		t.Fatalf("no hex-IP config lookup in:\n%s", strings.Join(got, "\n"))
 	}
 	h := ipHex[1]
+	// Refusals are logged before the ERROR leaves and pxelinux asks for
+	// the next name only after it, so the misses keep request order. A
+	// finished transfer is logged after its final ACK, which may race the
+	// next request's line: the rest is checked for order only where the
+	// steps are seconds apart.
 	requireInOrder(t, got,
-		"pxelinux.0 ok", "ldlinux.c32 ok",
 		"pxelinux.cfg/01-52-54-00-e2-e0-01 not-found",
 		"pxelinux.cfg/"+h+" not-found", "pxelinux.cfg/"+h[:7]+" not-found", "pxelinux.cfg/"+h[:1]+" not-found",
-		"pxelinux.cfg/default ok", "menu.c32 ok", "vmlinuz ok", "initrd.img ok", "http /ks.cfg")
+		"pxelinux.cfg/default ok")
+	requireInOrder(t, got, "pxelinux.0 ok", "menu.c32 ok", "vmlinuz ok", "initrd.img ok", "http /ks.cfg")
+	requireInOrder(t, got, "ldlinux.c32 ok")
 }
 
 // TestUEFIiPXE: OVMF's own UEFI PXE client (virtio-net, no ROM) gets

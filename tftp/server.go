@@ -343,8 +343,8 @@ func (s *Server) serveRequest(req *Request, peer netip.AddrPort, local netip.Add
 	}
 	if req.Mode != "octet" && req.Mode != "netascii" {
 		s.Counters.BadRequest.Add(1)
-		fail(ErrCodeIllegalOp, fmt.Sprintf("unsupported mode %q", req.Mode))
 		s.logRefusal(req, peer, "bad-mode", nil)
+		fail(ErrCodeIllegalOp, fmt.Sprintf("unsupported mode %q", req.Mode))
 		return
 	}
 	if req.Op == OpWRQ {
@@ -359,8 +359,11 @@ func (s *Server) serveRequest(req *Request, peer netip.AddrPort, local netip.Add
 		} else {
 			s.Counters.Denied.Add(1)
 		}
-		fail(code, msg)
+		// Log before answering: the client's next request (pxelinux's
+		// next config name) only follows our ERROR, so the log keeps the
+		// request order.
 		s.logRefusal(req, peer, reason, err)
+		fail(code, msg)
 		return
 	}
 	defer f.Release()
@@ -468,9 +471,9 @@ func (s *Server) finish(req *Request, peer netip.AddrPort, neg Negotiated, res r
 // serveWrite runs a WRQ.
 func (s *Server) serveWrite(c conn, req *Request, peer netip.AddrPort, local netip.Addr) {
 	fail := func(code ErrorCode, msg, reason string, err error) {
-		c.WriteTo(AppendError(nil, code, msg), peer)
 		s.Counters.Denied.Add(1)
 		s.logRefusal(req, peer, reason, err)
+		c.WriteTo(AppendError(nil, code, msg), peer)
 	}
 	if s.writeRoot == nil {
 		fail(ErrCodeAccess, "write requests are disabled", "writes-disabled", nil)

@@ -222,7 +222,7 @@ func (s *Server) discover(req *dhcpv4.DHCPv4, in Incoming, now time.Time) *Outgo
 		return nil
 	}
 	cl := s.clientOf(req)
-	rec := s.leases.lookup(cl.key, cl.id, cl.mac)
+	rec := s.leases.lookup(cl.key, cl.id, cl.mac, now)
 	var ip netip.Addr
 	if sip, ok := cl.staticIP(); ok {
 		if !sub.Prefix.Contains(sip) {
@@ -301,7 +301,7 @@ func (s *Server) request(req *dhcpv4.DHCPv4, in Incoming, now time.Time) (*Outgo
 			s.noSubnet(req, in, now)
 			return nil, 0
 		}
-		rec := s.leases.lookup(cl.key, cl.id, cl.mac)
+		rec := s.leases.lookup(cl.key, cl.id, cl.mac, now)
 		if !want.IsValid() { // 50 is a MUST here; be lenient with what we offered
 			switch {
 			case isSet(ci):
@@ -319,7 +319,19 @@ func (s *Server) request(req *dhcpv4.DHCPv4, in Incoming, now time.Time) (*Outgo
 			s.Counters.Ignored.Add(1) // not one of our networks: another server's client
 			return nil, 0
 		}
-		return s.commit(req, in, sub, cl, s.leases.lookup(cl.key, cl.id, cl.mac), ci, now)
+		rec := s.leases.lookup(cl.key, cl.id, cl.mac, now)
+		_, static := cl.staticIP()
+		known := s.leases.holder(ci, now) != nil || s.staticIP[ci] != nil
+		if !static && !known && (rec == nil || rec.ip != ci) && !s.free(sub, ci, rec, cl.mac, in, now) {
+			// No record of this lease, nobody we know holds the address,
+			// and we cannot grant it (outside our range, say): it is
+			// probably a split-scope partner's client. RFC 2131 §4.3.2:
+			// stay silent, never NAK it away. An address we know to be
+			// someone else's is still NAKed (commit).
+			s.Counters.Ignored.Add(1)
+			return nil, 0
+		}
+		return s.commit(req, in, sub, cl, rec, ci, now)
 	case want.IsValid(): // INIT-REBOOT
 		sub := s.subnetFor(req, in, false)
 		if sub == nil {
@@ -329,7 +341,7 @@ func (s *Server) request(req *dhcpv4.DHCPv4, in Incoming, now time.Time) (*Outgo
 		if !sub.Prefix.Contains(want) {
 			return s.nak(req, in, "wrong network"), 0
 		}
-		rec := s.leases.lookup(cl.key, cl.id, cl.mac)
+		rec := s.leases.lookup(cl.key, cl.id, cl.mac, now)
 		if _, static := cl.staticIP(); !static {
 			if rec == nil || !rec.ip.IsValid() {
 				// No record of this client: stay silent (RFC 2131
@@ -418,7 +430,7 @@ func (s *Server) decline(req *dhcpv4.DHCPv4, in Incoming, now time.Time) uint64 
 		return 0
 	}
 	cl := s.clientOf(req)
-	rec := s.leases.lookup(cl.key, cl.id, cl.mac)
+	rec := s.leases.lookup(cl.key, cl.id, cl.mac, now)
 	if rec == nil || rec.ip != ip || s.leases.byIP[ip] != rec {
 		s.Counters.Ignored.Add(1)
 		return 0
@@ -443,7 +455,7 @@ func (s *Server) release(req *dhcpv4.DHCPv4, in Incoming, now time.Time) uint64 
 		return 0
 	}
 	cl := s.clientOf(req)
-	rec := s.leases.lookup(cl.key, cl.id, cl.mac)
+	rec := s.leases.lookup(cl.key, cl.id, cl.mac, now)
 	if rec == nil || rec.ip != ip || s.leases.byIP[ip] != rec {
 		s.Counters.Ignored.Add(1)
 		return 0

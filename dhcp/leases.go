@@ -97,8 +97,11 @@ func clientKey(clientID []byte, mac net.HardwareAddr) string {
 // known MAC takes that MAC's record over: the PXE ROM, iPXE and the
 // installed OS often identify one NIC differently (no 61, 61 = 01+MAC, a
 // DUID), and without this one machine would hold three leases and walk
-// through the pool at every reinstall. So a MAC holds at most one lease.
-func (t *leaseTable) lookup(key string, clientID []byte, mac net.HardwareAddr) *binding {
+// through the pool at every reinstall. So a MAC holds at most one lease —
+// unless that lease is live under another explicit client id: then it is
+// another client behind the same MAC (a bridge that rewrites MACs, a VM
+// host), which gets a record of its own rather than a shared address.
+func (t *leaseTable) lookup(key string, clientID []byte, mac net.HardwareAddr, now time.Time) *binding {
 	if b := t.byKey[key]; b != nil {
 		if len(mac) > 0 && string(b.mac) != string(mac) {
 			if t.byMAC[string(b.mac)] == b {
@@ -119,11 +122,20 @@ func (t *leaseTable) lookup(key string, clientID []byte, mac net.HardwareAddr) *
 	if b == nil {
 		return nil
 	}
+	if len(clientID) > 0 && len(b.clientID) > 0 && !isMACClientID(b.clientID, b.mac) && b.reserved(now) {
+		return nil
+	}
 	delete(t.byKey, b.key)
 	b.key = key
 	b.clientID = slices.Clone(clientID)
 	t.byKey[key] = b
 	return b
+}
+
+// isMACClientID reports whether a client id is just htype 1 + the MAC
+// (what PXE ROMs and udhcpc send), i.e. names the NIC, not a client.
+func isMACClientID(id []byte, mac net.HardwareAddr) bool {
+	return len(id) == len(mac)+1 && id[0] == 1 && string(id[1:]) == string(mac)
 }
 
 func (t *leaseTable) create(key string, clientID []byte, mac net.HardwareAddr) *binding {
@@ -177,15 +189,21 @@ func (t *leaseTable) holder(ip netip.Addr, now time.Time) *binding {
 	return nil
 }
 
-// sweep drops records that were offered an address and never bound.
+// sweep drops records that were offered an address and never bound, and
+// lapsed ones whose address now belongs to another client (so clients
+// with random or spoofed MACs cannot grow the table without bound).
 func (t *leaseTable) sweep(now time.Time) {
 	if now.Sub(t.swept) < sweepEvery && !t.swept.After(now) {
 		return
 	}
 	t.swept = now
 	for _, b := range t.byKey {
-		if b.expiry.IsZero() && !b.offerUntil.After(now) {
-			t.remove(b)
+		switch {
+		case b.static:
+		case b.expiry.IsZero() && !b.offerUntil.After(now):
+			t.remove(b) // offered, never bound
+		case !b.reserved(now) && (!b.ip.IsValid() || t.byIP[b.ip] != b):
+			t.remove(b) // lapsed, and its address went to someone else
 		}
 	}
 	for ip, until := range t.declined {

@@ -175,7 +175,7 @@ func (s *Server) listen(ctx context.Context) ([]*sock, error) {
 			}
 		}
 		for _, w := range wants {
-			c, err := listenUDP(ctx, w.addr, name)
+			c, err := listenUDP(ctx, w.addr, name, s.mode == ModeProxy)
 			if err != nil {
 				return fail(fmt.Errorf("dhcp: listen %s (interface %q): %w", w.addr, name, err))
 			}

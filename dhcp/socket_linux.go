@@ -15,18 +15,23 @@ import (
 // and the default rmem drops part of a burst while the loop works.
 const rcvBuf = 1 << 20
 
-// listenUDP opens an IPv4 UDP socket with SO_REUSEADDR (several per-
-// interface sockets share port 67, and a restart must not wait),
-// SO_BROADCAST (replies to 255.255.255.255) and, with ifname,
-// SO_BINDTODEVICE.
-func listenUDP(ctx context.Context, addr, ifname string) (net.PacketConn, error) {
+// listenUDP opens an IPv4 UDP socket with SO_BROADCAST (replies to
+// 255.255.255.255) and, with ifname, SO_BINDTODEVICE (per-interface
+// sockets share port 67 without SO_REUSEADDR: the kernel lets sockets
+// bound to different devices share a port). SO_REUSEADDR only with reuse:
+// proxy mode may share the port with a DHCP server on the same host. In
+// server mode a second instance must fail to bind rather than hand out
+// addresses beside us from the same lease file.
+func listenUDP(ctx context.Context, addr, ifname string, reuse bool) (net.PacketConn, error) {
 	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
 		var serr error
 		err := rc.Control(func(fd uintptr) {
 			s := int(fd)
-			if err := unix.SetsockoptInt(s, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
-				serr = fmt.Errorf("setsockopt SO_REUSEADDR: %w", err)
-				return
+			if reuse {
+				if err := unix.SetsockoptInt(s, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+					serr = fmt.Errorf("setsockopt SO_REUSEADDR: %w", err)
+					return
+				}
 			}
 			if err := unix.SetsockoptInt(s, unix.SOL_SOCKET, unix.SO_BROADCAST, 1); err != nil {
 				serr = fmt.Errorf("setsockopt SO_BROADCAST: %w", err)

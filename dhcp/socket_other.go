@@ -12,7 +12,7 @@ import (
 // SO_BINDTODEVICE and no SO_BROADCAST here: Interfaces is refused and
 // broadcast replies may fail (counted as SendErrors). mtftpd's DHCP server
 // is meant for Linux.
-func listenUDP(ctx context.Context, addr, ifname string) (net.PacketConn, error) {
+func listenUDP(ctx context.Context, addr, ifname string, reuse bool) (net.PacketConn, error) {
 	if ifname != "" {
 		return nil, errors.New("binding to an interface needs Linux (SO_BINDTODEVICE)")
 	}

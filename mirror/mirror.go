@@ -22,11 +22,13 @@ import (
 	"path"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/net/netutil"
 
 	"github.com/mtftpd/mtftpd/internal/filestore"
 )
@@ -49,9 +51,24 @@ type Server struct {
 	Log      zerolog.Logger
 	Counters Counters
 
+	// MaxConns caps concurrent connections (0 = DefaultMaxConns), so
+	// clients that stop reading cannot use up the process's descriptors,
+	// which TFTP and DHCP share.
+	MaxConns int
+
 	root *os.Root
+	mu   sync.Mutex
 	srv  *http.Server
 }
+
+// DefaultMaxConns is the connection cap: a room of installers pulling
+// packages over keep-alive connections needs a few per machine.
+const DefaultMaxConns = 2048
+
+// slowClientTimeout bounds how long one write may block: a client that
+// stops reading for this long is dropped. Each successful write moves the
+// deadline on, so big downloads at any real speed are unaffected.
+const slowClientTimeout = time.Minute
 
 // Open prepares the root; ListenAndServe and Handler call it as needed.
 func (s *Server) Open() error {
@@ -81,16 +98,28 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		ln.Close()
 		return err
 	}
-	s.srv = &http.Server{
+	max := s.MaxConns
+	if max <= 0 {
+		max = DefaultMaxConns
+	}
+	srv := &http.Server{
 		Handler:           s,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
+	s.mu.Lock()
+	if s.srv != nil {
+		s.mu.Unlock()
+		ln.Close()
+		return errors.New("mirror: Serve called twice")
+	}
+	s.srv = srv
+	s.mu.Unlock()
 	s.Log.Info().Str("addr", ln.Addr().String()).Str("root", s.Root).Msg("http mirror listening")
-	stop := context.AfterFunc(ctx, func() { s.srv.Close() })
+	stop := context.AfterFunc(ctx, func() { srv.Close() })
 	defer stop()
-	err := s.srv.Serve(ln)
+	err := srv.Serve(netutil.LimitListener(ln, max))
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
@@ -100,15 +129,25 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 // Shutdown stops accepting connections and waits for running requests
 // until ctx is done.
 func (s *Server) Shutdown(ctx context.Context) error {
-	if s.srv == nil {
+	s.mu.Lock()
+	srv := s.srv
+	if srv == nil {
+		// Not serving yet: make a later Serve return at once.
+		s.srv = &http.Server{}
+		s.srv.Close()
+	}
+	s.mu.Unlock()
+	if srv == nil {
 		return nil
 	}
-	return s.srv.Shutdown(ctx)
+	return srv.Shutdown(ctx)
 }
 
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.Counters.Requests.Add(1)
+	// Served files are data, never pages: no MIME sniffing into HTML.
+	w.Header().Set("X-Content-Type-Options", "nosniff")
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
@@ -145,8 +184,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if st.IsDir() {
 		if !isDir {
-			// Relative links in the listing need the trailing slash.
-			http.Redirect(w, r, r.URL.Path+"/", http.StatusMovedPermanently)
+			// Relative links in the listing need the trailing slash. The
+			// target is relative too: "//host"-style paths must not turn
+			// into a redirect to another host.
+			// (http.Redirect would make it absolute again.)
+			w.Header().Set("Location", "./"+(&url.URL{Path: path.Base(name) + "/"}).EscapedPath())
+			w.WriteHeader(http.StatusMovedPermanently)
 			return
 		}
 		s.list(w, r, f)
@@ -159,7 +202,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// A strong validator from what identifies the file version (the same
 	// things filestore keys on): If-None-Match and If-Range work with it.
 	w.Header().Set("ETag", fmt.Sprintf(`"%x-%x"`, st.Size(), st.ModTime().UnixNano()))
-	cw := &countingWriter{ResponseWriter: w}
+	cw := &countingWriter{ResponseWriter: w, rc: http.NewResponseController(w)}
 	http.ServeContent(cw, r, st.Name(), st.ModTime(), f)
 	s.Counters.BytesSent.Add(uint64(cw.n))
 	s.Log.Debug().Str("client", r.RemoteAddr).Str("path", r.URL.Path).Int("status", cw.status()).
@@ -214,7 +257,8 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, dir *os.File) {
 		if info, err := e.Info(); err == nil && info.Mode().IsRegular() {
 			size = fmt.Sprintf("%d", info.Size())
 		}
-		fmt.Fprintf(w, "<a href=\"%s\">%s</a> %s\n", (&url.URL{Path: n}).EscapedPath(), html.EscapeString(n), size)
+		// "./" keeps a name like "javascript:x" a relative path.
+		fmt.Fprintf(w, "<a href=\"./%s\">%s</a> %s\n", html.EscapeString((&url.URL{Path: n}).EscapedPath()), html.EscapeString(n), size)
 	}
 	fmt.Fprintln(w, "</pre>")
 }
@@ -222,8 +266,16 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, dir *os.File) {
 // countingWriter counts body bytes and remembers the status for the log.
 type countingWriter struct {
 	http.ResponseWriter
+	rc   *http.ResponseController
 	n    int64
 	code int
+}
+
+// extend moves the write deadline on before each write (slowClientTimeout).
+func (c *countingWriter) extend() {
+	if c.rc != nil {
+		c.rc.SetWriteDeadline(time.Now().Add(slowClientTimeout))
+	}
 }
 
 func (c *countingWriter) WriteHeader(code int) {
@@ -232,6 +284,7 @@ func (c *countingWriter) WriteHeader(code int) {
 }
 
 func (c *countingWriter) Write(b []byte) (int, error) {
+	c.extend()
 	n, err := c.ResponseWriter.Write(b)
 	c.n += int64(n)
 	return n, err
@@ -249,9 +302,17 @@ func (c *countingWriter) status() int {
 // writer has one; without this method the wrapper would hide it.
 func (c *countingWriter) ReadFrom(r io.Reader) (int64, error) {
 	if rf, ok := c.ResponseWriter.(io.ReaderFrom); ok {
-		n, err := rf.ReadFrom(r)
-		c.n += n
-		return n, err
+		// sendfile in slices, so the deadline moves with the progress.
+		var total int64
+		for {
+			c.extend()
+			n, err := rf.ReadFrom(io.LimitReader(r, 4<<20))
+			total += n
+			c.n += n
+			if err != nil || n < 4<<20 {
+				return total, err
+			}
+		}
 	}
 	return io.Copy(struct{ io.Writer }{c}, r)
 }

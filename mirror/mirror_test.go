@@ -95,12 +95,37 @@ func TestRangeAndConditional(t *testing.T) {
 		t.Fatalf("HEAD: %q %s", body, h)
 	}
 	body, _ = curl(t, base+"/os/")
-	if !strings.Contains(body, `href="images/"`) {
+	if !strings.Contains(body, `href="./images/"`) {
 		t.Fatalf("listing: %s", body)
 	}
 	_, h = curl(t, base+"/os")
-	if !strings.Contains(h, "301") {
+	if !strings.Contains(h, "301") || !strings.Contains(h, "Location: ./os/") {
 		t.Fatalf("directory without slash: %s", h)
+	}
+	_, h = curl(t, "--path-as-is", base+"//os")
+	if strings.Contains(h, "Location: //") {
+		t.Fatalf("protocol-relative redirect (open redirect): %s", h)
+	}
+	if !strings.Contains(h, "X-Content-Type-Options: nosniff") {
+		t.Fatalf("no nosniff header: %s", h)
+	}
+}
+
+// TestShutdownBeforeServe: a Shutdown that comes first (a signal during
+// start-up) makes Serve return instead of being lost.
+func TestShutdownBeforeServe(t *testing.T) {
+	s := &Server{Root: t.TempDir()}
+	s.Shutdown(context.Background())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(context.Background(), ln) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve after Shutdown kept serving")
 	}
 }
 
@@ -123,5 +148,10 @@ func TestJail(t *testing.T) {
 	}
 	if body, _ := curl(t, base+"/ok"); body != "fine" {
 		t.Fatalf("ok: %q", body)
+	}
+	// A file name that is a URL scheme stays a relative link.
+	os.WriteFile(filepath.Join(root, "javascript:alert(1)"), nil, 0o644)
+	if body, _ := curl(t, base+"/"); strings.Contains(body, `href="javascript:`) {
+		t.Fatalf("listing links a javascript: URL:\n%s", body)
 	}
 }

@@ -373,7 +373,11 @@ nfqdelay_bin() {
 	if ! { [ -f "$root/go.mod" ] && [ -d "$root/cmd/nfqdelay" ]; }; then
 		die "no module with cmd/nfqdelay at $root (set NETLAB_NFQDELAY)"
 	fi
-	cache=${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/mtftpd-netlab
+	# A root-owned cache: never run, as root, a binary from a user's
+	# writable cache (sudo -E keeps HOME/XDG_CACHE_HOME).
+	cache=/var/cache/mtftpd-netlab
+	mkdir -p "$cache" && chmod 0755 "$cache"
+	[ "$(stat -c %u "$cache")" = 0 ] || die "$cache is not owned by root"
 	bin=$cache/nfqdelay
 	if [ ! -x "$bin" ] || [ -n "$(find "$root/cmd/nfqdelay" "$root/go.mod" "$root/go.sum" -newer "$bin" -print -quit 2>/dev/null)" ]; then
 		command -v go >/dev/null 2>&1 || die "'go' not found: needed once to build cmd/nfqdelay (or set NETLAB_NFQDELAY)"
@@ -396,17 +400,17 @@ delay_rules() {
 	local -a in=(INPUT -i eth0 -p udp -m comment --comment "$DELAY_TAG" -j NFQUEUE --queue-num "$DELAY_QUEUE" --queue-bypass)
 	if [ "$op" = DEL ]; then
 		# Listing creates nothing; skip namespaces that never had a delay.
-		ip netns exec "$ns" iptables -w -S 2>/dev/null | grep -q -- "$DELAY_TAG" || return 0
+		ip netns exec "$ns" iptables -w 5 -S 2>/dev/null | grep -q -- "$DELAY_TAG" || return 0
 		for ((try = 0; try < 16; try++)); do # bounded: duplicates from a crash
-			ip netns exec "$ns" iptables -w -D "${out[@]}" 2>/dev/null || break
+			ip netns exec "$ns" iptables -w 5 -D "${out[@]}" 2>/dev/null || break
 		done
 		for ((try = 0; try < 16; try++)); do
-			ip netns exec "$ns" iptables -w -D "${in[@]}" 2>/dev/null || break
+			ip netns exec "$ns" iptables -w 5 -D "${in[@]}" 2>/dev/null || break
 		done
 		return 0
 	fi
-	ip netns exec "$ns" iptables -w -A "${out[@]}"
-	ip netns exec "$ns" iptables -w -A "${in[@]}"
+	ip netns exec "$ns" iptables -w 5 -A "${out[@]}"
+	ip netns exec "$ns" iptables -w 5 -A "${in[@]}"
 }
 
 # delay_stop PORT stops the nfqdelay of PREFIX-PORT (it releases what it

@@ -36,6 +36,20 @@ const (
 	DefaultStallTimeout   = 30 * time.Second // silence tolerated from a peer that was heard
 )
 
+// MulticastHandler takes read requests carrying the RFC 2090 "multicast"
+// option (the mtftp package implements it). ServeMulticast runs in the
+// request's own goroutine, with the request's session slot held: it either
+// returns false at once, having sent nothing, and the request is served by
+// unicast (the multicast option is then not acknowledged), or it serves the
+// client and returns true when that client is done. ctx is cancelled when
+// the server stops transfers.
+type MulticastHandler interface {
+	ServeMulticast(ctx context.Context, req *Request, peer netip.AddrPort, local netip.Addr) bool
+}
+
+// optMulticast is RFC 2090's option name.
+const optMulticast = "multicast"
+
 // ErrServerClosed is returned by Serve after Shutdown.
 var ErrServerClosed = errors.New("tftp: server closed")
 
@@ -73,6 +87,10 @@ type Server struct {
 	MaxSessions     int           // transfers at once; 0 = DefaultMaxSessions
 	MaxPerClient    int           // transfers at once per client IP; 0 = DefaultMaxPerClient
 	SessionLifetime time.Duration // hard cap per transfer; 0 = DefaultLifetime
+
+	// Multicast, if set, is offered every RRQ that carries the RFC 2090
+	// "multicast" option before it is served by unicast.
+	Multicast MulticastHandler
 
 	// Log receives lifecycle events and one line per finished transfer.
 	Log zerolog.Logger
@@ -332,6 +350,12 @@ func (s *Server) release(peer netip.AddrPort) {
 // socket (a new TID, RFC 1350 §4) on the address the request came to,
 // resolves the file, negotiates and runs the transfer.
 func (s *Server) serveRequest(req *Request, peer netip.AddrPort, local netip.Addr) {
+	if req.Op == OpRRQ && s.Multicast != nil {
+		if _, ok := req.Option(optMulticast); ok && s.Multicast.ServeMulticast(s.sessCtx, req, peer, local) {
+			s.Counters.Multicast.Add(1)
+			return
+		}
+	}
 	c, err := s.dial(local)
 	if err != nil {
 		s.Log.Error().Err(err).Str("client", peer.String()).Msg("tftp: transfer socket")

@@ -33,6 +33,7 @@ type Counters struct {
 	Failed         atomic.Uint64 // transfers that ended any other way
 	Active         atomic.Int64  // transfers in flight
 	Received       atomic.Uint64 // DATA bytes received by write transfers
+	Multicast      atomic.Uint64 // read requests served by the multicast handler
 }
 
 // Snapshot returns every counter with its field name.

@@ -9,6 +9,7 @@ import (
 	"io"
 	"io/fs"
 	"math/rand/v2"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -21,6 +22,7 @@ import (
 	"github.com/mtftpd/mtftpd/internal/config"
 	"github.com/mtftpd/mtftpd/internal/filestore"
 	"github.com/mtftpd/mtftpd/mirror"
+	"github.com/mtftpd/mtftpd/mtftp"
 	"github.com/mtftpd/mtftpd/tftp"
 )
 
@@ -108,6 +110,21 @@ func runServe(args []string) error {
 		MaxSessions:  t.MaxSessions, MaxPerClient: t.MaxPerClient, SessionLifetime: t.Lifetime.Duration,
 		Log: log,
 	}
+	var mc *mtftp.Server
+	if m := cfg.MTFTP; m.Enabled || m.PXEListen != "" {
+		mc = &mtftp.Server{
+			Files: store, GroupRange: netip.MustParsePrefix(m.GroupRange), Port: m.Port, Interface: m.Interface, TTL: m.TTL,
+			PXEListen: m.PXEListen, PXEGroup: netip.MustParseAddr(m.PXEGroup), PXEClientPort: m.PXEClientPort,
+			InitialRTO: t.InitialRTO.Duration, MinRTO: t.MinRTO.Duration, MaxRTO: t.MaxRTO.Duration,
+			SessionLifetime: t.Lifetime.Duration, Log: log,
+		}
+		if err := mc.Init(); err != nil {
+			return fmt.Errorf("mtftp: %w", err)
+		}
+		if m.Enabled {
+			srv.Multicast = mc
+		}
+	}
 	var web *mirror.Server
 	if cfg.HTTP.Listen != "" {
 		root := cfg.HTTP.Root
@@ -134,13 +151,16 @@ func runServe(args []string) error {
 		what string
 		err  error
 	}
-	exits := make(chan exit, 3)
+	exits := make(chan exit, 4)
 	running := 0
 	run := func(what string, f func() error) {
 		running++
 		go func() { exits <- exit{what, f()} }()
 	}
 	run("tftp", func() error { return srv.ListenAndServe(hard, t.Listen) })
+	if mc != nil {
+		run("mtftp", func() error { return mc.Serve(hard) })
+	}
 	if web != nil {
 		run("http", func() error { return web.ListenAndServe(hard, cfg.HTTP.Listen) })
 	}
@@ -172,6 +192,9 @@ func runServe(args []string) error {
 			// Flushes the lease file after the last reply.
 			go dhcpSrv.Shutdown(second)
 		}
+		if mc != nil {
+			go mc.Shutdown(second)
+		}
 		if err := srv.Shutdown(second); err != nil {
 			log.Warn().Err(err).Msg("transfers stopped before they finished")
 		}
@@ -179,7 +202,8 @@ func runServe(args []string) error {
 	}
 	for ; running > 0; running-- {
 		e := <-exits
-		if e.err != nil && !errors.Is(e.err, tftp.ErrServerClosed) && !errors.Is(e.err, dhcp.ErrServerClosed) && first == nil {
+		if e.err != nil && !errors.Is(e.err, tftp.ErrServerClosed) && !errors.Is(e.err, dhcp.ErrServerClosed) &&
+			!errors.Is(e.err, mtftp.ErrServerClosed) && first == nil {
 			first = fmt.Errorf("%s: %w", e.what, e.err)
 		}
 	}

@@ -43,10 +43,11 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil
 // Config is the whole file. The `flag` tag names the command-line flag,
 // `help` documents it; Defaults gives every value.
 type Config struct {
-	TFTP TFTP `toml:"tftp"`
-	HTTP HTTP `toml:"http"`
-	DHCP DHCP `toml:"dhcp"`
-	Log  Log  `toml:"log"`
+	TFTP  TFTP  `toml:"tftp"`
+	MTFTP MTFTP `toml:"mtftp"`
+	HTTP  HTTP  `toml:"http"`
+	DHCP  DHCP  `toml:"dhcp"`
+	Log   Log   `toml:"log"`
 }
 
 // DHCP configures the DHCP server or ProxyDHCP. The subnet, host and boot
@@ -124,6 +125,19 @@ type TFTP struct {
 	ShutdownGrace  Duration `toml:"shutdown_grace" help:"on SIGTERM, how long running transfers may finish"`
 }
 
+// MTFTP configures the multicast dialects: RFC 2090 (the TFTP "multicast"
+// option, on the TFTP port) and PXE MTFTP (its own port).
+type MTFTP struct {
+	Enabled       bool   `toml:"enabled" help:"serve RFC 2090 multicast requests by multicast (off: such requests get unicast)"`
+	GroupRange    string `toml:"group_range" help:"RFC 2090 multicast group pool, inside 239.255.0.0/16"`
+	Port          int    `toml:"port" help:"UDP port RFC 2090 DATA is sent to"`
+	Interface     string `toml:"interface" help:"interface multicast leaves by; empty = the one the request came in on"`
+	TTL           int    `toml:"ttl" help:"multicast TTL (1 = the local link)"`
+	PXEListen     string `toml:"pxe_listen" help:"UDP address of the PXE MTFTP server (iPXE asks on port 1759); empty disables PXE MTFTP"`
+	PXEGroup      string `toml:"pxe_group" help:"PXE MTFTP multicast group (iPXE listens on 239.255.1.1)"`
+	PXEClientPort int    `toml:"pxe_client_port" help:"PXE MTFTP client port DATA is sent to (iPXE: 3001)"`
+}
+
 // Log configures logging.
 type Log struct {
 	Level  string `toml:"level" help:"debug, info, warn or error"`
@@ -149,6 +163,10 @@ func Defaults() Config {
 			MaxPerClient:   16,
 			Lifetime:       Duration{time.Hour},
 			ShutdownGrace:  Duration{30 * time.Second},
+		},
+		MTFTP: MTFTP{
+			Enabled: true, GroupRange: "239.255.0.0/24", Port: 1758, TTL: 1,
+			PXEGroup: "239.255.1.1", PXEClientPort: 3001,
 		},
 		DHCP: DHCP{Mode: "off", Listen: "0.0.0.0:67", ProxyPort: 4011},
 		Log:  Log{Level: "info", Format: "console"},
@@ -248,6 +266,7 @@ func (c *Config) Validate() error {
 			bad("http.listen", "port %d is outside 0..65535", port)
 		}
 	}
+	c.validateMTFTP(bad)
 	c.validateDHCP(bad)
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
@@ -260,6 +279,42 @@ func (c *Config) Validate() error {
 		bad("log.format", "%q is not console or json", c.Log.Format)
 	}
 	return errors.Join(errs...)
+}
+
+// mcastScope is the only multicast range mtftpd sends to (RFC 2365
+// organisation-local scope).
+var mcastScope = netip.MustParsePrefix("239.255.0.0/16")
+
+func (c *Config) validateMTFTP(bad func(field, format string, args ...any)) {
+	m := &c.MTFTP
+	if p, err := netip.ParsePrefix(m.GroupRange); err != nil || !p.Addr().Is4() {
+		bad("mtftp.group_range", "%q is not an IPv4 prefix like 239.255.0.0/24", m.GroupRange)
+	} else if p.Bits() < mcastScope.Bits() || !mcastScope.Contains(p.Addr()) {
+		bad("mtftp.group_range", "%s is not inside %s", p, mcastScope)
+	}
+	if m.Port < 1 || m.Port > 65535 {
+		bad("mtftp.port", "%d is outside 1..65535", m.Port)
+	}
+	if m.TTL < 1 || m.TTL > 255 {
+		bad("mtftp.ttl", "%d is outside 1..255", m.TTL)
+	}
+	if m.PXEListen != "" {
+		if host, port, err := splitHostPort(m.PXEListen); err != nil {
+			bad("mtftp.pxe_listen", "%v", err)
+		} else if port < 1 || port > 65535 {
+			bad("mtftp.pxe_listen", "port %d is outside 1..65535", port)
+		} else if a, err := netip.ParseAddr(host); (host == "" || err != nil || a.IsUnspecified()) && m.Interface == "" {
+			// The stream must leave by a known interface, never the
+			// routing table's pick (it could be the uplink).
+			bad("mtftp.pxe_listen", "%q listens on every address: give an address (e.g. 192.0.2.1:1759) or set mtftp.interface", m.PXEListen)
+		}
+	}
+	if a, err := netip.ParseAddr(m.PXEGroup); err != nil || !mcastScope.Contains(a) {
+		bad("mtftp.pxe_group", "%q is not a group inside %s", m.PXEGroup, mcastScope)
+	}
+	if m.PXEClientPort < 1 || m.PXEClientPort > 65535 {
+		bad("mtftp.pxe_client_port", "%d is outside 1..65535", m.PXEClientPort)
+	}
 }
 
 func (c *Config) validateDHCP(bad func(field, format string, args ...any)) {

@@ -1,0 +1,196 @@
+package mtftp
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mtftpd/mtftpd/internal/netlab"
+)
+
+// labFileSize is the interop file: 2 MiB of random bytes (1469 blocks of
+// 1428 bytes for RFC 2090, 4097 blocks of 512 for PXE MTFTP).
+const labFileSize = 2 << 20
+
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+)
+
+// mtftpdBinary builds cmd/mtftpd once, only for the lab tests (the way
+// e2e/harness_test.go does), so unit-test runs stay fast.
+func mtftpdBinary(t *testing.T) string {
+	t.Helper()
+	binOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "mtftpd-mtftp-lab-")
+		if err != nil {
+			binErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "mtftpd")
+		build := exec.Command("go", "build", "-o", binPath, "../cmd/mtftpd")
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			binErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binPath
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// labServer brings up a lab of n clients (snooping off), writes a random
+// file and starts mtftpd in srv; it returns the lab, the file and the
+// server log.
+func labServer(t *testing.T, clients int) (*netlab.Lab, []byte, string, *syncBuffer) {
+	t.Helper()
+	if _, err := exec.LookPath("atftp"); err != nil {
+		t.Skip("atftp not installed (make test installs it)")
+	}
+	lab := netlab.New(t, netlab.Options{Clients: clients})
+	bin := mtftpdBinary(t)
+	root := t.TempDir()
+	data := make([]byte, labFileSize)
+	rand.Read(data)
+	if err := os.WriteFile(filepath.Join(root, "image.bin"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(t.TempDir(), "mtftpd.toml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`[tftp]
+listen = "0.0.0.0:69"
+root = %q
+[mtftp]
+pxe_listen = "192.0.2.1:1759"
+[log]
+format = "json"
+level = "info"
+`, root)), 0o644)
+	logs := &syncBuffer{}
+	cmd := lab.Command(context.Background(), "srv", bin, "serve", "--config", cfg)
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("mtftpd log:\n%s", logs.String())
+		}
+	})
+	deadline := time.Now().Add(15 * time.Second)
+	for !strings.Contains(logs.String(), "PXE MTFTP listening") || !strings.Contains(logs.String(), "tftp server listening") {
+		if time.Now().After(deadline) {
+			t.Fatalf("mtftpd did not start:\n%s", logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return lab, data, root, logs
+}
+
+// runAll runs one atftp per client at once, each under `timeout 60`, and
+// checks every output file against want.
+func runAll(t *testing.T, lab *netlab.Lab, clients int, want []byte, args func(out string) []string) {
+	t.Helper()
+	outDir := t.TempDir()
+	var wg sync.WaitGroup
+	errs := make([]error, clients+1)
+	outs := make([]string, clients+1)
+	for i := 1; i <= clients; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out := filepath.Join(outDir, fmt.Sprintf("c%d.bin", i))
+			ctx, cancel := context.WithTimeout(context.Background(), 70*time.Second)
+			defer cancel()
+			o, err := lab.Run(ctx, netlab.Client(i), "timeout", append([]string{"60", "atftp"}, args(out)...)...)
+			outs[i], errs[i] = o, err
+		}()
+	}
+	wg.Wait()
+	sum := sha256.Sum256(want)
+	for i := 1; i <= clients; i++ {
+		got, err := os.ReadFile(filepath.Join(outDir, fmt.Sprintf("c%d.bin", i)))
+		if err != nil || sha256.Sum256(got) != sum {
+			t.Errorf("c%d: %d bytes, sha256 mismatch or missing (%v); atftp: %v\n%s", i, len(got), err, errs[i], outs[i])
+		}
+	}
+}
+
+// TestLabRFC2090Atftp: five atftp clients ask for the same 2 MiB file with
+// the multicast option at once; all get it, and the server sends about one
+// copy, not five.
+func TestLabRFC2090Atftp(t *testing.T) {
+	const clients = 5
+	lab, data, _, logs := labServer(t, clients)
+	_, tx0, _, _, err := lab.Counters("srv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	runAll(t, lab, clients, data, func(out string) []string {
+		return []string{"--option", "multicast", "--option", "blksize 1428", "-g", "-r", "image.bin", "-l", out, netlab.ServerAddr, "69"}
+	})
+	_, tx1, _, _, err := lab.Counters("srv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx := tx1 - tx0
+	t.Logf("server eth0 TX %d bytes for a %d-byte file (%.2f×)", tx, len(data), float64(tx)/float64(len(data)))
+	if tx >= 2*uint64(len(data)) {
+		t.Errorf("server sent %d bytes for %d clients of a %d-byte file: not one stream", tx, clients, len(data))
+	}
+	if !strings.Contains(logs.String(), `"message":"multicast session"`) {
+		t.Errorf("no multicast session logged")
+	}
+}
+
+// TestLabPXEMTFTPAtftp: three atftp PXE MTFTP clients (--mget) get the
+// same file from the PXE MTFTP listener on 239.255.1.1:3001.
+func TestLabPXEMTFTPAtftp(t *testing.T) {
+	const clients = 3
+	lab, data, _, _ := labServer(t, clients)
+	_, tx0, _, _, err := lab.Counters("srv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	runAll(t, lab, clients, data, func(out string) []string {
+		return []string{"--mget", "--mtftp", "mcast-ip 239.255.1.1", "--mtftp", "client-port 3001",
+			"--mtftp", "listen-delay 2", "--mtftp", "timeout-delay 2", "-r", "image.bin", "-l", out, netlab.ServerAddr, "1759"}
+	})
+	_, tx1, _, _, err := lab.Counters("srv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("server eth0 TX %d bytes for a %d-byte file (%.2f×)", tx1-tx0, len(data), float64(tx1-tx0)/float64(len(data)))
+	if tx1-tx0 >= 2*uint64(len(data)) {
+		t.Errorf("server sent %d bytes for %d clients of a %d-byte file: not one pass", tx1-tx0, clients, len(data))
+	}
+}

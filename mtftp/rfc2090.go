@@ -1,0 +1,560 @@
+package mtftp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mtftpd/mtftpd/internal/filestore"
+	"github.com/mtftpd/mtftpd/tftp"
+)
+
+// OptMulticast is the RFC 2090 option name.
+const OptMulticast = "multicast"
+
+// sessionKey names one RFC 2090 session: a file version and a block size
+// (protocols.md §6.4: one session per (file version, blksize)).
+type sessionKey struct {
+	name    string
+	size    int64
+	mtime   int64
+	blksize int
+}
+
+func (k sessionKey) sameFile(o sessionKey) bool {
+	return k.name == o.name && k.size == o.size && k.mtime == o.mtime
+}
+
+// member is one client of a session, in arrival order.
+type member struct {
+	peer    netip.AddrPort
+	opts    []tftp.Option // the OACK for this client; opts[mc] is the multicast option
+	mc      int
+	done    chan struct{}
+	outcome string
+	silence time.Time // last OACK mc=0 (re-silencing is rate-limited)
+}
+
+// ServeMulticast implements tftp.MulticastHandler: it takes an RRQ carrying
+// the RFC 2090 `multicast` option into a session for that file and blocks
+// until that client is done (or ctx is cancelled), then returns true. It
+// returns false at once, having sent nothing, when the request cannot be
+// served by multicast — netascii, a file of more than 65535 blocks at the
+// negotiated blksize, a blksize below a running session's, no free group,
+// the file not found (the unicast path reports that) — and the caller then
+// serves it by unicast without acknowledging `multicast`.
+func (s *Server) ServeMulticast(ctx context.Context, req *tftp.Request, peer netip.AddrPort, local netip.Addr) bool {
+	if err := s.Init(); err != nil {
+		s.Log.Error().Err(err).Msg("mtftp: not configured, multicast requests served by unicast")
+		return false
+	}
+	fallback := func(reason string) bool {
+		s.Counters.Fallbacks.Add(1)
+		s.Log.Info().Str("client", peer.String()).Str("file", req.Filename).Str("reason", reason).Msg("mtftp: multicast refused, unicast instead")
+		return false
+	}
+	if req.Op != tftp.OpRRQ || req.Mode != "octet" {
+		return fallback("mode " + req.Mode) // atftp refuses netascii too (protocols.md §6.1)
+	}
+	f, err := s.Files.Get(req.Filename)
+	if err != nil {
+		return false // the unicast path answers with the right ERROR
+	}
+	size := f.Size()
+	neg := tftp.Negotiate(req, tftp.Limits{MaxBlockSize: s.MaxBlockSize, MaxWindow: 1}, size)
+	key := sessionKey{f.Name(), size, f.ModTime().UnixNano(), neg.BlockSize}
+
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		f.Release()
+		return false
+	}
+	var ss *session
+	otherBlk := false
+	for k, cand := range s.sessions {
+		if !k.sameFile(key) {
+			continue
+		}
+		// A server may lower blksize, never raise it (RFC 2348): join
+		// a session whose blksize is at most the client's.
+		if k.blksize <= key.blksize && (ss == nil || k.blksize > ss.key.blksize) {
+			ss = cand
+		} else {
+			otherBlk = true
+		}
+	}
+	if ss == nil && otherBlk {
+		s.mu.Unlock()
+		f.Release()
+		return fallback("blksize below the running session's")
+	}
+	if ss == nil && blockCount(size, key.blksize) > MaxBlocks {
+		s.mu.Unlock()
+		f.Release()
+		return fallback(fmt.Sprintf("%d blocks of %d bytes: more than 65535 (no rollover in multicast)", blockCount(size, key.blksize), key.blksize))
+	}
+	if ss == nil {
+		group, ok := s.allocGroup()
+		if !ok {
+			s.mu.Unlock()
+			f.Release()
+			return fallback("no free group in " + s.GroupRange.String())
+		}
+		c, err := s.dial(local)
+		if err != nil {
+			delete(s.groups, group)
+			s.mu.Unlock()
+			f.Release()
+			s.Log.Error().Err(err).Msg("mtftp: session socket")
+			return fallback("session socket")
+		}
+		ss = &session{
+			s: s, key: key, file: f, data: f.Data(), c: c,
+			group: netip.AddrPortFrom(group, uint16(s.Port)),
+			joins: make(chan *member, 64), t: s.timing(),
+		}
+		f = nil // the session owns it now
+		s.sessions[key] = ss
+		s.wg.Add(1)
+		s.Counters.Sessions.Add(1)
+		s.Counters.Active.Add(1)
+		go ss.run(ctx)
+	}
+	m := &member{peer: peer, done: make(chan struct{}), opts: ackOptions(req, ss.key.blksize, size)}
+	for i, o := range m.opts {
+		if strings.EqualFold(o.Name, OptMulticast) {
+			m.mc = i
+		}
+	}
+	select {
+	case ss.joins <- m:
+	default:
+		s.mu.Unlock()
+		if f != nil {
+			f.Release()
+		}
+		return fallback("session join queue full")
+	}
+	s.mu.Unlock()
+	if f != nil {
+		f.Release()
+	}
+	s.Counters.Receivers.Add(1)
+	select {
+	case <-m.done:
+	case <-ctx.Done():
+		<-m.done // the session stops on the same ctx and finishes every member
+	}
+	return true
+}
+
+// ackOptions builds a member's OACK: blksize (the session's), tsize and
+// multicast, in the client's order; everything else is not acknowledged
+// (windowsize and timeout make no sense for a shared stream).
+func ackOptions(req *tftp.Request, blksize int, size int64) []tftp.Option {
+	var out []tftp.Option
+	seen := map[string]bool{}
+	for _, o := range req.Options {
+		name := strings.ToLower(o.Name)
+		if seen[name] {
+			continue
+		}
+		seen[name] = true
+		switch name {
+		case tftp.OptBlockSize:
+			if v, err := strconv.Atoi(o.Value); err == nil && v >= tftp.MinBlockSize {
+				out = append(out, tftp.Option{Name: o.Name, Value: strconv.Itoa(blksize)})
+			}
+		case tftp.OptTransferSz:
+			out = append(out, tftp.Option{Name: o.Name, Value: strconv.FormatInt(size, 10)})
+		case OptMulticast:
+			out = append(out, tftp.Option{Name: o.Name})
+		}
+	}
+	return out
+}
+
+// allocGroup takes the first free address of GroupRange (the PXE group
+// excluded). Called with s.mu held.
+func (s *Server) allocGroup() (netip.Addr, bool) {
+	for a := s.GroupRange.Addr(); s.GroupRange.Contains(a); a = a.Next() {
+		if !s.groups[a] && a != s.PXEGroup {
+			s.groups[a] = true
+			return a, true
+		}
+	}
+	return netip.Addr{}, false
+}
+
+// blockCount is the number of DATA blocks of a file: a file that is a
+// multiple of blksize ends with an empty block (RFC 1350).
+func blockCount(size int64, blksize int) int64 { return size/int64(blksize) + 1 }
+
+// session is one RFC 2090 stream: a file, a group, a server TID and the
+// clients in arrival order; the oldest is the master and its ACKs decide
+// what is multicast next (protocols.md §6.4). All state is owned by run.
+type session struct {
+	s     *Server
+	key   sessionKey
+	file  *filestore.File
+	data  []byte
+	c     conn
+	group netip.AddrPort
+	joins chan *member
+	t     timing
+
+	members  []*member
+	master   *member // members[0] once it has been sent mc=1; nil when none
+	oackWait bool    // the master has been sent mc=1 and not answered yet
+	cur      uint16  // block outstanding (DATA sent to the group, its ACK awaited)
+	tries    int
+	sentAt   time.Time
+	resent   bool
+	rto      rto
+	sent     []bool
+	buf      []byte
+
+	// for the log line
+	receivers, masters, blocks, repairs, promotions, dropped int
+	wire                                                     int64
+}
+
+type packet struct {
+	from netip.AddrPort
+	b    []byte
+}
+
+func (ss *session) last() uint16 { return uint16(blockCount(ss.key.size, ss.key.blksize)) }
+
+func (ss *session) run(ctx context.Context) {
+	s := ss.s
+	start := time.Now()
+	ss.rto = newRTO(ss.t)
+	ss.sent = make([]bool, int(ss.last())+1)
+	ss.buf = make([]byte, tftp.HeaderLen+ss.key.blksize)
+	pkts := make(chan packet, 256)
+	go func() {
+		defer close(pkts)
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := ss.c.ReadFrom(buf)
+			if err != nil {
+				if isTimeout(err) {
+					continue
+				}
+				return
+			}
+			pkts <- packet{from, append([]byte(nil), buf[:n]...)}
+		}
+	}()
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	lifetime := time.NewTimer(ss.t.lifetime)
+	defer lifetime.Stop()
+	arm := func() { timer.Reset(ss.rto.get()) }
+	outcome := "ok"
+	var err error
+loop:
+	for {
+		if len(ss.members) == 0 && ss.tryEnd() {
+			break
+		}
+		if ss.master == nil && len(ss.members) > 0 {
+			ss.promote()
+			arm()
+		}
+		select {
+		case m := <-ss.joins:
+			ss.receivers++
+			ss.members = append(ss.members, m)
+			if ss.master != nil {
+				ss.oack(m, false)
+			}
+		case p, ok := <-pkts:
+			if !ok {
+				outcome, err = "error", errors.New("session socket closed")
+				break loop
+			}
+			rearm, e := ss.packet(p)
+			if e != nil {
+				outcome, err = "file-changed", e
+				break loop
+			}
+			if rearm && ss.master != nil {
+				arm()
+			}
+		case <-timer.C:
+			s.Counters.Timeouts.Add(1)
+			if e := ss.timeout(); e != nil {
+				outcome, err = "file-changed", e
+				break loop
+			}
+			if ss.master != nil {
+				arm()
+			}
+		case <-lifetime.C:
+			outcome, err = "lifetime", fmt.Errorf("session lifetime %s exceeded", ss.t.lifetime)
+			break loop
+		case <-ctx.Done():
+			outcome, err = "shutdown", ctx.Err()
+			break loop
+		}
+	}
+	timer.Stop()
+	// Whoever is still listed (or queued) is told and released.
+	ss.tryEnd()
+	for drained := false; !drained; {
+		select {
+		case m := <-ss.joins:
+			ss.members = append(ss.members, m)
+		default:
+			drained = true
+		}
+	}
+	if len(ss.members) > 0 {
+		msg := "multicast session ended"
+		if err != nil {
+			msg = err.Error()
+		}
+		for _, m := range ss.members {
+			ss.c.WriteTo(tftp.AppendError(nil, tftp.ErrCodeUndefined, msg), m.peer)
+			ss.finish(m, outcome)
+		}
+		ss.members = nil
+	}
+	ss.c.Close()
+	for range pkts {
+	}
+	ss.file.Release()
+	s.Counters.Active.Add(-1)
+	s.wg.Done()
+	ev := s.Log.Info()
+	if outcome != "ok" {
+		ev = s.Log.Warn()
+	}
+	ev.Str("file", ss.key.name).Str("group", ss.group.String()).Int("blksize", ss.key.blksize).
+		Int64("size", ss.key.size).Int("receivers", ss.receivers).Int("masters", ss.masters).
+		Int("promotions", ss.promotions).Int("dropped", ss.dropped).Int("blocks_sent", ss.blocks).
+		Int("repairs", ss.repairs).Int64("bytes_on_wire", ss.wire).Dur("duration", time.Since(start)).
+		Str("outcome", outcome).Err(err).Msg("multicast session")
+}
+
+// tryEnd removes the session from the server if no client is listed or
+// queued; it reports whether it did. Under s.mu, so a join either lands
+// before (and is seen here) or finds no session and starts a new one.
+func (ss *session) tryEnd() bool {
+	s := ss.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sessions[ss.key] != ss {
+		return true
+	}
+	if len(ss.members) > 0 || len(ss.joins) > 0 {
+		return false
+	}
+	delete(s.sessions, ss.key)
+	delete(s.groups, ss.group.Addr())
+	return true
+}
+
+// promote makes the oldest client master: OACK with mc=1 (RFC 2090: the
+// next oldest client is sent an OACK naming it master).
+func (ss *session) promote() {
+	if len(ss.members) == 0 {
+		return
+	}
+	ss.master = ss.members[0]
+	ss.masters++
+	if ss.masters > 1 {
+		ss.promotions++
+		ss.s.Counters.Promotions.Add(1)
+	}
+	ss.oackWait, ss.tries, ss.cur, ss.resent = true, 0, 0, false
+	ss.rto.backoff = 0
+	ss.oack(ss.master, true)
+}
+
+// oack sends a client its OACK. The group address and port are always
+// filled in, also in later OACKs where RFC 2090 allows ",,1": atftp's
+// client reads them positionally, and a client that already joined that
+// group just stays in it.
+func (ss *session) oack(m *member, master bool) {
+	opts := append([]tftp.Option(nil), m.opts...)
+	mc := "0"
+	if master {
+		mc = "1"
+	}
+	opts[m.mc].Value = fmt.Sprintf("%s,%d,%s", ss.group.Addr(), ss.group.Port(), mc)
+	ss.sentAt = time.Now()
+	if err := ss.c.WriteTo(tftp.AppendOACK(nil, opts), m.peer); err != nil {
+		ss.s.Counters.SendErrors.Add(1)
+	}
+}
+
+func (ss *session) find(peer netip.AddrPort) int {
+	for i, m := range ss.members {
+		if m.peer == peer {
+			return i
+		}
+	}
+	return -1
+}
+
+func (ss *session) remove(i int, outcome string) {
+	m := ss.members[i]
+	ss.members = append(ss.members[:i], ss.members[i+1:]...)
+	if m == ss.master {
+		ss.master = nil
+	}
+	ss.finish(m, outcome)
+}
+
+func (ss *session) finish(m *member, outcome string) {
+	switch outcome {
+	case "ok":
+		ss.s.Counters.Completed.Add(1)
+	case "aborted":
+		ss.s.Counters.Aborted.Add(1)
+	case "dropped":
+		ss.dropped++
+		ss.s.Counters.Dropped.Add(1)
+	}
+	m.outcome = outcome
+	close(m.done)
+}
+
+// packet handles one datagram from a client.
+// It reports whether the master's timer must be re-armed.
+func (ss *session) packet(p packet) (rearm bool, err error) {
+	s := ss.s
+	i := ss.find(p.from)
+	if i < 0 {
+		s.Counters.UnknownPeer.Add(1)
+		return false, nil
+	}
+	m := ss.members[i]
+	switch tftp.PacketOpcode(p.b) {
+	case tftp.OpERROR:
+		ss.remove(i, "aborted")
+		return false, nil
+	case tftp.OpACK:
+	default:
+		s.Counters.BadPacket.Add(1)
+		return false, nil
+	}
+	n, err := tftp.ParseAck(p.b)
+	if err != nil || n > ss.last() {
+		s.Counters.BadPacket.Add(1)
+		return false, nil
+	}
+	if m != ss.master {
+		if n == ss.last() {
+			ss.remove(i, "ok")
+			return false, nil
+		}
+		// A passive client that ACKs thinks it is master (a lost or
+		// stale OACK): silence it again, at most once per RTO.
+		if now := time.Now(); now.Sub(m.silence) >= ss.rto.get() {
+			m.silence = now
+			s.Counters.Resilenced.Add(1)
+			ss.oack(m, false)
+		}
+		return false, nil
+	}
+	// The master: ACK n means "send n+1" (RFC 2090, Data Transfer).
+	if !ss.resent && (ss.oackWait || n == ss.cur) {
+		ss.rto.sample(time.Since(ss.sentAt)) // Karn: never from a retransmission
+	}
+	if n == ss.last() {
+		ss.remove(i, "ok")
+		return false, nil
+	}
+	if !ss.oackWait && n+1 == ss.cur {
+		// The ACK before the outstanding block: a duplicate, or the
+		// client's own retransmission; our timer resends cur if it was
+		// lost (answering every duplicate is the Sorcerer's Apprentice).
+		return false, nil
+	}
+	ss.oackWait = false
+	ss.tries = 0
+	ss.rto.backoff = 0
+	return true, ss.sendData(n+1, false)
+}
+
+// timeout handles the master's retransmission timer.
+func (ss *session) timeout() error {
+	if ss.master == nil {
+		return nil
+	}
+	ss.tries++
+	ss.rto.backoff++
+	if ss.oackWait {
+		if ss.tries >= ss.t.promote {
+			// A promotee that stays silent is skipped (RFC 2090); so is a
+			// first master that never ACKs its OACK.
+			ss.remove(0, "dropped")
+			return nil
+		}
+		ss.resent = true
+		ss.oack(ss.master, true)
+		return nil
+	}
+	if ss.tries > ss.t.retries {
+		ss.remove(0, "dropped")
+		return nil
+	}
+	return ss.sendData(ss.cur, true)
+}
+
+// errFileChanged ends a session whose file was truncated under it.
+var errFileChanged = errors.New("file changed during transfer")
+
+// sendData multicasts block n. A fault on the mapping (the file was
+// truncated on disk) is recovered and reported as errFileChanged.
+func (ss *session) sendData(n uint16, retransmit bool) (err error) {
+	pkt, err := buildData(ss.buf, ss.data, n, ss.key.blksize)
+	if err != nil {
+		return err
+	}
+	ss.cur, ss.sentAt, ss.resent = n, time.Now(), retransmit
+	if ss.sent[n] {
+		ss.repairs++
+		ss.s.Counters.Repairs.Add(1)
+	}
+	ss.sent[n] = true
+	ss.blocks++
+	ss.wire += int64(len(pkt))
+	ss.s.Counters.DataSent.Add(1)
+	ss.s.Counters.BytesSent.Add(uint64(len(pkt)))
+	if err := ss.c.WriteTo(pkt, ss.group); err != nil {
+		ss.s.Counters.SendErrors.Add(1)
+	}
+	return nil
+}
+
+// buildData copies block n (1-based) of data into buf behind a DATA header.
+func buildData(buf, data []byte, n uint16, blksize int) (pkt []byte, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			if _, ok := r.(interface{ Addr() uintptr }); !ok {
+				panic(r)
+			}
+			pkt, err = nil, fmt.Errorf("%w: %v", errFileChanged, r)
+		}
+	}()
+	off := (int64(n) - 1) * int64(blksize)
+	if off > int64(len(data)) || n == 0 {
+		return nil, fmt.Errorf("block %d is past the end of a %d-byte file", n, len(data))
+	}
+	end := min(off+int64(blksize), int64(len(data)))
+	tftp.PutDataHeader(buf, n)
+	k := copy(buf[tftp.HeaderLen:], data[off:end])
+	return buf[:tftp.HeaderLen+k], nil
+}

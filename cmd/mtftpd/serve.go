@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/rs/zerolog"
@@ -185,19 +186,27 @@ func runServe(args []string) error {
 		defer cancel()
 		second, stop2 := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 		defer stop2()
+		// Every service drains at once, each until the grace period ends;
+		// only when all are done (or out of time) is the rest cut off.
+		var wg sync.WaitGroup
+		drain := func(what string, shutdown func(context.Context) error) {
+			wg.Go(func() {
+				if err := shutdown(second); err != nil {
+					log.Warn().Err(err).Str("service", what).Msg("stopped before it finished")
+				}
+			})
+		}
+		drain("tftp", srv.Shutdown)
 		if web != nil {
-			go web.Shutdown(second)
+			drain("http", web.Shutdown)
 		}
 		if dhcpSrv != nil {
-			// Flushes the lease file after the last reply.
-			go dhcpSrv.Shutdown(second)
+			drain("dhcp", dhcpSrv.Shutdown) // flushes the lease file after the last reply
 		}
 		if mc != nil {
-			go mc.Shutdown(second)
+			drain("mtftp", mc.Shutdown)
 		}
-		if err := srv.Shutdown(second); err != nil {
-			log.Warn().Err(err).Msg("transfers stopped before they finished")
-		}
+		wg.Wait()
 		hardStop()
 	}
 	for ; running > 0; running-- {

@@ -328,10 +328,14 @@ func (c *Config) validateDHCP(bad func(field, format string, args ...any)) {
 	if d.Mode == "off" {
 		return
 	}
-	if _, port, err := splitHostPort(d.Listen); err != nil {
+	if host, port, err := splitHostPort(d.Listen); err != nil {
 		bad("dhcp.listen", "%v", err)
 	} else if port < 0 || port > 65535 {
 		bad("dhcp.listen", "port %d is outside 0..65535", port)
+	} else if a, err := netip.ParseAddr(host); host != "" && (err != nil || !a.IsUnspecified()) {
+		// Linux never delivers 255.255.255.255 to a socket bound to a
+		// unicast address: such a server would never see a DISCOVER.
+		bad("dhcp.listen", "%q: DHCP must listen on 0.0.0.0 (use dhcp.interfaces to pick interfaces)", d.Listen)
 	}
 	if d.ProxyPort < 1 || d.ProxyPort > 65535 {
 		bad("dhcp.proxy_port", "%d is outside 1..65535", d.ProxyPort)

@@ -22,6 +22,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -97,13 +98,19 @@ func New(t testing.TB, o Options) *Lab {
 	if err != nil {
 		t.Fatalf("netlab: %v", err)
 	}
+	reapOrphans(script)
 	l := &Lab{Prefix: prefix, Opts: o, scriptPath: script}
+	// The owner file lets a later run remove this lab if this process dies
+	// before its cleanup runs (go test -timeout panics skip t.Cleanup).
+	os.MkdirAll(ownerDir, 0o755)
+	os.WriteFile(filepath.Join(ownerDir, prefix+".owner"), []byte(strconv.Itoa(os.Getpid())), 0o644)
 	// Registered before "up" so that even a lab left half made by a killed
 	// script goes away.
 	t.Cleanup(func() {
 		if err := l.Down(); err != nil {
 			t.Errorf("netlab: %v", err)
 		}
+		os.Remove(filepath.Join(ownerDir, prefix+".owner"))
 	})
 	args := []string{"up", strconv.Itoa(o.Clients)}
 	if o.Snooping {
@@ -121,6 +128,32 @@ func New(t testing.TB, o Options) *Lab {
 		t.Fatalf("netlab: %v", err)
 	}
 	return l
+}
+
+// ownerDir holds one "<prefix>.owner" file per Go-made lab, with the pid
+// of the test process that owns it.
+const ownerDir = "/run/mtftpd-netlab/owners"
+
+// reapOrphans removes labs whose owning test process is gone: a test
+// binary killed by go test's -timeout leaves its namespaces (and any QEMU
+// in them) behind, since t.Cleanup never runs.
+func reapOrphans(script string) {
+	files, _ := filepath.Glob(filepath.Join(ownerDir, "*.owner"))
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err == nil && pid > 0 && syscall.Kill(pid, 0) == nil {
+			continue // owner alive (EPERM cannot happen as root)
+		}
+		prefix := strings.TrimSuffix(filepath.Base(f), ".owner")
+		ctx, cancel := context.WithTimeout(context.Background(), upTimeout)
+		exec.CommandContext(ctx, "bash", script, "-p", prefix, "down").Run()
+		cancel()
+		os.Remove(f)
+	}
 }
 
 // unavailable says why a lab cannot run here, or "" when it can.

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -625,5 +626,32 @@ func TestSecondSubnet(t *testing.T) {
 		if k != 50 {
 			t.Errorf("%s received %d of 50 multicast datagrams", c, k)
 		}
+	}
+}
+
+// TestReapOrphans: a lab whose owning test process died (go test -timeout
+// kills without running t.Cleanup) is removed by the next New.
+func TestReapOrphans(t *testing.T) {
+	if reason := unavailable(Options{}); reason != "" {
+		t.Skip("netlab: " + reason)
+	}
+	script := ScriptPath()
+	prefix, err := freePrefix()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, "bash", script, "-p", prefix, "up", "1").CombinedOutput(); err != nil {
+		t.Fatalf("up: %v %s", err, out)
+	}
+	defer exec.Command("bash", script, "-p", prefix, "down").Run()
+	dead := exec.Command("true")
+	dead.Run()
+	os.MkdirAll(ownerDir, 0o755)
+	os.WriteFile(filepath.Join(ownerDir, prefix+".owner"), []byte(strconv.Itoa(dead.Process.Pid)), 0o644)
+	New(t, Options{Clients: 0})
+	if m, _ := filepath.Glob("/run/netns/" + prefix + "-*"); len(m) != 0 {
+		t.Fatalf("orphaned lab %s still there: %v", prefix, m)
 	}
 }

@@ -509,7 +509,16 @@ func (ss *session) timeout() error {
 		ss.remove(0, "dropped")
 		return nil
 	}
-	return ss.sendData(ss.cur, true)
+	if err := ss.sendData(ss.cur, true); err != nil {
+		return err
+	}
+	// atftp's master answers a repeated block with one extra ACK, then
+	// ignores further repeats, each of which restarts its own 5 s timeout:
+	// with its ACK and extra ACK both lost it would stay silent until we
+	// drop it. A fresh unicast OACK mc=1 makes it ACK its first hole again
+	// (a duplicate ACK of the block before cur is ignored above).
+	ss.oack(ss.master, true)
+	return nil
 }
 
 // errFileChanged ends a session whose file was truncated under it.

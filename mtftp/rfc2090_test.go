@@ -65,6 +65,10 @@ type client struct {
 	silentAfterOACK bool
 	// dieAfter: the client vanishes after holding this many blocks.
 	dieAfter int
+	// stallAt: as master, its ACK of this block is lost; like atftp 0.8.0
+	// it then ACKs no repeat of a block it holds (each repeat restarts its
+	// 5 s timeout) until a new OACK mc=1 or that timeout.
+	stallAt int
 
 	got      []byte
 	master   int // times it was made master
@@ -112,6 +116,8 @@ func (c *client) run(ctx context.Context, n *memNet, s *Server, file string) {
 		total    int
 		held     int
 		isMaster bool
+		stalled  bool
+		stallHit bool
 	)
 	defer func() {
 		if gc != nil {
@@ -189,6 +195,7 @@ func (c *client) run(ctx context.Context, n *memNet, s *Server, file string) {
 					have, data = make([]bool, total+1), make([][]byte, total+1)
 				}
 				if isMaster {
+					stalled = false
 					ack(first() - 1)
 				}
 			case tftp.OpDATA:
@@ -196,6 +203,7 @@ func (c *client) run(ctx context.Context, n *memNet, s *Server, file string) {
 				if err != nil || have == nil || int(b) >= len(have) || b == 0 {
 					continue
 				}
+				repeat := have[b]
 				if !have[b] {
 					have[b], data[b] = true, payload
 					held++
@@ -213,6 +221,16 @@ func (c *client) run(ctx context.Context, n *memNet, s *Server, file string) {
 						c.served = <-servedCh
 					}
 					return
+				}
+				if isMaster && c.stallAt > 0 {
+					if !stallHit && first()-1 == c.stallAt {
+						stallHit, stalled = true, true // this ACK is lost
+					}
+					if stalled && (repeat || int(b) == c.stallAt) {
+						idle.Reset(5 * time.Second)
+						continue
+					}
+					stalled = false
 				}
 				if isMaster {
 					ack(first() - 1)
@@ -367,6 +385,24 @@ func TestMasterDiesMidStream(t *testing.T) {
 		checkGot(t, cs[1], data)
 		if cs[1].master != 1 || s.Counters.Dropped.Load() != 1 {
 			t.Errorf("second client master %d times, dropped %d; want 1, 1", cs[1].master, s.Counters.Dropped.Load())
+		}
+		checkIdle(t, s)
+	})
+}
+
+// TestMasterStalledByLostAck: the master's ACK is lost and, like atftp,
+// it ignores the repeated block; the server's OACK mc=1 with the repeat
+// makes it ACK again before the server would drop it.
+func TestMasterStalledByLostAck(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := newMemNet(4)
+		data := testData(100_000, 7)
+		s := newTestServer(t, n, map[string][]byte{"f": data})
+		cs := []*client{{ip: "192.0.2.101", blksize: 1428, stallAt: 20}}
+		runClients(t, n, s, "f", []time.Duration{0}, cs)
+		checkGot(t, cs[0], data)
+		if d := s.Counters.Dropped.Load(); d != 0 {
+			t.Errorf("dropped %d, want 0", d)
 		}
 		checkIdle(t, s)
 	})

@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/mtftpd/mtftpd/internal/netlab"
+	"github.com/mtftpd/mtftpd/internal/testutil"
 )
 
 var (
@@ -79,22 +79,7 @@ func TestBenchDHCPRefusesWithoutIface(t *testing.T) {
 }
 
 // lockedBuffer collects a process's output while it runs.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type lockedBuffer = testutil.SyncBuffer
 
 // TestDHCPStormLab runs `mtftpd serve` (DHCP server mode, lease file) in
 // the lab's server namespace and `mtftpd bench dhcp` (100 clients, 20 at

@@ -1,7 +1,6 @@
 package mtftp
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/mtftpd/mtftpd/internal/netlab"
+	"github.com/mtftpd/mtftpd/internal/testutil"
 )
 
 // labFileSize is the interop file: 2 MiB of random bytes (1469 blocks of
@@ -50,22 +50,8 @@ func mtftpdBinary(t *testing.T) string {
 	return binPath
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer collects a process's output while it runs.
+type syncBuffer = testutil.SyncBuffer
 
 // labServer brings up a lab of n clients (snooping off), writes a random
 // file and starts mtftpd in srv; it returns the lab, the file and the

@@ -18,7 +18,7 @@ run() { # pkg target -> 0 ok, 1 real failure, 2 deadline flake
   local rc=$?
   echo "$out" | tail -n 3
   [ $rc -eq 0 ] && return 0
-  if echo "$out" | grep -q "Failing input written"; then return 1; fi
+  if echo "$out" | grep -q "Failing input written"; then echo "$out"; return 1; fi
   if echo "$out" | grep -q "context deadline exceeded" && ! echo "$out" | grep -q "panic:"; then return 2; fi
   echo "$out"
   return 1

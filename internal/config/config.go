@@ -189,7 +189,7 @@ func Parse(b []byte, c *Config) error {
 	if err != nil {
 		var pe toml.ParseError
 		if errors.As(err, &pe) {
-			return fmt.Errorf("config: %s", pe.ErrorWithPosition())
+			return fmt.Errorf("config: %s", describe(pe))
 		}
 		return fmt.Errorf("config: %w", err)
 	}
@@ -201,6 +201,19 @@ func Parse(b []byte, c *Config) error {
 		return fmt.Errorf("config: unknown field(s): %s", strings.Join(keys, ", "))
 	}
 	return nil
+}
+
+// describe renders a TOML syntax error with the offending line. The
+// library's ErrorWithPosition panics on some inputs (a lone `"\` — found
+// by FuzzParse, kept in testdata as a regression case): fall back to the
+// plain message and line number rather than crash on a bad file.
+func describe(pe toml.ParseError) (msg string) {
+	defer func() {
+		if recover() != nil {
+			msg = fmt.Sprintf("line %d: %s", pe.Position.Line, pe.Error())
+		}
+	}()
+	return pe.ErrorWithPosition()
 }
 
 // Validate returns every problem, each naming its field.

@@ -210,7 +210,7 @@ func Parse(b []byte, c *Config) error {
 func describe(pe toml.ParseError) (msg string) {
 	defer func() {
 		if recover() != nil {
-			msg = fmt.Sprintf("line %d: %s", pe.Position.Line, pe.Error())
+			msg = pe.Error() // already "toml: line N: ..."
 		}
 	}()
 	return pe.ErrorWithPosition()

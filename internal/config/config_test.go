@@ -63,7 +63,7 @@ func TestErrorsNameTheField(t *testing.T) {
 		"[tftp]\nmin_rto = \"fast\"":        "not a duration",
 		"[tftp]\nmax_rto = \"10ms\"":        "tftp.max_rto",
 		"[tftp]\nretries = 0":               "tftp.retries",
-		"\"\\":                              "line 1",
+		"\"\\":                              "invalid escape",
 		"[tftp]\nmax_blksiz = 1468":         "unknown field(s): tftp.max_blksiz",
 		"[log]\nlevel = \"loud\"":           "log.level",
 		"[tftp]\nroot = 5":                  "root",

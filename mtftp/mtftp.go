@@ -18,6 +18,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mtftpd/mtftpd/internal/rto"
+
 	"github.com/rs/zerolog"
 	"golang.org/x/net/ipv4"
 
@@ -403,36 +405,8 @@ func interfaceOf(a netip.Addr) *net.Interface {
 	return nil
 }
 
-// rto is a small adaptive retransmission timer (the tftp package's
-// estimator shape: RFC 6298 smoothing, doubling backoff, clamped).
-type rto struct {
-	srtt, rttvar time.Duration
-	cur          time.Duration
-	min, max     time.Duration
-	backoff      int
-}
-
-func newRTO(t timing) rto { return rto{cur: t.initial, min: t.min, max: t.max} }
-
-func (r *rto) sample(d time.Duration) {
-	if r.srtt == 0 {
-		r.srtt, r.rttvar = d, d/2
-	} else {
-		diff := r.srtt - d
-		if diff < 0 {
-			diff = -diff
-		}
-		r.rttvar = (3*r.rttvar + diff) / 4
-		r.srtt = (7*r.srtt + d) / 8
-	}
-	r.cur = min(max(r.srtt+4*r.rttvar, r.min), r.max)
-	r.backoff = 0
-}
-
-func (r *rto) get() time.Duration {
-	d := r.cur << min(r.backoff, 6)
-	return min(max(d, r.min), r.max)
-}
+// newRTO is a session's retransmission timer (the shared estimator).
+func newRTO(t timing) rto.Estimator { return rto.New(t.initial, t.min, t.max) }
 
 func isTimeout(err error) bool {
 	var ne net.Error

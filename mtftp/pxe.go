@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/mtftpd/mtftpd/internal/filestore"
+	"github.com/mtftpd/mtftpd/internal/rto"
 	"github.com/mtftpd/mtftpd/tftp"
 )
 
@@ -36,7 +37,7 @@ type pxePass struct {
 	tries    int
 	sentAt   time.Time
 	resent   bool
-	rto      rto
+	rto      rto.Estimator
 	start    time.Time
 	deadline time.Time
 	blocks   int
@@ -61,7 +62,7 @@ func (p *pxeServer) run(ctx context.Context) error {
 		}
 		var dl time.Time
 		if p.pass != nil {
-			dl = p.pass.sentAt.Add(p.pass.rto.get())
+			dl = p.pass.sentAt.Add(p.pass.rto.RTO())
 			if p.pass.deadline.Before(dl) {
 				dl = p.pass.deadline
 			}
@@ -183,14 +184,14 @@ func (p *pxeServer) ack(n uint16) {
 		return
 	}
 	if !ps.resent {
-		ps.rto.sample(time.Since(ps.sentAt))
+		ps.rto.Sample(time.Since(ps.sentAt))
 	}
 	if n == ps.last {
 		p.end("ok", nil)
 		return
 	}
 	ps.tries = 0
-	ps.rto.backoff = 0
+	ps.rto.Progress()
 	if err := p.send(n+1, false, false); err != nil {
 		p.end("file-changed", err)
 	}
@@ -207,7 +208,7 @@ func (p *pxeServer) timeout() {
 	}
 	p.s.Counters.Timeouts.Add(1)
 	ps.tries++
-	ps.rto.backoff++
+	ps.rto.Timeout()
 	if ps.tries > p.t.retries {
 		p.end("timeout", fmt.Errorf("%d timeouts", ps.tries))
 		return

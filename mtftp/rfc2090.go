@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mtftpd/mtftpd/internal/filestore"
+	"github.com/mtftpd/mtftpd/internal/rto"
 	"github.com/mtftpd/mtftpd/tftp"
 )
 
@@ -216,7 +217,7 @@ type session struct {
 	tries    int
 	sentAt   time.Time
 	resent   bool
-	rto      rto
+	rto      rto.Estimator
 	sent     []bool
 	buf      []byte
 
@@ -257,7 +258,7 @@ func (ss *session) run(ctx context.Context) {
 	timer.Stop()
 	lifetime := time.NewTimer(ss.t.lifetime)
 	defer lifetime.Stop()
-	arm := func() { timer.Reset(ss.rto.get()) }
+	arm := func() { timer.Reset(ss.rto.RTO()) }
 	outcome := "ok"
 	var err error
 loop:
@@ -376,7 +377,7 @@ func (ss *session) promote() {
 		ss.s.Counters.Promotions.Add(1)
 	}
 	ss.oackWait, ss.tries, ss.cur, ss.resent = true, 0, 0, false
-	ss.rto.backoff = 0
+	ss.rto.Progress()
 	ss.oack(ss.master, true)
 }
 
@@ -460,7 +461,7 @@ func (ss *session) packet(p packet) (rearm bool, err error) {
 		}
 		// A passive client that ACKs thinks it is master (a lost or
 		// stale OACK): silence it again, at most once per RTO.
-		if now := time.Now(); now.Sub(m.silence) >= ss.rto.get() {
+		if now := time.Now(); now.Sub(m.silence) >= ss.rto.RTO() {
 			m.silence = now
 			s.Counters.Resilenced.Add(1)
 			ss.oack(m, false)
@@ -469,7 +470,7 @@ func (ss *session) packet(p packet) (rearm bool, err error) {
 	}
 	// The master: ACK n means "send n+1" (RFC 2090, Data Transfer).
 	if !ss.resent && (ss.oackWait || n == ss.cur) {
-		ss.rto.sample(time.Since(ss.sentAt)) // Karn: never from a retransmission
+		ss.rto.Sample(time.Since(ss.sentAt)) // Karn: never from a retransmission
 	}
 	if n == ss.last() {
 		ss.remove(i, "ok")
@@ -483,7 +484,7 @@ func (ss *session) packet(p packet) (rearm bool, err error) {
 	}
 	ss.oackWait = false
 	ss.tries = 0
-	ss.rto.backoff = 0
+	ss.rto.Progress()
 	return true, ss.sendData(n+1, false)
 }
 
@@ -493,7 +494,7 @@ func (ss *session) timeout() error {
 		return nil
 	}
 	ss.tries++
-	ss.rto.backoff++
+	ss.rto.Timeout()
 	if ss.oackWait {
 		if ss.tries >= ss.t.promote {
 			// A promotee that stays silent is skipped (RFC 2090); so is a

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mtftpd/mtftpd/internal/rto"
 	"github.com/mtftpd/mtftpd/internal/udpio"
 )
 
@@ -101,7 +102,7 @@ func (c *Client) get(ctx context.Context, uc conn, srv netip.AddrPort, remote st
 	if initial <= 0 {
 		initial = time.Second
 	}
-	rto := newRTO(initial, 20*time.Millisecond, 10*time.Second)
+	est := rto.New(initial, 20*time.Millisecond, 10*time.Second)
 
 	// One write per block would cost a syscall per 1468 bytes: buffer,
 	// and flush before the final ACK reports success.
@@ -164,7 +165,7 @@ func (c *Client) get(ctx context.Context, uc conn, srv netip.AddrPort, remote st
 			}
 			res.Negotiated = opts
 			if !sampled && timeouts == 0 {
-				rto.sample(time.Since(sentAt))
+				est.Sample(time.Since(sentAt))
 				sampled = true
 			}
 			timeouts = 0
@@ -207,11 +208,11 @@ func (c *Client) get(ctx context.Context, uc conn, srv netip.AddrPort, remote st
 				return false, err
 			}
 			if !sampled && timeouts == 0 && have == ackedTo {
-				rto.sample(time.Since(sentAt))
+				est.Sample(time.Since(sentAt))
 				sampled = true
 			}
 			have, gapAcked, dupAcked, timeouts = blk, false, false, 0
-			rto.progress()
+			est.Progress()
 			res.Bytes += int64(len(payload))
 			res.Blocks = have
 			if c.Progress != nil {
@@ -257,7 +258,7 @@ func (c *Client) get(ctx context.Context, uc conn, srv netip.AddrPort, remote st
 		pkts = make([]udpio.Packet, 8*64)
 	}
 	for {
-		deadline := sentAt.Add(rto.rto())
+		deadline := sentAt.Add(est.RTO())
 		uc.SetReadDeadline(deadline)
 		if err := ctx.Err(); err != nil {
 			if peer.IsValid() {
@@ -290,7 +291,7 @@ func (c *Client) get(ctx context.Context, uc conn, srv netip.AddrPort, remote st
 			if timeouts++; timeouts > retries {
 				return res, fmt.Errorf("tftp: %s: no answer from %s after %d retries", remote, server, retries)
 			}
-			rto.timeout()
+			est.Timeout()
 			if peer.IsValid() && (have > 0 || res.Negotiated != nil) {
 				// Tell the server where we are (the last block held in
 				// order), which is news if our last ACK was lost.

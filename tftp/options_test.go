@@ -110,29 +110,6 @@ func TestWindow(t *testing.T) {
 	}
 }
 
-func TestRTO(t *testing.T) {
-	e := newRTO(time.Second, 50*time.Millisecond, 8*time.Second)
-	if e.rto() != time.Second {
-		t.Fatal("initial")
-	}
-	for range 20 {
-		e.sample(2 * time.Millisecond)
-	}
-	if e.rto() != 50*time.Millisecond {
-		t.Fatalf("floor: %v", e.rto())
-	}
-	for range 10 {
-		e.timeout()
-	}
-	if e.rto() != 8*time.Second {
-		t.Fatalf("backoff cap: %v", e.rto())
-	}
-	e.sample(100 * time.Millisecond)
-	if r := e.rto(); r < 100*time.Millisecond || r > time.Second {
-		t.Fatalf("after sample: %v", r)
-	}
-}
-
 // TestMTUClamp: blksize is capped at the receiving interface's MTU − 32
 // unless fragments are allowed.
 func TestMTUClamp(t *testing.T) {

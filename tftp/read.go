@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mtftpd/mtftpd/internal/rto"
 	"github.com/mtftpd/mtftpd/internal/udpio"
 )
 
@@ -148,11 +149,11 @@ func (s *readSession) run(ctx context.Context) (res result) {
 	s.dgs = make([]udpio.Datagram, s.neg.WindowSize)
 	s.rbuf = make([]byte, 2048)
 	w := window{size: uint64(s.neg.WindowSize), final: blockCount(s.size, s.neg.BlockSize)}
-	rto := newRTO(s.timing.InitialRTO, s.timing.MinRTO, s.timing.MaxRTO)
+	est := rto.New(s.timing.InitialRTO, s.timing.MinRTO, s.timing.MaxRTO)
 	if s.neg.Timeout > 0 {
 		// The client's timeout caps ours: it retransmits its ACK after
 		// that long, so waiting longer only adds to a stall.
-		rto.max = max(min(rto.max, s.neg.Timeout), rto.min)
+		est.LimitMax(s.neg.Timeout)
 	}
 	var lifetime time.Time
 	if s.timing.Lifetime > 0 {
@@ -193,7 +194,7 @@ func (s *readSession) run(ctx context.Context) (res result) {
 		return s.fail(&res, err)
 	}
 	for {
-		deadline := sentAt.Add(rto.rto())
+		deadline := sentAt.Add(est.RTO())
 		if !lifetime.IsZero() && deadline.After(lifetime) {
 			deadline = lifetime
 		}
@@ -236,7 +237,7 @@ func (s *readSession) run(ctx context.Context) (res result) {
 				res.Bytes, res.Blocks = int64(w.acked)*int64(s.neg.BlockSize), w.acked
 				return res
 			}
-			rto.timeout()
+			est.Timeout()
 			if err := send(true); err != nil {
 				return s.fail(&res, err)
 			}
@@ -260,11 +261,11 @@ func (s *readSession) run(ctx context.Context) (res result) {
 				}
 				oackPending = false
 				if !resent {
-					rto.sample(time.Since(sentAt))
+					est.Sample(time.Since(sentAt))
 				}
 				heard, progress = true, time.Now()
 				timeouts = 0
-				rto.progress()
+				est.Progress()
 				if err := send(false); err != nil {
 					return s.fail(&res, err)
 				}
@@ -287,12 +288,12 @@ func (s *readSession) run(ctx context.Context) (res result) {
 				s.counters.GapAck.Add(1)
 			case ackWindow:
 				if !resent {
-					rto.sample(time.Since(sentAt))
+					est.Sample(time.Since(sentAt))
 				}
 			}
 			heard, progress = true, time.Now()
 			timeouts = 0
-			rto.progress()
+			est.Progress()
 			if err := send(false); err != nil {
 				return s.fail(&res, err)
 			}

@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"syscall"
 	"time"
+
+	"github.com/mtftpd/mtftpd/internal/rto"
 )
 
 // errTooLarge ends an upload that passed the configured size limit.
@@ -51,9 +53,9 @@ func (s *writeSession) run(ctx context.Context) (res result) {
 	bs := s.neg.BlockSize
 	win := uint64(s.neg.WindowSize)
 	rbuf := make([]byte, bs+HeaderLen+1)
-	rto := newRTO(s.timing.InitialRTO, s.timing.MinRTO, s.timing.MaxRTO)
+	est := rto.New(s.timing.InitialRTO, s.timing.MinRTO, s.timing.MaxRTO)
 	if s.neg.Timeout > 0 {
-		rto.max = max(min(rto.max, s.neg.Timeout), rto.min)
+		est.LimitMax(s.neg.Timeout)
 	}
 	var (
 		have     uint64 // highest block received in order
@@ -80,7 +82,7 @@ func (s *writeSession) run(ctx context.Context) (res result) {
 	}
 	sendAck()
 	for {
-		deadline := sentAt.Add(rto.rto())
+		deadline := sentAt.Add(est.RTO())
 		if !lifetime.IsZero() && deadline.After(lifetime) {
 			deadline = lifetime
 		}
@@ -116,7 +118,7 @@ func (s *writeSession) run(ctx context.Context) (res result) {
 				res.Outcome, res.Err = OutcomeTimeout, fmt.Errorf("no DATA after %d retries", s.timing.Retries)
 				return res
 			}
-			rto.timeout()
+			est.Timeout()
 			s.counters.Retransmits.Add(1)
 			res.Retransmits++
 			sendAck()
@@ -138,7 +140,7 @@ func (s *writeSession) run(ctx context.Context) (res result) {
 			if !ok || blk == have {
 				// A duplicate of a block we hold: the ACK was lost.
 				// Answer with our position once per timer period at most.
-				if time.Since(sentAt) > rto.rto()/2 {
+				if time.Since(sentAt) > est.RTO()/2 {
 					sendAck()
 				}
 				continue
@@ -162,7 +164,7 @@ func (s *writeSession) run(ctx context.Context) (res result) {
 			}
 			have, gapAcked, timeouts = blk, false, 0
 			progress = time.Now()
-			rto.progress()
+			est.Progress()
 			s.counters.Received.Add(uint64(len(payload)))
 			res.Bytes = off + int64(len(payload))
 			res.Blocks = have
@@ -173,7 +175,7 @@ func (s *writeSession) run(ctx context.Context) (res result) {
 				}
 				committed = true
 				sendAck()
-				s.dally(rbuf, rto.rto(), abuf)
+				s.dally(rbuf, est.RTO(), abuf)
 				res.Outcome = OutcomeOK
 				return res
 			}

@@ -152,7 +152,7 @@ func (p *pxeServer) request(b []byte, from netip.AddrPort) {
 	now := time.Now()
 	p.pass = &pxePass{
 		file: f, data: f.Data(), name: f.Name(), client: from,
-		last: uint16(blockCount(f.Size(), PXEBlockSize)), rto: newRTO(p.t),
+		last: uint16(tftp.BlockCount(f.Size(), PXEBlockSize)), rto: newRTO(p.t),
 		start: now, deadline: now.Add(p.t.lifetime),
 	}
 	s.Counters.Passes.Add(1)

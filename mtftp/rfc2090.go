@@ -95,10 +95,10 @@ func (s *Server) ServeMulticast(ctx context.Context, req *tftp.Request, peer net
 		f.Release()
 		return fallback("blksize below the running session's")
 	}
-	if ss == nil && blockCount(size, key.blksize) > MaxBlocks {
+	if ss == nil && tftp.BlockCount(size, key.blksize) > MaxBlocks {
 		s.mu.Unlock()
 		f.Release()
-		return fallback(fmt.Sprintf("%d blocks of %d bytes: more than 65535 (no rollover in multicast)", blockCount(size, key.blksize), key.blksize))
+		return fallback(fmt.Sprintf("%d blocks of %d bytes: more than 65535 (no rollover in multicast)", tftp.BlockCount(size, key.blksize), key.blksize))
 	}
 	if ss == nil {
 		group, ok := s.allocGroup()
@@ -193,10 +193,6 @@ func (s *Server) allocGroup() (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
-// blockCount is the number of DATA blocks of a file: a file that is a
-// multiple of blksize ends with an empty block (RFC 1350).
-func blockCount(size int64, blksize int) int64 { return size/int64(blksize) + 1 }
-
 // session is one RFC 2090 stream: a file, a group, a server TID and the
 // clients in arrival order; the oldest is the master and its ACKs decide
 // what is multicast next (protocols.md §6.4). All state is owned by run.
@@ -231,7 +227,7 @@ type packet struct {
 	b    []byte
 }
 
-func (ss *session) last() uint16 { return uint16(blockCount(ss.key.size, ss.key.blksize)) }
+func (ss *session) last() uint16 { return uint16(tftp.BlockCount(ss.key.size, ss.key.blksize)) }
 
 func (ss *session) run(ctx context.Context) {
 	s := ss.s

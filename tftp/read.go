@@ -148,7 +148,7 @@ func (s *readSession) run(ctx context.Context) (res result) {
 	s.hdrs = make([]byte, HeaderLen*s.neg.WindowSize)
 	s.dgs = make([]udpio.Datagram, s.neg.WindowSize)
 	s.rbuf = make([]byte, 2048)
-	w := window{size: uint64(s.neg.WindowSize), final: blockCount(s.size, s.neg.BlockSize)}
+	w := window{size: uint64(s.neg.WindowSize), final: BlockCount(s.size, s.neg.BlockSize)}
 	est := rto.New(s.timing.InitialRTO, s.timing.MinRTO, s.timing.MaxRTO)
 	if s.neg.Timeout > 0 {
 		// The client's timeout caps ours: it retransmits its ACK after

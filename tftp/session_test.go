@@ -104,7 +104,7 @@ func TestTransferImpaired(t *testing.T) {
 							if im.loss == 0 && im.dup == 0 && im.reorder == 0 && sr.Outcome != OutcomeOK {
 								t.Fatalf("clean network: outcome %s", sr.Outcome)
 							}
-							blocks := blockCount(int64(size), bs)
+							blocks := BlockCount(int64(size), bs)
 							sent := counters.DataSent.Load()
 							if im.loss == 0 && im.reorder == 0 {
 								// Duplicated ACKs and DATA alone must not

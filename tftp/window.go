@@ -49,8 +49,8 @@ func (w *window) onAck(n uint64) ackVerdict {
 	}
 }
 
-// blockCount is the number of DATA blocks of a size-byte file: the last one
+// BlockCount is the number of DATA blocks of a size-byte file: the last one
 // is shorter than blksize, empty when size is a multiple of it (RFC 1350 §6).
-func blockCount(size int64, blksize int) uint64 {
+func BlockCount(size int64, blksize int) uint64 {
 	return uint64(size/int64(blksize)) + 1
 }

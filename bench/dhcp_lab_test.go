@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,44 +15,18 @@ import (
 	"github.com/mtftpd/mtftpd/internal/testutil"
 )
 
-var (
-	binDir   string
-	binOnce  sync.Once
-	binPath  string
-	binError error
-)
+// bin is cmd/mtftpd, built on first use.
+var bin testutil.Binary
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
+	bin.Remove()
 	os.Exit(code)
 }
 
 // mtftpdBinary builds cmd/mtftpd once per test run (skipping without a
 // Go toolchain) and returns its path.
-func mtftpdBinary(t *testing.T) string {
-	t.Helper()
-	if _, err := exec.LookPath("go"); err != nil {
-		t.Skip("go not in PATH: cannot build cmd/mtftpd")
-	}
-	binOnce.Do(func() {
-		if binDir, binError = os.MkdirTemp("", "mtftpd-bench-test-"); binError != nil {
-			return
-		}
-		binPath = filepath.Join(binDir, "mtftpd")
-		cmd := exec.Command("go", "build", "-o", binPath, "../cmd/mtftpd")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			binError = fmt.Errorf("go build ../cmd/mtftpd: %v\n%s", err, out)
-		}
-	})
-	if binError != nil {
-		t.Fatal(binError)
-	}
-	return binPath
-}
+func mtftpdBinary(t *testing.T) string { return bin.Path(t) }
 
 // TestBenchDHCPRefusesWithoutIface: the CLI never picks an interface to
 // broadcast on by itself. Needs no root: it must stop before any socket.

@@ -21,34 +21,18 @@ import (
 // 1428 bytes for RFC 2090, 4097 blocks of 512 for PXE MTFTP).
 const labFileSize = 2 << 20
 
-var (
-	binOnce sync.Once
-	binPath string
-	binErr  error
-)
+// bin is cmd/mtftpd, built on first use.
+var bin testutil.Binary
 
-// mtftpdBinary builds cmd/mtftpd once, only for the lab tests (the way
-// e2e/harness_test.go does), so unit-test runs stay fast.
-func mtftpdBinary(t *testing.T) string {
-	t.Helper()
-	binOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "mtftpd-mtftp-lab-")
-		if err != nil {
-			binErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "mtftpd")
-		build := exec.Command("go", "build", "-o", binPath, "../cmd/mtftpd")
-		build.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := build.CombinedOutput(); err != nil {
-			binErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return binPath
+func TestMain(m *testing.M) {
+	code := m.Run()
+	bin.Remove()
+	os.Exit(code)
 }
+
+// mtftpdBinary builds cmd/mtftpd once, only for the lab tests, so
+// unit-test runs stay fast.
+func mtftpdBinary(t *testing.T) string { return bin.Path(t) }
 
 // syncBuffer collects a process's output while it runs.
 type syncBuffer = testutil.SyncBuffer

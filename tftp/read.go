@@ -334,7 +334,7 @@ func (s *readSession) giveUp(timeouts int, heard bool, silence time.Duration) bo
 
 // sendBlocks sends blocks from..to as one window.
 func (s *readSession) sendBlocks(from, to uint64, res *result) error {
-	k := 0
+	k, bytes := 0, 0
 	for b := from; b <= to; b++ {
 		p, err := s.src.block(b)
 		if err != nil {
@@ -343,10 +343,12 @@ func (s *readSession) sendBlocks(from, to uint64, res *result) error {
 		h := s.hdrs[k*HeaderLen : (k+1)*HeaderLen]
 		PutDataHeader(h, wireBlock(b, s.neg.Rollover))
 		s.dgs[k] = udpio.Datagram{Hdr: h, Payload: p}
-		s.counters.BytesSent.Add(uint64(len(p)))
+		bytes += len(p)
 		k++
 	}
 	calls, err := s.c.WriteDatagrams(s.peer, s.dgs[:k])
+	// Shared counters: one atomic add each per window, not per block.
+	s.counters.BytesSent.Add(uint64(bytes))
 	s.counters.SendSyscalls.Add(uint64(calls))
 	s.counters.DataSent.Add(uint64(k))
 	res.Syscalls += uint64(calls)

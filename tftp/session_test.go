@@ -323,3 +323,44 @@ func TestGiveUpRules(t *testing.T) {
 		}
 	})
 }
+
+// TestLifetimeCap: a transfer that is still moving when its lifetime ends
+// is stopped with an ERROR packet (session_lifetime).
+func TestLifetimeCap(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := newMemNet(1)
+		var counters Counters
+		cl := n.listen("192.0.2.10")
+		out := make(chan result, 1)
+		go func() {
+			c := n.listen("192.0.2.1")
+			defer c.Close()
+			rs := &readSession{c: c, peer: cl.addr, src: &mappedSource{data: testData(100_000, 1), blksize: 512},
+				size: 100_000, neg: Negotiated{BlockSize: 512, WindowSize: 1}, counters: &counters,
+				timing: timing{InitialRTO: time.Second, MinRTO: 50 * time.Millisecond, MaxRTO: 8 * time.Second,
+					Retries: 6, StallTimeout: 30 * time.Second, Lifetime: 10 * time.Second}}
+			out <- rs.run(context.Background())
+		}()
+		// A slow client: one ACK per second, 196 blocks to go.
+		buf := make([]byte, 1024)
+		var sawError bool
+		for i := 0; i < 40; i++ {
+			cl.SetReadDeadline(time.Now().Add(time.Minute))
+			k, from, err := cl.ReadFrom(buf)
+			if err != nil {
+				break
+			}
+			if PacketOpcode(buf[:k]) == OpERROR {
+				sawError = true
+				break
+			}
+			b, _, _ := ParseData(buf[:k])
+			time.Sleep(time.Second)
+			cl.WriteTo(AppendAck(nil, b), from)
+		}
+		r := <-out
+		if r.Outcome != OutcomeLifetime || !sawError {
+			t.Fatalf("outcome %s, ERROR seen %v; want lifetime with an ERROR", r.Outcome, sawError)
+		}
+	})
+}

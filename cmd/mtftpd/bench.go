@@ -57,14 +57,7 @@ func runBenchDHCP(args []string) error {
 	timeout := fs.Duration("timeout", bench.DefaultDHCPTimeout, "limit of one exchange, DISCOVER to ACK")
 	duration := fs.Duration("duration", bench.DefaultDHCPDuration, "limit of the whole storm")
 	jsonOut := fs.String("json", "", "also write the report as JSON to this file (- for stdout)")
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "Usage: mtftpd bench dhcp --iface IF [flags]")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
+	if help, err := parseArgs(fs, "Usage: mtftpd bench dhcp --iface IF [flags]", args); help || err != nil {
 		return err
 	}
 	if fs.NArg() != 0 {

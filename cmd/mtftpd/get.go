@@ -29,14 +29,7 @@ func runGet(args []string) error {
 	timeout := fs.Duration("timeout", time.Second, "first retransmission timeout (adapts afterwards)")
 	retries := fs.Int("retries", tftp.DefaultRetries, "consecutive timeouts before giving up")
 	quiet := fs.Bool("q", false, "no progress bar and no summary")
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "Usage: mtftpd get [flags] HOST[:PORT] REMOTE")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
+	if help, err := parseArgs(fs, "Usage: mtftpd get [flags] HOST[:PORT] REMOTE", args); help || err != nil {
 		return err
 	}
 	if fs.NArg() != 2 {

@@ -4,6 +4,8 @@
 package main
 
 import (
+	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"runtime/debug"
@@ -62,4 +64,20 @@ func buildVersion() string {
 		}
 	}
 	return version
+}
+
+// parseArgs gives fs its usage line and parses args; help is true when the
+// user asked for --help (already printed), which is not an error.
+func parseArgs(fs *flag.FlagSet, usage string, args []string) (help bool, err error) {
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), usage)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return true, nil
+		}
+		return false, err
+	}
+	return false, nil
 }

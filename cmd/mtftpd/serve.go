@@ -47,14 +47,7 @@ func runServe(args []string) error {
 	demo := fs.Bool("demo", false, "serve an embedded demo root on "+demoListen)
 	printCfg := fs.Bool("print-config", false, "print the effective config as TOML and exit")
 	apply := config.Flags(fs)
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "Usage: mtftpd serve [--config FILE] [--demo] [--print-config] [--<section>.<key> VALUE ...]")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
+	if help, err := parseArgs(fs, "Usage: mtftpd serve [--config FILE] [--demo] [--print-config] [--<section>.<key> VALUE ...]", args); help || err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

@@ -425,14 +425,8 @@ func (s *Server) nak(req *dhcpv4.DHCPv4, in Incoming, why string) *Outgoing {
 // §4.3.3); only the client that holds it can.
 func (s *Server) decline(req *dhcpv4.DHCPv4, in Incoming, now time.Time) uint64 {
 	ip := optAddr(req, optRequestedIP)
-	if sid := optAddr(req, optServerID); !ip.IsValid() || (sid.IsValid() && sid != in.IfAddr) {
-		s.Counters.Ignored.Add(1)
-		return 0
-	}
-	cl := s.clientOf(req)
-	rec := s.leases.lookup(cl.key, cl.id, cl.mac, now)
-	if rec == nil || rec.ip != ip || s.leases.byIP[ip] != rec {
-		s.Counters.Ignored.Add(1)
+	cl, rec := s.holding(req, in, ip, now)
+	if rec == nil {
 		return 0
 	}
 	s.leases.declined[ip] = now.Add(DeclineHold)
@@ -446,18 +440,28 @@ func (s *Server) decline(req *dhcpv4.DHCPv4, in Incoming, now time.Time) uint64 
 	return s.leases.seq
 }
 
-// release ends the client's lease now; the record stays as its previous
-// binding, so it gets the same address back if nobody took it.
-func (s *Server) release(req *dhcpv4.DHCPv4, in Incoming, now time.Time) uint64 {
-	ip := addrOf(req.ClientIPAddr)
-	if sid := optAddr(req, optServerID); sid.IsValid() && sid != in.IfAddr {
-		s.Counters.Ignored.Add(1)
-		return 0
-	}
+// holding returns the sender's record if it holds ip and the message is
+// for us (option 54 absent or ours); otherwise nil, counted as ignored.
+// DECLINE and RELEASE act only on the sender's own binding.
+func (s *Server) holding(req *dhcpv4.DHCPv4, in Incoming, ip netip.Addr, now time.Time) (client, *binding) {
 	cl := s.clientOf(req)
+	if sid := optAddr(req, optServerID); !ip.IsValid() || (sid.IsValid() && sid != in.IfAddr) {
+		s.Counters.Ignored.Add(1)
+		return cl, nil
+	}
 	rec := s.leases.lookup(cl.key, cl.id, cl.mac, now)
 	if rec == nil || rec.ip != ip || s.leases.byIP[ip] != rec {
 		s.Counters.Ignored.Add(1)
+		return cl, nil
+	}
+	return cl, rec
+}
+
+// release ends the client's lease now; the record stays as its previous
+// binding, so it gets the same address back if nobody took it.
+func (s *Server) release(req *dhcpv4.DHCPv4, in Incoming, now time.Time) uint64 {
+	_, rec := s.holding(req, in, addrOf(req.ClientIPAddr), now)
+	if rec == nil {
 		return 0
 	}
 	if rec.expiry.After(now) {

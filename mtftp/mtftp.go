@@ -100,17 +100,28 @@ type Server struct {
 	PromoteTries               int           // mc=1 OACKs to a promotee before it is skipped; 0 = DefaultPromoteTries
 	SessionLifetime            time.Duration // hard cap on one session or pass; 0 = DefaultLifetime
 
+	// NativeRate caps the native dialect's stream in bytes/s; 0 = discover
+	// it from the receivers' loss. NativeStartDelay is how long a new
+	// native session gathers receivers before it starts (0 = the default,
+	// negative = none).
+	NativeRate       int64
+	NativeStartDelay time.Duration
+
 	// Log receives lifecycle events and one line per finished session.
 	Log zerolog.Logger
 	// Counters count every packet's fate; read them at any time.
 	Counters Counters
 
-	// dial opens a session socket on local (RFC 2090 server TID); tests
-	// replace it with an in-memory network.
-	dial func(local netip.Addr) (conn, error)
+	// dial opens a session socket on local (RFC 2090 server TID), and
+	// dialNative a native one; tests replace them with an in-memory network.
+	dial       func(local netip.Addr) (conn, error)
+	dialNative func(local netip.Addr) (nativeConn, error)
 
 	mu       sync.Mutex
 	sessions map[sessionKey]*session
+	natives  map[nativeKey]*nativeSession
+	shaMu    sync.Mutex
+	shas     map[nativeKey][32]byte // file digests for native receivers
 	groups   map[netip.Addr]bool
 	closing  bool
 	wg       sync.WaitGroup
@@ -138,7 +149,15 @@ type Counters struct {
 	BadPacket    atomic.Uint64 // unparsable or unexpected packets
 	UnknownPeer  atomic.Uint64 // packets from a non-member to a session socket
 	SendErrors   atomic.Uint64 // failed sends
-	Active       atomic.Int64  // RFC 2090 sessions running
+	// The native dialect (NativeMoves: receivers moved to a slower tier;
+	// NativeNaks: stripes asked for in status packets).
+	NativeSessions  atomic.Uint64
+	NativeReceivers atomic.Uint64
+	NativeCompleted atomic.Uint64
+	NativeMoves     atomic.Uint64
+	NativeNaks      atomic.Uint64
+
+	Active       atomic.Int64  // RFC 2090 and native sessions running
 	ActivePasses atomic.Int64  // PXE passes running (0 or 1)
 }
 
@@ -228,6 +247,9 @@ func (s *Server) validate() error {
 	if s.PXEClientPort < 1 || s.PXEClientPort > 65535 {
 		errs = append(errs, fmt.Errorf("mtftp: PXEClientPort %d is outside 1..65535", s.PXEClientPort))
 	}
+	if s.NativeRate < 0 {
+		errs = append(errs, fmt.Errorf("mtftp: NativeRate %d is negative", s.NativeRate))
+	}
 	if s.Interface != "" {
 		if _, err := net.InterfaceByName(s.Interface); err != nil {
 			errs = append(errs, fmt.Errorf("mtftp: Interface %q: %w", s.Interface, err))
@@ -246,10 +268,14 @@ func (s *Server) Init() error {
 	}
 	if s.sessions == nil {
 		s.sessions = make(map[sessionKey]*session)
+		s.natives = make(map[nativeKey]*nativeSession)
 		s.groups = make(map[netip.Addr]bool)
 	}
 	if s.dial == nil {
 		s.dial = s.dialMulticast
+	}
+	if s.dialNative == nil {
+		s.dialNative = s.dialNativeUDP
 	}
 	return nil
 }

@@ -59,6 +59,9 @@ func (s *Server) ServeMulticast(ctx context.Context, req *tftp.Request, peer net
 		s.Log.Info().Str("client", peer.String()).Str("file", req.Filename).Str("reason", reason).Msg("mtftp: multicast refused, unicast instead")
 		return false
 	}
+	if _, native := req.Option(OptNative); native && req.Op == tftp.OpRRQ {
+		return s.serveNative(ctx, req, peer, local)
+	}
 	if req.Op != tftp.OpRRQ || req.Mode != "octet" {
 		return fallback("mode " + req.Mode) // atftp refuses netascii too (protocols.md §6.1)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/vbauerster/mpb/v8"
 	"github.com/vbauerster/mpb/v8/decor"
 
+	"github.com/mtftpd/mtftpd/mtftp"
 	"github.com/mtftpd/mtftpd/tftp"
 )
 
@@ -29,6 +30,8 @@ func runGet(args []string) error {
 	timeout := fs.Duration("timeout", time.Second, "first retransmission timeout (adapts afterwards)")
 	retries := fs.Int("retries", tftp.DefaultRetries, "consecutive timeouts before giving up")
 	quiet := fs.Bool("q", false, "no progress bar and no summary")
+	multicast := fs.Bool("multicast", false, "join the file's native multicast stream (falls back to unicast if the server does not offer it)")
+	iface := fs.String("iface", "", "with --multicast: interface to join the group on (default: the one the server is reached by)")
 	if help, err := parseArgs(fs, "Usage: mtftpd get [flags] HOST[:PORT] REMOTE", args); help || err != nil {
 		return err
 	}
@@ -72,6 +75,25 @@ func runGet(args []string) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if *multicast {
+		if tmp == nil {
+			return errors.New("--multicast writes shards at their offsets: it needs a file, not stdout")
+		}
+		if *netascii {
+			return errors.New("--multicast transfers octets only")
+		}
+		err := getMulticast(ctx, server, remote, tmp, *blksize, *iface, *timeout, *quiet)
+		if !errors.Is(err, mtftp.ErrNativeUnsupported) {
+			if err != nil {
+				return err
+			}
+			return commit(tmp, dest, &tmp)
+		}
+		fmt.Fprintln(os.Stderr, "server offers no native multicast: downloading by unicast")
+		if err := tmp.Truncate(0); err != nil {
+			return err
+		}
+	}
 	c := &tftp.Client{BlockSize: *blksize, WindowSize: *window, TSize: *tsize, Timeout: *timeout, Retries: *retries}
 	if *netascii {
 		c.Mode = "netascii"
@@ -103,21 +125,73 @@ func runGet(args []string) error {
 		return err
 	}
 	if tmp != nil {
-		if err := tmp.Sync(); err != nil {
+		if err := commit(tmp, dest, &tmp); err != nil {
 			return err
 		}
-		if err := tmp.Close(); err != nil {
-			return err
-		}
-		if err := os.Rename(tmp.Name(), dest); err != nil {
-			return err
-		}
-		tmp = nil
 	}
 	if !*quiet {
 		mbps := float64(res.Bytes) / res.Duration.Seconds() / 1e6
 		fmt.Fprintf(os.Stderr, "%s: %d bytes in %s (%.1f MB/s), blksize %d, windowsize %d, %d timeouts, from %s\n",
 			remote, res.Bytes, res.Duration.Round(time.Millisecond), mbps, res.BlockSize, res.WindowSize, res.Timeouts, res.ServerAddr)
+	}
+	return nil
+}
+
+// commit moves a finished download from its temp file to dest; *tmp is
+// cleared so the caller's cleanup leaves it alone.
+func commit(f *os.File, dest string, tmp **os.File) error {
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(f.Name(), dest); err != nil {
+		return err
+	}
+	*tmp = nil
+	return nil
+}
+
+// getMulticast downloads through the native multicast dialect.
+func getMulticast(ctx context.Context, server, remote string, out *os.File, blksize int, iface string, timeout time.Duration, quiet bool) error {
+	r := &mtftp.Receiver{BlockSize: blksize, Interface: iface, Timeout: 10 * timeout}
+	var p *mpb.Progress
+	done := make(chan struct{})
+	if !quiet && isTerminal(os.Stderr) {
+		p = mpb.NewWithContext(ctx, mpb.WithOutput(os.Stderr), mpb.WithWidth(40))
+		bar := p.AddBar(0,
+			mpb.PrependDecorators(decor.Name(remote+" (multicast) "), decor.CountersKibiByte("% .1f / % .1f")),
+			mpb.AppendDecorators(decor.AverageSpeed(decor.SizeB1024(0), " % .1f"), decor.Percentage(decor.WCSyncSpace)))
+		go func() {
+			t := time.NewTicker(100 * time.Millisecond)
+			defer t.Stop()
+			for {
+				if n := r.Size.Load(); n > 0 && bar.Current() == 0 {
+					bar.SetTotal(n, false)
+				}
+				bar.SetCurrent(r.Held.Load())
+				select {
+				case <-done:
+					bar.SetTotal(max(0, r.Size.Load()), true)
+					return
+				case <-t.C:
+				}
+			}
+		}()
+	}
+	res, err := r.Get(ctx, server, remote, out)
+	close(done)
+	if p != nil {
+		p.Wait()
+	}
+	if err != nil {
+		return err
+	}
+	if !quiet {
+		mbps := float64(res.Size) / res.Duration.Seconds() / 1e6
+		fmt.Fprintf(os.Stderr, "%s: %d bytes in %s (%.1f MB/s) by multicast, sha256 %s verified, %d shards, %d rebuilt from parity, %d lost, %d NAKs, %d moves\n",
+			remote, res.Size, res.Duration.Round(time.Millisecond), mbps, res.SHA256, res.Shards, res.Rebuilt, res.Lost, res.Naks, res.Moves)
 	}
 	return nil
 }

@@ -111,6 +111,10 @@ func runServe(args []string) error {
 			PXEListen: m.PXEListen, PXEGroup: netip.MustParseAddr(m.PXEGroup), PXEClientPort: m.PXEClientPort,
 			InitialRTO: t.InitialRTO.Duration, MinRTO: t.MinRTO.Duration, MaxRTO: t.MaxRTO.Duration,
 			SessionLifetime: t.Lifetime.Duration, Log: log,
+			NativeRate: int64(m.NativeRateMbps) * 1e6 / 8, NativeStartDelay: m.NativeStartDelay.Duration,
+		}
+		if m.NativeStartDelay.Duration == 0 {
+			mc.NativeStartDelay = -1 // 0 in the config means none
 		}
 		if err := mc.Init(); err != nil {
 			return fmt.Errorf("mtftp: %w", err)

@@ -136,6 +136,10 @@ type MTFTP struct {
 	PXEListen     string `toml:"pxe_listen" help:"UDP address of the PXE MTFTP server (iPXE asks on port 1759); empty disables PXE MTFTP"`
 	PXEGroup      string `toml:"pxe_group" help:"PXE MTFTP multicast group (iPXE listens on 239.255.1.1)"`
 	PXEClientPort int    `toml:"pxe_client_port" help:"PXE MTFTP client port DATA is sent to (iPXE: 3001)"`
+	// The native dialect (mtftpd get --multicast) is served whenever
+	// enabled is true; these tune its stream.
+	NativeRateMbps   int      `toml:"native_rate_mbps" help:"cap of a native multicast stream in Mbit/s; 0 = discover it from the receivers' loss"`
+	NativeStartDelay Duration `toml:"native_start_delay" help:"how long a new native multicast session gathers receivers before it starts"`
 }
 
 // Log configures logging.
@@ -167,6 +171,7 @@ func Defaults() Config {
 		MTFTP: MTFTP{
 			Enabled: true, GroupRange: "239.255.0.0/24", Port: 1758, TTL: 1,
 			PXEGroup: "239.255.1.1", PXEClientPort: 3001,
+			NativeStartDelay: Duration{300 * time.Millisecond},
 		},
 		DHCP: DHCP{Mode: "off", Listen: "0.0.0.0:67", ProxyPort: 4011},
 		Log:  Log{Level: "info", Format: "console"},
@@ -327,6 +332,12 @@ func (c *Config) validateMTFTP(bad func(field, format string, args ...any)) {
 	}
 	if m.PXEClientPort < 1 || m.PXEClientPort > 65535 {
 		bad("mtftp.pxe_client_port", "%d is outside 1..65535", m.PXEClientPort)
+	}
+	if m.NativeRateMbps < 0 || m.NativeRateMbps > 400000 {
+		bad("mtftp.native_rate_mbps", "%d is outside 0..400000", m.NativeRateMbps)
+	}
+	if m.NativeStartDelay.Duration < 0 || m.NativeStartDelay.Duration > time.Minute {
+		bad("mtftp.native_start_delay", "%v is outside 0s..1m", m.NativeStartDelay.Duration)
 	}
 }
 

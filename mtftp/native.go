@@ -1,0 +1,819 @@
+package mtftp
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"runtime/debug"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/mtftpd/mtftpd/internal/filestore"
+	"github.com/mtftpd/mtftpd/internal/udpio"
+	"github.com/mtftpd/mtftpd/tftp"
+)
+
+// The native dialect (docs/native-multicast.md): one paced stream per file
+// and tier, a carousel so late joiners get the beginning on the next pass,
+// Reed-Solomon repairs multicast once for everyone who lost something in a
+// stripe, and receivers that stay far behind moved to a slower tier.
+const (
+	DefaultNativeStartDelay = 300 * time.Millisecond // joiners gathered before the first shard
+	DefaultNativeRate       = 0                      // 0 = discover: start at nativeStartRate, follow the receivers' loss
+	nativeStartRate         = 20 << 20               // bytes/s at the start of discovery
+	nativeMinRate           = 128 << 10
+	nativeMaxAutoRate       = 4 << 30
+	nativeBeat              = 200 * time.Millisecond // SESSION heartbeat to the group
+	nativeControlStep       = 100 * time.Millisecond // rate and slow-receiver decisions
+	nativeReceiverTimeout   = 5 * time.Second        // a receiver silent this long is dropped
+	nativeMaxBatch          = 64                     // datagrams per send call (one GSO super-datagram)
+	nativeParityCache       = 32 << 20               // bytes of parity kept per session
+
+	// Rate control: the median receiver's loss decides (so one slow
+	// receiver cannot hold the room back; it is moved instead).
+	lossCongested = 100 // ‰: above this the stream slows down
+	lossClean     = 20  // ‰: below this it speeds up quickly
+	// A receiver is slow when its loss stays above lossSlow for
+	// slowReports reports in a row while the median is below
+	// lossCongested; it is then moved to the next tier.
+	lossSlow    = 300
+	slowReports = 4
+	maxTiers    = 4
+)
+
+// nativeConn is a session socket: the narrow conn plus batched sends.
+type nativeConn interface {
+	conn
+	WriteDatagrams(dst netip.AddrPort, ds []udpio.Datagram) (syscalls int, err error)
+}
+
+// nativeKey names one native session: a file version, a shard size and a
+// tier (0 = the main stream; slower tiers take the slow receivers).
+type nativeKey struct {
+	name        string
+	size, mtime int64
+	shard       int
+	tier        int
+}
+
+type nativeRecv struct {
+	peer     netip.AddrPort
+	joined   time.Time
+	last     time.Time // last packet from it
+	lossPerM uint16
+	goodKBps uint32
+	reports  int // status reports since the last rate decision (fresh when > 0)
+	slow     int // consecutive reports above lossSlow
+	complete uint32
+}
+
+type nativeSession struct {
+	s      *Server
+	key    nativeKey
+	id     uint32
+	file   *filestore.File
+	data   []byte
+	g      geometry
+	c      nativeConn
+	group  netip.AddrPort
+	local  netip.Addr // where the session socket lives (slower tiers open theirs there too)
+	start  time.Time
+	sha    [32]byte
+	maxBps float64 // 0 = discover
+
+	wake chan struct{}
+
+	mu        sync.Mutex
+	receivers map[netip.AddrPort]*nativeRecv
+	closed    bool
+	shaOK     bool
+	seq       uint64 // next carousel stripe position
+	inStripe  int    // next data shard of stripe seq
+	dataUntil uint64 // carousel stops at this position (a full pass after the latest join)
+	need      map[int64]int
+	needOrder []int64
+	cursor    map[int64]int
+	rate      float64 // bytes/s
+	idle      bool
+
+	// for the log line and counters (under mu)
+	everJoined, completed, failed, dropped, moved int
+	dataShards, repairShards, naks, passes      int64
+	wire                                        int64
+}
+
+// serveNative joins a request for the native dialect to its file's tier-0
+// session, creating it if needed, and answers with the session's
+// parameters. It returns at once: the session serves the receiver from
+// now on. false (nothing sent) hands the request back for unicast.
+func (s *Server) serveNative(ctx context.Context, req *tftp.Request, peer netip.AddrPort, local netip.Addr) bool {
+	fallback := func(reason string) bool {
+		s.Counters.Fallbacks.Add(1)
+		s.Log.Info().Str("client", peer.String()).Str("file", req.Filename).Str("reason", reason).Msg("mtftp: native multicast refused, unicast instead")
+		return false
+	}
+	if req.Mode != "octet" {
+		return fallback("mode " + req.Mode)
+	}
+	f, err := s.Files.Get(req.Filename)
+	if err != nil {
+		return false // the unicast path answers with the right ERROR
+	}
+	neg := tftp.Negotiate(req, tftp.Limits{MaxBlockSize: s.MaxBlockSize, MaxWindow: 1}, f.Size())
+	shard := neg.BlockSize - nativeBlkAdjust
+	if shard < 8 {
+		f.Release()
+		return fallback(fmt.Sprintf("blksize %d too small for the native dialect", neg.BlockSize))
+	}
+	key := nativeKey{f.Name(), f.Size(), f.ModTime().UnixNano(), shard, 0}
+
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		f.Release()
+		return false
+	}
+	// A receiver that asks again (its SESSION reply was lost) is in a
+	// session already, perhaps a slower tier: answer from there.
+	ns := s.nativeOf(peer, key)
+	if ns == nil {
+		if ns = s.natives[key]; ns == nil {
+			var reason string
+			if ns, reason = s.newNative(ctx, key, f, local, 0); ns == nil {
+				s.mu.Unlock()
+				f.Release()
+				return fallback(reason)
+			}
+			f = nil // the session owns it
+		}
+		ns.join(peer, time.Now())
+	}
+	s.mu.Unlock()
+	if f != nil {
+		f.Release()
+	}
+	ns.reply(peer, 0)
+	return true
+}
+
+// nativeOf finds the session of key's file (any tier) that peer is in.
+// Called with s.mu held.
+func (s *Server) nativeOf(peer netip.AddrPort, key nativeKey) *nativeSession {
+	for k, ns := range s.natives {
+		k.tier = 0
+		if k != key {
+			continue
+		}
+		ns.mu.Lock()
+		_, in := ns.receivers[peer]
+		ns.mu.Unlock()
+		if in {
+			return ns
+		}
+	}
+	return nil
+}
+
+// newNative starts a session for key on a fresh group. Called with s.mu
+// held; on success the session owns f (f.Release is its job).
+func (s *Server) newNative(ctx context.Context, key nativeKey, f *filestore.File, local netip.Addr, rate float64) (*nativeSession, string) {
+	g, err := newGeometry(key.size, key.shard, DefaultStripeData, DefaultStripeParity)
+	if err != nil {
+		return nil, err.Error()
+	}
+	group, ok := s.allocGroup()
+	if !ok {
+		return nil, "no free group in " + s.GroupRange.String()
+	}
+	c, err := s.dialNative(local)
+	if err != nil {
+		delete(s.groups, group)
+		s.Log.Error().Err(err).Msg("mtftp: native session socket")
+		return nil, "session socket"
+	}
+	ns := &nativeSession{
+		s: s, key: key, id: rand.Uint32(), file: f, data: f.Data(), g: g, c: c,
+		group: netip.AddrPortFrom(group, uint16(s.Port)), local: local, start: time.Now(),
+		maxBps: float64(s.NativeRate), wake: make(chan struct{}, 1),
+		receivers: map[netip.AddrPort]*nativeRecv{}, need: map[int64]int{}, cursor: map[int64]int{},
+	}
+	switch {
+	case rate > 0:
+		ns.rate = rate
+		ns.maxBps = rate // a slow tier keeps the pace it was made for
+	case ns.maxBps > 0:
+		ns.rate = ns.maxBps
+	default:
+		ns.rate = nativeStartRate
+	}
+	if sum, ok := s.cachedSHA(key); ok {
+		ns.sha, ns.shaOK = sum, true
+	}
+	s.natives[key] = ns
+	s.wg.Add(1)
+	s.Counters.NativeSessions.Add(1)
+	s.Counters.Active.Add(1)
+	go ns.run(ctx)
+	return ns, ""
+}
+
+// join adds a receiver: the carousel runs until it has passed every
+// stripe once since this join.
+func (ns *nativeSession) join(peer netip.AddrPort, now time.Time) {
+	ns.mu.Lock()
+	ns.receivers[peer] = &nativeRecv{peer: peer, joined: now, last: now}
+	ns.everJoined++
+	ns.dataUntil = max(ns.dataUntil, ns.seq+uint64(ns.g.stripes))
+	ns.idle = false
+	ns.mu.Unlock()
+	ns.s.Counters.NativeReceivers.Add(1)
+	ns.poke()
+}
+
+func (ns *nativeSession) poke() {
+	select {
+	case ns.wake <- struct{}{}:
+	default:
+	}
+}
+
+// describe fills a SESSION packet with the session's state. Called with
+// ns.mu held.
+func (ns *nativeSession) describe(flags uint8) sessionPkt {
+	p := sessionPkt{
+		ID: ns.id, Flags: flags, Group: ns.group, Size: uint64(ns.g.size), ShardSize: uint16(ns.g.shard),
+		K: uint16(ns.g.k), M: uint16(ns.g.m), Seq: ns.seq, NakInterval: uint16(ns.nakInterval() / time.Millisecond),
+		Receivers: uint32(len(ns.receivers)), RateKBps: uint32(min(ns.rate/1024, 1<<32-1)), Name: ns.key.name,
+	}
+	if ns.shaOK {
+		p.Flags |= flagSHA
+		p.SHA256 = ns.sha
+	}
+	if ns.idle {
+		p.Flags |= flagIdle
+	}
+	if ns.closed {
+		p.Flags |= flagClosed
+	}
+	return p
+}
+
+// nakInterval spreads the receivers' status packets so that however many
+// there are the server gets about 1000 a second at most.
+func (ns *nativeSession) nakInterval() time.Duration {
+	return min(time.Second, max(50*time.Millisecond, time.Duration(len(ns.receivers))*time.Millisecond))
+}
+
+// reply sends the session's description to one receiver (a join answer or
+// a move order).
+func (ns *nativeSession) reply(peer netip.AddrPort, flags uint8) {
+	ns.mu.Lock()
+	p := ns.describe(flags)
+	ns.mu.Unlock()
+	if err := ns.c.WriteTo(appendSession(nil, &p), peer); err != nil {
+		ns.s.Counters.SendErrors.Add(1)
+	}
+}
+
+// run is the session: a reader goroutine takes the receivers' reports,
+// this one paces the stream. It ends when no receiver is left.
+func (ns *nativeSession) run(ctx context.Context) {
+	s := ns.s
+	defer s.wg.Done()
+	go ns.readLoop()
+	if !ns.shaOK {
+		go ns.digest()
+	}
+	outcome := "ok"
+	func() {
+		debug.SetPanicOnFault(true) // a file truncated under the mapping faults here
+		defer func() {
+			if r := recover(); r != nil {
+				if !ns.file.Truncated() {
+					panic(r)
+				}
+				outcome = "file truncated"
+			}
+		}()
+		outcome = ns.stream(ctx)
+	}()
+	ns.finish(outcome)
+}
+
+// stream runs the carousel and repairs until the session ends; it returns
+// the outcome for the log.
+func (ns *nativeSession) stream(ctx context.Context) string {
+	s := ns.s
+	lifetime := time.NewTimer(s.timing().lifetime)
+	defer lifetime.Stop()
+	select {
+	case <-time.After(s.startDelay()):
+	case <-ctx.Done():
+		return "shutdown"
+	}
+	hdrs := make([]byte, nativeMaxBatch*dataHdrLen)
+	ds := make([]udpio.Datagram, 0, nativeMaxBatch)
+	pc, err := newParityCache(ns.g, nativeParityCache)
+	if err != nil {
+		return err.Error()
+	}
+	pkt := float64(dataHdrLen + ns.g.shard)
+	tokens, last := pkt, time.Now()
+	nextBeat, nextStep := time.Time{}, time.Now().Add(nativeControlStep)
+	beat := make([]byte, 0, 256)
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return "shutdown"
+		case <-lifetime.C:
+			return "lifetime"
+		default:
+		}
+		now := time.Now()
+		var moves []*nativeRecv
+		if now.After(nextStep) {
+			moves = ns.control(now)
+			nextStep = now.Add(nativeControlStep)
+		}
+		for _, r := range moves {
+			ns.move(ctx, r)
+		}
+		if ns.empty() {
+			return "ok"
+		}
+		tokens = min(tokens+ns.currentRate()*now.Sub(last).Seconds(), max(2*pkt, ns.currentRate()*0.002))
+		last = now
+		ns.mu.Lock()
+		n := 0
+		if tokens >= pkt {
+			n = min(nativeMaxBatch, int(tokens/pkt))
+		}
+		ds, err = ns.plan(ds[:0], n, hdrs, pc)
+		idle := ns.seq >= ns.dataUntil && len(ns.needOrder) == 0
+		changed := idle != ns.idle
+		ns.idle = idle
+		if now.After(nextBeat) || changed {
+			p := ns.describe(0)
+			beat = appendSession(beat[:0], &p)
+		} else {
+			beat = beat[:0]
+		}
+		ns.mu.Unlock()
+		if err != nil {
+			return err.Error()
+		}
+		if len(beat) > 0 {
+			ns.send(beat)
+			nextBeat = now.Add(nativeBeat)
+		}
+		if len(ds) > 0 {
+			bytes := 0
+			for _, d := range ds {
+				bytes += d.Len()
+			}
+			if _, err := ns.c.WriteDatagrams(ns.group, ds); err != nil {
+				s.Counters.SendErrors.Add(1)
+			}
+			tokens -= float64(bytes)
+			ns.account(len(ds), bytes)
+			continue
+		}
+		// Nothing to send now: wait for tokens, a report, or the next
+		// heartbeat or control step.
+		wait := min(time.Until(nextBeat), time.Until(nextStep))
+		if !idle && tokens < pkt {
+			wait = min(wait, max(time.Millisecond, time.Duration((pkt-tokens)/ns.currentRate()*float64(time.Second))))
+		}
+		timer.Reset(max(wait, 100*time.Microsecond))
+		select {
+		case <-timer.C:
+		case <-ns.wake:
+			timer.Stop()
+		case <-ctx.Done():
+			return "shutdown"
+		case <-lifetime.C:
+			return "lifetime"
+		}
+	}
+}
+
+func (ns *nativeSession) currentRate() float64 {
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	return ns.rate
+}
+
+func (ns *nativeSession) send(b []byte) {
+	if err := ns.c.WriteTo(b, ns.group); err != nil {
+		ns.s.Counters.SendErrors.Add(1)
+	}
+	ns.account(0, len(b))
+}
+
+func (ns *nativeSession) account(datagrams, bytes int) {
+	ns.mu.Lock()
+	ns.wire += int64(bytes)
+	ns.mu.Unlock()
+	ns.s.Counters.DataSent.Add(uint64(datagrams))
+	ns.s.Counters.BytesSent.Add(uint64(bytes))
+}
+
+// plan appends up to n datagrams: repairs first (receivers are waiting on
+// them), then the carousel. Called with ns.mu held.
+func (ns *nativeSession) plan(ds []udpio.Datagram, n int, hdrs []byte, pc *parityCache) ([]udpio.Datagram, error) {
+	g := ns.g
+	for len(ds) < n && len(ns.needOrder) > 0 {
+		st := ns.needOrder[0]
+		cur := ns.cursor[st]
+		ns.cursor[st] = cur + 1
+		if ns.need[st]--; ns.need[st] <= 0 {
+			delete(ns.need, st)
+			ns.needOrder = ns.needOrder[1:]
+		}
+		// Parity first (useful to everyone), then the data again once
+		// the stripe's parity is spent.
+		r := cur % (g.m + g.dataIn(st))
+		h := hdrs[len(ds)*dataHdrLen:][:dataHdrLen]
+		var payload []byte
+		if r < g.m {
+			p, err := pc.parity(ns.data, st, r)
+			if err != nil {
+				return ds, err
+			}
+			putDataHdr(h, dataHdr{opNativeRepair, ns.id, uint32(st), uint16(g.k + r)})
+			payload = p
+		} else {
+			i := r - g.m
+			off, sz := g.span(st, i)
+			putDataHdr(h, dataHdr{opNativeRepair, ns.id, uint32(st), uint16(i)})
+			payload = ns.data[off : off+int64(sz)]
+		}
+		ds = append(ds, udpio.Datagram{Hdr: h, Payload: payload})
+		ns.repairShards++
+		ns.s.Counters.Repairs.Add(1)
+	}
+	for len(ds) < n && ns.seq < ns.dataUntil {
+		st := int64(ns.seq % uint64(g.stripes))
+		if ns.inStripe >= g.dataIn(st) {
+			ns.inStripe = 0
+			if ns.seq++; ns.seq%uint64(g.stripes) == 0 {
+				ns.passes++
+			}
+			continue
+		}
+		off, sz := g.span(st, ns.inStripe)
+		h := hdrs[len(ds)*dataHdrLen:][:dataHdrLen]
+		putDataHdr(h, dataHdr{opNativeData, ns.id, uint32(ns.seq), uint16(ns.inStripe)})
+		ds = append(ds, udpio.Datagram{Hdr: h, Payload: ns.data[off : off+int64(sz)]})
+		ns.inStripe++
+		ns.dataShards++
+	}
+	return ds, nil
+}
+
+// control runs every control step: it drops silent receivers, sets the
+// rate from the median receiver's loss, and returns the receivers that
+// stay far behind a stream the others keep up with (to be moved).
+func (ns *nativeSession) control(now time.Time) []*nativeRecv {
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	var losses []int
+	for p, r := range ns.receivers {
+		if now.Sub(r.last) > nativeReceiverTimeout {
+			delete(ns.receivers, p)
+			ns.dropped++
+			ns.s.Counters.Dropped.Add(1)
+			ns.s.Log.Info().Str("client", p.String()).Str("file", ns.key.name).Msg("mtftp: native receiver silent, dropped")
+			continue
+		}
+		if r.reports > 0 {
+			losses = append(losses, int(r.lossPerM))
+		}
+	}
+	if len(losses) == 0 || ns.idle {
+		return nil
+	}
+	slices.Sort(losses)
+	median := losses[len(losses)/2]
+	if ns.seq < ns.dataUntil || len(ns.needOrder) > 0 { // only a running stream says anything about the rate
+		switch {
+		case median > lossCongested:
+			ns.rate *= 0.75
+		case median < lossClean:
+			ns.rate *= 1.15
+		default:
+			ns.rate *= 1.03
+		}
+		top := ns.maxBps
+		if top <= 0 {
+			top = nativeMaxAutoRate
+		}
+		ns.rate = min(top, max(nativeMinRate, ns.rate))
+	}
+	var slow []*nativeRecv
+	for p, r := range ns.receivers {
+		if r.reports == 0 {
+			continue
+		}
+		r.reports = 0
+		if r.lossPerM > lossSlow {
+			r.slow++
+		} else {
+			r.slow = 0
+		}
+		if r.slow >= slowReports && median <= lossCongested && len(ns.receivers) > 1 && ns.key.tier+1 < maxTiers {
+			delete(ns.receivers, p)
+			slow = append(slow, r)
+		}
+	}
+	return slow
+}
+
+// move hands a receiver that cannot keep up to the next tier's session of
+// the same file, paced at what it managed to take.
+func (ns *nativeSession) move(ctx context.Context, r *nativeRecv) {
+	s := ns.s
+	key := ns.key
+	key.tier++
+	rate := max(nativeMinRate, float64(r.goodKBps)*1024*0.9)
+	s.mu.Lock()
+	to := s.natives[key]
+	if to == nil && !s.closing {
+		f, err := s.Files.Get(key.name)
+		if err == nil && f.Size() == key.size && f.ModTime().UnixNano() == key.mtime {
+			var reason string
+			if to, reason = s.newNative(ctx, key, f, ns.local, rate); to == nil {
+				f.Release()
+				s.Log.Warn().Str("reason", reason).Msg("mtftp: no slower tier")
+			}
+		} else if err == nil {
+			f.Release()
+		}
+	}
+	if to != nil {
+		to.join(r.peer, time.Now())
+	}
+	s.mu.Unlock()
+	ns.mu.Lock()
+	ns.moved++
+	ns.mu.Unlock()
+	if to == nil {
+		// No tier to move to: it stays here rather than being dropped.
+		ns.mu.Lock()
+		ns.receivers[r.peer] = r
+		r.slow = 0
+		ns.mu.Unlock()
+		return
+	}
+	s.Counters.NativeMoves.Add(1)
+	s.Log.Info().Str("client", r.peer.String()).Str("file", key.name).Int("tier", key.tier).
+		Float64("rate_MBps", rate/1e6).Uint16("loss_permille", r.lossPerM).Msg("mtftp: slow receiver moved to a slower stream")
+	to.reply(r.peer, flagMove)
+}
+
+// empty reports, and makes final, that no receiver is left: a session
+// with none ends, and a later request starts a new one.
+func (ns *nativeSession) empty() bool {
+	s := ns.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	if len(ns.receivers) > 0 {
+		return false
+	}
+	ns.close()
+	return true
+}
+
+// close takes the session out of the server's table. Called with s.mu and
+// ns.mu held.
+func (ns *nativeSession) close() {
+	if ns.closed {
+		return
+	}
+	ns.closed = true
+	if ns.s.natives[ns.key] == ns {
+		delete(ns.s.natives, ns.key)
+	}
+	delete(ns.s.groups, ns.group.Addr())
+}
+
+// finish ends the session: receivers still in it are told, the socket is
+// closed and one log line says what happened.
+func (ns *nativeSession) finish(outcome string) {
+	s := ns.s
+	s.mu.Lock()
+	ns.mu.Lock()
+	left := len(ns.receivers)
+	ns.close()
+	p := ns.describe(0)
+	ns.mu.Unlock()
+	s.mu.Unlock()
+	if left > 0 {
+		b := appendSession(nil, &p)
+		ns.send(b)
+		ns.send(b)
+	}
+	ns.c.Close()
+	ns.file.Release()
+	s.Counters.Active.Add(-1)
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	d := time.Since(ns.start)
+	s.Log.Info().Str("dialect", "native").Str("file", ns.key.name).Str("group", ns.group.String()).Int("tier", ns.key.tier).
+		Int64("size", ns.g.size).Int("receivers", ns.everJoined).Int("completed", ns.completed).Int("failed", ns.failed).
+		Int("dropped", ns.dropped).Int("moved", ns.moved).Int("left", left).Int64("passes", ns.passes).
+		Int64("data_shards", ns.dataShards).Int64("repair_shards", ns.repairShards).Int64("naks", ns.naks).
+		Int64("wire_bytes", ns.wire).Float64("wire_ratio", float64(ns.wire)/float64(max(1, ns.g.size))).
+		Float64("rate_MBps", ns.rate/1e6).Dur("duration", d).Str("outcome", outcome).Msg("mtftp: native session")
+}
+
+// readLoop takes the receivers' packets until the socket closes.
+func (ns *nativeSession) readLoop() {
+	s := ns.s
+	buf := make([]byte, 2048)
+	var st statusPkt
+	for {
+		n, from, err := ns.c.ReadFrom(buf)
+		if err != nil {
+			if isTimeout(err) {
+				continue
+			}
+			return
+		}
+		b := buf[:n]
+		switch nativeOp(b) {
+		case opNativeStatus:
+			if err := parseStatus(b, &st); err != nil || st.ID != ns.id {
+				s.Counters.BadPacket.Add(1)
+				continue
+			}
+			if !ns.status(from, &st) {
+				s.Counters.UnknownPeer.Add(1)
+			}
+		case opNativeDone:
+			id, ok, err := parseDone(b)
+			if err != nil || id != ns.id {
+				s.Counters.BadPacket.Add(1)
+				continue
+			}
+			ns.done(from, ok)
+		default:
+			s.Counters.BadPacket.Add(1)
+		}
+	}
+}
+
+// status records a receiver's report and queues its NAKs: a stripe's
+// repair count is the largest any receiver still misses, so one repair
+// round serves them all.
+func (ns *nativeSession) status(from netip.AddrPort, st *statusPkt) bool {
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	r := ns.receivers[from]
+	if r == nil {
+		return false
+	}
+	r.last = time.Now()
+	r.lossPerM, r.goodKBps, r.complete = st.LossPerM, st.GoodKBps, st.Complete
+	r.reports++
+	queued := false
+	for _, k := range st.Naks {
+		s := int64(k.Stripe)
+		if s >= ns.g.stripes || k.Missing == 0 {
+			continue
+		}
+		want := min(int(k.Missing), ns.g.k)
+		ns.naks++
+		have, ok := ns.need[s]
+		if !ok {
+			ns.needOrder = append(ns.needOrder, s)
+		}
+		if want > have {
+			ns.need[s] = want
+			queued = true
+		}
+	}
+	if len(st.Naks) > 0 {
+		ns.s.Counters.NativeNaks.Add(uint64(len(st.Naks)))
+	}
+	if queued {
+		ns.idle = false
+		ns.poke()
+	}
+	return true
+}
+
+func (ns *nativeSession) done(from netip.AddrPort, ok bool) {
+	ns.mu.Lock()
+	if _, in := ns.receivers[from]; !in {
+		ns.mu.Unlock()
+		return // a repeated DONE
+	}
+	delete(ns.receivers, from)
+	if ok {
+		ns.completed++
+		ns.s.Counters.NativeCompleted.Add(1)
+	} else {
+		ns.failed++
+		ns.s.Counters.Aborted.Add(1)
+	}
+	ns.mu.Unlock()
+	ns.poke()
+}
+
+// digest computes the file's SHA-256 for the receivers' final check,
+// once per file version (sessions of other tiers reuse it).
+func (ns *nativeSession) digest() {
+	var sum [32]byte
+	ok := func() (ok bool) {
+		debug.SetPanicOnFault(true)
+		defer func() {
+			if r := recover(); r != nil {
+				if !ns.file.Truncated() {
+					panic(r)
+				}
+				ok = false
+			}
+		}()
+		sum = sha256.Sum256(ns.data)
+		return true
+	}()
+	if !ok {
+		return
+	}
+	ns.s.storeSHA(ns.key, sum)
+	ns.mu.Lock()
+	ns.sha, ns.shaOK = sum, true
+	ns.mu.Unlock()
+}
+
+func (s *Server) cachedSHA(k nativeKey) ([32]byte, bool) {
+	k.tier, k.shard = 0, 0
+	s.shaMu.Lock()
+	defer s.shaMu.Unlock()
+	sum, ok := s.shas[k]
+	return sum, ok
+}
+
+func (s *Server) storeSHA(k nativeKey, sum [32]byte) {
+	k.tier, k.shard = 0, 0
+	s.shaMu.Lock()
+	defer s.shaMu.Unlock()
+	if s.shas == nil || len(s.shas) > 1024 {
+		s.shas = map[nativeKey][32]byte{} // a bounded cache: forget everything rather than grow
+	}
+	s.shas[k] = sum
+}
+
+func (s *Server) startDelay() time.Duration {
+	if s.NativeStartDelay > 0 {
+		return s.NativeStartDelay
+	}
+	if s.NativeStartDelay < 0 {
+		return 0
+	}
+	return DefaultNativeStartDelay
+}
+
+// nativeUDP adapts a udpio.Conn to nativeConn.
+type nativeUDP struct{ *udpio.Conn }
+
+func (c nativeUDP) ReadFrom(b []byte) (int, netip.AddrPort, error) {
+	n, from, _, err := c.Conn.ReadFrom(b)
+	return n, from, err
+}
+
+func (c nativeUDP) WriteTo(b []byte, dst netip.AddrPort) error {
+	return c.Conn.WriteTo(b, dst, netip.Addr{})
+}
+
+// dialNativeUDP opens a native session socket: an ephemeral port on local,
+// set up for multicast and batched sends.
+func (s *Server) dialNativeUDP(local netip.Addr) (nativeConn, error) {
+	var ip net.IP
+	if local.IsValid() && !local.IsUnspecified() {
+		ip = local.AsSlice()
+	}
+	uc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: ip})
+	if err != nil {
+		return nil, err
+	}
+	if err := s.setMulticastOpts(uc, local); err != nil {
+		uc.Close()
+		return nil, err
+	}
+	c, err := udpio.New(uc, udpio.Options{SndBuf: 4 << 20, RcvBuf: 1 << 20})
+	if err != nil {
+		uc.Close()
+		return nil, err
+	}
+	return nativeUDP{c}, nil
+}

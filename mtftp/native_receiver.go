@@ -1,0 +1,687 @@
+package mtftp
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/klauspost/reedsolomon"
+	"github.com/rs/zerolog"
+	"golang.org/x/net/ipv4"
+	"golang.org/x/sys/unix"
+
+	"github.com/mtftpd/mtftpd/internal/udpio"
+	"github.com/mtftpd/mtftpd/tftp"
+)
+
+// ErrNativeUnsupported: the server answered the native request as plain
+// TFTP (it does not speak the dialect, or multicast is off there). The
+// caller falls back to a unicast download.
+var ErrNativeUnsupported = errors.New("mtftp: server does not offer native multicast")
+
+// Receiver downloads a file from a native-dialect session (docs/
+// native-multicast.md): it joins the stream's group, writes shards into
+// the output file at their offsets as they arrive, asks for what it lost,
+// rebuilds stripes from repairs, and checks the file's SHA-256 at the end.
+type Receiver struct {
+	// BlockSize is the TFTP blksize asked for (the shard is 8 bytes
+	// less); 0 = DefaultMaxBlockSize.
+	BlockSize int
+	// Interface is where the group is joined; "" = the interface of the
+	// address the server is reached from.
+	Interface string
+	// Timeout is the silence from the server tolerated before giving up;
+	// 0 = 10 s. Requests are retried every second until then.
+	Timeout time.Duration
+	// Log receives the receiver's events (moves, errors).
+	Log zerolog.Logger
+
+	// Progress: bytes of the file held so far (read it at any time) and
+	// the file size once known (-1 before).
+	Held atomic.Int64
+	Size atomic.Int64
+
+	// listenData opens the socket the stream is read from; tests replace it.
+	listenData func(group netip.AddrPort, ifi *net.Interface) (dataConn, error)
+}
+
+// dataConn is the group socket: batched reads in production.
+type dataConn interface {
+	ReadBatch(bufs [][]byte, out []udpio.Packet) (int, error)
+	SetReadDeadline(t time.Time) error
+	Close() error
+}
+
+// NativeResult describes a finished download.
+type NativeResult struct {
+	Size      int64
+	SHA256    string
+	Duration  time.Duration
+	Shards    int64 // data and repair shards taken
+	Duplicate int64 // shards that arrived again
+	Rebuilt   int64 // data shards rebuilt from parity
+	Lost      int64 // carousel shards seen missing
+	Naks      int64 // stripes asked for
+	Moves     int   // times moved to a slower stream
+	ShardSize int
+}
+
+// Get downloads remote from server (HOST[:PORT], port 69 by default) into
+// out, which it truncates to the file's size; out must be a regular file.
+// On error out's content is undefined (callers write to a temp file).
+func (r *Receiver) Get(ctx context.Context, server, remote string, out *os.File) (NativeResult, error) {
+	r.Size.Store(-1)
+	r.Held.Store(0)
+	start := time.Now()
+	srv, err := resolveServerAddr(server)
+	if err != nil {
+		return NativeResult{}, err
+	}
+	timeout := r.Timeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	ctl, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(srv))
+	if err != nil {
+		return NativeResult{}, err
+	}
+	local := ctl.LocalAddr().(*net.UDPAddr).AddrPort()
+	ctl.Close()
+	uc, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(local.Addr(), 0)))
+	if err != nil {
+		return NativeResult{}, err
+	}
+	defer uc.Close()
+	sess, from, err := r.request(ctx, uc, srv, remote, timeout)
+	if err != nil {
+		return NativeResult{}, err
+	}
+	ifi, err := r.iface(local.Addr())
+	if err != nil {
+		return NativeResult{}, err
+	}
+	rc := &recvState{r: r, ctl: uc, srv: from, ifi: ifi, res: NativeResult{ShardSize: int(sess.ShardSize)}}
+	if err := rc.setup(sess, out); err != nil {
+		return rc.res, err
+	}
+	defer rc.unmap()
+	err = rc.run(ctx, timeout)
+	rc.res.Duration = time.Since(start)
+	rc.res.Size = rc.g.size
+	return rc.res, err
+}
+
+func resolveServerAddr(s string) (netip.AddrPort, error) {
+	if _, _, err := net.SplitHostPort(s); err != nil {
+		s = net.JoinHostPort(s, "69")
+	}
+	ua, err := net.ResolveUDPAddr("udp4", s)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	return netip.AddrPortFrom(ua.AddrPort().Addr().Unmap(), ua.AddrPort().Port()), nil
+}
+
+func (r *Receiver) iface(local netip.Addr) (*net.Interface, error) {
+	if r.Interface != "" {
+		return net.InterfaceByName(r.Interface)
+	}
+	if ifi := interfaceOf(local); ifi != nil {
+		return ifi, nil
+	}
+	return nil, fmt.Errorf("mtftp: no interface holds %v to join the group on (use an interface)", local)
+}
+
+// request sends the RRQ (once a second, bounded by timeout) until a
+// SESSION packet arrives from the server's address.
+func (r *Receiver) request(ctx context.Context, uc *net.UDPConn, srv netip.AddrPort, remote string, timeout time.Duration) (sessionPkt, netip.AddrPort, error) {
+	blk := r.BlockSize
+	if blk == 0 {
+		blk = DefaultMaxBlockSize
+	}
+	req := tftp.Request{Op: tftp.OpRRQ, Filename: remote, Mode: "octet", Options: []tftp.Option{
+		{Name: tftp.OptBlockSize, Value: strconv.Itoa(blk)}, {Name: OptMulticast}, {Name: OptNative, Value: NativeVersion},
+	}}
+	rrq := req.Marshal(nil)
+	deadline := time.Now().Add(timeout)
+	buf := make([]byte, 2048)
+	for try := 0; time.Now().Before(deadline); try++ {
+		if ctx.Err() != nil {
+			return sessionPkt{}, netip.AddrPort{}, ctx.Err()
+		}
+		if _, err := uc.WriteToUDPAddrPort(rrq, srv); err != nil {
+			return sessionPkt{}, netip.AddrPort{}, err
+		}
+		wait := time.Now().Add(time.Second)
+		if deadline.Before(wait) {
+			wait = deadline
+		}
+		uc.SetReadDeadline(wait)
+		for {
+			n, from, err := uc.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				break // retry the request
+			}
+			from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+			if from.Addr() != srv.Addr() {
+				continue
+			}
+			b := buf[:n]
+			switch op := nativeOp(b); {
+			case op == opNativeSession:
+				p, err := parseSession(b)
+				if err != nil {
+					return p, from, err
+				}
+				return p, from, nil
+			case op == opNativeError:
+				return sessionPkt{}, from, fmt.Errorf("mtftp: server refused: %s", b[2:])
+			case op == uint16(tftp.OpERROR):
+				if code, msg, err := tftp.ParseError(b); err == nil {
+					return sessionPkt{}, from, &tftp.RemoteError{Code: code, Message: msg}
+				}
+				return sessionPkt{}, from, errors.New("mtftp: malformed ERROR from server")
+			case op == uint16(tftp.OpOACK) || op == uint16(tftp.OpDATA):
+				// A plain TFTP transfer began: end it, the caller goes unicast.
+				uc.WriteToUDPAddrPort(tftp.AppendError(nil, tftp.ErrCodeOptionRefuse, "native multicast only"), from)
+				return sessionPkt{}, from, ErrNativeUnsupported
+			}
+		}
+	}
+	return sessionPkt{}, netip.AddrPort{}, fmt.Errorf("mtftp: no answer from %v in %v", srv, timeout)
+}
+
+// recvState is one download's state, owned by the Get goroutine.
+type recvState struct {
+	r     *Receiver
+	ctl   *net.UDPConn
+	srv   netip.AddrPort // the session socket's address
+	ifi   *net.Interface
+	sess  sessionPkt
+	g     geometry
+	enc   reedsolomon.Encoder
+	data  []byte // the output file, mapped
+	dc    dataConn
+	res   NativeResult
+	ctlIn chan ctlPkt
+
+	// per stripe: which shards are held (bit i = shard i, data then
+	// parity), how many (zeros past the file's end count as held), data
+	// shards held, the status round of its last NAK, and parity bytes
+	have     [][4]uint64
+	count    []uint16
+	dataHave []uint16
+	nakRound []uint32
+	parity   map[int64][][]byte
+	complete int64
+
+	firstSeq, curSeq uint64
+	seen             bool
+	lastPos          uint64
+	lastShard        int
+	idle, closed     bool
+	shaOK            bool
+	sha              [32]byte
+	round            uint32
+	nakFrom          int64
+
+	// since the last status
+	gotShards, lostShards, gotBytes int64
+	lastStatus                      time.Time
+}
+
+func (rc *recvState) setup(p sessionPkt, out *os.File) error {
+	g, err := newGeometry(int64(p.Size), int(p.ShardSize), int(p.K), int(p.M))
+	if err != nil {
+		return err
+	}
+	enc, err := codec(g.k, g.m)
+	if err != nil {
+		return err
+	}
+	if err := out.Truncate(g.size); err != nil {
+		return err
+	}
+	if g.size > 0 {
+		rc.data, err = unix.Mmap(int(out.Fd()), 0, int(g.size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+		if err != nil {
+			return fmt.Errorf("mtftp: map the output file: %w", err)
+		}
+	}
+	rc.g, rc.enc, rc.sess = g, enc, p
+	rc.have = make([][4]uint64, g.stripes)
+	rc.count = make([]uint16, g.stripes)
+	rc.dataHave = make([]uint16, g.stripes)
+	rc.nakRound = make([]uint32, g.stripes)
+	rc.parity = map[int64][][]byte{}
+	for s := range g.stripes {
+		rc.count[s] = uint16(g.k - g.dataIn(s))
+		if g.dataIn(s) == 0 {
+			rc.complete++
+		}
+	}
+	rc.r.Size.Store(g.size)
+	rc.noteSHA(p)
+	return rc.join(p)
+}
+
+func (rc *recvState) unmap() {
+	if rc.data != nil {
+		unix.Munmap(rc.data)
+		rc.data = nil
+	}
+	if rc.dc != nil {
+		rc.dc.Close()
+	}
+}
+
+func (rc *recvState) noteSHA(p sessionPkt) {
+	if p.Flags&flagSHA != 0 {
+		rc.sha, rc.shaOK = p.SHA256, true
+	}
+}
+
+// join opens the group socket for session p (replacing any earlier one).
+func (rc *recvState) join(p sessionPkt) error {
+	if rc.dc != nil {
+		rc.dc.Close()
+		rc.dc = nil
+	}
+	listen := rc.r.listenData
+	if listen == nil {
+		listen = listenGroup
+	}
+	dc, err := listen(p.Group, rc.ifi)
+	if err != nil {
+		return err
+	}
+	rc.dc, rc.sess = dc, p
+	rc.seen, rc.idle = false, p.Flags&flagIdle != 0
+	return nil
+}
+
+// listenGroup binds the group's port on the group address (so only that
+// group's datagrams arrive; SO_REUSEADDR lets many receivers on one host
+// share it) and joins the group on ifi.
+func listenGroup(group netip.AddrPort, ifi *net.Interface) (dataConn, error) {
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1) })
+		return errors.Join(err, serr)
+	}}
+	pc, err := lc.ListenPacket(context.Background(), "udp4", group.String())
+	if err != nil {
+		return nil, err
+	}
+	uc := pc.(*net.UDPConn)
+	p := ipv4.NewPacketConn(uc)
+	if err := p.JoinGroup(ifi, &net.UDPAddr{IP: group.Addr().AsSlice()}); err != nil {
+		uc.Close()
+		return nil, fmt.Errorf("mtftp: join %v on %s: %w", group.Addr(), ifi.Name, err)
+	}
+	c, err := udpio.New(uc, udpio.Options{RcvBuf: 16 << 20})
+	if err != nil {
+		uc.Close()
+		return nil, err
+	}
+	c.EnableGRO()
+	return c, nil
+}
+
+// run reads the stream until every stripe is complete and the digest
+// matches, sending status reports (with NAKs) every NAK interval.
+func (rc *recvState) run(ctx context.Context, timeout time.Duration) error {
+	rc.ctlIn = make(chan ctlPkt, 16)
+	go rc.readCtl()
+	const batch = 64
+	bufs := make([][]byte, batch)
+	for i := range bufs {
+		bufs[i] = make([]byte, 65536) // GRO hands over up to 64 KiB of segments
+	}
+	pkts := make([]udpio.Packet, 256)
+	lastHeard := time.Now()
+	rc.lastStatus = time.Now()
+	status := make([]byte, 0, 8192)
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if rc.closed {
+			return errors.New("mtftp: the server ended the session")
+		}
+		if rc.complete == rc.g.stripes && rc.shaOK {
+			return rc.finish()
+		}
+		now := time.Now()
+		if now.Sub(lastHeard) > timeout {
+			return fmt.Errorf("mtftp: nothing from the server for %v (%d of %d stripes held)", timeout, rc.complete, rc.g.stripes)
+		}
+		ivl := time.Duration(max(20, min(1000, int(rc.sess.NakInterval)))) * time.Millisecond
+		next := rc.lastStatus.Add(ivl)
+		if !now.Before(next) {
+			status = rc.sendStatus(status, now)
+			next = now.Add(ivl/2 + rand.N(ivl)) // jitter spreads many receivers
+		}
+		rc.dc.SetReadDeadline(next)
+		n, err := rc.dc.ReadBatch(bufs, pkts)
+		if err != nil && !isTimeout(err) {
+			return err
+		}
+		if n > 0 {
+			lastHeard = time.Now()
+		}
+		for _, p := range pkts[:n] {
+			if p.Src.Addr() != rc.srv.Addr() {
+				continue // only the server's datagrams count on a shared group
+			}
+			rc.packet(p.Data)
+		}
+		for drained := false; !drained; {
+			select {
+			case c, ok := <-rc.ctlIn:
+				if !ok {
+					return errors.New("mtftp: control socket closed")
+				}
+				lastHeard = time.Now()
+				if err := rc.control(c); err != nil {
+					return err
+				}
+			default:
+				drained = true
+			}
+		}
+	}
+}
+
+// readCtl forwards the session socket's unicast packets (moves, errors).
+func (rc *recvState) readCtl() {
+	buf := make([]byte, 2048)
+	rc.ctl.SetReadDeadline(time.Time{})
+	for {
+		n, from, err := rc.ctl.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			close(rc.ctlIn)
+			return
+		}
+		if from.Addr().Unmap() != rc.srv.Addr() {
+			continue
+		}
+		select {
+		case rc.ctlIn <- ctlPkt{netip.AddrPortFrom(from.Addr().Unmap(), from.Port()), append([]byte(nil), buf[:n]...)}:
+		default:
+		}
+	}
+}
+
+type ctlPkt struct {
+	from netip.AddrPort
+	b    []byte
+}
+
+func (rc *recvState) control(c ctlPkt) error {
+	b := c.b
+	switch nativeOp(b) {
+	case opNativeError:
+		return fmt.Errorf("mtftp: server: %s", b[2:])
+	case opNativeSession:
+		p, err := parseSession(b)
+		if err != nil {
+			return err
+		}
+		if p.Flags&flagMove == 0 || p.ID == rc.sess.ID {
+			rc.noteSHA(p)
+			return nil
+		}
+		if p.Size != uint64(rc.g.size) || int(p.ShardSize) != rc.g.shard || int(p.K) != rc.g.k || int(p.M) != rc.g.m {
+			return errors.New("mtftp: moved to a session with another geometry")
+		}
+		rc.r.Log.Info().Str("group", p.Group.String()).Uint32("rate_KBps", p.RateKBps).Msg("mtftp: moved to a slower stream")
+		rc.res.Moves++
+		rc.noteSHA(p)
+		// The new session's socket sent the order; report there from now on.
+		rc.srv = c.from
+		return rc.join(p)
+	}
+	return nil
+}
+
+// packet handles one datagram from the group.
+func (rc *recvState) packet(b []byte) {
+	if nativeOp(b) == opNativeSession {
+		p, err := parseSession(b)
+		if err != nil || p.ID != rc.sess.ID {
+			return
+		}
+		rc.noteSHA(p)
+		rc.idle = p.Flags&flagIdle != 0
+		rc.closed = p.Flags&flagClosed != 0
+		if !rc.seen {
+			rc.firstSeq, rc.curSeq, rc.seen = p.Seq, p.Seq, true
+		}
+		rc.curSeq = max(rc.curSeq, p.Seq)
+		rc.sess.NakInterval = p.NakInterval
+		return
+	}
+	h, payload, ok := parseDataHdr(b)
+	if !ok || h.ID != rc.sess.ID {
+		return
+	}
+	g := rc.g
+	var st int64
+	if h.Op == opNativeData {
+		pos := uint64(h.Pos)
+		st = int64(pos % uint64(g.stripes))
+		rc.track(pos, int(h.Shard))
+	} else {
+		st = int64(h.Pos)
+		if st >= g.stripes {
+			return
+		}
+	}
+	rc.store(st, int(h.Shard), payload)
+}
+
+// track measures carousel loss from the positions seen (the carousel is
+// sent in order) and notes how far the stream has come.
+func (rc *recvState) track(pos uint64, shard int) {
+	g := rc.g
+	if !rc.seen {
+		rc.firstSeq, rc.curSeq, rc.seen = pos, pos, true
+		rc.lastPos, rc.lastShard = pos, shard
+		return
+	}
+	if pos > rc.lastPos || (pos == rc.lastPos && shard > rc.lastShard) {
+		var lost int64
+		if pos == rc.lastPos {
+			lost = int64(shard - rc.lastShard - 1)
+		} else {
+			lost = int64(g.dataIn(int64(rc.lastPos%uint64(g.stripes))) - rc.lastShard - 1)
+			lost += int64(min(pos-rc.lastPos-1, 1<<20)) * int64(g.k)
+			lost += int64(shard)
+		}
+		rc.lostShards += max(0, lost)
+		rc.lastPos, rc.lastShard = pos, shard
+	}
+	rc.curSeq = max(rc.curSeq, pos)
+}
+
+// store keeps shard i of stripe st and completes the stripe when it can.
+func (rc *recvState) store(st int64, i int, payload []byte) {
+	g := rc.g
+	if i >= g.k+g.m || rc.have[st][i/64]&(1<<(i%64)) != 0 {
+		rc.res.Duplicate++
+		return
+	}
+	if rc.dataHave[st] == uint16(g.dataIn(st)) {
+		rc.res.Duplicate++ // the stripe is complete
+		return
+	}
+	if i < g.k {
+		if i >= g.dataIn(st) {
+			return
+		}
+		off, n := g.span(st, i)
+		if len(payload) != n {
+			return
+		}
+		copy(rc.data[off:], payload)
+		rc.dataHave[st]++
+		rc.r.Held.Add(int64(n))
+	} else {
+		if len(payload) != g.shard {
+			return
+		}
+		ps := rc.parity[st]
+		if ps == nil {
+			ps = make([][]byte, g.m)
+			rc.parity[st] = ps
+		}
+		ps[i-g.k] = append([]byte(nil), payload...)
+	}
+	rc.have[st][i/64] |= 1 << (i % 64)
+	rc.count[st]++
+	rc.res.Shards++
+	rc.gotShards++
+	rc.gotBytes += int64(len(payload))
+	switch {
+	case rc.dataHave[st] == uint16(g.dataIn(st)):
+		rc.completeStripe(st)
+	case int(rc.count[st]) >= g.k:
+		rc.rebuild(st)
+	}
+}
+
+func (rc *recvState) completeStripe(st int64) {
+	delete(rc.parity, st)
+	rc.complete++
+}
+
+// rebuild recovers the stripe's missing data shards from the K it holds,
+// writing them straight into the mapped file where they are whole.
+func (rc *recvState) rebuild(st int64) {
+	g := rc.g
+	shards := make([][]byte, g.k+g.m)
+	pad := make([]byte, 0, 2*g.shard)
+	short := -1
+	for i := range g.k {
+		off, n := g.span(st, i)
+		held := rc.have[st][i/64]&(1<<(i%64)) != 0
+		switch {
+		case i >= g.dataIn(st): // past the file's end: zeros
+			pad = pad[:len(pad)+g.shard]
+			shards[i] = pad[len(pad)-g.shard:]
+		case n < g.shard: // the final short block
+			short = i
+			if held {
+				b := make([]byte, g.shard)
+				copy(b, rc.data[off:off+int64(n)])
+				shards[i] = b
+			}
+		case held:
+			shards[i] = rc.data[off : off+int64(n)]
+		default:
+			shards[i] = rc.data[off : off : off+int64(n)] // rebuilt in place
+		}
+	}
+	copy(shards[g.k:], rc.parity[st])
+	if err := rc.enc.ReconstructData(shards); err != nil {
+		rc.r.Log.Warn().Err(err).Int64("stripe", st).Msg("mtftp: rebuild failed")
+		return
+	}
+	for i := range g.dataIn(st) {
+		if rc.have[st][i/64]&(1<<(i%64)) != 0 {
+			continue
+		}
+		off, n := g.span(st, i)
+		if i == short {
+			copy(rc.data[off:off+int64(n)], shards[i][:n])
+		} else if &shards[i][0] != &rc.data[off] {
+			copy(rc.data[off:off+int64(n)], shards[i])
+		}
+		rc.have[st][i/64] |= 1 << (i % 64)
+		rc.res.Rebuilt++
+		rc.r.Held.Add(int64(n))
+	}
+	rc.dataHave[st] = uint16(g.dataIn(st))
+	rc.completeStripe(st)
+}
+
+// sendStatus reports loss and rate and NAKs the incomplete stripes the
+// stream has passed since this receiver joined (or all of them once the
+// carousel is idle); the rest come round on the next pass anyway.
+func (rc *recvState) sendStatus(b []byte, now time.Time) []byte {
+	g := rc.g
+	rc.round++
+	dt := now.Sub(rc.lastStatus).Seconds()
+	st := statusPkt{ID: rc.sess.ID, Complete: uint32(rc.complete), FirstSeq: uint32(rc.firstSeq), Received: uint32(rc.gotShards)}
+	if total := rc.gotShards + rc.lostShards; total > 0 {
+		st.LossPerM = uint16(rc.lostShards * 1000 / total)
+	}
+	if dt > 0 {
+		st.GoodKBps = uint32(min(float64(rc.gotBytes)/1024/dt, 1<<32-1))
+	}
+	rc.res.Lost += rc.lostShards
+	rc.gotShards, rc.lostShards, rc.gotBytes = 0, 0, 0
+	rc.lastStatus = now
+	naks := st.nakBuffer[:0]
+	if rc.seen || rc.idle {
+		full := rc.idle || rc.curSeq-rc.firstSeq > uint64(g.stripes)
+		for j := range g.stripes {
+			s := (rc.nakFrom + j) % g.stripes
+			if rc.dataHave[s] == uint16(g.dataIn(s)) {
+				continue
+			}
+			if !full {
+				// its position in the carousel after firstSeq
+				p := rc.firstSeq + uint64((s-int64(rc.firstSeq%uint64(g.stripes))+g.stripes)%g.stripes)
+				if p <= rc.firstSeq || p >= rc.curSeq {
+					continue
+				}
+			}
+			if rc.nakRound[s] != 0 && rc.round-rc.nakRound[s] < 3 {
+				continue // asked recently: give the repair time to arrive
+			}
+			rc.nakRound[s] = rc.round
+			naks = append(naks, nak{uint32(s), uint16(g.k - int(rc.count[s]))})
+			if len(naks) == maxStatusNaks {
+				rc.nakFrom = (s + 1) % g.stripes
+				break
+			}
+		}
+	}
+	st.Naks = naks
+	rc.res.Naks += int64(len(naks))
+	b = appendStatus(b[:0], &st)
+	rc.ctl.WriteToUDPAddrPort(b, rc.srv)
+	return b
+}
+
+// finish checks the digest and tells the server.
+func (rc *recvState) finish() error {
+	sum := sha256.Sum256(rc.data)
+	ok := sum == rc.sha
+	done := appendDone(nil, rc.sess.ID, ok)
+	for range 2 {
+		rc.ctl.WriteToUDPAddrPort(done, rc.srv)
+	}
+	rc.res.SHA256 = hex.EncodeToString(sum[:])
+	if rc.data != nil {
+		if err := unix.Msync(rc.data, unix.MS_SYNC); err != nil {
+			return fmt.Errorf("mtftp: flush the output file: %w", err)
+		}
+	}
+	if !ok {
+		return fmt.Errorf("mtftp: SHA-256 mismatch: got %x, server says %x", sum, rc.sha)
+	}
+	return nil
+}

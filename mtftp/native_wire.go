@@ -1,0 +1,244 @@
+package mtftp
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+)
+
+// The native dialect's packets (docs/native-multicast.md). A receiver asks
+// for a file with an ordinary RRQ carrying the options `multicast` and
+// OptNative; a server that speaks the dialect answers from a session socket
+// with a SESSION packet, anything else (OACK, DATA, ERROR) means it does
+// not and the receiver falls back to unicast. Opcodes start at 0x4d00 so
+// no TFTP opcode (1..6) is ever mistaken for one.
+const (
+	// OptNative is the RRQ option that asks for the native dialect; its
+	// value is the protocol version.
+	OptNative = "x-mtftpd"
+	// NativeVersion is the dialect version this code speaks.
+	NativeVersion = "1"
+
+	opNativeSession uint16 = 0x4d53 // "MS" server → group or receiver: session parameters and state
+	opNativeData    uint16 = 0x4d44 // "MD" server → group: data shard of the carousel
+	opNativeRepair  uint16 = 0x4d52 // "MR" server → group: repair shard (parity, or data again)
+	opNativeStatus  uint16 = 0x4d4e // "MN" receiver → server: loss, rate and NAKs
+	opNativeDone    uint16 = 0x4d46 // "MF" receiver → server: finished (verified or failed)
+	opNativeError   uint16 = 0x4d45 // "ME" server → receiver: refused or aborted
+)
+
+// Header sizes. A data or repair datagram is dataHdrLen bytes of header and
+// one shard; the session's shard size is the negotiated TFTP blksize − 8,
+// so its datagrams are exactly as long as TFTP's for the same blksize.
+const (
+	dataHdrLen      = 12
+	nativeBlkAdjust = dataHdrLen - 4
+	sessionFixedLen = 2 + 4 + 1 + 4 + 2 + 8 + 2 + 2 + 2 + 8 + 2 + 4 + 4 + 32
+	statusFixedLen  = 2 + 4 + 2 + 4 + 4 + 4 + 4 + 2
+	// maxStatusNaks caps one status packet's NAK list so it fits a
+	// 1500-byte MTU with room to spare.
+	maxStatusNaks = 1200
+)
+
+// Session flags.
+const (
+	flagIdle   = 1 << iota // the carousel has stopped: only repairs are sent now
+	flagMove               // unicast to one receiver: leave your session for this one
+	flagSHA                // SHA256 holds the file's digest
+	flagClosed             // the session ended (shutdown or error); receivers give up
+)
+
+// sessionPkt describes a session: where its stream goes, the file's
+// geometry and the stream's state.
+type sessionPkt struct {
+	ID          uint32
+	Flags       uint8
+	Group       netip.AddrPort
+	Size        uint64
+	ShardSize   uint16
+	K, M        uint16 // data and parity shards per stripe
+	Seq         uint64 // next carousel position (stripe count since the session began)
+	NakInterval uint16 // ms between a receiver's status packets
+	Receivers   uint32
+	RateKBps    uint32
+	SHA256      [32]byte
+	Name        string
+}
+
+func appendSession(b []byte, p *sessionPkt) []byte {
+	b = binary.BigEndian.AppendUint16(b, opNativeSession)
+	b = binary.BigEndian.AppendUint32(b, p.ID)
+	b = append(b, p.Flags)
+	g := p.Group.Addr().As4()
+	b = append(b, g[:]...)
+	b = binary.BigEndian.AppendUint16(b, p.Group.Port())
+	b = binary.BigEndian.AppendUint64(b, p.Size)
+	b = binary.BigEndian.AppendUint16(b, p.ShardSize)
+	b = binary.BigEndian.AppendUint16(b, p.K)
+	b = binary.BigEndian.AppendUint16(b, p.M)
+	b = binary.BigEndian.AppendUint64(b, p.Seq)
+	b = binary.BigEndian.AppendUint16(b, p.NakInterval)
+	b = binary.BigEndian.AppendUint32(b, p.Receivers)
+	b = binary.BigEndian.AppendUint32(b, p.RateKBps)
+	b = append(b, p.SHA256[:]...)
+	return append(b, p.Name...)
+}
+
+var errShort = errors.New("mtftp: short native packet")
+
+func parseSession(b []byte) (sessionPkt, error) {
+	var p sessionPkt
+	if len(b) < sessionFixedLen || binary.BigEndian.Uint16(b) != opNativeSession {
+		return p, errShort
+	}
+	p.ID = binary.BigEndian.Uint32(b[2:])
+	p.Flags = b[6]
+	p.Group = netip.AddrPortFrom(netip.AddrFrom4([4]byte(b[7:11])), binary.BigEndian.Uint16(b[11:]))
+	p.Size = binary.BigEndian.Uint64(b[13:])
+	p.ShardSize = binary.BigEndian.Uint16(b[21:])
+	p.K = binary.BigEndian.Uint16(b[23:])
+	p.M = binary.BigEndian.Uint16(b[25:])
+	p.Seq = binary.BigEndian.Uint64(b[27:])
+	p.NakInterval = binary.BigEndian.Uint16(b[35:])
+	p.Receivers = binary.BigEndian.Uint32(b[37:])
+	p.RateKBps = binary.BigEndian.Uint32(b[41:])
+	copy(p.SHA256[:], b[45:77])
+	p.Name = string(b[77:])
+	if err := p.check(); err != nil {
+		return p, err
+	}
+	return p, nil
+}
+
+// check rejects geometry a receiver cannot work with.
+func (p *sessionPkt) check() error {
+	switch {
+	case p.ShardSize < 8:
+		return fmt.Errorf("mtftp: session shard size %d", p.ShardSize)
+	case p.K < 1 || p.M < 1 || int(p.K)+int(p.M) > 256:
+		return fmt.Errorf("mtftp: session stripe %d+%d", p.K, p.M)
+	case !allowedScope.Contains(p.Group.Addr()) || p.Group.Port() == 0:
+		return fmt.Errorf("mtftp: session group %v outside %v", p.Group, allowedScope)
+	case p.Size > 1<<50:
+		return fmt.Errorf("mtftp: session size %d", p.Size)
+	}
+	return nil
+}
+
+// dataHdr heads a data or repair shard. For DATA, Pos is the carousel
+// position (stripe = Pos mod stripes); for REPAIR, Pos is the stripe.
+// Shard < K is a data block of the stripe, K.. a parity shard.
+type dataHdr struct {
+	Op    uint16
+	ID    uint32
+	Pos   uint32
+	Shard uint16
+}
+
+func putDataHdr(b []byte, h dataHdr) {
+	binary.BigEndian.PutUint16(b, h.Op)
+	binary.BigEndian.PutUint32(b[2:], h.ID)
+	binary.BigEndian.PutUint32(b[6:], h.Pos)
+	binary.BigEndian.PutUint16(b[10:], h.Shard)
+}
+
+func parseDataHdr(b []byte) (dataHdr, []byte, bool) {
+	if len(b) < dataHdrLen {
+		return dataHdr{}, nil, false
+	}
+	h := dataHdr{binary.BigEndian.Uint16(b), binary.BigEndian.Uint32(b[2:]), binary.BigEndian.Uint32(b[6:]), binary.BigEndian.Uint16(b[10:])}
+	if h.Op != opNativeData && h.Op != opNativeRepair {
+		return dataHdr{}, nil, false
+	}
+	return h, b[dataHdrLen:], true
+}
+
+// nak asks for Missing more shards of Stripe.
+type nak struct {
+	Stripe  uint32
+	Missing uint16
+}
+
+// statusPkt is a receiver's periodic report: how much of the stream it
+// lost and how fast it takes data (the server's rate control and
+// slow-receiver split read these), how far it is, and its NAKs.
+type statusPkt struct {
+	ID        uint32
+	LossPerM  uint16 // carousel shards lost per mille since the last report
+	GoodKBps  uint32 // data taken since the last report
+	Complete  uint32 // stripes complete
+	FirstSeq  uint32 // the first carousel position it saw (its join)
+	Received  uint32 // shards received since the last report
+	Naks      []nak
+	nakBuffer [maxStatusNaks]nak
+}
+
+func appendStatus(b []byte, p *statusPkt) []byte {
+	b = binary.BigEndian.AppendUint16(b, opNativeStatus)
+	b = binary.BigEndian.AppendUint32(b, p.ID)
+	b = binary.BigEndian.AppendUint16(b, p.LossPerM)
+	b = binary.BigEndian.AppendUint32(b, p.GoodKBps)
+	b = binary.BigEndian.AppendUint32(b, p.Complete)
+	b = binary.BigEndian.AppendUint32(b, p.FirstSeq)
+	b = binary.BigEndian.AppendUint32(b, p.Received)
+	n := min(len(p.Naks), maxStatusNaks)
+	b = binary.BigEndian.AppendUint16(b, uint16(n))
+	for _, k := range p.Naks[:n] {
+		b = binary.BigEndian.AppendUint32(b, k.Stripe)
+		b = binary.BigEndian.AppendUint16(b, k.Missing)
+	}
+	return b
+}
+
+// parseStatus fills p from b; p.Naks aliases p's own buffer, so parsing
+// allocates nothing.
+func parseStatus(b []byte, p *statusPkt) error {
+	if len(b) < statusFixedLen || binary.BigEndian.Uint16(b) != opNativeStatus {
+		return errShort
+	}
+	p.ID = binary.BigEndian.Uint32(b[2:])
+	p.LossPerM = binary.BigEndian.Uint16(b[6:])
+	p.GoodKBps = binary.BigEndian.Uint32(b[8:])
+	p.Complete = binary.BigEndian.Uint32(b[12:])
+	p.FirstSeq = binary.BigEndian.Uint32(b[16:])
+	p.Received = binary.BigEndian.Uint32(b[20:])
+	n := int(binary.BigEndian.Uint16(b[24:]))
+	rest := b[statusFixedLen:]
+	if n > maxStatusNaks || len(rest) != 6*n {
+		return fmt.Errorf("mtftp: status with %d NAKs in %d bytes", n, len(rest))
+	}
+	p.Naks = p.nakBuffer[:n]
+	for i := range n {
+		p.Naks[i] = nak{binary.BigEndian.Uint32(rest[6*i:]), binary.BigEndian.Uint16(rest[6*i+4:])}
+	}
+	return nil
+}
+
+func appendDone(b []byte, id uint32, ok bool) []byte {
+	b = binary.BigEndian.AppendUint16(b, opNativeDone)
+	b = binary.BigEndian.AppendUint32(b, id)
+	if ok {
+		return append(b, 1)
+	}
+	return append(b, 0)
+}
+
+func parseDone(b []byte) (id uint32, ok bool, err error) {
+	if len(b) != 7 || binary.BigEndian.Uint16(b) != opNativeDone {
+		return 0, false, errShort
+	}
+	return binary.BigEndian.Uint32(b[2:]), b[6] == 1, nil
+}
+
+func appendNativeError(b []byte, msg string) []byte {
+	b = binary.BigEndian.AppendUint16(b, opNativeError)
+	return append(b, msg...)
+}
+
+func nativeOp(b []byte) uint16 {
+	if len(b) < 2 {
+		return 0
+	}
+	return binary.BigEndian.Uint16(b)
+}

@@ -102,8 +102,8 @@ type nativeSession struct {
 
 	// for the log line and counters (under mu)
 	everJoined, completed, failed, dropped, moved int
-	dataShards, repairShards, naks, passes      int64
-	wire                                        int64
+	dataShards, repairShards, naks, passes        int64
+	wire                                          int64
 }
 
 // serveNative joins a request for the native dialect to its file's tier-0

@@ -21,12 +21,17 @@ func rfc2090Args(out string) []string {
 	return []string{"--option", "multicast", "--option", "blksize 1428", "-g", "-r", "image.bin", "-l", out, netlab.ServerAddr, "69"}
 }
 
-// sessionLogs returns the fields of every "multicast session" log line.
+// sessionLogs returns the fields of every RFC 2090 session's log line.
 func sessionLogs(t *testing.T, logs string) []map[string]any {
+	return logLines(t, logs, "multicast session")
+}
+
+// logLines returns the fields of every JSON log line with this message.
+func logLines(t *testing.T, logs, message string) []map[string]any {
 	t.Helper()
 	var out []map[string]any
 	for _, line := range strings.Split(logs, "\n") {
-		if !strings.Contains(line, `"message":"multicast session"`) {
+		if !strings.Contains(line, `"message":"`+message+`"`) {
 			continue
 		}
 		m := map[string]any{}

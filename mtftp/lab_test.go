@@ -48,13 +48,20 @@ func labServer(t *testing.T, clients int) (*netlab.Lab, []byte, string, *syncBuf
 // labServerOpts is labServer with the lab's options (snooping, ...).
 func labServerOpts(t *testing.T, o netlab.Options) (*netlab.Lab, []byte, string, *syncBuffer) {
 	t.Helper()
+	return labServerCfg(t, o, labFileSize, "")
+}
+
+// labServerCfg is labServerOpts with the file's size and more [mtftp]
+// settings (TOML lines).
+func labServerCfg(t *testing.T, o netlab.Options, size int, mtftpExtra string) (*netlab.Lab, []byte, string, *syncBuffer) {
+	t.Helper()
 	if _, err := exec.LookPath("atftp"); err != nil {
 		t.Skip("atftp not installed (make test installs it)")
 	}
 	lab := netlab.New(t, o)
 	bin := mtftpdBinary(t)
 	root := t.TempDir()
-	data := make([]byte, labFileSize)
+	data := make([]byte, size)
 	rand.Read(data)
 	if err := os.WriteFile(filepath.Join(root, "image.bin"), data, 0o644); err != nil {
 		t.Fatal(err)
@@ -65,10 +72,11 @@ listen = "0.0.0.0:69"
 root = %q
 [mtftp]
 pxe_listen = "192.0.2.1:1759"
+%s
 [log]
 format = "json"
 level = "info"
-`, root)), 0o644)
+`, root, mtftpExtra)), 0o644)
 	logs := &syncBuffer{}
 	cmd := lab.Command(context.Background(), "srv", bin, "serve", "--config", cfg)
 	cmd.Stdout, cmd.Stderr = logs, logs

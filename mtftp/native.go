@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"math/bits"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -32,6 +33,7 @@ const (
 	nativeReceiverTimeout   = 5 * time.Second        // a receiver silent this long is dropped
 	nativeMaxBatch          = 64                     // datagrams per send call (one GSO super-datagram)
 	nativeParityCache       = 32 << 20               // bytes of parity kept per session
+	nativeInterleave        = 64                     // stripes per interleave group
 
 	// Rate control: the median receiver's loss decides (so one slow
 	// receiver cannot hold the room back; it is moved instead).
@@ -40,9 +42,12 @@ const (
 	// A receiver is slow when its loss stays above lossSlow for
 	// slowReports reports in a row while the median is below
 	// lossCongested; it is then moved to the next tier.
-	lossSlow    = 300
-	slowReports = 4
-	maxTiers    = 4
+	lossSlow = 300
+	// minInformative: a report about fewer datagrams says nothing about
+	// loss (an idle stream, a receiver that just joined).
+	minInformative = 16
+	slowReports    = 4
+	maxTiers       = 4
 )
 
 // nativeConn is a session socket: the narrow conn plus batched sends.
@@ -69,6 +74,25 @@ type nativeRecv struct {
 	reports  int // status reports since the last rate decision (fresh when > 0)
 	slow     int // consecutive reports above lossSlow
 	complete uint32
+	received uint32 // datagrams in its last report
+}
+
+// repairReq is a stripe's pending repair: the most shards any receiver
+// misses. It waits until due (one NAK interval after the first NAK) so the
+// other receivers' NAKs for the stripe merge into it.
+type repairReq struct {
+	count   int
+	lacks   uint64 // union of the NAKs' missing data shards
+	due     time.Time
+	started bool
+}
+
+// repairMark remembers a stripe's last repair: a NAK that arrives before
+// those shards can have reached its sender asks for them again, and is
+// ignored unless it wants more.
+type repairMark struct {
+	at    time.Time
+	count int
 }
 
 type nativeSession struct {
@@ -91,11 +115,13 @@ type nativeSession struct {
 	receivers map[netip.AddrPort]*nativeRecv
 	closed    bool
 	shaOK     bool
-	seq       uint64 // next carousel stripe position
-	inStripe  int    // next data shard of stripe seq
-	dataUntil uint64 // carousel stops at this position (a full pass after the latest join)
-	need      map[int64]int
-	needOrder []int64
+	seq       uint64               // next carousel stripe position
+	pktSeq    uint32               // datagrams sent
+	gi        int                  // next datagram of the interleave group starting at seq
+	dataUntil uint64               // carousel stops at this position (a full pass after the latest join)
+	need      map[int64]*repairReq // stripes asked for, not yet repaired
+	needOrder []int64              // in the order asked (so in order of due time)
+	repaired  []repairMark         // per stripe: the last repair sent
 	cursor    map[int64]int
 	rate      float64 // bytes/s
 	idle      bool
@@ -103,6 +129,7 @@ type nativeSession struct {
 	// for the log line and counters (under mu)
 	everJoined, completed, failed, dropped, moved int
 	dataShards, repairShards, naks, passes        int64
+	rounds                                        int64 // repair rounds (one per stripe and NAK window)
 	wire                                          int64
 }
 
@@ -199,7 +226,8 @@ func (s *Server) newNative(ctx context.Context, key nativeKey, f *filestore.File
 		s: s, key: key, id: rand.Uint32(), file: f, data: f.Data(), g: g, c: c,
 		group: netip.AddrPortFrom(group, uint16(s.Port)), local: local, start: time.Now(),
 		maxBps: float64(s.NativeRate), wake: make(chan struct{}, 1),
-		receivers: map[netip.AddrPort]*nativeRecv{}, need: map[int64]int{}, cursor: map[int64]int{},
+		receivers: map[netip.AddrPort]*nativeRecv{}, need: map[int64]*repairReq{}, cursor: map[int64]int{},
+		repaired: make([]repairMark, g.stripes),
 	}
 	switch {
 	case rate > 0:
@@ -227,6 +255,10 @@ func (ns *nativeSession) join(peer netip.AddrPort, now time.Time) {
 	ns.mu.Lock()
 	ns.receivers[peer] = &nativeRecv{peer: peer, joined: now, last: now}
 	ns.everJoined++
+	// One pass from the group under way; what it missed of that group's
+	// start it asks for with NAKs like any loss (the parity that repairs
+	// it costs no more than the rows it missed, and serves every late
+	// joiner at once), rather than costing everyone another group.
 	ns.dataUntil = max(ns.dataUntil, ns.seq+uint64(ns.g.stripes))
 	ns.idle = false
 	ns.mu.Unlock()
@@ -246,7 +278,7 @@ func (ns *nativeSession) poke() {
 func (ns *nativeSession) describe(flags uint8) sessionPkt {
 	p := sessionPkt{
 		ID: ns.id, Flags: flags, Group: ns.group, Size: uint64(ns.g.size), ShardSize: uint16(ns.g.shard),
-		K: uint16(ns.g.k), M: uint16(ns.g.m), Seq: ns.seq, NakInterval: uint16(ns.nakInterval() / time.Millisecond),
+		K: uint16(ns.g.k), M: uint16(ns.g.m), Interleave: nativeInterleave, Seq: ns.seq, NakInterval: uint16(ns.nakInterval() / time.Millisecond),
 		Receivers: uint32(len(ns.receivers)), RateKBps: uint32(min(ns.rate/1024, 1<<32-1)), Name: ns.key.name,
 	}
 	if ns.shaOK {
@@ -354,8 +386,12 @@ func (ns *nativeSession) stream(ctx context.Context) string {
 		if tokens >= pkt {
 			n = min(nativeMaxBatch, int(tokens/pkt))
 		}
-		ds, err = ns.plan(ds[:0], n, hdrs, pc)
+		ds, err = ns.plan(ds[:0], n, hdrs, pc, now)
 		idle := ns.seq >= ns.dataUntil && len(ns.needOrder) == 0
+		var due time.Time
+		if len(ns.needOrder) > 0 {
+			due = ns.need[ns.needOrder[0]].due
+		}
 		changed := idle != ns.idle
 		ns.idle = idle
 		if now.After(nextBeat) || changed {
@@ -387,6 +423,9 @@ func (ns *nativeSession) stream(ctx context.Context) string {
 		// Nothing to send now: wait for tokens, a report, or the next
 		// heartbeat or control step.
 		wait := min(time.Until(nextBeat), time.Until(nextStep))
+		if !due.IsZero() {
+			wait = min(wait, time.Until(due))
+		}
 		if !idle && tokens < pkt {
 			wait = min(wait, max(time.Millisecond, time.Duration((pkt-tokens)/ns.currentRate()*float64(time.Second))))
 		}
@@ -426,55 +465,130 @@ func (ns *nativeSession) account(datagrams, bytes int) {
 
 // plan appends up to n datagrams: repairs first (receivers are waiting on
 // them), then the carousel. Called with ns.mu held.
-func (ns *nativeSession) plan(ds []udpio.Datagram, n int, hdrs []byte, pc *parityCache) ([]udpio.Datagram, error) {
-	g := ns.g
-	for len(ds) < n && len(ns.needOrder) > 0 {
-		st := ns.needOrder[0]
-		cur := ns.cursor[st]
-		ns.cursor[st] = cur + 1
-		if ns.need[st]--; ns.need[st] <= 0 {
-			delete(ns.need, st)
-			ns.needOrder = ns.needOrder[1:]
-		}
-		// Parity first (useful to everyone), then the data again once
-		// the stripe's parity is spent.
-		r := cur % (g.m + g.dataIn(st))
-		h := hdrs[len(ds)*dataHdrLen:][:dataHdrLen]
-		var payload []byte
-		if r < g.m {
-			p, err := pc.parity(ns.data, st, r)
+func (ns *nativeSession) plan(ds []udpio.Datagram, n int, hdrs []byte, pc *parityCache, now time.Time) ([]udpio.Datagram, error) {
+	ds, err := ns.planRepairs(ds, n, hdrs, pc, now)
+	if err != nil {
+		return ds, err
+	}
+	return ns.planCarousel(ds, n, hdrs), nil
+}
+
+// planRepairs takes one shard from each due repair in turn, so that a
+// burst lost on the way (a whole GSO super-datagram, a switch buffer
+// overflowing) costs each stripe one shard rather than one stripe all.
+func (ns *nativeSession) planRepairs(ds []udpio.Datagram, n int, hdrs []byte, pc *parityCache, now time.Time) ([]udpio.Datagram, error) {
+	due := 0
+	for due < len(ns.needOrder) && !ns.need[ns.needOrder[due]].due.After(now) {
+		due++
+	}
+	for progressed := true; progressed && len(ds) < n; {
+		progressed = false
+		for _, st := range ns.needOrder[:due] {
+			req := ns.need[st]
+			if len(ds) == n || req.count <= 0 {
+				continue
+			}
+			if !req.started {
+				// A repair round starts: NAKs that cannot have seen it
+				// yet and want no more than it brings are ignored.
+				req.started = true
+				ns.repaired[st] = repairMark{now, req.count}
+				ns.rounds++
+			}
+			req.count--
+			progressed = true
+			h := hdrs[len(ds)*dataHdrLen:][:dataHdrLen]
+			payload, shard, err := ns.repairShard(st, req, pc)
 			if err != nil {
 				return ds, err
 			}
-			putDataHdr(h, dataHdr{opNativeRepair, ns.id, uint32(st), uint16(g.k + r)})
-			payload = p
-		} else {
-			i := r - g.m
-			off, sz := g.span(st, i)
-			putDataHdr(h, dataHdr{opNativeRepair, ns.id, uint32(st), uint16(i)})
-			payload = ns.data[off : off+int64(sz)]
+			putDataHdr(h, dataHdr{opNativeRepair, ns.id, ns.nextSeq(), uint32(st), uint16(shard)})
+			ds = append(ds, udpio.Datagram{Hdr: h, Payload: payload})
+			ns.repairShards++
+			ns.s.Counters.Repairs.Add(1)
 		}
-		ds = append(ds, udpio.Datagram{Hdr: h, Payload: payload})
-		ns.repairShards++
-		ns.s.Counters.Repairs.Add(1)
 	}
+	// Drop the finished requests, keeping the order.
+	kept := ns.needOrder[:0]
+	for i, st := range ns.needOrder {
+		if i < due && ns.need[st].count <= 0 {
+			delete(ns.need, st)
+			continue
+		}
+		kept = append(kept, st)
+	}
+	ns.needOrder = kept
+	return ds, nil
+}
+
+// repairShard picks stripe st's next repair: parity first (useful to
+// everyone); once the stripe's parity is spent, the data shards the NAKs
+// name (or, without names, the stripe's data in turn).
+func (ns *nativeSession) repairShard(st int64, req *repairReq, pc *parityCache) ([]byte, int, error) {
+	g := ns.g
+	r := ns.cursor[st]
+	if r < g.m {
+		ns.cursor[st] = r + 1
+		p, err := pc.parity(ns.data, st, r)
+		return p, g.k + r, err
+	}
+	var i int
+	if req.lacks != 0 {
+		i = bits.TrailingZeros64(req.lacks)
+		req.lacks &^= 1 << i
+	} else {
+		ns.cursor[st] = r + 1
+		i = (r - g.m) % g.dataIn(st)
+	}
+	off, sz := g.span(st, i)
+	return ns.data[off : off+int64(sz)], i, nil
+}
+
+// planCarousel appends the carousel's next datagrams. Stripes go out in
+// interleaved groups: shard 0 of each of the group's stripes, then shard
+// 1 of each, and so on, so that a burst lost on the way costs each stripe
+// a shard or two, which one parity shard per stripe repairs for everyone.
+func (ns *nativeSession) planCarousel(ds []udpio.Datagram, n int, hdrs []byte) []udpio.Datagram {
+	g := ns.g
 	for len(ds) < n && ns.seq < ns.dataUntil {
-		st := int64(ns.seq % uint64(g.stripes))
-		if ns.inStripe >= g.dataIn(st) {
-			ns.inStripe = 0
-			if ns.seq++; ns.seq%uint64(g.stripes) == 0 {
+		gl := ns.groupLen(ns.seq)
+		if ns.gi >= g.k*gl {
+			ns.gi = 0
+			if ns.seq += uint64(gl); ns.seq%uint64(g.stripes) == 0 {
 				ns.passes++
 			}
 			continue
 		}
-		off, sz := g.span(st, ns.inStripe)
+		i, j := ns.gi/gl, ns.gi%gl
+		ns.gi++
+		pos := ns.seq + uint64(j)
+		st := int64(pos % uint64(g.stripes))
+		if i >= g.dataIn(st) {
+			continue // the last stripe's missing tail
+		}
+		off, sz := g.span(st, i)
 		h := hdrs[len(ds)*dataHdrLen:][:dataHdrLen]
-		putDataHdr(h, dataHdr{opNativeData, ns.id, uint32(ns.seq), uint16(ns.inStripe)})
+		putDataHdr(h, dataHdr{opNativeData, ns.id, ns.nextSeq(), uint32(pos), uint16(i)})
 		ds = append(ds, udpio.Datagram{Hdr: h, Payload: ns.data[off : off+int64(sz)]})
-		ns.inStripe++
 		ns.dataShards++
 	}
-	return ds, nil
+	return ds
+}
+
+// groupLen is the number of stripes in the interleave group starting at
+// carousel position seq (groups never cross the end of a pass).
+func (ns *nativeSession) groupLen(seq uint64) int {
+	return interleaveGroup(seq, ns.g.stripes)
+}
+
+func interleaveGroup(seq uint64, stripes int64) int {
+	return int(min(uint64(nativeInterleave), uint64(stripes)-seq%uint64(stripes)))
+}
+
+// nextSeq numbers the next datagram. Called with ns.mu held.
+func (ns *nativeSession) nextSeq() uint32 {
+	ns.pktSeq++
+	return ns.pktSeq
 }
 
 // control runs every control step: it drops silent receivers, sets the
@@ -492,7 +606,7 @@ func (ns *nativeSession) control(now time.Time) []*nativeRecv {
 			ns.s.Log.Info().Str("client", p.String()).Str("file", ns.key.name).Msg("mtftp: native receiver silent, dropped")
 			continue
 		}
-		if r.reports > 0 {
+		if r.reports > 0 && r.received >= minInformative {
 			losses = append(losses, int(r.lossPerM))
 		}
 	}
@@ -522,9 +636,11 @@ func (ns *nativeSession) control(now time.Time) []*nativeRecv {
 			continue
 		}
 		r.reports = 0
-		if r.lossPerM > lossSlow {
+		switch {
+		case r.received < minInformative:
+		case r.lossPerM > lossSlow:
 			r.slow++
-		} else {
+		default:
 			r.slow = 0
 		}
 		if r.slow >= slowReports && median <= lossCongested && len(ns.receivers) > 1 && ns.key.tier+1 < maxTiers {
@@ -630,7 +746,7 @@ func (ns *nativeSession) finish(outcome string) {
 	s.Log.Info().Str("dialect", "native").Str("file", ns.key.name).Str("group", ns.group.String()).Int("tier", ns.key.tier).
 		Int64("size", ns.g.size).Int("receivers", ns.everJoined).Int("completed", ns.completed).Int("failed", ns.failed).
 		Int("dropped", ns.dropped).Int("moved", ns.moved).Int("left", left).Int64("passes", ns.passes).
-		Int64("data_shards", ns.dataShards).Int64("repair_shards", ns.repairShards).Int64("naks", ns.naks).
+		Int64("data_shards", ns.dataShards).Int64("repair_shards", ns.repairShards).Int64("naks", ns.naks).Int64("repair_rounds", ns.rounds).
 		Int64("wire_bytes", ns.wire).Float64("wire_ratio", float64(ns.wire)/float64(max(1, ns.g.size))).
 		Float64("rate_MBps", ns.rate/1e6).Dur("duration", d).Str("outcome", outcome).Msg("mtftp: native session")
 }
@@ -682,9 +798,11 @@ func (ns *nativeSession) status(from netip.AddrPort, st *statusPkt) bool {
 		return false
 	}
 	r.last = time.Now()
-	r.lossPerM, r.goodKBps, r.complete = st.LossPerM, st.GoodKBps, st.Complete
+	r.lossPerM, r.goodKBps, r.complete, r.received = st.LossPerM, st.GoodKBps, st.Complete, st.Received
 	r.reports++
 	queued := false
+	now := r.last
+	ivl := ns.nakInterval()
 	for _, k := range st.Naks {
 		s := int64(k.Stripe)
 		if s >= ns.g.stripes || k.Missing == 0 {
@@ -692,14 +810,23 @@ func (ns *nativeSession) status(from netip.AddrPort, st *statusPkt) bool {
 		}
 		want := min(int(k.Missing), ns.g.k)
 		ns.naks++
-		have, ok := ns.need[s]
-		if !ok {
-			ns.needOrder = append(ns.needOrder, s)
+		if m := ns.repaired[s]; now.Sub(m.at) < 2*ivl && want <= m.count {
+			continue // asked before the last repair could arrive
 		}
-		if want > have {
-			ns.need[s] = want
+		req := ns.need[s]
+		if req != nil && req.started {
+			// Its round is going out now: the shards still to come count
+			// toward this NAK; ask for the rest after.
+			continue
+		}
+		if req == nil {
+			req = &repairReq{due: now.Add(ivl)}
+			ns.need[s] = req
+			ns.needOrder = append(ns.needOrder, s)
 			queued = true
 		}
+		req.count = max(req.count, want)
+		req.lacks |= k.Lacks & (1<<ns.g.dataIn(s) - 1)
 	}
 	if len(st.Naks) > 0 {
 		ns.s.Counters.NativeNaks.Add(uint64(len(st.Naks)))

@@ -19,9 +19,10 @@ const (
 	// fewer repairs in proportion (the worst receiver's loss in a stripe
 	// averages out) but cost more to encode and decode.
 	DefaultStripeData = 64
-	// DefaultStripeParity is M: distinct parity shards a stripe can have.
-	// Past that, repairs cycle through the data shards again.
-	DefaultStripeParity = 32
+	// DefaultStripeParity is M: distinct parity shards a stripe can have,
+	// enough for a receiver that lost the whole stripe. Past that, repairs
+	// send the data shards receivers name in their NAKs.
+	DefaultStripeParity = 64
 )
 
 // geometry is a file's layout in shards and stripes.

@@ -142,7 +142,7 @@ func (r *Receiver) iface(local netip.Addr) (*net.Interface, error) {
 	return nil, fmt.Errorf("mtftp: no interface holds %v to join the group on (use an interface)", local)
 }
 
-// request sends the RRQ (once a second, bounded by timeout) until a
+// request sends the RRQ (retried at growing intervals up to a second, bounded by timeout) until a
 // SESSION packet arrives from the server's address.
 func (r *Receiver) request(ctx context.Context, uc *net.UDPConn, srv netip.AddrPort, remote string, timeout time.Duration) (sessionPkt, netip.AddrPort, error) {
 	blk := r.BlockSize
@@ -155,14 +155,15 @@ func (r *Receiver) request(ctx context.Context, uc *net.UDPConn, srv netip.AddrP
 	rrq := req.Marshal(nil)
 	deadline := time.Now().Add(timeout)
 	buf := make([]byte, 2048)
-	for try := 0; time.Now().Before(deadline); try++ {
+	retry := 250 * time.Millisecond // a session gathers receivers for 300 ms: a lost request should not miss it
+	for ; time.Now().Before(deadline); retry = min(2*retry, time.Second) {
 		if ctx.Err() != nil {
 			return sessionPkt{}, netip.AddrPort{}, ctx.Err()
 		}
 		if _, err := uc.WriteToUDPAddrPort(rrq, srv); err != nil {
 			return sessionPkt{}, netip.AddrPort{}, err
 		}
-		wait := time.Now().Add(time.Second)
+		wait := time.Now().Add(retry)
 		if deadline.Before(wait) {
 			wait = deadline
 		}
@@ -227,8 +228,8 @@ type recvState struct {
 
 	firstSeq, curSeq uint64
 	seen             bool
-	lastPos          uint64
-	lastShard        int
+	lastPkt          uint32
+	pktSeen          bool
 	idle, closed     bool
 	shaOK            bool
 	sha              [32]byte
@@ -450,6 +451,7 @@ func (rc *recvState) control(c ctlPkt) error {
 		rc.noteSHA(p)
 		// The new session's socket sent the order; report there from now on.
 		rc.srv = c.from
+		rc.pktSeen = false
 		return rc.join(p)
 	}
 	return nil
@@ -466,7 +468,7 @@ func (rc *recvState) packet(b []byte) {
 		rc.idle = p.Flags&flagIdle != 0
 		rc.closed = p.Flags&flagClosed != 0
 		if !rc.seen {
-			rc.firstSeq, rc.curSeq, rc.seen = p.Seq, p.Seq, true
+			rc.firstSeq, rc.seen = p.Seq, true
 		}
 		rc.curSeq = max(rc.curSeq, p.Seq)
 		rc.sess.NakInterval = p.NakInterval
@@ -478,10 +480,11 @@ func (rc *recvState) packet(b []byte) {
 	}
 	g := rc.g
 	var st int64
+	rc.countLoss(h.Seq)
 	if h.Op == opNativeData {
 		pos := uint64(h.Pos)
 		st = int64(pos % uint64(g.stripes))
-		rc.track(pos, int(h.Shard))
+		rc.track(pos)
 	} else {
 		st = int64(h.Pos)
 		if st >= g.stripes {
@@ -491,28 +494,33 @@ func (rc *recvState) packet(b []byte) {
 	rc.store(st, int(h.Shard), payload)
 }
 
-// track measures carousel loss from the positions seen (the carousel is
-// sent in order) and notes how far the stream has come.
-func (rc *recvState) track(pos uint64, shard int) {
-	g := rc.g
+// countLoss measures loss from the gaps in the datagram numbers (sent in
+// order; a late one after its gap was counted is not subtracted).
+func (rc *recvState) countLoss(seq uint32) {
+	if rc.pktSeen && seq-rc.lastPkt-1 < 1<<20 {
+		rc.lostShards += int64(seq - rc.lastPkt - 1)
+	}
+	if !rc.pktSeen || int32(seq-rc.lastPkt) > 0 {
+		rc.lastPkt, rc.pktSeen = seq, true
+	}
+}
+
+// track notes how far the carousel has come since this receiver joined:
+// firstSeq is the start of the interleave group it joined in (what it
+// missed of that group it NAKs once the group has passed), curSeq the
+// start of the group under way (the groups before it have passed).
+func (rc *recvState) track(pos uint64) {
+	gs := groupStart(pos, rc.g.stripes)
 	if !rc.seen {
-		rc.firstSeq, rc.curSeq, rc.seen = pos, pos, true
-		rc.lastPos, rc.lastShard = pos, shard
-		return
+		rc.firstSeq, rc.seen = gs, true
 	}
-	if pos > rc.lastPos || (pos == rc.lastPos && shard > rc.lastShard) {
-		var lost int64
-		if pos == rc.lastPos {
-			lost = int64(shard - rc.lastShard - 1)
-		} else {
-			lost = int64(g.dataIn(int64(rc.lastPos%uint64(g.stripes))) - rc.lastShard - 1)
-			lost += int64(min(pos-rc.lastPos-1, 1<<20)) * int64(g.k)
-			lost += int64(shard)
-		}
-		rc.lostShards += max(0, lost)
-		rc.lastPos, rc.lastShard = pos, shard
-	}
-	rc.curSeq = max(rc.curSeq, pos)
+	rc.curSeq = max(rc.curSeq, gs)
+}
+
+// groupStart is the start of the interleave group holding position pos.
+func groupStart(pos uint64, stripes int64) uint64 {
+	pass := pos - pos%uint64(stripes)
+	return pass + (pos-pass)/nativeInterleave*nativeInterleave
 }
 
 // store keeps shard i of stripe st and completes the stripe when it can.
@@ -571,7 +579,7 @@ func (rc *recvState) completeStripe(st int64) {
 func (rc *recvState) rebuild(st int64) {
 	g := rc.g
 	shards := make([][]byte, g.k+g.m)
-	pad := make([]byte, 0, 2*g.shard)
+	pad := make([]byte, 0, (g.k-g.dataIn(st))*g.shard) // never grown: shards alias it
 	short := -1
 	for i := range g.k {
 		off, n := g.span(st, i)
@@ -633,36 +641,45 @@ func (rc *recvState) sendStatus(b []byte, now time.Time) []byte {
 	rc.res.Lost += rc.lostShards
 	rc.gotShards, rc.lostShards, rc.gotBytes = 0, 0, 0
 	rc.lastStatus = now
-	naks := st.nakBuffer[:0]
+	naks := make([]nak, 0, 4*maxStatusNaks) // up to four packets a round
 	if rc.seen || rc.idle {
-		full := rc.idle || rc.curSeq-rc.firstSeq > uint64(g.stripes)
+		full := rc.idle || rc.curSeq >= rc.firstSeq+uint64(g.stripes)
 		for j := range g.stripes {
 			s := (rc.nakFrom + j) % g.stripes
 			if rc.dataHave[s] == uint16(g.dataIn(s)) {
 				continue
 			}
 			if !full {
-				// its position in the carousel after firstSeq
+				// its first position in the carousel from firstSeq on
 				p := rc.firstSeq + uint64((s-int64(rc.firstSeq%uint64(g.stripes))+g.stripes)%g.stripes)
-				if p <= rc.firstSeq || p >= rc.curSeq {
-					continue
+				if p >= rc.curSeq {
+					continue // not passed whole since this receiver joined
 				}
 			}
 			if rc.nakRound[s] != 0 && rc.round-rc.nakRound[s] < 3 {
 				continue // asked recently: give the repair time to arrive
 			}
 			rc.nakRound[s] = rc.round
-			naks = append(naks, nak{uint32(s), uint16(g.k - int(rc.count[s]))})
-			if len(naks) == maxStatusNaks {
+			lacks := ^rc.have[s][0]
+			if d := g.dataIn(s); d < 64 {
+				lacks &= 1<<d - 1
+			}
+			naks = append(naks, nak{uint32(s), uint16(g.k - int(rc.count[s])), lacks})
+			if len(naks) == cap(naks) {
 				rc.nakFrom = (s + 1) % g.stripes
 				break
 			}
 		}
 	}
-	st.Naks = naks
 	rc.res.Naks += int64(len(naks))
-	b = appendStatus(b[:0], &st)
-	rc.ctl.WriteToUDPAddrPort(b, rc.srv)
+	rc.r.Log.Debug().Int64("complete", rc.complete).Int64("stripes", g.stripes).Bool("idle", rc.idle).Uint64("first", rc.firstSeq).
+		Uint64("cur", rc.curSeq).Int("naks", len(naks)).Uint16("loss_permille", st.LossPerM).Uint32("good_KBps", st.GoodKBps).Msg("mtftp: status")
+	for first := true; first || len(naks) > 0; first = false {
+		st.Naks = naks[:min(len(naks), maxStatusNaks)]
+		naks = naks[len(st.Naks):]
+		b = appendStatus(b[:0], &st)
+		rc.ctl.WriteToUDPAddrPort(b, rc.srv)
+	}
 	return b
 }
 

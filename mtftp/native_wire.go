@@ -32,13 +32,17 @@ const (
 // one shard; the session's shard size is the negotiated TFTP blksize − 8,
 // so its datagrams are exactly as long as TFTP's for the same blksize.
 const (
-	dataHdrLen      = 12
+	dataHdrLen      = 16
 	nativeBlkAdjust = dataHdrLen - 4
-	sessionFixedLen = 2 + 4 + 1 + 4 + 2 + 8 + 2 + 2 + 2 + 8 + 2 + 4 + 4 + 32
+	sessionFixedLen = 2 + 4 + 1 + 4 + 2 + 8 + 2 + 2 + 2 + 2 + 8 + 2 + 4 + 4 + 32
 	statusFixedLen  = 2 + 4 + 2 + 4 + 4 + 4 + 4 + 2
+	nakLen          = 4 + 2 + 8
 	// maxStatusNaks caps one status packet's NAK list so it fits a
 	// 1500-byte MTU with room to spare.
-	maxStatusNaks = 1200
+	maxStatusNaks = 96
+	// maxStripeData: a NAK's bitmap names the missing data shards of a
+	// stripe, so K is at most 64.
+	maxStripeData = 64
 )
 
 // Session flags.
@@ -58,7 +62,8 @@ type sessionPkt struct {
 	Size        uint64
 	ShardSize   uint16
 	K, M        uint16 // data and parity shards per stripe
-	Seq         uint64 // next carousel position (stripe count since the session began)
+	Interleave  uint16 // stripes per interleave group of the carousel
+	Seq         uint64 // start of the carousel's current interleave group (stripes since the session began)
 	NakInterval uint16 // ms between a receiver's status packets
 	Receivers   uint32
 	RateKBps    uint32
@@ -77,6 +82,7 @@ func appendSession(b []byte, p *sessionPkt) []byte {
 	b = binary.BigEndian.AppendUint16(b, p.ShardSize)
 	b = binary.BigEndian.AppendUint16(b, p.K)
 	b = binary.BigEndian.AppendUint16(b, p.M)
+	b = binary.BigEndian.AppendUint16(b, p.Interleave)
 	b = binary.BigEndian.AppendUint64(b, p.Seq)
 	b = binary.BigEndian.AppendUint16(b, p.NakInterval)
 	b = binary.BigEndian.AppendUint32(b, p.Receivers)
@@ -99,12 +105,13 @@ func parseSession(b []byte) (sessionPkt, error) {
 	p.ShardSize = binary.BigEndian.Uint16(b[21:])
 	p.K = binary.BigEndian.Uint16(b[23:])
 	p.M = binary.BigEndian.Uint16(b[25:])
-	p.Seq = binary.BigEndian.Uint64(b[27:])
-	p.NakInterval = binary.BigEndian.Uint16(b[35:])
-	p.Receivers = binary.BigEndian.Uint32(b[37:])
-	p.RateKBps = binary.BigEndian.Uint32(b[41:])
-	copy(p.SHA256[:], b[45:77])
-	p.Name = string(b[77:])
+	p.Interleave = binary.BigEndian.Uint16(b[27:])
+	p.Seq = binary.BigEndian.Uint64(b[29:])
+	p.NakInterval = binary.BigEndian.Uint16(b[37:])
+	p.Receivers = binary.BigEndian.Uint32(b[39:])
+	p.RateKBps = binary.BigEndian.Uint32(b[43:])
+	copy(p.SHA256[:], b[47:79])
+	p.Name = string(b[79:])
 	if err := p.check(); err != nil {
 		return p, err
 	}
@@ -116,7 +123,9 @@ func (p *sessionPkt) check() error {
 	switch {
 	case p.ShardSize < 8:
 		return fmt.Errorf("mtftp: session shard size %d", p.ShardSize)
-	case p.K < 1 || p.M < 1 || int(p.K)+int(p.M) > 256:
+	case p.Interleave < 1:
+		return fmt.Errorf("mtftp: session interleave %d", p.Interleave)
+	case p.K < 1 || p.K > maxStripeData || p.M < 1 || int(p.K)+int(p.M) > 256:
 		return fmt.Errorf("mtftp: session stripe %d+%d", p.K, p.M)
 	case !allowedScope.Contains(p.Group.Addr()) || p.Group.Port() == 0:
 		return fmt.Errorf("mtftp: session group %v outside %v", p.Group, allowedScope)
@@ -126,12 +135,14 @@ func (p *sessionPkt) check() error {
 	return nil
 }
 
-// dataHdr heads a data or repair shard. For DATA, Pos is the carousel
-// position (stripe = Pos mod stripes); for REPAIR, Pos is the stripe.
-// Shard < K is a data block of the stripe, K.. a parity shard.
+// dataHdr heads a data or repair shard. Seq counts the session's
+// datagrams (receivers measure loss from its gaps). For DATA, Pos is the
+// carousel position (stripe = Pos mod stripes); for REPAIR, Pos is the
+// stripe. Shard < K is a data block of the stripe, K.. a parity shard.
 type dataHdr struct {
 	Op    uint16
 	ID    uint32
+	Seq   uint32
 	Pos   uint32
 	Shard uint16
 }
@@ -139,25 +150,30 @@ type dataHdr struct {
 func putDataHdr(b []byte, h dataHdr) {
 	binary.BigEndian.PutUint16(b, h.Op)
 	binary.BigEndian.PutUint32(b[2:], h.ID)
-	binary.BigEndian.PutUint32(b[6:], h.Pos)
-	binary.BigEndian.PutUint16(b[10:], h.Shard)
+	binary.BigEndian.PutUint32(b[6:], h.Seq)
+	binary.BigEndian.PutUint32(b[10:], h.Pos)
+	binary.BigEndian.PutUint16(b[14:], h.Shard)
 }
 
 func parseDataHdr(b []byte) (dataHdr, []byte, bool) {
 	if len(b) < dataHdrLen {
 		return dataHdr{}, nil, false
 	}
-	h := dataHdr{binary.BigEndian.Uint16(b), binary.BigEndian.Uint32(b[2:]), binary.BigEndian.Uint32(b[6:]), binary.BigEndian.Uint16(b[10:])}
+	h := dataHdr{binary.BigEndian.Uint16(b), binary.BigEndian.Uint32(b[2:]), binary.BigEndian.Uint32(b[6:]),
+		binary.BigEndian.Uint32(b[10:]), binary.BigEndian.Uint16(b[14:])}
 	if h.Op != opNativeData && h.Op != opNativeRepair {
 		return dataHdr{}, nil, false
 	}
 	return h, b[dataHdrLen:], true
 }
 
-// nak asks for Missing more shards of Stripe.
+// nak asks for Missing more shards of Stripe (any K of a stripe's data
+// and parity shards rebuild it); Lacks has bit i set when data shard i is
+// missing, for when the stripe's parity is spent.
 type nak struct {
 	Stripe  uint32
 	Missing uint16
+	Lacks   uint64
 }
 
 // statusPkt is a receiver's periodic report: how much of the stream it
@@ -165,7 +181,7 @@ type nak struct {
 // slow-receiver split read these), how far it is, and its NAKs.
 type statusPkt struct {
 	ID        uint32
-	LossPerM  uint16 // carousel shards lost per mille since the last report
+	LossPerM  uint16 // datagrams lost per mille since the last report
 	GoodKBps  uint32 // data taken since the last report
 	Complete  uint32 // stripes complete
 	FirstSeq  uint32 // the first carousel position it saw (its join)
@@ -187,6 +203,7 @@ func appendStatus(b []byte, p *statusPkt) []byte {
 	for _, k := range p.Naks[:n] {
 		b = binary.BigEndian.AppendUint32(b, k.Stripe)
 		b = binary.BigEndian.AppendUint16(b, k.Missing)
+		b = binary.BigEndian.AppendUint64(b, k.Lacks)
 	}
 	return b
 }
@@ -205,12 +222,13 @@ func parseStatus(b []byte, p *statusPkt) error {
 	p.Received = binary.BigEndian.Uint32(b[20:])
 	n := int(binary.BigEndian.Uint16(b[24:]))
 	rest := b[statusFixedLen:]
-	if n > maxStatusNaks || len(rest) != 6*n {
+	if n > maxStatusNaks || len(rest) != nakLen*n {
 		return fmt.Errorf("mtftp: status with %d NAKs in %d bytes", n, len(rest))
 	}
 	p.Naks = p.nakBuffer[:n]
 	for i := range n {
-		p.Naks[i] = nak{binary.BigEndian.Uint32(rest[6*i:]), binary.BigEndian.Uint16(rest[6*i+4:])}
+		e := rest[nakLen*i:]
+		p.Naks[i] = nak{binary.BigEndian.Uint32(e), binary.BigEndian.Uint16(e[4:]), binary.BigEndian.Uint64(e[6:])}
 	}
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rs/zerolog"
 	"github.com/vbauerster/mpb/v8"
 	"github.com/vbauerster/mpb/v8/decor"
 
@@ -32,6 +33,7 @@ func runGet(args []string) error {
 	quiet := fs.Bool("q", false, "no progress bar and no summary")
 	multicast := fs.Bool("multicast", false, "join the file's native multicast stream (falls back to unicast if the server does not offer it)")
 	iface := fs.String("iface", "", "with --multicast: interface to join the group on (default: the one the server is reached by)")
+	verbose := fs.Bool("v", false, "with --multicast: log every status report (loss, rate, NAKs) to stderr")
 	if help, err := parseArgs(fs, "Usage: mtftpd get [flags] HOST[:PORT] REMOTE", args); help || err != nil {
 		return err
 	}
@@ -82,7 +84,11 @@ func runGet(args []string) error {
 		if *netascii {
 			return errors.New("--multicast transfers octets only")
 		}
-		err := getMulticast(ctx, server, remote, tmp, *blksize, *iface, *timeout, *quiet)
+		r := &mtftp.Receiver{BlockSize: *blksize, Interface: *iface, Timeout: 10 * *timeout}
+		if *verbose {
+			r.Log = zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr}).Level(zerolog.DebugLevel).With().Timestamp().Logger()
+		}
+		err := getMulticast(ctx, r, remote, server, tmp, *quiet)
 		if !errors.Is(err, mtftp.ErrNativeUnsupported) {
 			if err != nil {
 				return err
@@ -154,8 +160,7 @@ func commit(f *os.File, dest string, tmp **os.File) error {
 }
 
 // getMulticast downloads through the native multicast dialect.
-func getMulticast(ctx context.Context, server, remote string, out *os.File, blksize int, iface string, timeout time.Duration, quiet bool) error {
-	r := &mtftp.Receiver{BlockSize: blksize, Interface: iface, Timeout: 10 * timeout}
+func getMulticast(ctx context.Context, r *mtftp.Receiver, remote, server string, out *os.File, quiet bool) error {
 	var p *mpb.Progress
 	done := make(chan struct{})
 	if !quiet && isTerminal(os.Stderr) {

@@ -1,0 +1,242 @@
+package mtftp
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mtftpd/mtftpd/internal/netlab"
+)
+
+// nativeRun is one `mtftpd get --multicast` in a client namespace.
+type nativeRun struct {
+	client int
+	out    string
+	log    string
+	err    error
+	ended  time.Time
+}
+
+// getNative starts `mtftpd get --multicast` in each of clients after its
+// delay and waits for all; each run is bounded by `timeout 90`.
+func getNative(t *testing.T, lab *netlab.Lab, clients []int, delay func(i int) time.Duration) []*nativeRun {
+	t.Helper()
+	bin := mtftpdBinary(t)
+	dir := t.TempDir()
+	runs := make([]*nativeRun, len(clients))
+	var wg sync.WaitGroup
+	for j, c := range clients {
+		r := &nativeRun{client: c, out: filepath.Join(dir, fmt.Sprintf("c%d.bin", c))}
+		runs[j] = r
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			time.Sleep(delay(j))
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Second)
+			defer cancel()
+			r.log, r.err = lab.Run(ctx, netlab.Client(c), "timeout", "90", bin, "get", "--multicast", "--blksize", "1468",
+				"-o", r.out, netlab.ServerAddr, "image.bin")
+			r.ended = time.Now()
+		}()
+	}
+	wg.Wait()
+	return runs
+}
+
+func checkNative(t *testing.T, runs []*nativeRun, want []byte) {
+	t.Helper()
+	sum := sha256.Sum256(want)
+	for _, r := range runs {
+		got, err := os.ReadFile(r.out)
+		if err != nil || sha256.Sum256(got) != sum {
+			t.Errorf("c%d: %d bytes, missing or wrong (%v); get: %v\n%s", r.client, len(got), err, r.err, r.log)
+			continue
+		}
+		if !strings.Contains(r.log, "by multicast") {
+			t.Errorf("c%d did not download by multicast:\n%s", r.client, r.log)
+		}
+	}
+}
+
+// waitNativeSessions waits (bounded) until n native sessions have logged
+// their end line, and returns those lines.
+func waitNativeSessions(t *testing.T, logs *syncBuffer, n int) []map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ss := logLines(t, logs.String(), "mtftp: native session")
+		if len(ss) >= n || time.Now().After(deadline) {
+			return ss
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func clientRange(from, to int) []int {
+	var cs []int
+	for i := from; i <= to; i++ {
+		cs = append(cs, i)
+	}
+	return cs
+}
+
+// TestLabMulticastDialects: 10 atftp clients with RFC 2090, 10 with PXE
+// MTFTP and 50 `mtftpd get --multicast` ask for the same 4 MiB file at
+// about the same time (the native ones staggered over 0.5 s, inside the
+// session's start delay, then ten more joining late, mid-stream). Everyone
+// gets the file; each dialect sends it about once, so the server's bytes
+// on the wire are a few copies, not 70.
+func TestLabMulticastDialects(t *testing.T) {
+	const size = 4 << 20
+	lab, data, _, logs := labServerCfg(t, netlab.Options{Clients: 70}, size, "native_rate_mbps = 200\nnative_start_delay = \"600ms\"")
+	_, tx0, _, _, err := lab.Counters("srv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		runAll(t, lab, 10, data, rfc2090Args)
+	}()
+	go func() {
+		defer wg.Done()
+		runSome(t, lab, clientRange(11, 20), data, func(out string) []string {
+			return []string{"--mget", "--mtftp", "mcast-ip 239.255.1.1", "--mtftp", "client-port 3001",
+				"--mtftp", "listen-delay 2", "--mtftp", "timeout-delay 2", "-r", "image.bin", "-l", out, netlab.ServerAddr, "1759"}
+		})
+	}()
+	var runs []*nativeRun
+	go func() {
+		defer wg.Done()
+		runs = getNative(t, lab, clientRange(21, 70), func(i int) time.Duration {
+			if i < 40 {
+				return time.Duration(i) * 12 * time.Millisecond
+			}
+			return 900 * time.Millisecond // late: the carousel brings them the start
+		})
+	}()
+	wg.Wait()
+	checkNative(t, runs, data)
+	_, tx1, _, _, err := lab.Counters("srv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx := tx1 - tx0
+	ss := waitNativeSessions(t, logs, 1)
+	for _, s := range ss {
+		t.Logf("native session: receivers %d completed %d passes %d wire %.2f× rate %.0f MB/s", logNum(s, "receivers"), logNum(s, "completed"),
+			logNum(s, "passes"), s["wire_ratio"], s["rate_MBps"])
+	}
+	t.Logf("server eth0 TX %d bytes for 70 clients of a %d-byte file (%.2f×)", tx, size, float64(tx)/size)
+	// Three dialects, each about one copy (PXE MTFTP may take a second
+	// pass for a client that missed the start, the native carousel one
+	// more for the late joiners): far below unicast's 70×.
+	if tx > 8*size {
+		t.Errorf("server sent %.1f copies for 70 clients", float64(tx)/size)
+	}
+	if len(ss) != 1 || logNum(ss[0], "completed") != 50 {
+		t.Errorf("want one native session with 50 completed receivers, got %v", ss)
+	}
+}
+
+// runSome is runAll for a chosen set of clients.
+func runSome(t *testing.T, lab *netlab.Lab, clients []int, want []byte, args func(out string) []string) {
+	t.Helper()
+	outDir := t.TempDir()
+	var wg sync.WaitGroup
+	outs := make([]string, len(clients))
+	for j, c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 70*time.Second)
+			defer cancel()
+			o, err := lab.Run(ctx, netlab.Client(c), "timeout", append([]string{"60", "atftp"}, args(filepath.Join(outDir, fmt.Sprintf("c%d.bin", c)))...)...)
+			outs[j] = fmt.Sprintf("%s %v", o, err)
+		}()
+	}
+	wg.Wait()
+	for j, c := range clients {
+		got, err := os.ReadFile(filepath.Join(outDir, fmt.Sprintf("c%d.bin", c)))
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("c%d: %d bytes, wrong or missing (%v); atftp: %s", c, len(got), err, outs[j])
+		}
+	}
+}
+
+// TestLabNativeLoss: 20 receivers, each losing 5 % of its datagrams both
+// ways (independently): all complete and verify, and the repairs are
+// shared — Reed-Solomon shards serve everyone who lost something in a
+// stripe — so the stream costs far less than one repair per receiver per
+// loss (1 + 20 × 5 % = 2 copies); bridge snooping is on.
+func TestLabNativeLoss(t *testing.T) {
+	const size = 4 << 20
+	lab, data, _, logs := labServerCfg(t, netlab.Options{Clients: 20, Snooping: true}, size, "")
+	if err := lab.Impair("all", "loss", "5"); err != nil {
+		t.Fatal(err)
+	}
+	runs := getNative(t, lab, clientRange(1, 20), func(int) time.Duration { return 0 })
+	checkNative(t, runs, data)
+	ss := waitNativeSessions(t, logs, 1)
+	if len(ss) != 1 {
+		t.Fatalf("want one native session, got %d", len(ss))
+	}
+	ratio, _ := ss[0]["wire_ratio"].(float64)
+	t.Logf("5%% loss, 20 receivers: wire %.2f× the file, %d repair shards, %d NAKs", ratio, logNum(ss[0], "repair_shards"), logNum(ss[0], "naks"))
+	if logNum(ss[0], "repair_shards") == 0 {
+		t.Errorf("no repairs under 5%% loss: %v", ss[0])
+	}
+	if ratio >= 2 {
+		t.Errorf("wire %.2f× the file: repairs are not shared between receivers", ratio)
+	}
+}
+
+// TestLabNativeSlowAndKilled: one of four receivers is limited to 12 Mbit/s
+// (tbf) and another is killed mid-stream. The slow one is moved to a
+// slower stream and still completes; the others do not wait for it; the
+// killed one is dropped after its silence and the session ends.
+func TestLabNativeSlowAndKilled(t *testing.T) {
+	const size = 8 << 20
+	lab, data, _, logs := labServerCfg(t, netlab.Options{Clients: 4}, size, "native_rate_mbps = 64")
+	if err := lab.Impair("c1", "rate", "12"); err != nil {
+		t.Fatal(err)
+	}
+	bin := mtftpdBinary(t)
+	victim := lab.Command(context.Background(), netlab.Client(4), bin, "get", "-q", "--multicast", "-o", filepath.Join(t.TempDir(), "victim"), netlab.ServerAddr, "image.bin")
+	if err := victim.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.AfterFunc(600*time.Millisecond, func() { victim.Process.Kill() })
+	runs := getNative(t, lab, []int{1, 2, 3}, func(int) time.Duration { return 0 })
+	victim.Wait()
+	checkNative(t, runs, data)
+	slow, fast := runs[0], runs[1:]
+	if !strings.Contains(slow.log, "1 moves") {
+		t.Errorf("the rate-limited receiver was not moved to a slower stream:\n%s", slow.log)
+	}
+	for _, r := range fast {
+		if !r.ended.Before(slow.ended) {
+			t.Errorf("c%d (unlimited) finished after the 12 Mbit/s receiver: it was held back", r.client)
+		}
+		if strings.Contains(r.log, "1 moves") {
+			t.Errorf("c%d (unlimited) was moved:\n%s", r.client, r.log)
+		}
+	}
+	ss := waitNativeSessions(t, logs, 2)
+	dropped, moved := 0, 0
+	for _, s := range ss {
+		dropped += logNum(s, "dropped")
+		moved += logNum(s, "moved")
+	}
+	if len(ss) != 2 || moved != 1 || dropped != 1 {
+		t.Errorf("want a main and a slow session, one move and one dropped (killed) receiver; got %v", ss)
+	}
+}

@@ -173,13 +173,15 @@ func runSome(t *testing.T, lab *netlab.Lab, clients []int, want []byte, args fun
 }
 
 // TestLabNativeLoss: 20 receivers, each losing 5 % of its datagrams both
-// ways (independently): all complete and verify, and the repairs are
-// shared — Reed-Solomon shards serve everyone who lost something in a
-// stripe — so the stream costs far less than one repair per receiver per
-// loss (1 + 20 × 5 % = 2 copies); bridge snooping is on.
+// ways (independently): all complete and verify. Repairs are shared —
+// a Reed-Solomon shard serves everyone who lost something in its stripe —
+// so they stay well below one repair per receiver per loss, which would
+// be 20 × 5 % = a whole copy of the file; bridge snooping is on.
 func TestLabNativeLoss(t *testing.T) {
 	const size = 4 << 20
-	lab, data, _, logs := labServerCfg(t, netlab.Options{Clients: 20, Snooping: true}, size, "")
+	// The session gathers receivers for a second (20 processes start on a
+	// 2-core machine); one that joins later is served all the same.
+	lab, data, _, logs := labServerCfg(t, netlab.Options{Clients: 20, Snooping: true}, size, `native_start_delay = "1s"`)
 	if err := lab.Impair("all", "loss", "5"); err != nil {
 		t.Fatal(err)
 	}
@@ -189,13 +191,16 @@ func TestLabNativeLoss(t *testing.T) {
 	if len(ss) != 1 {
 		t.Fatalf("want one native session, got %d", len(ss))
 	}
-	ratio, _ := ss[0]["wire_ratio"].(float64)
-	t.Logf("5%% loss, 20 receivers: wire %.2f× the file, %d repair shards, %d NAKs", ratio, logNum(ss[0], "repair_shards"), logNum(ss[0], "naks"))
-	if logNum(ss[0], "repair_shards") == 0 {
-		t.Errorf("no repairs under 5%% loss: %v", ss[0])
+	s := ss[0]
+	blocks := (size + 1455) / 1456
+	repairs := logNum(s, "repair_shards")
+	t.Logf("5%% loss, 20 receivers: wire %.2f× the file, %d data shards (%d passes), %d repair shards (%.2f× the file's %d) in %d rounds, %d NAKs",
+		s["wire_ratio"], logNum(s, "data_shards"), logNum(s, "passes"), repairs, float64(repairs)/float64(blocks), blocks, logNum(s, "repair_rounds"), logNum(s, "naks"))
+	if repairs == 0 {
+		t.Errorf("no repairs under 5%% loss: %v", s)
 	}
-	if ratio >= 2 {
-		t.Errorf("wire %.2f× the file: repairs are not shared between receivers", ratio)
+	if repairs > blocks*6/10 {
+		t.Errorf("%d repair shards for a %d-shard file: repairs are not shared between receivers", repairs, blocks)
 	}
 }
 

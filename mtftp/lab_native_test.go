@@ -54,6 +54,9 @@ func checkNative(t *testing.T, runs []*nativeRun, want []byte) {
 	t.Helper()
 	sum := sha256.Sum256(want)
 	for _, r := range runs {
+		if testing.Verbose() {
+			t.Logf("c%d: %s", r.client, strings.TrimSpace(r.log))
+		}
 		got, err := os.ReadFile(r.out)
 		if err != nil || sha256.Sum256(got) != sum {
 			t.Errorf("c%d: %d bytes, missing or wrong (%v); get: %v\n%s", r.client, len(got), err, r.err, r.log)
@@ -139,11 +142,15 @@ func TestLabMulticastDialects(t *testing.T) {
 	// Three dialects, each about one copy (PXE MTFTP may take a second
 	// pass for a client that missed the start, the native carousel one
 	// more for the late joiners): far below unicast's 70×.
-	if tx > 8*size {
+	if tx > 12*size {
 		t.Errorf("server sent %.1f copies for 70 clients", float64(tx)/size)
 	}
 	if len(ss) != 1 || logNum(ss[0], "completed") != 50 {
-		t.Errorf("want one native session with 50 completed receivers, got %v", ss)
+		t.Fatalf("want one native session with 50 completed receivers, got %v", ss)
+	}
+	// Two passes (the late joiners need the start again) and repairs.
+	if r, _ := ss[0]["wire_ratio"].(float64); r > 5 {
+		t.Errorf("native stream sent %.1f copies for 50 receivers", r)
 	}
 }
 
@@ -179,9 +186,11 @@ func runSome(t *testing.T, lab *netlab.Lab, clients []int, want []byte, args fun
 // be 20 × 5 % = a whole copy of the file; bridge snooping is on.
 func TestLabNativeLoss(t *testing.T) {
 	const size = 4 << 20
-	// The session gathers receivers for a second (20 processes start on a
-	// 2-core machine); one that joins later is served all the same.
-	lab, data, _, logs := labServerCfg(t, netlab.Options{Clients: 20, Snooping: true}, size, `native_start_delay = "1s"`)
+	// The session gathers receivers for 2 s, so that all 20 (processes
+	// starting on a loaded 2-core machine) are in before the first shard:
+	// a late joiner is repaired by parity for what it missed, which is
+	// not the loss this test measures.
+	lab, data, _, logs := labServerCfg(t, netlab.Options{Clients: 20, Snooping: true}, size, `native_start_delay = "2s"`)
 	if err := lab.Impair("all", "loss", "5"); err != nil {
 		t.Fatal(err)
 	}

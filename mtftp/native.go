@@ -35,12 +35,14 @@ const (
 	nativeParityCache       = 32 << 20               // bytes of parity kept per session
 	nativeInterleave        = 64                     // stripes per interleave group
 
-	// Rate control: the median receiver's loss decides (so one slow
-	// receiver cannot hold the room back; it is moved instead).
+	// Rate control: the loss of the receiver at the 75th percentile
+	// decides — a quarter of the room losing more is congestion (and
+	// their repairs would cost everyone), while one slow receiver cannot
+	// hold the room back: it is moved instead.
 	lossCongested = 100 // ‰: above this the stream slows down
 	lossClean     = 20  // ‰: below this it speeds up quickly
 	// A receiver is slow when its loss stays above lossSlow for
-	// slowReports reports in a row while the median is below
+	// slowReports reports in a row while the p75 is below
 	// lossCongested; it is then moved to the next tier.
 	lossSlow = 300
 	// minInformative: a report about fewer datagrams says nothing about
@@ -87,9 +89,9 @@ type repairReq struct {
 	started bool
 }
 
-// repairMark remembers a stripe's last repair: a NAK that arrives before
-// those shards can have reached its sender asks for them again, and is
-// ignored unless it wants more.
+// repairMark remembers a stripe's last repair round (at: when its last
+// shard left): a NAK that arrives before those shards can have reached its
+// sender asks for them again, and is ignored unless it wants more.
 type repairMark struct {
 	at    time.Time
 	count int
@@ -342,10 +344,25 @@ func (ns *nativeSession) stream(ctx context.Context) string {
 	s := ns.s
 	lifetime := time.NewTimer(s.timing().lifetime)
 	defer lifetime.Stop()
-	select {
-	case <-time.After(s.startDelay()):
-	case <-ctx.Done():
-		return "shutdown"
+	// Gather receivers. Heartbeats go out meanwhile: a receiver that
+	// hears none has not got its group membership through (a lost IGMP
+	// report behind a snooping switch) and joins again in time.
+	start := time.NewTimer(s.startDelay())
+	defer start.Stop()
+	beats := time.NewTicker(nativeBeat)
+	defer beats.Stop()
+	for gathering := true; gathering; {
+		ns.mu.Lock()
+		p := ns.describe(0)
+		ns.mu.Unlock()
+		ns.send(appendSession(nil, &p))
+		select {
+		case <-start.C:
+			gathering = false
+		case <-beats.C:
+		case <-ctx.Done():
+			return "shutdown"
+		}
 	}
 	hdrs := make([]byte, nativeMaxBatch*dataHdrLen)
 	ds := make([]udpio.Datagram, 0, nativeMaxBatch)
@@ -508,11 +525,13 @@ func (ns *nativeSession) planRepairs(ds []udpio.Datagram, n int, hdrs []byte, pc
 			ns.s.Counters.Repairs.Add(1)
 		}
 	}
-	// Drop the finished requests, keeping the order.
+	// Drop the finished requests, keeping the order; a round is marked
+	// as sent when its last shard leaves.
 	kept := ns.needOrder[:0]
 	for i, st := range ns.needOrder {
 		if i < due && ns.need[st].count <= 0 {
 			delete(ns.need, st)
+			ns.repaired[st].at = now
 			continue
 		}
 		kept = append(kept, st)
@@ -592,7 +611,7 @@ func (ns *nativeSession) nextSeq() uint32 {
 }
 
 // control runs every control step: it drops silent receivers, sets the
-// rate from the median receiver's loss, and returns the receivers that
+// rate from the receivers' loss (75th percentile), and returns the receivers that
 // stay far behind a stream the others keep up with (to be moved).
 func (ns *nativeSession) control(now time.Time) []*nativeRecv {
 	ns.mu.Lock()
@@ -614,12 +633,12 @@ func (ns *nativeSession) control(now time.Time) []*nativeRecv {
 		return nil
 	}
 	slices.Sort(losses)
-	median := losses[len(losses)/2]
+	p75 := losses[len(losses)*3/4]                      // the 75th percentile: see lossCongested
 	if ns.seq < ns.dataUntil || len(ns.needOrder) > 0 { // only a running stream says anything about the rate
 		switch {
-		case median > lossCongested:
+		case p75 > lossCongested:
 			ns.rate *= 0.75
-		case median < lossClean:
+		case p75 < lossClean:
 			ns.rate *= 1.15
 		default:
 			ns.rate *= 1.03
@@ -643,7 +662,7 @@ func (ns *nativeSession) control(now time.Time) []*nativeRecv {
 		default:
 			r.slow = 0
 		}
-		if r.slow >= slowReports && median <= lossCongested && len(ns.receivers) > 1 && ns.key.tier+1 < maxTiers {
+		if r.slow >= slowReports && p75 <= lossCongested && len(ns.receivers) > 1 && ns.key.tier+1 < maxTiers {
 			delete(ns.receivers, p)
 			slow = append(slow, r)
 		}

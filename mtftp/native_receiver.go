@@ -24,6 +24,10 @@ import (
 	"github.com/mtftpd/mtftpd/tftp"
 )
 
+// rejoinAfter: silence on the group (three heartbeats missed) after which
+// a receiver joins it again.
+const rejoinAfter = 600 * time.Millisecond
+
 // ErrNativeUnsupported: the server answered the native request as plain
 // TFTP (it does not speak the dialect, or multicast is off there). The
 // caller falls back to a unicast download.
@@ -223,6 +227,7 @@ type recvState struct {
 	count    []uint16
 	dataHave []uint16
 	nakRound []uint32
+	gotRound []uint32 // status round in which a shard of the stripe last arrived
 	parity   map[int64][][]byte
 	complete int64
 
@@ -239,6 +244,8 @@ type recvState struct {
 	// since the last status
 	gotShards, lostShards, gotBytes int64
 	lastStatus                      time.Time
+	heard                           time.Time // last datagram from the group
+
 }
 
 func (rc *recvState) setup(p sessionPkt, out *os.File) error {
@@ -264,6 +271,7 @@ func (rc *recvState) setup(p sessionPkt, out *os.File) error {
 	rc.count = make([]uint16, g.stripes)
 	rc.dataHave = make([]uint16, g.stripes)
 	rc.nakRound = make([]uint32, g.stripes)
+	rc.gotRound = make([]uint32, g.stripes)
 	rc.parity = map[int64][][]byte{}
 	for s := range g.stripes {
 		rc.count[s] = uint16(g.k - g.dataIn(s))
@@ -306,7 +314,7 @@ func (rc *recvState) join(p sessionPkt) error {
 	if err != nil {
 		return err
 	}
-	rc.dc, rc.sess = dc, p
+	rc.dc, rc.sess, rc.heard = dc, p, time.Now()
 	rc.seen, rc.idle = false, p.Flags&flagIdle != 0
 	return nil
 }
@@ -385,7 +393,17 @@ func (rc *recvState) run(ctx context.Context, timeout time.Duration) error {
 			if p.Src.Addr() != rc.srv.Addr() {
 				continue // only the server's datagrams count on a shared group
 			}
+			rc.heard = time.Now()
 			rc.packet(p.Data)
+		}
+		if time.Since(rc.heard) > rejoinAfter {
+			// Heartbeats come every 200 ms: hearing none, the membership
+			// did not get through (a lost IGMP report behind a snooping
+			// switch). Joining again sends a fresh report.
+			rc.r.Log.Debug().Str("group", rc.sess.Group.String()).Msg("mtftp: nothing from the group, joining again")
+			if err := rc.join(rc.sess); err != nil {
+				return err
+			}
 		}
 		for drained := false; !drained; {
 			select {
@@ -526,6 +544,7 @@ func groupStart(pos uint64, stripes int64) uint64 {
 // store keeps shard i of stripe st and completes the stripe when it can.
 func (rc *recvState) store(st int64, i int, payload []byte) {
 	g := rc.g
+	rc.gotRound[st] = rc.round
 	if i >= g.k+g.m || rc.have[st][i/64]&(1<<(i%64)) != 0 {
 		rc.res.Duplicate++
 		return
@@ -656,8 +675,8 @@ func (rc *recvState) sendStatus(b []byte, now time.Time) []byte {
 					continue // not passed whole since this receiver joined
 				}
 			}
-			if rc.nakRound[s] != 0 && rc.round-rc.nakRound[s] < 3 {
-				continue // asked recently: give the repair time to arrive
+			if rc.nakRound[s] != 0 && (rc.round-rc.nakRound[s] < 3 || rc.round-rc.gotRound[s] < 2) {
+				continue // asked recently, or its repair is still arriving
 			}
 			rc.nakRound[s] = rc.round
 			lacks := ^rc.have[s][0]

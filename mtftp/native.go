@@ -633,7 +633,7 @@ func (ns *nativeSession) control(now time.Time) []*nativeRecv {
 		return nil
 	}
 	slices.Sort(losses)
-	p75 := losses[len(losses)*3/4]                      // the 75th percentile: see lossCongested
+	p75 := losses[(len(losses)-1)*3/4]                  // the 75th percentile (the middle one of three): see lossCongested
 	if ns.seq < ns.dataUntil || len(ns.needOrder) > 0 { // only a running stream says anything about the rate
 		switch {
 		case p75 > lossCongested:

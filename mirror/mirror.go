@@ -250,6 +250,12 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, dir *os.File) {
 	}
 	for _, e := range ents {
 		n := e.Name()
+		if strings.HasPrefix(n, ".") {
+			// Hidden, not forbidden: .treeinfo and .discinfo are fetched by
+			// name by installers, but editor and VCS droppings (.git,
+			// .swp) are nobody's business in a listing.
+			continue
+		}
 		if e.IsDir() {
 			n += "/"
 		}

@@ -155,3 +155,88 @@ func TestJail(t *testing.T) {
 		t.Fatalf("listing links a javascript: URL:\n%s", body)
 	}
 }
+
+// TestIfRange: a resumed download (If-Range with the validator it got
+// first) gets the rest; a changed file (stale validator) gets the whole
+// new file instead of a splice of two versions.
+func TestIfRange(t *testing.T) {
+	root := t.TempDir()
+	img := filepath.Join(root, "disk.img")
+	os.WriteFile(img, []byte("0123456789abcdefghij"), 0o644)
+	old := time.Now().Add(-time.Hour).Truncate(time.Second)
+	os.Chtimes(img, old, old)
+	base := startMirror(t, root)
+
+	_, h := curl(t, "-I", base+"/disk.img")
+	etag := header(h, "ETag")
+	lastMod := header(h, "Last-Modified")
+	if etag == "" || lastMod == "" {
+		t.Fatalf("no validators:\n%s", h)
+	}
+	for _, v := range []string{etag, lastMod} {
+		body, h := curl(t, "-r", "10-", "-H", "If-Range: "+v, base+"/disk.img")
+		if !strings.Contains(h, "206 Partial Content") || body != "abcdefghij" {
+			t.Errorf("If-Range %s (current): %q\n%s", v, body, h)
+		}
+	}
+	os.WriteFile(img, []byte("NEW CONTENT, longer than before"), 0o644)
+	for _, v := range []string{etag, lastMod} {
+		body, h := curl(t, "-r", "10-", "-H", "If-Range: "+v, base+"/disk.img")
+		if !strings.Contains(h, "200 OK") || body != "NEW CONTENT, longer than before" {
+			t.Errorf("If-Range %s (stale): want the whole new file, got %q\n%s", v, body, h)
+		}
+	}
+	// A validator that still matches but a range past the end: 416.
+	_, h = curl(t, "-I", base+"/disk.img")
+	if _, h2 := curl(t, "-r", "1000-", "-H", "If-Range: "+header(h, "ETag"), base+"/disk.img"); !strings.Contains(h2, "416") {
+		t.Errorf("range past the end: %s", h2)
+	}
+}
+
+// TestListing: names are escaped, dotfiles are not listed (but served),
+// and a listing never links out of the root.
+func TestListing(t *testing.T) {
+	root := t.TempDir()
+	if err := os.WriteFile(filepath.Join(root, `<script>alert("x")<\script>`), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(root, ".treeinfo"), []byte("[general]\n"), 0o644)
+	os.MkdirAll(filepath.Join(root, ".git"), 0o755)
+	os.MkdirAll(filepath.Join(root, "sub dir"), 0o755)
+	os.WriteFile(filepath.Join(root, "sub dir", "a&b.rpm"), []byte("rpm"), 0o644)
+	base := startMirror(t, root)
+
+	body, h := curl(t, base+"/")
+	if !strings.Contains(h, "text/html") {
+		t.Fatalf("listing content type:\n%s", h)
+	}
+	if strings.Contains(body, "<script>") || !strings.Contains(body, "&lt;script&gt;") {
+		t.Errorf("name not escaped:\n%s", body)
+	}
+	if strings.Contains(body, ".treeinfo") || strings.Contains(body, ".git") {
+		t.Errorf("dotfiles listed:\n%s", body)
+	}
+	if strings.Contains(body, `href="../"`) {
+		t.Errorf("the root's listing links to its parent:\n%s", body)
+	}
+	if got, _ := curl(t, base+"/.treeinfo"); got != "[general]\n" {
+		t.Errorf(".treeinfo not served: %q", got)
+	}
+	body, _ = curl(t, base+"/sub%20dir/")
+	if !strings.Contains(body, `href="./a&amp;b.rpm"`) || !strings.Contains(body, `href="../"`) {
+		t.Errorf("sub listing:\n%s", body)
+	}
+	if got, _ := curl(t, base+"/sub%20dir/a&b.rpm"); got != "rpm" {
+		t.Errorf("a&b.rpm: %q", got)
+	}
+}
+
+// header returns the value of the first header line called name.
+func header(h, name string) string {
+	for _, l := range strings.Split(h, "\r\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok && strings.EqualFold(k, name) {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}

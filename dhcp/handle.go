@@ -390,6 +390,10 @@ func (s *Server) commit(req *dhcpv4.DHCPv4, in Incoming, sub *subnet, cl client,
 	s.leases.setIP(rec, ip)
 	rec.start, rec.expiry, rec.offerUntil = now, now.Add(sub.lease), time.Time{}
 	rec.static = cl.host != nil && cl.host.IP.IsValid()
+	rec.arch = ""
+	if a, ok := c.PrimaryArch(); ok {
+		rec.arch = strconv.Itoa(int(a))
+	}
 	rec.hostname = req.HostName()
 	if cl.host != nil && cl.host.Hostname != "" {
 		rec.hostname = cl.host.Hostname

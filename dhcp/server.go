@@ -384,6 +384,21 @@ func (s *Server) Leases() []Lease {
 	return s.leases.leases()
 }
 
+// LeaseOf returns the lease of the address ip active at now: who the machine
+// asking for a file from ip is (the mirror's per-host templates use it).
+func (s *Server) LeaseOf(ip netip.Addr, now time.Time) (Lease, bool) {
+	if s.setup() != nil {
+		return Lease{}, false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := s.leases.byIP[ip.Unmap()]
+	if b == nil || b.ip != ip.Unmap() || !b.active(now) {
+		return Lease{}, false
+	}
+	return b.lease(), true
+}
+
 // Shutdown stops Serve (which then returns ErrServerClosed), waits for it
 // until ctx is done, and writes the lease file if anything changed since
 // the last write. It may be called without Serve (after Handle) and more

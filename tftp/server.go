@@ -112,6 +112,7 @@ type Server struct {
 	sessCtx   context.Context
 	mtus      mtuCache
 	writeRoot *os.Root
+	transfers registry
 }
 
 func (s *Server) timing() timing {
@@ -168,7 +169,7 @@ func (s *Server) Serve(ctx context.Context, pc *net.UDPConn) error {
 		pc.Close()
 		return errors.New("tftp: Server.Files is nil")
 	}
-	ln, err := udpio.New(pc, udpio.Options{RcvBuf: 4 << 20, Pktinfo: true})
+	ln, err := udpio.New(pc, udpio.Options{RcvBuf: 4 << 20, Pktinfo: true, RxqOverflow: true})
 	if err != nil {
 		pc.Close()
 		return err
@@ -415,11 +416,16 @@ func (s *Server) serveRequest(req *Request, peer netip.AddrPort, local netip.Add
 	if len(neg.Ack) > 0 {
 		oack = AppendOACK(nil, neg.Ack)
 	}
+	l := s.transfers.start(Transfer{
+		Client: peer, Op: "read", File: req.Filename, Size: size,
+		BlockSize: neg.BlockSize, WindowSize: neg.WindowSize, Start: time.Now(),
+	})
 	rs := &readSession{
 		c: c, peer: peer, src: src, size: size, neg: neg, oack: oack,
-		timing: s.timing(), counters: &s.Counters, truncated: f.Truncated,
+		timing: s.timing(), counters: &s.Counters, truncated: f.Truncated, prog: &l.prog,
 	}
 	res := rs.run(s.sessCtx)
+	s.transfers.end(l, res, res.RTO)
 	s.finish(req, peer, neg, res)
 }
 
@@ -539,11 +545,16 @@ func (s *Server) serveWrite(c conn, req *Request, peer netip.AddrPort, local net
 	if len(neg.Ack) > 0 {
 		oack = AppendOACK(nil, neg.Ack)
 	}
+	l := s.transfers.start(Transfer{
+		Client: peer, Op: "write", File: req.Filename, Size: neg.TSize,
+		BlockSize: neg.BlockSize, WindowSize: neg.WindowSize, Start: time.Now(),
+	})
 	ws := &writeSession{
 		c: c, peer: peer, neg: neg, oack: oack, timing: s.timing(),
-		counters: &s.Counters, dst: up, maxSize: maxSize,
+		counters: &s.Counters, dst: up, maxSize: maxSize, prog: &l.prog,
 	}
 	res := ws.run(s.sessCtx)
+	s.transfers.end(l, res, res.RTO)
 	s.finish(req, peer, neg, res)
 }
 

@@ -111,6 +111,7 @@ type Server struct {
 
 	mu       sync.Mutex
 	sessions map[sessionKey]*session
+	views    map[*sessionView]struct{} // running sessions of every dialect (Sessions)
 	groups   map[netip.Addr]bool
 	closing  bool
 	wg       sync.WaitGroup

@@ -44,6 +44,7 @@ type pxePass struct {
 	repairs  int
 	wire     int64
 	ignored  int
+	view     *sessionView
 }
 
 func (p *pxeServer) run(ctx context.Context) error {
@@ -155,6 +156,11 @@ func (p *pxeServer) request(b []byte, from netip.AddrPort) {
 		last: uint16(tftp.BlockCount(f.Size(), PXEBlockSize)), rto: newRTO(p.t),
 		start: now, deadline: now.Add(p.t.lifetime),
 	}
+	p.pass.view = s.track(Session{
+		Dialect: "pxe", File: req.Filename, Group: p.group, BlockSize: PXEBlockSize,
+		Size: f.Size(), Blocks: int(p.pass.last), Start: now,
+	})
+	p.pass.view.setReceivers([]Receiver{{Addr: from, Master: true}})
 	s.Counters.Passes.Add(1)
 	s.Counters.ActivePasses.Add(1)
 	// Options are ignored (rule 2). DATA 1 goes to the requester and to
@@ -227,6 +233,7 @@ func (p *pxeServer) send(n uint16, retransmit, unicast bool) error {
 		return err
 	}
 	ps.cur, ps.sentAt, ps.resent = n, time.Now(), retransmit
+	ps.view.block(n, retransmit)
 	if retransmit {
 		ps.repairs++
 		p.s.Counters.Repairs.Add(1)
@@ -262,6 +269,7 @@ func (p *pxeServer) end(outcome string, err error) {
 		p.c.WriteTo(tftp.AppendError(nil, tftp.ErrCodeUndefined, errFileChanged.Error()), ps.client)
 	}
 	ps.file.Release()
+	p.s.untrack(ps.view)
 	p.s.Counters.ActivePasses.Add(-1)
 	ev := p.s.Log.Info()
 	if outcome != "ok" {

@@ -31,6 +31,7 @@ type Outgoing struct {
 
 	wire  []byte         // Pkt encoded, padded and size-checked
 	count *atomic.Uint64 // the reply's counter, bumped when it is released
+	arch  *atomic.Uint64 // and its by-architecture cell (Counters.ByArch)
 }
 
 // released counts a reply that leaves: sent by Serve or returned by
@@ -38,6 +39,9 @@ type Outgoing struct {
 func (o *Outgoing) released() {
 	if o != nil && o.count != nil {
 		o.count.Add(1)
+	}
+	if o != nil && o.arch != nil {
+		o.arch.Add(1)
 	}
 }
 
@@ -269,6 +273,7 @@ func (s *Server) discover(req *dhcpv4.DHCPv4, in Incoming, now time.Time) *Outgo
 	out := s.finish(reply, req, in, false)
 	if out != nil {
 		out.count = &s.Counters.Offer
+		out.arch = s.Counters.archCounter(replyOffer, c)
 		if boot != nil {
 			s.countClass(classify(c))
 		}
@@ -408,6 +413,7 @@ func (s *Server) commit(req *dhcpv4.DHCPv4, in Incoming, sub *subnet, cl client,
 	out := s.finish(reply, req, in, false)
 	if out != nil {
 		out.count = &s.Counters.Ack
+		out.arch = s.Counters.archCounter(replyAck, c)
 	}
 	return out, s.leases.seq
 }
@@ -420,6 +426,7 @@ func (s *Server) nak(req *dhcpv4.DHCPv4, in Incoming, why string) *Outgoing {
 	out := s.finish(reply, req, in, true)
 	if out != nil {
 		out.count = &s.Counters.Nak
+		out.arch = s.Counters.archCounter(replyNak, ClassifyClient(req))
 		s.Log.Debug().Stringer("mac", req.ClientHWAddr).Str("reason", why).Msg("dhcp: NAK")
 	}
 	return out
@@ -494,6 +501,7 @@ func (s *Server) inform(req *dhcpv4.DHCPv4, in Incoming, now time.Time) *Outgoin
 	out := s.finish(reply, req, in, false)
 	if out != nil {
 		out.count = &s.Counters.Ack
+		out.arch = s.Counters.archCounter(replyAck, c)
 	}
 	return out
 }
@@ -558,8 +566,10 @@ func (s *Server) proxy(req *dhcpv4.DHCPv4, mt dhcpv4.MessageType, in Incoming) *
 	}
 	if ack {
 		out.count = &s.Counters.ProxyAck
+		out.arch = s.Counters.archCounter(replyProxyAck, c)
 	} else {
 		out.count = &s.Counters.ProxyOffer
+		out.arch = s.Counters.archCounter(replyProxyOffer, c)
 		s.countClass(classify(c))
 	}
 	return out

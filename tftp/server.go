@@ -47,6 +47,19 @@ type MulticastHandler interface {
 	ServeMulticast(ctx context.Context, req *Request, peer netip.AddrPort, local netip.Addr) bool
 }
 
+// VirtualFiles makes read-only files that are not in Files: per-host
+// templates (pxelinux.cfg/01-<mac>, grub.cfg) rendered for the asking
+// machine. Open is asked first for every read request, in the request's
+// own goroutine, and must be safe for concurrent use. ok false means name
+// is not one of its files and the request goes to Files as usual. With ok
+// true, data is the whole file (the server keeps it only for the
+// transfer), or err says why there is none: an error wrapping
+// filestore.ErrNotFound answers "file not found" (pxelinux then tries its
+// next name), any other answers "access violation" and is logged.
+type VirtualFiles interface {
+	Open(name string, client netip.AddrPort, local netip.Addr) (data []byte, ok bool, err error)
+}
+
 // optMulticast is RFC 2090's option name.
 const optMulticast = "multicast"
 
@@ -91,6 +104,10 @@ type Server struct {
 	// Multicast, if set, is offered every RRQ that carries the RFC 2090
 	// "multicast" option before it is served by unicast.
 	Multicast MulticastHandler
+
+	// Virtual, if set, is asked for every read request before Files; its
+	// files are served by unicast only.
+	Virtual VirtualFiles
 
 	// Log receives lifecycle events and one line per finished transfer.
 	Log zerolog.Logger
@@ -351,7 +368,16 @@ func (s *Server) release(peer netip.AddrPort) {
 // socket (a new TID, RFC 1350 §4) on the address the request came to,
 // resolves the file, negotiates and runs the transfer.
 func (s *Server) serveRequest(req *Request, peer netip.AddrPort, local netip.Addr) {
-	if req.Op == OpRRQ && s.Multicast != nil {
+	var vf servedFile
+	var verr error
+	if req.Op == OpRRQ && s.Virtual != nil {
+		if data, ok, err := s.Virtual.Open(req.Filename, peer, local); ok {
+			vf, verr = memFile(data), err
+		}
+	}
+	// Virtual files are per-host: multicast would send one host's file to
+	// every member of the group.
+	if vf == nil && req.Op == OpRRQ && s.Multicast != nil {
 		if _, ok := req.Option(optMulticast); ok && s.Multicast.ServeMulticast(s.sessCtx, req, peer, local) {
 			s.Counters.Multicast.Add(1)
 			return
@@ -376,7 +402,12 @@ func (s *Server) serveRequest(req *Request, peer netip.AddrPort, local netip.Add
 		s.serveWrite(c, req, peer, local)
 		return
 	}
-	f, err := s.Files.Get(req.Filename)
+	var f servedFile
+	if vf != nil {
+		f, err = vf, verr
+	} else {
+		f, err = s.Files.Get(req.Filename)
+	}
 	if err != nil {
 		code, msg, reason := fileErrorCode(err)
 		if code == ErrCodeNotFound {
@@ -428,6 +459,26 @@ func (s *Server) serveRequest(req *Request, peer netip.AddrPort, local netip.Add
 	s.transfers.end(l, res, res.RTO)
 	s.finish(req, peer, neg, res)
 }
+
+// servedFile is what a read request sends: a *filestore.File (the
+// mapping) or a memFile from VirtualFiles.
+type servedFile interface {
+	Size() int64
+	Data() []byte
+	NetasciiSize() (int64, error)
+	Truncated() bool
+	Release()
+}
+
+// memFile is a VirtualFiles result: bytes that belong to this transfer
+// alone, so they can neither change nor be truncated under it.
+type memFile []byte
+
+func (m memFile) Size() int64                  { return int64(len(m)) }
+func (m memFile) Data() []byte                 { return m }
+func (m memFile) NetasciiSize() (int64, error) { return filestore.NetasciiLen(m), nil }
+func (m memFile) Truncated() bool              { return false }
+func (m memFile) Release()                     {}
 
 // limits returns the negotiation limits for a request that arrived on
 // local: blksize is capped to that interface's MTU − 32 (IPv4 + UDP + TFTP

@@ -40,6 +40,10 @@ type Counters struct {
 	Denied    atomic.Uint64
 	Listings  atomic.Uint64
 	BytesSent atomic.Uint64
+	// Rendered counts templates served; TemplateErrors those that failed
+	// (500, logged with the template's name and line).
+	Rendered       atomic.Uint64
+	TemplateErrors atomic.Uint64
 }
 
 // Server is the HTTP mirror. Set Root before use.
@@ -50,6 +54,9 @@ type Server struct {
 	// warn level.
 	Log      zerolog.Logger
 	Counters Counters
+
+	// Templates, if set, serve per-host files in front of Root.
+	Templates *Templates
 
 	// MaxConns caps concurrent connections (0 = DefaultMaxConns), so
 	// clients that stop reading cannot use up the process's descriptors,
@@ -151,6 +158,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	if s.Templates != nil && s.serveTemplate(w, r) {
 		return
 	}
 	if s.root == nil {

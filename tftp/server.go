@@ -49,7 +49,7 @@ type MulticastHandler interface {
 
 // VirtualFiles makes read-only files that are not in Files: per-host
 // templates (pxelinux.cfg/01-<mac>, grub.cfg) rendered for the asking
-// machine. Open is asked first for every read request, in the request's
+// machine. Render is asked first for every read request, in the request's
 // own goroutine, and must be safe for concurrent use. ok false means name
 // is not one of its files and the request goes to Files as usual. With ok
 // true, data is the whole file (the server keeps it only for the
@@ -57,7 +57,7 @@ type MulticastHandler interface {
 // filestore.ErrNotFound answers "file not found" (pxelinux then tries its
 // next name), any other answers "access violation" and is logged.
 type VirtualFiles interface {
-	Open(name string, client netip.AddrPort, local netip.Addr) (data []byte, ok bool, err error)
+	Render(name string, client netip.AddrPort, local netip.Addr) (data []byte, ok bool, err error)
 }
 
 // optMulticast is RFC 2090's option name.
@@ -371,7 +371,7 @@ func (s *Server) serveRequest(req *Request, peer netip.AddrPort, local netip.Add
 	var vf servedFile
 	var verr error
 	if req.Op == OpRRQ && s.Virtual != nil {
-		if data, ok, err := s.Virtual.Open(req.Filename, peer, local); ok {
+		if data, ok, err := s.Virtual.Render(req.Filename, peer, local); ok {
 			vf, verr = memFile(data), err
 		}
 	}

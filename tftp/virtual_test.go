@@ -19,7 +19,7 @@ import (
 // failing names; everything else is not its file.
 type fakeVirtual struct{ calls atomic.Int64 }
 
-func (v *fakeVirtual) Open(name string, client netip.AddrPort, local netip.Addr) ([]byte, bool, error) {
+func (v *fakeVirtual) Render(name string, client netip.AddrPort, local netip.Addr) ([]byte, bool, error) {
 	v.calls.Add(1)
 	switch name {
 	case "host.cfg":
@@ -63,7 +63,7 @@ func TestVirtualFiles(t *testing.T) {
 		t.Errorf("broken.cfg: %v, want access violation", err)
 	}
 	if n := v.calls.Load(); n != 6 {
-		t.Errorf("Virtual.Open called %d times for 6 requests", n)
+		t.Errorf("Virtual.Render called %d times for 6 requests", n)
 	}
 	if srv.Counters.NotFound.Load() != 1 || srv.Counters.Denied.Load() != 1 {
 		t.Errorf("counters: not found %d, denied %d", srv.Counters.NotFound.Load(), srv.Counters.Denied.Load())

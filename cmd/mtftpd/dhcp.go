@@ -26,10 +26,8 @@ func newDHCP(c config.Config, log zerolog.Logger) *dhcp.Server {
 	if d.TFTPServer != "" {
 		s.TFTPServer, _ = netip.ParseAddr(d.TFTPServer)
 	}
-	if d.HTTPBase == "" && c.HTTP.Listen != "" {
-		if _, p, err := net.SplitHostPort(c.HTTP.Listen); err == nil {
-			s.HTTPPort, _ = strconv.Atoi(p)
-		}
+	if d.HTTPBase == "" {
+		s.HTTPPort = httpPort(c)
 	}
 	for _, sn := range d.Subnets {
 		p, _ := netip.ParsePrefix(sn.Prefix)
@@ -53,4 +51,14 @@ func newDHCP(c config.Config, log zerolog.Logger) *dhcp.Server {
 			HTTPClient: r.HTTPClient, UserClass: r.UserClass, File: r.File})
 	}
 	return s
+}
+
+// httpPort is the mirror's port, for {{.HTTP}} URLs built from the
+// address a request came to; 0 when the mirror is off.
+func httpPort(c config.Config) int {
+	if _, p, err := net.SplitHostPort(c.HTTP.Listen); err == nil {
+		n, _ := strconv.Atoi(p)
+		return n
+	}
+	return 0
 }

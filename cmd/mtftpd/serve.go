@@ -131,6 +131,16 @@ func runServe(args []string) error {
 		}
 	}
 	dhcpSrv := newDHCP(cfg, log)
+	if tm := newTemplates(cfg, log, dhcpSrv); tm != nil {
+		if err := tm.Open(); err != nil {
+			return fmt.Errorf("templates.dir: %w", err)
+		}
+		defer tm.Close()
+		srv.Virtual = tm
+		if web != nil {
+			web.Templates = tm
+		}
+	}
 	if demoDir != "" {
 		printDemoHelp(t.Listen, cfg.HTTP.Listen)
 	}

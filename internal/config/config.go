@@ -48,6 +48,8 @@ type Config struct {
 	HTTP  HTTP  `toml:"http"`
 	DHCP  DHCP  `toml:"dhcp"`
 	Log   Log   `toml:"log"`
+
+	Templates Templates `toml:"templates"`
 }
 
 // DHCP configures the DHCP server or ProxyDHCP. The subnet, host and boot
@@ -101,6 +103,12 @@ type BootRule struct {
 type HTTP struct {
 	Listen string `toml:"listen" help:"TCP address of the HTTP mirror; empty disables it"`
 	Root   string `toml:"root" help:"directory served over HTTP; empty serves tftp.root"`
+}
+
+// Templates configures per-host files rendered for the asking machine,
+// served over HTTP and TFTP in front of the roots.
+type Templates struct {
+	Dir string `toml:"dir" help:"directory of per-host templates (e.g. ks/{mac}.cfg, pxelinux.cfg/01-{mac}); empty disables them"`
 }
 
 // TFTP configures the unicast TFTP server.
@@ -338,6 +346,9 @@ func (c *Config) validateDHCP(bad func(field, format string, args ...any)) {
 		bad("dhcp.mode", "%q is not off, server or proxy", d.Mode)
 		return
 	}
+	// The host table also names machines for the templates, so it is
+	// checked in every mode.
+	c.validateHosts(bad)
 	if d.Mode == "off" {
 		return
 	}
@@ -390,8 +401,17 @@ func (c *Config) validateDHCP(bad func(field, format string, args ...any)) {
 			bad(f+".lease_time", "%s is negative", sn.LeaseTime)
 		}
 	}
+	for i, r := range d.Boot {
+		f := fmt.Sprintf("dhcp.boot[%d]", i)
+		if _, err := template.New(f).Parse(r.File); err != nil {
+			bad(f+".file", "template: %v", err)
+		}
+	}
+}
+
+func (c *Config) validateHosts(bad func(field, format string, args ...any)) {
 	seen := map[string]bool{}
-	for i, h := range d.Hosts {
+	for i, h := range c.DHCP.Hosts {
 		f := fmt.Sprintf("dhcp.host[%d]", i)
 		mac, err := net.ParseMAC(h.MAC)
 		if err != nil || len(mac) != 6 {
@@ -405,12 +425,6 @@ func (c *Config) validateDHCP(bad func(field, format string, args ...any)) {
 			if a, err := netip.ParseAddr(h.IP); err != nil || !a.Is4() {
 				bad(f+".ip", "%q is not an IPv4 address", h.IP)
 			}
-		}
-	}
-	for i, r := range d.Boot {
-		f := fmt.Sprintf("dhcp.boot[%d]", i)
-		if _, err := template.New(f).Parse(r.File); err != nil {
-			bad(f+".file", "template: %v", err)
 		}
 	}
 }

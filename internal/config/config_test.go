@@ -74,6 +74,7 @@ func TestErrorsNameTheField(t *testing.T) {
 		"[dhcp]\nmode = \"server\"\n[[dhcp.subnet]]\nprefix = \"192.0.2.0/24\"\nrange = \"192.0.2.200-192.0.2.100\"":   "dhcp.subnet[0].range",
 		"[dhcp]\nmode = \"server\"\n[[dhcp.subnet]]\nprefix = \"192.0.2.0/24\"\nrange = \"198.51.100.1-198.51.100.9\"": "not inside",
 		"[dhcp]\nmode = \"proxy\"\n[[dhcp.host]]\nmac = \"52:54:00\"":                                                  "dhcp.host[0].mac",
+		"[templates]\ndir = \"/t\"\n[[dhcp.host]]\nmac = \"52:54:00\"":                                                 "dhcp.host[0].mac", // DHCP off: the templates still use the table
 		"[dhcp]\nmode = \"proxy\"\n[[dhcp.boot]]\nfile = \"{{.HTTP\"":                                                  "dhcp.boot[0].file",
 		"[dhcp]\nmode = \"proxy\"\nhttp_base = \"192.0.2.1\"":                                                          "dhcp.http_base",
 	}

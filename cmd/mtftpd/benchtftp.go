@@ -198,7 +198,7 @@ func startSwarmDisplay(ctx context.Context, w io.Writer, s *bench.TFTPSwarm, tty
 	// One pass: a bar of finished downloads. With --duration: a bar of time.
 	total, label := int64(s.Clients*s.Transfers), "downloads"
 	if s.Duration > 0 {
-		total, label = int64((s.Ramp + s.Duration) / time.Millisecond), "time"
+		total, label = int64((s.Ramp+s.Duration)/time.Millisecond), "time"
 	}
 	bar := p.AddBar(total,
 		mpb.PrependDecorators(decor.Name(fmt.Sprintf("%s x%d %s ", s.File, s.Clients, label))),

@@ -44,6 +44,9 @@ type Counters struct {
 	// (500, logged with the template's name and line).
 	Rendered       atomic.Uint64
 	TemplateErrors atomic.Uint64
+	// OriginErrors counts 502s: the upstream origin failed (logged by
+	// internal/origin).
+	OriginErrors atomic.Uint64
 }
 
 // Server is the HTTP mirror. Set Root before use.
@@ -54,6 +57,11 @@ type Server struct {
 	// warn level.
 	Log      zerolog.Logger
 	Counters Counters
+
+	// Source, if set, fills Root before a file is opened: Root is then the
+	// cache of an upstream origin (internal/origin). Directory listings
+	// show what is cached.
+	Source filestore.Source
 
 	// Templates, if set, serve per-host files in front of Root.
 	Templates *Templates
@@ -180,6 +188,19 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		name = clean
 	} else {
 		name = "."
+	}
+	if s.Source != nil && !isDir {
+		if err := s.Source.Ensure(name); err != nil {
+			if errors.Is(err, filestore.ErrNotFound) || errors.Is(err, filestore.ErrAccess) {
+				s.refuse(w, r, err)
+			} else {
+				// The origin failed or sent a short body; nothing was
+				// cached and the next request tries again.
+				s.Counters.OriginErrors.Add(1)
+				http.Error(w, "origin fetch failed", http.StatusBadGateway)
+			}
+			return
+		}
 	}
 	f, err := s.open(name)
 	if err != nil {

@@ -89,11 +89,20 @@ func runServe(args []string) error {
 		demoDir = dir
 		cfg.TFTP.Root = dir
 	}
-	store, err := filestore.Open(cfg.TFTP.Root)
+	ups := &origins{cfg: cfg.Origin, log: log}
+	defer ups.Close()
+	tftpDir, tftpSource, err := ups.local(cfg.TFTP.Root)
+	if err != nil {
+		return fmt.Errorf("tftp.root: %w", err)
+	}
+	store, err := filestore.Open(tftpDir)
 	if err != nil {
 		return fmt.Errorf("tftp.root: %w", err)
 	}
 	defer store.Close()
+	if tftpSource != nil {
+		store.SetSource(tftpSource)
+	}
 
 	t := cfg.TFTP
 	srv := &tftp.Server{
@@ -125,7 +134,11 @@ func runServe(args []string) error {
 		if root == "" {
 			root = cfg.TFTP.Root
 		}
-		web = &mirror.Server{Root: root, Log: log}
+		dir, src, err := ups.local(root)
+		if err != nil {
+			return fmt.Errorf("http.root: %w", err)
+		}
+		web = &mirror.Server{Root: dir, Source: src, Log: log}
 		if err := web.Open(); err != nil {
 			return fmt.Errorf("http.root: %w", err)
 		}

@@ -50,6 +50,7 @@ type Config struct {
 	Log   Log   `toml:"log"`
 
 	Templates Templates `toml:"templates"`
+	Origin    Origin    `toml:"origin"`
 }
 
 // DHCP configures the DHCP server or ProxyDHCP. The subnet, host and boot
@@ -109,6 +110,21 @@ type HTTP struct {
 // served over HTTP and TFTP in front of the roots.
 type Templates struct {
 	Dir string `toml:"dir" help:"directory of per-host templates (e.g. ks/{mac}.cfg, pxelinux.cfg/01-{mac}); empty disables them"`
+}
+
+// Origin configures the cache used when tftp.root or http.root is an
+// http(s):// URL: files are fetched from there once, verified, kept in
+// CacheDir and served from it (docs/scale.md).
+type Origin struct {
+	CacheDir string   `toml:"cache_dir" help:"where files from an http(s):// tftp.root or http.root are kept (required with such a root)"`
+	TTL      Duration `toml:"ttl" help:"a cached file older than this is revalidated with the origin (conditional GET) before it is served; 0 = every request"`
+	Timeout  Duration `toml:"timeout" help:"time limit of one fetch from the origin"`
+}
+
+// IsURL reports whether a root is an upstream origin (http:// or https://)
+// rather than a directory.
+func IsURL(root string) bool {
+	return strings.HasPrefix(root, "http://") || strings.HasPrefix(root, "https://")
 }
 
 // TFTP configures the unicast TFTP server.
@@ -176,8 +192,9 @@ func Defaults() Config {
 			Enabled: true, GroupRange: "239.255.0.0/24", Port: 1758, TTL: 1,
 			PXEGroup: "239.255.1.1", PXEClientPort: 3001,
 		},
-		DHCP: DHCP{Mode: "off", Listen: "0.0.0.0:67", ProxyPort: 4011},
-		Log:  Log{Level: "info", Format: "console"},
+		DHCP:   DHCP{Mode: "off", Listen: "0.0.0.0:67", ProxyPort: 4011},
+		Origin: Origin{TTL: Duration{5 * time.Minute}, Timeout: Duration{10 * time.Minute}},
+		Log:    Log{Level: "info", Format: "console"},
 	}
 }
 
@@ -289,6 +306,7 @@ func (c *Config) Validate() error {
 	}
 	c.validateMTFTP(bad)
 	c.validateDHCP(bad)
+	c.validateOrigin(bad)
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
@@ -300,6 +318,29 @@ func (c *Config) Validate() error {
 		bad("log.format", "%q is not console or json", c.Log.Format)
 	}
 	return errors.Join(errs...)
+}
+
+func (c *Config) validateOrigin(bad func(field, format string, args ...any)) {
+	urls := false
+	for _, r := range []struct{ field, root string }{{"tftp.root", c.TFTP.Root}, {"http.root", c.HTTP.Root}} {
+		if !IsURL(r.root) {
+			continue
+		}
+		urls = true
+		if u, err := url.Parse(r.root); err != nil || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			bad(r.field, "%q is not an http(s) URL without query like http://origin.example:8080/boot/", r.root)
+		}
+	}
+	o := &c.Origin
+	if urls && o.CacheDir == "" {
+		bad("origin.cache_dir", "must be set when tftp.root or http.root is an http(s) URL")
+	}
+	if o.TTL.Duration < 0 {
+		bad("origin.ttl", "%s is negative", o.TTL)
+	}
+	if o.Timeout.Duration <= 0 {
+		bad("origin.timeout", "%s must be positive", o.Timeout)
+	}
 }
 
 // mcastScope is the only multicast range mtftpd sends to (RFC 2365

@@ -75,6 +75,10 @@ func TestErrorsNameTheField(t *testing.T) {
 		"[dhcp]\nmode = \"server\"\n[[dhcp.subnet]]\nprefix = \"192.0.2.0/24\"\nrange = \"198.51.100.1-198.51.100.9\"": "not inside",
 		"[dhcp]\nmode = \"proxy\"\n[[dhcp.host]]\nmac = \"52:54:00\"":                                                  "dhcp.host[0].mac",
 		"[templates]\ndir = \"/t\"\n[[dhcp.host]]\nmac = \"52:54:00\"":                                                 "dhcp.host[0].mac", // DHCP off: the templates still use the table
+		"[tftp]\nroot = \"http://origin:8080/boot/\"":                                                                  "origin.cache_dir",
+		"[tftp]\nroot = \"https://\"\n[origin]\ncache_dir = \"/c\"":                                                    "tftp.root",
+		"[http]\nroot = \"http://o/?sig=x\"\n[origin]\ncache_dir = \"/c\"":                                             "http.root",
+		"[origin]\ntimeout = \"0s\"":                                                                                   "origin.timeout",
 		"[dhcp]\nmode = \"proxy\"\n[[dhcp.boot]]\nfile = \"{{.HTTP\"":                                                  "dhcp.boot[0].file",
 		"[dhcp]\nmode = \"proxy\"\nhttp_base = \"192.0.2.1\"":                                                          "dhcp.http_base",
 	}

@@ -71,9 +71,16 @@ type Server struct {
 	// which TFTP and DHCP share.
 	MaxConns int
 
+	// Pages, if set, serves mtftpd's own pages: /metrics, /api/… and
+	// /status/…, and "/" redirects to /status/ (pages.go). Files of the
+	// root under those names are then not served.
+	Pages http.Handler
+
 	root *os.Root
 	mu   sync.Mutex
 	srv  *http.Server
+
+	codes statusCodes // responses by status code (pages.go)
 }
 
 // DefaultMaxConns is the connection cap: a room of installers pulling
@@ -118,7 +125,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		max = DefaultMaxConns
 	}
 	srv := &http.Server{
-		Handler:           s,
+		Handler:           s.routes(),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		BaseContext:       func(net.Listener) context.Context { return ctx },

@@ -18,7 +18,7 @@ func TestSnapshot(t *testing.T) {
 	c.B.Add(-2)
 	c.C.Add(1 << 40)
 	got := Snapshot(&c)
-	want := []Value{{"A", 3}, {"B", -2}, {"C", 1 << 40}}
+	want := []Value{{"A", 3, false}, {"B", -2, true}, {"C", 1 << 40, false}}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("%v, want %v", got, want)
 	}

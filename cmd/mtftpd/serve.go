@@ -24,6 +24,7 @@ import (
 	"github.com/mtftpd/mtftpd/internal/filestore"
 	"github.com/mtftpd/mtftpd/mirror"
 	"github.com/mtftpd/mtftpd/mtftp"
+	"github.com/mtftpd/mtftpd/status"
 	"github.com/mtftpd/mtftpd/tftp"
 )
 
@@ -153,6 +154,9 @@ func runServe(args []string) error {
 		if web != nil {
 			web.Templates = tm
 		}
+	}
+	if web != nil {
+		web.Pages = (&status.Server{TFTP: srv, MTFTP: mc, DHCP: dhcpSrv, HTTP: web}).Handler()
 	}
 	if demoDir != "" {
 		printDemoHelp(t.Listen, cfg.HTTP.Listen)
@@ -286,6 +290,7 @@ Try, in another terminal:
   curl -s tftp://%[1]s/pxelinux.cfg/default
   curl -s 'tftp://%[1]s/boot/bcd'
   curl -s -r 0-99 http://%[2]s/hello.txt
+  ./mtftpd status --watch          # or open http://%[2]s/ for the status page
 
 Stop with Ctrl-C.
 

@@ -30,8 +30,8 @@ import (
 // files through one origin cache, as cmd/mtftpd wires them.
 type originFixture struct {
 	hits     atomic.Int64
-	truncate atomic.Int64 // the next N answers are cut halfway
-	gate     chan struct{}
+	truncate atomic.Int64                  // the next N answers are cut halfway
+	gate     atomic.Pointer[chan struct{}] // set while the origin's handler runs: atomic
 	data     []byte
 	cache    *origin.Cache
 	http     string
@@ -44,8 +44,8 @@ func newOriginFixture(t *testing.T, size int) *originFixture {
 	rand.NewChaCha8([32]byte{7}).Read(f.data)
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f.hits.Add(1)
-		if f.gate != nil {
-			<-f.gate
+		if g := f.gate.Load(); g != nil {
+			<-*g
 		}
 		if r.URL.Path != "/boot/images/install.img" {
 			http.NotFound(w, r)
@@ -129,7 +129,8 @@ func TestOriginTwentyFirstRequests(t *testing.T) {
 		t.Skip("curl not installed (make test installs it)")
 	}
 	f := newOriginFixture(t, 2<<20+333)
-	f.gate = make(chan struct{})
+	gate := make(chan struct{})
+	f.gate.Store(&gate)
 	want := sha256.Sum256(f.data)
 	errs := make(chan error, 20)
 	for range 10 {
@@ -153,7 +154,7 @@ func TestOriginTwentyFirstRequests(t *testing.T) {
 	for i := 0; i < 2000 && f.cache.Counters.Joined.Load() < 19; i++ {
 		time.Sleep(10 * time.Millisecond)
 	}
-	close(f.gate)
+	close(gate)
 	for range 20 {
 		if err := <-errs; err != nil {
 			t.Error(err)

@@ -8,7 +8,7 @@ BIN := ./mtftpd
 TEST_TIMEOUT ?= 20m
 FUZZTIME ?= 5s
 
-.PHONY: help build run test test-go vet bench bench-dhcp fuzz-smoke fuzz clean
+.PHONY: help build run test test-go vet bench bench-dhcp bench-http fuzz-smoke fuzz clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ vet: ## go vet and gofmt
 bench: build ## Go benchmarks, then mtftpd vs tftpd-hpa vs atftpd (scripts/bench-unicast.sh)
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 	./scripts/bench-unicast.sh
+
+bench-http: build ## HTTP throughput of a 1 GiB file: mtftpd's mirror vs nginx (scripts/bench-http.sh)
+	BENCH_SKIP_BUILD=1 MTFTPD_BIN=$(abspath $(BIN)) ./scripts/bench-http.sh
 
 bench-dhcp: ## DHCP storm in the lab: mtftpd vs dnsmasq (and kea if installed)
 	./scripts/bench-dhcp.sh

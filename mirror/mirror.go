@@ -15,6 +15,7 @@ import (
 	"html"
 	"io"
 	"io/fs"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -28,7 +29,6 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
-	"golang.org/x/net/netutil"
 
 	"github.com/mtftpd/mtftpd/internal/filestore"
 )
@@ -141,7 +141,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.Log.Info().Str("addr", ln.Addr().String()).Str("root", s.Root).Msg("http mirror listening")
 	stop := context.AfterFunc(ctx, func() { srv.Close() })
 	defer stop()
-	err := srv.Serve(netutil.LimitListener(ln, max))
+	err := srv.Serve(newLimitListener(ln, max))
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
@@ -344,19 +344,35 @@ func (c *countingWriter) status() int {
 // ReadFrom keeps sendfile: ServeContent copies with io.CopyN, which uses
 // the ResponseWriter's ReaderFrom (sendfile for an *os.File) when the
 // writer has one; without this method the wrapper would hide it.
+// net.TCPConn finds the *os.File under at most one io.LimitedReader, and
+// io.CopyN already added one: the slices below cut that limit rather than
+// wrap it again, or every byte would go through user space.
 func (c *countingWriter) ReadFrom(r io.Reader) (int64, error) {
-	if rf, ok := c.ResponseWriter.(io.ReaderFrom); ok {
-		// sendfile in slices, so the deadline moves with the progress.
-		var total int64
-		for {
-			c.extend()
-			n, err := rf.ReadFrom(io.LimitReader(r, 4<<20))
-			total += n
-			c.n += n
-			if err != nil || n < 4<<20 {
-				return total, err
-			}
+	rf, ok := c.ResponseWriter.(io.ReaderFrom)
+	if !ok {
+		return io.Copy(struct{ io.Writer }{c}, r)
+	}
+	src, limit := r, int64(math.MaxInt64)
+	lr, limited := r.(*io.LimitedReader)
+	if limited {
+		src, limit = lr.R, lr.N
+	}
+	// sendfile in slices, so the deadline moves with the progress.
+	const slice = 4 << 20
+	var total int64
+	for limit > 0 {
+		c.extend()
+		want := min(limit, slice)
+		n, err := rf.ReadFrom(&io.LimitedReader{R: src, N: want})
+		total += n
+		c.n += n
+		limit -= n
+		if limited {
+			lr.N -= n
+		}
+		if err != nil || n < want {
+			return total, err
 		}
 	}
-	return io.Copy(struct{ io.Writer }{c}, r)
+	return total, nil
 }

@@ -3,8 +3,11 @@ package mirror
 import (
 	"context"
 	"crypto/sha256"
+	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -239,4 +242,79 @@ func header(h, name string) string {
 		}
 	}
 	return ""
+}
+
+// readFromRecorder is a ResponseWriter with ReadFrom (as net/http's is)
+// that records what it was handed.
+type readFromRecorder struct {
+	http.ResponseWriter
+	got []io.Reader
+}
+
+func (r *readFromRecorder) ReadFrom(src io.Reader) (int64, error) {
+	r.got = append(r.got, src)
+	return io.Copy(io.Discard, src)
+}
+
+// TestSendfilePath pins the two things sendfile needs: the connection
+// keeps *net.TCPConn's ReadFrom under the connection cap, and the file
+// reaches it under exactly one io.LimitedReader (net.TCPConn unwraps one).
+func TestSendfilePath(t *testing.T) {
+	f, err := os.CreateTemp(t.TempDir(), "img")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write(make([]byte, 9<<20+5))
+	f.Seek(0, io.SeekStart)
+	rec := &readFromRecorder{ResponseWriter: httptest.NewRecorder()}
+	cw := &countingWriter{ResponseWriter: rec}
+	if n, err := io.CopyN(cw, f, 9<<20+5); err != nil || n != 9<<20+5 || cw.n != n {
+		t.Fatalf("CopyN: %d, %v (counted %d)", n, err, cw.n)
+	}
+	if len(rec.got) != 3 {
+		t.Errorf("%d ReadFrom calls for 9 MiB, want 3 slices of at most 4 MiB", len(rec.got))
+	}
+	for _, r := range rec.got {
+		if lr, ok := r.(*io.LimitedReader); !ok || lr.R != io.Reader(f) {
+			t.Fatalf("ReadFrom got %T, want an *io.LimitedReader directly over the *os.File", r)
+		}
+	}
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ll := newLimitListener(ln, 1)
+	go func() {
+		for range 2 {
+			if c, err := net.Dial("tcp", ln.Addr().String()); err == nil {
+				defer c.Close()
+			}
+		}
+	}()
+	c, err := ll.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := c.(io.ReaderFrom); !ok {
+		t.Fatalf("accepted %T: no ReadFrom, so no sendfile", c)
+	}
+	second := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ll.Accept()
+		second <- c
+	}()
+	select {
+	case <-second:
+		t.Fatal("a second connection accepted over a cap of 1")
+	case <-time.After(100 * time.Millisecond):
+	}
+	c.Close()
+	c.Close() // releases once
+	if c2 := <-second; c2 == nil {
+		t.Fatal("no second connection after the first closed")
+	} else {
+		c2.Close()
+	}
 }

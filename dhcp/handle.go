@@ -706,7 +706,7 @@ func (s *Server) applyBoot(reply, req *dhcpv4.DHCPv4, c Client, b *bootAnswer) {
 		reply.Options[optVendorClass] = []byte(vendorHTTP)
 	} else {
 		reply.Options[optVendorClass] = []byte(vendorPXE)
-		reply.Options[optVendorSpecif] = pxeVendorOptions(req)
+		reply.Options[optVendorSpecif] = pxeVendorOptions(req, s.mtftpOptions(c, b))
 	}
 	if uuid, ok := req.Options[optClientUUID]; ok {
 		reply.Options[optClientUUID] = uuid
@@ -715,12 +715,12 @@ func (s *Server) applyBoot(reply, req *dhcpv4.DHCPv4, c Client, b *bootAnswer) {
 
 func nul(s string) []byte { return append([]byte(s), 0) }
 
-// pxeVendorOptions is option 43 for PXEClient: discovery control 0x08
+// pxeVendorOptions is option 43 for PXEClient: the PXE MTFTP sub-options
+// 1–5 when given (BIOS ROMs only: mtftpOptions), discovery control 0x08
 // (boot from the file in this offer, no menu or discovery; protocols.md
 // §9.3), the boot item echoed for a PXEBS request, and the end marker.
-// Never MTFTP sub-options 1–5: UEFI discards offers with them (§7.1).
-func pxeVendorOptions(req *dhcpv4.DHCPv4) []byte {
-	b := []byte{6, 1, 0x08}
+func pxeVendorOptions(req *dhcpv4.DHCPv4, mtftp []byte) []byte {
+	b := append(mtftp, 6, 1, 0x08)
 	if item, ok := pxeBootItem(req); ok {
 		b = append(b, 71, 4)
 		b = append(b, item[:]...)

@@ -96,6 +96,9 @@ type Server struct {
 	// HTTPPort is the mirror's port for the default HTTPBase (0 or 80:
 	// none in the URL).
 	HTTPPort int
+	// PXEMTFTP announces PXE MTFTP (option 43.1–43.5) to BIOS PXE ROMs;
+	// nil never does (mtftp.go).
+	PXEMTFTP *PXEMTFTP
 	// LeaseFile persists leases as JSON; "" keeps them in memory only.
 	LeaseFile string
 	// Addr is the listen address, default ":67". Proxy mode also
@@ -122,6 +125,7 @@ type Server struct {
 	httpBase  string
 	addr      string
 	proxyPort int
+	mtftp     *mtftpConfig // nil: no PXE MTFTP announcements
 
 	mu     sync.Mutex // guards leases, subnet cursors, limiter
 	leases leaseTable
@@ -262,6 +266,7 @@ func (s *Server) validate() error {
 			bad("Interfaces[%d]: empty name", i)
 		}
 	}
+	s.validateMTFTP(bad)
 	if len(errs) > 0 {
 		return fmt.Errorf("dhcp: invalid configuration: %w", errors.Join(errs...))
 	}

@@ -119,6 +119,7 @@ func runServe(args []string) error {
 		mc = &mtftp.Server{
 			Files: store, GroupRange: netip.MustParsePrefix(m.GroupRange), Port: m.Port, Interface: m.Interface, TTL: m.TTL,
 			PXEListen: m.PXEListen, PXEGroup: netip.MustParseAddr(m.PXEGroup), PXEClientPort: m.PXEClientPort,
+			PXEFileGroups: netip.MustParsePrefix(m.PXEFileGroups), PXEFilePort: m.PXEFilePort,
 			InitialRTO: t.InitialRTO.Duration, MinRTO: t.MinRTO.Duration, MaxRTO: t.MaxRTO.Duration,
 			SessionLifetime: t.Lifetime.Duration, Log: log,
 		}
@@ -144,7 +145,7 @@ func runServe(args []string) error {
 			return fmt.Errorf("http.root: %w", err)
 		}
 	}
-	dhcpSrv := newDHCP(cfg, log)
+	dhcpSrv := newDHCP(cfg, log, mc)
 	if tm := newTemplates(cfg, log, dhcpSrv); tm != nil {
 		if err := tm.Open(); err != nil {
 			return fmt.Errorf("templates.dir: %w", err)

@@ -160,6 +160,12 @@ type MTFTP struct {
 	PXEListen     string `toml:"pxe_listen" help:"UDP address of the PXE MTFTP server (iPXE asks on port 1759); empty disables PXE MTFTP"`
 	PXEGroup      string `toml:"pxe_group" help:"PXE MTFTP multicast group (iPXE listens on 239.255.1.1)"`
 	PXEClientPort int    `toml:"pxe_client_port" help:"PXE MTFTP client port DATA is sent to (iPXE: 3001)"`
+	// PXE MTFTP per-file groups, announced by DHCP to BIOS PXE ROMs.
+	PXEFileGroups string `toml:"pxe_file_groups" help:"groups a boot file announced in DHCP option 43.1 gets one of, inside 239.255.0.0/16 (pxe_group is skipped)"`
+	PXEFilePort   int    `toml:"pxe_file_port" help:"client port (43.2) of the first per-file group; the n-th gets pxe_file_port+n"`
+	PXEPortOrder  string `toml:"pxe_port_order" help:"byte order of the ports in DHCP option 43.2/43.3: be (network order) or le (Intel sample code); unverified on real ROMs"`
+	PXETmout      int    `toml:"pxe_tmout" help:"DHCP option 43.4: seconds a PXE client listens before it opens a pass (1..255)"`
+	PXEDelay      int    `toml:"pxe_delay" help:"DHCP option 43.5: PXE client re-open delay in seconds (1..255)"`
 }
 
 // Log configures logging.
@@ -191,6 +197,7 @@ func Defaults() Config {
 		MTFTP: MTFTP{
 			Enabled: true, GroupRange: "239.255.0.0/24", Port: 1758, TTL: 1,
 			PXEGroup: "239.255.1.1", PXEClientPort: 3001,
+			PXEFileGroups: "239.255.1.0/24", PXEFilePort: 3002, PXEPortOrder: "be", PXETmout: 2, PXEDelay: 2,
 		},
 		DHCP:   DHCP{Mode: "off", Listen: "0.0.0.0:67", ProxyPort: 4011},
 		Origin: Origin{TTL: Duration{5 * time.Minute}, Timeout: Duration{10 * time.Minute}},
@@ -376,6 +383,25 @@ func (c *Config) validateMTFTP(bad func(field, format string, args ...any)) {
 	}
 	if m.PXEClientPort < 1 || m.PXEClientPort > 65535 {
 		bad("mtftp.pxe_client_port", "%d is outside 1..65535", m.PXEClientPort)
+	}
+	if p, err := netip.ParsePrefix(m.PXEFileGroups); err != nil || !p.Addr().Is4() {
+		bad("mtftp.pxe_file_groups", "%q is not an IPv4 prefix like 239.255.1.0/24", m.PXEFileGroups)
+	} else if p.Bits() < mcastScope.Bits() || !mcastScope.Contains(p.Addr()) {
+		bad("mtftp.pxe_file_groups", "%s is not inside %s", p, mcastScope)
+	} else if g, err := netip.ParsePrefix(m.GroupRange); err == nil && p.Overlaps(g) {
+		bad("mtftp.pxe_file_groups", "%s overlaps mtftp.group_range %s (an RFC 2090 session would share a file's group)", p, g)
+	}
+	if m.PXEFilePort < 1 || m.PXEFilePort > 65535 {
+		bad("mtftp.pxe_file_port", "%d is outside 1..65535", m.PXEFilePort)
+	}
+	if m.PXEPortOrder != "be" && m.PXEPortOrder != "le" {
+		bad("mtftp.pxe_port_order", "%q is not be or le", m.PXEPortOrder)
+	}
+	if m.PXETmout < 1 || m.PXETmout > 255 {
+		bad("mtftp.pxe_tmout", "%d is outside 1..255", m.PXETmout)
+	}
+	if m.PXEDelay < 1 || m.PXEDelay > 255 {
+		bad("mtftp.pxe_delay", "%d is outside 1..255", m.PXEDelay)
 	}
 }
 

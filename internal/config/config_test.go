@@ -81,6 +81,11 @@ func TestErrorsNameTheField(t *testing.T) {
 		"[origin]\ntimeout = \"0s\"":                                                                                   "origin.timeout",
 		"[dhcp]\nmode = \"proxy\"\n[[dhcp.boot]]\nfile = \"{{.HTTP\"":                                                  "dhcp.boot[0].file",
 		"[dhcp]\nmode = \"proxy\"\nhttp_base = \"192.0.2.1\"":                                                          "dhcp.http_base",
+		"[mtftp]\npxe_file_groups = \"239.255.0.0/16\"":                                                                "overlaps mtftp.group_range",
+		"[mtftp]\npxe_file_groups = \"239.1.0.0/24\"":                                                                  "mtftp.pxe_file_groups",
+		"[mtftp]\npxe_port_order = \"intel\"":                                                                          "mtftp.pxe_port_order",
+		"[mtftp]\npxe_tmout = 0":                                                                                       "mtftp.pxe_tmout",
+		"[mtftp]\npxe_delay = 300":                                                                                     "mtftp.pxe_delay",
 	}
 	for in, want := range cases {
 		c := Defaults()

@@ -37,7 +37,7 @@ bench: build ## Go benchmarks, then mtftpd vs tftpd-hpa vs atftpd (scripts/bench
 	./scripts/bench-unicast.sh
 
 bench-http: build ## HTTP throughput of a 1 GiB file: mtftpd's mirror vs nginx (scripts/bench-http.sh)
-	BENCH_SKIP_BUILD=1 MTFTPD_BIN=$(abspath $(BIN)) ./scripts/bench-http.sh
+	MTFTPD_BIN=$(abspath $(BIN)) ./scripts/bench-http.sh
 
 bench-dhcp: ## DHCP storm in the lab: mtftpd vs dnsmasq (and kea if installed)
 	./scripts/bench-dhcp.sh

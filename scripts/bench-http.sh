@@ -17,8 +17,7 @@
 # Environment:
 #   BENCH_HTTP_MB=1024    file size in MiB
 #   BENCH_RUNS=5          timed downloads per server (1..20)
-#   BENCH_SKIP_BUILD=1    use an existing $MTFTPD_BIN instead of building
-#   MTFTPD_BIN=/tmp/mtftpd-bench-http
+#   MTFTPD_BIN=./mtftpd   the binary to measure (`make build` makes it if missing)
 #   BENCH_CACHE=/var/cache/mtftpd-bench   where the nginx .deb is unpacked
 #
 # Results: markdown on stdout and in bench-out/http-YYYYmmdd-HHMMSS.md.
@@ -29,9 +28,9 @@ die() { echo "$prog: FATAL: $*" >&2; exit 1; }
 info() { echo "$prog: $*" >&2; }
 
 case "${1:-}" in
-  -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   "") ;;
-  *) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -39,7 +38,7 @@ MB=${BENCH_HTTP_MB:-1024}
 RUNS=${BENCH_RUNS:-5}
 [[ "$MB" =~ ^[0-9]+$ ]] && [ "$MB" -ge 1 ] && [ "$MB" -le 8192 ] || die "BENCH_HTTP_MB must be 1..8192"
 [[ "$RUNS" =~ ^[0-9]+$ ]] && [ "$RUNS" -ge 1 ] && [ "$RUNS" -le 20 ] || die "BENCH_RUNS must be 1..20"
-MTFTPD_BIN=${MTFTPD_BIN:-/tmp/mtftpd-bench-http}
+MTFTPD_BIN=${MTFTPD_BIN:-$REPO/mtftpd}
 CACHE=${BENCH_CACHE:-/var/cache/mtftpd-bench}
 PORT_mtftpd=18090
 PORT_nginx=18091
@@ -67,12 +66,9 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # ---------------------------------------------------------------- servers
-if [ "${BENCH_SKIP_BUILD:-}" = 1 ]; then
-  [ -x "$MTFTPD_BIN" ] || die "BENCH_SKIP_BUILD=1 but $MTFTPD_BIN is missing"
-else
-  command -v go >/dev/null || die "go not found"
-  info "building mtftpd -> $MTFTPD_BIN"
-  (cd "$REPO" && CGO_ENABLED=0 timeout 600 go build -o "$MTFTPD_BIN" ./cmd/mtftpd) || die "go build failed"
+if [ ! -x "$MTFTPD_BIN" ]; then
+  info "building $MTFTPD_BIN (make build)"
+  make -C "$REPO" -s build >&2 || die "make build failed"
 fi
 
 NGINX=/usr/sbin/nginx

@@ -56,6 +56,11 @@ const (
 	missingTTL = 10 * time.Second
 )
 
+// maxMissing caps the remembered 404s: clients choose the names they ask
+// for, and random ones must not grow the table without bound. A variable
+// so the test can lower it.
+var maxMissing = 4096
+
 // Counters count what the cache did; read them at any time.
 type Counters struct {
 	Hits        atomic.Uint64 // served from the cache without asking the origin
@@ -88,6 +93,7 @@ type Cache struct {
 	mu      sync.Mutex
 	entries map[string]*entry
 	flights map[string]*flight
+	missing int // entries with missing set
 }
 
 // entry is what is known about one name.
@@ -218,6 +224,30 @@ func (c *Cache) Ensure(name string) error {
 	return f.err
 }
 
+// rememberMissing records a 404 for name; c.mu is held. At the cap it
+// first drops the 404s that have expired, and if none have (a flood of
+// new names within missingTTL), it remembers nothing.
+func (c *Cache) rememberMissing(name string, now time.Time) {
+	if old := c.entries[name]; old != nil && old.missing {
+		old.Checked = now
+		return
+	}
+	if c.missing >= maxMissing {
+		for n, e := range c.entries {
+			if e.missing && !c.fresh(e, now) {
+				delete(c.entries, n)
+				c.missing--
+			}
+		}
+		if c.missing >= maxMissing {
+			delete(c.entries, name)
+			return
+		}
+	}
+	c.entries[name] = &entry{Checked: now, missing: true}
+	c.missing++
+}
+
 func (c *Cache) fresh(e *entry, now time.Time) bool {
 	if e.missing {
 		return now.Sub(e.Checked) < min(missingTTL, max(c.ttl(), 0))
@@ -231,11 +261,15 @@ func (c *Cache) fly(name string, f *flight, cached *entry) {
 	now := time.Now()
 	next, err := c.fetch(name, cached)
 	c.mu.Lock()
+	if old := c.entries[name]; old != nil && old.missing && !errors.Is(err, filestore.ErrNotFound) {
+		delete(c.entries, name) // the 404 is superseded
+		c.missing--
+	}
 	switch {
 	case err == nil:
 		c.entries[name] = next
 	case errors.Is(err, filestore.ErrNotFound):
-		c.entries[name] = &entry{Checked: now, missing: true}
+		c.rememberMissing(name, now)
 	case cached != nil && !errors.Is(err, filestore.ErrAccess):
 		// The origin failed; the copy we have was verified when fetched.
 		c.Counters.Stale.Add(1)

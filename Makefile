@@ -8,7 +8,7 @@ BIN := ./mtftpd
 TEST_TIMEOUT ?= 20m
 FUZZTIME ?= 5s
 
-.PHONY: help build run test test-go vet bench bench-dhcp bench-http fuzz-smoke fuzz clean
+.PHONY: help build run test test-go vet bench bench-dhcp bench-http bench-status fuzz-smoke fuzz clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ bench-http: build ## HTTP throughput of a 1 GiB file: mtftpd's mirror vs nginx (
 
 bench-dhcp: ## DHCP storm in the lab: mtftpd vs dnsmasq (and kea if installed)
 	./scripts/bench-dhcp.sh
+
+bench-status: ## TFTP throughput at 200 concurrent transfers with and without status pages open
+	./scripts/bench-status.sh
 
 fuzz-smoke: ## run every fuzz target for $(FUZZTIME)
 	./scripts/fuzz.sh $(FUZZTIME)

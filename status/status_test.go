@@ -43,7 +43,7 @@ type services struct {
 
 const fileSize = 20*512 + 77
 
-func start(t *testing.T) *services {
+func start(t testing.TB, configure ...func(*services)) *services {
 	t.Helper()
 	root := t.TempDir()
 	b := make([]byte, fileSize)
@@ -75,6 +75,9 @@ func start(t *testing.T) *services {
 	}
 	sv.status = &Server{TFTP: sv.tftp, MTFTP: mc, DHCP: sv.dhcp, HTTP: sv.web}
 	sv.web.Pages = sv.status.Handler()
+	for _, f := range configure {
+		f(sv)
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
@@ -105,7 +108,7 @@ func start(t *testing.T) *services {
 
 // lease runs DISCOVER/OFFER/REQUEST/ACK for a UEFI x64 PXE client, which
 // gets 127.0.0.1: the address the TFTP client below uses.
-func (sv *services) lease(t *testing.T, mac net.HardwareAddr) {
+func (sv *services) lease(t testing.TB, mac net.HardwareAddr) {
 	t.Helper()
 	in := dhcp.Incoming{IfIndex: 1, IfAddr: netip.MustParseAddr("127.0.0.2"), Src: netip.MustParseAddrPort("0.0.0.0:68"), Port: dhcp.PortServer}
 	pxe := []dhcpv4.Modifier{
@@ -126,7 +129,7 @@ func (sv *services) lease(t *testing.T, mac net.HardwareAddr) {
 	}
 }
 
-func get(t *testing.T, url string) (int, []byte) {
+func get(t testing.TB, url string) (int, []byte) {
 	t.Helper()
 	resp, err := http.Get(url)
 	if err != nil {
@@ -327,5 +330,30 @@ func TestWriteText(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, b.String())
 		}
+	}
+}
+
+// BenchmarkSnapshotJSON is the server's cost of one /api/transfers body
+// with 200 transfers running: a status page costs at most one of these
+// per snapshotTTL however many pages are open.
+func BenchmarkSnapshotJSON(b *testing.B) {
+	sv := start(b, func(sv *services) { sv.tftp.MaxPerClient = 1000 })
+	cs := make([]*testutil.SlowTFTP, 200)
+	for i := range cs {
+		cs[i] = testutil.StartSlowTFTP(b, sv.tftpAt, "images/vmlinuz")
+	}
+	b.ReportAllocs()
+	var n int
+	for b.Loop() {
+		body, err := json.Marshal(sv.status.Snapshot(time.Now()))
+		if err != nil {
+			b.Fatal(err)
+		}
+		n = len(body)
+	}
+	b.ReportMetric(float64(n), "bytes/body")
+	b.StopTimer()
+	for _, c := range cs {
+		c.Finish(b)
 	}
 }

@@ -90,3 +90,26 @@ func TestRecentRing(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkTransfersSnapshot is what one status poll costs the registry
+// with 200 transfers running: the time the registry mutex is held (the
+// only moment transfer starts and ends can wait on a status page).
+func BenchmarkTransfersSnapshot(b *testing.B) {
+	root := b.TempDir()
+	writeRandom(b, filepath.Join(root, "f"), 4*512, 3)
+	ts := startServer(b, root, func(s *tftp.Server) { s.MaxPerClient = 1000 })
+	cs := make([]*testutil.SlowTFTP, 200)
+	for i := range cs {
+		cs[i] = testutil.StartSlowTFTP(b, ts.Addr, "f")
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if running, _ := ts.Transfers(); len(running) != len(cs) {
+			b.Fatalf("%d running, want %d", len(running), len(cs))
+		}
+	}
+	b.StopTimer()
+	for _, c := range cs {
+		c.Finish(b)
+	}
+}

@@ -76,18 +76,12 @@ for i in $(seq 1 50); do
 done
 curl -fs -o /dev/null "http://$HTTP/api/transfers" || die "server did not come up: $(cat "$WORK/server.log")"
 
-# viewer N: one open status page (polls once a second, bounded by the run).
-viewer() {
-  local end=$((SECONDS + $1))
+# poll URL SECONDS: one open status page (or a Prometheus scraper): a GET
+# a second, bounded by the run.
+poll() {
+  local end=$((SECONDS + $2))
   while [ "$SECONDS" -lt "$end" ]; do
-    curl -fs -o /dev/null --max-time 5 "http://$HTTP/api/transfers" || true
-    sleep 1
-  done
-}
-scraper() {
-  local end=$((SECONDS + $1))
-  while [ "$SECONDS" -lt "$end" ]; do
-    curl -fs -o /dev/null --max-time 5 "http://$HTTP/metrics" || true
+    curl -fs -o /dev/null --max-time 5 "$1" || true
     sleep 1
   done
 }
@@ -99,8 +93,8 @@ secs=${DURATION%s}
 run() { # label
   local label=$1 json="$WORK/$1.json"
   if [[ "$label" == on* ]]; then
-    for v in $(seq 1 "$VIEWERS"); do viewer $((secs + 15)) & VIEWER_PIDS+=($!); done
-    scraper $((secs + 15)) & VIEWER_PIDS+=($!)
+    for v in $(seq 1 "$VIEWERS"); do poll "http://$HTTP/api/transfers" $((secs + 15)) & VIEWER_PIDS+=($!); done
+    poll "http://$HTTP/metrics" $((secs + 15)) & VIEWER_PIDS+=($!)
     sleep 1
   fi
   "$MTFTPD_BIN" bench tftp -q --target "$TFTP" --file image.bin --clients "$CLIENTS" --profile "$PROFILE" \

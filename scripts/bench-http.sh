@@ -124,8 +124,10 @@ done
 "$MTFTPD_BIN" serve --tftp.listen "127.0.0.1:$TFTP_PORT" --tftp.root "$WORK/root" \
   --http.listen "127.0.0.1:$PORT_mtftpd" --mtftp.enabled false --log.level warn 2>"$WORK/mtftpd.log" &
 PIDS+=($!)
+PID_mtftpd=$!
 "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx.conf" -e "$WORK/nginx/error.log" 2>>"$WORK/nginx/error.log" &
 PIDS+=($!)
+PID_nginx=$!
 
 url() { echo "http://127.0.0.1:$1/big.img"; }
 for s in mtftpd nginx; do
@@ -139,11 +141,23 @@ for s in mtftpd nginx; do
   [ "$got" = "$WANT" ] || die "$s served different bytes (sha256 $got, want $WANT)"
 done
 
-declare -A SPEEDS=()
+# cpu_ticks PID: user+system clock ticks of PID and its children (nginx's
+# workers), so the table can say what each byte cost the server.
+cpu_ticks() {
+  local p t=0
+  for p in "$1" $(ps -o pid= --ppid "$1" 2>/dev/null); do
+    t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$t"
+}
+declare -A SPEEDS=() TICKS=()
 for r in $(seq 1 "$RUNS"); do
   for s in mtftpd nginx; do
     port=PORT_$s
+    pid=PID_$s
+    t0=$(cpu_ticks "${!pid}")
     v=$(timeout 300 curl -sS -o /dev/null -w '%{speed_download}' "$(url "${!port}")") || die "$s: curl failed"
+    TICKS[$s]=$(( ${TICKS[$s]:-0} + $(cpu_ticks "${!pid}") - t0 ))
     SPEEDS[$s]+="$v "
     info "run $r $s: $(awk -v b="$v" 'BEGIN{printf "%.0f MB/s", b/1e6}')"
   done
@@ -157,11 +171,11 @@ out="$REPO/bench-out/http-$(date -u +%Y%m%d-%H%M%S).md"
 {
   echo "## HTTP download, $MB MiB file, loopback, curl, $RUNS runs each ($(date -u +%FT%TZ), $(nproc) cores)"
   echo
-  echo "| server | median MB/s | runs (MB/s) |"
-  echo "|---|---|---|"
+  echo "| server | median MB/s | runs (MB/s) | server CPU s per GiB |"
+  echo "|---|---|---|---|"
   for s in mtftpd nginx; do
     m=m_$s
-    echo "| $s | $(awk -v b="${!m}" 'BEGIN{printf "%.0f", b/1e6}') | $(for v in ${SPEEDS[$s]}; do awk -v b="$v" 'BEGIN{printf "%.0f ", b/1e6}'; done)|"
+    echo "| $s | $(awk -v b="${!m}" 'BEGIN{printf "%.0f", b/1e6}') | $(for v in ${SPEEDS[$s]}; do awk -v b="$v" 'BEGIN{printf "%.0f ", b/1e6}'; done)| $(awk -v t="${TICKS[$s]}" -v hz="$(getconf CLK_TCK)" -v n="$RUNS" -v mb="$MB" 'BEGIN{printf "%.2f", t/hz/(n*mb/1024)}') |"
   done
   echo
   echo "mtftpd / nginx = $(awk -v a="$m_mtftpd" -v b="$m_nginx" 'BEGIN{printf "%.2f", a/b}') ($("$NGINX" -v 2>&1 | sed 's/.*: //'))"

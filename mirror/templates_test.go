@@ -238,3 +238,45 @@ func TestTemplateReload(t *testing.T) {
 		t.Errorf("after an edit: %q", body)
 	}
 }
+
+// FuzzTemplateMatch: any request name either matches no template or one
+// whose {mac} part is a MAC that reads back the same in every spelling;
+// nothing panics (names come from clients).
+func FuzzTemplateMatch(f *testing.F) {
+	for _, s := range []string{"ks/52:54:00:00:00:01.cfg", "pxelinux.cfg/01-52-54-00-00-00-01", "ks/525400000001.cfg",
+		"a", "aa", "ks/.cfg", "pxelinux.cfg/01-", "ks/52:54-00:00:00:01.cfg", "grub.cfg", `\ks\52:54:00:00:00:01.cfg`} {
+		f.Add(s)
+	}
+	dir := f.TempDir()
+	tm := &Templates{Dir: dir}
+	if err := tm.Open(); err != nil {
+		f.Fatal(err)
+	}
+	defer tm.Close()
+	for _, name := range []string{"ks/{mac}.cfg", "pxelinux.cfg/01-{mac}", "a{mac}a", "{mac}"} {
+		p := &tmpl{name: name, hasMAC: true}
+		p.prefix, p.suffix, _ = strings.Cut(name, macPlaceholder)
+		tm.patterns = append(tm.patterns, p)
+	}
+	tm.index = map[string]*tmpl{"grub.cfg": {name: "grub.cfg"}}
+	f.Fuzz(func(t *testing.T, name string) {
+		tm.mu.Lock()
+		tm.checked = time.Now().Add(time.Hour) // keep the fuzzed index
+		tm.mu.Unlock()
+		p, mac := tm.match(name)
+		if p == nil || !p.hasMAC {
+			if mac != nil {
+				t.Fatalf("%q: a MAC without a {mac} template", name)
+			}
+			return
+		}
+		if len(mac) != 6 {
+			t.Fatalf("%q matched %s with a %d-byte MAC", name, p.name, len(mac))
+		}
+		for _, spelling := range []string{mac.String(), strings.ReplaceAll(mac.String(), ":", "-"), strings.ToUpper(strings.ReplaceAll(mac.String(), ":", ""))} {
+			if again, ok := parseMAC(spelling); !ok || again.String() != mac.String() {
+				t.Fatalf("%q: %s does not read back from %q", name, mac, spelling)
+			}
+		}
+	})
+}

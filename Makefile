@@ -8,7 +8,7 @@ BIN := ./mtftpd
 TEST_TIMEOUT ?= 20m
 FUZZTIME ?= 5s
 
-.PHONY: help build run test test-go vet bench bench-dhcp fuzz-smoke fuzz clean
+.PHONY: help build run test test-go vet bench bench-dhcp bench-http bench-status fuzz-smoke fuzz clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -36,8 +36,14 @@ bench: build ## Go benchmarks, then mtftpd vs tftpd-hpa vs atftpd (scripts/bench
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 	./scripts/bench-unicast.sh
 
+bench-http: build ## HTTP throughput of a 1 GiB file: mtftpd's mirror vs nginx (scripts/bench-http.sh)
+	MTFTPD_BIN=$(abspath $(BIN)) ./scripts/bench-http.sh
+
 bench-dhcp: ## DHCP storm in the lab: mtftpd vs dnsmasq (and kea if installed)
 	./scripts/bench-dhcp.sh
+
+bench-status: ## TFTP throughput at 200 concurrent transfers with and without status pages open
+	./scripts/bench-status.sh
 
 fuzz-smoke: ## run every fuzz target for $(FUZZTIME)
 	./scripts/fuzz.sh $(FUZZTIME)

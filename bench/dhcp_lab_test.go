@@ -29,7 +29,8 @@ func TestMain(m *testing.M) {
 func mtftpdBinary(t *testing.T) string { return bin.Path(t) }
 
 // TestBenchDHCPRefusesWithoutIface: the CLI never picks an interface to
-// broadcast on by itself. Needs no root: it must stop before any socket.
+// broadcast on by itself, nor a TFTP target, and names every bad flag.
+// Needs no root: it must stop before any socket.
 func TestBenchDHCPRefusesWithoutIface(t *testing.T) {
 	bin := mtftpdBinary(t)
 	for _, c := range []struct {
@@ -38,7 +39,14 @@ func TestBenchDHCPRefusesWithoutIface(t *testing.T) {
 	}{
 		{[]string{"bench", "dhcp", "--clients", "1"}, "--iface is required"},
 		{[]string{"bench", "dhcp", "--iface", "", "--clients", "1"}, "--iface is required"},
-		{[]string{"bench", "tftp"}, `"tftp" is not implemented yet`},
+		{[]string{"bench", "tftp"}, "--target HOST:PORT and --file NAME are required"},
+		{[]string{"bench", "tftp", "--target", "127.0.0.1:9", "--file", "f", "--profile", "bios", "--blksize", "512"}, "--profile bios fixes them"},
+		{[]string{"bench", "tftp", "--target", "127.0.0.1:9", "--file", "f", "--profile", "efi"}, `unknown --profile "efi"`},
+		{[]string{"bench", "tftp", "--target", "127.0.0.1:9", "--file", "f", "--verify", "sha256:12"}, "not sha256:<64 hex digits>"},
+		{[]string{"bench", "tftp", "--target", "127.0.0.1:9", "--file", "f", "--source-addrs", "192.0.2.9-192.0.2.1"}, "A ≤ B"},
+		{[]string{"bench", "tftp", "--target", "127.0.0.1", "--file", "f"}, "not host:port"},
+		{[]string{"bench", "mcast"}, `unknown target "mcast"`},
+		{[]string{"bench", "compare", "a.json"}, "need two JSON reports"},
 		{[]string{"bench", "nope"}, `unknown target "nope"`},
 		{[]string{"bench"}, "need a target"},
 	} {

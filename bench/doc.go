@@ -3,9 +3,15 @@
 // (completions, failures by cause, rates, latency percentiles, server
 // misbehaviour such as one address handed to two clients).
 //
-// So far it holds the DHCP storm (DHCPStorm): N simulated clients doing
-// DISCOVER, OFFER, REQUEST, ACK (and RELEASE) over one socket. The TFTP
-// and multicast swarms come later.
+// It holds the TFTP swarm (TFTPSwarm): N firmware-like clients (Profiles),
+// each with its own socket, downloading one file from one server through
+// tftp's public client; and the DHCP storm (DHCPStorm): N simulated
+// clients doing DISCOVER, OFFER, REQUEST, ACK (and RELEASE) over one
+// socket. Compare reads two JSON reports (docs/bench-json.md). The
+// multicast swarm comes with mtftpd's native multicast dialect.
+//
+// Every client loop is bounded in count and time and sends only to the
+// target it was given.
 //
 // A DHCP storm is broadcast traffic: it must never run on a network you do
 // not own. DHCPStorm refuses to start without an explicitly named

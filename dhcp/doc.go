@@ -20,5 +20,6 @@
 //   - empty a lease file it cannot parse (it is set aside and reported);
 //   - hand an iPXE client the iPXE binary again (chain-load loop, §9.9);
 //   - assign addresses, NAK or send lease options in proxy mode;
-//   - send PXE MTFTP sub-options (43.1–43.5) — UEFI drops such offers (§7.1).
+//   - send PXE MTFTP sub-options (43.1–43.5) to anything but a BIOS PXE
+//     ROM (arch 0, not iPXE) — UEFI drops such offers (§7.1).
 package dhcp

@@ -31,6 +31,7 @@ type Outgoing struct {
 
 	wire  []byte         // Pkt encoded, padded and size-checked
 	count *atomic.Uint64 // the reply's counter, bumped when it is released
+	arch  *atomic.Uint64 // and its by-architecture cell (Counters.ByArch)
 }
 
 // released counts a reply that leaves: sent by Serve or returned by
@@ -38,6 +39,9 @@ type Outgoing struct {
 func (o *Outgoing) released() {
 	if o != nil && o.count != nil {
 		o.count.Add(1)
+	}
+	if o != nil && o.arch != nil {
+		o.arch.Add(1)
 	}
 }
 
@@ -269,6 +273,7 @@ func (s *Server) discover(req *dhcpv4.DHCPv4, in Incoming, now time.Time) *Outgo
 	out := s.finish(reply, req, in, false)
 	if out != nil {
 		out.count = &s.Counters.Offer
+		out.arch = s.Counters.archCounter(replyOffer, c)
 		if boot != nil {
 			s.countClass(classify(c))
 		}
@@ -390,6 +395,10 @@ func (s *Server) commit(req *dhcpv4.DHCPv4, in Incoming, sub *subnet, cl client,
 	s.leases.setIP(rec, ip)
 	rec.start, rec.expiry, rec.offerUntil = now, now.Add(sub.lease), time.Time{}
 	rec.static = cl.host != nil && cl.host.IP.IsValid()
+	rec.arch = ""
+	if a, ok := c.PrimaryArch(); ok {
+		rec.arch = strconv.Itoa(int(a))
+	}
 	rec.hostname = req.HostName()
 	if cl.host != nil && cl.host.Hostname != "" {
 		rec.hostname = cl.host.Hostname
@@ -404,6 +413,7 @@ func (s *Server) commit(req *dhcpv4.DHCPv4, in Incoming, sub *subnet, cl client,
 	out := s.finish(reply, req, in, false)
 	if out != nil {
 		out.count = &s.Counters.Ack
+		out.arch = s.Counters.archCounter(replyAck, c)
 	}
 	return out, s.leases.seq
 }
@@ -416,6 +426,7 @@ func (s *Server) nak(req *dhcpv4.DHCPv4, in Incoming, why string) *Outgoing {
 	out := s.finish(reply, req, in, true)
 	if out != nil {
 		out.count = &s.Counters.Nak
+		out.arch = s.Counters.archCounter(replyNak, ClassifyClient(req))
 		s.Log.Debug().Stringer("mac", req.ClientHWAddr).Str("reason", why).Msg("dhcp: NAK")
 	}
 	return out
@@ -490,6 +501,7 @@ func (s *Server) inform(req *dhcpv4.DHCPv4, in Incoming, now time.Time) *Outgoin
 	out := s.finish(reply, req, in, false)
 	if out != nil {
 		out.count = &s.Counters.Ack
+		out.arch = s.Counters.archCounter(replyAck, c)
 	}
 	return out
 }
@@ -554,8 +566,10 @@ func (s *Server) proxy(req *dhcpv4.DHCPv4, mt dhcpv4.MessageType, in Incoming) *
 	}
 	if ack {
 		out.count = &s.Counters.ProxyAck
+		out.arch = s.Counters.archCounter(replyProxyAck, c)
 	} else {
 		out.count = &s.Counters.ProxyOffer
+		out.arch = s.Counters.archCounter(replyProxyOffer, c)
 		s.countClass(classify(c))
 	}
 	return out
@@ -692,7 +706,7 @@ func (s *Server) applyBoot(reply, req *dhcpv4.DHCPv4, c Client, b *bootAnswer) {
 		reply.Options[optVendorClass] = []byte(vendorHTTP)
 	} else {
 		reply.Options[optVendorClass] = []byte(vendorPXE)
-		reply.Options[optVendorSpecif] = pxeVendorOptions(req)
+		reply.Options[optVendorSpecif] = pxeVendorOptions(req, s.mtftpOptions(c, b))
 	}
 	if uuid, ok := req.Options[optClientUUID]; ok {
 		reply.Options[optClientUUID] = uuid
@@ -701,12 +715,12 @@ func (s *Server) applyBoot(reply, req *dhcpv4.DHCPv4, c Client, b *bootAnswer) {
 
 func nul(s string) []byte { return append([]byte(s), 0) }
 
-// pxeVendorOptions is option 43 for PXEClient: discovery control 0x08
+// pxeVendorOptions is option 43 for PXEClient: the PXE MTFTP sub-options
+// 1–5 when given (BIOS ROMs only: mtftpOptions), discovery control 0x08
 // (boot from the file in this offer, no menu or discovery; protocols.md
 // §9.3), the boot item echoed for a PXEBS request, and the end marker.
-// Never MTFTP sub-options 1–5: UEFI discards offers with them (§7.1).
-func pxeVendorOptions(req *dhcpv4.DHCPv4) []byte {
-	b := []byte{6, 1, 0x08}
+func pxeVendorOptions(req *dhcpv4.DHCPv4, mtftp []byte) []byte {
+	b := append(mtftp, 6, 1, 0x08)
 	if item, ok := pxeBootItem(req); ok {
 		b = append(b, 71, 4)
 		b = append(b, item[:]...)

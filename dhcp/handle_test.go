@@ -643,3 +643,26 @@ func TestValidate(t *testing.T) {
 		})
 	}
 }
+
+// TestLeaseOf: the mirror asks who holds an address; it learns the MAC,
+// the name and the architecture of the last ACKed request, and nothing for
+// an expired or unknown address.
+func TestLeaseOf(t *testing.T) {
+	s := newServer(t, nil)
+	hw := mac(1)
+	ip := yiaddr(dora(t, s, hw, inBcast, t0, uefiX64()...))
+	l, ok := s.LeaseOf(ip, t0.Add(time.Minute))
+	if !ok || !bytes.Equal(l.MAC, hw) || l.Arch != "7" {
+		t.Fatalf("LeaseOf(%v) = %+v, %v; want mac %v arch 7", ip, l, ok, hw)
+	}
+	plain := yiaddr(dora(t, s, mac(2), inBcast, t0))
+	if l, ok := s.LeaseOf(plain, t0); !ok || l.Arch != "" {
+		t.Errorf("a client without option 93: %+v, %v; want arch \"\"", l, ok)
+	}
+	if _, ok := s.LeaseOf(ip, t0.Add(2*time.Hour)); ok {
+		t.Error("an expired lease is still reported")
+	}
+	if _, ok := s.LeaseOf(netip.MustParseAddr("192.0.2.199"), t0); ok {
+		t.Error("an address nobody holds is reported")
+	}
+}

@@ -34,6 +34,7 @@ type Lease struct {
 	Start    time.Time // last ACK
 	Expiry   time.Time // lease end; not after now = expired or released
 	Static   bool      // address from Server.Hosts
+	Arch     string    // option 93 of the last ACKed request, in decimal; "" = not sent
 }
 
 // binding is the table's record of one client (one per client key: one
@@ -48,6 +49,7 @@ type binding struct {
 	expiry     time.Time
 	offerUntil time.Time
 	static     bool
+	arch       string
 }
 
 func (b *binding) active(now time.Time) bool { return b.expiry.After(now) }
@@ -61,6 +63,7 @@ func (b *binding) lease() Lease {
 	return Lease{
 		ClientID: slices.Clone(b.clientID), MAC: slices.Clone(b.mac), IP: b.ip,
 		Hostname: b.hostname, Start: b.start, Expiry: b.expiry, Static: b.static,
+		Arch: b.arch,
 	}
 }
 

@@ -34,6 +34,7 @@ type leaseRecord struct {
 	Start    time.Time  `json:"start"`
 	Expiry   time.Time  `json:"expiry"`
 	Static   bool       `json:"static,omitempty"`
+	Arch     string     `json:"arch,omitempty"`
 }
 
 type declinedRecord struct {
@@ -52,7 +53,7 @@ func (t *leaseTable) snapshot() leaseFile {
 		}
 		r := leaseRecord{
 			MAC: macString(b.mac, ':'), IP: b.ip, Hostname: b.hostname,
-			Start: b.start, Expiry: b.expiry, Static: b.static,
+			Start: b.start, Expiry: b.expiry, Static: b.static, Arch: b.arch,
 		}
 		if len(b.clientID) > 0 {
 			r.ClientID = hex.EncodeToString(b.clientID)
@@ -102,6 +103,10 @@ func (f *leaseFile) appendJSON(b []byte) []byte {
 		b = appendJSONTime(b, r.Expiry)
 		if r.Static {
 			b = append(b, `,"static":true`...)
+		}
+		if r.Arch != "" {
+			b = append(b, `,"arch":`...)
+			b = appendJSONString(b, r.Arch)
 		}
 		b = append(b, '}')
 	}
@@ -182,6 +187,9 @@ func (t *leaseTable) restore(f *leaseFile) error {
 		if len(id) == 0 {
 			id = nil
 		}
+		if _, err := strconv.ParseUint(r.Arch, 10, 16); r.Arch != "" && err != nil {
+			return fmt.Errorf("leases[%d]: arch %q is not an option 93 value", i, r.Arch)
+		}
 		if len(id) == 0 && len(mac) == 0 {
 			return fmt.Errorf("leases[%d]: neither client_id nor mac", i)
 		}
@@ -195,7 +203,7 @@ func (t *leaseTable) restore(f *leaseFile) error {
 		} else if !r.Expiry.After(b.expiry) {
 			continue // duplicate client: the later lease wins
 		}
-		b.hostname, b.start, b.expiry, b.static = r.Hostname, r.Start, r.Expiry, r.Static
+		b.hostname, b.start, b.expiry, b.static, b.arch = r.Hostname, r.Start, r.Expiry, r.Static, r.Arch
 		t.setIP(b, r.IP)
 	}
 	for _, d := range f.Declined {

@@ -96,6 +96,9 @@ type Server struct {
 	// HTTPPort is the mirror's port for the default HTTPBase (0 or 80:
 	// none in the URL).
 	HTTPPort int
+	// PXEMTFTP announces PXE MTFTP (option 43.1–43.5) to BIOS PXE ROMs;
+	// nil never does (mtftp.go).
+	PXEMTFTP *PXEMTFTP
 	// LeaseFile persists leases as JSON; "" keeps them in memory only.
 	LeaseFile string
 	// Addr is the listen address, default ":67". Proxy mode also
@@ -122,6 +125,7 @@ type Server struct {
 	httpBase  string
 	addr      string
 	proxyPort int
+	mtftp     *mtftpConfig // nil: no PXE MTFTP announcements
 
 	mu     sync.Mutex // guards leases, subnet cursors, limiter
 	leases leaseTable
@@ -262,6 +266,7 @@ func (s *Server) validate() error {
 			bad("Interfaces[%d]: empty name", i)
 		}
 	}
+	s.validateMTFTP(bad)
 	if len(errs) > 0 {
 		return fmt.Errorf("dhcp: invalid configuration: %w", errors.Join(errs...))
 	}
@@ -382,6 +387,21 @@ func (s *Server) Leases() []Lease {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.leases.leases()
+}
+
+// LeaseOf returns the lease of the address ip active at now: who the machine
+// asking for a file from ip is (the mirror's per-host templates use it).
+func (s *Server) LeaseOf(ip netip.Addr, now time.Time) (Lease, bool) {
+	if s.setup() != nil {
+		return Lease{}, false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := s.leases.byIP[ip.Unmap()]
+	if b == nil || b.ip != ip.Unmap() || !b.active(now) {
+		return Lease{}, false
+	}
+	return b.lease(), true
 }
 
 // Shutdown stops Serve (which then returns ErrServerClosed), waits for it

@@ -15,6 +15,7 @@ import (
 	"html"
 	"io"
 	"io/fs"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -28,7 +29,6 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
-	"golang.org/x/net/netutil"
 
 	"github.com/mtftpd/mtftpd/internal/filestore"
 )
@@ -40,6 +40,13 @@ type Counters struct {
 	Denied    atomic.Uint64
 	Listings  atomic.Uint64
 	BytesSent atomic.Uint64
+	// Rendered counts templates served; TemplateErrors those that failed
+	// (500, logged with the template's name and line).
+	Rendered       atomic.Uint64
+	TemplateErrors atomic.Uint64
+	// OriginErrors counts 502s: the upstream origin failed (logged by
+	// internal/origin).
+	OriginErrors atomic.Uint64
 }
 
 // Server is the HTTP mirror. Set Root before use.
@@ -51,14 +58,29 @@ type Server struct {
 	Log      zerolog.Logger
 	Counters Counters
 
+	// Source, if set, fills Root before a file is opened: Root is then the
+	// cache of an upstream origin (internal/origin). Directory listings
+	// show what is cached.
+	Source filestore.Source
+
+	// Templates, if set, serve per-host files in front of Root.
+	Templates *Templates
+
 	// MaxConns caps concurrent connections (0 = DefaultMaxConns), so
 	// clients that stop reading cannot use up the process's descriptors,
 	// which TFTP and DHCP share.
 	MaxConns int
 
+	// Pages, if set, serves mtftpd's own pages: /metrics, /api/… and
+	// /status/…, and "/" redirects to /status/ (pages.go). Files of the
+	// root under those names are then not served.
+	Pages http.Handler
+
 	root *os.Root
 	mu   sync.Mutex
 	srv  *http.Server
+
+	codes statusCodes // responses by status code (pages.go)
 }
 
 // DefaultMaxConns is the connection cap: a room of installers pulling
@@ -103,7 +125,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		max = DefaultMaxConns
 	}
 	srv := &http.Server{
-		Handler:           s,
+		Handler:           s.routes(),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
@@ -119,7 +141,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.Log.Info().Str("addr", ln.Addr().String()).Str("root", s.Root).Msg("http mirror listening")
 	stop := context.AfterFunc(ctx, func() { srv.Close() })
 	defer stop()
-	err := srv.Serve(netutil.LimitListener(ln, max))
+	err := srv.Serve(newLimitListener(ln, max))
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
@@ -153,6 +175,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 		return
 	}
+	if s.Templates != nil && s.serveTemplate(w, r) {
+		return
+	}
 	if s.root == nil {
 		if err := s.Open(); err != nil {
 			http.Error(w, "mirror root unavailable", http.StatusInternalServerError)
@@ -170,6 +195,19 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		name = clean
 	} else {
 		name = "."
+	}
+	if s.Source != nil && !isDir {
+		if err := s.Source.Ensure(name); err != nil {
+			if errors.Is(err, filestore.ErrNotFound) || errors.Is(err, filestore.ErrAccess) {
+				s.refuse(w, r, err)
+			} else {
+				// The origin failed or sent a short body; nothing was
+				// cached and the next request tries again.
+				s.Counters.OriginErrors.Add(1)
+				http.Error(w, "origin fetch failed", http.StatusBadGateway)
+			}
+			return
+		}
 	}
 	f, err := s.open(name)
 	if err != nil {
@@ -250,6 +288,12 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, dir *os.File) {
 	}
 	for _, e := range ents {
 		n := e.Name()
+		if strings.HasPrefix(n, ".") {
+			// Hidden, not forbidden: .treeinfo and .discinfo are fetched by
+			// name by installers, but editor and VCS droppings (.git,
+			// .swp) are nobody's business in a listing.
+			continue
+		}
 		if e.IsDir() {
 			n += "/"
 		}
@@ -300,19 +344,35 @@ func (c *countingWriter) status() int {
 // ReadFrom keeps sendfile: ServeContent copies with io.CopyN, which uses
 // the ResponseWriter's ReaderFrom (sendfile for an *os.File) when the
 // writer has one; without this method the wrapper would hide it.
+// net.TCPConn finds the *os.File under at most one io.LimitedReader, and
+// io.CopyN already added one: the slices below cut that limit rather than
+// wrap it again, or every byte would go through user space.
 func (c *countingWriter) ReadFrom(r io.Reader) (int64, error) {
-	if rf, ok := c.ResponseWriter.(io.ReaderFrom); ok {
-		// sendfile in slices, so the deadline moves with the progress.
-		var total int64
-		for {
-			c.extend()
-			n, err := rf.ReadFrom(io.LimitReader(r, 4<<20))
-			total += n
-			c.n += n
-			if err != nil || n < 4<<20 {
-				return total, err
-			}
+	rf, ok := c.ResponseWriter.(io.ReaderFrom)
+	if !ok {
+		return io.Copy(struct{ io.Writer }{c}, r)
+	}
+	src, limit := r, int64(math.MaxInt64)
+	lr, limited := r.(*io.LimitedReader)
+	if limited {
+		src, limit = lr.R, lr.N
+	}
+	// sendfile in slices, so the deadline moves with the progress.
+	const slice = 4 << 20
+	var total int64
+	for limit > 0 {
+		c.extend()
+		want := min(limit, slice)
+		n, err := rf.ReadFrom(&io.LimitedReader{R: src, N: want})
+		total += n
+		c.n += n
+		limit -= n
+		if limited {
+			lr.N -= n
+		}
+		if err != nil || n < want {
+			return total, err
 		}
 	}
-	return io.Copy(struct{ io.Writer }{c}, r)
+	return total, nil
 }

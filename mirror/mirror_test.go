@@ -3,8 +3,11 @@ package mirror
 import (
 	"context"
 	"crypto/sha256"
+	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -153,5 +156,165 @@ func TestJail(t *testing.T) {
 	os.WriteFile(filepath.Join(root, "javascript:alert(1)"), nil, 0o644)
 	if body, _ := curl(t, base+"/"); strings.Contains(body, `href="javascript:`) {
 		t.Fatalf("listing links a javascript: URL:\n%s", body)
+	}
+}
+
+// TestIfRange: a resumed download (If-Range with the validator it got
+// first) gets the rest; a changed file (stale validator) gets the whole
+// new file instead of a splice of two versions.
+func TestIfRange(t *testing.T) {
+	root := t.TempDir()
+	img := filepath.Join(root, "disk.img")
+	os.WriteFile(img, []byte("0123456789abcdefghij"), 0o644)
+	old := time.Now().Add(-time.Hour).Truncate(time.Second)
+	os.Chtimes(img, old, old)
+	base := startMirror(t, root)
+
+	_, h := curl(t, "-I", base+"/disk.img")
+	etag := header(h, "ETag")
+	lastMod := header(h, "Last-Modified")
+	if etag == "" || lastMod == "" {
+		t.Fatalf("no validators:\n%s", h)
+	}
+	for _, v := range []string{etag, lastMod} {
+		body, h := curl(t, "-r", "10-", "-H", "If-Range: "+v, base+"/disk.img")
+		if !strings.Contains(h, "206 Partial Content") || body != "abcdefghij" {
+			t.Errorf("If-Range %s (current): %q\n%s", v, body, h)
+		}
+	}
+	os.WriteFile(img, []byte("NEW CONTENT, longer than before"), 0o644)
+	for _, v := range []string{etag, lastMod} {
+		body, h := curl(t, "-r", "10-", "-H", "If-Range: "+v, base+"/disk.img")
+		if !strings.Contains(h, "200 OK") || body != "NEW CONTENT, longer than before" {
+			t.Errorf("If-Range %s (stale): want the whole new file, got %q\n%s", v, body, h)
+		}
+	}
+	// A validator that still matches but a range past the end: 416.
+	_, h = curl(t, "-I", base+"/disk.img")
+	if _, h2 := curl(t, "-r", "1000-", "-H", "If-Range: "+header(h, "ETag"), base+"/disk.img"); !strings.Contains(h2, "416") {
+		t.Errorf("range past the end: %s", h2)
+	}
+}
+
+// TestListing: names are escaped, dotfiles are not listed (but served),
+// and a listing never links out of the root.
+func TestListing(t *testing.T) {
+	root := t.TempDir()
+	if err := os.WriteFile(filepath.Join(root, `<script>alert("x")<\script>`), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(root, ".treeinfo"), []byte("[general]\n"), 0o644)
+	os.MkdirAll(filepath.Join(root, ".git"), 0o755)
+	os.MkdirAll(filepath.Join(root, "sub dir"), 0o755)
+	os.WriteFile(filepath.Join(root, "sub dir", "a&b.rpm"), []byte("rpm"), 0o644)
+	base := startMirror(t, root)
+
+	body, h := curl(t, base+"/")
+	if !strings.Contains(h, "text/html") {
+		t.Fatalf("listing content type:\n%s", h)
+	}
+	if strings.Contains(body, "<script>") || !strings.Contains(body, "&lt;script&gt;") {
+		t.Errorf("name not escaped:\n%s", body)
+	}
+	if strings.Contains(body, ".treeinfo") || strings.Contains(body, ".git") {
+		t.Errorf("dotfiles listed:\n%s", body)
+	}
+	if strings.Contains(body, `href="../"`) {
+		t.Errorf("the root's listing links to its parent:\n%s", body)
+	}
+	if got, _ := curl(t, base+"/.treeinfo"); got != "[general]\n" {
+		t.Errorf(".treeinfo not served: %q", got)
+	}
+	body, _ = curl(t, base+"/sub%20dir/")
+	if !strings.Contains(body, `href="./a&amp;b.rpm"`) || !strings.Contains(body, `href="../"`) {
+		t.Errorf("sub listing:\n%s", body)
+	}
+	if got, _ := curl(t, base+"/sub%20dir/a&b.rpm"); got != "rpm" {
+		t.Errorf("a&b.rpm: %q", got)
+	}
+}
+
+// header returns the value of the first header line called name.
+func header(h, name string) string {
+	for _, l := range strings.Split(h, "\r\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok && strings.EqualFold(k, name) {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+// readFromRecorder is a ResponseWriter with ReadFrom (as net/http's is)
+// that records what it was handed.
+type readFromRecorder struct {
+	http.ResponseWriter
+	got []io.Reader
+}
+
+func (r *readFromRecorder) ReadFrom(src io.Reader) (int64, error) {
+	r.got = append(r.got, src)
+	return io.Copy(io.Discard, src)
+}
+
+// TestSendfilePath pins the two things sendfile needs: the connection
+// keeps *net.TCPConn's ReadFrom under the connection cap, and the file
+// reaches it under exactly one io.LimitedReader (net.TCPConn unwraps one).
+func TestSendfilePath(t *testing.T) {
+	f, err := os.CreateTemp(t.TempDir(), "img")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write(make([]byte, 9<<20+5))
+	f.Seek(0, io.SeekStart)
+	rec := &readFromRecorder{ResponseWriter: httptest.NewRecorder()}
+	cw := &countingWriter{ResponseWriter: rec}
+	if n, err := io.CopyN(cw, f, 9<<20+5); err != nil || n != 9<<20+5 || cw.n != n {
+		t.Fatalf("CopyN: %d, %v (counted %d)", n, err, cw.n)
+	}
+	if len(rec.got) != 3 {
+		t.Errorf("%d ReadFrom calls for 9 MiB, want 3 slices of at most 4 MiB", len(rec.got))
+	}
+	for _, r := range rec.got {
+		if lr, ok := r.(*io.LimitedReader); !ok || lr.R != io.Reader(f) {
+			t.Fatalf("ReadFrom got %T, want an *io.LimitedReader directly over the *os.File", r)
+		}
+	}
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ll := newLimitListener(ln, 1)
+	go func() {
+		for range 2 {
+			if c, err := net.Dial("tcp", ln.Addr().String()); err == nil {
+				defer c.Close()
+			}
+		}
+	}()
+	c, err := ll.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := c.(io.ReaderFrom); !ok {
+		t.Fatalf("accepted %T: no ReadFrom, so no sendfile", c)
+	}
+	second := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ll.Accept()
+		second <- c
+	}()
+	select {
+	case <-second:
+		t.Fatal("a second connection accepted over a cap of 1")
+	case <-time.After(100 * time.Millisecond):
+	}
+	c.Close()
+	c.Close() // releases once
+	if c2 := <-second; c2 == nil {
+		t.Fatal("no second connection after the first closed")
+	} else {
+		c2.Close()
 	}
 }

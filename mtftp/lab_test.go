@@ -59,26 +59,34 @@ func labServerCfg(t *testing.T, o netlab.Options, size int, mtftpExtra string) (
 		t.Skip("atftp not installed (make test installs it)")
 	}
 	lab := netlab.New(t, o)
-	bin := mtftpdBinary(t)
 	root := t.TempDir()
 	data := make([]byte, size)
 	rand.Read(data)
 	if err := os.WriteFile(filepath.Join(root, "image.bin"), data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg := filepath.Join(t.TempDir(), "mtftpd.toml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf(`[tftp]
+	logs := startServer(t, lab, fmt.Sprintf(`[tftp]
 listen = "0.0.0.0:69"
 root = %q
 [mtftp]
 pxe_listen = "192.0.2.1:1759"
 %s
+`, root, mtftpExtra), "PXE MTFTP listening", "tftp server listening")
+	return lab, data, root, logs
+}
+
+// startServer runs mtftpd in srv with config (JSON logs added) and waits
+// until its log shows every one of ready.
+func startServer(t *testing.T, lab *netlab.Lab, config string, ready ...string) *syncBuffer {
+	t.Helper()
+	cfg := filepath.Join(t.TempDir(), "mtftpd.toml")
+	os.WriteFile(cfg, []byte(config+`
 [log]
 format = "json"
 level = "info"
-`, root, mtftpExtra)), 0o644)
+`), 0o644)
 	logs := &syncBuffer{}
-	cmd := lab.Command(context.Background(), "srv", bin, "serve", "--config", cfg)
+	cmd := lab.Command(context.Background(), "srv", mtftpdBinary(t), "serve", "--config", cfg)
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -91,13 +99,15 @@ level = "info"
 		}
 	})
 	deadline := time.Now().Add(15 * time.Second)
-	for !strings.Contains(logs.String(), "PXE MTFTP listening") || !strings.Contains(logs.String(), "tftp server listening") {
-		if time.Now().After(deadline) {
-			t.Fatalf("mtftpd did not start:\n%s", logs.String())
+	for _, r := range ready {
+		for !strings.Contains(logs.String(), r) {
+			if time.Now().After(deadline) {
+				t.Fatalf("mtftpd did not start:\n%s", logs.String())
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
-		time.Sleep(100 * time.Millisecond)
 	}
-	return lab, data, root, logs
+	return logs
 }
 
 // runAll runs one atftp per client at once, each under `timeout 60`, and

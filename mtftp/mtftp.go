@@ -44,8 +44,10 @@ const (
 	// PXEBlockSize is PXE MTFTP's only block size (protocols.md §7.2).
 	PXEBlockSize = 512
 	// PXEMaxSize: block numbers never wrap in PXE MTFTP, so a file has at
-	// most 65535 blocks of 512 bytes (protocols.md §4).
-	PXEMaxSize = 65535 * PXEBlockSize
+	// most 65535 blocks of 512 bytes (protocols.md §4), the last one
+	// short: a file of exactly 65535 × 512 = 33,553,920 bytes would need
+	// an empty block 65536 to end it (RFC 1350 §6).
+	PXEMaxSize = 65535*PXEBlockSize - 1
 	// MaxBlocks: no rollover in multicast (protocols.md §4).
 	MaxBlocks = 65535
 )
@@ -68,10 +70,10 @@ var ErrServerClosed = errors.New("mtftp: server closed")
 // (the RFC 2090 hook of tftp.Server) may be called from many goroutines.
 //
 // PXE MTFTP: the spec gives every boot file its own group and client port
-// (DHCP option 43.1/43.2), but iPXE ignores them and always listens on
-// 239.255.1.1:3001. So, for now, every file is served on PXEGroup:PXEClientPort
-// and one pass runs at a time on it; a request for another file while a
-// pass runs is not answered (the client re-opens after the pass).
+// (DHCP option 43.1/43.2): a file the DHCP server announces (PXEFileGroup)
+// gets one from PXEFileGroups, and passes of different files run at once.
+// iPXE ignores option 43 and always listens on 239.255.1.1:3001, so every
+// other file is served on PXEGroup:PXEClientPort, one pass at a time.
 type Server struct {
 	// Files serves the files. Required.
 	Files *filestore.Store
@@ -106,6 +108,13 @@ type Server struct {
 	// negative = none).
 	NativeRate       int64
 	NativeStartDelay time.Duration
+	// PXE MTFTP per-file groups (pxemap.go). A boot file announced by
+	// the DHCP server gets group PXEFileGroups.Addr()+i and client port
+	// PXEFilePort+i for a slot i of its own.
+	PXEFileGroups netip.Prefix // inside 239.255.0.0/16, apart from GroupRange; zero = DefaultPXEFileGroups
+	PXEFilePort   int          // client port of slot 0; 0 = DefaultPXEFilePort
+	pxeFiles      pxeFileMap
+	pxeAddr       netip.AddrPort // PXEListen, resolved
 
 	// Log receives lifecycle events and one line per finished session.
 	Log zerolog.Logger
@@ -121,7 +130,8 @@ type Server struct {
 	sessions map[sessionKey]*session
 	natives  map[nativeKey]*nativeSession
 	shaMu    sync.Mutex
-	shas     map[nativeKey][32]byte // file digests for native receivers
+	shas     map[nativeKey][32]byte    // file digests for native receivers
+	views    map[*sessionView]struct{} // running sessions of every dialect (Sessions)
 	groups   map[netip.Addr]bool
 	closing  bool
 	wg       sync.WaitGroup
@@ -158,7 +168,7 @@ type Counters struct {
 	NativeNaks      atomic.Uint64
 
 	Active       atomic.Int64 // RFC 2090 and native sessions running
-	ActivePasses atomic.Int64 // PXE passes running (0 or 1)
+	ActivePasses atomic.Int64 // PXE passes running (at most one per group)
 }
 
 // Snapshot returns every counter with its field name.
@@ -250,6 +260,9 @@ func (s *Server) validate() error {
 	if s.NativeRate < 0 {
 		errs = append(errs, fmt.Errorf("mtftp: NativeRate %d is negative", s.NativeRate))
 	}
+	if err := s.validatePXE(); err != nil {
+		errs = append(errs, err)
+	}
 	if s.Interface != "" {
 		if _, err := net.InterfaceByName(s.Interface); err != nil {
 			errs = append(errs, fmt.Errorf("mtftp: Interface %q: %w", s.Interface, err))
@@ -317,9 +330,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.pxeConn, s.stopPXE = c, cancel
 	s.mu.Unlock()
 	s.Log.Info().Str("addr", uc.LocalAddr().String()).Str("group", s.PXEGroup.String()).Int("client_port", s.PXEClientPort).
+		Str("file_groups", s.PXEFileGroups.String()).Int("file_port", s.PXEFilePort).
 		Str("groups", s.GroupRange.String()).Int("port", s.Port).Msg("mtftp: PXE MTFTP listening")
-	p := &pxeServer{s: s, c: c, group: netip.AddrPortFrom(s.PXEGroup, uint16(s.PXEClientPort)), t: s.timing()}
-	err = p.run(pctx)
+	err = newPXEServer(s, c).run(pctx)
 	cancel()
 	c.Close()
 	s.mu.Lock()

@@ -112,6 +112,7 @@ type nativeSession struct {
 	maxBps float64 // 0 = discover
 
 	wake chan struct{}
+	view *sessionView // what Sessions shows
 
 	mu        sync.Mutex
 	receivers map[netip.AddrPort]*nativeRecv
@@ -243,6 +244,13 @@ func (s *Server) newNative(ctx context.Context, key nativeKey, f *filestore.File
 	if sum, ok := s.cachedSHA(key); ok {
 		ns.sha, ns.shaOK = sum, true
 	}
+	// The status view, registered here since s.mu is held (track takes it).
+	ns.view = &sessionView{desc: Session{Dialect: "native", File: key.name, Group: ns.group, BlockSize: g.shard,
+		Size: g.size, Blocks: int(g.blocks), Start: ns.start}}
+	if s.views == nil {
+		s.views = make(map[*sessionView]struct{})
+	}
+	s.views[ns.view] = struct{}{}
 	s.natives[key] = ns
 	s.wg.Add(1)
 	s.Counters.NativeSessions.Add(1)
@@ -257,6 +265,7 @@ func (ns *nativeSession) join(peer netip.AddrPort, now time.Time) {
 	ns.mu.Lock()
 	ns.receivers[peer] = &nativeRecv{peer: peer, joined: now, last: now}
 	ns.everJoined++
+	ns.publish()
 	// One pass from the group under way; what it missed of that group's
 	// start it asks for with NAKs like any loss (the parity that repairs
 	// it costs no more than the rows it missed, and serves every late
@@ -266,6 +275,17 @@ func (ns *nativeSession) join(peer netip.AddrPort, now time.Time) {
 	ns.mu.Unlock()
 	ns.s.Counters.NativeReceivers.Add(1)
 	ns.poke()
+}
+
+// publish shows the current receivers in the status view. Called with
+// ns.mu held.
+func (ns *nativeSession) publish() {
+	r := make([]Receiver, 0, len(ns.receivers))
+	for p := range ns.receivers {
+		r = append(r, Receiver{Addr: p})
+	}
+	slices.SortFunc(r, func(a, b Receiver) int { return a.Addr.Compare(b.Addr) })
+	ns.view.setReceivers(r)
 }
 
 func (ns *nativeSession) poke() {
@@ -487,7 +507,12 @@ func (ns *nativeSession) plan(ds []udpio.Datagram, n int, hdrs []byte, pc *parit
 	if err != nil {
 		return ds, err
 	}
-	return ns.planCarousel(ds, n, hdrs), nil
+	repairs := len(ds)
+	ds = ns.planCarousel(ds, n, hdrs)
+	ns.view.sent.Add(uint64(len(ds)))
+	ns.view.repairs.Add(uint64(repairs))
+	ns.view.pos.Store(uint64(int64(ns.seq%uint64(ns.g.stripes))*int64(ns.g.k)) + uint64(ns.gi/max(1, ns.groupLen(ns.seq))))
+	return ds, nil
 }
 
 // planRepairs takes one shard from each due repair in turn, so that a
@@ -629,6 +654,7 @@ func (ns *nativeSession) control(now time.Time) []*nativeRecv {
 			losses = append(losses, int(r.lossPerM))
 		}
 	}
+	defer ns.publish()
 	if len(losses) == 0 || ns.idle {
 		return nil
 	}
@@ -703,6 +729,7 @@ func (ns *nativeSession) move(ctx context.Context, r *nativeRecv) {
 		ns.mu.Lock()
 		ns.receivers[r.peer] = r
 		r.slow = 0
+		ns.publish()
 		ns.mu.Unlock()
 		return
 	}
@@ -756,6 +783,7 @@ func (ns *nativeSession) finish(outcome string) {
 		ns.send(b)
 		ns.send(b)
 	}
+	s.untrack(ns.view)
 	ns.c.Close()
 	ns.file.Release()
 	s.Counters.Active.Add(-1)
@@ -864,6 +892,7 @@ func (ns *nativeSession) done(from netip.AddrPort, ok bool) {
 		return // a repeated DONE
 	}
 	delete(ns.receivers, from)
+	ns.publish()
 	if ok {
 		ns.completed++
 		ns.s.Counters.NativeCompleted.Add(1)

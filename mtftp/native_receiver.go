@@ -33,11 +33,11 @@ const rejoinAfter = 600 * time.Millisecond
 // caller falls back to a unicast download.
 var ErrNativeUnsupported = errors.New("mtftp: server does not offer native multicast")
 
-// Receiver downloads a file from a native-dialect session (docs/
+// NativeReceiver downloads a file from a native-dialect session (docs/
 // native-multicast.md): it joins the stream's group, writes shards into
 // the output file at their offsets as they arrive, asks for what it lost,
 // rebuilds stripes from repairs, and checks the file's SHA-256 at the end.
-type Receiver struct {
+type NativeReceiver struct {
 	// BlockSize is the TFTP blksize asked for (the shard is 8 bytes
 	// less); 0 = DefaultMaxBlockSize.
 	BlockSize int
@@ -83,7 +83,7 @@ type NativeResult struct {
 // Get downloads remote from server (HOST[:PORT], port 69 by default) into
 // out, which it truncates to the file's size; out must be a regular file.
 // On error out's content is undefined (callers write to a temp file).
-func (r *Receiver) Get(ctx context.Context, server, remote string, out *os.File) (NativeResult, error) {
+func (r *NativeReceiver) Get(ctx context.Context, server, remote string, out *os.File) (NativeResult, error) {
 	r.Size.Store(-1)
 	r.Held.Store(0)
 	start := time.Now()
@@ -136,7 +136,7 @@ func resolveServerAddr(s string) (netip.AddrPort, error) {
 	return netip.AddrPortFrom(ua.AddrPort().Addr().Unmap(), ua.AddrPort().Port()), nil
 }
 
-func (r *Receiver) iface(local netip.Addr) (*net.Interface, error) {
+func (r *NativeReceiver) iface(local netip.Addr) (*net.Interface, error) {
 	if r.Interface != "" {
 		return net.InterfaceByName(r.Interface)
 	}
@@ -148,7 +148,7 @@ func (r *Receiver) iface(local netip.Addr) (*net.Interface, error) {
 
 // request sends the RRQ (retried at growing intervals up to a second, bounded by timeout) until a
 // SESSION packet arrives from the server's address.
-func (r *Receiver) request(ctx context.Context, uc *net.UDPConn, srv netip.AddrPort, remote string, timeout time.Duration) (sessionPkt, netip.AddrPort, error) {
+func (r *NativeReceiver) request(ctx context.Context, uc *net.UDPConn, srv netip.AddrPort, remote string, timeout time.Duration) (sessionPkt, netip.AddrPort, error) {
 	blk := r.BlockSize
 	if blk == 0 {
 		blk = DefaultMaxBlockSize
@@ -208,7 +208,7 @@ func (r *Receiver) request(ctx context.Context, uc *net.UDPConn, srv netip.AddrP
 
 // recvState is one download's state, owned by the Get goroutine.
 type recvState struct {
-	r     *Receiver
+	r     *NativeReceiver
 	ctl   *net.UDPConn
 	srv   netip.AddrPort // the session socket's address
 	ifi   *net.Interface

@@ -13,17 +13,17 @@ import (
 )
 
 // pxeServer is the PXE MTFTP listener (protocols.md §7.4): it answers an
-// RRQ by starting a pass of the whole file to the group, driven by the
-// requester's ACKs, and sends everything from its own socket (SPORT), which
-// is where clients filter DATA from and send ACKs to.
+// RRQ by starting a pass of the whole file to the file's group, driven by
+// the requester's ACKs, and sends everything from its own socket (SPORT),
+// which is where clients filter DATA from and send ACKs to. Passes on
+// different groups run at once; one goroutine owns them all (a pass is
+// lock-step, so it waits on its client far more than it sends).
 type pxeServer struct {
-	s     *Server
-	c     conn
-	group netip.AddrPort
-	t     timing
-
-	pass *pxePass
-	buf  []byte
+	s      *Server
+	c      conn
+	t      timing
+	passes map[netip.AddrPort]*pxePass // running passes by group
+	buf    []byte
 }
 
 // pxePass is one pass of one file.
@@ -31,6 +31,7 @@ type pxePass struct {
 	file     *filestore.File
 	data     []byte
 	name     string
+	group    netip.AddrPort
 	client   netip.AddrPort // the acknowledging client
 	cur      uint16         // block outstanding
 	last     uint16
@@ -44,15 +45,20 @@ type pxePass struct {
 	repairs  int
 	wire     int64
 	ignored  int
+	view     *sessionView
+}
+
+func newPXEServer(s *Server, c conn) *pxeServer {
+	return &pxeServer{s: s, c: c, t: s.timing(), passes: map[netip.AddrPort]*pxePass{},
+		buf: make([]byte, tftp.HeaderLen+PXEBlockSize)}
 }
 
 func (p *pxeServer) run(ctx context.Context) error {
-	p.buf = make([]byte, tftp.HeaderLen+PXEBlockSize)
 	stop := context.AfterFunc(ctx, func() { p.c.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
 	defer func() {
-		if p.pass != nil {
-			p.end("shutdown", ctx.Err())
+		for _, ps := range p.passes {
+			p.end(ps, "shutdown", ctx.Err())
 		}
 	}()
 	rbuf := make([]byte, 2048)
@@ -60,46 +66,72 @@ func (p *pxeServer) run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		var dl time.Time
-		if p.pass != nil {
-			dl = p.pass.sentAt.Add(p.pass.rto.RTO())
-			if p.pass.deadline.Before(dl) {
-				dl = p.pass.deadline
-			}
-		}
-		p.c.SetReadDeadline(dl)
+		p.c.SetReadDeadline(p.nextDeadline())
 		n, from, err := p.c.ReadFrom(rbuf)
 		if ctx.Err() != nil {
 			return nil
 		}
-		if err != nil {
-			if !isTimeout(err) {
-				return err
-			}
-			p.timeout()
-			continue
+		if err != nil && !isTimeout(err) {
+			return err
 		}
-		p.packet(rbuf[:n], from)
+		if err == nil {
+			p.packet(rbuf[:n], from)
+		}
+		// After every packet too: a busy pass must not starve the
+		// timers of the others.
+		p.expire(time.Now())
+	}
+}
+
+// nextDeadline is the earliest retransmission or lifetime deadline of the
+// running passes; zero (none) when idle.
+func (p *pxeServer) nextDeadline() time.Time {
+	var dl time.Time
+	for _, ps := range p.passes {
+		d := ps.sentAt.Add(ps.rto.RTO())
+		if ps.deadline.Before(d) {
+			d = ps.deadline
+		}
+		if dl.IsZero() || d.Before(dl) {
+			dl = d
+		}
+	}
+	return dl
+}
+
+func (p *pxeServer) expire(now time.Time) {
+	for _, ps := range p.passes {
+		if !now.Before(ps.deadline) || !now.Before(ps.sentAt.Add(ps.rto.RTO())) {
+			p.timeout(ps)
+		}
 	}
 }
 
 func (p *pxeServer) packet(b []byte, from netip.AddrPort) {
 	s := p.s
-	switch op := tftp.PacketOpcode(b); {
-	case op == tftp.OpRRQ:
+	switch op := tftp.PacketOpcode(b); op {
+	case tftp.OpRRQ:
 		p.request(b, from)
-	case p.pass != nil && from == p.pass.client && op == tftp.OpACK:
+	case tftp.OpACK:
 		n, err := tftp.ParseAck(b)
 		if err != nil {
 			s.Counters.BadPacket.Add(1)
 			return
 		}
-		p.ack(n)
-	case p.pass != nil && from == p.pass.client && op == tftp.OpERROR:
-		p.end("aborted", errors.New("client sent ERROR"))
-	case op == tftp.OpACK || op == tftp.OpERROR:
-		// ACKs from anyone but the acknowledging client are ignored
-		// (protocols.md §7.4 rule 7): a late client's ACK of an old pass.
+		ps := p.passOf(from, n)
+		if ps == nil {
+			// ACKs from anyone but the acknowledging client are
+			// ignored (protocols.md §7.4 rule 7): a late client's
+			// ACK of an old pass.
+			s.Counters.UnknownPeer.Add(1)
+			return
+		}
+		p.ack(ps, n)
+	case tftp.OpERROR:
+		if ps := p.passOf(from, 0); ps != nil {
+			p.end(ps, "aborted", errors.New("client sent ERROR"))
+			return
+		}
 		s.Counters.UnknownPeer.Add(1)
 	default:
 		s.Counters.BadPacket.Add(1)
@@ -107,6 +139,21 @@ func (p *pxeServer) packet(b []byte, from netip.AddrPort) {
 			p.c.WriteTo(tftp.AppendError(nil, tftp.ErrCodeIllegalOp, ""), from)
 		}
 	}
+}
+
+// passOf finds the pass whose acknowledging client is from; one client
+// socket driving two passes is resolved by the block it ACKs.
+func (p *pxeServer) passOf(from netip.AddrPort, ack uint16) *pxePass {
+	var found *pxePass
+	for _, ps := range p.passes {
+		if ps.client == from {
+			if ps.cur == ack {
+				return ps
+			}
+			found = ps
+		}
+	}
+	return found
 }
 
 func (p *pxeServer) request(b []byte, from netip.AddrPort) {
@@ -117,11 +164,23 @@ func (p *pxeServer) request(b []byte, from netip.AddrPort) {
 		p.refuse(b, from, tftp.ErrCodeIllegalOp, "only RRQ")
 		return
 	}
-	if p.pass != nil {
-		// A pass is running: send nothing; the client listens and
-		// re-opens after it if it still has gaps (rule 5).
-		p.pass.ignored++
-		s.Counters.PXEIgnored.Add(1)
+	group := s.pxeGroupOf(req.Filename)
+	if ps := p.passes[group]; ps != nil {
+		if name, _ := filestore.CleanName(req.Filename); name == ps.name {
+			// This file's pass is running: send nothing; the client
+			// listens and re-opens after it if it still has gaps
+			// (rule 5).
+			ps.ignored++
+			s.Counters.PXEIgnored.Add(1)
+			return
+		}
+		// iPXE's fixed group carries another file: its DATA carries no
+		// name, so this client would take those blocks for its own.
+		// Refuse now: an ERROR before any DATA, and TFTP works.
+		s.Counters.PXERefused.Add(1)
+		p.refuse(b, from, tftp.ErrCodeUndefined, "MTFTP group busy with another file, use TFTP")
+		s.Log.Debug().Str("client", from.String()).Str("file", req.Filename).Str("busy_with", ps.name).
+			Msg("mtftp: PXE request refused: the group is busy with another file")
 		return
 	}
 	if req.Mode != "octet" {
@@ -140,27 +199,34 @@ func (p *pxeServer) request(b []byte, from netip.AddrPort) {
 		s.Log.Debug().Str("client", from.String()).Str("file", req.Filename).Err(err).Msg("mtftp: PXE request refused")
 		return
 	}
-	if f.Size() > PXEMaxSize {
+	if size := f.Size(); size > PXEMaxSize {
 		// 16-bit block numbers at 512 bytes; the client falls back to
 		// plain TFTP on an ERROR.
 		f.Release()
 		s.Counters.PXERefused.Add(1)
 		p.refuse(b, from, tftp.ErrCodeUndefined, "file too big for MTFTP")
-		s.Log.Info().Str("client", from.String()).Str("file", req.Filename).Msg("mtftp: PXE request refused: file over 33553920 bytes")
+		s.Log.Info().Str("client", from.String()).Str("file", req.Filename).Int64("size", size).
+			Msgf("mtftp: PXE request refused: over %d bytes (65535 blocks of 512), use TFTP", int64(PXEMaxSize))
 		return
 	}
 	now := time.Now()
-	p.pass = &pxePass{
-		file: f, data: f.Data(), name: f.Name(), client: from,
+	ps := &pxePass{
+		file: f, data: f.Data(), name: f.Name(), group: group, client: from,
 		last: uint16(tftp.BlockCount(f.Size(), PXEBlockSize)), rto: newRTO(p.t),
 		start: now, deadline: now.Add(p.t.lifetime),
 	}
+	ps.view = s.track(Session{
+		Dialect: "pxe", File: req.Filename, Group: group, BlockSize: PXEBlockSize,
+		Size: f.Size(), Blocks: int(ps.last), Start: now,
+	})
+	ps.view.setReceivers([]Receiver{{Addr: from, Master: true}})
+	p.passes[group] = ps
 	s.Counters.Passes.Add(1)
 	s.Counters.ActivePasses.Add(1)
 	// Options are ignored (rule 2). DATA 1 goes to the requester and to
 	// the group (rule 3).
-	if err := p.send(1, false, true); err != nil {
-		p.end("file-changed", err)
+	if err := p.send(ps, 1, false, true); err != nil {
+		p.end(ps, "file-changed", err)
 	}
 }
 
@@ -177,8 +243,7 @@ func (p *pxeServer) refuse(req []byte, to netip.AddrPort, code tftp.ErrorCode, m
 	p.c.WriteTo(b, to)
 }
 
-func (p *pxeServer) ack(n uint16) {
-	ps := p.pass
+func (p *pxeServer) ack(ps *pxePass, n uint16) {
 	if n != ps.cur {
 		p.s.Counters.BadPacket.Add(1) // stale or duplicate: lock-step only moves on the outstanding block
 		return
@@ -187,46 +252,42 @@ func (p *pxeServer) ack(n uint16) {
 		ps.rto.Sample(time.Since(ps.sentAt))
 	}
 	if n == ps.last {
-		p.end("ok", nil)
+		p.end(ps, "ok", nil)
 		return
 	}
 	ps.tries = 0
 	ps.rto.Progress()
-	if err := p.send(n+1, false, false); err != nil {
-		p.end("file-changed", err)
+	if err := p.send(ps, n+1, false, false); err != nil {
+		p.end(ps, "file-changed", err)
 	}
 }
 
-func (p *pxeServer) timeout() {
-	ps := p.pass
-	if ps == nil {
-		return
-	}
+func (p *pxeServer) timeout(ps *pxePass) {
 	if !time.Now().Before(ps.deadline) {
-		p.end("lifetime", fmt.Errorf("pass lifetime %s exceeded", p.t.lifetime))
+		p.end(ps, "lifetime", fmt.Errorf("pass lifetime %s exceeded", p.t.lifetime))
 		return
 	}
 	p.s.Counters.Timeouts.Add(1)
 	ps.tries++
 	ps.rto.Timeout()
 	if ps.tries > p.t.retries {
-		p.end("timeout", fmt.Errorf("%d timeouts", ps.tries))
+		p.end(ps, "timeout", fmt.Errorf("%d timeouts", ps.tries))
 		return
 	}
 	// Block 1 goes to the requester again too: without its unicast copy
 	// it cannot know it is the acknowledging client.
-	if err := p.send(ps.cur, true, ps.cur == 1); err != nil {
-		p.end("file-changed", err)
+	if err := p.send(ps, ps.cur, true, ps.cur == 1); err != nil {
+		p.end(ps, "file-changed", err)
 	}
 }
 
-func (p *pxeServer) send(n uint16, retransmit, unicast bool) error {
-	ps := p.pass
+func (p *pxeServer) send(ps *pxePass, n uint16, retransmit, unicast bool) error {
 	pkt, err := buildData(p.buf, ps.data, n, PXEBlockSize)
 	if err != nil {
 		return err
 	}
 	ps.cur, ps.sentAt, ps.resent = n, time.Now(), retransmit
+	ps.view.block(n, retransmit)
 	if retransmit {
 		ps.repairs++
 		p.s.Counters.Repairs.Add(1)
@@ -235,9 +296,9 @@ func (p *pxeServer) send(n uint16, retransmit, unicast bool) error {
 	// of DATA 1 first concludes another client opened the pass and stays
 	// passive (atftp's client does, protocols.md §7.3), and then nobody
 	// ACKs.
-	dsts := []netip.AddrPort{p.group}
+	dsts := []netip.AddrPort{ps.group}
 	if unicast {
-		dsts = []netip.AddrPort{ps.client, p.group}
+		dsts = []netip.AddrPort{ps.client, ps.group}
 	}
 	for _, d := range dsts {
 		ps.blocks++
@@ -251,23 +312,23 @@ func (p *pxeServer) send(n uint16, retransmit, unicast bool) error {
 	return nil
 }
 
-// end finishes the pass with its log line.
-func (p *pxeServer) end(outcome string, err error) {
-	ps := p.pass
-	p.pass = nil
-	if ps == nil {
+// end finishes a pass with its log line and frees its group.
+func (p *pxeServer) end(ps *pxePass, outcome string, err error) {
+	if p.passes[ps.group] != ps {
 		return
 	}
+	delete(p.passes, ps.group)
 	if err != nil && errors.Is(err, errFileChanged) {
 		p.c.WriteTo(tftp.AppendError(nil, tftp.ErrCodeUndefined, errFileChanged.Error()), ps.client)
 	}
 	ps.file.Release()
+	p.s.untrack(ps.view)
 	p.s.Counters.ActivePasses.Add(-1)
 	ev := p.s.Log.Info()
 	if outcome != "ok" {
 		ev = p.s.Log.Warn()
 	}
-	ev.Str("file", ps.name).Str("client", ps.client.String()).Str("group", p.group.String()).
+	ev.Str("file", ps.name).Str("client", ps.client.String()).Str("group", ps.group.String()).
 		Int64("size", int64(len(ps.data))).Int("blocks_sent", ps.blocks).Int("repairs", ps.repairs).
 		Int("requests_ignored", ps.ignored).Int64("bytes_on_wire", ps.wire).Dur("duration", time.Since(ps.start)).
 		Str("outcome", outcome).Err(err).Msg("mtftp pass")

@@ -219,6 +219,7 @@ type session struct {
 	rto      rto.Estimator
 	sent     []bool
 	buf      []byte
+	view     *sessionView
 
 	// for the log line
 	receivers, masters, blocks, repairs, promotions, dropped int
@@ -238,6 +239,11 @@ func (ss *session) run(ctx context.Context) {
 	ss.rto = newRTO(ss.t)
 	ss.sent = make([]bool, int(ss.last())+1)
 	ss.buf = make([]byte, tftp.HeaderLen+ss.key.blksize)
+	ss.view = s.track(Session{
+		Dialect: "rfc2090", File: ss.key.name, Group: ss.group, BlockSize: ss.key.blksize,
+		Size: ss.key.size, Blocks: int(ss.last()), Start: start,
+	})
+	defer s.untrack(ss.view)
 	pkts := make(chan packet, 256)
 	go func() {
 		defer close(pkts)
@@ -273,6 +279,7 @@ loop:
 		case m := <-ss.joins:
 			ss.receivers++
 			ss.members = append(ss.members, m)
+			ss.publish()
 			if ss.master != nil {
 				ss.oack(m, false)
 			}
@@ -377,7 +384,17 @@ func (ss *session) promote() {
 	}
 	ss.oackWait, ss.tries, ss.cur, ss.resent = true, 0, 0, false
 	ss.rto.Progress()
+	ss.publish()
 	ss.oack(ss.master, true)
+}
+
+// publish copies the member list into the session's view (Sessions).
+func (ss *session) publish() {
+	r := make([]Receiver, len(ss.members))
+	for i, m := range ss.members {
+		r[i] = Receiver{Addr: m.peer, Master: m == ss.master}
+	}
+	ss.view.setReceivers(r)
 }
 
 // oack sends a client its OACK. The group address and port are always
@@ -412,6 +429,7 @@ func (ss *session) remove(i int, outcome string) {
 	if m == ss.master {
 		ss.master = nil
 	}
+	ss.publish()
 	ss.finish(m, outcome)
 }
 
@@ -532,6 +550,7 @@ func (ss *session) sendData(n uint16, retransmit bool) (err error) {
 		return err
 	}
 	ss.cur, ss.sentAt, ss.resent = n, time.Now(), retransmit
+	ss.view.block(n, ss.sent[n])
 	if ss.sent[n] {
 		ss.repairs++
 		ss.s.Counters.Repairs.Add(1)

@@ -4,13 +4,15 @@
 # the namespace lab: iproute2, nftables; real DHCP clients and a peer DHCP
 # server: udhcpc, isc-dhcp-client, dnsmasq-base; real firmware and a
 # kernel to boot: qemu (software emulation), SeaBIOS, iPXE ROMs, OVMF,
-# pxelinux, a Debian kernel and cpio for the test initrd.
+# pxelinux, a Debian kernel and cpio for the test initrd; headless
+# chromium for the status page.
 set -euo pipefail
 need=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 for p in curl atftp tftp-hpa busybox iproute2 nftables iptables \
   udhcpc isc-dhcp-client dnsmasq-base \
-  qemu-system-x86 seabios ipxe-qemu ovmf pxelinux syslinux-common ipxe linux-image-amd64 cpio; do
+  qemu-system-x86 seabios ipxe-qemu ovmf pxelinux syslinux-common ipxe linux-image-amd64 cpio \
+  chromium; do
   have "$p" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -31,7 +31,15 @@ type Client struct {
 	// Progress, if set, is called after each in-order block with the bytes
 	// received so far and the announced size (-1 when unknown).
 	Progress func(received, total int64)
+	// LocalAddr, if valid, is the address the client's socket binds to
+	// (an ephemeral port on it): load tests spread clients over many
+	// source addresses. Zero: the kernel picks.
+	LocalAddr netip.Addr
 }
+
+// ErrNoAnswer is wrapped by the error of a request or transfer dropped
+// after Retries consecutive timeouts.
+var ErrNoAnswer = errors.New("no answer")
 
 // GetResult describes a finished download.
 type GetResult struct {
@@ -41,6 +49,11 @@ type GetResult struct {
 	WindowSize int
 	TSize      int64 // announced by the server, -1 if none
 	Timeouts   int
+	// Duplicates counts DATA blocks received again (already held: the
+	// server retransmitted, or the network duplicated); OutOfOrder counts
+	// DATA blocks that arrived ahead of a gap (lost or reordered blocks).
+	Duplicates int
+	OutOfOrder int
 	Duration   time.Duration
 	ServerAddr netip.AddrPort // the server's transfer TID
 	Negotiated []Option
@@ -55,9 +68,23 @@ func (c *Client) Get(ctx context.Context, server, remote string, w io.Writer) (G
 	if err != nil {
 		return res, err
 	}
-	uc, err := net.ListenUDP("udp4", nil)
+	c2, err := c.open()
 	if err != nil {
 		return res, err
+	}
+	defer c2.Close()
+	return c.get(ctx, udpConn{c2}, srv, remote, w, start)
+}
+
+// open opens the client's socket (on LocalAddr, if set).
+func (c *Client) open() (*udpio.Conn, error) {
+	var laddr *net.UDPAddr
+	if c.LocalAddr.IsValid() {
+		laddr = net.UDPAddrFromAddrPort(netip.AddrPortFrom(c.LocalAddr.Unmap(), 0))
+	}
+	uc, err := net.ListenUDP("udp4", laddr)
+	if err != nil {
+		return nil, err
 	}
 	// Large windows of large blocks arrive faster than one read per
 	// datagram drains them (lab-notes: UDP receive buffers): a big buffer,
@@ -65,20 +92,100 @@ func (c *Client) Get(ctx context.Context, server, remote string, w io.Writer) (G
 	c2, err := udpio.New(uc, udpio.Options{RcvBuf: 8 << 20, SndBuf: 256 << 10})
 	if err != nil {
 		uc.Close()
-		return res, err
+		return nil, err
 	}
-	defer c2.Close()
 	c2.EnableGRO()
-	return c.get(ctx, udpConn{c2}, srv, remote, w, start)
+	return c2, nil
 }
 
-// get runs a download over uc, which the caller owns.
-func (c *Client) get(ctx context.Context, uc conn, srv netip.AddrPort, remote string, w io.Writer, start time.Time) (GetResult, error) {
-	res := GetResult{TSize: -1, BlockSize: DefaultBlockSize, WindowSize: 1}
-	server := srv.String()
+// ProbeSize asks for remote with the client's options plus tsize and
+// aborts after the server's answer, the way UEFI PXE firmware learns a
+// file's size before the real download (lab-notes: OVMF sends RRQ
+// tsize=0 blksize=1468 windowsize=4, then ERROR 8 right after the OACK).
+// It returns the announced size, or -1 when the server answered with DATA
+// (no option support) or left tsize out of its OACK.
+func (c *Client) ProbeSize(ctx context.Context, server, remote string) (int64, error) {
+	srv, err := resolveServer(server)
+	if err != nil {
+		return -1, err
+	}
+	uc, err := c.open()
+	if err != nil {
+		return -1, err
+	}
+	defer uc.Close()
+	return c.probe(ctx, udpConn{uc}, srv, remote)
+}
+
+// probe runs ProbeSize over uc, which the caller owns.
+func (c *Client) probe(ctx context.Context, uc conn, srv netip.AddrPort, remote string) (int64, error) {
+	withSize := *c
+	withSize.TSize = true
+	req := withSize.request(remote)
+	rrq := req.Marshal(nil)
+	timeout := c.Timeout
+	if timeout <= 0 {
+		timeout = time.Second
+	}
+	retries := c.Retries
+	if retries <= 0 {
+		retries = DefaultRetries
+	}
 	stop := context.AfterFunc(ctx, func() { uc.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
+	buf := make([]byte, MaxBlockSize+HeaderLen+1)
+	for try := 0; try <= retries; try++ {
+		if err := uc.WriteTo(rrq, srv); err != nil {
+			return -1, err
+		}
+		uc.SetReadDeadline(time.Now().Add(timeout))
+		for {
+			n, from, err := uc.ReadFrom(buf)
+			if ctx.Err() != nil {
+				return -1, ctx.Err()
+			}
+			if err != nil {
+				if !isTimeout(err) {
+					return -1, err
+				}
+				break // resend the request
+			}
+			from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+			if from.Addr() != srv.Addr() {
+				continue // not our server
+			}
+			pkt := buf[:n]
+			abort := func() { uc.WriteTo(AppendError(nil, ErrCodeOptionRefuse, "User aborted the transfer"), from) }
+			switch PacketOpcode(pkt) {
+			case OpOACK:
+				abort()
+				opts, err := ParseOACK(pkt)
+				if err != nil {
+					return -1, err
+				}
+				for _, o := range opts {
+					if strings.EqualFold(o.Name, OptTransferSz) {
+						if v, err := strconv.ParseInt(o.Value, 10, 64); err == nil && v >= 0 {
+							return v, nil
+						}
+						return -1, fmt.Errorf("tftp: server answered tsize %q", o.Value)
+					}
+				}
+				return -1, nil
+			case OpDATA:
+				abort()
+				return -1, nil
+			case OpERROR:
+				code, msg, _ := ParseError(pkt)
+				return -1, &RemoteError{Code: code, Message: msg}
+			}
+		}
+	}
+	return -1, fmt.Errorf("tftp: %s: size probe: %w from %s after %d retries", remote, ErrNoAnswer, srv, retries)
+}
 
+// request builds the RRQ for remote with the client's options.
+func (c *Client) request(remote string) Request {
 	mode := c.Mode
 	if mode == "" {
 		mode = "octet"
@@ -93,6 +200,18 @@ func (c *Client) get(ctx context.Context, uc conn, srv netip.AddrPort, remote st
 	if c.TSize {
 		req.Options = append(req.Options, Option{OptTransferSz, "0"})
 	}
+	return req
+}
+
+// get runs a download over uc, which the caller owns.
+func (c *Client) get(ctx context.Context, uc conn, srv netip.AddrPort, remote string, w io.Writer, start time.Time) (GetResult, error) {
+	res := GetResult{TSize: -1, BlockSize: DefaultBlockSize, WindowSize: 1}
+	server := srv.String()
+	stop := context.AfterFunc(ctx, func() { uc.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+
+	req := c.request(remote)
+	mode := req.Mode
 	rrq := req.Marshal(nil)
 	retries := c.Retries
 	if retries <= 0 {
@@ -179,6 +298,7 @@ func (c *Client) get(ctx context.Context, uc conn, srv netip.AddrPort, remote st
 			}
 			blk, ok := unwrapBlock(wire, have, have+uint64(res.WindowSize), rollover)
 			if !ok || blk == have {
+				res.Duplicates++
 				// A block we already hold. If we are at a window boundary
 				// (everything held is ACKed), the server resent because our
 				// ACK was lost: repeat it, once per position. Mid-window a
@@ -193,6 +313,7 @@ func (c *Client) get(ctx context.Context, uc conn, srv netip.AddrPort, remote st
 				return false, nil
 			}
 			if blk != have+1 {
+				res.OutOfOrder++
 				if !gapAcked {
 					// RFC 7440 §3: on a sequence error ACK the last block
 					// received in order, once.
@@ -289,7 +410,7 @@ func (c *Client) get(ctx context.Context, uc conn, srv netip.AddrPort, remote st
 			}
 			res.Timeouts++
 			if timeouts++; timeouts > retries {
-				return res, fmt.Errorf("tftp: %s: no answer from %s after %d retries", remote, server, retries)
+				return res, fmt.Errorf("tftp: %s: %w from %s after %d retries", remote, ErrNoAnswer, server, retries)
 			}
 			est.Timeout()
 			if peer.IsValid() && (have > 0 || res.Negotiated != nil) {

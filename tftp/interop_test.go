@@ -9,6 +9,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +23,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/mtftpd/mtftpd/internal/filestore"
+	"github.com/mtftpd/mtftpd/internal/testutil"
 	"github.com/mtftpd/mtftpd/tftp"
 )
 
@@ -553,5 +555,32 @@ func TestDuplicateRequest(t *testing.T) {
 	}
 	if len(tids) != 1 || srv.Counters.DupRequest.Load() != 1 {
 		t.Fatalf("replies from %d TIDs, %d duplicates counted; want 1 and 1", len(tids), srv.Counters.DupRequest.Load())
+	}
+}
+
+// TestClientLocalAddr: a client with LocalAddr sends from that address
+// (the server logs it as the peer), and one that cannot bind says so.
+func TestClientLocalAddr(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("binding 127.0.0.2 needs Linux's 127.0.0.0/8 loopback")
+	}
+	root := t.TempDir()
+	data := writeRandom(t, filepath.Join(root, "f"), 10_000, 3)
+	var logs testutil.SyncBuffer
+	ts := startServer(t, root, func(s *tftp.Server) { s.Log = zerolog.New(&logs) })
+	c := &tftp.Client{BlockSize: 1468, LocalAddr: netip.MustParseAddr("127.0.0.2")}
+	var got bytes.Buffer
+	if _, err := c.Get(context.Background(), ts.Addr, "f", &got); err != nil || !bytes.Equal(got.Bytes(), data) {
+		t.Fatalf("get from 127.0.0.2: %v, %d bytes", err, got.Len())
+	}
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(logs.String(), `"client":"127.0.0.2:`); {
+		if time.Now().After(deadline) {
+			t.Fatalf("server never logged a transfer to 127.0.0.2:\n%s", logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c.LocalAddr = netip.MustParseAddr("192.0.2.254") // TEST-NET, never local here
+	if _, err := c.Get(context.Background(), ts.Addr, "f", io.Discard); err == nil || !strings.Contains(err.Error(), "assign") {
+		t.Fatalf("get from a foreign address: %v, want a bind error", err)
 	}
 }

@@ -49,6 +49,7 @@ type result struct {
 	Syscalls    uint64
 	Datagrams   uint64
 	Start, End  time.Time
+	RTO         time.Duration // the retransmission timeout when the transfer ended
 }
 
 // blockSource yields the payload of block n (1-based). The returned slice
@@ -115,6 +116,8 @@ type readSession struct {
 	// truncated reports whether the file shrank under the transfer
 	// (called after a fault or a send error).
 	truncated func() bool
+	// prog is where the session publishes its progress; nil = nowhere.
+	prog *progress
 
 	// hot-path buffers, allocated once per session
 	hdrs []byte
@@ -128,7 +131,11 @@ var errFileChanged = errors.New("file changed during transfer")
 
 func (s *readSession) run(ctx context.Context) (res result) {
 	res.Start = time.Now()
-	defer func() { res.End = time.Now() }()
+	if s.prog == nil {
+		s.prog = new(progress)
+	}
+	est := rto.New(s.timing.InitialRTO, s.timing.MinRTO, s.timing.MaxRTO)
+	defer func() { res.End, res.RTO = time.Now(), est.RTO() }()
 	// A mapping whose file is truncated raises SIGBUS when touched; turn
 	// that into a panic we recover here, so one transfer fails, not the
 	// server (design.md, hot path rules).
@@ -149,7 +156,6 @@ func (s *readSession) run(ctx context.Context) (res result) {
 	s.dgs = make([]udpio.Datagram, s.neg.WindowSize)
 	s.rbuf = make([]byte, 2048)
 	w := window{size: uint64(s.neg.WindowSize), final: BlockCount(s.size, s.neg.BlockSize)}
-	est := rto.New(s.timing.InitialRTO, s.timing.MinRTO, s.timing.MaxRTO)
 	if s.neg.Timeout > 0 {
 		// The client's timeout caps ours: it retransmits its ACK after
 		// that long, so waiting longer only adds to a stall.
@@ -176,6 +182,7 @@ func (s *readSession) run(ctx context.Context) (res result) {
 			if retransmit {
 				s.counters.Retransmits.Add(1)
 				res.Retransmits++
+				s.prog.retransmits.Store(res.Retransmits)
 			}
 			return s.c.WriteTo(s.oack, s.peer)
 		}
@@ -184,6 +191,7 @@ func (s *readSession) run(ctx context.Context) (res result) {
 			k := min(to, highWater) - from + 1
 			s.counters.Retransmits.Add(k)
 			res.Retransmits += k
+			s.prog.retransmits.Store(res.Retransmits)
 			resent = true
 		}
 		highWater = max(highWater, to)
@@ -294,6 +302,7 @@ func (s *readSession) run(ctx context.Context) (res result) {
 			heard, progress = true, time.Now()
 			timeouts = 0
 			est.Progress()
+			s.prog.bytes.Store(min(int64(w.acked)*int64(s.neg.BlockSize), s.size))
 			if err := send(false); err != nil {
 				return s.fail(&res, err)
 			}

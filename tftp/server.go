@@ -47,6 +47,19 @@ type MulticastHandler interface {
 	ServeMulticast(ctx context.Context, req *Request, peer netip.AddrPort, local netip.Addr) bool
 }
 
+// VirtualFiles makes read-only files that are not in Files: per-host
+// templates (pxelinux.cfg/01-<mac>, grub.cfg) rendered for the asking
+// machine. Render is asked first for every read request, in the request's
+// own goroutine, and must be safe for concurrent use. ok false means name
+// is not one of its files and the request goes to Files as usual. With ok
+// true, data is the whole file (the server keeps it only for the
+// transfer), or err says why there is none: an error wrapping
+// filestore.ErrNotFound answers "file not found" (pxelinux then tries its
+// next name), any other answers "access violation" and is logged.
+type VirtualFiles interface {
+	Render(name string, client netip.AddrPort, local netip.Addr) (data []byte, ok bool, err error)
+}
+
 // optMulticast is RFC 2090's option name.
 const optMulticast = "multicast"
 
@@ -92,6 +105,10 @@ type Server struct {
 	// "multicast" option before it is served by unicast.
 	Multicast MulticastHandler
 
+	// Virtual, if set, is asked for every read request before Files; its
+	// files are served by unicast only.
+	Virtual VirtualFiles
+
 	// Log receives lifecycle events and one line per finished transfer.
 	Log zerolog.Logger
 
@@ -112,6 +129,7 @@ type Server struct {
 	sessCtx   context.Context
 	mtus      mtuCache
 	writeRoot *os.Root
+	transfers registry
 }
 
 func (s *Server) timing() timing {
@@ -168,7 +186,7 @@ func (s *Server) Serve(ctx context.Context, pc *net.UDPConn) error {
 		pc.Close()
 		return errors.New("tftp: Server.Files is nil")
 	}
-	ln, err := udpio.New(pc, udpio.Options{RcvBuf: 4 << 20, Pktinfo: true})
+	ln, err := udpio.New(pc, udpio.Options{RcvBuf: 4 << 20, Pktinfo: true, RxqOverflow: true})
 	if err != nil {
 		pc.Close()
 		return err
@@ -350,7 +368,16 @@ func (s *Server) release(peer netip.AddrPort) {
 // socket (a new TID, RFC 1350 §4) on the address the request came to,
 // resolves the file, negotiates and runs the transfer.
 func (s *Server) serveRequest(req *Request, peer netip.AddrPort, local netip.Addr) {
-	if req.Op == OpRRQ && s.Multicast != nil {
+	var vf servedFile
+	var verr error
+	if req.Op == OpRRQ && s.Virtual != nil {
+		if data, ok, err := s.Virtual.Render(req.Filename, peer, local); ok {
+			vf, verr = memFile(data), err
+		}
+	}
+	// Virtual files are per-host: multicast would send one host's file to
+	// every member of the group.
+	if vf == nil && req.Op == OpRRQ && s.Multicast != nil {
 		if _, ok := req.Option(optMulticast); ok && s.Multicast.ServeMulticast(s.sessCtx, req, peer, local) {
 			s.Counters.Multicast.Add(1)
 			return
@@ -375,7 +402,12 @@ func (s *Server) serveRequest(req *Request, peer netip.AddrPort, local netip.Add
 		s.serveWrite(c, req, peer, local)
 		return
 	}
-	f, err := s.Files.Get(req.Filename)
+	var f servedFile
+	if vf != nil {
+		f, err = vf, verr
+	} else {
+		f, err = s.Files.Get(req.Filename)
+	}
 	if err != nil {
 		code, msg, reason := fileErrorCode(err)
 		if code == ErrCodeNotFound {
@@ -415,13 +447,38 @@ func (s *Server) serveRequest(req *Request, peer netip.AddrPort, local netip.Add
 	if len(neg.Ack) > 0 {
 		oack = AppendOACK(nil, neg.Ack)
 	}
+	l := s.transfers.start(Transfer{
+		Client: peer, Op: "read", File: req.Filename, Size: size,
+		BlockSize: neg.BlockSize, WindowSize: neg.WindowSize, Start: time.Now(),
+	})
 	rs := &readSession{
 		c: c, peer: peer, src: src, size: size, neg: neg, oack: oack,
-		timing: s.timing(), counters: &s.Counters, truncated: f.Truncated,
+		timing: s.timing(), counters: &s.Counters, truncated: f.Truncated, prog: &l.prog,
 	}
 	res := rs.run(s.sessCtx)
+	s.transfers.end(l, res, res.RTO)
 	s.finish(req, peer, neg, res)
 }
+
+// servedFile is what a read request sends: a *filestore.File (the
+// mapping) or a memFile from VirtualFiles.
+type servedFile interface {
+	Size() int64
+	Data() []byte
+	NetasciiSize() (int64, error)
+	Truncated() bool
+	Release()
+}
+
+// memFile is a VirtualFiles result: bytes that belong to this transfer
+// alone, so they can neither change nor be truncated under it.
+type memFile []byte
+
+func (m memFile) Size() int64                  { return int64(len(m)) }
+func (m memFile) Data() []byte                 { return m }
+func (m memFile) NetasciiSize() (int64, error) { return filestore.NetasciiLen(m), nil }
+func (m memFile) Truncated() bool              { return false }
+func (m memFile) Release()                     {}
 
 // limits returns the negotiation limits for a request that arrived on
 // local: blksize is capped to that interface's MTU − 32 (IPv4 + UDP + TFTP
@@ -539,11 +596,16 @@ func (s *Server) serveWrite(c conn, req *Request, peer netip.AddrPort, local net
 	if len(neg.Ack) > 0 {
 		oack = AppendOACK(nil, neg.Ack)
 	}
+	l := s.transfers.start(Transfer{
+		Client: peer, Op: "write", File: req.Filename, Size: neg.TSize,
+		BlockSize: neg.BlockSize, WindowSize: neg.WindowSize, Start: time.Now(),
+	})
 	ws := &writeSession{
 		c: c, peer: peer, neg: neg, oack: oack, timing: s.timing(),
-		counters: &s.Counters, dst: up, maxSize: maxSize,
+		counters: &s.Counters, dst: up, maxSize: maxSize, prog: &l.prog,
 	}
 	res := ws.run(s.sessCtx)
+	s.transfers.end(l, res, res.RTO)
 	s.finish(req, peer, neg, res)
 }
 

@@ -104,6 +104,20 @@ func TestTransferImpaired(t *testing.T) {
 							if im.loss == 0 && im.dup == 0 && im.reorder == 0 && sr.Outcome != OutcomeOK {
 								t.Fatalf("clean network: outcome %s", sr.Outcome)
 							}
+							if im.name == "clean" && (res.Duplicates != 0 || res.OutOfOrder != 0) {
+								t.Fatalf("clean network: client saw %d duplicate and %d out-of-order blocks", res.Duplicates, res.OutOfOrder)
+							}
+							if size == 100_003 && win == 16 {
+								// The client reports what it saw (mtftpd bench's
+								// "retransmits seen"): enough blocks here that the
+								// seeded impairment always hits some.
+								if im.name == "dup10" && res.Duplicates == 0 {
+									t.Fatal("dup10: client counted no duplicate blocks")
+								}
+								if im.name == "reorder10" && res.OutOfOrder == 0 {
+									t.Fatal("reorder10: client counted no out-of-order blocks")
+								}
+							}
 							blocks := BlockCount(int64(size), bs)
 							sent := counters.DataSent.Load()
 							if im.loss == 0 && im.reorder == 0 {
@@ -202,6 +216,38 @@ func TestSizeProbe(t *testing.T) {
 		cl.WriteTo(AppendError(nil, ErrCodeOptionRefuse, "User aborted the transfer"), from)
 		if r := <-srv; r.Outcome != OutcomeProbe {
 			t.Fatalf("outcome %s, want probe", r.Outcome)
+		}
+	})
+}
+
+// TestClientProbeSize: Client.ProbeSize sends the options plus tsize,
+// takes the size from the OACK and aborts with ERROR 8, which the server
+// records as a probe (UEFI firmware's first request); the same client then
+// downloads for real.
+func TestClientProbeSize(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := newMemNet(2)
+		var counters Counters
+		ln := n.listen("192.0.2.1")
+		data := testData(5000, 2)
+		srv := serveOne(t, n, ln, data, Limits{MaxBlockSize: 65464, MaxWindow: 64}, &counters)
+		cl := n.listen("192.0.2.10")
+		c := &Client{BlockSize: 1468, WindowSize: 4}
+		size, err := c.probe(context.Background(), cl, ln.addr, "f")
+		if err != nil || size != 5000 {
+			t.Fatalf("probe: size %d, %v; want 5000", size, err)
+		}
+		if r := <-srv; r.Outcome != OutcomeProbe {
+			t.Fatalf("outcome %s, want probe", r.Outcome)
+		}
+		srv = serveOne(t, n, ln, data, Limits{MaxBlockSize: 65464, MaxWindow: 64}, &counters)
+		var got bytes.Buffer
+		res, err := c.get(context.Background(), cl, ln.addr, "f", &got, time.Now())
+		if err != nil || !bytes.Equal(got.Bytes(), data) || res.WindowSize != 4 || res.TSize != -1 {
+			t.Fatalf("get after probe: %v, %d bytes, window %d, tsize %d", err, got.Len(), res.WindowSize, res.TSize)
+		}
+		if r := <-srv; r.Outcome != OutcomeOK {
+			t.Fatalf("outcome %s, want ok", r.Outcome)
 		}
 	})
 }

@@ -34,13 +34,18 @@ type writeSession struct {
 	timing   timing
 	counters *Counters
 	dst      upload
-	maxSize  int64 // 0 = no limit
+	maxSize  int64     // 0 = no limit
+	prog     *progress // where the session publishes its progress; nil = nowhere
 	replier
 }
 
 func (s *writeSession) run(ctx context.Context) (res result) {
 	res.Start = time.Now()
-	defer func() { res.End = time.Now() }()
+	if s.prog == nil {
+		s.prog = new(progress)
+	}
+	est := rto.New(s.timing.InitialRTO, s.timing.MinRTO, s.timing.MaxRTO)
+	defer func() { res.End, res.RTO = time.Now(), est.RTO() }()
 	committed := false
 	defer func() {
 		if !committed {
@@ -53,7 +58,6 @@ func (s *writeSession) run(ctx context.Context) (res result) {
 	bs := s.neg.BlockSize
 	win := uint64(s.neg.WindowSize)
 	rbuf := make([]byte, bs+HeaderLen+1)
-	est := rto.New(s.timing.InitialRTO, s.timing.MinRTO, s.timing.MaxRTO)
 	if s.neg.Timeout > 0 {
 		est.LimitMax(s.neg.Timeout)
 	}
@@ -168,6 +172,7 @@ func (s *writeSession) run(ctx context.Context) (res result) {
 			s.counters.Received.Add(uint64(len(payload)))
 			res.Bytes = off + int64(len(payload))
 			res.Blocks = have
+			s.prog.bytes.Store(res.Bytes)
 			if len(payload) < bs {
 				if err := s.dst.Commit(); err != nil {
 					s.writeFailed(&res, err)

@@ -1,20 +1,25 @@
 package main
 
 import (
+	"encoding/binary"
 	"net"
 	"net/netip"
 	"strconv"
+	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/mtftpd/mtftpd/dhcp"
 	"github.com/mtftpd/mtftpd/internal/config"
+	"github.com/mtftpd/mtftpd/mtftp"
 )
 
 // newDHCP turns the validated [dhcp] section into a dhcp.Server, or nil
 // when mode is off. Validate has already checked every value, so the
-// parse errors ignored here cannot happen.
-func newDHCP(c config.Config, log zerolog.Logger) *dhcp.Server {
+// parse errors ignored here cannot happen. With a PXE MTFTP listener
+// (mc with mtftp.pxe_listen), BIOS PXE ROMs are told their boot file's
+// group in option 43.1–43.5.
+func newDHCP(c config.Config, log zerolog.Logger, mc *mtftp.Server) *dhcp.Server {
 	d := c.DHCP
 	if d.Mode == "off" {
 		return nil
@@ -26,9 +31,14 @@ func newDHCP(c config.Config, log zerolog.Logger) *dhcp.Server {
 	if d.TFTPServer != "" {
 		s.TFTPServer, _ = netip.ParseAddr(d.TFTPServer)
 	}
-	if d.HTTPBase == "" && c.HTTP.Listen != "" {
-		if _, p, err := net.SplitHostPort(c.HTTP.Listen); err == nil {
-			s.HTTPPort, _ = strconv.Atoi(p)
+	if d.HTTPBase == "" {
+		s.HTTPPort = httpPort(c)
+	}
+	if m := c.MTFTP; mc != nil && m.PXEListen != "" {
+		s.PXEMTFTP = &dhcp.PXEMTFTP{Groups: mc, PortOrder: binary.BigEndian,
+			ListenTimeout: time.Duration(m.PXETmout) * time.Second, ReopenDelay: time.Duration(m.PXEDelay) * time.Second}
+		if m.PXEPortOrder == "le" {
+			s.PXEMTFTP.PortOrder = binary.LittleEndian
 		}
 	}
 	for _, sn := range d.Subnets {
@@ -53,4 +63,14 @@ func newDHCP(c config.Config, log zerolog.Logger) *dhcp.Server {
 			HTTPClient: r.HTTPClient, UserClass: r.UserClass, File: r.File})
 	}
 	return s
+}
+
+// httpPort is the mirror's port, for {{.HTTP}} URLs built from the
+// address a request came to; 0 when the mirror is off.
+func httpPort(c config.Config) int {
+	if _, p, err := net.SplitHostPort(c.HTTP.Listen); err == nil {
+		n, _ := strconv.Atoi(p)
+		return n
+	}
+	return 0
 }

@@ -84,7 +84,7 @@ func runGet(args []string) error {
 		if *netascii {
 			return errors.New("--multicast transfers octets only")
 		}
-		r := &mtftp.Receiver{BlockSize: *blksize, Interface: *iface, Timeout: 10 * *timeout}
+		r := &mtftp.NativeReceiver{BlockSize: *blksize, Interface: *iface, Timeout: 10 * *timeout}
 		if *verbose {
 			r.Log = zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr}).Level(zerolog.DebugLevel).With().Timestamp().Logger()
 		}
@@ -160,7 +160,7 @@ func commit(f *os.File, dest string, tmp **os.File) error {
 }
 
 // getMulticast downloads through the native multicast dialect.
-func getMulticast(ctx context.Context, r *mtftp.Receiver, remote, server string, out *os.File, quiet bool) error {
+func getMulticast(ctx context.Context, r *mtftp.NativeReceiver, remote, server string, out *os.File, quiet bool) error {
 	var p *mpb.Progress
 	done := make(chan struct{})
 	if !quiet && isTerminal(os.Stderr) {

@@ -101,33 +101,37 @@ func freePort(t *testing.T) string {
 	return pc.LocalAddr().String()
 }
 
-// TestDemoServeAndGet runs what the README tells a new user to run: the
-// demo server, then `mtftpd get` of the demo files, then SIGTERM.
-func TestDemoServeAndGet(t *testing.T) {
-	addr := freePort(t)
-	httpAddr := freeTCPPort(t)
-	srv := exec.Command(bin, "serve", "--demo", "--tftp.listen", addr, "--http.listen", httpAddr)
-	var logs syncBuffer
-	srv.Stderr = &logs
+// startDemo runs `mtftpd serve --demo` on free loopback ports and waits
+// (bounded) until it answers, fetching hello.txt into hello. The server is
+// killed at the end of the test.
+func startDemo(t *testing.T, hello string) (srv *exec.Cmd, addr, httpAddr string, logs *syncBuffer) {
+	t.Helper()
+	addr, httpAddr, logs = freePort(t), freeTCPPort(t), new(syncBuffer)
+	srv = exec.Command(bin, "serve", "--demo", "--tftp.listen", addr, "--http.listen", httpAddr)
+	srv.Stderr = logs
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer srv.Process.Kill()
-	// Wait (bounded) until the demo root is written and the server answers.
-	dir := t.TempDir()
+	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
 	var out string
 	var code int
 	for i := 0; i < 100; i++ {
-		out, code = mtftpd(t, "get", "--retries", "1", "--timeout", "100ms", "-o", filepath.Join(dir, "hello.txt"), addr, "hello.txt")
+		out, code = mtftpd(t, "get", "--retries", "1", "--timeout", "100ms", "-o", hello, addr, "hello.txt")
 		if code == 0 {
-			break
+			return srv, addr, httpAddr, logs
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if code != 0 {
-		t.Fatalf("get hello.txt: %s\nserver log:\n%s", out, logs.String())
-	}
-	out, code = mtftpd(t, "get", "--blksize", "1468", "--windowsize", "64", "--tsize", "-o", filepath.Join(dir, "big.img"), addr, "big.img")
+	t.Fatalf("get hello.txt: %s\nserver log:\n%s", out, logs.String())
+	return
+}
+
+// TestDemoServeAndGet runs what the README tells a new user to run: the
+// demo server, then `mtftpd get` of the demo files, then SIGTERM.
+func TestDemoServeAndGet(t *testing.T) {
+	dir := t.TempDir()
+	srv, addr, httpAddr, logs := startDemo(t, filepath.Join(dir, "hello.txt"))
+	out, code := mtftpd(t, "get", "--blksize", "1468", "--windowsize", "64", "--tsize", "-o", filepath.Join(dir, "big.img"), addr, "big.img")
 	if code != 0 || !strings.Contains(out, "33554432 bytes") {
 		t.Fatalf("get big.img: exit %d %s", code, out)
 	}

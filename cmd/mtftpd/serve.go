@@ -24,6 +24,7 @@ import (
 	"github.com/mtftpd/mtftpd/internal/filestore"
 	"github.com/mtftpd/mtftpd/mirror"
 	"github.com/mtftpd/mtftpd/mtftp"
+	"github.com/mtftpd/mtftpd/status"
 	"github.com/mtftpd/mtftpd/tftp"
 )
 
@@ -89,11 +90,20 @@ func runServe(args []string) error {
 		demoDir = dir
 		cfg.TFTP.Root = dir
 	}
-	store, err := filestore.Open(cfg.TFTP.Root)
+	ups := &origins{cfg: cfg.Origin, log: log}
+	defer ups.Close()
+	tftpDir, tftpSource, err := ups.local(cfg.TFTP.Root)
+	if err != nil {
+		return fmt.Errorf("tftp.root: %w", err)
+	}
+	store, err := filestore.Open(tftpDir)
 	if err != nil {
 		return fmt.Errorf("tftp.root: %w", err)
 	}
 	defer store.Close()
+	if tftpSource != nil {
+		store.SetSource(tftpSource)
+	}
 
 	t := cfg.TFTP
 	srv := &tftp.Server{
@@ -109,6 +119,7 @@ func runServe(args []string) error {
 		mc = &mtftp.Server{
 			Files: store, GroupRange: netip.MustParsePrefix(m.GroupRange), Port: m.Port, Interface: m.Interface, TTL: m.TTL,
 			PXEListen: m.PXEListen, PXEGroup: netip.MustParseAddr(m.PXEGroup), PXEClientPort: m.PXEClientPort,
+			PXEFileGroups: netip.MustParsePrefix(m.PXEFileGroups), PXEFilePort: m.PXEFilePort,
 			InitialRTO: t.InitialRTO.Duration, MinRTO: t.MinRTO.Duration, MaxRTO: t.MaxRTO.Duration,
 			SessionLifetime: t.Lifetime.Duration, Log: log,
 			NativeRate: int64(m.NativeRateMbps) * 1e6 / 8, NativeStartDelay: m.NativeStartDelay.Duration,
@@ -129,12 +140,29 @@ func runServe(args []string) error {
 		if root == "" {
 			root = cfg.TFTP.Root
 		}
-		web = &mirror.Server{Root: root, Log: log}
+		dir, src, err := ups.local(root)
+		if err != nil {
+			return fmt.Errorf("http.root: %w", err)
+		}
+		web = &mirror.Server{Root: dir, Source: src, Log: log}
 		if err := web.Open(); err != nil {
 			return fmt.Errorf("http.root: %w", err)
 		}
 	}
-	dhcpSrv := newDHCP(cfg, log)
+	dhcpSrv := newDHCP(cfg, log, mc)
+	if tm := newTemplates(cfg, log, dhcpSrv); tm != nil {
+		if err := tm.Open(); err != nil {
+			return fmt.Errorf("templates.dir: %w", err)
+		}
+		defer tm.Close()
+		srv.Virtual = tm
+		if web != nil {
+			web.Templates = tm
+		}
+	}
+	if web != nil {
+		web.Pages = (&status.Server{TFTP: srv, MTFTP: mc, DHCP: dhcpSrv, HTTP: web}).Handler()
+	}
 	if demoDir != "" {
 		printDemoHelp(t.Listen, cfg.HTTP.Listen)
 	}
@@ -267,6 +295,7 @@ Try, in another terminal:
   curl -s tftp://%[1]s/pxelinux.cfg/default
   curl -s 'tftp://%[1]s/boot/bcd'
   curl -s -r 0-99 http://%[2]s/hello.txt
+  ./mtftpd status --watch          # or open http://%[2]s/ for the status page
 
 Stop with Ctrl-C.
 

@@ -48,6 +48,9 @@ type Config struct {
 	HTTP  HTTP  `toml:"http"`
 	DHCP  DHCP  `toml:"dhcp"`
 	Log   Log   `toml:"log"`
+
+	Templates Templates `toml:"templates"`
+	Origin    Origin    `toml:"origin"`
 }
 
 // DHCP configures the DHCP server or ProxyDHCP. The subnet, host and boot
@@ -103,6 +106,27 @@ type HTTP struct {
 	Root   string `toml:"root" help:"directory served over HTTP; empty serves tftp.root"`
 }
 
+// Templates configures per-host files rendered for the asking machine,
+// served over HTTP and TFTP in front of the roots.
+type Templates struct {
+	Dir string `toml:"dir" help:"directory of per-host templates (e.g. ks/{mac}.cfg, pxelinux.cfg/01-{mac}); empty disables them"`
+}
+
+// Origin configures the cache used when tftp.root or http.root is an
+// http(s):// URL: files are fetched from there once, verified, kept in
+// CacheDir and served from it (docs/scale.md).
+type Origin struct {
+	CacheDir string   `toml:"cache_dir" help:"where files from an http(s):// tftp.root or http.root are kept (required with such a root)"`
+	TTL      Duration `toml:"ttl" help:"a cached file older than this is revalidated with the origin (conditional GET) before it is served; 0 = every request"`
+	Timeout  Duration `toml:"timeout" help:"time limit of one fetch from the origin"`
+}
+
+// IsURL reports whether a root is an upstream origin (http:// or https://)
+// rather than a directory.
+func IsURL(root string) bool {
+	return strings.HasPrefix(root, "http://") || strings.HasPrefix(root, "https://")
+}
+
 // TFTP configures the unicast TFTP server.
 type TFTP struct {
 	Listen         string   `toml:"listen" help:"UDP address to listen on (port 69 needs root or CAP_NET_BIND_SERVICE)"`
@@ -140,6 +164,12 @@ type MTFTP struct {
 	// enabled is true; these tune its stream.
 	NativeRateMbps   int      `toml:"native_rate_mbps" help:"cap of a native multicast stream in Mbit/s; 0 = discover it from the receivers' loss"`
 	NativeStartDelay Duration `toml:"native_start_delay" help:"how long a new native multicast session gathers receivers before it starts"`
+	// PXE MTFTP per-file groups, announced by DHCP to BIOS PXE ROMs.
+	PXEFileGroups string `toml:"pxe_file_groups" help:"groups a boot file announced in DHCP option 43.1 gets one of, inside 239.255.0.0/16 (pxe_group is skipped)"`
+	PXEFilePort   int    `toml:"pxe_file_port" help:"client port (43.2) of the first per-file group; the n-th gets pxe_file_port+n"`
+	PXEPortOrder  string `toml:"pxe_port_order" help:"byte order of the ports in DHCP option 43.2/43.3: be (network order) or le (Intel sample code); unverified on real ROMs"`
+	PXETmout      int    `toml:"pxe_tmout" help:"DHCP option 43.4: seconds a PXE client listens before it opens a pass (1..255)"`
+	PXEDelay      int    `toml:"pxe_delay" help:"DHCP option 43.5: PXE client re-open delay in seconds (1..255)"`
 }
 
 // Log configures logging.
@@ -172,9 +202,11 @@ func Defaults() Config {
 			Enabled: true, GroupRange: "239.255.0.0/24", Port: 1758, TTL: 1,
 			PXEGroup: "239.255.1.1", PXEClientPort: 3001,
 			NativeStartDelay: Duration{300 * time.Millisecond},
+			PXEFileGroups:    "239.255.1.0/24", PXEFilePort: 3002, PXEPortOrder: "be", PXETmout: 2, PXEDelay: 2,
 		},
-		DHCP: DHCP{Mode: "off", Listen: "0.0.0.0:67", ProxyPort: 4011},
-		Log:  Log{Level: "info", Format: "console"},
+		DHCP:   DHCP{Mode: "off", Listen: "0.0.0.0:67", ProxyPort: 4011},
+		Origin: Origin{TTL: Duration{5 * time.Minute}, Timeout: Duration{10 * time.Minute}},
+		Log:    Log{Level: "info", Format: "console"},
 	}
 }
 
@@ -286,6 +318,7 @@ func (c *Config) Validate() error {
 	}
 	c.validateMTFTP(bad)
 	c.validateDHCP(bad)
+	c.validateOrigin(bad)
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
@@ -297,6 +330,29 @@ func (c *Config) Validate() error {
 		bad("log.format", "%q is not console or json", c.Log.Format)
 	}
 	return errors.Join(errs...)
+}
+
+func (c *Config) validateOrigin(bad func(field, format string, args ...any)) {
+	urls := false
+	for _, r := range []struct{ field, root string }{{"tftp.root", c.TFTP.Root}, {"http.root", c.HTTP.Root}} {
+		if !IsURL(r.root) {
+			continue
+		}
+		urls = true
+		if u, err := url.Parse(r.root); err != nil || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			bad(r.field, "%q is not an http(s) URL without query like http://origin.example:8080/boot/", r.root)
+		}
+	}
+	o := &c.Origin
+	if urls && o.CacheDir == "" {
+		bad("origin.cache_dir", "must be set when tftp.root or http.root is an http(s) URL")
+	}
+	if o.TTL.Duration < 0 {
+		bad("origin.ttl", "%s is negative", o.TTL)
+	}
+	if o.Timeout.Duration <= 0 {
+		bad("origin.timeout", "%s must be positive", o.Timeout)
+	}
 }
 
 // mcastScope is the only multicast range mtftpd sends to (RFC 2365
@@ -339,6 +395,25 @@ func (c *Config) validateMTFTP(bad func(field, format string, args ...any)) {
 	if m.NativeStartDelay.Duration < 0 || m.NativeStartDelay.Duration > time.Minute {
 		bad("mtftp.native_start_delay", "%v is outside 0s..1m", m.NativeStartDelay.Duration)
 	}
+	if p, err := netip.ParsePrefix(m.PXEFileGroups); err != nil || !p.Addr().Is4() {
+		bad("mtftp.pxe_file_groups", "%q is not an IPv4 prefix like 239.255.1.0/24", m.PXEFileGroups)
+	} else if p.Bits() < mcastScope.Bits() || !mcastScope.Contains(p.Addr()) {
+		bad("mtftp.pxe_file_groups", "%s is not inside %s", p, mcastScope)
+	} else if g, err := netip.ParsePrefix(m.GroupRange); err == nil && p.Overlaps(g) {
+		bad("mtftp.pxe_file_groups", "%s overlaps mtftp.group_range %s (an RFC 2090 session would share a file's group)", p, g)
+	}
+	if m.PXEFilePort < 1 || m.PXEFilePort > 65535 {
+		bad("mtftp.pxe_file_port", "%d is outside 1..65535", m.PXEFilePort)
+	}
+	if m.PXEPortOrder != "be" && m.PXEPortOrder != "le" {
+		bad("mtftp.pxe_port_order", "%q is not be or le", m.PXEPortOrder)
+	}
+	if m.PXETmout < 1 || m.PXETmout > 255 {
+		bad("mtftp.pxe_tmout", "%d is outside 1..255", m.PXETmout)
+	}
+	if m.PXEDelay < 1 || m.PXEDelay > 255 {
+		bad("mtftp.pxe_delay", "%d is outside 1..255", m.PXEDelay)
+	}
 }
 
 func (c *Config) validateDHCP(bad func(field, format string, args ...any)) {
@@ -349,6 +424,9 @@ func (c *Config) validateDHCP(bad func(field, format string, args ...any)) {
 		bad("dhcp.mode", "%q is not off, server or proxy", d.Mode)
 		return
 	}
+	// The host table also names machines for the templates, so it is
+	// checked in every mode.
+	c.validateHosts(bad)
 	if d.Mode == "off" {
 		return
 	}
@@ -401,8 +479,17 @@ func (c *Config) validateDHCP(bad func(field, format string, args ...any)) {
 			bad(f+".lease_time", "%s is negative", sn.LeaseTime)
 		}
 	}
+	for i, r := range d.Boot {
+		f := fmt.Sprintf("dhcp.boot[%d]", i)
+		if _, err := template.New(f).Parse(r.File); err != nil {
+			bad(f+".file", "template: %v", err)
+		}
+	}
+}
+
+func (c *Config) validateHosts(bad func(field, format string, args ...any)) {
 	seen := map[string]bool{}
-	for i, h := range d.Hosts {
+	for i, h := range c.DHCP.Hosts {
 		f := fmt.Sprintf("dhcp.host[%d]", i)
 		mac, err := net.ParseMAC(h.MAC)
 		if err != nil || len(mac) != 6 {
@@ -416,12 +503,6 @@ func (c *Config) validateDHCP(bad func(field, format string, args ...any)) {
 			if a, err := netip.ParseAddr(h.IP); err != nil || !a.Is4() {
 				bad(f+".ip", "%q is not an IPv4 address", h.IP)
 			}
-		}
-	}
-	for i, r := range d.Boot {
-		f := fmt.Sprintf("dhcp.boot[%d]", i)
-		if _, err := template.New(f).Parse(r.File); err != nil {
-			bad(f+".file", "template: %v", err)
 		}
 	}
 }

@@ -74,8 +74,18 @@ func TestErrorsNameTheField(t *testing.T) {
 		"[dhcp]\nmode = \"server\"\n[[dhcp.subnet]]\nprefix = \"192.0.2.0/24\"\nrange = \"192.0.2.200-192.0.2.100\"":   "dhcp.subnet[0].range",
 		"[dhcp]\nmode = \"server\"\n[[dhcp.subnet]]\nprefix = \"192.0.2.0/24\"\nrange = \"198.51.100.1-198.51.100.9\"": "not inside",
 		"[dhcp]\nmode = \"proxy\"\n[[dhcp.host]]\nmac = \"52:54:00\"":                                                  "dhcp.host[0].mac",
+		"[templates]\ndir = \"/t\"\n[[dhcp.host]]\nmac = \"52:54:00\"":                                                 "dhcp.host[0].mac", // DHCP off: the templates still use the table
+		"[tftp]\nroot = \"http://origin:8080/boot/\"":                                                                  "origin.cache_dir",
+		"[tftp]\nroot = \"https://\"\n[origin]\ncache_dir = \"/c\"":                                                    "tftp.root",
+		"[http]\nroot = \"http://o/?sig=x\"\n[origin]\ncache_dir = \"/c\"":                                             "http.root",
+		"[origin]\ntimeout = \"0s\"":                                                                                   "origin.timeout",
 		"[dhcp]\nmode = \"proxy\"\n[[dhcp.boot]]\nfile = \"{{.HTTP\"":                                                  "dhcp.boot[0].file",
 		"[dhcp]\nmode = \"proxy\"\nhttp_base = \"192.0.2.1\"":                                                          "dhcp.http_base",
+		"[mtftp]\npxe_file_groups = \"239.255.0.0/16\"":                                                                "overlaps mtftp.group_range",
+		"[mtftp]\npxe_file_groups = \"239.1.0.0/24\"":                                                                  "mtftp.pxe_file_groups",
+		"[mtftp]\npxe_port_order = \"intel\"":                                                                          "mtftp.pxe_port_order",
+		"[mtftp]\npxe_tmout = 0":                                                                                       "mtftp.pxe_tmout",
+		"[mtftp]\npxe_delay = 300":                                                                                     "mtftp.pxe_delay",
 	}
 	for in, want := range cases {
 		c := Defaults()

@@ -14,6 +14,9 @@ import (
 type Value struct {
 	Name  string
 	Value int64
+	// Gauge marks a level that goes up and down (an atomic.Int64 field,
+	// such as transfers in flight); atomic.Uint64 fields only grow.
+	Gauge bool
 }
 
 // Snapshot reads every atomic.Uint64 and atomic.Int64 field of the struct
@@ -29,9 +32,9 @@ func Snapshot(ptr any) []Value {
 		}
 		switch f := v.Field(i).Addr().Interface().(type) {
 		case *atomic.Uint64:
-			out = append(out, Value{t.Field(i).Name, int64(f.Load())})
+			out = append(out, Value{Name: t.Field(i).Name, Value: int64(f.Load())})
 		case *atomic.Int64:
-			out = append(out, Value{t.Field(i).Name, f.Load()})
+			out = append(out, Value{Name: t.Field(i).Name, Value: f.Load(), Gauge: true})
 		}
 	}
 	return out

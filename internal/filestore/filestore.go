@@ -42,6 +42,15 @@ var (
 	ErrBadName = errors.New("invalid file name")
 )
 
+// Source fills the root from elsewhere before a file is opened: the
+// upstream origin cache (internal/origin) fetches the file into the root
+// and verifies it. Ensure gets a cleaned name and must be safe for
+// concurrent use; its error, wrapping ErrNotFound or ErrAccess where one
+// applies, is Get's.
+type Source interface {
+	Ensure(name string) error
+}
+
 // Stats are counters since Open; a snapshot, not live values.
 type Stats struct {
 	Opens  int64 // successful Gets
@@ -56,6 +65,8 @@ type Stats struct {
 type Store struct {
 	root      *os.Root
 	escapeErr error // os.Root's unexported "path escapes from parent" value
+
+	source Source // nil: the root is all there is
 
 	mu      sync.Mutex
 	closed  bool
@@ -114,6 +125,10 @@ func probeEscapeErr(r *os.Root) error {
 	return err
 }
 
+// SetSource makes every Get ask src for the file first. Call it before
+// the first Get.
+func (s *Store) SetSource(src Source) { s.source = src }
+
 // Root returns the root directory as given to Open.
 func (s *Store) Root() string { return s.root.Name() }
 
@@ -167,6 +182,11 @@ func (s *Store) get(name string) (*mapping, error) {
 	s.mu.Unlock()
 	if closed {
 		return nil, fs.ErrClosed
+	}
+	if s.source != nil {
+		if err := s.source.Ensure(name); err != nil {
+			return nil, err
+		}
 	}
 
 	// Refuse non-regular files before opening them: opening a device can

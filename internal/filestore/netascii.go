@@ -13,8 +13,9 @@ import (
 // exactly one byte, which is what makes the converted size a simple count.
 // A CR LF already in the file becomes CR NUL CR LF, as tftp-hpa does.
 
-// netasciiLen returns len(src) after netascii conversion.
-func netasciiLen(src []byte) int64 {
+// NetasciiLen returns len(src) after netascii conversion (the tsize of a
+// netascii transfer of src).
+func NetasciiLen(src []byte) int64 {
 	return int64(len(src)) + int64(bytes.Count(src, []byte{'\n'})) + int64(bytes.Count(src, []byte{'\r'}))
 }
 
@@ -22,7 +23,7 @@ func netasciiLen(src []byte) int64 {
 // truncated under us and the pages past its new end are gone (SIGBUS).
 var errFault = errors.New("file truncated while being read (memory fault on mapping)")
 
-// faultSafeNetasciiLen is netasciiLen for a mapping that may have been
+// faultSafeNetasciiLen is NetasciiLen for a mapping that may have been
 // truncated on disk. Reading such a mapping past the new EOF raises SIGBUS;
 // with SetPanicOnFault the runtime turns that into a panic in this
 // goroutine, which is recovered here into an error instead of killing the
@@ -39,7 +40,7 @@ func faultSafeNetasciiLen(src []byte) (n int64, err error) {
 			panic(r) // not a fault on the mapping: a real bug
 		}
 	}()
-	return netasciiLen(src), nil
+	return NetasciiLen(src), nil
 }
 
 // faultAddr reports whether a recovered value is a memory fault turned into

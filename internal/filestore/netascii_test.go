@@ -81,8 +81,8 @@ func TestNetasciiReader(t *testing.T) {
 		if string(whole) != tt.want {
 			t.Errorf("netascii(%q) = %q, want %q", tt.in, whole, tt.want)
 		}
-		if got := netasciiLen([]byte(tt.in)); got != int64(len(tt.want)) {
-			t.Errorf("netasciiLen(%q) = %d, want %d", tt.in, got, len(tt.want))
+		if got := NetasciiLen([]byte(tt.in)); got != int64(len(tt.want)) {
+			t.Errorf("NetasciiLen(%q) = %d, want %d", tt.in, got, len(tt.want))
 		}
 		// Block boundaries anywhere, including between CR and its
 		// second byte, must not change the output.
@@ -150,8 +150,8 @@ func FuzzNetascii(f *testing.F) {
 		var r NetasciiReader
 		r.Reset(in)
 		out := readAll(t, &r, 1+int(chunk%64))
-		if int64(len(out)) != netasciiLen(in) {
-			t.Fatalf("converted %d bytes to %d, netasciiLen says %d", len(in), len(out), netasciiLen(in))
+		if int64(len(out)) != NetasciiLen(in) {
+			t.Fatalf("converted %d bytes to %d, NetasciiLen says %d", len(in), len(out), NetasciiLen(in))
 		}
 		back, err := decodeNetascii(out)
 		if err != nil {
@@ -166,7 +166,7 @@ func FuzzNetascii(f *testing.F) {
 func BenchmarkNetasciiReader(b *testing.B) {
 	src := bytes.Repeat([]byte("label linux\n  kernel vmlinuz initrd=initrd.img\n"), 1<<14)
 	buf := make([]byte, 1468) // EDK2's usual blksize
-	want := netasciiLen(src)
+	want := NetasciiLen(src)
 	var r NetasciiReader
 	b.SetBytes(int64(len(src)))
 	b.ReportAllocs()

@@ -1,6 +1,6 @@
 // Package testutil holds small helpers shared by the tests that run the
-// mtftpd binary and real clients. Test code only; it never touches the
-// network.
+// mtftpd binary and real clients. Test code only; on the network it only
+// opens loopback sockets of its own (SlowTFTP).
 package testutil
 
 import (

@@ -208,6 +208,10 @@ type stats struct {
 type Options struct {
 	SndBuf, RcvBuf int  // SO_SNDBUF/SO_RCVBUF wanted, in bytes
 	Pktinfo        bool // IP_PKTINFO on reads: ReadFrom reports the local destination address
+	// RxqOverflow turns on SO_RXQ_OVFL: ReadFrom takes the kernel's count
+	// of datagrams dropped on this socket (receive queue full) from each
+	// datagram's control data, for Drops. Linux only; elsewhere Drops is 0.
+	RxqOverflow bool
 }
 
 // batchWriter is the narrow edge WriteDatagrams sends through: the raw
@@ -229,7 +233,8 @@ type Conn struct {
 	w     batchWriter
 
 	sndGot, rcvGot int
-	bufErr         error // buffer sizes short of Options, nil if not
+	bufErr         error         // buffer sizes short of Options, nil if not
+	drops          atomic.Uint64 // SO_RXQ_OVFL: the kernel's drop count as of the last read
 
 	// Send state, reused by every WriteDatagrams call.
 	dst   net.UDPAddr // destination; IP points into dstIP
@@ -304,6 +309,15 @@ func (c *Conn) Stats() Stats {
 // shortfall when they are smaller than Options asked for
 // ("sndbuf: wanted 8 MiB, got 416 KiB"), for the caller to log.
 func (c *Conn) SocketBuffers() (snd, rcv int, err error) { return c.sndGot, c.rcvGot, c.bufErr }
+
+// Drops reports how many datagrams the kernel dropped on this socket
+// because its receive queue was full, as of the last ReadFrom (the count
+// arrives with each datagram: Options.RxqOverflow). Safe to call at any
+// time.
+func (c *Conn) Drops() uint64 { return c.drops.Load() }
+
+// BatchSize is the most datagrams one WriteDatagrams syscall carries.
+const BatchSize = maxBatch
 
 // UDPConn returns the underlying socket.
 func (c *Conn) UDPConn() *net.UDPConn { return c.uc }

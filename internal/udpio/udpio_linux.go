@@ -19,6 +19,7 @@ type connSys struct {
 	rc      syscall.RawConn
 	inet6   bool // socket family AF_INET6 (v4 peers are v4-mapped)
 	pktinfo bool
+	rxqOvfl bool // SO_RXQ_OVFL on: reads carry the drop count
 	gro     bool
 	woob    [64]byte    // WriteTo's IP_PKTINFO cmsg
 	roob    [128]byte   // ReadFrom's control data
@@ -85,6 +86,13 @@ func (c *Conn) setup(o Options) error {
 				return
 			}
 			c.sys.pktinfo = true
+		}
+		if o.RxqOverflow {
+			if err := unix.SetsockoptInt(s, unix.SOL_SOCKET, unix.SO_RXQ_OVFL, 1); err != nil {
+				serr = fmt.Errorf("udpio: setsockopt SO_RXQ_OVFL: %w", err)
+				return
+			}
+			c.sys.rxqOvfl = true
 		}
 	})
 	if cerr != nil {
@@ -425,7 +433,7 @@ func (c *Conn) pktinfoControl(src netip.Addr) []byte {
 // the address the request was sent to; for a broadcast that is the
 // broadcast address); otherwise dst is invalid.
 func (c *Conn) ReadFrom(b []byte) (n int, src netip.AddrPort, dst netip.Addr, err error) {
-	if !c.sys.pktinfo {
+	if !c.sys.pktinfo && !c.sys.rxqOvfl {
 		n, src, err = c.uc.ReadFromUDPAddrPort(b)
 		return n, unmapAddrPort(src), netip.Addr{}, err
 	}
@@ -441,6 +449,9 @@ func (c *Conn) ReadFrom(b []byte) (n int, src netip.AddrPort, dst netip.Addr, er
 		case level == unix.IPPROTO_IPV6 && typ == unix.IPV6_PKTINFO && len(data) >= unix.SizeofInet6Pktinfo:
 			pi := (*unix.Inet6Pktinfo)(unsafe.Pointer(&data[0]))
 			dst = netip.AddrFrom16(pi.Addr).Unmap()
+		case level == unix.SOL_SOCKET && typ == unix.SO_RXQ_OVFL && len(data) >= 4:
+			// A cumulative uint32 (sock_recv_drops): one store, no sum.
+			c.drops.Store(uint64(*(*uint32)(unsafe.Pointer(&data[0]))))
 		}
 	})
 	return n, unmapAddrPort(src), dst, nil

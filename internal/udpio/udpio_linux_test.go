@@ -601,3 +601,50 @@ func TestProbe(t *testing.T) {
 		t.Errorf("GSO without mmsg: %v", p)
 	}
 }
+
+// TestRxqOverflowDrops overflows a small receive queue on loopback and
+// checks that the next read reports the kernel's drop count (SO_RXQ_OVFL),
+// and that a socket without the option reports none.
+func TestRxqOverflowDrops(t *testing.T) {
+	for _, on := range []bool{true, false} {
+		uc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := New(uc, Options{RcvBuf: 4096, RxqOverflow: on, Pktinfo: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		// SO_RCVBUF is a plain option here so the queue stays small even
+		// as root (SO_RCVBUFFORCE would also be small: 4 KiB).
+		tx, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(c.LocalAddr()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Close()
+		p := make([]byte, 1000)
+		for range 200 { // far more than a 4 KiB queue (plus skb overhead) holds
+			tx.Write(p)
+		}
+		// The count is stamped on a datagram when it is queued: drain what
+		// queued before the drops, then read one sent after them.
+		b := make([]byte, 2048)
+		for range 200 {
+			c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+			if _, _, _, err := c.ReadFrom(b); err != nil {
+				break
+			}
+		}
+		tx.Write(p)
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, _, _, err := c.ReadFrom(b); err != nil {
+			t.Fatal(err)
+		}
+		if got := c.Drops(); on && got == 0 {
+			t.Errorf("RxqOverflow on: Drops() = 0 after 200 datagrams into a 4 KiB queue")
+		} else if !on && got != 0 {
+			t.Errorf("RxqOverflow off: Drops() = %d, want 0", got)
+		}
+	}
+}

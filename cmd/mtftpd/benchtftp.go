@@ -1,0 +1,291 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/vbauerster/mpb/v8"
+	"github.com/vbauerster/mpb/v8/decor"
+
+	"github.com/mtftpd/mtftpd/bench"
+)
+
+const benchTFTPUsage = `Usage: mtftpd bench tftp --target HOST:PORT --file NAME --clients N [flags]
+
+Profiles (what each simulated client sends):
+  bios    RRQ blksize=1468, lock-step (a PXE ROM)
+  uefi    RRQ tsize=0 blksize=1468 windowsize=4, ERROR 8 after the OACK,
+          then RRQ blksize=1468 windowsize=4 (OVMF)
+  ipxe    RRQ blksize=1432 tsize=0, lock-step
+  linux   RRQ blksize=65464 windowsize=64
+  custom  --blksize, --windowsize, --tsize, --tsize-probe (the default)
+`
+
+func runBenchTFTP(args []string) error {
+	fs := flag.NewFlagSet("bench tftp", flag.ContinueOnError)
+	target := fs.String("target", "", "server HOST:PORT (required; every datagram goes there and nowhere else)")
+	file := fs.String("file", "", "file to download (required)")
+	clients := fs.Int("clients", 1, fmt.Sprintf("simulated clients, each with its own socket (1..%d)", bench.MaxTFTPClients))
+	profile := fs.String("profile", "custom", "client profile: "+strings.Join(bench.ProfileNames, ", "))
+	blksize := fs.Int("blksize", 0, "custom: ask for this block size (8..65464); 0 = 512, no option")
+	window := fs.Int("windowsize", 0, "custom: ask for this window (RFC 7440); 0 = lock-step, no option")
+	tsize := fs.Bool("tsize", false, "custom: ask for tsize in the download's RRQ")
+	probe := fs.Bool("tsize-probe", false, "custom: probe the size first (RRQ with tsize, ERROR 8 after the OACK), like UEFI")
+	ramp := fs.Duration("ramp", 0, "spread the clients' starts over this time")
+	duration := fs.Duration("duration", 0, "repeat downloads until this much time has passed (0: each client downloads --count times)")
+	count := fs.Int("count", 1, fmt.Sprintf("downloads per client without --duration (1..%d)", bench.MaxTransfersPerClient))
+	maxTime := fs.Duration("max-time", 0, "cap of the whole run (0: 10m, or duration + ramp + 1m)")
+	verify := fs.String("verify", "", "check every download: sha256:HEX")
+	verifyFile := fs.String("verify-file", "", "check every download against this local copy (sha256 and size)")
+	sources := fs.String("source-addrs", "", "bind client sockets to these local addresses, round robin: A,B,A-B,A/N")
+	timeout := fs.Duration("timeout", 0, "each client's first retransmission timeout (0: 1s; adapts)")
+	retries := fs.Int("retries", 0, "consecutive timeouts before a client gives up (0: the client default)")
+	jsonOut := fs.String("json", "", "also write the report as JSON to this file (- for stdout); schema: docs/bench-json.md")
+	quiet := fs.Bool("q", false, "no progress display")
+	if help, err := parseArgs(fs, benchTFTPUsage, args); help || err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		fs.Usage()
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if *target == "" || *file == "" {
+		return errors.New("tftp: --target HOST:PORT and --file NAME are required")
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+
+	var prof bench.Profile
+	if *profile == "custom" {
+		var err error
+		if prof, err = bench.CustomProfile(*blksize, *window, *tsize, *probe); err != nil {
+			return fmt.Errorf("tftp: --profile custom: %w", err)
+		}
+	} else {
+		p, ok := bench.Profiles[*profile]
+		if !ok {
+			return fmt.Errorf("tftp: unknown --profile %q (want %s)", *profile, strings.Join(bench.ProfileNames, ", "))
+		}
+		for _, name := range []string{"blksize", "windowsize", "tsize", "tsize-probe"} {
+			if set[name] {
+				return fmt.Errorf("tftp: --%s sets the options of --profile custom; --profile %s fixes them", name, *profile)
+			}
+		}
+		prof = p
+	}
+	if *count < 1 || *count > bench.MaxTransfersPerClient {
+		return fmt.Errorf("tftp: --count %d is outside 1..%d", *count, bench.MaxTransfersPerClient)
+	}
+	if set["count"] && *duration > 0 {
+		return errors.New("tftp: --count and --duration exclude each other (with --duration clients repeat until it ends)")
+	}
+	s := &bench.TFTPSwarm{
+		Target: *target, File: *file, Clients: *clients, Profile: prof, Ramp: *ramp,
+		Duration: *duration, Transfers: *count, MaxTime: *maxTime, Timeout: *timeout, Retries: *retries,
+		Live: &bench.TFTPLive{},
+	}
+	switch {
+	case *verify != "" && *verifyFile != "":
+		return errors.New("tftp: give --verify or --verify-file, not both")
+	case *verify != "":
+		sum, err := bench.ParseSHA256(*verify)
+		if err != nil {
+			return fmt.Errorf("tftp: --%w", err)
+		}
+		s.SHA256 = sum
+	case *verifyFile != "":
+		sum, size, err := sha256File(*verifyFile)
+		if err != nil {
+			return fmt.Errorf("tftp: --verify-file: %w", err)
+		}
+		s.SHA256, s.Size = sum, size
+	}
+	if *sources != "" {
+		addrs, err := bench.ParseSourceAddrs(*sources)
+		if err != nil {
+			return fmt.Errorf("tftp: --%w", err)
+		}
+		s.SourceAddrs = addrs
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	var display *swarmDisplay
+	if !*quiet {
+		display = startSwarmDisplay(ctx, os.Stderr, s, isTerminal(os.Stderr))
+	}
+	rep, err := s.Run(ctx)
+	if display != nil {
+		display.stop()
+	}
+	if err != nil {
+		return err
+	}
+	printTFTPReport(os.Stderr, rep)
+	if *jsonOut != "" {
+		if err := writeJSON(*jsonOut, rep); err != nil {
+			return err
+		}
+	}
+	if rep.Failed > 0 || rep.Completed == 0 {
+		return fmt.Errorf("tftp: %d of %d downloads failed, %d completed", rep.Failed, rep.Transfers, rep.Completed)
+	}
+	return nil
+}
+
+// sha256File returns the digest and size of a local file.
+func sha256File(path string) ([]byte, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return nil, 0, err
+	}
+	return h.Sum(nil), n, nil
+}
+
+// swarmDisplay shows a swarm's progress: mpb bars on a terminal, a plain
+// line every 2 s otherwise (logs, CI).
+type swarmDisplay struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func startSwarmDisplay(ctx context.Context, w io.Writer, s *bench.TFTPSwarm, tty bool) *swarmDisplay {
+	ctx, cancel := context.WithCancel(ctx)
+	d := &swarmDisplay{cancel: cancel, done: make(chan struct{})}
+	live := s.Live
+	start := time.Now()
+	status := func() string {
+		el := time.Since(start).Seconds()
+		mbps := 0.0
+		if el > 0 {
+			mbps = float64(live.Bytes.Load()) / 1e6 / el
+		}
+		return fmt.Sprintf("done %d  failed %d  active %d  %.1f MB/s",
+			live.Completed.Load(), live.Failed.Load(), live.Active.Load(), mbps)
+	}
+	if !tty {
+		go func() {
+			defer close(d.done)
+			t := time.NewTicker(2 * time.Second)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					fmt.Fprintf(w, "bench tftp %s: %s\n", time.Since(start).Round(time.Second), status())
+				}
+			}
+		}()
+		return d
+	}
+	p := mpb.NewWithContext(ctx, mpb.WithOutput(w), mpb.WithWidth(40), mpb.WithRefreshRate(200*time.Millisecond))
+	// One pass: a bar of finished downloads. With --duration: a bar of time.
+	total, label := int64(s.Clients*s.Transfers), "downloads"
+	if s.Duration > 0 {
+		total, label = int64((s.Ramp+s.Duration)/time.Millisecond), "time"
+	}
+	bar := p.AddBar(total,
+		mpb.PrependDecorators(decor.Name(fmt.Sprintf("%s x%d %s ", s.File, s.Clients, label))),
+		mpb.AppendDecorators(decor.Any(func(decor.Statistics) string { return status() })))
+	go func() {
+		defer close(d.done)
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				bar.Abort(false)
+				p.Wait()
+				return
+			case <-t.C:
+				if s.Duration > 0 {
+					bar.SetCurrent(min(int64(time.Since(start)/time.Millisecond), total))
+				} else {
+					bar.SetCurrent(live.Completed.Load() + live.Failed.Load())
+				}
+			}
+		}
+	}()
+	return d
+}
+
+// stop ends the display and waits until it has drawn its last line.
+func (d *swarmDisplay) stop() {
+	d.cancel()
+	<-d.done
+}
+
+// printTFTPReport writes the short human summary.
+func printTFTPReport(w io.Writer, r bench.TFTPReport) {
+	p := r.Profile
+	fmt.Fprintf(w, "tftp swarm: %d clients x %s from %s, profile %s (blksize %d, windowsize %d, tsize %v, probe %v)\n",
+		r.Clients, r.File, r.Target, p.Name, p.BlockSize, p.WindowSize, p.TSize, p.Probe)
+	verified := ""
+	if r.Verify != "" {
+		verified = ", verified"
+	}
+	fmt.Fprintf(w, "  %d/%d downloads completed%s, %d failed, %d cancelled; success %.1f %%; file %d bytes\n",
+		r.Completed, r.Transfers, verified, r.Failed, r.Cancelled, 100*r.SuccessRatio, r.FileSize)
+	fmt.Fprintf(w, "  aggregate %.1f MB/s (%d bytes in %.3f s); per download MB/s p5 %.1f  p50 %.1f\n",
+		r.AggregateMBps, r.Bytes, r.WallSeconds, r.TransferMBps.P5, r.TransferMBps.P50)
+	l := r.TransferMs
+	fmt.Fprintf(w, "  download ms: p50 %.1f  p95 %.1f  p99 %.1f  max %.1f\n", l.P50, l.P95, l.P99, l.Max)
+	fmt.Fprintf(w, "  retransmits seen: %d duplicate, %d out-of-order blocks; %d client timeouts; negotiated %s\n",
+		r.Duplicates, r.OutOfOrder, r.Timeouts, counts(r.Negotiated))
+	fmt.Fprintf(w, "  errors: %s\n", counts(r.Errors))
+	for _, e := range r.ErrorSamples {
+		fmt.Fprintf(w, "    %s\n", e)
+	}
+	if r.Stopped != "" {
+		fmt.Fprintf(w, "  stopped early: %s\n", r.Stopped)
+	}
+}
+
+func runBenchCompare(args []string) error {
+	fs := flag.NewFlagSet("bench compare", flag.ContinueOnError)
+	if help, err := parseArgs(fs, "Usage: mtftpd bench compare A.json B.json  (ratios are B/A)", args); help || err != nil {
+		return err
+	}
+	if fs.NArg() != 2 {
+		fs.Usage()
+		return errors.New("need two JSON reports")
+	}
+	a, err := os.ReadFile(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	b, err := os.ReadFile(fs.Arg(1))
+	if err != nil {
+		return err
+	}
+	kind, figs, err := bench.Compare(a, b)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("bench %s: A = %s, B = %s\n", kind, fs.Arg(0), fs.Arg(1))
+	fmt.Printf("%-18s %14s %14s %9s  %s\n", "figure", "A", "B", "B/A", "better")
+	for _, f := range figs {
+		ratio := "n/a"
+		if r, ok := f.Ratio(); ok {
+			ratio = fmt.Sprintf("%.2fx", r)
+		}
+		fmt.Printf("%-18s %14.6g %14.6g %9s  %s\n", f.Name, f.A, f.B, ratio, f.Better())
+	}
+	return nil
+}

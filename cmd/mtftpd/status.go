@@ -1,0 +1,88 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/mtftpd/mtftpd/status"
+)
+
+// runStatus prints what a running server is doing, from its
+// /api/transfers, once or (--watch) every interval until interrupted.
+func runStatus(args []string) error {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	watch := fs.Bool("watch", false, "redraw until interrupted")
+	interval := fs.Duration("interval", time.Second, "redraw interval with --watch")
+	recent := fs.Int("recent", 10, "finished transfers to show")
+	if help, err := parseArgs(fs, "Usage: mtftpd status [--watch] [--interval D] [--recent N] [URL]  (URL default http://"+demoHTTP+")", args); help || err != nil {
+		return err
+	}
+	if fs.NArg() > 1 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(1))
+	}
+	if *interval <= 0 {
+		return fmt.Errorf("--interval %v: must be positive", *interval)
+	}
+	base := "http://" + demoHTTP
+	if fs.NArg() == 1 {
+		base = fs.Arg(0)
+		if !strings.Contains(base, "://") {
+			base = "http://" + base
+		}
+	}
+	url := strings.TrimRight(base, "/") + "/api/transfers"
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	client := &http.Client{Timeout: 10 * time.Second}
+	for {
+		s, err := fetchStatus(ctx, client, url)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		if *watch {
+			fmt.Print("\033[H\033[2J") // cursor home, clear screen
+		}
+		s.WriteText(os.Stdout, *recent)
+		if !*watch {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(*interval):
+		}
+	}
+}
+
+func fetchStatus(ctx context.Context, c *http.Client, url string) (status.Snapshot, error) {
+	var s status.Snapshot
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return s, err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return s, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
+		return s, fmt.Errorf("%s: %s %s", url, resp.Status, strings.TrimSpace(string(b)))
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+		return s, fmt.Errorf("%s: not a status answer: %w", url, err)
+	}
+	return s, nil
+}

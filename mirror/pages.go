@@ -1,0 +1,107 @@
+package mirror
+
+import (
+	"io"
+	"net/http"
+	"sort"
+	"strings"
+	"sync/atomic"
+)
+
+// pagePrefixes are the paths Pages serves; files of the root under these
+// names are not reachable over HTTP while Pages is set.
+var pagePrefixes = []string{"/metrics", "/api/", "/status/"}
+
+// routes is the handler Serve runs: Pages for its paths and "/" (which
+// redirects to the status page), the mirror for everything else, and a
+// count of every response by status code.
+func (s *Server) routes() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cw := &codeWriter{ResponseWriter: w}
+		defer func() { s.codes.count(cw.code) }()
+		if s.Pages != nil {
+			if r.URL.Path == "/" {
+				http.Redirect(cw, r, "/status/", http.StatusFound)
+				return
+			}
+			for _, p := range pagePrefixes {
+				if r.URL.Path == p || strings.HasPrefix(r.URL.Path, p) && strings.HasSuffix(p, "/") {
+					s.Pages.ServeHTTP(cw, r)
+					return
+				}
+			}
+		}
+		s.ServeHTTP(cw, r)
+	})
+}
+
+// Responses returns how many responses were sent, by status code, over
+// every request Serve handled (mirror and Pages alike).
+func (s *Server) Responses() map[int]uint64 { return s.codes.snapshot() }
+
+// statusCodes counts responses by code: one atomic add per request, no
+// lock, no map on the request path.
+type statusCodes struct{ n [600]atomic.Uint64 }
+
+func (c *statusCodes) count(code int) {
+	if code == 0 {
+		code = http.StatusOK // nothing written: net/http sends 200
+	}
+	if code >= 100 && code < len(c.n) {
+		c.n[code].Add(1)
+	}
+}
+
+func (c *statusCodes) snapshot() map[int]uint64 {
+	out := map[int]uint64{}
+	for code := range c.n {
+		if v := c.n[code].Load(); v > 0 {
+			out[code] = v
+		}
+	}
+	return out
+}
+
+// SortedCodes returns the keys of a Responses map in order.
+func SortedCodes(m map[int]uint64) []int {
+	codes := make([]int, 0, len(m))
+	for c := range m {
+		codes = append(codes, c)
+	}
+	sort.Ints(codes)
+	return codes
+}
+
+// codeWriter remembers a response's status code. It keeps the
+// ResponseWriter's ReaderFrom (sendfile for ServeContent) and, through
+// Unwrap, what http.ResponseController needs (deadlines, Flush).
+type codeWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (c *codeWriter) WriteHeader(code int) {
+	if c.code == 0 && code >= 200 {
+		c.code = code
+	}
+	c.ResponseWriter.WriteHeader(code)
+}
+
+func (c *codeWriter) Write(b []byte) (int, error) {
+	if c.code == 0 {
+		c.code = http.StatusOK
+	}
+	return c.ResponseWriter.Write(b)
+}
+
+func (c *codeWriter) ReadFrom(r io.Reader) (int64, error) {
+	if c.code == 0 {
+		c.code = http.StatusOK
+	}
+	if rf, ok := c.ResponseWriter.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(struct{ io.Writer }{c.ResponseWriter}, r)
+}
+
+func (c *codeWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }

@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# bench-http.sh — HTTP download throughput of one big file, mtftpd's mirror
+# vs nginx (Debian's package), both on 127.0.0.1 in the same run (called by
+# `make bench-http`; not part of `make test`).
+#
+#   scripts/bench-http.sh
+#
+# The file (BENCH_HTTP_MB MiB of random bytes) is generated in a temp dir.
+# nginx is not installed as a service: its .deb is unpacked into
+# $BENCH_CACHE (apt-get download + dpkg -x) unless /usr/sbin/nginx exists,
+# and it runs in the foreground on an unprivileged loopback port with a
+# config in the temp dir. Each server gets one warm-up download, checked by
+# sha256, then BENCH_RUNS timed downloads with
+# `curl -o /dev/null -w '%{speed_download}'`, alternating servers so that
+# both see the same machine load.
+#
+# Environment:
+#   BENCH_HTTP_MB=1024    file size in MiB
+#   BENCH_RUNS=5          timed downloads per server (1..20)
+#   MTFTPD_BIN=./mtftpd   the binary to measure (`make build` makes it if missing)
+#   BENCH_CACHE=/var/cache/mtftpd-bench   where the nginx .deb is unpacked
+#
+# Results: markdown on stdout and in bench-out/http-YYYYmmdd-HHMMSS.md.
+set -euo pipefail
+
+prog=bench-http
+die() { echo "$prog: FATAL: $*" >&2; exit 1; }
+info() { echo "$prog: $*" >&2; }
+
+case "${1:-}" in
+  -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  "") ;;
+  *) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+esac
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+MB=${BENCH_HTTP_MB:-1024}
+RUNS=${BENCH_RUNS:-5}
+[[ "$MB" =~ ^[0-9]+$ ]] && [ "$MB" -ge 1 ] && [ "$MB" -le 8192 ] || die "BENCH_HTTP_MB must be 1..8192"
+[[ "$RUNS" =~ ^[0-9]+$ ]] && [ "$RUNS" -ge 1 ] && [ "$RUNS" -le 20 ] || die "BENCH_RUNS must be 1..20"
+MTFTPD_BIN=${MTFTPD_BIN:-$REPO/mtftpd}
+CACHE=${BENCH_CACHE:-/var/cache/mtftpd-bench}
+PORT_mtftpd=18090
+PORT_nginx=18091
+TFTP_PORT=16990
+for t in curl sha256sum awk timeout; do
+  command -v "$t" >/dev/null || die "missing tool: $t"
+done
+
+WORK=
+declare -a PIDS=()
+cleanup() {
+  local rc=$? pid i
+  trap - EXIT INT TERM
+  for pid in "${PIDS[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || continue
+    for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  [ -n "$WORK" ] && rm -rf "$WORK"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------- servers
+if [ ! -x "$MTFTPD_BIN" ]; then
+  info "building $MTFTPD_BIN (make build)"
+  make -C "$REPO" -s build >&2 || die "make build failed"
+fi
+
+NGINX=/usr/sbin/nginx
+if [ ! -x "$NGINX" ]; then
+  NGINX=$CACHE/nginx/usr/sbin/nginx
+  if [ ! -x "$NGINX" ]; then
+    mkdir -p "$CACHE"
+    if ! ls "$CACHE"/nginx_*.deb >/dev/null 2>&1; then
+      info "apt-get download nginx -> $CACHE (unpacked, never installed as a service)"
+      (cd "$CACHE" && timeout 120 apt-get download -q nginx >/dev/null 2>&1) ||
+        { timeout 300 apt-get update -qq >/dev/null 2>&1 || true
+          (cd "$CACHE" && timeout 120 apt-get download -q nginx >/dev/null 2>&1) || die "apt-get download nginx failed"; }
+    fi
+    dpkg -x "$(ls "$CACHE"/nginx_*.deb | head -1)" "$CACHE/nginx" || die "dpkg -x nginx failed"
+  fi
+fi
+"$NGINX" -v 2>/dev/null || "$NGINX" -v || die "$NGINX does not run (missing libraries?)"
+
+WORK=$(mktemp -d /tmp/bench-http.XXXXXX)
+chmod 755 "$WORK" # nginx workers run as nobody when started by root
+mkdir -p "$WORK/root" "$WORK/nginx"
+info "generating $MB MiB in $WORK/root/big.img"
+head -c "$((MB * 1024 * 1024))" /dev/urandom > "$WORK/root/big.img"
+chmod 644 "$WORK/root/big.img"
+WANT=$(sha256sum < "$WORK/root/big.img" | awk '{print $1}')
+
+cat > "$WORK/nginx.conf" <<EOF
+daemon off;
+worker_processes auto;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections 64; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  client_body_temp_path $WORK/nginx/body;
+  proxy_temp_path $WORK/nginx/proxy;
+  fastcgi_temp_path $WORK/nginx/fastcgi;
+  uwsgi_temp_path $WORK/nginx/uwsgi;
+  scgi_temp_path $WORK/nginx/scgi;
+  default_type application/octet-stream;
+  server {
+    listen 127.0.0.1:$PORT_nginx;
+    root $WORK/root;
+  }
+}
+EOF
+
+for port in $PORT_mtftpd $PORT_nginx; do
+  ! curl -s -o /dev/null "http://127.0.0.1:$port/" || die "127.0.0.1:$port is already in use"
+done
+"$MTFTPD_BIN" serve --tftp.listen "127.0.0.1:$TFTP_PORT" --tftp.root "$WORK/root" \
+  --http.listen "127.0.0.1:$PORT_mtftpd" --mtftp.enabled false --log.level warn 2>"$WORK/mtftpd.log" &
+PIDS+=($!)
+PID_mtftpd=$!
+"$NGINX" -p "$WORK/nginx" -c "$WORK/nginx.conf" -e "$WORK/nginx/error.log" 2>>"$WORK/nginx/error.log" &
+PIDS+=($!)
+PID_nginx=$!
+
+url() { echo "http://127.0.0.1:$1/big.img"; }
+for s in mtftpd nginx; do
+  port=PORT_$s
+  for i in $(seq 1 50); do
+    curl -s -o /dev/null "http://127.0.0.1:${!port}/" && break
+    [ "$i" = 50 ] && { cat "$WORK/mtftpd.log" "$WORK/nginx/error.log" >&2 || true; die "$s did not start"; }
+    sleep 0.1
+  done
+  got=$(timeout 300 curl -sS "$(url "${!port}")" | sha256sum | awk '{print $1}')
+  [ "$got" = "$WANT" ] || die "$s served different bytes (sha256 $got, want $WANT)"
+done
+
+# cpu_ticks PID: user+system clock ticks of PID and its children (nginx's
+# workers), so the table can say what each byte cost the server.
+cpu_ticks() {
+  local p t=0
+  for p in "$1" $(ps -o pid= --ppid "$1" 2>/dev/null); do
+    t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$t"
+}
+declare -A SPEEDS=() TICKS=()
+for r in $(seq 1 "$RUNS"); do
+  for s in mtftpd nginx; do
+    port=PORT_$s
+    pid=PID_$s
+    t0=$(cpu_ticks "${!pid}")
+    v=$(timeout 300 curl -sS -o /dev/null -w '%{speed_download}' "$(url "${!port}")") || die "$s: curl failed"
+    TICKS[$s]=$(( ${TICKS[$s]:-0} + $(cpu_ticks "${!pid}") - t0 ))
+    SPEEDS[$s]+="$v "
+    info "run $r $s: $(awk -v b="$v" 'BEGIN{printf "%.0f MB/s", b/1e6}')"
+  done
+done
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END{print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+m_mtftpd=$(echo "${SPEEDS[mtftpd]}" | median)
+m_nginx=$(echo "${SPEEDS[nginx]}" | median)
+mkdir -p "$REPO/bench-out"
+out="$REPO/bench-out/http-$(date -u +%Y%m%d-%H%M%S).md"
+{
+  echo "## HTTP download, $MB MiB file, loopback, curl, $RUNS runs each ($(date -u +%FT%TZ), $(nproc) cores)"
+  echo
+  echo "| server | median MB/s | runs (MB/s) | server CPU s per GiB |"
+  echo "|---|---|---|---|"
+  for s in mtftpd nginx; do
+    m=m_$s
+    echo "| $s | $(awk -v b="${!m}" 'BEGIN{printf "%.0f", b/1e6}') | $(for v in ${SPEEDS[$s]}; do awk -v b="$v" 'BEGIN{printf "%.0f ", b/1e6}'; done)| $(awk -v t="${TICKS[$s]}" -v hz="$(getconf CLK_TCK)" -v n="$RUNS" -v mb="$MB" 'BEGIN{printf "%.2f", t/hz/(n*mb/1024)}') |"
+  done
+  echo
+  echo "mtftpd / nginx = $(awk -v a="$m_mtftpd" -v b="$m_nginx" 'BEGIN{printf "%.2f", a/b}') ($("$NGINX" -v 2>&1 | sed 's/.*: //'))"
+} | tee "$out"

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# bench-status.sh — what the status page costs the TFTP hot path: the
+# aggregate throughput of CLIENTS concurrent downloads (mtftpd bench tftp)
+# with nobody watching, and with VIEWERS status pages open (each polls
+# /api/transfers once a second, as the page does) plus a Prometheus scrape
+# of /metrics every second. Runs alternate (off, on, off, on, …) so drift
+# on a shared machine hits both; the result is the median of on/off per
+# pair. Everything runs on loopback: the server on 127.0.0.1, the clients
+# spread over 127.1.0.1 onwards (distinct clients, as a room would be).
+#
+#   scripts/bench-status.sh
+#
+# Environment:
+#   STATUS_BENCH_PAIRS=3          off/on pairs (1..10)
+#   STATUS_BENCH_CLIENTS=200      concurrent downloads (1..1000)
+#   STATUS_BENCH_VIEWERS=10       open status pages (1..200)
+#   STATUS_BENCH_DURATION=20s     each run
+#   STATUS_BENCH_PROFILE=uefi     bench tftp profile (blksize 1468, windowsize 4)
+#   STATUS_BENCH_SIZE_MIB=4       file size
+#   MTFTPD_BIN=/tmp/mtftpd-bench-status   built here unless STATUS_BENCH_SKIP_BUILD=1
+set -euo pipefail
+prog=bench-status
+die() { echo "$prog: FATAL: $*" >&2; exit 1; }
+info() { echo "$prog: $*" >&2; }
+
+PAIRS=${STATUS_BENCH_PAIRS:-3}
+CLIENTS=${STATUS_BENCH_CLIENTS:-200}
+VIEWERS=${STATUS_BENCH_VIEWERS:-10}
+DURATION=${STATUS_BENCH_DURATION:-20s}
+PROFILE=${STATUS_BENCH_PROFILE:-uefi}
+SIZE_MIB=${STATUS_BENCH_SIZE_MIB:-4}
+MTFTPD_BIN=${MTFTPD_BIN:-/tmp/mtftpd-bench-status}
+[[ "$PAIRS" =~ ^[0-9]+$ ]] && [ "$PAIRS" -ge 1 ] && [ "$PAIRS" -le 10 ] || die "STATUS_BENCH_PAIRS must be 1..10"
+[[ "$CLIENTS" =~ ^[0-9]+$ ]] && [ "$CLIENTS" -ge 1 ] && [ "$CLIENTS" -le 1000 ] || die "STATUS_BENCH_CLIENTS must be 1..1000"
+[[ "$VIEWERS" =~ ^[0-9]+$ ]] && [ "$VIEWERS" -ge 1 ] && [ "$VIEWERS" -le 200 ] || die "STATUS_BENCH_VIEWERS must be 1..200"
+[[ "$SIZE_MIB" =~ ^[0-9]+$ ]] && [ "$SIZE_MIB" -ge 1 ] && [ "$SIZE_MIB" -le 1024 ] || die "STATUS_BENCH_SIZE_MIB must be 1..1024"
+for t in curl awk sha256sum; do command -v "$t" >/dev/null || die "missing tool: $t"; done
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TFTP=127.0.0.1:16989
+HTTP=127.0.0.1:18089
+WORK=$(mktemp -d /tmp/mtftpd-bench-status.XXXXXX)
+SRV=
+declare -a VIEWER_PIDS=()
+stop_viewers() {
+  local p
+  for p in "${VIEWER_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${VIEWER_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  VIEWER_PIDS=()
+}
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  stop_viewers
+  if [ -n "$SRV" ]; then kill "$SRV" 2>/dev/null || true; wait "$SRV" 2>/dev/null || true; fi
+  rm -rf "$WORK"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+if [ "${STATUS_BENCH_SKIP_BUILD:-}" != 1 ]; then
+  (cd "$REPO" && CGO_ENABLED=0 go build -o "$MTFTPD_BIN" ./cmd/mtftpd) || die "build failed"
+fi
+mkdir -p "$WORK/root"
+head -c $((SIZE_MIB << 20)) /dev/urandom >"$WORK/root/image.bin"
+SUM=$(sha256sum "$WORK/root/image.bin" | awk '{print $1}')
+
+"$MTFTPD_BIN" serve --tftp.root "$WORK/root" --tftp.listen "$TFTP" --http.listen "$HTTP" \
+  --tftp.max_sessions 4096 --tftp.max_per_client 16 --log.level warn 2>"$WORK/server.log" &
+SRV=$!
+for i in $(seq 1 50); do
+  curl -fs -o /dev/null "http://$HTTP/api/transfers" && break
+  sleep 0.1
+done
+curl -fs -o /dev/null "http://$HTTP/api/transfers" || die "server did not come up: $(cat "$WORK/server.log")"
+
+# poll URL SECONDS: one open status page (or a Prometheus scraper): a GET
+# a second, bounded by the run.
+poll() {
+  local end=$((SECONDS + $2))
+  while [ "$SECONDS" -lt "$end" ]; do
+    curl -fs -o /dev/null --max-time 5 "$1" || true
+    sleep 1
+  done
+}
+
+# One loopback address per client: 127.1.0.1 up to 127.1.0.0 + CLIENTS.
+SOURCES="127.1.0.1-127.1.$((CLIENTS / 256)).$((CLIENTS % 256))"
+secs=${DURATION%s}
+[[ "$secs" =~ ^[0-9]+$ ]] || die "STATUS_BENCH_DURATION must be whole seconds (e.g. 20s)"
+run() { # label
+  local label=$1 json="$WORK/$1.json"
+  if [[ "$label" == on* ]]; then
+    for v in $(seq 1 "$VIEWERS"); do poll "http://$HTTP/api/transfers" $((secs + 15)) & VIEWER_PIDS+=($!); done
+    poll "http://$HTTP/metrics" $((secs + 15)) & VIEWER_PIDS+=($!)
+    sleep 1
+  fi
+  "$MTFTPD_BIN" bench tftp -q --target "$TFTP" --file image.bin --clients "$CLIENTS" --profile "$PROFILE" \
+    --duration "$DURATION" --source-addrs "$SOURCES" --verify "sha256:$SUM" --json "$json" >"$WORK/$label.out" 2>&1 ||
+    die "bench run $label failed: $(tail -5 "$WORK/$label.out")"
+  stop_viewers
+  awk -F'"aggregate_mbps":' 'NF>1{split($2,a,/[,}]/); print a[1]}' "$json"
+}
+
+info "$CLIENTS clients, profile $PROFILE, ${SIZE_MIB} MiB file, $DURATION per run, $VIEWERS viewers + 1 scraper when on, $PAIRS pairs"
+declare -a OFF=() ON=() RATIO=()
+for p in $(seq 1 "$PAIRS"); do
+  off=$(run "off$p"); on=$(run "on$p")
+  r=$(awk -v a="$off" -v b="$on" 'BEGIN{printf "%.4f", b/a}')
+  OFF+=("$off"); ON+=("$on"); RATIO+=("$r")
+  info "pair $p: off $off MB/s, on $on MB/s, on/off $r"
+done
+med=$(printf '%s\n' "${RATIO[@]}" | sort -n | awk '{a[NR]=$1} END{print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}')
+echo "| pair | page closed MB/s | page open MB/s | open/closed |"
+echo "|---|---|---|---|"
+for i in "${!RATIO[@]}"; do echo "| $((i + 1)) | ${OFF[$i]} | ${ON[$i]} | ${RATIO[$i]} |"; done
+echo
+echo "median open/closed: $med ($CLIENTS clients, $PROFILE, $VIEWERS viewers polling /api/transfers at 1/s + /metrics at 1/s)"

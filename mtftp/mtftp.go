@@ -223,7 +223,9 @@ func (s *Server) validate() error {
 	if !s.GroupRange.IsValid() {
 		s.GroupRange = DefaultGroupRange
 	}
-	s.GroupRange = s.GroupRange.Masked()
+	if g := s.GroupRange.Masked(); g != s.GroupRange {
+		s.GroupRange = g // only the first time: Init runs on every request, readers hold no lock
+	}
 	if !s.GroupRange.Addr().Is4() || s.GroupRange.Bits() < allowedScope.Bits() || !allowedScope.Contains(s.GroupRange.Addr()) {
 		errs = append(errs, fmt.Errorf("mtftp: GroupRange %s is not inside %s", s.GroupRange, allowedScope))
 	}

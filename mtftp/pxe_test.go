@@ -393,9 +393,16 @@ func TestPXEFileGroup(t *testing.T) {
 	if !ok || sport != 1759 || !DefaultPXEFileGroups.Contains(g.Addr()) {
 		t.Fatalf("pxelinux.0: %v %d %v", g, sport, ok)
 	}
-	if g2, _, _ := s.PXEFileGroup(`\pxelinux.0`, srv); g2 != g {
-		t.Errorf(`\pxelinux.0 on %v, pxelinux.0 on %v`, g2, g)
+	// The DHCP server asks from one goroutine per socket.
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			if g2, _, _ := s.PXEFileGroup(`\pxelinux.0`, srv); g2 != g {
+				t.Errorf(`\pxelinux.0 on %v, pxelinux.0 on %v`, g2, g)
+			}
+		})
 	}
+	wg.Wait()
 	if got := s.pxeGroupOf("/pxelinux.0"); got != g {
 		t.Errorf("requests for /pxelinux.0 served on %v, announced %v", got, g)
 	}

@@ -107,10 +107,14 @@ func (m *pxeFileMap) assign(name string) (netip.AddrPort, bool) {
 // from validate.
 func (s *Server) validatePXE() error {
 	var errs []error
+	// validate runs on every Init, while PXEFileGroup and the listener
+	// read these fields: assign only what changes (the first time).
 	if !s.PXEFileGroups.IsValid() {
 		s.PXEFileGroups = DefaultPXEFileGroups
 	}
-	s.PXEFileGroups = s.PXEFileGroups.Masked()
+	if g := s.PXEFileGroups.Masked(); g != s.PXEFileGroups {
+		s.PXEFileGroups = g
+	}
 	g := s.PXEFileGroups
 	if !g.Addr().Is4() || g.Bits() < allowedScope.Bits() || !allowedScope.Contains(g.Addr()) {
 		errs = append(errs, fmt.Errorf("mtftp: PXEFileGroups %s is not inside %s", g, allowedScope))
@@ -124,7 +128,7 @@ func (s *Server) validatePXE() error {
 	if s.PXEFilePort < 1 || s.PXEFilePort > 65535 {
 		errs = append(errs, fmt.Errorf("mtftp: PXEFilePort %d is outside 1..65535", s.PXEFilePort))
 	}
-	if s.PXEListen != "" {
+	if s.PXEListen != "" && !s.pxeAddr.IsValid() {
 		ua, err := net.ResolveUDPAddr("udp4", s.PXEListen)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("mtftp: PXEListen: %w", err))

@@ -416,7 +416,9 @@ func TestReplyFromRequestAddress(t *testing.T) {
 	port := pc.LocalAddr().(*net.UDPAddr).Port
 	for _, host := range []string{"127.0.0.1", "127.0.0.2"} {
 		var buf bytes.Buffer
-		res, err := (&tftp.Client{Retries: 2, Timeout: 300 * time.Millisecond}).Get(context.Background(), fmt.Sprintf("%s:%d", host, port), "f", &buf)
+		// Generous retries: under -race on a loaded 2-core machine the first
+		// answer has taken longer than 3 × 300 ms (seen in a full package run).
+		res, err := (&tftp.Client{Retries: 4, Timeout: time.Second}).Get(context.Background(), fmt.Sprintf("%s:%d", host, port), "f", &buf)
 		if err != nil {
 			t.Fatalf("request to %s: %v", host, err)
 		}

@@ -13,7 +13,8 @@
 // Revalidation: a cached copy older than TTL is checked with a conditional
 // GET (If-None-Match, If-Modified-Since) before it is served again; 304
 // keeps it, 200 replaces it (running transfers finish on the old inode),
-// 404 deletes it. If the origin cannot be reached the cached copy is
+// 404 deletes it. A file sent with Cache-Control: no-store is asked for
+// again on every request. If the origin cannot be reached the cached copy is
 // served for another TTL: a rack keeps booting through an origin outage.
 //
 // The package never writes outside Dir, never leaves a partial file under
@@ -102,7 +103,10 @@ type entry struct {
 	LastModified string    `json:"last_modified,omitempty"`
 	Size         int64     `json:"size"`
 	Checked      time.Time `json:"checked"` // last fetch or 304
-	missing      bool      // the origin said 404 at Checked
+	// NoStore: the origin said Cache-Control: no-store (a per-host file
+	// rendered by an origin mtftpd): asked again on every request.
+	NoStore bool `json:"no_store,omitempty"`
+	missing bool // the origin said 404 at Checked
 }
 
 // flight is one fetch that concurrent requests for the same name share.
@@ -252,7 +256,7 @@ func (c *Cache) fresh(e *entry, now time.Time) bool {
 	if e.missing {
 		return now.Sub(e.Checked) < min(missingTTL, max(c.ttl(), 0))
 	}
-	return now.Sub(e.Checked) < c.ttl()
+	return !e.NoStore && now.Sub(e.Checked) < c.ttl()
 }
 
 // fly runs one fetch in its own goroutine, so a requester that gives up
@@ -337,7 +341,8 @@ func (c *Cache) fetch(name string, cached *entry) (*entry, error) {
 	case resp.StatusCode != http.StatusOK:
 		return nil, c.refused(name, fmt.Errorf("origin: GET %s: %s", src, resp.Status))
 	}
-	next := &entry{ETag: resp.Header.Get("ETag"), LastModified: resp.Header.Get("Last-Modified"), Size: resp.ContentLength}
+	next := &entry{ETag: resp.Header.Get("ETag"), LastModified: resp.Header.Get("Last-Modified"), Size: resp.ContentLength,
+		NoStore: strings.Contains(strings.ToLower(resp.Header.Get("Cache-Control")), "no-store")}
 	n, err := c.install(name, resp, next)
 	if err != nil {
 		return nil, c.refused(name, err)

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -79,6 +80,9 @@ func (o *originServer) serve(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	w.Header().Set("ETag", etag)
+	if strings.HasPrefix(name, "ks/") {
+		w.Header().Set("Cache-Control", "no-store") // as mtftpd sends rendered templates
+	}
 	w.Header().Set("Last-Modified", "Tue, 24 Nov 2026 10:00:00 GMT")
 	w.Header().Set("Content-Length", strconv.Itoa(len(data)))
 	if o.truncate.Add(-1) >= 0 {
@@ -338,5 +342,21 @@ func TestMissingBounded(t *testing.T) {
 	defer c.mu.Unlock()
 	if c.missing != want {
 		t.Fatalf("missing count %d after a 404 was superseded, want %d", c.missing, want)
+	}
+}
+
+// TestNoStore: a file the origin marks no-store is fetched on every
+// request (an origin's per-host file must not be frozen in a rack).
+func TestNoStore(t *testing.T) {
+	o := newOrigin(t)
+	o.put("ks/52:54:00:00:00:01.cfg", []byte("text\n"))
+	c := newCache(t, o, time.Hour, t.TempDir())
+	for range 2 {
+		if err := c.Ensure("ks/52:54:00:00:00:01.cfg"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if o.hits.Load() != 2 {
+		t.Fatalf("origin hits %d, want 2", o.hits.Load())
 	}
 }

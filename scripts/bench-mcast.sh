@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# bench-mcast.sh — mtftpd's native multicast against udpcast (udp-sender /
+# udp-receiver, Debian `udpcast`) in the namespace lab, same run, same file.
+#
+#   scripts/bench-mcast.sh            # all scenarios
+#   RECEIVERS=50 SIZE_MB=64 scripts/bench-mcast.sh
+#
+# Scenarios (issue 5's numbers):
+#   clean   RECEIVERS receivers, no impairment: time until every receiver
+#           holds the verified file, and the server's eth0 TX bytes / file
+#           size — mtftpd native and udpcast.
+#   loss    the same with LOSS % random loss on every client port (nftables).
+#   tbf     the server's port limited to RATE_MBIT (tbf): SLOW_RECEIVERS
+#           receivers of SLOW_MB MiB against one receiver alone.
+# Times run from launching the receivers to the last one finishing, so
+# they include mtftpd's gathering delay (START_DELAY) and udpcast's wait
+# for --min-receivers. Root only; everything happens inside lab
+# namespaces (scripts/netlab.sh) that are removed at exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RECEIVERS=${RECEIVERS:-50}
+SIZE_MB=${SIZE_MB:-64}
+LOSS=${LOSS:-5}
+RATE_MBIT=${RATE_MBIT:-100}
+SLOW_RECEIVERS=${SLOW_RECEIVERS:-30}
+SLOW_MB=${SLOW_MB:-32}
+START_DELAY=${START_DELAY:-1s}
+SCENARIOS=${SCENARIOS:-clean loss tbf}
+LAB=scripts/netlab.sh
+P=mb$$
+export PATH=/usr/local/go/bin:$PATH
+
+[ "$(id -u)" = 0 ] || { echo "bench-mcast: needs root (network namespaces)" >&2; exit 1; }
+command -v udp-sender >/dev/null || apt-get install -y udpcast >/dev/null
+work=$(mktemp -d)
+bin=$work/mtftpd
+go build -o "$bin" ./cmd/mtftpd
+srvpid=
+cleanup() {
+	[ -n "$srvpid" ] && kill "$srvpid" 2>/dev/null || true
+	bash $LAB -p $P down >/dev/null 2>&1 || true
+	rm -rf "$work"
+}
+trap cleanup EXIT
+max=$(( RECEIVERS > SLOW_RECEIVERS ? RECEIVERS : SLOW_RECEIVERS ))
+bash $LAB -p $P up "$max" >/dev/null
+
+txbytes() { bash $LAB -p $P counters srv | awk '$1=="tx_bytes"{print $2}'; }
+now() { date +%s.%N; }
+
+# serve FILE: mtftpd in srv serving FILE's directory.
+serve() {
+	[ -n "$srvpid" ] && { kill "$srvpid"; wait "$srvpid" 2>/dev/null || true; }
+	ip netns exec $P-srv "$bin" serve --tftp.listen 192.0.2.1:69 --tftp.root "$(dirname "$1")" --http.listen "" \
+		--log.format json --mtftp.native_start_delay "$START_DELAY" >"$work/server.log" 2>&1 &
+	srvpid=$!
+	for _ in $(seq 50); do grep -q "tftp server listening" "$work/server.log" && return; sleep 0.1; done
+	echo "mtftpd did not start" >&2; cat "$work/server.log" >&2; exit 1
+}
+
+# verify N FILE: every receiver's output matches FILE.
+verify() {
+	local want bad=0
+	want=$(sha256sum <"$2" | cut -d' ' -f1)
+	for i in $(seq "$1"); do
+		[ "$(sha256sum <"$work/out$i" 2>/dev/null | cut -d' ' -f1)" = "$want" ] || bad=$((bad + 1))
+	done
+	echo "$bad"
+}
+
+# run_mtftpd N FILE: N native receivers at once; prints "seconds tx_ratio failed".
+run_mtftpd() {
+	local n=$1 file=$2 tx0 t0 t1 tx1
+	rm -f "$work"/out*
+	tx0=$(txbytes); t0=$(now)
+	for i in $(seq "$n"); do
+		timeout 300 ip netns exec $P-c$i "$bin" get -q --multicast -o "$work/out$i" 192.0.2.1 "$(basename "$file")" &
+	done
+	wait # run in a subshell: its only children are the receivers
+	t1=$(now); tx1=$(txbytes)
+	echo "$(echo "$t1 - $t0" | bc) $(echo "scale=3; ($tx1 - $tx0) / $(stat -c %s "$file")" | bc) $(verify "$n" "$file")"
+}
+
+# run_udpcast N FILE: udp-sender in srv, N udp-receivers.
+run_udpcast() {
+	local n=$1 file=$2 tx0 t0 t1 tx1
+	rm -f "$work"/out*
+	tx0=$(txbytes); t0=$(now)
+	timeout 300 ip netns exec $P-srv udp-sender --file "$file" --interface eth0 --min-receivers "$n" --max-wait 60 --nokbd \
+		--mcast-data-address 239.255.9.9 --mcast-rdv-address 239.255.9.8 >"$work/udp-sender.log" 2>&1 &
+	for i in $(seq "$n"); do
+		timeout 300 ip netns exec $P-c$i udp-receiver --file "$work/out$i" --interface eth0 --nokbd \
+			--mcast-rdv-address 239.255.9.8 >/dev/null 2>&1 &
+	done
+	wait # the sender and the receivers
+	t1=$(now); tx1=$(txbytes)
+	echo "$(echo "$t1 - $t0" | bc) $(echo "scale=3; ($tx1 - $tx0) / $(stat -c %s "$file")" | bc) $(verify "$n" "$file")"
+}
+
+row() { printf '| %-8s | %-8s | %3s | %8.2f s | %6.2f× | %s |\n' "$1" "$2" "$3" "$4" "$5" "$6"; }
+
+echo "# bench-mcast $(date -u +%FT%TZ) kernel $(uname -r), $(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
+echo
+echo "| scenario | server   |   N |     time |  TX/file | failed |"
+echo "|----------|----------|-----|----------|----------|--------|"
+big=$work/root/image.bin
+mkdir -p "$work/root"
+head -c "${SIZE_MB}M" /dev/urandom >"$big"
+for sc in $SCENARIOS; do
+	case $sc in
+	clean | loss)
+		bash $LAB -p $P impair all clear >/dev/null
+		[ "$sc" = loss ] && bash $LAB -p $P impair all loss "$LOSS" >/dev/null
+		serve "$big"
+		read -r t r f < <(run_mtftpd "$RECEIVERS" "$big")
+		row "$sc" mtftpd "$RECEIVERS" "$t" "$r" "$f"
+		read -r t r f < <(run_udpcast "$RECEIVERS" "$big")
+		row "$sc" udpcast "$RECEIVERS" "$t" "$r" "$f"
+		;;
+	tbf)
+		bash $LAB -p $P impair all clear >/dev/null
+		bash $LAB -p $P impair srv rate "$RATE_MBIT" >/dev/null
+		small=$work/slow/image.bin
+		mkdir -p "$work/slow"
+		head -c "${SLOW_MB}M" /dev/urandom >"$small"
+		serve "$small"
+		read -r t1 r f < <(run_mtftpd 1 "$small")
+		row "tbf" mtftpd 1 "$t1" "$r" "$f"
+		read -r tn r f < <(run_mtftpd "$SLOW_RECEIVERS" "$small")
+		row "tbf" mtftpd "$SLOW_RECEIVERS" "$tn" "$r" "$f"
+		echo
+		echo "tbf ${RATE_MBIT} Mbit/s: ${SLOW_RECEIVERS} receivers take $(echo "scale=2; $tn / $t1" | bc)× the time of one"
+		bash $LAB -p $P impair srv clear >/dev/null
+		;;
+	esac
+done

@@ -54,9 +54,6 @@ func checkNative(t *testing.T, runs []*nativeRun, want []byte) {
 	t.Helper()
 	sum := sha256.Sum256(want)
 	for _, r := range runs {
-		if testing.Verbose() {
-			t.Logf("c%d: %s", r.client, strings.TrimSpace(r.log))
-		}
 		got, err := os.ReadFile(r.out)
 		if err != nil || sha256.Sum256(got) != sum {
 			t.Errorf("c%d: %d bytes, missing or wrong (%v); get: %v\n%s", r.client, len(got), err, r.err, r.log)

@@ -38,12 +38,16 @@ const (
 	// Rate control: the loss of the receiver at the 75th percentile
 	// decides — a quarter of the room losing more is congestion (and
 	// their repairs would cost everyone), while one slow receiver cannot
-	// hold the room back: it is moved instead.
-	lossCongested = 100 // ‰: above this the stream slows down
-	lossClean     = 20  // ‰: below this it speeds up quickly
+	// hold the room back: it is moved instead. Loss that does not go away
+	// when the stream slows down (a lossy link) is not congestion: the
+	// lowest 75th-percentile loss of the last lossFloorSteps steps is the
+	// floor, and only loss above it counts.
+	lossCongested  = 30 // ‰ above the floor: the stream slows down
+	lossClean      = 10 // ‰ above the floor: it speeds up quickly
+	lossFloorSteps = 30 // control steps (3 s) the floor is the minimum over
 	// A receiver is slow when its loss stays above lossSlow for
-	// slowReports reports in a row while the p75 is below
-	// lossCongested; it is then moved to the next tier.
+	// slowReports reports in a row while the room is not congested; it is
+	// then moved to the next tier.
 	lossSlow = 300
 	// minInformative: a report about fewer datagrams says nothing about
 	// loss (an idle stream, a receiver that just joined).
@@ -127,6 +131,7 @@ type nativeSession struct {
 	repaired  []repairMark         // per stripe: the last repair sent
 	cursor    map[int64]int
 	rate      float64 // bytes/s
+	lossHist  []int   // the last control steps' 75th-percentile loss (‰)
 	idle      bool
 
 	// for the log line and counters (under mu)
@@ -659,12 +664,19 @@ func (ns *nativeSession) control(now time.Time) []*nativeRecv {
 		return nil
 	}
 	slices.Sort(losses)
-	p75 := losses[(len(losses)-1)*3/4]                  // the 75th percentile (the middle one of three): see lossCongested
+	p75 := losses[(len(losses)-1)*3/4] // the 75th percentile (the middle one of three): see lossCongested
+	congested := false
 	if ns.seq < ns.dataUntil || len(ns.needOrder) > 0 { // only a running stream says anything about the rate
+		ns.lossHist = append(ns.lossHist, p75)
+		if len(ns.lossHist) > lossFloorSteps {
+			ns.lossHist = ns.lossHist[1:]
+		}
+		floor := slices.Min(ns.lossHist)
+		congested = p75 > floor+lossCongested
 		switch {
-		case p75 > lossCongested:
-			ns.rate *= 0.75
-		case p75 < lossClean:
+		case congested:
+			ns.rate *= 0.8
+		case p75 <= floor+lossClean:
 			ns.rate *= 1.15
 		default:
 			ns.rate *= 1.03
@@ -688,7 +700,7 @@ func (ns *nativeSession) control(now time.Time) []*nativeRecv {
 		default:
 			r.slow = 0
 		}
-		if r.slow >= slowReports && p75 <= lossCongested && len(ns.receivers) > 1 && ns.key.tier+1 < maxTiers {
+		if r.slow >= slowReports && !congested && len(ns.receivers) > 1 && ns.key.tier+1 < maxTiers {
 			delete(ns.receivers, p)
 			slow = append(slow, r)
 		}

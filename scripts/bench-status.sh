@@ -129,6 +129,14 @@ for i in "${!RATIO[@]}"; do
   echo "| $((i + 1)) | ${OFF[$i]} | ${ON[$i]} | ${RATIO[$i]} | ${COFF[$i]} | ${CON[$i]} |"
 done
 echo
+# What the pages cost an idle server (no transfers; 256 recent ones in
+# the ring from the runs above): its CPU time per second of polling.
+for v in $(seq 1 "$VIEWERS"); do poll "http://$HTTP/api/transfers" 30 & VIEWER_PIDS+=($!); done
+poll "http://$HTTP/metrics" 30 & VIEWER_PIDS+=($!)
+c0=$(cpu); sleep 30; c1=$(cpu)
+stop_viewers
+idle=$(awk -v t=$((c1 - c0)) -v k="$TCK" 'BEGIN{printf "%.1f", t / k / 30 * 1000}')
 cmed() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END{print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 echo "median server CPU s/GB: closed $(cmed "${COFF[@]}"), open $(cmed "${CON[@]}")"
+echo "server CPU serving $VIEWERS pages + 1 scraper, no transfers: $idle ms per second"
 echo "median open/closed: $med ($CLIENTS clients, $PROFILE, $VIEWERS viewers polling /api/transfers at 1/s + /metrics at 1/s)"

@@ -357,3 +357,29 @@ func BenchmarkSnapshotJSON(b *testing.B) {
 		c.Finish(b)
 	}
 }
+
+// BenchmarkPageLoad is what open status pages and a Prometheus scraper
+// cost the server per request, over real HTTP with 200 transfers
+// running: "api" is a page's poll (the cached body: at most one
+// Snapshot per snapshotTTL is built, see BenchmarkSnapshotJSON),
+// "metrics" a scrape.
+func BenchmarkPageLoad(b *testing.B) {
+	sv := start(b, func(sv *services) { sv.tftp.MaxPerClient = 1000 })
+	cs := make([]*testutil.SlowTFTP, 200)
+	for i := range cs {
+		cs[i] = testutil.StartSlowTFTP(b, sv.tftpAt, "images/vmlinuz")
+	}
+	for _, path := range []string{"/api/transfers", "/metrics"} {
+		b.Run(strings.Trim(strings.Split(path, "/")[1], "/"), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if code, _ := get(b, sv.base+path); code != 200 {
+					b.Fatalf("%s: %d", path, code)
+				}
+			}
+		})
+	}
+	for _, c := range cs {
+		c.Finish(b)
+	}
+}

@@ -204,8 +204,11 @@ func TestMetrics(t *testing.T) {
 	if code, _ := get(t, sv.base+"/images/vmlinuz"); code != 200 {
 		t.Fatalf("mirror GET: %d", code)
 	}
-	if code, _ := get(t, sv.base+"/status/"); code != 200 {
-		t.Fatalf("status page: %d", code)
+	// "/status" redirects to the page, "/" too; both end at index.html.
+	for _, p := range []string{"/status", "/"} {
+		if code, body := get(t, sv.base+p); code != 200 || !strings.Contains(string(body), `<script src="app.js">`) {
+			t.Fatalf("GET %s: %d, not the status page", p, code)
+		}
 	}
 	for i := 0; i < 200 && sv.tftp.Counters.Completed.Load() == 0; i++ {
 		time.Sleep(10 * time.Millisecond)

@@ -101,7 +101,6 @@ range = "192.0.2.150-192.0.2.199"
 	r := runQEMU(t, lab, 4*time.Minute, qemu...)
 	logs := srv.logs.String()
 	final := "/mark/" + strings.Join(marks, "/") + "/final.ipxe"
-	requireInOrder(t, transfers(logs), "http /boot.ipxe", "http "+final)
 
 	// The last script ran, and each file went by multicast, not by a
 	// unicast fallback.
@@ -127,8 +126,9 @@ range = "192.0.2.150-192.0.2.199"
 		}
 	}
 	if !ran {
-		t.Errorf("%s was not served (qemu: %v)\nserial:\n%s\nserver:\n%s", final, r.Err, tail(r.Serial, 4000), tail(logs, 8000))
+		t.Fatalf("%s was not served (qemu: %v)\nserial:\n%s\nserver:\n%s", final, r.Err, tail(r.Serial, 4000), tail(logs, 8000))
 	}
+	requireInOrder(t, transfers(logs), "http /boot.ipxe", "http "+final)
 	for i, scheme := range schemes {
 		if name := fmt.Sprintf("s%d.ipxe", i); got[name] != scheme {
 			t.Errorf("%s: no %s multicast transfer logged (got %v)\n%s", name, scheme, got, tail(logs, 8000))
@@ -137,10 +137,25 @@ range = "192.0.2.150-192.0.2.199"
 }
 
 // TestIPXEMTFTP: SeaBIOS with Debian's iPXE PXE ROM fetches a file with
-// mtftp://. Not tftm://: Debian's iPXE (1.0.0+git-20190125) never
-// receives an RFC 2090 stream, ROM and ipxe.efi alike — it ACKs every
-// OACK with block 0 and no DATA, though the DATA reaches its NIC intact
-// (README, "Multicast").
+// mtftp://. Not tftm://: see TestIPXETFTM.
 func TestIPXEMTFTP(t *testing.T) {
 	multicastBoot(t, []string{"mtftp"}, biosQEMU("tap1", biosMAC))
+}
+
+// TestIPXETFTM: mtftp:// and then tftm:// (RFC 2090) with an iPXE ROM
+// that can receive tftm://. Debian's iPXE (1.0.0+git-20190125, ROMs and
+// ipxe.efi) cannot, and upstream iPXE as of 2026 neither:
+// tftp_process_multicast (src/net/udp/tftp.c) fills the group's socket
+// address in an uninitialized stack union, and udp_demux compares its
+// padding with the incoming datagram's zeroed one, so the stream finds no
+// socket; iPXE ACKs every OACK with block 0 and times out. With
+// "memset ( &socket, 0, sizeof ( socket ) );" added there, an e1000 ROM
+// built from upstream (make bin/8086100e.rom) passes this test. Set
+// MTFTPD_IPXE_ROM to such a ROM to run it.
+func TestIPXETFTM(t *testing.T) {
+	rom := os.Getenv("MTFTPD_IPXE_ROM")
+	if rom == "" {
+		t.Skip("MTFTPD_IPXE_ROM unset: Debian's iPXE cannot receive tftm:// (see the comment); point it at a fixed iPXE e1000 ROM")
+	}
+	multicastBoot(t, []string{"mtftp", "tftm"}, biosQEMUWithROM("tap1", biosMAC, rom))
 }

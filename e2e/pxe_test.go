@@ -83,11 +83,16 @@ func tail(s string, n int) string {
 }
 
 func biosQEMU(tap, mac string) []string {
+	return biosQEMUWithROM(tap, mac, "/usr/lib/ipxe/qemu/pxe-e1000.rom")
+}
+
+// biosQEMUWithROM is biosQEMU with another e1000 PXE ROM.
+func biosQEMUWithROM(tap, mac, rom string) []string {
 	return []string{"-bios", "/usr/share/seabios/bios-256k.bin",
 		"-netdev", "tap,id=n0,ifname=" + tap + ",script=no,downscript=no",
 		// The PXE ROM is iPXE (Debian's ipxe-qemu); the virtio ROM never
 		// runs under SeaBIOS (lab-notes), e1000 does.
-		"-device", "e1000,netdev=n0,mac=" + mac + ",romfile=/usr/lib/ipxe/qemu/pxe-e1000.rom", "-boot", "n"}
+		"-device", "e1000,netdev=n0,mac=" + mac + ",romfile=" + rom, "-boot", "n"}
 }
 
 // TestBIOSPXELinux: SeaBIOS + PXE ROM → DHCP from mtftpd → pxelinux.0 →

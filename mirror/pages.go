@@ -24,15 +24,25 @@ func (s *Server) routes() http.Handler {
 				http.Redirect(cw, r, "/status/", http.StatusFound)
 				return
 			}
-			for _, p := range pagePrefixes {
-				if r.URL.Path == p || strings.HasPrefix(r.URL.Path, p) && strings.HasSuffix(p, "/") {
-					s.Pages.ServeHTTP(cw, r)
-					return
-				}
+			if isPage(r.URL.Path) {
+				s.Pages.ServeHTTP(cw, r)
+				return
 			}
 		}
 		s.ServeHTTP(cw, r)
 	})
+}
+
+// isPage reports whether path is one of Pages': a prefix itself ("/status"
+// too, which Pages redirects to "/status/") or a path below one ending in
+// "/" ("/metrics" is one path, "/metricsfoo" a file).
+func isPage(path string) bool {
+	for _, p := range pagePrefixes {
+		if path == strings.TrimSuffix(p, "/") || strings.HasSuffix(p, "/") && strings.HasPrefix(path, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // Responses returns how many responses were sent, by status code, over

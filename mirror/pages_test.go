@@ -43,6 +43,7 @@ func TestPagesRouting(t *testing.T) {
 		{"/status/", "", 200, "page /status/"},
 		{"/status/app.js", "", 200, "page /status/app.js"},
 		{"/", "", 302, ""},
+		{"/status", "", 200, "page /status"},
 		{"/hello.txt", "", 200, "hello, world\n"},
 		{"/hello.txt", "bytes=7-11", 206, "world"},
 		{"/metricsfoo", "", 404, ""},
@@ -66,8 +67,8 @@ func TestPagesRouting(t *testing.T) {
 		}
 	}
 	got := s.Responses()
-	if got[200] != 5 || got[206] != 1 || got[302] != 1 || got[404] != 2 {
-		t.Errorf("Responses() = %v, want 200:5 206:1 302:1 404:2", got)
+	if got[200] != 6 || got[206] != 1 || got[302] != 1 || got[404] != 2 {
+		t.Errorf("Responses() = %v, want 200:6 206:1 302:1 404:2", got)
 	}
 	if codes := SortedCodes(got); !slices.Equal(codes, []int{200, 206, 302, 404}) {
 		t.Errorf("SortedCodes = %v, want [200 206 302 404]", codes)

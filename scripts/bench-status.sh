@@ -101,20 +101,42 @@ run() { # label
     --duration "$DURATION" --source-addrs "$SOURCES" --verify "sha256:$SUM" --json "$json" >"$WORK/$label.out" 2>&1 ||
     die "bench run $label failed: $(tail -5 "$WORK/$label.out")"
   stop_viewers
-  awk -F'"aggregate_mbps":' 'NF>1{split($2,a,/[,}]/); print a[1]}' "$json"
+  awk -F'"aggregate_mbps":' 'NF>1{split($2,a,/[,}]/); printf "%.1f", a[1]}' "$json"
 }
 
+# cpu: the server's user+system CPU time so far, in clock ticks.
+cpu() { awk '{print $14 + $15}' "/proc/$SRV/stat"; }
+bytes_of() { awk -F'"bytes":' 'NF>1{split($2,a,/[,}]/); print a[1]}' "$WORK/$1.json"; }
+
 info "$CLIENTS clients, profile $PROFILE, ${SIZE_MIB} MiB file, $DURATION per run, $VIEWERS viewers + 1 scraper when on, $PAIRS pairs"
-declare -a OFF=() ON=() RATIO=()
+# Throughput on a shared machine is noisy; the server's CPU time per GB
+# delivered is steadier, and is what the page would take from transfers
+# on a busy server.
+TCK=$(getconf CLK_TCK)
+declare -a OFF=() ON=() RATIO=() COFF=() CON=()
 for p in $(seq 1 "$PAIRS"); do
-  off=$(run "off$p"); on=$(run "on$p")
+  c0=$(cpu); off=$(run "off$p"); c1=$(cpu); on=$(run "on$p"); c2=$(cpu)
   r=$(awk -v a="$off" -v b="$on" 'BEGIN{printf "%.4f", b/a}')
-  OFF+=("$off"); ON+=("$on"); RATIO+=("$r")
-  info "pair $p: off $off MB/s, on $on MB/s, on/off $r"
+  coff=$(awk -v t=$((c1 - c0)) -v b="$(bytes_of "off$p")" -v k="$TCK" 'BEGIN{printf "%.2f", t / k / (b / 1e9)}')
+  con=$(awk -v t=$((c2 - c1)) -v b="$(bytes_of "on$p")" -v k="$TCK" 'BEGIN{printf "%.2f", t / k / (b / 1e9)}')
+  OFF+=("$off"); ON+=("$on"); RATIO+=("$r"); COFF+=("$coff"); CON+=("$con")
+  info "pair $p: off $off MB/s ($coff CPU s/GB), on $on MB/s ($con CPU s/GB), on/off $r"
 done
 med=$(printf '%s\n' "${RATIO[@]}" | sort -n | awk '{a[NR]=$1} END{print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}')
-echo "| pair | page closed MB/s | page open MB/s | open/closed |"
-echo "|---|---|---|---|"
-for i in "${!RATIO[@]}"; do echo "| $((i + 1)) | ${OFF[$i]} | ${ON[$i]} | ${RATIO[$i]} |"; done
+echo "| pair | page closed MB/s | page open MB/s | open/closed | server CPU s/GB closed | open |"
+echo "|---|---|---|---|---|---|"
+for i in "${!RATIO[@]}"; do
+  echo "| $((i + 1)) | ${OFF[$i]} | ${ON[$i]} | ${RATIO[$i]} | ${COFF[$i]} | ${CON[$i]} |"
+done
 echo
+# What the pages cost an idle server (no transfers; 256 recent ones in
+# the ring from the runs above): its CPU time per second of polling.
+for v in $(seq 1 "$VIEWERS"); do poll "http://$HTTP/api/transfers" 30 & VIEWER_PIDS+=($!); done
+poll "http://$HTTP/metrics" 30 & VIEWER_PIDS+=($!)
+c0=$(cpu); sleep 30; c1=$(cpu)
+stop_viewers
+idle=$(awk -v t=$((c1 - c0)) -v k="$TCK" 'BEGIN{printf "%.1f", t / k / 30 * 1000}')
+cmed() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END{print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+echo "median server CPU s/GB: closed $(cmed "${COFF[@]}"), open $(cmed "${CON[@]}")"
+echo "server CPU serving $VIEWERS pages + 1 scraper, no transfers: $idle ms per second"
 echo "median open/closed: $med ($CLIENTS clients, $PROFILE, $VIEWERS viewers polling /api/transfers at 1/s + /metrics at 1/s)"

@@ -39,8 +39,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 
 	if s.MTFTP != nil {
 		emitCounters(ch, "mtftp", s.MTFTP.Counters.Snapshot())
-		// Both built-in dialects always present, 0 when idle.
-		sessions, receivers := map[string]int{"rfc2090": 0, "pxe": 0}, map[string]int{}
+		// Every built-in dialect always present, 0 when idle.
+		sessions, receivers := map[string]int{"rfc2090": 0, "pxe": 0, "native": 0}, map[string]int{}
 		for _, x := range s.MTFTP.Sessions() {
 			sessions[x.Dialect]++
 			receivers[x.Dialect] += len(x.Receivers)

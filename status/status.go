@@ -46,8 +46,10 @@ type Server struct {
 }
 
 // snapshotTTL is how long one /api/transfers body is reused: however many
-// status pages poll, the registries are read at most this often.
-const snapshotTTL = 250 * time.Millisecond
+// status pages poll, the registries are read and the body built at most
+// this often (about 1.5 ms of CPU for 200 transfers: BenchmarkSnapshotJSON).
+// The page polls once a second, so it never sees older data than this.
+const snapshotTTL = time.Second
 
 //go:embed assets
 var assets embed.FS

@@ -204,8 +204,11 @@ func TestMetrics(t *testing.T) {
 	if code, _ := get(t, sv.base+"/images/vmlinuz"); code != 200 {
 		t.Fatalf("mirror GET: %d", code)
 	}
-	if code, _ := get(t, sv.base+"/status/"); code != 200 {
-		t.Fatalf("status page: %d", code)
+	// "/status" redirects to the page, "/" too; both end at index.html.
+	for _, p := range []string{"/status", "/"} {
+		if code, body := get(t, sv.base+p); code != 200 || !strings.Contains(string(body), `<script src="app.js">`) {
+			t.Fatalf("GET %s: %d, not the status page", p, code)
+		}
 	}
 	for i := 0; i < 200 && sv.tftp.Counters.Completed.Load() == 0; i++ {
 		time.Sleep(10 * time.Millisecond)
@@ -353,6 +356,32 @@ func BenchmarkSnapshotJSON(b *testing.B) {
 	}
 	b.ReportMetric(float64(n), "bytes/body")
 	b.StopTimer()
+	for _, c := range cs {
+		c.Finish(b)
+	}
+}
+
+// BenchmarkPageLoad is what open status pages and a Prometheus scraper
+// cost the server per request, over real HTTP with 200 transfers
+// running: "api" is a page's poll (the cached body: at most one
+// Snapshot per snapshotTTL is built, see BenchmarkSnapshotJSON),
+// "metrics" a scrape.
+func BenchmarkPageLoad(b *testing.B) {
+	sv := start(b, func(sv *services) { sv.tftp.MaxPerClient = 1000 })
+	cs := make([]*testutil.SlowTFTP, 200)
+	for i := range cs {
+		cs[i] = testutil.StartSlowTFTP(b, sv.tftpAt, "images/vmlinuz")
+	}
+	for _, path := range []string{"/api/transfers", "/metrics"} {
+		b.Run(strings.Trim(strings.Split(path, "/")[1], "/"), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if code, _ := get(b, sv.base+path); code != 200 {
+					b.Fatalf("%s: %d", path, code)
+				}
+			}
+		})
+	}
 	for _, c := range cs {
 		c.Finish(b)
 	}

@@ -45,6 +45,7 @@ const (
 	lossCongested  = 30 // ‰ above the floor: the stream slows down
 	lossClean      = 10 // ‰ above the floor: it speeds up quickly
 	lossFloorSteps = 30 // control steps (3 s) the floor is the minimum over
+	lossFloorMax   = 60 // ‰: a floor above this is congestion that never let up, not a lossy link
 	// A receiver is slow when its loss stays above lossSlow for
 	// slowReports reports in a row while the room is not congested; it is
 	// then moved to the next tier.
@@ -671,7 +672,7 @@ func (ns *nativeSession) control(now time.Time) []*nativeRecv {
 		if len(ns.lossHist) > lossFloorSteps {
 			ns.lossHist = ns.lossHist[1:]
 		}
-		floor := slices.Min(ns.lossHist)
+		floor := min(lossFloorMax, slices.Min(ns.lossHist))
 		congested = p75 > floor+lossCongested
 		switch {
 		case congested:

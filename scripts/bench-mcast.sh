@@ -74,7 +74,7 @@ run_mtftpd() {
 	rm -f "$work"/out*
 	tx0=$(txbytes); t0=$(now)
 	for i in $(seq "$n"); do
-		timeout 300 ip netns exec $P-c$i "$bin" get -q --multicast -o "$work/out$i" 192.0.2.1 "$(basename "$file")" &
+		timeout -k 5 300 ip netns exec $P-c$i "$bin" get -q --multicast -o "$work/out$i" 192.0.2.1 "$(basename "$file")" &
 	done
 	wait # run in a subshell: its only children are the receivers
 	t1=$(now); tx1=$(txbytes)
@@ -86,10 +86,10 @@ run_udpcast() {
 	local n=$1 file=$2 tx0 t0 t1 tx1
 	rm -f "$work"/out*
 	tx0=$(txbytes); t0=$(now)
-	timeout 300 ip netns exec $P-srv udp-sender --file "$file" --interface eth0 --min-receivers "$n" --max-wait 60 --nokbd \
+	timeout -k 5 300 ip netns exec $P-srv udp-sender --file "$file" --interface eth0 --min-receivers "$n" --max-wait 60 --nokbd \
 		--mcast-data-address 239.255.9.9 --mcast-rdv-address 239.255.9.8 >"$work/udp-sender.log" 2>&1 &
 	for i in $(seq "$n"); do
-		timeout 300 ip netns exec $P-c$i udp-receiver --file "$work/out$i" --interface eth0 --nokbd \
+		timeout -k 5 300 ip netns exec $P-c$i udp-receiver --file "$work/out$i" --interface eth0 --nokbd \
 			--mcast-rdv-address 239.255.9.8 >/dev/null 2>&1 &
 	done
 	wait # the sender and the receivers

@@ -133,6 +133,7 @@ type nativeSession struct {
 	cursor    map[int64]int
 	rate      float64 // bytes/s
 	lossHist  []int   // the last control steps' 75th-percentile loss (‰)
+	peak      float64 // the rate at the last congestion (0: none yet)
 	idle      bool
 
 	// for the log line and counters (under mu)
@@ -674,13 +675,20 @@ func (ns *nativeSession) control(now time.Time) []*nativeRecv {
 		}
 		floor := min(lossFloorMax, slices.Min(ns.lossHist))
 		congested = p75 > floor+lossCongested
+		// Multiplicative decrease; increase fast up to just below the
+		// rate that last caused congestion, then probe slowly (a
+		// bottleneck's queue answers a step late, so overshooting it
+		// costs a burst of loss and repairs).
 		switch {
 		case congested:
+			ns.peak = ns.rate
 			ns.rate *= 0.8
-		case p75 <= floor+lossClean:
+		case p75 <= floor+lossClean && ns.rate < 0.9*ns.peak:
+			ns.rate = min(ns.rate*1.15, 0.9*ns.peak)
+		case p75 <= floor+lossClean && ns.peak == 0:
 			ns.rate *= 1.15
 		default:
-			ns.rate *= 1.03
+			ns.rate *= 1.02
 		}
 		top := ns.maxBps
 		if top <= 0 {
@@ -998,7 +1006,10 @@ func (s *Server) dialNativeUDP(local netip.Addr) (nativeConn, error) {
 		uc.Close()
 		return nil, err
 	}
-	c, err := udpio.New(uc, udpio.Options{SndBuf: 4 << 20, RcvBuf: 1 << 20})
+	// A send buffer smaller than a shaped egress queue (tbf's, a few
+	// hundred KB) makes the socket block before the queue overflows:
+	// local backpressure instead of loss and repairs.
+	c, err := udpio.New(uc, udpio.Options{SndBuf: 512 << 10, RcvBuf: 1 << 20})
 	if err != nil {
 		uc.Close()
 		return nil, err

@@ -420,12 +420,17 @@ func (ns *nativeSession) stream(ctx context.Context) string {
 		for _, r := range moves {
 			ns.move(ctx, r)
 		}
-		if ns.empty() {
-			return "ok"
-		}
-		tokens = min(tokens+ns.currentRate()*now.Sub(last).Seconds(), max(2*pkt, ns.currentRate()*0.002))
-		last = now
 		ns.mu.Lock()
+		left, rate := len(ns.receivers), ns.rate
+		if left == 0 {
+			ns.mu.Unlock()
+			if ns.empty() { // takes the server's lock to make it final
+				return "ok"
+			}
+			continue
+		}
+		tokens = min(tokens+rate*now.Sub(last).Seconds(), max(2*pkt, rate*0.002))
+		last = now
 		n := 0
 		if tokens >= pkt {
 			n = min(nativeMaxBatch, int(tokens/pkt))
@@ -471,7 +476,7 @@ func (ns *nativeSession) stream(ctx context.Context) string {
 			wait = min(wait, time.Until(due))
 		}
 		if !idle && tokens < pkt {
-			wait = min(wait, max(time.Millisecond, time.Duration((pkt-tokens)/ns.currentRate()*float64(time.Second))))
+			wait = min(wait, max(time.Millisecond, time.Duration((pkt-tokens)/rate*float64(time.Second))))
 		}
 		timer.Reset(max(wait, 100*time.Microsecond))
 		select {
@@ -484,12 +489,6 @@ func (ns *nativeSession) stream(ctx context.Context) string {
 			return "lifetime"
 		}
 	}
-}
-
-func (ns *nativeSession) currentRate() float64 {
-	ns.mu.Lock()
-	defer ns.mu.Unlock()
-	return ns.rate
 }
 
 func (ns *nativeSession) send(b []byte) {

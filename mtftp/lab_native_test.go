@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -249,5 +250,39 @@ func TestLabNativeSlowAndKilled(t *testing.T) {
 	}
 	if len(ss) != 2 || moved != 1 || dropped != 1 {
 		t.Errorf("want a main and a slow session, one move and one dropped (killed) receiver; got %v", ss)
+	}
+}
+
+// TestLabNativeStalledReceiver: a receiver stopped (SIGSTOP) for longer
+// than the server waits for a silent one is dropped, and the session ends
+// when the other completes; resumed, it asks again and finishes in a new
+// session with what it already held.
+func TestLabNativeStalledReceiver(t *testing.T) {
+	// Larger than a stopped receiver's socket buffer (2 × 16 MiB), so it
+	// misses part of the stream for good.
+	const size = 48 << 20
+	lab, data, _, _ := labServerCfg(t, netlab.Options{Clients: 2}, size, "native_rate_mbps = 200")
+	bin := mtftpdBinary(t)
+	out := filepath.Join(t.TempDir(), "stalled")
+	var log syncBuffer
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	// ip netns exec execs get: the process is get itself.
+	stalled := lab.Command(ctx, netlab.Client(2), bin, "get", "--multicast", "-o", out, netlab.ServerAddr, "image.bin")
+	stalled.Stdout, stalled.Stderr = &log, &log
+	if err := stalled.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.AfterFunc(500*time.Millisecond, func() { stalled.Process.Signal(syscall.SIGSTOP) })
+	time.AfterFunc(7500*time.Millisecond, func() { stalled.Process.Signal(syscall.SIGCONT) })
+	runs := getNative(t, lab, []int{1}, func(int) time.Duration { return 0 })
+	checkNative(t, runs, data)
+	err := stalled.Wait()
+	got, rerr := os.ReadFile(out)
+	if err != nil || rerr != nil || !bytes.Equal(got, data) {
+		t.Fatalf("stalled receiver: %v, %v, %d bytes, equal %v:\n%s", err, rerr, len(got), bytes.Equal(got, data), log.String())
+	}
+	if !strings.Contains(log.String(), "1 rejoins") && !strings.Contains(log.String(), "2 rejoins") {
+		t.Errorf("the stalled receiver did not finish in a new session:\n%s", log.String())
 	}
 }

@@ -28,6 +28,10 @@ import (
 // a receiver joins it again.
 const rejoinAfter = 600 * time.Millisecond
 
+// sessionLostAfter: silence from the server after which a receiver asks
+// for the file again (ten heartbeats missed).
+const sessionLostAfter = 2 * time.Second
+
 // ErrNativeUnsupported: the server answered the native request as plain
 // TFTP (it does not speak the dialect, or multicast is off there). The
 // caller falls back to a unicast download.
@@ -77,6 +81,7 @@ type NativeResult struct {
 	Lost      int64 // carousel shards seen missing
 	Naks      int64 // stripes asked for
 	Moves     int   // times moved to a slower stream
+	Rejoins   int   // times the session was lost and the file asked for again
 	ShardSize int
 }
 
@@ -114,7 +119,7 @@ func (r *NativeReceiver) Get(ctx context.Context, server, remote string, out *os
 	if err != nil {
 		return NativeResult{}, err
 	}
-	rc := &recvState{r: r, ctl: uc, srv: from, ifi: ifi, res: NativeResult{ShardSize: int(sess.ShardSize)}}
+	rc := &recvState{r: r, ctl: uc, srv: from, origin: srv, rrq: r.rrq(remote), ifi: ifi, res: NativeResult{ShardSize: int(sess.ShardSize)}}
 	if err := rc.setup(sess, out); err != nil {
 		return rc.res, err
 	}
@@ -146,9 +151,8 @@ func (r *NativeReceiver) iface(local netip.Addr) (*net.Interface, error) {
 	return nil, fmt.Errorf("mtftp: no interface holds %v to join the group on (use an interface)", local)
 }
 
-// request sends the RRQ (retried at growing intervals up to a second, bounded by timeout) until a
-// SESSION packet arrives from the server's address.
-func (r *NativeReceiver) request(ctx context.Context, uc *net.UDPConn, srv netip.AddrPort, remote string, timeout time.Duration) (sessionPkt, netip.AddrPort, error) {
+// rrq is the request that asks for remote by the native dialect.
+func (r *NativeReceiver) rrq(remote string) []byte {
 	blk := r.BlockSize
 	if blk == 0 {
 		blk = DefaultMaxBlockSize
@@ -156,7 +160,13 @@ func (r *NativeReceiver) request(ctx context.Context, uc *net.UDPConn, srv netip
 	req := tftp.Request{Op: tftp.OpRRQ, Filename: remote, Mode: "octet", Options: []tftp.Option{
 		{Name: tftp.OptBlockSize, Value: strconv.Itoa(blk)}, {Name: OptMulticast}, {Name: OptNative, Value: NativeVersion},
 	}}
-	rrq := req.Marshal(nil)
+	return req.Marshal(nil)
+}
+
+// request sends the RRQ (retried at growing intervals up to a second, bounded by timeout) until a
+// SESSION packet arrives from the server's address.
+func (r *NativeReceiver) request(ctx context.Context, uc *net.UDPConn, srv netip.AddrPort, remote string, timeout time.Duration) (sessionPkt, netip.AddrPort, error) {
+	rrq := r.rrq(remote)
 	deadline := time.Now().Add(timeout)
 	buf := make([]byte, 2048)
 	retry := 250 * time.Millisecond // a session gathers receivers for 300 ms: a lost request should not miss it
@@ -210,7 +220,10 @@ func (r *NativeReceiver) request(ctx context.Context, uc *net.UDPConn, srv netip
 type recvState struct {
 	r     *NativeReceiver
 	ctl   *net.UDPConn
-	srv   netip.AddrPort // the session socket's address
+	srv    netip.AddrPort // the session socket's address
+	origin netip.AddrPort // the server's TFTP address, asked again if the session is lost
+	rrq    []byte
+	asked  time.Time // when the request was last sent again
 	ifi   *net.Interface
 	sess  sessionPkt
 	g     geometry
@@ -365,15 +378,20 @@ func (rc *recvState) run(ctx context.Context, timeout time.Duration) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if rc.closed {
-			return errors.New("mtftp: the server ended the session")
-		}
 		if rc.complete == rc.g.stripes && rc.shaOK {
 			return rc.finish()
 		}
 		now := time.Now()
 		if now.Sub(lastHeard) > timeout {
 			return fmt.Errorf("mtftp: nothing from the server for %v (%d of %d stripes held)", timeout, rc.complete, rc.g.stripes)
+		}
+		// The session ended without us (it dropped us as silent, or shut
+		// down) or went quiet: ask again. A new session carries on with
+		// what is held; a server that is gone runs into the timeout.
+		if (rc.closed || now.Sub(lastHeard) > sessionLostAfter) && now.Sub(rc.asked) > time.Second {
+			rc.asked = now
+			rc.r.Log.Debug().Bool("closed", rc.closed).Msg("mtftp: session lost, asking again")
+			rc.ctl.WriteToUDPAddrPort(rc.rrq, rc.origin)
 		}
 		ivl := time.Duration(max(20, min(1000, int(rc.sess.NakInterval)))) * time.Millisecond
 		next := rc.lastStatus.Add(ivl)
@@ -452,20 +470,39 @@ func (rc *recvState) control(c ctlPkt) error {
 	switch nativeOp(b) {
 	case opNativeError:
 		return fmt.Errorf("mtftp: server: %s", b[2:])
+	case uint16(tftp.OpERROR):
+		code, msg, err := tftp.ParseError(b)
+		if err != nil {
+			return errors.New("mtftp: malformed ERROR from server")
+		}
+		return &tftp.RemoteError{Code: code, Message: msg}
+	case uint16(tftp.OpOACK), uint16(tftp.OpDATA):
+		// Asked again, the server now answers by unicast TFTP.
+		rc.ctl.WriteToUDPAddrPort(tftp.AppendError(nil, tftp.ErrCodeOptionRefuse, "native multicast only"), c.from)
+		return ErrNativeUnsupported
 	case opNativeSession:
 		p, err := parseSession(b)
 		if err != nil {
 			return err
 		}
-		if p.Flags&flagMove == 0 || p.ID == rc.sess.ID {
+		if p.ID == rc.sess.ID {
 			rc.noteSHA(p)
 			return nil
 		}
-		if p.Size != uint64(rc.g.size) || int(p.ShardSize) != rc.g.shard || int(p.K) != rc.g.k || int(p.M) != rc.g.m {
-			return errors.New("mtftp: moved to a session with another geometry")
+		// A move order, or the answer to asking again: another session
+		// of the same file carries on with what is held.
+		if p.Size != uint64(rc.g.size) || int(p.ShardSize) != rc.g.shard || int(p.K) != rc.g.k || int(p.M) != rc.g.m ||
+			(rc.shaOK && p.Flags&flagSHA != 0 && p.SHA256 != rc.sha) {
+			return errors.New("mtftp: the file changed on the server during the download")
 		}
-		rc.r.Log.Info().Str("group", p.Group.String()).Uint32("rate_KBps", p.RateKBps).Msg("mtftp: moved to a slower stream")
-		rc.res.Moves++
+		if p.Flags&flagMove != 0 {
+			rc.r.Log.Info().Str("group", p.Group.String()).Uint32("rate_KBps", p.RateKBps).Msg("mtftp: moved to a slower stream")
+			rc.res.Moves++
+		} else {
+			rc.r.Log.Info().Str("group", p.Group.String()).Msg("mtftp: joined a new session of the file")
+			rc.res.Rejoins++
+		}
+		rc.closed = false
 		rc.noteSHA(p)
 		// The new session's socket sent the order; report there from now on.
 		rc.srv = c.from

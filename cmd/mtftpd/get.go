@@ -195,8 +195,8 @@ func getMulticast(ctx context.Context, r *mtftp.NativeReceiver, remote, server s
 	}
 	if !quiet {
 		mbps := float64(res.Size) / res.Duration.Seconds() / 1e6
-		fmt.Fprintf(os.Stderr, "%s: %d bytes in %s (%.1f MB/s) by multicast, sha256 %s verified, %d shards, %d rebuilt from parity, %d lost, %d NAKs, %d moves\n",
-			remote, res.Size, res.Duration.Round(time.Millisecond), mbps, res.SHA256, res.Shards, res.Rebuilt, res.Lost, res.Naks, res.Moves)
+		fmt.Fprintf(os.Stderr, "%s: %d bytes in %s (%.1f MB/s) by multicast, sha256 %s verified, %d shards, %d rebuilt from parity, %d lost, %d NAKs, %d moves, %d rejoins\n",
+			remote, res.Size, res.Duration.Round(time.Millisecond), mbps, res.SHA256, res.Shards, res.Rebuilt, res.Lost, res.Naks, res.Moves, res.Rejoins)
 	}
 	return nil
 }

@@ -1,10 +1,23 @@
 # bench-lib.sh — shell functions shared by the benchmark scripts
-# (bench-unicast.sh, bench-peers.sh). Source it after defining info and
+# (bench-unicast.sh, bench-peers.sh, bench-dhcp.sh). Source it after defining info and
 # warn; it defines no traps and starts nothing by itself.
 #
 #   CACHE        where the atftpd .deb is downloaded and unpacked
 #   ATFTPD_BIN   set by fetch_atftpd (empty when atftpd is unavailable)
 #   CG_KIND      none, v1 or v2: per-server CPU accounting (set on source)
+
+stop_pid() { # pid (may be empty): TERM, bounded wait, KILL
+  local pid=$1 i
+  [ -n "$pid" ] || return 0
+  kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+  kill -TERM "$pid" 2>/dev/null || true
+  for i in $(seq 1 50); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
 
 # atftpd conflicts with tftpd-hpa in dpkg, so it is unpacked, not installed.
 # Idempotent: an unpacked tree or a downloaded .deb in $CACHE is reused.

@@ -84,19 +84,6 @@ done
 # ---------------------------------------------------------------- cleanup
 WORK= LAB_UP=0 SRV_PID= SAMPLER_PID=
 
-stop_pid() { # pid: TERM, bounded wait, KILL
-  local pid=$1 i
-  [ -n "$pid" ] || return 0
-  kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-  kill -TERM "$pid" 2>/dev/null || true
-  for i in $(seq 1 50); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
-
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
@@ -250,7 +237,7 @@ declare -A ROW=() NOTE=()
 START=$(date +%s)
 
 run_point() { # server profile clients count
-  local srv=$1 prof=$2 n=$3 count=$4 key="$1/$2/$3" tag json c0 c1 s0 s1 k0 k1 hwm rss rc
+  local srv=$1 prof=$2 n=$3 count=$4 key="$1/$2/$3" tag json c0 c1 s0 s1 k0 k1 hwm rss rc sretx
   tag=$prof-$n
   json=$RAW/$srv-$tag.json
   start_server "$srv" "$tag"
@@ -270,14 +257,18 @@ run_point() { # server profile clients count
   stop_pid "$SAMPLER_PID"; SAMPLER_PID=
   rss=$(cat "$WORK/rss")
   stop_pid "$SRV_PID"; SRV_PID=
+  cp "$WORK/$srv-$tag.log" "$RAW/$srv-$tag.server.log" 2>/dev/null || true
+  # mtftpd logs each transfer with its retransmitted blocks
+  sretx=$(awk 'match($0, /"retransmits":[0-9]+/) { n += substr($0, RSTART + 14, RLENGTH - 14); f = 1 }
+    END { if (f) print n; else print "n/a" }' "$WORK/$srv-$tag.log")
   if [ ! -s "$json" ]; then
     NOTE[$key]="no report (bench exit $rc): $(tail -n 2 "$RAW/$srv-$tag.txt" | tr '\n' ' ')"
     warn "$key: ${NOTE[$key]}"
     return
   fi
-  # aggregate p50 p95 p99 completed/transfers failed retrans timeouts cpu rssMiB hwmMiB srvdrops clidrops negotiated errors
+  # aggregate p50 p95 p99 completed/transfers failed retrans timeouts cpu benchcpu rssMiB hwmMiB srvdrops clidrops negotiated errors serverretransmits
   ROW[$key]=$(jq -r --arg cpu "$(awk -v a="$c0" -v b="$c1" 'BEGIN{printf "%.2f", b - a}')" \
-      --arg rss "$(awk -v k="$rss" 'BEGIN{printf "%.1f", k / 1024}')" \
+      --arg sretx "$sretx" --arg rss "$(awk -v k="$rss" 'BEGIN{printf "%.1f", k / 1024}')" \
       --arg hwm "$(awk -v k="$hwm" 'BEGIN{printf "%.1f", k / 1024}')" \
       --arg sd "$(paste -d' ' <(echo "$s0") <(echo "$s1") | awk '{printf "%d/%d/%d", $4-$1, $5-$2, $6-$3}')" \
       --arg cd "$(paste -d' ' <(echo "$k0") <(echo "$k1") | awk '{printf "%d/%d/%d", $4-$1, $5-$2, $6-$3}')" '[
@@ -285,10 +276,11 @@ run_point() { # server profile clients count
       (.transfer_ms.p50 | round), (.transfer_ms.p95 | round), (.transfer_ms.p99 | round),
       "\(.completed)/\(.transfers)",
       .failed, (.duplicates + .out_of_order), .timeouts,
-      $cpu, $rss, $hwm, $sd, $cd,
+      $cpu, (.client_cpu_seconds // 0 | . * 100 | round / 100), $rss, $hwm, $sd, $cd,
       (.negotiated | to_entries | map(.key) | join(" ")),
       (if .failed == 0 then "" else (.errors | to_entries | map("\(.key) \(.value)") | join(", ")) end)
-      + (if .stopped then " (" + .stopped + ")" else "" end)
+      + (if .stopped then " (" + .stopped + ")" else "" end),
+      $sretx
     ] | @tsv' "$json")
   info "$key: $(printf '%s' "${ROW[$key]}" | cut -f1) MB/s, p99 $(printf '%s' "${ROW[$key]}" | cut -f4) ms, $(printf '%s' "${ROW[$key]}" | cut -f5) done"
 }
@@ -347,24 +339,24 @@ tftp_tables() {
     [ -n "$(points_of "$prof")" ] || continue
     echo "### $(profile_title "$prof")"
     echo
-    echo "| clients | server | MB/s | mtftpd ÷ this | p50 ms | p95 ms | p99 ms | this ÷ mtftpd (p99) | done | failed | retransmits seen | client timeouts | server CPU s | peak anon RSS MiB | VmHWM MiB | srv UDP drops | client UDP drops | blksize/window | errors |"
-    echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|"
+    echo "| clients | server | MB/s | mtftpd ÷ this | p50 ms | p95 ms | p99 ms | this ÷ mtftpd (p99) | done | failed | retransmits seen | server retransmits | client timeouts | server CPU s | bench CPU s | peak anon RSS MiB | VmHWM MiB | srv UDP drops | client UDP drops | blksize/window | errors |"
+    echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|"
     for n in $(points_of "$prof"); do
       for srv in $(servers_of "$prof" "$n"); do
         key=$srv/$prof/$n
         r=${ROW[$key]:-}
         if [ -z "$r" ]; then
-          echo "| $n | $srv | ${NOTE[$key]:-not run} | | | | | | | | | | | | | | | | |"
+          echo "| $n | $srv | ${NOTE[$key]:-not run} | | | | | | | | | | | | | | | | | | |"
           continue
         fi
-        printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
+        printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
           "$n" "$srv" "$(field "$key" 1)" \
           "$(ratio "$(field "mtftpd/$prof/$n" 1)" "$(field "$key" 1)")" \
           "$(field "$key" 2)" "$(field "$key" 3)" "$(field "$key" 4)" \
           "$(ratio "$(field "$key" 4)" "$(field "mtftpd/$prof/$n" 4)")" \
-          "$(field "$key" 5)" "$(field "$key" 6)" "$(field "$key" 7)" "$(field "$key" 8)" \
+          "$(field "$key" 5)" "$(field "$key" 6)" "$(field "$key" 7)" "$(field "$key" 17)" "$(field "$key" 8)" \
           "$(field "$key" 9)" "$(field "$key" 10)" "$(field "$key" 11)" "$(field "$key" 12)" \
-          "$(field "$key" 13)" "$(field "$key" 14)" "$(field "$key" 15)"
+          "$(field "$key" 13)" "$(field "$key" 14)" "$(field "$key" 15)" "$(field "$key" 16)"
       done
     done
     echo
@@ -378,10 +370,10 @@ compass() {
   echo "| 1 client, blksize 1468 + windowsize 64: mtftpd ÷ atftpd | ≥ 3× | $(ratio "$(field mtftpd/w64/1 1)" "$(field atftpd/w64/1 1)") ($(field mtftpd/w64/1 1) vs $(field atftpd/w64/1 1) MB/s) |"
   echo "| 50 clients (1468 + window 64) aggregate: mtftpd ÷ tftpd-hpa | ≥ 2× | $(ratio "$(field mtftpd/w64/50 1)" "$(field tftpd-hpa/w64/50 1)") ($(field mtftpd/w64/50 1) vs $(field tftpd-hpa/w64/50 1) MB/s) |"
   echo "| 50 BIOS-profile clients: mtftpd ÷ tftpd-hpa | ≥ 2× | $(ratio "$(field mtftpd/bios/50 1)" "$(field tftpd-hpa/bios/50 1)") ($(field mtftpd/bios/50 1) vs $(field tftpd-hpa/bios/50 1) MB/s) |"
-  echo "| 10 clients asking 65464 + window 64: no collapse | mtftpd ≫ atftpd's ~11 MB/s | mtftpd $(field mtftpd/linux/10 1) MB/s ($(field mtftpd/linux/10 14)), mtftpd-frag $(field mtftpd-frag/linux/10 1) MB/s ($(field mtftpd-frag/linux/10 14)), atftpd $(field atftpd/linux/10 1), tftpd-hpa $(field tftpd-hpa/linux/10 1), dnsmasq $(field dnsmasq/linux/10 1) MB/s |"
-  rss=$(field mtftpd/uefi/500 10)
+  echo "| 10 clients asking 65464 + window 64: no collapse | mtftpd ≫ atftpd's ~11 MB/s | mtftpd $(field mtftpd/linux/10 1) MB/s ($(field mtftpd/linux/10 15)), mtftpd-frag $(field mtftpd-frag/linux/10 1) MB/s ($(field mtftpd-frag/linux/10 15)), atftpd $(field atftpd/linux/10 1), tftpd-hpa $(field tftpd-hpa/linux/10 1), dnsmasq $(field dnsmasq/linux/10 1) MB/s |"
+  rss=$(field mtftpd/uefi/500 11)
   limit=$(awk 'BEGIN{printf "%.1f", 64 + 500 * 20 / 1024}')
-  echo "| 500 UEFI clients: mtftpd peak anon RSS | ≤ 64 MiB + 20 KiB × 500 = $limit MiB | ${rss:-n/a} MiB (VmHWM $(field mtftpd/uefi/500 11) MiB; $(field mtftpd/uefi/500 5) done, $(field mtftpd/uefi/500 1) MB/s) |"
+  echo "| 500 UEFI clients: mtftpd peak anon RSS | ≤ 64 MiB + 20 KiB × 500 = $limit MiB | ${rss:-n/a} MiB (VmHWM $(field mtftpd/uefi/500 12) MiB; $(field mtftpd/uefi/500 5) done, $(field mtftpd/uefi/500 1) MB/s) |"
   if [ -n "$DHCP_MD" ]; then
     d1=$(awk -F'|' '/^\| *20 *\| .*×/{gsub(/ /, "", $3); print $3; exit}' "$DHCP_MD")
     d2=$(awk -F'|' '/^\| *100 *\| .*×/{gsub(/ /, "", $3); print $3; exit}' "$DHCP_MD")
@@ -452,8 +444,8 @@ report() {
   echo "- lab: scripts/netlab.sh -p $PREFIX up 1: server namespace $SRV_NS ($SRV_ADDR:69) and client namespace $CLI_NS on a Linux bridge (veth, MTU 1500); the swarm's clients are spread over the $SOURCES addresses of $CLI_NS; every server started fresh for each point and alone"
   echo "- file: $FILE_MB MiB of random data on tmpfs (sha256 $SUM); every download verified"
   echo "- per point: \`mtftpd bench tftp\` ($CLI_NS), all clients at once, COUNT downloads each (10 for one client, else 1); MB/s = payload bytes received by all clients / wall time of the point;" \
-       "p50/p95/p99 = per-download time; retransmits seen = duplicate + out-of-order DATA blocks at the clients;" \
-       "server CPU = cpuacct cgroup of the server (forked children included); peak anon RSS = the highest sum of RssAnon over the server's processes, sampled every 0.2 s; VmHWM = peak RSS of the main server process (file pages of the served file included);" \
+       "p50/p95/p99 = per-download time; retransmits seen = duplicate + out-of-order DATA blocks at the clients; server retransmits = blocks mtftpd sent again (its transfer log; n/a for the peers);" \
+       "server CPU = cpuacct cgroup of the server (forked children included); bench CPU = CPU of the \`mtftpd bench\` process itself (near wall time × 2 cores: the load generator is the limit); peak anon RSS = the highest sum of RssAnon over the server's processes, sampled every 0.2 s; VmHWM = peak RSS of the main server process (file pages of the served file included);" \
        "UDP drops = InErrors/RcvbufErrors/SndbufErrors deltas of /proc/net/snmp in the server and client namespaces"
   echo
   echo "![aggregate throughput and p99 against clients]($(basename "$PNG"))"

@@ -242,8 +242,8 @@ func printTFTPReport(w io.Writer, r bench.TFTPReport) {
 	}
 	fmt.Fprintf(w, "  %d/%d downloads completed%s, %d failed, %d cancelled; success %.1f %%; file %d bytes\n",
 		r.Completed, r.Transfers, verified, r.Failed, r.Cancelled, 100*r.SuccessRatio, r.FileSize)
-	fmt.Fprintf(w, "  aggregate %.1f MB/s (%d bytes in %.3f s); per download MB/s p5 %.1f  p50 %.1f\n",
-		r.AggregateMBps, r.Bytes, r.WallSeconds, r.TransferMBps.P5, r.TransferMBps.P50)
+	fmt.Fprintf(w, "  aggregate %.1f MB/s (%d bytes in %.3f s, bench CPU %.2f s); per download MB/s p5 %.1f  p50 %.1f\n",
+		r.AggregateMBps, r.Bytes, r.WallSeconds, r.ClientCPUSeconds, r.TransferMBps.P5, r.TransferMBps.P50)
 	l := r.TransferMs
 	fmt.Fprintf(w, "  download ms: p50 %.1f  p95 %.1f  p99 %.1f  max %.1f\n", l.P50, l.P95, l.P99, l.Max)
 	fmt.Fprintf(w, "  retransmits seen: %d duplicate, %d out-of-order blocks; %d client timeouts; negotiated %s\n",

@@ -101,6 +101,14 @@ type Server struct {
 	MaxPerClient    int           // transfers at once per client IP; 0 = DefaultMaxPerClient
 	SessionLifetime time.Duration // hard cap per transfer; 0 = DefaultLifetime
 
+	// MaxRequestRate limits requests per second from one client IP
+	// (token bucket; requests over it get no answer at all, so spoofed
+	// floods buy nothing); 0 = unlimited. RequestBurst is the bucket size;
+	// 0 = 2 × MaxRequestRate. A PXE boot sends a few dozen requests at
+	// most (pxelinux's config probes), so the limit only bites on floods.
+	MaxRequestRate int
+	RequestBurst   int
+
 	// Multicast, if set, is offered every RRQ that carries the RFC 2090
 	// "multicast" option before it is served by unicast.
 	Multicast MulticastHandler
@@ -130,6 +138,9 @@ type Server struct {
 	mtus      mtuCache
 	writeRoot *os.Root
 	transfers registry
+	limiter   sourceLimiter // used by the request loop only
+	limitLog  time.Time     // last "rate limited" log line
+	limited   uint64        // requests limited since that line
 }
 
 func (s *Server) timing() timing {
@@ -209,6 +220,8 @@ func (s *Server) Serve(ctx context.Context, pc *net.UDPConn) error {
 		s.writeRoot = r
 	}
 	s.mu.Unlock()
+	s.limiter.rate = float64(s.MaxRequestRate)
+	s.limiter.burst = float64(orDefault(s.RequestBurst, 2*s.MaxRequestRate))
 	caps := ln.Caps()
 	s.Log.Info().Str("addr", ln.LocalAddr().String()).Bool("gso", caps.GSO).Bool("sendmmsg", caps.MMsg).
 		Bool("gso_equal_tail_guard", caps.GSOEqualTailBug).Str("kernel", caps.KernelRelease).
@@ -281,6 +294,10 @@ func (s *Server) handle(pkt []byte, from netip.AddrPort, dst netip.Addr) {
 		s.Counters.BadPacket.Add(1)
 		return // nothing to say to a stray DATA/ACK on the request port
 	}
+	if now := time.Now(); !s.limiter.allow(from.Addr(), now) {
+		s.rateLimited(from, now)
+		return
+	}
 	req, err := ParseRequest(pkt)
 	if err == nil && len(pkt) > MaxRequestLen {
 		err = malformed("request of %d bytes (RFC 2347 limit 512)", len(pkt))
@@ -307,25 +324,51 @@ func (s *Server) handle(pkt []byte, from netip.AddrPort, dst netip.Addr) {
 		s.ln.WriteTo(AppendError(nil, ErrCodeUndefined, "server busy"), from, dst)
 		return
 	}
+	reqLen := len(pkt)
 	go func() {
 		defer s.sessions.Done()
 		defer s.release(from)
-		s.serveRequest(req, from, dst)
+		s.serveRequest(req, reqLen, from, dst)
 	}()
+}
+
+// rateLimited counts a request refused by the per-source limiter and logs
+// it at most once every 10 s, with how many were dropped since: a flood
+// must not turn into a flood of log lines.
+func (s *Server) rateLimited(from netip.AddrPort, now time.Time) {
+	s.Counters.RateLimited.Add(1)
+	s.limited++
+	if now.Sub(s.limitLog) < 10*time.Second {
+		return
+	}
+	s.Log.Warn().Str("client", from.Addr().String()).Uint64("dropped", s.limited).
+		Int("max_requests_per_sec", s.MaxRequestRate).
+		Msg("tftp: requests over the per-client rate limit dropped unanswered")
+	s.limitLog, s.limited = now, 0
 }
 
 // replyError answers a malformed request on the listening socket, from the
 // address it came to, and never with more bytes than the request had: a
 // spoofed packet must not buy a bigger reply (amplification).
 func (s *Server) replyError(req []byte, to netip.AddrPort, src netip.Addr, code ErrorCode, msg string) {
+	if b := cappedError(code, msg, len(req)); b != nil {
+		s.ln.WriteTo(b, to, src)
+	}
+}
+
+// cappedError builds an ERROR packet of at most limit bytes: without its
+// message if the message does not fit, nil if not even that fits. Every
+// refusal of a request is capped at the request's length, since its
+// source address may be spoofed (amplification).
+func cappedError(code ErrorCode, msg string, limit int) []byte {
 	b := AppendError(nil, code, msg)
-	if len(b) > len(req) {
-		b = AppendError(nil, code, "")
-		if len(b) > len(req) {
-			return
+	if len(b) > limit {
+		b = AppendError(b[:0], code, "")
+		if len(b) > limit {
+			return nil
 		}
 	}
-	s.ln.WriteTo(b, to, src)
+	return b
 }
 
 // reserve takes a session slot for peer, or reports why not: dup when
@@ -366,8 +409,9 @@ func (s *Server) release(peer netip.AddrPort) {
 
 // serveRequest runs in the transfer's own goroutine: it opens the transfer
 // socket (a new TID, RFC 1350 §4) on the address the request came to,
-// resolves the file, negotiates and runs the transfer.
-func (s *Server) serveRequest(req *Request, peer netip.AddrPort, local netip.Addr) {
+// resolves the file, negotiates and runs the transfer. reqLen is the
+// request's size on the wire: refusals are no larger.
+func (s *Server) serveRequest(req *Request, reqLen int, peer netip.AddrPort, local netip.Addr) {
 	var vf servedFile
 	var verr error
 	if req.Op == OpRRQ && s.Virtual != nil {
@@ -390,7 +434,9 @@ func (s *Server) serveRequest(req *Request, peer netip.AddrPort, local netip.Add
 	}
 	defer c.Close()
 	fail := func(code ErrorCode, msg string) {
-		c.WriteTo(AppendError(nil, code, msg), peer)
+		if b := cappedError(code, msg, reqLen); b != nil {
+			c.WriteTo(b, peer)
+		}
 	}
 	if req.Mode != "octet" && req.Mode != "netascii" {
 		s.Counters.BadRequest.Add(1)
@@ -399,7 +445,7 @@ func (s *Server) serveRequest(req *Request, peer netip.AddrPort, local netip.Add
 		return
 	}
 	if req.Op == OpWRQ {
-		s.serveWrite(c, req, peer, local)
+		s.serveWrite(c, req, reqLen, peer, local)
 		return
 	}
 	var f servedFile
@@ -550,11 +596,13 @@ func (s *Server) finish(req *Request, peer netip.AddrPort, neg Negotiated, res r
 }
 
 // serveWrite runs a WRQ.
-func (s *Server) serveWrite(c conn, req *Request, peer netip.AddrPort, local netip.Addr) {
+func (s *Server) serveWrite(c conn, req *Request, reqLen int, peer netip.AddrPort, local netip.Addr) {
 	fail := func(code ErrorCode, msg, reason string, err error) {
 		s.Counters.Denied.Add(1)
 		s.logRefusal(req, peer, reason, err)
-		c.WriteTo(AppendError(nil, code, msg), peer)
+		if b := cappedError(code, msg, reqLen); b != nil {
+			c.WriteTo(b, peer)
+		}
 	}
 	if s.writeRoot == nil {
 		fail(ErrCodeAccess, "write requests are disabled", "writes-disabled", nil)
@@ -582,7 +630,9 @@ func (s *Server) serveWrite(c conn, req *Request, peer netip.AddrPort, local net
 	lim := s.limits(local)
 	neg := Negotiate(req, lim, -1)
 	if neg.TSize > maxSize {
-		c.WriteTo(AppendError(nil, ErrCodeDiskFull, errTooLarge.Error()), peer)
+		if b := cappedError(ErrCodeDiskFull, errTooLarge.Error(), reqLen); b != nil {
+			c.WriteTo(b, peer)
+		}
 		s.logRefusal(req, peer, "too-large", nil)
 		return
 	}

@@ -112,6 +112,7 @@ func runServe(args []string) error {
 		InitialRTO: t.InitialRTO.Duration, MinRTO: t.MinRTO.Duration, MaxRTO: t.MaxRTO.Duration, Retries: t.Retries,
 		StallTimeout: t.StallTimeout.Duration,
 		MaxSessions:  t.MaxSessions, MaxPerClient: t.MaxPerClient, SessionLifetime: t.Lifetime.Duration,
+		MaxRequestRate: t.MaxRequestRate, RequestBurst: t.RequestBurst,
 		Log: log,
 	}
 	var mc *mtftp.Server

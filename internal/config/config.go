@@ -145,6 +145,8 @@ type TFTP struct {
 	StallTimeout   Duration `toml:"stall_timeout" help:"silence tolerated from a client that has answered before, on top of retries"`
 	MaxSessions    int      `toml:"max_sessions" help:"transfers at once"`
 	MaxPerClient   int      `toml:"max_per_client" help:"transfers at once per client address"`
+	MaxRequestRate int      `toml:"max_requests_per_sec" help:"requests per second from one client address before they go unanswered; 0 = unlimited"`
+	RequestBurst   int      `toml:"request_burst" help:"requests one client address may send at once before max_requests_per_sec applies; 0 = twice the rate"`
 	Lifetime       Duration `toml:"session_lifetime" help:"hard time limit of one transfer"`
 	ShutdownGrace  Duration `toml:"shutdown_grace" help:"on SIGTERM, how long running transfers may finish"`
 }
@@ -195,6 +197,8 @@ func Defaults() Config {
 			StallTimeout:   Duration{30 * time.Second},
 			MaxSessions:    1024,
 			MaxPerClient:   16,
+			MaxRequestRate: 100,
+			RequestBurst:   200,
 			Lifetime:       Duration{time.Hour},
 			ShutdownGrace:  Duration{30 * time.Second},
 		},
@@ -302,6 +306,12 @@ func (c *Config) Validate() error {
 	}
 	if t.MaxPerClient < 1 {
 		bad("tftp.max_per_client", "%d must be at least 1", t.MaxPerClient)
+	}
+	if t.MaxRequestRate < 0 {
+		bad("tftp.max_requests_per_sec", "%d is negative (0 = unlimited)", t.MaxRequestRate)
+	}
+	if t.RequestBurst < 0 {
+		bad("tftp.request_burst", "%d is negative", t.RequestBurst)
 	}
 	if t.Lifetime.Duration <= 0 {
 		bad("tftp.session_lifetime", "%s must be positive", t.Lifetime)

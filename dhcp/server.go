@@ -99,6 +99,9 @@ type Server struct {
 	// PXEMTFTP announces PXE MTFTP (option 43.1–43.5) to BIOS PXE ROMs;
 	// nil never does (mtftp.go).
 	PXEMTFTP *PXEMTFTP
+	// MaxPerMAC caps the clients (distinct client ids) that hold
+	// addresses under one hardware address; 0 = DefaultMaxPerMAC.
+	MaxPerMAC int
 	// LeaseFile persists leases as JSON; "" keeps them in memory only.
 	LeaseFile string
 	// Addr is the listen address, default ":67". Proxy mode also

@@ -26,7 +26,7 @@ func newDHCP(c config.Config, log zerolog.Logger, mc *mtftp.Server) *dhcp.Server
 	}
 	s := &dhcp.Server{
 		Mode: dhcp.Mode(d.Mode), Interfaces: d.Interfaces, HTTPBase: d.HTTPBase,
-		LeaseFile: d.LeaseFile, Addr: d.Listen, ProxyPort: d.ProxyPort, Log: log,
+		LeaseFile: d.LeaseFile, MaxPerMAC: d.MaxPerMAC, Addr: d.Listen, ProxyPort: d.ProxyPort, Log: log,
 	}
 	if d.TFTPServer != "" {
 		s.TFTPServer, _ = netip.ParseAddr(d.TFTPServer)

@@ -63,6 +63,7 @@ type DHCP struct {
 	TFTPServer string       `toml:"tftp_server" help:"next-server (siaddr); empty = the address of the receiving interface"`
 	HTTPBase   string       `toml:"http_base" help:"mirror URL for boot rules ({{.HTTP}}); empty = http://<receiving interface>:<http.listen port>"`
 	LeaseFile  string       `toml:"lease_file" help:"lease database (JSON, written atomically); empty keeps leases in memory"`
+	MaxPerMAC  int          `toml:"max_leases_per_mac" help:"clients (distinct client ids) that may hold addresses under one MAC at once"`
 	Subnets    []DHCPSubnet `toml:"subnet"`
 	Hosts      []DHCPHost   `toml:"host"`
 	Boot       []BootRule   `toml:"boot"`
@@ -208,7 +209,7 @@ func Defaults() Config {
 			NativeStartDelay: Duration{300 * time.Millisecond},
 			PXEFileGroups:    "239.255.1.0/24", PXEFilePort: 3002, PXEPortOrder: "be", PXETmout: 2, PXEDelay: 2,
 		},
-		DHCP:   DHCP{Mode: "off", Listen: "0.0.0.0:67", ProxyPort: 4011},
+		DHCP:   DHCP{Mode: "off", Listen: "0.0.0.0:67", ProxyPort: 4011, MaxPerMAC: 4},
 		Origin: Origin{TTL: Duration{5 * time.Minute}, Timeout: Duration{10 * time.Minute}},
 		Log:    Log{Level: "info", Format: "console"},
 	}
@@ -327,6 +328,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	c.validateMTFTP(bad)
+	if c.DHCP.MaxPerMAC < 1 {
+		bad("dhcp.max_leases_per_mac", "%d must be at least 1", c.DHCP.MaxPerMAC)
+	}
 	c.validateDHCP(bad)
 	c.validateOrigin(bad)
 	switch c.Log.Level {

@@ -357,9 +357,9 @@ func (s *Server) replyError(req []byte, to netip.AddrPort, src netip.Addr, code 
 }
 
 // cappedError builds an ERROR packet of at most limit bytes: without its
-// message if the message does not fit, nil if not even that fits. Every
-// refusal of a request is capped at the request's length, since its
-// source address may be spoofed (amplification).
+// message if the message does not fit, nil if not even that fits. The
+// refusal of a malformed request is capped at the request's length, since
+// its source address may be spoofed (amplification).
 func cappedError(code ErrorCode, msg string, limit int) []byte {
 	b := AppendError(nil, code, msg)
 	if len(b) > limit {
@@ -410,7 +410,7 @@ func (s *Server) release(peer netip.AddrPort) {
 // serveRequest runs in the transfer's own goroutine: it opens the transfer
 // socket (a new TID, RFC 1350 §4) on the address the request came to,
 // resolves the file, negotiates and runs the transfer. reqLen is the
-// request's size on the wire: refusals are no larger.
+// request's size on the wire: the refusal of a malformed one is no larger.
 func (s *Server) serveRequest(req *Request, reqLen int, peer netip.AddrPort, local netip.Addr) {
 	var vf servedFile
 	var verr error
@@ -434,18 +434,20 @@ func (s *Server) serveRequest(req *Request, reqLen int, peer netip.AddrPort, loc
 	}
 	defer c.Close()
 	fail := func(code ErrorCode, msg string) {
-		if b := cappedError(code, msg, reqLen); b != nil {
-			c.WriteTo(b, peer)
-		}
+		c.WriteTo(AppendError(nil, code, msg), peer)
 	}
 	if req.Mode != "octet" && req.Mode != "netascii" {
+		// Malformed: capped like the listener's own refusals, since its
+		// message quotes the request and could outgrow it.
 		s.Counters.BadRequest.Add(1)
 		s.logRefusal(req, peer, "bad-mode", nil)
-		fail(ErrCodeIllegalOp, fmt.Sprintf("unsupported mode %q", req.Mode))
+		if b := cappedError(ErrCodeIllegalOp, fmt.Sprintf("unsupported mode %q", req.Mode), reqLen); b != nil {
+			c.WriteTo(b, peer)
+		}
 		return
 	}
 	if req.Op == OpWRQ {
-		s.serveWrite(c, req, reqLen, peer, local)
+		s.serveWrite(c, req, peer, local)
 		return
 	}
 	var f servedFile
@@ -596,13 +598,11 @@ func (s *Server) finish(req *Request, peer netip.AddrPort, neg Negotiated, res r
 }
 
 // serveWrite runs a WRQ.
-func (s *Server) serveWrite(c conn, req *Request, reqLen int, peer netip.AddrPort, local netip.Addr) {
+func (s *Server) serveWrite(c conn, req *Request, peer netip.AddrPort, local netip.Addr) {
 	fail := func(code ErrorCode, msg, reason string, err error) {
 		s.Counters.Denied.Add(1)
 		s.logRefusal(req, peer, reason, err)
-		if b := cappedError(code, msg, reqLen); b != nil {
-			c.WriteTo(b, peer)
-		}
+		c.WriteTo(AppendError(nil, code, msg), peer)
 	}
 	if s.writeRoot == nil {
 		fail(ErrCodeAccess, "write requests are disabled", "writes-disabled", nil)
@@ -630,9 +630,7 @@ func (s *Server) serveWrite(c conn, req *Request, reqLen int, peer netip.AddrPor
 	lim := s.limits(local)
 	neg := Negotiate(req, lim, -1)
 	if neg.TSize > maxSize {
-		if b := cappedError(ErrCodeDiskFull, errTooLarge.Error(), reqLen); b != nil {
-			c.WriteTo(b, peer)
-		}
+		c.WriteTo(AppendError(nil, ErrCodeDiskFull, errTooLarge.Error()), peer)
 		s.logRefusal(req, peer, "too-large", nil)
 		return
 	}

@@ -402,7 +402,7 @@ plot() {
     for prof in "${PLOT_PROFILES[@]}"; do
       for col in 2 3; do
         if [ "$col" = 2 ]; then
-          echo "unset logscale y; set ylabel 'aggregate MB/s'; set title '$(profile_title "$prof" | sed "s/'//g"): aggregate throughput'"
+          echo "unset logscale y; set ylabel 'aggregate MB/s'; set title '$prof: aggregate throughput'"
         else
           echo "set logscale y; set ylabel 'p99 download ms'; set title '$prof: p99 download time'"
         fi

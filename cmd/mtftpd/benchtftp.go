@@ -195,10 +195,15 @@ func startSwarmDisplay(ctx context.Context, w io.Writer, s *bench.TFTPSwarm, tty
 		return d
 	}
 	p := mpb.NewWithContext(ctx, mpb.WithOutput(w), mpb.WithWidth(40), mpb.WithRefreshRate(200*time.Millisecond))
-	// One pass: a bar of finished downloads. With --duration: a bar of time.
+	// With --duration: a bar of time. One pass: a bar of bytes when the
+	// size is known (--verify-file), else of finished downloads.
 	total, label := int64(s.Clients*s.Transfers), "downloads"
-	if s.Duration > 0 {
+	bytes := s.Duration == 0 && s.Size > 0
+	switch {
+	case s.Duration > 0:
 		total, label = int64((s.Ramp+s.Duration)/time.Millisecond), "time"
+	case bytes:
+		total, label = total*s.Size, "bytes"
 	}
 	bar := p.AddBar(total,
 		mpb.PrependDecorators(decor.Name(fmt.Sprintf("%s x%d %s ", s.File, s.Clients, label))),
@@ -214,9 +219,12 @@ func startSwarmDisplay(ctx context.Context, w io.Writer, s *bench.TFTPSwarm, tty
 				p.Wait()
 				return
 			case <-t.C:
-				if s.Duration > 0 {
+				switch {
+				case s.Duration > 0:
 					bar.SetCurrent(min(int64(time.Since(start)/time.Millisecond), total))
-				} else {
+				case bytes:
+					bar.SetCurrent(min(live.Bytes.Load(), total))
+				default:
 					bar.SetCurrent(live.Completed.Load() + live.Failed.Load())
 				}
 			}

@@ -103,7 +103,10 @@ run() { # label
   fi
   "$MTFTPD_BIN" bench tftp -q --target "$TFTP" --file image.bin --clients "$CLIENTS" --profile "$PROFILE" \
     --duration "$DURATION" --source-addrs "$SOURCES" --verify "sha256:$SUM" --json "$json" >"$WORK/$label.out" 2>&1 ||
-    die "bench run $label failed: $(tail -5 "$WORK/$label.out")"
+    [ -s "$json" ] || die "bench run $label failed: $(tail -5 "$WORK/$label.out")"
+  # A run with no download finished in time exits 1 but still measured
+  # the bytes delivered; a failed (wrong or broken) download is fatal.
+  grep -q '"failed":0' "$json" || die "bench run $label had failed downloads: $(tail -5 "$WORK/$label.out")"
   stop_viewers
   awk -F'"aggregate_mbps":' 'NF>1{split($2,a,/[,}]/); printf "%.1f", a[1]}' "$json"
 }

@@ -174,35 +174,44 @@ func runServe(args []string) error {
 	defer stopSignals()
 	hard, hardStop := context.WithCancel(context.Background())
 	defer hardStop()
-	type exit struct {
-		what string
-		err  error
-	}
 	exits := make(chan exit, 4)
 	running := 0
 	run := func(what string, f func() error) {
 		running++
 		go func() { exits <- exit{what, f()} }()
 	}
-	run("tftp", func() error { return srv.ListenAndServe(hard, t.Listen) })
-	if mc != nil {
-		run("mtftp", func() error { return mc.Serve(hard) })
+	// Ports are opened here, before the services start, so that
+	// privileges can be dropped once they all are (privileges.go).
+	tftpConn, webLn, err := listenPorts(t.Listen, cfg.HTTP.Listen)
+	if err != nil {
+		return err
 	}
+	run("tftp", func() error { return srv.Serve(hard, tftpConn) })
 	if web != nil {
-		run("http", func() error { return web.ListenAndServe(hard, cfg.HTTP.Listen) })
+		run("http", func() error { return web.Serve(hard, webLn) })
 	}
 	if dhcpSrv != nil {
 		run("dhcp", func() error { return dhcpSrv.Serve(hard) })
 	}
 	var first error
+	if err := afterBind(cfg, log, dhcpSrv, exits); err != nil {
+		first = err
+		hardStop()
+	} else if mc != nil {
+		// PXE MTFTP's port (1759) needs no privilege: it opens after the drop.
+		run("mtftp", func() error { return mc.Serve(hard) })
+	}
 	select {
+	case <-hard.Done(): // afterBind failed: first says why
 	case e := <-exits:
 		// A service that stops by itself is a failure (a port in use, say):
 		// stop the others and report it.
 		running--
-		first = fmt.Errorf("%s: %w", e.what, e.err)
-		if e.err == nil {
-			first = fmt.Errorf("%s stopped unexpectedly", e.what)
+		if first == nil {
+			first = fmt.Errorf("%s: %w", e.what, e.err)
+			if e.err == nil {
+				first = fmt.Errorf("%s stopped unexpectedly", e.what)
+			}
 		}
 		hardStop()
 	case <-sigCtx.Done():
@@ -243,6 +252,12 @@ func runServe(args []string) error {
 		}
 	}
 	return first
+}
+
+// exit is how a service's Serve returned.
+type exit struct {
+	what string
+	err  error
 }
 
 func newLogger(c config.Log) zerolog.Logger {

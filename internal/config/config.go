@@ -49,6 +49,7 @@ type Config struct {
 	DHCP  DHCP  `toml:"dhcp"`
 	Log   Log   `toml:"log"`
 
+	Server    Process   `toml:"server"`
 	Templates Templates `toml:"templates"`
 	Origin    Origin    `toml:"origin"`
 }
@@ -173,6 +174,12 @@ type MTFTP struct {
 	PXEPortOrder  string `toml:"pxe_port_order" help:"byte order of the ports in DHCP option 43.2/43.3: be (network order) or le (Intel sample code); unverified on real ROMs"`
 	PXETmout      int    `toml:"pxe_tmout" help:"DHCP option 43.4: seconds a PXE client listens before it opens a pass (1..255)"`
 	PXEDelay      int    `toml:"pxe_delay" help:"DHCP option 43.5: PXE client re-open delay in seconds (1..255)"`
+}
+
+// Process holds settings of the server process itself.
+type Process struct {
+	User  string `toml:"user" help:"after opening its ports, run as this user (name or uid); empty keeps the starting user"`
+	Group string `toml:"group" help:"group to run as after opening the ports; empty = the user's primary group"`
 }
 
 // Log configures logging.
@@ -328,6 +335,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	c.validateMTFTP(bad)
+	if c.Server.Group != "" && c.Server.User == "" {
+		bad("server.group", "%q is set without server.user", c.Server.Group)
+	}
 	if c.DHCP.MaxPerMAC < 1 {
 		bad("dhcp.max_leases_per_mac", "%d must be at least 1", c.DHCP.MaxPerMAC)
 	}

@@ -461,3 +461,30 @@ func (l *limiter) allow(kind string, now time.Time) (bool, int) {
 	l.suppressed[kind] = 0
 	return true, n
 }
+
+// SetBootRules replaces the boot rules while the server runs (nil: the
+// built-in ones); requests handled after it returns use them. A set that
+// does not compile is refused and the running one kept.
+func (s *Server) SetBootRules(rules []BootRule) error {
+	if err := s.setup(); err != nil {
+		return err
+	}
+	if rules == nil {
+		rules = DefaultBootRules()
+	}
+	rs, err := compileRules(rules)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.rules = rs
+	return nil
+}
+
+// SetMaxPerMAC changes MaxPerMAC while the server runs.
+func (s *Server) SetMaxPerMAC(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.MaxPerMAC = n
+}

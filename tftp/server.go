@@ -144,6 +144,8 @@ type Server struct {
 }
 
 func (s *Server) timing() timing {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	t := timing{
 		InitialRTO: s.InitialRTO, MinRTO: s.MinRTO, MaxRTO: s.MaxRTO,
 		Retries: s.Retries, Lifetime: s.SessionLifetime, StallTimeout: s.StallTimeout,
@@ -219,9 +221,8 @@ func (s *Server) Serve(ctx context.Context, pc *net.UDPConn) error {
 		}
 		s.writeRoot = r
 	}
+	s.setLimiter()
 	s.mu.Unlock()
-	s.limiter.rate = float64(s.MaxRequestRate)
-	s.limiter.burst = float64(orDefault(s.RequestBurst, 2*s.MaxRequestRate))
 	caps := ln.Caps()
 	s.Log.Info().Str("addr", ln.LocalAddr().String()).Bool("gso", caps.GSO).Bool("sendmmsg", caps.MMsg).
 		Bool("gso_equal_tail_guard", caps.GSOEqualTailBug).Str("kernel", caps.KernelRelease).
@@ -294,8 +295,12 @@ func (s *Server) handle(pkt []byte, from netip.AddrPort, dst netip.Addr) {
 		s.Counters.BadPacket.Add(1)
 		return // nothing to say to a stray DATA/ACK on the request port
 	}
-	if now := time.Now(); !s.limiter.allow(from.Addr(), now) {
-		s.rateLimited(from, now)
+	now := time.Now()
+	s.mu.Lock()
+	allowed, rate := s.limiter.allow(from.Addr(), now), s.MaxRequestRate
+	s.mu.Unlock()
+	if !allowed {
+		s.rateLimited(from, now, rate)
 		return
 	}
 	req, err := ParseRequest(pkt)
@@ -335,16 +340,36 @@ func (s *Server) handle(pkt []byte, from netip.AddrPort, dst netip.Addr) {
 // rateLimited counts a request refused by the per-source limiter and logs
 // it at most once every 10 s, with how many were dropped since: a flood
 // must not turn into a flood of log lines.
-func (s *Server) rateLimited(from netip.AddrPort, now time.Time) {
+func (s *Server) rateLimited(from netip.AddrPort, now time.Time, rate int) {
 	s.Counters.RateLimited.Add(1)
 	s.limited++
 	if now.Sub(s.limitLog) < 10*time.Second {
 		return
 	}
 	s.Log.Warn().Str("client", from.Addr().String()).Uint64("dropped", s.limited).
-		Int("max_requests_per_sec", s.MaxRequestRate).
+		Int("max_requests_per_sec", rate).
 		Msg("tftp: requests over the per-client rate limit dropped unanswered")
 	s.limitLog, s.limited = now, 0
+}
+
+// setLimiter applies MaxRequestRate and RequestBurst; s.mu is held.
+func (s *Server) setLimiter() {
+	s.limiter.rate = float64(s.MaxRequestRate)
+	s.limiter.burst = float64(orDefault(s.RequestBurst, 2*s.MaxRequestRate))
+}
+
+// Reconfigure changes the server's limits while it runs: f is called with
+// the server locked and may set MaxRequestRate, RequestBurst,
+// MaxSessions, MaxPerClient, the RTO fields, Retries, StallTimeout,
+// SessionLifetime, MaxBlockSize, AllowFragments, MaxWindow,
+// MaxWindowBytes, AllowOverwrite and MaxUploadSize. New requests see the
+// new values; running transfers keep what they negotiated. Other fields
+// must not be touched.
+func (s *Server) Reconfigure(f func(*Server)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f(s)
+	s.setLimiter()
 }
 
 // replyError answers a malformed request on the listening socket, from the
@@ -532,8 +557,11 @@ func (m memFile) Release()                     {}
 // local: blksize is capped to that interface's MTU − 32 (IPv4 + UDP + TFTP
 // headers), so DATA never needs IP fragmentation (protocols.md §3.2).
 func (s *Server) limits(local netip.Addr) Limits {
+	mtu := s.mtus.lookup(local)
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	maxBlk := orDefault(s.MaxBlockSize, MaxBlockSize)
-	if mtu := s.mtus.lookup(local); mtu > 0 && !s.AllowFragments {
+	if mtu > 0 && !s.AllowFragments {
 		maxBlk = min(maxBlk, mtu-32)
 	}
 	return Limits{
@@ -617,13 +645,15 @@ func (s *Server) serveWrite(c conn, req *Request, peer netip.AddrPort, local net
 		fail(ErrCodeAccess, "invalid file name", "bad-name", err)
 		return
 	}
-	if !s.AllowOverwrite {
+	s.mu.Lock()
+	overwrite, maxSize := s.AllowOverwrite, s.MaxUploadSize
+	s.mu.Unlock()
+	if !overwrite {
 		if _, err := s.writeRoot.Lstat(name); err == nil {
 			fail(ErrCodeFileExists, "file already exists", "exists", nil)
 			return
 		}
 	}
-	maxSize := s.MaxUploadSize
 	if maxSize <= 0 {
 		maxSize = 1 << 30
 	}
@@ -634,7 +664,7 @@ func (s *Server) serveWrite(c conn, req *Request, peer netip.AddrPort, local net
 		s.logRefusal(req, peer, "too-large", nil)
 		return
 	}
-	up, err := s.newUpload(name)
+	up, err := s.newUpload(name, overwrite)
 	if err != nil {
 		fail(ErrCodeAccess, "cannot create file", "create-failed", err)
 		return
@@ -668,7 +698,7 @@ type rootUpload struct {
 	closedOnce bool
 }
 
-func (s *Server) newUpload(name string) (*rootUpload, error) {
+func (s *Server) newUpload(name string, overwrite bool) (*rootUpload, error) {
 	var rnd [6]byte
 	rand.Read(rnd[:])
 	dir, base := path.Split(name)
@@ -677,7 +707,7 @@ func (s *Server) newUpload(name string) (*rootUpload, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &rootUpload{root: s.writeRoot, f: f, tmp: tmp, name: name, overwrite: s.AllowOverwrite}, nil
+	return &rootUpload{root: s.writeRoot, f: f, tmp: tmp, name: name, overwrite: overwrite}, nil
 }
 
 func (u *rootUpload) WriteAt(p []byte, off int64) (int, error) { return u.f.WriteAt(p, off) }

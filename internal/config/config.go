@@ -603,6 +603,32 @@ func Flags(fs *flag.FlagSet) func(c *Config) error {
 	}
 }
 
+// Changed lists the keys ("section.key", and "dhcp.subnet", "dhcp.host",
+// "dhcp.boot" for the tables) whose values differ between a and b, sorted.
+func Changed(a, b Config) []string {
+	var out []string
+	var bv []reflect.Value
+	walk(reflect.ValueOf(&b).Elem(), "", func(_, _ string, v reflect.Value) { bv = append(bv, v) })
+	i := 0
+	walk(reflect.ValueOf(&a).Elem(), "", func(name, _ string, v reflect.Value) {
+		if !reflect.DeepEqual(v.Interface(), bv[i].Interface()) {
+			out = append(out, name)
+		}
+		i++
+	})
+	for name, eq := range map[string]bool{
+		"dhcp.subnet": reflect.DeepEqual(a.DHCP.Subnets, b.DHCP.Subnets),
+		"dhcp.host":   reflect.DeepEqual(a.DHCP.Hosts, b.DHCP.Hosts),
+		"dhcp.boot":   reflect.DeepEqual(a.DHCP.Boot, b.DHCP.Boot),
+	} {
+		if !eq {
+			out = append(out, name)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
 // FieldNames lists every config field as "section.key", sorted.
 func FieldNames() []string {
 	var out []string

@@ -73,7 +73,9 @@ func TestSIGHUPReload(t *testing.T) {
 			t.Fatalf("%s: get failed: %s\n%s", when, out, logs.String())
 		}
 	}
-	missing := func() { mtftpd(t, "get", "--retries", "1", "--timeout", "200ms", "-o", filepath.Join(dir, "x"), addr, "missing-file") }
+	missing := func() {
+		mtftpd(t, "get", "--retries", "1", "--timeout", "200ms", "-o", filepath.Join(dir, "x"), addr, "missing-file")
+	}
 
 	missing()
 	if strings.Contains(logs.String(), "missing-file") {

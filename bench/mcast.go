@@ -63,8 +63,8 @@ type MCastSwarm struct {
 	// PXEGroup is where PXE MTFTP DATA comes (the file's DHCP options
 	// 43.1/43.2); zero = iPXE's 239.255.1.1:3001.
 	PXEGroup netip.AddrPort
-	// Timeout is the silence from the server each receiver tolerates; 0 =
-	// the receiver's default.
+	// Timeout is the silence from the server each receiver tolerates (for
+	// pxe: DELAY, the wait for each packet); 0 = the receiver's default.
 	Timeout time.Duration
 	// MaxTime caps the whole swarm; 0 = DefaultMCastMaxTime.
 	MaxTime time.Duration
@@ -158,7 +158,8 @@ type MCastReport struct {
 type mcastResult struct {
 	size, bytes, dups, repairs, rebuilt, lost int64
 	moves, masters                            int
-	sha                                       string // hex, "" = hash the file
+	dur                                       time.Duration // request to last block; 0 = until the call returned
+	sha                                       string        // hex, "" = hash the file
 }
 
 func (s *MCastSwarm) config() (MCastSwarm, error) {
@@ -248,11 +249,15 @@ func (s *MCastSwarm) Run(ctx context.Context) (MCastReport, error) {
 	}
 	for i := range runs {
 		wg.Go(func() {
+			t0 := time.Now()
 			res, err := runs[i]()
+			d := time.Since(start)
+			if res.dur > 0 {
+				d = t0.Sub(start) + res.dur // without the lingering after the last block
+			}
 			if err == nil {
 				err = c.check(res, filepath.Join(c.Dir, receiverFile(i)))
 			}
-			d := time.Since(start)
 			mu.Lock()
 			defer mu.Unlock()
 			rep.BytesReceived += res.bytes
@@ -334,7 +339,32 @@ func (c *MCastSwarm) receiver(ctx context.Context, i int, live *MCastLive) func(
 			}, err
 		}
 	}
-	return func() (mcastResult, error) { return mcastResult{}, fmt.Errorf("dialect %q", c.Dialect) }
+	// The lock-step dialects: RFC 2090 and PXE MTFTP.
+	var get func(ctx context.Context, server, remote string, out *os.File) (mtftp.ReceiveResult, error)
+	if c.Dialect == "rfc2090" {
+		r := &mtftp.RFC2090Receiver{BlockSize: c.BlockSize, Interface: c.Interface, Timeout: c.Timeout}
+		r.Size.Store(-1)
+		live.add(&r.Held, &r.Size)
+		get = r.Get
+	} else {
+		r := &mtftp.PXEReceiver{Group: c.PXEGroup, Interface: c.Interface, Delay: c.Timeout}
+		r.Size.Store(-1)
+		live.add(&r.Held, &r.Size)
+		get = r.Get
+	}
+	return func() (mcastResult, error) {
+		f, err := open()
+		if err != nil {
+			return mcastResult{}, err
+		}
+		defer f.Close()
+		res, err := get(ctx, c.Target, c.File, f)
+		repairs := res.Requests
+		if c.Dialect == "pxe" {
+			repairs = max(res.Requests-1, 0) // the first open is no repair
+		}
+		return mcastResult{size: res.Size, bytes: res.Bytes, dups: res.Duplicates, repairs: repairs, masters: res.Masters, dur: res.Duration}, err
+	}
 }
 
 // check compares a receiver's file with what was expected.
@@ -367,7 +397,7 @@ func (c *MCastSwarm) check(res mcastResult, path string) error {
 // mcastErrorKind names a receiver's failure for MCastReport.Errors.
 func mcastErrorKind(err error, ctx context.Context) string {
 	switch {
-	case errors.Is(err, mtftp.ErrNativeUnsupported):
+	case errors.Is(err, mtftp.ErrNativeUnsupported), errors.Is(err, mtftp.ErrMulticastRefused):
 		return ErrKindUnsupported
 	case ctx.Err() != nil && errors.Is(err, ctx.Err()):
 		return "cancelled"

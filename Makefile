@@ -8,7 +8,7 @@ BIN := ./mtftpd
 TEST_TIMEOUT ?= 20m
 FUZZTIME ?= 5s
 
-.PHONY: help build run test test-go vet bench bench-dhcp bench-http bench-mcast bench-status fuzz-smoke fuzz clean
+.PHONY: help build run test test-go vet bench bench-dhcp bench-http bench-mcast bench-status bench-peers fuzz-smoke fuzz clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ bench-dhcp: ## DHCP storm in the lab: mtftpd vs dnsmasq (and kea if installed)
 
 bench-status: ## TFTP throughput at 200 concurrent transfers with and without status pages open
 	./scripts/bench-status.sh
+
+bench-peers: ## mtftpd vs tftpd-hpa, atftpd, dnsmasq (TFTP) and dnsmasq, Kea (DHCP) in the lab -> docs/benchmarks.md
+	./scripts/bench-peers.sh
 
 fuzz-smoke: ## run every fuzz target for $(FUZZTIME)
 	./scripts/fuzz.sh $(FUZZTIME)

@@ -33,9 +33,9 @@ func (f Figure) Better() string {
 	return "a"
 }
 
-// Compare reads two JSON reports of the same kind (`mtftpd bench tftp` or
-// `mtftpd bench dhcp`) and returns their kind ("tftp", "dhcp") and main
-// figures.
+// Compare reads two JSON reports of the same kind (`mtftpd bench tftp`,
+// `mtftpd bench mcast` or `mtftpd bench dhcp`) and returns their kind
+// ("tftp", "mcast", "dhcp") and main figures.
 func Compare(a, b []byte) (kind string, figs []Figure, err error) {
 	ka, err := reportKind(a)
 	if err != nil {
@@ -55,6 +55,12 @@ func Compare(a, b []byte) (kind string, figs []Figure, err error) {
 			return "", nil, err
 		}
 		return ka, tftpFigures(ra, rb), nil
+	case "mcast":
+		var ra, rb MCastReport
+		if err := unmarshalBoth(a, b, &ra, &rb); err != nil {
+			return "", nil, err
+		}
+		return ka, mcastFigures(ra, rb), nil
 	default:
 		var ra, rb DHCPReport
 		if err := unmarshalBoth(a, b, &ra, &rb); err != nil {
@@ -83,10 +89,15 @@ func reportKind(b []byte) (string, error) {
 	}
 	if raw, ok := probe["schema"]; ok {
 		var schema string
-		if json.Unmarshal(raw, &schema) == nil && schema == TFTPReportSchema {
-			return "tftp", nil
+		if json.Unmarshal(raw, &schema) == nil {
+			switch schema {
+			case TFTPReportSchema:
+				return "tftp", nil
+			case MCastReportSchema:
+				return "mcast", nil
+			}
 		}
-		return "", fmt.Errorf("unknown schema %s (want %q)", raw, TFTPReportSchema)
+		return "", fmt.Errorf("unknown schema %s (want %q or %q)", raw, TFTPReportSchema, MCastReportSchema)
 	}
 	if _, ok := probe["exchanges_per_sec"]; ok {
 		return "dhcp", nil
@@ -105,6 +116,20 @@ func tftpFigures(a, b TFTPReport) []Figure {
 		{"failed", float64(a.Failed), float64(b.Failed), false},
 		{"retransmits seen", float64(a.Duplicates + a.OutOfOrder), float64(b.Duplicates + b.OutOfOrder), false},
 		{"client timeouts", float64(a.Timeouts), float64(b.Timeouts), false},
+	}
+}
+
+func mcastFigures(a, b MCastReport) []Figure {
+	return []Figure{
+		{"all verified s", a.AllVerifiedSeconds, b.AllVerifiedSeconds, false},
+		{"receiver p50 ms", a.ReceiverMs.P50, b.ReceiverMs.P50, false},
+		{"receiver p95 ms", a.ReceiverMs.P95, b.ReceiverMs.P95, false},
+		{"receiver p99 ms", a.ReceiverMs.P99, b.ReceiverMs.P99, false},
+		{"success ratio", a.SuccessRatio, b.SuccessRatio, true},
+		{"completed", float64(a.Completed), float64(b.Completed), true},
+		{"failed", float64(a.Failed), float64(b.Failed), false},
+		{"received/needed", a.ReceivedRatio, b.ReceivedRatio, false},
+		{"repairs asked", float64(a.RepairsAsked), float64(b.RepairsAsked), false},
 	}
 }
 

@@ -7,8 +7,9 @@
 // each with its own socket, downloading one file from one server through
 // tftp's public client; and the DHCP storm (DHCPStorm): N simulated
 // clients doing DISCOVER, OFFER, REQUEST, ACK (and RELEASE) over one
-// socket. Compare reads two JSON reports (docs/bench-json.md). The
-// multicast swarm comes with mtftpd's native multicast dialect.
+// socket; and the multicast swarm (MCastSwarm): N receivers of one
+// multicast dialect (mtftp's public receivers) started together in one
+// process. Compare reads two JSON reports (docs/bench-json.md).
 //
 // Every client loop is bounded in count and time and sends only to the
 // target it was given.

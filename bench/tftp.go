@@ -158,6 +158,10 @@ type TFTPReport struct {
 	// WallSeconds runs from the first client's start to the end of the
 	// last transfer.
 	WallSeconds float64 `json:"wall_seconds"`
+	// ClientCPUSeconds is the CPU time (user + system) the swarm's own
+	// process used during the run: near WallSeconds × cores, the load
+	// generator, not the server, is the limit.
+	ClientCPUSeconds float64 `json:"client_cpu_seconds"`
 	// FileSize is the size of the file as received (the first completed
 	// download), -1 if none completed.
 	FileSize int64 `json:"file_size"`
@@ -316,6 +320,7 @@ func (s *TFTPSwarm) Run(ctx context.Context) (TFTPReport, error) {
 	}
 	defer cancelRun()
 
+	cpu0 := processCPU()
 	var wg sync.WaitGroup
 	for i := range c.Clients {
 		wg.Go(func() {
@@ -334,11 +339,13 @@ func (s *TFTPSwarm) Run(ctx context.Context) (TFTPReport, error) {
 	}
 	wg.Wait()
 	wall := time.Since(start)
+	cpu := processCPU() - cpu0
 
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	rep := r.rep
 	rep.Start = start
+	rep.ClientCPUSeconds = cpu
 	rep.WallSeconds = wall.Seconds()
 	if rep.WallSeconds > 0 {
 		rep.AggregateMBps = float64(rep.Bytes) / 1e6 / rep.WallSeconds

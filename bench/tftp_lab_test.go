@@ -15,8 +15,9 @@ import (
 	"github.com/mtftpd/mtftpd/internal/testutil"
 )
 
-// hpaBinary is tftpd-hpa's server (Debian package tftpd-hpa).
-const hpaBinary = "/usr/sbin/in.tftpd"
+// hpaBinaries are where tftpd-hpa's server may be: installed, or unpacked
+// by scripts/test-deps.sh (installing the package would start a service).
+var hpaBinaries = []string{"/usr/sbin/in.tftpd", "/var/cache/mtftpd-test/tftpd-hpa/usr/sbin/in.tftpd"}
 
 // labSources are extra addresses of the bench's client namespace: one per
 // simulated client, as in a room of machines (mtftpd also caps transfers
@@ -29,15 +30,22 @@ const labSources = "192.0.2.10-192.0.2.29"
 // (sha256 and size) and every JSON report must parse with the documented
 // schema. No thresholds on time. Root only.
 func TestBenchTFTPLab(t *testing.T) {
-	if _, err := os.Stat(hpaBinary); err != nil {
-		t.Skipf("tftpd-hpa not installed (%v): scripts/test-deps.sh installs it", err)
+	hpa := ""
+	for _, p := range hpaBinaries {
+		if _, err := os.Stat(p); err == nil {
+			hpa = p
+			break
+		}
+	}
+	if hpa == "" {
+		t.Skipf("tftpd-hpa's in.tftpd not found at %s: scripts/test-deps.sh unpacks it", strings.Join(hpaBinaries, " or "))
 	}
 	lab := netlab.New(t, netlab.Options{Clients: 1})
 	bin := mtftpdBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
-	// A world-readable root: in.tftpd drops to user tftp.
+	// A world-readable root: in.tftpd drops to user nobody.
 	root, err := os.MkdirTemp("", "mtftpd-bench-lab-")
 	if err != nil {
 		t.Fatal(err)
@@ -67,7 +75,7 @@ func TestBenchTFTPLab(t *testing.T) {
 		args []string
 	}{
 		{"mtftpd", "69", []string{bin, "serve", "--tftp.listen", netlab.ServerAddr + ":69", "--tftp.root", root, "--log.level", "warn"}},
-		{"tftpd-hpa", "6970", []string{hpaBinary, "--foreground", "--listen", "--address", netlab.ServerAddr + ":6970", "--secure", root}},
+		{"tftpd-hpa", "6970", []string{hpa, "--foreground", "--listen", "--user", "nobody", "--address", netlab.ServerAddr + ":6970", "--secure", root}},
 	}
 	for _, s := range servers {
 		logs := &testutil.SyncBuffer{}

@@ -389,3 +389,21 @@ func TestCompare(t *testing.T) {
 		}
 	}
 }
+
+// TestTFTPSwarmRampAndMaxTime: Ramp spreads the starts (client i at
+// i×Ramp/Clients) and MaxTime stops the swarm by itself: with a 10 s ramp
+// and a 300 ms cap only the first of 4 clients ever starts.
+func TestTFTPSwarmRampAndMaxTime(t *testing.T) {
+	root := t.TempDir()
+	sum := writeFile(t, root, "f", 1_000)
+	srv := startLoopServer(t, root)
+	s := &TFTPSwarm{Target: srv.addr, File: "f", Clients: 4, Profile: Profiles["ipxe"], SHA256: sum,
+		Ramp: 10 * time.Second, MaxTime: 300 * time.Millisecond}
+	rep, err := s.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Transfers != 1 || rep.Completed != 1 || !strings.HasPrefix(rep.Stopped, "max time") || rep.RampSeconds != 10 {
+		t.Fatalf("transfers %d, completed %d, stopped %q, ramp %v", rep.Transfers, rep.Completed, rep.Stopped, rep.RampSeconds)
+	}
+}

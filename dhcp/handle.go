@@ -227,6 +227,9 @@ func (s *Server) discover(req *dhcpv4.DHCPv4, in Incoming, now time.Time) *Outgo
 	}
 	cl := s.clientOf(req)
 	rec := s.leases.lookup(cl.key, cl.id, cl.mac, now)
+	if s.overMACLimit(cl, rec, now) {
+		return nil
+	}
 	var ip netip.Addr
 	if sip, ok := cl.staticIP(); ok {
 		if !sub.Prefix.Contains(sip) {
@@ -242,6 +245,8 @@ func (s *Server) discover(req *dhcpv4.DHCPv4, in Incoming, now time.Time) *Outgo
 	} else if r := optAddr(req, optRequestedIP); r.IsValid() && s.free(sub, r, rec, cl.mac, in, now) {
 		ip = r
 	} else if p, ok := s.fromPool(sub, rec, cl.mac, in, now); ok {
+		ip = p
+	} else if p, ok := s.reclaimOffer(sub, cl, now); ok {
 		ip = p
 	} else {
 		s.Counters.PoolExhausted.Add(1)
@@ -368,6 +373,46 @@ func (s *Server) request(req *dhcpv4.DHCPv4, in Incoming, now time.Time) (*Outgo
 	}
 }
 
+// overMACLimit reports (counts and logs) a client that would be one more
+// than MaxPerMAC clients holding addresses under one hardware address: a
+// flood of client ids behind one MAC gets no answer. Static hosts and
+// clients that already hold a record are never refused.
+func (s *Server) overMACLimit(cl client, rec *binding, now time.Time) bool {
+	if cl.host != nil || len(cl.mac) == 0 || (rec != nil && rec.reserved(now)) {
+		return false
+	}
+	limit := s.MaxPerMAC
+	if limit <= 0 {
+		limit = DefaultMaxPerMAC
+	}
+	if s.leases.heldByMAC(cl.mac, rec, now) < limit {
+		return false
+	}
+	s.Counters.MACLimited.Add(1)
+	s.logLimited(zerolog.WarnLevel, now, "mac-limit", func(e *zerolog.Event) {
+		e.Stringer("mac", cl.mac).Int("max_per_mac", limit).
+			Msg("dhcp: too many client ids on one MAC hold addresses: request not answered (client-id flood?)")
+	})
+	return true
+}
+
+// reclaimOffer takes the address of the oldest offer in sub that was never
+// REQUESTed within OfferGrace, for a DISCOVER that found the pool full:
+// offers from a random-MAC flood then cannot starve real clients.
+func (s *Server) reclaimOffer(sub *subnet, cl client, now time.Time) (netip.Addr, bool) {
+	ip, pending := s.leases.staleOffer(sub, now)
+	if !ip.IsValid() {
+		return ip, false
+	}
+	s.leases.remove(s.leases.byIP[ip])
+	s.Counters.OffersReclaimed.Add(1)
+	s.logLimited(zerolog.WarnLevel, now, "reclaim-"+sub.Prefix.String(), func(e *zerolog.Event) {
+		e.Stringer("subnet", sub.Prefix).Int("pending_offers", pending).Stringer("ip", ip).Stringer("mac", cl.mac).
+			Msg("dhcp: pool full of offers nobody REQUESTed (a DISCOVER flood with random MACs?): the oldest is reclaimed")
+	})
+	return ip, true
+}
+
 // commit ACKs ip for the client if it may have it, else NAKs.
 func (s *Server) commit(req *dhcpv4.DHCPv4, in Incoming, sub *subnet, cl client, rec *binding, ip netip.Addr, now time.Time) (*Outgoing, uint64) {
 	if sip, ok := cl.staticIP(); ok {
@@ -380,6 +425,9 @@ func (s *Server) commit(req *dhcpv4.DHCPv4, in Incoming, sub *subnet, cl client,
 			reason = "address leased to another client"
 		}
 		return s.nak(req, in, reason), 0
+	}
+	if s.overMACLimit(cl, rec, now) {
+		return nil, 0
 	}
 	c := ClassifyClient(req)
 	boot, ok := s.bootFor(req, c, cl, in, ip, now)

@@ -21,6 +21,17 @@ const (
 	DeclineHold = 10 * time.Minute
 	// sweepEvery bounds how often abandoned offers are swept.
 	sweepEvery = time.Minute
+	// OfferGrace is how long an offer is safe from reclaim once the pool
+	// is full: a real client REQUESTs within a second or two of the OFFER
+	// (PXE ROMs collect offers for up to 4 s, protocols.md §9.11), while
+	// DISCOVERs from random MACs never REQUEST. Past it, a DISCOVER that
+	// finds no free address takes the oldest unanswered offer's, so a
+	// DISCOVER flood cannot hold the pool for the whole OfferHold.
+	OfferGrace = 5 * time.Second
+	// DefaultMaxPerMAC is how many clients (distinct client ids) one
+	// hardware address may hold addresses for at once: VMs or a bridge
+	// behind one MAC need a few, a client-id flood must not drain a pool.
+	DefaultMaxPerMAC = 4
 )
 
 // Lease is one client's binding as Server.Leases reports it. Expired
@@ -145,9 +156,10 @@ func (t *leaseTable) create(key string, clientID []byte, mac net.HardwareAddr) *
 	b := &binding{key: key, clientID: slices.Clone(clientID), mac: slices.Clone(mac)}
 	t.byKey[key] = b
 	if len(mac) > 0 {
-		if o := t.byMAC[string(mac)]; o != nil && o != b {
-			t.remove(o)
-		}
+		// A record already on this MAC is another client's (lookup would
+		// have returned it otherwise): it keeps its lease, and byMAC
+		// names the newest client. Dropping it would free an address its
+		// holder still uses.
 		t.byMAC[string(mac)] = b
 	}
 	return b
@@ -226,6 +238,36 @@ func (t *leaseTable) leases() []Lease {
 	}
 	slices.SortFunc(out, func(a, b Lease) int { return a.IP.Compare(b.IP) })
 	return out
+}
+
+// staleOffer returns the address of the oldest offer in sub that was
+// never REQUESTed and is older than OfferGrace, with how many offers in
+// sub are outstanding.
+func (t *leaseTable) staleOffer(sub *subnet, now time.Time) (ip netip.Addr, pending int) {
+	var oldest time.Time
+	for a, b := range t.byIP {
+		if b.ip != a || !b.expiry.IsZero() || !b.offerUntil.After(now) || b.static || !sub.Prefix.Contains(a) {
+			continue
+		}
+		pending++
+		offered := b.offerUntil.Add(-OfferHold)
+		if now.Sub(offered) >= OfferGrace && (!ip.IsValid() || offered.Before(oldest)) {
+			ip, oldest = a, offered
+		}
+	}
+	return ip, pending
+}
+
+// heldByMAC counts the clients other than self that reserve an address
+// under hardware address mac.
+func (t *leaseTable) heldByMAC(mac net.HardwareAddr, self *binding, now time.Time) int {
+	n := 0
+	for _, b := range t.byKey {
+		if b != self && string(b.mac) == string(mac) && b.reserved(now) {
+			n++
+		}
+	}
+	return n
 }
 
 // IPv4 arithmetic for ranges.

@@ -99,6 +99,9 @@ type Server struct {
 	// PXEMTFTP announces PXE MTFTP (option 43.1–43.5) to BIOS PXE ROMs;
 	// nil never does (mtftp.go).
 	PXEMTFTP *PXEMTFTP
+	// MaxPerMAC caps the clients (distinct client ids) that hold
+	// addresses under one hardware address; 0 = DefaultMaxPerMAC.
+	MaxPerMAC int
 	// LeaseFile persists leases as JSON; "" keeps them in memory only.
 	LeaseFile string
 	// Addr is the listen address, default ":67". Proxy mode also
@@ -457,4 +460,31 @@ func (l *limiter) allow(kind string, now time.Time) (bool, int) {
 	l.last[kind] = now
 	l.suppressed[kind] = 0
 	return true, n
+}
+
+// SetBootRules replaces the boot rules while the server runs (nil: the
+// built-in ones); requests handled after it returns use them. A set that
+// does not compile is refused and the running one kept.
+func (s *Server) SetBootRules(rules []BootRule) error {
+	if err := s.setup(); err != nil {
+		return err
+	}
+	if rules == nil {
+		rules = DefaultBootRules()
+	}
+	rs, err := compileRules(rules)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.rules = rs
+	return nil
+}
+
+// SetMaxPerMAC changes MaxPerMAC while the server runs.
+func (s *Server) SetMaxPerMAC(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.MaxPerMAC = n
 }

@@ -125,6 +125,14 @@ func (s *Server) Serve(ctx context.Context) error {
 	return err
 }
 
+// Ready returns a channel closed once Serve's sockets are open (it stays
+// open if Serve fails before that).
+func (s *Server) Ready() <-chan struct{} {
+	s.life.Lock()
+	defer s.life.Unlock()
+	return s.readyChan()
+}
+
 // readyChan returns the channel closed when Serve's sockets are open; the
 // caller holds s.life.
 func (s *Server) readyChan() chan struct{} {

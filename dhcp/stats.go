@@ -22,13 +22,15 @@ type Counters struct {
 	ProxyOffer atomic.Uint64 // ProxyDHCP OFFERs sent (yiaddr 0)
 	ProxyAck   atomic.Uint64 // ProxyDHCP ACKs sent from port 4011
 
-	Ignored        atomic.Uint64 // valid packets deliberately left unanswered (not ours, not PXE in proxy mode, no subnet, …)
-	BadPacket      atomic.Uint64 // unparsable or nonsensical packets
-	NoArch         atomic.Uint64 // netboot clients whose architecture no boot rule matches: no answer
-	LoopRefused    atomic.Uint64 // a rule handed an iPXE binary to iPXE: refused
-	PoolExhausted  atomic.Uint64 // DISCOVERs left unanswered because the pool had no free address
-	Oversize       atomic.Uint64 // replies that did not fit the client's maximum message size even trimmed
-	MTFTPAnnounced atomic.Uint64 // replies to BIOS PXE ROMs that announced PXE MTFTP (option 43.1–43.5)
+	Ignored         atomic.Uint64 // valid packets deliberately left unanswered (not ours, not PXE in proxy mode, no subnet, …)
+	BadPacket       atomic.Uint64 // unparsable or nonsensical packets
+	NoArch          atomic.Uint64 // netboot clients whose architecture no boot rule matches: no answer
+	LoopRefused     atomic.Uint64 // a rule handed an iPXE binary to iPXE: refused
+	PoolExhausted   atomic.Uint64 // DISCOVERs left unanswered because the pool had no free address
+	OffersReclaimed atomic.Uint64 // offers nobody REQUESTed within OfferGrace, taken back for a DISCOVER that found the pool full
+	MACLimited      atomic.Uint64 // requests unanswered: MaxPerMAC clients already hold addresses under that MAC
+	Oversize        atomic.Uint64 // replies that did not fit the client's maximum message size even trimmed
+	MTFTPAnnounced  atomic.Uint64 // replies to BIOS PXE ROMs that announced PXE MTFTP (option 43.1–43.5)
 
 	// Per-class OFFERs (full or proxy) that carried boot information.
 	ArchBIOS      atomic.Uint64 // option 93 = 0

@@ -2,8 +2,8 @@
 # bench-status.sh — what the status page costs the TFTP hot path: the
 # aggregate throughput of CLIENTS concurrent downloads (mtftpd bench tftp)
 # with nobody watching, and with VIEWERS status pages open (each polls
-# /api/transfers once a second, as the page does) plus a Prometheus scrape
-# of /metrics every second. Runs alternate (off, on, off, on, …) so drift
+# /api/transfers once a second, as the page does: `mtftpd status --watch`)
+# plus a Prometheus scrape of /metrics every second. Runs alternate (off, on, off, on, …) so drift
 # on a shared machine hits both; the result is the median of on/off per
 # pair. Everything runs on loopback: the server on 127.0.0.1, the clients
 # spread over 127.1.0.1 onwards (distinct clients, as a room would be).
@@ -76,8 +76,7 @@ for i in $(seq 1 50); do
 done
 curl -fs -o /dev/null "http://$HTTP/api/transfers" || die "server did not come up: $(cat "$WORK/server.log")"
 
-# poll URL SECONDS: one open status page (or a Prometheus scraper): a GET
-# a second, bounded by the run.
+# poll URL SECONDS: a Prometheus scraper, a GET a second, bounded.
 poll() {
   local end=$((SECONDS + $2))
   while [ "$SECONDS" -lt "$end" ]; do
@@ -86,6 +85,11 @@ poll() {
   done
 }
 
+# view: one open status page, as `mtftpd status --watch` (one process
+# polling once a second, as the page does: no fork per poll to take CPU
+# from the run on this machine). Stopped by stop_viewers.
+view() { exec "$MTFTPD_BIN" status --watch --interval 1s --recent 0 "http://$HTTP" >/dev/null 2>&1; }
+
 # One loopback address per client: 127.1.0.1 up to 127.1.0.0 + CLIENTS.
 SOURCES="127.1.0.1-127.1.$((CLIENTS / 256)).$((CLIENTS % 256))"
 secs=${DURATION%s}
@@ -93,13 +97,16 @@ secs=${DURATION%s}
 run() { # label
   local label=$1 json="$WORK/$1.json"
   if [[ "$label" == on* ]]; then
-    for v in $(seq 1 "$VIEWERS"); do poll "http://$HTTP/api/transfers" $((secs + 15)) & VIEWER_PIDS+=($!); done
+    for v in $(seq 1 "$VIEWERS"); do view & VIEWER_PIDS+=($!); done
     poll "http://$HTTP/metrics" $((secs + 15)) & VIEWER_PIDS+=($!)
     sleep 1
   fi
   "$MTFTPD_BIN" bench tftp -q --target "$TFTP" --file image.bin --clients "$CLIENTS" --profile "$PROFILE" \
     --duration "$DURATION" --source-addrs "$SOURCES" --verify "sha256:$SUM" --json "$json" >"$WORK/$label.out" 2>&1 ||
-    die "bench run $label failed: $(tail -5 "$WORK/$label.out")"
+    [ -s "$json" ] || die "bench run $label failed: $(tail -5 "$WORK/$label.out")"
+  # A run with no download finished in time exits 1 but still measured
+  # the bytes delivered; a failed (wrong or broken) download is fatal.
+  grep -q '"failed":0' "$json" || die "bench run $label had failed downloads: $(tail -5 "$WORK/$label.out")"
   stop_viewers
   awk -F'"aggregate_mbps":' 'NF>1{split($2,a,/[,}]/); printf "%.1f", a[1]}' "$json"
 }
@@ -131,7 +138,7 @@ done
 echo
 # What the pages cost an idle server (no transfers; 256 recent ones in
 # the ring from the runs above): its CPU time per second of polling.
-for v in $(seq 1 "$VIEWERS"); do poll "http://$HTTP/api/transfers" 30 & VIEWER_PIDS+=($!); done
+for v in $(seq 1 "$VIEWERS"); do view & VIEWER_PIDS+=($!); done
 poll "http://$HTTP/metrics" 30 & VIEWER_PIDS+=($!)
 c0=$(cpu); sleep 30; c1=$(cpu)
 stop_viewers

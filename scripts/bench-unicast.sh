@@ -67,7 +67,6 @@ PORT_tftpd_hpa=16970
 PORT_atftpd=16971
 SERVERS=(mtftpd tftpd-hpa atftpd)
 CONFIGS=(atftp-1468-w64 atftp-65464 curl-512 curl-1468)
-CLK_TCK=$(getconf CLK_TCK)
 
 for t in atftp curl ip sha256sum awk ss timeout; do
   command -v "$t" >/dev/null || die "missing tool: $t (scripts/test-deps.sh installs the clients)"
@@ -76,7 +75,6 @@ done
 # ---------------------------------------------------------------- cleanup
 WORK=
 declare -a SRV_PIDS=()     # every server we started
-declare -a SRV_CGS=()      # cgroups we created
 declare -a NETNSES=()      # namespaces we created
 declare -A PID_OF=() CG_OF=()
 
@@ -94,16 +92,10 @@ kill_pid_tree() { # pid: TERM the server and its direct children, bounded wait, 
 }
 
 stop_servers() {
-  local pid cg i p
+  local pid
   for pid in "${SRV_PIDS[@]}"; do kill_pid_tree "$pid"; done
   SRV_PIDS=()
-  for cg in "${SRV_CGS[@]}"; do
-    [ -d "$cg" ] || continue
-    for p in $(cat "$cg/cgroup.procs" 2>/dev/null); do kill -KILL "$p" 2>/dev/null || true; done
-    for i in $(seq 1 20); do rmdir "$cg" 2>/dev/null && break; sleep 0.1; done
-    [ -d "$cg" ] && warn "could not remove cgroup $cg"
-  done
-  SRV_CGS=()
+  cg_remove_all
   PID_OF=() CG_OF=()
 }
 
@@ -135,68 +127,12 @@ HPA_BIN=/usr/sbin/in.tftpd
 ATFTPD_BIN=
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 
-# atftpd conflicts with tftpd-hpa in dpkg, so it is unpacked, not installed.
-# Idempotent: an unpacked tree or a downloaded .deb in $CACHE is reused.
-fetch_atftpd() {
-  local root=$CACHE/atftpd-root deb
-  if [ ! -x "$root/usr/sbin/atftpd" ]; then
-    mkdir -p "$CACHE"
-    deb=$(ls -1 "$CACHE"/atftpd_*.deb 2>/dev/null | sort -V | tail -n1 || true)
-    if [ -z "$deb" ]; then
-      info "apt-get download atftpd -> $CACHE"
-      if ! (cd "$CACHE" && timeout 120 apt-get download -q atftpd >/dev/null 2>&1); then
-        if [ "$(id -u)" = 0 ]; then
-          info "apt-get download failed; apt-get update and retry once"
-          timeout 300 apt-get update -qq >/dev/null 2>&1 || true
-          (cd "$CACHE" && timeout 120 apt-get download -q atftpd >/dev/null 2>&1) || true
-        fi
-      fi
-      deb=$(ls -1 "$CACHE"/atftpd_*.deb 2>/dev/null | sort -V | tail -n1 || true)
-      [ -n "$deb" ] || { warn "could not download atftpd; skipping it"; return; }
-    fi
-    rm -rf "$root.tmp"
-    dpkg -x "$deb" "$root.tmp" || { warn "dpkg -x $deb failed; skipping atftpd"; return; }
-    rm -rf "$root" && mv "$root.tmp" "$root"
-  fi
-  if ldd "$root/usr/sbin/atftpd" 2>/dev/null | grep -q 'not found'; then
-    warn "atftpd has missing libraries ($(ldd "$root/usr/sbin/atftpd" | grep 'not found' | tr -s ' \t' ' ')); skipping it"
-    return
-  fi
-  ATFTPD_BIN=$root/usr/sbin/atftpd
-}
-
-# ---------------------------------------------------------------- CPU accounting
-# Per-server cgroup (cpuacct v1, or v2 cpu.stat) so that tftpd-hpa's forked
-# per-transfer children are counted (it ignores SIGCHLD, so cutime stays 0).
-# Fallback: utime+stime+cutime+cstime of the server process.
-CG_KIND=none CG_ROOT=
-if [ -w /sys/fs/cgroup/cpuacct/cgroup.procs ] && [ -r /sys/fs/cgroup/cpuacct/cpuacct.usage ]; then
-  CG_KIND=v1 CG_ROOT=/sys/fs/cgroup/cpuacct
-elif [ -r /sys/fs/cgroup/cgroup.controllers ] && [ -w /sys/fs/cgroup/cgroup.procs ]; then
-  CG_KIND=v2 CG_ROOT=/sys/fs/cgroup
-fi
-
-cg_attach() { # name pid -> sets CG_OF[name] or leaves it empty
-  local name=$1 pid=$2 cg
-  [ "$CG_KIND" = none ] && return 0
-  cg=$CG_ROOT/mtftpd-bench-$$-$name
-  mkdir "$cg" 2>/dev/null || { warn "cannot create cgroup $cg; CPU from /proc"; return 0; }
-  SRV_CGS+=("$cg")
-  if echo "$pid" >"$cg/cgroup.procs" 2>/dev/null; then CG_OF[$name]=$cg; else
-    warn "cannot move $name into $cg; CPU from /proc"
-  fi
-}
+# fetch_atftpd, cg_attach, cg_cpu, cg_remove_all
+# shellcheck source=scripts/bench-lib.sh
+. "$REPO/scripts/bench-lib.sh"
 
 server_cpu() { # name -> CPU seconds used so far
-  local name=$1 cg=${CG_OF[$1]:-} pid=${PID_OF[$1]}
-  if [ -n "$cg" ] && [ "$CG_KIND" = v1 ]; then
-    awk '{printf "%.6f\n", $1/1e9}' "$cg/cpuacct.usage"
-  elif [ -n "$cg" ]; then
-    awk '$1=="usage_usec"{printf "%.6f\n", $2/1e6}' "$cg/cpu.stat"
-  else
-    # comm may contain spaces: strip through the last ')'
-    sed 's/^.*) //' "/proc/$pid/stat" | awk -v t="$CLK_TCK" '{printf "%.6f\n", ($12+$13+$14+$15)/t}'
-  fi
+  cg_cpu "${CG_OF[$1]:-}" "${PID_OF[$1]}"
 }
 
 # ---------------------------------------------------------------- servers
@@ -241,7 +177,7 @@ start_server() { # name phase
   SRV_PIDS+=("$pid")
   PID_OF[$name]=$pid
   cg_attach "$name-$phase" "$pid"
-  CG_OF[$name]=${CG_OF[$name-$phase]:-}
+  CG_OF[$name]=$CG_LAST
   for i in $(seq 1 50); do
     kill -0 "$pid" 2>/dev/null || die "$name exited at start-up: $(tail -n 5 "$log")"
     rm -f "$OUTDIR/ready"

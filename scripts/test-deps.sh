@@ -10,7 +10,7 @@ set -euo pipefail
 need=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 for p in curl atftp tftp-hpa busybox iproute2 nftables iptables \
-  udhcpc isc-dhcp-client dnsmasq-base \
+  udhcpc isc-dhcp-client dnsmasq-base libwrap0 \
   qemu-system-x86 seabios ipxe-qemu ovmf pxelinux syslinux-common ipxe linux-image-amd64 cpio \
   chromium; do
   have "$p" || need+=("$p")
@@ -23,5 +23,16 @@ if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# tftpd-hpa's server for the bench smoke test (bench/tftp_lab_test.go) is
+# unpacked, not installed: installing it would start a system TFTP service;
+# the test runs in.tftpd itself in a lab namespace (libwrap0 above is its
+# library).
+hpa=/var/cache/mtftpd-test/tftpd-hpa
+if [ ! -x /usr/sbin/in.tftpd ] && [ ! -x "$hpa/usr/sbin/in.tftpd" ] && [ "$(id -u)" = 0 ]; then
+  mkdir -p "$hpa.deb" && rm -f "$hpa.deb"/*.deb
+  (cd "$hpa.deb" && apt-get download -q tftpd-hpa >/dev/null 2>&1) &&
+    rm -rf "$hpa" && dpkg -x "$hpa.deb"/tftpd-hpa_*.deb "$hpa" ||
+    echo "test-deps: could not unpack tftpd-hpa; the bench smoke test will skip" >&2
 fi
 echo "test-deps: ok"

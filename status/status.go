@@ -34,9 +34,6 @@ type Server struct {
 	DHCP  *dhcp.Server
 	HTTP  *mirror.Server
 
-	// now is the clock; tests replace it.
-	now func() time.Time
-
 	once    sync.Once
 	handler http.Handler
 
@@ -71,15 +68,8 @@ func (s *Server) Handler() http.Handler {
 	return s.handler
 }
 
-func (s *Server) clock() time.Time {
-	if s.now != nil {
-		return s.now()
-	}
-	return time.Now()
-}
-
 func (s *Server) serveTransfers(w http.ResponseWriter, r *http.Request) {
-	now := s.clock()
+	now := time.Now()
 	s.mu.Lock()
 	if s.cached == nil || now.Sub(s.at) >= snapshotTTL || now.Before(s.at) {
 		b, err := json.Marshal(s.Snapshot(now))

@@ -515,7 +515,9 @@ func TestMalformedRequests(t *testing.T) {
 		}
 		return b[:n]
 	}
-	for _, pkt := range []string{"\x00\x01x", "\x00\x04\x00\x01", "\x00\x03\x00\x01data", "\xff", "\x00\x01f\x00octet"} {
+	// The last parses but names no mode (its ERROR would quote it).
+	for _, pkt := range []string{"\x00\x01x", "\x00\x04\x00\x01", "\x00\x03\x00\x01data", "\xff", "\x00\x01f\x00octet",
+		"\x00\x01f\x00x\x00", "\x00\x02f\x00xyz\x00"} {
 		if r := reply(pkt); r != nil && len(r) > len(pkt) {
 			t.Errorf("%q (%d bytes) got a %d-byte reply", pkt, len(pkt), len(r))
 		}

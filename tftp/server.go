@@ -101,6 +101,14 @@ type Server struct {
 	MaxPerClient    int           // transfers at once per client IP; 0 = DefaultMaxPerClient
 	SessionLifetime time.Duration // hard cap per transfer; 0 = DefaultLifetime
 
+	// MaxRequestRate limits requests per second from one client IP
+	// (token bucket; requests over it get no answer at all, so spoofed
+	// floods buy nothing); 0 = unlimited. RequestBurst is the bucket size;
+	// 0 = 2 × MaxRequestRate. A PXE boot sends a few dozen requests at
+	// most (pxelinux's config probes), so the limit only bites on floods.
+	MaxRequestRate int
+	RequestBurst   int
+
 	// Multicast, if set, is offered every RRQ that carries the RFC 2090
 	// "multicast" option before it is served by unicast.
 	Multicast MulticastHandler
@@ -130,9 +138,14 @@ type Server struct {
 	mtus      mtuCache
 	writeRoot *os.Root
 	transfers registry
+	limiter   sourceLimiter // used by the request loop only
+	limitLog  time.Time     // last "rate limited" log line
+	limited   uint64        // requests limited since that line
 }
 
 func (s *Server) timing() timing {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	t := timing{
 		InitialRTO: s.InitialRTO, MinRTO: s.MinRTO, MaxRTO: s.MaxRTO,
 		Retries: s.Retries, Lifetime: s.SessionLifetime, StallTimeout: s.StallTimeout,
@@ -208,6 +221,7 @@ func (s *Server) Serve(ctx context.Context, pc *net.UDPConn) error {
 		}
 		s.writeRoot = r
 	}
+	s.setLimiter()
 	s.mu.Unlock()
 	caps := ln.Caps()
 	s.Log.Info().Str("addr", ln.LocalAddr().String()).Bool("gso", caps.GSO).Bool("sendmmsg", caps.MMsg).
@@ -281,6 +295,14 @@ func (s *Server) handle(pkt []byte, from netip.AddrPort, dst netip.Addr) {
 		s.Counters.BadPacket.Add(1)
 		return // nothing to say to a stray DATA/ACK on the request port
 	}
+	now := time.Now()
+	s.mu.Lock()
+	allowed, rate := s.limiter.allow(from.Addr(), now), s.MaxRequestRate
+	s.mu.Unlock()
+	if !allowed {
+		s.rateLimited(from, now, rate)
+		return
+	}
 	req, err := ParseRequest(pkt)
 	if err == nil && len(pkt) > MaxRequestLen {
 		err = malformed("request of %d bytes (RFC 2347 limit 512)", len(pkt))
@@ -307,25 +329,71 @@ func (s *Server) handle(pkt []byte, from netip.AddrPort, dst netip.Addr) {
 		s.ln.WriteTo(AppendError(nil, ErrCodeUndefined, "server busy"), from, dst)
 		return
 	}
+	reqLen := len(pkt)
 	go func() {
 		defer s.sessions.Done()
 		defer s.release(from)
-		s.serveRequest(req, from, dst)
+		s.serveRequest(req, reqLen, from, dst)
 	}()
+}
+
+// rateLimited counts a request refused by the per-source limiter and logs
+// it at most once every 10 s, with how many were dropped since: a flood
+// must not turn into a flood of log lines.
+func (s *Server) rateLimited(from netip.AddrPort, now time.Time, rate int) {
+	s.Counters.RateLimited.Add(1)
+	s.limited++
+	if now.Sub(s.limitLog) < 10*time.Second {
+		return
+	}
+	s.Log.Warn().Str("client", from.Addr().String()).Uint64("dropped", s.limited).
+		Int("max_requests_per_sec", rate).
+		Msg("tftp: requests over the per-client rate limit dropped unanswered")
+	s.limitLog, s.limited = now, 0
+}
+
+// setLimiter applies MaxRequestRate and RequestBurst; s.mu is held.
+func (s *Server) setLimiter() {
+	s.limiter.rate = float64(s.MaxRequestRate)
+	s.limiter.burst = float64(orDefault(s.RequestBurst, 2*s.MaxRequestRate))
+}
+
+// Reconfigure changes the server's limits while it runs: f is called with
+// the server locked and may set MaxRequestRate, RequestBurst,
+// MaxSessions, MaxPerClient, the RTO fields, Retries, StallTimeout,
+// SessionLifetime, MaxBlockSize, AllowFragments, MaxWindow,
+// MaxWindowBytes, AllowOverwrite and MaxUploadSize. New requests see the
+// new values; running transfers keep what they negotiated. Other fields
+// must not be touched.
+func (s *Server) Reconfigure(f func(*Server)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f(s)
+	s.setLimiter()
 }
 
 // replyError answers a malformed request on the listening socket, from the
 // address it came to, and never with more bytes than the request had: a
 // spoofed packet must not buy a bigger reply (amplification).
 func (s *Server) replyError(req []byte, to netip.AddrPort, src netip.Addr, code ErrorCode, msg string) {
+	if b := cappedError(code, msg, len(req)); b != nil {
+		s.ln.WriteTo(b, to, src)
+	}
+}
+
+// cappedError builds an ERROR packet of at most limit bytes: without its
+// message if the message does not fit, nil if not even that fits. The
+// refusal of a malformed request is capped at the request's length, since
+// its source address may be spoofed (amplification).
+func cappedError(code ErrorCode, msg string, limit int) []byte {
 	b := AppendError(nil, code, msg)
-	if len(b) > len(req) {
-		b = AppendError(nil, code, "")
-		if len(b) > len(req) {
-			return
+	if len(b) > limit {
+		b = AppendError(b[:0], code, "")
+		if len(b) > limit {
+			return nil
 		}
 	}
-	s.ln.WriteTo(b, to, src)
+	return b
 }
 
 // reserve takes a session slot for peer, or reports why not: dup when
@@ -366,8 +434,9 @@ func (s *Server) release(peer netip.AddrPort) {
 
 // serveRequest runs in the transfer's own goroutine: it opens the transfer
 // socket (a new TID, RFC 1350 §4) on the address the request came to,
-// resolves the file, negotiates and runs the transfer.
-func (s *Server) serveRequest(req *Request, peer netip.AddrPort, local netip.Addr) {
+// resolves the file, negotiates and runs the transfer. reqLen is the
+// request's size on the wire: the refusal of a malformed one is no larger.
+func (s *Server) serveRequest(req *Request, reqLen int, peer netip.AddrPort, local netip.Addr) {
 	var vf servedFile
 	var verr error
 	if req.Op == OpRRQ && s.Virtual != nil {
@@ -393,9 +462,13 @@ func (s *Server) serveRequest(req *Request, peer netip.AddrPort, local netip.Add
 		c.WriteTo(AppendError(nil, code, msg), peer)
 	}
 	if req.Mode != "octet" && req.Mode != "netascii" {
+		// Malformed: capped like the listener's own refusals, since its
+		// message quotes the request and could outgrow it.
 		s.Counters.BadRequest.Add(1)
 		s.logRefusal(req, peer, "bad-mode", nil)
-		fail(ErrCodeIllegalOp, fmt.Sprintf("unsupported mode %q", req.Mode))
+		if b := cappedError(ErrCodeIllegalOp, fmt.Sprintf("unsupported mode %q", req.Mode), reqLen); b != nil {
+			c.WriteTo(b, peer)
+		}
 		return
 	}
 	if req.Op == OpWRQ {
@@ -484,8 +557,11 @@ func (m memFile) Release()                     {}
 // local: blksize is capped to that interface's MTU − 32 (IPv4 + UDP + TFTP
 // headers), so DATA never needs IP fragmentation (protocols.md §3.2).
 func (s *Server) limits(local netip.Addr) Limits {
+	mtu := s.mtus.lookup(local)
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	maxBlk := orDefault(s.MaxBlockSize, MaxBlockSize)
-	if mtu := s.mtus.lookup(local); mtu > 0 && !s.AllowFragments {
+	if mtu > 0 && !s.AllowFragments {
 		maxBlk = min(maxBlk, mtu-32)
 	}
 	return Limits{
@@ -569,13 +645,15 @@ func (s *Server) serveWrite(c conn, req *Request, peer netip.AddrPort, local net
 		fail(ErrCodeAccess, "invalid file name", "bad-name", err)
 		return
 	}
-	if !s.AllowOverwrite {
+	s.mu.Lock()
+	overwrite, maxSize := s.AllowOverwrite, s.MaxUploadSize
+	s.mu.Unlock()
+	if !overwrite {
 		if _, err := s.writeRoot.Lstat(name); err == nil {
 			fail(ErrCodeFileExists, "file already exists", "exists", nil)
 			return
 		}
 	}
-	maxSize := s.MaxUploadSize
 	if maxSize <= 0 {
 		maxSize = 1 << 30
 	}
@@ -586,7 +664,7 @@ func (s *Server) serveWrite(c conn, req *Request, peer netip.AddrPort, local net
 		s.logRefusal(req, peer, "too-large", nil)
 		return
 	}
-	up, err := s.newUpload(name)
+	up, err := s.newUpload(name, overwrite)
 	if err != nil {
 		fail(ErrCodeAccess, "cannot create file", "create-failed", err)
 		return
@@ -620,7 +698,7 @@ type rootUpload struct {
 	closedOnce bool
 }
 
-func (s *Server) newUpload(name string) (*rootUpload, error) {
+func (s *Server) newUpload(name string, overwrite bool) (*rootUpload, error) {
 	var rnd [6]byte
 	rand.Read(rnd[:])
 	dir, base := path.Split(name)
@@ -629,7 +707,7 @@ func (s *Server) newUpload(name string) (*rootUpload, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &rootUpload{root: s.writeRoot, f: f, tmp: tmp, name: name, overwrite: s.AllowOverwrite}, nil
+	return &rootUpload{root: s.writeRoot, f: f, tmp: tmp, name: name, overwrite: overwrite}, nil
 }
 
 func (u *rootUpload) WriteAt(p []byte, off int64) (int, error) { return u.f.WriteAt(p, off) }

@@ -16,6 +16,7 @@ type Counters struct {
 	Denied         atomic.Uint64 // requests refused: access violation, bad name, writes disabled
 	BadRequest     atomic.Uint64 // requests refused: malformed, bad mode
 	SessionLimited atomic.Uint64 // requests refused: session limits
+	RateLimited    atomic.Uint64 // requests dropped unanswered: over the per-client request rate
 	DupRequest     atomic.Uint64 // a request repeated while its transfer runs: ignored
 	BadPacket      atomic.Uint64 // unparsable or unexpected packets from a peer
 	UnknownTID     atomic.Uint64 // packets from a foreign source to a transfer socket

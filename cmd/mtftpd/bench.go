@@ -22,6 +22,8 @@ const benchUsage = `Usage: mtftpd bench TARGET [flags]
 Targets:
   tftp     TFTP swarm: N firmware-like clients download one file from
            --target HOST:PORT (profiles bios, uefi, ipxe, linux, custom)
+  mcast    multicast swarm: N receivers (native, rfc2090 or pxe) download
+           one file from --target HOST[:PORT] together
   dhcp     DHCP storm: N clients do DISCOVER/OFFER/REQUEST/ACK (and RELEASE)
            against the servers on --iface (broadcast: lab networks only)
   compare  print the ratios of the main figures of two --json reports
@@ -33,11 +35,13 @@ Run 'mtftpd bench TARGET --help' for the flags.
 func runBench(args []string) error {
 	if len(args) == 0 {
 		fmt.Fprint(os.Stderr, benchUsage)
-		return errors.New("need a target (tftp, dhcp, compare)")
+		return errors.New("need a target (tftp, mcast, dhcp, compare)")
 	}
 	switch args[0] {
 	case "tftp":
 		return runBenchTFTP(args[1:])
+	case "mcast":
+		return runBenchMCast(args[1:])
 	case "dhcp":
 		return runBenchDHCP(args[1:])
 	case "compare":
@@ -45,11 +49,8 @@ func runBench(args []string) error {
 	case "help", "--help", "-h":
 		fmt.Print(benchUsage)
 		return nil
-	// case "mcast": the multicast swarm (issue 7: --receivers N --dialect
-	// rfc2090|pxe|native) lands here with mtftpd's native multicast
-	// dialect; until then it is an unknown target, like any other.
 	default:
-		return fmt.Errorf("unknown target %q (available: tftp, dhcp, compare)", args[0])
+		return fmt.Errorf("unknown target %q (available: tftp, mcast, dhcp, compare)", args[0])
 	}
 }
 

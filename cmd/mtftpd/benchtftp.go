@@ -195,10 +195,15 @@ func startSwarmDisplay(ctx context.Context, w io.Writer, s *bench.TFTPSwarm, tty
 		return d
 	}
 	p := mpb.NewWithContext(ctx, mpb.WithOutput(w), mpb.WithWidth(40), mpb.WithRefreshRate(200*time.Millisecond))
-	// One pass: a bar of finished downloads. With --duration: a bar of time.
+	// With --duration: a bar of time. One pass: a bar of bytes when the
+	// size is known (--verify-file), else of finished downloads.
 	total, label := int64(s.Clients*s.Transfers), "downloads"
-	if s.Duration > 0 {
+	bytes := s.Duration == 0 && s.Size > 0
+	switch {
+	case s.Duration > 0:
 		total, label = int64((s.Ramp+s.Duration)/time.Millisecond), "time"
+	case bytes:
+		total, label = total*s.Size, "bytes"
 	}
 	bar := p.AddBar(total,
 		mpb.PrependDecorators(decor.Name(fmt.Sprintf("%s x%d %s ", s.File, s.Clients, label))),
@@ -214,9 +219,12 @@ func startSwarmDisplay(ctx context.Context, w io.Writer, s *bench.TFTPSwarm, tty
 				p.Wait()
 				return
 			case <-t.C:
-				if s.Duration > 0 {
+				switch {
+				case s.Duration > 0:
 					bar.SetCurrent(min(int64(time.Since(start)/time.Millisecond), total))
-				} else {
+				case bytes:
+					bar.SetCurrent(min(live.Bytes.Load(), total))
+				default:
 					bar.SetCurrent(live.Completed.Load() + live.Failed.Load())
 				}
 			}
@@ -242,8 +250,8 @@ func printTFTPReport(w io.Writer, r bench.TFTPReport) {
 	}
 	fmt.Fprintf(w, "  %d/%d downloads completed%s, %d failed, %d cancelled; success %.1f %%; file %d bytes\n",
 		r.Completed, r.Transfers, verified, r.Failed, r.Cancelled, 100*r.SuccessRatio, r.FileSize)
-	fmt.Fprintf(w, "  aggregate %.1f MB/s (%d bytes in %.3f s); per download MB/s p5 %.1f  p50 %.1f\n",
-		r.AggregateMBps, r.Bytes, r.WallSeconds, r.TransferMBps.P5, r.TransferMBps.P50)
+	fmt.Fprintf(w, "  aggregate %.1f MB/s (%d bytes in %.3f s, bench CPU %.2f s); per download MB/s p5 %.1f  p50 %.1f\n",
+		r.AggregateMBps, r.Bytes, r.WallSeconds, r.ClientCPUSeconds, r.TransferMBps.P5, r.TransferMBps.P50)
 	l := r.TransferMs
 	fmt.Fprintf(w, "  download ms: p50 %.1f  p95 %.1f  p99 %.1f  max %.1f\n", l.P50, l.P95, l.P99, l.Max)
 	fmt.Fprintf(w, "  retransmits seen: %d duplicate, %d out-of-order blocks; %d client timeouts; negotiated %s\n",

@@ -26,7 +26,7 @@ func newDHCP(c config.Config, log zerolog.Logger, mc *mtftp.Server) *dhcp.Server
 	}
 	s := &dhcp.Server{
 		Mode: dhcp.Mode(d.Mode), Interfaces: d.Interfaces, HTTPBase: d.HTTPBase,
-		LeaseFile: d.LeaseFile, Addr: d.Listen, ProxyPort: d.ProxyPort, Log: log,
+		LeaseFile: d.LeaseFile, MaxPerMAC: d.MaxPerMAC, Addr: d.Listen, ProxyPort: d.ProxyPort, Log: log,
 	}
 	if d.TFTPServer != "" {
 		s.TFTPServer, _ = netip.ParseAddr(d.TFTPServer)
@@ -58,11 +58,18 @@ func newDHCP(c config.Config, log zerolog.Logger, mc *mtftp.Server) *dhcp.Server
 		out.IP, _ = netip.ParseAddr(h.IP)
 		s.Hosts = append(s.Hosts, out)
 	}
-	for _, r := range d.Boot {
-		s.Rules = append(s.Rules, dhcp.BootRule{Name: r.Name, Arch: r.Arch, IPXE: r.IPXE,
+	s.Rules = bootRules(d.Boot)
+	return s
+}
+
+// bootRules converts [[dhcp.boot]]; nil (none) means the built-in rules.
+func bootRules(rules []config.BootRule) []dhcp.BootRule {
+	var out []dhcp.BootRule
+	for _, r := range rules {
+		out = append(out, dhcp.BootRule{Name: r.Name, Arch: r.Arch, IPXE: r.IPXE,
 			HTTPClient: r.HTTPClient, UserClass: r.UserClass, File: r.File})
 	}
-	return s
+	return out
 }
 
 // httpPort is the mirror's port, for {{.HTTP}} URLs built from the

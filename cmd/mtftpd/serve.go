@@ -54,24 +54,13 @@ func runServe(args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	cfg := config.Defaults()
-	var demoDir string
-	if *demo {
-		cfg.TFTP.Listen = demoListen
-		cfg.TFTP.Root = "(embedded demo root)"
-		cfg.HTTP.Listen = demoHTTP
-	}
-	if *cfgPath != "" {
-		if err := config.Load(*cfgPath, &cfg); err != nil {
-			return err
-		}
-	}
-	if err := apply(&cfg); err != nil {
+	load := func() (config.Config, error) { return loadServeConfig(*cfgPath, *demo, apply) }
+	cfg, err := load()
+	if err != nil {
 		return err
 	}
-	if err := cfg.Validate(); err != nil {
-		return fmt.Errorf("invalid config:\n%w", err)
-	}
+	loaded := cfg // as the file and flags say, before the demo root is made
+	var demoDir string
 	if *printCfg {
 		b, err := cfg.Encode()
 		if err != nil {
@@ -112,6 +101,7 @@ func runServe(args []string) error {
 		InitialRTO: t.InitialRTO.Duration, MinRTO: t.MinRTO.Duration, MaxRTO: t.MaxRTO.Duration, Retries: t.Retries,
 		StallTimeout: t.StallTimeout.Duration,
 		MaxSessions:  t.MaxSessions, MaxPerClient: t.MaxPerClient, SessionLifetime: t.Lifetime.Duration,
+		MaxRequestRate: t.MaxRequestRate, RequestBurst: t.RequestBurst,
 		Log: log,
 	}
 	var mc *mtftp.Server
@@ -171,69 +161,92 @@ func runServe(args []string) error {
 	// shutdown_grace, then stop them. A second signal stops at once.
 	sigCtx, stopSignals := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stopSignals()
+	// SIGHUP re-reads the config (reload.go); caught from here on so a
+	// reload during start-up does not kill the server.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	live := &reloader{load: load, cur: loaded, log: log, tftp: srv, dhcp: dhcpSrv}
 	hard, hardStop := context.WithCancel(context.Background())
 	defer hardStop()
-	type exit struct {
-		what string
-		err  error
-	}
 	exits := make(chan exit, 4)
 	running := 0
 	run := func(what string, f func() error) {
 		running++
 		go func() { exits <- exit{what, f()} }()
 	}
-	run("tftp", func() error { return srv.ListenAndServe(hard, t.Listen) })
-	if mc != nil {
-		run("mtftp", func() error { return mc.Serve(hard) })
+	// Ports are opened here, before the services start, so that
+	// privileges can be dropped once they all are (privileges.go).
+	tftpConn, webLn, err := listenPorts(t.Listen, cfg.HTTP.Listen)
+	if err != nil {
+		return err
 	}
+	run("tftp", func() error { return srv.Serve(hard, tftpConn) })
 	if web != nil {
-		run("http", func() error { return web.ListenAndServe(hard, cfg.HTTP.Listen) })
+		run("http", func() error { return web.Serve(hard, webLn) })
 	}
 	if dhcpSrv != nil {
 		run("dhcp", func() error { return dhcpSrv.Serve(hard) })
 	}
 	var first error
-	select {
-	case e := <-exits:
-		// A service that stops by itself is a failure (a port in use, say):
-		// stop the others and report it.
-		running--
-		first = fmt.Errorf("%s: %w", e.what, e.err)
-		if e.err == nil {
-			first = fmt.Errorf("%s stopped unexpectedly", e.what)
-		}
+	if err := afterBind(cfg, log, dhcpSrv, exits); err != nil {
+		first = err
 		hardStop()
-	case <-sigCtx.Done():
-		stopSignals()
-		log.Info().Dur("grace", t.ShutdownGrace.Duration).Int("active", srv.Active()).Msg("shutting down")
-		ctx, cancel := context.WithTimeout(context.Background(), t.ShutdownGrace.Duration)
-		defer cancel()
-		second, stop2 := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
-		defer stop2()
-		// Every service drains at once, each until the grace period ends;
-		// only when all are done (or out of time) is the rest cut off.
-		var wg sync.WaitGroup
-		drain := func(what string, shutdown func(context.Context) error) {
-			wg.Go(func() {
-				if err := shutdown(second); err != nil {
-					log.Warn().Err(err).Str("service", what).Msg("stopped before it finished")
-				}
-			})
-		}
-		drain("tftp", srv.Shutdown)
-		if web != nil {
-			drain("http", web.Shutdown)
-		}
-		if dhcpSrv != nil {
-			drain("dhcp", dhcpSrv.Shutdown) // flushes the lease file after the last reply
-		}
-		if mc != nil {
-			drain("mtftp", mc.Shutdown)
-		}
-		wg.Wait()
-		hardStop()
+	} else if mc != nil {
+		// PXE MTFTP's port (1759) needs no privilege: it opens after the drop.
+		run("mtftp", func() error { return mc.Serve(hard) })
 	}
+	for {
+		select {
+		case <-hup:
+			live.reload()
+			continue
+		case <-hard.Done(): // afterBind failed: first says why
+		case e := <-exits:
+			// A service that stops by itself is a failure (a port in use, say):
+			// stop the others and report it.
+			running--
+			if first == nil {
+				first = fmt.Errorf("%s: %w", e.what, e.err)
+				if e.err == nil {
+					first = fmt.Errorf("%s stopped unexpectedly", e.what)
+				}
+			}
+			hardStop()
+		case <-sigCtx.Done():
+			stopSignals()
+			grace := live.cur.TFTP.ShutdownGrace.Duration
+			log.Info().Dur("grace", grace).Int("active", srv.Active()).Msg("shutting down")
+			ctx, cancel := context.WithTimeout(context.Background(), grace)
+			defer cancel()
+			second, stop2 := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+			defer stop2()
+			// Every service drains at once, each until the grace period ends;
+			// only when all are done (or out of time) is the rest cut off.
+			var wg sync.WaitGroup
+			drain := func(what string, shutdown func(context.Context) error) {
+				wg.Go(func() {
+					if err := shutdown(second); err != nil {
+						log.Warn().Err(err).Str("service", what).Msg("stopped before it finished")
+					}
+				})
+			}
+			drain("tftp", srv.Shutdown)
+			if web != nil {
+				drain("http", web.Shutdown)
+			}
+			if dhcpSrv != nil {
+				drain("dhcp", dhcpSrv.Shutdown) // flushes the lease file after the last reply
+			}
+			if mc != nil {
+				drain("mtftp", mc.Shutdown)
+			}
+			wg.Wait()
+			hardStop()
+		}
+		break
+	}
+
 	for ; running > 0; running-- {
 		e := <-exits
 		if e.err != nil && !errors.Is(e.err, tftp.ErrServerClosed) && !errors.Is(e.err, dhcp.ErrServerClosed) &&
@@ -244,16 +257,44 @@ func runServe(args []string) error {
 	return first
 }
 
+// loadServeConfig builds the effective config: defaults (the demo's
+// addresses with --demo), the file, then flags, validated.
+func loadServeConfig(path string, demo bool, apply func(*config.Config) error) (config.Config, error) {
+	cfg := config.Defaults()
+	if demo {
+		cfg.TFTP.Listen = demoListen
+		cfg.TFTP.Root = "(embedded demo root)"
+		cfg.HTTP.Listen = demoHTTP
+	}
+	if path != "" {
+		if err := config.Load(path, &cfg); err != nil {
+			return cfg, err
+		}
+	}
+	if err := apply(&cfg); err != nil {
+		return cfg, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, fmt.Errorf("invalid config:\n%w", err)
+	}
+	return cfg, nil
+}
+
+// exit is how a service's Serve returned.
+type exit struct {
+	what string
+	err  error
+}
+
 func newLogger(c config.Log) zerolog.Logger {
 	var w io.Writer = os.Stderr
 	if c.Format == "console" {
 		w = zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: "15:04:05.000"}
 	}
-	lvl, err := zerolog.ParseLevel(c.Level)
-	if err != nil {
-		lvl = zerolog.InfoLevel
-	}
-	return zerolog.New(w).Level(lvl).With().Timestamp().Logger()
+	setLogLevel(c.Level)
+	// The level is the process-wide one, so that SIGHUP can change it in
+	// every service's copy of the logger at once.
+	return zerolog.New(w).With().Timestamp().Logger()
 }
 
 // writeDemoRoot extracts the embedded demo files into a temp directory and

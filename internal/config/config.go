@@ -49,6 +49,7 @@ type Config struct {
 	DHCP  DHCP  `toml:"dhcp"`
 	Log   Log   `toml:"log"`
 
+	Server    Process   `toml:"server"`
 	Templates Templates `toml:"templates"`
 	Origin    Origin    `toml:"origin"`
 }
@@ -63,6 +64,7 @@ type DHCP struct {
 	TFTPServer string       `toml:"tftp_server" help:"next-server (siaddr); empty = the address of the receiving interface"`
 	HTTPBase   string       `toml:"http_base" help:"mirror URL for boot rules ({{.HTTP}}); empty = http://<receiving interface>:<http.listen port>"`
 	LeaseFile  string       `toml:"lease_file" help:"lease database (JSON, written atomically); empty keeps leases in memory"`
+	MaxPerMAC  int          `toml:"max_leases_per_mac" help:"clients (distinct client ids) that may hold addresses under one MAC at once"`
 	Subnets    []DHCPSubnet `toml:"subnet"`
 	Hosts      []DHCPHost   `toml:"host"`
 	Boot       []BootRule   `toml:"boot"`
@@ -145,6 +147,8 @@ type TFTP struct {
 	StallTimeout   Duration `toml:"stall_timeout" help:"silence tolerated from a client that has answered before, on top of retries"`
 	MaxSessions    int      `toml:"max_sessions" help:"transfers at once"`
 	MaxPerClient   int      `toml:"max_per_client" help:"transfers at once per client address"`
+	MaxRequestRate int      `toml:"max_requests_per_sec" help:"requests per second from one client address before they go unanswered; 0 = unlimited"`
+	RequestBurst   int      `toml:"request_burst" help:"requests one client address may send at once before max_requests_per_sec applies; 0 = twice the rate"`
 	Lifetime       Duration `toml:"session_lifetime" help:"hard time limit of one transfer"`
 	ShutdownGrace  Duration `toml:"shutdown_grace" help:"on SIGTERM, how long running transfers may finish"`
 }
@@ -172,6 +176,12 @@ type MTFTP struct {
 	PXEDelay      int    `toml:"pxe_delay" help:"DHCP option 43.5: PXE client re-open delay in seconds (1..255)"`
 }
 
+// Process holds settings of the server process itself.
+type Process struct {
+	User  string `toml:"user" help:"after opening its ports, run as this user (name or uid); empty keeps the starting user"`
+	Group string `toml:"group" help:"group to run as after opening the ports; empty = the user's primary group"`
+}
+
 // Log configures logging.
 type Log struct {
 	Level  string `toml:"level" help:"debug, info, warn or error"`
@@ -195,6 +205,8 @@ func Defaults() Config {
 			StallTimeout:   Duration{30 * time.Second},
 			MaxSessions:    1024,
 			MaxPerClient:   16,
+			MaxRequestRate: 100,
+			RequestBurst:   200,
 			Lifetime:       Duration{time.Hour},
 			ShutdownGrace:  Duration{30 * time.Second},
 		},
@@ -204,7 +216,7 @@ func Defaults() Config {
 			NativeStartDelay: Duration{300 * time.Millisecond},
 			PXEFileGroups:    "239.255.1.0/24", PXEFilePort: 3002, PXEPortOrder: "be", PXETmout: 2, PXEDelay: 2,
 		},
-		DHCP:   DHCP{Mode: "off", Listen: "0.0.0.0:67", ProxyPort: 4011},
+		DHCP:   DHCP{Mode: "off", Listen: "0.0.0.0:67", ProxyPort: 4011, MaxPerMAC: 4},
 		Origin: Origin{TTL: Duration{5 * time.Minute}, Timeout: Duration{10 * time.Minute}},
 		Log:    Log{Level: "info", Format: "console"},
 	}
@@ -303,6 +315,12 @@ func (c *Config) Validate() error {
 	if t.MaxPerClient < 1 {
 		bad("tftp.max_per_client", "%d must be at least 1", t.MaxPerClient)
 	}
+	if t.MaxRequestRate < 0 {
+		bad("tftp.max_requests_per_sec", "%d is negative (0 = unlimited)", t.MaxRequestRate)
+	}
+	if t.RequestBurst < 0 {
+		bad("tftp.request_burst", "%d is negative", t.RequestBurst)
+	}
 	if t.Lifetime.Duration <= 0 {
 		bad("tftp.session_lifetime", "%s must be positive", t.Lifetime)
 	}
@@ -317,6 +335,12 @@ func (c *Config) Validate() error {
 		}
 	}
 	c.validateMTFTP(bad)
+	if c.Server.Group != "" && c.Server.User == "" {
+		bad("server.group", "%q is set without server.user", c.Server.Group)
+	}
+	if c.DHCP.MaxPerMAC < 1 {
+		bad("dhcp.max_leases_per_mac", "%d must be at least 1", c.DHCP.MaxPerMAC)
+	}
 	c.validateDHCP(bad)
 	c.validateOrigin(bad)
 	switch c.Log.Level {
@@ -577,6 +601,32 @@ func Flags(fs *flag.FlagSet) func(c *Config) error {
 		}
 		return errors.Join(errs...)
 	}
+}
+
+// Changed lists the keys ("section.key", and "dhcp.subnet", "dhcp.host",
+// "dhcp.boot" for the tables) whose values differ between a and b, sorted.
+func Changed(a, b Config) []string {
+	var out []string
+	var bv []reflect.Value
+	walk(reflect.ValueOf(&b).Elem(), "", func(_, _ string, v reflect.Value) { bv = append(bv, v) })
+	i := 0
+	walk(reflect.ValueOf(&a).Elem(), "", func(name, _ string, v reflect.Value) {
+		if !reflect.DeepEqual(v.Interface(), bv[i].Interface()) {
+			out = append(out, name)
+		}
+		i++
+	})
+	for name, eq := range map[string]bool{
+		"dhcp.subnet": reflect.DeepEqual(a.DHCP.Subnets, b.DHCP.Subnets),
+		"dhcp.host":   reflect.DeepEqual(a.DHCP.Hosts, b.DHCP.Hosts),
+		"dhcp.boot":   reflect.DeepEqual(a.DHCP.Boot, b.DHCP.Boot),
+	} {
+		if !eq {
+			out = append(out, name)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // FieldNames lists every config field as "section.key", sorted.

@@ -3,6 +3,7 @@ package config
 import (
 	"flag"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -144,4 +145,21 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("round trip: %v\n%s", err, out)
 		}
 	})
+}
+
+func TestChanged(t *testing.T) {
+	a := Defaults()
+	if c := Changed(a, a); len(c) != 0 {
+		t.Fatalf("identical configs differ in %v", c)
+	}
+	b := Defaults()
+	b.Log.Level = "debug"
+	b.TFTP.Listen = "127.0.0.1:69"
+	b.TFTP.MinRTO = Duration{time.Second}
+	b.DHCP.Boot = []BootRule{{Name: "x", File: "y"}}
+	b.DHCP.Interfaces = []string{"eth1"}
+	want := []string{"dhcp.boot", "dhcp.interfaces", "log.level", "tftp.listen", "tftp.min_rto"}
+	if c := Changed(a, b); !slices.Equal(c, want) {
+		t.Fatalf("Changed = %v, want %v", c, want)
+	}
 }

@@ -1,0 +1,216 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/vbauerster/mpb/v8"
+	"github.com/vbauerster/mpb/v8/decor"
+
+	"github.com/mtftpd/mtftpd/bench"
+)
+
+const benchMCastUsage = `Usage: mtftpd bench mcast --target HOST[:PORT] --file NAME --receivers N --dialect D [flags]
+
+N multicast receivers in this process, started together, download one file
+from one server; the report gives the time until all hold the verified file.
+
+Dialects:
+  native   mtftpd's own (RRQ with x-mtftpd to port 69; NAKs, parity repairs)
+  rfc2090  the RFC 2090 multicast option (to port 69; master ACKs, promotion)
+  pxe      PXE MTFTP (to port 1759; listen, open, lock-step ACKs, re-open)
+`
+
+func runBenchMCast(args []string) error {
+	fs := flag.NewFlagSet("bench mcast", flag.ContinueOnError)
+	target := fs.String("target", "", "server HOST[:PORT] (required; port 69, or 1759 for pxe)")
+	file := fs.String("file", "", "file to download (required)")
+	receivers := fs.Int("receivers", 1, fmt.Sprintf("receivers in this process (1..%d)", bench.MaxMCastReceivers))
+	dialect := fs.String("dialect", "native", "multicast dialect: "+strings.Join(bench.Dialects, ", "))
+	dir := fs.String("dir", "", "directory for the receivers' files (default: a temp dir, removed unless --keep)")
+	keep := fs.Bool("keep", false, "keep the receivers' files")
+	duration := fs.Duration("duration", 0, "cap of the whole run (0: 10m)")
+	timeout := fs.Duration("timeout", 0, "silence from the server each receiver tolerates (0: the dialect's default)")
+	blksize := fs.Int("blksize", 0, "native, rfc2090: block size asked for (0: 1468 native, 1428 rfc2090)")
+	iface := fs.String("iface", "", "interface to join the group on (default: the one the server is reached by)")
+	pxeGroup := fs.String("pxe-group", "", "pxe: group and client port of the file (default 239.255.1.1:3001, iPXE's)")
+	verify := fs.String("verify", "", "check every file: sha256:HEX")
+	verifyFile := fs.String("verify-file", "", "check every file against this local copy (sha256 and size)")
+	jsonOut := fs.String("json", "", "also write the report as JSON to this file (- for stdout); schema: docs/bench-json.md")
+	quiet := fs.Bool("q", false, "no progress display")
+	if help, err := parseArgs(fs, benchMCastUsage, args); help || err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		fs.Usage()
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if *target == "" || *file == "" {
+		return errors.New("mcast: --target HOST[:PORT] and --file NAME are required")
+	}
+	s := &bench.MCastSwarm{
+		Target: *target, File: *file, Receivers: *receivers, Dialect: *dialect, Dir: *dir,
+		BlockSize: *blksize, Interface: *iface, Timeout: *timeout, MaxTime: *duration, Live: &bench.MCastLive{},
+	}
+	if *pxeGroup != "" {
+		g, err := netip.ParseAddrPort(*pxeGroup)
+		if err != nil {
+			return fmt.Errorf("mcast: --pxe-group: %w", err)
+		}
+		s.PXEGroup = g
+	}
+	switch {
+	case *verify != "" && *verifyFile != "":
+		return errors.New("mcast: give --verify or --verify-file, not both")
+	case *verify != "":
+		sum, err := bench.ParseSHA256(*verify)
+		if err != nil {
+			return fmt.Errorf("mcast: --%w", err)
+		}
+		s.SHA256 = sum
+	case *verifyFile != "":
+		sum, size, err := sha256File(*verifyFile)
+		if err != nil {
+			return fmt.Errorf("mcast: --verify-file: %w", err)
+		}
+		s.SHA256, s.Size = sum, size
+	}
+	if s.Dir == "" {
+		d, err := os.MkdirTemp("", "mtftpd-bench-mcast-")
+		if err != nil {
+			return err
+		}
+		s.Dir = d
+		if !*keep {
+			defer os.RemoveAll(d)
+		}
+	} else if err := os.MkdirAll(s.Dir, 0o755); err != nil {
+		return fmt.Errorf("mcast: --dir: %w", err)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	var display *swarmDisplay
+	if !*quiet {
+		display = startMCastDisplay(ctx, os.Stderr, s, isTerminal(os.Stderr))
+	}
+	rep, err := s.Run(ctx)
+	if display != nil {
+		display.stop()
+	}
+	if err != nil {
+		return err
+	}
+	printMCastReport(os.Stderr, rep)
+	if *keep {
+		fmt.Fprintf(os.Stderr, "  files kept in %s\n", s.Dir)
+	}
+	if *jsonOut != "" {
+		if err := writeJSON(*jsonOut, rep); err != nil {
+			return err
+		}
+	}
+	if rep.Completed < rep.Receivers {
+		return fmt.Errorf("mcast: %d of %d receivers hold the verified file", rep.Completed, rep.Receivers)
+	}
+	return nil
+}
+
+// startMCastDisplay shows the bytes all receivers hold against what they
+// need: an mpb bar on a terminal, a plain line every 2 s otherwise.
+func startMCastDisplay(ctx context.Context, w io.Writer, s *bench.MCastSwarm, tty bool) *swarmDisplay {
+	ctx, cancel := context.WithCancel(ctx)
+	d := &swarmDisplay{cancel: cancel, done: make(chan struct{})}
+	live := s.Live
+	status := func() string {
+		held, needed := live.Progress()
+		pct := 0.0
+		if needed > 0 {
+			pct = 100 * float64(held) / float64(needed)
+		}
+		return fmt.Sprintf("verified %d/%d  failed %d  held %.1f %%", live.Completed.Load(), s.Receivers, live.Failed.Load(), pct)
+	}
+	start := time.Now()
+	if !tty {
+		go func() {
+			defer close(d.done)
+			t := time.NewTicker(2 * time.Second)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					fmt.Fprintf(w, "bench mcast %s: %s\n", time.Since(start).Round(time.Second), status())
+				}
+			}
+		}()
+		return d
+	}
+	p := mpb.NewWithContext(ctx, mpb.WithOutput(w), mpb.WithWidth(40), mpb.WithRefreshRate(200*time.Millisecond))
+	bar := p.AddBar(0,
+		mpb.PrependDecorators(decor.Name(fmt.Sprintf("%s x%d %s ", s.File, s.Receivers, s.Dialect))),
+		mpb.AppendDecorators(decor.Any(func(decor.Statistics) string { return status() })))
+	go func() {
+		defer close(d.done)
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				bar.Abort(false)
+				p.Wait()
+				return
+			case <-t.C:
+				held, needed := live.Progress()
+				bar.SetTotal(max(needed, 1), false)
+				bar.SetCurrent(held)
+			}
+		}
+	}()
+	return d
+}
+
+// printMCastReport writes the short human summary.
+func printMCastReport(w io.Writer, r bench.MCastReport) {
+	fmt.Fprintf(w, "mcast swarm: %d %s receivers x %s from %s\n", r.Receivers, r.Dialect, r.File, r.Target)
+	verified := "completed"
+	if r.Verify != "" {
+		verified = "verified"
+	}
+	all := "not all"
+	if r.AllVerifiedSeconds > 0 {
+		all = fmt.Sprintf("%.3f s", r.AllVerifiedSeconds)
+	}
+	fmt.Fprintf(w, "  %d/%d %s, %d failed; all done in %s (run %.3f s, bench CPU %.2f s); file %d bytes\n",
+		r.Completed, r.Receivers, verified, r.Failed, all, r.WallSeconds, r.ClientCPUSeconds, r.FileSize)
+	l := r.ReceiverMs
+	fmt.Fprintf(w, "  receiver ms: p50 %.1f  p95 %.1f  p99 %.1f  max %.1f\n", l.P50, l.P95, l.P99, l.Max)
+	fmt.Fprintf(w, "  received %d bytes for %d needed (%.3fx), %d duplicates; repairs asked %d",
+		r.BytesReceived, r.BytesNeeded, r.ReceivedRatio, r.Duplicates, r.RepairsAsked)
+	switch r.Dialect {
+	case "native":
+		fmt.Fprintf(w, ", rebuilt %d shards, lost %d, moves %d", r.Rebuilt, r.Lost, r.Moves)
+	case "rfc2090":
+		fmt.Fprintf(w, ", made master %d times", r.Masters)
+	case "pxe":
+		fmt.Fprintf(w, ", passes acknowledged %d", r.Masters)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "  errors: %s\n", counts(r.Errors))
+	for _, e := range r.ErrorSamples {
+		fmt.Fprintf(w, "    %s\n", e)
+	}
+	if r.Stopped != "" {
+		fmt.Fprintf(w, "  stopped early: %s\n", r.Stopped)
+	}
+}

@@ -1,0 +1,93 @@
+package main
+
+import (
+	"slices"
+
+	"github.com/rs/zerolog"
+
+	"github.com/mtftpd/mtftpd/dhcp"
+	"github.com/mtftpd/mtftpd/internal/config"
+	"github.com/mtftpd/mtftpd/tftp"
+)
+
+// liveKeys are the config keys a SIGHUP applies to the running server.
+// Any other change (listen addresses, roots, DHCP subnets and hosts,
+// multicast, templates, the user) needs a restart: the reload is then
+// refused as a whole, so the server never runs half of each config.
+var liveKeys = map[string]bool{
+	"log.level":                 true,
+	"tftp.max_requests_per_sec": true, "tftp.request_burst": true,
+	"tftp.max_sessions": true, "tftp.max_per_client": true,
+	"tftp.initial_rto": true, "tftp.min_rto": true, "tftp.max_rto": true,
+	"tftp.retries": true, "tftp.stall_timeout": true, "tftp.session_lifetime": true,
+	"tftp.max_blksize": true, "tftp.allow_fragments": true, "tftp.max_windowsize": true, "tftp.max_window_bytes": true,
+	"tftp.allow_overwrite": true, "tftp.max_upload_size": true, "tftp.shutdown_grace": true,
+	"dhcp.boot": true, "dhcp.max_leases_per_mac": true,
+}
+
+// reloader applies a re-read config on SIGHUP. It runs in serve's main
+// goroutine only.
+type reloader struct {
+	load func() (config.Config, error)
+	cur  config.Config // the running config, as loaded
+	log  zerolog.Logger
+	tftp *tftp.Server
+	dhcp *dhcp.Server // nil when DHCP is off
+}
+
+// reload re-reads the config and applies what changed, or keeps the
+// running config and logs why not.
+func (r *reloader) reload() {
+	next, err := r.load()
+	if err != nil {
+		r.log.Error().Err(err).Msg("config reload: invalid, keeping the running config")
+		return
+	}
+	changed := config.Changed(r.cur, next)
+	if len(changed) == 0 {
+		r.log.Info().Msg("config reload: nothing changed")
+		return
+	}
+	var restart []string
+	for _, k := range changed {
+		if !liveKeys[k] {
+			restart = append(restart, k)
+		}
+	}
+	if len(restart) > 0 {
+		r.log.Error().Strs("needs_restart", restart).Strs("changed", changed).
+			Msg("config reload: these keys only change with a restart; keeping the running config")
+		return
+	}
+	if r.dhcp != nil && slices.Contains(changed, "dhcp.boot") {
+		if err := r.dhcp.SetBootRules(bootRules(next.DHCP.Boot)); err != nil {
+			r.log.Error().Err(err).Msg("config reload: dhcp.boot rejected, keeping the running config")
+			return
+		}
+	}
+	if r.dhcp != nil {
+		r.dhcp.SetMaxPerMAC(next.DHCP.MaxPerMAC)
+	}
+	t := next.TFTP
+	r.tftp.Reconfigure(func(s *tftp.Server) {
+		s.MaxRequestRate, s.RequestBurst = t.MaxRequestRate, t.RequestBurst
+		s.MaxSessions, s.MaxPerClient = t.MaxSessions, t.MaxPerClient
+		s.InitialRTO, s.MinRTO, s.MaxRTO = t.InitialRTO.Duration, t.MinRTO.Duration, t.MaxRTO.Duration
+		s.Retries, s.StallTimeout, s.SessionLifetime = t.Retries, t.StallTimeout.Duration, t.Lifetime.Duration
+		s.MaxBlockSize, s.AllowFragments = t.MaxBlockSize, t.AllowFragments
+		s.MaxWindow, s.MaxWindowBytes = t.MaxWindow, t.MaxWindowBytes
+		s.AllowOverwrite, s.MaxUploadSize = t.AllowOverwrite, t.MaxUploadSize
+	})
+	setLogLevel(next.Log.Level)
+	r.cur = next
+	r.log.Info().Strs("changed", changed).Msg("config reloaded")
+}
+
+// setLogLevel sets the process-wide log level (unknown names: info).
+func setLogLevel(name string) {
+	lvl, err := zerolog.ParseLevel(name)
+	if err != nil {
+		lvl = zerolog.InfoLevel
+	}
+	zerolog.SetGlobalLevel(lvl)
+}

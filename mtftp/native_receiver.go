@@ -218,20 +218,20 @@ func (r *NativeReceiver) request(ctx context.Context, uc *net.UDPConn, srv netip
 
 // recvState is one download's state, owned by the Get goroutine.
 type recvState struct {
-	r     *NativeReceiver
-	ctl   *net.UDPConn
+	r      *NativeReceiver
+	ctl    *net.UDPConn
 	srv    netip.AddrPort // the session socket's address
 	origin netip.AddrPort // the server's TFTP address, asked again if the session is lost
 	rrq    []byte
 	asked  time.Time // when the request was last sent again
-	ifi   *net.Interface
-	sess  sessionPkt
-	g     geometry
-	enc   reedsolomon.Encoder
-	data  []byte // the output file, mapped
-	dc    dataConn
-	res   NativeResult
-	ctlIn chan ctlPkt
+	ifi    *net.Interface
+	sess   sessionPkt
+	g      geometry
+	enc    reedsolomon.Encoder
+	data   []byte // the output file, mapped
+	dc     dataConn
+	res    NativeResult
+	ctlIn  chan ctlPkt
 
 	// per stripe: which shards are held (bit i = shard i, data then
 	// parity), how many (zeros past the file's end count as held), data

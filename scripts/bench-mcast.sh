@@ -4,6 +4,7 @@
 #
 #   scripts/bench-mcast.sh            # all scenarios
 #   RECEIVERS=50 SIZE_MB=64 scripts/bench-mcast.sh
+#   SCENARIOS="clean loss" SERVERS=mtftpd START_DELAY=3s scripts/bench-mcast.sh
 #
 # Scenarios (issue 5's numbers):
 #   clean   RECEIVERS receivers, no impairment: time until every receiver
@@ -26,6 +27,7 @@ SLOW_RECEIVERS=${SLOW_RECEIVERS:-30}
 SLOW_MB=${SLOW_MB:-32}
 START_DELAY=${START_DELAY:-1s}
 SCENARIOS=${SCENARIOS:-clean loss tbf}
+SERVERS=${SERVERS:-mtftpd udpcast} # which of them the clean and loss scenarios run
 LAB=scripts/netlab.sh
 P=mb$$
 export PATH=/usr/local/go/bin:$PATH
@@ -111,11 +113,15 @@ for sc in $SCENARIOS; do
 	clean | loss)
 		bash $LAB -p $P impair all clear >/dev/null
 		[ "$sc" = loss ] && bash $LAB -p $P impair all loss "$LOSS" >/dev/null
-		serve "$big"
-		read -r t r f < <(run_mtftpd "$RECEIVERS" "$big")
-		row "$sc" mtftpd "$RECEIVERS" "$t" "$r" "$f"
-		read -r t r f < <(run_udpcast "$RECEIVERS" "$big")
-		row "$sc" udpcast "$RECEIVERS" "$t" "$r" "$f"
+		if [[ " $SERVERS " == *" mtftpd "* ]]; then
+			serve "$big"
+			read -r t r f < <(run_mtftpd "$RECEIVERS" "$big")
+			row "$sc" mtftpd "$RECEIVERS" "$t" "$r" "$f"
+		fi
+		if [[ " $SERVERS " == *" udpcast "* ]]; then
+			read -r t r f < <(run_udpcast "$RECEIVERS" "$big")
+			row "$sc" udpcast "$RECEIVERS" "$t" "$r" "$f"
+		fi
 		;;
 	tbf)
 		bash $LAB -p $P impair all clear >/dev/null

@@ -8,7 +8,7 @@ BIN := ./mtftpd
 TEST_TIMEOUT ?= 20m
 FUZZTIME ?= 5s
 
-.PHONY: help build run test test-go vet bench bench-dhcp bench-http bench-mcast bench-status bench-peers fuzz-smoke fuzz clean
+.PHONY: help build run test test-go vet soak bench bench-dhcp bench-http bench-mcast bench-status bench-peers fuzz-smoke fuzz clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -24,6 +24,7 @@ test: ## install test dependencies (Debian, idempotent) and run every test
 	$(MAKE) vet
 	$(MAKE) test-go
 	$(MAKE) fuzz-smoke
+	@if [ "$$(id -u)" -eq 0 ]; then ./scripts/soak.sh 2m; else echo "soak: skipped (needs root for the lab)"; fi
 
 test-go: ## run the Go tests (race detector, shuffled)
 	$(GO) test -race -shuffle=on -count=1 -timeout $(TEST_TIMEOUT) ./...
@@ -50,6 +51,9 @@ bench-status: ## TFTP throughput at 200 concurrent transfers with and without st
 
 bench-peers: ## mtftpd vs tftpd-hpa, atftpd, dnsmasq (TFTP) and dnsmasq, Kea (DHCP) in the lab -> docs/benchmarks.md
 	./scripts/bench-peers.sh
+
+soak: build ## mixed unicast/multicast/DHCP/HTTP load in the lab for SOAK_DURATION (20m), sampled into a CSV and a plot
+	MTFTPD_BIN=$(abspath $(BIN)) ./scripts/soak.sh $(or $(SOAK_DURATION),20m) $(SOAK_OUT)
 
 fuzz-smoke: ## run every fuzz target for $(FUZZTIME)
 	./scripts/fuzz.sh $(FUZZTIME)

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -80,16 +79,8 @@ func TestBenchMCastLab(t *testing.T) {
 // be one the schema documents.
 func readMCastReport(t *testing.T, path string) MCastReport {
 	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dec := json.NewDecoder(strings.NewReader(string(b)))
-	dec.DisallowUnknownFields()
 	var rep MCastReport
-	if err := dec.Decode(&rep); err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
+	decodeStrict(t, path, &rep)
 	if rep.Schema != MCastReportSchema {
 		t.Fatalf("%s: schema %q, want %q", path, rep.Schema, MCastReportSchema)
 	}

@@ -131,6 +131,18 @@ func waitTFTP(t *testing.T, ctx context.Context, lab *netlab.Lab, bin, target st
 // schema documents.
 func readReport(t *testing.T, path string) TFTPReport {
 	t.Helper()
+	var rep TFTPReport
+	decodeStrict(t, path, &rep)
+	if rep.Schema != TFTPReportSchema {
+		t.Fatalf("%s: schema %q, want %q", path, rep.Schema, TFTPReportSchema)
+	}
+	return rep
+}
+
+// decodeStrict decodes the JSON file at path into v, refusing any field
+// v does not have.
+func decodeStrict(t *testing.T, path string, v any) {
+	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
@@ -138,14 +150,9 @@ func readReport(t *testing.T, path string) TFTPReport {
 	defer f.Close()
 	dec := json.NewDecoder(f)
 	dec.DisallowUnknownFields()
-	var rep TFTPReport
-	if err := dec.Decode(&rep); err != nil {
+	if err := dec.Decode(v); err != nil {
 		t.Fatalf("%s: %v", path, err)
 	}
-	if rep.Schema != TFTPReportSchema {
-		t.Fatalf("%s: schema %q, want %q", path, rep.Schema, TFTPReportSchema)
-	}
-	return rep
 }
 
 // TestBenchTFTPCLI runs the built binary against an in-process server on

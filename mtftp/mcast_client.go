@@ -68,10 +68,24 @@ type (
 	joinFunc func(group netip.AddrPort, local netip.Addr) (conn, error)
 )
 
-func newSockets(uc conn) *sockets {
+// openSockets opens a receiver's unicast socket toward srv through dial
+// (nil: the network) and returns its sockets, the local address the
+// group is joined from and the joinFunc to use (join, or the network's on
+// iface).
+func openSockets(dial dialFunc, join joinFunc, iface string, srv netip.AddrPort) (*sockets, netip.Addr, joinFunc, error) {
+	if dial == nil {
+		dial = dialUDP
+	}
+	if join == nil {
+		join = groupJoiner(iface)
+	}
+	uc, local, err := dial(srv)
+	if err != nil {
+		return nil, netip.Addr{}, nil, err
+	}
 	s := &sockets{uc: uc, in: make(chan rxPkt, 1024)}
 	s.read(uc, false)
-	return s
+	return s, local, join, nil
 }
 
 // read forwards c's datagrams to in until c is closed.

@@ -38,6 +38,7 @@ type pxePass struct {
 	tries    int
 	sentAt   time.Time
 	resent   bool
+	ahead    bool // block 2 went out after a timeout on block 1 (timeout)
 	rto      rto.Estimator
 	start    time.Time
 	deadline time.Time
@@ -244,7 +245,13 @@ func (p *pxeServer) refuse(req []byte, to netip.AddrPort, code tftp.ErrorCode, m
 }
 
 func (p *pxeServer) ack(ps *pxePass, n uint16) {
-	if n != ps.cur {
+	switch {
+	case n == ps.cur:
+	case ps.ahead && n == ps.cur+1:
+		ps.cur = n // block 2 sent after a timeout on block 1 (timeout)
+	case n+1 == ps.cur:
+		return // the ACK of the block re-sent before cur after a timeout
+	default:
 		p.s.Counters.BadPacket.Add(1) // stale or duplicate: lock-step only moves on the outstanding block
 		return
 	}
@@ -274,20 +281,54 @@ func (p *pxeServer) timeout(ps *pxePass) {
 		p.end(ps, "timeout", fmt.Errorf("%d timeouts", ps.tries))
 		return
 	}
+	// atftp's client (0.8.0) ACKs a block number only once, also on its
+	// own timeouts (tftp_mtftp.c, last_ackd_block: meant for DATA 1's
+	// unicast and multicast copies). When its ACK of cur is lost it
+	// ignores every repeat of cur and the pass dies. It does ACK a block
+	// other than the one it ACKed last: so the block before cur goes
+	// first (the client holds it: its ACK is why cur was sent), then cur,
+	// which it then ACKs again. Both are the file's own blocks under their
+	// own numbers: no client, listening or acknowledging, can be misled.
+	// A spec client ACKs both (protocols.md §7.3); the first is ignored.
+	if ps.cur > 1 {
+		if err := p.transmit(ps, ps.cur-1, true, false); err != nil {
+			p.end(ps, "file-changed", err)
+			return
+		}
+	}
 	// Block 1 goes to the requester again too: without its unicast copy
 	// it cannot know it is the acknowledging client.
 	if err := p.send(ps, ps.cur, true, ps.cur == 1); err != nil {
 		p.end(ps, "file-changed", err)
+		return
+	}
+	// Before block 1 there is none: block 2 follows instead, and its ACK
+	// counts for both. Only a client in RECEIVE ACKs, and RECEIVE begins
+	// with the unicast DATA 1 written (atftp, PXE spec): an ACK of 2 comes
+	// from a client that holds block 1.
+	if ps.cur == 1 && ps.last >= 2 {
+		if err := p.transmit(ps, 2, true, false); err != nil {
+			p.end(ps, "file-changed", err)
+			return
+		}
+		ps.ahead = true
 	}
 }
 
+// send makes block n the outstanding one and transmits it.
 func (p *pxeServer) send(ps *pxePass, n uint16, retransmit, unicast bool) error {
+	ps.cur, ps.sentAt, ps.resent, ps.ahead = n, time.Now(), retransmit, false
+	ps.view.block(n, retransmit)
+	return p.transmit(ps, n, retransmit, unicast)
+}
+
+// transmit sends block n to the group (and first to the acknowledging
+// client with unicast); the outstanding block does not change.
+func (p *pxeServer) transmit(ps *pxePass, n uint16, retransmit, unicast bool) error {
 	pkt, err := buildData(p.buf, ps.data, n, PXEBlockSize)
 	if err != nil {
 		return err
 	}
-	ps.cur, ps.sentAt, ps.resent = n, time.Now(), retransmit
-	ps.view.block(n, retransmit)
 	if retransmit {
 		ps.repairs++
 		p.s.Counters.Repairs.Add(1)

@@ -76,18 +76,10 @@ func (r *PXEReceiver) Get(ctx context.Context, server, remote string, out *os.Fi
 	if opens <= 0 {
 		opens = DefaultPXEOpens
 	}
-	dial, join := r.dial, r.join
-	if dial == nil {
-		dial = dialUDP
-	}
-	if join == nil {
-		join = groupJoiner(r.Interface)
-	}
-	uc, local, err := dial(srv)
+	s, local, join, err := openSockets(r.dial, r.join, r.Interface, srv)
 	if err != nil {
 		return res, err
 	}
-	s := newSockets(uc)
 	defer s.close()
 	if err := s.joinGroup(join, group, local); err != nil {
 		return res, err
@@ -164,7 +156,7 @@ func (r *PXEReceiver) Get(ctx context.Context, server, remote string, out *os.Fi
 		}
 		// OPEN.
 		res.Requests++
-		uc.WriteTo(rrq, srv)
+		s.uc.WriteTo(rrq, srv)
 		acking := false
 		deadline := time.Now().Add(delay)
 		for !acking && !passing {
@@ -199,7 +191,7 @@ func (r *PXEReceiver) Get(ctx context.Context, server, remote string, out *os.Fi
 		// (a repeat means the ACK was lost), until the short block.
 		res.Masters++
 		cur := 1
-		sendAck(uc, cur, srv, &res)
+		sendAck(s.uc, cur, srv, &res)
 		for tries := 0; tries < pxeAckTries && (f.last == 0 || cur != f.last); {
 			p, ok, err := s.next(ctx, delay)
 			if err != nil {
@@ -208,7 +200,7 @@ func (r *PXEReceiver) Get(ctx context.Context, server, remote string, out *os.Fi
 			if !ok {
 				tries++
 				res.Timeouts++
-				sendAck(uc, cur, srv, &res)
+				sendAck(s.uc, cur, srv, &res)
 				continue
 			}
 			n, err := take(p)
@@ -217,7 +209,7 @@ func (r *PXEReceiver) Get(ctx context.Context, server, remote string, out *os.Fi
 			}
 			if n > 0 {
 				cur, tries = int(n), 0
-				sendAck(uc, cur, srv, &res)
+				sendAck(s.uc, cur, srv, &res)
 			}
 		}
 		if f.complete() {

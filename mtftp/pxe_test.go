@@ -31,6 +31,10 @@ type pxeClient struct {
 	delay  time.Duration // DELAY: per-packet timeout
 	// openFirst: send the first RRQ at once, without listening (iPXE).
 	openFirst bool
+	// atftp: in RECEIVE, ACK each received block, but a block number
+	// only once in a row, also on timeouts, and give up after 4 silent
+	// DELAYs, as atftp 0.8.0's tftp_mtftp.c does (last_ackd_block).
+	atftp bool
 
 	got    []byte
 	err    error
@@ -119,6 +123,24 @@ func (c *pxeClient) run(n *memNet, server netip.AddrPort, file string) {
 		}
 		if !ok || nb != 1 || mcast {
 			continue // nothing, or another client's pass: listen to it
+		}
+		if c.atftp {
+			acked := uint16(0)
+			for nb, tries := uint16(1), 0; tries <= 3 && c.err == nil; {
+				if nb > 0 && nb != acked {
+					ack(nb, server)
+					acked = nb
+				}
+				if nb == last {
+					break
+				}
+				if nb, _, ok = next(c.delay); !ok {
+					tries++
+				} else if nb > 0 {
+					tries = 0
+				}
+			}
+			continue
 		}
 		// RECEIVE: the acknowledging client ACKs every block in
 		// lock-step, to the server's port, until the short one.
@@ -426,4 +448,66 @@ func TestPXEFileGroup(t *testing.T) {
 			t.Errorf("PXEFileGroups %s: %v, want %q", tt.groups, err, tt.want)
 		}
 	}
+}
+
+// TestPXEAtftpLostAck: atftp 0.8.0 ACKs a block number only once, so
+// when its ACK of the outstanding block is lost it ignores the repeats.
+// After a timeout the server sends the block before the outstanding one
+// (block 2 after block 1), which the client does ACK, then the outstanding
+// one again: the pass goes on and completes; one pass in all, the file
+// intact.
+func TestPXEAtftpLostAck(t *testing.T) {
+	for _, lost := range []uint16{1, 2, 40, 118} {
+		t.Run(fmt.Sprint("ack", lost), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				n := newMemNet(24)
+				dropped := false
+				n.drop = func(_, _ netip.AddrPort, b []byte) bool {
+					if ack, err := tftp.ParseAck(b); err == nil && ack == lost && !dropped {
+						dropped = true
+						return true
+					}
+					return false
+				}
+				data := testData(60_000, 24) // 118 blocks, the last short
+				s, stop := newPXETestServer(t, n, map[string][]byte{"f": data})
+				defer stop()
+				c := &pxeClient{ip: "192.0.2.101", group: netip.AddrPortFrom(DefaultPXEGroup, DefaultPXEClientPort),
+					listen: time.Second, delay: 2 * time.Second, atftp: true}
+				c.run(n, netip.MustParseAddrPort(pxeListen), "f")
+				settle()
+				if !dropped || c.err != nil || !bytes.Equal(c.got, data) || c.opened != 1 || s.Counters.Passes.Load() != 1 {
+					t.Errorf("dropped %v: %d bytes, err %v, %d opens, %d passes; want the file from one pass",
+						dropped, len(c.got), c.err, c.opened, s.Counters.Passes.Load())
+				}
+			})
+		})
+	}
+}
+
+// TestPXEAtftpLoss: ten atftp-like clients with 5 % loss on every
+// datagram all complete with the right bytes.
+func TestPXEAtftpLoss(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := newMemNet(25)
+		n.loss = 0.05
+		data := testData(100_000, 25)
+		s, stop := newPXETestServer(t, n, map[string][]byte{"f": data})
+		defer stop()
+		cs := make([]*pxeClient, 10)
+		var wg sync.WaitGroup
+		for i := range cs {
+			cs[i] = &pxeClient{ip: fmt.Sprintf("192.0.2.%d", 101+i), group: netip.AddrPortFrom(DefaultPXEGroup, DefaultPXEClientPort),
+				listen: 2 * time.Second, delay: 2 * time.Second, atftp: true}
+			wg.Go(func() { cs[i].run(n, netip.MustParseAddrPort(pxeListen), "f") })
+		}
+		wg.Wait()
+		settle()
+		for _, c := range cs {
+			if c.err != nil || !bytes.Equal(c.got, data) {
+				t.Errorf("%s: %d bytes, err %v", c.ip, len(c.got), c.err)
+			}
+		}
+		t.Logf("passes %d, DATA sent %d, repairs %d", s.Counters.Passes.Load(), s.Counters.DataSent.Load(), s.Counters.Repairs.Load())
+	})
 }

@@ -72,18 +72,10 @@ func (r *RFC2090Receiver) Get(ctx context.Context, server, remote string, out *o
 	if ackEvery <= 0 {
 		ackEvery = time.Second
 	}
-	dial, join := r.dial, r.join
-	if dial == nil {
-		dial = dialUDP
-	}
-	if join == nil {
-		join = groupJoiner(r.Interface)
-	}
-	uc, local, err := dial(srv)
+	s, local, join, err := openSockets(r.dial, r.join, r.Interface, srv)
 	if err != nil {
 		return res, err
 	}
-	s := newSockets(uc)
 	defer s.close()
 
 	req := (&tftp.Request{Op: tftp.OpRRQ, Filename: remote, Mode: "octet", Options: []tftp.Option{
@@ -107,7 +99,7 @@ func (r *RFC2090Receiver) Get(ctx context.Context, server, remote string, out *o
 		sendAck(s.uc, n, tid, &res)
 		lastAck = time.Now()
 	}
-	uc.WriteTo(req, srv)
+	s.uc.WriteTo(req, srv)
 	for {
 		if f.complete() {
 			res.Duration = time.Since(start)
@@ -137,7 +129,7 @@ func (r *RFC2090Receiver) Get(ctx context.Context, server, remote string, out *o
 			res.Timeouts++
 			switch {
 			case !tid.IsValid():
-				uc.WriteTo(req, srv)
+				s.uc.WriteTo(req, srv)
 			case master && time.Since(lastAck) >= ackEvery:
 				ack()
 			}

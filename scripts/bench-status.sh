@@ -106,7 +106,7 @@ run() { # label
     [ -s "$json" ] || die "bench run $label failed: $(tail -5 "$WORK/$label.out")"
   # A run with no download finished in time exits 1 but still measured
   # the bytes delivered; a failed (wrong or broken) download is fatal.
-  grep -q '"failed":0' "$json" || die "bench run $label had failed downloads: $(tail -5 "$WORK/$label.out")"
+  grep -Eq '"failed": ?0[,}[:space:]]' "$json" || die "bench run $label had failed downloads: $(tail -5 "$WORK/$label.out")"
   stop_viewers
   awk -F'"aggregate_mbps":' 'NF>1{split($2,a,/[,}]/); printf "%.1f", a[1]}' "$json"
 }

@@ -9,10 +9,12 @@ package status
 import (
 	"embed"
 	"encoding/json"
+	"fmt"
 	"io/fs"
 	"net/http"
 	"net/netip"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -68,20 +70,40 @@ func (s *Server) Handler() http.Handler {
 	return s.handler
 }
 
+// DefaultRecent is how many finished transfers /api/transfers lists
+// unless asked (?recent=N, up to tftp.RecentTransfers): the page shows 20.
+const DefaultRecent = 20
+
 func (s *Server) serveTransfers(w http.ResponseWriter, r *http.Request) {
-	now := time.Now()
-	s.mu.Lock()
-	if s.cached == nil || now.Sub(s.at) >= snapshotTTL || now.Before(s.at) {
-		b, err := json.Marshal(s.Snapshot(now))
-		if err != nil {
-			s.mu.Unlock()
-			http.Error(w, err.Error(), http.StatusInternalServerError)
+	recent := DefaultRecent
+	if v := r.URL.Query().Get("recent"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			http.Error(w, fmt.Sprintf("recent=%q: want a number from 0 to %d", v, tftp.RecentTransfers), http.StatusBadRequest)
 			return
 		}
-		s.cached, s.at = b, now
+		recent = min(n, tftp.RecentTransfers)
 	}
-	b := s.cached
-	s.mu.Unlock()
+	now := time.Now()
+	var b []byte
+	var err error
+	if recent == DefaultRecent {
+		// What the pages ask for: shared, built at most once per snapshotTTL.
+		s.mu.Lock()
+		if s.cached == nil || now.Sub(s.at) >= snapshotTTL || now.Before(s.at) {
+			if b, err = json.Marshal(s.Snapshot(now, recent)); err == nil {
+				s.cached, s.at = b, now
+			}
+		}
+		b = s.cached
+		s.mu.Unlock()
+	} else {
+		b, err = json.Marshal(s.Snapshot(now, recent))
+	}
+	if err != nil {
+		http.Error(w, "status: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Write(b)
@@ -92,7 +114,7 @@ type Snapshot struct {
 	Time      time.Time  `json:"time"`
 	Clients   []Client   `json:"clients"`   // machines with a lease or a running transfer, by address
 	Transfers []Transfer `json:"transfers"` // running unicast transfers, oldest first
-	Recent    []Transfer `json:"recent"`    // finished ones, newest first
+	Recent    []Transfer `json:"recent"`    // the last finished ones, newest first
 	Sessions  []Session  `json:"sessions"`  // running multicast sessions, oldest first
 }
 
@@ -149,8 +171,9 @@ type Receiver struct {
 	Master bool   `json:"master,omitempty"`
 }
 
-// Snapshot gathers the state of every service as of now.
-func (s *Server) Snapshot(now time.Time) Snapshot {
+// Snapshot gathers the state of every service as of now, with up to
+// recent finished transfers.
+func (s *Server) Snapshot(now time.Time, recent int) Snapshot {
 	snap := Snapshot{Time: now, Clients: []Client{}, Transfers: []Transfer{}, Recent: []Transfer{}, Sessions: []Session{}}
 	clients := map[netip.Addr]*Client{}
 	client := func(a netip.Addr) *Client {
@@ -178,13 +201,13 @@ func (s *Server) Snapshot(now time.Time) Snapshot {
 		}
 		return ""
 	}
-	running, recent := s.TFTP.Transfers()
+	running, finished := s.TFTP.Transfers()
 	for _, t := range running {
 		snap.Transfers = append(snap.Transfers, transfer(t, mac(t.Client.Addr()), now))
 		c := client(t.Client.Addr())
 		c.Transfers = append(c.Transfers, t.ID)
 	}
-	for _, t := range recent {
+	for _, t := range finished[:min(recent, len(finished))] {
 		snap.Recent = append(snap.Recent, transfer(t, mac(t.Client.Addr()), now))
 	}
 	if s.MTFTP != nil {

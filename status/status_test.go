@@ -192,6 +192,15 @@ func TestTransfersAPI(t *testing.T) {
 	if len(s.Transfers) != 0 || len(s.Recent) != 1 || s.Recent[0].Outcome != "ok" || s.Recent[0].Bytes != fileSize || s.Recent[0].End == nil {
 		t.Errorf("after the transfer:\n%s", body)
 	}
+	// ?recent=N limits the finished ones; a bad N is a clear 400.
+	_, body = get(t, sv.base+"/api/transfers?recent=0")
+	s = Snapshot{}
+	if err := json.Unmarshal(body, &s); err != nil || len(s.Recent) != 0 {
+		t.Errorf("recent=0: %v\n%s", err, body)
+	}
+	if code, body := get(t, sv.base+"/api/transfers?recent=x"); code != 400 || !strings.Contains(string(body), "from 0 to 256") {
+		t.Errorf("recent=x: %d %s", code, body)
+	}
 }
 
 // TestMetrics parses /metrics with the Prometheus text parser after a
@@ -348,7 +357,7 @@ func BenchmarkSnapshotJSON(b *testing.B) {
 	b.ReportAllocs()
 	var n int
 	for b.Loop() {
-		body, err := json.Marshal(sv.status.Snapshot(time.Now()))
+		body, err := json.Marshal(sv.status.Snapshot(time.Now(), DefaultRecent))
 		if err != nil {
 			b.Fatal(err)
 		}

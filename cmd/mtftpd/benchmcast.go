@@ -11,10 +11,6 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
-	"time"
-
-	"github.com/vbauerster/mpb/v8"
-	"github.com/vbauerster/mpb/v8/decor"
 
 	"github.com/mtftpd/mtftpd/bench"
 )
@@ -126,10 +122,8 @@ func runBenchMCast(args []string) error {
 }
 
 // startMCastDisplay shows the bytes all receivers hold against what they
-// need: an mpb bar on a terminal, a plain line every 2 s otherwise.
+// need.
 func startMCastDisplay(ctx context.Context, w io.Writer, s *bench.MCastSwarm, tty bool) *swarmDisplay {
-	ctx, cancel := context.WithCancel(ctx)
-	d := &swarmDisplay{cancel: cancel, done: make(chan struct{})}
 	live := s.Live
 	status := func() string {
 		held, needed := live.Progress()
@@ -139,45 +133,11 @@ func startMCastDisplay(ctx context.Context, w io.Writer, s *bench.MCastSwarm, tt
 		}
 		return fmt.Sprintf("verified %d/%d  failed %d  held %.1f %%", live.Completed.Load(), s.Receivers, live.Failed.Load(), pct)
 	}
-	start := time.Now()
-	if !tty {
-		go func() {
-			defer close(d.done)
-			t := time.NewTicker(2 * time.Second)
-			defer t.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-t.C:
-					fmt.Fprintf(w, "bench mcast %s: %s\n", time.Since(start).Round(time.Second), status())
-				}
-			}
-		}()
-		return d
+	progress := func() (int64, int64) {
+		held, needed := live.Progress()
+		return held, max(needed, 1)
 	}
-	p := mpb.NewWithContext(ctx, mpb.WithOutput(w), mpb.WithWidth(40), mpb.WithRefreshRate(200*time.Millisecond))
-	bar := p.AddBar(0,
-		mpb.PrependDecorators(decor.Name(fmt.Sprintf("%s x%d %s ", s.File, s.Receivers, s.Dialect))),
-		mpb.AppendDecorators(decor.Any(func(decor.Statistics) string { return status() })))
-	go func() {
-		defer close(d.done)
-		t := time.NewTicker(100 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				bar.Abort(false)
-				p.Wait()
-				return
-			case <-t.C:
-				held, needed := live.Progress()
-				bar.SetTotal(max(needed, 1), false)
-				bar.SetCurrent(held)
-			}
-		}
-	}()
-	return d
+	return startLiveDisplay(ctx, w, tty, "bench mcast", fmt.Sprintf("%s x%d %s ", s.File, s.Receivers, s.Dialect), progress, status)
 }
 
 // printMCastReport writes the short human summary.

@@ -13,9 +13,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/vbauerster/mpb/v8"
-	"github.com/vbauerster/mpb/v8/decor"
-
 	"github.com/mtftpd/mtftpd/bench"
 )
 
@@ -165,8 +162,6 @@ type swarmDisplay struct {
 }
 
 func startSwarmDisplay(ctx context.Context, w io.Writer, s *bench.TFTPSwarm, tty bool) *swarmDisplay {
-	ctx, cancel := context.WithCancel(ctx)
-	d := &swarmDisplay{cancel: cancel, done: make(chan struct{})}
 	live := s.Live
 	start := time.Now()
 	status := func() string {
@@ -178,23 +173,6 @@ func startSwarmDisplay(ctx context.Context, w io.Writer, s *bench.TFTPSwarm, tty
 		return fmt.Sprintf("done %d  failed %d  active %d  %.1f MB/s",
 			live.Completed.Load(), live.Failed.Load(), live.Active.Load(), mbps)
 	}
-	if !tty {
-		go func() {
-			defer close(d.done)
-			t := time.NewTicker(2 * time.Second)
-			defer t.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-t.C:
-					fmt.Fprintf(w, "bench tftp %s: %s\n", time.Since(start).Round(time.Second), status())
-				}
-			}
-		}()
-		return d
-	}
-	p := mpb.NewWithContext(ctx, mpb.WithOutput(w), mpb.WithWidth(40), mpb.WithRefreshRate(200*time.Millisecond))
 	// With --duration: a bar of time. One pass: a bar of bytes when the
 	// size is known (--verify-file), else of finished downloads.
 	total, label := int64(s.Clients*s.Transfers), "downloads"
@@ -205,32 +183,16 @@ func startSwarmDisplay(ctx context.Context, w io.Writer, s *bench.TFTPSwarm, tty
 	case bytes:
 		total, label = total*s.Size, "bytes"
 	}
-	bar := p.AddBar(total,
-		mpb.PrependDecorators(decor.Name(fmt.Sprintf("%s x%d %s ", s.File, s.Clients, label))),
-		mpb.AppendDecorators(decor.Any(func(decor.Statistics) string { return status() })))
-	go func() {
-		defer close(d.done)
-		t := time.NewTicker(100 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				bar.Abort(false)
-				p.Wait()
-				return
-			case <-t.C:
-				switch {
-				case s.Duration > 0:
-					bar.SetCurrent(min(int64(time.Since(start)/time.Millisecond), total))
-				case bytes:
-					bar.SetCurrent(min(live.Bytes.Load(), total))
-				default:
-					bar.SetCurrent(live.Completed.Load() + live.Failed.Load())
-				}
-			}
+	progress := func() (int64, int64) {
+		switch {
+		case s.Duration > 0:
+			return min(int64(time.Since(start)/time.Millisecond), total), total
+		case bytes:
+			return min(live.Bytes.Load(), total), total
 		}
-	}()
-	return d
+		return live.Completed.Load() + live.Failed.Load(), total
+	}
+	return startLiveDisplay(ctx, w, tty, "bench tftp", fmt.Sprintf("%s x%d %s ", s.File, s.Clients, label), progress, status)
 }
 
 // stop ends the display and waits until it has drawn its last line.

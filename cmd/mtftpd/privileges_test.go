@@ -52,7 +52,8 @@ func worldDir(t *testing.T) string {
 
 // TestPrivilegeDrop: started as root with server.user, serve opens its
 // privileged ports (TFTP and HTTP below 1024), then every thread runs as
-// that user; downloads work, an upload lands owned by that user, and a
+// that user; downloads work, a root the user cannot read gets ERRORs (and
+// works again once readable), an upload lands owned by that user, and a
 // write_dir the user cannot write, or an unknown user, stops the server
 // with an error instead of running as root.
 func TestPrivilegeDrop(t *testing.T) {
@@ -117,6 +118,17 @@ func TestPrivilegeDrop(t *testing.T) {
 	}
 	if len(tasks) < 2 {
 		t.Fatalf("only %d threads listed", len(tasks))
+	}
+	// The root turns unreadable for that user: requests are refused with
+	// an ERROR, the server stays up, and serves again once it is fixed.
+	os.Chmod(root, 0o000)
+	out, code = mtftpd(t, "get", "--retries", "2", "--timeout", "200ms", "-o", filepath.Join(dir, "q"), udp, "pxelinux.0")
+	os.Chmod(root, 0o755)
+	if code == 0 || !strings.Contains(out, "tftp error") {
+		t.Fatalf("get from an unreadable root: exit %d %q, want an ERROR from the server", code, out)
+	}
+	if out, code = mtftpd(t, "get", "-o", filepath.Join(dir, "q"), udp, "pxelinux.0"); code != 0 {
+		t.Fatalf("after the root is readable again: %s\n%s", out, logs.String())
 	}
 	// An upload is written by the unprivileged user.
 	src := filepath.Join(dir, "log.txt")

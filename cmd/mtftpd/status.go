@@ -32,6 +32,9 @@ func runStatus(args []string) error {
 	if *interval <= 0 {
 		return fmt.Errorf("--interval %v: must be positive", *interval)
 	}
+	if *recent < 0 {
+		return fmt.Errorf("--recent %d: must be 0 or more", *recent)
+	}
 	base := "http://" + demoHTTP
 	if fs.NArg() == 1 {
 		base = fs.Arg(0)
@@ -40,6 +43,9 @@ func runStatus(args []string) error {
 		}
 	}
 	url := strings.TrimRight(base, "/") + "/api/transfers"
+	if *recent > status.DefaultRecent {
+		url += fmt.Sprintf("?recent=%d", *recent) // the default answer is shared with the pages
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	client := &http.Client{Timeout: 10 * time.Second}

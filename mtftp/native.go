@@ -50,8 +50,8 @@ const (
 	// slowReports reports in a row while the room is not congested; it is
 	// then moved to the next tier.
 	lossSlow = 300
-	// minInformative: a report about fewer datagrams says nothing about
-	// loss (an idle stream, a receiver that just joined).
+	// minInformative: fewer datagrams say nothing about loss; a
+	// receiver's counts add up over control steps until they reach it.
 	minInformative = 16
 	slowReports    = 4
 	maxTiers       = 4
@@ -81,7 +81,11 @@ type nativeRecv struct {
 	reports  int // status reports since the last rate decision (fresh when > 0)
 	slow     int // consecutive reports above lossSlow
 	complete uint32
-	received uint32 // datagrams in its last report
+	// Datagrams seen and lost since its loss was last taken: they add
+	// up over reports until there are enough to say something (at a low
+	// rate one report holds a handful).
+	seen, lost uint64
+	informed   bool // lossPerM is fresh for this control step
 }
 
 // repairReq is a stripe's pending repair: the most shards any receiver
@@ -656,7 +660,10 @@ func (ns *nativeSession) control(now time.Time) []*nativeRecv {
 			ns.s.Log.Info().Str("client", p.String()).Str("file", ns.key.name).Msg("mtftp: native receiver silent, dropped")
 			continue
 		}
-		if r.reports > 0 && r.received >= minInformative {
+		r.informed = false
+		if n := r.seen + r.lost; n >= minInformative {
+			r.lossPerM = uint16(r.lost * 1000 / n)
+			r.seen, r.lost, r.informed = 0, 0, true
 			losses = append(losses, int(r.lossPerM))
 		}
 	}
@@ -702,7 +709,7 @@ func (ns *nativeSession) control(now time.Time) []*nativeRecv {
 		}
 		r.reports = 0
 		switch {
-		case r.received < minInformative:
+		case !r.informed:
 		case r.lossPerM > lossSlow:
 			r.slow++
 		default:
@@ -865,7 +872,9 @@ func (ns *nativeSession) status(from netip.AddrPort, st *statusPkt) bool {
 		return false
 	}
 	r.last = time.Now()
-	r.lossPerM, r.goodKBps, r.complete, r.received = st.LossPerM, st.GoodKBps, st.Complete, st.Received
+	r.goodKBps, r.complete = st.GoodKBps, st.Complete
+	r.seen += uint64(st.Seen)
+	r.lost += uint64(st.Lost)
 	r.reports++
 	queued := false
 	now := r.last

@@ -255,9 +255,9 @@ type recvState struct {
 	nakFrom          int64
 
 	// since the last status
-	gotShards, lostShards, gotBytes int64
-	lastStatus                      time.Time
-	heard                           time.Time // last datagram from the group
+	seenPkts, lostShards, gotBytes int64
+	lastStatus                     time.Time
+	heard                          time.Time // last datagram from the group
 
 }
 
@@ -552,6 +552,7 @@ func (rc *recvState) packet(b []byte) {
 // countLoss measures loss from the gaps in the datagram numbers (sent in
 // order; a late one after its gap was counted is not subtracted).
 func (rc *recvState) countLoss(seq uint32) {
+	rc.seenPkts++
 	if rc.pktSeen && seq-rc.lastPkt-1 < 1<<20 {
 		rc.lostShards += int64(seq - rc.lastPkt - 1)
 	}
@@ -615,7 +616,6 @@ func (rc *recvState) store(st int64, i int, payload []byte) {
 	rc.have[st][i/64] |= 1 << (i % 64)
 	rc.count[st]++
 	rc.res.Shards++
-	rc.gotShards++
 	rc.gotBytes += int64(len(payload))
 	switch {
 	case rc.dataHave[st] == uint16(g.dataIn(st)):
@@ -687,15 +687,13 @@ func (rc *recvState) sendStatus(b []byte, now time.Time) []byte {
 	g := rc.g
 	rc.round++
 	dt := now.Sub(rc.lastStatus).Seconds()
-	st := statusPkt{ID: rc.sess.ID, Complete: uint32(rc.complete), FirstSeq: uint32(rc.firstSeq), Received: uint32(rc.gotShards)}
-	if total := rc.gotShards + rc.lostShards; total > 0 {
-		st.LossPerM = uint16(rc.lostShards * 1000 / total)
-	}
+	st := statusPkt{ID: rc.sess.ID, Complete: uint32(rc.complete), FirstSeq: uint32(rc.firstSeq),
+		Seen: uint32(min(rc.seenPkts, 1<<32-1)), Lost: uint32(min(rc.lostShards, 1<<32-1))}
 	if dt > 0 {
 		st.GoodKBps = uint32(min(float64(rc.gotBytes)/1024/dt, 1<<32-1))
 	}
 	rc.res.Lost += rc.lostShards
-	rc.gotShards, rc.lostShards, rc.gotBytes = 0, 0, 0
+	rc.seenPkts, rc.lostShards, rc.gotBytes = 0, 0, 0
 	rc.lastStatus = now
 	naks := make([]nak, 0, 4*maxStatusNaks) // up to four packets a round
 	if rc.seen || rc.idle {
@@ -729,7 +727,7 @@ func (rc *recvState) sendStatus(b []byte, now time.Time) []byte {
 	}
 	rc.res.Naks += int64(len(naks))
 	rc.r.Log.Debug().Int64("complete", rc.complete).Int64("stripes", g.stripes).Bool("idle", rc.idle).Uint64("first", rc.firstSeq).
-		Uint64("cur", rc.curSeq).Int("naks", len(naks)).Uint16("loss_permille", st.LossPerM).Uint32("good_KBps", st.GoodKBps).Msg("mtftp: status")
+		Uint64("cur", rc.curSeq).Int("naks", len(naks)).Uint32("seen", st.Seen).Uint32("lost", st.Lost).Uint32("good_KBps", st.GoodKBps).Msg("mtftp: status")
 	for first := true; first || len(naks) > 0; first = false {
 		st.Naks = naks[:min(len(naks), maxStatusNaks)]
 		naks = naks[len(st.Naks):]

@@ -16,10 +16,10 @@ func TestNativeWireRoundTrip(t *testing.T) {
 	if err != nil || got != sp {
 		t.Fatalf("session round trip: %+v, %v", got, err)
 	}
-	st := statusPkt{ID: 7, LossPerM: 51, GoodKBps: 9000, Complete: 3, FirstSeq: 2, Received: 700,
+	st := statusPkt{ID: 7, Seen: 700, Lost: 51, GoodKBps: 9000, Complete: 3, FirstSeq: 2,
 		Naks: []nak{{1, 3, 0b101}, {99, 64, ^uint64(0)}}}
 	var back statusPkt
-	if err := parseStatus(appendStatus(nil, &st), &back); err != nil || back.ID != 7 || back.LossPerM != 51 || len(back.Naks) != 2 || back.Naks[1] != st.Naks[1] {
+	if err := parseStatus(appendStatus(nil, &st), &back); err != nil || back.ID != 7 || back.Seen != 700 || back.Lost != 51 || len(back.Naks) != 2 || back.Naks[1] != st.Naks[1] {
 		t.Fatalf("status round trip: %+v, %v", back, err)
 	}
 	h := dataHdr{opNativeRepair, 7, 1 << 31, 12345, 70}

@@ -35,7 +35,7 @@ const (
 	dataHdrLen      = 16
 	nativeBlkAdjust = dataHdrLen - 4
 	sessionFixedLen = 2 + 4 + 1 + 4 + 2 + 8 + 2 + 2 + 2 + 2 + 8 + 2 + 4 + 4 + 32
-	statusFixedLen  = 2 + 4 + 2 + 4 + 4 + 4 + 4 + 2
+	statusFixedLen  = 2 + 4 + 4 + 4 + 4 + 4 + 4 + 2
 	nakLen          = 4 + 2 + 8
 	// maxStatusNaks caps one status packet's NAK list so it fits a
 	// 1500-byte MTU with room to spare.
@@ -181,11 +181,11 @@ type nak struct {
 // slow-receiver split read these), how far it is, and its NAKs.
 type statusPkt struct {
 	ID        uint32
-	LossPerM  uint16 // datagrams lost per mille since the last report
-	GoodKBps  uint32 // data taken since the last report
+	Seen      uint32 // datagrams of the session received since the last report (repeats too)
+	Lost      uint32 // datagrams missed since the last report (gaps in their numbers)
+	GoodKBps  uint32 // new data taken since the last report
 	Complete  uint32 // stripes complete
 	FirstSeq  uint32 // the first carousel position it saw (its join)
-	Received  uint32 // shards received since the last report
 	Naks      []nak
 	nakBuffer [maxStatusNaks]nak
 }
@@ -193,11 +193,11 @@ type statusPkt struct {
 func appendStatus(b []byte, p *statusPkt) []byte {
 	b = binary.BigEndian.AppendUint16(b, opNativeStatus)
 	b = binary.BigEndian.AppendUint32(b, p.ID)
-	b = binary.BigEndian.AppendUint16(b, p.LossPerM)
+	b = binary.BigEndian.AppendUint32(b, p.Seen)
+	b = binary.BigEndian.AppendUint32(b, p.Lost)
 	b = binary.BigEndian.AppendUint32(b, p.GoodKBps)
 	b = binary.BigEndian.AppendUint32(b, p.Complete)
 	b = binary.BigEndian.AppendUint32(b, p.FirstSeq)
-	b = binary.BigEndian.AppendUint32(b, p.Received)
 	n := min(len(p.Naks), maxStatusNaks)
 	b = binary.BigEndian.AppendUint16(b, uint16(n))
 	for _, k := range p.Naks[:n] {
@@ -215,12 +215,12 @@ func parseStatus(b []byte, p *statusPkt) error {
 		return errShort
 	}
 	p.ID = binary.BigEndian.Uint32(b[2:])
-	p.LossPerM = binary.BigEndian.Uint16(b[6:])
-	p.GoodKBps = binary.BigEndian.Uint32(b[8:])
-	p.Complete = binary.BigEndian.Uint32(b[12:])
-	p.FirstSeq = binary.BigEndian.Uint32(b[16:])
-	p.Received = binary.BigEndian.Uint32(b[20:])
-	n := int(binary.BigEndian.Uint16(b[24:]))
+	p.Seen = binary.BigEndian.Uint32(b[6:])
+	p.Lost = binary.BigEndian.Uint32(b[10:])
+	p.GoodKBps = binary.BigEndian.Uint32(b[14:])
+	p.Complete = binary.BigEndian.Uint32(b[18:])
+	p.FirstSeq = binary.BigEndian.Uint32(b[22:])
+	n := int(binary.BigEndian.Uint16(b[26:]))
 	rest := b[statusFixedLen:]
 	if n > maxStatusNaks || len(rest) != nakLen*n {
 		return fmt.Errorf("mtftp: status with %d NAKs in %d bytes", n, len(rest))

@@ -13,6 +13,9 @@
 #   loss    the same with LOSS % random loss on every client port (nftables).
 #   tbf     the server's port limited to RATE_MBIT (tbf): SLOW_RECEIVERS
 #           receivers of SLOW_MB MiB against one receiver alone.
+#   rfc2090 RFC_RECEIVERS atftp clients (--option multicast, blksize 1428)
+#           of an RFC_MB MiB file from mtftpd and from atftpd (the Debian
+#           package, unpacked by scripts/bench-lib.sh, not installed).
 # Times run from launching the receivers to the last one finishing, so
 # they include mtftpd's gathering delay (START_DELAY) and udpcast's wait
 # for --min-receivers. Root only; everything happens inside lab
@@ -26,11 +29,19 @@ RATE_MBIT=${RATE_MBIT:-100}
 SLOW_RECEIVERS=${SLOW_RECEIVERS:-30}
 SLOW_MB=${SLOW_MB:-32}
 START_DELAY=${START_DELAY:-1s}
-SCENARIOS=${SCENARIOS:-clean loss tbf}
+RFC_RECEIVERS=${RFC_RECEIVERS:-20}
+RFC_MB=${RFC_MB:-16}
+SCENARIOS=${SCENARIOS:-clean loss tbf rfc2090}
 SERVERS=${SERVERS:-mtftpd udpcast} # which of them the clean and loss scenarios run
 LAB=scripts/netlab.sh
 P=mb$$
 export PATH=/usr/local/go/bin:$PATH
+
+info() { echo "bench-mcast: $*" >&2; }
+warn() { echo "bench-mcast: $*" >&2; }
+CACHE=${BENCH_CACHE:-/var/cache/mtftpd-bench}
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
 
 [ "$(id -u)" = 0 ] || { echo "bench-mcast: needs root (network namespaces)" >&2; exit 1; }
 command -v udp-sender >/dev/null || apt-get install -y udpcast >/dev/null
@@ -99,6 +110,20 @@ run_udpcast() {
 	echo "$(echo "$t1 - $t0" | bc) $(echo "scale=3; ($tx1 - $tx0) / $(stat -c %s "$file")" | bc) $(verify "$n" "$file")"
 }
 
+# run_atftp N FILE: N atftp RFC 2090 clients against whatever serves port 69.
+run_atftp() {
+	local n=$1 file=$2 tx0 t0 t1 tx1
+	rm -f "$work"/out*
+	tx0=$(txbytes); t0=$(now)
+	for i in $(seq "$n"); do
+		timeout -k 5 300 ip netns exec $P-c$i atftp --option multicast --option "blksize 1428" -g -r "$(basename "$file")" \
+			-l "$work/out$i" 192.0.2.1 69 >/dev/null 2>&1 &
+	done
+	wait
+	t1=$(now); tx1=$(txbytes)
+	echo "$(echo "$t1 - $t0" | bc) $(echo "scale=3; ($tx1 - $tx0) / $(stat -c %s "$file")" | bc) $(verify "$n" "$file")"
+}
+
 row() { printf '| %-8s | %-8s | %3s | %8.2f s | %6.2f× | %s |\n' "$1" "$2" "$3" "$4" "$5" "$6"; }
 
 echo "# bench-mcast $(date -u +%FT%TZ) kernel $(uname -r), $(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
@@ -137,6 +162,28 @@ for sc in $SCENARIOS; do
 		echo
 		echo "tbf ${RATE_MBIT} Mbit/s: ${SLOW_RECEIVERS} receivers take $(echo "scale=2; $tn / $t1" | bc)× the time of one"
 		bash $LAB -p $P impair srv clear >/dev/null
+		;;
+	rfc2090)
+		bash $LAB -p $P impair all clear >/dev/null
+		rfc=$work/rfc/image.bin
+		mkdir -p "$work/rfc"
+		head -c "${RFC_MB}M" /dev/urandom >"$rfc"
+		serve "$rfc"
+		read -r t r f < <(run_atftp "$RFC_RECEIVERS" "$rfc")
+		row rfc2090 mtftpd "$RFC_RECEIVERS" "$t" "$r" "$f"
+		stop_pid "$srvpid"
+		srvpid=
+		fetch_atftpd
+		if [ -n "$ATFTPD_BIN" ]; then
+			ip netns exec $P-srv "$ATFTPD_BIN" --daemon --no-fork --port 69 --bind-address 192.0.2.1 --user root --group root \
+				--logfile /dev/null --mcast-addr 239.255.0.0-255 --mcast-port 1758 --mcast-ttl 1 --maxthread 1024 "$work/rfc" &
+			srvpid=$!
+			sleep 1
+			read -r t r f < <(run_atftp "$RFC_RECEIVERS" "$rfc")
+			row rfc2090 atftpd "$RFC_RECEIVERS" "$t" "$r" "$f"
+			stop_pid "$srvpid"
+			srvpid=
+		fi
 		;;
 	esac
 done

@@ -72,22 +72,11 @@ func runBenchMCast(args []string) error {
 		}
 		s.PXEGroup = g
 	}
-	switch {
-	case *verify != "" && *verifyFile != "":
-		return errors.New("mcast: give --verify or --verify-file, not both")
-	case *verify != "":
-		sum, err := bench.ParseSHA256(*verify)
-		if err != nil {
-			return fmt.Errorf("mcast: --%w", err)
-		}
-		s.SHA256 = sum
-	case *verifyFile != "":
-		sum, size, err := sha256File(*verifyFile)
-		if err != nil {
-			return fmt.Errorf("mcast: --verify-file: %w", err)
-		}
-		s.SHA256, s.Size = sum, size
+	sum, size, err := parseVerify(*verify, *verifyFile)
+	if err != nil {
+		return fmt.Errorf("mcast: %w", err)
 	}
+	s.SHA256, s.Size = sum, size
 	if s.Dir == "" {
 		d, err := os.MkdirTemp("", "mtftpd-bench-mcast-")
 		if err != nil {

@@ -63,6 +63,11 @@ type MCastSwarm struct {
 	// PXEGroup is where PXE MTFTP DATA comes (the file's DHCP options
 	// 43.1/43.2); zero = iPXE's 239.255.1.1:3001.
 	PXEGroup netip.AddrPort
+	// SourceAddrs are the local addresses receivers send from (receiver
+	// i uses SourceAddrs[i mod len]; rfc2090 and pxe only): servers cap
+	// transfers per client address (mtftpd: tftp.max_per_client, 16).
+	// Empty: the address that routes to the server.
+	SourceAddrs []netip.Addr
 	// Timeout is the silence from the server each receiver tolerates (for
 	// pxe: DELAY, the wait for each packet); 0 = the receiver's default.
 	Timeout time.Duration
@@ -108,14 +113,17 @@ func (l *MCastLive) add(held, size *atomic.Int64) {
 // MCastReport is what a multicast swarm saw; it marshals to JSON as is
 // (docs/bench-json.md documents every field).
 type MCastReport struct {
-	Schema    string    `json:"schema"`
-	Target    string    `json:"target"`
-	File      string    `json:"file"`
-	Dialect   string    `json:"dialect"`
-	Receivers int       `json:"receivers"`
-	BlockSize int       `json:"blksize"` // asked for; 0 = the receiver's default
-	Verify    string    `json:"verify,omitempty"`
-	Start     time.Time `json:"start"`
+	Schema    string `json:"schema"`
+	Target    string `json:"target"`
+	File      string `json:"file"`
+	Dialect   string `json:"dialect"`
+	Receivers int    `json:"receivers"`
+	BlockSize int    `json:"blksize"` // asked for; 0 = the receiver's default
+	// SourceAddrs is how many local addresses the receivers were spread
+	// over (0 = the one that routes to the server).
+	SourceAddrs int       `json:"source_addrs"`
+	Verify      string    `json:"verify,omitempty"`
+	Start       time.Time `json:"start"`
 	// AllVerifiedSeconds is the time from the start until the last
 	// receiver held the verified file; 0 when not all did.
 	AllVerifiedSeconds float64 `json:"all_verified_seconds"`
@@ -193,6 +201,9 @@ func (s *MCastSwarm) config() (MCastSwarm, error) {
 	if c.Dir == "" {
 		bad("Dir: required")
 	}
+	if len(c.SourceAddrs) > 0 && c.Dialect == "native" {
+		bad("SourceAddrs: the native receiver sends from the address that routes to the server")
+	}
 	if c.SHA256 != nil && len(c.SHA256) != sha256.Size {
 		bad("SHA256: %d bytes, want %d", len(c.SHA256), sha256.Size)
 	}
@@ -225,7 +236,7 @@ func (s *MCastSwarm) Run(ctx context.Context) (MCastReport, error) {
 	}
 	rep := MCastReport{
 		Schema: MCastReportSchema, Target: c.Target, File: c.File, Dialect: c.Dialect,
-		Receivers: c.Receivers, BlockSize: c.BlockSize, FileSize: -1, Errors: map[string]int{},
+		Receivers: c.Receivers, BlockSize: c.BlockSize, SourceAddrs: len(c.SourceAddrs), FileSize: -1, Errors: map[string]int{},
 	}
 	if c.SHA256 != nil {
 		rep.Verify = "sha256:" + hex.EncodeToString(c.SHA256)
@@ -341,13 +352,17 @@ func (c *MCastSwarm) receiver(ctx context.Context, i int, live *MCastLive) func(
 	}
 	// The lock-step dialects: RFC 2090 and PXE MTFTP.
 	var get func(ctx context.Context, server, remote string, out *os.File) (mtftp.ReceiveResult, error)
+	var local netip.Addr
+	if len(c.SourceAddrs) > 0 {
+		local = c.SourceAddrs[i%len(c.SourceAddrs)]
+	}
 	if c.Dialect == "rfc2090" {
-		r := &mtftp.RFC2090Receiver{BlockSize: c.BlockSize, Interface: c.Interface, Timeout: c.Timeout}
+		r := &mtftp.RFC2090Receiver{BlockSize: c.BlockSize, Interface: c.Interface, Timeout: c.Timeout, LocalAddr: local}
 		r.Size.Store(-1)
 		live.add(&r.Held, &r.Size)
 		get = r.Get
 	} else {
-		r := &mtftp.PXEReceiver{Group: c.PXEGroup, Interface: c.Interface, Delay: c.Timeout}
+		r := &mtftp.PXEReceiver{Group: c.PXEGroup, Interface: c.Interface, Delay: c.Timeout, LocalAddr: local}
 		r.Size.Store(-1)
 		live.add(&r.Held, &r.Size)
 		get = r.Get

@@ -43,20 +43,34 @@ func TestBenchMCastLab(t *testing.T) {
 	})
 	waitTFTP(t, ctx, lab, bin, netlab.ServerAddr+":69")
 
+	// The lock-step receivers send from five addresses of their own, as
+	// a room would (native ones from the routed address).
+	add := lab.Command(ctx, "c1", "ip", "-batch", "-")
+	add.Stdin = strings.NewReader("addr add 192.0.2.10/24 dev eth0\naddr add 192.0.2.11/24 dev eth0\naddr add 192.0.2.12/24 dev eth0\n" +
+		"addr add 192.0.2.13/24 dev eth0\naddr add 192.0.2.14/24 dev eth0\n")
+	if out, err := add.CombinedOutput(); err != nil {
+		t.Fatalf("adding source addresses: %v\n%s", err, out)
+	}
 	dir := t.TempDir()
 	var reports []string
 	for _, dialect := range Dialects {
 		report := filepath.Join(dir, dialect+".json")
-		out, err := lab.Run(ctx, "c1", bin, "bench", "mcast", "--target", netlab.ServerAddr, "--file", "f",
+		args := []string{"bench", "mcast", "--target", netlab.ServerAddr, "--file", "f",
 			"--receivers", "10", "--dialect", dialect, "--verify-file", filepath.Join(root, "f"),
-			"--duration", "90s", "--dir", filepath.Join(dir, dialect), "--json", report)
+			"--duration", "90s", "--dir", filepath.Join(dir, dialect), "--json", report}
+		sources := 0
+		if dialect != "native" {
+			args, sources = append(args, "--source-addrs", "192.0.2.10-192.0.2.14"), 5
+		}
+		out, err := lab.Run(ctx, "c1", bin, args...)
 		if err != nil {
 			t.Fatalf("%s: %v\n%s", dialect, err, out)
 		}
 		rep := readMCastReport(t, report)
 		if rep.Dialect != dialect || rep.Receivers != 10 || rep.Completed != 10 || rep.Failed != 0 || rep.SuccessRatio != 1 ||
 			rep.FileSize != size || rep.AllVerifiedSeconds <= 0 || rep.BytesNeeded != 10*size ||
-			rep.BytesReceived < rep.BytesNeeded || !strings.HasPrefix(rep.Verify, "sha256:") || len(rep.Errors) != 0 {
+			rep.BytesReceived < rep.BytesNeeded || !strings.HasPrefix(rep.Verify, "sha256:") || len(rep.Errors) != 0 ||
+			rep.SourceAddrs != sources {
 			t.Fatalf("%s: report %+v\n%s", dialect, rep, out)
 		}
 		// --dir keeps nothing back: every receiver's file is there, whole.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -33,6 +34,14 @@ func TestMCastConfig(t *testing.T) {
 	}
 	if _, err := (&MCastSwarm{Target: "h", File: "f", Receivers: 1, Dialect: "pxe", Dir: "d", BlockSize: 1428}).config(); err == nil {
 		t.Error("pxe with blksize 1428 accepted")
+	}
+	src := []netip.Addr{netip.MustParseAddr("192.0.2.10")}
+	if _, err := (&MCastSwarm{Target: "h", File: "f", Receivers: 1, Dialect: "native", Dir: "d", SourceAddrs: src}).config(); err == nil ||
+		!strings.Contains(err.Error(), "SourceAddrs") {
+		t.Errorf("native with source addresses: %v", err)
+	}
+	if _, err := (&MCastSwarm{Target: "h", File: "f", Receivers: 1, Dialect: "rfc2090", Dir: "d", SourceAddrs: src}).config(); err != nil {
+		t.Errorf("rfc2090 with source addresses: %v", err)
 	}
 }
 

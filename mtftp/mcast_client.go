@@ -69,12 +69,12 @@ type (
 )
 
 // openSockets opens a receiver's unicast socket toward srv through dial
-// (nil: the network) and returns its sockets, the local address the
+// (nil: the network, on local if valid) and returns its sockets, the local address the
 // group is joined from and the joinFunc to use (join, or the network's on
 // iface).
-func openSockets(dial dialFunc, join joinFunc, iface string, srv netip.AddrPort) (*sockets, netip.Addr, joinFunc, error) {
+func openSockets(dial dialFunc, join joinFunc, iface string, local netip.Addr, srv netip.AddrPort) (*sockets, netip.Addr, joinFunc, error) {
 	if dial == nil {
-		dial = dialUDP
+		dial = udpDialer(local)
 	}
 	if join == nil {
 		join = groupJoiner(iface)
@@ -151,19 +151,24 @@ func (s *sockets) next(ctx context.Context, d time.Duration) (p rxPkt, ok bool, 
 	}
 }
 
-// dialUDP opens a UDP socket on the local address that routes to server.
-func dialUDP(server netip.AddrPort) (conn, netip.Addr, error) {
-	probe, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(server))
-	if err != nil {
-		return nil, netip.Addr{}, err
+// udpDialer returns the production dialFunc: a UDP socket on local, or
+// if local is not valid on the address that routes to the server.
+func udpDialer(local netip.Addr) dialFunc {
+	return func(server netip.AddrPort) (conn, netip.Addr, error) {
+		if !local.IsValid() {
+			probe, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(server))
+			if err != nil {
+				return nil, netip.Addr{}, err
+			}
+			local = probe.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap()
+			probe.Close()
+		}
+		uc, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(local, 0)))
+		if err != nil {
+			return nil, netip.Addr{}, err
+		}
+		return udpConn{uc}, local, nil
 	}
-	local := probe.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap()
-	probe.Close()
-	uc, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(local, 0)))
-	if err != nil {
-		return nil, netip.Addr{}, err
-	}
-	return udpConn{uc}, local, nil
 }
 
 // groupJoiner returns the production joinFunc: bind group's port on the

@@ -42,6 +42,9 @@ type PXEReceiver struct {
 	Opens     int
 	Interface string
 	Log       zerolog.Logger
+	// LocalAddr is the address requests and ACKs leave from; zero = the
+	// one the route to the server uses.
+	LocalAddr netip.Addr
 
 	Held atomic.Int64 // bytes held so far
 	Size atomic.Int64 // the file size once the short block is seen (-1 before)
@@ -76,7 +79,7 @@ func (r *PXEReceiver) Get(ctx context.Context, server, remote string, out *os.Fi
 	if opens <= 0 {
 		opens = DefaultPXEOpens
 	}
-	s, local, join, err := openSockets(r.dial, r.join, r.Interface, srv)
+	s, local, join, err := openSockets(r.dial, r.join, r.Interface, r.LocalAddr, srv)
 	if err != nil {
 		return res, err
 	}

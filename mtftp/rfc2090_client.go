@@ -39,6 +39,10 @@ type RFC2090Receiver struct {
 	// ACKs again; 0 = 1 s.
 	AckTimeout time.Duration
 	Log        zerolog.Logger
+	// LocalAddr is the address requests and ACKs leave from; zero = the
+	// one the route to the server uses. (Servers cap transfers per
+	// client address: mtftpd's tftp.max_per_client.)
+	LocalAddr netip.Addr
 
 	// Progress: bytes held so far and the file size once known (-1
 	// before); read them at any time.
@@ -72,7 +76,7 @@ func (r *RFC2090Receiver) Get(ctx context.Context, server, remote string, out *o
 	if ackEvery <= 0 {
 		ackEvery = time.Second
 	}
-	s, local, join, err := openSockets(r.dial, r.join, r.Interface, srv)
+	s, local, join, err := openSockets(r.dial, r.join, r.Interface, r.LocalAddr, srv)
 	if err != nil {
 		return res, err
 	}

@@ -2,6 +2,7 @@ package tftp
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -242,6 +243,13 @@ func (c *Client) get(ctx context.Context, uc conn, srv netip.AddrPort, remote st
 		timeouts int
 		rollover uint16
 		sampled  bool
+		// ahead holds blocks that arrived ahead of a gap, within the
+		// window, until the gap fills; gapAt is when the current gap was
+		// first seen (zero: none). The gap is ACKed (RFC 7440 §3) only if
+		// it outlives reorderHold, so blocks that were merely reordered
+		// cost no resend of the window.
+		ahead map[uint64][]byte
+		gapAt time.Time
 	)
 	send := func(b []byte, to netip.AddrPort) error {
 		last = b
@@ -256,6 +264,7 @@ func (c *Client) get(ctx context.Context, uc conn, srv netip.AddrPort, remote st
 	if err := send(rrq, srv); err != nil {
 		return res, err
 	}
+	var deliver func(blk uint64, payload []byte) (bool, error)
 	process := func(pkt []byte, from netip.AddrPort) (done bool, err error) {
 		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
 		if !peer.IsValid() {
@@ -313,46 +322,40 @@ func (c *Client) get(ctx context.Context, uc conn, srv netip.AddrPort, remote st
 				return false, nil
 			}
 			if blk != have+1 {
-				res.OutOfOrder++
-				if !gapAcked {
-					// RFC 7440 §3: on a sequence error ACK the last block
-					// received in order, once.
-					gapAcked = true
-					if err := ack(peer); err != nil {
-						return false, err
+				if _, held := ahead[blk]; held {
+					res.Duplicates++
+				} else {
+					res.OutOfOrder++
+					if ahead == nil {
+						ahead = make(map[uint64][]byte)
 					}
+					ahead[blk] = bytes.Clone(payload)
+				}
+				if gapAt.IsZero() {
+					gapAt = time.Now()
 				}
 				return false, nil
 			}
-			if _, err := out.Write(payload); err != nil {
-				uc.WriteTo(AppendError(nil, ErrCodeDiskFull, "write failed"), peer)
-				return false, err
-			}
-			if !sampled && timeouts == 0 && have == ackedTo {
-				est.Sample(time.Since(sentAt))
-				sampled = true
-			}
-			have, gapAcked, dupAcked, timeouts = blk, false, false, 0
-			est.Progress()
-			res.Bytes += int64(len(payload))
-			res.Blocks = have
-			if c.Progress != nil {
-				c.Progress(res.Bytes, res.TSize)
-			}
-			if len(payload) < res.BlockSize {
-				if err := ack(peer); err != nil {
-					return false, err
+			done, err := deliver(blk, payload)
+			for !done && err == nil && len(ahead) > 0 {
+				p, ok := ahead[have+1]
+				if !ok {
+					break
 				}
-				if f, ok := out.(*netasciiDecoder); ok {
-					if err := f.Close(); err != nil {
-						return false, err
-					}
+				delete(ahead, have+1)
+				done, err = deliver(have+1, p)
+			}
+			// Blocks still held are ahead of a new gap (or of none).
+			gapAt = time.Time{}
+			for b := range ahead {
+				if b <= have {
+					delete(ahead, b)
+				} else {
+					gapAt = time.Now()
 				}
-				if err := bw.Flush(); err != nil {
-					return false, err
-				}
-				res.Duration = time.Since(start)
-				return true, nil
+			}
+			if done || err != nil {
+				return done, err
 			}
 			if have-ackedTo >= uint64(res.WindowSize) {
 				if err := ack(peer); err != nil {
@@ -362,6 +365,41 @@ func (c *Client) get(ctx context.Context, uc conn, srv netip.AddrPort, remote st
 		case OpERROR:
 			code, msg, _ := ParseError(pkt)
 			return false, &RemoteError{Code: code, Message: msg}
+		}
+		return false, nil
+	}
+	// deliver writes block blk, the next in order, and reports done after
+	// the final (short) block, which it ACKs.
+	deliver = func(blk uint64, payload []byte) (bool, error) {
+		if _, err := out.Write(payload); err != nil {
+			uc.WriteTo(AppendError(nil, ErrCodeDiskFull, "write failed"), peer)
+			return false, err
+		}
+		if !sampled && timeouts == 0 && have == ackedTo {
+			est.Sample(time.Since(sentAt))
+			sampled = true
+		}
+		have, gapAcked, dupAcked, timeouts = blk, false, false, 0
+		est.Progress()
+		res.Bytes += int64(len(payload))
+		res.Blocks = have
+		if c.Progress != nil {
+			c.Progress(res.Bytes, res.TSize)
+		}
+		if len(payload) < res.BlockSize {
+			if err := ack(peer); err != nil {
+				return false, err
+			}
+			if f, ok := out.(*netasciiDecoder); ok {
+				if err := f.Close(); err != nil {
+					return false, err
+				}
+			}
+			if err := bw.Flush(); err != nil {
+				return false, err
+			}
+			res.Duration = time.Since(start)
+			return true, nil
 		}
 		return false, nil
 	}
@@ -380,7 +418,15 @@ func (c *Client) get(ctx context.Context, uc conn, srv netip.AddrPort, remote st
 	}
 	for {
 		deadline := sentAt.Add(est.RTO())
-		uc.SetReadDeadline(deadline)
+		gapDue := time.Time{}
+		if !gapAt.IsZero() && !gapAcked {
+			gapDue = gapAt.Add(reorderHold(est.RTO()))
+		}
+		if !gapDue.IsZero() && gapDue.Before(deadline) {
+			uc.SetReadDeadline(gapDue)
+		} else {
+			uc.SetReadDeadline(deadline)
+		}
 		if err := ctx.Err(); err != nil {
 			if peer.IsValid() {
 				uc.WriteTo(AppendError(nil, ErrCodeUndefined, "cancelled"), peer)
@@ -404,6 +450,16 @@ func (c *Client) get(ctx context.Context, uc conn, srv netip.AddrPort, remote st
 			}
 			if !isTimeout(err) {
 				return res, err
+			}
+			if !gapDue.IsZero() && !time.Now().Before(gapDue) && !gapAcked && !gapAt.IsZero() {
+				// RFC 7440 §3: a sequence error (a gap that outlived the
+				// reordering hold) is answered with an ACK of the last
+				// block held in order, once per position.
+				gapAcked = true
+				if err := ack(peer); err != nil {
+					return res, err
+				}
+				continue
 			}
 			if time.Now().Before(deadline) {
 				continue
@@ -536,4 +592,13 @@ func (d *netasciiDecoder) Close() error {
 func IsNotFound(err error) bool {
 	var re *RemoteError
 	return errors.As(err, &re) && re.Code == ErrCodeNotFound
+}
+
+// reorderHold is how long a gap may stay open before the client reports
+// it: a quarter of the retransmission timeout, 2 ms at least and 50 ms at
+// most. Datagrams reordered on the path (link aggregation, the lab's
+// jitter) arrive within it, so they cost no resend of the window; a block
+// really lost is reported this much later than at once.
+func reorderHold(rto time.Duration) time.Duration {
+	return min(max(rto/4, 2*time.Millisecond), 50*time.Millisecond)
 }

@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"time"
 
 	"github.com/vbauerster/mpb/v8"
 	"github.com/vbauerster/mpb/v8/decor"
+
+	"github.com/mtftpd/mtftpd/bench"
 )
 
 // startLiveDisplay shows a run's progress until stopped: one mpb bar
@@ -56,4 +59,26 @@ func startLiveDisplay(ctx context.Context, w io.Writer, tty bool, prefix, title 
 		}
 	}()
 	return d
+}
+
+// parseVerify reads --verify sha256:HEX or --verify-file PATH (the
+// digest and size of a local copy); neither gives a nil digest and size 0.
+func parseVerify(verify, verifyFile string) (sum []byte, size int64, err error) {
+	switch {
+	case verify != "" && verifyFile != "":
+		return nil, 0, errors.New("give --verify or --verify-file, not both")
+	case verify != "":
+		sum, err := bench.ParseSHA256(verify)
+		if err != nil {
+			return nil, 0, fmt.Errorf("--%w", err)
+		}
+		return sum, 0, nil
+	case verifyFile != "":
+		sum, size, err := sha256File(verifyFile)
+		if err != nil {
+			return nil, 0, fmt.Errorf("--verify-file: %w", err)
+		}
+		return sum, size, nil
+	}
+	return nil, 0, nil
 }

@@ -38,6 +38,7 @@ func runBenchMCast(args []string) error {
 	timeout := fs.Duration("timeout", 0, "silence from the server each receiver tolerates (0: the dialect's default)")
 	blksize := fs.Int("blksize", 0, "native, rfc2090: block size asked for (0: 1468 native, 1428 rfc2090)")
 	iface := fs.String("iface", "", "interface to join the group on (default: the one the server is reached by)")
+	sources := fs.String("source-addrs", "", "rfc2090, pxe: send from these local addresses, round robin (A,B,A-B,A/N): servers cap transfers per client address")
 	pxeGroup := fs.String("pxe-group", "", "pxe: group and client port of the file (default 239.255.1.1:3001, iPXE's)")
 	verify := fs.String("verify", "", "check every file: sha256:HEX")
 	verifyFile := fs.String("verify-file", "", "check every file against this local copy (sha256 and size)")
@@ -57,6 +58,13 @@ func runBenchMCast(args []string) error {
 		Target: *target, File: *file, Receivers: *receivers, Dialect: *dialect, Dir: *dir,
 		BlockSize: *blksize, Interface: *iface, Timeout: *timeout, MaxTime: *duration, Live: &bench.MCastLive{},
 	}
+	if *sources != "" {
+		addrs, err := bench.ParseSourceAddrs(*sources)
+		if err != nil {
+			return fmt.Errorf("mcast: --%w", err)
+		}
+		s.SourceAddrs = addrs
+	}
 	if *pxeGroup != "" {
 		g, err := netip.ParseAddrPort(*pxeGroup)
 		if err != nil {
@@ -64,22 +72,11 @@ func runBenchMCast(args []string) error {
 		}
 		s.PXEGroup = g
 	}
-	switch {
-	case *verify != "" && *verifyFile != "":
-		return errors.New("mcast: give --verify or --verify-file, not both")
-	case *verify != "":
-		sum, err := bench.ParseSHA256(*verify)
-		if err != nil {
-			return fmt.Errorf("mcast: --%w", err)
-		}
-		s.SHA256 = sum
-	case *verifyFile != "":
-		sum, size, err := sha256File(*verifyFile)
-		if err != nil {
-			return fmt.Errorf("mcast: --verify-file: %w", err)
-		}
-		s.SHA256, s.Size = sum, size
+	sum, size, err := parseVerify(*verify, *verifyFile)
+	if err != nil {
+		return fmt.Errorf("mcast: %w", err)
 	}
+	s.SHA256, s.Size = sum, size
 	if s.Dir == "" {
 		d, err := os.MkdirTemp("", "mtftpd-bench-mcast-")
 		if err != nil {

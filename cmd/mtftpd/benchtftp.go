@@ -90,22 +90,11 @@ func runBenchTFTP(args []string) error {
 		Duration: *duration, Transfers: *count, MaxTime: *maxTime, Timeout: *timeout, Retries: *retries,
 		Live: &bench.TFTPLive{},
 	}
-	switch {
-	case *verify != "" && *verifyFile != "":
-		return errors.New("tftp: give --verify or --verify-file, not both")
-	case *verify != "":
-		sum, err := bench.ParseSHA256(*verify)
-		if err != nil {
-			return fmt.Errorf("tftp: --%w", err)
-		}
-		s.SHA256 = sum
-	case *verifyFile != "":
-		sum, size, err := sha256File(*verifyFile)
-		if err != nil {
-			return fmt.Errorf("tftp: --verify-file: %w", err)
-		}
-		s.SHA256, s.Size = sum, size
+	sum, size, err := parseVerify(*verify, *verifyFile)
+	if err != nil {
+		return fmt.Errorf("tftp: %w", err)
 	}
+	s.SHA256, s.Size = sum, size
 	if *sources != "" {
 		addrs, err := bench.ParseSourceAddrs(*sources)
 		if err != nil {

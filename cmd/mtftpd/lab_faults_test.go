@@ -57,8 +57,8 @@ func transfers(log string) map[string]transferLine {
 // both ways on every client port, and then with delay and reordering,
 // each firmware profile downloads a file whose bytes are checked; the
 // server's retransmit counts stay plausible for the loss (some at 5 % and
-// up, a bounded multiple of the blocks), and reordering alone costs at
-// most a window per block.
+// up, a bounded multiple of the blocks), and reordering alone costs next
+// to no retransmissions (no go-back-N storm).
 func TestLabUnicastFaults(t *testing.T) {
 	if _, err := exec.LookPath("iptables"); err != nil && os.Geteuid() == 0 {
 		t.Skip("iptables not found (Debian package iptables): no delay impairment")
@@ -201,12 +201,12 @@ func TestLabUnicastFaults(t *testing.T) {
 			ratio := float64(tl.Retransmits) / float64(max(tl.Blocks, 1))
 			t.Logf("delay 1 ms + jitter 5 ms %s: %d blocks, window %d, %d retransmits (%.2f per block)",
 				p.name, tl.Blocks, tl.Windowsize, tl.Retransmits, ratio)
-			// Nothing is lost, yet each reordered block makes the client
-			// (which, like firmware, drops blocks ahead of a gap) ACK the
-			// gap and the server resend the window's tail: bounded by the
-			// window, as under loss. Measured: docs/reliability.md.
-			if limit := float64(tl.Windowsize); ratio > limit {
-				t.Errorf("%s: %.2f retransmits per block with reordering alone, more than a window (%d)", p.name, ratio, tl.Windowsize)
+			// Nothing is lost: the client holds blocks that arrive ahead
+			// of a gap and reports a gap only if it outlives the
+			// reordering hold, so the server resends next to nothing
+			// (before that hold: 40 retransmits per block at window 64).
+			if ratio > 0.1 {
+				t.Errorf("%s: %.2f retransmits per block with reordering alone", p.name, ratio)
 			}
 		}
 	})

@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -26,36 +25,11 @@ import (
 )
 
 // dhcpSocketIn opens 0.0.0.0:68 on eth0 of namespace ns (a full name)
-// with SO_BROADCAST: a DHCP client's socket, made by a thread that enters
-// the namespace and comes back (or dies if it cannot).
+// with SO_BROADCAST: a DHCP client's socket inside the lab.
 func dhcpSocketIn(t *testing.T, ns string) *net.UDPConn {
 	t.Helper()
-	type result struct {
-		c   *net.UDPConn
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		self, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{nil, err}
-			return
-		}
-		defer self.Close()
-		target, err := os.Open("/run/netns/" + ns)
-		if err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{nil, err}
-			return
-		}
-		defer target.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{nil, err}
-			return
-		}
+	var c *net.UDPConn
+	err := netlab.Enter(ns, func() error {
 		lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
 			var serr error
 			rc.Control(func(fd uintptr) {
@@ -65,21 +39,16 @@ func dhcpSocketIn(t *testing.T, ns string) *net.UDPConn {
 			return serr
 		}}
 		pc, err := lc.ListenPacket(context.Background(), "udp4", "0.0.0.0:68")
-		if unix.Setns(int(self.Fd()), unix.CLONE_NEWNET) == nil {
-			runtime.UnlockOSThread()
+		if err == nil {
+			c = pc.(*net.UDPConn)
 		}
-		if err != nil {
-			ch <- result{nil, err}
-			return
-		}
-		ch <- result{pc.(*net.UDPConn), nil}
-	}()
-	r := <-ch
-	if r.err != nil {
-		t.Fatalf("dhcp socket in %s: %v", ns, r.err)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("dhcp socket in %s: %v", ns, err)
 	}
-	t.Cleanup(func() { r.c.Close() })
-	return r.c
+	t.Cleanup(func() { c.Close() })
+	return c
 }
 
 // dora runs one DISCOVER → OFFER → REQUEST → ACK for mac over c, each step

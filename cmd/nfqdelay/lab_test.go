@@ -9,7 +9,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -17,62 +16,33 @@ import (
 	"time"
 
 	"github.com/mtftpd/mtftpd/internal/netlab"
-	"golang.org/x/sys/unix"
 )
 
 // listenIn opens a UDP socket inside network namespace ns (a full name,
-// /run/netns/ns). The socket stays in that namespace for its life; the
-// thread that made it goes back to ours, or dies if it cannot.
+// /run/netns/ns); it stays in that namespace for its life.
 func listenIn(t *testing.T, ns, addr string) *net.UDPConn {
 	t.Helper()
 	a, err := net.ResolveUDPAddr("udp4", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	type result struct {
-		c   *net.UDPConn
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread() // unlocked only once back in our namespace
-		self, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{nil, err}
-			return
-		}
-		defer self.Close()
-		target, err := os.Open("/run/netns/" + ns)
-		if err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{nil, err}
-			return
-		}
-		defer target.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{nil, err}
-			return
-		}
-		c, err := net.ListenUDP("udp4", a)
-		if unix.Setns(int(self.Fd()), unix.CLONE_NEWNET) == nil {
-			runtime.UnlockOSThread()
-		}
-		ch <- result{c, err}
-	}()
-	r := <-ch
-	if r.err != nil {
-		t.Fatalf("listen %s in %s: %v", addr, ns, r.err)
+	var c *net.UDPConn
+	err = netlab.Enter(ns, func() error {
+		var err error
+		c, err = net.ListenUDP("udp4", a)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("listen %s in %s: %v", addr, ns, err)
 	}
 	// As root: room for a whole burst, so only the impairment could lose.
-	if rc, err := r.c.SyscallConn(); err == nil {
+	if rc, err := c.SyscallConn(); err == nil {
 		rc.Control(func(fd uintptr) {
 			syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUFFORCE, 4<<20)
 		})
 	}
-	t.Cleanup(func() { r.c.Close() })
-	return r.c
+	t.Cleanup(func() { c.Close() })
+	return c
 }
 
 // roundTrip sends seq to the echo server and waits for it to come back.

@@ -38,21 +38,18 @@ const (
 	// Rate control: the loss of the receiver at the 75th percentile
 	// decides — a quarter of the room losing more is congestion (and
 	// their repairs would cost everyone), while one slow receiver cannot
-	// hold the room back: it is moved instead. Loss that does not go away
-	// when the stream slows down (a lossy link) is not congestion: the
-	// lowest 75th-percentile loss of the last lossFloorSteps steps is the
-	// floor, and only loss above it counts.
-	lossCongested  = 30 // ‰ above the floor: the stream slows down
-	lossClean      = 10 // ‰ above the floor: it speeds up quickly
-	lossFloorSteps = 30 // control steps (3 s) the floor is the minimum over
-	lossFloorMax   = 60 // ‰: a floor above this is congestion that never let up, not a lossy link
+	// hold the room back: it is moved instead. Losing up to lossCongested
+	// is taken for a lossy link, not congestion (a link that drops 5 % at
+	// any rate must not slow the stream to a crawl): repairs cover it.
+	lossCongested = 80 // ‰: above this the stream slows down
+	lossClean     = 20 // ‰: below this it speeds up quickly
 	// A receiver is slow when its loss stays above lossSlow for
 	// slowReports reports in a row while the room is not congested; it is
 	// then moved to the next tier.
 	lossSlow = 300
 	// minInformative: fewer datagrams say nothing about loss; a
 	// receiver's counts add up over control steps until they reach it.
-	minInformative = 16
+	minInformative = 256
 	slowReports    = 4
 	maxTiers       = 4
 )
@@ -85,7 +82,8 @@ type nativeRecv struct {
 	// up over reports until there are enough to say something (at a low
 	// rate one report holds a handful).
 	seen, lost uint64
-	informed   bool // lossPerM is fresh for this control step
+	informed   bool    // lossPerM is fresh for this control step
+	lossAvg    float64 // ‰, smoothed over measurements; < 0 before the first
 }
 
 // repairReq is a stripe's pending repair: the most shards any receiver
@@ -135,9 +133,9 @@ type nativeSession struct {
 	needOrder []int64              // in the order asked (so in order of due time)
 	repaired  []repairMark         // per stripe: the last repair sent
 	cursor    map[int64]int
-	rate      float64 // bytes/s
-	lossHist  []int   // the last control steps' 75th-percentile loss (‰)
-	peak      float64 // the rate at the last congestion (0: none yet)
+	rate      float64   // bytes/s
+	peak      float64   // the rate at the last congestion (0: none yet)
+	decreased time.Time // when the rate was last lowered
 	idle      bool
 
 	// for the log line and counters (under mu)
@@ -274,7 +272,7 @@ func (s *Server) newNative(ctx context.Context, key nativeKey, f *filestore.File
 // stripe once since this join.
 func (ns *nativeSession) join(peer netip.AddrPort, now time.Time) {
 	ns.mu.Lock()
-	ns.receivers[peer] = &nativeRecv{peer: peer, joined: now, last: now}
+	ns.receivers[peer] = &nativeRecv{peer: peer, joined: now, last: now, lossAvg: -1}
 	ns.everJoined++
 	ns.publish()
 	// One pass from the group under way; what it missed of that group's
@@ -662,36 +660,47 @@ func (ns *nativeSession) control(now time.Time) []*nativeRecv {
 		}
 		r.informed = false
 		if n := r.seen + r.lost; n >= minInformative {
-			r.lossPerM = uint16(r.lost * 1000 / n)
+			// Smoothed: loss comes in bursts (a dropped GSO
+			// super-datagram is 64 datagrams at once), and one sample
+			// of a few hundred says little.
+			sample := float64(r.lost*1000) / float64(n)
+			if r.lossAvg < 0 {
+				r.lossAvg = sample
+			} else {
+				r.lossAvg = 0.7*r.lossAvg + 0.3*sample
+			}
+			r.lossPerM = uint16(r.lossAvg)
 			r.seen, r.lost, r.informed = 0, 0, true
 			losses = append(losses, int(r.lossPerM))
 		}
 	}
 	defer ns.publish()
-	if len(losses) == 0 || ns.idle {
+	// Decide on the rate only when at least half the receivers have
+	// measured: a step where a few did (at a low rate, each needs several
+	// steps to gather enough datagrams) says little about the room.
+	if len(losses) == 0 || 2*len(losses) < len(ns.receivers) || ns.idle {
 		return nil
 	}
 	slices.Sort(losses)
 	p75 := losses[(len(losses)-1)*3/4] // the 75th percentile (the middle one of three): see lossCongested
 	congested := false
 	if ns.seq < ns.dataUntil || len(ns.needOrder) > 0 { // only a running stream says anything about the rate
-		ns.lossHist = append(ns.lossHist, p75)
-		if len(ns.lossHist) > lossFloorSteps {
-			ns.lossHist = ns.lossHist[1:]
-		}
-		floor := min(lossFloorMax, slices.Min(ns.lossHist))
-		congested = p75 > floor+lossCongested
+		congested = p75 > lossCongested
 		// Multiplicative decrease; increase fast up to just below the
 		// rate that last caused congestion, then probe slowly (a
 		// bottleneck's queue answers a step late, so overshooting it
 		// costs a burst of loss and repairs).
+		// A decrease shows in the reports only after they cover the new
+		// rate: one decrease per three NAK intervals, not one per step.
 		switch {
+		case congested && now.Sub(ns.decreased) < 3*ns.nakInterval():
 		case congested:
 			ns.peak = ns.rate
 			ns.rate *= 0.8
-		case p75 <= floor+lossClean && ns.rate < 0.9*ns.peak:
+			ns.decreased = now
+		case p75 <= lossClean && ns.rate < 0.9*ns.peak:
 			ns.rate = min(ns.rate*1.15, 0.9*ns.peak)
-		case p75 <= floor+lossClean && ns.peak == 0:
+		case p75 <= lossClean && ns.peak == 0:
 			ns.rate *= 1.15
 		default:
 			ns.rate *= 1.02
@@ -701,6 +710,8 @@ func (ns *nativeSession) control(now time.Time) []*nativeRecv {
 			top = nativeMaxAutoRate
 		}
 		ns.rate = min(top, max(nativeMinRate, ns.rate))
+		ns.s.Log.Debug().Str("file", ns.key.name).Int("tier", ns.key.tier).Int("measured", len(losses)).Int("p75_permille", p75).
+			Bool("congested", congested).Float64("rate_MBps", ns.rate/1e6).Msg("mtftp: native rate")
 	}
 	var slow []*nativeRecv
 	for p, r := range ns.receivers {

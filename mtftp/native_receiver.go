@@ -203,6 +203,9 @@ func (r *NativeReceiver) request(ctx context.Context, uc *net.UDPConn, srv netip
 				return sessionPkt{}, from, fmt.Errorf("mtftp: server refused: %s", b[2:])
 			case op == uint16(tftp.OpERROR):
 				if code, msg, err := tftp.ParseError(b); err == nil {
+					if code == tftp.ErrCodeUndefined && msg == "server busy" {
+						continue // its session slots are full for a moment: ask again
+					}
 					return sessionPkt{}, from, &tftp.RemoteError{Code: code, Message: msg}
 				}
 				return sessionPkt{}, from, errors.New("mtftp: malformed ERROR from server")

@@ -120,12 +120,15 @@ func TestTransferImpaired(t *testing.T) {
 							}
 							blocks := BlockCount(int64(size), bs)
 							sent := counters.DataSent.Load()
-							if im.loss == 0 && im.reorder == 0 {
-								// Duplicated ACKs and DATA alone must not
-								// make the server send more than each block
-								// once (plus a window per rare timer).
+							if im.loss == 0 {
+								// Duplicated or reordered ACKs and DATA alone
+								// must not make the server send more than each
+								// block once (plus a window per rare timer):
+								// the client holds blocks ahead of a gap until
+								// the reordered one arrives.
 								if sent > blocks+uint64(win) {
-									t.Fatalf("sent %d datagrams for %d blocks with dup %.2f: duplicate ACKs caused sends", sent, blocks, im.dup)
+									t.Fatalf("sent %d datagrams for %d blocks with dup %.2f reorder %.2f: resends without loss",
+										sent, blocks, im.dup, im.reorder)
 								}
 							}
 						})

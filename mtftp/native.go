@@ -35,14 +35,18 @@ const (
 	nativeParityCache       = 32 << 20               // bytes of parity kept per session
 	nativeInterleave        = 64                     // stripes per interleave group
 
-	// Rate control: the loss of the receiver at the 75th percentile
-	// decides — a quarter of the room losing more is congestion (and
+	// Rate control: the loss of the receiver at the 90th percentile
+	// decides — a tenth of the room losing more is congestion (and
 	// their repairs would cost everyone), while one slow receiver cannot
-	// hold the room back: it is moved instead. Losing up to lossCongested
-	// is taken for a lossy link, not congestion (a link that drops 5 % at
-	// any rate must not slow the stream to a crawl): repairs cover it.
-	lossCongested = 80 // ‰: above this the stream slows down
-	lossClean     = 20 // ‰: below this it speeds up quickly
+	// hold the room back: it is moved instead. Loss above the tolerance
+	// (lossTolerated at first) lowers the rate; if the loss does not fall
+	// with it, it is the link's (a link that drops 5 % at any rate must
+	// not slow the stream to a crawl): the tolerance rises above it and
+	// the decrease is taken back.
+	lossTolerated = 30  // ‰
+	lossTolMargin = 20  // ‰ above a link's own loss
+	lossTolMax    = 150 // ‰
+	lossClean     = 20  // ‰: below this the stream speeds up quickly
 	// A receiver is slow when its loss stays above lossSlow for
 	// slowReports reports in a row while the room is not congested; it is
 	// then moved to the next tier.
@@ -121,22 +125,24 @@ type nativeSession struct {
 	wake chan struct{}
 	view *sessionView // what Sessions shows
 
-	mu        sync.Mutex
-	receivers map[netip.AddrPort]*nativeRecv
-	closed    bool
-	shaOK     bool
-	seq       uint64               // next carousel stripe position
-	pktSeq    uint32               // datagrams sent
-	gi        int                  // next datagram of the interleave group starting at seq
-	dataUntil uint64               // carousel stops at this position (a full pass after the latest join)
-	need      map[int64]*repairReq // stripes asked for, not yet repaired
-	needOrder []int64              // in the order asked (so in order of due time)
-	repaired  []repairMark         // per stripe: the last repair sent
-	cursor    map[int64]int
-	rate      float64   // bytes/s
-	peak      float64   // the rate at the last congestion (0: none yet)
-	decreased time.Time // when the rate was last lowered
-	idle      bool
+	mu             sync.Mutex
+	receivers      map[netip.AddrPort]*nativeRecv
+	closed         bool
+	shaOK          bool
+	seq            uint64               // next carousel stripe position
+	pktSeq         uint32               // datagrams sent
+	gi             int                  // next datagram of the interleave group starting at seq
+	dataUntil      uint64               // carousel stops at this position (a full pass after the latest join)
+	need           map[int64]*repairReq // stripes asked for, not yet repaired
+	needOrder      []int64              // in the order asked (so in order of due time)
+	repaired       []repairMark         // per stripe: the last repair sent
+	cursor         map[int64]int
+	rate           float64   // bytes/s
+	peak           float64   // the rate at the last congestion (0: none yet)
+	decreased      time.Time // when the rate was last lowered and not yet judged
+	lossAtDecrease int       // ‰, the 90th percentile that lowered it
+	tol            int       // ‰ of loss taken for the link's own (0: not set)
+	idle           bool
 
 	// for the log line and counters (under mu)
 	everJoined, completed, failed, dropped, moved int
@@ -644,7 +650,7 @@ func (ns *nativeSession) nextSeq() uint32 {
 }
 
 // control runs every control step: it drops silent receivers, sets the
-// rate from the receivers' loss (75th percentile), and returns the receivers that
+// rate from the receivers' loss (90th percentile), and returns the receivers that
 // stay far behind a stream the others keep up with (to be moved).
 func (ns *nativeSession) control(now time.Time) []*nativeRecv {
 	ns.mu.Lock()
@@ -682,36 +688,49 @@ func (ns *nativeSession) control(now time.Time) []*nativeRecv {
 		return nil
 	}
 	slices.Sort(losses)
-	p75 := losses[(len(losses)-1)*3/4] // the 75th percentile (the middle one of three): see lossCongested
+	p90 := losses[(len(losses)-1)*9/10] // the 90th percentile (the middle one of three): see lossTolerated
 	congested := false
 	if ns.seq < ns.dataUntil || len(ns.needOrder) > 0 { // only a running stream says anything about the rate
-		congested = p75 > lossCongested
-		// Multiplicative decrease; increase fast up to just below the
-		// rate that last caused congestion, then probe slowly (a
-		// bottleneck's queue answers a step late, so overshooting it
-		// costs a burst of loss and repairs).
-		// A decrease shows in the reports only after they cover the new
-		// rate: one decrease per three NAK intervals, not one per step.
+		ivl := 3 * ns.nakInterval() // until reports cover a new rate
+		if ns.tol == 0 {
+			ns.tol = lossTolerated
+		}
+		// Did the last decrease help? Loss that did not fall with the
+		// rate is the link's (random loss), not congestion: tolerate it
+		// (repairs cover it) and take the decrease back. The tolerance
+		// creeps back down, so a link that stops losing is noticed.
+		if !ns.decreased.IsZero() && now.Sub(ns.decreased) >= ivl {
+			if p90*4 >= ns.lossAtDecrease*3 {
+				ns.tol = min(lossTolMax, p90+lossTolMargin)
+				ns.rate /= 0.8
+			}
+			ns.decreased = time.Time{}
+		}
+		congested = p90 > ns.tol
+		// Multiplicative decrease, at most one per report cycle; increase
+		// fast up to just below the rate that last caused congestion,
+		// then probe slowly (a bottleneck's queue answers a step late, so
+		// overshooting it costs a burst of loss and repairs).
 		switch {
-		case congested && now.Sub(ns.decreased) < 3*ns.nakInterval():
+		case congested && !ns.decreased.IsZero():
 		case congested:
-			ns.peak = ns.rate
+			ns.peak, ns.lossAtDecrease, ns.decreased = ns.rate, p90, now
 			ns.rate *= 0.8
-			ns.decreased = now
-		case p75 <= lossClean && ns.rate < 0.9*ns.peak:
+		case p90 <= lossClean && ns.rate < 0.9*ns.peak:
 			ns.rate = min(ns.rate*1.15, 0.9*ns.peak)
-		case p75 <= lossClean && ns.peak == 0:
+		case p90 <= lossClean && ns.peak == 0:
 			ns.rate *= 1.15
 		default:
 			ns.rate *= 1.02
 		}
+		ns.tol = max(lossTolerated, ns.tol-1)
 		top := ns.maxBps
 		if top <= 0 {
 			top = nativeMaxAutoRate
 		}
 		ns.rate = min(top, max(nativeMinRate, ns.rate))
-		ns.s.Log.Debug().Str("file", ns.key.name).Int("tier", ns.key.tier).Int("measured", len(losses)).Int("p75_permille", p75).
-			Bool("congested", congested).Float64("rate_MBps", ns.rate/1e6).Msg("mtftp: native rate")
+		ns.s.Log.Debug().Str("file", ns.key.name).Int("tier", ns.key.tier).Int("measured", len(losses)).Int("p90_permille", p90).
+			Int("tolerated_permille", ns.tol).Bool("congested", congested).Float64("rate_MBps", ns.rate/1e6).Msg("mtftp: native rate")
 	}
 	var slow []*nativeRecv
 	for p, r := range ns.receivers {

@@ -16,7 +16,8 @@
 #   rfc2090 RFC_RECEIVERS atftp clients (--option multicast, blksize 1428)
 #           of an RFC_MB MiB file from mtftpd and from atftpd (the Debian
 #           package, unpacked by scripts/bench-lib.sh, not installed).
-# Times run from launching the receivers to the last one finishing, so
+# The report is a markdown table on stdout (docs/benchmarks-mcast.md keeps
+# the last one, with its context). Times run from launching the receivers to the last one finishing, so
 # they include mtftpd's gathering delay (START_DELAY) and udpcast's wait
 # for --min-receivers. Root only; everything happens inside lab
 # namespaces (scripts/netlab.sh) that are removed at exit.

@@ -470,7 +470,7 @@ report() {
   echo
   echo "## Multicast"
   echo
-  echo "Not measured yet: udpcast (udp-sender/udp-receiver) and atftpd's RFC 2090 against \`mtftpd bench mcast\` land with mtftpd's native multicast dialect (issue 7)."
+  echo "Measured by \`make bench-mcast\` (scripts/bench-mcast.sh: mtftpd's native dialect against udpcast, RFC 2090 against atftpd, a tbf-limited server port); its last report is [benchmarks-mcast.md](benchmarks-mcast.md)."
   echo
   echo "## Commands"
   echo

@@ -16,6 +16,21 @@ import (
 	"github.com/mtftpd/mtftpd/tftp"
 )
 
+// waitServing waits (bounded: 100 tries) until the server at addr serves
+// remote into out, failing the test with the server's log otherwise.
+func waitServing(t *testing.T, addr, remote, out string, logs *syncBuffer) {
+	t.Helper()
+	var msg string
+	for range 100 {
+		var code int
+		if msg, code = mtftpd(t, "get", "-q", "--retries", "1", "--timeout", "100ms", "-o", out, addr, remote); code == 0 {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("server at %s does not serve %s: %s\n%s", addr, remote, msg, logs.String())
+}
+
 // scrape reads the metrics named in want from a running server's /metrics,
 // over a connection that is closed afterwards (a kept-alive one would hold
 // a goroutine and an fd of its own).
@@ -65,15 +80,7 @@ func TestSessionsReapedNoLeak(t *testing.T) {
 	}
 	defer func() { srv.Process.Kill(); srv.Wait() }()
 	dir := t.TempDir()
-	code := 1
-	for i := 0; i < 100 && code != 0; i++ { // up, and warmed: one transfer done
-		if _, code = mtftpd(t, "get", "-q", "--retries", "1", "--timeout", "100ms", "-o", filepath.Join(dir, "s"), addr, "small"); code != 0 {
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
-	if code != 0 {
-		t.Fatalf("server not up:\n%s", logs.String())
-	}
+	waitServing(t, addr, "small", filepath.Join(dir, "s"), &logs) // up, and warmed: one transfer done
 	metrics := []string{"go_goroutines", "process_open_fds", "mtftpd_tftp_active", "mtftpd_tftp_failed_total"}
 	before := scrape(t, httpAddr, metrics...)
 
@@ -171,15 +178,7 @@ func TestUploadDiskFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { srv.Process.Kill(); srv.Wait() }()
-	code := 1
-	for i := 0; i < 100 && code != 0; i++ {
-		if _, code = mtftpd(t, "get", "-q", "--retries", "1", "--timeout", "100ms", "-o", filepath.Join(dir, "f"), addr, "f"); code != 0 {
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
-	if code != 0 {
-		t.Fatalf("server not up:\n%s", logs.String())
-	}
+	waitServing(t, addr, "f", filepath.Join(dir, "f"), &logs)
 	host, port := splitAddr(t, addr)
 	out, _ := exec.Command(hpa, "-m", "binary", host, port, "-c", "put", big, "big.bin").CombinedOutput()
 	if !strings.Contains(string(out), "Error code 3") {

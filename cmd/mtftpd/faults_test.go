@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"net"
 	"net/http"
 	"os"
@@ -15,6 +16,21 @@ import (
 
 	"github.com/mtftpd/mtftpd/tftp"
 )
+
+// waitServing waits (bounded: 100 tries) until the server at addr serves
+// remote into out, failing the test with the server's log otherwise.
+func waitServing(t *testing.T, addr, remote, out string, logs *syncBuffer) {
+	t.Helper()
+	var msg string
+	for range 100 {
+		var code int
+		if msg, code = mtftpd(t, "get", "-q", "--retries", "1", "--timeout", "100ms", "-o", out, addr, remote); code == 0 {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("server at %s does not serve %s: %s\n%s", addr, remote, msg, logs.String())
+}
 
 // scrape reads the metrics named in want from a running server's /metrics,
 // over a connection that is closed afterwards (a kept-alive one would hold
@@ -65,15 +81,7 @@ func TestSessionsReapedNoLeak(t *testing.T) {
 	}
 	defer func() { srv.Process.Kill(); srv.Wait() }()
 	dir := t.TempDir()
-	code := 1
-	for i := 0; i < 100 && code != 0; i++ { // up, and warmed: one transfer done
-		if _, code = mtftpd(t, "get", "-q", "--retries", "1", "--timeout", "100ms", "-o", filepath.Join(dir, "s"), addr, "small"); code != 0 {
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
-	if code != 0 {
-		t.Fatalf("server not up:\n%s", logs.String())
-	}
+	waitServing(t, addr, "small", filepath.Join(dir, "s"), &logs) // up, and warmed: one transfer done
 	metrics := []string{"go_goroutines", "process_open_fds", "mtftpd_tftp_active", "mtftpd_tftp_failed_total"}
 	before := scrape(t, httpAddr, metrics...)
 
@@ -171,15 +179,7 @@ func TestUploadDiskFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { srv.Process.Kill(); srv.Wait() }()
-	code := 1
-	for i := 0; i < 100 && code != 0; i++ {
-		if _, code = mtftpd(t, "get", "-q", "--retries", "1", "--timeout", "100ms", "-o", filepath.Join(dir, "f"), addr, "f"); code != 0 {
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
-	if code != 0 {
-		t.Fatalf("server not up:\n%s", logs.String())
-	}
+	waitServing(t, addr, "f", filepath.Join(dir, "f"), &logs)
 	host, port := splitAddr(t, addr)
 	out, _ := exec.Command(hpa, "-m", "binary", host, port, "-c", "put", big, "big.bin").CombinedOutput()
 	if !strings.Contains(string(out), "Error code 3") {
@@ -195,5 +195,80 @@ func TestUploadDiskFull(t *testing.T) {
 	}
 	if _, code := mtftpd(t, "get", "-q", "-o", filepath.Join(dir, "f2"), addr, "f"); code != 0 {
 		t.Fatalf("server stopped serving after the full disk:\n%s", logs.String())
+	}
+}
+
+// TestSIGTERMDrains: after SIGTERM the server takes no new transfer, lets
+// a running one finish within tftp.shutdown_grace (verified bytes) and
+// exits 0; with a grace too short for it, the transfer is ended with an
+// ERROR when the grace runs out and the server still exits 0.
+func TestSIGTERMDrains(t *testing.T) {
+	root := t.TempDir()
+	data := make([]byte, 8<<20)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	os.WriteFile(filepath.Join(root, "img"), data, 0o644)
+	for _, tc := range []struct {
+		name     string
+		grace    string
+		finishes bool
+	}{{"finishes", "60s", true}, {"cut", "300ms", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr, httpAddr := freePort(t), freeTCPPort(t)
+			srv := exec.Command(bin, "serve", "--tftp.root", root, "--tftp.listen", addr, "--http.listen", httpAddr,
+				"--mtftp.enabled=false", "--log.format", "json", "--tftp.shutdown_grace", tc.grace)
+			var logs syncBuffer
+			srv.Stderr = &logs
+			if err := srv.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer func() { srv.Process.Kill(); srv.Wait() }()
+			dir := t.TempDir()
+			waitServing(t, addr, "img", filepath.Join(dir, "warm"), &logs)
+			// Lock-step 512-byte blocks: 16,000 round trips, running when
+			// the signal comes.
+			out := filepath.Join(dir, "img")
+			client := exec.Command(bin, "get", "-q", "-o", out, addr, "img")
+			var clog syncBuffer
+			client.Stderr = &clog
+			if err := client.Start(); err != nil {
+				t.Fatal(err)
+			}
+			running := false
+			for i := 0; i < 200 && !running; i++ {
+				if running = scrape(t, httpAddr, "mtftpd_tftp_active")["mtftpd_tftp_active"] == 1; !running {
+					time.Sleep(10 * time.Millisecond)
+				}
+			}
+			if !running {
+				t.Fatalf("the transfer never showed as running:\n%s", logs.String())
+			}
+			srv.Process.Signal(syscall.SIGTERM)
+			for range 100 { // the listener closes at once
+				if strings.Contains(logs.String(), "shutting down") {
+					break
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			if _, code := mtftpd(t, "get", "-q", "--retries", "1", "--timeout", "200ms", "-o", filepath.Join(dir, "late"), addr, "img"); code == 0 {
+				t.Error("a transfer started after SIGTERM")
+			}
+			cerr := client.Wait()
+			serr := srv.Wait()
+			if serr != nil {
+				t.Errorf("server exit: %v\n%s", serr, logs.String())
+			}
+			got, _ := os.ReadFile(out)
+			if tc.finishes {
+				if cerr != nil || !bytes.Equal(got, data) {
+					t.Fatalf("running transfer: %v, %d bytes (want all %d): %s", cerr, len(got), len(data), clog.String())
+				}
+				return
+			}
+			if cerr == nil || !strings.Contains(clog.String(), "shutting down") {
+				t.Fatalf("transfer past a %s grace: %v %q, want the server's ERROR", tc.grace, cerr, clog.String())
+			}
+		})
 	}
 }

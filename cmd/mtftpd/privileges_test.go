@@ -11,7 +11,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/mtftpd/mtftpd/internal/privdrop"
 )
@@ -83,16 +82,9 @@ func TestPrivilegeDrop(t *testing.T) {
 	}
 	defer func() { srv.Process.Kill(); srv.Wait() }()
 	dir := t.TempDir()
-	var out string
-	code := 1
-	for i := 0; i < 100 && code != 0; i++ {
-		out, code = mtftpd(t, "get", "--retries", "1", "--timeout", "100ms", "-o", filepath.Join(dir, "p"), udp, "pxelinux.0")
-		if code != 0 {
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
-	if got, _ := os.ReadFile(filepath.Join(dir, "p")); code != 0 || !bytes.Equal(got, payload) {
-		t.Fatalf("get over the privileged port: %s\n%s", out, logs.String())
+	waitServing(t, udp, "pxelinux.0", filepath.Join(dir, "p"), &logs)
+	if got, _ := os.ReadFile(filepath.Join(dir, "p")); !bytes.Equal(got, payload) {
+		t.Fatalf("get over the privileged port: %d bytes differ\n%s", len(got), logs.String())
 	}
 	if !strings.Contains(logs.String(), "privileges dropped") {
 		t.Fatalf("no drop logged:\n%s", logs.String())
@@ -122,7 +114,7 @@ func TestPrivilegeDrop(t *testing.T) {
 	// The root turns unreadable for that user: requests are refused with
 	// an ERROR, the server stays up, and serves again once it is fixed.
 	os.Chmod(root, 0o000)
-	out, code = mtftpd(t, "get", "--retries", "2", "--timeout", "200ms", "-o", filepath.Join(dir, "q"), udp, "pxelinux.0")
+	out, code := mtftpd(t, "get", "--retries", "2", "--timeout", "200ms", "-o", filepath.Join(dir, "q"), udp, "pxelinux.0")
 	os.Chmod(root, 0o755)
 	if code == 0 || !strings.Contains(out, "tftp error") {
 		t.Fatalf("get from an unreadable root: exit %d %q, want an ERROR from the server", code, out)

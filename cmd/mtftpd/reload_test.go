@@ -45,15 +45,7 @@ func TestSIGHUPReload(t *testing.T) {
 	get := func() (string, int) {
 		return mtftpd(t, "get", "--retries", "2", "--timeout", "200ms", "-o", filepath.Join(dir, "out"), addr, "f")
 	}
-	code := 1
-	for i := 0; i < 100 && code != 0; i++ {
-		if _, code = get(); code != 0 {
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
-	if code != 0 {
-		t.Fatalf("server not up:\n%s", logs.String())
-	}
+	waitServing(t, addr, "f", filepath.Join(dir, "out"), &logs)
 	// hup sends SIGHUP and waits (bounded) for a log line containing want.
 	hup := func(want string) {
 		t.Helper()

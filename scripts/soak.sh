@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # soak.sh DURATION [OUT_DIR] — mtftpd under mixed load for DURATION in a
-# namespace lab (scripts/netlab.sh -p mtsk up 4), sampled as it runs.
+# namespace lab of its own (scripts/netlab.sh -p sk<pid> up 4, or
+# SOAK_PREFIX), sampled as it runs.
 #
 # Load, each in its own client namespace, looping until DURATION is over:
 #   c1  unicast TFTP with `mtftpd get`, the three firmware profiles in turn
@@ -42,7 +43,9 @@ PAUSE=${SOAK_PAUSE:-1}
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 NETLAB=$REPO/scripts/netlab.sh
-PREFIX=mtsk
+# A prefix of its own: two soaks (a CI run beside `make soak`) must not
+# take down each other's lab.
+PREFIX=${SOAK_PREFIX:-sk$$}
 OUT=${2:-$(mktemp -d /tmp/mtftpd-soak.XXXXXX)}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)

@@ -80,6 +80,24 @@ func waitNativeSessions(t *testing.T, logs *syncBuffer, n int) []map[string]any 
 	}
 }
 
+// waitNativeCompleted waits (bounded) until the native sessions' log
+// lines count n completed receivers, and returns those lines.
+func waitNativeCompleted(t *testing.T, logs *syncBuffer, n int) []map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ss := logLines(t, logs.String(), "mtftp: native session")
+		done := 0
+		for _, s := range ss {
+			done += logNum(s, "completed")
+		}
+		if done >= n || time.Now().After(deadline) {
+			return ss
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 func clientRange(from, to int) []int {
 	var cs []int
 	for i := from; i <= to; i++ {
@@ -131,7 +149,7 @@ func TestLabMulticastDialects(t *testing.T) {
 		t.Fatal(err)
 	}
 	tx := tx1 - tx0
-	ss := waitNativeSessions(t, logs, 1)
+	ss := waitNativeCompleted(t, logs, 50)
 	for _, s := range ss {
 		t.Logf("native session: receivers %d completed %d passes %d wire %.2f× rate %.0f MB/s", logNum(s, "receivers"), logNum(s, "completed"),
 			logNum(s, "passes"), s["wire_ratio"], s["rate_MBps"])
@@ -143,12 +161,19 @@ func TestLabMulticastDialects(t *testing.T) {
 	if tx > 12*size {
 		t.Errorf("server sent %.1f copies for 70 clients", float64(tx)/size)
 	}
-	if len(ss) != 1 || logNum(ss[0], "completed") != 50 {
-		t.Fatalf("want one native session with 50 completed receivers, got %v", ss)
+	// Normally one native session; a receiver that starts after it ended
+	// (a loaded machine) gets another, whose bytes count too.
+	completed, wire := 0, 0
+	for _, s := range ss {
+		completed += logNum(s, "completed")
+		wire += logNum(s, "wire_bytes")
+	}
+	if completed != 50 {
+		t.Fatalf("native sessions completed %d receivers, want 50: %v", completed, ss)
 	}
 	// Two passes (the late joiners need the start again) and repairs.
-	if r, _ := ss[0]["wire_ratio"].(float64); r > 5 {
-		t.Errorf("native stream sent %.1f copies for 50 receivers", r)
+	if r := float64(wire) / size; r > 5 {
+		t.Errorf("native streams sent %.1f copies for 50 receivers", r)
 	}
 }
 
@@ -201,14 +226,18 @@ func TestLabNativeLoss(t *testing.T) {
 		}
 		rebuilt += n
 	}
-	ss := waitNativeSessions(t, logs, 1)
-	if len(ss) != 1 {
-		t.Fatalf("want one native session, got %d", len(ss))
+	// Normally one session; a receiver that starts after it ended (a
+	// loaded machine) gets a second one, and its repairs count too.
+	ss := waitNativeCompleted(t, logs, 20)
+	repairs, rounds, naks, dataShards := 0, 0, 0, 0
+	for _, s := range ss {
+		repairs += logNum(s, "repair_shards")
+		rounds += logNum(s, "repair_rounds")
+		naks += logNum(s, "naks")
+		dataShards += logNum(s, "data_shards")
 	}
-	s := ss[0]
-	repairs := logNum(s, "repair_shards")
-	t.Logf("5%% loss, 20 receivers: wire %.2f× the file, %d data shards (%d passes), %d repair shards in %d rounds for %d shards rebuilt by the receivers, %d NAKs",
-		s["wire_ratio"], logNum(s, "data_shards"), logNum(s, "passes"), repairs, logNum(s, "repair_rounds"), rebuilt, logNum(s, "naks"))
+	t.Logf("5%% loss, 20 receivers: %d session(s), %d data shards, %d repair shards in %d rounds for %d shards rebuilt by the receivers, %d NAKs",
+		len(ss), dataShards, repairs, rounds, rebuilt, naks)
 	if repairs == 0 || rebuilt == 0 {
 		t.Fatalf("no repairs under 5%% loss: %d sent, %d rebuilt", repairs, rebuilt)
 	}
@@ -249,13 +278,14 @@ func TestLabNativeSlowAndKilled(t *testing.T) {
 		}
 	}
 	ss := waitNativeSessions(t, logs, 2)
-	dropped, moved := 0, 0
+	dropped, moved, slowTier := 0, 0, false
 	for _, s := range ss {
 		dropped += logNum(s, "dropped")
 		moved += logNum(s, "moved")
+		slowTier = slowTier || logNum(s, "tier") > 0
 	}
-	if len(ss) != 2 || moved != 1 || dropped != 1 {
-		t.Errorf("want a main and a slow session, one move and one dropped (killed) receiver; got %v", ss)
+	if !slowTier || moved != 1 || dropped != 1 {
+		t.Errorf("want a slow-tier session, one move and one dropped (killed) receiver; got %v", ss)
 	}
 }
 

@@ -190,19 +190,9 @@ func groupJoiner(iface string) joinFunc {
 		} else if ifi = interfaceOf(local); ifi == nil {
 			return nil, fmt.Errorf("mtftp: no interface holds %v to join the group on (name one)", local)
 		}
-		lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-			var serr error
-			err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1) })
-			return errors.Join(err, serr)
-		}}
-		pc, err := lc.ListenPacket(context.Background(), "udp4", group.String())
+		uc, err := joinGroupSocket(group, ifi)
 		if err != nil {
 			return nil, err
-		}
-		uc := pc.(*net.UDPConn)
-		if err := ipv4.NewPacketConn(uc).JoinGroup(ifi, &net.UDPAddr{IP: group.Addr().AsSlice()}); err != nil {
-			uc.Close()
-			return nil, fmt.Errorf("mtftp: join %v on %s: %w", group.Addr(), ifi.Name, err)
 		}
 		return udpConn{uc}, nil
 	}
@@ -298,4 +288,25 @@ func (f *blockFile) finish() error {
 func sendAck(c conn, n int, dst netip.AddrPort, res *ReceiveResult) {
 	res.Acks++
 	c.WriteTo(tftp.AppendAck(nil, uint16(n)), dst)
+}
+
+// joinGroupSocket binds the group's port on the group address (so only
+// that group's datagrams arrive; SO_REUSEADDR lets many receivers on one
+// host share it) and joins the group on ifi.
+func joinGroupSocket(group netip.AddrPort, ifi *net.Interface) (*net.UDPConn, error) {
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1) })
+		return errors.Join(err, serr)
+	}}
+	pc, err := lc.ListenPacket(context.Background(), "udp4", group.String())
+	if err != nil {
+		return nil, err
+	}
+	uc := pc.(*net.UDPConn)
+	if err := ipv4.NewPacketConn(uc).JoinGroup(ifi, &net.UDPAddr{IP: group.Addr().AsSlice()}); err != nil {
+		uc.Close()
+		return nil, fmt.Errorf("mtftp: join %v on %s: %w", group.Addr(), ifi.Name, err)
+	}
+	return uc, nil
 }

@@ -382,9 +382,18 @@ func (c udpConn) WriteTo(b []byte, dst netip.AddrPort) error {
 	return err
 }
 
-// dialMulticast opens an RFC 2090 session socket (the server TID) on an
-// ephemeral port of local, set up to send multicast.
+// dialMulticast opens an RFC 2090 session socket (the server TID).
 func (s *Server) dialMulticast(local netip.Addr) (conn, error) {
+	uc, err := s.sessionSocket(local)
+	if err != nil {
+		return nil, err
+	}
+	return udpConn{uc}, nil
+}
+
+// sessionSocket opens a session's socket: an ephemeral port on local, set
+// up to send multicast (of every dialect).
+func (s *Server) sessionSocket(local netip.Addr) (*net.UDPConn, error) {
 	var ip net.IP
 	if local.IsValid() && !local.IsUnspecified() {
 		ip = local.AsSlice()
@@ -397,7 +406,7 @@ func (s *Server) dialMulticast(local netip.Addr) (conn, error) {
 		uc.Close()
 		return nil, err
 	}
-	return udpConn{uc}, nil
+	return uc, nil
 }
 
 // setMulticastOpts sets TTL and the egress interface: the configured one,

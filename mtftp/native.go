@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/bits"
 	"math/rand/v2"
-	"net"
 	"net/netip"
 	"runtime/debug"
 	"slices"
@@ -1032,16 +1031,8 @@ func (c nativeUDP) WriteTo(b []byte, dst netip.AddrPort) error {
 // dialNativeUDP opens a native session socket: an ephemeral port on local,
 // set up for multicast and batched sends.
 func (s *Server) dialNativeUDP(local netip.Addr) (nativeConn, error) {
-	var ip net.IP
-	if local.IsValid() && !local.IsUnspecified() {
-		ip = local.AsSlice()
-	}
-	uc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: ip})
+	uc, err := s.sessionSocket(local)
 	if err != nil {
-		return nil, err
-	}
-	if err := s.setMulticastOpts(uc, local); err != nil {
-		uc.Close()
 		return nil, err
 	}
 	// A send buffer smaller than a shaped egress queue (tbf's, a few

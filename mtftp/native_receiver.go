@@ -12,12 +12,10 @@ import (
 	"os"
 	"strconv"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/klauspost/reedsolomon"
 	"github.com/rs/zerolog"
-	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
 
 	"github.com/mtftpd/mtftpd/internal/udpio"
@@ -335,24 +333,12 @@ func (rc *recvState) join(p sessionPkt) error {
 	return nil
 }
 
-// listenGroup binds the group's port on the group address (so only that
-// group's datagrams arrive; SO_REUSEADDR lets many receivers on one host
-// share it) and joins the group on ifi.
+// listenGroup opens the group's socket (joinGroupSocket), upgraded for
+// batched reads with GRO.
 func listenGroup(group netip.AddrPort, ifi *net.Interface) (dataConn, error) {
-	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1) })
-		return errors.Join(err, serr)
-	}}
-	pc, err := lc.ListenPacket(context.Background(), "udp4", group.String())
+	uc, err := joinGroupSocket(group, ifi)
 	if err != nil {
 		return nil, err
-	}
-	uc := pc.(*net.UDPConn)
-	p := ipv4.NewPacketConn(uc)
-	if err := p.JoinGroup(ifi, &net.UDPAddr{IP: group.Addr().AsSlice()}); err != nil {
-		uc.Close()
-		return nil, fmt.Errorf("mtftp: join %v on %s: %w", group.Addr(), ifi.Name, err)
 	}
 	c, err := udpio.New(uc, udpio.Options{RcvBuf: 16 << 20})
 	if err != nil {

@@ -64,7 +64,7 @@ type MCastSwarm struct {
 	// 43.1/43.2); zero = iPXE's 239.255.1.1:3001.
 	PXEGroup netip.AddrPort
 	// SourceAddrs are the local addresses receivers send from (receiver
-	// i uses SourceAddrs[i mod len]; rfc2090 and pxe only): servers cap
+	// i uses SourceAddrs[i mod len]): servers cap
 	// transfers per client address (mtftpd: tftp.max_per_client, 16).
 	// Empty: the address that routes to the server.
 	SourceAddrs []netip.Addr
@@ -201,9 +201,6 @@ func (s *MCastSwarm) config() (MCastSwarm, error) {
 	if c.Dir == "" {
 		bad("Dir: required")
 	}
-	if len(c.SourceAddrs) > 0 && c.Dialect == "native" {
-		bad("SourceAddrs: the native receiver sends from the address that routes to the server")
-	}
 	if c.SHA256 != nil && len(c.SHA256) != sha256.Size {
 		bad("SHA256: %d bytes, want %d", len(c.SHA256), sha256.Size)
 	}
@@ -332,9 +329,13 @@ func (c *MCastSwarm) receiver(ctx context.Context, i int, live *MCastLive) func(
 	open := func() (*os.File, error) {
 		return os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 	}
+	var local netip.Addr
+	if len(c.SourceAddrs) > 0 {
+		local = c.SourceAddrs[i%len(c.SourceAddrs)]
+	}
 	switch c.Dialect {
 	case "native":
-		r := &mtftp.NativeReceiver{BlockSize: c.BlockSize, Interface: c.Interface, Timeout: c.Timeout}
+		r := &mtftp.NativeReceiver{BlockSize: c.BlockSize, Interface: c.Interface, Timeout: c.Timeout, LocalAddr: local}
 		r.Size.Store(-1)
 		live.add(&r.Held, &r.Size)
 		return func() (mcastResult, error) {
@@ -352,10 +353,6 @@ func (c *MCastSwarm) receiver(ctx context.Context, i int, live *MCastLive) func(
 	}
 	// The lock-step dialects: RFC 2090 and PXE MTFTP.
 	var get func(ctx context.Context, server, remote string, out *os.File) (mtftp.ReceiveResult, error)
-	var local netip.Addr
-	if len(c.SourceAddrs) > 0 {
-		local = c.SourceAddrs[i%len(c.SourceAddrs)]
-	}
 	if c.Dialect == "rfc2090" {
 		r := &mtftp.RFC2090Receiver{BlockSize: c.BlockSize, Interface: c.Interface, Timeout: c.Timeout, LocalAddr: local}
 		r.Size.Store(-1)

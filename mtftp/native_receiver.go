@@ -44,8 +44,12 @@ type NativeReceiver struct {
 	// less); 0 = DefaultMaxBlockSize.
 	BlockSize int
 	// Interface is where the group is joined; "" = the interface of the
-	// address the server is reached from.
+	// address the server is reached from (or of LocalAddr).
 	Interface string
+	// LocalAddr is the address requests and reports are sent from; zero =
+	// the one that routes to the server. (Servers cap transfers per client
+	// address: a load test spreads receivers over several.)
+	LocalAddr netip.Addr
 	// Timeout is the silence from the server tolerated before giving up;
 	// 0 = 10 s. Requests are retried every second until then.
 	Timeout time.Duration
@@ -98,12 +102,15 @@ func (r *NativeReceiver) Get(ctx context.Context, server, remote string, out *os
 	if timeout <= 0 {
 		timeout = 10 * time.Second
 	}
-	ctl, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(srv))
-	if err != nil {
-		return NativeResult{}, err
+	local := netip.AddrPortFrom(r.LocalAddr, 0)
+	if !r.LocalAddr.IsValid() {
+		ctl, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(srv))
+		if err != nil {
+			return NativeResult{}, err
+		}
+		local = ctl.LocalAddr().(*net.UDPAddr).AddrPort()
+		ctl.Close()
 	}
-	local := ctl.LocalAddr().(*net.UDPAddr).AddrPort()
-	ctl.Close()
 	uc, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(local.Addr(), 0)))
 	if err != nil {
 		return NativeResult{}, err

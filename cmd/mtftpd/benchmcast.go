@@ -38,7 +38,7 @@ func runBenchMCast(args []string) error {
 	timeout := fs.Duration("timeout", 0, "silence from the server each receiver tolerates (0: the dialect's default)")
 	blksize := fs.Int("blksize", 0, "native, rfc2090: block size asked for (0: 1468 native, 1428 rfc2090)")
 	iface := fs.String("iface", "", "interface to join the group on (default: the one the server is reached by)")
-	sources := fs.String("source-addrs", "", "rfc2090, pxe: send from these local addresses, round robin (A,B,A-B,A/N): servers cap transfers per client address")
+	sources := fs.String("source-addrs", "", "send from these local addresses, round robin (A,B,A-B,A/N): servers cap transfers per client address")
 	pxeGroup := fs.String("pxe-group", "", "pxe: group and client port of the file (default 239.255.1.1:3001, iPXE's)")
 	verify := fs.String("verify", "", "check every file: sha256:HEX")
 	verifyFile := fs.String("verify-file", "", "check every file against this local copy (sha256 and size)")

@@ -10,6 +10,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mtftpd/mtftpd/internal/filestore"
@@ -123,6 +124,7 @@ type nativeSession struct {
 
 	wake chan struct{}
 	view *sessionView // what Sessions shows
+	wire atomic.Int64 // bytes sent (one atomic per batch, not the session lock)
 
 	mu             sync.Mutex
 	receivers      map[netip.AddrPort]*nativeRecv
@@ -147,7 +149,6 @@ type nativeSession struct {
 	everJoined, completed, failed, dropped, moved int
 	dataShards, repairShards, naks, passes        int64
 	rounds                                        int64 // repair rounds (one per stripe and NAK window)
-	wire                                          int64
 }
 
 // serveNative joins a request for the native dialect to its file's tier-0
@@ -506,9 +507,7 @@ func (ns *nativeSession) send(b []byte) {
 }
 
 func (ns *nativeSession) account(datagrams, bytes int) {
-	ns.mu.Lock()
-	ns.wire += int64(bytes)
-	ns.mu.Unlock()
+	ns.wire.Add(int64(bytes))
 	ns.s.Counters.DataSent.Add(uint64(datagrams))
 	ns.s.Counters.BytesSent.Add(uint64(bytes))
 }
@@ -850,7 +849,7 @@ func (ns *nativeSession) finish(outcome string) {
 		Int64("size", ns.g.size).Int("receivers", ns.everJoined).Int("completed", ns.completed).Int("failed", ns.failed).
 		Int("dropped", ns.dropped).Int("moved", ns.moved).Int("left", left).Int64("passes", ns.passes).
 		Int64("data_shards", ns.dataShards).Int64("repair_shards", ns.repairShards).Int64("naks", ns.naks).Int64("repair_rounds", ns.rounds).
-		Int64("wire_bytes", ns.wire).Float64("wire_ratio", float64(ns.wire)/float64(max(1, ns.g.size))).
+		Int64("wire_bytes", ns.wire.Load()).Float64("wire_ratio", float64(ns.wire.Load())/float64(max(1, ns.g.size))).
 		Float64("rate_MBps", ns.rate/1e6).Dur("duration", d).Str("outcome", outcome).Msg("mtftp: native session")
 }
 

@@ -114,7 +114,7 @@ func clientRange(from, to int) []int {
 // on the wire are a few copies, not 70.
 func TestLabMulticastDialects(t *testing.T) {
 	const size = 4 << 20
-	lab, data, _, logs := labServerCfg(t, netlab.Options{Clients: 70}, size, "native_rate_mbps = 200\nnative_start_delay = \"600ms\"")
+	lab, data, _, logs := labServerCfg(t, netlab.Options{Clients: 70}, size, "native_rate_mbps = 200\nnative_settle = \"600ms\"")
 	_, tx0, _, _, err := lab.Counters("srv")
 	if err != nil {
 		t.Fatal(err)
@@ -212,7 +212,7 @@ func TestLabNativeLoss(t *testing.T) {
 	const size = 4 << 20
 	// The session gathers receivers for 2 s, so that the 20 processes
 	// (starting on a loaded 2-core machine) are in before the first shard.
-	lab, data, _, logs := labServerCfg(t, netlab.Options{Clients: 20, Snooping: true}, size, `native_start_delay = "2s"`)
+	lab, data, _, logs := labServerCfg(t, netlab.Options{Clients: 20, Snooping: true}, size, `native_settle = "2s"`)
 	if err := lab.Impair("all", "loss", "5"); err != nil {
 		t.Fatal(err)
 	}

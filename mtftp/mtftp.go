@@ -103,11 +103,18 @@ type Server struct {
 	SessionLifetime            time.Duration // hard cap on one session or pass; 0 = DefaultLifetime
 
 	// NativeRate caps the native dialect's stream in bytes/s; 0 = discover
-	// it from the receivers' loss. NativeStartDelay is how long a new
-	// native session gathers receivers before it starts (0 = the default,
-	// negative = none).
-	NativeRate       int64
-	NativeStartDelay time.Duration
+	// it from the receivers' loss.
+	NativeRate int64
+	// NativeStart is when a new native session starts streaming (the
+	// policy udp-sender users know): zero fields take the defaults
+	// (DefaultNativeSettle, DefaultNativeMaxWait). NativeStartRules
+	// override it per file (the first rule whose pattern matches), and a
+	// receiver's request may ask for its own (capped by NativeMaxWaitCap).
+	NativeStart      StartPolicy
+	NativeStartRules []StartRule
+	// NativeMaxWaitCap bounds the MaxWait a receiver may ask for; 0 =
+	// DefaultNativeMaxWaitCap.
+	NativeMaxWaitCap time.Duration
 	// PXE MTFTP per-file groups (pxemap.go). A boot file announced by
 	// the DHCP server gets group PXEFileGroups.Addr()+i and client port
 	// PXEFilePort+i for a slot i of its own.

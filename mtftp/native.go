@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"runtime/debug"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,17 +24,16 @@ import (
 // Reed-Solomon repairs multicast once for everyone who lost something in a
 // stripe, and receivers that stay far behind moved to a slower tier.
 const (
-	DefaultNativeStartDelay = 300 * time.Millisecond // joiners gathered before the first shard
-	DefaultNativeRate       = 0                      // 0 = discover: start at nativeStartRate, follow the receivers' loss
-	nativeStartRate         = 20 << 20               // bytes/s at the start of discovery
-	nativeMinRate           = 128 << 10
-	nativeMaxAutoRate       = 4 << 30
-	nativeBeat              = 200 * time.Millisecond // SESSION heartbeat to the group
-	nativeControlStep       = 100 * time.Millisecond // rate and slow-receiver decisions
-	nativeReceiverTimeout   = 5 * time.Second        // a receiver silent this long is dropped
-	nativeMaxBatch          = 64                     // datagrams per send call (one GSO super-datagram)
-	nativeParityCache       = 32 << 20               // bytes of parity kept per session
-	nativeInterleave        = 64                     // stripes per interleave group
+	DefaultNativeRate     = 0        // 0 = discover: start at nativeStartRate, follow the receivers' loss
+	nativeStartRate       = 20 << 20 // bytes/s at the start of discovery
+	nativeMinRate         = 128 << 10
+	nativeMaxAutoRate     = 4 << 30
+	nativeBeat            = 200 * time.Millisecond // SESSION heartbeat to the group
+	nativeControlStep     = 100 * time.Millisecond // rate and slow-receiver decisions
+	nativeReceiverTimeout = 5 * time.Second        // a receiver silent this long is dropped
+	nativeMaxBatch        = 64                     // datagrams per send call (one GSO super-datagram)
+	nativeParityCache     = 32 << 20               // bytes of parity kept per session
+	nativeInterleave      = 64                     // stripes per interleave group
 
 	// Rate control: the loss of the receiver at the 90th percentile
 	// decides — a tenth of the room losing more is congestion (and
@@ -74,7 +74,13 @@ type nativeKey struct {
 }
 
 type nativeRecv struct {
-	peer     netip.AddrPort
+	peer netip.AddrPort
+	// partial: the receiver asked for part of the file (OptWant); its
+	// WANTs name the stripes, and wantFrom remembers the position each
+	// was served from (a repeated WANT, its ACK lost, gets the same
+	// answer and schedules nothing again).
+	partial  bool
+	wantFrom map[uint32]uint64
 	joined   time.Time
 	last     time.Time // last packet from it
 	lossPerM uint16
@@ -130,10 +136,16 @@ type nativeSession struct {
 	receivers      map[netip.AddrPort]*nativeRecv
 	closed         bool
 	shaOK          bool
-	seq            uint64               // next carousel stripe position
-	pktSeq         uint32               // datagrams sent
-	gi             int                  // next datagram of the interleave group starting at seq
-	dataUntil      uint64               // carousel stops at this position (a full pass after the latest join)
+	seq            uint64   // next carousel stripe position
+	pktSeq         uint32   // datagrams sent
+	gi             int      // next datagram of the interleave group starting at seq
+	dataUntil      uint64   // carousel stops at this position (the last one anyone needs)
+	allUntil       uint64   // every stripe goes out before this position (a full pass after the latest whole-file join)
+	sendAt         []uint64 // per stripe: partial receivers need it at positions before this (nil: none asked)
+	grp            []uint64 // positions of the interleave group under way that go out
+	grpSet         bool     // grp holds the group starting at seq
+	lastJoin       time.Time
+	policy         StartPolicy
 	need           map[int64]*repairReq // stripes asked for, not yet repaired
 	needOrder      []int64              // in the order asked (so in order of due time)
 	repaired       []repairMark         // per stripe: the last repair sent
@@ -175,6 +187,12 @@ func (s *Server) serveNative(ctx context.Context, req *tftp.Request, peer netip.
 		return fallback(fmt.Sprintf("blksize %d too small for the native dialect", neg.BlockSize))
 	}
 	key := nativeKey{f.Name(), f.Size(), f.ModTime().UnixNano(), shard, 0}
+	partial := false
+	for _, o := range req.Options {
+		if strings.EqualFold(o.Name, OptWant) {
+			partial = true
+		}
+	}
 
 	s.mu.Lock()
 	if s.closing {
@@ -188,14 +206,14 @@ func (s *Server) serveNative(ctx context.Context, req *tftp.Request, peer netip.
 	if ns == nil {
 		if ns = s.natives[key]; ns == nil {
 			var reason string
-			if ns, reason = s.newNative(ctx, key, f, local, 0); ns == nil {
+			if ns, reason = s.newNative(ctx, key, f, local, 0, s.startPolicy(key.name, req)); ns == nil {
 				s.mu.Unlock()
 				f.Release()
 				return fallback(reason)
 			}
 			f = nil // the session owns it
 		}
-		ns.join(peer, time.Now())
+		ns.join(peer, time.Now(), partial)
 	}
 	s.mu.Unlock()
 	if f != nil {
@@ -225,7 +243,7 @@ func (s *Server) nativeOf(peer netip.AddrPort, key nativeKey) *nativeSession {
 
 // newNative starts a session for key on a fresh group. Called with s.mu
 // held; on success the session owns f (f.Release is its job).
-func (s *Server) newNative(ctx context.Context, key nativeKey, f *filestore.File, local netip.Addr, rate float64) (*nativeSession, string) {
+func (s *Server) newNative(ctx context.Context, key nativeKey, f *filestore.File, local netip.Addr, rate float64, policy StartPolicy) (*nativeSession, string) {
 	g, err := newGeometry(key.size, key.shard, DefaultStripeData, DefaultStripeParity)
 	if err != nil {
 		return nil, err.Error()
@@ -245,7 +263,7 @@ func (s *Server) newNative(ctx context.Context, key nativeKey, f *filestore.File
 		group: netip.AddrPortFrom(group, uint16(s.Port)), local: local, start: time.Now(),
 		maxBps: float64(s.NativeRate), wake: make(chan struct{}, 1),
 		receivers: map[netip.AddrPort]*nativeRecv{}, need: map[int64]*repairReq{}, cursor: map[int64]int{},
-		repaired: make([]repairMark, g.stripes),
+		repaired: make([]repairMark, g.stripes), policy: policy,
 	}
 	switch {
 	case rate > 0:
@@ -274,19 +292,25 @@ func (s *Server) newNative(ctx context.Context, key nativeKey, f *filestore.File
 	return ns, ""
 }
 
-// join adds a receiver: the carousel runs until it has passed every
-// stripe once since this join.
-func (ns *nativeSession) join(peer netip.AddrPort, now time.Time) {
+// join adds a receiver: for the whole file, the carousel runs until it
+// has passed every stripe once since this join; a partial receiver
+// (OptWant) names its stripes with WANTs (want).
+func (ns *nativeSession) join(peer netip.AddrPort, now time.Time, partial bool) {
 	ns.mu.Lock()
-	ns.receivers[peer] = &nativeRecv{peer: peer, joined: now, last: now, lossAvg: -1}
+	ns.receivers[peer] = &nativeRecv{peer: peer, joined: now, last: now, lossAvg: -1, partial: partial}
 	ns.everJoined++
+	ns.lastJoin = now
 	ns.publish()
-	// One pass from the group under way; what it missed of that group's
-	// start it asks for with NAKs like any loss (the parity that repairs
-	// it costs no more than the rows it missed, and serves every late
-	// joiner at once), rather than costing everyone another group.
-	ns.dataUntil = max(ns.dataUntil, ns.seq+uint64(ns.g.stripes))
-	ns.idle = false
+	if !partial {
+		// One pass from the group under way; what it missed of that
+		// group's start it asks for with NAKs like any loss (the parity
+		// that repairs it costs no more than the rows it missed, and
+		// serves every late joiner at once), rather than costing
+		// everyone another group.
+		ns.allUntil = max(ns.allUntil, ns.seq+uint64(ns.g.stripes))
+		ns.dataUntil = max(ns.dataUntil, ns.allUntil)
+		ns.idle = false
+	}
 	ns.mu.Unlock()
 	ns.s.Counters.NativeReceivers.Add(1)
 	ns.poke()
@@ -379,25 +403,12 @@ func (ns *nativeSession) stream(ctx context.Context) string {
 	s := ns.s
 	lifetime := time.NewTimer(s.timing().lifetime)
 	defer lifetime.Stop()
-	// Gather receivers. Heartbeats go out meanwhile: a receiver that
-	// hears none has not got its group membership through (a lost IGMP
-	// report behind a snooping switch) and joins again in time.
-	start := time.NewTimer(s.startDelay())
-	defer start.Stop()
-	beats := time.NewTicker(nativeBeat)
-	defer beats.Stop()
-	for gathering := true; gathering; {
-		ns.mu.Lock()
-		p := ns.describe(0)
-		ns.mu.Unlock()
-		ns.send(appendSession(nil, &p))
-		select {
-		case <-start.C:
-			gathering = false
-		case <-beats.C:
-		case <-ctx.Done():
-			return "shutdown"
-		}
+	// Gather receivers (the start policy, native_start.go). Heartbeats
+	// go out meanwhile: a receiver that hears none has not got its group
+	// membership through (a lost IGMP report behind a snooping switch)
+	// and joins again in time.
+	if done := ns.gather(ctx); done != "" {
+		return done
 	}
 	hdrs := make([]byte, nativeMaxBatch*dataHdrLen)
 	ds := make([]udpio.Datagram, 0, nativeMaxBatch)
@@ -499,6 +510,40 @@ func (ns *nativeSession) stream(ctx context.Context) string {
 	}
 }
 
+// gather waits until the start policy says go; it returns an outcome if
+// the session ends meanwhile.
+func (ns *nativeSession) gather(ctx context.Context) string {
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	nextBeat := time.Now()
+	for {
+		now := time.Now()
+		ns.mu.Lock()
+		start, next := ns.policy.startAt(len(ns.receivers), ns.start, ns.lastJoin, now)
+		var beat []byte
+		if !now.Before(nextBeat) {
+			p := ns.describe(0)
+			beat = appendSession(nil, &p)
+		}
+		ns.mu.Unlock()
+		if beat != nil {
+			ns.send(beat)
+			nextBeat = now.Add(nativeBeat)
+		}
+		if start {
+			return ""
+		}
+		timer.Reset(max(time.Until(earlier(next, nextBeat)), time.Millisecond))
+		select {
+		case <-timer.C:
+		case <-ns.wake: // a join: the count or the settling changed
+			timer.Stop()
+		case <-ctx.Done():
+			return "shutdown"
+		}
+	}
+}
+
 func (ns *nativeSession) send(b []byte) {
 	if err := ns.c.WriteTo(b, ns.group); err != nil {
 		ns.s.Counters.SendErrors.Add(1)
@@ -523,7 +568,7 @@ func (ns *nativeSession) plan(ds []udpio.Datagram, n int, hdrs []byte, pc *parit
 	ds = ns.planCarousel(ds, n, hdrs)
 	ns.view.sent.Add(uint64(len(ds)))
 	ns.view.repairs.Add(uint64(repairs))
-	ns.view.pos.Store(uint64(int64(ns.seq%uint64(ns.g.stripes))*int64(ns.g.k)) + uint64(ns.gi/max(1, ns.groupLen(ns.seq))))
+	ns.view.pos.Store(uint64(int64(ns.seq%uint64(ns.g.stripes))*int64(ns.g.k)) + uint64(ns.gi/max(1, len(ns.grp))))
 	return ds, nil
 }
 
@@ -604,20 +649,27 @@ func (ns *nativeSession) repairShard(st int64, req *repairReq, pc *parityCache) 
 // interleaved groups: shard 0 of each of the group's stripes, then shard
 // 1 of each, and so on, so that a burst lost on the way costs each stripe
 // a shard or two, which one parity shard per stripe repairs for everyone.
+//
+// Only the group's stripes that somebody needs go out: all of them within
+// a whole-file receiver's pass (allUntil), else those a partial receiver
+// wants at this position (sendAt).
 func (ns *nativeSession) planCarousel(ds []udpio.Datagram, n int, hdrs []byte) []udpio.Datagram {
 	g := ns.g
 	for len(ds) < n && ns.seq < ns.dataUntil {
-		gl := ns.groupLen(ns.seq)
+		if !ns.grpSet {
+			ns.grp, ns.grpSet = ns.groupPositions(ns.grp[:0], ns.seq), true
+		}
+		gl := len(ns.grp)
 		if ns.gi >= g.k*gl {
-			ns.gi = 0
-			if ns.seq += uint64(gl); ns.seq%uint64(g.stripes) == 0 {
+			ns.gi, ns.grpSet = 0, false
+			if ns.seq += uint64(ns.groupLen(ns.seq)); ns.seq%uint64(g.stripes) == 0 {
 				ns.passes++
 			}
 			continue
 		}
 		i, j := ns.gi/gl, ns.gi%gl
 		ns.gi++
-		pos := ns.seq + uint64(j)
+		pos := ns.grp[j]
 		st := int64(pos % uint64(g.stripes))
 		if i >= g.dataIn(st) {
 			continue // the last stripe's missing tail
@@ -629,6 +681,62 @@ func (ns *nativeSession) planCarousel(ds []udpio.Datagram, n int, hdrs []byte) [
 		ns.dataShards++
 	}
 	return ds
+}
+
+// groupPositions appends the positions of the interleave group starting at
+// seq that somebody needs.
+func (ns *nativeSession) groupPositions(b []uint64, seq uint64) []uint64 {
+	stripes := uint64(ns.g.stripes)
+	for pos := seq; pos < seq+uint64(ns.groupLen(seq)); pos++ {
+		if pos < ns.allUntil || (ns.sendAt != nil && ns.sendAt[pos%stripes] > pos) {
+			b = append(b, pos)
+		}
+	}
+	return b
+}
+
+// want schedules the stripes a partial receiver names: each goes out at
+// its first carousel position from the next interleave group on (the
+// group under way has chosen its stripes). It returns that position for
+// the receiver's WANTACK, and false if from is no partial receiver.
+func (ns *nativeSession) want(from netip.AddrPort, p *wantPkt) (uint64, bool) {
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	r := ns.receivers[from]
+	if r == nil || !r.partial {
+		return 0, false
+	}
+	r.last = time.Now()
+	if at, ok := r.wantFrom[p.First]; ok {
+		return at, true // asked again: its ACK was lost
+	}
+	stripes := uint64(ns.g.stripes)
+	if uint64(p.First)+uint64(p.Count) > stripes {
+		return 0, false
+	}
+	at := ns.seq
+	if ns.grpSet {
+		at += uint64(ns.groupLen(ns.seq))
+	}
+	if ns.sendAt == nil {
+		ns.sendAt = make([]uint64, stripes)
+	}
+	for i := range p.Count {
+		if p.Bits[i/8]&(1<<(i%8)) == 0 {
+			continue
+		}
+		st := uint64(p.First + i)
+		pos := at + (st+stripes-at%stripes)%stripes // first position ≥ at of stripe st
+		ns.sendAt[st] = max(ns.sendAt[st], pos+1)
+		ns.dataUntil = max(ns.dataUntil, pos+1)
+	}
+	if r.wantFrom == nil {
+		r.wantFrom = map[uint32]uint64{}
+	}
+	r.wantFrom[p.First] = at
+	ns.idle = false
+	ns.poke()
+	return at, true
 }
 
 // groupLen is the number of stripes in the interleave group starting at
@@ -764,7 +872,7 @@ func (ns *nativeSession) move(ctx context.Context, r *nativeRecv) {
 		f, err := s.Files.Get(key.name)
 		if err == nil && f.Size() == key.size && f.ModTime().UnixNano() == key.mtime {
 			var reason string
-			if to, reason = s.newNative(ctx, key, f, ns.local, rate); to == nil {
+			if to, reason = s.newNative(ctx, key, f, ns.local, rate, StartPolicy{MaxWait: -1}); to == nil {
 				f.Release()
 				s.Log.Warn().Str("reason", reason).Msg("mtftp: no slower tier")
 			}
@@ -773,7 +881,7 @@ func (ns *nativeSession) move(ctx context.Context, r *nativeRecv) {
 		}
 	}
 	if to != nil {
-		to.join(r.peer, time.Now())
+		to.join(r.peer, time.Now(), r.partial)
 	}
 	s.mu.Unlock()
 	ns.mu.Lock()
@@ -875,6 +983,21 @@ func (ns *nativeSession) readLoop() {
 			}
 			if !ns.status(from, &st) {
 				s.Counters.UnknownPeer.Add(1)
+			}
+		case opNativeWant:
+			p, err := parseWant(b)
+			if err != nil || p.ID != ns.id {
+				s.Counters.BadPacket.Add(1)
+				continue
+			}
+			at, ok := ns.want(from, &p)
+			if !ok {
+				s.Counters.UnknownPeer.Add(1)
+				continue
+			}
+			ack := wantAckPkt{ID: ns.id, First: p.First, Count: p.Count, From: at}
+			if err := ns.c.WriteTo(appendWantAck(nil, &ack), from); err != nil {
+				s.Counters.SendErrors.Add(1)
 			}
 		case opNativeDone:
 			id, ok, err := parseDone(b)
@@ -1003,16 +1126,6 @@ func (s *Server) storeSHA(k nativeKey, sum [32]byte) {
 		s.shas = map[nativeKey][32]byte{} // a bounded cache: forget everything rather than grow
 	}
 	s.shas[k] = sum
-}
-
-func (s *Server) startDelay() time.Duration {
-	if s.NativeStartDelay > 0 {
-		return s.NativeStartDelay
-	}
-	if s.NativeStartDelay < 0 {
-		return 0
-	}
-	return DefaultNativeStartDelay
 }
 
 // nativeUDP adapts a udpio.Conn to nativeConn.

@@ -55,6 +55,9 @@ type NativeReceiver struct {
 	Timeout time.Duration
 	// Log receives the receiver's events (moves, errors).
 	Log zerolog.Logger
+	// Start asks for a start policy when this request creates the
+	// session (the server caps it; a server rule for the file wins).
+	Start StartPolicy
 
 	// Progress: bytes of the file held so far (read it at any time) and
 	// the file size once known (-1 before).
@@ -64,6 +67,14 @@ type NativeReceiver struct {
 	// listenData opens the socket the stream is read from; tests replace it.
 	listenData func(group netip.AddrPort, ifi *net.Interface) (dataConn, error)
 }
+
+// Range is a byte range of a file.
+type Range struct{ Off, Len int64 }
+
+// partialBudget bounds the stripes a partial download holds while they
+// are incomplete: a stripe that would start beyond it is dropped and
+// asked for again later, so memory does not grow with the file.
+const partialBudget = 64 << 20
 
 // dataConn is the group socket: batched reads in production.
 type dataConn interface {
@@ -124,8 +135,67 @@ func (r *NativeReceiver) Get(ctx context.Context, server, remote string, out *os
 	if err != nil {
 		return NativeResult{}, err
 	}
-	rc := &recvState{r: r, ctl: uc, srv: from, origin: srv, rrq: r.rrq(remote), ifi: ifi, res: NativeResult{ShardSize: int(sess.ShardSize)}}
+	rc := &recvState{r: r, ctl: uc, srv: from, origin: srv, rrq: r.rrq(remote, false), ifi: ifi, res: NativeResult{ShardSize: int(sess.ShardSize)}}
 	if err := rc.setup(sess, out); err != nil {
+		return rc.res, err
+	}
+	defer rc.unmap()
+	err = rc.run(ctx, timeout)
+	rc.res.Duration = time.Since(start)
+	rc.res.Size = rc.g.size
+	return rc.res, err
+}
+
+// GetRanges receives only the byte ranges want of remote, a file of size
+// bytes (a session of another size is an error: the file changed), from
+// a native session, which streams only the stripes its receivers want
+// (docs/native-multicast.md, "Partial downloads"). Every byte of want is
+// handed to deliver exactly once, in pieces of at most one stripe, in no
+// particular order; deliver must copy what it keeps (the buffer is
+// reused) and its error ends the download. Nothing is written anywhere
+// else and memory stays bounded (partialBudget); there is no whole-file
+// digest to check — the caller verifies what it assembles.
+func (r *NativeReceiver) GetRanges(ctx context.Context, server, remote string, size int64, want []Range, deliver func(off int64, b []byte) error) (NativeResult, error) {
+	r.Size.Store(-1)
+	r.Held.Store(0)
+	start := time.Now()
+	srv, err := resolveServerAddr(server)
+	if err != nil {
+		return NativeResult{}, err
+	}
+	timeout := r.Timeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	local := netip.AddrPortFrom(r.LocalAddr, 0)
+	if !r.LocalAddr.IsValid() {
+		ctl, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(srv))
+		if err != nil {
+			return NativeResult{}, err
+		}
+		local = ctl.LocalAddr().(*net.UDPAddr).AddrPort()
+		ctl.Close()
+	}
+	uc, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(local.Addr(), 0)))
+	if err != nil {
+		return NativeResult{}, err
+	}
+	defer uc.Close()
+	rrq := r.rrq(remote, true)
+	sess, from, err := r.requestRaw(ctx, uc, srv, rrq, timeout)
+	if err != nil {
+		return NativeResult{}, err
+	}
+	if int64(sess.Size) != size {
+		return NativeResult{}, fmt.Errorf("mtftp: %s is %d bytes on the server, expected %d (it changed)", remote, sess.Size, size)
+	}
+	ifi, err := r.iface(local.Addr())
+	if err != nil {
+		return NativeResult{}, err
+	}
+	rc := &recvState{r: r, ctl: uc, srv: from, origin: srv, rrq: rrq, ifi: ifi, res: NativeResult{ShardSize: int(sess.ShardSize)},
+		partial: true, ranges: want, deliver: deliver}
+	if err := rc.setup(sess, nil); err != nil {
 		return rc.res, err
 	}
 	defer rc.unmap()
@@ -156,8 +226,9 @@ func (r *NativeReceiver) iface(local netip.Addr) (*net.Interface, error) {
 	return nil, fmt.Errorf("mtftp: no interface holds %v to join the group on (use an interface)", local)
 }
 
-// rrq is the request that asks for remote by the native dialect.
-func (r *NativeReceiver) rrq(remote string) []byte {
+// rrq is the request that asks for remote by the native dialect (for
+// part of it: partial).
+func (r *NativeReceiver) rrq(remote string, partial bool) []byte {
 	blk := r.BlockSize
 	if blk == 0 {
 		blk = DefaultMaxBlockSize
@@ -165,13 +236,29 @@ func (r *NativeReceiver) rrq(remote string) []byte {
 	req := tftp.Request{Op: tftp.OpRRQ, Filename: remote, Mode: "octet", Options: []tftp.Option{
 		{Name: tftp.OptBlockSize, Value: strconv.Itoa(blk)}, {Name: OptMulticast}, {Name: OptNative, Value: NativeVersion},
 	}}
+	if partial {
+		req.Options = append(req.Options, tftp.Option{Name: OptWant, Value: "1"})
+	}
+	p := r.Start
+	if p.MinReceivers > 0 {
+		req.Options = append(req.Options, tftp.Option{Name: OptMinReceivers, Value: strconv.Itoa(p.MinReceivers)})
+	}
+	if p.MaxWait > 0 {
+		req.Options = append(req.Options, tftp.Option{Name: OptMaxWait, Value: strconv.FormatInt(p.MaxWait.Milliseconds(), 10)})
+	}
+	if p.Settle > 0 {
+		req.Options = append(req.Options, tftp.Option{Name: OptSettle, Value: strconv.FormatInt(p.Settle.Milliseconds(), 10)})
+	}
 	return req.Marshal(nil)
 }
 
 // request sends the RRQ (retried at growing intervals up to a second, bounded by timeout) until a
 // SESSION packet arrives from the server's address.
 func (r *NativeReceiver) request(ctx context.Context, uc *net.UDPConn, srv netip.AddrPort, remote string, timeout time.Duration) (sessionPkt, netip.AddrPort, error) {
-	rrq := r.rrq(remote)
+	return r.requestRaw(ctx, uc, srv, r.rrq(remote, false), timeout)
+}
+
+func (r *NativeReceiver) requestRaw(ctx context.Context, uc *net.UDPConn, srv netip.AddrPort, rrq []byte, timeout time.Duration) (sessionPkt, netip.AddrPort, error) {
 	deadline := time.Now().Add(timeout)
 	buf := make([]byte, 2048)
 	retry := 250 * time.Millisecond // a session gathers receivers for 300 ms: a lost request should not miss it
@@ -267,6 +354,19 @@ type recvState struct {
 	lastStatus                     time.Time
 	heard                          time.Time // last datagram from the group
 
+	// A partial download (GetRanges): stripes held in buffers until
+	// complete, then the wanted bytes go to deliver; wanted are the
+	// stripes asked for, segFrom the position each WANT segment is served
+	// from (absent: not acknowledged yet).
+	partial  bool
+	ranges   []Range
+	deliver  func(off int64, b []byte) error
+	sinkErr  error
+	wanted   []bool
+	bufs     map[int64][]byte
+	bufBytes int64
+	free     [][]byte
+	segFrom  map[uint32]uint64
 }
 
 func (rc *recvState) setup(p sessionPkt, out *os.File) error {
@@ -278,10 +378,12 @@ func (rc *recvState) setup(p sessionPkt, out *os.File) error {
 	if err != nil {
 		return err
 	}
-	if err := out.Truncate(g.size); err != nil {
+	if rc.partial {
+		// nothing to map: stripes are buffered until complete
+	} else if err := out.Truncate(g.size); err != nil {
 		return err
 	}
-	if g.size > 0 {
+	if g.size > 0 && !rc.partial {
 		rc.data, err = unix.Mmap(int(out.Fd()), 0, int(g.size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 		if err != nil {
 			return fmt.Errorf("mtftp: map the output file: %w", err)
@@ -298,6 +400,11 @@ func (rc *recvState) setup(p sessionPkt, out *os.File) error {
 		rc.count[s] = uint16(g.k - g.dataIn(s))
 		if g.dataIn(s) == 0 {
 			rc.complete++
+		}
+	}
+	if rc.partial {
+		if err := rc.setupPartial(); err != nil {
+			return err
 		}
 	}
 	rc.r.Size.Store(g.size)
@@ -374,7 +481,10 @@ func (rc *recvState) run(ctx context.Context, timeout time.Duration) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if rc.complete == rc.g.stripes && rc.shaOK {
+		if rc.partial && (rc.complete == rc.g.stripes || rc.sinkErr != nil) {
+			return rc.finishPartial()
+		}
+		if !rc.partial && rc.complete == rc.g.stripes && rc.shaOK {
 			return rc.finish()
 		}
 		now := time.Now()
@@ -476,6 +586,9 @@ func (rc *recvState) control(c ctlPkt) error {
 		// Asked again, the server now answers by unicast TFTP.
 		rc.ctl.WriteToUDPAddrPort(tftp.AppendError(nil, tftp.ErrCodeOptionRefuse, "native multicast only"), c.from)
 		return ErrNativeUnsupported
+	case opNativeWantAck:
+		rc.wantAcked(b)
+		return nil
 	case opNativeSession:
 		p, err := parseSession(b)
 		if err != nil {
@@ -503,7 +616,13 @@ func (rc *recvState) control(c ctlPkt) error {
 		// The new session's socket sent the order; report there from now on.
 		rc.srv = c.from
 		rc.pktSeen = false
-		return rc.join(p)
+		if err := rc.join(p); err != nil {
+			return err
+		}
+		if rc.partial {
+			rc.newSessionPartial()
+		}
+		return nil
 	}
 	return nil
 }
@@ -591,11 +710,15 @@ func (rc *recvState) store(st int64, i int, payload []byte) {
 		if i >= g.dataIn(st) {
 			return
 		}
-		off, n := g.span(st, i)
+		_, n := g.span(st, i)
 		if len(payload) != n {
 			return
 		}
-		copy(rc.data[off:], payload)
+		dst := rc.shardBytes(st, i)
+		if dst == nil {
+			return // over the partial budget: asked for again later
+		}
+		copy(dst, payload)
 		rc.dataHave[st]++
 		rc.r.Held.Add(int64(n))
 	} else {
@@ -624,6 +747,9 @@ func (rc *recvState) store(st int64, i int, payload []byte) {
 func (rc *recvState) completeStripe(st int64) {
 	delete(rc.parity, st)
 	rc.complete++
+	if rc.partial {
+		rc.deliverStripe(st)
+	}
 }
 
 // rebuild recovers the stripe's missing data shards from the K it holds,
@@ -633,8 +759,11 @@ func (rc *recvState) rebuild(st int64) {
 	shards := make([][]byte, g.k+g.m)
 	pad := make([]byte, 0, (g.k-g.dataIn(st))*g.shard) // never grown: shards alias it
 	short := -1
+	if rc.partial && rc.stripeBuf(st) == nil {
+		return // over the partial budget: asked for again later
+	}
 	for i := range g.k {
-		off, n := g.span(st, i)
+		_, n := g.span(st, i)
 		held := rc.have[st][i/64]&(1<<(i%64)) != 0
 		switch {
 		case i >= g.dataIn(st): // past the file's end: zeros
@@ -644,13 +773,13 @@ func (rc *recvState) rebuild(st int64) {
 			short = i
 			if held {
 				b := make([]byte, g.shard)
-				copy(b, rc.data[off:off+int64(n)])
+				copy(b, rc.shardBytes(st, i))
 				shards[i] = b
 			}
 		case held:
-			shards[i] = rc.data[off : off+int64(n)]
+			shards[i] = rc.shardBytes(st, i)
 		default:
-			shards[i] = rc.data[off : off : off+int64(n)] // rebuilt in place
+			shards[i] = rc.shardBytes(st, i)[:0] // rebuilt in place
 		}
 	}
 	copy(shards[g.k:], rc.parity[st])
@@ -662,11 +791,12 @@ func (rc *recvState) rebuild(st int64) {
 		if rc.have[st][i/64]&(1<<(i%64)) != 0 {
 			continue
 		}
-		off, n := g.span(st, i)
+		_, n := g.span(st, i)
+		dst := rc.shardBytes(st, i)
 		if i == short {
-			copy(rc.data[off:off+int64(n)], shards[i][:n])
-		} else if &shards[i][0] != &rc.data[off] {
-			copy(rc.data[off:off+int64(n)], shards[i])
+			copy(dst, shards[i][:n])
+		} else if &shards[i][0] != &dst[0] {
+			copy(dst, shards[i])
 		}
 		rc.have[st][i/64] |= 1 << (i % 64)
 		rc.res.Rebuilt++
@@ -692,14 +822,21 @@ func (rc *recvState) sendStatus(b []byte, now time.Time) []byte {
 	rc.seenPkts, rc.lostShards, rc.gotBytes = 0, 0, 0
 	rc.lastStatus = now
 	naks := make([]nak, 0, 4*maxStatusNaks) // up to four packets a round
-	if rc.seen || rc.idle {
+	if rc.partial {
+		rc.sendWants() // the segments not acknowledged yet
+	}
+	if rc.seen || rc.idle || rc.partial {
 		full := rc.idle || rc.curSeq >= rc.firstSeq+uint64(g.stripes)
 		for j := range g.stripes {
 			s := (rc.nakFrom + j) % g.stripes
 			if rc.dataHave[s] == uint16(g.dataIn(s)) {
 				continue
 			}
-			if !full {
+			if rc.partial {
+				if !rc.passedPartial(s) {
+					continue
+				}
+			} else if !full {
 				// its first position in the carousel from firstSeq on
 				p := rc.firstSeq + uint64((s-int64(rc.firstSeq%uint64(g.stripes))+g.stripes)%g.stripes)
 				if p >= rc.curSeq {

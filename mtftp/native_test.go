@@ -50,6 +50,8 @@ func FuzzNativePackets(f *testing.F) {
 	f.Add(appendSession(nil, &sp))
 	f.Add(appendStatus(nil, &statusPkt{ID: 1, Naks: []nak{{1, 2, 3}}}))
 	f.Add(appendDone(nil, 1, true))
+	f.Add(appendWant(nil, &wantPkt{ID: 1, First: 8192, Count: 9, Bits: []byte{0xff, 1}}))
+	f.Add(appendWantAck(nil, &wantAckPkt{ID: 1, First: 8192, Count: 9, From: 64}))
 	f.Add([]byte{0x4d, 0x44, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 2, 'x'})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if p, err := parseSession(b); err == nil && !bytes.Equal(appendSession(nil, &p), b) {
@@ -58,6 +60,12 @@ func FuzzNativePackets(f *testing.F) {
 		var st statusPkt
 		if err := parseStatus(b, &st); err == nil && !bytes.Equal(appendStatus(nil, &st), b) {
 			t.Errorf("status %x re-encodes differently", b)
+		}
+		if p, err := parseWant(b); err == nil && !bytes.Equal(appendWant(nil, &p), b) {
+			t.Errorf("want %x re-encodes differently", b)
+		}
+		if p, err := parseWantAck(b); err == nil && !bytes.Equal(appendWantAck(nil, &p), b) {
+			t.Errorf("want ack %x re-encodes differently", b)
 		}
 		parseDataHdr(b)
 		parseDone(b)
@@ -137,7 +145,7 @@ func TestNativeRebuild(t *testing.T) {
 // has enough of them (a lost burst costs a stripe one shard).
 func TestNativeCarouselInterleaved(t *testing.T) {
 	g, _ := newGeometry(1456*64*70+300, 1456, 64, 64) // 71 stripes: a group of 64 and one of 7
-	ns := &nativeSession{g: g, data: make([]byte, g.size), dataUntil: uint64(g.stripes), view: &sessionView{},
+	ns := &nativeSession{g: g, data: make([]byte, g.size), dataUntil: uint64(g.stripes), allUntil: uint64(g.stripes), view: &sessionView{},
 		s: &Server{}}
 	hdrs := make([]byte, nativeMaxBatch*dataHdrLen)
 	seen := map[[2]int64]bool{}

@@ -26,7 +26,15 @@ const (
 	opNativeStatus  uint16 = 0x4d4e // "MN" receiver → server: loss, rate and NAKs
 	opNativeDone    uint16 = 0x4d46 // "MF" receiver → server: finished (verified or failed)
 	opNativeError   uint16 = 0x4d45 // "ME" server → receiver: refused or aborted
+	opNativeWant    uint16 = 0x4d57 // "MW" receiver → server: the stripes it needs (partial download)
+	opNativeWantAck uint16 = 0x4d41 // "MA" server → receiver: a WANT was taken, and from which position
 )
+
+// OptWant in the RRQ says the receiver needs only part of the file: it
+// sends WANT packets naming its stripes after the SESSION answer, and the
+// stream carries only stripes some receiver wants (docs/native-multicast.md,
+// "Partial downloads").
+const OptWant = "x-want"
 
 // Header sizes. A data or repair datagram is dataHdrLen bytes of header and
 // one shard; the session's shard size is the negotiated TFTP blksize − 8,
@@ -37,6 +45,11 @@ const (
 	sessionFixedLen = 2 + 4 + 1 + 4 + 2 + 8 + 2 + 2 + 2 + 2 + 8 + 2 + 4 + 4 + 32
 	statusFixedLen  = 2 + 4 + 4 + 4 + 4 + 4 + 4 + 2
 	nakLen          = 4 + 2 + 8
+	wantFixedLen    = 2 + 4 + 4 + 4
+	wantAckLen      = 2 + 4 + 4 + 4 + 8
+	// maxWantBits: stripes one WANT packet names (its bitmap is 1 KiB, so
+	// the packet fits any MTU).
+	maxWantBits = 8192
 	// maxStatusNaks caps one status packet's NAK list so it fits a
 	// 1500-byte MTU with room to spare.
 	maxStatusNaks = 96
@@ -259,4 +272,60 @@ func nativeOp(b []byte) uint16 {
 		return 0
 	}
 	return binary.BigEndian.Uint16(b)
+}
+
+// wantPkt names stripes First .. First+Count−1 of a session: bit i of Bits
+// (LSB first in each byte) set means stripe First+i is needed.
+type wantPkt struct {
+	ID           uint32
+	First, Count uint32
+	Bits         []byte
+}
+
+func appendWant(b []byte, p *wantPkt) []byte {
+	b = binary.BigEndian.AppendUint16(b, opNativeWant)
+	b = binary.BigEndian.AppendUint32(b, p.ID)
+	b = binary.BigEndian.AppendUint32(b, p.First)
+	b = binary.BigEndian.AppendUint32(b, p.Count)
+	return append(b, p.Bits[:(p.Count+7)/8]...)
+}
+
+// parseWant reads a WANT; Bits aliases b.
+func parseWant(b []byte) (wantPkt, error) {
+	var p wantPkt
+	if len(b) < wantFixedLen || binary.BigEndian.Uint16(b) != opNativeWant {
+		return p, errShort
+	}
+	p.ID = binary.BigEndian.Uint32(b[2:])
+	p.First = binary.BigEndian.Uint32(b[6:])
+	p.Count = binary.BigEndian.Uint32(b[10:])
+	p.Bits = b[wantFixedLen:]
+	if p.Count == 0 || p.Count > maxWantBits || uint32(len(p.Bits)) != (p.Count+7)/8 {
+		return p, fmt.Errorf("mtftp: want of %d stripes in %d bytes", p.Count, len(p.Bits))
+	}
+	return p, nil
+}
+
+// wantAckPkt acknowledges the WANT for First/Count; From is the carousel
+// position from which the server serves those stripes (each at its first
+// position at or after From), so the receiver knows when one has passed.
+type wantAckPkt struct {
+	ID           uint32
+	First, Count uint32
+	From         uint64
+}
+
+func appendWantAck(b []byte, p *wantAckPkt) []byte {
+	b = binary.BigEndian.AppendUint16(b, opNativeWantAck)
+	b = binary.BigEndian.AppendUint32(b, p.ID)
+	b = binary.BigEndian.AppendUint32(b, p.First)
+	b = binary.BigEndian.AppendUint32(b, p.Count)
+	return binary.BigEndian.AppendUint64(b, p.From)
+}
+
+func parseWantAck(b []byte) (wantAckPkt, error) {
+	if len(b) != wantAckLen || binary.BigEndian.Uint16(b) != opNativeWantAck {
+		return wantAckPkt{}, errShort
+	}
+	return wantAckPkt{binary.BigEndian.Uint32(b[2:]), binary.BigEndian.Uint32(b[6:]), binary.BigEndian.Uint32(b[10:]), binary.BigEndian.Uint64(b[14:])}, nil
 }

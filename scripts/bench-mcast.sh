@@ -66,7 +66,7 @@ now() { date +%s.%N; }
 serve() {
 	[ -n "$srvpid" ] && { kill "$srvpid"; wait "$srvpid" 2>/dev/null || true; }
 	ip netns exec $P-srv "$bin" serve --tftp.listen 192.0.2.1:69 --tftp.root "$(dirname "$1")" --http.listen "" \
-		--log.format json --mtftp.native_start_delay "$START_DELAY" >"$work/server.log" 2>&1 &
+		--log.format json --mtftp.native_settle "$START_DELAY" >"$work/server.log" 2>&1 &
 	srvpid=$!
 	for _ in $(seq 50); do grep -q "tftp server listening" "$work/server.log" && return; sleep 0.1; done
 	echo "mtftpd did not start" >&2; cat "$work/server.log" >&2; exit 1

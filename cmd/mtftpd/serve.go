@@ -112,10 +112,11 @@ func runServe(args []string) error {
 			PXEFileGroups: netip.MustParsePrefix(m.PXEFileGroups), PXEFilePort: m.PXEFilePort,
 			InitialRTO: t.InitialRTO.Duration, MinRTO: t.MinRTO.Duration, MaxRTO: t.MaxRTO.Duration,
 			SessionLifetime: t.Lifetime.Duration, Log: log,
-			NativeRate: int64(m.NativeRateMbps) * 1e6 / 8, NativeStartDelay: m.NativeStartDelay.Duration,
+			NativeRate: int64(m.NativeRateMbps) * 1e6 / 8, NativeStart: startPolicy(m.NativeMinReceivers, m.NativeMaxWait, m.NativeSettle),
 		}
-		if m.NativeStartDelay.Duration == 0 {
-			mc.NativeStartDelay = -1 // 0 in the config means none
+		for _, r := range m.Start {
+			mc.NativeStartRules = append(mc.NativeStartRules, mtftp.StartRule{Pattern: r.Files, StartPolicy: mtftp.StartPolicy{
+				MinReceivers: r.MinReceivers, MaxWait: r.MaxWait.Duration, Settle: r.Settle.Duration}})
 		}
 		if err := mc.Init(); err != nil {
 			return fmt.Errorf("mtftp: %w", err)
@@ -341,4 +342,19 @@ Try, in another terminal:
 Stop with Ctrl-C.
 
 `, strings.TrimSpace(host), httpListen)
+}
+
+// startPolicy maps the config's [mtftp] start keys onto mtftp's policy:
+// there 0s means "none" (start at once), in mtftp a zero field means the
+// default and a negative one none. A [[mtftp.start]] rule keeps its zeros:
+// a key left out takes the [mtftp] value.
+func startPolicy(minReceivers int, maxWait, settle config.Duration) mtftp.StartPolicy {
+	p := mtftp.StartPolicy{MinReceivers: minReceivers, MaxWait: maxWait.Duration, Settle: settle.Duration}
+	if p.MaxWait == 0 {
+		p.MaxWait = -1
+	}
+	if p.Settle == 0 {
+		p.Settle = -1
+	}
+	return p
 }

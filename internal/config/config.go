@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"path"
 	"reflect"
 	"sort"
 	"strconv"
@@ -166,14 +167,30 @@ type MTFTP struct {
 	PXEClientPort int    `toml:"pxe_client_port" help:"PXE MTFTP client port DATA is sent to (iPXE: 3001)"`
 	// The native dialect (mtftpd get --multicast) is served whenever
 	// enabled is true; these tune its stream.
-	NativeRateMbps   int      `toml:"native_rate_mbps" help:"cap of a native multicast stream in Mbit/s; 0 = discover it from the receivers' loss"`
-	NativeStartDelay Duration `toml:"native_start_delay" help:"how long a new native multicast session gathers receivers before it starts"`
+	NativeRateMbps int `toml:"native_rate_mbps" help:"cap of a native multicast stream in Mbit/s; 0 = discover it from the receivers' loss"`
+	// When a new native session starts streaming (docs/native-multicast.md,
+	// "Starting a session"); [[mtftp.start]] sets it per file.
+	NativeSettle       Duration    `toml:"native_settle" help:"a new native multicast session starts once no receiver has joined for this long"`
+	NativeMaxWait      Duration    `toml:"native_max_wait" help:"...and at the latest this long after it began, however many joined"`
+	NativeMinReceivers int         `toml:"native_min_receivers" help:"start as soon as this many receivers joined (0 = wait for native_settle)"`
+	Start              []StartRule `toml:"start"`
 	// PXE MTFTP per-file groups, announced by DHCP to BIOS PXE ROMs.
 	PXEFileGroups string `toml:"pxe_file_groups" help:"groups a boot file announced in DHCP option 43.1 gets one of, inside 239.255.0.0/16 (pxe_group is skipped)"`
 	PXEFilePort   int    `toml:"pxe_file_port" help:"client port (43.2) of the first per-file group; the n-th gets pxe_file_port+n"`
 	PXEPortOrder  string `toml:"pxe_port_order" help:"byte order of the ports in DHCP option 43.2/43.3: be (network order) or le (Intel sample code); unverified on real ROMs"`
 	PXETmout      int    `toml:"pxe_tmout" help:"DHCP option 43.4: seconds a PXE client listens before it opens a pass (1..255)"`
 	PXEDelay      int    `toml:"pxe_delay" help:"DHCP option 43.5: PXE client re-open delay in seconds (1..255)"`
+}
+
+// StartRule is one [[mtftp.start]]: the start policy of the native
+// sessions of the files whose name matches Files (a glob like
+// "images/*.img"); the first matching rule wins, and keys left out take
+// the [mtftp] values.
+type StartRule struct {
+	Files        string   `toml:"files"`
+	MinReceivers int      `toml:"min_receivers"`
+	MaxWait      Duration `toml:"max_wait"`
+	Settle       Duration `toml:"settle"`
 }
 
 // Process holds settings of the server process itself.
@@ -213,8 +230,8 @@ func Defaults() Config {
 		MTFTP: MTFTP{
 			Enabled: true, GroupRange: "239.255.0.0/24", Port: 1758, TTL: 1,
 			PXEGroup: "239.255.1.1", PXEClientPort: 3001,
-			NativeStartDelay: Duration{300 * time.Millisecond},
-			PXEFileGroups:    "239.255.1.0/24", PXEFilePort: 3002, PXEPortOrder: "be", PXETmout: 2, PXEDelay: 2,
+			NativeSettle: Duration{time.Second}, NativeMaxWait: Duration{5 * time.Second},
+			PXEFileGroups: "239.255.1.0/24", PXEFilePort: 3002, PXEPortOrder: "be", PXETmout: 2, PXEDelay: 2,
 		},
 		DHCP:   DHCP{Mode: "off", Listen: "0.0.0.0:67", ProxyPort: 4011, MaxPerMAC: 4},
 		Origin: Origin{TTL: Duration{5 * time.Minute}, Timeout: Duration{10 * time.Minute}},
@@ -416,8 +433,29 @@ func (c *Config) validateMTFTP(bad func(field, format string, args ...any)) {
 	if m.NativeRateMbps < 0 || m.NativeRateMbps > 400000 {
 		bad("mtftp.native_rate_mbps", "%d is outside 0..400000", m.NativeRateMbps)
 	}
-	if m.NativeStartDelay.Duration < 0 || m.NativeStartDelay.Duration > time.Minute {
-		bad("mtftp.native_start_delay", "%v is outside 0s..1m", m.NativeStartDelay.Duration)
+	if m.NativeSettle.Duration < 0 || m.NativeSettle.Duration > time.Hour {
+		bad("mtftp.native_settle", "%v is outside 0s..1h", m.NativeSettle.Duration)
+	}
+	if m.NativeMaxWait.Duration < 0 || m.NativeMaxWait.Duration > time.Hour {
+		bad("mtftp.native_max_wait", "%v is outside 0s..1h", m.NativeMaxWait.Duration)
+	}
+	if m.NativeMinReceivers < 0 || m.NativeMinReceivers > 10000 {
+		bad("mtftp.native_min_receivers", "%d is outside 0..10000", m.NativeMinReceivers)
+	}
+	for i, r := range m.Start {
+		key := fmt.Sprintf("mtftp.start[%d]", i)
+		if _, err := path.Match(r.Files, ""); err != nil || r.Files == "" {
+			bad(key+".files", "%q is not a file name pattern like images/*.img", r.Files)
+		}
+		if r.MinReceivers < 0 || r.MinReceivers > 10000 {
+			bad(key+".min_receivers", "%d is outside 0..10000", r.MinReceivers)
+		}
+		if r.MaxWait.Duration < 0 || r.MaxWait.Duration > time.Hour {
+			bad(key+".max_wait", "%v is outside 0s..1h", r.MaxWait.Duration)
+		}
+		if r.Settle.Duration < 0 || r.Settle.Duration > time.Hour {
+			bad(key+".settle", "%v is outside 0s..1h", r.Settle.Duration)
+		}
 	}
 	if p, err := netip.ParsePrefix(m.PXEFileGroups); err != nil || !p.Addr().Is4() {
 		bad("mtftp.pxe_file_groups", "%q is not an IPv4 prefix like 239.255.1.0/24", m.PXEFileGroups)

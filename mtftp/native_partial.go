@@ -1,0 +1,189 @@
+package mtftp
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+)
+
+// Partial downloads (GetRanges, docs/native-multicast.md "Partial
+// downloads"): the receiver names the stripes it needs with WANT packets,
+// holds each stripe in a buffer until it is complete (or rebuilt), hands
+// the wanted bytes to its caller and frees the buffer. Stripes it does not
+// want count as complete from the start, so they are never asked for.
+
+// setupPartial marks the stripes that hold no wanted byte complete and
+// sends the first WANTs.
+func (rc *recvState) setupPartial() error {
+	g := rc.g
+	var end int64
+	for i, r := range rc.ranges {
+		if r.Off < end || r.Len <= 0 || r.Off+r.Len > g.size {
+			return fmt.Errorf("mtftp: range %d (%d+%d) is empty, out of order or past the file's %d bytes", i, r.Off, r.Len, g.size)
+		}
+		end = r.Off + r.Len
+	}
+	rc.wanted = make([]bool, g.stripes)
+	stripeBytes := int64(g.k) * int64(g.shard)
+	for _, r := range rc.ranges {
+		for s := r.Off / stripeBytes; s <= (r.Off+r.Len-1)/stripeBytes; s++ {
+			rc.wanted[s] = true
+		}
+	}
+	for s := range g.stripes {
+		if !rc.wanted[s] && g.dataIn(s) > 0 {
+			rc.dataHave[s] = uint16(g.dataIn(s))
+			rc.complete++
+		}
+	}
+	rc.bufs = map[int64][]byte{}
+	rc.segFrom = map[uint32]uint64{}
+	rc.sendWants()
+	return nil
+}
+
+// sendWants sends a WANT for every segment of stripes that holds a wanted,
+// incomplete stripe and has no acknowledgement yet (called again every
+// status round until it has).
+func (rc *recvState) sendWants() {
+	g := rc.g
+	bits := make([]byte, maxWantBits/8)
+	var b []byte
+	for first := int64(0); first < g.stripes; first += maxWantBits {
+		if _, acked := rc.segFrom[uint32(first)]; acked {
+			continue
+		}
+		n := min(int64(maxWantBits), g.stripes-first)
+		clear(bits)
+		any := false
+		for i := range n {
+			s := first + i
+			if rc.wanted[s] && rc.dataHave[s] < uint16(g.dataIn(s)) {
+				bits[i/8] |= 1 << (i % 8)
+				any = true
+			}
+		}
+		if !any {
+			continue
+		}
+		b = appendWant(b[:0], &wantPkt{ID: rc.sess.ID, First: uint32(first), Count: uint32(n), Bits: bits})
+		rc.ctl.WriteToUDPAddrPort(b, rc.srv)
+	}
+}
+
+// wantAcked records from which carousel position the server serves a
+// segment's stripes.
+func (rc *recvState) wantAcked(b []byte) {
+	p, err := parseWantAck(b)
+	if err != nil || p.ID != rc.sess.ID || rc.segFrom == nil {
+		return
+	}
+	rc.segFrom[p.First] = p.From
+}
+
+// passedPartial reports whether stripe s has gone by in the carousel since
+// the server took its WANT: then a missing shard of it is lost, not late.
+func (rc *recvState) passedPartial(s int64) bool {
+	from, ok := rc.segFrom[uint32(s/maxWantBits*maxWantBits)]
+	if !ok {
+		return false
+	}
+	stripes := uint64(rc.g.stripes)
+	pos := from + (uint64(s)+stripes-from%stripes)%stripes
+	return pos < rc.curSeq
+}
+
+// newSessionPartial starts over in another session of the file (a move or
+// a new session after the old one was lost): its positions are its own,
+// and it must be told what is still wanted.
+func (rc *recvState) newSessionPartial() {
+	clear(rc.segFrom)
+	rc.curSeq = 0
+	rc.sendWants()
+}
+
+// stripeBuf returns stripe st's buffer (partial downloads), allocating it
+// on first use; nil when the budget is spent.
+func (rc *recvState) stripeBuf(st int64) []byte {
+	if b, ok := rc.bufs[st]; ok {
+		return b
+	}
+	g := rc.g
+	full := g.k * g.shard
+	if rc.bufBytes+int64(full) > partialBudget {
+		return nil
+	}
+	var b []byte
+	if n := len(rc.free); n > 0 {
+		b, rc.free = rc.free[n-1], rc.free[:n-1]
+	} else {
+		b = make([]byte, full)
+	}
+	rc.bufs[st] = b
+	rc.bufBytes += int64(full)
+	return b
+}
+
+// shardBytes returns where data shard i of stripe st lives: in the mapped
+// file, or in the stripe's buffer for a partial download (nil when the
+// budget is spent).
+func (rc *recvState) shardBytes(st int64, i int) []byte {
+	off, n := rc.g.span(st, i)
+	if !rc.partial {
+		return rc.data[off : off+int64(n) : off+int64(n)]
+	}
+	b := rc.stripeBuf(st)
+	if b == nil {
+		return nil
+	}
+	o := i * rc.g.shard
+	return b[o : o+n : o+n]
+}
+
+// deliverStripe hands the wanted bytes of a completed stripe to the caller
+// and frees its buffer.
+func (rc *recvState) deliverStripe(st int64) {
+	b, ok := rc.bufs[st]
+	if !ok {
+		return
+	}
+	g := rc.g
+	base := st * int64(g.k) * int64(g.shard)
+	end := min(base+int64(len(b)), g.size)
+	i, _ := slices.BinarySearchFunc(rc.ranges, base, func(r Range, off int64) int {
+		switch {
+		case r.Off+r.Len <= off:
+			return -1
+		case r.Off > off:
+			return 1
+		}
+		return 0
+	})
+	for ; i < len(rc.ranges) && rc.ranges[i].Off < end && rc.sinkErr == nil; i++ {
+		r := rc.ranges[i]
+		lo, hi := max(r.Off, base), min(r.Off+r.Len, end)
+		if lo < hi {
+			rc.sinkErr = rc.deliver(lo, b[lo-base:hi-base])
+		}
+	}
+	delete(rc.bufs, st)
+	rc.bufBytes -= int64(len(b))
+	if len(rc.free) < 16 {
+		rc.free = append(rc.free, b)
+	}
+}
+
+// finishPartial tells the server the download is complete (or failed).
+func (rc *recvState) finishPartial() error {
+	done := appendDone(nil, rc.sess.ID, rc.sinkErr == nil)
+	for range 2 {
+		rc.ctl.WriteToUDPAddrPort(done, rc.srv)
+	}
+	if rc.sinkErr != nil {
+		return rc.sinkErr
+	}
+	if len(rc.bufs) > 0 {
+		return errors.New("mtftp: stripes left undelivered")
+	}
+	return nil
+}

@@ -76,6 +76,11 @@ type Server struct {
 	// root under those names are then not served.
 	Pages http.Handler
 
+	// Uploads, if set, takes PUT requests (image capture: imaging.Server,
+	// which checks its own token); without it PUT is refused like any
+	// other method but GET and HEAD.
+	Uploads http.Handler
+
 	root *os.Root
 	mu   sync.Mutex
 	srv  *http.Server
@@ -170,6 +175,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.Counters.Requests.Add(1)
 	// Served files are data, never pages: no MIME sniffing into HTML.
 	w.Header().Set("X-Content-Type-Options", "nosniff")
+	if r.Method == http.MethodPut && s.Uploads != nil {
+		s.Uploads.ServeHTTP(w, r)
+		return
+	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)

@@ -454,6 +454,8 @@ func (m *memSource) ReadAt(p []byte, off int64) (int, error) {
 	}
 	return n, nil
 }
-func (m *memSource) Size() int64                               { return int64(len(m.b)) }
-func (m *memSource) Extents(context.Context) ([]Extent, error) { return wholeExtent(int64(len(m.b))), nil }
-func (m *memSource) Close() error                              { return nil }
+func (m *memSource) Size() int64 { return int64(len(m.b)) }
+func (m *memSource) Extents(context.Context) ([]Extent, error) {
+	return wholeExtent(int64(len(m.b))), nil
+}
+func (m *memSource) Close() error { return nil }

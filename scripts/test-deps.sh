@@ -4,7 +4,8 @@
 # the namespace lab: iproute2, nftables; real DHCP clients and a peer DHCP
 # server: udhcpc, isc-dhcp-client, dnsmasq-base; real firmware and a
 # kernel to boot: qemu (software emulation), SeaBIOS, iPXE ROMs, OVMF,
-# pxelinux, a Debian kernel and cpio for the test initrd; headless
+# pxelinux, a Debian kernel and cpio for the test initrd; qemu-img,
+# qemu-io and qemu-nbd for the disk image tests (qemu-utils); headless
 # chromium for the status page.
 set -euo pipefail
 need=()
@@ -12,7 +13,7 @@ have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok ins
 for p in curl atftp tftp-hpa busybox iproute2 nftables iptables \
   udhcpc isc-dhcp-client dnsmasq-base libwrap0 \
   qemu-system-x86 seabios ipxe-qemu ovmf pxelinux syslinux-common ipxe linux-image-amd64 cpio \
-  chromium; do
+  chromium qemu-utils; do
   have "$p" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -20,6 +20,9 @@ Usage:
   mtftpd serve [--config FILE] [--demo] [--print-config] [--<section>.<key> VALUE ...]
   mtftpd get [--blksize N] [--windowsize N] [--tsize] [--netascii] [-o FILE] HOST[:PORT] REMOTE
   mtftpd status [--watch] [URL]
+  mtftpd image create [--chunk-size N] SRC -o IMAGE
+  mtftpd image info [--json] IMAGE
+  mtftpd image verify IMAGE
   mtftpd bench tftp --target HOST:PORT --file NAME --clients N [--profile bios|uefi|ipxe|linux|custom] [--duration D] [--verify sha256:HEX] [--json FILE]
   mtftpd bench compare A.json B.json
   mtftpd bench dhcp --iface IF --clients N [--concurrency C] [--pxe] [--arch N] [--release] [--timeout D] [--json FILE]
@@ -43,6 +46,8 @@ func main() {
 		err = runBench(os.Args[2:])
 	case "status":
 		err = runStatus(os.Args[2:])
+	case "image":
+		err = runImage(os.Args[2:])
 	case "version", "--version", "-v":
 		fmt.Println("mtftpd", buildVersion())
 	case "help", "--help", "-h":

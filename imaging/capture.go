@@ -1,0 +1,206 @@
+// Package imaging is the server side of disk imaging: it takes images
+// captured from machines (`mtftpd image capture`, an HTTP PUT of a capture
+// stream, docs/image-format.md) into the imaging directory, which lies
+// inside the served root, so an image is served by TFTP, HTTP and
+// multicast the moment it is renamed into place.
+//
+// It must never let a broken, foreign or unauthorised upload replace an
+// image, never write outside its directory, and never read an upload's
+// body before the upload token has been checked.
+package imaging
+
+import (
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/mtftpd/mtftpd/image"
+)
+
+// DefaultMaxImageSize caps a captured image file (the stored, compressed
+// size) when the config does not say.
+const DefaultMaxImageSize = 256 << 30
+
+// maxCaptures bounds captures at once: each holds a temp file growing
+// toward MaxImageSize and a decoder's CPU.
+const maxCaptures = 4
+
+// tempPrefix marks a capture in progress; Sweep removes those a crash
+// left behind.
+const tempPrefix = ".capture-"
+
+// validName: one path element of letters, digits, '.', '_' and '-', not
+// starting with a dot (no hidden files, no "..").
+var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+
+// Server takes captures: PUT <Prefix><name> with "Authorization: Bearer
+// <Token>" and a capture stream as the body writes Dir/<name>.
+type Server struct {
+	// Dir is the imaging directory (absolute).
+	Dir string
+	// Prefix is the URL path under which Dir is served ("/images/").
+	Prefix string
+	// Token is the upload token; empty refuses every capture.
+	Token string
+	// MaxImageSize caps an image file; 0 = DefaultMaxImageSize.
+	MaxImageSize int64
+	// Log receives one line per capture.
+	Log zerolog.Logger
+
+	mu     sync.Mutex
+	active map[string]bool // names being captured
+}
+
+// CaptureResult is the JSON answer to a successful capture.
+type CaptureResult struct {
+	Name        string `json:"name"`
+	RawSize     uint64 `json:"raw_size"`
+	StoredSize  int64  `json:"stored_size"`
+	Chunks      uint32 `json:"chunks"`
+	ImageDigest string `json:"image_digest"`
+}
+
+// Sweep removes the temp files of captures a crash or a kill left behind.
+// Call it before serving.
+func (s *Server) Sweep() error {
+	ents, err := os.ReadDir(s.Dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), tempPrefix) && e.Type().IsRegular() {
+			if err := os.Remove(filepath.Join(s.Dir, e.Name())); err == nil {
+				s.Log.Info().Str("file", e.Name()).Msg("imaging: removed a capture left unfinished")
+			}
+		}
+	}
+	return nil
+}
+
+// ServeHTTP takes one capture.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPut {
+		w.Header().Set("Allow", "PUT")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	log := s.Log.With().Str("client", r.RemoteAddr).Str("path", r.URL.Path).Logger()
+	if !s.authorised(r) {
+		log.Warn().Msg("imaging: capture refused: no or wrong upload token")
+		w.Header().Set("WWW-Authenticate", `Bearer realm="mtftpd imaging"`)
+		http.Error(w, "capture needs the upload token (imaging.upload_token)", http.StatusUnauthorized)
+		return
+	}
+	name, ok := strings.CutPrefix(r.URL.Path, s.Prefix)
+	if !ok || !validName.MatchString(name) {
+		http.Error(w, fmt.Sprintf("capture name %q: want %s<name> with a name of letters, digits, '.', '_', '-'", r.URL.Path, s.Prefix), http.StatusBadRequest)
+		return
+	}
+	if !s.claim(name) {
+		http.Error(w, "too many captures at once, or one of "+name+" is running", http.StatusServiceUnavailable)
+		return
+	}
+	defer s.release(name)
+	start := time.Now()
+	res, err := s.capture(name, r.Body)
+	if err != nil {
+		code := http.StatusBadRequest
+		if errors.Is(err, image.ErrTooLarge) {
+			code = http.StatusRequestEntityTooLarge
+		} else if !errors.Is(err, image.ErrCorrupt) && !errors.Is(err, image.ErrTruncated) && !errors.Is(err, image.ErrNotImage) {
+			code = http.StatusInternalServerError
+		}
+		log.Error().Err(err).Str("name", name).Msg("imaging: capture failed; nothing replaced")
+		http.Error(w, "capture of "+name+" failed: "+err.Error(), code)
+		return
+	}
+	log.Info().Str("name", name).Uint64("raw_size", res.RawSize).Int64("stored_size", res.StoredSize).Uint32("chunks", res.Chunks).
+		Str("image_digest", res.ImageDigest).Dur("duration", time.Since(start)).Msg("imaging: image captured")
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusCreated)
+	json.NewEncoder(w).Encode(res)
+}
+
+func (s *Server) authorised(r *http.Request) bool {
+	if s.Token == "" {
+		return false
+	}
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	return ok && subtle.ConstantTimeCompare([]byte(got), []byte(s.Token)) == 1
+}
+
+func (s *Server) claim(name string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.active == nil {
+		s.active = map[string]bool{}
+	}
+	if s.active[name] || len(s.active) >= maxCaptures {
+		return false
+	}
+	s.active[name] = true
+	return true
+}
+
+func (s *Server) release(name string) {
+	s.mu.Lock()
+	delete(s.active, name)
+	s.mu.Unlock()
+}
+
+// capture reads the stream into a temp file beside the image, which
+// ReceiveStream checks chunk by chunk and fsyncs, and renames it into
+// place only when all of it checked out; the directory is fsynced so the
+// rename survives a power cut.
+func (s *Server) capture(name string, body io.Reader) (CaptureResult, error) {
+	max := s.MaxImageSize
+	if max <= 0 {
+		max = DefaultMaxImageSize
+	}
+	f, err := os.CreateTemp(s.Dir, tempPrefix+name+"-")
+	if err != nil {
+		return CaptureResult{}, err
+	}
+	tmp := f.Name()
+	defer func() {
+		if f != nil {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	// The stream may not be longer than the image file it makes plus its
+	// own framing (a byte and a digest per chunk): a sender that goes on
+	// is cut off here, not only by the image's size check.
+	ix, err := image.ReceiveStream(io.LimitReader(body, max+max/16+1<<20), f, max)
+	if err != nil {
+		return CaptureResult{}, err
+	}
+	if err := f.Chmod(0o644); err != nil {
+		return CaptureResult{}, err
+	}
+	if err := f.Close(); err != nil {
+		return CaptureResult{}, err
+	}
+	if err := os.Rename(tmp, filepath.Join(s.Dir, name)); err != nil {
+		return CaptureResult{}, err
+	}
+	f = nil
+	if d, err := os.Open(s.Dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return CaptureResult{Name: name, RawSize: ix.Header.RawSize, StoredSize: ix.FileSize(), Chunks: ix.Header.Chunks,
+		ImageDigest: hex.EncodeToString(ix.Header.ImageDigest[:])}, nil
+}

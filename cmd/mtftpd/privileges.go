@@ -79,7 +79,7 @@ func dropPrivileges(cfg config.Config, log zerolog.Logger) error {
 		}
 	}
 	for key, dir := range map[string]string{
-		"tftp.write_dir": cfg.TFTP.WriteDir, "origin.cache_dir": cfg.Origin.CacheDir, "dhcp.lease_file": leaseDir(cfg.DHCP.LeaseFile),
+		"tftp.write_dir": cfg.TFTP.WriteDir, "origin.cache_dir": cfg.Origin.CacheDir, "dhcp.lease_file": leaseDir(cfg.DHCP.LeaseFile), "imaging.dir": captureDir(cfg.Imaging),
 	} {
 		if dir == "" {
 			continue
@@ -101,4 +101,12 @@ func leaseDir(leaseFile string) string {
 		return ""
 	}
 	return filepath.Dir(leaseFile)
+}
+
+// captureDir is the imaging dir when captures may write there, else "".
+func captureDir(m config.Imaging) string {
+	if m.UploadToken == "" {
+		return ""
+	}
+	return m.Dir
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/mtftpd/mtftpd/dhcp"
+	"github.com/mtftpd/mtftpd/imaging"
 	"github.com/mtftpd/mtftpd/internal/config"
 	"github.com/mtftpd/mtftpd/internal/filestore"
 	"github.com/mtftpd/mtftpd/mirror"
@@ -153,6 +154,19 @@ func runServe(args []string) error {
 	}
 	if web != nil {
 		web.Pages = (&status.Server{TFTP: srv, MTFTP: mc, DHCP: dhcpSrv, HTTP: web}).Handler()
+	}
+	if im := cfg.Imaging; im.Dir != "" {
+		if fi, err := os.Stat(im.Dir); err != nil || !fi.IsDir() {
+			return fmt.Errorf("imaging.dir: %s is not a directory", im.Dir)
+		}
+		if web != nil && im.UploadToken != "" {
+			prefix, _ := config.ImagingPrefix(cfg.TFTP.Root, im.Dir)
+			capture := &imaging.Server{Dir: im.Dir, Prefix: "/" + prefix + "/", Token: im.UploadToken, MaxImageSize: im.MaxImageSize, Log: log}
+			if err := capture.Sweep(); err != nil {
+				return fmt.Errorf("imaging.dir: %w", err)
+			}
+			web.Uploads = capture
+		}
 	}
 	if demoDir != "" {
 		printDemoHelp(t.Listen, cfg.HTTP.Listen)

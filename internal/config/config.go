@@ -53,6 +53,7 @@ type Config struct {
 	Server    Process   `toml:"server"`
 	Templates Templates `toml:"templates"`
 	Origin    Origin    `toml:"origin"`
+	Imaging   Imaging   `toml:"imaging"`
 }
 
 // DHCP configures the DHCP server or ProxyDHCP. The subnet, host and boot
@@ -233,9 +234,10 @@ func Defaults() Config {
 			NativeSettle: Duration{time.Second}, NativeMaxWait: Duration{5 * time.Second},
 			PXEFileGroups: "239.255.1.0/24", PXEFilePort: 3002, PXEPortOrder: "be", PXETmout: 2, PXEDelay: 2,
 		},
-		DHCP:   DHCP{Mode: "off", Listen: "0.0.0.0:67", ProxyPort: 4011, MaxPerMAC: 4},
-		Origin: Origin{TTL: Duration{5 * time.Minute}, Timeout: Duration{10 * time.Minute}},
-		Log:    Log{Level: "info", Format: "console"},
+		DHCP:    DHCP{Mode: "off", Listen: "0.0.0.0:67", ProxyPort: 4011, MaxPerMAC: 4},
+		Origin:  Origin{TTL: Duration{5 * time.Minute}, Timeout: Duration{10 * time.Minute}},
+		Imaging: Imaging{MaxImageSize: 256 << 30},
+		Log:     Log{Level: "info", Format: "console"},
 	}
 }
 
@@ -360,6 +362,7 @@ func (c *Config) Validate() error {
 	}
 	c.validateDHCP(bad)
 	c.validateOrigin(bad)
+	c.validateImaging(bad)
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:

@@ -5,14 +5,15 @@
 # server: udhcpc, isc-dhcp-client, dnsmasq-base; real firmware and a
 # kernel to boot: qemu (software emulation), SeaBIOS, iPXE ROMs, OVMF,
 # pxelinux, a Debian kernel and cpio for the test initrd; headless
-# chromium for the status page.
+# chromium for the status page; loop devices, partition tables and ext4
+# for the image deploy tests: util-linux, mount, fdisk, e2fsprogs.
 set -euo pipefail
 need=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 for p in curl atftp tftp-hpa busybox iproute2 nftables iptables \
   udhcpc isc-dhcp-client dnsmasq-base libwrap0 \
   qemu-system-x86 seabios ipxe-qemu ovmf pxelinux syslinux-common ipxe linux-image-amd64 cpio \
-  chromium; do
+  chromium util-linux mount fdisk e2fsprogs; do
   have "$p" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -212,6 +212,9 @@ func (e *ChunkError) Unwrap() error { return ErrCorrupt }
 func ParseHeader(b []byte) (Header, error) {
 	var h Header
 	if len(b) < len(magic) || string(b[:len(magic)]) != magic {
+		if len(b) == 0 {
+			return h, &FormatError{Offset: 0, What: "no bytes", Err: ErrNotImage}
+		}
 		if len(b) < len(magic) && string(b) == magic[:len(b)] {
 			return h, truncated(int64(len(b)), "header: %d of %d bytes", len(b), HeaderSize)
 		}

@@ -29,15 +29,6 @@ func needTools(t testing.TB, tools ...string) {
 	}
 }
 
-func run(t testing.TB, name string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
 // makeSparse creates a sparse file of size bytes in a temp dir.
 func makeSparse(t testing.TB, name string, size int64) string {
 	t.Helper()
@@ -64,7 +55,7 @@ func losetup(t testing.TB, file string, parts int) string {
 	if parts > 0 {
 		args = append(args, "-P")
 	}
-	dev := strings.TrimSpace(run(t, "losetup", append(args, file)...))
+	dev := strings.TrimSpace(string(run(t, "losetup", append(args, file)...)))
 	t.Cleanup(func() {
 		if parts > 0 {
 			exec.Command("partx", "-d", dev).Run()

@@ -1,7 +1,6 @@
 package image
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"fmt"
@@ -138,15 +137,4 @@ func eachChunk(ctx context.Context, t *Target, ix *Index, workers int, progress 
 		return firstErr
 	}
 	return ctx.Err()
-}
-
-func allZero(b []byte) bool {
-	for len(b) > 0 {
-		k := min(len(b), len(zeroBlock))
-		if !bytes.Equal(b[:k], zeroBlock[:k]) {
-			return false
-		}
-		b = b[k:]
-	}
-	return true
 }

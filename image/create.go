@@ -1,0 +1,341 @@
+package image
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+// CreateOptions tunes Create. The zero value means the defaults.
+type CreateOptions struct {
+	// ChunkSize is the chunk size in bytes: a power of two from
+	// MinChunkSize to MaxChunkSize. 0 means DefaultChunkSize.
+	ChunkSize int
+	// Workers is the number of compressing goroutines, each with its own
+	// zstd encoder. 0 means runtime.NumCPU().
+	Workers int
+	// Progress, if set, is called after each chunk is handed to the sink
+	// with the raw bytes done so far (holes included). It runs on Create's
+	// goroutine and must return quickly.
+	Progress func(rawDone int64)
+}
+
+func (o *CreateOptions) chunkSize() int {
+	if o.ChunkSize == 0 {
+		return DefaultChunkSize
+	}
+	return o.ChunkSize
+}
+
+// CheckChunkSize says whether n is a legal chunk size.
+func CheckChunkSize(n int) error {
+	if n < MinChunkSize || n > MaxChunkSize || n&(n-1) != 0 {
+		return fmt.Errorf("image: chunk size %d (must be a power of two from %d to %d)", n, MinChunkSize, MaxChunkSize)
+	}
+	return nil
+}
+
+// slotsPerWorker is how many chunks each worker may have in flight
+// (being read, compressed, or waiting for its turn at the sink): two keep
+// a worker busy while the sink takes the previous chunk; more only add
+// memory (two chunk-size buffers each).
+const slotsPerWorker = 2
+
+type slot struct {
+	raw, comp []byte
+}
+
+type job struct {
+	i      int
+	n      int
+	s      *slot // nil for a chunk no extent touches
+	kind   Kind
+	stored []byte
+	digest [32]byte
+	done   chan struct{}
+}
+
+// Create cuts src into chunks, compresses them on all cores and hands them
+// to sink in chunk order (the sink must have been made for src.Size() and
+// opts' chunk size). Ranges src reports as unallocated are never read and
+// become holes, as do chunks whose bytes are all zero; each other chunk is
+// stored as a zstd frame (level SpeedDefault, one encoder per worker), or
+// raw when zstd does not shrink it. Memory is bounded: at most
+// slotsPerWorker chunks per worker are in flight. Create stops at the
+// first error, or when ctx is cancelled; it does not call the sink's
+// Finish.
+func Create(ctx context.Context, src Source, sink Sink, opts CreateOptions) error {
+	cs := opts.chunkSize()
+	if err := CheckChunkSize(cs); err != nil {
+		return err
+	}
+	size := src.Size()
+	if size <= 0 {
+		return fmt.Errorf("image: source is %d bytes", size)
+	}
+	workers := opts.Workers
+	if workers <= 0 {
+		workers = runtime.NumCPU()
+	}
+	extents, err := src.Extents(ctx)
+	if err != nil {
+		return err
+	}
+	chunks := int(chunkCount(uint32(cs), uint64(size)))
+
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+
+	free := make(chan *slot, workers*slotsPerWorker)
+	for range cap(free) {
+		free <- &slot{raw: make([]byte, cs), comp: make([]byte, 0, cs)}
+	}
+	order := make(chan *job, cap(free))
+	work := make(chan *job)
+	var wg sync.WaitGroup
+
+	// Compressing workers: each job's fields are written before done is
+	// closed and read only after, so no lock is needed.
+	for range workers {
+		wg.Go(func() {
+			enc, err := zstd.NewWriter(nil,
+				zstd.WithEncoderLevel(zstd.SpeedDefault),
+				zstd.WithEncoderConcurrency(1),
+				zstd.WithEncoderCRC(false), // the SHA-256 of the raw bytes covers it
+				zstd.WithWindowSize(max(zstd.MinWindowSize, cs)))
+			if err != nil {
+				cancel(fmt.Errorf("image: zstd encoder: %w", err))
+				for j := range work {
+					close(j.done)
+				}
+				return
+			}
+			defer enc.Close()
+			for j := range work {
+				compress(enc, j)
+				close(j.done)
+			}
+		})
+	}
+
+	// The reader: one goroutine reading in order, the way disks like it.
+	wg.Go(func() {
+		defer close(work)
+		defer close(order)
+		ext := extents
+		for i := range chunks {
+			off, n := rawSpan(uint32(cs), uint64(size), i)
+			for len(ext) > 0 && ext[0].Off+ext[0].Len <= off {
+				ext = ext[1:]
+			}
+			j := &job{i: i, n: n, done: make(chan struct{})}
+			if len(ext) == 0 || ext[0].Off >= off+int64(n) {
+				// No allocated byte in this chunk: a hole, not read.
+				j.kind, j.digest = KindHole, ZeroDigest(n)
+				close(j.done)
+				select {
+				case order <- j:
+				case <-ctx.Done():
+					return
+				}
+				continue
+			}
+			select {
+			case j.s = <-free:
+			case <-ctx.Done():
+				return
+			}
+			if err := readChunk(src, j.s.raw[:n], off, ext); err != nil {
+				cancel(fmt.Errorf("image: reading chunk %d (raw offset %d): %w", i, off, err))
+				return
+			}
+			select {
+			case order <- j:
+			case <-ctx.Done():
+				return
+			}
+			select {
+			case work <- j:
+			case <-ctx.Done():
+				return
+			}
+		}
+	})
+
+	// The collector, on this goroutine: chunks go to the sink in order.
+	var done int64
+	err = func() error {
+		for j := range order {
+			select {
+			case <-j.done:
+			case <-ctx.Done():
+				return context.Cause(ctx)
+			}
+			var stored []byte
+			if j.kind != KindHole {
+				stored = j.stored
+			}
+			if err := sink.Add(j.i, j.kind, stored, j.digest); err != nil {
+				return err
+			}
+			if j.s != nil {
+				free <- j.s
+			}
+			done += int64(j.n)
+			if opts.Progress != nil {
+				opts.Progress(done)
+			}
+		}
+		// order was closed: either every chunk went through, or the
+		// reader stopped on an error or cancellation.
+		if err := context.Cause(ctx); err != nil {
+			return err
+		}
+		return nil
+	}()
+	cancel(err)
+	// Unblock the reader and workers and wait for them: every job sent to
+	// work is finished by a worker, and the reader returns on ctx.
+	go func() {
+		for range order {
+		}
+	}()
+	wg.Wait()
+	return err
+}
+
+// readChunk reads the raw bytes of one chunk at off into b: the parts
+// covered by extents are read from src, the rest is zeroed.
+func readChunk(src Source, b []byte, off int64, ext []Extent) error {
+	end := off + int64(len(b))
+	pos := off
+	for _, e := range ext {
+		if e.Off >= end {
+			break
+		}
+		lo, hi := max(e.Off, off), min(e.Off+e.Len, end)
+		if lo >= hi {
+			continue
+		}
+		clear(b[pos-off : lo-off])
+		if _, err := src.ReadAt(b[lo-off:hi-off], lo); err != nil {
+			return err
+		}
+		pos = hi
+	}
+	clear(b[pos-off:])
+	return nil
+}
+
+// compress fills in a read job's kind, stored bytes and digest.
+func compress(enc *zstd.Encoder, j *job) {
+	raw := j.s.raw[:j.n]
+	if allZero(raw) {
+		j.kind, j.digest = KindHole, ZeroDigest(j.n)
+		return
+	}
+	j.digest = sha256.Sum256(raw)
+	z := enc.EncodeAll(raw, j.s.comp[:0])
+	if cap(z) > cap(j.s.comp) {
+		j.s.comp = z[:0] // keep the grown buffer for the next chunk
+	}
+	if len(z) >= len(raw) {
+		j.kind, j.stored = KindRaw, raw
+		return
+	}
+	j.kind, j.stored = KindZstd, z
+}
+
+// allZero reports whether b is all zero bytes, at memory speed (bytes.Equal
+// is the runtime's vectorised memequal; it stops at the first difference).
+func allZero(b []byte) bool {
+	z := zeroes()
+	for len(b) > 0 {
+		n := min(len(b), len(z))
+		if !bytes.Equal(b[:n], z[:n]) {
+			return false
+		}
+		b = b[n:]
+	}
+	return true
+}
+
+// PartitionTable names the partition table at the start of a disk:
+// "gpt" if LBA 1 holds the EFI header signature "EFI PART" (UEFI 2.10
+// §5.3.2; with 512-byte sectors, byte 512), "dos" for an MBR boot
+// signature 0x55 0xAA at bytes 510-511, else "".
+func PartitionTable(first []byte) string {
+	if len(first) >= 520 && string(first[512:520]) == "EFI PART" {
+		return "gpt"
+	}
+	if len(first) >= 512 && first[510] == 0x55 && first[511] == 0xAA {
+		return "dos"
+	}
+	return ""
+}
+
+// SourceMeta returns the metadata for an image of src: created now, source
+// name, tool "mtftpd <version>" and the partition table found in src's
+// first 1 KiB.
+func SourceMeta(src Source, name, version string) (Meta, error) {
+	m := Meta{Created: time.Now().UTC().Truncate(time.Second), Source: name, Tool: "mtftpd " + version}
+	b := make([]byte, min(1024, src.Size()))
+	if _, err := src.ReadAt(b, 0); err != nil {
+		return m, fmt.Errorf("image: reading the first %d bytes of %s: %w", len(b), name, err)
+	}
+	m.PartitionTable = PartitionTable(b)
+	return m, nil
+}
+
+// WriteFile images src into the file path: it writes a temp file
+// (path.tmp-*) in path's directory, fsyncs it and renames it to path on
+// success; on any failure, including ctx being cancelled, the temp file is
+// removed and path is untouched.
+func WriteFile(ctx context.Context, src Source, path string, meta Meta, opts CreateOptions) (ix *Index, err error) {
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return nil, fmt.Errorf("image: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	w, err := NewWriter(f, src.Size(), opts.chunkSize(), meta)
+	if err != nil {
+		return nil, err
+	}
+	if err := Create(ctx, src, w, opts); err != nil {
+		return nil, err
+	}
+	if ix, err = w.Finish(); err != nil {
+		return nil, err
+	}
+	// The image is served by a server that may run as another user.
+	if err := f.Chmod(0o644); err != nil {
+		return nil, fmt.Errorf("image: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return nil, fmt.Errorf("image: %w", err)
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		return nil, fmt.Errorf("image: %w", err)
+	}
+	if d, derr := os.Open(filepath.Dir(path)); derr == nil {
+		d.Sync() // make the rename durable; best effort: not every filesystem can
+		d.Close()
+	}
+	return ix, nil
+}
+
+var errSourceClosed = errors.New("image: source closed")

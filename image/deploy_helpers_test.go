@@ -4,16 +4,18 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
 )
 
-// encodeImage makes an image file of raw, as `image create` would: zero
-// chunks are holes, identical chunks share stored bytes, a chunk zstd does
-// not shrink is stored raw. It is the deploy tests' own encoder, written
-// from the spec, independent of the package's Writer.
+// encodeImage makes an image file of raw through the package's Writer,
+// as `image create` would: zero chunks are holes, identical chunks share
+// stored bytes (the Writer's dedup), a chunk zstd does not shrink is
+// stored raw.
 func encodeImage(t testing.TB, raw []byte, chunkSize int) []byte {
 	t.Helper()
 	enc, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1))
@@ -21,47 +23,36 @@ func encodeImage(t testing.TB, raw []byte, chunkSize int) []byte {
 		t.Fatal(err)
 	}
 	defer enc.Close()
-	rawSize := int64(len(raw))
-	n := int((rawSize + int64(chunkSize) - 1) / int64(chunkSize))
-	h := Header{Version: Version, ChunkSize: uint32(chunkSize), RawSize: uint64(rawSize), Chunks: uint32(n),
-		IndexOffset: HeaderSize, IndexLen: uint64(n) * EntrySize,
-		Meta: Meta{Created: time.Unix(1700000000, 0).UTC(), Source: "deploy test"}}
-	h.DataOffset = (HeaderSize + h.IndexLen + 4095) &^ 4095
-	var data, index []byte
-	var digests [][32]byte
-	seen := map[[32]byte]Entry{}
-	for i := range n {
-		off, rn := rawSpan(h.ChunkSize, h.RawSize, i)
-		c := raw[off : off+int64(rn)]
-		d := sha256.Sum256(c)
-		e, dup := seen[d]
-		switch {
-		case dup:
-		case allZero(c):
-			e = Entry{Kind: KindHole, Digest: d}
-		default:
-			z := enc.EncodeAll(c, nil)
-			e = Entry{Offset: h.DataOffset + uint64(len(data)), Kind: KindZstd, Digest: d}
-			if len(z) >= len(c) {
-				z, e.Kind = c, KindRaw
-			}
-			e.Len = uint32(len(z))
-			data = append(data, z...)
-			seen[d] = e
-		}
-		digests = append(digests, e.Digest)
-		index = appendEntry(index, e)
-	}
-	h.DataLen = uint64(len(data))
-	h.IndexDigest = sha256.Sum256(index)
-	h.ImageDigest = ImageDigest(func(i int) [32]byte { return digests[i] }, n)
-	hb, err := marshalHeader(&h)
+	f, err := os.Create(filepath.Join(t.TempDir(), "test.img"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := append(hb, index...)
-	out = append(out, make([]byte, int(h.DataOffset)-len(out))...)
-	return append(out, data...)
+	defer f.Close()
+	w, err := NewWriter(f, int64(len(raw)), chunkSize, Meta{Created: time.Unix(1700000000, 0).UTC(), Source: "deploy test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, off := 0, 0; off < len(raw); i, off = i+1, off+chunkSize {
+		c := raw[off:min(off+chunkSize, len(raw))]
+		kind, stored := KindZstd, enc.EncodeAll(c, nil)
+		switch {
+		case allZero(c):
+			kind, stored = KindHole, nil
+		case len(stored) >= len(c):
+			kind, stored = KindRaw, c
+		}
+		if err := w.Add(i, kind, stored, sha256.Sum256(c)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := w.Finish(); err != nil {
+		t.Fatal(err)
+	}
+	img, err := os.ReadFile(f.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
 }
 
 // parseImage reads an image's index from its bytes.

@@ -339,7 +339,7 @@ func TestFetchIndexHTTPErrors(t *testing.T) {
 		{"short file", img[:100], ErrTruncated},
 		{"truncated data", img[:len(img)-1], ErrTruncated},
 		{"trailing bytes", append(bytes.Clone(img), 0), ErrCorrupt},
-		{"empty", nil, ErrTruncated},
+		{"empty", nil, ErrNotImage},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, url := newImageServer(t, c.file, false)

@@ -57,39 +57,46 @@ func losetup(t testing.TB, file string, parts int) string {
 	}
 	dev := strings.TrimSpace(string(run(t, "losetup", append(args, file)...)))
 	t.Cleanup(func() {
-		if parts > 0 {
-			exec.Command("partx", "-d", dev).Run()
-		}
 		if out, err := exec.Command("losetup", "-d", dev).CombinedOutput(); err != nil {
 			t.Errorf("losetup -d %s: %v\n%s", dev, err, out)
 		}
 	})
 	if parts > 0 {
-		if _, err := os.Stat(fmt.Sprintf("%sp1", dev)); err != nil {
-			exec.Command("partx", "-a", dev).Run() // fails harmlessly for partitions the kernel already added
-		}
-		for i := 1; i <= parts; i++ {
-			p := fmt.Sprintf("%sp%d", dev, i)
-			for try := 0; ; try++ {
-				if _, err := os.Stat(p); err == nil {
-					break
-				}
-				if try == 100 {
-					t.Fatalf("%s did not appear after losetup -P and partx -a", p)
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
-		}
+		waitPartitions(t, dev, parts)
 	}
 	return dev
 }
 
-// mount mounts dev on a new temp dir and unmounts it at cleanup.
-func mount(t testing.TB, dev string) string {
+// waitPartitions makes sure the kernel has devices for the first parts
+// partitions of dev (/dev/loopNpM), adding them with partx -a where it did
+// not scan the table itself, and removes them at cleanup.
+func waitPartitions(t testing.TB, dev string, parts int) {
+	t.Helper()
+	t.Cleanup(func() { exec.Command("partx", "-d", dev).Run() })
+	if _, err := os.Stat(dev + "p1"); err != nil {
+		exec.Command("partx", "-a", dev).Run() // fails harmlessly for partitions the kernel already added
+	}
+	for i := 1; i <= parts; i++ {
+		p := fmt.Sprintf("%sp%d", dev, i)
+		for try := 0; ; try++ {
+			if _, err := os.Stat(p); err == nil {
+				break
+			}
+			if try == 100 {
+				t.Fatalf("%s did not appear after partx -a", p)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+// mount mounts dev (with mount's extra args) on a new temp dir and
+// unmounts it at cleanup.
+func mount(t testing.TB, dev string, args ...string) string {
 	t.Helper()
 	needTools(t, "mount", "umount")
 	dir := t.TempDir()
-	run(t, "mount", dev, dir)
+	run(t, "mount", append(args, dev, dir)...)
 	t.Cleanup(func() {
 		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
 			t.Errorf("umount %s: %v\n%s", dir, err, out)

@@ -5,15 +5,17 @@
 # server: udhcpc, isc-dhcp-client, dnsmasq-base; real firmware and a
 # kernel to boot: qemu (software emulation), SeaBIOS, iPXE ROMs, OVMF,
 # pxelinux, a Debian kernel and cpio for the test initrd; qemu-img,
-# qemu-io and qemu-nbd for the disk image tests (qemu-utils); headless
-# chromium for the status page.
+# qemu-io and qemu-nbd for the disk image tests (qemu-utils); loop
+# devices, partition tables and ext4 for the image deploy tests
+# (util-linux, mount, fdisk, e2fsprogs); headless chromium for the status
+# page.
 set -euo pipefail
 need=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 for p in curl atftp tftp-hpa busybox iproute2 nftables iptables \
   udhcpc isc-dhcp-client dnsmasq-base libwrap0 \
   qemu-system-x86 seabios ipxe-qemu ovmf pxelinux syslinux-common ipxe linux-image-amd64 cpio \
-  chromium qemu-utils; do
+  chromium qemu-utils util-linux mount fdisk e2fsprogs; do
   have "$p" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

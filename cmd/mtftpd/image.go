@@ -22,7 +22,9 @@ import (
 const imageUsage = `Usage:
   mtftpd image create [--chunk-size N] [-q] SRC -o IMAGE
   mtftpd image info [--json] IMAGE
-  mtftpd image verify [-q] IMAGE`
+  mtftpd image verify [-q] IMAGE
+  mtftpd image deploy [--http URL] [--unicast] [--assume-blank] [--no-resume] [--verify] [--min-receivers N] [--max-wait D] [--settle D] SERVER IMAGE DISK
+  mtftpd image capture [--token T | --token-file F] [--chunk-size N] DISK URL`
 
 func runImage(args []string) error {
 	if len(args) == 0 {
@@ -35,6 +37,10 @@ func runImage(args []string) error {
 		return runImageInfo(args[1:])
 	case "verify":
 		return runImageVerify(args[1:])
+	case "deploy":
+		return runImageDeploy(args[1:])
+	case "capture":
+		return runImageCapture(args[1:])
 	case "help", "--help", "-h":
 		fmt.Println(imageUsage)
 		return nil

@@ -23,6 +23,8 @@ Usage:
   mtftpd image create [--chunk-size N] SRC -o IMAGE
   mtftpd image info [--json] IMAGE
   mtftpd image verify IMAGE
+  mtftpd image deploy [--http URL] [--unicast] [--assume-blank] [--no-resume] [--verify] SERVER IMAGE DISK
+  mtftpd image capture [--token-file F] DISK URL
   mtftpd bench tftp --target HOST:PORT --file NAME --clients N [--profile bios|uefi|ipxe|linux|custom] [--duration D] [--verify sha256:HEX] [--json FILE]
   mtftpd bench compare A.json B.json
   mtftpd bench dhcp --iface IF --clients N [--concurrency C] [--pxe] [--arch N] [--release] [--timeout D] [--json FILE]

@@ -1,0 +1,183 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/vbauerster/mpb/v8"
+	"github.com/vbauerster/mpb/v8/decor"
+
+	"github.com/mtftpd/mtftpd/image"
+	"github.com/mtftpd/mtftpd/mtftp"
+)
+
+const deployUsage = `Usage: mtftpd image deploy [flags] SERVER IMAGE DISK
+
+Writes IMAGE (its name on the server, e.g. images/room.img) to DISK (a block
+device or a file) by native multicast from SERVER (HOST[:PORT], the TFTP
+address), falling back to HTTP Range requests (--http) or TFTP. Chunks the
+disk already holds are not fetched (resume, delta); every chunk is checked
+against its digest before it is written.`
+
+func runImageDeploy(args []string) error {
+	fs := flag.NewFlagSet("image deploy", flag.ContinueOnError)
+	httpURL := fs.String("http", "", "the server's HTTP mirror (http://HOST:PORT): index and unicast fallback by HTTP")
+	unicast := fs.Bool("unicast", false, "no multicast: fetch the chunks by HTTP (or TFTP)")
+	blank := fs.Bool("assume-blank", false, "the disk reads as zeros already: do not zero the image's holes")
+	noResume := fs.Bool("no-resume", false, "do not read the disk for chunks it holds already: fetch every chunk")
+	verify := fs.Bool("verify", false, "re-read the whole disk at the end and check the image digest")
+	blksize := fs.Int("blksize", 1468, "TFTP blksize asked for (the multicast shard is 8 bytes less)")
+	iface := fs.String("iface", "", "interface to join the multicast group on (default: the route's)")
+	minRecv := fs.Int("min-receivers", 0, "ask the session to start once this many receivers joined")
+	maxWait := fs.Duration("max-wait", 0, "ask the session to start at the latest this long after it began (server caps it)")
+	settle := fs.Duration("settle", 0, "ask the session to start once nobody new joined for this long")
+	timeout := fs.Duration("timeout", 10*time.Second, "give up after this long without a word from the server")
+	workers := fs.Int("workers", 0, "decode/write workers (default: one per core)")
+	quiet := fs.Bool("q", false, "no progress bar and no summary")
+	verbose := fs.Bool("v", false, "log the receiver's events")
+	pos, help, err := parseMixed(fs, deployUsage, args)
+	if help || err != nil {
+		return err
+	}
+	if len(pos) != 3 {
+		fs.Usage()
+		return errors.New("need SERVER IMAGE DISK")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	log := zerolog.Nop()
+	if *verbose {
+		log = zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr}).With().Timestamp().Logger()
+	}
+	d := &image.Deployer{Opts: image.DeployOptions{
+		Server: pos[0], Image: pos[1], Disk: pos[2], HTTP: *httpURL, Unicast: *unicast, AssumeBlank: *blank,
+		NoResume: *noResume, Verify: *verify, Workers: *workers, BlockSize: *blksize, Interface: *iface,
+		Start: mtftp.StartPolicy{MinReceivers: *minRecv, MaxWait: *maxWait, Settle: *settle}, Timeout: *timeout, Log: log,
+	}}
+	phases := []string{}
+	var bar *mpb.Bar
+	var p *mpb.Progress
+	if !*quiet && isTerminal(os.Stderr) {
+		p = mpb.NewWithContext(ctx, mpb.WithOutput(os.Stderr), mpb.WithWidth(40))
+		bar = p.AddBar(0, mpb.PrependDecorators(decor.Name(pos[2]+" "), decor.CountersKibiByte("% .1f / % .1f")),
+			mpb.AppendDecorators(decor.AverageSpeed(decor.SizeB1024(0), " % .1f"), decor.Percentage(decor.WCSyncSpace)))
+		go func() {
+			for ctx.Err() == nil {
+				w, total := d.Progress()
+				if total > 0 {
+					bar.SetTotal(total, false)
+					bar.SetCurrent(w)
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+		}()
+	}
+	d.Opts.Phase = func(ph image.Phase) { phases = append(phases, string(ph)) }
+	res, err := d.Deploy(ctx)
+	if bar != nil {
+		if err != nil {
+			bar.Abort(false)
+		} else {
+			w, _ := d.Progress()
+			bar.SetTotal(w, true)
+		}
+		p.Wait()
+	}
+	if err != nil {
+		return err
+	}
+	if !*quiet {
+		ix := res.Index
+		var parts []string
+		for _, ph := range phases {
+			parts = append(parts, fmt.Sprintf("%s %.1fs", ph, res.Phases[image.Phase(ph)].Seconds()))
+		}
+		via := res.Via
+		if via == "" {
+			via = "nothing (the disk held every chunk)"
+		}
+		fmt.Printf("%s: %s of %s written to %s in %.1fs via %s: %d chunks fetched (%s stored), %d held already, %d holes; %s%s\n",
+			pos[1], sizeString(res.Written.Bytes), sizeString(int64(ix.Header.RawSize)), pos[2], res.Duration.Seconds(), via,
+			res.Needed, sizeString(res.NeedBytes), res.Held, res.Written.Holes, strings.Join(parts, ", "), verified(*verify))
+	}
+	return nil
+}
+
+func verified(v bool) string {
+	if v {
+		return "; disk verified against the image digest"
+	}
+	return ""
+}
+
+const captureUsage = `Usage: mtftpd image capture [flags] DISK URL
+
+Images DISK (a block device, a raw file, or any image qemu-img reads) and
+streams it to URL, the image's place on an mtftpd mirror
+(http://HOST:PORT/images/NAME), with the server's upload token. The server
+checks every chunk and the image digest, and replaces nothing unless all of
+it checked out. Nothing is staged on this machine.`
+
+func runImageCapture(args []string) error {
+	fs := flag.NewFlagSet("image capture", flag.ContinueOnError)
+	token := fs.String("token", "", "the server's imaging.upload_token (visible in the process list: prefer --token-file or $MTFTPD_UPLOAD_TOKEN)")
+	tokenFile := fs.String("token-file", "", "read the upload token from this file")
+	chunkSize := fs.Int("chunk-size", image.DefaultChunkSize, "chunk size in bytes: a power of two from 65536 to 16777216")
+	quiet := fs.Bool("q", false, "no summary")
+	pos, help, err := parseMixed(fs, captureUsage, args)
+	if help || err != nil {
+		return err
+	}
+	if len(pos) != 2 {
+		fs.Usage()
+		return errors.New("need DISK URL")
+	}
+	tok := *token
+	switch {
+	case *tokenFile != "":
+		b, err := os.ReadFile(*tokenFile)
+		if err != nil {
+			return err
+		}
+		tok = strings.TrimSpace(string(b))
+	case tok == "":
+		tok = os.Getenv("MTFTPD_UPLOAD_TOKEN")
+	}
+	if tok == "" {
+		return errors.New("need the upload token: --token-file, --token or $MTFTPD_UPLOAD_TOKEN")
+	}
+	if err := image.CheckChunkSize(*chunkSize); err != nil {
+		return fmt.Errorf("--chunk-size: %w", err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	src, err := image.OpenSource(ctx, pos[0])
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	meta, err := image.SourceMeta(src, pos[0], buildVersion())
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	ix, _, err := image.Capture(ctx, &http.Client{}, src, pos[1], tok, meta, image.CreateOptions{ChunkSize: *chunkSize})
+	if err != nil {
+		return err
+	}
+	if !*quiet {
+		fmt.Printf("%s captured to %s: raw %s, stored %s (ratio %s), %d chunks, %.1f MB/s\n", pos[0], pos[1],
+			sizeString(int64(ix.Header.RawSize)), sizeString(ix.FileSize()), ratio(ix), ix.Header.Chunks,
+			float64(ix.Header.RawSize)/time.Since(start).Seconds()/1e6)
+	}
+	return nil
+}

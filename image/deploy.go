@@ -1,0 +1,348 @@
+package image
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/mtftpd/mtftpd/mtftp"
+	"github.com/mtftpd/mtftpd/tftp"
+)
+
+// DeployOptions says what to deploy where and how.
+type DeployOptions struct {
+	// Server is the mtftpd TFTP address, HOST[:PORT] (69 by default):
+	// native multicast joins there, and the index comes from there when
+	// HTTP is empty.
+	Server string
+	// HTTP is the mirror's base URL ("http://192.0.2.1:8069"); empty: no
+	// HTTP. With it the index comes by HTTP and, when multicast is not to
+	// be had, the chunks too (Range requests, several in parallel).
+	HTTP string
+	// Image is the image's name on the server ("images/room.img").
+	Image string
+	// Disk is the target: a block device or a regular file.
+	Disk string
+	// Unicast skips multicast: the chunks come by HTTP (or TFTP).
+	Unicast bool
+	// AssumeBlank skips zeroing the holes: the disk reads as zeros there
+	// already (new, or discarded).
+	AssumeBlank bool
+	// NoResume skips reading the disk for chunks it already holds: every
+	// data chunk is fetched.
+	NoResume bool
+	// Verify re-reads the whole disk at the end and checks the image
+	// digest.
+	Verify bool
+	// Workers decode and write chunks (and scan); 0 = GOMAXPROCS.
+	Workers int
+	// BlockSize is the TFTP blksize asked for (multicast shard + 8, and
+	// the TFTP index and fallback); 0 = 1468 (a 1500-byte MTU).
+	BlockSize int
+	// Interface to join the multicast group on; "" = the route's.
+	Interface string
+	// Start asks for a session start policy (the server caps it).
+	Start mtftp.StartPolicy
+	// Timeout is the silence tolerated from the server; 0 = 10 s.
+	Timeout time.Duration
+	// Log receives progress events.
+	Log zerolog.Logger
+	// Phase, if set, is called as each phase begins.
+	Phase func(p Phase)
+}
+
+// Phase is a step of a deploy.
+type Phase string
+
+const (
+	PhaseIndex   Phase = "index"
+	PhaseScan    Phase = "scan"
+	PhaseHoles   Phase = "holes"
+	PhaseReceive Phase = "receive"
+	PhaseSync    Phase = "sync"
+	PhaseVerify  Phase = "verify"
+)
+
+// DeployResult reports a finished deploy.
+type DeployResult struct {
+	Index     *Index
+	Needed    int   // data chunks fetched (the rest were on the disk already)
+	Held      int   // data chunks the disk held already
+	NeedBytes int64 // their stored bytes
+	Written   Progress
+	Via       string // "multicast", "http", "tftp" or "" (nothing was needed)
+	Multicast mtftp.NativeResult
+	Phases    map[Phase]time.Duration
+	Duration  time.Duration
+}
+
+// Deployer deploys one image; its progress can be read while Deploy runs.
+type Deployer struct {
+	Opts DeployOptions
+
+	w        atomic.Pointer[ChunkWriter]
+	total    atomic.Int64 // raw bytes the deploy will write, once known
+	received atomic.Int64 // stored bytes taken in the receive phase
+}
+
+// Progress is the raw bytes written so far and the total to write (-1
+// before it is known).
+func (d *Deployer) Progress() (written, total int64) {
+	t := d.total.Load()
+	if t == 0 {
+		t = -1
+	}
+	if w := d.w.Load(); w != nil {
+		p := w.Progress()
+		return p.Bytes + p.HoleBytes, t
+	}
+	return 0, t
+}
+
+// ErrImageNotFound: the server has no such image.
+var ErrImageNotFound = errors.New("image not found on the server")
+
+// Deploy writes the image to the disk. Before anything is written it
+// fetches the index and refuses a disk that is too small, mounted, or the
+// running system's; then it reads the disk for the chunks it holds already
+// (resume, delta), zeroes the holes, and receives the rest — by native
+// multicast, falling back to HTTP (or TFTP) — each chunk checked against
+// its digest before it is written at its raw offset. Nothing of the image
+// is staged anywhere; memory stays bounded whatever its size.
+func (d *Deployer) Deploy(ctx context.Context) (res DeployResult, err error) {
+	o := d.Opts
+	start := time.Now()
+	res.Phases = map[Phase]time.Duration{}
+	phaseStart := start
+	phase := func(p Phase) {
+		now := time.Now()
+		res.Phases[p] = 0
+		phaseStart = now
+		if o.Phase != nil {
+			o.Phase(p)
+		}
+	}
+	endPhase := func(p Phase) { res.Phases[p] = time.Since(phaseStart) }
+	defer func() { res.Duration = time.Since(start) }()
+
+	phase(PhaseIndex)
+	ix, err := d.fetchIndex(ctx)
+	if err != nil {
+		return res, err
+	}
+	res.Index = ix
+	endPhase(PhaseIndex)
+	t, err := OpenTarget(o.Disk, int64(ix.Header.RawSize), TargetOptions{})
+	if err != nil {
+		return res, err
+	}
+	defer t.Close()
+
+	var need []bool
+	if o.NoResume {
+		need = make([]bool, len(ix.Entries))
+		for i, e := range ix.Entries {
+			need[i] = e.Kind != KindHole
+		}
+	} else {
+		phase(PhaseScan)
+		if need, err = Scan(ctx, t, ix, o.Workers, nil); err != nil {
+			return res, err
+		}
+		endPhase(PhaseScan)
+	}
+	var holeBytes int64
+	for i, e := range ix.Entries {
+		_, n := ix.RawSpan(i)
+		switch {
+		case e.Kind == KindHole:
+			holeBytes += int64(n)
+		case need[i]:
+			res.Needed++
+			res.NeedBytes += int64(e.Len)
+			d.total.Add(int64(n))
+		default:
+			res.Held++
+		}
+	}
+	w := NewChunkWriter(ix, t, o.Workers)
+	d.w.Store(w)
+	defer w.Close()
+	if !o.AssumeBlank {
+		d.total.Add(holeBytes)
+		phase(PhaseHoles)
+		if err := w.ZeroHoles(ctx); err != nil {
+			return res, err
+		}
+		endPhase(PhaseHoles)
+	}
+	if res.Needed > 0 {
+		phase(PhaseReceive)
+		if err := d.receive(ctx, ix, need, w, &res); err != nil {
+			return res, err
+		}
+		endPhase(PhaseReceive)
+	}
+	phase(PhaseSync)
+	if err := w.Close(); err != nil {
+		return res, err
+	}
+	endPhase(PhaseSync)
+	res.Written = w.Progress()
+	if o.Verify {
+		phase(PhaseVerify)
+		if err := VerifyTarget(ctx, t, ix, o.Workers); err != nil {
+			return res, err
+		}
+		endPhase(PhaseVerify)
+	}
+	return res, nil
+}
+
+// receive fetches the needed chunks: by multicast unless told otherwise,
+// then — for what multicast did not bring, if it is not to be had — by
+// HTTP, or TFTP without a mirror.
+func (d *Deployer) receive(ctx context.Context, ix *Index, need []bool, w *ChunkWriter, res *DeployResult) error {
+	o := d.Opts
+	asm := NewAssembler(ix, need, w)
+	if !o.Unicast {
+		ranges := asm.Ranges()
+		want := make([]mtftp.Range, len(ranges))
+		for i, r := range ranges {
+			want[i] = mtftp.Range{Off: r.Off, Len: r.Len}
+		}
+		rc := &mtftp.NativeReceiver{BlockSize: o.blockSize(), Interface: o.Interface, Timeout: o.Timeout, Log: o.Log, Start: o.Start}
+		mres, err := rc.GetRanges(ctx, o.Server, o.Image, ix.FileSize(), want, func(off int64, b []byte) error {
+			d.received.Add(int64(len(b)))
+			return asm.Deliver(off, b)
+		})
+		res.Multicast = mres
+		if err == nil {
+			res.Via = "multicast"
+			return nil
+		}
+		if werr := w.Err(); werr != nil {
+			return werr // a chunk failed its digest or a write failed: no fallback hides that
+		}
+		if ctx.Err() != nil {
+			return err
+		}
+		o.Log.Warn().Err(err).Int("chunks_missing", asm.Missing()).Msg("image: multicast failed, the rest by unicast")
+		need = asm.remaining()
+	}
+	if o.HTTP != "" {
+		res.Via = "http"
+		return FetchHTTP(ctx, &http.Client{}, o.imageURL(), ix, need, w, 4)
+	}
+	res.Via = "tftp"
+	return d.fetchTFTP(ctx, ix, need, w)
+}
+
+func (o DeployOptions) blockSize() int {
+	if o.BlockSize > 0 {
+		return o.BlockSize
+	}
+	return 1468
+}
+
+func (o DeployOptions) imageURL() string {
+	return strings.TrimRight(o.HTTP, "/") + "/" + strings.TrimLeft(o.Image, "/")
+}
+
+// fetchIndex reads the header and index by HTTP, or by TFTP: a download
+// of the image that is ended (ERROR 0) once the index is in.
+func (d *Deployer) fetchIndex(ctx context.Context) (*Index, error) {
+	o := d.Opts
+	if o.HTTP != "" {
+		ix, err := FetchIndexHTTP(ctx, &http.Client{}, o.imageURL())
+		if err != nil && strings.Contains(err.Error(), "404") {
+			return nil, fmt.Errorf("%s: %w (%v)", o.Image, ErrImageNotFound, err)
+		}
+		return ix, err
+	}
+	pr, pw := io.Pipe()
+	c := &tftp.Client{BlockSize: o.blockSize(), WindowSize: 16}
+	got := make(chan error, 1)
+	go func() {
+		_, err := c.Get(ctx, o.Server, o.Image, pw)
+		pw.CloseWithError(err)
+		got <- err
+	}()
+	ix, err := ReadIndex(pr)
+	pr.CloseWithError(errIndexIn) // ends the download
+	terr := <-got
+	var re *tftp.RemoteError
+	if errors.As(terr, &re) && re.Code == tftp.ErrCodeNotFound {
+		return nil, fmt.Errorf("%s: %w (TFTP: %v)", o.Image, ErrImageNotFound, re)
+	}
+	if err != nil && terr != nil && !errors.Is(terr, errIndexIn) {
+		return nil, fmt.Errorf("image: the index of %s by TFTP from %s: %w", o.Image, o.Server, terr)
+	}
+	return ix, err
+}
+
+var errIndexIn = errors.New("image: index read; download ended")
+
+// fetchTFTP streams the whole image file by TFTP through the assembler,
+// which keeps only the needed chunks: the fallback without a mirror.
+func (d *Deployer) fetchTFTP(ctx context.Context, ix *Index, need []bool, w *ChunkWriter) error {
+	o := d.Opts
+	asm := NewAssembler(ix, need, w)
+	c := &tftp.Client{BlockSize: o.blockSize(), WindowSize: 16}
+	sw := &assemblerWriter{asm: asm, d: d}
+	if _, err := c.Get(ctx, o.Server, o.Image, sw); err != nil {
+		return fmt.Errorf("image: %s by TFTP from %s: %w", o.Image, o.Server, err)
+	}
+	if n := asm.Missing(); n > 0 {
+		return fmt.Errorf("image: %d chunks missing after the TFTP download (the image changed?)", n)
+	}
+	return nil
+}
+
+// assemblerWriter feeds a sequential download to an Assembler.
+type assemblerWriter struct {
+	asm *Assembler
+	d   *Deployer
+	off int64
+}
+
+func (a *assemblerWriter) Write(b []byte) (int, error) {
+	if a.off+int64(len(b)) > a.asm.ix.FileSize() {
+		return 0, fmt.Errorf("image: the server's file is longer than the image's %d bytes (it changed)", a.asm.ix.FileSize())
+	}
+	if err := a.asm.Deliver(a.off, b); err != nil {
+		return 0, err
+	}
+	a.off += int64(len(b))
+	a.d.received.Add(int64(len(b)))
+	return len(b), nil
+}
+
+// remaining returns need for the chunks not yet handed to the writer.
+func (a *Assembler) remaining() []bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	need := make([]bool, len(a.ix.Entries))
+	for _, g := range a.groups {
+		if g.done {
+			continue
+		}
+		need[g.first] = true
+		if g.more >= 0 {
+			for _, c := range a.shared[g.more] {
+				need[c] = true
+			}
+		}
+	}
+	return need
+}
+
+// Received is the stored bytes taken in the receive phase so far.
+func (d *Deployer) Received() int64 { return d.received.Load() }

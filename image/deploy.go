@@ -75,7 +75,7 @@ type DeployResult struct {
 	Index     *Index
 	Needed    int   // data chunks fetched (the rest were on the disk already)
 	Held      int   // data chunks the disk held already
-	NeedBytes int64 // their stored bytes
+	NeedBytes int64 // their stored bytes (shared ones once)
 	Written   Progress
 	Via       string // "multicast", "http", "tftp" or "" (nothing was needed)
 	Multicast mtftp.NativeResult
@@ -159,6 +159,7 @@ func (d *Deployer) Deploy(ctx context.Context) (res DeployResult, err error) {
 		endPhase(PhaseScan)
 	}
 	var holeBytes int64
+	shared := map[uint64]bool{} // identical chunks share stored bytes: fetched once
 	for i, e := range ix.Entries {
 		_, n := ix.RawSpan(i)
 		switch {
@@ -166,7 +167,10 @@ func (d *Deployer) Deploy(ctx context.Context) (res DeployResult, err error) {
 			holeBytes += int64(n)
 		case need[i]:
 			res.Needed++
-			res.NeedBytes += int64(e.Len)
+			if !shared[e.Offset] {
+				shared[e.Offset] = true
+				res.NeedBytes += int64(e.Len)
+			}
 			d.total.Add(int64(n))
 		default:
 			res.Held++

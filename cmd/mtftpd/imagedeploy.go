@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -43,6 +44,7 @@ func runImageDeploy(args []string) error {
 	timeout := fs.Duration("timeout", 10*time.Second, "give up after this long without a word from the server")
 	workers := fs.Int("workers", 0, "decode/write workers (default: one per core)")
 	quiet := fs.Bool("q", false, "no progress bar and no summary")
+	jsonOut := fs.Bool("json", false, "print the summary as JSON on stdout")
 	verbose := fs.Bool("v", false, "log the receiver's events")
 	pos, help, err := parseMixed(fs, deployUsage, args)
 	if help || err != nil {
@@ -95,6 +97,9 @@ func runImageDeploy(args []string) error {
 	if err != nil {
 		return err
 	}
+	if *jsonOut {
+		return printDeployJSON(res)
+	}
 	if !*quiet {
 		ix := res.Index
 		var parts []string
@@ -110,6 +115,39 @@ func runImageDeploy(args []string) error {
 			res.Needed, sizeString(res.NeedBytes), res.Held, res.Written.Holes, strings.Join(parts, ", "), verified(*verify))
 	}
 	return nil
+}
+
+// deploySummary is `image deploy --json`.
+type deploySummary struct {
+	RawSize       uint64             `json:"raw_size"`
+	StoredSize    int64              `json:"stored_size"`
+	Chunks        int                `json:"chunks"`
+	Fetched       int                `json:"chunks_fetched"`
+	FetchedStored int64              `json:"fetched_stored_bytes"`
+	Held          int                `json:"chunks_held"`
+	Holes         int64              `json:"holes_zeroed"`
+	Written       int64              `json:"bytes_written"`
+	Via           string             `json:"via"`
+	Seconds       float64            `json:"seconds"`
+	Phases        map[string]float64 `json:"phases"`
+	Multicast     map[string]int64   `json:"multicast,omitempty"`
+}
+
+func printDeployJSON(res image.DeployResult) error {
+	s := deploySummary{RawSize: res.Index.Header.RawSize, StoredSize: res.Index.FileSize(), Chunks: len(res.Index.Entries),
+		Fetched: res.Needed, FetchedStored: res.NeedBytes, Held: res.Held, Holes: res.Written.Holes, Written: res.Written.Bytes,
+		Via: res.Via, Seconds: res.Duration.Seconds(), Phases: map[string]float64{}}
+	for p, d := range res.Phases {
+		s.Phases[string(p)] = d.Seconds()
+	}
+	if res.Via == "multicast" {
+		m := res.Multicast
+		s.Multicast = map[string]int64{"shards": m.Shards, "duplicate": m.Duplicate, "rebuilt": m.Rebuilt, "lost": m.Lost,
+			"naks": m.Naks, "moves": int64(m.Moves), "rejoins": int64(m.Rejoins)}
+	}
+	e := json.NewEncoder(os.Stdout)
+	e.SetIndent("", "  ")
+	return e.Encode(s)
 }
 
 func verified(v bool) string {

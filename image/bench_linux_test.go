@@ -165,7 +165,7 @@ func cpuPerGiB(b *testing.B, who int, size int64) func() {
 	}
 	start := cpu()
 	return func() {
-		b.ReportMetric((cpu() - start).Seconds()/float64(b.N)/(float64(size)/(1<<30)), "cpu-s/GiB")
+		b.ReportMetric((cpu()-start).Seconds()/float64(b.N)/(float64(size)/(1<<30)), "cpu-s/GiB")
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"errors"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -107,6 +108,39 @@ func TestZeroDigest(t *testing.T) {
 		}
 		if got, want := ZeroDigest(n), sha256.Sum256(make([]byte, n)); got != want {
 			t.Errorf("cached ZeroDigest(%d) = %x, want %x", n, got, want)
+		}
+	}
+}
+
+// TestDecodeBounded: frames that decode to 64 MiB, handed to the decoder
+// as a 64 KiB chunk, fail without the decoder allocating more than a small
+// multiple of the chunk (the output is capped at the raw length).
+func TestDecodeBounded(t *testing.T) {
+	big := bytes.Repeat([]byte("x"), 64<<20)
+	enc, err := zstd.NewWriter(nil, zstd.WithWindowSize(8<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var streamed bytes.Buffer // no content size in the frame header
+	w, _ := zstd.NewWriter(&streamed, zstd.WithWindowSize(8<<20))
+	w.Write(big)
+	w.Close()
+	d, err := NewDecoder()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	dst := make([]byte, MinChunkSize)
+	for _, frame := range [][]byte{enc.EncodeAll(big, nil), streamed.Bytes()} {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		_, err := d.decode(KindZstd, frame, MinChunkSize, dst)
+		runtime.ReadMemStats(&after)
+		if !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("a %d-byte frame of 64 MiB decoded as a 64 KiB chunk: %v", len(frame), err)
+		}
+		if grew := after.TotalAlloc - before.TotalAlloc; grew > 1<<20 {
+			t.Errorf("decoding a %d-byte frame of 64 MiB allocated %d bytes", len(frame), grew)
 		}
 	}
 }

@@ -138,6 +138,18 @@ func (d *Deployer) Deploy(ctx context.Context) (res DeployResult, err error) {
 		return res, err
 	}
 	res.Index = ix
+	// A truncated image is refused here, before the disk is touched, not
+	// when the stream runs short half way.
+	if size, err := d.serverSize(ctx); err != nil {
+		return res, err
+	} else if size >= 0 && size != ix.FileSize() { // -1: the server did not say
+		what := "longer"
+		if size < ix.FileSize() {
+			what = "shorter: truncated"
+		}
+		return res, &FormatError{Offset: size, Err: ErrTruncated,
+			What: fmt.Sprintf("%s on the server is %d bytes, its index says %d (%s, or changed)", o.Image, size, ix.FileSize(), what)}
+	}
 	endPhase(PhaseIndex)
 	t, err := OpenTarget(o.Disk, int64(ix.Header.RawSize), TargetOptions{})
 	if err != nil {
@@ -261,7 +273,8 @@ func (o DeployOptions) imageURL() string {
 }
 
 // fetchIndex reads the header and index by HTTP, or by TFTP: a download
-// of the image that is ended (ERROR 0) once the index is in.
+// of the image that the client ends once the index is in (it has read
+// ahead up to its write buffer by then).
 func (d *Deployer) fetchIndex(ctx context.Context) (*Index, error) {
 	o := d.Opts
 	if o.HTTP != "" {
@@ -294,6 +307,33 @@ func (d *Deployer) fetchIndex(ctx context.Context) (*Index, error) {
 
 var errIndexIn = errors.New("image: index read; download ended")
 
+// serverSize asks the server for the image file's size: HTTP HEAD, or the
+// TFTP tsize option (a transfer ended right after its OACK).
+func (d *Deployer) serverSize(ctx context.Context) (int64, error) {
+	o := d.Opts
+	if o.HTTP != "" {
+		req, err := http.NewRequestWithContext(ctx, http.MethodHead, o.imageURL(), nil)
+		if err != nil {
+			return 0, err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0, fmt.Errorf("image: HEAD %s: %w", o.imageURL(), err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || resp.ContentLength < 0 {
+			return 0, fmt.Errorf("image: HEAD %s: %s, length %d", o.imageURL(), resp.Status, resp.ContentLength)
+		}
+		return resp.ContentLength, nil
+	}
+	c := &tftp.Client{BlockSize: o.blockSize()}
+	n, err := c.ProbeSize(ctx, o.Server, o.Image)
+	if err != nil {
+		return 0, fmt.Errorf("image: the size of %s by TFTP from %s: %w", o.Image, o.Server, err)
+	}
+	return n, nil
+}
+
 // fetchTFTP streams the whole image file by TFTP through the assembler,
 // which keeps only the needed chunks: the fallback without a mirror.
 func (d *Deployer) fetchTFTP(ctx context.Context, ix *Index, need []bool, w *ChunkWriter) error {
@@ -303,6 +343,9 @@ func (d *Deployer) fetchTFTP(ctx context.Context, ix *Index, need []bool, w *Chu
 	sw := &assemblerWriter{asm: asm, d: d}
 	if _, err := c.Get(ctx, o.Server, o.Image, sw); err != nil {
 		return fmt.Errorf("image: %s by TFTP from %s: %w", o.Image, o.Server, err)
+	}
+	if sw.off != ix.FileSize() {
+		return fmt.Errorf("image: %s by TFTP ends at byte %d, its index says %d: the image on the server is truncated (or changed)", o.Image, sw.off, ix.FileSize())
 	}
 	if n := asm.Missing(); n > 0 {
 		return fmt.Errorf("image: %d chunks missing after the TFTP download (the image changed?)", n)

@@ -27,7 +27,7 @@ type nativeRun struct {
 
 // getNative starts `mtftpd get --multicast` in each of clients after its
 // delay and waits for all; each run is bounded by `timeout 90`.
-func getNative(t *testing.T, lab *netlab.Lab, clients []int, delay func(i int) time.Duration) []*nativeRun {
+func getNative(t *testing.T, lab *netlab.Lab, clients []int, delay func(i int) time.Duration, extra ...string) []*nativeRun {
 	t.Helper()
 	bin := mtftpdBinary(t)
 	dir := t.TempDir()
@@ -42,8 +42,8 @@ func getNative(t *testing.T, lab *netlab.Lab, clients []int, delay func(i int) t
 			time.Sleep(delay(j))
 			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Second)
 			defer cancel()
-			r.log, r.err = lab.Run(ctx, netlab.Client(c), "timeout", "90", bin, "get", "--multicast", "--blksize", "1468",
-				"-o", r.out, netlab.ServerAddr, "image.bin")
+			args := append([]string{"90", bin, "get", "--multicast", "--blksize", "1468"}, extra...)
+			r.log, r.err = lab.Run(ctx, netlab.Client(c), "timeout", append(args, "-o", r.out, netlab.ServerAddr, "image.bin")...)
 			r.ended = time.Now()
 		}()
 	}
@@ -320,5 +320,35 @@ func TestLabNativeStalledReceiver(t *testing.T) {
 	}
 	if !strings.Contains(log.String(), "1 rejoins") && !strings.Contains(log.String(), "2 rejoins") {
 		t.Errorf("the stalled receiver did not finish in a new session:\n%s", log.String())
+	}
+}
+
+// TestLabNativeRoomStart: with the default start policy, 20 receivers
+// launched one after another over half a second (a shell loop) join one
+// stream, which sends the file about once (a fixed 300 ms gathering window
+// cost 37–79 % extra here); and receivers that ask for min-receivers 5
+// launched 1.5 s apart — far beyond the settle time — still share one
+// session.
+func TestLabNativeRoomStart(t *testing.T) {
+	const size = 16 << 20
+	lab, data, _, logs := labServerCfg(t, netlab.Options{Clients: 20, Snooping: true}, size, "")
+	runs := getNative(t, lab, clientRange(1, 20), func(i int) time.Duration { return time.Duration(i) * 25 * time.Millisecond })
+	checkNative(t, runs, data)
+	ss := waitNativeCompleted(t, logs, 20)
+	if len(ss) != 1 {
+		t.Fatalf("%d sessions for a room joining over 0.5 s, want 1", len(ss))
+	}
+	ratio := float64(logNum(ss[0], "wire_bytes")) / size
+	t.Logf("default policy: 20 receivers over 0.5 s: one session, %d passes, wire %.3f× the file", logNum(ss[0], "passes"), ratio)
+	if ratio > 1.1 {
+		t.Errorf("wire %.3f× the file, want ≤ 1.1× (one stream from the start)", ratio)
+	}
+
+	runs = getNative(t, lab, clientRange(1, 5), func(i int) time.Duration { return time.Duration(i) * 1500 * time.Millisecond },
+		"--min-receivers", "5", "--max-wait", "30s")
+	checkNative(t, runs, data)
+	ss = waitNativeCompleted(t, logs, 25)
+	if len(ss) != 2 || logNum(ss[1], "receivers") != 5 {
+		t.Fatalf("min-receivers 5 over 6 s: sessions %d (last with %d receivers), want one more with 5", len(ss), logNum(ss[len(ss)-1], "receivers"))
 	}
 }

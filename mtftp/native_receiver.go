@@ -187,7 +187,7 @@ func (r *NativeReceiver) GetRanges(ctx context.Context, server, remote string, s
 		return NativeResult{}, err
 	}
 	if int64(sess.Size) != size {
-		return NativeResult{}, fmt.Errorf("mtftp: %s is %d bytes on the server, expected %d (it changed)", remote, sess.Size, size)
+		return NativeResult{}, fmt.Errorf("mtftp: %s is %d bytes on the server, expected %d: truncated or changed", remote, sess.Size, size)
 	}
 	ifi, err := r.iface(local.Addr())
 	if err != nil {

@@ -34,6 +34,9 @@ func runGet(args []string) error {
 	multicast := fs.Bool("multicast", false, "join the file's native multicast stream (falls back to unicast if the server does not offer it)")
 	iface := fs.String("iface", "", "with --multicast: interface to join the group on (default: the one the server is reached by)")
 	verbose := fs.Bool("v", false, "with --multicast: log every status report (loss, rate, NAKs) to stderr")
+	minRecv := fs.Int("min-receivers", 0, "with --multicast: ask a new session to start once this many receivers joined")
+	maxWait := fs.Duration("max-wait", 0, "with --multicast: ask a new session to start at the latest this long after it began (the server caps it)")
+	settle := fs.Duration("settle", 0, "with --multicast: ask a new session to start once nobody new joined for this long")
 	if help, err := parseArgs(fs, "Usage: mtftpd get [flags] HOST[:PORT] REMOTE", args); help || err != nil {
 		return err
 	}
@@ -84,7 +87,8 @@ func runGet(args []string) error {
 		if *netascii {
 			return errors.New("--multicast transfers octets only")
 		}
-		r := &mtftp.NativeReceiver{BlockSize: *blksize, Interface: *iface, Timeout: 10 * *timeout}
+		r := &mtftp.NativeReceiver{BlockSize: *blksize, Interface: *iface, Timeout: 10 * *timeout,
+			Start: mtftp.StartPolicy{MinReceivers: *minRecv, MaxWait: *maxWait, Settle: *settle}}
 		if *verbose {
 			r.Log = zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr}).Level(zerolog.DebugLevel).With().Timestamp().Logger()
 		}

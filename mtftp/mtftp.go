@@ -132,6 +132,13 @@ type Server struct {
 	// dialNative a native one; tests replace them with an in-memory network.
 	dial       func(local netip.Addr) (conn, error)
 	dialNative func(local netip.Addr) (nativeConn, error)
+	// sendChallenge sends a native CHALLENGE (tests replace it).
+	sendChallenge func(b []byte, to netip.AddrPort)
+
+	cookies    cookieJar
+	chMu       sync.Mutex
+	chConns    map[netip.Addr]*net.UDPConn // challenge sockets by local address
+	parityUsed atomic.Int64                // bytes of parity cached by all native sessions
 
 	mu       sync.Mutex
 	sessions map[sessionKey]*session
@@ -173,6 +180,10 @@ type Counters struct {
 	NativeCompleted atomic.Uint64
 	NativeMoves     atomic.Uint64
 	NativeNaks      atomic.Uint64
+	// NativeChallenges: joins answered with a cookie to echo (not yet
+	// proven); NativeBadToken: receiver packets with a wrong token.
+	NativeChallenges atomic.Uint64
+	NativeBadToken   atomic.Uint64
 
 	Active       atomic.Int64 // RFC 2090 and native sessions running
 	ActivePasses atomic.Int64 // PXE passes running (at most one per group)
@@ -363,6 +374,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.closing = true
 	stop := s.stopPXE
 	s.mu.Unlock()
+	s.closeChallenges()
 	if stop != nil {
 		stop()
 	}

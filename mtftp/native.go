@@ -2,6 +2,7 @@ package mtftp
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/sha256"
 	"fmt"
 	"math/bits"
@@ -75,6 +76,14 @@ type nativeKey struct {
 
 type nativeRecv struct {
 	peer netip.AddrPort
+	tok  token // its cookie: STATUS, WANT and DONE must carry it
+	// credit: repair shards it may still ask for — what it reported
+	// lost, plus a twentieth of what was sent (losses at a stream's tail
+	// show in no gap), plus one interleave group at join (what it missed
+	// of the group under way). A receiver that reports no loss cannot
+	// make the server resend the file (docs/security.md).
+	credit   int64
+	lastSent int64
 	// partial: the receiver asked for part of the file (OptWant); its
 	// WANTs name the stripes, and wantFrom remembers the position each
 	// was served from (a repeated WANT, its ACK lost, gets the same
@@ -148,7 +157,7 @@ type nativeSession struct {
 	policy         StartPolicy
 	need           map[int64]*repairReq // stripes asked for, not yet repaired
 	needOrder      []int64              // in the order asked (so in order of due time)
-	repaired       []repairMark         // per stripe: the last repair sent
+	repaired       map[int64]repairMark // stripes recently repaired: the last round sent
 	cursor         map[int64]int
 	rate           float64   // bytes/s
 	peak           float64   // the rate at the last congestion (0: none yet)
@@ -161,6 +170,7 @@ type nativeSession struct {
 	everJoined, completed, failed, dropped, moved int
 	dataShards, repairShards, naks, passes        int64
 	rounds                                        int64 // repair rounds (one per stripe and NAK window)
+	creditDenied                                  int64 // NAKs beyond the asking receiver's reported loss
 }
 
 // serveNative joins a request for the native dialect to its file's tier-0
@@ -176,16 +186,29 @@ func (s *Server) serveNative(ctx context.Context, req *tftp.Request, peer netip.
 	if req.Mode != "octet" {
 		return fallback("mode " + req.Mode)
 	}
+	if v, _ := req.Option(OptNative); v != NativeVersion {
+		return fallback("native dialect version " + v + ", this server speaks " + NativeVersion)
+	}
+	// No state, no stream and no file opened before the receiver proves
+	// it reads what is sent to its address: it must echo the cookie.
+	cookie, _ := req.Option(OptCookie)
+	tok, proven := s.cookies.valid(peer, cookie, time.Now())
+	if !proven {
+		s.Counters.NativeChallenges.Add(1)
+		s.challenge(peer, local)
+		return true
+	}
 	f, err := s.Files.Get(req.Filename)
 	if err != nil {
 		return false // the unicast path answers with the right ERROR
 	}
 	neg := tftp.Negotiate(req, tftp.Limits{MaxBlockSize: s.MaxBlockSize, MaxWindow: 1}, f.Size())
-	shard := neg.BlockSize - nativeBlkAdjust
-	if shard < 8 {
+	blk := nativeBlockSize(neg.BlockSize)
+	if blk == 0 {
 		f.Release()
-		return fallback(fmt.Sprintf("blksize %d too small for the native dialect", neg.BlockSize))
+		return fallback(fmt.Sprintf("blksize %d too small for the native dialect (at least %d)", neg.BlockSize, nativeBlockSizes[len(nativeBlockSizes)-1]))
 	}
+	shard := blk - nativeBlkAdjust
 	key := nativeKey{f.Name(), f.Size(), f.ModTime().UnixNano(), shard, 0}
 	partial := false
 	for _, o := range req.Options {
@@ -204,7 +227,14 @@ func (s *Server) serveNative(ctx context.Context, req *tftp.Request, peer netip.
 	// session already, perhaps a slower tier: answer from there.
 	ns := s.nativeOf(peer, key)
 	if ns == nil {
-		if ns = s.natives[key]; ns == nil {
+		ns = s.natives[key]
+		if ns != nil && ns.fromAddr(peer.Addr()) >= nativeMaxPerAddr {
+			s.mu.Unlock()
+			f.Release()
+			ns.refuse(peer, fmt.Sprintf("%d receivers from %v already", nativeMaxPerAddr, peer.Addr()))
+			return true
+		}
+		if ns == nil {
 			var reason string
 			if ns, reason = s.newNative(ctx, key, f, local, 0, s.startPolicy(key.name, req)); ns == nil {
 				s.mu.Unlock()
@@ -213,7 +243,7 @@ func (s *Server) serveNative(ctx context.Context, req *tftp.Request, peer netip.
 			}
 			f = nil // the session owns it
 		}
-		ns.join(peer, time.Now(), partial)
+		ns.join(peer, time.Now(), partial, tok)
 	}
 	s.mu.Unlock()
 	if f != nil {
@@ -263,7 +293,7 @@ func (s *Server) newNative(ctx context.Context, key nativeKey, f *filestore.File
 		group: netip.AddrPortFrom(group, uint16(s.Port)), local: local, start: time.Now(),
 		maxBps: float64(s.NativeRate), wake: make(chan struct{}, 1),
 		receivers: map[netip.AddrPort]*nativeRecv{}, need: map[int64]*repairReq{}, cursor: map[int64]int{},
-		repaired: make([]repairMark, g.stripes), policy: policy,
+		repaired: map[int64]repairMark{}, policy: policy,
 	}
 	switch {
 	case rate > 0:
@@ -295,9 +325,10 @@ func (s *Server) newNative(ctx context.Context, key nativeKey, f *filestore.File
 // join adds a receiver: for the whole file, the carousel runs until it
 // has passed every stripe once since this join; a partial receiver
 // (OptWant) names its stripes with WANTs (want).
-func (ns *nativeSession) join(peer netip.AddrPort, now time.Time, partial bool) {
+func (ns *nativeSession) join(peer netip.AddrPort, now time.Time, partial bool, tok token) {
 	ns.mu.Lock()
-	ns.receivers[peer] = &nativeRecv{peer: peer, joined: now, last: now, lossAvg: -1, partial: partial}
+	ns.receivers[peer] = &nativeRecv{peer: peer, joined: now, last: now, lossAvg: -1, partial: partial, tok: tok,
+		credit: int64(ns.g.k) * nativeInterleave, lastSent: ns.dataShards + ns.repairShards}
 	ns.everJoined++
 	ns.lastJoin = now
 	ns.publish()
@@ -314,6 +345,28 @@ func (ns *nativeSession) join(peer netip.AddrPort, now time.Time, partial bool) 
 	ns.mu.Unlock()
 	ns.s.Counters.NativeReceivers.Add(1)
 	ns.poke()
+}
+
+// fromAddr counts the session's receivers at address a.
+func (ns *nativeSession) fromAddr(a netip.Addr) int {
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	n := 0
+	for p := range ns.receivers {
+		if p.Addr() == a {
+			n++
+		}
+	}
+	return n
+}
+
+// refuse answers a join with a TFTP ERROR from the session's socket.
+func (ns *nativeSession) refuse(peer netip.AddrPort, why string) {
+	ns.s.Counters.Fallbacks.Add(1)
+	ns.s.Log.Warn().Str("client", peer.String()).Str("file", ns.key.name).Str("reason", why).Msg("mtftp: native join refused")
+	if err := ns.c.WriteTo(tftp.AppendError(nil, tftp.ErrCodeUndefined, "native join refused: "+why), peer); err != nil {
+		ns.s.Counters.SendErrors.Add(1)
+	}
 }
 
 // publish shows the current receivers in the status view. Called with
@@ -378,9 +431,15 @@ func (ns *nativeSession) run(ctx context.Context) {
 	s := ns.s
 	defer s.wg.Done()
 	go ns.readLoop()
-	if !ns.shaOK {
-		go ns.digest()
+	// The digest reads the mapping: the session keeps the file until it
+	// is done (releasing it earlier could unmap it under the hash).
+	hashed := make(chan struct{})
+	if ns.shaOK {
+		close(hashed)
+	} else {
+		go func() { defer close(hashed); ns.digest() }()
 	}
+	defer func() { <-hashed; ns.release() }()
 	outcome := "ok"
 	func() {
 		debug.SetPanicOnFault(true) // a file truncated under the mapping faults here
@@ -412,10 +471,11 @@ func (ns *nativeSession) stream(ctx context.Context) string {
 	}
 	hdrs := make([]byte, nativeMaxBatch*dataHdrLen)
 	ds := make([]udpio.Datagram, 0, nativeMaxBatch)
-	pc, err := newParityCache(ns.g, nativeParityCache)
+	pc, err := newParityCache(ns.g, nativeParityCache, &s.parityUsed)
 	if err != nil {
 		return err.Error()
 	}
+	defer pc.release()
 	pkt := float64(dataHdrLen + ns.g.shard)
 	tokens, last := pkt, time.Now()
 	nextBeat, nextStep := time.Time{}, time.Now().Add(nativeControlStep)
@@ -613,7 +673,9 @@ func (ns *nativeSession) planRepairs(ds []udpio.Datagram, n int, hdrs []byte, pc
 	for i, st := range ns.needOrder {
 		if i < due && ns.need[st].count <= 0 {
 			delete(ns.need, st)
-			ns.repaired[st].at = now
+			m := ns.repaired[st]
+			m.at = now
+			ns.repaired[st] = m
 			continue
 		}
 		kept = append(kept, st)
@@ -703,7 +765,7 @@ func (ns *nativeSession) want(from netip.AddrPort, p *wantPkt) (uint64, bool) {
 	ns.mu.Lock()
 	defer ns.mu.Unlock()
 	r := ns.receivers[from]
-	if r == nil || !r.partial {
+	if r == nil || !r.partial || !hmac.Equal(p.Token[:], r.tok[:]) {
 		return 0, false
 	}
 	r.last = time.Now()
@@ -761,7 +823,15 @@ func (ns *nativeSession) nextSeq() uint32 {
 func (ns *nativeSession) control(now time.Time) []*nativeRecv {
 	ns.mu.Lock()
 	defer ns.mu.Unlock()
-	var losses []int
+	// One vote per address: the least loss among its receivers (they
+	// share a path), so fake receivers on one machine cannot decide the
+	// room's rate.
+	votes := map[netip.Addr]int{}
+	for st, m := range ns.repaired {
+		if now.Sub(m.at) > 2*ns.nakInterval() && ns.need[st] == nil {
+			delete(ns.repaired, st)
+		}
+	}
 	for p, r := range ns.receivers {
 		if now.Sub(r.last) > nativeReceiverTimeout {
 			delete(ns.receivers, p)
@@ -783,14 +853,24 @@ func (ns *nativeSession) control(now time.Time) []*nativeRecv {
 			}
 			r.lossPerM = uint16(r.lossAvg)
 			r.seen, r.lost, r.informed = 0, 0, true
-			losses = append(losses, int(r.lossPerM))
+			if v, ok := votes[p.Addr()]; !ok || int(r.lossPerM) < v {
+				votes[p.Addr()] = int(r.lossPerM)
+			}
 		}
+	}
+	losses := make([]int, 0, len(votes))
+	for _, v := range votes {
+		losses = append(losses, v)
+	}
+	addrs := map[netip.Addr]bool{}
+	for p := range ns.receivers {
+		addrs[p.Addr()] = true
 	}
 	defer ns.publish()
 	// Decide on the rate only when at least half the receivers have
 	// measured: a step where a few did (at a low rate, each needs several
 	// steps to gather enough datagrams) says little about the room.
-	if len(losses) == 0 || 2*len(losses) < len(ns.receivers) || ns.idle {
+	if len(losses) == 0 || 2*len(losses) < len(addrs) || ns.idle {
 		return nil
 	}
 	slices.Sort(losses)
@@ -865,7 +945,11 @@ func (ns *nativeSession) move(ctx context.Context, r *nativeRecv) {
 	s := ns.s
 	key := ns.key
 	key.tier++
-	rate := max(nativeMinRate, float64(r.goodKBps)*1024*0.9)
+	// At what it managed, and never faster than this tier: what a
+	// receiver reports must not buy it a faster stream.
+	ns.mu.Lock()
+	rate := min(max(nativeMinRate, float64(r.goodKBps)*1024*0.9), 0.9*ns.rate)
+	ns.mu.Unlock()
 	s.mu.Lock()
 	to := s.natives[key]
 	if to == nil && !s.closing {
@@ -881,7 +965,7 @@ func (ns *nativeSession) move(ctx context.Context, r *nativeRecv) {
 		}
 	}
 	if to != nil {
-		to.join(r.peer, time.Now(), r.partial)
+		to.join(r.peer, time.Now(), r.partial, r.tok)
 	}
 	s.mu.Unlock()
 	ns.mu.Lock()
@@ -948,7 +1032,6 @@ func (ns *nativeSession) finish(outcome string) {
 	}
 	s.untrack(ns.view)
 	ns.c.Close()
-	ns.file.Release()
 	s.Counters.Active.Add(-1)
 	ns.mu.Lock()
 	defer ns.mu.Unlock()
@@ -957,9 +1040,13 @@ func (ns *nativeSession) finish(outcome string) {
 		Int64("size", ns.g.size).Int("receivers", ns.everJoined).Int("completed", ns.completed).Int("failed", ns.failed).
 		Int("dropped", ns.dropped).Int("moved", ns.moved).Int("left", left).Int64("passes", ns.passes).
 		Int64("data_shards", ns.dataShards).Int64("repair_shards", ns.repairShards).Int64("naks", ns.naks).Int64("repair_rounds", ns.rounds).
+		Int64("naks_over_credit", ns.creditDenied).
 		Int64("wire_bytes", ns.wire.Load()).Float64("wire_ratio", float64(ns.wire.Load())/float64(max(1, ns.g.size))).
 		Float64("rate_MBps", ns.rate/1e6).Dur("duration", d).Str("outcome", outcome).Msg("mtftp: native session")
 }
+
+// release lets the file go, once the stream and the digest are done.
+func (ns *nativeSession) release() { ns.file.Release() }
 
 // readLoop takes the receivers' packets until the socket closes.
 func (ns *nativeSession) readLoop() {
@@ -1000,12 +1087,12 @@ func (ns *nativeSession) readLoop() {
 				s.Counters.SendErrors.Add(1)
 			}
 		case opNativeDone:
-			id, ok, err := parseDone(b)
+			id, tok, ok, err := parseDone(b)
 			if err != nil || id != ns.id {
 				s.Counters.BadPacket.Add(1)
 				continue
 			}
-			ns.done(from, ok)
+			ns.done(from, tok, ok)
 		default:
 			s.Counters.BadPacket.Add(1)
 		}
@@ -1022,11 +1109,18 @@ func (ns *nativeSession) status(from netip.AddrPort, st *statusPkt) bool {
 	if r == nil {
 		return false
 	}
+	if !hmac.Equal(st.Token[:], r.tok[:]) {
+		ns.s.Counters.NativeBadToken.Add(1)
+		return true
+	}
 	r.last = time.Now()
 	r.goodKBps, r.complete = st.GoodKBps, st.Complete
 	r.seen += uint64(st.Seen)
 	r.lost += uint64(st.Lost)
 	r.reports++
+	sent := ns.dataShards + ns.repairShards
+	r.credit = min(r.credit+int64(st.Lost)+(sent-r.lastSent)/20, max(ns.g.blocks, int64(ns.g.k)*nativeInterleave))
+	r.lastSent = sent
 	queued := false
 	now := r.last
 	ivl := ns.nakInterval()
@@ -1037,9 +1131,14 @@ func (ns *nativeSession) status(from netip.AddrPort, st *statusPkt) bool {
 		}
 		want := min(int(k.Missing), ns.g.k)
 		ns.naks++
-		if m := ns.repaired[s]; now.Sub(m.at) < 2*ivl && want <= m.count {
+		if m, ok := ns.repaired[s]; ok && now.Sub(m.at) < 2*ivl && want <= m.count {
 			continue // asked before the last repair could arrive
 		}
+		if want = int(min(int64(want), r.credit)); want <= 0 {
+			ns.creditDenied++
+			continue // more than it ever reported losing
+		}
+		r.credit -= int64(want)
 		req := ns.need[s]
 		if req != nil && req.started {
 			// Its round is going out now: the shards still to come count
@@ -1065,11 +1164,17 @@ func (ns *nativeSession) status(from netip.AddrPort, st *statusPkt) bool {
 	return true
 }
 
-func (ns *nativeSession) done(from netip.AddrPort, ok bool) {
+func (ns *nativeSession) done(from netip.AddrPort, tok token, ok bool) {
 	ns.mu.Lock()
-	if _, in := ns.receivers[from]; !in {
+	r, in := ns.receivers[from]
+	if !in {
 		ns.mu.Unlock()
 		return // a repeated DONE
+	}
+	if !hmac.Equal(tok[:], r.tok[:]) {
+		ns.mu.Unlock()
+		ns.s.Counters.NativeBadToken.Add(1)
+		return
 	}
 	delete(ns.receivers, from)
 	ns.publish()

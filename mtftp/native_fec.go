@@ -3,6 +3,7 @@ package mtftp
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/klauspost/reedsolomon"
 )
@@ -131,34 +132,78 @@ type parityCache struct {
 	order   []int64
 	shards  [][]byte
 	pad     []byte
+	// used counts the parity every session caches (a server-wide
+	// budget); held is this cache's part of it; spare is one stripe's
+	// parity computed without caching once the budget is spent.
+	used     *atomic.Int64
+	held     int64
+	spare    [][]byte
+	spareFor int64 // the stripe whose parity spare holds (-1: none)
 }
 
-func newParityCache(g geometry, maxBytes int) (*parityCache, error) {
+func newParityCache(g geometry, maxBytes int, used *atomic.Int64) (*parityCache, error) {
 	enc, err := codec(g.k, g.m)
 	if err != nil {
 		return nil, err
 	}
+	if used == nil {
+		used = new(atomic.Int64)
+	}
 	return &parityCache{g: g, enc: enc, max: max(1, maxBytes/(g.m*g.shard)), stripes: map[int64][][]byte{},
-		shards: make([][]byte, g.k+g.m)}, nil
+		shards: make([][]byte, g.k+g.m), used: used, spareFor: -1}, nil
+}
+
+// release gives the cache's bytes back to the server-wide budget.
+func (c *parityCache) release() {
+	c.used.Add(-c.held)
+	c.held = 0
+	clear(c.stripes)
+	c.order = nil
+}
+
+func newParity(g geometry) [][]byte {
+	p := make([][]byte, g.m)
+	for i := range p {
+		p[i] = make([]byte, g.shard)
+	}
+	return p
 }
 
 // parity returns parity shard j of stripe s, encoding the stripe's parity
-// from data if it is not cached.
+// from data if it is not cached. The server-wide budget
+// (nativeParityBudget) holds first: past it a stripe's parity is computed
+// into a spare and not kept.
 func (c *parityCache) parity(data []byte, s int64, j int) ([]byte, error) {
 	if p, ok := c.stripes[s]; ok {
 		return p[j], nil
 	}
+	if c.spareFor == s {
+		return c.spare[j], nil
+	}
 	var p [][]byte
-	if len(c.order) >= c.max {
+	size := int64(c.g.m * c.g.shard)
+	switch {
+	case len(c.order) >= c.max || (len(c.order) > 0 && c.used.Load()+size > nativeParityBudget):
 		old := c.order[0]
 		c.order = c.order[1:]
 		p = c.stripes[old] // reuse the evicted stripe's buffers
 		delete(c.stripes, old)
-	} else {
-		p = make([][]byte, c.g.m)
-		for i := range p {
-			p[i] = make([]byte, c.g.shard)
+	case c.used.Add(size) <= nativeParityBudget:
+		c.held += size
+		p = newParity(c.g)
+	default:
+		c.used.Add(-size)
+		if c.spare == nil {
+			c.spare = newParity(c.g)
 		}
+		c.pad = c.g.stripeShards(data, s, c.shards, c.pad)
+		copy(c.shards[c.g.k:], c.spare)
+		if err := c.enc.Encode(c.shards); err != nil {
+			c.spareFor = -1
+			return nil, err
+		}
+		c.spareFor = s
+		return c.spare[j], nil
 	}
 	c.pad = c.g.stripeShards(data, s, c.shards, c.pad)
 	copy(c.shards[c.g.k:], p)

@@ -66,7 +66,7 @@ func (rc *recvState) sendWants() {
 		if !any {
 			continue
 		}
-		b = appendWant(b[:0], &wantPkt{ID: rc.sess.ID, First: uint32(first), Count: uint32(n), Bits: bits})
+		b = appendWant(b[:0], &wantPkt{ID: rc.sess.ID, Token: rc.tok, First: uint32(first), Count: uint32(n), Bits: bits})
 		rc.ctl.WriteToUDPAddrPort(b, rc.srv)
 	}
 }
@@ -175,7 +175,7 @@ func (rc *recvState) deliverStripe(st int64) {
 
 // finishPartial tells the server the download is complete (or failed).
 func (rc *recvState) finishPartial() error {
-	done := appendDone(nil, rc.sess.ID, rc.sinkErr == nil)
+	done := appendDone(nil, rc.sess.ID, rc.tok, rc.sinkErr == nil)
 	for range 2 {
 		rc.ctl.WriteToUDPAddrPort(done, rc.srv)
 	}

@@ -127,7 +127,7 @@ func (r *NativeReceiver) Get(ctx context.Context, server, remote string, out *os
 		return NativeResult{}, err
 	}
 	defer uc.Close()
-	sess, from, err := r.request(ctx, uc, srv, remote, timeout)
+	sess, from, tok, err := r.request(ctx, uc, srv, remote, false, timeout)
 	if err != nil {
 		return NativeResult{}, err
 	}
@@ -135,7 +135,8 @@ func (r *NativeReceiver) Get(ctx context.Context, server, remote string, out *os
 	if err != nil {
 		return NativeResult{}, err
 	}
-	rc := &recvState{r: r, ctl: uc, srv: from, origin: srv, rrq: r.rrq(remote, false), ifi: ifi, res: NativeResult{ShardSize: int(sess.ShardSize)}}
+	rc := &recvState{r: r, ctl: uc, srv: from, origin: srv, remote: remote, tok: tok, rrq: r.rrq(remote, false, tok), ifi: ifi,
+		res: NativeResult{ShardSize: int(sess.ShardSize)}}
 	if err := rc.setup(sess, out); err != nil {
 		return rc.res, err
 	}
@@ -181,8 +182,7 @@ func (r *NativeReceiver) GetRanges(ctx context.Context, server, remote string, s
 		return NativeResult{}, err
 	}
 	defer uc.Close()
-	rrq := r.rrq(remote, true)
-	sess, from, err := r.requestRaw(ctx, uc, srv, rrq, timeout)
+	sess, from, tok, err := r.request(ctx, uc, srv, remote, true, timeout)
 	if err != nil {
 		return NativeResult{}, err
 	}
@@ -193,8 +193,8 @@ func (r *NativeReceiver) GetRanges(ctx context.Context, server, remote string, s
 	if err != nil {
 		return NativeResult{}, err
 	}
-	rc := &recvState{r: r, ctl: uc, srv: from, origin: srv, rrq: rrq, ifi: ifi, res: NativeResult{ShardSize: int(sess.ShardSize)},
-		partial: true, ranges: want, deliver: deliver}
+	rc := &recvState{r: r, ctl: uc, srv: from, origin: srv, remote: remote, tok: tok, rrq: r.rrq(remote, true, tok), ifi: ifi,
+		res: NativeResult{ShardSize: int(sess.ShardSize)}, partial: true, ranges: want, deliver: deliver}
 	if err := rc.setup(sess, nil); err != nil {
 		return rc.res, err
 	}
@@ -228,7 +228,7 @@ func (r *NativeReceiver) iface(local netip.Addr) (*net.Interface, error) {
 
 // rrq is the request that asks for remote by the native dialect (for
 // part of it: partial).
-func (r *NativeReceiver) rrq(remote string, partial bool) []byte {
+func (r *NativeReceiver) rrq(remote string, partial bool, cookie token) []byte {
 	blk := r.BlockSize
 	if blk == 0 {
 		blk = DefaultMaxBlockSize
@@ -238,6 +238,9 @@ func (r *NativeReceiver) rrq(remote string, partial bool) []byte {
 	}}
 	if partial {
 		req.Options = append(req.Options, tftp.Option{Name: OptWant, Value: "1"})
+	}
+	if cookie != (token{}) {
+		req.Options = append(req.Options, tftp.Option{Name: OptCookie, Value: hex.EncodeToString(cookie[:])})
 	}
 	p := r.Start
 	if p.MinReceivers > 0 {
@@ -254,11 +257,18 @@ func (r *NativeReceiver) rrq(remote string, partial bool) []byte {
 
 // request sends the RRQ (retried at growing intervals up to a second, bounded by timeout) until a
 // SESSION packet arrives from the server's address.
-func (r *NativeReceiver) request(ctx context.Context, uc *net.UDPConn, srv netip.AddrPort, remote string, timeout time.Duration) (sessionPkt, netip.AddrPort, error) {
-	return r.requestRaw(ctx, uc, srv, r.rrq(remote, false), timeout)
+// A CHALLENGE is answered at once with the request again, carrying its
+// cookie (the server keeps nothing until then); the cookie is returned as
+// the receiver's token.
+func (r *NativeReceiver) request(ctx context.Context, uc *net.UDPConn, srv netip.AddrPort, remote string, partial bool, timeout time.Duration) (sessionPkt, netip.AddrPort, token, error) {
+	var cookie token
+	rrq := r.rrq(remote, partial, cookie)
+	p, from, err := r.requestRaw(ctx, uc, srv, &rrq, &cookie, func() []byte { return r.rrq(remote, partial, cookie) }, timeout)
+	return p, from, cookie, err
 }
 
-func (r *NativeReceiver) requestRaw(ctx context.Context, uc *net.UDPConn, srv netip.AddrPort, rrq []byte, timeout time.Duration) (sessionPkt, netip.AddrPort, error) {
+func (r *NativeReceiver) requestRaw(ctx context.Context, uc *net.UDPConn, srv netip.AddrPort, rrqp *[]byte, cookie *token, rebuild func() []byte, timeout time.Duration) (sessionPkt, netip.AddrPort, error) {
+	rrq := *rrqp
 	deadline := time.Now().Add(timeout)
 	buf := make([]byte, 2048)
 	retry := 250 * time.Millisecond // a session gathers receivers for 300 ms: a lost request should not miss it
@@ -285,6 +295,17 @@ func (r *NativeReceiver) requestRaw(ctx context.Context, uc *net.UDPConn, srv ne
 			}
 			b := buf[:n]
 			switch op := nativeOp(b); {
+			case op == opNativeChallenge:
+				c, err := parseChallenge(b)
+				if err != nil || c == *cookie {
+					continue
+				}
+				*cookie = c
+				rrq = rebuild()
+				*rrqp = rrq
+				if _, err := uc.WriteToUDPAddrPort(rrq, srv); err != nil {
+					return sessionPkt{}, netip.AddrPort{}, err
+				}
 			case op == opNativeSession:
 				p, err := parseSession(b)
 				if err != nil {
@@ -318,6 +339,8 @@ type recvState struct {
 	srv    netip.AddrPort // the session socket's address
 	origin netip.AddrPort // the server's TFTP address, asked again if the session is lost
 	rrq    []byte
+	remote string
+	tok    token     // the cookie: our token in STATUS, WANT and DONE
 	asked  time.Time // when the request was last sent again
 	ifi    *net.Interface
 	sess   sessionPkt
@@ -589,6 +612,14 @@ func (rc *recvState) control(c ctlPkt) error {
 	case opNativeWantAck:
 		rc.wantAcked(b)
 		return nil
+	case opNativeChallenge:
+		// Asking again after the cookie's epoch: echo the new one.
+		if tok, err := parseChallenge(b); err == nil && tok != rc.tok {
+			rc.tok = tok
+			rc.rrq = rc.r.rrq(rc.remote, rc.partial, tok)
+			rc.ctl.WriteToUDPAddrPort(rc.rrq, rc.origin)
+		}
+		return nil
 	case opNativeSession:
 		p, err := parseSession(b)
 		if err != nil {
@@ -813,7 +844,7 @@ func (rc *recvState) sendStatus(b []byte, now time.Time) []byte {
 	g := rc.g
 	rc.round++
 	dt := now.Sub(rc.lastStatus).Seconds()
-	st := statusPkt{ID: rc.sess.ID, Complete: uint32(rc.complete), FirstSeq: uint32(rc.firstSeq),
+	st := statusPkt{ID: rc.sess.ID, Token: rc.tok, Complete: uint32(rc.complete), FirstSeq: uint32(rc.firstSeq),
 		Seen: uint32(min(rc.seenPkts, 1<<32-1)), Lost: uint32(min(rc.lostShards, 1<<32-1))}
 	if dt > 0 {
 		st.GoodKBps = uint32(min(float64(rc.gotBytes)/1024/dt, 1<<32-1))
@@ -874,7 +905,7 @@ func (rc *recvState) sendStatus(b []byte, now time.Time) []byte {
 func (rc *recvState) finish() error {
 	sum := sha256.Sum256(rc.data)
 	ok := sum == rc.sha
-	done := appendDone(nil, rc.sess.ID, ok)
+	done := appendDone(nil, rc.sess.ID, rc.tok, ok)
 	for range 2 {
 		rc.ctl.WriteToUDPAddrPort(done, rc.srv)
 	}

@@ -49,7 +49,8 @@ func FuzzNativePackets(f *testing.F) {
 	sp := sessionPkt{ID: 1, Group: netip.MustParseAddrPort("239.255.0.1:1758"), ShardSize: 1456, K: 64, M: 64, Interleave: 64, Name: "x"}
 	f.Add(appendSession(nil, &sp))
 	f.Add(appendStatus(nil, &statusPkt{ID: 1, Naks: []nak{{1, 2, 3}}}))
-	f.Add(appendDone(nil, 1, true))
+	f.Add(appendDone(nil, 1, token{1, 2}, true))
+	f.Add(appendChallenge(nil, token{3}))
 	f.Add(appendWant(nil, &wantPkt{ID: 1, First: 8192, Count: 9, Bits: []byte{0xff, 1}}))
 	f.Add(appendWantAck(nil, &wantAckPkt{ID: 1, First: 8192, Count: 9, From: 64}))
 	f.Add([]byte{0x4d, 0x44, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 2, 'x'})
@@ -67,8 +68,13 @@ func FuzzNativePackets(f *testing.F) {
 		if p, err := parseWantAck(b); err == nil && !bytes.Equal(appendWantAck(nil, &p), b) {
 			t.Errorf("want ack %x re-encodes differently", b)
 		}
+		if c, err := parseChallenge(b); err == nil && !bytes.Equal(appendChallenge(nil, c), b) {
+			t.Errorf("challenge %x re-encodes differently", b)
+		}
+		if id, tok, ok, err := parseDone(b); err == nil && !bytes.Equal(appendDone(nil, id, tok, ok), b) && b[len(b)-1] <= 1 {
+			t.Errorf("done %x re-encodes differently", b)
+		}
 		parseDataHdr(b)
-		parseDone(b)
 	})
 }
 
@@ -110,7 +116,7 @@ func TestNativeRebuild(t *testing.T) {
 		for i := range file {
 			file[i] = byte(rng.Uint32())
 		}
-		pc, err := newParityCache(g, 1<<20) // small: stripes are evicted and encoded again
+		pc, err := newParityCache(g, 1<<20, nil) // small: stripes are evicted and encoded again
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -189,9 +195,9 @@ func TestNativeNakAggregation(t *testing.T) {
 	g, _ := newGeometry(1456*64*4, 1456, 64, 64)
 	a, b := netip.MustParseAddrPort("192.0.2.101:5000"), netip.MustParseAddrPort("192.0.2.102:5000")
 	ns := &nativeSession{g: g, data: make([]byte, g.size), s: &Server{}, view: &sessionView{}, wake: make(chan struct{}, 1),
-		receivers: map[netip.AddrPort]*nativeRecv{a: {peer: a}, b: {peer: b}}, need: map[int64]*repairReq{},
-		cursor: map[int64]int{}, repaired: make([]repairMark, g.stripes)}
-	pc, _ := newParityCache(g, 1<<20)
+		receivers: map[netip.AddrPort]*nativeRecv{a: {peer: a, credit: 100}, b: {peer: b, credit: 100}}, need: map[int64]*repairReq{},
+		cursor: map[int64]int{}, repaired: map[int64]repairMark{}}
+	pc, _ := newParityCache(g, 1<<20, nil)
 	hdrs := make([]byte, nativeMaxBatch*dataHdrLen)
 	ns.status(a, &statusPkt{Naks: []nak{{Stripe: 2, Missing: 3}}})
 	ns.status(b, &statusPkt{Naks: []nak{{Stripe: 2, Missing: 5}, {Stripe: 1, Missing: 1}}})

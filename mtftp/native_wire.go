@@ -17,18 +17,33 @@ const (
 	// OptNative is the RRQ option that asks for the native dialect; its
 	// value is the protocol version.
 	OptNative = "x-mtftpd"
-	// NativeVersion is the dialect version this code speaks.
-	NativeVersion = "1"
+	// NativeVersion is the dialect version this code speaks (2: address
+	// proof by cookie, receiver tokens in STATUS, WANT and DONE).
+	NativeVersion = "2"
+	// OptCookie in the RRQ echoes the server's CHALLENGE: the receiver
+	// proves it reads packets sent to its address before any session
+	// state exists for it (docs/native-multicast.md, "Joining").
+	OptCookie = "x-cookie"
 
-	opNativeSession uint16 = 0x4d53 // "MS" server → group or receiver: session parameters and state
-	opNativeData    uint16 = 0x4d44 // "MD" server → group: data shard of the carousel
-	opNativeRepair  uint16 = 0x4d52 // "MR" server → group: repair shard (parity, or data again)
-	opNativeStatus  uint16 = 0x4d4e // "MN" receiver → server: loss, rate and NAKs
-	opNativeDone    uint16 = 0x4d46 // "MF" receiver → server: finished (verified or failed)
-	opNativeError   uint16 = 0x4d45 // "ME" server → receiver: refused or aborted
-	opNativeWant    uint16 = 0x4d57 // "MW" receiver → server: the stripes it needs (partial download)
-	opNativeWantAck uint16 = 0x4d41 // "MA" server → receiver: a WANT was taken, and from which position
+	opNativeSession   uint16 = 0x4d53 // "MS" server → group or receiver: session parameters and state
+	opNativeData      uint16 = 0x4d44 // "MD" server → group: data shard of the carousel
+	opNativeRepair    uint16 = 0x4d52 // "MR" server → group: repair shard (parity, or data again)
+	opNativeStatus    uint16 = 0x4d4e // "MN" receiver → server: loss, rate and NAKs
+	opNativeDone      uint16 = 0x4d46 // "MF" receiver → server: finished (verified or failed)
+	opNativeError     uint16 = 0x4d45 // "ME" server → receiver: refused or aborted
+	opNativeWant      uint16 = 0x4d57 // "MW" receiver → server: the stripes it needs (partial download)
+	opNativeWantAck   uint16 = 0x4d41 // "MA" server → receiver: a WANT was taken, and from which position
+	opNativeChallenge uint16 = 0x4d43 // "MC" server → receiver: echo this cookie in the RRQ (x-cookie)
 )
+
+// tokenLen is the length of a cookie, which is also the receiver's token
+// in its STATUS, WANT and DONE packets.
+const tokenLen = 16
+
+// token proves a packet comes from the receiver that joined: the cookie
+// the server sent to its address (it travels only by unicast between the
+// two, never on the group).
+type token [tokenLen]byte
 
 // OptWant in the RRQ says the receiver needs only part of the file: it
 // sends WANT packets naming its stripes after the SESSION answer, and the
@@ -43,9 +58,9 @@ const (
 	dataHdrLen      = 16
 	nativeBlkAdjust = dataHdrLen - 4
 	sessionFixedLen = 2 + 4 + 1 + 4 + 2 + 8 + 2 + 2 + 2 + 2 + 8 + 2 + 4 + 4 + 32
-	statusFixedLen  = 2 + 4 + 4 + 4 + 4 + 4 + 4 + 2
+	statusFixedLen  = 2 + 4 + tokenLen + 4 + 4 + 4 + 4 + 4 + 2
 	nakLen          = 4 + 2 + 8
-	wantFixedLen    = 2 + 4 + 4 + 4
+	wantFixedLen    = 2 + 4 + tokenLen + 4 + 4
 	wantAckLen      = 2 + 4 + 4 + 4 + 8
 	// maxWantBits: stripes one WANT packet names (its bitmap is 1 KiB, so
 	// the packet fits any MTU).
@@ -194,6 +209,7 @@ type nak struct {
 // slow-receiver split read these), how far it is, and its NAKs.
 type statusPkt struct {
 	ID        uint32
+	Token     token
 	Seen      uint32 // datagrams of the session received since the last report (repeats too)
 	Lost      uint32 // datagrams missed since the last report (gaps in their numbers)
 	GoodKBps  uint32 // new data taken since the last report
@@ -206,6 +222,7 @@ type statusPkt struct {
 func appendStatus(b []byte, p *statusPkt) []byte {
 	b = binary.BigEndian.AppendUint16(b, opNativeStatus)
 	b = binary.BigEndian.AppendUint32(b, p.ID)
+	b = append(b, p.Token[:]...)
 	b = binary.BigEndian.AppendUint32(b, p.Seen)
 	b = binary.BigEndian.AppendUint32(b, p.Lost)
 	b = binary.BigEndian.AppendUint32(b, p.GoodKBps)
@@ -228,12 +245,14 @@ func parseStatus(b []byte, p *statusPkt) error {
 		return errShort
 	}
 	p.ID = binary.BigEndian.Uint32(b[2:])
-	p.Seen = binary.BigEndian.Uint32(b[6:])
-	p.Lost = binary.BigEndian.Uint32(b[10:])
-	p.GoodKBps = binary.BigEndian.Uint32(b[14:])
-	p.Complete = binary.BigEndian.Uint32(b[18:])
-	p.FirstSeq = binary.BigEndian.Uint32(b[22:])
-	n := int(binary.BigEndian.Uint16(b[26:]))
+	p.Token = token(b[6 : 6+tokenLen])
+	b2 := b[6+tokenLen:]
+	p.Seen = binary.BigEndian.Uint32(b2)
+	p.Lost = binary.BigEndian.Uint32(b2[4:])
+	p.GoodKBps = binary.BigEndian.Uint32(b2[8:])
+	p.Complete = binary.BigEndian.Uint32(b2[12:])
+	p.FirstSeq = binary.BigEndian.Uint32(b2[16:])
+	n := int(binary.BigEndian.Uint16(b2[20:]))
 	rest := b[statusFixedLen:]
 	if n > maxStatusNaks || len(rest) != nakLen*n {
 		return fmt.Errorf("mtftp: status with %d NAKs in %d bytes", n, len(rest))
@@ -246,25 +265,35 @@ func parseStatus(b []byte, p *statusPkt) error {
 	return nil
 }
 
-func appendDone(b []byte, id uint32, ok bool) []byte {
+func appendDone(b []byte, id uint32, tok token, ok bool) []byte {
 	b = binary.BigEndian.AppendUint16(b, opNativeDone)
 	b = binary.BigEndian.AppendUint32(b, id)
+	b = append(b, tok[:]...)
 	if ok {
 		return append(b, 1)
 	}
 	return append(b, 0)
 }
 
-func parseDone(b []byte) (id uint32, ok bool, err error) {
-	if len(b) != 7 || binary.BigEndian.Uint16(b) != opNativeDone {
-		return 0, false, errShort
+func parseDone(b []byte) (id uint32, tok token, ok bool, err error) {
+	if len(b) != 7+tokenLen || binary.BigEndian.Uint16(b) != opNativeDone {
+		return 0, tok, false, errShort
 	}
-	return binary.BigEndian.Uint32(b[2:]), b[6] == 1, nil
+	return binary.BigEndian.Uint32(b[2:]), token(b[6 : 6+tokenLen]), b[6+tokenLen] == 1, nil
 }
 
-func appendNativeError(b []byte, msg string) []byte {
-	b = binary.BigEndian.AppendUint16(b, opNativeError)
-	return append(b, msg...)
+// appendChallenge asks a would-be receiver to echo cookie in its RRQ. It
+// is shorter than any RRQ that provokes it: no amplification.
+func appendChallenge(b []byte, cookie token) []byte {
+	b = binary.BigEndian.AppendUint16(b, opNativeChallenge)
+	return append(b, cookie[:]...)
+}
+
+func parseChallenge(b []byte) (token, error) {
+	if len(b) != 2+tokenLen || binary.BigEndian.Uint16(b) != opNativeChallenge {
+		return token{}, errShort
+	}
+	return token(b[2:]), nil
 }
 
 func nativeOp(b []byte) uint16 {
@@ -278,6 +307,7 @@ func nativeOp(b []byte) uint16 {
 // (LSB first in each byte) set means stripe First+i is needed.
 type wantPkt struct {
 	ID           uint32
+	Token        token
 	First, Count uint32
 	Bits         []byte
 }
@@ -285,6 +315,7 @@ type wantPkt struct {
 func appendWant(b []byte, p *wantPkt) []byte {
 	b = binary.BigEndian.AppendUint16(b, opNativeWant)
 	b = binary.BigEndian.AppendUint32(b, p.ID)
+	b = append(b, p.Token[:]...)
 	b = binary.BigEndian.AppendUint32(b, p.First)
 	b = binary.BigEndian.AppendUint32(b, p.Count)
 	return append(b, p.Bits[:(p.Count+7)/8]...)
@@ -297,8 +328,9 @@ func parseWant(b []byte) (wantPkt, error) {
 		return p, errShort
 	}
 	p.ID = binary.BigEndian.Uint32(b[2:])
-	p.First = binary.BigEndian.Uint32(b[6:])
-	p.Count = binary.BigEndian.Uint32(b[10:])
+	p.Token = token(b[6 : 6+tokenLen])
+	p.First = binary.BigEndian.Uint32(b[6+tokenLen:])
+	p.Count = binary.BigEndian.Uint32(b[10+tokenLen:])
 	p.Bits = b[wantFixedLen:]
 	if p.Count == 0 || p.Count > maxWantBits || uint32(len(p.Bits)) != (p.Count+7)/8 {
 		return p, fmt.Errorf("mtftp: want of %d stripes in %d bytes", p.Count, len(p.Bits))

@@ -471,6 +471,14 @@ func (ss *session) packet(p packet) (rearm bool, err error) {
 		s.Counters.BadPacket.Add(1)
 		return false, nil
 	}
+	// An ACK counts only for a block that went out: one for a block never
+	// sent is forged (the session's and the members' addresses are
+	// visible on the LAN) and would otherwise remove a member, or end the
+	// session if it came "from" the master (docs/security.md).
+	if n > 0 && !ss.sent[n] {
+		s.Counters.BadPacket.Add(1)
+		return false, nil
+	}
 	if m != ss.master {
 		if n == ss.last() {
 			ss.remove(i, "ok")

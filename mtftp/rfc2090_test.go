@@ -471,3 +471,53 @@ func TestValidate(t *testing.T) {
 		t.Errorf("defaults: %v %s %d %d", err, s.GroupRange, s.Port, s.TTL)
 	}
 }
+
+// TestSpoofedAckOfLastBlock (issue 13, finding 6): the session's address
+// and the members' addresses are visible on the LAN; an "ACK of the last
+// block" forged from each member's address, sent before that block ever
+// went out, must neither remove a member nor end the session: an ACK
+// counts only for a block that was sent.
+func TestSpoofedAckOfLastBlock(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := newMemNet(1)
+		data := testData(100_003, 2)
+		s := newTestServer(t, n, map[string][]byte{"f": data})
+		last := uint16(100_003/1428 + 1)
+		var members []netip.AddrPort
+		forged := false
+		n.drop = func(from, to netip.AddrPort, b []byte) bool {
+			switch tftp.PacketOpcode(b) {
+			case tftp.OpOACK:
+				if !slicesContains(members, to) {
+					members = append(members, to)
+				}
+			case tftp.OpDATA:
+				if blk, _, _ := tftp.ParseData(b); blk == 3 && !forged && len(members) == 2 {
+					forged = true
+					for _, m := range members {
+						go n.send(m, from, tftp.AppendAck(nil, last))
+					}
+				}
+			}
+			return false
+		}
+		cs := []*client{{ip: "192.0.2.101", blksize: 1428}, {ip: "192.0.2.102", blksize: 1428}}
+		runClients(t, n, s, "f", []time.Duration{0, 0}, cs)
+		if !forged {
+			t.Fatal("the test never forged its ACKs")
+		}
+		for _, c := range cs {
+			checkGot(t, c, data)
+		}
+		checkIdle(t, s)
+	})
+}
+
+func slicesContains(s []netip.AddrPort, a netip.AddrPort) bool {
+	for _, x := range s {
+		if x == a {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,320 @@
+package mtftp
+
+import (
+	"context"
+	"encoding/hex"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mtftpd/mtftpd/internal/filestore"
+	"github.com/mtftpd/mtftpd/internal/udpio"
+	"github.com/mtftpd/mtftpd/tftp"
+)
+
+// sinkConn is a session socket that counts what is sent and reads nothing
+// until closed.
+type sinkConn struct {
+	bytes  *atomic.Int64
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (c *sinkConn) ReadFrom(b []byte) (int, netip.AddrPort, error) {
+	<-c.closed
+	return 0, netip.AddrPort{}, net.ErrClosed
+}
+func (c *sinkConn) SetReadDeadline(time.Time) error { return nil }
+func (c *sinkConn) WriteTo(b []byte, _ netip.AddrPort) error {
+	c.bytes.Add(int64(len(b)))
+	return nil
+}
+func (c *sinkConn) WriteDatagrams(_ netip.AddrPort, ds []udpio.Datagram) (int, error) {
+	for _, d := range ds {
+		c.bytes.Add(int64(d.Len()))
+	}
+	return 1, nil
+}
+func (c *sinkConn) Close() error { c.once.Do(func() { close(c.closed) }); return nil }
+
+// guardServer is a native server over a 4 MiB file whose sockets count
+// what they send: sessions opened, stream bytes, challenge bytes.
+type guardServer struct {
+	*Server
+	dials, streamed, challenged atomic.Int64
+	challenges                  sync.Map // peer → last cookie sent
+}
+
+func newGuardServer(t *testing.T) *guardServer {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "image.bin"), make([]byte, 4<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	files, err := filestore.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { files.Close() })
+	g := &guardServer{}
+	g.Server = &Server{Files: files, MaxBlockSize: 65464, NativeStart: StartPolicy{MaxWait: time.Hour, Settle: time.Hour}}
+	g.dialNative = func(netip.Addr) (nativeConn, error) {
+		g.dials.Add(1)
+		return &sinkConn{bytes: &g.streamed, closed: make(chan struct{})}, nil
+	}
+	g.sendChallenge = func(b []byte, to netip.AddrPort) {
+		g.challenged.Add(int64(len(b)))
+		c, err := parseChallenge(b)
+		if err != nil {
+			t.Errorf("bad challenge %x", b)
+		}
+		g.challenges.Store(to, c)
+	}
+	if err := g.Init(); err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+func nativeRRQ(blksize int, cookie *token) *tftp.Request {
+	req := &tftp.Request{Op: tftp.OpRRQ, Filename: "image.bin", Mode: "octet", Options: []tftp.Option{
+		{Name: tftp.OptBlockSize, Value: strconv.Itoa(blksize)}, {Name: OptMulticast}, {Name: OptNative, Value: NativeVersion}}}
+	if cookie != nil {
+		req.Options = append(req.Options, tftp.Option{Name: OptCookie, Value: hex.EncodeToString(cookie[:])})
+	}
+	return req
+}
+
+// join sends a request for peer, answers its challenge as a real receiver
+// would, and reports whether it got into a session.
+func (g *guardServer) join(ctx context.Context, peer netip.AddrPort, blksize int) bool {
+	g.serveNative(ctx, nativeRRQ(blksize, nil), peer, netip.Addr{})
+	c, ok := g.challenges.Load(peer)
+	if !ok {
+		return false
+	}
+	tok := c.(token)
+	g.serveNative(ctx, nativeRRQ(blksize, &tok), peer, netip.Addr{})
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.nativeOf(peer, nativeKey{"image.bin", 4 << 20, 0, 0, 0}) != nil || g.inAny(peer)
+}
+
+func (g *guardServer) inAny(peer netip.AddrPort) bool {
+	for _, ns := range g.natives {
+		ns.mu.Lock()
+		_, in := ns.receivers[peer]
+		ns.mu.Unlock()
+		if in {
+			return true
+		}
+	}
+	return false
+}
+
+func (g *guardServer) sessions() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.natives)
+}
+
+// TestNativeJoinNeedsProof (issue 13, finding 1): requests from addresses
+// that never read the answer — spoofed — get a challenge no bigger than
+// the request and nothing else: no session, no socket, no stream, no file
+// opened. A receiver that echoes its cookie joins; a cookie made for
+// another address does not work; one address holds at most
+// nativeMaxPerAddr receivers of a session; blksizes map onto three shard
+// sizes and a tiny one is refused.
+func TestNativeJoinNeedsProof(t *testing.T) {
+	g := newGuardServer(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer func() {
+		cancel()
+		sctx, c := context.WithTimeout(context.Background(), 10*time.Second)
+		defer c()
+		g.Shutdown(sctx)
+	}()
+
+	var in int64
+	for i := range 2000 {
+		peer := netip.AddrPortFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(i % 250)}), uint16(1024+i))
+		req := nativeRRQ(1468+i%40, nil) // 40 blksizes: once 40 sessions
+		in += int64(len(req.Marshal(nil)))
+		if !g.serveNative(ctx, req, peer, netip.Addr{}) {
+			t.Fatal("an unproven native request was handed to unicast")
+		}
+	}
+	if g.sessions() != 0 || g.dials.Load() != 0 || g.streamed.Load() != 0 {
+		t.Fatalf("unproven joins made %d sessions, %d sockets, %d bytes of stream", g.sessions(), g.dials.Load(), g.streamed.Load())
+	}
+	if out := g.challenged.Load(); out > in/2 {
+		t.Fatalf("challenges sent %d bytes for %d bytes of requests: an amplifier", out, in)
+	}
+	if st := g.Files.Stats(); st.Opens != 0 {
+		t.Fatalf("unproven joins opened the file %d times", st.Opens)
+	}
+
+	// Someone else's cookie does not prove this address.
+	victim := netip.MustParseAddrPort("192.0.2.50:4000")
+	c, _ := g.challenges.Load(netip.AddrPortFrom(netip.AddrFrom4([4]byte{192, 0, 2, 7}), 1024+7))
+	stolen := c.(token)
+	g.serveNative(ctx, nativeRRQ(1468, &stolen), victim, netip.Addr{})
+	if g.sessions() != 0 {
+		t.Fatal("a cookie made for another address was taken")
+	}
+
+	// Proven receivers join; one address is capped.
+	joined := 0
+	for i := range nativeMaxPerAddr + 4 {
+		if g.join(ctx, netip.AddrPortFrom(netip.MustParseAddr("192.0.2.60"), uint16(2000+i)), 1468) {
+			joined++
+		}
+	}
+	if joined != nativeMaxPerAddr || g.sessions() != 1 {
+		t.Fatalf("%d receivers of one address joined in %d sessions, want %d in 1", joined, g.sessions(), nativeMaxPerAddr)
+	}
+	// Blksizes land on three shard sizes; 20 is refused.
+	for i, blk := range []int{600, 1000, 1400, 1468, 4000, 9000, 65464} {
+		g.join(ctx, netip.AddrPortFrom(netip.MustParseAddr("192.0.2.70"), uint16(3000+i)), blk)
+	}
+	if n := g.sessions(); n != 3 {
+		t.Fatalf("%d sessions for seven blksizes, want 3 (512, 1468, 8972)", n)
+	}
+	if g.join(ctx, netip.MustParseAddrPort("192.0.2.71:3000"), 20) {
+		t.Fatal("blksize 20 joined")
+	}
+}
+
+// TestNativeTokens (issue 13, finding 6): a DONE, STATUS or WANT carrying
+// a receiver's address but not its token does nothing to it.
+func TestNativeTokens(t *testing.T) {
+	g, _ := newGeometry(1456*64*8, 1456, 64, 64)
+	victim := netip.MustParseAddrPort("192.0.2.101:5000")
+	tok := token{9, 9, 9}
+	ns := &nativeSession{g: g, data: make([]byte, g.size), s: &Server{}, view: &sessionView{}, wake: make(chan struct{}, 1),
+		receivers: map[netip.AddrPort]*nativeRecv{victim: {peer: victim, tok: tok, credit: 1000, partial: true}},
+		need:      map[int64]*repairReq{}, cursor: map[int64]int{}, repaired: map[int64]repairMark{}}
+	ns.done(victim, token{}, true)
+	ns.status(victim, &statusPkt{Naks: []nak{{Stripe: 1, Missing: 64}}})
+	bits := []byte{0xff}
+	if _, ok := ns.want(victim, &wantPkt{First: 0, Count: 8, Bits: bits}); ok {
+		t.Error("a WANT without the token was taken")
+	}
+	if len(ns.receivers) != 1 || len(ns.needOrder) != 0 || ns.s.Counters.NativeBadToken.Load() != 2 {
+		t.Fatalf("forged packets: %d receivers left, %d repairs queued, %d bad tokens counted",
+			len(ns.receivers), len(ns.needOrder), ns.s.Counters.NativeBadToken.Load())
+	}
+	ns.status(victim, &statusPkt{Token: tok, Lost: 64, Naks: []nak{{Stripe: 1, Missing: 64}}})
+	ns.done(victim, tok, true)
+	if len(ns.needOrder) != 1 || len(ns.receivers) != 0 {
+		t.Fatalf("the receiver's own packets: %d repairs queued, %d receivers left", len(ns.needOrder), len(ns.receivers))
+	}
+}
+
+// TestNativeRepairCredit (issue 13, finding 3): a receiver that reports no
+// loss but NAKs every stripe over and over gets no more repairs than one
+// interleave group and a twentieth of what was sent; one that reports its
+// losses gets them repaired.
+func TestNativeRepairCredit(t *testing.T) {
+	g, _ := newGeometry(1456*64*1000, 1456, 64, 64) // 1000 stripes, about 93 MB
+	liar, honest := netip.MustParseAddrPort("192.0.2.101:5000"), netip.MustParseAddrPort("192.0.2.102:5000")
+	ns := &nativeSession{g: g, s: &Server{}, view: &sessionView{}, wake: make(chan struct{}, 1),
+		receivers: map[netip.AddrPort]*nativeRecv{}, need: map[int64]*repairReq{}, cursor: map[int64]int{}, repaired: map[int64]repairMark{}}
+	ns.join(liar, time.Now(), false, token{1})
+	ns.join(honest, time.Now(), false, token{2})
+	asked := 0
+	for round := range 30 {
+		var naks []nak
+		for s := range 96 {
+			naks = append(naks, nak{Stripe: uint32((round*96 + s) % 1000), Missing: 64})
+		}
+		ns.status(liar, &statusPkt{Token: token{1}, Seen: 5000, Naks: naks})
+		asked += 96 * 64
+		ns.dataShards += 5000 // what was sent between its reports
+		for st, r := range ns.need {
+			ns.rounds += int64(r.count)
+			delete(ns.need, st)
+		}
+		ns.needOrder = ns.needOrder[:0]
+	}
+	granted := ns.rounds
+	limit := int64(g.k)*nativeInterleave + ns.dataShards/20
+	t.Logf("asked for %d shards, granted %d (limit %d)", asked, granted, limit)
+	if granted > limit {
+		t.Fatalf("a receiver reporting no loss got %d repair shards, want ≤ %d", granted, limit)
+	}
+	ns.rounds = 0
+	ns.status(honest, &statusPkt{Token: token{2}, Lost: 20000, Naks: []nak{{Stripe: 5, Missing: 64}, {Stripe: 6, Missing: 10}}})
+	if ns.need[5] == nil || ns.need[5].count != 64 || ns.need[6].count != 10 {
+		t.Fatalf("an honest receiver's NAKs were cut: %+v %+v", ns.need[5], ns.need[6])
+	}
+}
+
+// TestNativeOneVotePerAddress (issue 13, finding 3): sixteen receivers on
+// one address reporting heavy loss do not slow a room of four clean ones.
+func TestNativeOneVotePerAddress(t *testing.T) {
+	g, _ := newGeometry(1456*64*100, 1456, 64, 64)
+	ns := &nativeSession{g: g, s: &Server{}, view: &sessionView{}, wake: make(chan struct{}, 1), rate: 10 << 20,
+		receivers: map[netip.AddrPort]*nativeRecv{}, need: map[int64]*repairReq{}, cursor: map[int64]int{}, repaired: map[int64]repairMark{},
+		dataUntil: 1000}
+	now := time.Now()
+	for i := range 16 {
+		p := netip.AddrPortFrom(netip.MustParseAddr("192.0.2.66"), uint16(6000+i))
+		ns.receivers[p] = &nativeRecv{peer: p, last: now, lossAvg: -1, seen: 500, lost: 500, reports: 1}
+	}
+	for i := range 4 {
+		p := netip.AddrPortFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(101 + i)}), 5000)
+		ns.receivers[p] = &nativeRecv{peer: p, last: now, lossAvg: -1, seen: 1000, reports: 1}
+	}
+	ns.control(now)
+	if ns.rate < 10<<20 {
+		t.Fatalf("the rate fell to %.1f MB/s: one address's receivers decided for the room", ns.rate/1e6)
+	}
+}
+
+// TestParityBudget (issue 13, finding 2): sessions' parity caches together
+// stay within nativeParityBudget, and parity past it is still right.
+func TestParityBudget(t *testing.T) {
+	g, _ := newGeometry(1456*64*400, 1456, 64, 64) // 400 stripes: 37 MB of parity each
+	data := make([]byte, g.size)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	var used atomic.Int64
+	var caches []*parityCache
+	for range 8 {
+		pc, err := newParityCache(g, nativeParityCache, &used)
+		if err != nil {
+			t.Fatal(err)
+		}
+		caches = append(caches, pc)
+		for s := range int64(400) {
+			if _, err := pc.parity(data, s, 0); err != nil {
+				t.Fatal(err)
+			}
+			if used.Load() > nativeParityBudget {
+				t.Fatalf("parity cached: %d bytes, budget %d", used.Load(), nativeParityBudget)
+			}
+		}
+	}
+	fresh, _ := newParityCache(g, 1<<30, nil)
+	for _, s := range []int64{0, 399} {
+		want, _ := fresh.parity(data, s, 5)
+		got, _ := caches[7].parity(data, s, 5)
+		if string(want) != string(got) {
+			t.Fatalf("stripe %d: parity past the budget differs", s)
+		}
+	}
+	for _, pc := range caches {
+		pc.release()
+	}
+	if used.Load() != 0 {
+		t.Fatalf("%d bytes still counted after every cache was released", used.Load())
+	}
+}

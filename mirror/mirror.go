@@ -47,6 +47,9 @@ type Counters struct {
 	// OriginErrors counts 502s: the upstream origin failed (logged by
 	// internal/origin).
 	OriginErrors atomic.Uint64
+	// RangesIgnored counts requests whose Range header asked for more
+	// than MaxRanges ranges, or overlapping ones: they got the whole file.
+	RangesIgnored atomic.Uint64
 }
 
 // Server is the HTTP mirror. Set Root before use.
@@ -240,6 +243,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// A strong validator from what identifies the file version (the same
 	// things filestore keys on): If-None-Match and If-Range work with it.
 	w.Header().Set("ETag", fmt.Sprintf(`"%x-%x"`, st.Size(), st.ModTime().UnixNano()))
+	if h := r.Header.Get("Range"); h != "" && !rangesAcceptable(h, st.Size()) {
+		// Too many or overlapping ranges: the whole file (ranges.go).
+		r.Header.Del("Range")
+		s.Counters.RangesIgnored.Add(1)
+	}
 	cw := &countingWriter{ResponseWriter: w, rc: http.NewResponseController(w)}
 	http.ServeContent(cw, r, st.Name(), st.ModTime(), f)
 	s.Counters.BytesSent.Add(uint64(cw.n))

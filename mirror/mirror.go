@@ -18,6 +18,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"path"
@@ -50,6 +51,9 @@ type Counters struct {
 	// RangesIgnored counts requests whose Range header asked for more
 	// than MaxRanges ranges, or overlapping ones: they got the whole file.
 	RangesIgnored atomic.Uint64
+	// PagesRefused counts requests for Pages refused by PagesAllow or
+	// the Host check.
+	PagesRefused atomic.Uint64
 }
 
 // Server is the HTTP mirror. Set Root before use.
@@ -78,6 +82,13 @@ type Server struct {
 	// /status/…, and "/" redirects to /status/ (pages.go). Files of the
 	// root under those names are then not served.
 	Pages http.Handler
+	// PagesAllow, if not empty, are the client prefixes that may read
+	// Pages; others get 403. Files are served to everyone regardless.
+	PagesAllow []netip.Prefix
+	// PagesHosts are the names, besides IP addresses and "localhost",
+	// that a request for Pages may carry in its Host header; any other
+	// gets 403 (DNS rebinding, pages.go).
+	PagesHosts []string
 
 	root *os.Root
 	mu   sync.Mutex

@@ -101,13 +101,14 @@ func freePort(t *testing.T) string {
 	return pc.LocalAddr().String()
 }
 
-// startDemo runs `mtftpd serve --demo` on free loopback ports and waits
-// (bounded) until it answers, fetching hello.txt into hello. The server is
-// killed at the end of the test.
-func startDemo(t *testing.T, hello string) (srv *exec.Cmd, addr, httpAddr string, logs *syncBuffer) {
+// startDemo runs `mtftpd serve --demo` on free loopback ports, with
+// extra arguments if given, and waits (bounded) until it answers,
+// fetching hello.txt into hello. The server is killed at the end of the
+// test.
+func startDemo(t *testing.T, hello string, extra ...string) (srv *exec.Cmd, addr, httpAddr string, logs *syncBuffer) {
 	t.Helper()
 	addr, httpAddr, logs = freePort(t), freeTCPPort(t), new(syncBuffer)
-	srv = exec.Command(bin, "serve", "--demo", "--tftp.listen", addr, "--http.listen", httpAddr)
+	srv = exec.Command(bin, append([]string{"serve", "--demo", "--tftp.listen", addr, "--http.listen", httpAddr}, extra...)...)
 	srv.Stderr = logs
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)

@@ -106,6 +106,10 @@ type BootRule struct {
 type HTTP struct {
 	Listen string `toml:"listen" help:"TCP address of the HTTP mirror; empty disables it"`
 	Root   string `toml:"root" help:"directory served over HTTP; empty serves tftp.root"`
+	// The status pages (/metrics, /api/, /status/) show MACs and host
+	// names: these restrict who reads them (docs/security.md).
+	APIAllow []string `toml:"api_allow" help:"client addresses or prefixes that may read /metrics, /api/ and /status/, comma-separated (e.g. 127.0.0.1,192.0.2.0/24); empty = everyone"`
+	APIHosts []string `toml:"api_hosts" help:"names the status pages may be asked for by (Host header) besides IP addresses and localhost, comma-separated; others get 403 (DNS rebinding)"`
 }
 
 // Templates configures per-host files rendered for the asking machine,
@@ -334,6 +338,16 @@ func (c *Config) Validate() error {
 			bad("http.listen", "port %d is outside 0..65535", port)
 		}
 	}
+	for i, a := range c.HTTP.APIAllow {
+		if _, err := ParsePrefix(a); err != nil {
+			bad(fmt.Sprintf("http.api_allow[%d]", i), "%v", err)
+		}
+	}
+	for i, h := range c.HTTP.APIHosts {
+		if h == "" || strings.ContainsAny(h, ":/[] \t") {
+			bad(fmt.Sprintf("http.api_hosts[%d]", i), "%q is not a host name like boot.example.org", h)
+		}
+	}
 	c.validateMTFTP(bad)
 	if c.Server.Group != "" && c.Server.User == "" {
 		bad("server.group", "%q is set without server.user", c.Server.Group)
@@ -529,6 +543,30 @@ func (c *Config) validateHosts(bad func(field, format string, args ...any)) {
 			}
 		}
 	}
+}
+
+// ParsePrefix parses an address ("192.0.2.1", a /32) or a prefix
+// ("192.0.2.0/24").
+func ParsePrefix(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not an address or prefix like 192.0.2.1 or 192.0.2.0/24", s)
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// ParsePrefixes parses a validated list of ParsePrefix values.
+func ParsePrefixes(list []string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range list {
+		if p, err := ParsePrefix(s); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // ParseRange parses "first-last" inside p.

@@ -54,6 +54,11 @@ type Counters struct {
 	// PagesRefused counts requests for Pages refused by PagesAllow or
 	// the Host check.
 	PagesRefused atomic.Uint64
+	// ConnsRefused counts connections refused (503) because their
+	// address had MaxConnsPerIP busy ones; ConnsShed idle connections
+	// closed to make room (per address or at MaxConns).
+	ConnsRefused atomic.Uint64
+	ConnsShed    atomic.Uint64
 }
 
 // Server is the HTTP mirror. Set Root before use.
@@ -75,8 +80,13 @@ type Server struct {
 
 	// MaxConns caps concurrent connections (0 = DefaultMaxConns), so
 	// clients that stop reading cannot use up the process's descriptors,
-	// which TFTP and DHCP share.
+	// which TFTP and DHCP share. At the cap a new connection replaces
+	// the oldest idle one (limit.go).
 	MaxConns int
+	// MaxConnsPerIP caps the connections of one client address (0 =
+	// DefaultMaxConnsPerIP): past it, that address's oldest idle
+	// connection is closed, or the new one refused with 503.
+	MaxConnsPerIP int
 
 	// Pages, if set, serves mtftpd's own pages: /metrics, /api/… and
 	// /status/…, and "/" redirects to /status/ (pages.go). Files of the
@@ -100,6 +110,11 @@ type Server struct {
 // DefaultMaxConns is the connection cap: a room of installers pulling
 // packages over keep-alive connections needs a few per machine.
 const DefaultMaxConns = 2048
+
+// DefaultMaxConnsPerIP is the per-address cap: an installer opens a few
+// connections (dnf: 3 parallel downloads by default, 20 at most), a
+// browser six; 64 leaves room for a NAT in front of a few machines.
+const DefaultMaxConnsPerIP = 64
 
 // slowClientTimeout bounds how long one write may block: a client that
 // stops reading for this long is dropped. Each successful write moves the
@@ -134,15 +149,20 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		ln.Close()
 		return err
 	}
-	max := s.MaxConns
+	max, perIP := s.MaxConns, s.MaxConnsPerIP
 	if max <= 0 {
 		max = DefaultMaxConns
 	}
+	if perIP <= 0 {
+		perIP = DefaultMaxConnsPerIP
+	}
+	lim := newConnLimiter(ln, max, min(perIP, max), &s.Counters)
 	srv := &http.Server{
 		Handler:           s.routes(),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
+		ConnState:         lim.connState,
 	}
 	s.mu.Lock()
 	if s.srv != nil {
@@ -155,7 +175,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.Log.Info().Str("addr", ln.Addr().String()).Str("root", s.Root).Msg("http mirror listening")
 	stop := context.AfterFunc(ctx, func() { srv.Close() })
 	defer stop()
-	err := srv.Serve(newLimitListener(ln, max))
+	err := srv.Serve(lim)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}

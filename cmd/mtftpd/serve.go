@@ -134,7 +134,7 @@ func runServe(args []string) error {
 		if err != nil {
 			return fmt.Errorf("http.root: %w", err)
 		}
-		web = &mirror.Server{Root: dir, Source: src, Log: log,
+		web = &mirror.Server{Root: dir, Source: src, Log: log, MaxConns: cfg.HTTP.MaxConns, MaxConnsPerIP: cfg.HTTP.MaxConnsPerIP,
 			PagesAllow: config.ParsePrefixes(cfg.HTTP.APIAllow), PagesHosts: cfg.HTTP.APIHosts}
 		if err := web.Open(); err != nil {
 			return fmt.Errorf("http.root: %w", err)

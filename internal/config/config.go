@@ -104,8 +104,10 @@ type BootRule struct {
 // HTTP configures the HTTP mirror (install trees, kickstart files, iPXE
 // scripts).
 type HTTP struct {
-	Listen string `toml:"listen" help:"TCP address of the HTTP mirror; empty disables it"`
-	Root   string `toml:"root" help:"directory served over HTTP; empty serves tftp.root"`
+	Listen        string `toml:"listen" help:"TCP address of the HTTP mirror; empty disables it"`
+	Root          string `toml:"root" help:"directory served over HTTP; empty serves tftp.root"`
+	MaxConns      int    `toml:"max_conns" help:"HTTP connections at once; at the cap a new one replaces the oldest idle one"`
+	MaxConnsPerIP int    `toml:"max_conns_per_ip" help:"HTTP connections at once from one client address; past it its oldest idle one is closed, or the new one gets 503"`
 	// The status pages (/metrics, /api/, /status/) show MACs and host
 	// names: these restrict who reads them (docs/security.md).
 	APIAllow []string `toml:"api_allow" help:"client addresses or prefixes that may read /metrics, /api/ and /status/, comma-separated (e.g. 127.0.0.1,192.0.2.0/24); empty = everyone"`
@@ -220,6 +222,7 @@ func Defaults() Config {
 			NativeStartDelay: Duration{300 * time.Millisecond},
 			PXEFileGroups:    "239.255.1.0/24", PXEFilePort: 3002, PXEPortOrder: "be", PXETmout: 2, PXEDelay: 2,
 		},
+		HTTP:   HTTP{MaxConns: 2048, MaxConnsPerIP: 64},
 		DHCP:   DHCP{Mode: "off", Listen: "0.0.0.0:67", ProxyPort: 4011, MaxPerMAC: 4},
 		Origin: Origin{TTL: Duration{5 * time.Minute}, Timeout: Duration{10 * time.Minute}},
 		Log:    Log{Level: "info", Format: "console"},
@@ -337,6 +340,12 @@ func (c *Config) Validate() error {
 		} else if port < 0 || port > 65535 {
 			bad("http.listen", "port %d is outside 0..65535", port)
 		}
+	}
+	if c.HTTP.MaxConns < 1 {
+		bad("http.max_conns", "%d must be at least 1", c.HTTP.MaxConns)
+	}
+	if c.HTTP.MaxConnsPerIP < 1 || c.HTTP.MaxConnsPerIP > c.HTTP.MaxConns {
+		bad("http.max_conns_per_ip", "%d is outside 1..http.max_conns (%d)", c.HTTP.MaxConnsPerIP, c.HTTP.MaxConns)
 	}
 	for i, a := range c.HTTP.APIAllow {
 		if _, err := ParsePrefix(a); err != nil {

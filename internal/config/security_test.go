@@ -14,6 +14,8 @@ func TestSecurityKeysValidated(t *testing.T) {
 		"[http]\napi_allow = [\"192.0.2.0/24\", \"lan\"]": "http.api_allow[1]",
 		"[http]\napi_hosts = [\"boot.lab:80\"]":           "http.api_hosts[0]",
 		"[http]\napi_hosts = [\"\"]":                      "http.api_hosts[0]",
+		"[http]\nmax_conns = 0":                           "http.max_conns",
+		"[http]\nmax_conns_per_ip = 4096":                 "http.max_conns_per_ip",
 	} {
 		c := Defaults()
 		err := Parse([]byte(in), &c)

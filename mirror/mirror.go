@@ -32,6 +32,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/mtftpd/mtftpd/internal/filestore"
+	"github.com/mtftpd/mtftpd/internal/origin"
 )
 
 // Counters count requests by fate.
@@ -232,11 +233,22 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if s.Source != nil && !isDir {
 		if err := s.Source.Ensure(name); err != nil {
-			if errors.Is(err, filestore.ErrNotFound) || errors.Is(err, filestore.ErrAccess) {
+			switch {
+			case errors.Is(err, filestore.ErrNotFound) || errors.Is(err, filestore.ErrAccess):
 				s.refuse(w, r, err)
-			} else {
+			case errors.Is(err, origin.ErrWait):
+				// The fetch goes on; a retry soon finds the file.
+				s.Counters.OriginErrors.Add(1)
+				w.Header().Set("Retry-After", "10")
+				http.Error(w, "origin fetch still running, retry", http.StatusGatewayTimeout)
+			case errors.Is(err, origin.ErrBusy):
+				s.Counters.OriginErrors.Add(1)
+				w.Header().Set("Retry-After", "10")
+				http.Error(w, "too many origin fetches at once, retry", http.StatusServiceUnavailable)
+			default:
 				// The origin failed or sent a short body; nothing was
-				// cached and the next request tries again.
+				// cached, and the next request after origin.negative_ttl
+				// tries again.
 				s.Counters.OriginErrors.Add(1)
 				http.Error(w, "origin fetch failed", http.StatusBadGateway)
 			}

@@ -127,6 +127,10 @@ type Origin struct {
 	CacheDir string   `toml:"cache_dir" help:"where files from an http(s):// tftp.root or http.root are kept (required with such a root)"`
 	TTL      Duration `toml:"ttl" help:"a cached file older than this is revalidated with the origin (conditional GET) before it is served; 0 = every request"`
 	Timeout  Duration `toml:"timeout" help:"time limit of one fetch from the origin"`
+	// Bounds against clients that pick the names (docs/security.md).
+	MaxSize     int64    `toml:"max_size" help:"bytes of cached files; past it the least recently used are removed, and a bigger file is refused; 0 = no cap"`
+	NegativeTTL Duration `toml:"negative_ttl" help:"a failed fetch (404 or any error) is answered from memory this long before the origin is asked again; 0 = never remembered"`
+	Wait        Duration `toml:"wait" help:"a request waits this long for a running fetch, then gets an error (HTTP 504) while the fetch goes on"`
 }
 
 // IsURL reports whether a root is an upstream origin (http:// or https://)
@@ -222,10 +226,11 @@ func Defaults() Config {
 			NativeStartDelay: Duration{300 * time.Millisecond},
 			PXEFileGroups:    "239.255.1.0/24", PXEFilePort: 3002, PXEPortOrder: "be", PXETmout: 2, PXEDelay: 2,
 		},
-		HTTP:   HTTP{MaxConns: 2048, MaxConnsPerIP: 64},
-		DHCP:   DHCP{Mode: "off", Listen: "0.0.0.0:67", ProxyPort: 4011, MaxPerMAC: 4},
-		Origin: Origin{TTL: Duration{5 * time.Minute}, Timeout: Duration{10 * time.Minute}},
-		Log:    Log{Level: "info", Format: "console"},
+		HTTP: HTTP{MaxConns: 2048, MaxConnsPerIP: 64},
+		DHCP: DHCP{Mode: "off", Listen: "0.0.0.0:67", ProxyPort: 4011, MaxPerMAC: 4},
+		Origin: Origin{TTL: Duration{5 * time.Minute}, Timeout: Duration{10 * time.Minute},
+			MaxSize: 16 << 30, NegativeTTL: Duration{10 * time.Second}, Wait: Duration{30 * time.Second}},
+		Log: Log{Level: "info", Format: "console"},
 	}
 }
 
@@ -399,6 +404,15 @@ func (c *Config) validateOrigin(bad func(field, format string, args ...any)) {
 	}
 	if o.Timeout.Duration <= 0 {
 		bad("origin.timeout", "%s must be positive", o.Timeout)
+	}
+	if o.MaxSize < 0 {
+		bad("origin.max_size", "%d is negative (0 = no cap)", o.MaxSize)
+	}
+	if o.NegativeTTL.Duration < 0 {
+		bad("origin.negative_ttl", "%s is negative (0 = failures are not remembered)", o.NegativeTTL)
+	}
+	if o.Wait.Duration <= 0 {
+		bad("origin.wait", "%s must be positive", o.Wait)
 	}
 }
 

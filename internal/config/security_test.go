@@ -14,6 +14,9 @@ func TestSecurityKeysValidated(t *testing.T) {
 		"[http]\napi_allow = [\"192.0.2.0/24\", \"lan\"]": "http.api_allow[1]",
 		"[http]\napi_hosts = [\"boot.lab:80\"]":           "http.api_hosts[0]",
 		"[http]\napi_hosts = [\"\"]":                      "http.api_hosts[0]",
+		"[origin]\nmax_size = -1":                         "origin.max_size",
+		"[origin]\nnegative_ttl = \"-1s\"":                "origin.negative_ttl",
+		"[origin]\nwait = \"0s\"":                         "origin.wait",
 		"[http]\nmax_conns = 0":                           "http.max_conns",
 		"[http]\nmax_conns_per_ip = 4096":                 "http.max_conns_per_ip",
 	} {

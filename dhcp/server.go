@@ -83,6 +83,14 @@ type Server struct {
 	// Subnets (server mode, at least one) are chosen by giaddr for
 	// relayed requests, else by the receiving interface's address.
 	Subnets []Subnet
+	// Relays are the DHCP relay agents whose requests are answered: a
+	// request with giaddr set is answered only when giaddr and the
+	// datagram's source address both lie in these prefixes (a relay
+	// sends from its giaddr, or from another of its addresses, listed
+	// too). Empty: relayed requests are not answered. Without it any
+	// host on the segment could claim a giaddr in a remote subnet and
+	// drain that pool (docs/security.md).
+	Relays []netip.Prefix
 	// Hosts are static leases and per-host boot files, by MAC.
 	Hosts []Host
 	// Rules decide the boot file; nil means DefaultBootRules().
@@ -195,6 +203,11 @@ func (s *Server) validate() error {
 			}
 		}
 		s.subnets = append(s.subnets, sub)
+	}
+	for i, p := range s.Relays {
+		if !p.IsValid() || !p.Addr().Unmap().Is4() {
+			bad("Relays[%d]: %v is not an IPv4 prefix", i, p)
+		}
 	}
 	s.hostByMAC = make(map[string]*host)
 	s.staticIP = make(map[netip.Addr]*host)

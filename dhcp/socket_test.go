@@ -99,7 +99,8 @@ func TestLoopbackDORA(t *testing.T) {
 			Prefix:     netip.MustParsePrefix("127.0.0.0/8"),
 			RangeStart: netip.MustParseAddr("127.1.0.10"), RangeEnd: netip.MustParseAddr("127.1.0.20"),
 		}},
-		Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel),
+		Relays: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")},
+		Log:    zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel),
 	}
 	serve(t, s)
 	srv := s.Addrs()[0]
@@ -142,7 +143,8 @@ func TestLoopbackDORA(t *testing.T) {
 func TestLoopbackProxy(t *testing.T) {
 	s := &Server{
 		Mode: ModeProxy, Addr: "127.0.0.1:0", ProxyPort: freePort(t),
-		Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel),
+		Relays: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")},
+		Log:    zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel),
 	}
 	serve(t, s)
 	addrs := s.Addrs()

@@ -65,6 +65,7 @@ type DHCP struct {
 	HTTPBase   string       `toml:"http_base" help:"mirror URL for boot rules ({{.HTTP}}); empty = http://<receiving interface>:<http.listen port>"`
 	LeaseFile  string       `toml:"lease_file" help:"lease database (JSON, written atomically); empty keeps leases in memory"`
 	MaxPerMAC  int          `toml:"max_leases_per_mac" help:"clients (distinct client ids) that may hold addresses under one MAC at once"`
+	Relays     []string     `toml:"relays" help:"DHCP relay agents (addresses or prefixes, comma-separated) whose relayed requests are answered: giaddr and the source must both be listed; empty answers no relayed request"`
 	Subnets    []DHCPSubnet `toml:"subnet"`
 	Hosts      []DHCPHost   `toml:"host"`
 	Boot       []BootRule   `toml:"boot"`
@@ -499,6 +500,13 @@ func (c *Config) validateDHCP(bad func(field, format string, args ...any)) {
 		// Linux never delivers 255.255.255.255 to a socket bound to a
 		// unicast address: such a server would never see a DISCOVER.
 		bad("dhcp.listen", "%q: DHCP must listen on 0.0.0.0 (use dhcp.interfaces to pick interfaces)", d.Listen)
+	}
+	for i, r := range d.Relays {
+		if p, err := ParsePrefix(r); err != nil {
+			bad(fmt.Sprintf("dhcp.relays[%d]", i), "%v", err)
+		} else if !p.Addr().Is4() {
+			bad(fmt.Sprintf("dhcp.relays[%d]", i), "%q is not IPv4", r)
+		}
 	}
 	if d.ProxyPort < 1 || d.ProxyPort > 65535 {
 		bad("dhcp.proxy_port", "%d is outside 1..65535", d.ProxyPort)

@@ -11,14 +11,16 @@ import (
 // refuse bad values, naming the field.
 func TestSecurityKeysValidated(t *testing.T) {
 	for in, want := range map[string]string{
-		"[http]\napi_allow = [\"192.0.2.0/24\", \"lan\"]": "http.api_allow[1]",
-		"[http]\napi_hosts = [\"boot.lab:80\"]":           "http.api_hosts[0]",
-		"[http]\napi_hosts = [\"\"]":                      "http.api_hosts[0]",
-		"[origin]\nmax_size = -1":                         "origin.max_size",
-		"[origin]\nnegative_ttl = \"-1s\"":                "origin.negative_ttl",
-		"[origin]\nwait = \"0s\"":                         "origin.wait",
-		"[http]\nmax_conns = 0":                           "http.max_conns",
-		"[http]\nmax_conns_per_ip = 4096":                 "http.max_conns_per_ip",
+		"[http]\napi_allow = [\"192.0.2.0/24\", \"lan\"]":                        "http.api_allow[1]",
+		"[http]\napi_hosts = [\"boot.lab:80\"]":                                  "http.api_hosts[0]",
+		"[http]\napi_hosts = [\"\"]":                                             "http.api_hosts[0]",
+		"[dhcp]\nmode = \"proxy\"\nrelays = [\"198.51.100.1\", \"2001:db8::1\"]": "dhcp.relays[1]",
+		"[dhcp]\nmode = \"proxy\"\nrelays = [\"relay1\"]":                        "dhcp.relays[0]",
+		"[origin]\nmax_size = -1":                                                "origin.max_size",
+		"[origin]\nnegative_ttl = \"-1s\"":                                       "origin.negative_ttl",
+		"[origin]\nwait = \"0s\"":                                                "origin.wait",
+		"[http]\nmax_conns = 0":                                                  "http.max_conns",
+		"[http]\nmax_conns_per_ip = 4096":                                        "http.max_conns_per_ip",
 	} {
 		c := Defaults()
 		err := Parse([]byte(in), &c)

@@ -293,6 +293,7 @@ func (s *Server) discover(req *dhcpv4.DHCPv4, in Incoming, now time.Time) *Outgo
 	}
 	s.leases.setIP(rec, ip)
 	rec.offerUntil = now.Add(OfferHold)
+	s.leases.touch(rec)
 
 	reply := newReply(req, dhcpv4.MessageTypeOffer, in.IfAddr)
 	reply.YourIPAddr = ip.AsSlice()
@@ -322,6 +323,7 @@ func (s *Server) request(req *dhcpv4.DHCPv4, in Incoming, now time.Time) (*Outgo
 			// The client took another server's offer: free ours.
 			if rec := s.leases.byKey[cl.key]; rec != nil && rec.offerUntil.After(now) {
 				rec.offerUntil = time.Time{}
+				s.leases.touch(rec)
 				if rec.expiry.IsZero() {
 					s.leases.remove(rec)
 				}
@@ -466,6 +468,7 @@ func (s *Server) commit(req *dhcpv4.DHCPv4, in Incoming, sub *subnet, cl client,
 	s.leases.setIP(rec, ip)
 	rec.start, rec.expiry, rec.offerUntil = now, now.Add(sub.lease), time.Time{}
 	rec.static = cl.host != nil && cl.host.IP.IsValid()
+	s.leases.touch(rec)
 	rec.arch = ""
 	if a, ok := c.PrimaryArch(); ok {
 		rec.arch = strconv.Itoa(int(a))
@@ -511,9 +514,8 @@ func (s *Server) decline(req *dhcpv4.DHCPv4, in Incoming, now time.Time) uint64 
 	if rec == nil {
 		return 0
 	}
-	s.leases.declined[ip] = now.Add(DeclineHold)
-	s.leases.setIP(rec, netip.Addr{})
-	rec.offerUntil = time.Time{}
+	s.leases.quarantine(ip, now.Add(DeclineHold))
+	s.leases.remove(rec) // it holds nothing now: a new client next time
 	s.leases.seq++
 	s.logLimited(zerolog.WarnLevel, now, "decline", func(e *zerolog.Event) {
 		e.Stringer("ip", ip).Stringer("mac", cl.mac).Dur("quarantine", DeclineHold).
@@ -550,6 +552,7 @@ func (s *Server) release(req *dhcpv4.DHCPv4, in Incoming, now time.Time) uint64 
 		rec.expiry = now
 	}
 	rec.offerUntil = time.Time{}
+	s.leases.touch(rec)
 	s.leases.seq++
 	return s.leases.seq
 }

@@ -40,7 +40,8 @@ const (
 // DefaultLeaseTime is a Subnet's lease time when LeaseTime is 0.
 const DefaultLeaseTime = time.Hour
 
-// maxRangeSize caps a Subnet's range: the pool scan is linear in it.
+// maxRangeSize caps a Subnet's range: the pool's bitset (pool.go) takes
+// 2 MiB at this size, built once at start.
 const maxRangeSize = 1 << 24
 
 // ErrServerClosed is returned by Serve after Shutdown.
@@ -138,7 +139,7 @@ type Server struct {
 	proxyPort int
 	mtftp     *mtftpConfig // nil: no PXE MTFTP announcements
 
-	mu     sync.Mutex // guards leases, subnet cursors, limiter
+	mu     sync.Mutex // guards leases (and their pools), limiter
 	leases leaseTable
 	store  *leaseStore // nil without LeaseFile
 	limit  limiter
@@ -159,7 +160,7 @@ type subnet struct {
 	network, broadcast netip.Addr
 	mask               []byte
 	start, end         uint32 // range
-	cursor             uint32 // next-fit offset into the range
+	idx                int    // index in Server.subnets and leaseTable.pools
 	lease              time.Duration
 }
 
@@ -202,6 +203,7 @@ func (s *Server) validate() error {
 				bad("Subnets[%d]: %v overlaps Subnets[%d] %v", i, sub.Prefix, j, o.Prefix)
 			}
 		}
+		sub.idx = len(s.subnets)
 		s.subnets = append(s.subnets, sub)
 	}
 	for i, p := range s.Relays {
@@ -287,7 +289,7 @@ func (s *Server) validate() error {
 		return fmt.Errorf("dhcp: invalid configuration: %w", errors.Join(errs...))
 	}
 
-	s.leases = newLeaseTable()
+	s.leases = s.newTable()
 	if s.LeaseFile != "" {
 		if err := s.loadLeases(s.LeaseFile, time.Now()); err != nil {
 			return err
@@ -295,6 +297,28 @@ func (s *Server) validate() error {
 		s.store = newLeaseStore(s.LeaseFile, s.encodeLeases, s.leaseWritten)
 	}
 	return nil
+}
+
+// newTable is an empty lease table with one pool per subnet. A pool never
+// hands out its subnet's network and broadcast address, the router, the
+// next-server or a static host's address.
+func (s *Server) newTable() leaseTable {
+	t := newLeaseTable()
+	for _, sub := range s.subnets {
+		ex := map[uint32]bool{}
+		for _, a := range []netip.Addr{sub.network, sub.broadcast, sub.Router, s.TFTPServer} {
+			if a.IsValid() && a.Is4() {
+				ex[u32(a)] = true
+			}
+		}
+		for ip := range s.staticIP {
+			if sub.Prefix.Contains(ip) {
+				ex[u32(ip)] = true
+			}
+		}
+		t.pools = append(t.pools, newPool(sub.start, sub.end, ex))
+	}
+	return t
 }
 
 func newSubnet(sn Subnet) (*subnet, error) {

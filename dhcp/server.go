@@ -117,6 +117,9 @@ type Server struct {
 	// listens on Addr's host at ProxyPort (default 4011).
 	Addr      string
 	ProxyPort int
+	// Sockets, if set, are used by Serve instead of opening Addr and
+	// ProxyPort itself (Listen: bind, drop privileges, then Serve).
+	Sockets *Sockets
 
 	// Log receives lifecycle events and rate-limited anomalies (pool
 	// exhausted, unknown architecture, DECLINE, lease file trouble).

@@ -62,10 +62,32 @@ func (p *ports) Close() {
 	}
 }
 
-// dropPrivileges becomes server.user (and server.group). With
-// server.user set, mtftpd never goes on as root: a failed drop is an
-// error that stops the server.
+// dropPrivileges becomes server.user (and server.group), then, running
+// as any user but root, gives up every capability it holds
+// (CAP_NET_BIND_SERVICE from systemd's AmbientCapabilities= or file
+// capabilities): the ports are open, nothing else needs one. With
+// server.user set, mtftpd never goes on as root, and it never goes on
+// with a capability it could not drop: either failure stops the server.
 func dropPrivileges(cfg config.Config, log zerolog.Logger) error {
+	if err := switchUser(cfg, log); err != nil {
+		return err
+	}
+	if os.Geteuid() == 0 {
+		return nil // root without server.user: warned in switchUser
+	}
+	before, err := privdrop.DropCapabilities()
+	if err != nil {
+		return fmt.Errorf("capabilities (held: permitted %#x, ambient %#x): %w; refusing to go on with them", before.Permitted, before.Ambient, err)
+	}
+	if !before.Empty() {
+		log.Info().Str("permitted", fmt.Sprintf("%#x", before.Permitted)).Str("ambient", fmt.Sprintf("%#x", before.Ambient)).
+			Msg("capabilities dropped: no thread holds any now (no_new_privs set)")
+	}
+	return nil
+}
+
+// switchUser is the server.user part of dropPrivileges.
+func switchUser(cfg config.Config, log zerolog.Logger) error {
 	if cfg.Server.User == "" {
 		if os.Geteuid() == 0 {
 			log.Warn().Msg("running as root: set server.user to drop privileges after the ports are open")

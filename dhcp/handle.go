@@ -107,6 +107,14 @@ func (s *Server) handle(req *dhcpv4.DHCPv4, in Incoming, now time.Time) (*Outgoi
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.leases.now = now
+	if gi := addrOf(req.GatewayIPAddr); isSet(gi) && !s.fromRelay(gi, in.Src.Addr()) {
+		s.Counters.RelayRefused.Add(1)
+		s.logLimited(zerolog.WarnLevel, now, "relay", func(e *zerolog.Event) {
+			e.Stringer("giaddr", gi).Stringer("src", in.Src).Stringer("mac", req.ClientHWAddr).
+				Msg("dhcp: relayed request from an address not in dhcp.relays: not answered (a host claiming to be a relay?)")
+		})
+		return nil, 0
+	}
 	if !in.IfAddr.Is4() {
 		// No address on the receiving interface: no server identifier.
 		s.ignore(now, "no-ifaddr", func(e *zerolog.Event) {
@@ -130,6 +138,21 @@ func (s *Server) handle(req *dhcpv4.DHCPv4, in Incoming, now time.Time) (*Outgoi
 	default:
 		return s.inform(req, in, now), 0
 	}
+}
+
+// fromRelay reports whether a request with giaddr gi, received from src,
+// comes from a configured relay agent.
+func (s *Server) fromRelay(gi, src netip.Addr) bool {
+	in := func(a netip.Addr) bool {
+		a = a.Unmap()
+		for _, p := range s.Relays {
+			if p.Contains(a) {
+				return true
+			}
+		}
+		return false
+	}
+	return isSet(src) && in(gi) && in(src)
 }
 
 // ignore counts an unanswered request and logs why, rate-limited.
@@ -270,6 +293,7 @@ func (s *Server) discover(req *dhcpv4.DHCPv4, in Incoming, now time.Time) *Outgo
 	}
 	s.leases.setIP(rec, ip)
 	rec.offerUntil = now.Add(OfferHold)
+	s.leases.touch(rec)
 
 	reply := newReply(req, dhcpv4.MessageTypeOffer, in.IfAddr)
 	reply.YourIPAddr = ip.AsSlice()
@@ -299,6 +323,7 @@ func (s *Server) request(req *dhcpv4.DHCPv4, in Incoming, now time.Time) (*Outgo
 			// The client took another server's offer: free ours.
 			if rec := s.leases.byKey[cl.key]; rec != nil && rec.offerUntil.After(now) {
 				rec.offerUntil = time.Time{}
+				s.leases.touch(rec)
 				if rec.expiry.IsZero() {
 					s.leases.remove(rec)
 				}
@@ -443,6 +468,7 @@ func (s *Server) commit(req *dhcpv4.DHCPv4, in Incoming, sub *subnet, cl client,
 	s.leases.setIP(rec, ip)
 	rec.start, rec.expiry, rec.offerUntil = now, now.Add(sub.lease), time.Time{}
 	rec.static = cl.host != nil && cl.host.IP.IsValid()
+	s.leases.touch(rec)
 	rec.arch = ""
 	if a, ok := c.PrimaryArch(); ok {
 		rec.arch = strconv.Itoa(int(a))
@@ -488,9 +514,8 @@ func (s *Server) decline(req *dhcpv4.DHCPv4, in Incoming, now time.Time) uint64 
 	if rec == nil {
 		return 0
 	}
-	s.leases.declined[ip] = now.Add(DeclineHold)
-	s.leases.setIP(rec, netip.Addr{})
-	rec.offerUntil = time.Time{}
+	s.leases.quarantine(ip, now.Add(DeclineHold))
+	s.leases.remove(rec) // it holds nothing now: a new client next time
 	s.leases.seq++
 	s.logLimited(zerolog.WarnLevel, now, "decline", func(e *zerolog.Event) {
 		e.Stringer("ip", ip).Stringer("mac", cl.mac).Dur("quarantine", DeclineHold).
@@ -527,13 +552,26 @@ func (s *Server) release(req *dhcpv4.DHCPv4, in Incoming, now time.Time) uint64 
 		rec.expiry = now
 	}
 	rec.offerUntil = time.Time{}
+	s.leases.touch(rec)
 	s.leases.seq++
 	return s.leases.seq
 }
 
 // inform answers DHCPINFORM: configuration without an address or lease
-// times, to ciaddr (RFC 2131 §4.3.5).
+// times (RFC 2131 §4.3.5). The answer goes to the relay, or else to the
+// datagram's source address, which must be ciaddr (when set): a 300-byte
+// ACK never goes to an address that did not ask, so INFORMs with forged
+// ciaddrs cannot aim them at a victim.
 func (s *Server) inform(req *dhcpv4.DHCPv4, in Incoming, now time.Time) *Outgoing {
+	relayed := isSet(addrOf(req.GatewayIPAddr))
+	if ci := addrOf(req.ClientIPAddr); !relayed && (!isSet(in.Src.Addr()) || in.Src.Port() == 0 || (isSet(ci) && ci != in.Src.Addr().Unmap())) {
+		s.Counters.InformRefused.Add(1)
+		s.logLimited(zerolog.WarnLevel, now, "inform", func(e *zerolog.Event) {
+			e.Stringer("ciaddr", ci).Stringer("src", in.Src).Stringer("mac", req.ClientHWAddr).
+				Msg("dhcp: INFORM whose ciaddr is not its source address: not answered")
+		})
+		return nil
+	}
 	sub := s.subnetFor(req, in, true)
 	if sub == nil {
 		s.noSubnet(req, in, now)
@@ -546,7 +584,12 @@ func (s *Server) inform(req *dhcpv4.DHCPv4, in Incoming, now time.Time) *Outgoin
 	reply.ClientIPAddr = req.ClientIPAddr
 	s.leaseOptions(reply, sub, cl, false)
 	s.applyBoot(reply, req, c, boot)
-	out := s.finish(reply, req, in, false)
+	var out *Outgoing
+	if relayed {
+		out = s.finish(reply, req, in, false)
+	} else {
+		out = s.finishTo(reply, req, in.Src, 0)
+	}
 	if out != nil {
 		out.count = &s.Counters.Ack
 		out.arch = s.Counters.archCounter(replyAck, c)

@@ -344,7 +344,9 @@ func TestReleaseThenRediscover(t *testing.T) {
 func TestInform(t *testing.T) {
 	s := newServer(t, nil)
 	ci := netip.MustParseAddr("192.0.2.50")
-	out := handle(t, s, build(t, dhcpv4.MessageTypeInform, mac(1), dhcpv4.WithClientIP(ci.AsSlice())), inBcast, t0)
+	in := inBcast
+	in.Src = netip.AddrPortFrom(ci, 68) // a client with an address sends from it
+	out := handle(t, s, build(t, dhcpv4.MessageTypeInform, mac(1), dhcpv4.WithClientIP(ci.AsSlice())), in, t0)
 	if out == nil || out.Pkt.MessageType() != dhcpv4.MessageTypeAck {
 		t.Fatalf("INFORM: %v", out)
 	}
@@ -416,6 +418,8 @@ func net4Equal(ip []byte, a netip.Addr) bool { return addrOf(ip) == a }
 // TestReplyDestination is protocols.md §8.4's table.
 func TestReplyDestination(t *testing.T) {
 	ci := netip.MustParseAddr("192.0.2.50")
+	// INFORM where the client has an address (ciaddr, sent from it),
+	// DISCOVER where it has none.
 	tests := []struct {
 		name      string
 		giaddr    bool
@@ -440,10 +444,15 @@ func TestReplyDestination(t *testing.T) {
 				mods = append(mods, relayed(relayIP))
 				in = inRelay
 			}
+			mt := dhcpv4.MessageTypeDiscover
 			if tt.ciaddr {
+				mt = dhcpv4.MessageTypeInform
 				mods = append(mods, dhcpv4.WithClientIP(ci.AsSlice()))
+				if !tt.giaddr {
+					in.Src = netip.AddrPortFrom(ci, 68)
+				}
 			}
-			out := handle(t, s, build(t, dhcpv4.MessageTypeInform, mac(1), mods...), in, t0)
+			out := handle(t, s, build(t, mt, mac(1), mods...), in, t0)
 			if out == nil {
 				t.Fatal("no reply")
 			}

@@ -41,7 +41,8 @@ func labSubnets() []Subnet {
 // may change any field before the first Handle.
 func newServer(t testing.TB, configure func(*Server)) *Server {
 	t.Helper()
-	s := &Server{Subnets: labSubnets(), Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)}
+	s := &Server{Subnets: labSubnets(), Relays: []netip.Prefix{netip.PrefixFrom(relayIP, 32)},
+		Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)}
 	if configure != nil {
 		configure(s)
 	}

@@ -1,6 +1,7 @@
 package dhcp
 
 import (
+	"container/list"
 	"encoding/binary"
 	"net"
 	"net/netip"
@@ -19,8 +20,10 @@ const (
 	// DeclineHold quarantines an address a client DECLINEd (someone else
 	// answers ARP for it); dnsmasq's DECLINE_BACKOFF is the same 10 min.
 	DeclineHold = 10 * time.Minute
-	// sweepEvery bounds how often abandoned offers are swept.
-	sweepEvery = time.Minute
+	// sweepBudget bounds the records one request drops (lapsed offers,
+	// ended quarantines): they are dropped oldest first, a few per
+	// request, so no request pays for a whole flood at once (pool.go).
+	sweepBudget = 64
 	// OfferGrace is how long an offer is safe from reclaim once the pool
 	// is full: a real client REQUESTs within a second or two of the OFFER
 	// (PXE ROMs collect offers for up to 4 s, protocols.md §9.11), while
@@ -61,6 +64,12 @@ type binding struct {
 	offerUntil time.Time
 	static     bool
 	arch       string
+
+	// Pool indexes (pool.go): the pool whose held heap b is in (nil if
+	// none), its index there, and its element in the pool's offer queue.
+	pool    *pool
+	heapIdx int
+	offerEl *list.Element
 }
 
 func (b *binding) active(now time.Time) bool { return b.expiry.After(now) }
@@ -81,18 +90,31 @@ func (b *binding) lease() Lease {
 // leaseTable holds every binding. The Server's mutex guards it.
 type leaseTable struct {
 	byKey    map[string]*binding
-	byMAC    map[string]*binding
+	byMAC    map[string]*binding     // the newest client on a hardware address
+	macs     map[string][]*binding   // every client on a hardware address
 	byIP     map[netip.Addr]*binding // current holder of an address (lease, offer or expired hint)
 	declined map[netip.Addr]time.Time
-	seq      uint64    // bumped by every change that must be on disk before the reply goes out
-	now      time.Time // latest time Handle saw, for snapshots
-	swept    time.Time
+	declineQ list.List // declinedEntry, oldest quarantine first
+	pools    []*pool   // one per subnet, in Server.subnets order (pool.go)
+	// probes counts addresses and records looked at to place or refuse
+	// a client: the work per request, which must not grow with the pool
+	// (a test reads it).
+	probes uint64
+	seq    uint64    // bumped by every change that must be on disk before the reply goes out
+	now    time.Time // latest time Handle saw, for snapshots
+}
+
+// declinedEntry is a quarantine in leaseTable.declineQ.
+type declinedEntry struct {
+	ip    netip.Addr
+	until time.Time
 }
 
 func newLeaseTable() leaseTable {
 	return leaseTable{
 		byKey:    make(map[string]*binding),
 		byMAC:    make(map[string]*binding),
+		macs:     make(map[string][]*binding),
 		byIP:     make(map[netip.Addr]*binding),
 		declined: make(map[netip.Addr]time.Time),
 	}
@@ -121,7 +143,9 @@ func (t *leaseTable) lookup(key string, clientID []byte, mac net.HardwareAddr, n
 			if t.byMAC[string(b.mac)] == b {
 				delete(t.byMAC, string(b.mac))
 			}
+			t.macDel(b)
 			b.mac = slices.Clone(mac)
+			t.macAdd(b)
 			if o := t.byMAC[string(mac)]; o != nil && o != b {
 				t.remove(o)
 			}
@@ -153,8 +177,9 @@ func isMACClientID(id []byte, mac net.HardwareAddr) bool {
 }
 
 func (t *leaseTable) create(key string, clientID []byte, mac net.HardwareAddr) *binding {
-	b := &binding{key: key, clientID: slices.Clone(clientID), mac: slices.Clone(mac)}
+	b := &binding{key: key, clientID: slices.Clone(clientID), mac: slices.Clone(mac), heapIdx: -1}
 	t.byKey[key] = b
+	t.macAdd(b)
 	if len(mac) > 0 {
 		// A record already on this MAC is another client's (lookup would
 		// have returned it otherwise): it keeps its lease, and byMAC
@@ -172,28 +197,36 @@ func (t *leaseTable) remove(b *binding) {
 	if t.byMAC[string(b.mac)] == b {
 		delete(t.byMAC, string(b.mac))
 	}
+	t.macDel(b)
 	if b.ip.IsValid() && t.byIP[b.ip] == b {
 		delete(t.byIP, b.ip)
+		t.unhold(b.ip, b)
 	}
 }
 
-// setIP moves b to ip. A previous holder whose reservation has lapsed
-// keeps its (now stale) hint; one that was only ever offered is dropped.
+// setIP moves b to ip. A previous holder of ip (its reservation lapsed,
+// or a duplicate in a lease file) is dropped: its record names an
+// address that is no longer its own.
 func (t *leaseTable) setIP(b *binding, ip netip.Addr) {
 	if b.ip == ip && t.byIP[ip] == b {
+		t.touch(b)
 		return
 	}
 	if b.ip.IsValid() && t.byIP[b.ip] == b {
 		delete(t.byIP, b.ip)
+		t.unhold(b.ip, b)
 	}
 	b.ip = ip
 	if !ip.IsValid() {
 		return
 	}
-	if o := t.byIP[ip]; o != nil && o != b && o.expiry.IsZero() {
+	if o := t.byIP[ip]; o != nil && o != b && !o.static {
 		t.remove(o)
+	} else if o != nil && o != b {
+		t.unregister(o) // a static host's record stays: it is configured
 	}
 	t.byIP[ip] = b
+	t.hold(b)
 }
 
 // holder returns the record holding ip, if it still reserves it.
@@ -204,26 +237,35 @@ func (t *leaseTable) holder(ip netip.Addr, now time.Time) *binding {
 	return nil
 }
 
-// sweep drops records that were offered an address and never bound, and
-// lapsed ones whose address now belongs to another client (so clients
-// with random or spoofed MACs cannot grow the table without bound).
+// sweep drops records that were offered an address and never bound (so
+// clients with random or spoofed MACs cannot grow the table without
+// bound) and ends quarantines whose time is up: at most sweepBudget,
+// oldest first, from the offer and quarantine queues. Records whose
+// address went to another client were dropped then (setIP), declining
+// ones when they declined.
 func (t *leaseTable) sweep(now time.Time) {
-	if now.Sub(t.swept) < sweepEvery && !t.swept.After(now) {
-		return
-	}
-	t.swept = now
-	for _, b := range t.byKey {
-		switch {
-		case b.static:
-		case b.expiry.IsZero() && !b.offerUntil.After(now):
-			t.remove(b) // offered, never bound
-		case !b.reserved(now) && (!b.ip.IsValid() || t.byIP[b.ip] != b):
-			t.remove(b) // lapsed, and its address went to someone else
+	budget := sweepBudget
+	for _, p := range t.pools {
+		for e := p.offers.Front(); e != nil && budget > 0; e = p.offers.Front() {
+			b := e.Value.(*binding)
+			if b.offerUntil.After(now) {
+				break
+			}
+			t.probes++
+			budget--
+			t.remove(b)
 		}
 	}
-	for ip, until := range t.declined {
-		if !until.After(now) {
-			delete(t.declined, ip)
+	for e := t.declineQ.Front(); e != nil && budget > 0; e = t.declineQ.Front() {
+		d := e.Value.(declinedEntry)
+		if d.until.After(now) {
+			break
+		}
+		t.probes++
+		budget--
+		t.declineQ.Remove(e)
+		if until, ok := t.declined[d.ip]; ok && !until.After(now) {
+			t.unquarantine(d.ip)
 		}
 	}
 }
@@ -240,30 +282,37 @@ func (t *leaseTable) leases() []Lease {
 	return out
 }
 
-// staleOffer returns the address of the oldest offer in sub that was
-// never REQUESTed and is older than OfferGrace, with how many offers in
-// sub are outstanding.
+// staleOffer returns the address of the oldest offer in sub's pool that
+// was never REQUESTed and is older than OfferGrace, with how many offers
+// are outstanding there. Offers that lapsed are dropped on the way (what
+// sweep would do), so each is looked at once: O(1) amortised.
 func (t *leaseTable) staleOffer(sub *subnet, now time.Time) (ip netip.Addr, pending int) {
-	var oldest time.Time
-	for a, b := range t.byIP {
-		if b.ip != a || !b.expiry.IsZero() || !b.offerUntil.After(now) || b.static || !sub.Prefix.Contains(a) {
-			continue
+	p := t.pools[sub.idx]
+	for range sweepBudget {
+		e := p.offers.Front()
+		if e == nil {
+			break
 		}
-		pending++
-		offered := b.offerUntil.Add(-OfferHold)
-		if now.Sub(offered) >= OfferGrace && (!ip.IsValid() || offered.Before(oldest)) {
-			ip, oldest = a, offered
+		t.probes++
+		b := e.Value.(*binding)
+		if b.offerUntil.After(now) {
+			if now.Sub(b.offerUntil.Add(-OfferHold)) >= OfferGrace {
+				ip = b.ip
+			}
+			break
 		}
+		t.remove(b) // offered, never bound, lapsed
 	}
-	return ip, pending
+	return ip, p.offers.Len()
 }
 
 // heldByMAC counts the clients other than self that reserve an address
 // under hardware address mac.
 func (t *leaseTable) heldByMAC(mac net.HardwareAddr, self *binding, now time.Time) int {
 	n := 0
-	for _, b := range t.byKey {
-		if b != self && string(b.mac) == string(mac) && b.reserved(now) {
+	for _, b := range t.macs[string(mac)] {
+		t.probes++
+		if b != self && b.reserved(now) {
 			n++
 		}
 	}
@@ -309,28 +358,43 @@ func (s *Server) free(sub *subnet, ip netip.Addr, self *binding, mac net.Hardwar
 	return true
 }
 
-// fromPool picks a free address: the next never-used one after the
-// subnet's cursor (next-fit spreads fresh leases and keeps expired ones
+// poolSkips bounds the available addresses fromPool may pass over (only
+// the receiving interface's own address can be available and not free,
+// and it is then excluded for good).
+const poolSkips = 4
+
+// fromPool picks a free address: the next one nobody holds after the
+// pool's cursor (next-fit spreads fresh leases and keeps expired ones
 // available to their old owners as long as possible), else the one whose
-// previous owner's lease ended longest ago.
+// previous holder's reservation ended longest ago. It looks at no more
+// than poolSkips+1 addresses, whatever the pool's size (pool.go).
 func (s *Server) fromPool(sub *subnet, self *binding, mac net.HardwareAddr, in Incoming, now time.Time) (netip.Addr, bool) {
-	n := sub.end - sub.start + 1
-	var best netip.Addr
-	var bestEnd time.Time
-	for k := range n {
-		off := (sub.cursor + k) % n
-		ip := addrU32(sub.start + off)
-		if !s.free(sub, ip, self, mac, in, now) {
-			continue
+	t := &s.leases
+	p := t.pools[sub.idx]
+	n := p.end - p.start + 1
+	for range poolSkips {
+		off, ok := p.avail.nextWrap(p.cursor)
+		if !ok {
+			break
 		}
-		o := s.leases.byIP[ip]
-		if o == nil || o == self {
-			sub.cursor = (off + 1) % n
+		t.probes++
+		p.cursor = (off + 1) % n
+		ip := addrU32(p.start + off)
+		if s.free(sub, ip, self, mac, in, now) {
 			return ip, true
 		}
-		if !best.IsValid() || o.expiry.Before(bestEnd) {
-			best, bestEnd = ip, o.expiry
+		if ip == in.IfAddr {
+			// Our own address, inside the range: known only now that a
+			// request came in on it. Never a candidate again.
+			p.excluded[p.start+off] = true
+			p.avail.clear(off)
 		}
 	}
-	return best, best.IsValid()
+	if len(p.held) > 0 {
+		t.probes++
+		if b := p.held[0]; !b.reserved(now) && s.free(sub, b.ip, self, mac, in, now) {
+			return b.ip, true
+		}
+	}
+	return netip.Addr{}, false
 }

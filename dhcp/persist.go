@@ -206,9 +206,11 @@ func (t *leaseTable) restore(f *leaseFile) error {
 		b.hostname, b.start, b.expiry, b.static, b.arch = r.Hostname, r.Start, r.Expiry, r.Static, r.Arch
 		t.setIP(b, r.IP)
 	}
-	for _, d := range f.Declined {
+	declined := slices.Clone(f.Declined)
+	slices.SortFunc(declined, func(a, b declinedRecord) int { return a.Until.Compare(b.Until) })
+	for _, d := range declined {
 		if d.IP.Is4() {
-			t.declined[d.IP] = d.Until
+			t.quarantine(d.IP, d.Until)
 		}
 	}
 	return nil
@@ -337,7 +339,7 @@ func (s *Server) loadLeases(path string, now time.Time) error {
 		return fmt.Errorf("dhcp: LeaseFile: %w", err)
 	}
 	var f leaseFile
-	t := newLeaseTable()
+	t := s.newTable()
 	err = json.Unmarshal(data, &f)
 	if err == nil {
 		err = t.restore(&f)

@@ -40,7 +40,8 @@ const (
 // DefaultLeaseTime is a Subnet's lease time when LeaseTime is 0.
 const DefaultLeaseTime = time.Hour
 
-// maxRangeSize caps a Subnet's range: the pool scan is linear in it.
+// maxRangeSize caps a Subnet's range: the pool's bitset (pool.go) takes
+// 2 MiB at this size, built once at start.
 const maxRangeSize = 1 << 24
 
 // ErrServerClosed is returned by Serve after Shutdown.
@@ -83,6 +84,14 @@ type Server struct {
 	// Subnets (server mode, at least one) are chosen by giaddr for
 	// relayed requests, else by the receiving interface's address.
 	Subnets []Subnet
+	// Relays are the DHCP relay agents whose requests are answered: a
+	// request with giaddr set is answered only when giaddr and the
+	// datagram's source address both lie in these prefixes (a relay
+	// sends from its giaddr, or from another of its addresses, listed
+	// too). Empty: relayed requests are not answered. Without it any
+	// host on the segment could claim a giaddr in a remote subnet and
+	// drain that pool (docs/security.md).
+	Relays []netip.Prefix
 	// Hosts are static leases and per-host boot files, by MAC.
 	Hosts []Host
 	// Rules decide the boot file; nil means DefaultBootRules().
@@ -108,6 +117,9 @@ type Server struct {
 	// listens on Addr's host at ProxyPort (default 4011).
 	Addr      string
 	ProxyPort int
+	// Sockets, if set, are used by Serve instead of opening Addr and
+	// ProxyPort itself (Listen: bind, drop privileges, then Serve).
+	Sockets *Sockets
 
 	// Log receives lifecycle events and rate-limited anomalies (pool
 	// exhausted, unknown architecture, DECLINE, lease file trouble).
@@ -130,7 +142,7 @@ type Server struct {
 	proxyPort int
 	mtftp     *mtftpConfig // nil: no PXE MTFTP announcements
 
-	mu     sync.Mutex // guards leases, subnet cursors, limiter
+	mu     sync.Mutex // guards leases (and their pools), limiter
 	leases leaseTable
 	store  *leaseStore // nil without LeaseFile
 	limit  limiter
@@ -151,7 +163,7 @@ type subnet struct {
 	network, broadcast netip.Addr
 	mask               []byte
 	start, end         uint32 // range
-	cursor             uint32 // next-fit offset into the range
+	idx                int    // index in Server.subnets and leaseTable.pools
 	lease              time.Duration
 }
 
@@ -194,7 +206,13 @@ func (s *Server) validate() error {
 				bad("Subnets[%d]: %v overlaps Subnets[%d] %v", i, sub.Prefix, j, o.Prefix)
 			}
 		}
+		sub.idx = len(s.subnets)
 		s.subnets = append(s.subnets, sub)
+	}
+	for i, p := range s.Relays {
+		if !p.IsValid() || !p.Addr().Unmap().Is4() {
+			bad("Relays[%d]: %v is not an IPv4 prefix", i, p)
+		}
 	}
 	s.hostByMAC = make(map[string]*host)
 	s.staticIP = make(map[netip.Addr]*host)
@@ -274,7 +292,7 @@ func (s *Server) validate() error {
 		return fmt.Errorf("dhcp: invalid configuration: %w", errors.Join(errs...))
 	}
 
-	s.leases = newLeaseTable()
+	s.leases = s.newTable()
 	if s.LeaseFile != "" {
 		if err := s.loadLeases(s.LeaseFile, time.Now()); err != nil {
 			return err
@@ -282,6 +300,28 @@ func (s *Server) validate() error {
 		s.store = newLeaseStore(s.LeaseFile, s.encodeLeases, s.leaseWritten)
 	}
 	return nil
+}
+
+// newTable is an empty lease table with one pool per subnet. A pool never
+// hands out its subnet's network and broadcast address, the router, the
+// next-server or a static host's address.
+func (s *Server) newTable() leaseTable {
+	t := newLeaseTable()
+	for _, sub := range s.subnets {
+		ex := map[uint32]bool{}
+		for _, a := range []netip.Addr{sub.network, sub.broadcast, sub.Router, s.TFTPServer} {
+			if a.IsValid() && a.Is4() {
+				ex[u32(a)] = true
+			}
+		}
+		for ip := range s.staticIP {
+			if sub.Prefix.Contains(ip) {
+				ex[u32(ip)] = true
+			}
+		}
+		t.pools = append(t.pools, newPool(sub.start, sub.end, ex))
+	}
+	return t
 }
 
 func newSubnet(sn Subnet) (*subnet, error) {

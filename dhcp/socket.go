@@ -74,8 +74,15 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.life.Unlock()
 	defer close(s.done)
 
-	socks, err := s.listen(ctx)
-	if err != nil {
+	var socks []*sock
+	var err error
+	if pre := s.Sockets; pre != nil {
+		if pre.mode != s.mode {
+			pre.Close()
+			return fmt.Errorf("dhcp: Sockets were opened for mode %q, the server runs %q", pre.mode, s.mode)
+		}
+		socks = pre.socks
+	} else if socks, err = s.listen(ctx); err != nil {
 		return err
 	}
 	s.life.Lock()
@@ -152,6 +159,45 @@ func (s *Server) Addrs() []net.Addr {
 		out = append(out, k.c.LocalAddr())
 	}
 	return out
+}
+
+// Sockets are a server's listening sockets opened ahead of Serve by
+// Listen: port 67 (and 4011) is bound while the process still may, and
+// Serve, which reads requests, runs after it has dropped privileges.
+type Sockets struct {
+	mode  Mode
+	socks []*sock
+}
+
+// Listen opens the sockets Serve would open for a Server with these
+// fields (zero values mean the same defaults). Set them as the Server's
+// Sockets before Serve; Close them if Serve never runs.
+func Listen(ctx context.Context, mode Mode, addr string, proxyPort int, interfaces []string) (*Sockets, error) {
+	s := &Server{mode: mode, addr: addr, proxyPort: proxyPort, Interfaces: interfaces}
+	if s.mode == "" {
+		s.mode = ModeServer
+	}
+	if s.addr == "" {
+		s.addr = ":" + strconv.Itoa(PortServer)
+	}
+	if s.proxyPort == 0 {
+		s.proxyPort = PortProxy
+	}
+	if _, _, err := net.SplitHostPort(s.addr); err != nil {
+		return nil, fmt.Errorf("dhcp: Addr: %w", err)
+	}
+	socks, err := s.listen(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &Sockets{mode: s.mode, socks: socks}, nil
+}
+
+// Close closes the sockets (Serve closes them when it returns).
+func (ss *Sockets) Close() {
+	for _, k := range ss.socks {
+		k.c.Close()
+	}
 }
 
 // listen opens every socket or none.

@@ -99,7 +99,8 @@ func TestLoopbackDORA(t *testing.T) {
 			Prefix:     netip.MustParsePrefix("127.0.0.0/8"),
 			RangeStart: netip.MustParseAddr("127.1.0.10"), RangeEnd: netip.MustParseAddr("127.1.0.20"),
 		}},
-		Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel),
+		Relays: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")},
+		Log:    zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel),
 	}
 	serve(t, s)
 	srv := s.Addrs()[0]
@@ -142,7 +143,8 @@ func TestLoopbackDORA(t *testing.T) {
 func TestLoopbackProxy(t *testing.T) {
 	s := &Server{
 		Mode: ModeProxy, Addr: "127.0.0.1:0", ProxyPort: freePort(t),
-		Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel),
+		Relays: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")},
+		Log:    zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel),
 	}
 	serve(t, s)
 	addrs := s.Addrs()
@@ -186,5 +188,42 @@ func TestServeContextCancel(t *testing.T) {
 	}
 	if err := (&Server{Interfaces: []string{"no-such-if0"}, Mode: ModeProxy, Addr: "127.0.0.1:0"}).Serve(context.Background()); err == nil {
 		t.Error("Serve on a missing interface worked")
+	}
+}
+
+// TestListenThenServe: sockets opened by Listen (before a privilege
+// drop, in cmd/mtftpd) are the ones Serve answers on; a mode mismatch is
+// refused.
+func TestListenThenServe(t *testing.T) {
+	ss, err := Listen(context.Background(), ModeProxy, "127.0.0.1:0", freePort(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ss.socks) != 2 {
+		t.Fatalf("proxy mode: %d sockets, want 2 (67 and 4011 roles)", len(ss.socks))
+	}
+	wrong := &Server{Subnets: labSubnets(), Sockets: ss, Log: zerolog.New(zerolog.NewTestWriter(t))}
+	if err := wrong.Serve(context.Background()); err == nil {
+		t.Fatal("server-mode Serve took proxy-mode sockets")
+	}
+	ss, err = Listen(context.Background(), ModeProxy, "127.0.0.1:0", freePort(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := ss.socks[0].c.LocalAddr().String()
+	s := &Server{Mode: ModeProxy, Sockets: ss, Relays: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")},
+		Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)}
+	serve(t, s)
+	if got := s.Addrs()[0].String(); got != want {
+		t.Fatalf("serving on %s, Listen opened %s", got, want)
+	}
+	c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(loop, 0)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	d := build(t, dhcpv4.MessageTypeDiscover, mac(1), append(uefiX64(), relayed(loop), opt(optRelayAgent, []byte{19, 0}))...)
+	if o := exchange(t, c, s.Addrs()[0], d); o.MessageType() != dhcpv4.MessageTypeOffer {
+		t.Fatalf("proxy OFFER: %v", o.Summary())
 	}
 }

@@ -31,6 +31,8 @@ type Counters struct {
 	MACLimited      atomic.Uint64 // requests unanswered: MaxPerMAC clients already hold addresses under that MAC
 	Oversize        atomic.Uint64 // replies that did not fit the client's maximum message size even trimmed
 	MTFTPAnnounced  atomic.Uint64 // replies to BIOS PXE ROMs that announced PXE MTFTP (option 43.1–43.5)
+	RelayRefused    atomic.Uint64 // relayed requests (giaddr set) whose giaddr or source is not in Relays: unanswered
+	InformRefused   atomic.Uint64 // INFORMs whose ciaddr is not their source address (or with no source): unanswered
 
 	// Per-class OFFERs (full or proxy) that carried boot information.
 	ArchBIOS      atomic.Uint64 // option 93 = 0

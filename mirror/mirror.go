@@ -18,6 +18,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"path"
@@ -31,6 +32,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/mtftpd/mtftpd/internal/filestore"
+	"github.com/mtftpd/mtftpd/internal/origin"
 )
 
 // Counters count requests by fate.
@@ -47,6 +49,17 @@ type Counters struct {
 	// OriginErrors counts 502s: the upstream origin failed (logged by
 	// internal/origin).
 	OriginErrors atomic.Uint64
+	// RangesIgnored counts requests whose Range header asked for more
+	// than MaxRanges ranges, or overlapping ones: they got the whole file.
+	RangesIgnored atomic.Uint64
+	// PagesRefused counts requests for Pages refused by PagesAllow or
+	// the Host check.
+	PagesRefused atomic.Uint64
+	// ConnsRefused counts connections refused (503) because their
+	// address had MaxConnsPerIP busy ones; ConnsShed idle connections
+	// closed to make room (per address or at MaxConns).
+	ConnsRefused atomic.Uint64
+	ConnsShed    atomic.Uint64
 }
 
 // Server is the HTTP mirror. Set Root before use.
@@ -68,13 +81,25 @@ type Server struct {
 
 	// MaxConns caps concurrent connections (0 = DefaultMaxConns), so
 	// clients that stop reading cannot use up the process's descriptors,
-	// which TFTP and DHCP share.
+	// which TFTP and DHCP share. At the cap a new connection replaces
+	// the oldest idle one (limit.go).
 	MaxConns int
+	// MaxConnsPerIP caps the connections of one client address (0 =
+	// DefaultMaxConnsPerIP): past it, that address's oldest idle
+	// connection is closed, or the new one refused with 503.
+	MaxConnsPerIP int
 
 	// Pages, if set, serves mtftpd's own pages: /metrics, /api/… and
 	// /status/…, and "/" redirects to /status/ (pages.go). Files of the
 	// root under those names are then not served.
 	Pages http.Handler
+	// PagesAllow, if not empty, are the client prefixes that may read
+	// Pages; others get 403. Files are served to everyone regardless.
+	PagesAllow []netip.Prefix
+	// PagesHosts are the names, besides IP addresses and "localhost",
+	// that a request for Pages may carry in its Host header; any other
+	// gets 403 (DNS rebinding, pages.go).
+	PagesHosts []string
 
 	// Uploads, if set, takes PUT requests (image capture: imaging.Server,
 	// which checks its own token); without it PUT is refused like any
@@ -91,6 +116,11 @@ type Server struct {
 // DefaultMaxConns is the connection cap: a room of installers pulling
 // packages over keep-alive connections needs a few per machine.
 const DefaultMaxConns = 2048
+
+// DefaultMaxConnsPerIP is the per-address cap: an installer opens a few
+// connections (dnf: 3 parallel downloads by default, 20 at most), a
+// browser six; 64 leaves room for a NAT in front of a few machines.
+const DefaultMaxConnsPerIP = 64
 
 // slowClientTimeout bounds how long one write may block: a client that
 // stops reading for this long is dropped. Each successful write moves the
@@ -125,15 +155,20 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		ln.Close()
 		return err
 	}
-	max := s.MaxConns
+	max, perIP := s.MaxConns, s.MaxConnsPerIP
 	if max <= 0 {
 		max = DefaultMaxConns
 	}
+	if perIP <= 0 {
+		perIP = DefaultMaxConnsPerIP
+	}
+	lim := newConnLimiter(ln, max, min(perIP, max), &s.Counters)
 	srv := &http.Server{
 		Handler:           s.routes(),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
+		ConnState:         lim.connState,
 	}
 	s.mu.Lock()
 	if s.srv != nil {
@@ -146,7 +181,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.Log.Info().Str("addr", ln.Addr().String()).Str("root", s.Root).Msg("http mirror listening")
 	stop := context.AfterFunc(ctx, func() { srv.Close() })
 	defer stop()
-	err := srv.Serve(newLimitListener(ln, max))
+	err := srv.Serve(lim)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
@@ -207,11 +242,22 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if s.Source != nil && !isDir {
 		if err := s.Source.Ensure(name); err != nil {
-			if errors.Is(err, filestore.ErrNotFound) || errors.Is(err, filestore.ErrAccess) {
+			switch {
+			case errors.Is(err, filestore.ErrNotFound) || errors.Is(err, filestore.ErrAccess):
 				s.refuse(w, r, err)
-			} else {
+			case errors.Is(err, origin.ErrWait):
+				// The fetch goes on; a retry soon finds the file.
+				s.Counters.OriginErrors.Add(1)
+				w.Header().Set("Retry-After", "10")
+				http.Error(w, "origin fetch still running, retry", http.StatusGatewayTimeout)
+			case errors.Is(err, origin.ErrBusy):
+				s.Counters.OriginErrors.Add(1)
+				w.Header().Set("Retry-After", "10")
+				http.Error(w, "too many origin fetches at once, retry", http.StatusServiceUnavailable)
+			default:
 				// The origin failed or sent a short body; nothing was
-				// cached and the next request tries again.
+				// cached, and the next request after origin.negative_ttl
+				// tries again.
 				s.Counters.OriginErrors.Add(1)
 				http.Error(w, "origin fetch failed", http.StatusBadGateway)
 			}
@@ -249,6 +295,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// A strong validator from what identifies the file version (the same
 	// things filestore keys on): If-None-Match and If-Range work with it.
 	w.Header().Set("ETag", fmt.Sprintf(`"%x-%x"`, st.Size(), st.ModTime().UnixNano()))
+	if h := r.Header.Get("Range"); h != "" && !rangesAcceptable(h, st.Size()) {
+		// Too many or overlapping ranges: the whole file (ranges.go).
+		r.Header.Del("Range")
+		s.Counters.RangesIgnored.Add(1)
+	}
 	cw := &countingWriter{ResponseWriter: w, rc: http.NewResponseController(w)}
 	http.ServeContent(cw, r, st.Name(), st.ModTime(), f)
 	s.Counters.BytesSent.Add(uint64(cw.n))

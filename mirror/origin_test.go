@@ -172,6 +172,7 @@ func TestOriginTwentyFirstRequests(t *testing.T) {
 // ERROR), nothing is cached, and the next request fetches it whole.
 func TestOriginTruncated(t *testing.T) {
 	f := newOriginFixture(t, 1<<20)
+	f.cache.NegativeTTL = -1 // each request asks again (failures are not remembered)
 	f.truncate.Store(2)
 	_, h := curl(t, f.http+"/images/install.img")
 	if !strings.Contains(h, "502") {
@@ -196,5 +197,27 @@ func TestOriginTruncated(t *testing.T) {
 	}
 	if _, h := curl(t, f.http+"/images/missing.img"); !strings.Contains(h, "404") {
 		t.Errorf("missing on the origin: %s", h)
+	}
+}
+
+// TestOriginWait504: a request that outwaits origin.wait gets 504 with
+// Retry-After while the fetch goes on; the retry gets the file from the
+// one fetch (issue 13 finding 12).
+func TestOriginWait504(t *testing.T) {
+	f := newOriginFixture(t, 1<<20)
+	f.cache.Wait = 50 * time.Millisecond
+	gate := make(chan struct{})
+	f.gate.Store(&gate)
+	_, h := curl(t, f.http+"/images/install.img")
+	if !strings.Contains(h, "504") || header(h, "Retry-After") == "" {
+		t.Fatalf("a request outwaiting origin.wait: %s", h)
+	}
+	close(gate)
+	f.cache.Wait = time.Minute
+	if body, h := curl(t, f.http+"/images/install.img"); body != string(f.data) {
+		t.Fatalf("retry: %d bytes\n%s", len(body), h)
+	}
+	if n := f.hits.Load(); n != 1 {
+		t.Fatalf("origin hits %d, want 1 (the fetch went on)", n)
 	}
 }

@@ -1,8 +1,12 @@
 package mirror
 
 import (
+	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -25,12 +29,51 @@ func (s *Server) routes() http.Handler {
 				return
 			}
 			if isPage(r.URL.Path) {
+				if why := s.pageRefused(r); why != "" {
+					s.Counters.PagesRefused.Add(1)
+					http.Error(cw, why, http.StatusForbidden)
+					return
+				}
 				s.Pages.ServeHTTP(cw, r)
 				return
 			}
 		}
 		s.ServeHTTP(cw, r)
 	})
+}
+
+// pageRefused says why r may not read Pages, or "" if it may: its client
+// address is outside PagesAllow (when set), or its Host header names
+// neither an IP address, "localhost", nor one of PagesHosts. The Host
+// check defeats DNS rebinding: a page on attacker.example whose name
+// later resolves to this server still sends "Host: attacker.example",
+// so a browser on the admin's desk cannot be made to read the MACs and
+// host names of /api/transfers for a web page elsewhere.
+func (s *Server) pageRefused(r *http.Request) string {
+	if len(s.PagesAllow) > 0 {
+		ap, err := netip.ParseAddrPort(r.RemoteAddr)
+		a := ap.Addr().Unmap()
+		if err != nil || !slices.ContainsFunc(s.PagesAllow, func(p netip.Prefix) bool { return p.Contains(a) }) {
+			return fmt.Sprintf("forbidden: %s is not in http.api_allow", a)
+		}
+	}
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.Trim(host, "[]"), ".")
+	if host == "" || strings.EqualFold(host, "localhost") {
+		return ""
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return ""
+	}
+	for _, h := range s.PagesHosts {
+		if strings.EqualFold(host, strings.TrimSuffix(h, ".")) {
+			return ""
+		}
+	}
+	return fmt.Sprintf("forbidden: Host %q is not an IP address or a name in http.api_hosts", host)
 }
 
 // isPage reports whether path is one of Pages': a prefix itself ("/status"

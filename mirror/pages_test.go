@@ -2,9 +2,11 @@ package mirror
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -72,5 +74,83 @@ func TestPagesRouting(t *testing.T) {
 	}
 	if codes := SortedCodes(got); !slices.Equal(codes, []int{200, 206, 302, 404}) {
 		t.Errorf("SortedCodes = %v, want [200 206 302 404]", codes)
+	}
+}
+
+// clientFrom returns an HTTP client whose connections come from the
+// loopback address src (127.0.0.0/8 is all local on Linux).
+func clientFrom(src string) *http.Client {
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+	return &http.Client{Transport: &http.Transport{DialContext: d.DialContext, DisableKeepAlives: true}}
+}
+
+// TestPagesRestricted is the attack of issue 13 finding 17: /api/transfers
+// (MACs, host names) read through DNS rebinding — a page on a name the
+// attacker controls, resolved to this server, so the browser sends
+// "Host: rebind.attacker.example" — and read by any host on the LAN.
+// Such a Host gets 403 while IP literals, localhost and http.api_hosts
+// names pass; with PagesAllow only those prefixes read the pages; files
+// are served to everyone.
+func TestPagesRestricted(t *testing.T) {
+	root := t.TempDir()
+	os.WriteFile(filepath.Join(root, "ks.cfg"), []byte("text\n"), 0o644)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{Root: root, Pages: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, `{"clients":[{"mac":"52:54:00:12:34:56","hostname":"lab-07"}]}`)
+	}), PagesHosts: []string{"boot.lab.example"}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, ln) }()
+	defer func() { cancel(); <-done }()
+	port := ln.Addr().(*net.TCPAddr).Port
+
+	get := func(c *http.Client, host, path string) int {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, "http://"+ln.Addr().String()+path, nil)
+		if host != "" {
+			req.Host = host
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	local := clientFrom("127.0.0.1")
+	for _, c := range []struct {
+		host, path string
+		code       int
+	}{
+		{"rebind.attacker.example", "/api/transfers", http.StatusForbidden},
+		{"rebind.attacker.example:8069", "/metrics", http.StatusForbidden},
+		{"rebind.attacker.example", "/status/", http.StatusForbidden},
+		{"rebind.attacker.example", "/ks.cfg", http.StatusOK}, // files: any name
+		{"", "/api/transfers", http.StatusOK},                 // 127.0.0.1:port
+		{fmt.Sprintf("localhost:%d", port), "/api/transfers", http.StatusOK},
+		{"[::1]", "/api/transfers", http.StatusOK},
+		{"BOOT.lab.example.", "/api/transfers", http.StatusOK},
+	} {
+		if got := get(local, c.host, c.path); got != c.code {
+			t.Errorf("Host %q %s: %d, want %d", c.host, c.path, got, c.code)
+		}
+	}
+	if n := s.Counters.PagesRefused.Load(); n != 3 {
+		t.Errorf("PagesRefused = %d, want 3", n)
+	}
+
+	s.PagesAllow = []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")}
+	if got := get(local, "", "/api/transfers"); got != http.StatusForbidden {
+		t.Errorf("/api/transfers from 127.0.0.1 outside api_allow: %d, want 403", got)
+	}
+	if got := get(local, "", "/ks.cfg"); got != http.StatusOK {
+		t.Errorf("a file from 127.0.0.1 outside api_allow: %d, want 200", got)
+	}
+	if got := get(clientFrom("127.0.0.2"), "", "/metrics"); got != http.StatusOK {
+		t.Errorf("/metrics from 127.0.0.2 in api_allow: %d, want 200", got)
 	}
 }

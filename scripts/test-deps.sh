@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need on Debian (idempotent: installs only what is
 # missing). Real TFTP clients for interop: curl, atftp, tftp-hpa, busybox;
-# the namespace lab: iproute2, nftables; real DHCP clients and a peer DHCP
+# the namespace lab: iproute2, nftables; setpriv (util-linux) to start
+# mtftpd with a capability as systemd does; real DHCP clients and a peer DHCP
 # server: udhcpc, isc-dhcp-client, dnsmasq-base; real firmware and a
 # kernel to boot: qemu (software emulation), SeaBIOS, iPXE ROMs, OVMF,
 # pxelinux, a Debian kernel and cpio for the test initrd; qemu-img,
@@ -12,7 +13,7 @@
 set -euo pipefail
 need=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
-for p in curl atftp tftp-hpa busybox iproute2 nftables iptables \
+for p in curl atftp tftp-hpa busybox iproute2 nftables iptables util-linux \
   udhcpc isc-dhcp-client dnsmasq-base libwrap0 \
   qemu-system-x86 seabios ipxe-qemu ovmf pxelinux syslinux-common ipxe linux-image-amd64 cpio \
   chromium qemu-utils util-linux mount fdisk e2fsprogs; do

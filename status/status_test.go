@@ -14,6 +14,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	dto "github.com/prometheus/client_model/go"
@@ -393,5 +394,39 @@ func BenchmarkPageLoad(b *testing.B) {
 	}
 	for _, c := range cs {
 		c.Finish(b)
+	}
+}
+
+// TestWriteTextEscapes is the attack of issue 13 finding 17: a file name
+// (an upload, a request) and DHCP data carrying terminal escape
+// sequences (OSC retitle, clear screen, an 8-bit CSI, a bidi override,
+// bytes that are not UTF-8) must reach the admin's terminal as visible
+// escapes, never as control bytes.
+func TestWriteTextEscapes(t *testing.T) {
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	evil := "\x1b]0;pwned\x07\x1b[2J\x9b31m\u202eevil\xff\tx\r"
+	end := now.Add(-time.Second)
+	s := Snapshot{
+		Time:      now,
+		Clients:   []Client{{IP: "192.0.2.7", MAC: evil, Arch: evil, Transfers: []uint64{1}, Sessions: []string{evil}}},
+		Transfers: []Transfer{{ID: 1, Client: "192.0.2.7:1000", File: "up/" + evil, Size: -1}},
+		Sessions:  []Session{{Dialect: evil, File: evil, Group: evil, Receivers: []Receiver{{Addr: evil}}}},
+		Recent:    []Transfer{{Client: evil, File: evil, Outcome: evil, End: &end}},
+	}
+	var b strings.Builder
+	if err := s.WriteText(&b, 10); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for i, r := range out {
+		if (r < 0x20 && r != '\n') || (r >= 0x7f && r < 0xa0) || r == 0x202e || r == utf8.RuneError {
+			t.Fatalf("byte %d of the output is %U: %q", i, r, out)
+		}
+	}
+	if !strings.Contains(out, `up/\x1b]0;pwned\x07\x1b[2J\x9b31m\u202eevil\xff\x09x\x0d`) {
+		t.Fatalf("the file name is not shown escaped:\n%s", out)
+	}
+	if got := Printable("pxelinux.cfg/01-52-54-00-12-34-56 ünïcode"); got != "pxelinux.cfg/01-52-54-00-12-34-56 ünïcode" {
+		t.Fatalf("a plain name changed: %q", got)
 	}
 }

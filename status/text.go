@@ -10,7 +10,9 @@ import (
 
 // WriteText prints a snapshot as tables for a terminal (mtftpd status):
 // the same clients, multicast sessions and recent transfers as the page.
+// Every string is printed through Printable: names come from the network.
 func (s Snapshot) WriteText(w io.Writer, recent int) error {
+	s = s.printable()
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	byID := map[uint64]Transfer{}
 	for _, t := range s.Transfers {

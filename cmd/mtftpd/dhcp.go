@@ -27,6 +27,7 @@ func newDHCP(c config.Config, log zerolog.Logger, mc *mtftp.Server) *dhcp.Server
 	s := &dhcp.Server{
 		Mode: dhcp.Mode(d.Mode), Interfaces: d.Interfaces, HTTPBase: d.HTTPBase,
 		LeaseFile: d.LeaseFile, MaxPerMAC: d.MaxPerMAC, Addr: d.Listen, ProxyPort: d.ProxyPort, Log: log,
+		Relays: config.ParsePrefixes(d.Relays),
 	}
 	if d.TFTPServer != "" {
 		s.TFTPServer, _ = netip.ParseAddr(d.TFTPServer)

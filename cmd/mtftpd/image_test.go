@@ -102,7 +102,8 @@ func TestImageCommands(t *testing.T) {
 		{[]string{"image", "create", disk, "-o", filepath.Join(dir, "no", "dir.img")}, "no such file or directory"},
 		{[]string{"image", "info", disk}, "not an mtftpd image"},
 		{[]string{"image", "verify", disk}, "not an mtftpd image"},
-		{[]string{"image", "deploy"}, `unknown subcommand "deploy"`},
+		{[]string{"image", "bogus"}, `unknown subcommand "bogus"`},
+		{[]string{"image", "deploy"}, "need SERVER IMAGE DISK"},
 	} {
 		out, code := mtftpd(t, tc.args...)
 		if code == 0 || !strings.Contains(out, tc.want) {

@@ -26,7 +26,11 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	bin = filepath.Join(dir, "mtftpd")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+	// As make build does: without cgo (privdrop needs
+	// syscall.AllThreadsSyscall to drop capabilities from every thread).
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
 		os.Stderr.Write(out)
 		panic(err)
 	}
@@ -101,13 +105,14 @@ func freePort(t *testing.T) string {
 	return pc.LocalAddr().String()
 }
 
-// startDemo runs `mtftpd serve --demo` on free loopback ports and waits
-// (bounded) until it answers, fetching hello.txt into hello. The server is
-// killed at the end of the test.
-func startDemo(t *testing.T, hello string) (srv *exec.Cmd, addr, httpAddr string, logs *syncBuffer) {
+// startDemo runs `mtftpd serve --demo` on free loopback ports, with
+// extra arguments if given, and waits (bounded) until it answers,
+// fetching hello.txt into hello. The server is killed at the end of the
+// test.
+func startDemo(t *testing.T, hello string, extra ...string) (srv *exec.Cmd, addr, httpAddr string, logs *syncBuffer) {
 	t.Helper()
 	addr, httpAddr, logs = freePort(t), freeTCPPort(t), new(syncBuffer)
-	srv = exec.Command(bin, "serve", "--demo", "--tftp.listen", addr, "--http.listen", httpAddr)
+	srv = exec.Command(bin, append([]string{"serve", "--demo", "--tftp.listen", addr, "--http.listen", httpAddr}, extra...)...)
 	srv.Stderr = logs
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)

@@ -40,7 +40,15 @@ func (o *origins) local(root string) (string, filestore.Source, error) {
 	if ttl == 0 {
 		ttl = -1 // the config's 0 means every request; the Cache's 0 means its default
 	}
-	c := &origin.Cache{URL: u, Dir: filepath.Join(o.cfg.CacheDir, cacheDirName(u)), TTL: ttl, Timeout: o.cfg.Timeout.Duration, Log: o.log}
+	c := &origin.Cache{URL: u, Dir: filepath.Join(o.cfg.CacheDir, cacheDirName(u)), TTL: ttl, Timeout: o.cfg.Timeout.Duration,
+		MaxSize: o.cfg.MaxSize, NegativeTTL: o.cfg.NegativeTTL.Duration, Wait: o.cfg.Wait.Duration, Log: o.log}
+	// The config's 0 means off; the Cache's 0 means its default.
+	if c.MaxSize == 0 {
+		c.MaxSize = -1
+	}
+	if c.NegativeTTL == 0 {
+		c.NegativeTTL = -1
+	}
 	if err := c.Open(); err != nil {
 		return "", nil, err
 	}

@@ -1,11 +1,12 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/rs/zerolog"
 
@@ -14,55 +15,85 @@ import (
 	"github.com/mtftpd/mtftpd/internal/privdrop"
 )
 
-// listenPorts opens the TFTP socket and, if httpAddr is set, the mirror's
-// listener: both may need root or CAP_NET_BIND_SERVICE (69, 80).
-func listenPorts(tftpAddr, httpAddr string) (*net.UDPConn, net.Listener, error) {
-	ua, err := net.ResolveUDPAddr("udp4", tftpAddr)
-	if err != nil {
-		return nil, nil, fmt.Errorf("tftp.listen: %w", err)
-	}
-	pc, err := net.ListenUDP("udp4", ua)
-	if err != nil {
-		return nil, nil, fmt.Errorf("tftp: %w", err)
-	}
-	if httpAddr == "" {
-		return pc, nil, nil
-	}
-	ln, err := net.Listen("tcp", httpAddr)
-	if err != nil {
-		pc.Close()
-		return nil, nil, fmt.Errorf("http: %w", err)
-	}
-	return pc, ln, nil
+// ports are the sockets that may need root or CAP_NET_BIND_SERVICE (69,
+// 80, 67, 4011). serve opens them all first, then drops privileges, and
+// only then reads a request: nothing a client sends is ever handled with
+// the privileges of the start (issue 13, finding 8).
+type ports struct {
+	tftp *net.UDPConn
+	web  net.Listener  // nil without http.listen
+	dhcp *dhcp.Sockets // nil with dhcp.mode off
 }
 
-// afterBind waits (bounded) for the DHCP sockets, then drops privileges
-// to server.user. A service that fails meanwhile is handed back on exits.
-// With server.user set, mtftpd never goes on as root: a failed drop is an
-// error that stops the server.
-func afterBind(cfg config.Config, log zerolog.Logger, d *dhcp.Server, exits chan exit) error {
+// openPorts opens every privileged socket of cfg, or none.
+func openPorts(ctx context.Context, cfg config.Config) (*ports, error) {
+	p := &ports{}
+	ua, err := net.ResolveUDPAddr("udp4", cfg.TFTP.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("tftp.listen: %w", err)
+	}
+	if p.tftp, err = net.ListenUDP("udp4", ua); err != nil {
+		return nil, fmt.Errorf("tftp: %w", err)
+	}
+	if cfg.HTTP.Listen != "" {
+		if p.web, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
+			p.Close()
+			return nil, fmt.Errorf("http: %w", err)
+		}
+	}
+	if d := cfg.DHCP; d.Mode != "off" {
+		if p.dhcp, err = dhcp.Listen(ctx, dhcp.Mode(d.Mode), d.Listen, d.ProxyPort, d.Interfaces); err != nil {
+			p.Close()
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// Close closes the sockets (each service has closed its own already when
+// it stopped; closing again is harmless).
+func (p *ports) Close() {
+	p.tftp.Close()
+	if p.web != nil {
+		p.web.Close()
+	}
+	if p.dhcp != nil {
+		p.dhcp.Close()
+	}
+}
+
+// dropPrivileges becomes server.user (and server.group), then, running
+// as any user but root, gives up every capability it holds
+// (CAP_NET_BIND_SERVICE from systemd's AmbientCapabilities= or file
+// capabilities): the ports are open, nothing else needs one. With
+// server.user set, mtftpd never goes on as root, and it never goes on
+// with a capability it could not drop: either failure stops the server.
+func dropPrivileges(cfg config.Config, log zerolog.Logger) error {
+	if err := switchUser(cfg, log); err != nil {
+		return err
+	}
+	if os.Geteuid() == 0 {
+		return nil // root without server.user: warned in switchUser
+	}
+	before, err := privdrop.DropCapabilities()
+	if err != nil {
+		return fmt.Errorf("capabilities (held: permitted %#x, ambient %#x): %w; refusing to go on with them", before.Permitted, before.Ambient, err)
+	}
+	if !before.Empty() {
+		log.Info().Str("permitted", fmt.Sprintf("%#x", before.Permitted)).Str("ambient", fmt.Sprintf("%#x", before.Ambient)).
+			Msg("capabilities dropped: no thread holds any now (no_new_privs set)")
+	}
+	return nil
+}
+
+// switchUser is the server.user part of dropPrivileges.
+func switchUser(cfg config.Config, log zerolog.Logger) error {
 	if cfg.Server.User == "" {
 		if os.Geteuid() == 0 {
 			log.Warn().Msg("running as root: set server.user to drop privileges after the ports are open")
 		}
 		return nil
 	}
-	if d != nil {
-		select {
-		case <-d.Ready():
-		case e := <-exits:
-			exits <- e // the caller reports it
-			return nil
-		case <-time.After(30 * time.Second):
-			return fmt.Errorf("server.user: the DHCP sockets did not open within 30 s; not dropping privileges blindly")
-		}
-	}
-	return dropPrivileges(cfg, log)
-}
-
-// dropPrivileges becomes server.user (and server.group) and checks that
-// every directory the server writes to is still writable.
-func dropPrivileges(cfg config.Config, log zerolog.Logger) error {
 	id, err := privdrop.Lookup(cfg.Server.User, cfg.Server.Group)
 	if err != nil {
 		return fmt.Errorf("server.user: %w", err)
@@ -71,36 +102,62 @@ func dropPrivileges(cfg config.Config, log zerolog.Logger) error {
 	case euid == id.UID:
 		// Started as that user already (systemd User=, ambient
 		// CAP_NET_BIND_SERVICE): nothing to drop.
+		return nil
 	case euid != 0:
 		return fmt.Errorf("server.user %q (uid %d): started as uid %d, which cannot switch users", cfg.Server.User, id.UID, euid)
-	default:
-		if err := privdrop.Drop(id); err != nil {
-			return fmt.Errorf("server.user %q: %w; refusing to go on as root", cfg.Server.User, err)
-		}
 	}
-	for key, dir := range map[string]string{
-		"tftp.write_dir": cfg.TFTP.WriteDir, "origin.cache_dir": cfg.Origin.CacheDir, "dhcp.lease_file": leaseDir(cfg.DHCP.LeaseFile), "imaging.dir": captureDir(cfg.Imaging),
-	} {
-		if dir == "" {
-			continue
-		}
-		f, err := os.CreateTemp(dir, ".mtftpd-write-check-")
-		if err != nil {
-			return fmt.Errorf("%s: %s is not writable by user %s: %w", key, dir, id.User, err)
-		}
-		f.Close()
-		os.Remove(f.Name())
+	if err := privdrop.Drop(id); err != nil {
+		return fmt.Errorf("server.user %q: %w; refusing to go on as root", cfg.Server.User, err)
 	}
 	log.Info().Str("user", id.User).Int("uid", id.UID).Int("gid", id.GID).Ints("groups", id.Groups).
 		Msg("privileges dropped: every thread runs as this user")
 	return nil
 }
 
-func leaseDir(leaseFile string) string {
-	if leaseFile == "" {
+// checkWritable makes sure, as the user the server now runs as, that it
+// can write where it will: tftp.write_dir and the lease file's directory
+// must exist and be writable; origin.cache_dir is created if missing
+// (each origin's sub-directories are created by origin.Cache.Open, after
+// this, as the same user). A failure stops the server at start, naming
+// the key, instead of every upload, lease write or fetch failing later.
+func checkWritable(cfg config.Config) error {
+	if cfg.Origin.CacheDir != "" && (config.IsURL(cfg.TFTP.Root) || config.IsURL(cfg.HTTP.Root)) {
+		if err := os.MkdirAll(cfg.Origin.CacheDir, 0o750); err != nil {
+			return fmt.Errorf("origin.cache_dir: %w%s", err, systemdHint)
+		}
+	}
+	for _, d := range []struct{ key, dir string }{
+		{"tftp.write_dir", cfg.TFTP.WriteDir},
+		{"origin.cache_dir", cfg.Origin.CacheDir},
+		{"dhcp.lease_file", leaseDir(cfg)},
+		{"imaging.dir", captureDir(cfg.Imaging)},
+	} {
+		if d.dir == "" {
+			continue
+		}
+		f, err := os.CreateTemp(d.dir, ".mtftpd-write-check-")
+		if err != nil {
+			who := fmt.Sprintf("uid %d", os.Geteuid())
+			if errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("%s: %s does not exist: %w", d.key, d.dir, err)
+			}
+			return fmt.Errorf("%s: %s is not writable by %s: %w%s", d.key, d.dir, who, err, systemdHint)
+		}
+		f.Close()
+		os.Remove(f.Name())
+	}
+	return nil
+}
+
+// systemdHint ends a "not writable" error: under dist/mtftpd.service the
+// usual cause is ProtectSystem=strict.
+const systemdHint = " (under systemd's ProtectSystem=strict, a directory outside StateDirectory=/CacheDirectory= must be listed in ReadWritePaths=)"
+
+func leaseDir(cfg config.Config) string {
+	if cfg.DHCP.Mode == "off" || cfg.DHCP.LeaseFile == "" {
 		return ""
 	}
-	return filepath.Dir(leaseFile)
+	return filepath.Dir(cfg.DHCP.LeaseFile)
 }
 
 // captureDir is the imaging dir when captures may write there, else "".

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -148,5 +149,71 @@ func TestPrivilegeDrop(t *testing.T) {
 		if code == 0 || !strings.Contains(out, "server.user") && !strings.Contains(out, "not writable") {
 			t.Errorf("%s: exit %d, %q: want a non-zero exit that says why", name, code, out)
 		}
+	}
+}
+
+// TestCapabilitiesDropped is the attack of issue 13 finding 19: under
+// dist/mtftpd.service mtftpd runs as an unprivileged user with ambient
+// CAP_NET_BIND_SERVICE, and kept it for its whole life, so a compromised
+// process could bind any privileged port. Started the same way (setpriv:
+// user nobody, the capability ambient, inheritable and in the bounding
+// set, no_new_privs), it now binds its privileged ports, then no thread
+// holds any capability, and it still serves.
+func TestCapabilitiesDropped(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: starts mtftpd as nobody with CAP_NET_BIND_SERVICE")
+	}
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Fatalf("setpriv (util-linux) not installed: %v", err)
+	}
+	id, err := privdrop.Lookup("nobody", "")
+	if err != nil {
+		t.Fatalf("no user nobody: %v", err)
+	}
+	root := filepath.Join(worldDir(t), "root")
+	os.Mkdir(root, 0o755)
+	payload := bytes.Repeat([]byte("undionly "), 3000)
+	os.WriteFile(filepath.Join(root, "undionly.kpxe"), payload, 0o644)
+	udp, tcp := privilegedPorts(t)
+	srv := exec.Command(setpriv, "--reuid", strconv.Itoa(id.UID), "--regid", strconv.Itoa(id.GID), "--clear-groups",
+		"--inh-caps=+net_bind_service", "--ambient-caps=+net_bind_service", "--bounding-set=-all,+net_bind_service", "--no-new-privs",
+		"--", bin, "serve", "--tftp.root", root, "--tftp.listen", udp, "--http.listen", tcp, "--log.format", "json")
+	var logs syncBuffer
+	srv.Stderr = &logs
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { srv.Process.Kill(); srv.Wait() }()
+	dir := t.TempDir()
+	waitServing(t, udp, "undionly.kpxe", filepath.Join(dir, "u"), &logs)
+	if got, _ := os.ReadFile(filepath.Join(dir, "u")); !bytes.Equal(got, payload) {
+		t.Fatalf("get over the privileged port: %d bytes\n%s", len(got), logs.String())
+	}
+	if !strings.Contains(logs.String(), "capabilities dropped") {
+		t.Errorf("no drop logged:\n%s", logs.String())
+	}
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", srv.Process.Pid))
+	if len(tasks) < 2 {
+		t.Fatalf("only %d threads listed", len(tasks))
+	}
+	for _, p := range tasks {
+		b, _ := os.ReadFile(p)
+		c, err := privdrop.ParseCaps(string(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !c.Empty() || !c.NoNewPrivs {
+			t.Errorf("%s: capabilities %+v after the ports are open (want none)", p, c)
+		}
+	}
+	// Still serving over HTTP too.
+	resp, err := http.Get("http://" + tcp + "/undionly.kpxe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("HTTP after the drop: %s", resp.Status)
 	}
 }

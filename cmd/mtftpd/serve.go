@@ -71,6 +71,25 @@ func runServe(args []string) error {
 		return nil
 	}
 	log := newLogger(cfg.Log)
+
+	// Every privileged port is opened first, then privileges are
+	// dropped, then every directory the server writes is checked or
+	// created by the user it now is, and only then is anything served
+	// (privileges.go).
+	sockCtx, sockCancel := context.WithCancel(context.Background())
+	defer sockCancel()
+	ports, err := openPorts(sockCtx, cfg)
+	if err != nil {
+		return err
+	}
+	defer ports.Close()
+	if err := dropPrivileges(cfg, log); err != nil {
+		return err
+	}
+	if err := checkWritable(cfg); err != nil {
+		return err
+	}
+
 	if *demo && cfg.TFTP.Root == "(embedded demo root)" {
 		dir, err := writeDemoRoot()
 		if err != nil {
@@ -127,7 +146,7 @@ func runServe(args []string) error {
 		}
 	}
 	var web *mirror.Server
-	if cfg.HTTP.Listen != "" {
+	if ports.web != nil {
 		root := cfg.HTTP.Root
 		if root == "" {
 			root = cfg.TFTP.Root
@@ -136,12 +155,16 @@ func runServe(args []string) error {
 		if err != nil {
 			return fmt.Errorf("http.root: %w", err)
 		}
-		web = &mirror.Server{Root: dir, Source: src, Log: log}
+		web = &mirror.Server{Root: dir, Source: src, Log: log, MaxConns: cfg.HTTP.MaxConns, MaxConnsPerIP: cfg.HTTP.MaxConnsPerIP,
+			PagesAllow: config.ParsePrefixes(cfg.HTTP.APIAllow), PagesHosts: cfg.HTTP.APIHosts}
 		if err := web.Open(); err != nil {
 			return fmt.Errorf("http.root: %w", err)
 		}
 	}
 	dhcpSrv := newDHCP(cfg, log, mc)
+	if dhcpSrv != nil {
+		dhcpSrv.Sockets = ports.dhcp
+	}
 	if tm := newTemplates(cfg, log, dhcpSrv); tm != nil {
 		if err := tm.Open(); err != nil {
 			return fmt.Errorf("templates.dir: %w", err)
@@ -190,25 +213,16 @@ func runServe(args []string) error {
 		running++
 		go func() { exits <- exit{what, f()} }()
 	}
-	// Ports are opened here, before the services start, so that
-	// privileges can be dropped once they all are (privileges.go).
-	tftpConn, webLn, err := listenPorts(t.Listen, cfg.HTTP.Listen)
-	if err != nil {
-		return err
-	}
-	run("tftp", func() error { return srv.Serve(hard, tftpConn) })
+	run("tftp", func() error { return srv.Serve(hard, ports.tftp) })
 	if web != nil {
-		run("http", func() error { return web.Serve(hard, webLn) })
+		run("http", func() error { return web.Serve(hard, ports.web) })
 	}
 	if dhcpSrv != nil {
 		run("dhcp", func() error { return dhcpSrv.Serve(hard) })
 	}
 	var first error
-	if err := afterBind(cfg, log, dhcpSrv, exits); err != nil {
-		first = err
-		hardStop()
-	} else if mc != nil {
-		// PXE MTFTP's port (1759) needs no privilege: it opens after the drop.
+	if mc != nil {
+		// PXE MTFTP's port (1759) needs no privilege: it opens here.
 		run("mtftp", func() error { return mc.Serve(hard) })
 	}
 	for {
@@ -216,7 +230,6 @@ func runServe(args []string) error {
 		case <-hup:
 			live.reload()
 			continue
-		case <-hard.Done(): // afterBind failed: first says why
 		case e := <-exits:
 			// A service that stops by itself is a failure (a port in use, say):
 			// stop the others and report it.

@@ -85,7 +85,9 @@ func fetchStatus(ctx context.Context, c *http.Client, url string) (status.Snapsh
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
-		return s, fmt.Errorf("%s: %s %s", url, resp.Status, strings.TrimSpace(string(b)))
+		// The body is the server's (or whatever answers there): printed
+		// escaped, as everything else from the API.
+		return s, fmt.Errorf("%s: %s %s", url, status.Printable(resp.Status), status.Printable(strings.TrimSpace(string(b))))
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
 		return s, fmt.Errorf("%s: not a status answer: %w", url, err)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"image/png"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -102,4 +103,45 @@ func TestStatusLive(t *testing.T) {
 		t.Logf("status page screenshot (%s): %s", shot.name, path)
 	}
 	// The held transfer ends when the server is killed at cleanup.
+}
+
+// TestStatusAPIRestricted: with http.api_allow, /api/transfers and
+// /metrics answer only the listed clients (`mtftpd status` from elsewhere
+// says why), files are served to everyone, and a DNS-rebinding Host is
+// refused (issue 13 finding 17).
+func TestStatusAPIRestricted(t *testing.T) {
+	dir := t.TempDir()
+	_, _, httpAddr, logs := startDemo(t, filepath.Join(dir, "hello.txt"), "--http.api_allow", "127.0.0.2/32,192.0.2.0/24")
+	out, code := mtftpd(t, "status", httpAddr)
+	if code == 0 || !strings.Contains(out, "403") || !strings.Contains(out, "http.api_allow") {
+		t.Fatalf("mtftpd status from 127.0.0.1 outside api_allow: exit %d\n%s\n%s", code, out, logs.String())
+	}
+	get := func(src, host, path string) int {
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+		c := &http.Client{Transport: &http.Transport{DialContext: d.DialContext}}
+		req, _ := http.NewRequest(http.MethodGet, "http://"+httpAddr+path, nil)
+		if host != "" {
+			req.Host = host
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, c := range []struct {
+		src, host, path string
+		code            int
+	}{
+		{"127.0.0.1", "", "/hello.txt", http.StatusOK},
+		{"127.0.0.1", "", "/metrics", http.StatusForbidden},
+		{"127.0.0.2", "", "/metrics", http.StatusOK},
+		{"127.0.0.2", "", "/api/transfers", http.StatusOK},
+		{"127.0.0.2", "rebind.attacker.example", "/api/transfers", http.StatusForbidden},
+	} {
+		if got := get(c.src, c.host, c.path); got != c.code {
+			t.Errorf("%s from %s (Host %q): %d, want %d", c.path, c.src, c.host, got, c.code)
+		}
+	}
 }

@@ -10,8 +10,11 @@ import (
 
 // TestSystemdUnit: dist/mtftpd.service keeps its hardening (a unit that
 // lost CAP_NET_BIND_SERVICE or ProtectSystem would still start, so the
-// test names them), and systemd-analyze verify accepts it without a single
-// warning (an unknown or misspelt key is only a warning there).
+// test names them), lets mtftpd drop its capability (capset allowed after
+// the @privileged deny list, issue 13 finding 19) and write its state,
+// uploads and cache without edits, and systemd-analyze verify accepts it
+// without a single warning (an unknown or misspelt key is only a warning
+// there).
 func TestSystemdUnit(t *testing.T) {
 	unit, err := os.ReadFile("../../dist/mtftpd.service")
 	if err != nil {
@@ -20,11 +23,18 @@ func TestSystemdUnit(t *testing.T) {
 	for _, want := range []string{
 		"AmbientCapabilities=CAP_NET_BIND_SERVICE", "NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes",
 		"RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX AF_NETLINK", "ExecReload=/bin/kill -HUP $MAINPID",
-		"StateDirectory=mtftpd", "User=mtftpd", "ExecStart=/usr/local/bin/mtftpd serve --config /etc/mtftpd/mtftpd.toml",
+		"StateDirectory=mtftpd mtftpd/uploads", "CacheDirectory=mtftpd", "User=mtftpd",
+		"ExecStart=/usr/local/bin/mtftpd serve --config /etc/mtftpd/mtftpd.toml",
+		"SystemCallFilter=~@privileged", "SystemCallFilter=capset",
 	} {
 		if !strings.Contains(string(unit), want+"\n") {
 			t.Errorf("dist/mtftpd.service lacks %q", want)
 		}
+	}
+	// Later SystemCallFilter= lines edit the earlier ones: capset must
+	// come back after the deny list that removes it.
+	if strings.Index(string(unit), "SystemCallFilter=capset") < strings.Index(string(unit), "SystemCallFilter=~@privileged") {
+		t.Error("SystemCallFilter=capset comes before ~@privileged, which then removes it again")
 	}
 	sa, err := exec.LookPath("systemd-analyze")
 	if err != nil {

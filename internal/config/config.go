@@ -67,6 +67,7 @@ type DHCP struct {
 	HTTPBase   string       `toml:"http_base" help:"mirror URL for boot rules ({{.HTTP}}); empty = http://<receiving interface>:<http.listen port>"`
 	LeaseFile  string       `toml:"lease_file" help:"lease database (JSON, written atomically); empty keeps leases in memory"`
 	MaxPerMAC  int          `toml:"max_leases_per_mac" help:"clients (distinct client ids) that may hold addresses under one MAC at once"`
+	Relays     []string     `toml:"relays" help:"DHCP relay agents (addresses or prefixes, comma-separated) whose relayed requests are answered: giaddr and the source must both be listed; empty answers no relayed request"`
 	Subnets    []DHCPSubnet `toml:"subnet"`
 	Hosts      []DHCPHost   `toml:"host"`
 	Boot       []BootRule   `toml:"boot"`
@@ -106,8 +107,14 @@ type BootRule struct {
 // HTTP configures the HTTP mirror (install trees, kickstart files, iPXE
 // scripts).
 type HTTP struct {
-	Listen string `toml:"listen" help:"TCP address of the HTTP mirror; empty disables it"`
-	Root   string `toml:"root" help:"directory served over HTTP; empty serves tftp.root"`
+	Listen        string `toml:"listen" help:"TCP address of the HTTP mirror; empty disables it"`
+	Root          string `toml:"root" help:"directory served over HTTP; empty serves tftp.root"`
+	MaxConns      int    `toml:"max_conns" help:"HTTP connections at once; at the cap a new one replaces the oldest idle one"`
+	MaxConnsPerIP int    `toml:"max_conns_per_ip" help:"HTTP connections at once from one client address; past it its oldest idle one is closed, or the new one gets 503"`
+	// The status pages (/metrics, /api/, /status/) show MACs and host
+	// names: these restrict who reads them (docs/security.md).
+	APIAllow []string `toml:"api_allow" help:"client addresses or prefixes that may read /metrics, /api/ and /status/, comma-separated (e.g. 127.0.0.1,192.0.2.0/24); empty = everyone"`
+	APIHosts []string `toml:"api_hosts" help:"names the status pages may be asked for by (Host header) besides IP addresses and localhost, comma-separated; others get 403 (DNS rebinding)"`
 }
 
 // Templates configures per-host files rendered for the asking machine,
@@ -123,6 +130,10 @@ type Origin struct {
 	CacheDir string   `toml:"cache_dir" help:"where files from an http(s):// tftp.root or http.root are kept (required with such a root)"`
 	TTL      Duration `toml:"ttl" help:"a cached file older than this is revalidated with the origin (conditional GET) before it is served; 0 = every request"`
 	Timeout  Duration `toml:"timeout" help:"time limit of one fetch from the origin"`
+	// Bounds against clients that pick the names (docs/security.md).
+	MaxSize     int64    `toml:"max_size" help:"bytes of cached files; past it the least recently used are removed, and a bigger file is refused; 0 = no cap"`
+	NegativeTTL Duration `toml:"negative_ttl" help:"a failed fetch (404 or any error) is answered from memory this long before the origin is asked again; 0 = never remembered"`
+	Wait        Duration `toml:"wait" help:"a request waits this long for a running fetch, then gets an error (HTTP 504) while the fetch goes on"`
 }
 
 // IsURL reports whether a root is an upstream origin (http:// or https://)
@@ -234,8 +245,10 @@ func Defaults() Config {
 			NativeSettle: Duration{time.Second}, NativeMaxWait: Duration{5 * time.Second},
 			PXEFileGroups: "239.255.1.0/24", PXEFilePort: 3002, PXEPortOrder: "be", PXETmout: 2, PXEDelay: 2,
 		},
-		DHCP:    DHCP{Mode: "off", Listen: "0.0.0.0:67", ProxyPort: 4011, MaxPerMAC: 4},
-		Origin:  Origin{TTL: Duration{5 * time.Minute}, Timeout: Duration{10 * time.Minute}},
+		HTTP: HTTP{MaxConns: 2048, MaxConnsPerIP: 64},
+		DHCP: DHCP{Mode: "off", Listen: "0.0.0.0:67", ProxyPort: 4011, MaxPerMAC: 4},
+		Origin: Origin{TTL: Duration{5 * time.Minute}, Timeout: Duration{10 * time.Minute},
+			MaxSize: 16 << 30, NegativeTTL: Duration{10 * time.Second}, Wait: Duration{30 * time.Second}},
 		Imaging: Imaging{MaxImageSize: 256 << 30},
 		Log:     Log{Level: "info", Format: "console"},
 	}
@@ -353,6 +366,22 @@ func (c *Config) Validate() error {
 			bad("http.listen", "port %d is outside 0..65535", port)
 		}
 	}
+	if c.HTTP.MaxConns < 1 {
+		bad("http.max_conns", "%d must be at least 1", c.HTTP.MaxConns)
+	}
+	if c.HTTP.MaxConnsPerIP < 1 || c.HTTP.MaxConnsPerIP > c.HTTP.MaxConns {
+		bad("http.max_conns_per_ip", "%d is outside 1..http.max_conns (%d)", c.HTTP.MaxConnsPerIP, c.HTTP.MaxConns)
+	}
+	for i, a := range c.HTTP.APIAllow {
+		if _, err := ParsePrefix(a); err != nil {
+			bad(fmt.Sprintf("http.api_allow[%d]", i), "%v", err)
+		}
+	}
+	for i, h := range c.HTTP.APIHosts {
+		if h == "" || strings.ContainsAny(h, ":/[] \t") {
+			bad(fmt.Sprintf("http.api_hosts[%d]", i), "%q is not a host name like boot.example.org", h)
+		}
+	}
 	c.validateMTFTP(bad)
 	if c.Server.Group != "" && c.Server.User == "" {
 		bad("server.group", "%q is set without server.user", c.Server.Group)
@@ -396,6 +425,15 @@ func (c *Config) validateOrigin(bad func(field, format string, args ...any)) {
 	}
 	if o.Timeout.Duration <= 0 {
 		bad("origin.timeout", "%s must be positive", o.Timeout)
+	}
+	if o.MaxSize < 0 {
+		bad("origin.max_size", "%d is negative (0 = no cap)", o.MaxSize)
+	}
+	if o.NegativeTTL.Duration < 0 {
+		bad("origin.negative_ttl", "%s is negative (0 = failures are not remembered)", o.NegativeTTL)
+	}
+	if o.Wait.Duration <= 0 {
+		bad("origin.wait", "%s must be positive", o.Wait)
 	}
 }
 
@@ -504,6 +542,13 @@ func (c *Config) validateDHCP(bad func(field, format string, args ...any)) {
 		// unicast address: such a server would never see a DISCOVER.
 		bad("dhcp.listen", "%q: DHCP must listen on 0.0.0.0 (use dhcp.interfaces to pick interfaces)", d.Listen)
 	}
+	for i, r := range d.Relays {
+		if p, err := ParsePrefix(r); err != nil {
+			bad(fmt.Sprintf("dhcp.relays[%d]", i), "%v", err)
+		} else if !p.Addr().Is4() {
+			bad(fmt.Sprintf("dhcp.relays[%d]", i), "%q is not IPv4", r)
+		}
+	}
 	if d.ProxyPort < 1 || d.ProxyPort > 65535 {
 		bad("dhcp.proxy_port", "%d is outside 1..65535", d.ProxyPort)
 	}
@@ -570,6 +615,30 @@ func (c *Config) validateHosts(bad func(field, format string, args ...any)) {
 			}
 		}
 	}
+}
+
+// ParsePrefix parses an address ("192.0.2.1", a /32) or a prefix
+// ("192.0.2.0/24").
+func ParsePrefix(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not an address or prefix like 192.0.2.1 or 192.0.2.0/24", s)
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// ParsePrefixes parses a validated list of ParsePrefix values.
+func ParsePrefixes(list []string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range list {
+		if p, err := ParsePrefix(s); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // ParseRange parses "first-last" inside p.

@@ -17,12 +17,20 @@
 // again on every request. If the origin cannot be reached the cached copy is
 // served for another TTL: a rack keeps booting through an origin outage.
 //
+// Bounds (docs/security.md, "Origin cache"): clients choose the names, so
+// a failed fetch (404 or any other) is remembered for NegativeTTL in a
+// table of at most maxNegative names; the files kept are capped at
+// MaxSize bytes, the least recently used evicted first; at most
+// maxFlights fetches run at once; and a request waits at most Wait for a
+// fetch, which then goes on for the requests that come later.
+//
 // The package never writes outside Dir, never leaves a partial file under
 // a name that is served, and never serves a file it has not verified.
 package origin
 
 import (
 	"bytes"
+	"container/list"
 	"context"
 	"crypto/md5"
 	"crypto/rand"
@@ -33,10 +41,12 @@ import (
 	"hash"
 	"io"
 	"io/fs"
+	"math"
 	"net/http"
 	"net/url"
 	"os"
 	"path"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -51,16 +61,48 @@ import (
 const (
 	DefaultTTL     = 5 * time.Minute
 	DefaultTimeout = 10 * time.Minute
-	// missingTTL is how long a 404 from the origin is believed: pxelinux
-	// probes a dozen config names per boot (01-<mac>, hex IPs, default)
-	// and a room boots at once; without it every probe is an origin hit.
-	missingTTL = 10 * time.Second
+	// DefaultNegativeTTL is how long a failed fetch is believed: a 404
+	// (pxelinux probes a dozen config names per boot — 01-<mac>, hex
+	// IPs, default — and a room boots at once; without it every probe is
+	// an origin hit), or any other failure (a flood of requests for a
+	// name whose fetch fails must not become a flood of GETs, each maybe
+	// of gigabytes cut halfway).
+	DefaultNegativeTTL = 10 * time.Second
+	// DefaultMaxSize caps the cached files: an install tree and a few
+	// images. A client can ask for every file of the origin; past the
+	// cap the least recently used go.
+	DefaultMaxSize = 16 << 30
+	// DefaultWait bounds a request's wait for a fetch: TFTP clients give
+	// up after a few seconds anyway (PXE: 4 retries, protocols.md
+	// §9.11), and an HTTP client gets a 504 it can retry instead of a
+	// connection held for the whole Timeout.
+	DefaultWait = 30 * time.Second
+	// reserveChunk is how much cache space a fetch of unknown length
+	// reserves at a time.
+	reserveChunk = 1 << 20
 )
 
-// maxMissing caps the remembered 404s: clients choose the names they ask
-// for, and random ones must not grow the table without bound. A variable
-// so the test can lower it.
-var maxMissing = 4096
+// Errors a request can get besides the origin's own answer.
+var (
+	// ErrWait: the fetch did not finish within Wait; it goes on, and a
+	// later request finds the file.
+	ErrWait = errors.New("origin: fetch still running")
+	// ErrBusy: maxFlights fetches of other names are running.
+	ErrBusy = errors.New("origin: too many fetches at once")
+	// ErrTooLarge: the file (or the cache space it needs) exceeds
+	// MaxSize.
+	ErrTooLarge = errors.New("origin: file does not fit in origin.max_size")
+)
+
+// maxNegative caps the remembered failures: clients choose the names
+// they ask for, and random ones must not grow the table without bound.
+// maxFlights caps the fetches running at once (each is a goroutine, a
+// connection to the origin and a temp file). Variables so tests can
+// lower them.
+var (
+	maxNegative = 4096
+	maxFlights  = 64
+)
 
 // Counters count what the cache did; read them at any time.
 type Counters struct {
@@ -70,6 +112,11 @@ type Counters struct {
 	NotModified atomic.Uint64 // revalidations answered 304
 	Refused     atomic.Uint64 // fetches refused: short body, MD5 mismatch, bad status
 	Stale       atomic.Uint64 // cached copies served because the origin failed
+	Negative    atomic.Uint64 // requests answered from a remembered failure, no GET
+	Evicted     atomic.Uint64 // files removed to stay under MaxSize
+	WaitExpired atomic.Uint64 // requests that stopped waiting for a fetch (ErrWait)
+	Busy        atomic.Uint64 // requests refused with ErrBusy
+	Bytes       atomic.Int64  // bytes of cached files now
 }
 
 // Cache fetches files below URL into Dir. Set URL and Dir, then call Open.
@@ -84,17 +131,35 @@ type Cache struct {
 	TTL time.Duration
 	// Timeout bounds one fetch; 0 = DefaultTimeout.
 	Timeout time.Duration
+	// NegativeTTL is how long a failed fetch is remembered and answered
+	// without asking again; 0 = DefaultNegativeTTL, negative = never.
+	NegativeTTL time.Duration
+	// MaxSize caps the bytes of cached files; the least recently used
+	// are removed to make room. 0 = DefaultMaxSize, negative = no cap.
+	MaxSize int64
+	// Wait bounds how long Ensure waits for a fetch; 0 = DefaultWait.
+	Wait time.Duration
 	// Client makes the requests; nil = a client with Timeout.
 	Client *http.Client
 	Log    zerolog.Logger
 
 	Counters Counters
 
-	root    *os.Root
-	mu      sync.Mutex
-	entries map[string]*entry
-	flights map[string]*flight
-	missing int // entries with missing set
+	root     *os.Root
+	mu       sync.Mutex
+	entries  map[string]*entry
+	flights  map[string]*flight
+	negative list.List // names of entries with neg set, oldest first
+	files    map[string]*list.Element
+	lru      list.List // *cachedFile, least recently used first
+	used     int64     // bytes of the files in lru
+	reserved int64     // bytes reserved by fetches running
+}
+
+// cachedFile is one file in files/, for the size cap.
+type cachedFile struct {
+	name string
+	size int64
 }
 
 // entry is what is known about one name.
@@ -106,7 +171,11 @@ type entry struct {
 	// NoStore: the origin said Cache-Control: no-store (a per-host file
 	// rendered by an origin mtftpd): asked again on every request.
 	NoStore bool `json:"no_store,omitempty"`
-	missing bool // the origin said 404 at Checked
+	// neg is set when the fetch at Checked failed: err is its error
+	// (wrapping filestore.ErrNotFound for a 404), served until
+	// NegativeTTL has passed.
+	neg *list.Element
+	err error
 }
 
 // flight is one fetch that concurrent requests for the same name share.
@@ -122,7 +191,9 @@ const (
 	tmpDir   = "tmp"
 )
 
-// Open prepares Dir and clears temp files a crash left behind.
+// Open prepares Dir (creating it and its sub-directories as the user
+// the process runs as), clears temp files a crash left behind, and counts
+// the cached files against MaxSize (evicting the oldest if it shrank).
 func (c *Cache) Open() error {
 	if c.URL == nil || (c.URL.Scheme != "http" && c.URL.Scheme != "https") || c.URL.Host == "" {
 		return fmt.Errorf("origin: %v is not an http(s) URL", c.URL)
@@ -141,8 +212,59 @@ func (c *Cache) Open() error {
 	c.root = r
 	c.entries = make(map[string]*entry)
 	c.flights = make(map[string]*flight)
+	c.files = make(map[string]*list.Element)
 	if c.Client == nil {
 		c.Client = &http.Client{Timeout: c.timeout(), CheckRedirect: refuseDirectoryRedirect}
+	}
+	if err := c.scanFiles(); err != nil {
+		return fmt.Errorf("origin: %w", err)
+	}
+	c.mu.Lock()
+	err = c.makeRoom(0, "")
+	c.mu.Unlock()
+	if err != nil {
+		c.Log.Warn().Err(err).Msg("origin: cache over max_size at start")
+	}
+	return nil
+}
+
+// scanFiles puts the files a previous run cached in the LRU list, oldest
+// fetch (or revalidation) first, as meta/ says, else by modification
+// time.
+func (c *Cache) scanFiles() error {
+	type found struct {
+		name string
+		size int64
+		at   time.Time
+	}
+	var all []found
+	err := fs.WalkDir(c.root.FS(), filesDir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		st, err := d.Info()
+		if err != nil {
+			return nil
+		}
+		name := strings.TrimPrefix(p, filesDir+"/")
+		f := found{name, st.Size(), st.ModTime()}
+		if b, err := c.root.ReadFile(path.Join(metaDir, name+".json")); err == nil {
+			var e entry
+			if json.Unmarshal(b, &e) == nil && !e.Checked.IsZero() {
+				f.at = e.Checked
+			}
+		}
+		all = append(all, f)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	slices.SortFunc(all, func(a, b found) int { return a.at.Compare(b.at) })
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, f := range all {
+		c.setFile(f.name, f.size)
 	}
 	return nil
 }
@@ -163,6 +285,30 @@ func (c *Cache) timeout() time.Duration {
 		return DefaultTimeout
 	}
 	return c.Timeout
+}
+
+func (c *Cache) negativeTTL() time.Duration {
+	if c.NegativeTTL == 0 {
+		return DefaultNegativeTTL
+	}
+	return c.NegativeTTL
+}
+
+func (c *Cache) maxSize() int64 {
+	switch {
+	case c.MaxSize == 0:
+		return DefaultMaxSize
+	case c.MaxSize < 0:
+		return math.MaxInt64
+	}
+	return c.MaxSize
+}
+
+func (c *Cache) wait() time.Duration {
+	if c.Wait <= 0 {
+		return DefaultWait
+	}
+	return c.Wait
 }
 
 func (c *Cache) ttl() time.Duration {
@@ -190,8 +336,10 @@ func refuseDirectoryRedirect(req *http.Request, via []*http.Request) error {
 // see filestore.CleanName) present and fresh, fetching it from the origin
 // if needed. Concurrent calls for one name share one fetch. Errors wrap
 // filestore.ErrNotFound (the origin has no such file) or
-// filestore.ErrAccess (it refuses, or it is a directory); anything else
-// is a failed fetch, and the next call tries again.
+// filestore.ErrAccess (it refuses, or it is a directory); ErrWait (the
+// fetch takes longer than Wait: it goes on), ErrBusy or ErrTooLarge;
+// anything else is a failed fetch. A failure is answered again without
+// asking the origin for NegativeTTL.
 // It implements filestore.Source.
 func (c *Cache) Ensure(name string) error {
 	now := time.Now()
@@ -204,10 +352,13 @@ func (c *Cache) Ensure(name string) error {
 		}
 	}
 	if e != nil && c.fresh(e, now) {
-		c.mu.Unlock()
-		if e.missing {
-			return fmt.Errorf("origin: %w", filestore.ErrNotFound)
+		if e.neg != nil {
+			c.mu.Unlock()
+			c.Counters.Negative.Add(1)
+			return e.err
 		}
+		c.touch(name)
+		c.mu.Unlock()
 		c.Counters.Hits.Add(1)
 		return nil
 	}
@@ -215,49 +366,135 @@ func (c *Cache) Ensure(name string) error {
 	if f != nil {
 		c.Counters.Joined.Add(1)
 	} else {
+		if len(c.flights) >= maxFlights {
+			c.mu.Unlock()
+			c.Counters.Busy.Add(1)
+			return fmt.Errorf("%w (%d running): %s", ErrBusy, maxFlights, name)
+		}
 		f = &flight{done: make(chan struct{})}
 		c.flights[name] = f
 		var cached *entry
-		if e != nil && !e.missing {
+		if e != nil && e.neg == nil {
 			cached = e
 		}
 		go c.fly(name, f, cached)
 	}
 	c.mu.Unlock()
-	<-f.done
-	return f.err
+	t := time.NewTimer(c.wait())
+	defer t.Stop()
+	select {
+	case <-f.done:
+		return f.err
+	case <-t.C:
+		c.Counters.WaitExpired.Add(1)
+		return fmt.Errorf("%w after %v: %s", ErrWait, c.wait(), name)
+	}
 }
 
-// rememberMissing records a 404 for name; c.mu is held. At the cap it
-// first drops the 404s that have expired, and if none have (a flood of
-// new names within missingTTL), it remembers nothing.
-func (c *Cache) rememberMissing(name string, now time.Time) {
-	if old := c.entries[name]; old != nil && old.missing {
-		old.Checked = now
+// rememberFailure records a failed fetch of name; c.mu is held. At
+// maxNegative names the oldest failure is forgotten: O(1), and a flood of
+// new names within NegativeTTL cannot grow the table.
+func (c *Cache) rememberFailure(name string, err error, now time.Time) {
+	if c.negativeTTL() < 0 {
+		delete(c.entries, name)
 		return
 	}
-	if c.missing >= maxMissing {
-		for n, e := range c.entries {
-			if e.missing && !c.fresh(e, now) {
-				delete(c.entries, n)
-				c.missing--
-			}
-		}
-		if c.missing >= maxMissing {
-			delete(c.entries, name)
-			return
+	if old := c.entries[name]; old != nil && old.neg != nil {
+		c.negative.MoveToBack(old.neg)
+		old.Checked, old.err = now, err
+		return
+	}
+	for c.negative.Len() >= maxNegative {
+		front := c.negative.Front()
+		c.negative.Remove(front)
+		if n := front.Value.(string); c.entries[n] != nil && c.entries[n].neg == front {
+			delete(c.entries, n)
 		}
 	}
-	c.entries[name] = &entry{Checked: now, missing: true}
-	c.missing++
+	c.entries[name] = &entry{Checked: now, neg: c.negative.PushBack(name), err: err}
+}
+
+// forgetFailure drops name's remembered failure, if it has one; c.mu is
+// held.
+func (c *Cache) forgetFailure(name string) {
+	if e := c.entries[name]; e != nil && e.neg != nil {
+		c.negative.Remove(e.neg)
+		delete(c.entries, name)
+	}
 }
 
 func (c *Cache) fresh(e *entry, now time.Time) bool {
-	if e.missing {
-		return now.Sub(e.Checked) < min(missingTTL, max(c.ttl(), 0))
+	if e.neg != nil {
+		return now.Sub(e.Checked) < c.negativeTTL()
 	}
 	return !e.NoStore && now.Sub(e.Checked) < c.ttl()
 }
+
+// setFile records name's cached file of size bytes as the most recently
+// used; c.mu is held.
+func (c *Cache) setFile(name string, size int64) {
+	if el := c.files[name]; el != nil {
+		f := el.Value.(*cachedFile)
+		c.used += size - f.size
+		f.size = size
+		c.lru.MoveToBack(el)
+	} else {
+		c.files[name] = c.lru.PushBack(&cachedFile{name, size})
+		c.used += size
+	}
+	c.Counters.Bytes.Store(c.used)
+}
+
+// touch marks name's file as just used; c.mu is held.
+func (c *Cache) touch(name string) {
+	if el := c.files[name]; el != nil {
+		c.lru.MoveToBack(el)
+	}
+}
+
+// dropFile forgets name's file (already removed or to be removed); c.mu
+// is held.
+func (c *Cache) dropFile(name string) {
+	if el := c.files[name]; el != nil {
+		c.used -= el.Value.(*cachedFile).size
+		c.lru.Remove(el)
+		delete(c.files, name)
+		c.Counters.Bytes.Store(c.used)
+	}
+}
+
+// makeRoom evicts the least recently used files until n more bytes fit
+// under MaxSize beside what is cached and reserved, then reserves them;
+// c.mu is held. Files being fetched are skipped (at most maxFlights of
+// them), and so is keep, whose fetch asks. Running transfers of an
+// evicted file finish on their open descriptor or mapping.
+func (c *Cache) makeRoom(n int64, keep string) error {
+	limit := c.maxSize()
+	el := c.lru.Front()
+	for c.used+c.reserved+n > limit && el != nil {
+		f := el.Value.(*cachedFile)
+		next := el.Next()
+		if _, busy := c.flights[f.name]; !busy && f.name != keep {
+			c.root.Remove(path.Join(filesDir, f.name))
+			c.root.Remove(path.Join(metaDir, f.name+".json"))
+			c.dropFile(f.name)
+			if e := c.entries[f.name]; e != nil && e.neg == nil {
+				delete(c.entries, f.name)
+			}
+			c.Counters.Evicted.Add(1)
+			c.Log.Debug().Str("file", f.name).Int64("bytes", f.size).Msg("origin: evicted (max_size)")
+		}
+		el = next
+	}
+	if c.used+c.reserved+n > limit {
+		return fmt.Errorf("%w: %d more bytes with %d cached (%d in use by fetches) over %d", ErrTooLarge, n, c.used, c.reserved, limit)
+	}
+	c.reserved += n
+	return nil
+}
+
+// release gives back reserved bytes; c.mu is held.
+func (c *Cache) release(n int64) { c.reserved -= n }
 
 // fly runs one fetch in its own goroutine, so a requester that gives up
 // (a TFTP client that timed out) does not cancel it for the others.
@@ -265,15 +502,13 @@ func (c *Cache) fly(name string, f *flight, cached *entry) {
 	now := time.Now()
 	next, err := c.fetch(name, cached)
 	c.mu.Lock()
-	if old := c.entries[name]; old != nil && old.missing && !errors.Is(err, filestore.ErrNotFound) {
-		delete(c.entries, name) // the 404 is superseded
-		c.missing--
-	}
 	switch {
 	case err == nil:
+		c.forgetFailure(name) // a failure, if any, is superseded
 		c.entries[name] = next
+		c.touch(name)
 	case errors.Is(err, filestore.ErrNotFound):
-		c.rememberMissing(name, now)
+		c.rememberFailure(name, err, now)
 	case cached != nil && !errors.Is(err, filestore.ErrAccess):
 		// The origin failed; the copy we have was verified when fetched.
 		c.Counters.Stale.Add(1)
@@ -281,7 +516,7 @@ func (c *Cache) fly(name string, f *flight, cached *entry) {
 		c.Log.Warn().Str("file", name).Err(err).Dur("for", c.ttl()).Msg("origin: revalidation failed, serving the cached copy")
 		err = nil
 	default:
-		delete(c.entries, name)
+		c.rememberFailure(name, err, now) // replaces a cached entry too
 	}
 	delete(c.flights, name)
 	c.mu.Unlock()
@@ -335,7 +570,7 @@ func (c *Cache) fetch(name string, cached *entry) (*entry, error) {
 		return &next, nil
 	case resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusGone:
 		c.forget(name)
-		return nil, fmt.Errorf("origin: %s: %w", resp.Status, filestore.ErrNotFound)
+		return nil, fmt.Errorf("origin: %s: %s: %w", name, resp.Status, filestore.ErrNotFound)
 	case resp.StatusCode == http.StatusForbidden || resp.StatusCode == http.StatusUnauthorized:
 		return nil, fmt.Errorf("origin: %s: %w", resp.Status, filestore.ErrAccess)
 	case resp.StatusCode != http.StatusOK:
@@ -372,8 +607,20 @@ func md5ETag(etag string) ([]byte, bool) {
 }
 
 // install writes the body to tmp/, verifies it, fsyncs it and renames it
-// to files/name; on any failure the temp file is removed.
+// to files/name; on any failure the temp file is removed. The bytes are
+// reserved under MaxSize before they are written (all at once when the
+// origin announces a length, else as they come).
 func (c *Cache) install(name string, resp *http.Response, e *entry) (int64, error) {
+	if resp.ContentLength > c.maxSize() {
+		return 0, fmt.Errorf("%w: %s is %d bytes, max_size %d", ErrTooLarge, name, resp.ContentLength, c.maxSize())
+	}
+	res := &reservation{c: c, name: name}
+	defer res.done()
+	if resp.ContentLength > 0 {
+		if err := res.grow(resp.ContentLength); err != nil {
+			return 0, err
+		}
+	}
 	tmp := tempName()
 	f, err := c.root.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
 	if err != nil {
@@ -386,12 +633,12 @@ func (c *Cache) install(name string, resp *http.Response, e *entry) (int64, erro
 			c.root.Remove(tmp)
 		}
 	}()
-	var w io.Writer = f
+	var w io.Writer = &reservingWriter{w: f, r: res}
 	var sum hash.Hash
 	want, hasMD5 := md5ETag(e.ETag)
 	if hasMD5 {
 		sum = md5.New()
-		w = io.MultiWriter(f, sum)
+		w = io.MultiWriter(w, sum)
 	}
 	n, err := io.Copy(w, resp.Body)
 	if err != nil {
@@ -418,12 +665,63 @@ func (c *Cache) install(name string, resp *http.Response, e *entry) (int64, erro
 	if err := c.root.MkdirAll(path.Dir(dst), 0o755); err != nil {
 		return n, err
 	}
-	if err := c.root.Rename(tmp, dst); err != nil {
+	c.mu.Lock()
+	err = c.root.Rename(tmp, dst)
+	if err == nil {
+		c.setFile(name, n) // the old copy's bytes, if any, are given back
+	}
+	c.mu.Unlock()
+	if err != nil {
 		return n, err
 	}
 	ok = true
 	c.syncDir(path.Dir(dst))
 	return n, nil
+}
+
+// reservation is the cache space one fetch holds while it writes.
+type reservation struct {
+	c    *Cache
+	name string
+	have int64
+}
+
+func (r *reservation) grow(n int64) error {
+	r.c.mu.Lock()
+	defer r.c.mu.Unlock()
+	if err := r.c.makeRoom(n, r.name); err != nil {
+		return err
+	}
+	r.have += n
+	return nil
+}
+
+// done gives the reservation back: on success the file itself is now
+// counted (setFile), on failure nothing is.
+func (r *reservation) done() {
+	r.c.mu.Lock()
+	r.c.release(r.have)
+	r.c.mu.Unlock()
+	r.have = 0
+}
+
+// reservingWriter reserves cache space before each write that would
+// exceed what its reservation holds.
+type reservingWriter struct {
+	w       io.Writer
+	r       *reservation
+	written int64
+}
+
+func (w *reservingWriter) Write(p []byte) (int, error) {
+	if need := w.written + int64(len(p)) - w.r.have; need > 0 {
+		if err := w.r.grow(max(need, reserveChunk)); err != nil {
+			return 0, err
+		}
+	}
+	n, err := w.w.Write(p)
+	w.written += int64(n)
+	return n, err
 }
 
 // tempName is a fresh name in tmp/, outside what is served.
@@ -444,6 +742,9 @@ func (c *Cache) syncDir(dir string) {
 func (c *Cache) forget(name string) {
 	c.root.Remove(path.Join(filesDir, name))
 	c.root.Remove(path.Join(metaDir, name+".json"))
+	c.mu.Lock()
+	c.dropFile(name)
+	c.mu.Unlock()
 }
 
 // loadMeta reads name's validators from meta/ after a restart; nil when

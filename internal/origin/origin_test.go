@@ -187,6 +187,13 @@ func TestTruncatedBodyRefusedThenRetried(t *testing.T) {
 		t.Fatalf("truncated body: %v, want a fetch error", err)
 	}
 	noLeftovers(t, c, "initrd.img")
+	// Remembered for NegativeTTL: no second GET of a body that was cut.
+	if err2 := c.Ensure("initrd.img"); err2 == nil || err2.Error() != err.Error() || o.hits.Load() != 1 {
+		t.Fatalf("within NegativeTTL: %v, %d origin hits; want the same error and no GET", err2, o.hits.Load())
+	}
+	c.mu.Lock()
+	c.entries["initrd.img"].Checked = time.Time{} // NegativeTTL has passed
+	c.mu.Unlock()
 	if err := c.Ensure("initrd.img"); err != nil {
 		t.Fatalf("retry: %v", err)
 	}
@@ -305,43 +312,6 @@ func TestFilestoreSource(t *testing.T) {
 	}
 	if _, err := st.Get("nope"); !errors.Is(err, filestore.ErrNotFound) {
 		t.Fatalf("missing through the store: %v", err)
-	}
-}
-
-// TestMissingBounded: 404s for ever new names (clients pick the names)
-// do not grow the table past maxMissing.
-func TestMissingBounded(t *testing.T) {
-	defer func(n int) { maxMissing = n }(maxMissing)
-	maxMissing = 16
-	o := newOrigin(t)
-	c := newCache(t, o, time.Hour, t.TempDir())
-	for i := range maxMissing + 10 {
-		if err := c.Ensure(fmt.Sprintf("pxelinux.cfg/%08X", i)); !errors.Is(err, filestore.ErrNotFound) {
-			t.Fatal(err)
-		}
-	}
-	c.mu.Lock()
-	n, missing := len(c.entries), c.missing
-	c.mu.Unlock()
-	if n > maxMissing || missing != n {
-		t.Fatalf("%d entries, %d counted missing; cap %d", n, missing, maxMissing)
-	}
-	// A name that appears on the origin replaces its 404.
-	o.put("pxelinux.cfg/00000000", []byte("now here"))
-	c.mu.Lock()
-	want := c.missing
-	if e := c.entries["pxelinux.cfg/00000000"]; e != nil { // (swept if the loop took longer than missingTTL)
-		e.Checked = time.Time{} // its 404 expired
-		want--
-	}
-	c.mu.Unlock()
-	if err := c.Ensure("pxelinux.cfg/00000000"); err != nil {
-		t.Fatal(err)
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.missing != want {
-		t.Fatalf("missing count %d after a 404 was superseded, want %d", c.missing, want)
 	}
 }
 

@@ -773,7 +773,11 @@ func (ns *nativeSession) want(from netip.AddrPort, p *wantPkt) (uint64, bool) {
 		return at, true // asked again: its ACK was lost
 	}
 	stripes := uint64(ns.g.stripes)
-	if uint64(p.First)+uint64(p.Count) > stripes {
+	// Receivers send aligned segments of maxWantBits (the last one
+	// shorter): anything else would let one receiver make a map entry,
+	// and a scan, per stripe.
+	if p.First%maxWantBits != 0 || uint64(p.First)+uint64(p.Count) > stripes ||
+		uint64(p.Count) != min(maxWantBits, stripes-uint64(p.First)) {
 		return 0, false
 	}
 	at := ns.seq
@@ -783,7 +787,11 @@ func (ns *nativeSession) want(from netip.AddrPort, p *wantPkt) (uint64, bool) {
 	if ns.sendAt == nil {
 		ns.sendAt = make([]uint64, stripes)
 	}
-	for i := range p.Count {
+	for i := uint32(0); i < p.Count; i++ {
+		if p.Bits[i/8] == 0 {
+			i |= 7 // the whole byte is clear
+			continue
+		}
 		if p.Bits[i/8]&(1<<(i%8)) == 0 {
 			continue
 		}

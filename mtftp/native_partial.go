@@ -73,9 +73,21 @@ func (rc *recvState) sendWants() {
 
 // wantAcked records from which carousel position the server serves a
 // segment's stripes.
+//
+// Only an answer to a WANT this receiver sent counts — an aligned segment
+// of the right length, not acknowledged yet — and only with a position
+// within a pass of where the stream is: a forged one must neither grow
+// the map nor push a segment out of reach (never NAKed, never asked again).
 func (rc *recvState) wantAcked(b []byte) {
 	p, err := parseWantAck(b)
 	if err != nil || p.ID != rc.sess.ID || rc.segFrom == nil {
+		return
+	}
+	g := rc.g
+	if p.First%maxWantBits != 0 || int64(p.First) >= g.stripes || int64(p.Count) != min(maxWantBits, g.stripes-int64(p.First)) {
+		return
+	}
+	if _, acked := rc.segFrom[p.First]; acked || p.From > rc.curSeq+uint64(g.stripes) {
 		return
 	}
 	rc.segFrom[p.First] = p.From

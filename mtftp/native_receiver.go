@@ -131,6 +131,9 @@ func (r *NativeReceiver) Get(ctx context.Context, server, remote string, out *os
 	if err != nil {
 		return NativeResult{}, err
 	}
+	if err := r.checkGeometry(sess); err != nil {
+		return NativeResult{}, err
+	}
 	ifi, err := r.iface(local.Addr())
 	if err != nil {
 		return NativeResult{}, err
@@ -186,6 +189,9 @@ func (r *NativeReceiver) GetRanges(ctx context.Context, server, remote string, s
 	if err != nil {
 		return NativeResult{}, err
 	}
+	if err := r.checkGeometry(sess); err != nil {
+		return NativeResult{}, err
+	}
 	if int64(sess.Size) != size {
 		return NativeResult{}, fmt.Errorf("mtftp: %s is %d bytes on the server, expected %d: truncated or changed", remote, sess.Size, size)
 	}
@@ -224,6 +230,23 @@ func (r *NativeReceiver) iface(local netip.Addr) (*net.Interface, error) {
 		return ifi, nil
 	}
 	return nil, fmt.Errorf("mtftp: no interface holds %v to join the group on (use an interface)", local)
+}
+
+// checkGeometry refuses a session laid out as this server would never lay
+// it out: per-stripe state grows as the shard shrinks, so a forged or
+// broken answer with 8-byte shards must not make the receiver allocate
+// tens of bytes for every 8 of the file.
+func (r *NativeReceiver) checkGeometry(p sessionPkt) error {
+	blk := r.BlockSize
+	if blk == 0 {
+		blk = DefaultMaxBlockSize
+	}
+	want := nativeBlockSize(blk) - nativeBlkAdjust
+	if int(p.ShardSize) != want || p.K != DefaultStripeData || p.M != DefaultStripeParity {
+		return fmt.Errorf("mtftp: the server's session has %d-byte shards in stripes of %d+%d; asked for blksize %d, expected %d-byte shards in %d+%d",
+			p.ShardSize, p.K, p.M, blk, want, DefaultStripeData, DefaultStripeParity)
+	}
+	return nil
 }
 
 // rrq is the request that asks for remote by the native dialect (for
@@ -610,7 +633,9 @@ func (rc *recvState) control(c ctlPkt) error {
 		rc.ctl.WriteToUDPAddrPort(tftp.AppendError(nil, tftp.ErrCodeOptionRefuse, "native multicast only"), c.from)
 		return ErrNativeUnsupported
 	case opNativeWantAck:
-		rc.wantAcked(b)
+		if c.from == rc.srv {
+			rc.wantAcked(b)
+		}
 		return nil
 	case opNativeChallenge:
 		// Asking again after the cookie's epoch: echo the new one.
@@ -631,7 +656,7 @@ func (rc *recvState) control(c ctlPkt) error {
 		}
 		// A move order, or the answer to asking again: another session
 		// of the same file carries on with what is held.
-		if p.Size != uint64(rc.g.size) || int(p.ShardSize) != rc.g.shard || int(p.K) != rc.g.k || int(p.M) != rc.g.m ||
+		if p.Size != uint64(rc.g.size) || int(p.ShardSize) != rc.g.shard || int(p.K) != rc.g.k || int(p.M) != rc.g.m || p.Interleave != nativeInterleave ||
 			(rc.shaOK && p.Flags&flagSHA != 0 && p.SHA256 != rc.sha) {
 			return errors.New("mtftp: the file changed on the server during the download")
 		}
@@ -756,6 +781,16 @@ func (rc *recvState) store(st int64, i int, payload []byte) {
 		if len(payload) != g.shard {
 			return
 		}
+		if rc.partial {
+			// Parity counts against the budget too, and only for a
+			// stripe that has its buffer: kept without one, K parity
+			// shards could never rebuild it (and REPAIRs forged on the
+			// group would pile up).
+			if rc.stripeBuf(st) == nil || rc.bufBytes+int64(g.shard) > partialBudget {
+				return
+			}
+			rc.bufBytes += int64(g.shard)
+		}
 		ps := rc.parity[st]
 		if ps == nil {
 			ps = make([][]byte, g.m)
@@ -776,6 +811,11 @@ func (rc *recvState) store(st int64, i int, payload []byte) {
 }
 
 func (rc *recvState) completeStripe(st int64) {
+	if rc.partial {
+		for _, p := range rc.parity[st] {
+			rc.bufBytes -= int64(len(p))
+		}
+	}
 	delete(rc.parity, st)
 	rc.complete++
 	if rc.partial {
@@ -882,7 +922,10 @@ func (rc *recvState) sendStatus(b []byte, now time.Time) []byte {
 			if d := g.dataIn(s); d < 64 {
 				lacks &= 1<<d - 1
 			}
-			naks = append(naks, nak{uint32(s), uint16(g.k - int(rc.count[s])), lacks})
+			// An incomplete stripe always asks for at least one shard (a
+			// stripe holding K shards that could not be rebuilt yet must
+			// not fall silent).
+			naks = append(naks, nak{uint32(s), uint16(max(1, g.k-int(rc.count[s]))), lacks})
 			if len(naks) == cap(naks) {
 				rc.nakFrom = (s + 1) % g.stripes
 				break

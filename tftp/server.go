@@ -303,10 +303,9 @@ func (s *Server) handle(pkt []byte, from netip.AddrPort, dst netip.Addr) {
 		s.rateLimited(from, now, rate)
 		return
 	}
+	// ParseRequest refuses a request over 512 bytes before reading it
+	// and reads at most MaxOptions options (issue 13, finding 4).
 	req, err := ParseRequest(pkt)
-	if err == nil && len(pkt) > MaxRequestLen {
-		err = malformed("request of %d bytes (RFC 2347 limit 512)", len(pkt))
-	}
 	if err != nil {
 		s.Counters.BadRequest.Add(1)
 		s.Log.Debug().Str("client", from.String()).Err(err).Msg("tftp: bad request")

@@ -1,0 +1,51 @@
+package mtftp
+
+import (
+	"fmt"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/mtftpd/mtftpd/tftp"
+)
+
+// pxeFloodRequest is an RRQ of about size bytes with as many distinct,
+// empty options as fit (issue 13, finding 4): the PXE listener reads 2048
+// bytes of a datagram, so that is the most a request can hold there.
+func pxeFloodRequest(size int) []byte {
+	b := []byte("\x00\x01f\x00octet\x00")
+	for i := 0; len(b) < size-8; i++ {
+		b = fmt.Appendf(b, "o%d\x00\x00", i)
+	}
+	return b
+}
+
+// TestPXEOversizedRequest: the PXE MTFTP listener shares the TFTP request
+// parser, so a request over 512 bytes is refused before it is read: a
+// short ERROR (never larger than the request) and a small, fixed amount
+// of work, where the unbounded parser read and compared every option.
+func TestPXEOversizedRequest(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := newMemNet(14)
+		s := newTestServer(t, n, map[string][]byte{"f": testData(1000, 5)})
+		s.PXEListen = pxeListen
+		c := n.listen(srvIP)
+		defer c.Close()
+		p := newPXEServer(s, c)
+		cl := n.listen("192.0.2.101")
+		defer cl.Close()
+		giant := pxeFloodRequest(2048)
+		if a := testing.AllocsPerRun(5, func() { p.packet(giant, cl.addr) }); a > 40 {
+			t.Fatalf("a %d-byte request took %.0f allocations, want <= 40", len(giant), a)
+		}
+		if len(p.passes) != 0 {
+			t.Fatalf("%d passes started by oversized requests", len(p.passes))
+		}
+		buf := make([]byte, 4096)
+		cl.SetReadDeadline(time.Now().Add(time.Second))
+		k, _, err := cl.ReadFrom(buf)
+		if err != nil || tftp.PacketOpcode(buf[:k]) != tftp.OpERROR || k > tftp.MaxRequestLen {
+			t.Fatalf("reply: %d bytes, %v", k, err)
+		}
+	})
+}

@@ -2,6 +2,7 @@ package mtftp
 
 import (
 	"fmt"
+	"net/netip"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -47,5 +48,45 @@ func TestPXEOversizedRequest(t *testing.T) {
 		if err != nil || tftp.PacketOpcode(buf[:k]) != tftp.OpERROR || k > tftp.MaxRequestLen {
 			t.Fatalf("reply: %d bytes, %v", k, err)
 		}
+	})
+}
+
+// TestPXERequestRateLimit performs finding 14's attack: one address sends
+// 1,000 requests at once to the PXE MTFTP port. With the default limiter
+// (100 a second, a burst of 200, as tftp.max_requests_per_sec and
+// tftp.request_burst) at most the burst is answered; the rest get no
+// answer at all and are counted; another address is still answered.
+func TestPXERequestRateLimit(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := newMemNet(15)
+		s, stop := newPXETestServer(t, n, nil)
+		defer stop()
+		server := netip.MustParseAddrPort(pxeListen)
+		rrq := (&tftp.Request{Op: tftp.OpRRQ, Filename: "missing", Mode: "octet"}).Marshal(nil)
+		flood := n.listen("192.0.2.66")
+		defer flood.Close()
+		const sent = 1000
+		for range sent {
+			flood.WriteTo(rrq, server)
+		}
+		synctest.Wait()
+		time.Sleep(10 * time.Millisecond) // 1 token of refill at most
+		synctest.Wait()
+		answered := int(s.Counters.PXERefused.Load()) // each answered request: ERROR file not found
+		if answered > 2*DefaultPXERequestRate+1 {
+			t.Fatalf("%d of %d requests from one address answered, want at most the burst of %d", answered, sent, 2*DefaultPXERequestRate)
+		}
+		if limited := s.Counters.RateLimited.Load(); int(limited)+answered != sent {
+			t.Fatalf("%d answered + %d rate-limited != %d sent", answered, limited, sent)
+		}
+		other := n.listen("192.0.2.67")
+		defer other.Close()
+		other.WriteTo(rrq, server)
+		buf := make([]byte, 600)
+		other.SetReadDeadline(time.Now().Add(time.Second))
+		if k, _, err := other.ReadFrom(buf); err != nil || tftp.PacketOpcode(buf[:k]) != tftp.OpERROR {
+			t.Fatalf("another address: %v, want its ERROR (not found)", err)
+		}
+		t.Logf("%d requests from one address: %d answered, %d dropped unanswered", sent, answered, s.Counters.RateLimited.Load())
 	})
 }

@@ -2,6 +2,7 @@ package tftp
 
 import (
 	"net/netip"
+	"sync"
 	"time"
 )
 
@@ -9,10 +10,55 @@ import (
 // from spoofed random addresses evicts entries instead of growing it.
 const DefaultMaxSources = 4096
 
+// SourceLimiter limits requests per client address: a token bucket per
+// address, burst requests at once and rate a second after that; a
+// request over it should get no answer at all, so a spoofed flood buys
+// nothing. It keeps at most DefaultMaxSources addresses and makes room in
+// O(1) (sourceLimiter). It is safe for concurrent use, so that a listener
+// can use it while a config reload changes its rate. The zero value
+// allows everything.
+type SourceLimiter struct {
+	mu sync.Mutex
+	l  sourceLimiter
+}
+
+// NewSourceLimiter returns a limiter of rate requests a second per
+// address with a burst of burst (0 = twice the rate); rate 0 allows
+// everything.
+func NewSourceLimiter(rate, burst int) *SourceLimiter {
+	l := &SourceLimiter{}
+	l.SetRate(rate, burst)
+	return l
+}
+
+// SetRate changes the rate and burst (as NewSourceLimiter) for the
+// requests that follow; the addresses' buckets are kept.
+func (l *SourceLimiter) SetRate(rate, burst int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.l.rate = float64(rate)
+	l.l.burst = float64(orDefault(burst, 2*rate))
+}
+
+// Rate is the current rate in requests a second (0: no limit).
+func (l *SourceLimiter) Rate() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return int(l.l.rate)
+}
+
+// Allow takes one token from src's bucket at now, or reports false when
+// the bucket is empty.
+func (l *SourceLimiter) Allow(src netip.Addr, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.l.allow(src, now)
+}
+
 // sourceLimiter is a token bucket per client IP for requests on the
 // listening port. A source may send burst requests at once and rate per
-// second after that. It is not safe for concurrent use (the request loop
-// is its only caller).
+// second after that. It is not safe for concurrent use (SourceLimiter
+// wraps it with a mutex).
 //
 // The table holds at most max sources in a list ordered by last use. A
 // new source into a full table takes the place of the least recently

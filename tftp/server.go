@@ -138,9 +138,9 @@ type Server struct {
 	mtus      mtuCache
 	writeRoot *os.Root
 	transfers registry
-	limiter   sourceLimiter // used by the request loop only
-	limitLog  time.Time     // last "rate limited" log line
-	limited   uint64        // requests limited since that line
+	limiter   SourceLimiter
+	limitLog  time.Time // last "rate limited" log line (request loop only)
+	limited   uint64    // requests limited since that line
 }
 
 func (s *Server) timing() timing {
@@ -296,11 +296,8 @@ func (s *Server) handle(pkt []byte, from netip.AddrPort, dst netip.Addr) {
 		return // nothing to say to a stray DATA/ACK on the request port
 	}
 	now := time.Now()
-	s.mu.Lock()
-	allowed, rate := s.limiter.allow(from.Addr(), now), s.MaxRequestRate
-	s.mu.Unlock()
-	if !allowed {
-		s.rateLimited(from, now, rate)
+	if !s.limiter.Allow(from.Addr(), now) {
+		s.rateLimited(from, now, s.limiter.Rate())
 		return
 	}
 	// ParseRequest refuses a request over 512 bytes before reading it
@@ -353,8 +350,7 @@ func (s *Server) rateLimited(from netip.AddrPort, now time.Time, rate int) {
 
 // setLimiter applies MaxRequestRate and RequestBurst; s.mu is held.
 func (s *Server) setLimiter() {
-	s.limiter.rate = float64(s.MaxRequestRate)
-	s.limiter.burst = float64(orDefault(s.RequestBurst, 2*s.MaxRequestRate))
+	s.limiter.SetRate(s.MaxRequestRate, s.RequestBurst)
 }
 
 // Reconfigure changes the server's limits while it runs: f is called with

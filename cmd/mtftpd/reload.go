@@ -33,6 +33,9 @@ type reloader struct {
 	log  zerolog.Logger
 	tftp *tftp.Server
 	dhcp *dhcp.Server // nil when DHCP is off
+	// pxeLimit is the PXE MTFTP listener's request limiter (the
+	// tftp.max_requests_per_sec and request_burst keys too).
+	pxeLimit *tftp.SourceLimiter
 }
 
 // reload re-reads the config and applies what changed, or keeps the
@@ -78,6 +81,9 @@ func (r *reloader) reload() {
 		s.MaxWindow, s.MaxWindowBytes = t.MaxWindow, t.MaxWindowBytes
 		s.AllowOverwrite, s.MaxUploadSize = t.AllowOverwrite, t.MaxUploadSize
 	})
+	if r.pxeLimit != nil {
+		r.pxeLimit.SetRate(t.MaxRequestRate, t.RequestBurst)
+	}
 	setLogLevel(next.Log.Level)
 	r.cur = next
 	r.log.Info().Strs("changed", changed).Msg("config reloaded")

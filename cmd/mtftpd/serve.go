@@ -105,6 +105,9 @@ func runServe(args []string) error {
 		Log: log,
 	}
 	var mc *mtftp.Server
+	// The PXE MTFTP port's requests are limited per address like the
+	// TFTP port's, by the same keys, in a table of their own.
+	pxeLimit := tftp.NewSourceLimiter(t.MaxRequestRate, t.RequestBurst)
 	if m := cfg.MTFTP; m.Enabled || m.PXEListen != "" {
 		mc = &mtftp.Server{
 			Files: store, GroupRange: netip.MustParsePrefix(m.GroupRange), Port: m.Port, Interface: m.Interface, TTL: m.TTL,
@@ -113,6 +116,7 @@ func runServe(args []string) error {
 			InitialRTO: t.InitialRTO.Duration, MinRTO: t.MinRTO.Duration, MaxRTO: t.MaxRTO.Duration,
 			SessionLifetime: t.Lifetime.Duration, Log: log,
 			NativeRate: int64(m.NativeRateMbps) * 1e6 / 8, NativeStartDelay: m.NativeStartDelay.Duration,
+			RequestLimiter: pxeLimit,
 		}
 		if m.NativeStartDelay.Duration == 0 {
 			mc.NativeStartDelay = -1 // 0 in the config means none
@@ -166,7 +170,7 @@ func runServe(args []string) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	live := &reloader{load: load, cur: loaded, log: log, tftp: srv, dhcp: dhcpSrv}
+	live := &reloader{load: load, cur: loaded, log: log, tftp: srv, dhcp: dhcpSrv, pxeLimit: pxeLimit}
 	hard, hardStop := context.WithCancel(context.Background())
 	defer hardStop()
 	exits := make(chan exit, 4)

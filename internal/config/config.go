@@ -147,7 +147,7 @@ type TFTP struct {
 	StallTimeout   Duration `toml:"stall_timeout" help:"silence tolerated from a client that has answered before, on top of retries"`
 	MaxSessions    int      `toml:"max_sessions" help:"transfers at once"`
 	MaxPerClient   int      `toml:"max_per_client" help:"transfers at once per client address"`
-	MaxRequestRate int      `toml:"max_requests_per_sec" help:"requests per second from one client address before they go unanswered; 0 = unlimited"`
+	MaxRequestRate int      `toml:"max_requests_per_sec" help:"requests per second from one client address (TFTP and PXE MTFTP ports, each counted apart) before they go unanswered; 0 = unlimited"`
 	RequestBurst   int      `toml:"request_burst" help:"requests one client address may send at once before max_requests_per_sec applies; 0 = twice the rate"`
 	Lifetime       Duration `toml:"session_lifetime" help:"hard time limit of one transfer"`
 	ShutdownGrace  Duration `toml:"shutdown_grace" help:"on SIGTERM, how long running transfers may finish"`

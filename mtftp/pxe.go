@@ -7,7 +7,10 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/mtftpd/mtftpd/internal/filestore"
+	"github.com/mtftpd/mtftpd/internal/loglimit"
 	"github.com/mtftpd/mtftpd/internal/rto"
 	"github.com/mtftpd/mtftpd/tftp"
 )
@@ -31,10 +34,7 @@ type pxeServer struct {
 	passes map[netip.AddrPort]*pxePass // running passes by group
 	buf    []byte
 	limit  *tftp.SourceLimiter
-	// limitLog and limited: the last "rate limited" log line and the
-	// requests dropped since (one line per 10 s at most).
-	limitLog time.Time
-	limited  uint64
+	logs   loglimit.Limiter // what a flood can trigger: one line per kind per 10 s
 }
 
 // pxePass is one pass of one file.
@@ -166,17 +166,21 @@ func (p *pxeServer) packet(b []byte, from netip.AddrPort) {
 }
 
 // rateLimited counts a request dropped by the per-source limiter and logs
-// it at most once every 10 s, with how many were dropped since.
+// it at most once every 10 s, with how many were held back since.
 func (p *pxeServer) rateLimited(from netip.AddrPort, now time.Time) {
 	p.s.Counters.RateLimited.Add(1)
-	p.limited++
-	if now.Sub(p.limitLog) < 10*time.Second {
-		return
+	p.logLimited(zerolog.WarnLevel, now, "rate-limited", func(e *zerolog.Event) {
+		e.Str("client", from.Addr().String()).Int("max_requests_per_sec", p.limit.Rate()).
+			Msg("mtftp: PXE requests over the per-client rate limit dropped unanswered")
+	})
+}
+
+// logLimited logs a line of kind (a code constant) at most once every
+// 10 s, with "suppressed": the lines held back since (issue 13, finding 15).
+func (p *pxeServer) logLimited(lvl zerolog.Level, now time.Time, kind string, log func(*zerolog.Event)) {
+	if ok, n := p.logs.Allow(kind, now); ok {
+		log(p.s.Log.WithLevel(lvl).Uint64("suppressed", n))
 	}
-	p.s.Log.Warn().Str("client", from.Addr().String()).Uint64("dropped", p.limited).
-		Int("max_requests_per_sec", p.limit.Rate()).
-		Msg("mtftp: PXE requests over the per-client rate limit dropped unanswered")
-	p.limitLog, p.limited = now, 0
 }
 
 // passOf finds the pass whose acknowledging client is from; one client
@@ -243,8 +247,10 @@ func (p *pxeServer) request(b []byte, from netip.AddrPort) {
 		f.Release()
 		s.Counters.PXERefused.Add(1)
 		p.refuse(b, from, tftp.ErrCodeUndefined, "file too big for MTFTP")
-		s.Log.Info().Str("client", from.String()).Str("file", req.Filename).Int64("size", size).
-			Msgf("mtftp: PXE request refused: over %d bytes (65535 blocks of 512), use TFTP", int64(PXEMaxSize))
+		p.logLimited(zerolog.InfoLevel, time.Now(), "too-big", func(e *zerolog.Event) {
+			e.Str("client", from.String()).Str("file", req.Filename).Int64("size", size).
+				Msgf("mtftp: PXE request refused: over %d bytes (65535 blocks of 512), use TFTP", int64(PXEMaxSize))
+		})
 		return
 	}
 	now := time.Now()

@@ -1,11 +1,18 @@
 package mtftp
 
 import (
+	"bytes"
+	"context"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/mtftpd/mtftpd/tftp"
 )
@@ -88,5 +95,51 @@ func TestPXERequestRateLimit(t *testing.T) {
 			t.Fatalf("another address: %v, want its ERROR (not found)", err)
 		}
 		t.Logf("%d requests from one address: %d answered, %d dropped unanswered", sent, answered, s.Counters.RateLimited.Load())
+	})
+}
+
+// TestPXERefusalLogsLimited: requests refused with a log line above debug
+// (a file too big for MTFTP), sent by the hundred, log at most one line
+// per 10 s with the number held back (finding 15); each still gets its
+// ERROR and is counted.
+func TestPXERefusalLogsLimited(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := newMemNet(16)
+		s := newTestServer(t, n, nil)
+		var logs bytes.Buffer // written by the PXE goroutine only, read after it stopped
+		s.Log = zerolog.New(&logs).Level(zerolog.InfoLevel)
+		s.PXEListen = pxeListen
+		s.RequestLimiter = tftp.NewSourceLimiter(0, 0) // every request reaches the refusal
+		f, err := os.Create(filepath.Join(s.Files.Root(), "huge"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Truncate(PXEMaxSize + 1) // sparse
+		f.Close()
+		n.mu.Lock()
+		c := n.bindLocked(netip.MustParseAddrPort(pxeListen))
+		n.mu.Unlock()
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- newPXEServer(s, c).run(ctx) }()
+		cl := n.listen("192.0.2.101")
+		defer cl.Close()
+		const flood = 300
+		rrq := (&tftp.Request{Op: tftp.OpRRQ, Filename: "huge", Mode: "octet"}).Marshal(nil)
+		for range flood {
+			cl.WriteTo(rrq, netip.MustParseAddrPort(pxeListen))
+		}
+		time.Sleep(time.Second)
+		synctest.Wait()
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if got := s.Counters.PXERefused.Load(); got != flood {
+			t.Fatalf("%d refused, want %d", got, flood)
+		}
+		if k := strings.Count(logs.String(), "use TFTP"); k != 1 || !strings.Contains(logs.String(), `"suppressed"`) {
+			t.Fatalf("%d refusals logged %d lines, want 1 with the number held back:\n%.2000s", flood, k, logs.String())
+		}
 	})
 }

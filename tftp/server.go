@@ -19,6 +19,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/mtftpd/mtftpd/internal/filestore"
+	"github.com/mtftpd/mtftpd/internal/loglimit"
 	"github.com/mtftpd/mtftpd/internal/udpio"
 )
 
@@ -139,8 +140,7 @@ type Server struct {
 	writeRoot *os.Root
 	transfers registry
 	limiter   SourceLimiter
-	limitLog  time.Time // last "rate limited" log line (request loop only)
-	limited   uint64    // requests limited since that line
+	logs      loglimit.Limiter // refusals: one line per kind per 10 s
 }
 
 func (s *Server) timing() timing {
@@ -319,7 +319,9 @@ func (s *Server) handle(pkt []byte, from netip.AddrPort, dst netip.Addr) {
 	}
 	if !ok {
 		s.Counters.SessionLimited.Add(1)
-		s.Log.Warn().Str("client", from.String()).Str("file", req.Filename).Msg("tftp: session limit reached, request refused")
+		s.logLimited(zerolog.WarnLevel, now, "session-limit", func(e *zerolog.Event) {
+			e.Str("client", from.String()).Str("file", req.Filename).Msg("tftp: session limit reached, request refused")
+		})
 		// A short fixed reply: at most one small packet per request, and
 		// no larger than a minimal RRQ plus a few bytes.
 		s.ln.WriteTo(AppendError(nil, ErrCodeUndefined, "server busy"), from, dst)
@@ -338,14 +340,20 @@ func (s *Server) handle(pkt []byte, from netip.AddrPort, dst netip.Addr) {
 // must not turn into a flood of log lines.
 func (s *Server) rateLimited(from netip.AddrPort, now time.Time, rate int) {
 	s.Counters.RateLimited.Add(1)
-	s.limited++
-	if now.Sub(s.limitLog) < 10*time.Second {
-		return
+	s.logLimited(zerolog.WarnLevel, now, "rate-limited", func(e *zerolog.Event) {
+		e.Str("client", from.Addr().String()).Int("max_requests_per_sec", rate).
+			Msg("tftp: requests over the per-client rate limit dropped unanswered")
+	})
+}
+
+// logLimited logs a line of kind (a code constant) at most once every
+// 10 s, with "suppressed": the lines of that kind held back since.
+// Anything a flood can trigger once per packet logs through it (issue 13,
+// finding 15); the counters still count every packet.
+func (s *Server) logLimited(lvl zerolog.Level, now time.Time, kind string, log func(*zerolog.Event)) {
+	if ok, n := s.logs.Allow(kind, now); ok {
+		log(s.Log.WithLevel(lvl).Uint64("suppressed", n))
 	}
-	s.Log.Warn().Str("client", from.Addr().String()).Uint64("dropped", s.limited).
-		Int("max_requests_per_sec", rate).
-		Msg("tftp: requests over the per-client rate limit dropped unanswered")
-	s.limitLog, s.limited = now, 0
 }
 
 // setLimiter applies MaxRequestRate and RequestBurst; s.mu is held.
@@ -449,7 +457,10 @@ func (s *Server) serveRequest(req *Request, reqLen int, peer netip.AddrPort, loc
 	}
 	c, err := s.dial(local)
 	if err != nil {
-		s.Log.Error().Err(err).Str("client", peer.String()).Msg("tftp: transfer socket")
+		// Out of file descriptors, say: one line per 10 s, not per request.
+		s.logLimited(zerolog.ErrorLevel, time.Now(), "transfer-socket", func(e *zerolog.Event) {
+			e.Err(err).Str("client", peer.String()).Msg("tftp: transfer socket")
+		})
 		return
 	}
 	defer c.Close()
@@ -579,15 +590,22 @@ func fileErrorCode(err error) (ErrorCode, string, string) {
 	}
 }
 
+// logRefusal logs a refused request. reason is one of a fixed set (the
+// limiter's kinds).
 func (s *Server) logRefusal(req *Request, peer netip.AddrPort, reason string, err error) {
-	// pxelinux probes a dozen config names before it finds one: misses
-	// are normal traffic, logged at debug (protocols.md §10.3).
-	ev := s.Log.Debug()
-	if reason != "not-found" {
-		ev = s.Log.Info()
+	line := func(ev *zerolog.Event) {
+		ev.Str("client", peer.String()).Str("op", req.Op.String()).Str("file", req.Filename).
+			Str("outcome", reason).Err(err).Msg("tftp: refused")
 	}
-	ev.Str("client", peer.String()).Str("op", req.Op.String()).Str("file", req.Filename).
-		Str("outcome", reason).Err(err).Msg("tftp: refused")
+	// pxelinux probes a dozen config names before it finds one: misses
+	// are normal traffic, logged at debug (protocols.md §10.3). Other
+	// refusals are at most one line per reason per 10 s: anyone can send
+	// a thousand of them a second.
+	if reason == "not-found" {
+		line(s.Log.Debug())
+		return
+	}
+	s.logLimited(zerolog.InfoLevel, time.Now(), "refused-"+reason, line)
 }
 
 // finish counts and logs a finished transfer: the one line per transfer

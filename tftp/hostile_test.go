@@ -148,6 +148,9 @@ func TestRefusalLogsLimited(t *testing.T) {
 	var logs testutil.SyncBuffer
 	srv := startServer(t, root, func(s *tftp.Server) {
 		s.MaxPerClient = 1
+		// Every refused request reaches its refusal: none is evicted
+		// from the unconfirmed pool first.
+		s.MaxUnconfirmed, s.MaxUnconfirmedPerPrefix = 1000, 1000
 		s.Log = zerolog.New(&logs).Level(zerolog.InfoLevel)
 	})
 	// One transfer from 127.0.0.1 runs (its client has ACKed, then waits):

@@ -98,9 +98,22 @@ type Server struct {
 	// never answered is dropped after a few retries. 0 = DefaultStallTimeout.
 	StallTimeout time.Duration
 
-	MaxSessions     int           // transfers at once; 0 = DefaultMaxSessions
-	MaxPerClient    int           // transfers at once per client IP; 0 = DefaultMaxPerClient
+	MaxSessions     int           // confirmed transfers at once; 0 = DefaultMaxSessions
+	MaxPerClient    int           // confirmed transfers at once per client IP; 0 = DefaultMaxPerClient
 	SessionLifetime time.Duration // hard cap per transfer; 0 = DefaultLifetime
+
+	// A request is unconfirmed until its client answers from its address
+	// (the first ACK of a read, the first DATA of a write): until then its
+	// source may be spoofed. Unconfirmed requests do not count in
+	// MaxSessions and MaxPerClient but in a pool of their own, of at most
+	// MaxUnconfirmed requests and MaxUnconfirmedPerPrefix per /24 (IPv4)
+	// or /64; when either is full, the oldest is evicted and ends without
+	// a word. One that is not confirmed within ConfirmTimeout ends too.
+	// Zero values mean DefaultMaxUnconfirmed,
+	// DefaultMaxUnconfirmedPerPrefix and DefaultConfirmTimeout.
+	MaxUnconfirmed          int
+	MaxUnconfirmedPerPrefix int
+	ConfirmTimeout          time.Duration
 
 	// MaxRequestRate limits requests per second from one client IP
 	// (token bucket; requests over it get no answer at all, so spoofed
@@ -129,10 +142,12 @@ type Server struct {
 
 	mu        sync.Mutex
 	ln        *udpio.Conn
-	perClient map[netip.Addr]int
-	peers     map[netip.AddrPort]struct{} // client TIDs with a transfer running
+	perClient map[netip.Addr]int       // confirmed transfers per client
+	confirmed int                      // confirmed transfers
+	pending   pendingPool              // unconfirmed requests (slots.go)
+	peers     map[netip.AddrPort]*slot // client TIDs with a request running
 	sessions  sync.WaitGroup
-	active    atomic.Int64
+	active    atomic.Int64 // requests running, confirmed or not
 	closing   atomic.Bool
 	stopAll   context.CancelFunc
 	sessCtx   context.Context
@@ -149,6 +164,10 @@ func (s *Server) timing() timing {
 	t := timing{
 		InitialRTO: s.InitialRTO, MinRTO: s.MinRTO, MaxRTO: s.MaxRTO,
 		Retries: s.Retries, Lifetime: s.SessionLifetime, StallTimeout: s.StallTimeout,
+		ConfirmTimeout: s.ConfirmTimeout,
+	}
+	if t.ConfirmTimeout <= 0 {
+		t.ConfirmTimeout = DefaultConfirmTimeout
 	}
 	if t.StallTimeout <= 0 {
 		t.StallTimeout = DefaultStallTimeout
@@ -207,7 +226,7 @@ func (s *Server) Serve(ctx context.Context, pc *net.UDPConn) error {
 	s.mu.Lock()
 	s.ln = ln
 	s.perClient = make(map[netip.Addr]int)
-	s.peers = make(map[netip.AddrPort]struct{})
+	s.peers = make(map[netip.AddrPort]*slot)
 	s.sessCtx, s.stopAll = context.WithCancel(context.Background())
 	if s.dial == nil {
 		s.dial = dialTransfer
@@ -309,7 +328,7 @@ func (s *Server) handle(pkt []byte, from netip.AddrPort, dst netip.Addr) {
 		s.replyError(pkt, from, dst, ErrCodeIllegalOp, "malformed request")
 		return
 	}
-	ok, dup := s.reserve(from)
+	sl, dup := s.reserve(from)
 	if dup {
 		// The client repeated its request before our first reply reached
 		// it: the running session answers; a second one would only
@@ -317,7 +336,7 @@ func (s *Server) handle(pkt []byte, from netip.AddrPort, dst netip.Addr) {
 		s.Counters.DupRequest.Add(1)
 		return
 	}
-	if !ok {
+	if sl == nil {
 		s.Counters.SessionLimited.Add(1)
 		s.logLimited(zerolog.WarnLevel, now, "session-limit", func(e *zerolog.Event) {
 			e.Str("client", from.String()).Str("file", req.Filename).Msg("tftp: session limit reached, request refused")
@@ -330,8 +349,8 @@ func (s *Server) handle(pkt []byte, from netip.AddrPort, dst netip.Addr) {
 	reqLen := len(pkt)
 	go func() {
 		defer s.sessions.Done()
-		defer s.release(from)
-		s.serveRequest(req, reqLen, from, dst)
+		defer s.release(sl)
+		s.serveRequest(sl, req, reqLen, from, dst)
 	}()
 }
 
@@ -363,7 +382,8 @@ func (s *Server) setLimiter() {
 
 // Reconfigure changes the server's limits while it runs: f is called with
 // the server locked and may set MaxRequestRate, RequestBurst,
-// MaxSessions, MaxPerClient, the RTO fields, Retries, StallTimeout,
+// MaxSessions, MaxPerClient, MaxUnconfirmed, MaxUnconfirmedPerPrefix,
+// ConfirmTimeout, the RTO fields, Retries, StallTimeout,
 // SessionLifetime, MaxBlockSize, AllowFragments, MaxWindow,
 // MaxWindowBytes, AllowOverwrite and MaxUploadSize. New requests see the
 // new values; running transfers keep what they negotiated. Other fields
@@ -399,47 +419,16 @@ func cappedError(code ErrorCode, msg string, limit int) []byte {
 	return b
 }
 
-// reserve takes a session slot for peer, or reports why not: dup when
-// that client TID already has a transfer running.
-func (s *Server) reserve(peer netip.AddrPort) (ok, dup bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closing.Load() {
-		return false, false
-	}
-	if _, running := s.peers[peer]; running {
-		return false, true
-	}
-	client := peer.Addr()
-	if int(s.active.Load()) >= orDefault(s.MaxSessions, DefaultMaxSessions) ||
-		s.perClient[client] >= orDefault(s.MaxPerClient, DefaultMaxPerClient) {
-		return false, false
-	}
-	s.peers[peer] = struct{}{}
-	s.perClient[client]++
-	s.active.Add(1)
-	s.Counters.Active.Add(1)
-	s.sessions.Add(1)
-	return true, false
-}
-
-func (s *Server) release(peer netip.AddrPort) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.peers, peer)
-	client := peer.Addr()
-	if s.perClient[client]--; s.perClient[client] <= 0 {
-		delete(s.perClient, client)
-	}
-	s.active.Add(-1)
-	s.Counters.Active.Add(-1)
-}
-
 // serveRequest runs in the transfer's own goroutine: it opens the transfer
 // socket (a new TID, RFC 1350 §4) on the address the request came to,
 // resolves the file, negotiates and runs the transfer. reqLen is the
 // request's size on the wire: the refusal of a malformed one is no larger.
-func (s *Server) serveRequest(req *Request, reqLen int, peer netip.AddrPort, local netip.Addr) {
+// sl is the request's slot: the session confirms it when the client first
+// answers, and stops silently when it is evicted (sl.ctx).
+func (s *Server) serveRequest(sl *slot, req *Request, reqLen int, peer netip.AddrPort, local netip.Addr) {
+	if evicted(sl.ctx) {
+		return // before any file or socket is opened for it
+	}
 	var vf servedFile
 	var verr error
 	if req.Op == OpRRQ && s.Virtual != nil {
@@ -450,9 +439,16 @@ func (s *Server) serveRequest(req *Request, reqLen int, peer netip.AddrPort, loc
 	// Virtual files are per-host: multicast would send one host's file to
 	// every member of the group.
 	if vf == nil && req.Op == OpRRQ && s.Multicast != nil {
-		if _, ok := req.Option(optMulticast); ok && s.Multicast.ServeMulticast(s.sessCtx, req, peer, local) {
-			s.Counters.Multicast.Add(1)
-			return
+		if _, ok := req.Option(optMulticast); ok {
+			// The multicast handler runs its own sessions and rules for
+			// who may join; its requests count as confirmed here.
+			if s.confirm(sl) != nil {
+				return
+			}
+			if s.Multicast.ServeMulticast(s.sessCtx, req, peer, local) {
+				s.Counters.Multicast.Add(1)
+				return
+			}
 		}
 	}
 	c, err := s.dial(local)
@@ -478,7 +474,7 @@ func (s *Server) serveRequest(req *Request, reqLen int, peer netip.AddrPort, loc
 		return
 	}
 	if req.Op == OpWRQ {
-		s.serveWrite(c, req, peer, local)
+		s.serveWrite(sl, c, req, peer, local)
 		return
 	}
 	var f servedFile
@@ -533,8 +529,9 @@ func (s *Server) serveRequest(req *Request, reqLen int, peer netip.AddrPort, loc
 	rs := &readSession{
 		c: c, peer: peer, src: src, size: size, neg: neg, oack: oack,
 		timing: s.timing(), counters: &s.Counters, truncated: f.Truncated, prog: &l.prog,
+		confirm: func() error { return s.confirm(sl) },
 	}
-	res := rs.run(s.sessCtx)
+	res := rs.run(sl.ctx)
 	s.transfers.end(l, res, res.RTO)
 	s.finish(req, peer, neg, res)
 }
@@ -618,6 +615,9 @@ func (s *Server) finish(req *Request, peer netip.AddrPort, neg Negotiated, res r
 		s.Counters.Unconfirmed.Add(1)
 	case OutcomeProbe:
 		s.Counters.Probes.Add(1)
+	case OutcomeEvicted: // counted when evicted
+	case OutcomeBusy:
+		s.Counters.SessionLimited.Add(1)
 	default:
 		s.Counters.Failed.Add(1)
 	}
@@ -626,20 +626,32 @@ func (s *Server) finish(req *Request, peer netip.AddrPort, neg Negotiated, res r
 	if d > 0 {
 		mbps = float64(res.Bytes) / d.Seconds() / 1e6
 	}
-	ev := s.Log.Info()
-	if res.Outcome != OutcomeOK && res.Outcome != OutcomeUnconfirmed && res.Outcome != OutcomeProbe {
-		ev = s.Log.Warn()
+	line := func(ev *zerolog.Event) {
+		ev.Str("client", peer.String()).Str("op", req.Op.String()).Str("file", req.Filename).Str("mode", req.Mode).
+			Int("blksize", neg.BlockSize).Int("windowsize", neg.WindowSize).
+			Int64("bytes", res.Bytes).Uint64("blocks", res.Blocks).Uint64("retransmits", res.Retransmits).
+			Uint64("datagrams", res.Datagrams).Uint64("syscalls", res.Syscalls).
+			Dur("duration", d).Float64("mbps", mbps).Str("outcome", string(res.Outcome)).Err(res.Err).
+			Msg("transfer")
 	}
-	ev.Str("client", peer.String()).Str("op", req.Op.String()).Str("file", req.Filename).Str("mode", req.Mode).
-		Int("blksize", neg.BlockSize).Int("windowsize", neg.WindowSize).
-		Int64("bytes", res.Bytes).Uint64("blocks", res.Blocks).Uint64("retransmits", res.Retransmits).
-		Uint64("datagrams", res.Datagrams).Uint64("syscalls", res.Syscalls).
-		Dur("duration", d).Float64("mbps", mbps).Str("outcome", string(res.Outcome)).Err(res.Err).
-		Msg("transfer")
+	switch {
+	case res.Outcome == OutcomeOK || res.Outcome == OutcomeUnconfirmed || res.Outcome == OutcomeProbe:
+		line(s.Log.Info())
+	case res.Outcome == OutcomeEvicted:
+		line(s.Log.Debug()) // a flood's requests: counted, not logged one by one
+	case res.Outcome == OutcomeBusy:
+		s.logLimited(zerolog.WarnLevel, time.Now(), "session-limit", line)
+	case res.Outcome == OutcomeTimeout && !res.Heard:
+		// Never answered: a spoofed request, or a client that went
+		// away; a flood must not become a flood of log lines.
+		s.logLimited(zerolog.WarnLevel, time.Now(), "never-answered", line)
+	default:
+		line(s.Log.Warn())
+	}
 }
 
 // serveWrite runs a WRQ.
-func (s *Server) serveWrite(c conn, req *Request, peer netip.AddrPort, local netip.Addr) {
+func (s *Server) serveWrite(sl *slot, c conn, req *Request, peer netip.AddrPort, local netip.Addr) {
 	fail := func(code ErrorCode, msg, reason string, err error) {
 		s.Counters.Denied.Add(1)
 		s.logRefusal(req, peer, reason, err)
@@ -694,8 +706,9 @@ func (s *Server) serveWrite(c conn, req *Request, peer netip.AddrPort, local net
 	ws := &writeSession{
 		c: c, peer: peer, neg: neg, oack: oack, timing: s.timing(),
 		counters: &s.Counters, dst: up, maxSize: maxSize, prog: &l.prog,
+		confirm: func() error { return s.confirm(sl) },
 	}
-	res := ws.run(s.sessCtx)
+	res := ws.run(sl.ctx)
 	s.transfers.end(l, res, res.RTO)
 	s.finish(req, peer, neg, res)
 }

@@ -36,6 +36,9 @@ type writeSession struct {
 	dst      upload
 	maxSize  int64     // 0 = no limit
 	prog     *progress // where the session publishes its progress; nil = nowhere
+	// confirm is called when the first DATA comes (the request was not
+	// spoofed); an error ends the session. nil = nothing to confirm.
+	confirm func() error
 	replier
 }
 
@@ -62,17 +65,27 @@ func (s *writeSession) run(ctx context.Context) (res result) {
 		est.LimitMax(s.neg.Timeout)
 	}
 	var (
-		have     uint64 // highest block received in order
-		ackedTo  uint64 // highest block we ACKed
-		gapAcked bool   // a gap was already reported for the current position
-		sentAt   time.Time
-		timeouts int
-		abuf     []byte
-		lifetime time.Time
-		progress = res.Start
+		have      uint64 // highest block received in order
+		ackedTo   uint64 // highest block we ACKed
+		gapAcked  bool   // a gap was already reported for the current position
+		sentAt    time.Time
+		timeouts  int
+		abuf      []byte
+		lifetime  time.Time
+		progress  = res.Start
+		heard     bool      // the peer sent something: not (only) a spoofed request
+		confirmBy time.Time // end of the wait for the peer's first DATA
 	)
+	defer func() { res.Heard = heard }()
 	if s.timing.Lifetime > 0 {
 		lifetime = res.Start.Add(s.timing.Lifetime)
+	}
+	if s.timing.ConfirmTimeout > 0 {
+		confirmBy = res.Start.Add(s.timing.ConfirmTimeout)
+	}
+	if evicted(ctx) {
+		res.Outcome, res.Err = OutcomeEvicted, errEvicted
+		return res
 	}
 	sendAck := func() {
 		sentAt = time.Now()
@@ -90,8 +103,15 @@ func (s *writeSession) run(ctx context.Context) (res result) {
 		if !lifetime.IsZero() && deadline.After(lifetime) {
 			deadline = lifetime
 		}
+		if have == 0 && !confirmBy.IsZero() && deadline.After(confirmBy) {
+			deadline = confirmBy
+		}
 		s.c.SetReadDeadline(deadline)
 		if ctx.Err() != nil {
+			if evicted(ctx) {
+				res.Outcome, res.Err = OutcomeEvicted, errEvicted
+				return res
+			}
 			s.sendError(ErrCodeUndefined, "server shutting down")
 			res.Outcome, res.Err = OutcomeShutdown, ctx.Err()
 			return res
@@ -116,9 +136,12 @@ func (s *writeSession) run(ctx context.Context) (res result) {
 			}
 			s.counters.Timeouts.Add(1)
 			timeouts++
-			heard := have > 0
-			if (!heard && timeouts > min(preAckRetries, s.timing.Retries)) ||
-				(heard && timeouts > s.timing.Retries && now.Sub(progress) >= s.timing.StallTimeout) {
+			if have == 0 && !confirmBy.IsZero() && !now.Before(confirmBy) {
+				res.Outcome, res.Err = OutcomeTimeout, fmt.Errorf("no DATA within %s (confirm_timeout)", s.timing.ConfirmTimeout)
+				return res
+			}
+			if (have == 0 && timeouts > min(preAckRetries, s.timing.Retries)) ||
+				(have > 0 && timeouts > s.timing.Retries && now.Sub(progress) >= s.timing.StallTimeout) {
 				res.Outcome, res.Err = OutcomeTimeout, fmt.Errorf("no DATA after %d retries", s.timing.Retries)
 				return res
 			}
@@ -156,6 +179,13 @@ func (s *writeSession) run(ctx context.Context) (res result) {
 				}
 				continue
 			}
+			if have == 0 && s.confirm != nil {
+				// DATA 1 from the peer: it owns its address.
+				if err := s.confirm(); err != nil {
+					heard = true
+					return s.notConfirmed(s.c, s.peer, &res, err)
+				}
+			}
 			off := int64(have) * int64(bs)
 			if s.maxSize > 0 && off+int64(len(payload)) > s.maxSize {
 				s.sendError(ErrCodeDiskFull, errTooLarge.Error())
@@ -166,7 +196,7 @@ func (s *writeSession) run(ctx context.Context) (res result) {
 				s.writeFailed(&res, err)
 				return res
 			}
-			have, gapAcked, timeouts = blk, false, 0
+			have, gapAcked, timeouts, heard = blk, false, 0, true
 			progress = time.Now()
 			est.Progress()
 			s.counters.Received.Add(uint64(len(payload)))
@@ -188,6 +218,7 @@ func (s *writeSession) run(ctx context.Context) (res result) {
 				sendAck()
 			}
 		case OpERROR:
+			heard = true
 			code, msg, _ := ParseError(pkt)
 			res.Outcome, res.Err = OutcomeAborted, &RemoteError{Code: code, Message: msg}
 			return res

@@ -18,6 +18,7 @@ var liveKeys = map[string]bool{
 	"log.level":                 true,
 	"tftp.max_requests_per_sec": true, "tftp.request_burst": true,
 	"tftp.max_sessions": true, "tftp.max_per_client": true,
+	"tftp.max_unconfirmed": true, "tftp.max_unconfirmed_per_prefix": true, "tftp.confirm_timeout": true,
 	"tftp.initial_rto": true, "tftp.min_rto": true, "tftp.max_rto": true,
 	"tftp.retries": true, "tftp.stall_timeout": true, "tftp.session_lifetime": true,
 	"tftp.max_blksize": true, "tftp.allow_fragments": true, "tftp.max_windowsize": true, "tftp.max_window_bytes": true,
@@ -75,6 +76,7 @@ func (r *reloader) reload() {
 	r.tftp.Reconfigure(func(s *tftp.Server) {
 		s.MaxRequestRate, s.RequestBurst = t.MaxRequestRate, t.RequestBurst
 		s.MaxSessions, s.MaxPerClient = t.MaxSessions, t.MaxPerClient
+		s.MaxUnconfirmed, s.MaxUnconfirmedPerPrefix, s.ConfirmTimeout = t.MaxUnconfirmed, t.MaxUnconfirmedPerPrefix, t.ConfirmTimeout.Duration
 		s.InitialRTO, s.MinRTO, s.MaxRTO = t.InitialRTO.Duration, t.MinRTO.Duration, t.MaxRTO.Duration
 		s.Retries, s.StallTimeout, s.SessionLifetime = t.Retries, t.StallTimeout.Duration, t.Lifetime.Duration
 		s.MaxBlockSize, s.AllowFragments = t.MaxBlockSize, t.AllowFragments

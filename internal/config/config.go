@@ -145,8 +145,15 @@ type TFTP struct {
 	MaxRTO         Duration `toml:"max_rto" help:"ceiling of the retransmission timeout with backoff"`
 	Retries        int      `toml:"retries" help:"consecutive timeouts before a transfer is dropped"`
 	StallTimeout   Duration `toml:"stall_timeout" help:"silence tolerated from a client that has answered before, on top of retries"`
-	MaxSessions    int      `toml:"max_sessions" help:"transfers at once"`
-	MaxPerClient   int      `toml:"max_per_client" help:"transfers at once per client address"`
+	MaxSessions    int      `toml:"max_sessions" help:"transfers at once (confirmed: the client has answered)"`
+	MaxPerClient   int      `toml:"max_per_client" help:"transfers at once per client address (confirmed)"`
+
+	// Requests whose client has not answered yet (unconfirmed: the
+	// source may be spoofed) have a pool of their own.
+	MaxUnconfirmed          int      `toml:"max_unconfirmed" help:"requests whose client has not answered yet, at once; when full the oldest is dropped"`
+	MaxUnconfirmedPerPrefix int      `toml:"max_unconfirmed_per_prefix" help:"of those, from one /24 (IPv4) or /64; when full that subnet's oldest is dropped"`
+	ConfirmTimeout          Duration `toml:"confirm_timeout" help:"how long a request may wait for its client's first answer (ACK or DATA)"`
+
 	MaxRequestRate int      `toml:"max_requests_per_sec" help:"requests per second from one client address (TFTP and PXE MTFTP ports, each counted apart) before they go unanswered; 0 = unlimited"`
 	RequestBurst   int      `toml:"request_burst" help:"requests one client address may send at once before max_requests_per_sec applies; 0 = twice the rate"`
 	Lifetime       Duration `toml:"session_lifetime" help:"hard time limit of one transfer"`
@@ -209,6 +216,11 @@ func Defaults() Config {
 			RequestBurst:   200,
 			Lifetime:       Duration{time.Hour},
 			ShutdownGrace:  Duration{30 * time.Second},
+
+			// tftp.DefaultMaxUnconfirmed, …PerPrefix, DefaultConfirmTimeout
+			MaxUnconfirmed:          256,
+			MaxUnconfirmedPerPrefix: 64,
+			ConfirmTimeout:          Duration{5 * time.Second},
 		},
 		MTFTP: MTFTP{
 			Enabled: true, GroupRange: "239.255.0.0/24", Port: 1758, TTL: 1,
@@ -314,6 +326,15 @@ func (c *Config) Validate() error {
 	}
 	if t.MaxPerClient < 1 {
 		bad("tftp.max_per_client", "%d must be at least 1", t.MaxPerClient)
+	}
+	if t.MaxUnconfirmed < 1 {
+		bad("tftp.max_unconfirmed", "%d must be at least 1", t.MaxUnconfirmed)
+	}
+	if t.MaxUnconfirmedPerPrefix < 1 {
+		bad("tftp.max_unconfirmed_per_prefix", "%d must be at least 1", t.MaxUnconfirmedPerPrefix)
+	}
+	if t.ConfirmTimeout.Duration <= 0 {
+		bad("tftp.confirm_timeout", "%s must be positive", t.ConfirmTimeout)
 	}
 	if t.MaxRequestRate < 0 {
 		bad("tftp.max_requests_per_sec", "%d is negative (0 = unlimited)", t.MaxRequestRate)

@@ -87,6 +87,10 @@ func TestErrorsNameTheField(t *testing.T) {
 		"[mtftp]\npxe_port_order = \"intel\"":                                                                          "mtftp.pxe_port_order",
 		"[mtftp]\npxe_tmout = 0":                                                                                       "mtftp.pxe_tmout",
 		"[mtftp]\npxe_delay = 300":                                                                                     "mtftp.pxe_delay",
+
+		"[tftp]\nmax_unconfirmed = 0":            "tftp.max_unconfirmed",
+		"[tftp]\nmax_unconfirmed_per_prefix = 0": "tftp.max_unconfirmed_per_prefix",
+		"[tftp]\nconfirm_timeout = \"0s\"":       "tftp.confirm_timeout",
 	}
 	for in, want := range cases {
 		c := Defaults()

@@ -81,6 +81,10 @@ type Server struct {
 	AllowOverwrite bool
 	// MaxUploadSize caps one upload in bytes; 0 means 1 GiB.
 	MaxUploadSize int64
+	// WriteQuota caps the bytes in WriteDir, its files and running
+	// uploads together; an upload that would pass it gets ERROR 3 (disk
+	// full). 0 = DefaultWriteQuota, negative = no quota.
+	WriteQuota int64
 
 	MaxBlockSize int // blksize cap, 8..65464; 0 = 65464, lowered further to the interface MTU − 32
 	// AllowFragments skips the MTU clamp: a client asking for 65464-byte
@@ -153,6 +157,7 @@ type Server struct {
 	sessCtx   context.Context
 	mtus      mtuCache
 	writeRoot *os.Root
+	quota     uploadQuota
 	transfers registry
 	limiter   SourceLimiter
 	logs      loglimit.Limiter // refusals: one line per kind per 10 s
@@ -239,6 +244,14 @@ func (s *Server) Serve(ctx context.Context, pc *net.UDPConn) error {
 			return fmt.Errorf("tftp: write directory: %w", err)
 		}
 		s.writeRoot = r
+		// Temp files a crash left behind are removed (a running server
+		// renames or removes its own), and what is there counts in the
+		// quota (issue 13, finding 11).
+		stored, removed := scanWriteDir(r, true)
+		s.quota.stored, s.quota.measured = stored, time.Now()
+		s.quota.measure = func() int64 { n, _ := scanWriteDir(r, false); return n }
+		s.Log.Info().Str("write_dir", s.WriteDir).Int64("stored", stored).Int("stale_temp_files_removed", removed).
+			Msg("tftp: write directory ready")
 	}
 	s.setLimiter()
 	s.mu.Unlock()
@@ -378,6 +391,11 @@ func (s *Server) logLimited(lvl zerolog.Level, now time.Time, kind string, log f
 // setLimiter applies MaxRequestRate and RequestBurst; s.mu is held.
 func (s *Server) setLimiter() {
 	s.limiter.SetRate(s.MaxRequestRate, s.RequestBurst)
+	quota := s.WriteQuota
+	if quota == 0 {
+		quota = DefaultWriteQuota
+	}
+	s.quota.setLimit(quota)
 }
 
 // Reconfigure changes the server's limits while it runs: f is called with
@@ -385,7 +403,7 @@ func (s *Server) setLimiter() {
 // MaxSessions, MaxPerClient, MaxUnconfirmed, MaxUnconfirmedPerPrefix,
 // ConfirmTimeout, the RTO fields, Retries, StallTimeout,
 // SessionLifetime, MaxBlockSize, AllowFragments, MaxWindow,
-// MaxWindowBytes, AllowOverwrite and MaxUploadSize. New requests see the
+// MaxWindowBytes, AllowOverwrite, MaxUploadSize and WriteQuota. New requests see the
 // new values; running transfers keep what they negotiated. Other fields
 // must not be touched.
 func (s *Server) Reconfigure(f func(*Server)) {
@@ -689,10 +707,21 @@ func (s *Server) serveWrite(sl *slot, c conn, req *Request, peer netip.AddrPort,
 		s.logRefusal(req, peer, "too-large", nil)
 		return
 	}
-	up, err := s.newUpload(name, overwrite)
-	if err != nil {
-		fail(ErrCodeAccess, "cannot create file", "create-failed", err)
+	if room := s.quota.room(); room >= 0 && neg.TSize > room {
+		c.WriteTo(AppendError(nil, ErrCodeDiskFull, errQuota.Error()), peer)
+		s.logRefusal(req, peer, "over-quota", nil)
 		return
+	}
+	// The temp file is created when the first DATA comes from the peer's
+	// address (it is not spoofed), never for the request alone.
+	open := func() (upload, error) {
+		up, err := s.newUpload(name, overwrite)
+		if err != nil {
+			s.Counters.Denied.Add(1)
+			s.logRefusal(req, peer, "create-failed", err)
+			return nil, err
+		}
+		return up, nil
 	}
 	s.Counters.WRQ.Add(1)
 	var oack []byte
@@ -705,7 +734,7 @@ func (s *Server) serveWrite(sl *slot, c conn, req *Request, peer netip.AddrPort,
 	})
 	ws := &writeSession{
 		c: c, peer: peer, neg: neg, oack: oack, timing: s.timing(),
-		counters: &s.Counters, dst: up, maxSize: maxSize, prog: &l.prog,
+		counters: &s.Counters, open: open, maxSize: maxSize, prog: &l.prog,
 		confirm: func() error { return s.confirm(sl) },
 	}
 	res := ws.run(sl.ctx)
@@ -722,6 +751,8 @@ type rootUpload struct {
 	tmp, name  string
 	overwrite  bool
 	closedOnce bool
+	quota      *uploadQuota
+	reserved   int64 // bytes taken from the quota: the file's size so far
 }
 
 func (s *Server) newUpload(name string, overwrite bool) (*rootUpload, error) {
@@ -733,10 +764,20 @@ func (s *Server) newUpload(name string, overwrite bool) (*rootUpload, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &rootUpload{root: s.writeRoot, f: f, tmp: tmp, name: name, overwrite: overwrite}, nil
+	return &rootUpload{root: s.writeRoot, f: f, tmp: tmp, name: name, overwrite: overwrite, quota: &s.quota}, nil
 }
 
-func (u *rootUpload) WriteAt(p []byte, off int64) (int, error) { return u.f.WriteAt(p, off) }
+// WriteAt writes p at off, first taking from the quota what it adds to
+// the file (errQuota when that would pass it).
+func (u *rootUpload) WriteAt(p []byte, off int64) (int, error) {
+	if grow := off + int64(len(p)) - u.reserved; grow > 0 {
+		if !u.quota.take(grow) {
+			return 0, errQuota
+		}
+		u.reserved += grow
+	}
+	return u.f.WriteAt(p, off)
+}
 
 func (u *rootUpload) Commit() error {
 	if err := u.f.Sync(); err != nil {
@@ -747,9 +788,14 @@ func (u *rootUpload) Commit() error {
 	}
 	u.closedOnce = true
 	if u.overwrite {
+		var replaced int64
+		if fi, err := u.root.Lstat(u.name); err == nil && fi.Mode().IsRegular() {
+			replaced = fi.Size()
+		}
 		if err := u.root.Rename(u.tmp, u.name); err != nil {
 			return err
 		}
+		u.committed(replaced)
 		return u.syncDir()
 	}
 	// Link fails if the name appeared meanwhile: never overwrite. Where
@@ -759,6 +805,7 @@ func (u *rootUpload) Commit() error {
 	switch {
 	case err == nil:
 		u.root.Remove(u.tmp)
+		u.committed(0)
 	case errors.Is(err, fs.ErrExist):
 		u.root.Remove(u.tmp)
 		return errExists
@@ -770,11 +817,18 @@ func (u *rootUpload) Commit() error {
 		if err := u.root.Rename(u.tmp, u.name); err != nil {
 			return err
 		}
+		u.committed(0)
 	default:
 		u.root.Remove(u.tmp)
 		return err
 	}
 	return u.syncDir()
+}
+
+// committed moves the upload's bytes in the quota from running to stored.
+func (u *rootUpload) committed(replaced int64) {
+	u.quota.commit(u.reserved, replaced)
+	u.reserved = 0
 }
 
 // errExists: the upload's name appeared while it ran (ERROR 6).
@@ -796,6 +850,8 @@ func (u *rootUpload) Abort() {
 		u.f.Close()
 	}
 	u.root.Remove(u.tmp)
+	u.quota.give(u.reserved)
+	u.reserved = 0
 }
 
 // mtuCache maps a local address to its interface MTU, refreshed at most

@@ -436,7 +436,7 @@ func TestConfirmTimeout(t *testing.T) {
 		c = n.listen("192.0.2.1")
 		start = time.Now()
 		ws := &writeSession{c: c, peer: cl.addr, neg: Negotiated{BlockSize: 512, WindowSize: 1}, counters: &Counters{},
-			timing: tm, dst: nopUpload{}}
+			timing: tm, open: func() (upload, error) { t.Error("upload opened without DATA"); return nopUpload{}, nil }}
 		w := ws.run(context.Background())
 		if d := time.Since(start); w.Outcome != OutcomeTimeout || d > tm.ConfirmTimeout {
 			t.Fatalf("write never answered: %s after %v, want timeout within %v", w.Outcome, d, tm.ConfirmTimeout)

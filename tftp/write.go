@@ -33,9 +33,13 @@ type writeSession struct {
 	oack     []byte
 	timing   timing
 	counters *Counters
-	dst      upload
-	maxSize  int64     // 0 = no limit
-	prog     *progress // where the session publishes its progress; nil = nowhere
+	// open creates the upload's temp file; it is called when the first
+	// DATA comes from the peer (its address is not spoofed), so a request
+	// alone never creates a file.
+	open    func() (upload, error)
+	dst     upload    // nil until the first DATA
+	maxSize int64     // 0 = no limit
+	prog    *progress // where the session publishes its progress; nil = nowhere
 	// confirm is called when the first DATA comes (the request was not
 	// spoofed); an error ends the session. nil = nothing to confirm.
 	confirm func() error
@@ -52,7 +56,7 @@ func (s *writeSession) run(ctx context.Context) (res result) {
 	committed := false
 	defer func() {
 		if !committed {
-			s.dst.Abort()
+			s.abort()
 		}
 	}()
 	stop := context.AfterFunc(ctx, func() { s.c.SetReadDeadline(time.Unix(1, 0)) })
@@ -186,8 +190,19 @@ func (s *writeSession) run(ctx context.Context) (res result) {
 					return s.notConfirmed(s.c, s.peer, &res, err)
 				}
 			}
+			if s.dst == nil {
+				dst, err := s.open()
+				if err != nil {
+					heard = true
+					res.Outcome, res.Err = OutcomeError, err
+					s.sendError(ErrCodeAccess, "cannot create file")
+					return res
+				}
+				s.dst = dst
+			}
 			off := int64(have) * int64(bs)
 			if s.maxSize > 0 && off+int64(len(payload)) > s.maxSize {
+				s.abort()
 				s.sendError(ErrCodeDiskFull, errTooLarge.Error())
 				res.Outcome, res.Err = OutcomeError, errTooLarge
 				return res
@@ -244,10 +259,25 @@ func (s *writeSession) dally(rbuf []byte, rto time.Duration, ack []byte) {
 	}
 }
 
+// abort removes the upload's temp file and gives back its quota, once.
+// It comes before the ERROR that tells the client: a client that tries
+// again at once must find the room free.
+func (s *writeSession) abort() {
+	if s.dst != nil {
+		s.dst.Abort()
+		s.dst = nil
+	}
+}
+
 func (s *writeSession) writeFailed(res *result, err error) {
 	res.Outcome, res.Err = OutcomeError, err
+	s.abort()
 	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
 		s.sendError(ErrCodeDiskFull, "disk full")
+		return
+	}
+	if errors.Is(err, errQuota) {
+		s.sendError(ErrCodeDiskFull, errQuota.Error())
 		return
 	}
 	if errors.Is(err, errExists) {

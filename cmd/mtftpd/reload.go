@@ -22,7 +22,7 @@ var liveKeys = map[string]bool{
 	"tftp.initial_rto": true, "tftp.min_rto": true, "tftp.max_rto": true,
 	"tftp.retries": true, "tftp.stall_timeout": true, "tftp.session_lifetime": true,
 	"tftp.max_blksize": true, "tftp.allow_fragments": true, "tftp.max_windowsize": true, "tftp.max_window_bytes": true,
-	"tftp.allow_overwrite": true, "tftp.max_upload_size": true, "tftp.shutdown_grace": true,
+	"tftp.allow_overwrite": true, "tftp.max_upload_size": true, "tftp.write_quota": true, "tftp.shutdown_grace": true,
 	"dhcp.boot": true, "dhcp.max_leases_per_mac": true,
 }
 
@@ -81,7 +81,7 @@ func (r *reloader) reload() {
 		s.Retries, s.StallTimeout, s.SessionLifetime = t.Retries, t.StallTimeout.Duration, t.Lifetime.Duration
 		s.MaxBlockSize, s.AllowFragments = t.MaxBlockSize, t.AllowFragments
 		s.MaxWindow, s.MaxWindowBytes = t.MaxWindow, t.MaxWindowBytes
-		s.AllowOverwrite, s.MaxUploadSize = t.AllowOverwrite, t.MaxUploadSize
+		s.AllowOverwrite, s.MaxUploadSize, s.WriteQuota = t.AllowOverwrite, t.MaxUploadSize, writeQuota(t.WriteQuota)
 	})
 	if r.pxeLimit != nil {
 		r.pxeLimit.SetRate(t.MaxRequestRate, t.RequestBurst)

@@ -97,6 +97,7 @@ func runServe(args []string) error {
 	t := cfg.TFTP
 	srv := &tftp.Server{
 		Files: store, WriteDir: t.WriteDir, AllowOverwrite: t.AllowOverwrite, MaxUploadSize: t.MaxUploadSize,
+		WriteQuota:   writeQuota(t.WriteQuota),
 		MaxBlockSize: t.MaxBlockSize, AllowFragments: t.AllowFragments, MaxWindow: t.MaxWindow, MaxWindowBytes: t.MaxWindowBytes,
 		InitialRTO: t.InitialRTO.Duration, MinRTO: t.MinRTO.Duration, MaxRTO: t.MaxRTO.Duration, Retries: t.Retries,
 		StallTimeout: t.StallTimeout.Duration,
@@ -260,6 +261,15 @@ func runServe(args []string) error {
 		}
 	}
 	return first
+}
+
+// writeQuota maps tftp.write_quota to tftp.Server.WriteQuota: 0 in the
+// config means no quota, which the server spells negative.
+func writeQuota(bytes int64) int64 {
+	if bytes == 0 {
+		return -1
+	}
+	return bytes
 }
 
 // loadServeConfig builds the effective config: defaults (the demo's

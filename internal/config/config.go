@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"path/filepath"
 	"reflect"
 	"sort"
 	"strconv"
@@ -136,6 +137,7 @@ type TFTP struct {
 	WriteDir       string   `toml:"write_dir" help:"directory that accepts uploads (WRQ); empty refuses them"`
 	AllowOverwrite bool     `toml:"allow_overwrite" help:"let an upload replace an existing file"`
 	MaxUploadSize  int64    `toml:"max_upload_size" help:"largest upload in bytes"`
+	WriteQuota     int64    `toml:"write_quota" help:"most bytes write_dir may hold, its files and running uploads together; 0 = no quota"`
 	MaxBlockSize   int      `toml:"max_blksize" help:"largest blksize granted (8..65464), further capped at the interface MTU - 32"`
 	AllowFragments bool     `toml:"allow_fragments" help:"grant blksize above the interface MTU - 32 (IP fragments; risky on lossy links)"`
 	MaxWindow      int      `toml:"max_windowsize" help:"largest windowsize granted (1..65535)"`
@@ -202,6 +204,7 @@ func Defaults() Config {
 			Listen:         "0.0.0.0:69",
 			Root:           "/srv/tftp",
 			MaxUploadSize:  1 << 30,
+			WriteQuota:     4 << 30, // tftp.DefaultWriteQuota
 			MaxBlockSize:   65464,
 			MaxWindow:      64,
 			MaxWindowBytes: 4 << 20,
@@ -306,6 +309,10 @@ func (c *Config) Validate() error {
 	if t.MaxUploadSize < 0 {
 		bad("tftp.max_upload_size", "%d is negative", t.MaxUploadSize)
 	}
+	if t.WriteQuota < 0 {
+		bad("tftp.write_quota", "%d is negative (0 = no quota)", t.WriteQuota)
+	}
+	c.validateWriteDir(bad)
 	if t.MinRTO.Duration <= 0 {
 		bad("tftp.min_rto", "%s must be positive", t.MinRTO)
 	}
@@ -375,6 +382,59 @@ func (c *Config) Validate() error {
 		bad("log.format", "%q is not console or json", c.Log.Format)
 	}
 	return errors.Join(errs...)
+}
+
+// validateWriteDir refuses an upload directory that overlaps a served
+// tree (either inside the other): an upload named pxelinux.cfg/01-<mac>
+// would take over that machine's boot (issue 13, finding 11). Paths are
+// compared as written (made absolute) and, where they exist, with their
+// symlinks resolved (lstat and readlink only: no file is opened).
+func (c *Config) validateWriteDir(bad func(field, format string, args ...any)) {
+	w := c.TFTP.WriteDir
+	if w == "" {
+		return
+	}
+	served := []struct{ field, dir string }{
+		{"tftp.root", c.TFTP.Root}, {"http.root", c.HTTP.Root}, {"templates.dir", c.Templates.Dir},
+	}
+	if IsURL(c.TFTP.Root) || IsURL(c.HTTP.Root) {
+		// Files fetched from an origin are served from the cache.
+		served = append(served, struct{ field, dir string }{"origin.cache_dir", c.Origin.CacheDir})
+	}
+	for _, s := range served {
+		if s.dir == "" || IsURL(s.dir) {
+			continue
+		}
+		if overlaps(w, s.dir) {
+			bad("tftp.write_dir", "%q overlaps %s %q (one inside the other): an upload could replace a served file", w, s.field, s.dir)
+		}
+	}
+}
+
+// overlaps reports whether directory a is b, or inside it, or contains it.
+func overlaps(a, b string) bool {
+	forms := func(p string) []string {
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			return nil
+		}
+		out := []string{abs}
+		if r, err := filepath.EvalSymlinks(abs); err == nil {
+			out = append(out, r)
+		}
+		return out
+	}
+	within := func(p, dir string) bool {
+		return p == dir || strings.HasPrefix(p, strings.TrimSuffix(dir, string(filepath.Separator))+string(filepath.Separator))
+	}
+	for _, x := range forms(a) {
+		for _, y := range forms(b) {
+			if within(x, y) || within(y, x) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (c *Config) validateOrigin(bad func(field, format string, args ...any)) {

@@ -123,6 +123,11 @@ type Server struct {
 	pxeFiles      pxeFileMap
 	pxeAddr       netip.AddrPort // PXEListen, resolved
 
+	// RequestLimiter limits PXE MTFTP requests per client address;
+	// requests over it get no answer. nil = a limiter of the listener's
+	// own at DefaultPXERequestRate; tftp.NewSourceLimiter(0, 0) = none.
+	RequestLimiter *tftp.SourceLimiter
+
 	// Log receives lifecycle events and one line per finished session.
 	Log zerolog.Logger
 	// Counters count every packet's fate; read them at any time.
@@ -173,6 +178,7 @@ type Counters struct {
 	BadPacket   atomic.Uint64 // unparsable or unexpected packets
 	UnknownPeer atomic.Uint64 // packets from a non-member to a session socket
 	SendErrors  atomic.Uint64 // failed sends
+	RateLimited atomic.Uint64 // PXE MTFTP requests dropped unanswered: over the per-client rate
 	// The native dialect (NativeMoves: receivers moved to a slower tier;
 	// NativeNaks: stripes asked for in status packets).
 	NativeSessions  atomic.Uint64

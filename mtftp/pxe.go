@@ -7,10 +7,19 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/mtftpd/mtftpd/internal/filestore"
+	"github.com/mtftpd/mtftpd/internal/loglimit"
 	"github.com/mtftpd/mtftpd/internal/rto"
 	"github.com/mtftpd/mtftpd/tftp"
 )
+
+// DefaultPXERequestRate is the PXE MTFTP listener's request limit per
+// client address when Server.RequestLimiter is nil, with a burst of twice
+// that: tftp.max_requests_per_sec's default. A PXE ROM opens a pass a few
+// times at most (protocols.md §7.3), so it only bites on floods.
+const DefaultPXERequestRate = 100
 
 // pxeServer is the PXE MTFTP listener (protocols.md §7.4): it answers an
 // RRQ by starting a pass of the whole file to the file's group, driven by
@@ -24,6 +33,8 @@ type pxeServer struct {
 	t      timing
 	passes map[netip.AddrPort]*pxePass // running passes by group
 	buf    []byte
+	limit  *tftp.SourceLimiter
+	logs   loglimit.Limiter // what a flood can trigger: one line per kind per 10 s
 }
 
 // pxePass is one pass of one file.
@@ -50,8 +61,12 @@ type pxePass struct {
 }
 
 func newPXEServer(s *Server, c conn) *pxeServer {
+	limit := s.RequestLimiter
+	if limit == nil {
+		limit = tftp.NewSourceLimiter(DefaultPXERequestRate, 0)
+	}
 	return &pxeServer{s: s, c: c, t: s.timing(), passes: map[netip.AddrPort]*pxePass{},
-		buf: make([]byte, tftp.HeaderLen+PXEBlockSize)}
+		buf: make([]byte, tftp.HeaderLen+PXEBlockSize), limit: limit}
 }
 
 func (p *pxeServer) run(ctx context.Context) error {
@@ -112,6 +127,12 @@ func (p *pxeServer) packet(b []byte, from netip.AddrPort) {
 	s := p.s
 	switch op := tftp.PacketOpcode(b); op {
 	case tftp.OpRRQ:
+		// Limited per source like the TFTP port's requests: each one may
+		// start a pass or buy an ERROR (issue 13, finding 14).
+		if now := time.Now(); !p.limit.Allow(from.Addr(), now) {
+			p.rateLimited(from, now)
+			return
+		}
 		p.request(b, from)
 	case tftp.OpACK:
 		n, err := tftp.ParseAck(b)
@@ -136,9 +157,29 @@ func (p *pxeServer) packet(b []byte, from netip.AddrPort) {
 		s.Counters.UnknownPeer.Add(1)
 	default:
 		s.Counters.BadPacket.Add(1)
-		if len(b) >= 4 {
+		// The ERROR is a reply to anyone: limited like requests, and
+		// never larger than what came in (5 bytes).
+		if len(b) >= 5 && p.limit.Allow(from.Addr(), time.Now()) {
 			p.c.WriteTo(tftp.AppendError(nil, tftp.ErrCodeIllegalOp, ""), from)
 		}
+	}
+}
+
+// rateLimited counts a request dropped by the per-source limiter and logs
+// it at most once every 10 s, with how many were held back since.
+func (p *pxeServer) rateLimited(from netip.AddrPort, now time.Time) {
+	p.s.Counters.RateLimited.Add(1)
+	p.logLimited(zerolog.WarnLevel, now, "rate-limited", func(e *zerolog.Event) {
+		e.Str("client", from.Addr().String()).Int("max_requests_per_sec", p.limit.Rate()).
+			Msg("mtftp: PXE requests over the per-client rate limit dropped unanswered")
+	})
+}
+
+// logLimited logs a line of kind (a code constant) at most once every
+// 10 s, with "suppressed": the lines held back since (issue 13, finding 15).
+func (p *pxeServer) logLimited(lvl zerolog.Level, now time.Time, kind string, log func(*zerolog.Event)) {
+	if ok, n := p.logs.Allow(kind, now); ok {
+		log(p.s.Log.WithLevel(lvl).Uint64("suppressed", n))
 	}
 }
 
@@ -206,8 +247,10 @@ func (p *pxeServer) request(b []byte, from netip.AddrPort) {
 		f.Release()
 		s.Counters.PXERefused.Add(1)
 		p.refuse(b, from, tftp.ErrCodeUndefined, "file too big for MTFTP")
-		s.Log.Info().Str("client", from.String()).Str("file", req.Filename).Int64("size", size).
-			Msgf("mtftp: PXE request refused: over %d bytes (65535 blocks of 512), use TFTP", int64(PXEMaxSize))
+		p.logLimited(zerolog.InfoLevel, time.Now(), "too-big", func(e *zerolog.Event) {
+			e.Str("client", from.String()).Str("file", req.Filename).Int64("size", size).
+				Msgf("mtftp: PXE request refused: over %d bytes (65535 blocks of 512), use TFTP", int64(PXEMaxSize))
+		})
 		return
 	}
 	now := time.Now()

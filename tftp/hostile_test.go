@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"net"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
+
+	"github.com/mtftpd/mtftpd/internal/testutil"
 	"github.com/mtftpd/mtftpd/tftp"
 )
 
@@ -129,5 +133,73 @@ func TestRequestRateLimit(t *testing.T) {
 	}
 	if other := answered(net.IPv4(127, 0, 0, 2), 3); other != 3 {
 		t.Fatalf("another client address got %d answers of 3", other)
+	}
+}
+
+// TestRefusalLogsLimited performs finding 15's attack: a flood of requests
+// that are all refused. A request over a client's session limit and a
+// request refused for its name (or for writes being off) used to log one
+// line each, so a flood became a flood of log lines (13,111 in one run).
+// Now each kind of refusal logs at most one line per 10 s with the number
+// held back, and the counters still count every one.
+func TestRefusalLogsLimited(t *testing.T) {
+	root := t.TempDir()
+	writeRandom(t, filepath.Join(root, "f"), 100_000, 33)
+	var logs testutil.SyncBuffer
+	srv := startServer(t, root, func(s *tftp.Server) {
+		s.MaxPerClient = 1
+		// Every refused request reaches its refusal: none is evicted
+		// from the unconfirmed pool first.
+		s.MaxUnconfirmed, s.MaxUnconfirmedPerPrefix = 1000, 1000
+		s.Log = zerolog.New(&logs).Level(zerolog.InfoLevel)
+	})
+	// One transfer from 127.0.0.1 runs (its client has ACKed, then waits):
+	// every other request from that address is over its limit.
+	slow := testutil.StartSlowTFTP(t, srv.Addr, "f")
+	slow.Next(t)
+	dst, _ := net.ResolveUDPAddr("udp4", srv.Addr)
+	// The refused names come from addresses of their own (one each: the
+	// session limit is per address too).
+	const flood = 250
+	send := func(ip func(i int) net.IP, req tftp.Request) {
+		for i := range flood {
+			c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: ip(i)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.WriteToUDP(req.Marshal(nil), dst)
+		}
+	}
+	send(func(int) net.IP { return net.IPv4(127, 0, 0, 1) }, tftp.Request{Op: tftp.OpRRQ, Filename: "f", Mode: "octet"})
+	send(func(i int) net.IP { return net.IPv4(127, 0, 1, byte(i+1)) }, tftp.Request{Op: tftp.OpRRQ, Filename: "../secret", Mode: "octet"})
+	send(func(i int) net.IP { return net.IPv4(127, 0, 2, byte(i+1)) }, tftp.Request{Op: tftp.OpWRQ, Filename: "up.bin", Mode: "octet"})
+	for i := 0; srv.Counters.SessionLimited.Load() < flood || srv.Counters.Denied.Load() < 2*flood; i++ {
+		if i == 500 {
+			t.Fatalf("refusals counted: session limit %d, denied %d; want %d and %d",
+				srv.Counters.SessionLimited.Load(), srv.Counters.Denied.Load(), flood, 2*flood)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	slow.Finish(t)
+	lines := map[string]int{}
+	for _, l := range strings.Split(logs.String(), "\n") {
+		switch {
+		case strings.Contains(l, "session limit"):
+			lines["session limit"]++
+		case strings.Contains(l, `"outcome":"denied"`):
+			lines["denied"]++
+		case strings.Contains(l, `"outcome":"writes-disabled"`):
+			lines["writes disabled"]++
+		}
+	}
+	// One line per kind per 10 s: a few at most however slow the machine.
+	for _, kind := range []string{"session limit", "denied", "writes disabled"} {
+		if n := lines[kind]; n == 0 || n > 5 {
+			t.Errorf("%d refusals (%s) logged %d lines, want 1..5", flood, kind, n)
+		}
+	}
+	if !strings.Contains(logs.String(), `"suppressed"`) {
+		t.Errorf("no log line says how many were held back:\n%.2000s", logs.String())
 	}
 }

@@ -71,6 +71,13 @@ const (
 	MaxWindowSize    = 65535 // RFC 7440
 )
 
+// MaxOptions is how many options ParseRequest reads from one request; the
+// rest are ignored (RFC 2347 lets a server omit any option). Firmware and
+// tools send at most six (EDK2: blksize, tsize, windowsize, timeout;
+// mtftpd's native dialect three); 32 leaves room for any client and keeps
+// a crafted request from buying work per option (issue 13, finding 4).
+const MaxOptions = 32
+
 // ErrMalformed is returned (wrapped) for any packet that does not parse.
 var ErrMalformed = errors.New("malformed packet")
 
@@ -105,10 +112,18 @@ func PacketOpcode(b []byte) Opcode {
 // (protocols.md §11 rule 2: omit, never abort): parsing stops at an empty
 // option name (trailing NUL padding) or at a field without its NUL, a name
 // without a value is ignored, and of a repeated option the first counts.
+//
+// A request over MaxRequestLen bytes is refused before anything in it is
+// read (RFC 2347 §"Packet Formats": the request packet must not exceed 512
+// octets), and at most MaxOptions options are read, so the work per
+// request is bounded by 512 bytes and 32 options whatever it holds.
 func ParseRequest(b []byte) (*Request, error) {
 	op := PacketOpcode(b)
 	if op != OpRRQ && op != OpWRQ {
 		return nil, malformed("not a request (opcode %d)", op)
+	}
+	if len(b) > MaxRequestLen {
+		return nil, malformed("request of %d bytes (RFC 2347 limit %d)", len(b), MaxRequestLen)
 	}
 	rest := b[2:]
 	next := func() (string, bool) {
@@ -131,8 +146,16 @@ func ParseRequest(b []byte) (*Request, error) {
 	if !ok {
 		return nil, malformed("mode not NUL-terminated")
 	}
-	r := &Request{Op: op, Filename: filename, Mode: strings.ToLower(mode)}
-	for {
+	// ASCII folding keeps the length: a mode with invalid UTF-8 must not
+	// grow past 512 bytes when lower-cased (found by FuzzParseRequest).
+	r := &Request{Op: op, Filename: filename, Mode: asciiLower(mode)}
+	// Repeats are found through a small hash table of the names kept
+	// (ASCII case folded, as option names are): one probe per option in
+	// the common case, not a comparison with every earlier option, and
+	// no allocation. 64 slots for at most 32 names: half full at most,
+	// and even names crafted to collide cost at most MaxOptions probes.
+	var seen [2 * MaxOptions]uint8 // index+1 into r.Options; 0 = empty
+	for range MaxOptions {
 		name, ok := next()
 		if !ok || name == "" {
 			break
@@ -141,12 +164,61 @@ func ParseRequest(b []byte) (*Request, error) {
 		if !ok {
 			break
 		}
-		if _, seen := r.Option(name); seen {
-			continue
+		i := foldHash(name) % uint32(len(seen))
+		for seen[i] != 0 && !asciiEqualFold(r.Options[seen[i]-1].Name, name) {
+			i = (i + 1) % uint32(len(seen))
+		}
+		if seen[i] != 0 {
+			continue // a repeat: the first counts
 		}
 		r.Options = append(r.Options, Option{Name: name, Value: value})
+		seen[i] = uint8(len(r.Options))
 	}
 	return r, nil
+}
+
+// foldHash is FNV-1a over s with A-Z folded to a-z.
+func foldHash(s string) uint32 {
+	h := uint32(2166136261)
+	for i := 0; i < len(s); i++ {
+		h = (h ^ uint32(asciiFold(s[i]))) * 16777619
+	}
+	return h
+}
+
+// asciiLower folds A-Z only; it returns s itself when nothing changes.
+func asciiLower(s string) string {
+	for i := 0; i < len(s); i++ {
+		if 'A' <= s[i] && s[i] <= 'Z' {
+			b := []byte(s)
+			for j := i; j < len(b); j++ {
+				b[j] = asciiFold(b[j])
+			}
+			return string(b)
+		}
+	}
+	return s
+}
+
+func asciiFold(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
+}
+
+// asciiEqualFold compares option names with A-Z folded (names are ASCII,
+// RFC 2347).
+func asciiEqualFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		if asciiFold(a[i]) != asciiFold(b[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 // splitNUL splits NUL-terminated strings; the input must end with a NUL.

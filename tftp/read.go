@@ -29,6 +29,8 @@ const (
 	OutcomeShutdown    Outcome = "shutdown"
 	OutcomeError       Outcome = "error"
 	OutcomeLifetime    Outcome = "lifetime"
+	OutcomeEvicted     Outcome = "evicted" // unconfirmed, its place taken by a newer request (slots.go)
+	OutcomeBusy        Outcome = "busy"    // confirmed when every confirmed slot was taken
 )
 
 // timing holds a session's retransmission parameters.
@@ -37,6 +39,9 @@ type timing struct {
 	Retries                    int           // consecutive timeouts before giving up
 	StallTimeout               time.Duration // and at least this long without progress
 	Lifetime                   time.Duration // hard cap on one transfer; 0 = none
+	// ConfirmTimeout ends a transfer whose peer has not answered at all
+	// within it (its request may be spoofed); 0 = no such limit.
+	ConfirmTimeout time.Duration
 }
 
 // result is what a finished transfer reports for its log line and counters.
@@ -50,6 +55,7 @@ type result struct {
 	Datagrams   uint64
 	Start, End  time.Time
 	RTO         time.Duration // the retransmission timeout when the transfer ended
+	Heard       bool          // the peer sent something: not (only) a spoofed request
 }
 
 // blockSource yields the payload of block n (1-based). The returned slice
@@ -118,6 +124,10 @@ type readSession struct {
 	truncated func() bool
 	// prog is where the session publishes its progress; nil = nowhere.
 	prog *progress
+	// confirm is called when the peer first answers (its request was
+	// not spoofed); an error ends the session (errEvicted: silently,
+	// errBusy: with an ERROR). nil = nothing to confirm.
+	confirm func() error
 
 	// hot-path buffers, allocated once per session
 	hdrs []byte
@@ -174,7 +184,16 @@ func (s *readSession) run(ctx context.Context) (res result) {
 		timeouts  int
 		heard     bool        // the peer has ACKed something: not a spoofed request
 		progress  = res.Start // last time the peer moved the transfer on
+		confirmBy time.Time   // end of the wait for the peer's first answer
 	)
+	defer func() { res.Heard = heard }()
+	if s.timing.ConfirmTimeout > 0 {
+		confirmBy = res.Start.Add(s.timing.ConfirmTimeout)
+	}
+	if evicted(ctx) {
+		res.Outcome, res.Err = OutcomeEvicted, errEvicted
+		return res
+	}
 	send := func(retransmit bool) error {
 		sentAt = time.Now()
 		resent = retransmit
@@ -206,10 +225,17 @@ func (s *readSession) run(ctx context.Context) (res result) {
 		if !lifetime.IsZero() && deadline.After(lifetime) {
 			deadline = lifetime
 		}
+		if !heard && !confirmBy.IsZero() && deadline.After(confirmBy) {
+			deadline = confirmBy
+		}
 		s.c.SetReadDeadline(deadline)
 		// Checked after the deadline is set: a cancel from here on moves
 		// the deadline into the past (AfterFunc above) and wakes the read.
 		if ctx.Err() != nil {
+			if evicted(ctx) {
+				res.Outcome, res.Err = OutcomeEvicted, errEvicted
+				return res
+			}
 			s.sendError(ErrCodeUndefined, "server shutting down")
 			res.Outcome, res.Err = OutcomeShutdown, ctx.Err()
 			return res
@@ -233,6 +259,10 @@ func (s *readSession) run(ctx context.Context) (res result) {
 			}
 			s.counters.Timeouts.Add(1)
 			timeouts++
+			if !heard && !confirmBy.IsZero() && !now.Before(confirmBy) {
+				res.Outcome, res.Err = OutcomeTimeout, fmt.Errorf("no answer within %s (confirm_timeout)", s.timing.ConfirmTimeout)
+				return res
+			}
 			if s.giveUp(timeouts, heard, now.Sub(progress)) {
 				if heard && !oackPending && w.sent == w.final && w.acked+w.size >= w.final {
 					// The peer took every window but the last, and the
@@ -267,6 +297,11 @@ func (s *readSession) run(ctx context.Context) (res result) {
 					s.counters.DupAck.Add(1)
 					continue
 				}
+				if !heard && s.confirm != nil {
+					if err := s.confirm(); err != nil {
+						return s.notConfirmed(s.c, s.peer, &res, err)
+					}
+				}
 				oackPending = false
 				if !resent {
 					est.Sample(time.Since(sentAt))
@@ -289,6 +324,7 @@ func (s *readSession) run(ctx context.Context) (res result) {
 				s.counters.DupAck.Add(1)
 				continue
 			case ackDone:
+				heard = true
 				res.Outcome = OutcomeOK
 				res.Bytes, res.Blocks = s.size, w.final
 				return res
@@ -299,6 +335,11 @@ func (s *readSession) run(ctx context.Context) (res result) {
 					est.Sample(time.Since(sentAt))
 				}
 			}
+			if !heard && s.confirm != nil {
+				if err := s.confirm(); err != nil {
+					return s.notConfirmed(s.c, s.peer, &res, err)
+				}
+			}
 			heard, progress = true, time.Now()
 			timeouts = 0
 			est.Progress()
@@ -307,6 +348,7 @@ func (s *readSession) run(ctx context.Context) (res result) {
 				return s.fail(&res, err)
 			}
 		case OpERROR:
+			heard = true
 			code, msg, _ := ParseError(s.rbuf[:n])
 			res.Err = &RemoteError{Code: code, Message: msg}
 			res.Outcome = OutcomeAborted
@@ -385,6 +427,26 @@ func (s *readSession) fail(res *result, err error) result {
 	} else if !errors.Is(err, syscall.ECONNREFUSED) {
 		s.sendError(ErrCodeUndefined, "internal server error")
 	}
+	return *res
+}
+
+// evicted reports whether ctx was cancelled because the session's
+// unconfirmed request was evicted (slots.go): it then ends without a word.
+func evicted(ctx context.Context) bool {
+	return ctx.Err() != nil && errors.Is(context.Cause(ctx), errEvicted)
+}
+
+// notConfirmed ends a session whose request could not be confirmed when
+// its peer first answered: evicted meanwhile (silently), or no confirmed
+// slot free (an ERROR: the peer has shown it owns its address).
+func (r *replier) notConfirmed(c conn, peer netip.AddrPort, res *result, err error) result {
+	res.Err = err
+	if errors.Is(err, errBusy) {
+		res.Outcome = OutcomeBusy
+		r.sendError(c, peer, ErrCodeUndefined, "server busy")
+		return *res
+	}
+	res.Outcome = OutcomeEvicted
 	return *res
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/mtftpd/mtftpd/internal/filestore"
+	"github.com/mtftpd/mtftpd/internal/loglimit"
 	"github.com/mtftpd/mtftpd/internal/udpio"
 )
 
@@ -80,6 +81,10 @@ type Server struct {
 	AllowOverwrite bool
 	// MaxUploadSize caps one upload in bytes; 0 means 1 GiB.
 	MaxUploadSize int64
+	// WriteQuota caps the bytes in WriteDir, its files and running
+	// uploads together; an upload that would pass it gets ERROR 3 (disk
+	// full). 0 = DefaultWriteQuota, negative = no quota.
+	WriteQuota int64
 
 	MaxBlockSize int // blksize cap, 8..65464; 0 = 65464, lowered further to the interface MTU − 32
 	// AllowFragments skips the MTU clamp: a client asking for 65464-byte
@@ -97,9 +102,22 @@ type Server struct {
 	// never answered is dropped after a few retries. 0 = DefaultStallTimeout.
 	StallTimeout time.Duration
 
-	MaxSessions     int           // transfers at once; 0 = DefaultMaxSessions
-	MaxPerClient    int           // transfers at once per client IP; 0 = DefaultMaxPerClient
+	MaxSessions     int           // confirmed transfers at once; 0 = DefaultMaxSessions
+	MaxPerClient    int           // confirmed transfers at once per client IP; 0 = DefaultMaxPerClient
 	SessionLifetime time.Duration // hard cap per transfer; 0 = DefaultLifetime
+
+	// A request is unconfirmed until its client answers from its address
+	// (the first ACK of a read, the first DATA of a write): until then its
+	// source may be spoofed. Unconfirmed requests do not count in
+	// MaxSessions and MaxPerClient but in a pool of their own, of at most
+	// MaxUnconfirmed requests and MaxUnconfirmedPerPrefix per /24 (IPv4)
+	// or /64; when either is full, the oldest is evicted and ends without
+	// a word. One that is not confirmed within ConfirmTimeout ends too.
+	// Zero values mean DefaultMaxUnconfirmed,
+	// DefaultMaxUnconfirmedPerPrefix and DefaultConfirmTimeout.
+	MaxUnconfirmed          int
+	MaxUnconfirmedPerPrefix int
+	ConfirmTimeout          time.Duration
 
 	// MaxRequestRate limits requests per second from one client IP
 	// (token bucket; requests over it get no answer at all, so spoofed
@@ -128,19 +146,21 @@ type Server struct {
 
 	mu        sync.Mutex
 	ln        *udpio.Conn
-	perClient map[netip.Addr]int
-	peers     map[netip.AddrPort]struct{} // client TIDs with a transfer running
+	perClient map[netip.Addr]int       // confirmed transfers per client
+	confirmed int                      // confirmed transfers
+	pending   pendingPool              // unconfirmed requests (slots.go)
+	peers     map[netip.AddrPort]*slot // client TIDs with a request running
 	sessions  sync.WaitGroup
-	active    atomic.Int64
+	active    atomic.Int64 // requests running, confirmed or not
 	closing   atomic.Bool
 	stopAll   context.CancelFunc
 	sessCtx   context.Context
 	mtus      mtuCache
 	writeRoot *os.Root
+	quota     uploadQuota
 	transfers registry
-	limiter   sourceLimiter // used by the request loop only
-	limitLog  time.Time     // last "rate limited" log line
-	limited   uint64        // requests limited since that line
+	limiter   SourceLimiter
+	logs      loglimit.Limiter // refusals: one line per kind per 10 s
 }
 
 func (s *Server) timing() timing {
@@ -149,6 +169,10 @@ func (s *Server) timing() timing {
 	t := timing{
 		InitialRTO: s.InitialRTO, MinRTO: s.MinRTO, MaxRTO: s.MaxRTO,
 		Retries: s.Retries, Lifetime: s.SessionLifetime, StallTimeout: s.StallTimeout,
+		ConfirmTimeout: s.ConfirmTimeout,
+	}
+	if t.ConfirmTimeout <= 0 {
+		t.ConfirmTimeout = DefaultConfirmTimeout
 	}
 	if t.StallTimeout <= 0 {
 		t.StallTimeout = DefaultStallTimeout
@@ -207,7 +231,7 @@ func (s *Server) Serve(ctx context.Context, pc *net.UDPConn) error {
 	s.mu.Lock()
 	s.ln = ln
 	s.perClient = make(map[netip.Addr]int)
-	s.peers = make(map[netip.AddrPort]struct{})
+	s.peers = make(map[netip.AddrPort]*slot)
 	s.sessCtx, s.stopAll = context.WithCancel(context.Background())
 	if s.dial == nil {
 		s.dial = dialTransfer
@@ -220,6 +244,14 @@ func (s *Server) Serve(ctx context.Context, pc *net.UDPConn) error {
 			return fmt.Errorf("tftp: write directory: %w", err)
 		}
 		s.writeRoot = r
+		// Temp files a crash left behind are removed (a running server
+		// renames or removes its own), and what is there counts in the
+		// quota (issue 13, finding 11).
+		stored, removed := scanWriteDir(r, true)
+		s.quota.stored, s.quota.measured = stored, time.Now()
+		s.quota.measure = func() int64 { n, _ := scanWriteDir(r, false); return n }
+		s.Log.Info().Str("write_dir", s.WriteDir).Int64("stored", stored).Int("stale_temp_files_removed", removed).
+			Msg("tftp: write directory ready")
 	}
 	s.setLimiter()
 	s.mu.Unlock()
@@ -296,24 +328,20 @@ func (s *Server) handle(pkt []byte, from netip.AddrPort, dst netip.Addr) {
 		return // nothing to say to a stray DATA/ACK on the request port
 	}
 	now := time.Now()
-	s.mu.Lock()
-	allowed, rate := s.limiter.allow(from.Addr(), now), s.MaxRequestRate
-	s.mu.Unlock()
-	if !allowed {
-		s.rateLimited(from, now, rate)
+	if !s.limiter.Allow(from.Addr(), now) {
+		s.rateLimited(from, now, s.limiter.Rate())
 		return
 	}
+	// ParseRequest refuses a request over 512 bytes before reading it
+	// and reads at most MaxOptions options (issue 13, finding 4).
 	req, err := ParseRequest(pkt)
-	if err == nil && len(pkt) > MaxRequestLen {
-		err = malformed("request of %d bytes (RFC 2347 limit 512)", len(pkt))
-	}
 	if err != nil {
 		s.Counters.BadRequest.Add(1)
 		s.Log.Debug().Str("client", from.String()).Err(err).Msg("tftp: bad request")
 		s.replyError(pkt, from, dst, ErrCodeIllegalOp, "malformed request")
 		return
 	}
-	ok, dup := s.reserve(from)
+	sl, dup := s.reserve(from)
 	if dup {
 		// The client repeated its request before our first reply reached
 		// it: the running session answers; a second one would only
@@ -321,9 +349,11 @@ func (s *Server) handle(pkt []byte, from netip.AddrPort, dst netip.Addr) {
 		s.Counters.DupRequest.Add(1)
 		return
 	}
-	if !ok {
+	if sl == nil {
 		s.Counters.SessionLimited.Add(1)
-		s.Log.Warn().Str("client", from.String()).Str("file", req.Filename).Msg("tftp: session limit reached, request refused")
+		s.logLimited(zerolog.WarnLevel, now, "session-limit", func(e *zerolog.Event) {
+			e.Str("client", from.String()).Str("file", req.Filename).Msg("tftp: session limit reached, request refused")
+		})
 		// A short fixed reply: at most one small packet per request, and
 		// no larger than a minimal RRQ plus a few bytes.
 		s.ln.WriteTo(AppendError(nil, ErrCodeUndefined, "server busy"), from, dst)
@@ -332,8 +362,8 @@ func (s *Server) handle(pkt []byte, from netip.AddrPort, dst netip.Addr) {
 	reqLen := len(pkt)
 	go func() {
 		defer s.sessions.Done()
-		defer s.release(from)
-		s.serveRequest(req, reqLen, from, dst)
+		defer s.release(sl)
+		s.serveRequest(sl, req, reqLen, from, dst)
 	}()
 }
 
@@ -342,27 +372,38 @@ func (s *Server) handle(pkt []byte, from netip.AddrPort, dst netip.Addr) {
 // must not turn into a flood of log lines.
 func (s *Server) rateLimited(from netip.AddrPort, now time.Time, rate int) {
 	s.Counters.RateLimited.Add(1)
-	s.limited++
-	if now.Sub(s.limitLog) < 10*time.Second {
-		return
+	s.logLimited(zerolog.WarnLevel, now, "rate-limited", func(e *zerolog.Event) {
+		e.Str("client", from.Addr().String()).Int("max_requests_per_sec", rate).
+			Msg("tftp: requests over the per-client rate limit dropped unanswered")
+	})
+}
+
+// logLimited logs a line of kind (a code constant) at most once every
+// 10 s, with "suppressed": the lines of that kind held back since.
+// Anything a flood can trigger once per packet logs through it (issue 13,
+// finding 15); the counters still count every packet.
+func (s *Server) logLimited(lvl zerolog.Level, now time.Time, kind string, log func(*zerolog.Event)) {
+	if ok, n := s.logs.Allow(kind, now); ok {
+		log(s.Log.WithLevel(lvl).Uint64("suppressed", n))
 	}
-	s.Log.Warn().Str("client", from.Addr().String()).Uint64("dropped", s.limited).
-		Int("max_requests_per_sec", rate).
-		Msg("tftp: requests over the per-client rate limit dropped unanswered")
-	s.limitLog, s.limited = now, 0
 }
 
 // setLimiter applies MaxRequestRate and RequestBurst; s.mu is held.
 func (s *Server) setLimiter() {
-	s.limiter.rate = float64(s.MaxRequestRate)
-	s.limiter.burst = float64(orDefault(s.RequestBurst, 2*s.MaxRequestRate))
+	s.limiter.SetRate(s.MaxRequestRate, s.RequestBurst)
+	quota := s.WriteQuota
+	if quota == 0 {
+		quota = DefaultWriteQuota
+	}
+	s.quota.setLimit(quota)
 }
 
 // Reconfigure changes the server's limits while it runs: f is called with
 // the server locked and may set MaxRequestRate, RequestBurst,
-// MaxSessions, MaxPerClient, the RTO fields, Retries, StallTimeout,
+// MaxSessions, MaxPerClient, MaxUnconfirmed, MaxUnconfirmedPerPrefix,
+// ConfirmTimeout, the RTO fields, Retries, StallTimeout,
 // SessionLifetime, MaxBlockSize, AllowFragments, MaxWindow,
-// MaxWindowBytes, AllowOverwrite and MaxUploadSize. New requests see the
+// MaxWindowBytes, AllowOverwrite, MaxUploadSize and WriteQuota. New requests see the
 // new values; running transfers keep what they negotiated. Other fields
 // must not be touched.
 func (s *Server) Reconfigure(f func(*Server)) {
@@ -396,47 +437,16 @@ func cappedError(code ErrorCode, msg string, limit int) []byte {
 	return b
 }
 
-// reserve takes a session slot for peer, or reports why not: dup when
-// that client TID already has a transfer running.
-func (s *Server) reserve(peer netip.AddrPort) (ok, dup bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closing.Load() {
-		return false, false
-	}
-	if _, running := s.peers[peer]; running {
-		return false, true
-	}
-	client := peer.Addr()
-	if int(s.active.Load()) >= orDefault(s.MaxSessions, DefaultMaxSessions) ||
-		s.perClient[client] >= orDefault(s.MaxPerClient, DefaultMaxPerClient) {
-		return false, false
-	}
-	s.peers[peer] = struct{}{}
-	s.perClient[client]++
-	s.active.Add(1)
-	s.Counters.Active.Add(1)
-	s.sessions.Add(1)
-	return true, false
-}
-
-func (s *Server) release(peer netip.AddrPort) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.peers, peer)
-	client := peer.Addr()
-	if s.perClient[client]--; s.perClient[client] <= 0 {
-		delete(s.perClient, client)
-	}
-	s.active.Add(-1)
-	s.Counters.Active.Add(-1)
-}
-
 // serveRequest runs in the transfer's own goroutine: it opens the transfer
 // socket (a new TID, RFC 1350 §4) on the address the request came to,
 // resolves the file, negotiates and runs the transfer. reqLen is the
 // request's size on the wire: the refusal of a malformed one is no larger.
-func (s *Server) serveRequest(req *Request, reqLen int, peer netip.AddrPort, local netip.Addr) {
+// sl is the request's slot: the session confirms it when the client first
+// answers, and stops silently when it is evicted (sl.ctx).
+func (s *Server) serveRequest(sl *slot, req *Request, reqLen int, peer netip.AddrPort, local netip.Addr) {
+	if evicted(sl.ctx) {
+		return // before any file or socket is opened for it
+	}
 	var vf servedFile
 	var verr error
 	if req.Op == OpRRQ && s.Virtual != nil {
@@ -447,14 +457,24 @@ func (s *Server) serveRequest(req *Request, reqLen int, peer netip.AddrPort, loc
 	// Virtual files are per-host: multicast would send one host's file to
 	// every member of the group.
 	if vf == nil && req.Op == OpRRQ && s.Multicast != nil {
-		if _, ok := req.Option(optMulticast); ok && s.Multicast.ServeMulticast(s.sessCtx, req, peer, local) {
-			s.Counters.Multicast.Add(1)
-			return
+		if _, ok := req.Option(optMulticast); ok {
+			// The multicast handler runs its own sessions and rules for
+			// who may join; its requests count as confirmed here.
+			if s.confirm(sl) != nil {
+				return
+			}
+			if s.Multicast.ServeMulticast(s.sessCtx, req, peer, local) {
+				s.Counters.Multicast.Add(1)
+				return
+			}
 		}
 	}
 	c, err := s.dial(local)
 	if err != nil {
-		s.Log.Error().Err(err).Str("client", peer.String()).Msg("tftp: transfer socket")
+		// Out of file descriptors, say: one line per 10 s, not per request.
+		s.logLimited(zerolog.ErrorLevel, time.Now(), "transfer-socket", func(e *zerolog.Event) {
+			e.Err(err).Str("client", peer.String()).Msg("tftp: transfer socket")
+		})
 		return
 	}
 	defer c.Close()
@@ -472,7 +492,7 @@ func (s *Server) serveRequest(req *Request, reqLen int, peer netip.AddrPort, loc
 		return
 	}
 	if req.Op == OpWRQ {
-		s.serveWrite(c, req, peer, local)
+		s.serveWrite(sl, c, req, peer, local)
 		return
 	}
 	var f servedFile
@@ -527,8 +547,9 @@ func (s *Server) serveRequest(req *Request, reqLen int, peer netip.AddrPort, loc
 	rs := &readSession{
 		c: c, peer: peer, src: src, size: size, neg: neg, oack: oack,
 		timing: s.timing(), counters: &s.Counters, truncated: f.Truncated, prog: &l.prog,
+		confirm: func() error { return s.confirm(sl) },
 	}
-	res := rs.run(s.sessCtx)
+	res := rs.run(sl.ctx)
 	s.transfers.end(l, res, res.RTO)
 	s.finish(req, peer, neg, res)
 }
@@ -584,15 +605,22 @@ func fileErrorCode(err error) (ErrorCode, string, string) {
 	}
 }
 
+// logRefusal logs a refused request. reason is one of a fixed set (the
+// limiter's kinds).
 func (s *Server) logRefusal(req *Request, peer netip.AddrPort, reason string, err error) {
-	// pxelinux probes a dozen config names before it finds one: misses
-	// are normal traffic, logged at debug (protocols.md §10.3).
-	ev := s.Log.Debug()
-	if reason != "not-found" {
-		ev = s.Log.Info()
+	line := func(ev *zerolog.Event) {
+		ev.Str("client", peer.String()).Str("op", req.Op.String()).Str("file", req.Filename).
+			Str("outcome", reason).Err(err).Msg("tftp: refused")
 	}
-	ev.Str("client", peer.String()).Str("op", req.Op.String()).Str("file", req.Filename).
-		Str("outcome", reason).Err(err).Msg("tftp: refused")
+	// pxelinux probes a dozen config names before it finds one: misses
+	// are normal traffic, logged at debug (protocols.md §10.3). Other
+	// refusals are at most one line per reason per 10 s: anyone can send
+	// a thousand of them a second.
+	if reason == "not-found" {
+		line(s.Log.Debug())
+		return
+	}
+	s.logLimited(zerolog.InfoLevel, time.Now(), "refused-"+reason, line)
 }
 
 // finish counts and logs a finished transfer: the one line per transfer
@@ -605,6 +633,9 @@ func (s *Server) finish(req *Request, peer netip.AddrPort, neg Negotiated, res r
 		s.Counters.Unconfirmed.Add(1)
 	case OutcomeProbe:
 		s.Counters.Probes.Add(1)
+	case OutcomeEvicted: // counted when evicted
+	case OutcomeBusy:
+		s.Counters.SessionLimited.Add(1)
 	default:
 		s.Counters.Failed.Add(1)
 	}
@@ -613,20 +644,32 @@ func (s *Server) finish(req *Request, peer netip.AddrPort, neg Negotiated, res r
 	if d > 0 {
 		mbps = float64(res.Bytes) / d.Seconds() / 1e6
 	}
-	ev := s.Log.Info()
-	if res.Outcome != OutcomeOK && res.Outcome != OutcomeUnconfirmed && res.Outcome != OutcomeProbe {
-		ev = s.Log.Warn()
+	line := func(ev *zerolog.Event) {
+		ev.Str("client", peer.String()).Str("op", req.Op.String()).Str("file", req.Filename).Str("mode", req.Mode).
+			Int("blksize", neg.BlockSize).Int("windowsize", neg.WindowSize).
+			Int64("bytes", res.Bytes).Uint64("blocks", res.Blocks).Uint64("retransmits", res.Retransmits).
+			Uint64("datagrams", res.Datagrams).Uint64("syscalls", res.Syscalls).
+			Dur("duration", d).Float64("mbps", mbps).Str("outcome", string(res.Outcome)).Err(res.Err).
+			Msg("transfer")
 	}
-	ev.Str("client", peer.String()).Str("op", req.Op.String()).Str("file", req.Filename).Str("mode", req.Mode).
-		Int("blksize", neg.BlockSize).Int("windowsize", neg.WindowSize).
-		Int64("bytes", res.Bytes).Uint64("blocks", res.Blocks).Uint64("retransmits", res.Retransmits).
-		Uint64("datagrams", res.Datagrams).Uint64("syscalls", res.Syscalls).
-		Dur("duration", d).Float64("mbps", mbps).Str("outcome", string(res.Outcome)).Err(res.Err).
-		Msg("transfer")
+	switch {
+	case res.Outcome == OutcomeOK || res.Outcome == OutcomeUnconfirmed || res.Outcome == OutcomeProbe:
+		line(s.Log.Info())
+	case res.Outcome == OutcomeEvicted:
+		line(s.Log.Debug()) // a flood's requests: counted, not logged one by one
+	case res.Outcome == OutcomeBusy:
+		s.logLimited(zerolog.WarnLevel, time.Now(), "session-limit", line)
+	case res.Outcome == OutcomeTimeout && !res.Heard:
+		// Never answered: a spoofed request, or a client that went
+		// away; a flood must not become a flood of log lines.
+		s.logLimited(zerolog.WarnLevel, time.Now(), "never-answered", line)
+	default:
+		line(s.Log.Warn())
+	}
 }
 
 // serveWrite runs a WRQ.
-func (s *Server) serveWrite(c conn, req *Request, peer netip.AddrPort, local netip.Addr) {
+func (s *Server) serveWrite(sl *slot, c conn, req *Request, peer netip.AddrPort, local netip.Addr) {
 	fail := func(code ErrorCode, msg, reason string, err error) {
 		s.Counters.Denied.Add(1)
 		s.logRefusal(req, peer, reason, err)
@@ -664,10 +707,21 @@ func (s *Server) serveWrite(c conn, req *Request, peer netip.AddrPort, local net
 		s.logRefusal(req, peer, "too-large", nil)
 		return
 	}
-	up, err := s.newUpload(name, overwrite)
-	if err != nil {
-		fail(ErrCodeAccess, "cannot create file", "create-failed", err)
+	if room := s.quota.room(); room >= 0 && neg.TSize > room {
+		c.WriteTo(AppendError(nil, ErrCodeDiskFull, errQuota.Error()), peer)
+		s.logRefusal(req, peer, "over-quota", nil)
 		return
+	}
+	// The temp file is created when the first DATA comes from the peer's
+	// address (it is not spoofed), never for the request alone.
+	open := func() (upload, error) {
+		up, err := s.newUpload(name, overwrite)
+		if err != nil {
+			s.Counters.Denied.Add(1)
+			s.logRefusal(req, peer, "create-failed", err)
+			return nil, err
+		}
+		return up, nil
 	}
 	s.Counters.WRQ.Add(1)
 	var oack []byte
@@ -680,9 +734,10 @@ func (s *Server) serveWrite(c conn, req *Request, peer netip.AddrPort, local net
 	})
 	ws := &writeSession{
 		c: c, peer: peer, neg: neg, oack: oack, timing: s.timing(),
-		counters: &s.Counters, dst: up, maxSize: maxSize, prog: &l.prog,
+		counters: &s.Counters, open: open, maxSize: maxSize, prog: &l.prog,
+		confirm: func() error { return s.confirm(sl) },
 	}
-	res := ws.run(s.sessCtx)
+	res := ws.run(sl.ctx)
 	s.transfers.end(l, res, res.RTO)
 	s.finish(req, peer, neg, res)
 }
@@ -696,6 +751,8 @@ type rootUpload struct {
 	tmp, name  string
 	overwrite  bool
 	closedOnce bool
+	quota      *uploadQuota
+	reserved   int64 // bytes taken from the quota: the file's size so far
 }
 
 func (s *Server) newUpload(name string, overwrite bool) (*rootUpload, error) {
@@ -707,10 +764,20 @@ func (s *Server) newUpload(name string, overwrite bool) (*rootUpload, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &rootUpload{root: s.writeRoot, f: f, tmp: tmp, name: name, overwrite: overwrite}, nil
+	return &rootUpload{root: s.writeRoot, f: f, tmp: tmp, name: name, overwrite: overwrite, quota: &s.quota}, nil
 }
 
-func (u *rootUpload) WriteAt(p []byte, off int64) (int, error) { return u.f.WriteAt(p, off) }
+// WriteAt writes p at off, first taking from the quota what it adds to
+// the file (errQuota when that would pass it).
+func (u *rootUpload) WriteAt(p []byte, off int64) (int, error) {
+	if grow := off + int64(len(p)) - u.reserved; grow > 0 {
+		if !u.quota.take(grow) {
+			return 0, errQuota
+		}
+		u.reserved += grow
+	}
+	return u.f.WriteAt(p, off)
+}
 
 func (u *rootUpload) Commit() error {
 	if err := u.f.Sync(); err != nil {
@@ -721,9 +788,14 @@ func (u *rootUpload) Commit() error {
 	}
 	u.closedOnce = true
 	if u.overwrite {
+		var replaced int64
+		if fi, err := u.root.Lstat(u.name); err == nil && fi.Mode().IsRegular() {
+			replaced = fi.Size()
+		}
 		if err := u.root.Rename(u.tmp, u.name); err != nil {
 			return err
 		}
+		u.committed(replaced)
 		return u.syncDir()
 	}
 	// Link fails if the name appeared meanwhile: never overwrite. Where
@@ -733,6 +805,7 @@ func (u *rootUpload) Commit() error {
 	switch {
 	case err == nil:
 		u.root.Remove(u.tmp)
+		u.committed(0)
 	case errors.Is(err, fs.ErrExist):
 		u.root.Remove(u.tmp)
 		return errExists
@@ -744,11 +817,18 @@ func (u *rootUpload) Commit() error {
 		if err := u.root.Rename(u.tmp, u.name); err != nil {
 			return err
 		}
+		u.committed(0)
 	default:
 		u.root.Remove(u.tmp)
 		return err
 	}
 	return u.syncDir()
+}
+
+// committed moves the upload's bytes in the quota from running to stored.
+func (u *rootUpload) committed(replaced int64) {
+	u.quota.commit(u.reserved, replaced)
+	u.reserved = 0
 }
 
 // errExists: the upload's name appeared while it ran (ERROR 6).
@@ -770,6 +850,8 @@ func (u *rootUpload) Abort() {
 		u.f.Close()
 	}
 	u.root.Remove(u.tmp)
+	u.quota.give(u.reserved)
+	u.reserved = 0
 }
 
 // mtuCache maps a local address to its interface MTU, refreshed at most

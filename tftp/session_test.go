@@ -413,3 +413,42 @@ func TestLifetimeCap(t *testing.T) {
 		}
 	})
 }
+
+// TestConfirmTimeout: a request whose client never answers (a spoofed
+// source) holds its unconfirmed slot for ConfirmTimeout at most, sending
+// nothing but copies of its first reply meanwhile, for reads and writes;
+// before, a read held it for 1+2+4+8+8 = 23 s of retries (finding 5).
+func TestConfirmTimeout(t *testing.T) {
+	tm := timing{InitialRTO: time.Second, MinRTO: 50 * time.Millisecond, MaxRTO: 8 * time.Second,
+		Retries: 6, StallTimeout: 30 * time.Second, Lifetime: time.Hour, ConfirmTimeout: 5 * time.Second}
+	synctest.Test(t, func(t *testing.T) {
+		n := newMemNet(2)
+		cl := n.listen("192.0.2.10")
+		c := n.listen("192.0.2.1")
+		start := time.Now()
+		rs := &readSession{c: c, peer: cl.addr, src: &mappedSource{data: testData(5000, 1), blksize: 512},
+			size: 5000, neg: Negotiated{BlockSize: 512, WindowSize: 1}, counters: &Counters{}, timing: tm}
+		r := rs.run(context.Background())
+		if d := time.Since(start); r.Outcome != OutcomeTimeout || d > tm.ConfirmTimeout {
+			t.Fatalf("read never answered: %s after %v, want timeout within %v", r.Outcome, d, tm.ConfirmTimeout)
+		}
+		c.Close()
+		c = n.listen("192.0.2.1")
+		start = time.Now()
+		ws := &writeSession{c: c, peer: cl.addr, neg: Negotiated{BlockSize: 512, WindowSize: 1}, counters: &Counters{},
+			timing: tm, open: func() (upload, error) { t.Error("upload opened without DATA"); return nopUpload{}, nil }}
+		w := ws.run(context.Background())
+		if d := time.Since(start); w.Outcome != OutcomeTimeout || d > tm.ConfirmTimeout {
+			t.Fatalf("write never answered: %s after %v, want timeout within %v", w.Outcome, d, tm.ConfirmTimeout)
+		}
+		c.Close()
+		cl.Close()
+	})
+}
+
+// nopUpload takes a write session's bytes and drops them.
+type nopUpload struct{}
+
+func (nopUpload) WriteAt(p []byte, _ int64) (int, error) { return len(p), nil }
+func (nopUpload) Commit() error                          { return nil }
+func (nopUpload) Abort()                                 {}

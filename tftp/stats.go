@@ -32,7 +32,9 @@ type Counters struct {
 	Unconfirmed    atomic.Uint64 // final ACK never came (counted as complete, protocols.md §1.5)
 	Probes         atomic.Uint64 // ERROR right after the OACK: a size probe (UEFI), not a failure
 	Failed         atomic.Uint64 // transfers that ended any other way
-	Active         atomic.Int64  // transfers in flight
+	Active         atomic.Int64  // transfers in flight, confirmed or not
+	Pending        atomic.Int64  // of those, requests whose client has not answered yet (unconfirmed)
+	Evicted        atomic.Uint64 // unconfirmed requests ended to make room for newer ones
 	Received       atomic.Uint64 // DATA bytes received by write transfers
 	Multicast      atomic.Uint64 // read requests served by the multicast handler
 }

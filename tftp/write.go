@@ -33,9 +33,16 @@ type writeSession struct {
 	oack     []byte
 	timing   timing
 	counters *Counters
-	dst      upload
-	maxSize  int64     // 0 = no limit
-	prog     *progress // where the session publishes its progress; nil = nowhere
+	// open creates the upload's temp file; it is called when the first
+	// DATA comes from the peer (its address is not spoofed), so a request
+	// alone never creates a file.
+	open    func() (upload, error)
+	dst     upload    // nil until the first DATA
+	maxSize int64     // 0 = no limit
+	prog    *progress // where the session publishes its progress; nil = nowhere
+	// confirm is called when the first DATA comes (the request was not
+	// spoofed); an error ends the session. nil = nothing to confirm.
+	confirm func() error
 	replier
 }
 
@@ -49,7 +56,7 @@ func (s *writeSession) run(ctx context.Context) (res result) {
 	committed := false
 	defer func() {
 		if !committed {
-			s.dst.Abort()
+			s.abort()
 		}
 	}()
 	stop := context.AfterFunc(ctx, func() { s.c.SetReadDeadline(time.Unix(1, 0)) })
@@ -62,17 +69,27 @@ func (s *writeSession) run(ctx context.Context) (res result) {
 		est.LimitMax(s.neg.Timeout)
 	}
 	var (
-		have     uint64 // highest block received in order
-		ackedTo  uint64 // highest block we ACKed
-		gapAcked bool   // a gap was already reported for the current position
-		sentAt   time.Time
-		timeouts int
-		abuf     []byte
-		lifetime time.Time
-		progress = res.Start
+		have      uint64 // highest block received in order
+		ackedTo   uint64 // highest block we ACKed
+		gapAcked  bool   // a gap was already reported for the current position
+		sentAt    time.Time
+		timeouts  int
+		abuf      []byte
+		lifetime  time.Time
+		progress  = res.Start
+		heard     bool      // the peer sent something: not (only) a spoofed request
+		confirmBy time.Time // end of the wait for the peer's first DATA
 	)
+	defer func() { res.Heard = heard }()
 	if s.timing.Lifetime > 0 {
 		lifetime = res.Start.Add(s.timing.Lifetime)
+	}
+	if s.timing.ConfirmTimeout > 0 {
+		confirmBy = res.Start.Add(s.timing.ConfirmTimeout)
+	}
+	if evicted(ctx) {
+		res.Outcome, res.Err = OutcomeEvicted, errEvicted
+		return res
 	}
 	sendAck := func() {
 		sentAt = time.Now()
@@ -90,8 +107,15 @@ func (s *writeSession) run(ctx context.Context) (res result) {
 		if !lifetime.IsZero() && deadline.After(lifetime) {
 			deadline = lifetime
 		}
+		if have == 0 && !confirmBy.IsZero() && deadline.After(confirmBy) {
+			deadline = confirmBy
+		}
 		s.c.SetReadDeadline(deadline)
 		if ctx.Err() != nil {
+			if evicted(ctx) {
+				res.Outcome, res.Err = OutcomeEvicted, errEvicted
+				return res
+			}
 			s.sendError(ErrCodeUndefined, "server shutting down")
 			res.Outcome, res.Err = OutcomeShutdown, ctx.Err()
 			return res
@@ -116,9 +140,12 @@ func (s *writeSession) run(ctx context.Context) (res result) {
 			}
 			s.counters.Timeouts.Add(1)
 			timeouts++
-			heard := have > 0
-			if (!heard && timeouts > min(preAckRetries, s.timing.Retries)) ||
-				(heard && timeouts > s.timing.Retries && now.Sub(progress) >= s.timing.StallTimeout) {
+			if have == 0 && !confirmBy.IsZero() && !now.Before(confirmBy) {
+				res.Outcome, res.Err = OutcomeTimeout, fmt.Errorf("no DATA within %s (confirm_timeout)", s.timing.ConfirmTimeout)
+				return res
+			}
+			if (have == 0 && timeouts > min(preAckRetries, s.timing.Retries)) ||
+				(have > 0 && timeouts > s.timing.Retries && now.Sub(progress) >= s.timing.StallTimeout) {
 				res.Outcome, res.Err = OutcomeTimeout, fmt.Errorf("no DATA after %d retries", s.timing.Retries)
 				return res
 			}
@@ -156,8 +183,26 @@ func (s *writeSession) run(ctx context.Context) (res result) {
 				}
 				continue
 			}
+			if have == 0 && s.confirm != nil {
+				// DATA 1 from the peer: it owns its address.
+				if err := s.confirm(); err != nil {
+					heard = true
+					return s.notConfirmed(s.c, s.peer, &res, err)
+				}
+			}
+			if s.dst == nil {
+				dst, err := s.open()
+				if err != nil {
+					heard = true
+					res.Outcome, res.Err = OutcomeError, err
+					s.sendError(ErrCodeAccess, "cannot create file")
+					return res
+				}
+				s.dst = dst
+			}
 			off := int64(have) * int64(bs)
 			if s.maxSize > 0 && off+int64(len(payload)) > s.maxSize {
+				s.abort()
 				s.sendError(ErrCodeDiskFull, errTooLarge.Error())
 				res.Outcome, res.Err = OutcomeError, errTooLarge
 				return res
@@ -166,7 +211,7 @@ func (s *writeSession) run(ctx context.Context) (res result) {
 				s.writeFailed(&res, err)
 				return res
 			}
-			have, gapAcked, timeouts = blk, false, 0
+			have, gapAcked, timeouts, heard = blk, false, 0, true
 			progress = time.Now()
 			est.Progress()
 			s.counters.Received.Add(uint64(len(payload)))
@@ -188,6 +233,7 @@ func (s *writeSession) run(ctx context.Context) (res result) {
 				sendAck()
 			}
 		case OpERROR:
+			heard = true
 			code, msg, _ := ParseError(pkt)
 			res.Outcome, res.Err = OutcomeAborted, &RemoteError{Code: code, Message: msg}
 			return res
@@ -213,10 +259,25 @@ func (s *writeSession) dally(rbuf []byte, rto time.Duration, ack []byte) {
 	}
 }
 
+// abort removes the upload's temp file and gives back its quota, once.
+// It comes before the ERROR that tells the client: a client that tries
+// again at once must find the room free.
+func (s *writeSession) abort() {
+	if s.dst != nil {
+		s.dst.Abort()
+		s.dst = nil
+	}
+}
+
 func (s *writeSession) writeFailed(res *result, err error) {
 	res.Outcome, res.Err = OutcomeError, err
+	s.abort()
 	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
 		s.sendError(ErrCodeDiskFull, "disk full")
+		return
+	}
+	if errors.Is(err, errQuota) {
+		s.sendError(ErrCodeDiskFull, errQuota.Error())
 		return
 	}
 	if errors.Is(err, errExists) {

@@ -18,10 +18,11 @@ var liveKeys = map[string]bool{
 	"log.level":                 true,
 	"tftp.max_requests_per_sec": true, "tftp.request_burst": true,
 	"tftp.max_sessions": true, "tftp.max_per_client": true,
+	"tftp.max_unconfirmed": true, "tftp.max_unconfirmed_per_prefix": true, "tftp.confirm_timeout": true,
 	"tftp.initial_rto": true, "tftp.min_rto": true, "tftp.max_rto": true,
 	"tftp.retries": true, "tftp.stall_timeout": true, "tftp.session_lifetime": true,
 	"tftp.max_blksize": true, "tftp.allow_fragments": true, "tftp.max_windowsize": true, "tftp.max_window_bytes": true,
-	"tftp.allow_overwrite": true, "tftp.max_upload_size": true, "tftp.shutdown_grace": true,
+	"tftp.allow_overwrite": true, "tftp.max_upload_size": true, "tftp.write_quota": true, "tftp.shutdown_grace": true,
 	"dhcp.boot": true, "dhcp.max_leases_per_mac": true,
 }
 
@@ -33,6 +34,9 @@ type reloader struct {
 	log  zerolog.Logger
 	tftp *tftp.Server
 	dhcp *dhcp.Server // nil when DHCP is off
+	// pxeLimit is the PXE MTFTP listener's request limiter (the
+	// tftp.max_requests_per_sec and request_burst keys too).
+	pxeLimit *tftp.SourceLimiter
 }
 
 // reload re-reads the config and applies what changed, or keeps the
@@ -72,12 +76,16 @@ func (r *reloader) reload() {
 	r.tftp.Reconfigure(func(s *tftp.Server) {
 		s.MaxRequestRate, s.RequestBurst = t.MaxRequestRate, t.RequestBurst
 		s.MaxSessions, s.MaxPerClient = t.MaxSessions, t.MaxPerClient
+		s.MaxUnconfirmed, s.MaxUnconfirmedPerPrefix, s.ConfirmTimeout = t.MaxUnconfirmed, t.MaxUnconfirmedPerPrefix, t.ConfirmTimeout.Duration
 		s.InitialRTO, s.MinRTO, s.MaxRTO = t.InitialRTO.Duration, t.MinRTO.Duration, t.MaxRTO.Duration
 		s.Retries, s.StallTimeout, s.SessionLifetime = t.Retries, t.StallTimeout.Duration, t.Lifetime.Duration
 		s.MaxBlockSize, s.AllowFragments = t.MaxBlockSize, t.AllowFragments
 		s.MaxWindow, s.MaxWindowBytes = t.MaxWindow, t.MaxWindowBytes
-		s.AllowOverwrite, s.MaxUploadSize = t.AllowOverwrite, t.MaxUploadSize
+		s.AllowOverwrite, s.MaxUploadSize, s.WriteQuota = t.AllowOverwrite, t.MaxUploadSize, writeQuota(t.WriteQuota)
 	})
+	if r.pxeLimit != nil {
+		r.pxeLimit.SetRate(t.MaxRequestRate, t.RequestBurst)
+	}
 	setLogLevel(next.Log.Level)
 	r.cur = next
 	r.log.Info().Strs("changed", changed).Msg("config reloaded")

@@ -117,14 +117,19 @@ func runServe(args []string) error {
 	t := cfg.TFTP
 	srv := &tftp.Server{
 		Files: store, WriteDir: t.WriteDir, AllowOverwrite: t.AllowOverwrite, MaxUploadSize: t.MaxUploadSize,
+		WriteQuota:   writeQuota(t.WriteQuota),
 		MaxBlockSize: t.MaxBlockSize, AllowFragments: t.AllowFragments, MaxWindow: t.MaxWindow, MaxWindowBytes: t.MaxWindowBytes,
 		InitialRTO: t.InitialRTO.Duration, MinRTO: t.MinRTO.Duration, MaxRTO: t.MaxRTO.Duration, Retries: t.Retries,
 		StallTimeout: t.StallTimeout.Duration,
 		MaxSessions:  t.MaxSessions, MaxPerClient: t.MaxPerClient, SessionLifetime: t.Lifetime.Duration,
+		MaxUnconfirmed: t.MaxUnconfirmed, MaxUnconfirmedPerPrefix: t.MaxUnconfirmedPerPrefix, ConfirmTimeout: t.ConfirmTimeout.Duration,
 		MaxRequestRate: t.MaxRequestRate, RequestBurst: t.RequestBurst,
 		Log: log,
 	}
 	var mc *mtftp.Server
+	// The PXE MTFTP port's requests are limited per address like the
+	// TFTP port's, by the same keys, in a table of their own.
+	pxeLimit := tftp.NewSourceLimiter(t.MaxRequestRate, t.RequestBurst)
 	if m := cfg.MTFTP; m.Enabled || m.PXEListen != "" {
 		mc = &mtftp.Server{
 			Files: store, GroupRange: netip.MustParsePrefix(m.GroupRange), Port: m.Port, Interface: m.Interface, TTL: m.TTL,
@@ -133,6 +138,7 @@ func runServe(args []string) error {
 			InitialRTO: t.InitialRTO.Duration, MinRTO: t.MinRTO.Duration, MaxRTO: t.MaxRTO.Duration,
 			SessionLifetime: t.Lifetime.Duration, Log: log,
 			NativeRate: int64(m.NativeRateMbps) * 1e6 / 8, NativeStart: startPolicy(m.NativeMinReceivers, m.NativeMaxWait, m.NativeSettle),
+			RequestLimiter: pxeLimit,
 		}
 		for _, r := range m.Start {
 			mc.NativeStartRules = append(mc.NativeStartRules, mtftp.StartRule{Pattern: r.Files, StartPolicy: mtftp.StartPolicy{
@@ -204,7 +210,7 @@ func runServe(args []string) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	live := &reloader{load: load, cur: loaded, log: log, tftp: srv, dhcp: dhcpSrv}
+	live := &reloader{load: load, cur: loaded, log: log, tftp: srv, dhcp: dhcpSrv, pxeLimit: pxeLimit}
 	hard, hardStop := context.WithCancel(context.Background())
 	defer hardStop()
 	exits := make(chan exit, 4)
@@ -283,6 +289,15 @@ func runServe(args []string) error {
 		}
 	}
 	return first
+}
+
+// writeQuota maps tftp.write_quota to tftp.Server.WriteQuota: 0 in the
+// config means no quota, which the server spells negative.
+func writeQuota(bytes int64) int64 {
+	if bytes == 0 {
+		return -1
+	}
+	return bytes
 }
 
 // loadServeConfig builds the effective config: defaults (the demo's

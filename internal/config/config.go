@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"path"
+	"path/filepath"
 	"reflect"
 	"sort"
 	"strconv"
@@ -149,6 +150,7 @@ type TFTP struct {
 	WriteDir       string   `toml:"write_dir" help:"directory that accepts uploads (WRQ); empty refuses them"`
 	AllowOverwrite bool     `toml:"allow_overwrite" help:"let an upload replace an existing file"`
 	MaxUploadSize  int64    `toml:"max_upload_size" help:"largest upload in bytes"`
+	WriteQuota     int64    `toml:"write_quota" help:"most bytes write_dir may hold, its files and running uploads together; 0 = no quota"`
 	MaxBlockSize   int      `toml:"max_blksize" help:"largest blksize granted (8..65464), further capped at the interface MTU - 32"`
 	AllowFragments bool     `toml:"allow_fragments" help:"grant blksize above the interface MTU - 32 (IP fragments; risky on lossy links)"`
 	MaxWindow      int      `toml:"max_windowsize" help:"largest windowsize granted (1..65535)"`
@@ -158,9 +160,16 @@ type TFTP struct {
 	MaxRTO         Duration `toml:"max_rto" help:"ceiling of the retransmission timeout with backoff"`
 	Retries        int      `toml:"retries" help:"consecutive timeouts before a transfer is dropped"`
 	StallTimeout   Duration `toml:"stall_timeout" help:"silence tolerated from a client that has answered before, on top of retries"`
-	MaxSessions    int      `toml:"max_sessions" help:"transfers at once"`
-	MaxPerClient   int      `toml:"max_per_client" help:"transfers at once per client address"`
-	MaxRequestRate int      `toml:"max_requests_per_sec" help:"requests per second from one client address before they go unanswered; 0 = unlimited"`
+	MaxSessions    int      `toml:"max_sessions" help:"transfers at once (confirmed: the client has answered)"`
+	MaxPerClient   int      `toml:"max_per_client" help:"transfers at once per client address (confirmed)"`
+
+	// Requests whose client has not answered yet (unconfirmed: the
+	// source may be spoofed) have a pool of their own.
+	MaxUnconfirmed          int      `toml:"max_unconfirmed" help:"requests whose client has not answered yet, at once; when full the oldest is dropped"`
+	MaxUnconfirmedPerPrefix int      `toml:"max_unconfirmed_per_prefix" help:"of those, from one /24 (IPv4) or /64; when full that subnet's oldest is dropped"`
+	ConfirmTimeout          Duration `toml:"confirm_timeout" help:"how long a request may wait for its client's first answer (ACK or DATA)"`
+
+	MaxRequestRate int      `toml:"max_requests_per_sec" help:"requests per second from one client address (TFTP and PXE MTFTP ports, each counted apart) before they go unanswered; 0 = unlimited"`
 	RequestBurst   int      `toml:"request_burst" help:"requests one client address may send at once before max_requests_per_sec applies; 0 = twice the rate"`
 	Lifetime       Duration `toml:"session_lifetime" help:"hard time limit of one transfer"`
 	ShutdownGrace  Duration `toml:"shutdown_grace" help:"on SIGTERM, how long running transfers may finish"`
@@ -224,6 +233,7 @@ func Defaults() Config {
 			Listen:         "0.0.0.0:69",
 			Root:           "/srv/tftp",
 			MaxUploadSize:  1 << 30,
+			WriteQuota:     4 << 30, // tftp.DefaultWriteQuota
 			MaxBlockSize:   65464,
 			MaxWindow:      64,
 			MaxWindowBytes: 4 << 20,
@@ -238,6 +248,11 @@ func Defaults() Config {
 			RequestBurst:   200,
 			Lifetime:       Duration{time.Hour},
 			ShutdownGrace:  Duration{30 * time.Second},
+
+			// tftp.DefaultMaxUnconfirmed, …PerPrefix, DefaultConfirmTimeout
+			MaxUnconfirmed:          256,
+			MaxUnconfirmedPerPrefix: 64,
+			ConfirmTimeout:          Duration{5 * time.Second},
 		},
 		MTFTP: MTFTP{
 			Enabled: true, GroupRange: "239.255.0.0/24", Port: 1758, TTL: 1,
@@ -326,6 +341,10 @@ func (c *Config) Validate() error {
 	if t.MaxUploadSize < 0 {
 		bad("tftp.max_upload_size", "%d is negative", t.MaxUploadSize)
 	}
+	if t.WriteQuota < 0 {
+		bad("tftp.write_quota", "%d is negative (0 = no quota)", t.WriteQuota)
+	}
+	c.validateWriteDir(bad)
 	if t.MinRTO.Duration <= 0 {
 		bad("tftp.min_rto", "%s must be positive", t.MinRTO)
 	}
@@ -346,6 +365,15 @@ func (c *Config) Validate() error {
 	}
 	if t.MaxPerClient < 1 {
 		bad("tftp.max_per_client", "%d must be at least 1", t.MaxPerClient)
+	}
+	if t.MaxUnconfirmed < 1 {
+		bad("tftp.max_unconfirmed", "%d must be at least 1", t.MaxUnconfirmed)
+	}
+	if t.MaxUnconfirmedPerPrefix < 1 {
+		bad("tftp.max_unconfirmed_per_prefix", "%d must be at least 1", t.MaxUnconfirmedPerPrefix)
+	}
+	if t.ConfirmTimeout.Duration <= 0 {
+		bad("tftp.confirm_timeout", "%s must be positive", t.ConfirmTimeout)
 	}
 	if t.MaxRequestRate < 0 {
 		bad("tftp.max_requests_per_sec", "%d is negative (0 = unlimited)", t.MaxRequestRate)
@@ -403,6 +431,59 @@ func (c *Config) Validate() error {
 		bad("log.format", "%q is not console or json", c.Log.Format)
 	}
 	return errors.Join(errs...)
+}
+
+// validateWriteDir refuses an upload directory that overlaps a served
+// tree (either inside the other): an upload named pxelinux.cfg/01-<mac>
+// would take over that machine's boot (issue 13, finding 11). Paths are
+// compared as written (made absolute) and, where they exist, with their
+// symlinks resolved (lstat and readlink only: no file is opened).
+func (c *Config) validateWriteDir(bad func(field, format string, args ...any)) {
+	w := c.TFTP.WriteDir
+	if w == "" {
+		return
+	}
+	served := []struct{ field, dir string }{
+		{"tftp.root", c.TFTP.Root}, {"http.root", c.HTTP.Root}, {"templates.dir", c.Templates.Dir},
+	}
+	if IsURL(c.TFTP.Root) || IsURL(c.HTTP.Root) {
+		// Files fetched from an origin are served from the cache.
+		served = append(served, struct{ field, dir string }{"origin.cache_dir", c.Origin.CacheDir})
+	}
+	for _, s := range served {
+		if s.dir == "" || IsURL(s.dir) {
+			continue
+		}
+		if overlaps(w, s.dir) {
+			bad("tftp.write_dir", "%q overlaps %s %q (one inside the other): an upload could replace a served file", w, s.field, s.dir)
+		}
+	}
+}
+
+// overlaps reports whether directory a is b, or inside it, or contains it.
+func overlaps(a, b string) bool {
+	forms := func(p string) []string {
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			return nil
+		}
+		out := []string{abs}
+		if r, err := filepath.EvalSymlinks(abs); err == nil {
+			out = append(out, r)
+		}
+		return out
+	}
+	within := func(p, dir string) bool {
+		return p == dir || strings.HasPrefix(p, strings.TrimSuffix(dir, string(filepath.Separator))+string(filepath.Separator))
+	}
+	for _, x := range forms(a) {
+		for _, y := range forms(b) {
+			if within(x, y) || within(y, x) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (c *Config) validateOrigin(bad func(field, format string, args ...any)) {

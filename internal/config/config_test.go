@@ -2,6 +2,7 @@ package config
 
 import (
 	"flag"
+	"os"
 	"reflect"
 	"slices"
 	"strings"
@@ -87,6 +88,10 @@ func TestErrorsNameTheField(t *testing.T) {
 		"[mtftp]\npxe_port_order = \"intel\"":                                                                          "mtftp.pxe_port_order",
 		"[mtftp]\npxe_tmout = 0":                                                                                       "mtftp.pxe_tmout",
 		"[mtftp]\npxe_delay = 300":                                                                                     "mtftp.pxe_delay",
+
+		"[tftp]\nmax_unconfirmed = 0":            "tftp.max_unconfirmed",
+		"[tftp]\nmax_unconfirmed_per_prefix = 0": "tftp.max_unconfirmed_per_prefix",
+		"[tftp]\nconfirm_timeout = \"0s\"":       "tftp.confirm_timeout",
 	}
 	for in, want := range cases {
 		c := Defaults()
@@ -161,5 +166,46 @@ func TestChanged(t *testing.T) {
 	want := []string{"dhcp.boot", "dhcp.interfaces", "log.level", "tftp.listen", "tftp.min_rto"}
 	if c := Changed(a, b); !slices.Equal(c, want) {
 		t.Fatalf("Changed = %v, want %v", c, want)
+	}
+}
+
+// TestWriteDirOverlap: an upload directory inside a served tree (or one
+// containing it) is a config error: an upload named pxelinux.cfg/01-<mac>
+// would take over that machine's boot (issue 13, finding 11). A symlink
+// that leads into a served tree counts too.
+func TestWriteDirOverlap(t *testing.T) {
+	base := t.TempDir()
+	root, web, tmpl, up := base+"/tftp", base+"/www", base+"/tmpl", base+"/up"
+	for _, d := range []string{root + "/pxelinux.cfg", web, tmpl, up} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink(root+"/pxelinux.cfg", base+"/link"); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name               string
+		write, http, templ string
+		bad                bool
+	}{
+		{"apart", up, web, tmpl, false},
+		{"inside tftp.root", root + "/pxelinux.cfg", "", "", true},
+		{"same as tftp.root", root + "/", "", "", true},
+		{"contains tftp.root", base, "", "", true},
+		{"inside http.root", web + "/uploads", web, "", true},
+		{"inside templates.dir", tmpl, "", tmpl, true},
+		{"symlink into tftp.root", base + "/link", "", "", true},
+		{"relative, inside", "../tftp/x", "", "", true},
+		{"sibling with a common prefix", root + "-uploads", "", "", false},
+	}
+	t.Chdir(up) // for the relative case
+	for _, tc := range cases {
+		c := Defaults()
+		c.TFTP.Root, c.TFTP.WriteDir, c.HTTP.Root, c.Templates.Dir = root, tc.write, tc.http, tc.templ
+		err := c.Validate()
+		if tc.bad != (err != nil && strings.Contains(err.Error(), "tftp.write_dir")) {
+			t.Errorf("%s: %v", tc.name, err)
+		}
 	}
 }

@@ -32,7 +32,18 @@ type Assembler struct {
 	mu      sync.Mutex
 	partial map[int]*asmPartial // by group
 	missing int                 // needed chunks not yet put
+	// maxPartial caps the chunks being assembled at once (0: no cap).
+	// Bytes that would start another are ignored: the chunk stays
+	// missing and is fetched later (by unicast, in a deploy). A sender
+	// completing one stripe of every chunk cannot make the receiver hold
+	// a chunk-size buffer for each.
+	maxPartial int
+	dropped    int64        // deliveries ignored at the cap
+	skipped    map[int]bool // groups whose first bytes were ignored: never started later (they could not complete)
 }
+
+// LimitPartial caps the chunks assembled at once (see maxPartial).
+func (a *Assembler) LimitPartial(n int) { a.maxPartial = n }
 
 // asmGroup is one stored range and the needed chunks that use it. It is
 // kept small (one per needed chunk of a disk of millions of chunks); the
@@ -139,6 +150,17 @@ func (a *Assembler) Deliver(off int64, b []byte) error {
 		lo, hi := max(off, g.off), min(end, gEnd)
 		p := a.partial[gi]
 		if p == nil {
+			if a.skipped[gi] {
+				continue
+			}
+			if a.maxPartial > 0 && len(a.partial) >= a.maxPartial {
+				if a.skipped == nil {
+					a.skipped = map[int]bool{}
+				}
+				a.skipped[gi] = true
+				a.dropped++
+				continue
+			}
 			p = &asmPartial{buf: a.w.Buffer(int(g.n))}
 			a.partial[gi] = p
 		}

@@ -49,6 +49,29 @@ type ChunkWriter struct {
 	closeErr  error
 
 	chunks, bytes, holes, holeBytes atomic.Int64
+
+	// bad, when set, takes chunks that fail their digest instead of
+	// failing the writer: over multicast, anyone on the LAN can forge a
+	// shard, and one forged datagram must not end every deploy in the
+	// room; the deploy fetches such chunks again by unicast.
+	bad atomic.Pointer[func(chunks []int, err error)]
+
+	pending sync.WaitGroup // jobs queued and not yet done
+}
+
+// Wait waits until every chunk put so far is written (or rejected),
+// without closing the writer.
+func (w *ChunkWriter) Wait() { w.pending.Wait() }
+
+// Tolerate makes chunks that fail their digest (or do not decode) go to
+// bad instead of failing the writer; nil restores failing. They are never
+// written. Call it before the first Put.
+func (w *ChunkWriter) Tolerate(bad func(chunks []int, err error)) {
+	if bad == nil {
+		w.bad.Store(nil)
+		return
+	}
+	w.bad.Store(&bad)
 }
 
 type chunkJob struct {
@@ -155,10 +178,12 @@ func (w *ChunkWriter) PutShared(chunks []int, stored []byte) error {
 	if w.closed {
 		return ErrWriterClosed
 	}
+	w.pending.Add(1)
 	select {
 	case w.jobs <- j:
 		return nil
 	case <-w.failed:
+		w.pending.Done()
 		return w.err
 	}
 }
@@ -203,31 +228,41 @@ func (w *ChunkWriter) work() {
 	}
 	raw := make([]byte, w.ix.Header.ChunkSize)
 	for j := range w.jobs {
-		if w.Err() != nil {
-			w.recycle(j.stored)
-			continue
-		}
-		out, err := dec.Decode(w.ix, j.chunks[0], j.stored, raw)
+		w.do(dec, raw, j)
+		w.pending.Done()
+	}
+}
+
+// do decodes, checks and writes one job.
+func (w *ChunkWriter) do(dec *Decoder, raw []byte, j chunkJob) {
+	if w.Err() != nil {
 		w.recycle(j.stored)
-		if err != nil {
-			if len(j.chunks) > 1 {
-				err = fmt.Errorf("%w (shared by chunks %v: none written)", err, j.chunks)
-			}
-			w.fail(err)
-			continue
+		return
+	}
+	out, err := dec.Decode(w.ix, j.chunks[0], j.stored, raw)
+	w.recycle(j.stored)
+	if bad := w.bad.Load(); err != nil && bad != nil && errors.Is(err, ErrCorrupt) {
+		(*bad)(j.chunks, err)
+		return
+	}
+	if err != nil {
+		if len(j.chunks) > 1 {
+			err = fmt.Errorf("%w (shared by chunks %v: none written)", err, j.chunks)
 		}
-		for _, i := range j.chunks {
-			if w.Err() != nil {
-				break
-			}
-			off, n := w.ix.RawSpan(i)
-			if _, err := w.t.WriteAt(out[:n], off); err != nil {
-				w.fail(fmt.Errorf("image: writing chunk %d (raw offset %d, %d bytes) to %s: %w", i, off, n, w.t.Path(), err))
-				break
-			}
-			w.chunks.Add(1)
-			w.bytes.Add(int64(n))
+		w.fail(err)
+		return
+	}
+	for _, i := range j.chunks {
+		if w.Err() != nil {
+			break
 		}
+		off, n := w.ix.RawSpan(i)
+		if _, err := w.t.WriteAt(out[:n], off); err != nil {
+			w.fail(fmt.Errorf("image: writing chunk %d (raw offset %d, %d bytes) to %s: %w", i, off, n, w.t.Path(), err))
+			break
+		}
+		w.chunks.Add(1)
+		w.bytes.Add(int64(n))
 	}
 }
 

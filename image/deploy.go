@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -77,7 +79,8 @@ type DeployResult struct {
 	Held      int   // data chunks the disk held already
 	NeedBytes int64 // their stored bytes (shared ones once)
 	Written   Progress
-	Via       string // "multicast", "http", "tftp" or "" (nothing was needed)
+	Via       string // "multicast", "http", "tftp", "multicast+http", "multicast+tftp" or "" (nothing was needed)
+	Refetched int    // chunks fetched by unicast after multicast (missing, or failed their digest)
 	Multicast mtftp.NativeResult
 	Phases    map[Phase]time.Duration
 	Duration  time.Duration
@@ -223,12 +226,27 @@ func (d *Deployer) Deploy(ctx context.Context) (res DeployResult, err error) {
 }
 
 // receive fetches the needed chunks: by multicast unless told otherwise,
-// then — for what multicast did not bring, if it is not to be had — by
-// HTTP, or TFTP without a mirror.
+// then by HTTP (or TFTP without a mirror) whatever multicast did not bring
+// whole and right — chunks it left missing, and chunks that failed their
+// digest: anyone on the LAN can forge a multicast datagram, so over
+// multicast a bad chunk is fetched again rather than ending the deploy.
+// A chunk that fails its digest by unicast ends it.
 func (d *Deployer) receive(ctx context.Context, ix *Index, need []bool, w *ChunkWriter, res *DeployResult) error {
 	o := d.Opts
-	asm := NewAssembler(ix, need, w)
 	if !o.Unicast {
+		var mu sync.Mutex
+		var bad []int
+		w.Tolerate(func(chunks []int, err error) {
+			o.Log.Warn().Err(err).Ints("chunks", chunks).Msg("image: a chunk from the multicast stream failed its digest; it will be fetched again by unicast")
+			mu.Lock()
+			bad = append(bad, chunks...)
+			mu.Unlock()
+		})
+		asm := NewAssembler(ix, need, w)
+		// A few chunks per core are assembled at once (at most 64 MiB):
+		// the stream brings chunks nearly in order, so this is never
+		// reached unless someone forges stripes of many chunks.
+		asm.LimitPartial(max(8, 64<<20/int(ix.Header.ChunkSize)))
 		ranges := asm.Ranges()
 		want := make([]mtftp.Range, len(ranges))
 		for i, r := range ranges {
@@ -240,25 +258,73 @@ func (d *Deployer) receive(ctx context.Context, ix *Index, need []bool, w *Chunk
 			return asm.Deliver(off, b)
 		})
 		res.Multicast = mres
-		if err == nil {
+		w.Wait()
+		w.Tolerate(nil)
+		if werr := w.Err(); werr != nil {
+			return werr // a write failed: no fallback hides that
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		need = asm.remaining()
+		mu.Lock()
+		for _, c := range bad {
+			need[c] = true
+		}
+		nbad := len(bad)
+		mu.Unlock()
+		left := 0
+		for _, n := range need {
+			if n {
+				left++
+			}
+		}
+		if err == nil && left == 0 {
 			res.Via = "multicast"
 			return nil
 		}
-		if werr := w.Err(); werr != nil {
-			return werr // a chunk failed its digest or a write failed: no fallback hides that
+		res.Refetched = left
+		o.Log.Warn().AnErr("multicast", err).Int("chunks_left", left).Int("chunks_bad", nbad).Msg("image: the rest by unicast")
+		if err != nil && !errors.Is(err, mtftp.ErrNativeUnsupported) && left == res.Needed {
+			o.Log.Warn().Err(err).Msg("image: multicast brought nothing")
 		}
-		if ctx.Err() != nil {
-			return err
-		}
-		o.Log.Warn().Err(err).Int("chunks_missing", asm.Missing()).Msg("image: multicast failed, the rest by unicast")
-		need = asm.remaining()
+		res.Via = "multicast+"
 	}
 	if o.HTTP != "" {
-		res.Via = "http"
-		return FetchHTTP(ctx, &http.Client{}, o.imageURL(), ix, need, w, 4)
+		res.Via += "http"
+		return FetchHTTP(ctx, httpClient(), o.imageURL(), ix, need, w, 4)
 	}
-	res.Via = "tftp"
+	res.Via += "tftp"
 	return d.fetchTFTP(ctx, ix, need, w)
+}
+
+// httpClient bounds every wait on the mirror: connecting, the response
+// header, and any read (a minute of silence mid-body), so a stalled or
+// hostile server cannot hold a deploy forever.
+func httpClient() *http.Client {
+	dialer := &net.Dialer{Timeout: 10 * time.Second}
+	return &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := dialer.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return &idleConn{Conn: c, idle: time.Minute}, nil
+		},
+		ResponseHeaderTimeout: 30 * time.Second,
+		MaxIdleConnsPerHost:   8,
+	}}
+}
+
+// idleConn fails a read that waits longer than idle.
+type idleConn struct {
+	net.Conn
+	idle time.Duration
+}
+
+func (c *idleConn) Read(b []byte) (int, error) {
+	c.Conn.SetReadDeadline(time.Now().Add(c.idle))
+	return c.Conn.Read(b)
 }
 
 func (o DeployOptions) blockSize() int {
@@ -278,7 +344,7 @@ func (o DeployOptions) imageURL() string {
 func (d *Deployer) fetchIndex(ctx context.Context) (*Index, error) {
 	o := d.Opts
 	if o.HTTP != "" {
-		ix, err := FetchIndexHTTP(ctx, &http.Client{}, o.imageURL())
+		ix, err := FetchIndexHTTP(ctx, httpClient(), o.imageURL())
 		if err != nil && strings.Contains(err.Error(), "404") {
 			return nil, fmt.Errorf("%s: %w (%v)", o.Image, ErrImageNotFound, err)
 		}
@@ -316,7 +382,7 @@ func (d *Deployer) serverSize(ctx context.Context) (int64, error) {
 		if err != nil {
 			return 0, err
 		}
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := httpClient().Do(req)
 		if err != nil {
 			return 0, fmt.Errorf("image: HEAD %s: %w", o.imageURL(), err)
 		}

@@ -9,8 +9,9 @@
 // Everything read from an image or a capture stream is untrusted: parsers
 // bound every allocation by the sizes the format allows (never by a length
 // field alone) and return a *FormatError or *ChunkError naming the byte
-// offset or chunk at fault. The package never writes to a disk device; it
-// only writes image files it was handed.
+// offset or chunk at fault. It writes to a disk only through a Target from
+// OpenTarget, which refuses one that is too small, mounted, held or the
+// running system's, and never writes a chunk that failed its digest.
 package image
 
 import (
@@ -260,8 +261,11 @@ func ParseHeader(b []byte) (Header, error) {
 	if want := uint64(h.Chunks) * EntrySize; h.IndexLen != want {
 		return h, corrupt(40, "index length %d, but %d chunks need %d", h.IndexLen, h.Chunks, want)
 	}
-	if end := HeaderSize + h.IndexLen; h.DataOffset < end || h.DataOffset%blockAlign != 0 {
-		return h, corrupt(48, "data offset %d (must be a multiple of %d and at least the index end %d)", h.DataOffset, blockAlign, end)
+	// The data starts at the first block boundary after the index, as
+	// the Writer puts it: any other offset would only be padding a reader
+	// has to skip (2^62 bytes of it, from a hostile header).
+	if want := roundUp(HeaderSize+h.IndexLen, blockAlign); h.DataOffset != want {
+		return h, corrupt(48, "data offset %d (the index ends at %d: the data starts at %d)", h.DataOffset, HeaderSize+h.IndexLen, want)
 	}
 	if h.DataLen > maxFileSize-h.DataOffset {
 		return h, corrupt(56, "data length %d after offset %d is beyond any file size", h.DataLen, h.DataOffset)

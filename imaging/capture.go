@@ -114,7 +114,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer s.release(name)
 	start := time.Now()
-	res, err := s.capture(name, r.Body)
+	// A capture that stalls for a minute is cut: it would hold one of
+	// the few capture slots for good.
+	rc := http.NewResponseController(w)
+	body := &deadlineReader{r: r.Body, extend: func() { rc.SetReadDeadline(time.Now().Add(time.Minute)) }}
+	res, err := s.capture(name, body)
 	if err != nil {
 		code := http.StatusBadRequest
 		if errors.Is(err, image.ErrTooLarge) {
@@ -203,4 +207,15 @@ func (s *Server) capture(name string, body io.Reader) (CaptureResult, error) {
 	}
 	return CaptureResult{Name: name, RawSize: ix.Header.RawSize, StoredSize: ix.FileSize(), Chunks: ix.Header.Chunks,
 		ImageDigest: hex.EncodeToString(ix.Header.ImageDigest[:])}, nil
+}
+
+// deadlineReader moves the request's read deadline on before each read.
+type deadlineReader struct {
+	r      io.Reader
+	extend func()
+}
+
+func (d *deadlineReader) Read(p []byte) (int, error) {
+	d.extend()
+	return d.r.Read(p)
 }

@@ -38,7 +38,7 @@ const (
 // nativeBlockSizes are the blksizes a native session uses: a request is
 // served at the largest one not above what it negotiated, so a file has
 // at most three sessions per tier, and no shard is small enough to make
-// per-stripe state large (504-byte shards: 32 KiB stripes).
+// per-stripe state large (500-byte shards: 32 KB stripes).
 var nativeBlockSizes = []int{8972, 1468, 512} // jumbo frames, a 1500-byte MTU, RFC 1350
 
 // nativeBlockSize picks the session blksize for a negotiated one (0: too

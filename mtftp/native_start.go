@@ -52,7 +52,8 @@ type StartPolicy struct {
 }
 
 // StartRule sets the policy of the files whose name matches Pattern
-// (path.Match syntax, e.g. "images/*.img").
+// (path.Match syntax, e.g. "images/*.img"; "*" does not cross a "/": a
+// rule for every file is "*" plus "*/*" and so on).
 type StartRule struct {
 	Pattern string
 	StartPolicy
@@ -95,25 +96,33 @@ func (s *Server) startPolicy(name string, req *tftp.Request) StartPolicy {
 	if limit <= 0 {
 		limit = DefaultNativeMaxWaitCap
 	}
-	ms := func(v string) (time.Duration, bool) {
-		n, err := strconv.Atoi(v)
+	// A request may ask the session to wait longer than the operator's
+	// policy says, up to the cap — never shorter, and never fewer
+	// receivers: whoever creates a session must not be able to start a
+	// room's stream before the room is in.
+	ms := func(v string, floor time.Duration) (time.Duration, bool) {
+		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || n < 0 {
 			return 0, false
 		}
-		return min(time.Duration(n)*time.Millisecond, limit), true
+		d := limit
+		if n < limit.Milliseconds() {
+			d = time.Duration(n) * time.Millisecond
+		}
+		return max(d, floor), true
 	}
 	for _, o := range req.Options {
 		switch strings.ToLower(o.Name) {
 		case OptMinReceivers:
 			if n, err := strconv.Atoi(o.Value); err == nil && n >= 0 {
-				p.MinReceivers = min(n, maxMinReceivers)
+				p.MinReceivers = max(p.MinReceivers, min(n, maxMinReceivers))
 			}
 		case OptMaxWait:
-			if d, ok := ms(o.Value); ok {
+			if d, ok := ms(o.Value, p.MaxWait); ok {
 				p.MaxWait = d
 			}
 		case OptSettle:
-			if d, ok := ms(o.Value); ok {
+			if d, ok := ms(o.Value, p.Settle); ok {
 				p.Settle = d
 			}
 		}

@@ -44,8 +44,14 @@ func TestStartPolicyResolve(t *testing.T) {
 	if p := s.startPolicy("images/room.img", req); p != (StartPolicy{MinReceivers: 20, MaxWait: DefaultNativeMaxWait, Settle: 2 * time.Second}) {
 		t.Errorf("rule: %+v", p)
 	}
-	if p := s.startPolicy("vmlinuz", req); p != (StartPolicy{MinReceivers: 7, MaxWait: DefaultNativeMaxWaitCap, Settle: 250 * time.Millisecond}) {
+	// Longer than the operator's policy up to the cap; a shorter settle is
+	// not taken (the room could be split).
+	if p := s.startPolicy("vmlinuz", req); p != (StartPolicy{MinReceivers: 7, MaxWait: DefaultNativeMaxWaitCap, Settle: 2 * time.Second}) {
 		t.Errorf("request: %+v", p)
+	}
+	shorter := &tftp.Request{Options: []tftp.Option{{Name: OptMaxWait, Value: "0"}, {Name: OptSettle, Value: "9223372036854775807"}}}
+	if p := s.startPolicy("vmlinuz", shorter); p != (StartPolicy{MaxWait: DefaultNativeMaxWait, Settle: DefaultNativeMaxWaitCap}) {
+		t.Errorf("a shorter wait and an overflowing settle: %+v", p)
 	}
 	if p := s.startPolicy("vmlinuz", &tftp.Request{}); p != (StartPolicy{MaxWait: DefaultNativeMaxWait, Settle: 2 * time.Second}) {
 		t.Errorf("defaults: %+v", p)

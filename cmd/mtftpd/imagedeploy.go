@@ -36,7 +36,7 @@ func runImageDeploy(args []string) error {
 	blank := fs.Bool("assume-blank", false, "the disk reads as zeros already: do not zero the image's holes")
 	noResume := fs.Bool("no-resume", false, "do not read the disk for chunks it holds already: fetch every chunk")
 	verify := fs.Bool("verify", false, "re-read the whole disk at the end and check the image digest")
-	blksize := fs.Int("blksize", 1468, "TFTP blksize asked for (the multicast shard is 8 bytes less)")
+	blksize := fs.Int("blksize", 1468, "TFTP blksize asked for (the multicast shard is 12 bytes less)")
 	iface := fs.String("iface", "", "interface to join the multicast group on (default: the route's)")
 	minRecv := fs.Int("min-receivers", 0, "ask the session to start once this many receivers joined")
 	maxWait := fs.Duration("max-wait", 0, "ask the session to start at the latest this long after it began (server caps it)")
@@ -125,6 +125,7 @@ type deploySummary struct {
 	Fetched       int                `json:"chunks_fetched"`
 	FetchedStored int64              `json:"fetched_stored_bytes"`
 	Held          int                `json:"chunks_held"`
+	Refetched     int                `json:"chunks_refetched"`
 	Holes         int64              `json:"holes_zeroed"`
 	Written       int64              `json:"bytes_written"`
 	Via           string             `json:"via"`
@@ -135,7 +136,7 @@ type deploySummary struct {
 
 func printDeployJSON(res image.DeployResult) error {
 	s := deploySummary{RawSize: res.Index.Header.RawSize, StoredSize: res.Index.FileSize(), Chunks: len(res.Index.Entries),
-		Fetched: res.Needed, FetchedStored: res.NeedBytes, Held: res.Held, Holes: res.Written.Holes, Written: res.Written.Bytes,
+		Fetched: res.Needed, FetchedStored: res.NeedBytes, Held: res.Held, Refetched: res.Refetched, Holes: res.Written.Holes, Written: res.Written.Bytes,
 		Via: res.Via, Seconds: res.Duration.Seconds(), Phases: map[string]float64{}}
 	for p, d := range res.Phases {
 		s.Phases[string(p)] = d.Seconds()

@@ -27,8 +27,8 @@ func ImagingPrefix(root, dir string) (string, bool) {
 
 func (c *Config) validateImaging(bad func(field, format string, args ...any)) {
 	m := c.Imaging
-	if m.MaxImageSize < 1<<20 {
-		bad("imaging.max_image_size", "%d is below 1 MiB", m.MaxImageSize)
+	if m.MaxImageSize < 1<<20 || m.MaxImageSize > 1<<50 {
+		bad("imaging.max_image_size", "%d is outside 1 MiB..1 PiB", m.MaxImageSize)
 	}
 	if m.Dir == "" {
 		if m.UploadToken != "" {

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"runtime/debug"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -89,6 +90,7 @@ type nativeRecv struct {
 	// was served from (a repeated WANT, its ACK lost, gets the same
 	// answer and schedules nothing again).
 	partial  bool
+	wantSegs int // WANT segments it said will follow
 	wantFrom map[uint32]uint64
 	joined   time.Time
 	last     time.Time // last packet from it
@@ -210,10 +212,14 @@ func (s *Server) serveNative(ctx context.Context, req *tftp.Request, peer netip.
 	}
 	shard := blk - nativeBlkAdjust
 	key := nativeKey{f.Name(), f.Size(), f.ModTime().UnixNano(), shard, 0}
-	partial := false
+	partial, segs := false, 0
 	for _, o := range req.Options {
 		if strings.EqualFold(o.Name, OptWant) {
+			// Its value: how many WANT segments will follow (a session
+			// waits for them before it starts, so a receiver's first
+			// stripes are not pushed to a second pass).
 			partial = true
+			segs, _ = strconv.Atoi(o.Value)
 		}
 	}
 
@@ -244,6 +250,9 @@ func (s *Server) serveNative(ctx context.Context, req *tftp.Request, peer netip.
 			f = nil // the session owns it
 		}
 		ns.join(peer, time.Now(), partial, tok)
+		if partial {
+			ns.expectWants(peer, segs)
+		}
 	}
 	s.mu.Unlock()
 	if f != nil {
@@ -345,6 +354,27 @@ func (ns *nativeSession) join(peer netip.AddrPort, now time.Time, partial bool, 
 	ns.mu.Unlock()
 	ns.s.Counters.NativeReceivers.Add(1)
 	ns.poke()
+}
+
+// expectWants records how many WANT segments a partial receiver said
+// will follow (at most the file has).
+func (ns *nativeSession) expectWants(peer netip.AddrPort, segs int) {
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	if r := ns.receivers[peer]; r != nil {
+		r.wantSegs = max(1, min(segs, int(ns.g.stripes/maxWantBits)+1))
+	}
+}
+
+// wantsPending reports whether a partial receiver still owes WANTs.
+// Called with ns.mu held.
+func (ns *nativeSession) wantsPending() bool {
+	for _, r := range ns.receivers {
+		if r.partial && len(r.wantFrom) < r.wantSegs {
+			return true
+		}
+	}
+	return false
 }
 
 // fromAddr counts the session's receivers at address a.
@@ -580,6 +610,12 @@ func (ns *nativeSession) gather(ctx context.Context) string {
 		now := time.Now()
 		ns.mu.Lock()
 		start, next := ns.policy.startAt(len(ns.receivers), ns.start, ns.lastJoin, now)
+		if start && ns.wantsPending() && now.Before(ns.start.Add(max(ns.policy.MaxWait, 0))) {
+			// A partial receiver that joined has not said what it wants
+			// yet: starting now would serve its first stripes only on a
+			// second pass. Its WANT wakes us; MaxWait still bounds this.
+			start, next = false, ns.start.Add(max(ns.policy.MaxWait, 0))
+		}
 		var beat []byte
 		if !now.Before(nextBeat) {
 			p := ns.describe(0)

@@ -64,6 +64,10 @@ type NativeReceiver struct {
 	Held atomic.Int64
 	Size atomic.Int64
 
+	// wantSegs is how many WANT segments a partial download sends (told
+	// to the server in its request, so a session waits for them).
+	wantSegs int
+
 	// listenData opens the socket the stream is read from; tests replace it.
 	listenData func(group netip.AddrPort, ifi *net.Interface) (dataConn, error)
 }
@@ -162,6 +166,7 @@ func (r *NativeReceiver) Get(ctx context.Context, server, remote string, out *os
 func (r *NativeReceiver) GetRanges(ctx context.Context, server, remote string, size int64, want []Range, deliver func(off int64, b []byte) error) (NativeResult, error) {
 	r.Size.Store(-1)
 	r.Held.Store(0)
+	r.wantSegs = r.segmentsFor(want)
 	start := time.Now()
 	srv, err := resolveServerAddr(server)
 	if err != nil {
@@ -232,6 +237,30 @@ func (r *NativeReceiver) iface(local netip.Addr) (*net.Interface, error) {
 	return nil, fmt.Errorf("mtftp: no interface holds %v to join the group on (use an interface)", local)
 }
 
+// segmentsFor counts the WANT segments want will take, in the geometry
+// checkGeometry holds the session to.
+func (r *NativeReceiver) segmentsFor(want []Range) int {
+	blk := r.BlockSize
+	if blk == 0 {
+		blk = DefaultMaxBlockSize
+	}
+	shard := int64(nativeBlockSize(blk) - nativeBlkAdjust)
+	if shard <= 0 {
+		return 1
+	}
+	seg := shard * DefaultStripeData * maxWantBits // file bytes per segment
+	n, last := 0, int64(-1)
+	for _, w := range want {
+		for sg := w.Off / seg; sg <= (w.Off+w.Len-1)/seg; sg++ {
+			if sg != last {
+				n++
+				last = sg
+			}
+		}
+	}
+	return max(1, n)
+}
+
 // checkGeometry refuses a session laid out as this server would never lay
 // it out: per-stripe state grows as the shard shrinks, so a forged or
 // broken answer with 8-byte shards must not make the receiver allocate
@@ -260,7 +289,7 @@ func (r *NativeReceiver) rrq(remote string, partial bool, cookie token) []byte {
 		{Name: tftp.OptBlockSize, Value: strconv.Itoa(blk)}, {Name: OptMulticast}, {Name: OptNative, Value: NativeVersion},
 	}}
 	if partial {
-		req.Options = append(req.Options, tftp.Option{Name: OptWant, Value: "1"})
+		req.Options = append(req.Options, tftp.Option{Name: OptWant, Value: strconv.Itoa(max(1, r.wantSegs))})
 	}
 	if cookie != (token{}) {
 		req.Options = append(req.Options, tftp.Option{Name: OptCookie, Value: hex.EncodeToString(cookie[:])})

@@ -78,13 +78,6 @@ type nativeKey struct {
 type nativeRecv struct {
 	peer netip.AddrPort
 	tok  token // its cookie: STATUS, WANT and DONE must carry it
-	// credit: repair shards it may still ask for — what it reported
-	// lost, plus a twentieth of what was sent (losses at a stream's tail
-	// show in no gap), plus one interleave group at join (what it missed
-	// of the group under way). A receiver that reports no loss cannot
-	// make the server resend the file (docs/security.md).
-	credit   int64
-	lastSent int64
 	// partial: the receiver asked for part of the file (OptWant); its
 	// WANTs name the stripes, and wantFrom remembers the position each
 	// was served from (a repeated WANT, its ACK lost, gets the same
@@ -123,6 +116,12 @@ type repairReq struct {
 type repairMark struct {
 	at    time.Time
 	count int
+}
+
+// addrCredit is one address's repair allowance in a session.
+type addrCredit struct {
+	twentieths int64 // of a shard
+	lastSent   int64 // the session's shards sent when it was last topped up
 }
 
 type nativeSession struct {
@@ -172,7 +171,14 @@ type nativeSession struct {
 	everJoined, completed, failed, dropped, moved int
 	dataShards, repairShards, naks, passes        int64
 	rounds                                        int64 // repair rounds (one per stripe and NAK window)
-	creditDenied                                  int64 // NAKs beyond the asking receiver's reported loss
+	creditDenied                                  int64 // NAKs beyond the asking address's reported loss
+	// credits: repair shards each address may still ask for, in 20ths
+	// of a shard — what its receivers reported lost, plus a twentieth of
+	// what was sent since (losses at a stream's tail show in no gap),
+	// plus at most one interleave group (or the file) when it first
+	// joined. Per address, not per receiver: fake receivers on one
+	// machine share one allowance (docs/security.md).
+	credits map[netip.Addr]*addrCredit
 }
 
 // serveNative joins a request for the native dialect to its file's tier-0
@@ -336,8 +342,13 @@ func (s *Server) newNative(ctx context.Context, key nativeKey, f *filestore.File
 // (OptWant) names its stripes with WANTs (want).
 func (ns *nativeSession) join(peer netip.AddrPort, now time.Time, partial bool, tok token) {
 	ns.mu.Lock()
-	ns.receivers[peer] = &nativeRecv{peer: peer, joined: now, last: now, lossAvg: -1, partial: partial, tok: tok,
-		credit: int64(ns.g.k) * nativeInterleave, lastSent: ns.dataShards + ns.repairShards}
+	ns.receivers[peer] = &nativeRecv{peer: peer, joined: now, last: now, lossAvg: -1, partial: partial, tok: tok}
+	if ns.credits == nil {
+		ns.credits = map[netip.Addr]*addrCredit{}
+	}
+	if ns.credits[peer.Addr()] == nil {
+		ns.credits[peer.Addr()] = &addrCredit{twentieths: 20 * min(int64(ns.g.k)*nativeInterleave, ns.g.blocks), lastSent: ns.dataShards + ns.repairShards}
+	}
 	ns.everJoined++
 	ns.lastJoin = now
 	ns.publish()
@@ -1162,9 +1173,14 @@ func (ns *nativeSession) status(from netip.AddrPort, st *statusPkt) bool {
 	r.seen += uint64(st.Seen)
 	r.lost += uint64(st.Lost)
 	r.reports++
+	c := ns.credits[from.Addr()]
+	if c == nil { // a receiver moved here keeps its address's standing
+		c = &addrCredit{lastSent: ns.dataShards + ns.repairShards}
+		ns.credits[from.Addr()] = c
+	}
 	sent := ns.dataShards + ns.repairShards
-	r.credit = min(r.credit+int64(st.Lost)+(sent-r.lastSent)/20, max(ns.g.blocks, int64(ns.g.k)*nativeInterleave))
-	r.lastSent = sent
+	c.twentieths = min(c.twentieths+20*int64(st.Lost)+(sent-c.lastSent), 20*max(ns.g.blocks, int64(ns.g.k)*nativeInterleave))
+	c.lastSent = sent
 	queued := false
 	now := r.last
 	ivl := ns.nakInterval()
@@ -1178,11 +1194,11 @@ func (ns *nativeSession) status(from netip.AddrPort, st *statusPkt) bool {
 		if m, ok := ns.repaired[s]; ok && now.Sub(m.at) < 2*ivl && want <= m.count {
 			continue // asked before the last repair could arrive
 		}
-		if want = int(min(int64(want), r.credit)); want <= 0 {
+		if want = int(min(int64(want), c.twentieths/20)); want <= 0 {
 			ns.creditDenied++
 			continue // more than it ever reported losing
 		}
-		r.credit -= int64(want)
+		c.twentieths -= 20 * int64(want)
 		req := ns.need[s]
 		if req != nil && req.started {
 			// Its round is going out now: the shards still to come count

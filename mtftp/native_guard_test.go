@@ -198,7 +198,8 @@ func TestNativeTokens(t *testing.T) {
 	victim := netip.MustParseAddrPort("192.0.2.101:5000")
 	tok := token{9, 9, 9}
 	ns := &nativeSession{g: g, data: make([]byte, g.size), s: &Server{}, view: &sessionView{}, wake: make(chan struct{}, 1),
-		receivers: map[netip.AddrPort]*nativeRecv{victim: {peer: victim, tok: tok, credit: 1000, partial: true}},
+		receivers: map[netip.AddrPort]*nativeRecv{victim: {peer: victim, tok: tok, partial: true}},
+		credits:   map[netip.Addr]*addrCredit{victim.Addr(): {twentieths: 20 * 1000}},
 		need:      map[int64]*repairReq{}, cursor: map[int64]int{}, repaired: map[int64]repairMark{}}
 	ns.done(victim, token{}, true)
 	ns.status(victim, &statusPkt{Naks: []nak{{Stripe: 1, Missing: 64}}})
@@ -248,6 +249,33 @@ func TestNativeRepairCredit(t *testing.T) {
 	t.Logf("asked for %d shards, granted %d (limit %d)", asked, granted, limit)
 	if granted > limit {
 		t.Fatalf("a receiver reporting no loss got %d repair shards, want ≤ %d", granted, limit)
+	}
+	// 32 receivers of one address sharing out the stripes (each NAKs its
+	// own part) share one allowance: no more than one liar alone.
+	ns.rounds, ns.dataShards = 0, 0
+	ns.credits = nil
+	for i := range 32 {
+		p := netip.AddrPortFrom(netip.MustParseAddr("192.0.2.77"), uint16(7000+i))
+		ns.join(p, time.Now(), false, token{byte(i)})
+	}
+	for round := range 30 {
+		for i := range 32 {
+			p := netip.AddrPortFrom(netip.MustParseAddr("192.0.2.77"), uint16(7000+i))
+			var naks []nak
+			for s := range 32 {
+				naks = append(naks, nak{Stripe: uint32((round*1024 + i*32 + s) % 1000), Missing: 64})
+			}
+			ns.status(p, &statusPkt{Token: token{byte(i)}, Seen: 5000, Naks: naks})
+			ns.dataShards += 150
+		}
+		for st, r := range ns.need {
+			ns.rounds += int64(r.count)
+			delete(ns.need, st)
+		}
+		ns.needOrder = ns.needOrder[:0]
+	}
+	if limit := int64(g.k)*nativeInterleave + ns.dataShards/20 + 64; ns.rounds > limit {
+		t.Fatalf("32 receivers of one address splitting the stripes got %d repair shards, want ≤ %d", ns.rounds, limit)
 	}
 	ns.rounds = 0
 	ns.status(honest, &statusPkt{Token: token{2}, Lost: 20000, Naks: []nak{{Stripe: 5, Missing: 64}, {Stripe: 6, Missing: 10}}})

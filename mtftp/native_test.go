@@ -195,8 +195,9 @@ func TestNativeNakAggregation(t *testing.T) {
 	g, _ := newGeometry(1456*64*4, 1456, 64, 64)
 	a, b := netip.MustParseAddrPort("192.0.2.101:5000"), netip.MustParseAddrPort("192.0.2.102:5000")
 	ns := &nativeSession{g: g, data: make([]byte, g.size), s: &Server{}, view: &sessionView{}, wake: make(chan struct{}, 1),
-		receivers: map[netip.AddrPort]*nativeRecv{a: {peer: a, credit: 100}, b: {peer: b, credit: 100}}, need: map[int64]*repairReq{},
-		cursor: map[int64]int{}, repaired: map[int64]repairMark{}}
+		receivers: map[netip.AddrPort]*nativeRecv{a: {peer: a}, b: {peer: b}}, need: map[int64]*repairReq{},
+		credits: map[netip.Addr]*addrCredit{a.Addr(): {twentieths: 20 * 100}, b.Addr(): {twentieths: 20 * 100}},
+		cursor:  map[int64]int{}, repaired: map[int64]repairMark{}}
 	pc, _ := newParityCache(g, 1<<20, nil)
 	hdrs := make([]byte, nativeMaxBatch*dataHdrLen)
 	ns.status(a, &statusPkt{Naks: []nak{{Stripe: 2, Missing: 3}}})

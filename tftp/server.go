@@ -470,6 +470,9 @@ func (s *Server) serveRequest(sl *slot, req *Request, reqLen int, peer netip.Add
 		}
 	}
 	c, err := s.dial(local)
+	if q, ok := c.(interface{ Queued() bool }); ok && err == nil {
+		s.setAnswered(sl, q.Queued)
+	}
 	if err != nil {
 		// Out of file descriptors, say: one line per 10 s, not per request.
 		s.logLimited(zerolog.ErrorLevel, time.Now(), "transfer-socket", func(e *zerolog.Event) {

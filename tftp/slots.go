@@ -54,6 +54,10 @@ type slot struct {
 	// links in the pool's list and in its prefix's list, oldest first
 	prev, next   *slot
 	pprev, pnext *slot
+	// answered, once the session has its socket, reports whether a
+	// datagram from the client waits there unread: the client has
+	// answered, the session has not got round to reading it yet.
+	answered func() bool
 }
 
 // pendingPool holds the unconfirmed requests, oldest first, overall and
@@ -164,10 +168,10 @@ func (s *Server) reserve(peer netip.AddrPort) (sl *slot, dup bool) {
 	}
 	prefix := prefixOf(client)
 	for q := s.pending.prefixes[prefix]; q != nil && q.n >= orDefault(s.MaxUnconfirmedPerPrefix, DefaultMaxUnconfirmedPerPrefix); q = s.pending.prefixes[prefix] {
-		s.evict(q.head)
+		s.makeRoom(q.head)
 	}
 	for s.pending.n >= maxPending {
-		s.evict(s.pending.head)
+		s.makeRoom(s.pending.head)
 	}
 	ctx, cancel := context.WithCancelCause(s.sessCtx)
 	sl = &slot{peer: peer, prefix: prefix, ctx: ctx, cancel: cancel}
@@ -178,6 +182,28 @@ func (s *Server) reserve(peer netip.AddrPort) (sl *slot, dup bool) {
 	s.Counters.Pending.Add(1)
 	s.sessions.Add(1)
 	return sl, false
+}
+
+// makeRoom frees the oldest unconfirmed request of a full list: if its
+// client has answered already — its ACK waits unread in the session's
+// socket, which under a flood can take the session tens of milliseconds
+// to read — it is confirmed (or refused if the confirmed slots are full:
+// either way it leaves the pool); otherwise it is evicted. Evicting it
+// blindly ended honest transfers mid-way when a flood came from their
+// own /24 (docs/security.md, "Under a flood"). s.mu is held.
+func (s *Server) makeRoom(oldest *slot) {
+	if oldest.answered != nil && oldest.answered() {
+		s.confirmLocked(oldest)
+		return
+	}
+	s.evict(oldest)
+}
+
+// setAnswered gives a request's slot the way to look at its socket.
+func (s *Server) setAnswered(sl *slot, answered func() bool) {
+	s.mu.Lock()
+	sl.answered = answered
+	s.mu.Unlock()
 }
 
 // evict ends an unconfirmed request to make room: its session stops
@@ -196,6 +222,11 @@ func (s *Server) evict(sl *slot) {
 func (s *Server) confirm(sl *slot) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.confirmLocked(sl)
+}
+
+// confirmLocked is confirm with s.mu held.
+func (s *Server) confirmLocked(sl *slot) error {
 	switch sl.state {
 	case slotConfirmed:
 		return nil

@@ -351,7 +351,11 @@ func (d *Deployer) fetchIndex(ctx context.Context) (*Index, error) {
 		return ix, err
 	}
 	pr, pw := io.Pipe()
-	c := &tftp.Client{BlockSize: o.blockSize(), WindowSize: 16}
+	// Each block reaches ReadIndex as it comes, and a small window: the
+	// transfer ends with the index, not a megabyte later (50 receivers
+	// each fetching a megabyte ahead showed as 0.7× the image on the
+	// server's wire).
+	c := &tftp.Client{BlockSize: o.blockSize(), WindowSize: 4, WriteBuffer: o.blockSize()}
 	got := make(chan error, 1)
 	go func() {
 		_, err := c.Get(ctx, o.Server, o.Image, pw)

@@ -32,6 +32,11 @@ type Client struct {
 	// Progress, if set, is called after each in-order block with the bytes
 	// received so far and the announced size (-1 when unknown).
 	Progress func(received, total int64)
+	// WriteBuffer is how many bytes are gathered before they are written
+	// to the destination; 0 = 1 MiB. A small one (one block) lets a
+	// reader of the stream stop the transfer early without the client
+	// having fetched a megabyte ahead.
+	WriteBuffer int
 	// LocalAddr, if valid, is the address the client's socket binds to
 	// (an ephemeral port on it): load tests spread clients over many
 	// source addresses. Zero: the kernel picks.
@@ -225,8 +230,10 @@ func (c *Client) get(ctx context.Context, uc conn, srv netip.AddrPort, remote st
 	est := rto.New(initial, 20*time.Millisecond, 10*time.Second)
 
 	// One write per block would cost a syscall per 1468 bytes: buffer,
-	// and flush before the final ACK reports success.
-	bw := bufio.NewWriterSize(w, 1<<20)
+	// and flush before the final ACK reports success. WriteBuffer lets a
+	// caller that reads only a prefix (an image's index) see each block
+	// as it comes.
+	bw := bufio.NewWriterSize(w, c.writeBuffer())
 	var out io.Writer = bw
 	if mode == "netascii" {
 		out = &netasciiDecoder{w: bw}
@@ -601,4 +608,11 @@ func IsNotFound(err error) bool {
 // really lost is reported this much later than at once.
 func reorderHold(rto time.Duration) time.Duration {
 	return min(max(rto/4, 2*time.Millisecond), 50*time.Millisecond)
+}
+
+func (c *Client) writeBuffer() int {
+	if c.WriteBuffer > 0 {
+		return c.WriteBuffer
+	}
+	return 1 << 20
 }

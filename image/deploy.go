@@ -243,10 +243,11 @@ func (d *Deployer) receive(ctx context.Context, ix *Index, need []bool, w *Chunk
 			mu.Unlock()
 		})
 		asm := NewAssembler(ix, need, w)
-		// A few chunks per core are assembled at once (at most 64 MiB):
-		// the stream brings chunks nearly in order, so this is never
-		// reached unless someone forges stripes of many chunks.
-		asm.LimitPartial(max(8, 64<<20/int(ix.Header.ChunkSize)))
+		// A few chunks per core are assembled at once (at most 16 MiB):
+		// the stream brings chunks nearly in order (an interleave group
+		// spans about 6 MB of the image), so this is not reached unless
+		// someone forges stripes of many chunks.
+		asm.LimitPartial(max(8, 16<<20/int(ix.Header.ChunkSize)))
 		ranges := asm.Ranges()
 		want := make([]mtftp.Range, len(ranges))
 		for i, r := range ranges {

@@ -78,7 +78,7 @@ type Range struct{ Off, Len int64 }
 // partialBudget bounds the stripes a partial download holds while they
 // are incomplete: a stripe that would start beyond it is dropped and
 // asked for again later, so memory does not grow with the file.
-const partialBudget = 64 << 20
+const partialBudget = 32 << 20
 
 // dataConn is the group socket: batched reads in production.
 type dataConn interface {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -20,6 +21,11 @@ import (
 	"github.com/mtftpd/mtftpd/image"
 	"github.com/mtftpd/mtftpd/mtftp"
 )
+
+// deployMemoryLimit is the soft heap limit of image deploy: 32 MiB of
+// stripes, 16 MiB of chunks being assembled, two chunks per worker, and
+// room for the collector.
+const deployMemoryLimit = 128 << 20
 
 const deployUsage = `Usage: mtftpd image deploy [flags] SERVER IMAGE DISK
 
@@ -56,6 +62,12 @@ func runImageDeploy(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	// The deploy environment runs from RAM: what it holds is bounded
+	// (stripes, chunks in flight), and a soft limit makes the collector
+	// return the garbage of a long stream before the heap doubles.
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(deployMemoryLimit)
+	}
 	log := zerolog.Nop()
 	if *verbose {
 		log = zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr}).With().Timestamp().Logger()

@@ -8,7 +8,7 @@ BIN := ./mtftpd
 TEST_TIMEOUT ?= 20m
 FUZZTIME ?= 5s
 
-.PHONY: help build run test test-go vet soak bench bench-dhcp bench-http bench-mcast bench-status bench-peers fuzz-smoke fuzz clean
+.PHONY: help build run test test-go vet soak bench bench-dhcp bench-http bench-mcast bench-status bench-peers bench-image fuzz-smoke fuzz clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ bench: build ## Go benchmarks, then mtftpd vs tftpd-hpa vs atftpd (scripts/bench
 
 bench-mcast: ## native multicast vs udpcast in the lab: 50 receivers clean and with 5 % loss, 30 behind a 100 Mbit/s server port (root)
 	./scripts/bench-mcast.sh
+
+bench-image: ## disk images in the lab: 50 receivers, image deploy vs udp-sender + zstd; create vs zstd -T0; one receiver vs its disk and network; receiver RSS (root) -> docs/benchmarks-image.md
+	./scripts/bench-image.sh
 
 bench-http: build ## HTTP throughput of a 1 GiB file: mtftpd's mirror vs nginx (scripts/bench-http.sh)
 	MTFTPD_BIN=$(abspath $(BIN)) ./scripts/bench-http.sh

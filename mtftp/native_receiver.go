@@ -801,7 +801,11 @@ func (rc *recvState) store(st int64, i int, payload []byte) {
 		}
 		dst := rc.shardBytes(st, i)
 		if dst == nil {
-			return // over the partial budget: asked for again later
+			// Over the partial budget: lost to this receiver, and
+			// reported so (its repair allowance and the stream's rate
+			// must know it could not take this shard).
+			rc.lostShards++
+			return
 		}
 		copy(dst, payload)
 		rc.dataHave[st]++
@@ -816,6 +820,7 @@ func (rc *recvState) store(st int64, i int, payload []byte) {
 			// shards could never rebuild it (and REPAIRs forged on the
 			// group would pile up).
 			if rc.stripeBuf(st) == nil || rc.bufBytes+int64(g.shard) > partialBudget {
+				rc.lostShards++ // as above
 				return
 			}
 			rc.bufBytes += int64(g.shard)

@@ -18,7 +18,7 @@ const usage = `mtftpd — multicast TFTP imaging server
 
 Usage:
   mtftpd serve [--config FILE] [--demo] [--print-config] [--<section>.<key> VALUE ...]
-  mtftpd get [--blksize N] [--windowsize N] [--tsize] [--netascii] [-o FILE] HOST[:PORT] REMOTE
+  mtftpd get [--blksize N] [--windowsize N] [--tsize] [--netascii] [--multicast [--min-receivers N] [--max-wait D]] [-o FILE] HOST[:PORT] REMOTE
   mtftpd status [--watch] [URL]
   mtftpd image create [--chunk-size N] SRC -o IMAGE
   mtftpd image info [--json] IMAGE

@@ -11,7 +11,8 @@ import (
 // A minimal NBD client: fixed newstyle handshake, NBD_OPT_GO, then
 // NBD_CMD_READ with simple replies and NBD_CMD_DISC. It exists to read
 // disk formats through qemu-nbd without a temporary raw copy. Constants and
-// layouts are from the NBD protocol (NetworkBlockDevice/nbd doc/proto.md).
+// layouts are those of the NBD protocol (docs/image-format.md, "Reading
+// other formats: the NBD client").
 // The server's bytes are untrusted: every length is bounded before use.
 const (
 	nbdMagic            = 0x4e42444d41474943 // "NBDMAGIC"

@@ -18,7 +18,8 @@ import (
 // DefaultPXERequestRate is the PXE MTFTP listener's request limit per
 // client address when Server.RequestLimiter is nil, with a burst of twice
 // that: tftp.max_requests_per_sec's default. A PXE ROM opens a pass a few
-// times at most (protocols.md §7.3), so it only bites on floods.
+// times at most (it re-opens after its listen and delay timers, DHCP
+// option 43.4/43.5: seconds apart), so it only bites on floods.
 const DefaultPXERequestRate = 100
 
 // pxeServer is the PXE MTFTP listener (protocols.md §7.4): it answers an

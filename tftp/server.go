@@ -615,8 +615,9 @@ func (s *Server) logRefusal(req *Request, peer netip.AddrPort, reason string, er
 		ev.Str("client", peer.String()).Str("op", req.Op.String()).Str("file", req.Filename).
 			Str("outcome", reason).Err(err).Msg("tftp: refused")
 	}
-	// pxelinux probes a dozen config names before it finds one: misses
-	// are normal traffic, logged at debug (protocols.md §10.3). Other
+	// pxelinux probes a dozen config names before it finds one (01-<mac>,
+	// the hex IP shortened a digit at a time, default): misses are normal
+	// traffic, logged at debug. Other
 	// refusals are at most one line per reason per 10 s: anyone can send
 	// a thousand of them a second.
 	if reason == "not-found" {

@@ -73,9 +73,9 @@ const (
 	// cap the least recently used go.
 	DefaultMaxSize = 16 << 30
 	// DefaultWait bounds a request's wait for a fetch: TFTP clients give
-	// up after a few seconds anyway (PXE: 4 retries, protocols.md
-	// §9.11), and an HTTP client gets a 504 it can retry instead of a
-	// connection held for the whole Timeout.
+	// up after a few seconds anyway (a PXE ROM retries its request about
+	// four times over some 15 s), and an HTTP client gets a 504 it can
+	// retry instead of a connection held for the whole Timeout.
 	DefaultWait = 30 * time.Second
 	// reserveChunk is how much cache space a fetch of unknown length
 	// reserves at a time.

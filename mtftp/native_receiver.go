@@ -106,52 +106,7 @@ type NativeResult struct {
 // out, which it truncates to the file's size; out must be a regular file.
 // On error out's content is undefined (callers write to a temp file).
 func (r *NativeReceiver) Get(ctx context.Context, server, remote string, out *os.File) (NativeResult, error) {
-	r.Size.Store(-1)
-	r.Held.Store(0)
-	start := time.Now()
-	srv, err := resolveServerAddr(server)
-	if err != nil {
-		return NativeResult{}, err
-	}
-	timeout := r.Timeout
-	if timeout <= 0 {
-		timeout = 10 * time.Second
-	}
-	local := netip.AddrPortFrom(r.LocalAddr, 0)
-	if !r.LocalAddr.IsValid() {
-		ctl, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(srv))
-		if err != nil {
-			return NativeResult{}, err
-		}
-		local = ctl.LocalAddr().(*net.UDPAddr).AddrPort()
-		ctl.Close()
-	}
-	uc, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(local.Addr(), 0)))
-	if err != nil {
-		return NativeResult{}, err
-	}
-	defer uc.Close()
-	sess, from, tok, err := r.request(ctx, uc, srv, remote, false, timeout)
-	if err != nil {
-		return NativeResult{}, err
-	}
-	if err := r.checkGeometry(sess); err != nil {
-		return NativeResult{}, err
-	}
-	ifi, err := r.iface(local.Addr())
-	if err != nil {
-		return NativeResult{}, err
-	}
-	rc := &recvState{r: r, ctl: uc, srv: from, origin: srv, remote: remote, tok: tok, rrq: r.rrq(remote, false, tok), ifi: ifi,
-		res: NativeResult{ShardSize: int(sess.ShardSize)}}
-	if err := rc.setup(sess, out); err != nil {
-		return rc.res, err
-	}
-	defer rc.unmap()
-	err = rc.run(ctx, timeout)
-	rc.res.Duration = time.Since(start)
-	rc.res.Size = rc.g.size
-	return rc.res, err
+	return r.download(ctx, server, remote, -1, &recvState{}, out)
 }
 
 // GetRanges receives only the byte ranges want of remote, a file of size
@@ -164,9 +119,15 @@ func (r *NativeReceiver) Get(ctx context.Context, server, remote string, out *os
 // else and memory stays bounded (partialBudget); there is no whole-file
 // digest to check — the caller verifies what it assembles.
 func (r *NativeReceiver) GetRanges(ctx context.Context, server, remote string, size int64, want []Range, deliver func(off int64, b []byte) error) (NativeResult, error) {
+	r.wantSegs = r.segmentsFor(want)
+	return r.download(ctx, server, remote, size, &recvState{partial: true, ranges: want, deliver: deliver}, nil)
+}
+
+// download is Get and GetRanges: rc says which (partial, with its ranges
+// and sink), size is the file size expected (-1: any).
+func (r *NativeReceiver) download(ctx context.Context, server, remote string, size int64, rc *recvState, out *os.File) (NativeResult, error) {
 	r.Size.Store(-1)
 	r.Held.Store(0)
-	r.wantSegs = r.segmentsFor(want)
 	start := time.Now()
 	srv, err := resolveServerAddr(server)
 	if err != nil {
@@ -190,23 +151,24 @@ func (r *NativeReceiver) GetRanges(ctx context.Context, server, remote string, s
 		return NativeResult{}, err
 	}
 	defer uc.Close()
-	sess, from, tok, err := r.request(ctx, uc, srv, remote, true, timeout)
+	sess, from, tok, err := r.request(ctx, uc, srv, remote, rc.partial, timeout)
 	if err != nil {
 		return NativeResult{}, err
 	}
 	if err := r.checkGeometry(sess); err != nil {
 		return NativeResult{}, err
 	}
-	if int64(sess.Size) != size {
+	if size >= 0 && int64(sess.Size) != size {
 		return NativeResult{}, fmt.Errorf("mtftp: %s is %d bytes on the server, expected %d: truncated or changed", remote, sess.Size, size)
 	}
 	ifi, err := r.iface(local.Addr())
 	if err != nil {
 		return NativeResult{}, err
 	}
-	rc := &recvState{r: r, ctl: uc, srv: from, origin: srv, remote: remote, tok: tok, rrq: r.rrq(remote, true, tok), ifi: ifi,
-		res: NativeResult{ShardSize: int(sess.ShardSize)}, partial: true, ranges: want, deliver: deliver}
-	if err := rc.setup(sess, nil); err != nil {
+	rc.r, rc.ctl, rc.srv, rc.origin, rc.remote, rc.tok, rc.ifi = r, uc, from, srv, remote, tok, ifi
+	rc.rrq = r.rrq(remote, rc.partial, tok)
+	rc.res = NativeResult{ShardSize: int(sess.ShardSize)}
+	if err := rc.setup(sess, out); err != nil {
 		return rc.res, err
 	}
 	defer rc.unmap()

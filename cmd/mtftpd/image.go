@@ -13,9 +13,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/vbauerster/mpb/v8"
-	"github.com/vbauerster/mpb/v8/decor"
-
 	"github.com/mtftpd/mtftpd/image"
 )
 
@@ -98,23 +95,13 @@ func runImageCreate(args []string) error {
 		return err
 	}
 	opts := image.CreateOptions{ChunkSize: *chunkSize}
-	var p *mpb.Progress
-	var bar *mpb.Bar
-	if !*quiet && isTerminal(os.Stderr) {
-		p = mpb.NewWithContext(ctx, mpb.WithOutput(os.Stderr), mpb.WithWidth(40))
-		bar = p.AddBar(src.Size(),
-			mpb.PrependDecorators(decor.Name(srcPath+" "), decor.CountersKibiByte("% .1f / % .1f")),
-			mpb.AppendDecorators(decor.AverageSpeed(decor.SizeB1024(0), " % .1f"), decor.Percentage(decor.WCSyncSpace)))
-		opts.Progress = func(n int64) { bar.SetCurrent(n) }
+	bar := newByteBar(ctx, !*quiet, srcPath, src.Size())
+	if bar != nil {
+		opts.Progress = func(n int64) { bar.set(n, 0) }
 	}
 	start := time.Now()
 	ix, err := image.WriteFile(ctx, src, *out, meta, opts)
-	if bar != nil {
-		if err != nil {
-			bar.Abort(false)
-		}
-		p.Wait()
-	}
+	bar.finish(err)
 	if err != nil {
 		return err
 	}
@@ -213,26 +200,19 @@ func runImageVerify(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	var p *mpb.Progress
-	var bar *mpb.Bar
+	var bar *byteBar
 	var progress func(int64)
-	if !*quiet && isTerminal(os.Stderr) {
+	if !*quiet {
 		if _, ix, err := image.Open(pos[0]); err == nil {
-			p = mpb.NewWithContext(ctx, mpb.WithOutput(os.Stderr), mpb.WithWidth(40))
-			bar = p.AddBar(int64(ix.Header.RawSize),
-				mpb.PrependDecorators(decor.Name(pos[0]+" "), decor.CountersKibiByte("% .1f / % .1f")),
-				mpb.AppendDecorators(decor.AverageSpeed(decor.SizeB1024(0), " % .1f"), decor.Percentage(decor.WCSyncSpace)))
-			progress = func(n int64) { bar.SetCurrent(n) }
+			bar = newByteBar(ctx, true, pos[0], int64(ix.Header.RawSize))
+			if bar != nil {
+				progress = func(n int64) { bar.set(n, 0) }
+			}
 		}
 	}
 	start := time.Now()
 	ix, err := image.Verify(ctx, pos[0], 0, progress)
-	if bar != nil {
-		if err != nil {
-			bar.Abort(false)
-		}
-		p.Wait()
-	}
+	bar.finish(err)
 	if err != nil {
 		return err
 	}

@@ -15,8 +15,6 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
-	"github.com/vbauerster/mpb/v8"
-	"github.com/vbauerster/mpb/v8/decor"
 
 	"github.com/mtftpd/mtftpd/image"
 	"github.com/mtftpd/mtftpd/mtftp"
@@ -78,34 +76,19 @@ func runImageDeploy(args []string) error {
 		Start: mtftp.StartPolicy{MinReceivers: *minRecv, MaxWait: *maxWait, Settle: *settle}, Timeout: *timeout, Log: log,
 	}}
 	phases := []string{}
-	var bar *mpb.Bar
-	var p *mpb.Progress
-	if !*quiet && isTerminal(os.Stderr) {
-		p = mpb.NewWithContext(ctx, mpb.WithOutput(os.Stderr), mpb.WithWidth(40))
-		bar = p.AddBar(0, mpb.PrependDecorators(decor.Name(pos[2]+" "), decor.CountersKibiByte("% .1f / % .1f")),
-			mpb.AppendDecorators(decor.AverageSpeed(decor.SizeB1024(0), " % .1f"), decor.Percentage(decor.WCSyncSpace)))
+	bar := newByteBar(ctx, !*quiet, pos[2], 0)
+	if bar != nil {
 		go func() {
 			for ctx.Err() == nil {
-				w, total := d.Progress()
-				if total > 0 {
-					bar.SetTotal(total, false)
-					bar.SetCurrent(w)
-				}
+				bar.set(d.Progress())
 				time.Sleep(200 * time.Millisecond)
 			}
 		}()
 	}
 	d.Opts.Phase = func(ph image.Phase) { phases = append(phases, string(ph)) }
 	res, err := d.Deploy(ctx)
-	if bar != nil {
-		if err != nil {
-			bar.Abort(false)
-		} else {
-			w, _ := d.Progress()
-			bar.SetTotal(w, true)
-		}
-		p.Wait()
-	}
+	stop() // ends the bar's goroutine
+	bar.finish(err)
 	if err != nil {
 		return err
 	}

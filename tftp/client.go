@@ -286,8 +286,18 @@ func (c *Client) get(ctx context.Context, uc conn, srv netip.AddrPort, remote st
 		}
 		switch PacketOpcode(pkt) {
 		case OpOACK:
-			if have > 0 || res.Negotiated != nil {
-				return false, nil // duplicate OACK after our ACK 0 was lost: the re-ACK comes from the timer
+			if have > 0 {
+				return false, nil // a stale OACK, delayed behind data
+			}
+			if res.Negotiated != nil {
+				// The server repeats its OACK: it did not get our ACK 0.
+				// Answer each repeat at once. Waiting for our own timer
+				// lost transfers at 20 % loss: a server that gives up
+				// after a short stall (tftp.stall_timeout) saw too few
+				// of our re-ACKs. It cannot start a Sorcerer's
+				// Apprentice: a repeated ACK 0 never makes the server
+				// send the first window twice (tftp/window.go, onAck).
+				return false, ack(peer)
 			}
 			opts, err := ParseOACK(pkt)
 			if err != nil {

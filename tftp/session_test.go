@@ -452,3 +452,69 @@ type nopUpload struct{}
 func (nopUpload) WriteAt(p []byte, _ int64) (int, error) { return len(p), nil }
 func (nopUpload) Commit() error                          { return nil }
 func (nopUpload) Abort()                                 {}
+
+// TestClientAnswersRepeatedOACK: a server that repeats its OACK did not
+// get ACK 0; the client answers the repeat at once instead of waiting for
+// its own timer (a server session with a short stall timeout gives up
+// first). In virtual time the fake server waits 5 ms for that answer,
+// less than the client's shortest timer (20 ms), so only an answer to the
+// repeat can finish the transfer.
+func TestClientAnswersRepeatedOACK(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := newMemNet(1)
+		n.latency = time.Millisecond
+		ln := n.listen("192.0.2.1")
+		srvErr := make(chan error, 1)
+		go func() {
+			buf := make([]byte, 2048)
+			ln.SetReadDeadline(time.Now().Add(time.Second))
+			_, peer, err := ln.ReadFrom(buf)
+			if err != nil {
+				srvErr <- err
+				return
+			}
+			c := n.listen("192.0.2.1")
+			defer c.Close()
+			oack := AppendOACK(nil, []Option{{"blksize", "512"}})
+			expect := func(what string, block uint16, within time.Duration) error {
+				c.SetReadDeadline(time.Now().Add(within))
+				k, _, err := c.ReadFrom(buf)
+				if err != nil {
+					return fmt.Errorf("waiting for %s: %w", what, err)
+				}
+				if got, err := ParseAck(buf[:k]); err != nil || got != block {
+					return fmt.Errorf("%s: got ACK %d (%v)", what, got, err)
+				}
+				return nil
+			}
+			c.WriteTo(oack, peer)
+			if err := expect("ACK 0", 0, time.Second); err != nil { // "lost": not answered
+				srvErr <- err
+				return
+			}
+			c.WriteTo(oack, peer)
+			if err := expect("ACK 0 after the repeated OACK", 0, 5*time.Millisecond); err != nil {
+				srvErr <- err
+				return
+			}
+			data := append(make([]byte, HeaderLen), "hello"...)
+			PutDataHeader(data, 1)
+			c.WriteTo(data, peer)
+			srvErr <- expect("ACK 1", 1, time.Second)
+		}()
+		cl := n.listen("192.0.2.10")
+		c := &Client{BlockSize: 512, Retries: 0, Timeout: time.Minute}
+		var got bytes.Buffer
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := c.get(ctx, cl, ln.addr, "f", &got, time.Now()); err != nil {
+			t.Errorf("client: %v", err)
+		}
+		if err := <-srvErr; err != nil {
+			t.Fatalf("server: %v", err)
+		}
+		if got.String() != "hello" {
+			t.Fatalf("got %q", got.String())
+		}
+	})
+}

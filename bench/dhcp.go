@@ -26,7 +26,7 @@ const (
 	DefaultDHCPTimeout = 10 * time.Second
 	// DefaultDHCPRetransmit is the wait before a step is sent again. Real
 	// clients wait 4 s and double (RFC 2131 §4.1; PXE ROMs 4, 8, 16, 32 s,
-	// protocols.md §9.11); a load generator that waited that long would
+	// docs/protocols.md §9.11); a load generator that waited that long would
 	// measure its own timers, so it resends after 1 s, without backoff.
 	DefaultDHCPRetransmit = time.Second
 	// DefaultDHCPRetries is how many times a step is resent before the

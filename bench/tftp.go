@@ -64,7 +64,7 @@ type Profile struct {
 }
 
 // Profiles are the firmware-like clients of `mtftpd bench tftp`, from what
-// the clients send on the wire (lab-notes, "What the clients send").
+// the clients send on the wire (docs/lab-notes.md, "What the clients send").
 var Profiles = map[string]Profile{
 	// A plain BIOS PXE ROM: one block of a full Ethernet frame at a time.
 	"bios": {Name: "bios", BlockSize: 1468},

@@ -13,7 +13,7 @@ import (
 )
 
 // Option codes this package reads or writes (RFC 2132, 3004, 3046, 4578;
-// protocols.md §8.2). The option map is keyed by plain uint8.
+// docs/protocols.md §8.2). The option map is keyed by plain uint8.
 const (
 	optSubnetMask    = 1
 	optRouter        = 3
@@ -42,7 +42,7 @@ const (
 	optIPXEEncap     = 175
 )
 
-// Vendor class prefixes (protocols.md §9.1, §9.8).
+// Vendor class prefixes (docs/protocols.md §9.1, §9.8).
 const (
 	vendorPXE  = "PXEClient"
 	vendorHTTP = "HTTPClient"
@@ -52,7 +52,7 @@ const (
 // in order and the first match wins; an empty match field matches
 // anything.
 //
-// Chain-load loops (protocols.md §9.9): iPXE sends the same vendor class
+// Chain-load loops (docs/protocols.md §9.9): iPXE sends the same vendor class
 // and architecture as the firmware that loaded it. A rule that hands out
 // an iPXE binary must therefore set IPXE to false, and an earlier rule must
 // give iPXE clients something else (a script URL), or the client loads
@@ -61,7 +61,7 @@ type BootRule struct {
 	Name string
 	// Arch lists option 93 values; the client's first (primary) value
 	// must be one of them. 0 BIOS, 6 IA32 UEFI, 7/9 x64 UEFI, 10 ARM32,
-	// 11 ARM64, 15–19 UEFI HTTP Boot (protocols.md §9.2).
+	// 11 ARM64, 15–19 UEFI HTTP Boot (docs/protocols.md §9.2).
 	Arch []uint16
 	// IPXE matches clients that are (true) or are not (false) iPXE:
 	// option 77 raw "iPXE", an RFC 3004 entry "iPXE", or option 175.
@@ -80,7 +80,7 @@ type BootRule struct {
 	File string
 }
 
-// DefaultBootRules implements the default policy of protocols.md §9.10:
+// DefaultBootRules implements the default policy of docs/protocols.md §9.10:
 //
 //	HTTPClient, arch 16/17 (x64)   {{.HTTP}}/ipxe.efi
 //	HTTPClient, arch 15 (IA32)     {{.HTTP}}/ipxe-i386.efi
@@ -125,7 +125,7 @@ type Client struct {
 	VendorClass string   // option 60
 	PXE         bool     // option 60 starts with "PXEClient"
 	HTTPClient  bool     // option 60 starts with "HTTPClient"
-	IPXE        bool     // protocols.md §9.9
+	IPXE        bool     // docs/protocols.md §9.9
 	UserClass   []string // option 77: RFC 3004 entries, or the raw bytes as one entry
 }
 
@@ -156,7 +156,7 @@ func ClassifyClient(req *dhcpv4.DHCPv4) Client {
 	raw := req.Options[optUserClass]
 	if raw != nil {
 		// insomniacslk parses RFC 3004 and falls back to the raw bytes;
-		// iPXE sends the raw "iPXE" (protocols.md §9.9).
+		// iPXE sends the raw "iPXE" (docs/protocols.md §9.9).
 		c.UserClass = req.UserClass()
 	}
 	_, encap := req.Options[optIPXEEncap]
@@ -164,8 +164,9 @@ func ClassifyClient(req *dhcpv4.DHCPv4) Client {
 	return c
 }
 
-// archFromVendorClass reads "PXEClient:Arch:00007:UNDI:003000" (§9.1), for
-// the rare ROM that sends the class but not option 93.
+// archFromVendorClass reads "PXEClient:Arch:00007:UNDI:003000"
+// (docs/protocols.md §9.1), for the rare ROM that sends the class but
+// not option 93.
 func archFromVendorClass(vc string) (uint16, bool) {
 	_, rest, ok := strings.Cut(vc, ":Arch:")
 	if !ok || len(rest) < 5 {
@@ -319,7 +320,7 @@ func (r *rule) matches(c Client) bool {
 
 // decide is the boot-file decision: the first matching rule, its file
 // rendered. ok is false when no rule matches (unknown architecture: do not
-// answer, protocols.md §9.10).
+// answer, docs/protocols.md §9.10).
 func (rs ruleSet) decide(c Client, v BootVars) (b Boot, ok bool, err error) {
 	for i := range rs {
 		r := &rs[i]

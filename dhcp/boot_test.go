@@ -46,7 +46,7 @@ func TestClassifyClient(t *testing.T) {
 	}
 }
 
-// TestDefaultRules is protocols.md §9.10's table.
+// TestDefaultRules is docs/protocols.md §9.10's table.
 func TestDefaultRules(t *testing.T) {
 	rs, err := compileRules(DefaultBootRules())
 	if err != nil {
@@ -145,7 +145,7 @@ func TestCustomRulesAndHosts(t *testing.T) {
 }
 
 // Boot replies in full DHCP mode carry siaddr, file, 60, 97, 43 and 66/67
-// as protocols.md §9.4, §9.7, §9.8 say.
+// as docs/protocols.md §9.4, §9.7, §9.8 say.
 func TestBootReplyFields(t *testing.T) {
 	tftp := netip.MustParseAddr("192.0.2.69")
 	tests := []struct {
@@ -204,7 +204,8 @@ func TestBootReplyFields(t *testing.T) {
 	}
 }
 
-// checkStr checks a string option; nul: it must end in one NUL (§8.5).
+// checkStr checks a string option; nul: it must end in one NUL
+// (docs/protocols.md §8.5).
 func checkStr(t *testing.T, p *dhcpv4.DHCPv4, code uint8, want string, nul bool) {
 	t.Helper()
 	v, ok := p.Options[code]

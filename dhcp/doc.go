@@ -18,12 +18,14 @@
 //     address to two clients at once (offers reserve their address);
 //   - send an ACK for a lease that is not yet on disk when LeaseFile is set;
 //   - empty a lease file it cannot parse (it is set aside and reported);
-//   - hand an iPXE client the iPXE binary again (chain-load loop, §9.9);
+//   - hand an iPXE client the iPXE binary again (chain-load loop,
+//     docs/protocols.md §9.9);
 //   - answer a relayed request (giaddr set) unless giaddr and its source
 //     are both listed in Relays, or send an INFORM's answer anywhere but
 //     to its source (docs/security.md);
 //   - let the work of one request grow with the pool's size (pool.go);
 //   - assign addresses, NAK or send lease options in proxy mode;
 //   - send PXE MTFTP sub-options (43.1–43.5) to anything but a BIOS PXE
-//     ROM (arch 0, not iPXE) — UEFI drops such offers (§7.1).
+//     ROM (arch 0, not iPXE) — UEFI drops such offers
+//     (docs/protocols.md §7.1).
 package dhcp

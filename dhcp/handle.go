@@ -51,7 +51,7 @@ func (o *Outgoing) Bytes() []byte { return o.wire }
 
 var broadcast = netip.AddrFrom4([4]byte{255, 255, 255, 255})
 
-// Reply size limits (protocols.md §8.5). RFC 2131 §2 guarantees a client
+// Reply size limits (docs/protocols.md §8.5). RFC 2131 §2 guarantees a client
 // takes an options field of 312 bytes: a 548-byte message, 576 with the IP
 // and UDP headers. Option 57 (RFC 2132 §9.10, counted with the headers, as
 // dnsmasq does) may raise it, up to one 1500-byte Ethernet frame.
@@ -196,7 +196,7 @@ func requested(req *dhcpv4.DHCPv4, code uint8) bool {
 }
 
 // subnetFor picks the subnet: by giaddr for relayed requests, else by the
-// address of the receiving interface (protocols.md §8.5). With byClient,
+// address of the receiving interface (docs/protocols.md §8.5). With byClient,
 // an unrelayed request whose ciaddr lies in one of our subnets (a RENEW
 // routed to us, an INFORM) uses that one.
 func (s *Server) subnetFor(req *dhcpv4.DHCPv4, in Incoming, byClient bool) *subnet {
@@ -241,7 +241,7 @@ func (c client) staticIP() (netip.Addr, bool) {
 // discover answers DHCPDISCOVER with an OFFER: the client's current or
 // previous address, else the one it asks for (50) if free, else one from
 // the pool; a static host always gets its own. The address stays reserved
-// for OfferHold (protocols.md §8.3).
+// for OfferHold (docs/protocols.md §8.3).
 func (s *Server) discover(req *dhcpv4.DHCPv4, in Incoming, now time.Time) *Outgoing {
 	sub := s.subnetFor(req, in, false)
 	if sub == nil {
@@ -311,7 +311,7 @@ func (s *Server) discover(req *dhcpv4.DHCPv4, in Incoming, now time.Time) *Outgo
 }
 
 // request answers DHCPREQUEST in its four client states (RFC 2131 §4.3.2,
-// protocols.md §8.3).
+// docs/protocols.md §8.3).
 func (s *Server) request(req *dhcpv4.DHCPv4, in Incoming, now time.Time) (*Outgoing, uint64) {
 	cl := s.clientOf(req)
 	sid := optAddr(req, optServerID)
@@ -597,7 +597,7 @@ func (s *Server) inform(req *dhcpv4.DHCPv4, in Incoming, now time.Time) *Outgoin
 	return out
 }
 
-// proxy is ProxyDHCP (protocols.md §9.5): DISCOVER on 67 → OFFER with
+// proxy is ProxyDHCP (docs/protocols.md §9.5): DISCOVER on 67 → OFFER with
 // yiaddr 0; REQUEST/INFORM on 4011 → ACK to the source. Only netboot
 // clients with option 93; no addresses, no NAKs, no lease options.
 func (s *Server) proxy(req *dhcpv4.DHCPv4, mt dhcpv4.MessageType, in Incoming) *Outgoing {
@@ -641,14 +641,14 @@ func (s *Server) proxy(req *dhcpv4.DHCPv4, mt dhcpv4.MessageType, in Incoming) *
 		reply.ClientIPAddr = req.ClientIPAddr
 		if _, ok := pxeBootItem(req); ok {
 			// A boot server ACK (PXEBS): yiaddr = ciaddr, ciaddr = 0
-			// (protocols.md §9.6).
+			// (docs/protocols.md §9.6).
 			reply.YourIPAddr, reply.ClientIPAddr = req.ClientIPAddr, nil
 		}
 	}
 	s.applyBoot(reply, req, c, boot)
 	var out *Outgoing
 	if ack && isSet(in.Src.Addr()) && in.Src.Port() != 0 {
-		out = s.finishTo(reply, req, in.Src, 0) // 4011: back to the source (protocols.md §9.5)
+		out = s.finishTo(reply, req, in.Src, 0) // 4011: back to the source (docs/protocols.md §9.5)
 	} else {
 		out = s.finish(reply, req, in, false)
 	}
@@ -750,7 +750,7 @@ func (s *Server) bootFor(req *dhcpv4.DHCPv4, c Client, cl client, in Incoming, i
 	}
 	if b.IsURL() {
 		// siaddr = the mirror when the URL names it by address
-		// (protocols.md §9.8).
+		// (docs/protocols.md §9.8).
 		if u, err := url.Parse(b.File); err == nil {
 			if a, err := netip.ParseAddr(u.Hostname()); err == nil && a.Is4() {
 				ba.siaddr = a
@@ -776,7 +776,7 @@ func isIPXEBinary(file string) bool {
 // applyBoot writes a boot answer into a reply: siaddr and `file` always
 // (PXE ROMs read them), 66/67 when asked for in 55, 67 always for HTTP Boot
 // (or when the name does not fit `file`), 60 PXEClient/HTTPClient, 97 and
-// for PXEClient 43 = {6: 0x08} (protocols.md §9.4, §9.7, §9.8). Strings
+// for PXEClient 43 = {6: 0x08} (docs/protocols.md §9.4, §9.7, §9.8). Strings
 // end in NUL for the ROMs that need it (§8.5).
 func (s *Server) applyBoot(reply, req *dhcpv4.DHCPv4, c Client, b *bootAnswer) {
 	if b == nil {
@@ -808,7 +808,7 @@ func nul(s string) []byte { return append([]byte(s), 0) }
 
 // pxeVendorOptions is option 43 for PXEClient: the PXE MTFTP sub-options
 // 1–5 when given (BIOS ROMs only: mtftpOptions), discovery control 0x08
-// (boot from the file in this offer, no menu or discovery; protocols.md
+// (boot from the file in this offer, no menu or discovery; docs/protocols.md
 // §9.3), the boot item echoed for a PXEBS request, and the end marker.
 func pxeVendorOptions(req *dhcpv4.DHCPv4, mtftp []byte) []byte {
 	b := append(mtftp, 6, 1, 0x08)
@@ -910,7 +910,7 @@ func be32(v uint32) []byte { return binary.BigEndian.AppendUint32(nil, v) }
 // the least needed for booting.
 var trimOrder = []uint8{optHostName, optDomainName, optDNS, optRouter, optTFTPServer, optBootFile}
 
-// finish picks the destination (RFC 2131 §4.1, protocols.md §8.4) and
+// finish picks the destination (RFC 2131 §4.1, docs/protocols.md §8.4) and
 // encodes the reply within the client's size limit.
 func (s *Server) finish(reply, req *dhcpv4.DHCPv4, in Incoming, isNak bool) *Outgoing {
 	if gi := addrOf(req.GatewayIPAddr); isSet(gi) {
@@ -924,7 +924,7 @@ func (s *Server) finish(reply, req *dhcpv4.DHCPv4, in Incoming, isNak bool) *Out
 	}
 	// ciaddr 0: broadcast on the receiving interface. Unicast to yiaddr
 	// would need an ARP entry for chaddr, which Go cannot inject; every
-	// PXE ROM takes broadcast replies (protocols.md §8.4).
+	// PXE ROM takes broadcast replies (docs/protocols.md §8.4).
 	return s.finishTo(reply, req, netip.AddrPortFrom(broadcast, PortClient), in.IfIndex)
 }
 

@@ -415,7 +415,7 @@ func TestRelay(t *testing.T) {
 
 func net4Equal(ip []byte, a netip.Addr) bool { return addrOf(ip) == a }
 
-// TestReplyDestination is protocols.md §8.4's table.
+// TestReplyDestination is docs/protocols.md §8.4's table.
 func TestReplyDestination(t *testing.T) {
 	ci := netip.MustParseAddr("192.0.2.50")
 	// INFORM where the client has an address (ciaddr, sent from it),

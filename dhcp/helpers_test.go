@@ -11,7 +11,7 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// The lab network of the table tests (TEST-NET-1, design.md).
+// The lab network of the table tests (TEST-NET-1, docs/design.md, "Lab rules").
 var (
 	srvIP   = netip.MustParseAddr("192.0.2.1")
 	relayIP = netip.MustParseAddr("198.51.100.1")
@@ -79,8 +79,8 @@ func build(t testing.TB, mt dhcpv4.MessageType, hw net.HardwareAddr, mods ...dhc
 	return wire(t, p)
 }
 
-// Client option sets, as real clients send them (protocols.md §9.1,
-// lab-notes "What the clients send").
+// Client option sets, as real clients send them (docs/protocols.md §9.1,
+// docs/lab-notes.md, "What the clients send").
 func opt(code uint8, v []byte) dhcpv4.Modifier {
 	return dhcpv4.WithOption(dhcpv4.OptGeneric(dhcpv4.GenericOptionCode(code), v))
 }

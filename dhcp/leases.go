@@ -13,9 +13,10 @@ import (
 const (
 	// OfferHold is how long an OFFERed address stays reserved for its
 	// client: long enough for the REQUEST (PXE retries at 4, 8, 16, 32 s,
-	// protocols.md §9.11), short enough that abandoned offers do not drain
+	// docs/protocols.md §9.11), short enough that abandoned offers do not drain
 	// a pool during a storm. Without it two DISCOVERs in a row get the same
-	// address and one REQUEST is NAKed (dnsmasq, lab-notes: 21–31 % NAKs).
+	// address and one REQUEST is NAKed (dnsmasq: 21–31 % NAKs,
+	// docs/lab-notes.md, "DHCP peers under a storm").
 	OfferHold = time.Minute
 	// DeclineHold quarantines an address a client DECLINEd (someone else
 	// answers ARP for it); dnsmasq's DECLINE_BACKOFF is the same 10 min.
@@ -26,7 +27,7 @@ const (
 	sweepBudget = 64
 	// OfferGrace is how long an offer is safe from reclaim once the pool
 	// is full: a real client REQUESTs within a second or two of the OFFER
-	// (PXE ROMs collect offers for up to 4 s, protocols.md §9.11), while
+	// (PXE ROMs collect offers for up to 4 s, docs/protocols.md §9.11), while
 	// DISCOVERs from random MACs never REQUEST. Past it, a DISCOVER that
 	// finds no free address takes the oldest unanswered offer's, so a
 	// DISCOVER flood cannot hold the pool for the whole OfferHold.

@@ -7,7 +7,7 @@ import (
 )
 
 // MTFTPGroups says on which multicast group a boot file is served by PXE
-// MTFTP (protocols.md §7.4). mtftp.Server implements it; cmd/mtftpd wires
+// MTFTP (docs/protocols.md §7.4). mtftp.Server implements it; cmd/mtftpd wires
 // the two together, so this package never imports mtftp.
 type MTFTPGroups interface {
 	// PXEFileGroup returns the group and client port file is multicast on
@@ -20,13 +20,13 @@ type MTFTPGroups interface {
 
 // Defaults of PXEMTFTP. atftp's PXE MTFTP client waits 2 s in both places
 // (its --mtftp listen-delay and timeout-delay); the PXE spec text that
-// would name defaults could not be read (protocols.md §12).
+// would name defaults could not be read (docs/protocols.md §12).
 const (
 	DefaultMTFTPListenTimeout = 2 * time.Second
 	DefaultMTFTPReopenDelay   = 2 * time.Second
 )
 
-// PXEMTFTP announces PXE MTFTP in option 43 sub-options 1–5 (protocols.md
+// PXEMTFTP announces PXE MTFTP in option 43 sub-options 1–5 (docs/protocols.md
 // §7.1): the boot file's group (43.1), client port (43.2), server port
 // (43.3) and the client's timers (43.4, 43.5). Only BIOS PXE ROMs get them
 // (option 93 = 0, not iPXE): UEFI firmware (EDK2) discards an offer that
@@ -45,7 +45,7 @@ type PXEMTFTP struct {
 	// PortOrder encodes the ports 43.2 and 43.3. nil = binary.BigEndian
 	// (network order, like every other DHCP field). Intel's sample code
 	// stores them little-endian ("Intel order"); which one real ROMs
-	// read is unverified (protocols.md §7.1), hence the choice.
+	// read is unverified (docs/protocols.md §7.1), hence the choice.
 	PortOrder binary.ByteOrder
 }
 
@@ -85,8 +85,8 @@ func (s *Server) validateMTFTP(bad func(format string, a ...any)) {
 // mtftpOptions returns 43.1–43.5 for a boot answer, or nil. Only a BIOS
 // PXE ROM (option 93 = 0, PXEClient, not iPXE) fetching a TFTP file gets
 // them: EDK2 classes an offer with MTFTP sub-options as "WfM 1.1a" and
-// drops it (§7.1, §9.3), iPXE listens on its fixed group whatever we say
-// (§7.5), and HTTP Boot has no use for them.
+// drops it (docs/protocols.md §7.1, §9.3), iPXE listens on its fixed
+// group whatever we say (§7.5), and HTTP Boot has no use for them.
 func (s *Server) mtftpOptions(c Client, b *bootAnswer) []byte {
 	m := s.mtftp
 	if m == nil || !c.PXE || c.IPXE || c.HTTPClient || b.IsURL() {
@@ -104,7 +104,7 @@ func (s *Server) mtftpOptions(c Client, b *bootAnswer) []byte {
 }
 
 // mtftpSubOptions encodes PXE_MTFTP_IP, _CPORT, _SPORT, _TMOUT and _DELAY
-// (code, length, value each; §7.1).
+// (code, length, value each; docs/protocols.md §7.1).
 func mtftpSubOptions(group netip.AddrPort, serverPort uint16, tmout, delay byte, order binary.ByteOrder) []byte {
 	g := group.Addr().As4()
 	b := []byte{

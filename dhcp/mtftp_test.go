@@ -34,7 +34,8 @@ func (f *fakeGroups) PXEFileGroup(file string, server netip.Addr) (netip.AddrPor
 var (
 	opt43Plain = []byte{6, 1, 8, 255}
 	// 43.1 group, 43.2 client port, 43.3 server port, 43.4 TMOUT 2,
-	// 43.5 DELAY 2, then discovery control and the end (§7.1).
+	// 43.5 DELAY 2, then discovery control and the end
+	// (docs/protocols.md §7.1).
 	opt43MTFTPBE = []byte{1, 4, 239, 255, 1, 7, 2, 2, 0x0b, 0xbd, 3, 2, 0x06, 0xdf, 4, 1, 2, 5, 1, 2, 6, 1, 8, 255}
 	opt43MTFTPLE = []byte{1, 4, 239, 255, 1, 7, 2, 2, 0xbd, 0x0b, 3, 2, 0xdf, 0x06, 4, 1, 2, 5, 1, 2, 6, 1, 8, 255}
 )

@@ -77,7 +77,8 @@ func TestProxy4011(t *testing.T) {
 			t.Errorf("%v: lease time in a proxy ACK", mt)
 		}
 	}
-	// A boot-server request (43.71): yiaddr = ciaddr, item echoed (§9.6).
+	// A boot-server request (43.71): yiaddr = ciaddr, item echoed
+	// (docs/protocols.md §9.6).
 	o := handle(t, s, req(dhcpv4.MessageTypeRequest, opt(optVendorSpecif, []byte{71, 4, 0, 0, 0, 0, 255})), in, t0)
 	if o == nil || addrOf(o.Pkt.YourIPAddr) != ci || isSet(addrOf(o.Pkt.ClientIPAddr)) ||
 		!bytes.Equal(o.Pkt.Options[optVendorSpecif], []byte{6, 1, 8, 71, 4, 0, 0, 0, 0, 255}) {
@@ -89,7 +90,7 @@ func TestProxy4011(t *testing.T) {
 }
 
 // A proxy answers netboot clients only, and only DISCOVER on 67 and
-// REQUEST/INFORM on 4011; it never NAKs (protocols.md §9.5).
+// REQUEST/INFORM on 4011; it never NAKs (docs/protocols.md §9.5).
 func TestProxyIgnores(t *testing.T) {
 	noArch := []dhcpv4.Modifier{dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient:Arch:00007:UNDI:003000"))}
 	foreign := netip.MustParseAddr("192.0.2.2")

@@ -25,7 +25,7 @@ const (
 	// Mode means this).
 	ModeServer Mode = "server"
 	// ModeProxy answers only netboot clients, with boot information and
-	// no address, beside another DHCP server (protocols.md §9.5).
+	// no address, beside another DHCP server (docs/protocols.md §9.5).
 	ModeProxy Mode = "proxy"
 )
 
@@ -67,7 +67,7 @@ type Host struct {
 	Hostname string
 	// BootFile replaces the rules' file for firmware clients (it is a
 	// template like BootRule.File). iPXE clients still follow the rules,
-	// so a per-host iPXE binary cannot loop (protocols.md §9.9); HTTP Boot
+	// so a per-host iPXE binary cannot loop (docs/protocols.md §9.9); HTTP Boot
 	// clients use it only if it is an http(s) URL.
 	BootFile string
 	Vars     map[string]string // template variables ({{.Vars.name}}), for the rules and the mirror

@@ -11,7 +11,7 @@ import (
 )
 
 // rcvBuf is the receive buffer asked for: a 500-client PXE storm arrives
-// in bursts aligned to the firmware's retry points (protocols.md §9.11),
+// in bursts aligned to the firmware's retry points (docs/protocols.md §9.11),
 // and the default rmem drops part of a burst while the loop works.
 const rcvBuf = 1 << 20
 

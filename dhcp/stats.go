@@ -41,7 +41,7 @@ type Counters struct {
 	ArchUEFIARM32 atomic.Uint64 // 10
 	ArchUEFIARM64 atomic.Uint64 // 11
 	ArchHTTP      atomic.Uint64 // UEFI HTTP Boot (option 60 HTTPClient)
-	ArchIPXE      atomic.Uint64 // iPXE (§9.9), whatever its architecture
+	ArchIPXE      atomic.Uint64 // iPXE (docs/protocols.md §9.9), whatever its architecture
 	ArchOther     atomic.Uint64 // anything a custom rule matched
 
 	LeaseWrites      atomic.Uint64 // lease file commits (each one fsync of file and directory)

@@ -114,8 +114,8 @@ type qemuResult struct {
 
 // runQEMU boots a machine on lab tap `tap` inside the switch namespace and
 // returns its serial output once the marker (or failure) appears, the VM
-// powers off, or timeout passes. Software emulation only (lab-notes: KVM
-// is not usable here).
+// powers off, or timeout passes. Software emulation only (docs/lab-notes.md,
+// "QEMU and firmware": KVM is not usable here).
 func runQEMU(t *testing.T, lab *netlab.Lab, timeout time.Duration, args ...string) qemuResult {
 	t.Helper()
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {

@@ -62,7 +62,8 @@ func tokenVars(prefix string, n int) string {
 // back to it silently).
 //
 // iPXE sends no IGMP join: this works only where the switch floods
-// multicast (the lab bridge does by default; lab-notes).
+// multicast (the lab bridge does by default; docs/lab-notes.md, "Multicast on
+// the lab bridge").
 func multicastBoot(t *testing.T, schemes []string, qemu []string) {
 	lab := netlab.New(t, netlab.Options{Taps: 1})
 	root := t.TempDir()

@@ -91,7 +91,8 @@ func biosQEMUWithROM(tap, mac, rom string) []string {
 	return []string{"-bios", "/usr/share/seabios/bios-256k.bin",
 		"-netdev", "tap,id=n0,ifname=" + tap + ",script=no,downscript=no",
 		// The PXE ROM is iPXE (Debian's ipxe-qemu); the virtio ROM never
-		// runs under SeaBIOS (lab-notes), e1000 does.
+		// runs under SeaBIOS (docs/lab-notes.md, "QEMU and firmware"),
+		// e1000 does.
 		"-device", "e1000,netdev=n0,mac=" + mac + ",romfile=" + rom, "-boot", "n"}
 }
 
@@ -125,7 +126,7 @@ file = "pxelinux.0"
 		t.Fatalf("the pxelinux menu never showed on the serial console")
 	}
 	got := transfers(logs)
-	// pxelinux's lookup order (protocols.md §10.3): MAC, hex IP shortened
+	// pxelinux's lookup order (docs/protocols.md §10.3): MAC, hex IP shortened
 	// one digit at a time, default.
 	ipHex := regexp.MustCompile(`pxelinux\.cfg/(C00002[0-9A-F]{2}) not-found`).FindStringSubmatch(strings.Join(got, "\n"))
 	if ipHex == nil {

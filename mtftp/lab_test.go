@@ -187,7 +187,7 @@ func TestLabPXEMTFTPAtftp(t *testing.T) {
 	}
 	t.Logf("server eth0 TX %d bytes for a %d-byte file (%.2f×)", tx1-tx0, len(data), float64(tx1-tx0)/float64(len(data)))
 	// Usually one pass; a client that misses the start of the pass (a
-	// loaded machine) legitimately takes a second one (protocols.md §7.4
+	// loaded machine) legitimately takes a second one (docs/protocols.md §7.4
 	// rule 6). Anything at or above clients× is no better than unicast.
 	if tx1-tx0 >= uint64(clients)*uint64(len(data)) {
 		t.Errorf("server sent %d bytes for %d clients of a %d-byte file: no better than unicast", tx1-tx0, clients, len(data))

@@ -36,29 +36,29 @@ const (
 	DefaultInitialRTO    = time.Second
 	DefaultMinRTO        = 50 * time.Millisecond
 	DefaultMaxRTO        = 4 * time.Second
-	DefaultRetries       = 5 // atftp's MTFTP server gives up after 5 timeouts (protocols.md §7.4)
+	DefaultRetries       = 5 // atftp's MTFTP server gives up after 5 timeouts (docs/protocols.md §7.4)
 	DefaultPromoteTries  = 3 // OACK mc=1 sent this often, one RTO apart, before the promotee is skipped
 	DefaultLifetime      = time.Hour
-	DefaultPXEClientPort = 3001 // iPXE's fixed MTFTP client port (protocols.md §7.5)
+	DefaultPXEClientPort = 3001 // iPXE's fixed MTFTP client port (docs/protocols.md §7.5)
 
-	// PXEBlockSize is PXE MTFTP's only block size (protocols.md §7.2).
+	// PXEBlockSize is PXE MTFTP's only block size (docs/protocols.md §7.2).
 	PXEBlockSize = 512
 	// PXEMaxSize: block numbers never wrap in PXE MTFTP, so a file has at
-	// most 65535 blocks of 512 bytes (protocols.md §4), the last one
+	// most 65535 blocks of 512 bytes (docs/protocols.md §4), the last one
 	// short: a file of exactly 65535 × 512 = 33,553,920 bytes would need
 	// an empty block 65536 to end it (RFC 1350 §6).
 	PXEMaxSize = 65535*PXEBlockSize - 1
-	// MaxBlocks: no rollover in multicast (protocols.md §4).
+	// MaxBlocks: no rollover in multicast (docs/protocols.md §4).
 	MaxBlocks = 65535
 )
 
 var (
 	// DefaultGroupRange is the RFC 2090 group pool (atftp's default too).
 	DefaultGroupRange = netip.MustParsePrefix("239.255.0.0/24")
-	// DefaultPXEGroup is iPXE's fixed MTFTP group (protocols.md §7.5).
+	// DefaultPXEGroup is iPXE's fixed MTFTP group (docs/protocols.md §7.5).
 	DefaultPXEGroup = netip.MustParseAddr("239.255.1.1")
 	// allowedScope is the only multicast range mtftpd ever sends to
-	// (RFC 2365 organisation-local scope; design.md lab rules).
+	// (RFC 2365 organisation-local scope; docs/design.md, "Lab rules").
 	allowedScope = netip.MustParsePrefix("239.255.0.0/16")
 )
 

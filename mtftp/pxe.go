@@ -22,7 +22,7 @@ import (
 // option 43.4/43.5: seconds apart), so it only bites on floods.
 const DefaultPXERequestRate = 100
 
-// pxeServer is the PXE MTFTP listener (protocols.md §7.4): it answers an
+// pxeServer is the PXE MTFTP listener (docs/protocols.md §7.4): it answers an
 // RRQ by starting a pass of the whole file to the file's group, driven by
 // the requester's ACKs, and sends everything from its own socket (SPORT),
 // which is where clients filter DATA from and send ACKs to. Passes on
@@ -144,7 +144,7 @@ func (p *pxeServer) packet(b []byte, from netip.AddrPort) {
 		ps := p.passOf(from, n)
 		if ps == nil {
 			// ACKs from anyone but the acknowledging client are
-			// ignored (protocols.md §7.4 rule 7): a late client's
+			// ignored (docs/protocols.md §7.4 rule 7): a late client's
 			// ACK of an old pass.
 			s.Counters.UnknownPeer.Add(1)
 			return
@@ -333,7 +333,7 @@ func (p *pxeServer) timeout(ps *pxePass) {
 	// first (the client holds it: its ACK is why cur was sent), then cur,
 	// which it then ACKs again. Both are the file's own blocks under their
 	// own numbers: no client, listening or acknowledging, can be misled.
-	// A spec client ACKs both (protocols.md §7.3); the first is ignored.
+	// A spec client ACKs both (docs/protocols.md §7.3); the first is ignored.
 	if ps.cur > 1 {
 		if err := p.transmit(ps, ps.cur-1, true, false); err != nil {
 			p.end(ps, "file-changed", err)
@@ -379,7 +379,7 @@ func (p *pxeServer) transmit(ps *pxePass, n uint16, retransmit, unicast bool) er
 	}
 	// The unicast copy goes first: a client that sees the group's copy
 	// of DATA 1 first concludes another client opened the pass and stays
-	// passive (atftp's client does, protocols.md §7.3), and then nobody
+	// passive (atftp's client does, docs/protocols.md §7.3), and then nobody
 	// ACKs.
 	dsts := []netip.AddrPort{ps.group}
 	if unicast {

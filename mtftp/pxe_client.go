@@ -25,7 +25,7 @@ const (
 	pxeAckTries = 5
 )
 
-// PXEReceiver downloads a file by PXE MTFTP (protocols.md §7.3), as a PXE
+// PXEReceiver downloads a file by PXE MTFTP (docs/protocols.md §7.3), as a PXE
 // ROM does: LISTEN on the file's group for a pass under way, collecting
 // blocks into a bitmap; OPEN with a plain RRQ when it hears nothing; if
 // the server makes it the acknowledging client (DATA 1 by unicast),
@@ -95,7 +95,7 @@ func (r *PXEReceiver) Get(ctx context.Context, server, remote string, out *os.Fi
 	// download.
 	take := func(p rxPkt) (n uint16, err error) {
 		if p.from != srv {
-			return 0, nil // PXE MTFTP sends everything from SPORT (§7.2)
+			return 0, nil // PXE MTFTP sends everything from SPORT (docs/protocols.md §7.2)
 		}
 		switch tftp.PacketOpcode(p.b) {
 		case tftp.OpDATA:

@@ -20,7 +20,7 @@ import (
 const pxeListen = srvIP + ":1759"
 
 // pxeClient is a PXE MTFTP client in the style of atftp's --mget and the
-// EFI sample (protocols.md §7.3): it listens on its group, opens a pass
+// EFI sample (docs/protocols.md §7.3): it listens on its group, opens a pass
 // when it hears nothing, ACKs in lock-step when the server made it the
 // acknowledging client (unicast DATA 1), and re-listens and re-opens
 // while it has gaps.

@@ -13,7 +13,7 @@ import (
 
 // PXE MTFTP gives every boot file its own group and client port, which the
 // DHCP server announces in option 43.1/43.2 to BIOS PXE ROMs
-// (protocols.md §7.1, §7.4). The multicast DATA carries no file name, so
+// (docs/protocols.md §7.1, §7.4). The multicast DATA carries no file name, so
 // two files sharing a group would corrupt each other's clients: a group
 // is never given to two files, and iPXE's fixed group serves one file at a
 // time.

@@ -19,7 +19,7 @@ import (
 const OptMulticast = "multicast"
 
 // sessionKey names one RFC 2090 session: a file version and a block size
-// (protocols.md §6.4: one session per (file version, blksize)).
+// (docs/protocols.md §6.4: one session per (file version, blksize)).
 type sessionKey struct {
 	name    string
 	size    int64
@@ -63,7 +63,7 @@ func (s *Server) ServeMulticast(ctx context.Context, req *tftp.Request, peer net
 		return s.serveNative(ctx, req, peer, local)
 	}
 	if req.Op != tftp.OpRRQ || req.Mode != "octet" {
-		return fallback("mode " + req.Mode) // atftp refuses netascii too (protocols.md §6.1)
+		return fallback("mode " + req.Mode) // atftp refuses netascii too (docs/protocols.md §6.1)
 	}
 	f, err := s.Files.Get(req.Filename)
 	if err != nil {
@@ -198,7 +198,7 @@ func (s *Server) allocGroup() (netip.Addr, bool) {
 
 // session is one RFC 2090 stream: a file, a group, a server TID and the
 // clients in arrival order; the oldest is the master and its ACKs decide
-// what is multicast next (protocols.md §6.4). All state is owned by run.
+// what is multicast next (docs/protocols.md §6.4). All state is owned by run.
 type session struct {
 	s     *Server
 	key   sessionKey

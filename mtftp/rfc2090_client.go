@@ -20,7 +20,7 @@ import (
 const DefaultRFC2090BlockSize = 1428
 
 // RFC2090Receiver downloads a file with the RFC 2090 `multicast` option
-// (protocols.md §6.2): an RRQ with multicast, blksize and tsize to the
+// (docs/protocols.md §6.2): an RRQ with multicast, blksize and tsize to the
 // server's TFTP port; it joins the group the OACK names and takes every
 // block that passes. While the server makes it master (OACK mc=1) it ACKs
 // the highest block it holds in order after every block and on its own

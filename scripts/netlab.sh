@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# netlab.sh — the network-namespace test lab of mtftpd (design.md, "Testing").
+# netlab.sh — the network-namespace test lab of mtftpd (docs/design.md, "The network-namespace lab").
 #
 # A switch namespace PREFIX-sw holds bridge br0; a server namespace PREFIX-srv
 # and client namespaces PREFIX-c1..PREFIX-cN each get an eth0 that is one end

@@ -250,7 +250,7 @@ func transfer(t tftp.Transfer, mac string, now time.Time) Transfer {
 }
 
 // archNames names DHCP option 93 values (RFC 4578 §2.1 and the IANA
-// registry; protocols.md §9.2).
+// registry; docs/protocols.md §9.2).
 var archNames = map[string]string{
 	"0": "BIOS", "6": "UEFI IA32", "7": "UEFI x64", "9": "UEFI x64", "10": "UEFI ARM32", "11": "UEFI ARM64",
 	"15": "HTTP IA32", "16": "HTTP x64", "18": "HTTP ARM32", "19": "HTTP ARM64",

@@ -93,8 +93,8 @@ func (c *Client) open() (*udpio.Conn, error) {
 		return nil, err
 	}
 	// Large windows of large blocks arrive faster than one read per
-	// datagram drains them (lab-notes: UDP receive buffers): a big buffer,
-	// recvmmsg, and UDP GRO where the kernel has it.
+	// datagram drains them (docs/lab-notes.md, "UDP receive buffers"): a
+	// big buffer, recvmmsg, and UDP GRO where the kernel has it.
 	c2, err := udpio.New(uc, udpio.Options{RcvBuf: 8 << 20, SndBuf: 256 << 10})
 	if err != nil {
 		uc.Close()
@@ -106,8 +106,9 @@ func (c *Client) open() (*udpio.Conn, error) {
 
 // ProbeSize asks for remote with the client's options plus tsize and
 // aborts after the server's answer, the way UEFI PXE firmware learns a
-// file's size before the real download (lab-notes: OVMF sends RRQ
-// tsize=0 blksize=1468 windowsize=4, then ERROR 8 right after the OACK).
+// file's size before the real download (docs/lab-notes.md, "What the
+// clients send": OVMF sends RRQ tsize=0 blksize=1468 windowsize=4, then
+// ERROR 8 right after the OACK).
 // It returns the announced size, or -1 when the server answered with DATA
 // (no option support) or left tsize out of its OACK.
 func (c *Client) ProbeSize(ctx context.Context, server, remote string) (int64, error) {
@@ -422,7 +423,8 @@ func (c *Client) get(ctx context.Context, uc conn, srv netip.AddrPort, remote st
 	}
 	// Reads come in batches where the conn can (recvmmsg, and UDP GRO
 	// splitting coalesced windows): a receiver reading one datagram per
-	// syscall is slower than the server (lab-notes).
+	// syscall is slower than the server (docs/lab-notes.md, "UDP send
+	// paths").
 	br, batched := uc.(batchReader)
 	bufs := [][]byte{make([]byte, MaxBlockSize+HeaderLen+1)}
 	pkts := make([]udpio.Packet, 1)

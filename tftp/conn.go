@@ -36,13 +36,14 @@ func (c udpConn) WriteTo(b []byte, dst netip.AddrPort) error {
 }
 
 // transferSocketBuffer is the SO_SNDBUF/SO_RCVBUF asked for on transfer
-// sockets: a 64-block window of 65464-byte blocks is 4 MiB, and lab-notes
-// shows default buffers overflow with large windows.
+// sockets: a 64-block window of 65464-byte blocks is 4 MiB, and default
+// buffers overflow with large windows (docs/lab-notes.md, "UDP receive
+// buffers").
 const transferSocketBuffer = 4 << 20
 
 // dialTransfer opens a transfer socket on an ephemeral port of local (the
 // address the request arrived on, so replies leave from it: IP_PKTINFO in
-// the listener, protocols.md §1.1).
+// the listener, docs/protocols.md §1.1).
 func dialTransfer(local netip.Addr) (conn, error) {
 	var ip net.IP
 	network := "udp4"

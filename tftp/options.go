@@ -28,7 +28,7 @@ type Limits struct {
 	MaxWindowBytes int
 	// Netascii: windowsize is refused (omitted) in netascii, where the
 	// wire offset of a block is not a linear function of the file offset
-	// (protocols.md §1.3).
+	// (docs/protocols.md §1.3).
 	Netascii bool
 }
 
@@ -53,7 +53,7 @@ type Negotiated struct {
 
 // Negotiate applies RFC 2347 rules to a request: only options the client
 // sent and the server accepts are acknowledged; unknown or unusable ones are
-// omitted, never fatal (protocols.md §2, §11 rule 2). size is the value to
+// omitted, never fatal (docs/protocols.md §2, §11 rule 2). size is the value to
 // answer a tsize query with (the file size, or its netascii length); a
 // negative size omits tsize.
 func Negotiate(req *Request, lim Limits, size int64) Negotiated {
@@ -165,7 +165,7 @@ func parseUint(s string, lo, hi int) (int, bool) {
 }
 
 // wireBlock maps a 64-bit block counter to its 16-bit wire number
-// (protocols.md §4): modulo 65536 with rollover 0; with rollover 1 the
+// (docs/protocols.md §4): modulo 65536 with rollover 0; with rollover 1 the
 // numbers after 65535 cycle through 1..65535.
 func wireBlock(n uint64, rollover uint16) uint16 {
 	if rollover == 0 || n == 0 {

@@ -109,7 +109,7 @@ func PacketOpcode(b []byte) Opcode {
 
 // ParseRequest parses an RRQ or WRQ. Filename and mode must be present and
 // NUL-terminated; the options are read leniently, like tftp-hpa does
-// (protocols.md §11 rule 2: omit, never abort): parsing stops at an empty
+// (docs/protocols.md §11 rule 2: omit, never abort): parsing stops at an empty
 // option name (trailing NUL padding) or at a field without its NUL, a name
 // without a value is ignored, and of a repeated option the first counts.
 //

@@ -21,7 +21,7 @@ type Outcome string
 // Outcomes.
 const (
 	OutcomeOK          Outcome = "ok"
-	OutcomeUnconfirmed Outcome = "ok-unconfirmed" // final ACK never came (protocols.md §1.5)
+	OutcomeUnconfirmed Outcome = "ok-unconfirmed" // final ACK never came (docs/protocols.md §1.5)
 	OutcomeProbe       Outcome = "probe"          // ERROR right after the OACK: UEFI size probe
 	OutcomeAborted     Outcome = "aborted"        // the client sent an ERROR
 	OutcomeTimeout     Outcome = "timeout"
@@ -148,7 +148,7 @@ func (s *readSession) run(ctx context.Context) (res result) {
 	defer func() { res.End, res.RTO = time.Now(), est.RTO() }()
 	// A mapping whose file is truncated raises SIGBUS when touched; turn
 	// that into a panic we recover here, so one transfer fails, not the
-	// server (design.md, hot path rules).
+	// server (docs/design.md, "Hot path rules").
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {

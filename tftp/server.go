@@ -28,7 +28,7 @@ const (
 	DefaultMaxWindow      = 64      // RFC 7440 allows 65535; 64 fills one GSO/sendmmsg batch
 	DefaultMaxWindowBytes = 4 << 20 // 64 × 65464-byte blocks
 	DefaultInitialRTO     = time.Second
-	DefaultMinRTO         = 50 * time.Millisecond // protocols.md §1.7: LAN floor
+	DefaultMinRTO         = 50 * time.Millisecond // docs/protocols.md §1.7: LAN floor
 	DefaultMaxRTO         = 8 * time.Second
 	DefaultRetries        = 6 // RFC 7440 §6 example
 	DefaultMaxSessions    = 1024
@@ -90,7 +90,8 @@ type Server struct {
 	// AllowFragments skips the MTU clamp: a client asking for 65464-byte
 	// blocks gets them, as IP fragments. Faster on a clean LAN without a
 	// window; on a lossy or rate-limited link one lost fragment loses the
-	// whole block (lab-notes), so it is off by default.
+	// whole block (docs/lab-notes.md, "Fragments"), so it is off by
+	// default.
 	AllowFragments bool
 	MaxWindow      int // windowsize cap; 0 = DefaultMaxWindow
 	MaxWindowBytes int // bytes in one window; 0 = DefaultMaxWindowBytes
@@ -579,7 +580,7 @@ func (m memFile) Release()                     {}
 
 // limits returns the negotiation limits for a request that arrived on
 // local: blksize is capped to that interface's MTU − 32 (IPv4 + UDP + TFTP
-// headers), so DATA never needs IP fragmentation (protocols.md §3.2).
+// headers), so DATA never needs IP fragmentation (docs/protocols.md §3.2).
 func (s *Server) limits(local netip.Addr) Limits {
 	mtu := s.mtus.lookup(local)
 	s.mu.Lock()
@@ -748,7 +749,7 @@ func (s *Server) serveWrite(sl *slot, c conn, req *Request, peer netip.AddrPort,
 
 // rootUpload writes into a temp file beside the target inside the write
 // root; Commit fsyncs and renames it into place, so a broken upload leaves
-// nothing behind (design.md, safety rules).
+// nothing behind (docs/design.md, "Safety rules").
 type rootUpload struct {
 	root       *os.Root
 	f          *os.File

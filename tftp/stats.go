@@ -29,7 +29,7 @@ type Counters struct {
 	SendSyscalls   atomic.Uint64 // syscalls that carried DATA
 	SendErrors     atomic.Uint64 // failed sends
 	Completed      atomic.Uint64 // transfers whose final block was acknowledged
-	Unconfirmed    atomic.Uint64 // final ACK never came (counted as complete, protocols.md §1.5)
+	Unconfirmed    atomic.Uint64 // final ACK never came (counted as complete, docs/protocols.md §1.5)
 	Probes         atomic.Uint64 // ERROR right after the OACK: a size probe (UEFI), not a failure
 	Failed         atomic.Uint64 // transfers that ended any other way
 	Active         atomic.Int64  // transfers in flight, confirmed or not

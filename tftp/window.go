@@ -1,7 +1,7 @@
 package tftp
 
 // window is the sender's position in a read transfer (RFC 7440 §3–6,
-// protocols.md §3.4). Blocks are numbered with 64-bit counters from 1; the
+// docs/protocols.md §3.4). Blocks are numbered with 64-bit counters from 1; the
 // OACK, when one was sent, counts as block 0. Pure logic: no I/O, no time.
 type window struct {
 	size  uint64 // W, blocks per window (1 = RFC 1350 lock-step)
@@ -21,7 +21,7 @@ const (
 
 // next returns the blocks of the window that starts right after the last
 // acknowledged block and marks them sent. Both a timeout and an ACK restart
-// here (RFC 7440 §3.4 rules 3 and 4).
+// here (RFC 7440; docs/protocols.md §3.4 rules 3 and 4).
 func (w *window) next() (from, to uint64) {
 	from = w.acked + 1
 	to = min(w.acked+w.size, w.final)

@@ -144,7 +144,8 @@ func helperRecv(addr, grp string) error {
 		return err
 	}
 	defer c.Close()
-	// lab-notes: bursts overflow the default rmem; as root, force 4 MiB so
+	// Bursts overflow the default rmem (docs/lab-notes.md, "UDP receive
+	// buffers"); as root, force 4 MiB so
 	// only the impairment under test loses datagrams.
 	if rc, err := c.SyscallConn(); err == nil {
 		rc.Control(func(fd uintptr) {

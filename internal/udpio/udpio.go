@@ -49,8 +49,9 @@ const (
 
 	// maxGSOPayload bounds one GSO super-datagram: it must still fit one UDP
 	// length, 65535 - 20 (IPv4 header) - 8 (UDP header) = 65507 bytes of
-	// payload (lab-notes: 44 segments of 1472 bytes, not 64, else EMSGSIZE).
-	// IPv6 would allow 65527; the IPv4 bound is used for both.
+	// payload (docs/lab-notes.md, "UDP send paths": 44 segments of 1472
+	// bytes, not 64, else EMSGSIZE). IPv6 would allow 65527; the IPv4
+	// bound is used for both.
 	maxGSOPayload = 65507
 )
 
@@ -188,7 +189,7 @@ func gsoEqualTailBuggy(release string) bool {
 }
 
 // Stats counts what a Conn's send paths did. Every datagram's fate has a
-// counter (style.md); Stats is a snapshot.
+// counter (docs/design.md, "Conventions"); Stats is a snapshot.
 type Stats struct {
 	Syscalls     uint64 // send syscalls made (sendmmsg and sendmsg), failed ones included
 	Datagrams    uint64 // datagrams the kernel accepted
@@ -255,7 +256,7 @@ const oobSlot = 32
 // SO_RCVBUFFORCE first, which works as root, then the plain options, which
 // the kernel caps at net.core.wmem_max/rmem_max), turns IP_PKTINFO on for
 // reads if o.Pktinfo, and turns DF off (IP_MTU_DISCOVER = IP_PMTUDISC_DONT;
-// protocols.md §1.1: some PXE ROMs mishandle DF). Buffer sizes short of
+// docs/protocols.md §1.1: some PXE ROMs mishandle DF). Buffer sizes short of
 // what was asked are not an error: see SocketBuffers. The Conn owns c from
 // now on; Close closes it.
 func New(c *net.UDPConn, o Options) (*Conn, error) {

@@ -62,7 +62,7 @@ func (c *Conn) setup(o Options) error {
 		if len(short) > 0 {
 			c.bufErr = fmt.Errorf("udpio: %w (raise net.core.wmem_max/rmem_max or run as root for SO_*BUFFORCE)", errors.Join(short...))
 		}
-		// DF off (protocols.md §1.1). On an AF_INET6 socket the IPv4 option
+		// DF off (docs/protocols.md §1.1). On an AF_INET6 socket the IPv4 option
 		// covers v4-mapped peers of a dual-stack socket and may fail on a
 		// v6-only one, which is fine.
 		err = unix.SetsockoptInt(s, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DONT)

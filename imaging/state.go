@@ -317,6 +317,14 @@ func (m *Manager) TaskFor(mac, token string) (AgentTask, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	r, err := m.current(mac, token)
+	if errors.Is(err, ErrStale) {
+		// The contract's GET knows two refusals: no task (the machine is
+		// finished) and not the current token (an earlier attempt's).
+		if hw, _ := net.ParseMAC(mac); hw != nil && terminal(m.machines[hw.String()].State) {
+			return AgentTask{}, fmt.Errorf("%w: %v", ErrNoTask, err)
+		}
+		return AgentTask{}, fmt.Errorf("%w: %v", ErrToken, err)
+	}
 	if err != nil {
 		return AgentTask{}, err
 	}

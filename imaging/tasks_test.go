@@ -352,6 +352,9 @@ func TestAgentAPI(t *testing.T) {
 	if w := report(tok, "receiving", ""); w.Code != 409 {
 		t.Errorf("stale attempt: %d, want 409", w.Code)
 	}
+	if w := do(t, h, "GET", "/imaging/task?mac=52:54:00:00:00:01&token="+tok, "", nil); w.Code != 403 {
+		t.Errorf("task with an earlier attempt's token: %d, want 403", w.Code)
+	}
 	if w := report(tok2, "done", ""); w.Code != 204 {
 		t.Errorf("done: %d", w.Code)
 	}
@@ -360,6 +363,9 @@ func TestAgentAPI(t *testing.T) {
 	}
 	if w := report(tok2, "receiving", ""); w.Code != 409 {
 		t.Errorf("progress after done: %d, want 409", w.Code)
+	}
+	if w := do(t, h, "GET", "/imaging/task?mac=52:54:00:00:00:01&token="+tok2, "", nil); w.Code != 404 {
+		t.Errorf("task after done: %d, want 404", w.Code)
 	}
 	if got := metric(t, m, "mtftpd_imaging_bytes_written_total", ""); got != 20 {
 		t.Errorf("bytes written %v, want 20", got)

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"time"
 	"unicode/utf8"
+
+	"github.com/mtftpd/mtftpd/internal/atomicfile"
 )
 
 // leaseFileVersion is the "version" of the JSON lease file.
@@ -269,50 +271,14 @@ func (st *leaseStore) wait(seq uint64) error {
 }
 
 // writeFileAtomic replaces path with data so that a crash at any point
-// leaves either the old file or the new one: write a temp file in the same
-// directory, fsync it, rename it over path, fsync the directory (without
-// the last step the rename itself may be lost).
-func writeFileAtomic(path string, data []byte) (err error) {
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	f, err := os.CreateTemp(dir, base+tempInfix+"*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return nil // renamed; only the directory fsync is lost
-	}
-	defer d.Close()
-	if err = d.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", dir, err)
-	}
-	return nil
+// leaves either the old file or the new one (internal/atomicfile). The
+// lease file names clients: readable by mtftpd's user only.
+func writeFileAtomic(path string, data []byte) error {
+	return atomicfile.Write(path, data, 0o600)
 }
 
 // tempInfix marks a lease file's temp files: LeaseFile + ".tmp-" + random.
-const tempInfix = ".tmp-"
+const tempInfix = atomicfile.TempInfix
 
 // loadLeases reads path into t. A missing file is an empty table. A file
 // that does not parse is renamed to path + ".corrupt-<unix time>" and

@@ -2,11 +2,15 @@
 // captured from machines (`mtftpd image capture`, an HTTP PUT of a capture
 // stream, docs/image-format.md) into the imaging directory, which lies
 // inside the served root, so an image is served by TFTP, HTTP and
-// multicast the moment it is renamed into place.
+// multicast the moment it is renamed into place; and it keeps the
+// reimaging tasks (docs/imaging.md): which machine gets the deploy
+// environment on its next network boot, and what its agent reports.
 //
 // It must never let a broken, foreign or unauthorised upload replace an
-// image, never write outside its directory, and never read an upload's
-// body before the upload token has been checked.
+// image, never write outside its directory, never read an upload's body
+// before its token has been checked, never hand a machine the deploy
+// environment that no task names, and never let a report change any
+// machine but the one whose current attempt's token it carries.
 package imaging
 
 import (
@@ -52,8 +56,13 @@ type Server struct {
 	Dir string
 	// Prefix is the URL path under which Dir is served ("/images/").
 	Prefix string
-	// Token is the upload token; empty refuses every capture.
+	// Token is the upload token; empty refuses every capture not
+	// allowed by TaskToken.
 	Token string
+	// TaskToken, if set, also lets a capture in whose bearer token it
+	// accepts for that name: a capture task's machine, with its current
+	// attempt's token, for its task's image only (Manager.CaptureAllowed).
+	TaskToken func(name, token string) bool
 	// MaxImageSize caps an image file; 0 = DefaultMaxImageSize.
 	MaxImageSize int64
 	// Log receives one line per capture.
@@ -97,10 +106,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	log := s.Log.With().Str("client", r.RemoteAddr).Str("path", r.URL.Path).Logger()
-	if !s.authorised(r) {
+	if !s.authorised(r, strings.TrimPrefix(r.URL.Path, s.Prefix)) {
 		log.Warn().Msg("imaging: capture refused: no or wrong upload token")
 		w.Header().Set("WWW-Authenticate", `Bearer realm="mtftpd imaging"`)
-		http.Error(w, "capture needs the upload token (imaging.upload_token)", http.StatusUnauthorized)
+		http.Error(w, "capture needs the upload token (imaging.upload_token) or a capture task's token for this name", http.StatusUnauthorized)
 		return
 	}
 	name, ok := strings.CutPrefix(r.URL.Path, s.Prefix)
@@ -137,12 +146,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	json.NewEncoder(w).Encode(res)
 }
 
-func (s *Server) authorised(r *http.Request) bool {
-	if s.Token == "" {
+func (s *Server) authorised(r *http.Request, name string) bool {
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok {
 		return false
 	}
-	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	return ok && subtle.ConstantTimeCompare([]byte(got), []byte(s.Token)) == 1
+	if s.Token != "" && subtle.ConstantTimeCompare([]byte(got), []byte(s.Token)) == 1 {
+		return true
+	}
+	return s.TaskToken != nil && validName.MatchString(name) && s.TaskToken(name, got)
 }
 
 func (s *Server) claim(name string) bool {

@@ -106,6 +106,12 @@ type Server struct {
 	// other method but GET and HEAD.
 	Uploads http.Handler
 
+	// Imaging, if set, serves every path under /imaging/ (the deploy
+	// agent's task and report endpoints: imaging.Manager.AgentHandler),
+	// to every client like the files; files of the root under that name
+	// are then not served over HTTP.
+	Imaging http.Handler
+
 	root *os.Root
 	mu   sync.Mutex
 	srv  *http.Server
@@ -210,6 +216,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.Counters.Requests.Add(1)
 	// Served files are data, never pages: no MIME sniffing into HTML.
 	w.Header().Set("X-Content-Type-Options", "nosniff")
+	if s.Imaging != nil && strings.HasPrefix(r.URL.Path, "/imaging/") {
+		s.Imaging.ServeHTTP(w, r)
+		return
+	}
 	if r.Method == http.MethodPut && s.Uploads != nil {
 		s.Uploads.ServeHTTP(w, r)
 		return

@@ -54,6 +54,11 @@ type Templates struct {
 	HTTPPort int
 	// Log receives one line per failed template, naming it and its line.
 	Log zerolog.Logger
+	// Imaging, if set, decides {{.Imaging}} for a named machine
+	// (docs/imaging.md). It is asked only by templates that mention
+	// .Imaging: handing out the deploy environment counts an attempt, a
+	// kickstart or a GRUB menu rendered for the same machine must not.
+	Imaging ImagingDecider
 
 	mu       sync.Mutex
 	root     *os.Root
@@ -98,6 +103,27 @@ type TemplateVars struct {
 	Known    bool   // the MAC is in [[dhcp.host]]
 	Proto    string // "http" or "tftp"
 	Name     string // the requested name, cleaned
+	// Imaging is the machine's boot decision for reimaging; Action is
+	// "local" when no task names it (or no MAC names the machine).
+	Imaging Imaging
+}
+
+// Imaging is {{.Imaging}} (docs/imaging.md, "Template variables").
+type Imaging struct {
+	Action         string // deploy, capture or local
+	Task           string // "" for local
+	Kernel, Initrd string // the deploy environment, names under tftp.root
+	Cmdline        string // the agent's kernel arguments
+	State          string // the machine's state; "" when no task names it
+}
+
+// ImagingDecider decides a machine's {{.Imaging}} (the imaging package's
+// task manager, wired in by cmd/mtftpd). httpBase is the mirror's URL as
+// the machine reached it ({{.HTTP}}), local the server address the
+// request came to: the deploy environment is pointed there. It must be
+// safe for concurrent use.
+type ImagingDecider interface {
+	Decide(mac net.HardwareAddr, hostname string, known bool, httpBase string, local netip.Addr) Imaging
 }
 
 // refreshEvery bounds how often Dir is walked for changes: pxelinux asks
@@ -129,6 +155,7 @@ type tmpl struct {
 	prefix, suffix string // around {mac}
 	hasMAC         bool
 	t              *template.Template
+	usesImaging    bool  // the source mentions .Imaging
 	err            error // parse or read error: every render fails with it
 	mod            time.Time
 	size           int64
@@ -233,6 +260,7 @@ func (t *Templates) parse(name string, info fs.FileInfo) *tmpl {
 		tm.err = err
 		return tm
 	}
+	tm.usesImaging = bytes.Contains(src, []byte("Imaging"))
 	tm.t, tm.err = template.New(name).Option("missingkey=zero").Funcs(templateFuncs).Parse(string(src))
 	return tm
 }
@@ -294,6 +322,7 @@ func parseMAC(s string) (net.HardwareAddr, bool) {
 type renderRequest struct {
 	name   string
 	client netip.Addr
+	local  netip.Addr       // the server address the request came to
 	mac    net.HardwareAddr // from the request (?mac=), nil otherwise
 	arch   string           // from the request (?arch=)
 	http   string
@@ -316,7 +345,7 @@ func (t *Templates) render(r renderRequest) ([]byte, error) {
 	if tm == nil {
 		return nil, errNoTemplate
 	}
-	v := t.vars(r, name, mac)
+	v := t.vars(r, name, mac, tm.usesImaging && tm.err == nil)
 	err = tm.err
 	var buf bytes.Buffer
 	if err == nil {
@@ -333,8 +362,8 @@ func (t *Templates) render(r renderRequest) ([]byte, error) {
 
 // vars names the machine: the MAC from the file name, else from the
 // request, else from its lease; then what the host table says about it.
-func (t *Templates) vars(r renderRequest, name string, mac net.HardwareAddr) TemplateVars {
-	v := TemplateVars{HTTP: r.http, Arch: r.arch, Proto: r.proto, Name: name}
+func (t *Templates) vars(r renderRequest, name string, mac net.HardwareAddr, imaging bool) TemplateVars {
+	v := TemplateVars{HTTP: r.http, Arch: r.arch, Proto: r.proto, Name: name, Imaging: Imaging{Action: "local"}}
 	if r.client.IsValid() {
 		v.IP = r.client.Unmap().String()
 	}
@@ -374,6 +403,9 @@ func (t *Templates) vars(r renderRequest, name string, mac net.HardwareAddr) Tem
 		if host.Hostname != "" {
 			v.Hostname = host.Hostname
 		}
+	}
+	if imaging && t.Imaging != nil && mac != nil {
+		v.Imaging = t.Imaging.Decide(mac, v.Hostname, v.Known, v.HTTP, r.local.Unmap())
 	}
 	return v
 }
@@ -417,7 +449,7 @@ func (t *Templates) Render(name string, client netip.AddrPort, local netip.Addr)
 			base = "http://" + netip.AddrPortFrom(local.Unmap(), uint16(t.HTTPPort)).String()
 		}
 	}
-	data, err := t.render(renderRequest{name: name, client: client.Addr(), http: strings.TrimSuffix(base, "/"), proto: "tftp"})
+	data, err := t.render(renderRequest{name: name, client: client.Addr(), local: local, http: strings.TrimSuffix(base, "/"), proto: "tftp"})
 	if errors.Is(err, errNoTemplate) {
 		return nil, false, nil
 	}
@@ -434,6 +466,11 @@ func (s *Server) serveTemplate(w http.ResponseWriter, r *http.Request) bool {
 	}
 	if m, ok := parseMAC(r.URL.Query().Get("mac")); ok {
 		rr.mac = m
+	}
+	if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+		if ap, err := netip.ParseAddrPort(a.String()); err == nil {
+			rr.local = ap.Addr()
+		}
 	}
 	scheme := "http"
 	if r.TLS != nil {

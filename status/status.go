@@ -35,6 +35,12 @@ type Server struct {
 	MTFTP *mtftp.Server
 	DHCP  *dhcp.Server
 	HTTP  *mirror.Server
+	// Imaging, if set, serves /api/imaging and /api/imaging/… (the
+	// reimaging tasks' admin API, imaging.Manager.AdminHandler), behind
+	// the same http.api_allow as every page.
+	Imaging http.Handler
+	// Collectors are more metrics for /metrics (the imaging manager's).
+	Collectors []prometheus.Collector
 
 	once    sync.Once
 	handler http.Handler
@@ -60,10 +66,15 @@ func (s *Server) Handler() http.Handler {
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(&collector{s: s}, collectors.NewGoCollector(),
 			collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		reg.MustRegister(s.Collectors...)
 		page, _ := fs.Sub(assets, "assets")
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		mux.HandleFunc("GET /api/transfers", s.serveTransfers)
+		if s.Imaging != nil {
+			mux.Handle("/api/imaging", s.Imaging)
+			mux.Handle("/api/imaging/", s.Imaging)
+		}
 		mux.Handle("GET /status/", http.StripPrefix("/status/", http.FileServerFS(page)))
 		s.handler = mux
 	})

@@ -25,6 +25,8 @@ Usage:
   mtftpd image verify IMAGE
   mtftpd image deploy [--http URL] [--unicast] [--assume-blank] [--no-resume] [--verify] SERVER IMAGE DISK
   mtftpd image capture [--token-file F] DISK URL
+  mtftpd imaging add --name N (--deploy IMAGE | --capture NAME) [--mac M]... [--host H]... [--unknown] [--after reboot|poweroff|wait] [--retries N]
+  mtftpd imaging list | cancel NAME   [--server URL] [--config FILE] [--token T]
   mtftpd bench tftp --target HOST:PORT --file NAME --clients N [--profile bios|uefi|ipxe|linux|custom] [--duration D] [--verify sha256:HEX] [--json FILE]
   mtftpd bench compare A.json B.json
   mtftpd bench dhcp --iface IF --clients N [--concurrency C] [--pxe] [--arch N] [--release] [--timeout D] [--json FILE]
@@ -50,6 +52,8 @@ func main() {
 		err = runStatus(os.Args[2:])
 	case "image":
 		err = runImage(os.Args[2:])
+	case "imaging":
+		err = runImaging(os.Args[2:])
 	case "version", "--version", "-v":
 		fmt.Println("mtftpd", buildVersion())
 	case "help", "--help", "-h":

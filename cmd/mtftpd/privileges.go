@@ -131,6 +131,7 @@ func checkWritable(cfg config.Config) error {
 		{"origin.cache_dir", cfg.Origin.CacheDir},
 		{"dhcp.lease_file", leaseDir(cfg)},
 		{"imaging.dir", captureDir(cfg.Imaging)},
+		{"imaging.state_file", stateDir(cfg.Imaging)},
 	} {
 		if d.dir == "" {
 			continue
@@ -160,10 +161,24 @@ func leaseDir(cfg config.Config) string {
 	return filepath.Dir(cfg.DHCP.LeaseFile)
 }
 
-// captureDir is the imaging dir when captures may write there, else "".
+// captureDir is the imaging dir when captures may write there (the
+// upload token, a capture task, or an admin token that may add one),
+// else "".
 func captureDir(m config.Imaging) string {
-	if m.UploadToken == "" {
+	captures := m.UploadToken != "" || m.AdminToken != ""
+	for _, t := range m.Tasks {
+		captures = captures || t.Action == "capture"
+	}
+	if !captures {
 		return ""
 	}
 	return m.Dir
+}
+
+// stateDir is the directory of the imaging state file, if any.
+func stateDir(m config.Imaging) string {
+	if m.Dir == "" || m.StateFile == "" {
+		return ""
+	}
+	return filepath.Dir(m.StateFile)
 }

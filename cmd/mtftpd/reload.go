@@ -6,6 +6,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/mtftpd/mtftpd/dhcp"
+	"github.com/mtftpd/mtftpd/imaging"
 	"github.com/mtftpd/mtftpd/internal/config"
 	"github.com/mtftpd/mtftpd/tftp"
 )
@@ -24,6 +25,7 @@ var liveKeys = map[string]bool{
 	"tftp.max_blksize": true, "tftp.allow_fragments": true, "tftp.max_windowsize": true, "tftp.max_window_bytes": true,
 	"tftp.allow_overwrite": true, "tftp.max_upload_size": true, "tftp.write_quota": true, "tftp.shutdown_grace": true,
 	"dhcp.boot": true, "dhcp.max_leases_per_mac": true,
+	"imaging.task": true,
 }
 
 // reloader applies a re-read config on SIGHUP. It runs in serve's main
@@ -37,6 +39,9 @@ type reloader struct {
 	// pxeLimit is the PXE MTFTP listener's request limiter (the
 	// tftp.max_requests_per_sec and request_burst keys too).
 	pxeLimit *tftp.SourceLimiter
+	// imaging is the task manager (nil without imaging.dir): a SIGHUP
+	// merges the config's [[imaging.task]] into it.
+	imaging *imaging.Manager
 }
 
 // reload re-reads the config and applies what changed, or keeps the
@@ -66,6 +71,16 @@ func (r *reloader) reload() {
 	if r.dhcp != nil && slices.Contains(changed, "dhcp.boot") {
 		if err := r.dhcp.SetBootRules(bootRules(next.DHCP.Boot)); err != nil {
 			r.log.Error().Err(err).Msg("config reload: dhcp.boot rejected, keeping the running config")
+			return
+		}
+	}
+	if slices.Contains(changed, "imaging.task") {
+		if r.imaging == nil {
+			r.log.Error().Msg("config reload: imaging.task changed but imaging.dir was not set at start; keeping the running config")
+			return
+		}
+		if err := r.imaging.SetConfigTasks(next.Imaging.Tasks); err != nil {
+			r.log.Error().Err(err).Msg("config reload: imaging.task rejected, keeping the running config")
 			return
 		}
 	}

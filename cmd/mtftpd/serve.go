@@ -171,7 +171,8 @@ func runServe(args []string) error {
 	if dhcpSrv != nil {
 		dhcpSrv.Sockets = ports.dhcp
 	}
-	if tm := newTemplates(cfg, log, dhcpSrv); tm != nil {
+	tm := newTemplates(cfg, log, dhcpSrv)
+	if tm != nil {
 		if err := tm.Open(); err != nil {
 			return fmt.Errorf("templates.dir: %w", err)
 		}
@@ -181,21 +182,43 @@ func runServe(args []string) error {
 			web.Templates = tm
 		}
 	}
-	if web != nil {
-		web.Pages = (&status.Server{TFTP: srv, MTFTP: mc, DHCP: dhcpSrv, HTTP: web}).Handler()
-	}
+	var tasks *imaging.Manager
 	if im := cfg.Imaging; im.Dir != "" {
 		if fi, err := os.Stat(im.Dir); err != nil || !fi.IsDir() {
 			return fmt.Errorf("imaging.dir: %s is not a directory", im.Dir)
 		}
-		if web != nil && im.UploadToken != "" {
-			prefix, _ := config.ImagingPrefix(cfg.TFTP.Root, im.Dir)
-			capture := &imaging.Server{Dir: im.Dir, Prefix: "/" + prefix + "/", Token: im.UploadToken, MaxImageSize: im.MaxImageSize, Log: log}
+		prefix, _ := config.ImagingPrefix(cfg.TFTP.Root, im.Dir)
+		if tasks, err = newImaging(cfg, prefix, log); err != nil {
+			return err
+		}
+		defer func() {
+			if err := tasks.Close(); err != nil {
+				log.Error().Err(err).Msg("imaging: state not saved at exit")
+			}
+		}()
+		if tm != nil {
+			tm.Imaging = imagingDecider{m: tasks, tftpPort: portOf(cfg.TFTP.Listen)}
+		} else if len(im.Tasks) > 0 {
+			log.Warn().Msg("imaging: tasks are set but templates.dir is not: no boot config reads {{.Imaging}}, so no machine gets the deploy environment")
+		}
+		if web != nil {
+			capture := &imaging.Server{Dir: im.Dir, Prefix: "/" + prefix + "/", Token: im.UploadToken, MaxImageSize: im.MaxImageSize,
+				TaskToken: tasks.CaptureAllowed, Log: log}
 			if err := capture.Sweep(); err != nil {
 				return fmt.Errorf("imaging.dir: %w", err)
 			}
 			web.Uploads = capture
+			web.Imaging = tasks.AgentHandler()
 		}
+	}
+	if web != nil {
+		st := &status.Server{TFTP: srv, MTFTP: mc, DHCP: dhcpSrv, HTTP: web}
+		if tasks != nil {
+			prefix, _ := config.ImagingPrefix(cfg.TFTP.Root, cfg.Imaging.Dir)
+			st.Imaging = tasks.AdminHandler(cfg.Imaging.AdminToken, imagingSessions(mc, prefix))
+			st.Collectors = append(st.Collectors, tasks.Collector())
+		}
+		web.Pages = st.Handler()
 	}
 	if demoDir != "" {
 		printDemoHelp(t.Listen, cfg.HTTP.Listen)
@@ -210,7 +233,7 @@ func runServe(args []string) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	live := &reloader{load: load, cur: loaded, log: log, tftp: srv, dhcp: dhcpSrv, pxeLimit: pxeLimit}
+	live := &reloader{load: load, cur: loaded, log: log, tftp: srv, dhcp: dhcpSrv, pxeLimit: pxeLimit, imaging: tasks}
 	hard, hardStop := context.WithCancel(context.Background())
 	defer hardStop()
 	exits := make(chan exit, 4)

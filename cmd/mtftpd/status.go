@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mtftpd/mtftpd/imaging"
 	"github.com/mtftpd/mtftpd/status"
 )
 
@@ -61,6 +62,15 @@ func runStatus(args []string) error {
 			fmt.Print("\033[H\033[2J") // cursor home, clear screen
 		}
 		s.WriteText(os.Stdout, *recent)
+		// The reimaging machines, when the server has any (404 without
+		// imaging.dir: nothing to show).
+		if b, err := imagingCall(client, http.MethodGet, strings.TrimRight(base, "/")+"/api/imaging", "", nil); err == nil {
+			var o imaging.Overview
+			if json.Unmarshal(b, &o) == nil && len(o.Machines) > 0 {
+				fmt.Println()
+				writeImaging(os.Stdout, o)
+			}
+		}
 		if !*watch {
 			return nil
 		}

@@ -264,7 +264,7 @@ func Defaults() Config {
 		DHCP: DHCP{Mode: "off", Listen: "0.0.0.0:67", ProxyPort: 4011, MaxPerMAC: 4},
 		Origin: Origin{TTL: Duration{5 * time.Minute}, Timeout: Duration{10 * time.Minute},
 			MaxSize: 16 << 30, NegativeTTL: Duration{10 * time.Second}, Wait: Duration{30 * time.Second}},
-		Imaging: Imaging{MaxImageSize: 256 << 30},
+		Imaging: Imaging{MaxImageSize: 256 << 30, MaxUnknown: 256},
 		Log:     Log{Level: "info", Format: "console"},
 	}
 }
@@ -795,7 +795,8 @@ func Flags(fs *flag.FlagSet) func(c *Config) error {
 }
 
 // Changed lists the keys ("section.key", and "dhcp.subnet", "dhcp.host",
-// "dhcp.boot" for the tables) whose values differ between a and b, sorted.
+// "dhcp.boot", "imaging.task" for the tables) whose values differ between
+// a and b, sorted.
 func Changed(a, b Config) []string {
 	var out []string
 	var bv []reflect.Value
@@ -808,9 +809,10 @@ func Changed(a, b Config) []string {
 		i++
 	})
 	for name, eq := range map[string]bool{
-		"dhcp.subnet": reflect.DeepEqual(a.DHCP.Subnets, b.DHCP.Subnets),
-		"dhcp.host":   reflect.DeepEqual(a.DHCP.Hosts, b.DHCP.Hosts),
-		"dhcp.boot":   reflect.DeepEqual(a.DHCP.Boot, b.DHCP.Boot),
+		"dhcp.subnet":  reflect.DeepEqual(a.DHCP.Subnets, b.DHCP.Subnets),
+		"dhcp.host":    reflect.DeepEqual(a.DHCP.Hosts, b.DHCP.Hosts),
+		"dhcp.boot":    reflect.DeepEqual(a.DHCP.Boot, b.DHCP.Boot),
+		"imaging.task": reflect.DeepEqual(a.Imaging.Tasks, b.Imaging.Tasks),
 	} {
 		if !eq {
 			out = append(out, name)

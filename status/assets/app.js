@@ -107,7 +107,29 @@ function render(s) {
   document.getElementById("updated").textContent = "updated " + now.toLocaleTimeString();
 }
 
+// The reimaging table: shown only when the server has tasks
+// (/api/imaging answers; 404 without imaging.dir).
+async function pollImaging() {
+  try {
+    const r = await fetch("../api/imaging", { cache: "no-store" });
+    if (!r.ok) return;
+    const o = await r.json();
+    document.getElementById("imaging-section").hidden = o.tasks.length === 0;
+    fill("imaging", o.machines.map(m => row([
+      ["Machine", m.mac + (m.host ? " " + m.host : "")],
+      ["Task", m.task],
+      ["State", el("span", { class: m.state === "done" ? "ok" : m.state === "failed" ? "bad" : "" }, m.state + (m.attempts > 1 ? " (attempt " + m.attempts + ")" : ""))],
+      ["Progress", el("div", {}, bar(m.written, m.total), el("span", { class: "muted" }, m.total > 0 ? (100 * m.written / m.total).toFixed(0) + " %" : "—"))],
+      ["Time", m.started ? span(m.seconds * 1000) : "—", "num"],
+      ["Reason", m.reason || ""],
+    ])));
+  } catch (e) {
+    // The transfers poll reports an unreachable server.
+  }
+}
+
 async function poll() {
+  pollImaging();
   try {
     const r = await fetch(api, { cache: "no-store" });
     if (!r.ok) throw new Error(r.status + " " + r.statusText);

@@ -1,0 +1,224 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/mtftpd/mtftpd/imaging"
+	"github.com/mtftpd/mtftpd/internal/config"
+	"github.com/mtftpd/mtftpd/status"
+)
+
+const imagingUsage = `Usage:
+  mtftpd imaging add --name N (--deploy IMAGE | --capture NAME) [--mac M]... [--host H]... [--unknown] [--disk D] [--after reboot|poweroff|wait] [--retries N] [--no-verify] [--min-receivers N --max-wait D --settle D]
+  mtftpd imaging list
+  mtftpd imaging cancel NAME
+Common flags: [--server http://HOST:PORT] [--config FILE] [--token T] (or MTFTPD_ADMIN_TOKEN)`
+
+// runImaging talks to a running server's /api/imaging (docs/imaging.md).
+func runImaging(args []string) error {
+	if len(args) == 0 {
+		fmt.Fprintln(os.Stderr, imagingUsage)
+		return errors.New("missing subcommand add, list or cancel")
+	}
+	sub, args := args[0], args[1:]
+	fs := flag.NewFlagSet("imaging "+sub, flag.ContinueOnError)
+	server := fs.String("server", "", "the server's mirror URL (default: from --config's http.listen, else http://127.0.0.1:8080)")
+	cfgPath := fs.String("config", "", "the server's config file, for http.listen and imaging.admin_token")
+	token := fs.String("token", "", "imaging.admin_token (default: $MTFTPD_ADMIN_TOKEN, else the config's)")
+	var t imaging.Task
+	var macs, hosts listFlag
+	var deploy, capture string
+	var retries int
+	var noVerify bool
+	var maxWait, settle time.Duration
+	if sub == "add" {
+		fs.StringVar(&t.Name, "name", "", "task name (letters, digits, . _ -)")
+		fs.StringVar(&deploy, "deploy", "", "deploy this image (a name in imaging.dir)")
+		fs.StringVar(&capture, "capture", "", "capture one machine's disk into this image name")
+		fs.Var(&macs, "mac", "a machine's MAC (repeatable)")
+		fs.Var(&hosts, "host", "a [[dhcp.host]] hostname (repeatable)")
+		fs.BoolVar(&t.Unknown, "unknown", false, "every machine no other task names and no [[dhcp.host]] knows")
+		fs.StringVar(&t.Disk, "disk", "", "target disk (default: the first whole disk large enough)")
+		fs.StringVar(&t.After, "after", "reboot", "reboot, poweroff or wait")
+		fs.IntVar(&retries, "retries", config.DefaultTaskRetries, "attempts after the first")
+		fs.BoolVar(&noVerify, "no-verify", false, "do not re-read the disk to check the image digest")
+		fs.IntVar(&t.MinReceivers, "min-receivers", 0, "start the multicast session once this many machines joined")
+		fs.DurationVar(&maxWait, "max-wait", 0, "...or at the latest this long after it began")
+		fs.DurationVar(&settle, "settle", 0, "...or once nobody new joined for this long")
+	}
+	if help, err := parseArgs(fs, imagingUsage, args); help || err != nil {
+		return err
+	}
+	base, admin, err := imagingTarget(*server, *cfgPath, *token)
+	if err != nil {
+		return err
+	}
+	client := &http.Client{Timeout: 30 * time.Second}
+	switch sub {
+	case "add":
+		if fs.NArg() > 0 {
+			return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+		}
+		switch {
+		case deploy != "" && capture == "":
+			t.Action, t.Image = "deploy", deploy
+		case capture != "" && deploy == "":
+			t.Action, t.Image = "capture", capture
+		default:
+			return errors.New("give one of --deploy IMAGE or --capture NAME")
+		}
+		t.MACs, t.Hosts, t.Retries = macs, hosts, &retries
+		if noVerify {
+			f := false
+			t.Verify = &f
+		}
+		t.MaxWait.Duration, t.Settle.Duration = maxWait, settle
+		body, _ := json.Marshal(t)
+		if _, err := imagingCall(client, http.MethodPost, base+"/api/imaging/tasks", admin, body); err != nil {
+			return err
+		}
+		fmt.Printf("task %s added\n", t.Name)
+		return nil
+	case "cancel":
+		if fs.NArg() != 1 {
+			return errors.New("usage: mtftpd imaging cancel NAME")
+		}
+		if _, err := imagingCall(client, http.MethodDelete, base+"/api/imaging/tasks/"+url.PathEscape(fs.Arg(0)), admin, nil); err != nil {
+			return err
+		}
+		fmt.Printf("task %s cancelled\n", fs.Arg(0))
+		return nil
+	case "list":
+		if fs.NArg() > 0 {
+			return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+		}
+		b, err := imagingCall(client, http.MethodGet, base+"/api/imaging", "", nil)
+		if err != nil {
+			return err
+		}
+		var o imaging.Overview
+		if err := json.Unmarshal(b, &o); err != nil {
+			return fmt.Errorf("%s/api/imaging: not an imaging answer: %w", base, err)
+		}
+		writeImaging(os.Stdout, o)
+		return nil
+	}
+	fmt.Fprintln(os.Stderr, imagingUsage)
+	return fmt.Errorf("unknown subcommand %q", sub)
+}
+
+// imagingTarget resolves the server URL and admin token: flags, then the
+// environment, then the config file.
+func imagingTarget(server, cfgPath, token string) (string, string, error) {
+	var cfg config.Config
+	if cfgPath != "" {
+		cfg = config.Defaults()
+		if err := config.Load(cfgPath, &cfg); err != nil {
+			return "", "", err
+		}
+	}
+	if server == "" {
+		server = "http://127.0.0.1:8080"
+		if cfg.HTTP.Listen != "" {
+			host, port, err := net.SplitHostPort(cfg.HTTP.Listen)
+			if err == nil {
+				if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+					host = "127.0.0.1"
+				}
+				server = "http://" + net.JoinHostPort(host, port)
+			}
+		}
+	}
+	if !strings.Contains(server, "://") {
+		server = "http://" + server
+	}
+	if token == "" {
+		token = os.Getenv("MTFTPD_ADMIN_TOKEN")
+	}
+	if token == "" {
+		token = cfg.Imaging.AdminToken
+	}
+	return strings.TrimRight(server, "/"), token, nil
+}
+
+func imagingCall(c *http.Client, method, url, token string, body []byte) ([]byte, error) {
+	req, err := http.NewRequest(method, url, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode/100 != 2 {
+		hint := ""
+		if resp.StatusCode == http.StatusUnauthorized && token == "" {
+			hint = " (give --token, MTFTPD_ADMIN_TOKEN or --config with imaging.admin_token)"
+		}
+		if resp.StatusCode == http.StatusNotFound && strings.HasSuffix(url, "/api/imaging") {
+			hint = " (is imaging.dir set on that server?)"
+		}
+		return nil, fmt.Errorf("%s %s: %s: %s%s", method, url, status.Printable(resp.Status), status.Printable(strings.TrimSpace(string(b))), hint)
+	}
+	return b, nil
+}
+
+// writeImaging prints the machines as a table: machine, task, state,
+// progress, time, reason. Every string is printed through Printable:
+// host names and reasons come from the network.
+func writeImaging(w io.Writer, o imaging.Overview) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "MACHINE\tTASK\tSTATE\t%\tTIME\tREASON")
+	for _, m := range o.Machines {
+		name := m.MAC
+		if m.Host != "" {
+			name += " " + m.Host
+		}
+		pct := "-"
+		if m.Total > 0 {
+			pct = fmt.Sprintf("%.0f", 100*float64(m.Written)/float64(m.Total))
+		}
+		when := "-"
+		if m.Started != nil {
+			when = (time.Duration(m.Seconds) * time.Second).String()
+		}
+		st := m.State
+		if m.Attempts > 1 {
+			st = fmt.Sprintf("%s (attempt %d)", st, m.Attempts)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", status.Printable(name), status.Printable(m.Task), st, pct, when, status.Printable(m.Reason))
+	}
+	tw.Flush()
+	for _, s := range o.Sessions {
+		fmt.Fprintf(w, "multicast %s %s: %d receivers, block %d / %d\n", s.Dialect, status.Printable(s.File), s.Receivers, s.Position, s.Blocks)
+	}
+}
+
+// listFlag is a repeatable string flag.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }

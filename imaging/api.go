@@ -1,0 +1,202 @@
+package imaging
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// maxReportBody caps POST /imaging/report (docs/imaging.md): a report is
+// a few hundred bytes.
+const maxReportBody = 4 << 10
+
+// maxTaskBody caps POST /api/imaging/tasks: a task of MaxTaskMACs MACs
+// is about 80 KiB.
+const maxTaskBody = 1 << 20
+
+// httpCode maps the manager's errors to the status codes of the contract.
+func httpCode(err error) int {
+	switch {
+	case errors.Is(err, ErrBadRequest):
+		return http.StatusBadRequest
+	case errors.Is(err, ErrToken):
+		return http.StatusForbidden
+	case errors.Is(err, ErrNoTask), errors.Is(err, ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, ErrStale), errors.Is(err, ErrExists), errors.Is(err, ErrFull):
+		return http.StatusConflict
+	}
+	return http.StatusInternalServerError
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}
+
+// AgentHandler serves the deploy agent: GET /imaging/task and POST
+// /imaging/report (docs/imaging.md, "Agent API"). It is open to every
+// client, like the files: the per-attempt token is the check.
+func (m *Manager) AgentHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /imaging/task", m.serveTask)
+	mux.HandleFunc("POST /imaging/report", m.serveReport)
+	return mux
+}
+
+func (m *Manager) serveTask(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	t, err := m.TaskFor(q.Get("mac"), q.Get("token"))
+	if err != nil {
+		http.Error(w, err.Error(), httpCode(err))
+		return
+	}
+	writeJSON(w, http.StatusOK, t)
+}
+
+func (m *Manager) serveReport(w http.ResponseWriter, r *http.Request) {
+	var rep Report
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxReportBody)).Decode(&rep); err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			http.Error(w, fmt.Sprintf("report larger than %d bytes", maxReportBody), http.StatusRequestEntityTooLarge)
+			return
+		}
+		http.Error(w, "report: not JSON: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	if err := m.Report(rep); err != nil {
+		if errors.Is(err, ErrToken) {
+			m.Log.Warn().Str("client", r.RemoteAddr).Str("mac", rep.MAC).Msg("imaging: report with a wrong token refused")
+		}
+		http.Error(w, err.Error(), httpCode(err))
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// Session is a multicast session serving an image, for GET /api/imaging
+// (cmd/mtftpd fills it from the multicast server).
+type Session struct {
+	Dialect   string    `json:"dialect"`
+	File      string    `json:"file"`
+	Group     string    `json:"group"`
+	Receivers int       `json:"receivers"`
+	Blocks    int       `json:"blocks"`
+	Position  int       `json:"position"`
+	Start     time.Time `json:"start"`
+}
+
+// Overview is the GET /api/imaging body.
+type Overview struct {
+	Tasks    []TaskStatus    `json:"tasks"`
+	Machines []MachineStatus `json:"machines"`
+	Sessions []Session       `json:"sessions"`
+}
+
+// AdminHandler serves GET /api/imaging, POST /api/imaging/tasks and
+// DELETE /api/imaging/tasks/<name> (docs/imaging.md, "Admin API"). The
+// changes need "Authorization: Bearer <token>"; with token "" they are
+// refused. sessions, if set, lists the multicast sessions of images.
+func (m *Manager) AdminHandler(token string, sessions func() []Session) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/imaging", func(w http.ResponseWriter, r *http.Request) {
+		var o Overview
+		o.Tasks, o.Machines = m.Status()
+		o.Sessions = []Session{}
+		if sessions != nil {
+			o.Sessions = sessions()
+		}
+		writeJSON(w, http.StatusOK, o)
+	})
+	admin := func(h http.HandlerFunc) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			if token == "" {
+				http.Error(w, "task changes over HTTP need imaging.admin_token in the server's config", http.StatusForbidden)
+				return
+			}
+			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
+				m.Log.Warn().Str("client", r.RemoteAddr).Str("method", r.Method).Msg("imaging: admin request with no or a wrong token refused")
+				w.Header().Set("WWW-Authenticate", `Bearer realm="mtftpd imaging"`)
+				http.Error(w, "needs Authorization: Bearer <imaging.admin_token>", http.StatusUnauthorized)
+				return
+			}
+			h(w, r)
+		}
+	}
+	mux.HandleFunc("POST /api/imaging/tasks", admin(func(w http.ResponseWriter, r *http.Request) {
+		var t Task
+		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxTaskBody))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&t); err != nil {
+			if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+				http.Error(w, fmt.Sprintf("task larger than %d bytes", maxTaskBody), http.StatusRequestEntityTooLarge)
+				return
+			}
+			http.Error(w, "task: not JSON as in [[imaging.task]]: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		if err := m.AddTask(t); err != nil {
+			http.Error(w, err.Error(), httpCode(err))
+			return
+		}
+		tasks, _ := m.Status()
+		for _, x := range tasks {
+			if x.Name == t.Name {
+				writeJSON(w, http.StatusCreated, x)
+				return
+			}
+		}
+		w.WriteHeader(http.StatusCreated)
+	}))
+	mux.HandleFunc("DELETE /api/imaging/tasks/{name}", admin(func(w http.ResponseWriter, r *http.Request) {
+		if err := m.Cancel(r.PathValue("name")); err != nil {
+			http.Error(w, err.Error(), httpCode(err))
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	return mux
+}
+
+// Collector exports the manager's metrics: mtftpd_imaging_machines by
+// state, mtftpd_imaging_bytes_written_total (as the agents reported it)
+// and the mtftpd_imaging_deploy_seconds histogram.
+func (m *Manager) Collector() prometheus.Collector { return collector{m} }
+
+type collector struct{ m *Manager }
+
+var (
+	machinesDesc = prometheus.NewDesc("mtftpd_imaging_machines", "Machine records of reimaging tasks, by state.", []string{"state"}, nil)
+	writtenDesc  = prometheus.NewDesc("mtftpd_imaging_bytes_written_total", "Bytes the deploy agents reported written to disks.", nil, nil)
+)
+
+func (c collector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- machinesDesc
+	ch <- writtenDesc
+	c.m.hist.Describe(ch)
+}
+
+func (c collector) Collect(ch chan<- prometheus.Metric) {
+	m := c.m
+	counts := map[string]int{}
+	m.mu.Lock()
+	for _, r := range m.machines {
+		counts[r.State]++
+	}
+	written := m.written
+	m.mu.Unlock()
+	for _, s := range States {
+		ch <- prometheus.MustNewConstMetric(machinesDesc, prometheus.GaugeValue, float64(counts[s]), s)
+	}
+	ch <- prometheus.MustNewConstMetric(writtenDesc, prometheus.CounterValue, float64(written))
+	m.hist.Collect(ch)
+}

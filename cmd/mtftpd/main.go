@@ -25,6 +25,8 @@ Usage:
   mtftpd image verify IMAGE
   mtftpd image deploy [--http URL] [--unicast] [--assume-blank] [--no-resume] [--verify] SERVER IMAGE DISK
   mtftpd image capture [--token-file F] DISK URL
+  mtftpd image initrd -o deploy.cpio.gz [--kernel-modules DIR] [--modules a,b,...] [--binary PATH]
+  mtftpd agent [--cmdline TEXT] [--init] [--no-net] [--no-after]
   mtftpd bench tftp --target HOST:PORT --file NAME --clients N [--profile bios|uefi|ipxe|linux|custom] [--duration D] [--verify sha256:HEX] [--json FILE]
   mtftpd bench compare A.json B.json
   mtftpd bench dhcp --iface IF --clients N [--concurrency C] [--pxe] [--arch N] [--release] [--timeout D] [--json FILE]
@@ -34,6 +36,11 @@ Run 'mtftpd serve --help' or 'mtftpd get --help' for the flags.
 `
 
 func main() {
+	// As /init of the deploy environment (docs/imaging.md, "Agent") the
+	// kernel starts mtftpd as PID 1, with no subcommand to read.
+	if os.Getpid() == 1 {
+		runAsInit()
+	}
 	if len(os.Args) < 2 {
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
@@ -50,6 +57,8 @@ func main() {
 		err = runStatus(os.Args[2:])
 	case "image":
 		err = runImage(os.Args[2:])
+	case "agent":
+		err = runAgent(os.Args[2:])
 	case "version", "--version", "-v":
 		fmt.Println("mtftpd", buildVersion())
 	case "help", "--help", "-h":

@@ -98,7 +98,34 @@ const (
 	nicWait     = 15 * time.Second
 	carrierWait = 10 * time.Second
 	dhcpRounds  = 4
+	entropyWait = 60 * time.Second
 )
+
+// waitEntropy waits, bounded, until the kernel's random pool is
+// initialised: the DHCP client's transaction ID comes from crypto/rand,
+// whose getrandom(2) blocks until then, without bound. A CPU with RDRAND
+// (every x86-64 since about 2013) has it at boot; QEMU's TCG default CPU
+// has none and, without a virtio-rng device, was seen to wait more than
+// five minutes.
+func waitEntropy(out io.Writer) error {
+	var b [1]byte
+	if _, err := unix.Getrandom(b[:], unix.GRND_NONBLOCK); err == nil || !errors.Is(err, unix.EAGAIN) {
+		return nil
+	}
+	fmt.Fprintf(out, Prefix+"waiting for the kernel's random pool (no RDRAND or hardware RNG; QEMU: -device virtio-rng-pci)\n")
+	ready := make(chan struct{})
+	go func() { // a blocking read makes the kernel gather jitter entropy (random.c, try_to_generate_entropy)
+		var b [1]byte
+		unix.Getrandom(b[:], 0)
+		close(ready)
+	}()
+	select {
+	case <-ready:
+		return nil
+	case <-time.After(entropyWait):
+		return fmt.Errorf("the kernel's random pool is not initialised after %v (no RDRAND, no hardware RNG): give the machine an RNG (QEMU: -device virtio-rng-pci or -cpu max)", entropyWait)
+	}
+}
 
 // NetUp finds the NIC with mac (nil: the first non-loopback one with a
 // carrier), brings it up, gets an address by DHCP and configures it, the
@@ -126,6 +153,9 @@ func NetUp(ctx context.Context, out io.Writer, sysRoot string, mac net.HardwareA
 	}
 	if !waitCarrier(ctx, sysRoot, ifc.Name, carrierWait) {
 		fmt.Fprintf(out, Prefix+"%s has no carrier after %v; trying DHCP anyway\n", ifc.Name, carrierWait)
+	}
+	if err := waitEntropy(out); err != nil {
+		return "", nil, err
 	}
 	fmt.Fprintf(out, Prefix+"nic %s %s, asking DHCP\n", ifc.Name, ifc.HardwareAddr)
 	lease, err := dhcp(ctx, ifc.Name)

@@ -12,11 +12,14 @@ import (
 // DefaultModules are the drivers a deploy environment loads when they are
 // modules of its kernel: the common NICs (virtio, Intel, Realtek,
 // Broadcom), the common disk controllers (virtio, NVMe, AHCI, PIIX) and
-// the SCSI disk driver, and af_packet, which the DHCP client's raw socket
-// needs (Debian builds it in).
+// the SCSI disk driver, af_packet, which the DHCP client's raw socket
+// needs (Debian builds it in), and virtio_rng: a virtual machine whose CPU
+// has no RDRAND (QEMU's TCG default CPU) gets its first random numbers
+// from it instead of waiting minutes (the DHCP client's transaction ID
+// blocks on them).
 var DefaultModules = []string{
 	"virtio_net", "virtio_pci", "e1000", "e1000e", "igb", "igc", "ixgbe", "r8169", "tg3", "bnxt_en",
-	"virtio_blk", "virtio_scsi", "nvme", "ahci", "ata_piix", "sd_mod", "af_packet",
+	"virtio_blk", "virtio_scsi", "nvme", "ahci", "ata_piix", "sd_mod", "af_packet", "virtio_rng",
 }
 
 // ErrDepSyntax: a line of modules.dep is not "path: dep dep ...".

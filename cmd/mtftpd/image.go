@@ -21,7 +21,8 @@ const imageUsage = `Usage:
   mtftpd image info [--json] IMAGE
   mtftpd image verify [-q] IMAGE
   mtftpd image deploy [--http URL] [--unicast] [--assume-blank] [--no-resume] [--verify] [--min-receivers N] [--max-wait D] [--settle D] SERVER IMAGE DISK
-  mtftpd image capture [--token T | --token-file F] [--chunk-size N] DISK URL`
+  mtftpd image capture [--token T | --token-file F] [--chunk-size N] DISK URL
+  mtftpd image initrd -o deploy.cpio.gz [--kernel-modules DIR] [--modules a,b,...] [--binary PATH]`
 
 func runImage(args []string) error {
 	if len(args) == 0 {
@@ -38,6 +39,8 @@ func runImage(args []string) error {
 		return runImageDeploy(args[1:])
 	case "capture":
 		return runImageCapture(args[1:])
+	case "initrd":
+		return runImageInitrd(args[1:])
 	case "help", "--help", "-h":
 		fmt.Println(imageUsage)
 		return nil

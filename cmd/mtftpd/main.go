@@ -27,6 +27,8 @@ Usage:
   mtftpd image capture [--token-file F] DISK URL
   mtftpd imaging add --name N (--deploy IMAGE | --capture NAME) [--mac M]... [--host H]... [--unknown] [--after reboot|poweroff|wait] [--retries N]
   mtftpd imaging list | cancel NAME   [--server URL] [--config FILE] [--token T]
+  mtftpd image initrd -o deploy.cpio.gz [--kernel-modules DIR] [--modules a,b,...] [--binary PATH]
+  mtftpd agent [--cmdline TEXT] [--init] [--no-net] [--no-after]
   mtftpd bench tftp --target HOST:PORT --file NAME --clients N [--profile bios|uefi|ipxe|linux|custom] [--duration D] [--verify sha256:HEX] [--json FILE]
   mtftpd bench compare A.json B.json
   mtftpd bench dhcp --iface IF --clients N [--concurrency C] [--pxe] [--arch N] [--release] [--timeout D] [--json FILE]
@@ -36,6 +38,11 @@ Run 'mtftpd serve --help' or 'mtftpd get --help' for the flags.
 `
 
 func main() {
+	// As /init of the deploy environment (docs/imaging.md, "Agent") the
+	// kernel starts mtftpd as PID 1, with no subcommand to read.
+	if os.Getpid() == 1 {
+		runAsInit()
+	}
 	if len(os.Args) < 2 {
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
@@ -54,6 +61,8 @@ func main() {
 		err = runImage(os.Args[2:])
 	case "imaging":
 		err = runImaging(os.Args[2:])
+	case "agent":
+		err = runAgent(os.Args[2:])
 	case "version", "--version", "-v":
 		fmt.Println("mtftpd", buildVersion())
 	case "help", "--help", "-h":

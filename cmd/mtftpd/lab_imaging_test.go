@@ -34,7 +34,7 @@ func TestLabImagingLoop(t *testing.T) {
 			t.Fatalf("%s not found (make test installs it)", tool)
 		}
 	}
-	const machines = 4 // the last one's disk is too small
+	const machines = 4                                    // the last one's disk is too small
 	l := netlab.New(t, netlab.Options{Clients: machines}) // skips unless root
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -54,12 +56,29 @@ func (m *Manager) AgentHandler() http.Handler {
 
 func (m *Manager) serveTask(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	t, err := m.TaskFor(q.Get("mac"), q.Get("token"))
+	t, err := m.TaskFor(q.Get("mac"), q.Get("token"), m.agentVia(r))
 	if err != nil {
 		http.Error(w, err.Error(), httpCode(err))
 		return
 	}
 	writeJSON(w, http.StatusOK, t)
+}
+
+// agentVia is how the agent's request reached us: the base URL it used
+// (the mtftpd.http its own boot config gave it) and, with TFTPPort set,
+// the TFTP server on the address it came to.
+func (m *Manager) agentVia(r *http.Request) Via {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	v := Via{HTTP: scheme + "://" + r.Host}
+	if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok && m.TFTPPort != "" {
+		if ap, err := netip.ParseAddrPort(a.String()); err == nil && !ap.Addr().IsUnspecified() {
+			v.Server = net.JoinHostPort(ap.Addr().Unmap().String(), m.TFTPPort)
+		}
+	}
+	return v
 }
 
 func (m *Manager) serveReport(w http.ResponseWriter, r *http.Request) {

@@ -89,6 +89,10 @@ type Manager struct {
 	// Kernel and Initrd are the deploy environment, names under the TFTP
 	// root; Cmdline is appended to the agent's kernel arguments.
 	Kernel, Initrd, Cmdline string
+	// TFTPPort is the TFTP server's port: GET /imaging/task names the
+	// server at the address the agent's request came to, on this port
+	// ("" = the address the attempt was handed out on).
+	TFTPPort string
 	// MaxUnknown caps the records tasks with unknown = true may create.
 	MaxUnknown int
 	// StateFile, if set, makes tasks and machine records durable.
@@ -140,9 +144,8 @@ type machine struct {
 
 	Token   string    `json:"token,omitempty"`
 	Stale   []string  `json:"stale_tokens,omitempty"`
-	Handed  time.Time `json:"handed,omitzero"` // this attempt's hand-out
-	HTTP    string    `json:"http,omitempty"`  // the base URL and TFTP server it was handed
-	Server  string    `json:"server,omitempty"`
+	Handed  time.Time `json:"handed,omitzero"`  // this attempt's hand-out
+	Server  string    `json:"server,omitempty"` // the TFTP server it was handed
 	Attempt time.Time `json:"attempt_start,omitzero"`
 }
 
@@ -545,7 +548,7 @@ func (m *Manager) Decide(mac net.HardwareAddr, host string, known bool, via Via)
 		r.Token = newToken()
 		r.State, r.Handed, r.Attempt, r.Updated = StateBooting, now, now, now
 		r.Written, r.Total, r.Phases = 0, 0, nil
-		r.HTTP, r.Server = via.HTTP, via.Server
+		r.Server = via.Server
 		if r.Started.IsZero() {
 			r.Started = now
 		}

@@ -2,6 +2,7 @@ package imaging
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"net"
@@ -379,7 +380,7 @@ func TestAgentAPI(t *testing.T) {
 
 	// Capture: the task's token is a bearer for its own image name only.
 	ctok := tokenOf(t, m.Decide(mac2, "", false, via))
-	w = do(t, h, "GET", "/imaging/task?mac=52:54:00:00:00:02&token="+ctok, "", nil)
+	w = do(t, h, "GET", "http://192.0.2.1:8080/imaging/task?mac=52:54:00:00:00:02&token="+ctok, "", nil)
 	if json.Unmarshal(w.Body.Bytes(), &task) != nil || task.UploadURL != "http://192.0.2.1:8080/images/golden.img" || task.Action != "capture" {
 		t.Errorf("capture task: %s", w.Body)
 	}
@@ -504,4 +505,33 @@ func equalMachines(a, b []MachineStatus) bool {
 	x, _ := json.Marshal(a)
 	y, _ := json.Marshal(b)
 	return bytes.Equal(x, y)
+}
+
+// TestHostileRenderDoesNotRedirectAgent: anyone on the LAN can render a
+// machine's boot config, with a Host header of their choosing, and so
+// make its hand-out. The machine's agent must still be told to upload
+// (capture) and to fetch (server) where its own request went, not where
+// the attacker's render pointed.
+func TestHostileRenderDoesNotRedirectAgent(t *testing.T) {
+	c := &clock{time.Unix(1e9, 0)}
+	capt := Task{Name: "golden", Action: "capture", Image: "golden.img", MACs: []string{mac2.String()}}
+	m := newManager(t, c, "", capt)
+	m.TFTPPort = "69"
+	// The attacker renders first (Host: evil), the victim within the window.
+	evil := Via{HTTP: "http://198.51.100.66:8080", Server: "198.51.100.66:69"}
+	tok := tokenOf(t, m.Decide(mac2, "", false, evil))
+	if tokenOf(t, m.Decide(mac2, "", false, via)) != tok {
+		t.Fatal("a render within the window must repeat the hand-out")
+	}
+	r := httptest.NewRequest("GET", "http://192.0.2.1:8080/imaging/task?mac=52:54:00:00:00:02&token="+tok, nil)
+	r = r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, &net.TCPAddr{IP: net.ParseIP("192.0.2.1"), Port: 8080}))
+	w := httptest.NewRecorder()
+	m.AgentHandler().ServeHTTP(w, r)
+	var task AgentTask
+	if w.Code != 200 || json.Unmarshal(w.Body.Bytes(), &task) != nil {
+		t.Fatalf("task: %d %s", w.Code, w.Body)
+	}
+	if task.UploadURL != "http://192.0.2.1:8080/images/golden.img" || task.Server != "192.0.2.1:69" {
+		t.Errorf("upload_url %q, server %q: want the agent's own server, not the attacker's", task.UploadURL, task.Server)
+	}
 }

@@ -262,6 +262,13 @@ func (m *Manager) Report(rep Report) error {
 		return fmt.Errorf("%w: the machine is %s", ErrStale, r.State)
 	}
 	t := m.tasks[r.Task]
+	if rep.State == StateReceiving && r.State == StateVerifying {
+		// States only go forward in an attempt (the agent never goes back
+		// from verifying): a token holder flipping receiving and verifying
+		// would otherwise make every report a state change, each a whole
+		// state file written and fsynced.
+		rep.State = StateVerifying
+	}
 	if rep.Written > r.Written {
 		m.written += uint64(rep.Written - r.Written)
 	}

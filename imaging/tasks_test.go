@@ -535,3 +535,33 @@ func TestHostileRenderDoesNotRedirectAgent(t *testing.T) {
 		t.Errorf("upload_url %q, server %q: want the agent's own server, not the attacker's", task.UploadURL, task.Server)
 	}
 }
+
+// TestReportStateOnlyForward: a token holder alternating receiving and
+// verifying must not make each report a state file write.
+func TestReportStateOnlyForward(t *testing.T) {
+	c := &clock{time.Unix(1e9, 0)}
+	state := filepath.Join(t.TempDir(), "imaging.json")
+	m := newManager(t, c, state, deployTask("room", mac1))
+	tok := tokenOf(t, m.Decide(mac1, "", false, via))
+	for _, st := range []string{StateReceiving, StateVerifying} {
+		if err := m.Report(Report{MAC: mac1.String(), Token: tok, State: st, Written: 1, Total: 2}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Removed: any write from here on brings it back.
+	if err := os.Remove(state); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		st := []string{StateReceiving, StateVerifying}[i%2]
+		if err := m.Report(Report{MAC: mac1.String(), Token: tok, State: st, Written: 2, Total: 2}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := os.Stat(state); err == nil {
+		t.Errorf("the state file was rewritten by receiving/verifying flips")
+	}
+	if _, ms := m.Status(); ms[0].State != StateVerifying {
+		t.Errorf("state %s, want verifying", ms[0].State)
+	}
+}

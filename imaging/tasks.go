@@ -441,6 +441,35 @@ func (m *Manager) admissible(t Task) error {
 			return fmt.Errorf("%w: machine %s is %s in task %q", ErrExists, mac, r.State, r.Task)
 		}
 	}
+	other := ActionDeploy
+	if t.Action == ActionDeploy {
+		other = ActionCapture
+	}
+	if x := m.imageBusy(t.Image, other); x != nil {
+		return fmt.Errorf("%w: %s task %q has machines still to do with image %s: a capture must not replace an image a deploy serves", ErrExists, x.Action, x.Name, t.Image)
+	}
+	return nil
+}
+
+// imageBusy is a task that is not cancelled, of action, naming image, with
+// machines still to do (an unknown task always has); m.mu is held. A
+// capture replacing an image while a deploy task serves it would hand
+// the deploy's later machines another image than the one the admin
+// chose, and break the ones receiving it.
+func (m *Manager) imageBusy(image, action string) *taskRec {
+	for _, x := range m.tasks {
+		if x.Cancelled != nil || x.Action != action || x.Image != image {
+			continue
+		}
+		if x.Unknown {
+			return x
+		}
+		for _, r := range m.machines {
+			if r.Task == x.Name && !terminal(r.State) {
+				return x
+			}
+		}
+	}
 	return nil
 }
 
@@ -640,13 +669,14 @@ func (m *Manager) current(mac, token string) (*machine, error) {
 }
 
 // CaptureAllowed reports whether token is the current token of a machine
-// whose running capture task writes the image name: the capture upload
+// whose running capture task writes the image name, and no deploy task
+// with machines still to do serves that name: the capture upload
 // (Server.TaskToken) accepts it for that one name.
 func (m *Manager) CaptureAllowed(name, token string) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, t := range m.tasks {
-		if t.Action != ActionCapture || t.Image != name || t.Cancelled != nil {
+		if t.Action != ActionCapture || t.Image != name || t.Cancelled != nil || m.imageBusy(name, ActionDeploy) != nil {
 			continue
 		}
 		for _, mac := range m.macsOf(t.Task) {

@@ -565,3 +565,45 @@ func TestReportStateOnlyForward(t *testing.T) {
 		t.Errorf("state %s, want verifying", ms[0].State)
 	}
 }
+
+// TestCaptureNeverReplacesAServedImage: a capture task's token (which
+// anyone on the LAN can learn by rendering its machine's boot config)
+// must not open an image that a deploy task still serves; and such a
+// capture task is refused when added.
+func TestCaptureNeverReplacesAServedImage(t *testing.T) {
+	c := &clock{time.Unix(1e9, 0)}
+	// From the config both are taken; the upload is what must refuse.
+	capt := Task{Name: "recapture", Action: "capture", Image: "room.img", MACs: []string{mac2.String()}}
+	m := newManager(t, c, "", deployTask("room", mac1), capt)
+	ctok := tokenOf(t, m.Decide(mac2, "", false, via))
+	if m.CaptureAllowed("room.img", ctok) {
+		t.Errorf("a capture token opened room.img while task room still deploys it")
+	}
+	srv := &Server{Dir: m.Dir, Prefix: "/images/", TaskToken: m.CaptureAllowed, Log: m.Log}
+	if w := do(t, srv, "PUT", "/images/room.img", ctok, []byte("x")); w.Code != 401 {
+		t.Errorf("capture over a served image: %d, want 401", w.Code)
+	}
+	// Once the deploy is done with its machines, the capture may go on.
+	tok := tokenOf(t, m.Decide(mac1, "", false, via))
+	if err := m.Report(Report{MAC: mac1.String(), Token: tok, State: StateDone}); err != nil {
+		t.Fatal(err)
+	}
+	if !m.CaptureAllowed("room.img", ctok) {
+		t.Errorf("capture refused after the deploy task finished")
+	}
+	// Over the API: a deploy of an image a capture task is writing, and a
+	// capture of an image a deploy task serves, are 409.
+	if err := m.AddTask(deployTask("room2", mac3)); !errors.Is(err, ErrExists) {
+		t.Errorf("deploy task of an image being captured: %v, want ErrExists", err)
+	}
+	if err := m.Cancel("recapture"); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.AddTask(deployTask("room2", mac3)); err != nil {
+		t.Fatal(err)
+	}
+	err := m.AddTask(Task{Name: "cap2", Action: "capture", Image: "room.img", MACs: []string{"52:54:00:00:00:07"}})
+	if !errors.Is(err, ErrExists) {
+		t.Errorf("capture task over a served image: %v, want ErrExists", err)
+	}
+}

@@ -93,7 +93,9 @@ func (m *Manager) serveReport(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := m.Report(rep); err != nil {
 		if errors.Is(err, ErrToken) {
-			m.Log.Warn().Str("client", r.RemoteAddr).Str("mac", rep.MAC).Msg("imaging: report with a wrong token refused")
+			if ok, n := m.logs.Allow("report-token", time.Now()); ok {
+				m.Log.Warn().Str("client", r.RemoteAddr).Str("mac", rep.MAC).Uint64("suppressed", n).Msg("imaging: report with a wrong token refused")
+			}
 		}
 		http.Error(w, err.Error(), httpCode(err))
 		return
@@ -143,7 +145,10 @@ func (m *Manager) AdminHandler(token string, sessions func() []Session) http.Han
 			}
 			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
-				m.Log.Warn().Str("client", r.RemoteAddr).Str("method", r.Method).Msg("imaging: admin request with no or a wrong token refused")
+				if ok, n := m.logs.Allow("admin-token", time.Now()); ok {
+					m.Log.Warn().Str("client", r.RemoteAddr).Str("method", r.Method).Uint64("suppressed", n).
+						Msg("imaging: admin request with no or a wrong token refused")
+				}
 				w.Header().Set("WWW-Authenticate", `Bearer realm="mtftpd imaging"`)
 				http.Error(w, "needs Authorization: Bearer <imaging.admin_token>", http.StatusUnauthorized)
 				return

@@ -19,6 +19,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/mtftpd/mtftpd/internal/config"
+	"github.com/mtftpd/mtftpd/internal/loglimit"
 )
 
 // Task is a reimaging task as the config file and POST /api/imaging/tasks
@@ -110,6 +111,7 @@ type Manager struct {
 	unknowns int                 // records made for unknown tasks
 	written  uint64              // bytes reported written, over all machines
 	capped   time.Time           // last "max_unknown reached" log line
+	logs     loglimit.Limiter    // refusals a client can trigger per request: a line per kind per 10 s
 	hist     prometheus.Histogram
 
 	wmu sync.Mutex // one state file write at a time

@@ -607,3 +607,31 @@ func TestCaptureNeverReplacesAServedImage(t *testing.T) {
 		t.Errorf("capture task over a served image: %v, want ErrExists", err)
 	}
 }
+
+// TestRefusalsLogLimited: a flood of forged reports, admin requests and
+// uploads logs a line per kind per 10 s, not one per request.
+func TestRefusalsLogLimited(t *testing.T) {
+	c := &clock{time.Unix(1e9, 0)}
+	m := newManager(t, c, "", deployTask("room", mac1))
+	var logs bytes.Buffer
+	m.Log = zerolog.New(&logs)
+	tokenOf(t, m.Decide(mac1, "", false, via))
+	h, admin := m.AgentHandler(), m.AdminHandler("secret", nil)
+	srv := &Server{Dir: m.Dir, Prefix: "/images/", TaskToken: m.CaptureAllowed, Log: m.Log}
+	const flood = 200
+	for range flood {
+		if w := do(t, h, "POST", "/imaging/report", "", []byte(`{"mac":"52:54:00:00:00:01","token":"x","state":"receiving"}`)); w.Code != 403 {
+			t.Fatalf("forged report: %d", w.Code)
+		}
+		if w := do(t, admin, "DELETE", "/api/imaging/tasks/room", "wrong", nil); w.Code != 401 {
+			t.Fatalf("forged admin request: %d", w.Code)
+		}
+		if w := do(t, srv, "PUT", "/images/room.img", "wrong", nil); w.Code != 401 {
+			t.Fatalf("forged upload: %d", w.Code)
+		}
+	}
+	// A line per kind per 10 s: a few at most however slow the machine.
+	if n := strings.Count(logs.String(), "\n"); n > 3*5 {
+		t.Errorf("%d forged requests of 3 kinds logged %d lines, want at most 15", 3*flood, n)
+	}
+}

@@ -531,7 +531,7 @@ func (a *run) capture(ctx context.Context) error {
 	})
 	start := time.Now()
 	opts := image.CreateOptions{Progress: func(b int64) { read.Lock(); n = b; read.Unlock() }}
-	_, _, err = image.Capture(cctx, a.env.Client, src, t.UploadURL, a.cl.Token, meta, opts)
+	ix, _, err := image.Capture(cctx, a.env.Client, src, t.UploadURL, a.cl.Token, meta, opts)
 	stop()
 	if cause := context.Cause(cctx); err != nil && cause != nil && !errors.Is(cause, context.Canceled) {
 		err = cause
@@ -543,7 +543,10 @@ func (a *run) capture(ctx context.Context) error {
 		Phases: map[string]float64{"capture": time.Since(start).Seconds()}}); err != nil {
 		a.printf("could not report done: %v", err)
 	}
-	a.printf("done in %.1fs (%s captured)", time.Since(a.start).Seconds(), sizeString(src.Size()))
+	// The digest on the console is what the admin compares with the
+	// server's log: anyone holding the token could have uploaded first
+	// (docs/imaging.md, "Hostile LAN").
+	a.printf("done in %.1fs (%s captured, image_digest %x)", time.Since(a.start).Seconds(), sizeString(src.Size()), ix.Header.ImageDigest[:])
 	return nil
 }
 

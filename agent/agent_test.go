@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -305,6 +306,9 @@ func TestRunCapture(t *testing.T) {
 	}
 	if tr.srv.auth != "Bearer "+testToken {
 		t.Errorf("Authorization %q", tr.srv.auth)
+	}
+	if want := fmt.Sprintf("image_digest %x)", tr.srv.captured.Header.ImageDigest[:]); !strings.Contains(tr.out.String(), want) {
+		t.Errorf("console lacks %q (the admin compares it with the server's log):\n%s", want, tr.out)
 	}
 	if last := tr.srv.last(); last.State != StateDone || last.Total != int64(len(disk)) {
 		t.Errorf("last report %+v", last)

@@ -21,8 +21,10 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"path"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -250,6 +252,9 @@ func (a *run) do(ctx context.Context) error {
 		if bad != "" {
 			return fmt.Errorf("agent: task %s: after %q is none of reboot, poweroff, wait", a.task.Task, bad)
 		}
+	}
+	if err := checkDisk(a.task.Disk); err != nil {
+		return fmt.Errorf("agent: task %s: %w", a.task.Task, err)
 	}
 	switch a.task.Action {
 	case "deploy":
@@ -526,7 +531,7 @@ func (a *run) capture(ctx context.Context) error {
 	})
 	start := time.Now()
 	opts := image.CreateOptions{Progress: func(b int64) { read.Lock(); n = b; read.Unlock() }}
-	_, _, err = image.Capture(cctx, a.env.Client, src, t.UploadURL, a.cl.Token, meta, opts)
+	ix, _, err := image.Capture(cctx, a.env.Client, src, t.UploadURL, a.cl.Token, meta, opts)
 	stop()
 	if cause := context.Cause(cctx); err != nil && cause != nil && !errors.Is(cause, context.Canceled) {
 		err = cause
@@ -538,6 +543,34 @@ func (a *run) capture(ctx context.Context) error {
 		Phases: map[string]float64{"capture": time.Since(start).Seconds()}}); err != nil {
 		a.printf("could not report done: %v", err)
 	}
-	a.printf("done in %.1fs (%s captured)", time.Since(a.start).Seconds(), sizeString(src.Size()))
+	// The digest on the console is what the admin compares with the
+	// server's log: anyone holding the token could have uploaded first
+	// (docs/imaging.md, "Hostile LAN").
+	a.printf("done in %.1fs (%s captured, image_digest %x)", time.Since(a.start).Seconds(), sizeString(src.Size()), ix.Header.ImageDigest[:])
+	return nil
+}
+
+// taskDisk is the server's rule for a task's disk (internal/config,
+// ImagingTask.Check): a path under /dev.
+var taskDisk = regexp.MustCompile(`^/dev/[A-Za-z0-9._/-]{1,64}$`)
+
+// checkDisk refuses a task disk the server would never have sent: not a
+// /dev path, or not a block device (a rogue answer naming /dev/mem or
+// /dev/port must not be written, nor read out by a capture). "" is the
+// first disk large enough, picked from /sys/block.
+func checkDisk(disk string) error {
+	if disk == "" {
+		return nil
+	}
+	if !taskDisk.MatchString(disk) || strings.Contains(disk, "..") {
+		return fmt.Errorf("disk %q is not a device under /dev", disk)
+	}
+	fi, err := os.Stat(disk)
+	if err != nil {
+		return fmt.Errorf("disk %q: %w", disk, err)
+	}
+	if fi.Mode()&os.ModeDevice == 0 || fi.Mode()&os.ModeCharDevice != 0 {
+		return fmt.Errorf("disk %q is not a block device (%v)", disk, fi.Mode().Type())
+	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -306,10 +307,36 @@ func TestRunCapture(t *testing.T) {
 	if tr.srv.auth != "Bearer "+testToken {
 		t.Errorf("Authorization %q", tr.srv.auth)
 	}
+	if want := fmt.Sprintf("image_digest %x)", tr.srv.captured.Header.ImageDigest[:]); !strings.Contains(tr.out.String(), want) {
+		t.Errorf("console lacks %q (the admin compares it with the server's log):\n%s", want, tr.out)
+	}
 	if last := tr.srv.last(); last.State != StateDone || last.Total != int64(len(disk)) {
 		t.Errorf("last report %+v", last)
 	}
 	if len(tr.afters) != 1 || tr.afters[0] != AfterWait {
 		t.Errorf("afters %q", tr.afters)
+	}
+}
+
+// TestRunRefusesForeignDisk: a task (from a rogue server on the LAN)
+// naming something that is not a block device under /dev is refused
+// before anything is read or written, and the failure is reported.
+func TestRunRefusesForeignDisk(t *testing.T) {
+	// Paths a regression would write stay in the test's temp dir.
+	tmp := filepath.Join(t.TempDir(), "x")
+	for _, disk := range []string{"/dev/null", "/dev/.." + tmp, tmp} {
+		for _, action := range []string{"deploy", "capture"} {
+			task := Task{Task: "room-101", Action: action, Image: "room.img", ImagePath: "images/room.img", Disk: disk,
+				After: "poweroff", UploadURL: "http://127.0.0.1:9/images/x.img"}
+			tr := newTestRun(t, task, map[string]int64{"vda": 4 << 20})
+			makeImage(t, tr.srv.dir, 1<<20)
+			err := Run(context.Background(), tr.env)
+			if err == nil || !strings.Contains(err.Error(), disk) {
+				t.Errorf("%s to %s: %v, want a refusal naming the disk", action, disk, err)
+			}
+			if last := tr.srv.last(); last.State != StateFailed {
+				t.Errorf("%s to %s: last report %+v, want failed", action, disk, last)
+			}
+		}
 	}
 }

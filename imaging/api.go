@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -54,12 +56,29 @@ func (m *Manager) AgentHandler() http.Handler {
 
 func (m *Manager) serveTask(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	t, err := m.TaskFor(q.Get("mac"), q.Get("token"))
+	t, err := m.TaskFor(q.Get("mac"), q.Get("token"), m.agentVia(r))
 	if err != nil {
 		http.Error(w, err.Error(), httpCode(err))
 		return
 	}
 	writeJSON(w, http.StatusOK, t)
+}
+
+// agentVia is how the agent's request reached us: the base URL it used
+// (the mtftpd.http its own boot config gave it) and, with TFTPPort set,
+// the TFTP server on the address it came to.
+func (m *Manager) agentVia(r *http.Request) Via {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	v := Via{HTTP: scheme + "://" + r.Host}
+	if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok && m.TFTPPort != "" {
+		if ap, err := netip.ParseAddrPort(a.String()); err == nil && !ap.Addr().IsUnspecified() {
+			v.Server = net.JoinHostPort(ap.Addr().Unmap().String(), m.TFTPPort)
+		}
+	}
+	return v
 }
 
 func (m *Manager) serveReport(w http.ResponseWriter, r *http.Request) {
@@ -74,7 +93,9 @@ func (m *Manager) serveReport(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := m.Report(rep); err != nil {
 		if errors.Is(err, ErrToken) {
-			m.Log.Warn().Str("client", r.RemoteAddr).Str("mac", rep.MAC).Msg("imaging: report with a wrong token refused")
+			if ok, n := m.logs.Allow("report-token", time.Now()); ok {
+				m.Log.Warn().Str("client", r.RemoteAddr).Str("mac", rep.MAC).Uint64("suppressed", n).Msg("imaging: report with a wrong token refused")
+			}
 		}
 		http.Error(w, err.Error(), httpCode(err))
 		return
@@ -124,7 +145,10 @@ func (m *Manager) AdminHandler(token string, sessions func() []Session) http.Han
 			}
 			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
-				m.Log.Warn().Str("client", r.RemoteAddr).Str("method", r.Method).Msg("imaging: admin request with no or a wrong token refused")
+				if ok, n := m.logs.Allow("admin-token", time.Now()); ok {
+					m.Log.Warn().Str("client", r.RemoteAddr).Str("method", r.Method).Uint64("suppressed", n).
+						Msg("imaging: admin request with no or a wrong token refused")
+				}
 				w.Header().Set("WWW-Authenticate", `Bearer realm="mtftpd imaging"`)
 				http.Error(w, "needs Authorization: Bearer <imaging.admin_token>", http.StatusUnauthorized)
 				return

@@ -31,6 +31,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/mtftpd/mtftpd/image"
+	"github.com/mtftpd/mtftpd/internal/loglimit"
 )
 
 // DefaultMaxImageSize caps a captured image file (the stored, compressed
@@ -69,7 +70,8 @@ type Server struct {
 	Log zerolog.Logger
 
 	mu     sync.Mutex
-	active map[string]bool // names being captured
+	active map[string]bool  // names being captured
+	logs   loglimit.Limiter // refusals: a line per kind per 10 s
 }
 
 // CaptureResult is the JSON answer to a successful capture.
@@ -107,7 +109,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	log := s.Log.With().Str("client", r.RemoteAddr).Str("path", r.URL.Path).Logger()
 	if !s.authorised(r, strings.TrimPrefix(r.URL.Path, s.Prefix)) {
-		log.Warn().Msg("imaging: capture refused: no or wrong upload token")
+		if ok, n := s.logs.Allow("capture-token", time.Now()); ok {
+			log.Warn().Uint64("suppressed", n).Msg("imaging: capture refused: no or wrong upload token")
+		}
 		w.Header().Set("WWW-Authenticate", `Bearer realm="mtftpd imaging"`)
 		http.Error(w, "capture needs the upload token (imaging.upload_token) or a capture task's token for this name", http.StatusUnauthorized)
 		return

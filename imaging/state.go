@@ -262,6 +262,13 @@ func (m *Manager) Report(rep Report) error {
 		return fmt.Errorf("%w: the machine is %s", ErrStale, r.State)
 	}
 	t := m.tasks[r.Task]
+	if rep.State == StateReceiving && r.State == StateVerifying {
+		// States only go forward in an attempt (the agent never goes back
+		// from verifying): a token holder flipping receiving and verifying
+		// would otherwise make every report a state change, each a whole
+		// state file written and fsynced.
+		rep.State = StateVerifying
+	}
 	if rep.Written > r.Written {
 		m.written += uint64(rep.Written - r.Written)
 	}
@@ -312,8 +319,12 @@ type AgentTask struct {
 }
 
 // TaskFor is the task of the machine mac's current attempt; the errors
-// are Report's.
-func (m *Manager) TaskFor(mac, token string) (AgentTask, error) {
+// are Report's. via is how the agent's own request reached the server:
+// upload_url and server are built from it, never from the render that
+// handed the attempt out, which anyone on the LAN may have made for this
+// MAC (with a Host header of their choosing: a capture would then upload
+// the disk to them). via.Server "" falls back to the hand-out's.
+func (m *Manager) TaskFor(mac, token string, via Via) (AgentTask, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	r, err := m.current(mac, token)
@@ -339,10 +350,13 @@ func (m *Manager) TaskFor(mac, token string) (AgentTask, error) {
 	a := AgentTask{
 		Task: t.Name, Action: t.Action, Image: t.Image, ImagePath: path, Disk: t.Disk, After: t.AfterOrDefault(),
 		Verify: t.VerifyOrDefault(), MinReceivers: t.MinReceivers, MaxWaitMS: t.MaxWait.Milliseconds(),
-		SettleMS: t.Settle.Milliseconds(), Server: r.Server,
+		SettleMS: t.Settle.Milliseconds(), Server: via.Server,
+	}
+	if a.Server == "" {
+		a.Server = r.Server
 	}
 	if t.Action == ActionCapture {
-		a.UploadURL = r.HTTP + "/" + path
+		a.UploadURL = strings.TrimSuffix(via.HTTP, "/") + "/" + path
 	}
 	return a, nil
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/mtftpd/mtftpd/internal/config"
+	"github.com/mtftpd/mtftpd/internal/loglimit"
 )
 
 // Task is a reimaging task as the config file and POST /api/imaging/tasks
@@ -89,6 +90,10 @@ type Manager struct {
 	// Kernel and Initrd are the deploy environment, names under the TFTP
 	// root; Cmdline is appended to the agent's kernel arguments.
 	Kernel, Initrd, Cmdline string
+	// TFTPPort is the TFTP server's port: GET /imaging/task names the
+	// server at the address the agent's request came to, on this port
+	// ("" = the address the attempt was handed out on).
+	TFTPPort string
 	// MaxUnknown caps the records tasks with unknown = true may create.
 	MaxUnknown int
 	// StateFile, if set, makes tasks and machine records durable.
@@ -106,6 +111,7 @@ type Manager struct {
 	unknowns int                 // records made for unknown tasks
 	written  uint64              // bytes reported written, over all machines
 	capped   time.Time           // last "max_unknown reached" log line
+	logs     loglimit.Limiter    // refusals a client can trigger per request: a line per kind per 10 s
 	hist     prometheus.Histogram
 
 	wmu sync.Mutex // one state file write at a time
@@ -140,9 +146,8 @@ type machine struct {
 
 	Token   string    `json:"token,omitempty"`
 	Stale   []string  `json:"stale_tokens,omitempty"`
-	Handed  time.Time `json:"handed,omitzero"` // this attempt's hand-out
-	HTTP    string    `json:"http,omitempty"`  // the base URL and TFTP server it was handed
-	Server  string    `json:"server,omitempty"`
+	Handed  time.Time `json:"handed,omitzero"`  // this attempt's hand-out
+	Server  string    `json:"server,omitempty"` // the TFTP server it was handed
 	Attempt time.Time `json:"attempt_start,omitzero"`
 }
 
@@ -438,6 +443,35 @@ func (m *Manager) admissible(t Task) error {
 			return fmt.Errorf("%w: machine %s is %s in task %q", ErrExists, mac, r.State, r.Task)
 		}
 	}
+	other := ActionDeploy
+	if t.Action == ActionDeploy {
+		other = ActionCapture
+	}
+	if x := m.imageBusy(t.Image, other); x != nil {
+		return fmt.Errorf("%w: %s task %q has machines still to do with image %s: a capture must not replace an image a deploy serves", ErrExists, x.Action, x.Name, t.Image)
+	}
+	return nil
+}
+
+// imageBusy is a task that is not cancelled, of action, naming image, with
+// machines still to do (an unknown task always has); m.mu is held. A
+// capture replacing an image while a deploy task serves it would hand
+// the deploy's later machines another image than the one the admin
+// chose, and break the ones receiving it.
+func (m *Manager) imageBusy(image, action string) *taskRec {
+	for _, x := range m.tasks {
+		if x.Cancelled != nil || x.Action != action || x.Image != image {
+			continue
+		}
+		if x.Unknown {
+			return x
+		}
+		for _, r := range m.machines {
+			if r.Task == x.Name && !terminal(r.State) {
+				return x
+			}
+		}
+	}
 	return nil
 }
 
@@ -545,7 +579,7 @@ func (m *Manager) Decide(mac net.HardwareAddr, host string, known bool, via Via)
 		r.Token = newToken()
 		r.State, r.Handed, r.Attempt, r.Updated = StateBooting, now, now, now
 		r.Written, r.Total, r.Phases = 0, 0, nil
-		r.HTTP, r.Server = via.HTTP, via.Server
+		r.Server = via.Server
 		if r.Started.IsZero() {
 			r.Started = now
 		}
@@ -637,13 +671,14 @@ func (m *Manager) current(mac, token string) (*machine, error) {
 }
 
 // CaptureAllowed reports whether token is the current token of a machine
-// whose running capture task writes the image name: the capture upload
+// whose running capture task writes the image name, and no deploy task
+// with machines still to do serves that name: the capture upload
 // (Server.TaskToken) accepts it for that one name.
 func (m *Manager) CaptureAllowed(name, token string) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, t := range m.tasks {
-		if t.Action != ActionCapture || t.Image != name || t.Cancelled != nil {
+		if t.Action != ActionCapture || t.Image != name || t.Cancelled != nil || m.imageBusy(name, ActionDeploy) != nil {
 			continue
 		}
 		for _, mac := range m.macsOf(t.Task) {

@@ -2,6 +2,7 @@ package imaging
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"net"
@@ -379,7 +380,7 @@ func TestAgentAPI(t *testing.T) {
 
 	// Capture: the task's token is a bearer for its own image name only.
 	ctok := tokenOf(t, m.Decide(mac2, "", false, via))
-	w = do(t, h, "GET", "/imaging/task?mac=52:54:00:00:00:02&token="+ctok, "", nil)
+	w = do(t, h, "GET", "http://192.0.2.1:8080/imaging/task?mac=52:54:00:00:00:02&token="+ctok, "", nil)
 	if json.Unmarshal(w.Body.Bytes(), &task) != nil || task.UploadURL != "http://192.0.2.1:8080/images/golden.img" || task.Action != "capture" {
 		t.Errorf("capture task: %s", w.Body)
 	}
@@ -504,4 +505,133 @@ func equalMachines(a, b []MachineStatus) bool {
 	x, _ := json.Marshal(a)
 	y, _ := json.Marshal(b)
 	return bytes.Equal(x, y)
+}
+
+// TestHostileRenderDoesNotRedirectAgent: anyone on the LAN can render a
+// machine's boot config, with a Host header of their choosing, and so
+// make its hand-out. The machine's agent must still be told to upload
+// (capture) and to fetch (server) where its own request went, not where
+// the attacker's render pointed.
+func TestHostileRenderDoesNotRedirectAgent(t *testing.T) {
+	c := &clock{time.Unix(1e9, 0)}
+	capt := Task{Name: "golden", Action: "capture", Image: "golden.img", MACs: []string{mac2.String()}}
+	m := newManager(t, c, "", capt)
+	m.TFTPPort = "69"
+	// The attacker renders first (Host: evil), the victim within the window.
+	evil := Via{HTTP: "http://198.51.100.66:8080", Server: "198.51.100.66:69"}
+	tok := tokenOf(t, m.Decide(mac2, "", false, evil))
+	if tokenOf(t, m.Decide(mac2, "", false, via)) != tok {
+		t.Fatal("a render within the window must repeat the hand-out")
+	}
+	r := httptest.NewRequest("GET", "http://192.0.2.1:8080/imaging/task?mac=52:54:00:00:00:02&token="+tok, nil)
+	r = r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, &net.TCPAddr{IP: net.ParseIP("192.0.2.1"), Port: 8080}))
+	w := httptest.NewRecorder()
+	m.AgentHandler().ServeHTTP(w, r)
+	var task AgentTask
+	if w.Code != 200 || json.Unmarshal(w.Body.Bytes(), &task) != nil {
+		t.Fatalf("task: %d %s", w.Code, w.Body)
+	}
+	if task.UploadURL != "http://192.0.2.1:8080/images/golden.img" || task.Server != "192.0.2.1:69" {
+		t.Errorf("upload_url %q, server %q: want the agent's own server, not the attacker's", task.UploadURL, task.Server)
+	}
+}
+
+// TestReportStateOnlyForward: a token holder alternating receiving and
+// verifying must not make each report a state file write.
+func TestReportStateOnlyForward(t *testing.T) {
+	c := &clock{time.Unix(1e9, 0)}
+	state := filepath.Join(t.TempDir(), "imaging.json")
+	m := newManager(t, c, state, deployTask("room", mac1))
+	tok := tokenOf(t, m.Decide(mac1, "", false, via))
+	for _, st := range []string{StateReceiving, StateVerifying} {
+		if err := m.Report(Report{MAC: mac1.String(), Token: tok, State: st, Written: 1, Total: 2}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Removed: any write from here on brings it back.
+	if err := os.Remove(state); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		st := []string{StateReceiving, StateVerifying}[i%2]
+		if err := m.Report(Report{MAC: mac1.String(), Token: tok, State: st, Written: 2, Total: 2}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := os.Stat(state); err == nil {
+		t.Errorf("the state file was rewritten by receiving/verifying flips")
+	}
+	if _, ms := m.Status(); ms[0].State != StateVerifying {
+		t.Errorf("state %s, want verifying", ms[0].State)
+	}
+}
+
+// TestCaptureNeverReplacesAServedImage: a capture task's token (which
+// anyone on the LAN can learn by rendering its machine's boot config)
+// must not open an image that a deploy task still serves; and such a
+// capture task is refused when added.
+func TestCaptureNeverReplacesAServedImage(t *testing.T) {
+	c := &clock{time.Unix(1e9, 0)}
+	// From the config both are taken; the upload is what must refuse.
+	capt := Task{Name: "recapture", Action: "capture", Image: "room.img", MACs: []string{mac2.String()}}
+	m := newManager(t, c, "", deployTask("room", mac1), capt)
+	ctok := tokenOf(t, m.Decide(mac2, "", false, via))
+	if m.CaptureAllowed("room.img", ctok) {
+		t.Errorf("a capture token opened room.img while task room still deploys it")
+	}
+	srv := &Server{Dir: m.Dir, Prefix: "/images/", TaskToken: m.CaptureAllowed, Log: m.Log}
+	if w := do(t, srv, "PUT", "/images/room.img", ctok, []byte("x")); w.Code != 401 {
+		t.Errorf("capture over a served image: %d, want 401", w.Code)
+	}
+	// Once the deploy is done with its machines, the capture may go on.
+	tok := tokenOf(t, m.Decide(mac1, "", false, via))
+	if err := m.Report(Report{MAC: mac1.String(), Token: tok, State: StateDone}); err != nil {
+		t.Fatal(err)
+	}
+	if !m.CaptureAllowed("room.img", ctok) {
+		t.Errorf("capture refused after the deploy task finished")
+	}
+	// Over the API: a deploy of an image a capture task is writing, and a
+	// capture of an image a deploy task serves, are 409.
+	if err := m.AddTask(deployTask("room2", mac3)); !errors.Is(err, ErrExists) {
+		t.Errorf("deploy task of an image being captured: %v, want ErrExists", err)
+	}
+	if err := m.Cancel("recapture"); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.AddTask(deployTask("room2", mac3)); err != nil {
+		t.Fatal(err)
+	}
+	err := m.AddTask(Task{Name: "cap2", Action: "capture", Image: "room.img", MACs: []string{"52:54:00:00:00:07"}})
+	if !errors.Is(err, ErrExists) {
+		t.Errorf("capture task over a served image: %v, want ErrExists", err)
+	}
+}
+
+// TestRefusalsLogLimited: a flood of forged reports, admin requests and
+// uploads logs a line per kind per 10 s, not one per request.
+func TestRefusalsLogLimited(t *testing.T) {
+	c := &clock{time.Unix(1e9, 0)}
+	m := newManager(t, c, "", deployTask("room", mac1))
+	var logs bytes.Buffer
+	m.Log = zerolog.New(&logs)
+	tokenOf(t, m.Decide(mac1, "", false, via))
+	h, admin := m.AgentHandler(), m.AdminHandler("secret", nil)
+	srv := &Server{Dir: m.Dir, Prefix: "/images/", TaskToken: m.CaptureAllowed, Log: m.Log}
+	const flood = 200
+	for range flood {
+		if w := do(t, h, "POST", "/imaging/report", "", []byte(`{"mac":"52:54:00:00:00:01","token":"x","state":"receiving"}`)); w.Code != 403 {
+			t.Fatalf("forged report: %d", w.Code)
+		}
+		if w := do(t, admin, "DELETE", "/api/imaging/tasks/room", "wrong", nil); w.Code != 401 {
+			t.Fatalf("forged admin request: %d", w.Code)
+		}
+		if w := do(t, srv, "PUT", "/images/room.img", "wrong", nil); w.Code != 401 {
+			t.Fatalf("forged upload: %d", w.Code)
+		}
+	}
+	// A line per kind per 10 s: a few at most however slow the machine.
+	if n := strings.Count(logs.String(), "\n"); n > 3*5 {
+		t.Errorf("%d forged requests of 3 kinds logged %d lines, want at most 15", 3*flood, n)
+	}
 }

@@ -22,7 +22,7 @@ import (
 func newImaging(cfg config.Config, prefix string, log zerolog.Logger) (*imaging.Manager, error) {
 	im := cfg.Imaging
 	m := &imaging.Manager{Dir: im.Dir, Prefix: prefix, Kernel: im.Kernel, Initrd: im.Initrd, Cmdline: im.Cmdline,
-		MaxUnknown: im.MaxUnknown, StateFile: im.StateFile, Hosts: map[string]net.HardwareAddr{}, Log: log}
+		MaxUnknown: im.MaxUnknown, TFTPPort: portOf(cfg.TFTP.Listen), StateFile: im.StateFile, Hosts: map[string]net.HardwareAddr{}, Log: log}
 	for _, h := range cfg.DHCP.Hosts {
 		if mac, err := net.ParseMAC(h.MAC); err == nil && h.Hostname != "" {
 			m.Hosts[h.Hostname] = mac

@@ -352,7 +352,12 @@ func ovmfArgs(t *testing.T) []string {
 // diskArgs attaches a raw disk as virtio-blk with serial (the machine's
 // name, which the golden initrd prints) at boot position bootindex.
 // snapshot keeps the file unchanged (writes go to a temporary overlay).
+// virtio-blk serials are at most 20 bytes (the guest sees no more, the
+// virtio spec's VIRTIO_BLK_ID_BYTES): a longer name is a test bug.
 func diskArgs(path, serial string, bootindex int, snapshot bool) []string {
+	if len(serial) > 20 || strings.ContainsAny(serial, ", ") {
+		panic("diskArgs: serial " + serial + " is longer than 20 bytes or has a comma or space")
+	}
 	drive := "if=none,id=d0,format=raw,file=" + path
 	if snapshot {
 		drive += ",snapshot=on"
@@ -408,7 +413,7 @@ func TestGoldenDiskBoots(t *testing.T) {
 		{"ovmf", "grub", ovmfArgs(t)},
 	} {
 		t.Run(fw.name, func(t *testing.T) {
-			name := "golden-" + fw.name
+			name := "golden-" + fw.name // ≤ 20 bytes: diskArgs
 			r := runVM(t, nil, vmOptions{Timeout: 5 * time.Minute, Stop: []string{LocalBootMarker, "Kernel panic", "failed: I/O error", "Boot failed"}},
 				append(fw.args, diskArgs(disk, name, 1, true)...)...)
 			want := localBootLine(name) + fw.loader

@@ -67,8 +67,25 @@ exit 0
 `
 
 // buildInitrd writes a newc cpio archive with busybox (and the shared
-// libraries it needs), the e1000 module and the init script.
+// libraries it needs), the NIC modules and the kickstart init script.
 func buildInitrd(t *testing.T, release, out string) {
+	t.Helper()
+	// NIC drivers in load order (dependencies first): e1000 for the BIOS
+	// machine, virtio-net for UEFI.
+	buildBusyboxInitrd(t, release, out, initScript, map[string]string{"udhcpc.sh": udhcpcScript},
+		"drivers/virtio/virtio_ring.ko", "drivers/virtio/virtio.ko",
+		"drivers/virtio/virtio_pci_legacy_dev.ko", "drivers/virtio/virtio_pci_modern_dev.ko",
+		"drivers/virtio/virtio_pci.ko", "net/core/failover.ko", "drivers/net/net_failover.ko",
+		"drivers/net/virtio_net.ko", "drivers/net/ethernet/intel/e1000/e1000.ko")
+}
+
+// buildBusyboxInitrd writes a newc cpio archive with busybox (and the
+// shared libraries it needs), init as /init, the scripts (name → text,
+// executable) and the kernel modules (paths under the release's kernel/
+// directory) as lib/modules/NN-name.ko, numbered in the order given so
+// that an init loading /lib/modules/*.ko in name order loads
+// dependencies first.
+func buildBusyboxInitrd(t *testing.T, release, out, init string, scripts map[string]string, modules ...string) {
 	t.Helper()
 	stage := t.TempDir()
 	mk := func(p string, data []byte, mode os.FileMode) {
@@ -100,19 +117,14 @@ func buildInitrd(t *testing.T, release, out string) {
 			copyIn(m, strings.TrimPrefix(m, "/"), 0o755)
 		}
 	}
-	// NIC drivers in load order (dependencies first; the init script loads
-	// them in name order): e1000 for the BIOS machine, virtio-net for UEFI.
-	for i, m := range []string{
-		"drivers/virtio/virtio_ring.ko", "drivers/virtio/virtio.ko",
-		"drivers/virtio/virtio_pci_legacy_dev.ko", "drivers/virtio/virtio_pci_modern_dev.ko",
-		"drivers/virtio/virtio_pci.ko", "net/core/failover.ko", "drivers/net/net_failover.ko",
-		"drivers/net/virtio_net.ko", "drivers/net/ethernet/intel/e1000/e1000.ko",
-	} {
+	for i, m := range modules {
 		src := fmt.Sprintf("/lib/modules/%s/kernel/%s", release, m)
 		copyIn(src, fmt.Sprintf("lib/modules/%02d-%s", i, filepath.Base(m)), 0o644)
 	}
-	mk("init", []byte(initScript), 0o755)
-	mk("udhcpc.sh", []byte(udhcpcScript), 0o755)
+	mk("init", []byte(init), 0o755)
+	for name, text := range scripts {
+		mk(name, []byte(text), 0o755)
+	}
 	for _, d := range []string{"proc", "sys", "dev", "tmp", "etc"} {
 		os.MkdirAll(filepath.Join(stage, d), 0o755)
 	}

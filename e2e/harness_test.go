@@ -108,9 +108,28 @@ func (s *server) stop(t *testing.T) {
 
 // qemuResult is what a boot printed on its serial console.
 type qemuResult struct {
-	Serial string
-	Err    error
+	Serial  string
+	Err     error
+	Stopped string        // the stop string that ended the run ("" when the VM exited or timed out)
+	Elapsed time.Duration // from QEMU's start to the stop string, exit or timeout
 }
+
+// vmOptions changes how runVM and bootVMs run a machine. The zero value is
+// runQEMU's behaviour.
+type vmOptions struct {
+	// Timeout bounds the run; 0 means 5 minutes.
+	Timeout time.Duration
+	// Reboot lets the guest reboot (no -no-reboot): a reboot is a new
+	// firmware boot, which is how a reimaged machine comes back to the
+	// network. Without it a guest reboot ends QEMU.
+	Reboot bool
+	// Stop ends the run as soon as the serial console shows any of these;
+	// nil means the kickstart initrd's marker and failure lines.
+	Stop []string
+}
+
+// defaultStop is what the kickstart initrd prints when it is done.
+var defaultStop = []string{Marker, "kickstart fetch failed", "end Kernel panic"}
 
 // runQEMU boots a machine on lab tap `tap` inside the switch namespace and
 // returns its serial output once the marker (or failure) appears, the VM
@@ -118,40 +137,167 @@ type qemuResult struct {
 // "QEMU and firmware": KVM is not usable here).
 func runQEMU(t *testing.T, lab *netlab.Lab, timeout time.Duration, args ...string) qemuResult {
 	t.Helper()
+	return runVM(t, lab, vmOptions{Timeout: timeout}, args...)
+}
+
+// runVM is runQEMU with options.
+func runVM(t *testing.T, lab *netlab.Lab, o vmOptions, args ...string) qemuResult {
+	t.Helper()
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
 		t.Skip("qemu-system-x86_64 not installed (make test installs qemu-system-x86)")
 	}
-	serial := filepath.Join(t.TempDir(), "serial.log")
-	base := []string{"-accel", "tcg", "-m", "512", "-nodefaults", "-display", "none", "-no-reboot",
-		"-serial", "file:" + serial}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	cmd := lab.Command(ctx, "sw", "qemu-system-x86_64", append(base, args...)...)
-	var out syncBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
+	v, err := startVM(lab, o, filepath.Join(t.TempDir(), "serial.log"), args...)
+	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	read := func() string { b, _ := os.ReadFile(serial); return string(b) }
-	var err error
+	return v.wait()
+}
+
+// vmSpec is one machine for bootVMs.
+type vmSpec struct {
+	Name string   // for messages
+	Args []string // QEMU arguments after the common ones
+	Stop []string // overrides vmOptions.Stop for this machine when set
+}
+
+// bootVMs starts every machine at once (in the lab's switch namespace, so
+// their taps are on the lab bridge) and waits until each one shows one of
+// its stop strings, exits or reaches o.Timeout. Results are in spec
+// order. A QEMU that does not start fails the test after the others are
+// stopped.
+func bootVMs(t *testing.T, lab *netlab.Lab, o vmOptions, specs ...vmSpec) []qemuResult {
+	t.Helper()
+	requireTools(t, "qemu-system-x86_64")
+	dir := t.TempDir()
+	vms := make([]*vm, len(specs))
+	for i, s := range specs {
+		vo := o
+		if s.Stop != nil {
+			vo.Stop = s.Stop
+		}
+		v, err := startVM(lab, vo, filepath.Join(dir, fmt.Sprintf("serial-%d.log", i)), s.Args...)
+		if err != nil {
+			for _, started := range vms[:i] {
+				started.kill()
+			}
+			t.Fatalf("vm %d (%s): %v", i, s.Name, err)
+		}
+		vms[i] = v
+	}
+	out := make([]qemuResult, len(vms))
+	done := make(chan struct{}, len(vms))
+	for i, v := range vms {
+		go func() {
+			out[i] = v.wait()
+			done <- struct{}{}
+		}()
+	}
+	for range vms {
+		<-done // each wait is bounded by its timeout
+	}
+	return out
+}
+
+// vm is a running QEMU.
+type vm struct {
+	cmd    *exec.Cmd
+	cancel context.CancelFunc
+	done   chan error
+	out    *syncBuffer
+	serial string
+	stop   []string
+	start  time.Time
+}
+
+// startVM starts QEMU (in the lab's switch namespace; with a nil lab in
+// this process's namespaces, for machines without a NIC) with its serial
+// console in the file serial.
+func startVM(lab *netlab.Lab, o vmOptions, serial string, args ...string) (*vm, error) {
+	if o.Timeout == 0 {
+		o.Timeout = 5 * time.Minute
+	}
+	if o.Stop == nil {
+		o.Stop = defaultStop
+	}
+	base := []string{"-accel", "tcg", "-m", "512", "-nodefaults", "-display", "none", "-serial", "file:" + serial}
+	if !o.Reboot {
+		base = append(base, "-no-reboot")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), o.Timeout)
+	var cmd *exec.Cmd
+	if lab != nil {
+		cmd = lab.Command(ctx, "sw", "qemu-system-x86_64", append(base, args...)...)
+	} else {
+		cmd = exec.CommandContext(ctx, "qemu-system-x86_64", append(base, args...)...)
+	}
+	v := &vm{cmd: cmd, cancel: cancel, done: make(chan error, 1), out: &syncBuffer{}, serial: serial, stop: o.Stop, start: time.Now()}
+	cmd.Stdout, cmd.Stderr = v.out, v.out
+	if err := cmd.Start(); err != nil {
+		cancel()
+		return nil, err
+	}
+	go func() { v.done <- cmd.Wait() }()
+	return v, nil
+}
+
+func (v *vm) read() string { b, _ := os.ReadFile(v.serial); return string(b) }
+
+func (v *vm) kill() {
+	v.cmd.Process.Kill()
+	<-v.done
+	v.cancel()
+}
+
+// wait returns once a stop string shows on the serial console (giving the
+// guest 5 s to power off by itself), QEMU exits, or the timeout kills it.
+func (v *vm) wait() qemuResult {
+	defer v.cancel()
 	for {
 		select {
-		case err = <-done:
-			return qemuResult{Serial: read() + out.String(), Err: err}
+		case err := <-v.done:
+			return qemuResult{Serial: v.read() + v.out.String(), Err: err, Elapsed: time.Since(v.start)}
 		case <-time.After(500 * time.Millisecond):
-			s := read()
-			if strings.Contains(s, Marker) || strings.Contains(s, "kickstart fetch failed") || strings.Contains(s, "end Kernel panic") {
-				// Let it power off by itself for a moment, then stop it.
-				select {
-				case err = <-done:
-				case <-time.After(5 * time.Second):
-					cmd.Process.Kill()
-					<-done
+			s := v.read()
+			for _, m := range v.stop {
+				if strings.Contains(s, m) {
+					elapsed := time.Since(v.start)
+					select {
+					case <-v.done:
+					case <-time.After(5 * time.Second):
+						v.cmd.Process.Kill()
+						<-v.done
+					}
+					return qemuResult{Serial: v.read(), Stopped: m, Elapsed: elapsed}
 				}
-				return qemuResult{Serial: read(), Err: nil}
 			}
+		}
+	}
+}
+
+// requireTools fails the test when a tool is missing and the test runs as
+// root (make test installs everything: scripts/test-deps.sh), and skips it
+// otherwise.
+func requireTools(t *testing.T, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Geteuid() == 0 {
+				t.Fatalf("%s not installed (scripts/test-deps.sh installs it): %v", tool, err)
+			}
+			t.Skipf("%s not installed and not root", tool)
+		}
+	}
+}
+
+// requireFiles is requireTools for files (firmware, ROMs, loaders).
+func requireFiles(t *testing.T, files ...string) {
+	t.Helper()
+	for _, f := range files {
+		if _, err := os.Stat(f); err != nil {
+			if os.Geteuid() == 0 {
+				t.Fatalf("%v (scripts/test-deps.sh installs it)", err)
+			}
+			t.Skipf("%v and not root", err)
 		}
 	}
 }

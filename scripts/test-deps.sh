@@ -9,14 +9,18 @@
 # qemu-io and qemu-nbd for the disk image tests (qemu-utils); loop
 # devices, partition tables and ext4 for the image deploy tests
 # (util-linux, mount, fdisk, e2fsprogs); headless chromium for the status
-# page.
+# page; the bootable golden disk of the reimage tests (e2e/golden_test.go):
+# extlinux (BIOS loader; mbr.bin is in syslinux-common), dosfstools and
+# mtools (the ESP, filled without mounting), grub-efi-amd64-bin
+# (grub-mkstandalone for \EFI\BOOT\BOOTX64.EFI).
 set -euo pipefail
 need=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 for p in curl atftp tftp-hpa busybox iproute2 nftables iptables util-linux \
   udhcpc isc-dhcp-client dnsmasq-base libwrap0 \
   qemu-system-x86 seabios ipxe-qemu ovmf pxelinux syslinux-common ipxe linux-image-amd64 cpio \
-  chromium qemu-utils util-linux mount fdisk e2fsprogs; do
+  chromium qemu-utils util-linux mount fdisk e2fsprogs \
+  extlinux dosfstools mtools grub-efi-amd64-bin; do
   have "$p" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

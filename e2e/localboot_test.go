@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -27,7 +28,10 @@ const (
 	ipxeExit1 = "#!ipxe\necho mtftpd e2e localboot: exit 1\nexit 1\necho " + localBootFailed + " exit returned\n"
 	// sanboot --drive 0x80 boots the first BIOS hard disk (INT 13h) from
 	// inside iPXE.
-	ipxeSanboot = "#!ipxe\necho mtftpd e2e localboot: sanboot\nsanboot --no-describe --drive 0x80 || echo " + localBootFailed + " sanboot: ${errno}\nexit\n"
+	// chain localboot.efi: a GRUB that starts the disk's EFI loader
+	// (examples/reimage-room/localboot-grub.cfg), for UEFI.
+	ipxeGrubChain = "#!ipxe\necho mtftpd e2e localboot: grub\nchain http://192.0.2.1:8080/localboot.efi || echo " + localBootFailed + " chain: ${errno}\nexit\n"
+	ipxeSanboot   = "#!ipxe\necho mtftpd e2e localboot: sanboot\nsanboot --no-describe --drive 0x80 || echo " + localBootFailed + " sanboot: ${errno}\nexit\n"
 )
 
 // pxelinuxLocal is pxelinux.cfg/default that boots the local disk.
@@ -73,7 +77,24 @@ func localBootRoot(t *testing.T, script string) string {
 	must(t, os.MkdirAll(filepath.Join(root, "pxelinux.cfg"), 0o755))
 	must(t, os.WriteFile(filepath.Join(root, "pxelinux.cfg/default"), []byte(pxelinuxLocal), 0o644))
 	must(t, os.WriteFile(filepath.Join(root, "boot.ipxe"), []byte(script), 0o644))
+	buildLocalbootEFI(t, filepath.Join(root, "localboot.efi"))
 	return root
+}
+
+// buildLocalbootEFI builds localboot.efi as examples/reimage-room/
+// localboot-grub.cfg tells the admin to: a standalone GRUB that starts
+// the first disk's EFI loader.
+func buildLocalbootEFI(t *testing.T, out string) {
+	t.Helper()
+	requireTools(t, "grub-mkstandalone")
+	cfg, err := filepath.Abs("../examples/reimage-room/localboot-grub.cfg")
+	must(t, err)
+	cmd := exec.Command("grub-mkstandalone", "-O", "x86_64-efi", "-o", out,
+		"--modules=part_gpt part_msdos fat chain search search_fs_file echo sleep",
+		"--locales=", "--fonts=", "--themes=", "boot/grub/grub.cfg="+cfg)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("grub-mkstandalone: %v\n%s", err, b)
+	}
 }
 
 // TestLocalBootAfterNetwork: the firmware boots the network first (NIC
@@ -104,6 +125,7 @@ func TestLocalBootAfterNetwork(t *testing.T) {
 		// Debian 12's ipxe.efi (2019) prints its "Press Ctrl-B" banner
 		// after the script exits, and then the serial stays silent: OVMF
 		// never tries the disk (watched for 200 s).
+		{name: "ovmf/grub-chain", disk: "ovmf-grub", uefi: true, script: ipxeGrubChain, boots: true, loader: "grub", fetched: "http /localboot.efi"},
 		{name: "ovmf/ipxe-exit", disk: "ovmf-exit", uefi: true, script: ipxeExit, silent: true, fetched: "http /boot.ipxe"},
 		{name: "ovmf/ipxe-exit-1", disk: "ovmf-exit-1", uefi: true, script: ipxeExit1, silent: true, fetched: "http /boot.ipxe"},
 	}

@@ -8,7 +8,7 @@ BIN := ./mtftpd
 TEST_TIMEOUT ?= 20m
 FUZZTIME ?= 5s
 
-.PHONY: help build run test test-go vet soak bench bench-dhcp bench-http bench-mcast bench-status bench-peers bench-image fuzz-smoke fuzz clean
+.PHONY: help build run test test-go e2e-slow vet soak bench bench-dhcp bench-http bench-mcast bench-status bench-peers bench-image fuzz-smoke fuzz clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -28,6 +28,9 @@ test: ## install test dependencies (Debian, idempotent) and run every test
 
 test-go: ## run the Go tests (race detector, shuffled)
 	$(GO) test -race -shuffle=on -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+e2e-slow: ## the slow firmware runs (root, QEMU): every local-boot command on SeaBIOS and OVMF, the golden disk booted directly
+	MTFTPD_E2E_SLOW=1 $(GO) test -count=1 -timeout 60m -v -run 'TestGoldenDiskBoots|TestLocalBootAfterNetwork' ./e2e
 
 vet: ## go vet and gofmt
 	$(GO) vet ./...

@@ -386,6 +386,7 @@ func uefiNIC(tap, mac string, bootindex int) []string {
 // = GRUB), and the initrd names the disk's serial. `mtftpd image create`
 // accepts it and qemu-img sees it as raw.
 func TestGoldenDiskBoots(t *testing.T) {
+	requireSlow(t)
 	requireTools(t, "qemu-system-x86_64", "qemu-img")
 	disk := filepath.Join(t.TempDir(), "golden.raw")
 	start := time.Now()

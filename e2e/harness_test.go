@@ -126,6 +126,10 @@ type vmOptions struct {
 	// Stop ends the run as soon as the serial console shows any of these;
 	// nil means the kickstart initrd's marker and failure lines.
 	Stop []string
+	// Until, if set, also ends the run once it returns true (polled with
+	// the serial console): for what only the server sees, such as a
+	// firmware's boot menu that never reaches the serial console.
+	Until func() bool
 }
 
 // defaultStop is what the kickstart initrd prints when it is done.
@@ -206,6 +210,7 @@ type vm struct {
 	out    *syncBuffer
 	serial string
 	stop   []string
+	until  func() bool
 	start  time.Time
 }
 
@@ -230,7 +235,7 @@ func startVM(lab *netlab.Lab, o vmOptions, serial string, args ...string) (*vm, 
 	} else {
 		cmd = exec.CommandContext(ctx, "qemu-system-x86_64", append(base, args...)...)
 	}
-	v := &vm{cmd: cmd, cancel: cancel, done: make(chan error, 1), out: &syncBuffer{}, serial: serial, stop: o.Stop, start: time.Now()}
+	v := &vm{cmd: cmd, cancel: cancel, done: make(chan error, 1), out: &syncBuffer{}, serial: serial, stop: o.Stop, until: o.Until, start: time.Now()}
 	cmd.Stdout, cmd.Stderr = v.out, v.out
 	if err := cmd.Start(); err != nil {
 		cancel()
@@ -258,6 +263,11 @@ func (v *vm) wait() qemuResult {
 			return qemuResult{Serial: v.read() + v.out.String(), Err: err, Elapsed: time.Since(v.start)}
 		case <-time.After(500 * time.Millisecond):
 			s := v.read()
+			if v.until != nil && v.until() {
+				v.cmd.Process.Kill()
+				<-v.done
+				return qemuResult{Serial: v.read(), Stopped: "until", Elapsed: time.Since(v.start)}
+			}
 			for _, m := range v.stop {
 				if strings.Contains(s, m) {
 					elapsed := time.Since(v.start)

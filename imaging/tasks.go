@@ -589,6 +589,9 @@ func (m *Manager) Decide(mac net.HardwareAddr, host string, known bool, via Via)
 			Msg("imaging: deploy environment handed out")
 	} else {
 		d = Decision{Action: ActionLocal, State: r.State}
+		// Debug only: every render of a boot config for a named machine
+		// lands here, and anyone may ask for one.
+		m.Log.Debug().Str("mac", key).Str("task", r.Task).Str("state", r.State).Msg("imaging: local boot")
 	}
 	m.mu.Unlock()
 	if changed {

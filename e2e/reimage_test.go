@@ -188,7 +188,8 @@ settle = "2s"
 			t.Errorf("%s: no deploy and local boot after %v (qemu: %v):\n%s", m.name, r.Elapsed, r.Err, tail(r.Serial, 5000))
 			continue
 		}
-		t.Logf("%s: power-on to its own disk's marker in %v; %s", m.name, r.Elapsed.Round(time.Second), agentDone(r.Serial))
+		t.Logf("%s: power-on to its own disk's marker in %v; %s; %s", m.name, r.Elapsed.Round(time.Second),
+			timeline(logs, m.mac, start), agentDone(r.Serial))
 	}
 	if t.Failed() {
 		t.Fatalf("server:\n%s", tail(logs, 8000))
@@ -345,4 +346,29 @@ func agentDone(serial string) string {
 		}
 	}
 	return "no done line"
+}
+
+// timeline is when the server saw machine mac's steps, from start (the
+// log's times have a resolution of one second): the deploy environment
+// handed out (firmware, DHCP and iPXE behind it), the agent's done (its
+// boot, DHCP, image and verify), and the first local-boot decision after
+// it (the reboot, firmware, DHCP and iPXE again).
+func timeline(logs, mac string, start time.Time) string {
+	at := map[string]time.Duration{}
+	for _, line := range strings.Split(logs, "\n") {
+		var e struct {
+			Message, MAC string
+			Time         time.Time
+		}
+		if json.Unmarshal([]byte(line), &e) != nil || e.MAC != mac {
+			continue
+		}
+		for _, step := range []string{"imaging: deploy environment handed out", "imaging: machine done", "imaging: local boot"} {
+			if _, seen := at[step]; !seen && e.Message == step {
+				at[step] = e.Time.Sub(start).Round(time.Second)
+			}
+		}
+	}
+	return fmt.Sprintf("server: deploy env at %v, done at %v, local boot at %v", at["imaging: deploy environment handed out"],
+		at["imaging: machine done"], at["imaging: local boot"])
 }

@@ -113,6 +113,31 @@ type Session struct {
 	Blocks    int       `json:"blocks"`
 	Position  int       `json:"position"`
 	Start     time.Time `json:"start"`
+	// Size is the file's bytes; WireBytes what the session sent so far
+	// (data and repairs), RateMBps its average since Start, WireRatio
+	// WireBytes ÷ Size. ETASeconds estimates the time until all are done:
+	// the file's bytes not yet sent once, at RateMBps (repairs to come
+	// are not counted); -1 before anything was sent.
+	Size       int64   `json:"size"`
+	WireBytes  int64   `json:"wire_bytes"`
+	RateMBps   float64 `json:"rate_MBps"`
+	WireRatio  float64 `json:"wire_ratio"`
+	ETASeconds float64 `json:"eta_seconds"`
+}
+
+// SessionStats fills the derived fields from the blocks sent (repairs
+// among them) of blockSize bytes, at now.
+func (s *Session) SessionStats(sent, repairs uint64, blockSize int, now time.Time) {
+	s.WireBytes = int64(sent) * int64(blockSize)
+	s.ETASeconds = -1
+	elapsed := now.Sub(s.Start).Seconds()
+	if s.WireBytes == 0 || elapsed <= 0 || s.Size <= 0 {
+		return
+	}
+	s.RateMBps = float64(s.WireBytes) / elapsed / 1e6
+	s.WireRatio = float64(s.WireBytes) / float64(s.Size)
+	left := max(0, s.Size-int64(sent-min(repairs, sent))*int64(blockSize))
+	s.ETASeconds = float64(left) / (s.RateMBps * 1e6)
 }
 
 // Overview is the GET /api/imaging body.

@@ -213,7 +213,12 @@ func writeImaging(w io.Writer, o imaging.Overview) {
 	}
 	tw.Flush()
 	for _, s := range o.Sessions {
-		fmt.Fprintf(w, "multicast %s %s: %d receivers, block %d / %d\n", s.Dialect, status.Printable(s.File), s.Receivers, s.Position, s.Blocks)
+		eta := "-"
+		if s.ETASeconds >= 0 {
+			eta = (time.Duration(s.ETASeconds) * time.Second).String()
+		}
+		fmt.Fprintf(w, "multicast %s %s: %d receivers, %.1f MB/s, wire %.2f× the file, about %s to go\n",
+			s.Dialect, status.Printable(s.File), s.Receivers, s.RateMBps, s.WireRatio, eta)
 	}
 }
 

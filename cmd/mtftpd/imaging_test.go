@@ -114,6 +114,24 @@ initrd = "deploy/deploy.cpio.gz"
 	if out, _ := mtftpd(t, "status", base); !strings.Contains(out, "receiving") {
 		t.Errorf("status does not show the machine:\n%s", out)
 	}
+	// The status page, rendered by a real browser, shows the machine in
+	// its reimaging table.
+	if chromium, err := exec.LookPath("chromium"); err != nil {
+		if os.Geteuid() == 0 {
+			t.Fatal("chromium not installed (make test installs it)")
+		}
+	} else {
+		cmd := exec.Command(chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+			"--user-data-dir="+filepath.Join(dir, "chromium"), "--virtual-time-budget=5000", "--dump-dom", base+"/status/")
+		dom, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("chromium: %v", err)
+		}
+		row := regexp.MustCompile(`<tr><td[^>]*>52:54:00:00:00:01</td><td[^>]*>room</td><td[^>]*><span[^>]*>receiving</span></td>.*?25 %`)
+		if !row.Match(dom) || strings.Contains(string(dom), `id="imaging-section" hidden`) {
+			t.Errorf("the status page's reimaging table lacks the machine:\n%s", dom)
+		}
+	}
 	resp, err = http.Get(base + "/metrics")
 	if err != nil {
 		t.Fatal(err)

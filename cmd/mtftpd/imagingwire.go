@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -73,8 +74,10 @@ func imagingSessions(mc *mtftp.Server, prefix string) func() []imaging.Session {
 			if !strings.HasPrefix(s.File, prefix+"/") {
 				continue
 			}
-			out = append(out, imaging.Session{Dialect: s.Dialect, File: s.File, Group: s.Group.String(), Receivers: len(s.Receivers),
-				Blocks: s.Blocks, Position: s.Position, Start: s.Start})
+			is := imaging.Session{Dialect: s.Dialect, File: s.File, Group: s.Group.String(), Receivers: len(s.Receivers),
+				Blocks: s.Blocks, Position: s.Position, Start: s.Start, Size: s.Size}
+			is.SessionStats(s.Sent, s.Repairs, s.BlockSize, time.Now())
+			out = append(out, is)
 		}
 		return out
 	}

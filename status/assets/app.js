@@ -123,6 +123,15 @@ async function pollImaging() {
       ["Time", m.started ? span(m.seconds * 1000) : "—", "num"],
       ["Reason", m.reason || ""],
     ])));
+    // Per image stream: receivers, rate, bytes on the wire per byte of
+    // the image, and the estimated time until all are done.
+    fill("imaging-sessions", o.sessions.map(x => row([
+      ["Image stream", x.file + " (" + x.dialect + ")"],
+      ["Receivers", String(x.receivers), "num"],
+      ["Rate", rate(x.rate_MBps * 1e6), "num"],
+      ["Wire", x.wire_ratio > 0 ? x.wire_ratio.toFixed(2) + "×" : "—", "num"],
+      ["To go", x.eta_seconds >= 0 ? span(x.eta_seconds * 1000) : "—", "num"],
+    ])));
   } catch (e) {
     // The transfers poll reports an unreachable server.
   }

@@ -223,6 +223,13 @@ func (a *run) printf(format string, args ...any) {
 
 func (a *run) reportable() bool { return a.cl.HTTP != "" && a.cl.Token != "" && a.mac != nil }
 
+// cmdlineTask is the deploy a command line names without a server task:
+// verified, multicast from mtftpd.server when given, else HTTP.
+func cmdlineTask(cl Cmdline) Task {
+	return Task{Task: "cmdline", Action: "deploy", Image: path.Base(cl.Image), ImagePath: cl.Image, Disk: cl.Disk,
+		After: cl.After, Verify: true, Server: cl.Server}
+}
+
 func (a *run) do(ctx context.Context) error {
 	cl, err := ParseCmdline(a.env.Cmdline)
 	a.cl = cl
@@ -243,7 +250,10 @@ func (a *run) do(ctx context.Context) error {
 	if a.mac == nil {
 		return fmt.Errorf("%w: no mtftpd.mac= or BOOTIF=, and no NIC chosen", ErrCmdline)
 	}
-	if a.task, err = a.fetchTask(ctx); err != nil {
+	if cl.Image != "" {
+		a.task = cmdlineTask(cl)
+		a.printf("task from the command line: deploy %s -> %s (nothing is reported)", cl.Image, cl.Disk)
+	} else if a.task, err = a.fetchTask(ctx); err != nil {
 		return err
 	}
 	if a.task.After != AfterReboot && a.task.After != AfterPoweroff && a.task.After != AfterWait {
@@ -325,6 +335,9 @@ func (a *run) retry(ctx context.Context, tries int, what string, f func() (again
 // post sends one report; a 403 or 409 maps to the errors that end the
 // attempt.
 func (a *run) post(ctx context.Context, r Report) (again bool, err error) {
+	if !a.reportable() {
+		return false, nil // a command-line task: no server task to report to
+	}
 	r.MAC, r.Token = a.mac.String(), a.cl.Token
 	b, err := json.Marshal(r)
 	if err != nil {

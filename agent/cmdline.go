@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 )
 
@@ -16,6 +17,12 @@ type Cmdline struct {
 	Task   string           // mtftpd.task
 	Token  string           // mtftpd.token
 	MAC    net.HardwareAddr // mtftpd.mac, else pxelinux's BOOTIF=01-aa-bb-...
+	// A deploy named on the command line instead of by a server task
+	// (docs/imaging.md, "A task on the command line"): mtftpd.image (the
+	// image's name under the TFTP root), mtftpd.disk (required with it:
+	// a command-line task never picks a disk by itself) and mtftpd.after.
+	// No token is needed then, and nothing is reported.
+	Image, Disk, After string
 }
 
 // ErrCmdline: the command line lacks something the agent needs, or has it
@@ -50,6 +57,12 @@ func ParseCmdline(s string) (Cmdline, error) {
 			c.Token = v
 		case "mtftpd.mac":
 			mac = v
+		case "mtftpd.image":
+			c.Image = v
+		case "mtftpd.disk":
+			c.Disk = v
+		case "mtftpd.after":
+			c.After = v
 		case "BOOTIF":
 			bootif = v
 		}
@@ -61,8 +74,13 @@ func ParseCmdline(s string) (Cmdline, error) {
 		return c, fmt.Errorf("%w: mtftpd.http=%.100q is not an http(s) URL", ErrCmdline, c.HTTP)
 	}
 	c.HTTP = strings.TrimRight(c.HTTP, "/")
-	if c.Token == "" {
-		return c, fmt.Errorf("%w: no mtftpd.token=", ErrCmdline)
+	switch {
+	case c.Image != "" && c.Disk == "":
+		return c, fmt.Errorf("%w: mtftpd.image= needs mtftpd.disk= (a command-line task never picks a disk by itself)", ErrCmdline)
+	case c.Image != "" && (strings.HasPrefix(c.Image, "/") || slices.Contains(strings.Split(c.Image, "/"), "..")):
+		return c, fmt.Errorf("%w: mtftpd.image=%.100q is not a name under the server's root", ErrCmdline, c.Image)
+	case c.Image == "" && c.Token == "":
+		return c, fmt.Errorf("%w: no mtftpd.token= (and no mtftpd.image=)", ErrCmdline)
 	}
 	switch {
 	case mac != "":
@@ -145,5 +163,8 @@ func (c Cmdline) String() string {
 	if c.MAC != nil {
 		add("mtftpd.mac", c.MAC.String())
 	}
+	add("mtftpd.image", c.Image)
+	add("mtftpd.disk", c.Disk)
+	add("mtftpd.after", c.After)
 	return strings.Join(w, " ")
 }

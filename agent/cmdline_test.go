@@ -32,6 +32,11 @@ func TestParseCmdline(t *testing.T) {
 		{name: "bootif not ethernet", in: "mtftpd.http=http://h mtftpd.token=t BOOTIF=06-52-54-00-aa-bb-cc", err: true},
 		{name: "bootif no type", in: "mtftpd.http=http://h mtftpd.token=t BOOTIF=52:54:00:aa:bb:cc", err: true},
 		{name: "empty", in: "", err: true},
+		{name: "command-line task", in: "mtftpd.http=http://h mtftpd.image=images/room.img mtftpd.disk=/dev/sda mtftpd.after=poweroff",
+			want: Cmdline{HTTP: "http://h", Image: "images/room.img", Disk: "/dev/sda", After: "poweroff"}},
+		{name: "command-line task without a disk", in: "mtftpd.http=http://h mtftpd.image=images/room.img", err: true},
+		{name: "command-line task outside the root", in: "mtftpd.http=http://h mtftpd.image=../etc/shadow mtftpd.disk=/dev/sda", err: true},
+		{name: "command-line task absolute", in: "mtftpd.http=http://h mtftpd.image=/images/room.img mtftpd.disk=/dev/sda", err: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := ParseCmdline(tc.in)

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -249,4 +250,62 @@ func shmLoopDisk(t *testing.T, size int64) (dev, file string) {
 		}
 	})
 	return dev, file
+}
+
+// TestAgentCommandLineTask: a deploy named on the kernel command line
+// (mtftpd.image and mtftpd.disk, no server task, no token) writes the
+// image by HTTP and verifies it; without mtftpd.disk it is refused
+// before anything is fetched.
+func TestAgentCommandLineTask(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (a loop device)")
+	}
+	if _, err := exec.LookPath("losetup"); err != nil {
+		t.Fatal("losetup not found (make test installs util-linux)")
+	}
+	dir := t.TempDir()
+	root := filepath.Join(dir, "tftp")
+	os.MkdirAll(filepath.Join(root, "images"), 0o755)
+	raw := make([]byte, 3<<20)
+	rng := rand.New(rand.NewPCG(15, 15))
+	for i := range 1 << 20 {
+		raw[i] = byte(rng.Uint32() >> 28)
+	}
+	src := filepath.Join(dir, "golden.raw")
+	os.WriteFile(src, raw, 0o644)
+	if out, code := mtftpd(t, "image", "create", src, "-o", filepath.Join(root, "images", "room.img")); code != 0 {
+		t.Fatalf("image create: %s", out)
+	}
+	httpAddr := freeTCPPort(t)
+	srv := exec.Command(bin, "serve", "--tftp.listen", freePort(t), "--tftp.root", root, "--mtftp.enabled=false", "--http.listen", httpAddr)
+	var logs syncBuffer
+	srv.Stderr = &logs
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+	dev, backing := shmLoopDisk(t, 8<<20)
+	base := "http://" + httpAddr
+	run := func(cmdline string) (string, int) {
+		for range 50 { // the server is up (bounded wait)
+			if c, err := net.Dial("tcp", httpAddr); err == nil {
+				c.Close()
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		return mtftpd(t, "agent", "--no-net", "--no-after", "--cmdline", cmdline)
+	}
+	if out, code := run("mtftpd.http=" + base + " mtftpd.mac=52:54:00:00:00:09 mtftpd.image=images/room.img"); code == 0 ||
+		!strings.Contains(out, "needs mtftpd.disk=") {
+		t.Fatalf("without mtftpd.disk: exit %d\n%s", code, out)
+	}
+	out, code := run("mtftpd.http=" + base + " mtftpd.mac=52:54:00:00:00:09 mtftpd.image=images/room.img mtftpd.disk=" + dev + " mtftpd.after=poweroff")
+	if code != 0 || !strings.Contains(out, "mtftpd-agent: done") || !strings.Contains(out, "after: poweroff") {
+		t.Fatalf("exit %d\n%s\nserver:\n%s", code, out, logs.String())
+	}
+	got, err := os.ReadFile(backing)
+	if err != nil || !bytes.Equal(got[:len(raw)], raw) {
+		t.Fatalf("the disk does not hold the image (%v)", err)
+	}
 }

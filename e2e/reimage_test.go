@@ -372,3 +372,49 @@ func timeline(logs, mac string, start time.Time) string {
 	return fmt.Sprintf("server: deploy env at %v, done at %v, local boot at %v", at["imaging: deploy environment handed out"],
 		at["imaging: machine done"], at["imaging: local boot"])
 }
+
+// TestReimagePXELinux: the same loop through pxelinux instead of an iPXE
+// script. The example's pxelinux.cfg/default template hands the deploy
+// environment (KERNEL, INITRD, APPEND, IPAPPEND 2 for BOOTIF) over TFTP
+// to a SeaBIOS machine whose task names it; after the deploy the same
+// template says LOCALBOOT 0 and the machine boots the deployed disk.
+func TestReimagePXELinux(t *testing.T) {
+	requireRoot(t)
+	requireTools(t, "qemu-system-x86_64", "curl")
+	requireFiles(t, "/usr/lib/PXELINUX/pxelinux.0", "/usr/lib/syslinux/modules/bios/ldlinux.c32")
+	m := roomMachine{name: "pc07", mac: "52:54:00:e2:e3:01"}
+	lab := netlab.New(t, netlab.Options{Taps: 1})
+	root, tmpl := reimageRoot(t)
+	copyFile(t, "/usr/lib/PXELINUX/pxelinux.0", filepath.Join(root, "pxelinux.0"))
+	copyFile(t, "/usr/lib/syslinux/modules/bios/ldlinux.c32", filepath.Join(root, "ldlinux.c32"))
+	must(t, os.MkdirAll(filepath.Join(tmpl, "pxelinux.cfg"), 0o755))
+	copyFile(t, "../examples/reimage-room/templates/pxelinux.cfg/default", filepath.Join(tmpl, "pxelinux.cfg", "default"))
+	srv := startMtftpd(t, lab, "srv", reimageConfig(t, root, tmpl, []roomMachine{m}, `
+[[dhcp.boot]]
+name = "bios"
+arch = [0]
+file = "pxelinux.0"
+
+[[imaging.task]]
+name = "pxelinux"
+action = "deploy"
+image = "room.img"
+hosts = ["pc07"]
+after = "reboot"
+`), "tftp server listening", "http mirror listening", "dhcp server listening")
+	spec := roomVM(t, 1, m, blankDisk(t, 256<<20))
+	spec.Stop = []string{localBootLine(m.name), "Kernel panic"}
+	start := time.Now()
+	r := bootVMs(t, lab, vmOptions{Timeout: 12 * time.Minute, Reboot: true}, spec)[0]
+	logs := srv.logs.String()
+	if !strings.Contains(r.Serial, "mtftpd-agent: done") || !strings.Contains(r.Serial, localBootLine(m.name)+"extlinux") {
+		t.Fatalf("no deploy and local boot through pxelinux after %v (stopped on %q, qemu: %v):\n%s\nserver:\n%s",
+			r.Elapsed, r.Stopped, r.Err, tail(r.Serial, 5000), tail(logs, 6000))
+	}
+	// Both boots went through pxelinux and its config template; the
+	// deploy environment came over TFTP.
+	requireInOrder(t, transfers(logs), "pxelinux.0 ok", "pxelinux.cfg/default ok", "deploy/vmlinuz ok", "deploy/deploy.cpio.gz ok",
+		"pxelinux.0 ok", "pxelinux.cfg/default ok")
+	t.Logf("%s: power-on to its own disk's marker through pxelinux in %v; %s; %s", m.name, r.Elapsed.Round(time.Second),
+		timeline(logs, m.mac, start), agentDone(r.Serial))
+}

@@ -451,7 +451,7 @@ func (a *run) deploy(ctx context.Context) error {
 		Interface: a.iface,
 		Start: mtftp.StartPolicy{MinReceivers: t.MinReceivers,
 			MaxWait: time.Duration(t.MaxWaitMS) * time.Millisecond, Settle: time.Duration(t.SettleMS) * time.Millisecond},
-		Log: a.env.Log,
+		Log: a.deployLog(),
 		Phase: func(p image.Phase) {
 			a.printf("phase %s", p)
 			if p == image.PhaseVerify {
@@ -598,4 +598,13 @@ func phaseList(p map[image.Phase]time.Duration) string {
 		}
 	}
 	return strings.Join(parts, ", ")
+}
+
+// deployLog is Env.Log, or with mtftpd.debug the console at debug level.
+func (a *run) deployLog() zerolog.Logger {
+	if a.cl.Debug {
+		return zerolog.New(zerolog.ConsoleWriter{Out: a.env.Out, NoColor: true, PartsExclude: []string{zerolog.TimestampFieldName}}).
+			Level(zerolog.DebugLevel).With().Str("agent", "deploy").Logger()
+	}
+	return a.env.Log
 }

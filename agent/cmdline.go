@@ -23,6 +23,10 @@ type Cmdline struct {
 	// a command-line task never picks a disk by itself) and mtftpd.after.
 	// No token is needed then, and nothing is reported.
 	Image, Disk, After string
+	// Debug (mtftpd.debug) prints the deploy's own events (multicast
+	// session, NAKs, refetches) on the console, for a machine that
+	// misbehaves in the field.
+	Debug bool
 }
 
 // ErrCmdline: the command line lacks something the agent needs, or has it
@@ -63,6 +67,8 @@ func ParseCmdline(s string) (Cmdline, error) {
 			c.Disk = v
 		case "mtftpd.after":
 			c.After = v
+		case "mtftpd.debug":
+			c.Debug = v == "" || v == "1" || v == "true"
 		case "BOOTIF":
 			bootif = v
 		}

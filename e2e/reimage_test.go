@@ -82,9 +82,9 @@ admin_token = "e2e-admin-token-0123456789"
 state_file = "%[4]s/imaging.json"
 kernel = "deploy/vmlinuz"
 initrd = "deploy/deploy.cpio.gz"
-cmdline = "console=ttyS0 quiet"
+cmdline = "console=ttyS0 quiet%[6]s"
 %[5]s
-`, root, tmpl, hosts.String(), t.TempDir(), tasks)
+`, root, tmpl, hosts.String(), t.TempDir(), tasks, agentDebug())
 }
 
 // roomVM is the QEMU command line of a room machine: network first
@@ -417,4 +417,14 @@ after = "reboot"
 		"pxelinux.0 ok", "pxelinux.cfg/default ok")
 	t.Logf("%s: power-on to its own disk's marker through pxelinux in %v; %s; %s", m.name, r.Elapsed.Round(time.Second),
 		timeline(logs, m.mac, start), agentDone(r.Serial))
+}
+
+// agentDebug adds mtftpd.debug to the deploy kernel's command line when
+// MTFTPD_E2E_AGENT_DEBUG is set: the agent then prints the deploy's own
+// events (multicast session, NAKs, refetches) on the serial console.
+func agentDebug() string {
+	if os.Getenv("MTFTPD_E2E_AGENT_DEBUG") != "" {
+		return " mtftpd.debug"
+	}
+	return ""
 }

@@ -417,6 +417,9 @@ after = "reboot"
 		"pxelinux.0 ok", "pxelinux.cfg/default ok")
 	t.Logf("%s: power-on to its own disk's marker through pxelinux in %v; %s; %s", m.name, r.Elapsed.Round(time.Second),
 		timeline(logs, m.mac, start), agentDone(r.Serial))
+	if agentDebug() != "" {
+		t.Logf("serial:\n%s", r.Serial)
+	}
 }
 
 // agentDebug adds mtftpd.debug to the deploy kernel's command line when

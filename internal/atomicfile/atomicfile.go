@@ -36,9 +36,22 @@ func Write(path string, data []byte, perm os.FileMode) error {
 	if err != nil {
 		return err
 	}
+	return f.commitData(data)
+}
+
+// WriteIn replaces name inside root with data through CreateIn and Commit.
+func WriteIn(root *os.Root, name, tempPattern string, data []byte, perm os.FileMode) error {
+	f, err := CreateIn(root, name, tempPattern, perm)
+	if err != nil {
+		return err
+	}
+	return f.commitData(data)
+}
+
+func (f *File) commitData(data []byte) error {
 	defer f.Abort()
 	if _, err := f.Write(data); err != nil {
-		return err
+		return fmt.Errorf("atomicfile: write %s: %w", f.tmp, err)
 	}
 	return f.Commit()
 }

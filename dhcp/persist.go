@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
@@ -286,15 +285,8 @@ const tempInfix = atomicfile.TempInfix
 // overwritten in place. Temp files left by a crash mid-write are removed:
 // the real file was never replaced by them.
 func (s *Server) loadLeases(path string, now time.Time) error {
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	if tmps, _ := filepath.Glob(filepath.Join(dir, globEscape(base)+tempInfix+"*")); len(tmps) > 0 {
-		for _, tmp := range tmps {
-			s.Log.Warn().Str("file", tmp).Msg("dhcp: removing temp lease file left by an interrupted write")
-			os.Remove(tmp)
-		}
+	for _, tmp := range atomicfile.RemoveTemps(path) {
+		s.Log.Warn().Str("file", tmp).Msg("dhcp: removed a temp lease file left by an interrupted write")
 	}
 	data, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -345,17 +337,4 @@ func parseMAC(s string) (net.HardwareAddr, error) {
 		mac[i] = b[0]
 	}
 	return mac, nil
-}
-
-// globEscape quotes the glob metacharacters of a file name.
-func globEscape(s string) string {
-	b := make([]byte, 0, len(s))
-	for i := 0; i < len(s); i++ {
-		switch s[i] {
-		case '*', '?', '[', '\\':
-			b = append(b, '\\')
-		}
-		b = append(b, s[i])
-	}
-	return string(b)
 }

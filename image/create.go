@@ -6,13 +6,13 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"runtime"
 	"sync"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/mtftpd/mtftpd/internal/atomicfile"
 )
 
 // CreateOptions tunes Create. The zero value means the defaults.
@@ -300,40 +300,28 @@ func SourceMeta(src Source, name, version string) (Meta, error) {
 // (path.tmp-*) in path's directory, fsyncs it and renames it to path on
 // success; on any failure, including ctx being cancelled, the temp file is
 // removed and path is untouched.
-func WriteFile(ctx context.Context, src Source, path string, meta Meta, opts CreateOptions) (ix *Index, err error) {
-	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp-*")
+func WriteFile(ctx context.Context, src Source, path string, meta Meta, opts CreateOptions) (*Index, error) {
+	// The image is served by a server that may run as another user.
+	f, err := atomicfile.Create(path, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("image: %w", err)
 	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	w, err := NewWriter(f, src.Size(), opts.chunkSize(), meta)
+	defer f.Abort()
+	w, err := NewWriter(f.File, src.Size(), opts.chunkSize(), meta)
 	if err != nil {
 		return nil, err
 	}
 	if err := Create(ctx, src, w, opts); err != nil {
 		return nil, err
 	}
-	if ix, err = w.Finish(); err != nil {
+	ix, err := w.Finish()
+	if err != nil {
 		return nil, err
 	}
-	// The image is served by a server that may run as another user.
-	if err := f.Chmod(0o644); err != nil {
+	// A failed directory fsync leaves the image in place, only its
+	// durability in doubt: not every filesystem can.
+	if err := f.Commit(); err != nil && !errors.Is(err, atomicfile.ErrSyncDir) {
 		return nil, fmt.Errorf("image: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return nil, fmt.Errorf("image: %w", err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return nil, fmt.Errorf("image: %w", err)
-	}
-	if d, derr := os.Open(filepath.Dir(path)); derr == nil {
-		d.Sync() // make the rename durable; best effort: not every filesystem can
-		d.Close()
 	}
 	return ix, nil
 }

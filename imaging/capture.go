@@ -31,6 +31,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/mtftpd/mtftpd/image"
+	"github.com/mtftpd/mtftpd/internal/atomicfile"
 	"github.com/mtftpd/mtftpd/internal/loglimit"
 )
 
@@ -189,37 +190,26 @@ func (s *Server) capture(name string, body io.Reader) (CaptureResult, error) {
 	if max <= 0 {
 		max = DefaultMaxImageSize
 	}
-	f, err := os.CreateTemp(s.Dir, tempPrefix+name+"-")
+	root, err := os.OpenRoot(s.Dir)
 	if err != nil {
 		return CaptureResult{}, err
 	}
-	tmp := f.Name()
-	defer func() {
-		if f != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
+	defer root.Close()
+	// Images are served by a server that may run as another user.
+	f, err := atomicfile.CreateIn(root, name, tempPrefix+name+"-*", 0o644)
+	if err != nil {
+		return CaptureResult{}, err
+	}
+	defer f.Abort()
 	// The stream may not be longer than the image file it makes plus its
 	// own framing (a byte and a digest per chunk): a sender that goes on
 	// is cut off here, not only by the image's size check.
-	ix, err := image.ReceiveStream(io.LimitReader(body, max+max/16+1<<20), f, max)
+	ix, err := image.ReceiveStream(io.LimitReader(body, max+max/16+1<<20), f.File, max)
 	if err != nil {
 		return CaptureResult{}, err
 	}
-	if err := f.Chmod(0o644); err != nil {
+	if err := f.Commit(); err != nil && !errors.Is(err, atomicfile.ErrSyncDir) {
 		return CaptureResult{}, err
-	}
-	if err := f.Close(); err != nil {
-		return CaptureResult{}, err
-	}
-	if err := os.Rename(tmp, filepath.Join(s.Dir, name)); err != nil {
-		return CaptureResult{}, err
-	}
-	f = nil
-	if d, err := os.Open(s.Dir); err == nil {
-		d.Sync()
-		d.Close()
 	}
 	return CaptureResult{Name: name, RawSize: ix.Header.RawSize, StoredSize: ix.FileSize(), Chunks: ix.Header.Chunks,
 		ImageDigest: hex.EncodeToString(ix.Header.ImageDigest[:])}, nil

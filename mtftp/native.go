@@ -8,7 +8,6 @@ import (
 	"math/bits"
 	"math/rand/v2"
 	"net/netip"
-	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -61,6 +60,9 @@ const (
 )
 
 // nativeConn is a session socket: the narrow conn plus batched sends.
+// The read loop's WriteTo (join answers, WANT acks) runs while stream's
+// WriteDatagrams does; udpio.Conn allows that (its package comment), and
+// stream is the only caller of WriteDatagrams.
 type nativeConn interface {
 	conn
 	WriteDatagrams(dst netip.AddrPort, ds []udpio.Datagram) (syscalls int, err error)
@@ -481,25 +483,19 @@ func (ns *nativeSession) run(ctx context.Context) {
 		go func() { defer close(hashed); ns.digest() }()
 	}
 	defer func() { <-hashed; ns.release() }()
-	outcome := "ok"
-	func() {
-		debug.SetPanicOnFault(true) // a file truncated under the mapping faults here
-		defer func() {
-			if r := recover(); r != nil {
-				if !ns.file.Truncated() {
-					panic(r)
-				}
-				outcome = "file truncated"
-			}
-		}()
-		outcome = ns.stream(ctx)
-	}()
-	ns.finish(outcome)
+	var outcome tftp.Outcome
+	var err error
+	// A file truncated under the mapping faults here: the session ends,
+	// not the server.
+	if ferr := filestore.ReadMapped(func() { outcome, err = ns.stream(ctx) }); ferr != nil {
+		outcome, err = tftp.OutcomeFileChanged, ferr
+	}
+	ns.finish(outcome, err)
 }
 
 // stream runs the carousel and repairs until the session ends; it returns
 // the outcome for the log.
-func (ns *nativeSession) stream(ctx context.Context) string {
+func (ns *nativeSession) stream(ctx context.Context) (tftp.Outcome, error) {
 	s := ns.s
 	lifetime := time.NewTimer(s.timing().lifetime)
 	defer lifetime.Stop()
@@ -508,13 +504,13 @@ func (ns *nativeSession) stream(ctx context.Context) string {
 	// membership through (a lost IGMP report behind a snooping switch)
 	// and joins again in time.
 	if done := ns.gather(ctx); done != "" {
-		return done
+		return done, ctx.Err()
 	}
 	hdrs := make([]byte, nativeMaxBatch*dataHdrLen)
 	ds := make([]udpio.Datagram, 0, nativeMaxBatch)
 	pc, err := newParityCache(ns.g, nativeParityCache, &s.parityUsed)
 	if err != nil {
-		return err.Error()
+		return tftp.OutcomeError, err
 	}
 	defer pc.release()
 	pkt := float64(dataHdrLen + ns.g.shard)
@@ -526,9 +522,9 @@ func (ns *nativeSession) stream(ctx context.Context) string {
 	for {
 		select {
 		case <-ctx.Done():
-			return "shutdown"
+			return tftp.OutcomeShutdown, ctx.Err()
 		case <-lifetime.C:
-			return "lifetime"
+			return tftp.OutcomeLifetime, fmt.Errorf("session lifetime %s exceeded", s.timing().lifetime)
 		default:
 		}
 		now := time.Now()
@@ -545,7 +541,7 @@ func (ns *nativeSession) stream(ctx context.Context) string {
 		if left == 0 {
 			ns.mu.Unlock()
 			if ns.empty() { // takes the server's lock to make it final
-				return "ok"
+				return tftp.OutcomeOK, nil
 			}
 			continue
 		}
@@ -571,7 +567,7 @@ func (ns *nativeSession) stream(ctx context.Context) string {
 		}
 		ns.mu.Unlock()
 		if err != nil {
-			return err.Error()
+			return tftp.OutcomeError, err
 		}
 		if len(beat) > 0 {
 			ns.send(beat)
@@ -604,16 +600,16 @@ func (ns *nativeSession) stream(ctx context.Context) string {
 		case <-ns.wake:
 			timer.Stop()
 		case <-ctx.Done():
-			return "shutdown"
+			return tftp.OutcomeShutdown, ctx.Err()
 		case <-lifetime.C:
-			return "lifetime"
+			return tftp.OutcomeLifetime, fmt.Errorf("session lifetime %s exceeded", s.timing().lifetime)
 		}
 	}
 }
 
 // gather waits until the start policy says go; it returns an outcome if
-// the session ends meanwhile.
-func (ns *nativeSession) gather(ctx context.Context) string {
+// the session ends meanwhile, else "".
+func (ns *nativeSession) gather(ctx context.Context) tftp.Outcome {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	nextBeat := time.Now()
@@ -646,7 +642,7 @@ func (ns *nativeSession) gather(ctx context.Context) string {
 		case <-ns.wake: // a join: the count or the settling changed
 			timer.Stop()
 		case <-ctx.Done():
-			return "shutdown"
+			return tftp.OutcomeShutdown
 		}
 	}
 }
@@ -1071,7 +1067,7 @@ func (ns *nativeSession) close() {
 
 // finish ends the session: receivers still in it are told, the socket is
 // closed and one log line says what happened.
-func (ns *nativeSession) finish(outcome string) {
+func (ns *nativeSession) finish(outcome tftp.Outcome, err error) {
 	s := ns.s
 	s.mu.Lock()
 	ns.mu.Lock()
@@ -1097,7 +1093,7 @@ func (ns *nativeSession) finish(outcome string) {
 		Int64("data_shards", ns.dataShards).Int64("repair_shards", ns.repairShards).Int64("naks", ns.naks).Int64("repair_rounds", ns.rounds).
 		Int64("naks_over_credit", ns.creditDenied).
 		Int64("wire_bytes", ns.wire.Load()).Float64("wire_ratio", float64(ns.wire.Load())/float64(max(1, ns.g.size))).
-		Float64("rate_MBps", ns.rate/1e6).Dur("duration", d).Str("outcome", outcome).Msg("mtftp: native session")
+		Float64("rate_MBps", ns.rate/1e6).Dur("duration", d).Str("outcome", string(outcome)).Err(err).Msg("mtftp: native session")
 }
 
 // release lets the file go, once the stream and the digest are done.
@@ -1253,21 +1249,8 @@ func (ns *nativeSession) done(from netip.AddrPort, tok token, ok bool) {
 // once per file version (sessions of other tiers reuse it).
 func (ns *nativeSession) digest() {
 	var sum [32]byte
-	ok := func() (ok bool) {
-		debug.SetPanicOnFault(true)
-		defer func() {
-			if r := recover(); r != nil {
-				if !ns.file.Truncated() {
-					panic(r)
-				}
-				ok = false
-			}
-		}()
-		sum = sha256.Sum256(ns.data)
-		return true
-	}()
-	if !ok {
-		return
+	if filestore.ReadMapped(func() { sum = sha256.Sum256(ns.data) }) != nil {
+		return // truncated: the stream fails on it too
 	}
 	ns.s.storeSHA(ns.key, sum)
 	ns.mu.Lock()

@@ -75,7 +75,7 @@ func (p *pxeServer) run(ctx context.Context) error {
 	defer stop()
 	defer func() {
 		for _, ps := range p.passes {
-			p.end(ps, "shutdown", ctx.Err())
+			p.end(ps, tftp.OutcomeShutdown, ctx.Err())
 		}
 	}()
 	rbuf := make([]byte, 2048)
@@ -152,7 +152,7 @@ func (p *pxeServer) packet(b []byte, from netip.AddrPort) {
 		p.ack(ps, n)
 	case tftp.OpERROR:
 		if ps := p.passOf(from, 0); ps != nil {
-			p.end(ps, "aborted", errors.New("client sent ERROR"))
+			p.end(ps, tftp.OutcomeAborted, errors.New("client sent ERROR"))
 			return
 		}
 		s.Counters.UnknownPeer.Add(1)
@@ -271,7 +271,7 @@ func (p *pxeServer) request(b []byte, from netip.AddrPort) {
 	// Options are ignored (rule 2). DATA 1 goes to the requester and to
 	// the group (rule 3).
 	if err := p.send(ps, 1, false, true); err != nil {
-		p.end(ps, "file-changed", err)
+		p.end(ps, tftp.OutcomeFileChanged, err)
 	}
 }
 
@@ -303,26 +303,26 @@ func (p *pxeServer) ack(ps *pxePass, n uint16) {
 		ps.rto.Sample(time.Since(ps.sentAt))
 	}
 	if n == ps.last {
-		p.end(ps, "ok", nil)
+		p.end(ps, tftp.OutcomeOK, nil)
 		return
 	}
 	ps.tries = 0
 	ps.rto.Progress()
 	if err := p.send(ps, n+1, false, false); err != nil {
-		p.end(ps, "file-changed", err)
+		p.end(ps, tftp.OutcomeFileChanged, err)
 	}
 }
 
 func (p *pxeServer) timeout(ps *pxePass) {
 	if !time.Now().Before(ps.deadline) {
-		p.end(ps, "lifetime", fmt.Errorf("pass lifetime %s exceeded", p.t.lifetime))
+		p.end(ps, tftp.OutcomeLifetime, fmt.Errorf("pass lifetime %s exceeded", p.t.lifetime))
 		return
 	}
 	p.s.Counters.Timeouts.Add(1)
 	ps.tries++
 	ps.rto.Timeout()
 	if ps.tries > p.t.retries {
-		p.end(ps, "timeout", fmt.Errorf("%d timeouts", ps.tries))
+		p.end(ps, tftp.OutcomeTimeout, fmt.Errorf("%d timeouts", ps.tries))
 		return
 	}
 	// atftp's client (0.8.0) ACKs a block number only once, also on its
@@ -336,14 +336,14 @@ func (p *pxeServer) timeout(ps *pxePass) {
 	// A spec client ACKs both (docs/protocols.md §7.3); the first is ignored.
 	if ps.cur > 1 {
 		if err := p.transmit(ps, ps.cur-1, true, false); err != nil {
-			p.end(ps, "file-changed", err)
+			p.end(ps, tftp.OutcomeFileChanged, err)
 			return
 		}
 	}
 	// Block 1 goes to the requester again too: without its unicast copy
 	// it cannot know it is the acknowledging client.
 	if err := p.send(ps, ps.cur, true, ps.cur == 1); err != nil {
-		p.end(ps, "file-changed", err)
+		p.end(ps, tftp.OutcomeFileChanged, err)
 		return
 	}
 	// Before block 1 there is none: block 2 follows instead, and its ACK
@@ -352,7 +352,7 @@ func (p *pxeServer) timeout(ps *pxePass) {
 	// from a client that holds block 1.
 	if ps.cur == 1 && ps.last >= 2 {
 		if err := p.transmit(ps, 2, true, false); err != nil {
-			p.end(ps, "file-changed", err)
+			p.end(ps, tftp.OutcomeFileChanged, err)
 			return
 		}
 		ps.ahead = true
@@ -398,7 +398,7 @@ func (p *pxeServer) transmit(ps *pxePass, n uint16, retransmit, unicast bool) er
 }
 
 // end finishes a pass with its log line and frees its group.
-func (p *pxeServer) end(ps *pxePass, outcome string, err error) {
+func (p *pxeServer) end(ps *pxePass, outcome tftp.Outcome, err error) {
 	if p.passes[ps.group] != ps {
 		return
 	}
@@ -410,11 +410,11 @@ func (p *pxeServer) end(ps *pxePass, outcome string, err error) {
 	p.s.untrack(ps.view)
 	p.s.Counters.ActivePasses.Add(-1)
 	ev := p.s.Log.Info()
-	if outcome != "ok" {
+	if outcome != tftp.OutcomeOK {
 		ev = p.s.Log.Warn()
 	}
 	ev.Str("file", ps.name).Str("client", ps.client.String()).Str("group", ps.group.String()).
 		Int64("size", int64(len(ps.data))).Int("blocks_sent", ps.blocks).Int("repairs", ps.repairs).
 		Int("requests_ignored", ps.ignored).Int64("bytes_on_wire", ps.wire).Dur("duration", time.Since(ps.start)).
-		Str("outcome", outcome).Err(err).Msg("mtftp pass")
+		Str("outcome", string(outcome)).Err(err).Msg("mtftp pass")
 }

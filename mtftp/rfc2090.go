@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -37,7 +36,7 @@ type member struct {
 	opts    []tftp.Option // the OACK for this client; opts[mc] is the multicast option
 	mc      int
 	done    chan struct{}
-	outcome string
+	outcome tftp.Outcome
 	silence time.Time // last OACK mc=0 (re-silencing is rate-limited)
 }
 
@@ -264,7 +263,7 @@ func (ss *session) run(ctx context.Context) {
 	lifetime := time.NewTimer(ss.t.lifetime)
 	defer lifetime.Stop()
 	arm := func() { timer.Reset(ss.rto.RTO()) }
-	outcome := "ok"
+	outcome := tftp.OutcomeOK
 	var err error
 loop:
 	for {
@@ -285,12 +284,12 @@ loop:
 			}
 		case p, ok := <-pkts:
 			if !ok {
-				outcome, err = "error", errors.New("session socket closed")
+				outcome, err = tftp.OutcomeError, errors.New("session socket closed")
 				break loop
 			}
 			rearm, e := ss.packet(p)
 			if e != nil {
-				outcome, err = "file-changed", e
+				outcome, err = tftp.OutcomeFileChanged, e
 				break loop
 			}
 			if rearm && ss.master != nil {
@@ -299,17 +298,17 @@ loop:
 		case <-timer.C:
 			s.Counters.Timeouts.Add(1)
 			if e := ss.timeout(); e != nil {
-				outcome, err = "file-changed", e
+				outcome, err = tftp.OutcomeFileChanged, e
 				break loop
 			}
 			if ss.master != nil {
 				arm()
 			}
 		case <-lifetime.C:
-			outcome, err = "lifetime", fmt.Errorf("session lifetime %s exceeded", ss.t.lifetime)
+			outcome, err = tftp.OutcomeLifetime, fmt.Errorf("session lifetime %s exceeded", ss.t.lifetime)
 			break loop
 		case <-ctx.Done():
-			outcome, err = "shutdown", ctx.Err()
+			outcome, err = tftp.OutcomeShutdown, ctx.Err()
 			break loop
 		}
 	}
@@ -342,14 +341,14 @@ loop:
 	s.Counters.Active.Add(-1)
 	s.wg.Done()
 	ev := s.Log.Info()
-	if outcome != "ok" {
+	if outcome != tftp.OutcomeOK {
 		ev = s.Log.Warn()
 	}
 	ev.Str("file", ss.key.name).Str("group", ss.group.String()).Int("blksize", ss.key.blksize).
 		Int64("size", ss.key.size).Int("receivers", ss.receivers).Int("masters", ss.masters).
 		Int("promotions", ss.promotions).Int("dropped", ss.dropped).Int("blocks_sent", ss.blocks).
 		Int("repairs", ss.repairs).Int64("bytes_on_wire", ss.wire).Dur("duration", time.Since(start)).
-		Str("outcome", outcome).Err(err).Msg("multicast session")
+		Str("outcome", string(outcome)).Err(err).Msg("multicast session")
 }
 
 // tryEnd removes the session from the server if no client is listed or
@@ -423,7 +422,7 @@ func (ss *session) find(peer netip.AddrPort) int {
 	return -1
 }
 
-func (ss *session) remove(i int, outcome string) {
+func (ss *session) remove(i int, outcome tftp.Outcome) {
 	m := ss.members[i]
 	ss.members = append(ss.members[:i], ss.members[i+1:]...)
 	if m == ss.master {
@@ -433,13 +432,13 @@ func (ss *session) remove(i int, outcome string) {
 	ss.finish(m, outcome)
 }
 
-func (ss *session) finish(m *member, outcome string) {
+func (ss *session) finish(m *member, outcome tftp.Outcome) {
 	switch outcome {
-	case "ok":
+	case tftp.OutcomeOK:
 		ss.s.Counters.Completed.Add(1)
-	case "aborted":
+	case tftp.OutcomeAborted:
 		ss.s.Counters.Aborted.Add(1)
-	case "dropped":
+	case tftp.OutcomeDropped:
 		ss.dropped++
 		ss.s.Counters.Dropped.Add(1)
 	}
@@ -459,7 +458,7 @@ func (ss *session) packet(p packet) (rearm bool, err error) {
 	m := ss.members[i]
 	switch tftp.PacketOpcode(p.b) {
 	case tftp.OpERROR:
-		ss.remove(i, "aborted")
+		ss.remove(i, tftp.OutcomeAborted)
 		return false, nil
 	case tftp.OpACK:
 	default:
@@ -481,7 +480,7 @@ func (ss *session) packet(p packet) (rearm bool, err error) {
 	}
 	if m != ss.master {
 		if n == ss.last() {
-			ss.remove(i, "ok")
+			ss.remove(i, tftp.OutcomeOK)
 			return false, nil
 		}
 		// A passive client that ACKs thinks it is master (a lost or
@@ -498,7 +497,7 @@ func (ss *session) packet(p packet) (rearm bool, err error) {
 		ss.rto.Sample(time.Since(ss.sentAt)) // Karn: never from a retransmission
 	}
 	if n == ss.last() {
-		ss.remove(i, "ok")
+		ss.remove(i, tftp.OutcomeOK)
 		return false, nil
 	}
 	if !ss.oackWait && n+1 == ss.cur {
@@ -524,7 +523,7 @@ func (ss *session) timeout() error {
 		if ss.tries >= ss.t.promote {
 			// A promotee that stays silent is skipped (RFC 2090); so is a
 			// first master that never ACKs its OACK.
-			ss.remove(0, "dropped")
+			ss.remove(0, tftp.OutcomeDropped)
 			return nil
 		}
 		ss.resent = true
@@ -532,7 +531,7 @@ func (ss *session) timeout() error {
 		return nil
 	}
 	if ss.tries > ss.t.retries {
-		ss.remove(0, "dropped")
+		ss.remove(0, tftp.OutcomeDropped)
 		return nil
 	}
 	if err := ss.sendData(ss.cur, true); err != nil {
@@ -575,22 +574,18 @@ func (ss *session) sendData(n uint16, retransmit bool) (err error) {
 }
 
 // buildData copies block n (1-based) of data into buf behind a DATA header.
-func buildData(buf, data []byte, n uint16, blksize int) (pkt []byte, err error) {
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer func() {
-		if r := recover(); r != nil {
-			if _, ok := r.(interface{ Addr() uintptr }); !ok {
-				panic(r)
-			}
-			pkt, err = nil, fmt.Errorf("%w: %v", errFileChanged, r)
-		}
-	}()
+// The data is a mapping: a file truncated under it fails the block
+// (errFileChanged), not the server.
+func buildData(buf, data []byte, n uint16, blksize int) ([]byte, error) {
 	off := (int64(n) - 1) * int64(blksize)
 	if off > int64(len(data)) || n == 0 {
 		return nil, fmt.Errorf("block %d is past the end of a %d-byte file", n, len(data))
 	}
 	end := min(off+int64(blksize), int64(len(data)))
 	tftp.PutDataHeader(buf, n)
-	k := copy(buf[tftp.HeaderLen:], data[off:end])
+	var k int
+	if err := filestore.ReadMapped(func() { k = copy(buf[tftp.HeaderLen:], data[off:end]) }); err != nil {
+		return nil, fmt.Errorf("%w: %w", errFileChanged, err)
+	}
 	return buf[:tftp.HeaderLen+k], nil
 }

@@ -6,16 +6,17 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"runtime/debug"
 	"syscall"
 	"time"
 
+	"github.com/mtftpd/mtftpd/internal/filestore"
 	"github.com/mtftpd/mtftpd/internal/rto"
 	"github.com/mtftpd/mtftpd/internal/udpio"
 )
 
 // Outcome is how a transfer ended; it is the last field of the transfer log
-// line and the label of the outcome counters.
+// line and the label of the outcome counters. The multicast sessions
+// (mtftp) log theirs with the same values.
 type Outcome string
 
 // Outcomes.
@@ -31,6 +32,7 @@ const (
 	OutcomeLifetime    Outcome = "lifetime"
 	OutcomeEvicted     Outcome = "evicted" // unconfirmed, its place taken by a newer request (slots.go)
 	OutcomeBusy        Outcome = "busy"    // confirmed when every confirmed slot was taken
+	OutcomeDropped     Outcome = "dropped" // mtftp: a receiver its multicast session gave up on
 )
 
 // timing holds a session's retransmission parameters.
@@ -146,19 +148,13 @@ func (s *readSession) run(ctx context.Context) (res result) {
 	}
 	est := rto.New(s.timing.InitialRTO, s.timing.MinRTO, s.timing.MaxRTO)
 	defer func() { res.End, res.RTO = time.Now(), est.RTO() }()
-	// A mapping whose file is truncated raises SIGBUS when touched; turn
-	// that into a panic we recover here, so one transfer fails, not the
-	// server (docs/design.md, "Hot path rules").
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer func() {
-		if r := recover(); r != nil {
-			if _, ok := r.(interface{ Addr() uintptr }); !ok {
-				panic(r) // not a memory fault on the mapping: a real bug
-			}
-			res.Outcome, res.Err = OutcomeFileChanged, fmt.Errorf("%w: %v", errFileChanged, r)
-			s.sendError(ErrCodeUndefined, errFileChanged.Error())
-		}
-	}()
+	// A mapping whose file is truncated raises SIGBUS when touched;
+	// CatchFault turns that into an error here, so one transfer fails,
+	// not the server (docs/design.md, "Hot path rules").
+	defer filestore.CatchFault(func(err error) {
+		res.Outcome, res.Err = OutcomeFileChanged, fmt.Errorf("%w: %w", errFileChanged, err)
+		s.sendError(ErrCodeUndefined, errFileChanged.Error())
+	})()
 	stop := context.AfterFunc(ctx, func() { s.c.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
 

@@ -2,8 +2,6 @@ package tftp
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -13,11 +11,11 @@ import (
 	"path"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/mtftpd/mtftpd/internal/atomicfile"
 	"github.com/mtftpd/mtftpd/internal/filestore"
 	"github.com/mtftpd/mtftpd/internal/loglimit"
 	"github.com/mtftpd/mtftpd/internal/udpio"
@@ -751,25 +749,22 @@ func (s *Server) serveWrite(sl *slot, c conn, req *Request, peer netip.AddrPort,
 // root; Commit fsyncs and renames it into place, so a broken upload leaves
 // nothing behind (docs/design.md, "Safety rules").
 type rootUpload struct {
-	root       *os.Root
-	f          *os.File
-	tmp, name  string
-	overwrite  bool
-	closedOnce bool
-	quota      *uploadQuota
-	reserved   int64 // bytes taken from the quota: the file's size so far
+	f         *atomicfile.File
+	root      *os.Root
+	name      string
+	overwrite bool
+	quota     *uploadQuota
+	reserved  int64 // bytes taken from the quota: the file's size so far
 }
 
 func (s *Server) newUpload(name string, overwrite bool) (*rootUpload, error) {
-	var rnd [6]byte
-	rand.Read(rnd[:])
 	dir, base := path.Split(name)
-	tmp := dir + "." + base + ".part-" + hex.EncodeToString(rnd[:])
-	f, err := s.writeRoot.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	// "." + name + ".part-" + 12 hex digits: isUploadTemp knows it.
+	f, err := atomicfile.CreateIn(s.writeRoot, name, dir+"."+base+".part-*", 0o644)
 	if err != nil {
 		return nil, err
 	}
-	return &rootUpload{root: s.writeRoot, f: f, tmp: tmp, name: name, overwrite: overwrite, quota: &s.quota}, nil
+	return &rootUpload{f: f, root: s.writeRoot, name: name, overwrite: overwrite, quota: &s.quota}, nil
 }
 
 // WriteAt writes p at off, first taking from the quota what it adds to
@@ -784,50 +779,27 @@ func (u *rootUpload) WriteAt(p []byte, off int64) (int, error) {
 	return u.f.WriteAt(p, off)
 }
 
+// Commit puts the upload in place; the client is told it succeeded only
+// after the directory entry is on disk. Without overwrite a name that
+// appeared meanwhile is never replaced (errExists).
 func (u *rootUpload) Commit() error {
-	if err := u.f.Sync(); err != nil {
-		return err
-	}
-	if err := u.f.Close(); err != nil {
-		return err
-	}
-	u.closedOnce = true
+	var replaced int64
+	var err error
 	if u.overwrite {
-		var replaced int64
-		if fi, err := u.root.Lstat(u.name); err == nil && fi.Mode().IsRegular() {
+		if fi, serr := u.root.Lstat(u.name); serr == nil && fi.Mode().IsRegular() {
 			replaced = fi.Size()
 		}
-		if err := u.root.Rename(u.tmp, u.name); err != nil {
-			return err
-		}
-		u.committed(replaced)
-		return u.syncDir()
+		err = u.f.Commit()
+	} else {
+		err = u.f.CommitNew()
 	}
-	// Link fails if the name appeared meanwhile: never overwrite. Where
-	// the filesystem has no hard links (vfat, some FUSE/NFS), fall back to
-	// a check and a rename, which leaves a small race.
-	err := u.root.Link(u.tmp, u.name)
 	switch {
-	case err == nil:
-		u.root.Remove(u.tmp)
-		u.committed(0)
+	case err == nil || errors.Is(err, atomicfile.ErrSyncDir):
+		u.committed(replaced) // in place, durable or not
 	case errors.Is(err, fs.ErrExist):
-		u.root.Remove(u.tmp)
 		return errExists
-	case errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EOPNOTSUPP) || errors.Is(err, syscall.ENOSYS):
-		if _, serr := u.root.Lstat(u.name); serr == nil {
-			u.root.Remove(u.tmp)
-			return errExists
-		}
-		if err := u.root.Rename(u.tmp, u.name); err != nil {
-			return err
-		}
-		u.committed(0)
-	default:
-		u.root.Remove(u.tmp)
-		return err
 	}
-	return u.syncDir()
+	return err
 }
 
 // committed moves the upload's bytes in the quota from running to stored.
@@ -839,22 +811,8 @@ func (u *rootUpload) committed(replaced int64) {
 // errExists: the upload's name appeared while it ran (ERROR 6).
 var errExists = errors.New("file already exists")
 
-// syncDir makes the rename durable: the client is told the upload
-// succeeded only after the directory entry is on disk.
-func (u *rootUpload) syncDir() error {
-	d, err := u.root.Open(path.Dir(u.name))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
-
 func (u *rootUpload) Abort() {
-	if !u.closedOnce {
-		u.f.Close()
-	}
-	u.root.Remove(u.tmp)
+	u.f.Abort()
 	u.quota.give(u.reserved)
 	u.reserved = 0
 }

@@ -9,12 +9,12 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
 
 	"github.com/mtftpd/mtftpd/bench"
+	"github.com/mtftpd/mtftpd/internal/atomicfile"
 )
 
 const benchUsage = `Usage: mtftpd bench TARGET [flags]
@@ -177,17 +177,5 @@ func writeJSON(path string, v any) error {
 		_, err := os.Stdout.Write(b)
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return atomicfile.Write(path, b, 0o644)
 }

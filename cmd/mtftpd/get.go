@@ -17,6 +17,7 @@ import (
 	"github.com/vbauerster/mpb/v8"
 	"github.com/vbauerster/mpb/v8/decor"
 
+	"github.com/mtftpd/mtftpd/internal/atomicfile"
 	"github.com/mtftpd/mtftpd/mtftp"
 	"github.com/mtftpd/mtftpd/tftp"
 )
@@ -62,19 +63,13 @@ func runGet(args []string) error {
 	// Write to a temp file beside the destination and rename on success:
 	// a failed download never leaves a half file under the real name.
 	var w io.Writer = os.Stdout
-	var tmp *os.File
+	var tmp *atomicfile.File
 	if dest != "-" {
 		var err error
-		tmp, err = os.CreateTemp(filepath.Dir(dest), "."+filepath.Base(dest)+".part-*")
-		if err != nil {
+		if tmp, err = atomicfile.Create(dest, 0o644); err != nil {
 			return err
 		}
-		defer func() {
-			if tmp != nil {
-				tmp.Close()
-				os.Remove(tmp.Name())
-			}
-		}()
+		defer tmp.Abort()
 		w = tmp
 	}
 
@@ -92,12 +87,12 @@ func runGet(args []string) error {
 		if *verbose {
 			r.Log = zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr}).Level(zerolog.DebugLevel).With().Timestamp().Logger()
 		}
-		err := getMulticast(ctx, r, remote, server, tmp, *quiet)
+		err := getMulticast(ctx, r, remote, server, tmp.File, *quiet)
 		if !errors.Is(err, mtftp.ErrNativeUnsupported) {
 			if err != nil {
 				return err
 			}
-			return commit(tmp, dest, &tmp)
+			return tmp.Commit()
 		}
 		fmt.Fprintln(os.Stderr, "server offers no native multicast: downloading by unicast")
 		if err := tmp.Truncate(0); err != nil {
@@ -135,7 +130,7 @@ func runGet(args []string) error {
 		return err
 	}
 	if tmp != nil {
-		if err := commit(tmp, dest, &tmp); err != nil {
+		if err := tmp.Commit(); err != nil {
 			return err
 		}
 	}
@@ -144,22 +139,6 @@ func runGet(args []string) error {
 		fmt.Fprintf(os.Stderr, "%s: %d bytes in %s (%.1f MB/s), blksize %d, windowsize %d, %d timeouts, from %s\n",
 			remote, res.Bytes, res.Duration.Round(time.Millisecond), mbps, res.BlockSize, res.WindowSize, res.Timeouts, res.ServerAddr)
 	}
-	return nil
-}
-
-// commit moves a finished download from its temp file to dest; *tmp is
-// cleared so the caller's cleanup leaves it alone.
-func commit(f *os.File, dest string, tmp **os.File) error {
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(f.Name(), dest); err != nil {
-		return err
-	}
-	*tmp = nil
 	return nil
 }
 

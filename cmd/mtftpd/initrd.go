@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/mtftpd/mtftpd/initramfs"
+	"github.com/mtftpd/mtftpd/internal/atomicfile"
 )
 
 const initrdUsage = `Usage: mtftpd image initrd -o deploy.cpio.gz [--kernel-modules DIR] [--modules a,b,...] [--binary PATH]
@@ -55,32 +56,19 @@ func runImageInitrd(args []string) error {
 	if want == nil {
 		opts.Modules = []string{}
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(*out), "."+filepath.Base(*out)+".tmp-*")
+	tmp, err := atomicfile.Create(*out, 0o644)
 	if err != nil {
 		return err
 	}
-	defer os.Remove(tmp.Name()) // after the rename: nothing
+	defer tmp.Abort()
 	if err := initramfs.Build(tmp, opts); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
 		return err
 	}
 	st, err := tmp.Stat()
 	if err != nil {
-		tmp.Close()
 		return err
 	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), *out); err != nil {
+	if err := tmp.Commit(); err != nil {
 		return err
 	}
 	fmt.Printf("%s: %s (%s uncompressed), /init = %s\n", *out, sizeString(st.Size()), sizeString(rep.Bytes), rep.Binary)

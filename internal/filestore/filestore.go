@@ -354,7 +354,7 @@ func (f *File) ModTime() time.Time { return f.m.mtime }
 // faults and kills the process. It is nil for an empty file.
 //
 // If the file is truncated on disk, reading the slice past the new end of
-// file raises SIGBUS: read it under debug.SetPanicOnFault and recover.
+// file raises SIGBUS: read it under ReadMapped or CatchFault.
 func (f *File) Data() []byte {
 	if f.released.Load() {
 		return nil
@@ -377,7 +377,7 @@ func (f *File) NetasciiSize() (int64, error) {
 	}
 	m := f.m
 	m.nasOnce.Do(func() {
-		m.nasSize, m.nasErr = faultSafeNetasciiLen(m.data)
+		m.nasErr = ReadMapped(func() { m.nasSize = NetasciiLen(m.data) })
 		if m.nasErr != nil {
 			m.nasErr = fmt.Errorf("%s: netascii size: %w", m.key.name, m.nasErr)
 		}

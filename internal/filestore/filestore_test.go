@@ -393,3 +393,14 @@ func TestConcurrentGetRelease(t *testing.T) {
 		t.Errorf("Hits %d < %d Gets of the pinned file", st.Hits, sameGets)
 	}
 }
+
+// TestReadMappedAllocs: senders call ReadMapped per block; it must not
+// allocate when nothing faults.
+func TestReadMappedAllocs(t *testing.T) {
+	src, dst := make([]byte, 512), make([]byte, 512)
+	if n := testing.AllocsPerRun(100, func() {
+		ReadMapped(func() { copy(dst, src) })
+	}); n != 0 {
+		t.Errorf("ReadMapped allocates %v times per call, want 0", n)
+	}
+}

@@ -5,11 +5,13 @@ package filestore
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
 	"testing"
 	"time"
 	"unsafe"
@@ -140,7 +142,7 @@ func TestTruncatedUnderUs(t *testing.T) {
 	// must come back as an error, and stay one.
 	for range 2 {
 		n, err := f.NetasciiSize()
-		if !errors.Is(err, errFault) || n != 0 {
+		if !errors.Is(err, ErrFault) || n != 0 {
 			t.Errorf("NetasciiSize after truncation = %d, %v; want 0 and a fault error", n, err)
 		}
 	}
@@ -151,10 +153,10 @@ func TestTruncatedUnderUs(t *testing.T) {
 	}
 }
 
-// The sender's pattern: read the mapping in its own goroutine under
-// SetPanicOnFault and recover. This proves the runtime turns SIGBUS on a
-// truncated mapping into a recoverable panic here.
-func TestFaultRecoveryInGoroutine(t *testing.T) {
+// TestReadMapped: a read past the new end of a truncated mapping comes
+// back as ErrFault at an address inside the mapping, not a crash; any other
+// panic goes on; the goroutine's SetPanicOnFault setting is restored.
+func TestReadMapped(t *testing.T) {
 	root, s := newStore(t)
 	name := filepath.Join(root, "big")
 	writeFile(t, name, oneMiB())
@@ -163,37 +165,50 @@ func TestFaultRecoveryInGoroutine(t *testing.T) {
 	if err := os.Truncate(name, 0); err != nil {
 		t.Fatal(err)
 	}
-
 	data := f.Data()
-	type result struct {
-		addr    uintptr
-		fault   bool
-		read    byte
-		noPanic bool
+
+	var got byte
+	err := ReadMapped(func() { got = data[len(data)-1] })
+	if !errors.Is(err, ErrFault) {
+		t.Fatalf("read past EOF of a truncated mapping: %v (read %q), want ErrFault", err, got)
 	}
-	done := make(chan result, 1)
-	go func() {
-		debug.SetPanicOnFault(true)
-		defer func() {
-			r := recover()
-			addr, ok := faultAddr(r)
-			done <- result{addr: addr, fault: ok}
-		}()
-		b := data[len(data)-1]
-		done <- result{read: b, noPanic: true}
-	}()
-	r := <-done
-	if r.noPanic {
-		t.Fatalf("read past EOF of a truncated mapping returned %q instead of faulting", r.read)
-	}
-	if !r.fault {
-		t.Fatal("recovered value is not a memory fault")
+	var addr uintptr
+	if _, serr := fmt.Sscanf(err.Error()[strings.LastIndex(err.Error(), " at ")+4:], "%v", &addr); serr != nil {
+		t.Fatalf("no address in %q: %v", err, serr)
 	}
 	start := uintptr(unsafe.Pointer(unsafe.SliceData(data)))
-	if r.addr < start || r.addr >= start+uintptr(len(data)) {
-		t.Errorf("fault at %#x, outside the mapping [%#x, %#x)", r.addr, start, start+uintptr(len(data)))
+	if addr < start || addr >= start+uintptr(len(data)) {
+		t.Errorf("fault at %#x, outside the mapping [%#x, %#x)", addr, start, start+uintptr(len(data)))
 	}
+	if debug.SetPanicOnFault(false) {
+		t.Error("ReadMapped left SetPanicOnFault on")
+	}
+
+	for _, p := range []any{"a bug", errors.New("a bug"), runtimeError{}} {
+		func() {
+			defer func() {
+				if r := recover(); r != p {
+					t.Errorf("panic(%#v) came out as %#v", p, r)
+				}
+			}()
+			err := ReadMapped(func() { panic(p) })
+			t.Errorf("panic(%#v) swallowed into %v", p, err)
+		}()
+	}
+	// Nested: the inner call restores the outer setting (on).
+	ReadMapped(func() {
+		ReadMapped(func() {})
+		if !debug.SetPanicOnFault(true) {
+			t.Error("inner ReadMapped turned SetPanicOnFault off for the outer one")
+		}
+	})
 }
+
+// runtimeError is a runtime.Error that is not a memory fault (no Addr).
+type runtimeError struct{}
+
+func (runtimeError) Error() string { return "runtime error: not a fault" }
+func (runtimeError) RuntimeError() {}
 
 // NetasciiSize is computed once per mapping and shared: a second handle
 // gets the cached value without touching the (now truncated) pages.

@@ -2,10 +2,7 @@ package filestore
 
 import (
 	"bytes"
-	"errors"
-	"fmt"
 	"io"
-	"runtime/debug"
 )
 
 // Netascii (RFC 1350 §5, line rules from RFC 764): a Unix sender turns every
@@ -19,42 +16,6 @@ func NetasciiLen(src []byte) int64 {
 	return int64(len(src)) + int64(bytes.Count(src, []byte{'\n'})) + int64(bytes.Count(src, []byte{'\r'}))
 }
 
-// errFault reports a memory fault while reading a mapping: the file was
-// truncated under us and the pages past its new end are gone (SIGBUS).
-var errFault = errors.New("file truncated while being read (memory fault on mapping)")
-
-// faultSafeNetasciiLen is NetasciiLen for a mapping that may have been
-// truncated on disk. Reading such a mapping past the new EOF raises SIGBUS;
-// with SetPanicOnFault the runtime turns that into a panic in this
-// goroutine, which is recovered here into an error instead of killing the
-// server.
-func faultSafeNetasciiLen(src []byte) (n int64, err error) {
-	old := debug.SetPanicOnFault(true)
-	defer debug.SetPanicOnFault(old)
-	defer func() {
-		if r := recover(); r != nil {
-			if addr, ok := faultAddr(r); ok {
-				err = fmt.Errorf("%w at %#x", errFault, addr)
-				return
-			}
-			panic(r) // not a fault on the mapping: a real bug
-		}
-	}()
-	return NetasciiLen(src), nil
-}
-
-// faultAddr reports whether a recovered value is a memory fault turned into
-// a panic by debug.SetPanicOnFault, and the faulting address. Such runtime
-// errors carry an Addr method (documented on debug.SetPanicOnFault).
-func faultAddr(r any) (uintptr, bool) {
-	if e, ok := r.(interface{ Addr() uintptr }); ok {
-		if _, ok := r.(error); ok {
-			return e.Addr(), true
-		}
-	}
-	return 0, false
-}
-
 // NetasciiReader converts a byte slice to netascii while it is read, without
 // allocating and without converting the whole file up front.
 //
@@ -64,8 +25,8 @@ func faultAddr(r any) (uintptr, bool) {
 // use; each transfer owns its own.
 //
 // The reader does not protect itself against a mapping truncated on disk:
-// the caller (the sending goroutine) must run it under
-// debug.SetPanicOnFault and recover, as it does for octet blocks.
+// the caller (the sending goroutine) must run it under ReadMapped or
+// CatchFault, as it does for octet blocks.
 type NetasciiReader struct {
 	src     []byte
 	pos     int  // next unread byte of src

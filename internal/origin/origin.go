@@ -33,7 +33,6 @@ import (
 	"container/list"
 	"context"
 	"crypto/md5"
-	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -54,6 +53,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/mtftpd/mtftpd/internal/atomicfile"
 	"github.com/mtftpd/mtftpd/internal/filestore"
 )
 
@@ -621,18 +621,13 @@ func (c *Cache) install(name string, resp *http.Response, e *entry) (int64, erro
 			return 0, err
 		}
 	}
-	tmp := tempName()
-	f, err := c.root.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	// The temp file lives in tmp/, outside what is served.
+	dst := path.Join(filesDir, name)
+	f, err := atomicfile.CreateIn(c.root, dst, path.Join(tmpDir, "*"), 0o644)
 	if err != nil {
 		return 0, err
 	}
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			c.root.Remove(tmp)
-		}
-	}()
+	defer f.Abort()
 	var w io.Writer = &reservingWriter{w: f, r: res}
 	var sum hash.Hash
 	want, hasMD5 := md5ETag(e.ETag)
@@ -650,32 +645,19 @@ func (c *Cache) install(name string, resp *http.Response, e *entry) (int64, erro
 	if hasMD5 && !bytes.Equal(sum.Sum(nil), want) {
 		return n, fmt.Errorf("origin: %s: MD5 %x does not match ETag %s", name, sum.Sum(nil), e.ETag)
 	}
-	if err := f.Sync(); err != nil {
-		return n, err
-	}
-	if err := f.Close(); err != nil {
-		return n, err
-	}
 	if t, err := http.ParseTime(e.LastModified); err == nil {
 		// The origin's time: every rack's mirror then sends the same
 		// Last-Modified (and ETag, which is built from size and mtime).
-		c.root.Chtimes(tmp, t, t)
+		c.root.Chtimes(f.TempName(), t, t)
 	}
-	dst := path.Join(filesDir, name)
 	if err := c.root.MkdirAll(path.Dir(dst), 0o755); err != nil {
 		return n, err
 	}
-	c.mu.Lock()
-	err = c.root.Rename(tmp, dst)
-	if err == nil {
-		c.setFile(name, n) // the old copy's bytes, if any, are given back
-	}
-	c.mu.Unlock()
-	if err != nil {
+	// The old copy's bytes, if any, are given back as the new one appears.
+	err = f.CommitUnder(&c.mu, func() { c.setFile(name, n) })
+	if err != nil && !errors.Is(err, atomicfile.ErrSyncDir) {
 		return n, err
 	}
-	ok = true
-	c.syncDir(path.Dir(dst))
 	return n, nil
 }
 
@@ -724,20 +706,6 @@ func (w *reservingWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// tempName is a fresh name in tmp/, outside what is served.
-func tempName() string {
-	var rnd [8]byte
-	rand.Read(rnd[:])
-	return path.Join(tmpDir, hex.EncodeToString(rnd[:]))
-}
-
-func (c *Cache) syncDir(dir string) {
-	if d, err := c.root.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-}
-
 // forget removes name's cached copy and validators (the origin dropped it).
 func (c *Cache) forget(name string) {
 	c.root.Remove(path.Join(filesDir, name))
@@ -765,19 +733,13 @@ func (c *Cache) loadMeta(name string) *entry {
 	return &e
 }
 
-// saveMeta records name's validators (temp + rename: a crash leaves the
-// old record or the new one). A lost record only costs a full fetch.
+// saveMeta records name's validators (atomically: a crash leaves the old
+// record or the new one). A lost record only costs a full fetch.
 func (c *Cache) saveMeta(name string, e *entry) {
 	b, _ := json.Marshal(e)
 	dst := path.Join(metaDir, name+".json")
-	tmp := tempName()
 	if err := c.root.MkdirAll(path.Dir(dst), 0o755); err != nil {
 		return
 	}
-	if err := c.root.WriteFile(tmp, b, 0o644); err != nil {
-		return
-	}
-	if err := c.root.Rename(tmp, dst); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		c.root.Remove(tmp)
-	}
+	atomicfile.WriteIn(c.root, dst, path.Join(tmpDir, "*"), b, 0o644)
 }

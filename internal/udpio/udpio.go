@@ -14,10 +14,14 @@
 // callers never branch on the OS. OS detail lives in udpio_linux.go; other
 // systems get a plain one-datagram-per-syscall fallback (udpio_other.go).
 //
-// A Conn is not safe for concurrent writes (WriteDatagrams, WriteTo) nor for
-// concurrent reads (ReadFrom, ReadBatch); one writer and one reader may run
-// at the same time. Caps, Stats, LocalAddr and SetReadDeadline are safe to
-// call from any goroutine.
+// WriteDatagrams keeps its message headers and iovecs in the Conn: one
+// goroutine at a time may call it. WriteTo may be called from any number of
+// goroutines, also while WriteDatagrams runs (mtftp's native sessions
+// answer joins while their stream sends): it shares only the socket, which
+// the kernel serialises, and atomic counters with it, and its cmsg buffer
+// is under a mutex. Reads (ReadFrom, ReadBatch) are not safe for concurrent
+// use; one reader may run beside the writers. Caps, Stats, LocalAddr and
+// SetReadDeadline are safe to call from any goroutine.
 package udpio
 
 import (

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sync"
 	"syscall"
 	"unsafe"
 
@@ -21,6 +22,7 @@ type connSys struct {
 	pktinfo bool
 	rxqOvfl bool // SO_RXQ_OVFL on: reads carry the drop count
 	gro     bool
+	woobMu  sync.Mutex  // woob: WriteTo may run on several goroutines
 	woob    [64]byte    // WriteTo's IP_PKTINFO cmsg
 	roob    [128]byte   // ReadFrom's control data
 	r       *mmsgReader // ReadBatch state, made at the first call
@@ -388,6 +390,8 @@ func (c *Conn) WriteTo(b []byte, dst netip.AddrPort, src netip.Addr) error {
 	}
 	var oob []byte
 	if src.IsValid() {
+		c.sys.woobMu.Lock()
+		defer c.sys.woobMu.Unlock()
 		oob = c.pktinfoControl(src)
 	}
 	_, _, err := c.uc.WriteMsgUDPAddrPort(b, oob, dst)

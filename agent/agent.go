@@ -489,6 +489,9 @@ func (a *run) deploy(ctx context.Context) error {
 	if err := a.final(ctx, Report{State: StateDone, Written: w, Total: max(total, 0), Phases: phases}); err != nil {
 		a.printf("could not report done: %v", err)
 	}
+	if a.cl.Debug {
+		a.netStats()
+	}
 	a.printf("done in %.1fs (%s written, via %s; %d chunks needed, %d held, %d fetched again by unicast; phases %s)",
 		time.Since(a.start).Seconds(), sizeString(w), orNothing(res.Via), res.Needed, res.Held, res.Refetched, phaseList(res.Phases))
 	return nil
@@ -607,4 +610,25 @@ func (a *run) deployLog() zerolog.Logger {
 			Level(zerolog.DebugLevel).With().Str("agent", "deploy").Logger()
 	}
 	return a.env.Log
+}
+
+// netStats prints, with mtftpd.debug, the kernel's UDP counters and the
+// NIC's receive counters: where a multicast stream that never arrived
+// was lost (checksum errors, full buffers, the NIC's drops).
+func (a *run) netStats() {
+	if b, err := os.ReadFile("/proc/net/snmp"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, "Udp:") || strings.HasPrefix(line, "IpExt:") {
+				a.printf("debug: %s", line)
+			}
+		}
+	}
+	if a.iface == "" {
+		return
+	}
+	for _, c := range []string{"rx_packets", "rx_dropped", "rx_errors", "rx_crc_errors", "rx_missed_errors", "rx_over_errors", "multicast"} {
+		if b, err := os.ReadFile(filepath.Join(a.env.SysRoot, "class/net", a.iface, "statistics", c)); err == nil {
+			a.printf("debug: %s %s %s", a.iface, c, strings.TrimSpace(string(b)))
+		}
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/mattn/go-isatty"
@@ -233,10 +234,11 @@ func parseFlags(fs *pflag.FlagSet, args []string) (pos []string, help bool, err 
 	return fs.Args(), false, nil
 }
 
-// goStyle rewrites -name and -name=value to --name… when name is a long
-// flag of fs: the standard flag package accepted one dash, and commands
-// written for it keep working. The value of a flag that takes one is
-// passed as it is, even when it starts with a dash.
+// goStyle keeps command lines written for the standard flag package
+// working: it rewrites -name and -name=value to --name… when name is a
+// long flag of fs (one dash was enough), and a boolean config key
+// followed by true or false to --key=VALUE. The value of a flag that
+// takes one is passed as it is, even when it starts with a dash.
 func goStyle(fs *pflag.FlagSet, args []string) []string {
 	out := make([]string, 0, len(args))
 	for i := 0; i < len(args); i++ {
@@ -260,13 +262,29 @@ func goStyle(fs *pflag.FlagSet, args []string) []string {
 				a = "-" + a
 			}
 		}
-		out = append(out, a)
-		if f != nil && !hasValue && f.NoOptDefVal == "" && i+1 < len(args) {
-			i++
-			out = append(out, args[i])
+		if f != nil && !hasValue && i+1 < len(args) {
+			switch {
+			case f.NoOptDefVal == "":
+				out = append(out, a, args[i+1])
+				i++
+				continue
+			case strings.Contains(f.Name, ".") && isBool(args[i+1]):
+				// A config key took its value as the next word before
+				// (scripts say --mtftp.enabled false); a command's own
+				// boolean never did.
+				out = append(out, a+"="+args[i+1])
+				i++
+				continue
+			}
 		}
+		out = append(out, a)
 	}
 	return out
+}
+
+func isBool(s string) bool {
+	_, err := strconv.ParseBool(s)
+	return err == nil
 }
 
 // isTerminal reports whether f is a terminal, where progress bars are

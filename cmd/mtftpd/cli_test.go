@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/mtftpd/mtftpd/internal/config"
 )
 
 // Flags may follow the positional arguments, the standard library's
@@ -34,16 +36,28 @@ func TestFlagsAnywhere(t *testing.T) {
 	}
 }
 
-// A boolean config key alone means true; =false turns it off.
+// A boolean config key alone means true; =false turns it off, and so
+// does the next word false, as scripts wrote it for the flag package.
 func TestBoolConfigFlags(t *testing.T) {
-	out, code := mtftpd(t, "serve", "--print-config", "--tftp.allow_overwrite", "--mtftp.enabled=false", "--demo")
-	if code != 0 {
-		t.Fatalf("exit %d: %s", code, out)
-	}
-	for _, want := range []string{"allow_overwrite = true", "[mtftp]\n  enabled = false"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("--print-config lacks %q:\n%s", want, out)
+	for _, args := range [][]string{
+		{"--tftp.allow_overwrite", "--mtftp.enabled=false", "--demo"},
+		{"--demo", "--tftp.allow_overwrite", "true", "--mtftp.enabled", "false"},
+		{"--mtftp.enabled", "0", "--tftp.allow_overwrite"},
+	} {
+		out, code := mtftpd(t, append([]string{"serve", "--print-config"}, args...)...)
+		if code != 0 {
+			t.Fatalf("%v: exit %d: %s", args, code, out)
 		}
+		for _, want := range []string{"allow_overwrite = true", "[mtftp]\n  enabled = false"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("%v: --print-config lacks %q:\n%s", args, want, out)
+			}
+		}
+	}
+	// A command's own boolean never took a value: the word stays an
+	// argument.
+	if out, code := mtftpd(t, "serve", "--print-config", "--demo", "false"); code == 0 || !strings.Contains(out, `unexpected argument "false"`) {
+		t.Errorf("--demo false: exit %d: %s", code, out)
 	}
 }
 
@@ -130,6 +144,7 @@ func TestReadmeCommands(t *testing.T) {
 
 func TestGoStyle(t *testing.T) {
 	fs := newFlags("get")
+	config.Flags(fs)
 	fs.String("cmdline", "", "")
 	fs.BoolP("quiet", "q", false, "")
 	fs.StringP("output", "o", "", "")
@@ -138,6 +153,8 @@ func TestGoStyle(t *testing.T) {
 		{[]string{"-cmdline=-x", "-q", "-o", "-quiet"}, []string{"--cmdline=-x", "-q", "-o", "-quiet"}},
 		{[]string{"--cmdline", "-quiet", "-quiet"}, []string{"--cmdline", "-quiet", "--quiet"}},
 		{[]string{"-qofile", "-nope", "-", "--", "-quiet"}, []string{"-qofile", "-nope", "-", "--", "-quiet"}},
+		{[]string{"--tftp.allow_fragments", "true", "-tftp.allow_overwrite", "no"}, []string{"--tftp.allow_fragments=true", "--tftp.allow_overwrite", "no"}},
+		{[]string{"-quiet", "false", "--quiet=false"}, []string{"--quiet", "false", "--quiet=false"}},
 	} {
 		if got := goStyle(fs, tc.in); !slices.Equal(got, tc.want) {
 			t.Errorf("goStyle(%q) = %q, want %q", tc.in, got, tc.want)

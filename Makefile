@@ -26,8 +26,12 @@ test: ## install test dependencies (Debian, idempotent) and run every test
 	$(MAKE) fuzz-smoke
 	@if [ "$$(id -u)" -eq 0 ]; then ./scripts/soak.sh 2m; else echo "soak: skipped (needs root for the lab)"; fi
 
-test-go: ## run the Go tests (race detector, shuffled)
-	$(GO) test -race -shuffle=on -count=1 -timeout $(TEST_TIMEOUT) ./...
+# test-go pipes go test -json through cmd/testsummary: go test's usual
+# output (every failing test in full), then each skipped test with its
+# reason; as root it fails when a test skipped for want of root, the lab,
+# QEMU or a package (the slow runs of e2e-slow are expected skips).
+test-go: ## run the Go tests (race detector, shuffled) and list what skipped and why
+	set -o pipefail; $(GO) test -json -race -shuffle=on -count=1 -timeout $(TEST_TIMEOUT) ./... | $(GO) run ./cmd/testsummary
 
 e2e-slow: ## the slow firmware runs (root, QEMU): every local-boot command on SeaBIOS and OVMF, the golden disk booted directly
 	MTFTPD_E2E_SLOW=1 $(GO) test -count=1 -timeout 60m -v -run 'TestGoldenDiskBoots|TestLocalBootAfterNetwork' ./e2e

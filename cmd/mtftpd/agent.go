@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -14,29 +13,28 @@ import (
 	"github.com/mtftpd/mtftpd/agent"
 )
 
-const agentUsage = `Usage: mtftpd agent [--cmdline TEXT] [--init] [--no-net] [--no-after]
-
-Runs the imaging agent (docs/imaging.md, "Agent"): reads mtftpd.* from the
+const agentAbout = `Runs the imaging agent (docs/imaging.md, "Agent"): reads mtftpd.* from the
 kernel command line, brings up the NIC, fetches this machine's task, deploys
 or captures, reports, then reboots, powers off or waits as the task says.
 As /init of the deploy environment (PID 1) mtftpd runs it by itself.`
 
 func runAgent(args []string) error {
-	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
+	fs := newFlags("agent")
 	cmdline := fs.String("cmdline", "", "kernel command line to read instead of /proc/cmdline")
 	initFlag := fs.Bool("init", false, "mount proc, sys, dev, tmp, run and load /etc/mtftpd-modules first (as PID 1)")
 	noNet := fs.Bool("no-net", false, "use the network as it is (the MAC must be on the command line)")
 	noAfter := fs.Bool("no-after", false, "print the after action instead of doing it")
-	if help, err := parseArgs(fs, agentUsage, args); help || err != nil {
+	pos, help, err := parseFlags(fs, args)
+	if help || err != nil {
 		return err
 	}
-	if fs.NArg() != 0 {
+	if len(pos) != 0 {
 		fs.Usage()
 		return errors.New("no arguments expected")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	err := agentMain(ctx, *cmdline, *initFlag, !*noNet, !*noAfter)
+	err = agentMain(ctx, *cmdline, *initFlag, !*noNet, !*noAfter)
 	if err != nil {
 		return errReported // printed by the agent already
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -17,45 +16,8 @@ import (
 	"github.com/mtftpd/mtftpd/internal/atomicfile"
 )
 
-const benchUsage = `Usage: mtftpd bench TARGET [flags]
-
-Targets:
-  tftp     TFTP swarm: N firmware-like clients download one file from
-           --target HOST:PORT (profiles bios, uefi, ipxe, linux, custom)
-  mcast    multicast swarm: N receivers (native, rfc2090 or pxe) download
-           one file from --target HOST[:PORT] together
-  dhcp     DHCP storm: N clients do DISCOVER/OFFER/REQUEST/ACK (and RELEASE)
-           against the servers on --iface (broadcast: lab networks only)
-  compare  print the ratios of the main figures of two --json reports
-
-Run 'mtftpd bench TARGET --help' for the flags.
-`
-
-// runBench dispatches "mtftpd bench TARGET".
-func runBench(args []string) error {
-	if len(args) == 0 {
-		fmt.Fprint(os.Stderr, benchUsage)
-		return errors.New("need a target (tftp, mcast, dhcp, compare)")
-	}
-	switch args[0] {
-	case "tftp":
-		return runBenchTFTP(args[1:])
-	case "mcast":
-		return runBenchMCast(args[1:])
-	case "dhcp":
-		return runBenchDHCP(args[1:])
-	case "compare":
-		return runBenchCompare(args[1:])
-	case "help", "--help", "-h":
-		fmt.Print(benchUsage)
-		return nil
-	default:
-		return fmt.Errorf("unknown target %q (available: tftp, mcast, dhcp, compare)", args[0])
-	}
-}
-
 func runBenchDHCP(args []string) error {
-	fs := flag.NewFlagSet("bench dhcp", flag.ContinueOnError)
+	fs := newFlags("bench dhcp")
 	iface := fs.String("iface", "", "interface to storm on (required: DHCP is broadcast; use a lab network only)")
 	clients := fs.Int("clients", 100, "simulated clients, each with its own MAC (02:6d:74:00:00:01, ...)")
 	concurrency := fs.Int("concurrency", 1, "exchanges at once")
@@ -65,12 +27,13 @@ func runBenchDHCP(args []string) error {
 	timeout := fs.Duration("timeout", bench.DefaultDHCPTimeout, "limit of one exchange, DISCOVER to ACK")
 	duration := fs.Duration("duration", bench.DefaultDHCPDuration, "limit of the whole storm")
 	jsonOut := fs.String("json", "", "also write the report as JSON to this file (- for stdout)")
-	if help, err := parseArgs(fs, "Usage: mtftpd bench dhcp --iface IF [flags]", args); help || err != nil {
+	pos, help, err := parseFlags(fs, args)
+	if help || err != nil {
 		return err
 	}
-	if fs.NArg() != 0 {
+	if len(pos) != 0 {
 		fs.Usage()
-		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+		return fmt.Errorf("unexpected argument %q", pos[0])
 	}
 	if *iface == "" {
 		return errors.New("dhcp: --iface is required: a DHCP storm broadcasts, so name the interface of a lab network explicitly")
@@ -78,11 +41,9 @@ func runBenchDHCP(args []string) error {
 	if *arch > 0xffff {
 		return fmt.Errorf("--arch %d is outside 0..65535", *arch)
 	}
-	fs.Visit(func(f *flag.Flag) {
-		if f.Name == "arch" {
-			*pxe = true
-		}
-	})
+	if fs.Changed("arch") {
+		*pxe = true
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/netip"
@@ -15,9 +14,7 @@ import (
 	"github.com/mtftpd/mtftpd/bench"
 )
 
-const benchMCastUsage = `Usage: mtftpd bench mcast --target HOST[:PORT] --file NAME --receivers N --dialect D [flags]
-
-N multicast receivers in this process, started together, download one file
+const benchMCastAbout = `N multicast receivers in this process, started together, download one file
 from one server; the report gives the time until all hold the verified file.
 
 Dialects:
@@ -27,7 +24,7 @@ Dialects:
 `
 
 func runBenchMCast(args []string) error {
-	fs := flag.NewFlagSet("bench mcast", flag.ContinueOnError)
+	fs := newFlags("bench mcast")
 	target := fs.String("target", "", "server HOST[:PORT] (required; port 69, or 1759 for pxe)")
 	file := fs.String("file", "", "file to download (required)")
 	receivers := fs.Int("receivers", 1, fmt.Sprintf("receivers in this process (1..%d)", bench.MaxMCastReceivers))
@@ -43,13 +40,14 @@ func runBenchMCast(args []string) error {
 	verify := fs.String("verify", "", "check every file: sha256:HEX")
 	verifyFile := fs.String("verify-file", "", "check every file against this local copy (sha256 and size)")
 	jsonOut := fs.String("json", "", "also write the report as JSON to this file (- for stdout); schema: docs/bench-json.md")
-	quiet := fs.Bool("q", false, "no progress display")
-	if help, err := parseArgs(fs, benchMCastUsage, args); help || err != nil {
+	quiet := fs.BoolP("quiet", "q", false, "no progress display")
+	pos, help, err := parseFlags(fs, args)
+	if help || err != nil {
 		return err
 	}
-	if fs.NArg() != 0 {
+	if len(pos) != 0 {
 		fs.Usage()
-		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+		return fmt.Errorf("unexpected argument %q", pos[0])
 	}
 	if *target == "" || *file == "" {
 		return errors.New("mcast: --target HOST[:PORT] and --file NAME are required")

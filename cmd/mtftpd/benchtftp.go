@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -16,9 +15,7 @@ import (
 	"github.com/mtftpd/mtftpd/bench"
 )
 
-const benchTFTPUsage = `Usage: mtftpd bench tftp --target HOST:PORT --file NAME --clients N [flags]
-
-Profiles (what each simulated client sends):
+const benchTFTPAbout = `Profiles (what each simulated client sends):
   bios    RRQ blksize=1468, lock-step (a PXE ROM)
   uefi    RRQ tsize=0 blksize=1468 windowsize=4, ERROR 8 after the OACK,
           then RRQ blksize=1468 windowsize=4 (OVMF)
@@ -28,7 +25,7 @@ Profiles (what each simulated client sends):
 `
 
 func runBenchTFTP(args []string) error {
-	fs := flag.NewFlagSet("bench tftp", flag.ContinueOnError)
+	fs := newFlags("bench tftp")
 	target := fs.String("target", "", "server HOST:PORT (required; every datagram goes there and nowhere else)")
 	file := fs.String("file", "", "file to download (required)")
 	clients := fs.Int("clients", 1, fmt.Sprintf("simulated clients, each with its own socket (1..%d)", bench.MaxTFTPClients))
@@ -47,20 +44,18 @@ func runBenchTFTP(args []string) error {
 	timeout := fs.Duration("timeout", 0, "each client's first retransmission timeout (0: 1s; adapts)")
 	retries := fs.Int("retries", 0, "consecutive timeouts before a client gives up (0: the client default)")
 	jsonOut := fs.String("json", "", "also write the report as JSON to this file (- for stdout); schema: docs/bench-json.md")
-	quiet := fs.Bool("q", false, "no progress display")
-	if help, err := parseArgs(fs, benchTFTPUsage, args); help || err != nil {
+	quiet := fs.BoolP("quiet", "q", false, "no progress display")
+	pos, help, err := parseFlags(fs, args)
+	if help || err != nil {
 		return err
 	}
-	if fs.NArg() != 0 {
+	if len(pos) != 0 {
 		fs.Usage()
-		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+		return fmt.Errorf("unexpected argument %q", pos[0])
 	}
 	if *target == "" || *file == "" {
 		return errors.New("tftp: --target HOST:PORT and --file NAME are required")
 	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-
 	var prof bench.Profile
 	if *profile == "custom" {
 		var err error
@@ -73,7 +68,7 @@ func runBenchTFTP(args []string) error {
 			return fmt.Errorf("tftp: unknown --profile %q (want %s)", *profile, strings.Join(bench.ProfileNames, ", "))
 		}
 		for _, name := range []string{"blksize", "windowsize", "tsize", "tsize-probe"} {
-			if set[name] {
+			if fs.Changed(name) {
 				return fmt.Errorf("tftp: --%s sets the options of --profile custom; --profile %s fixes them", name, *profile)
 			}
 		}
@@ -82,7 +77,7 @@ func runBenchTFTP(args []string) error {
 	if *count < 1 || *count > bench.MaxTransfersPerClient {
 		return fmt.Errorf("tftp: --count %d is outside 1..%d", *count, bench.MaxTransfersPerClient)
 	}
-	if set["count"] && *duration > 0 {
+	if fs.Changed("count") && *duration > 0 {
 		return errors.New("tftp: --count and --duration exclude each other (with --duration clients repeat until it ends)")
 	}
 	s := &bench.TFTPSwarm{
@@ -217,19 +212,20 @@ func printTFTPReport(w io.Writer, r bench.TFTPReport) {
 }
 
 func runBenchCompare(args []string) error {
-	fs := flag.NewFlagSet("bench compare", flag.ContinueOnError)
-	if help, err := parseArgs(fs, "Usage: mtftpd bench compare A.json B.json  (ratios are B/A)", args); help || err != nil {
+	fs := newFlags("bench compare")
+	pos, help, err := parseFlags(fs, args)
+	if help || err != nil {
 		return err
 	}
-	if fs.NArg() != 2 {
+	if len(pos) != 2 {
 		fs.Usage()
 		return errors.New("need two JSON reports")
 	}
-	a, err := os.ReadFile(fs.Arg(0))
+	a, err := os.ReadFile(pos[0])
 	if err != nil {
 		return err
 	}
-	b, err := os.ReadFile(fs.Arg(1))
+	b, err := os.ReadFile(pos[1])
 	if err != nil {
 		return err
 	}
@@ -237,7 +233,7 @@ func runBenchCompare(args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("bench %s: A = %s, B = %s\n", kind, fs.Arg(0), fs.Arg(1))
+	fmt.Printf("bench %s: A = %s, B = %s\n", kind, pos[0], pos[1])
 	fmt.Printf("%-18s %14s %14s %9s  %s\n", "figure", "A", "B", "B/A", "better")
 	for _, f := range figs {
 		ratio := "n/a"

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -23,29 +22,30 @@ import (
 )
 
 func runGet(args []string) error {
-	fs := flag.NewFlagSet("get", flag.ContinueOnError)
+	fs := newFlags("get")
 	blksize := fs.Int("blksize", 0, "ask for this block size (8..65464); 0 = 512, no option")
 	window := fs.Int("windowsize", 0, "ask for this window (RFC 7440); 0 = lock-step, no option")
 	tsize := fs.Bool("tsize", false, "ask for the file size (progress shows a total)")
 	netascii := fs.Bool("netascii", false, "transfer in netascii mode (text, CR LF on the wire)")
-	out := fs.String("o", "", "output file (default: the remote file's base name; - for stdout)")
+	out := fs.StringP("output", "o", "", "output file (default: the remote file's base name; - for stdout)")
 	timeout := fs.Duration("timeout", time.Second, "first retransmission timeout (adapts afterwards)")
 	retries := fs.Int("retries", tftp.DefaultRetries, "consecutive timeouts before giving up")
-	quiet := fs.Bool("q", false, "no progress bar and no summary")
+	quiet := fs.BoolP("quiet", "q", false, "no progress bar and no summary")
 	multicast := fs.Bool("multicast", false, "join the file's native multicast stream (falls back to unicast if the server does not offer it)")
 	iface := fs.String("iface", "", "with --multicast: interface to join the group on (default: the one the server is reached by)")
-	verbose := fs.Bool("v", false, "with --multicast: log every status report (loss, rate, NAKs) to stderr")
+	verbose := fs.BoolP("verbose", "v", false, "with --multicast: log every status report (loss, rate, NAKs) to stderr")
 	minRecv := fs.Int("min-receivers", 0, "with --multicast: ask a new session to start once this many receivers joined")
 	maxWait := fs.Duration("max-wait", 0, "with --multicast: ask a new session to start at the latest this long after it began (the server caps it)")
 	settle := fs.Duration("settle", 0, "with --multicast: ask a new session to start once nobody new joined for this long")
-	if help, err := parseArgs(fs, "Usage: mtftpd get [flags] HOST[:PORT] REMOTE", args); help || err != nil {
+	pos, help, err := parseFlags(fs, args)
+	if help || err != nil {
 		return err
 	}
-	if fs.NArg() != 2 {
+	if len(pos) != 2 {
 		fs.Usage()
 		return errors.New("need HOST[:PORT] and REMOTE")
 	}
-	server, remote := fs.Arg(0), fs.Arg(1)
+	server, remote := pos[0], pos[1]
 	if *blksize != 0 && (*blksize < tftp.MinBlockSize || *blksize > tftp.MaxBlockSize) {
 		return fmt.Errorf("--blksize %d is outside 8..65464", *blksize)
 	}
@@ -182,9 +182,4 @@ func getMulticast(ctx context.Context, r *mtftp.NativeReceiver, remote, server s
 			remote, res.Size, res.Duration.Round(time.Millisecond), mbps, res.SHA256, res.Shards, res.Rebuilt, res.Lost, res.Naks, res.Moves, res.Rejoins)
 	}
 	return nil
-}
-
-func isTerminal(f *os.File) bool {
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }

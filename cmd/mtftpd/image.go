@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -16,65 +15,14 @@ import (
 	"github.com/mtftpd/mtftpd/image"
 )
 
-const imageUsage = `Usage:
-  mtftpd image create [--chunk-size N] [-q] SRC -o IMAGE
-  mtftpd image info [--json] IMAGE
-  mtftpd image verify [-q] IMAGE
-  mtftpd image deploy [--http URL] [--unicast] [--assume-blank] [--no-resume] [--verify] [--min-receivers N] [--max-wait D] [--settle D] SERVER IMAGE DISK
-  mtftpd image capture [--token T | --token-file F] [--chunk-size N] DISK URL
-  mtftpd image initrd -o deploy.cpio.gz [--kernel-modules DIR] [--modules a,b,...] [--binary PATH]`
-
-func runImage(args []string) error {
-	if len(args) == 0 {
-		return errors.New("need a subcommand\n" + imageUsage)
-	}
-	switch args[0] {
-	case "create":
-		return runImageCreate(args[1:])
-	case "info":
-		return runImageInfo(args[1:])
-	case "verify":
-		return runImageVerify(args[1:])
-	case "deploy":
-		return runImageDeploy(args[1:])
-	case "capture":
-		return runImageCapture(args[1:])
-	case "initrd":
-		return runImageInitrd(args[1:])
-	case "help", "--help", "-h":
-		fmt.Println(imageUsage)
-		return nil
-	}
-	return fmt.Errorf("unknown subcommand %q\n%s", args[0], imageUsage)
-}
-
-// parseMixed parses flags that may come before, between or after the
-// positional arguments (`image create SRC -o IMAGE`), which flag.Parse
-// alone stops at.
-func parseMixed(fs *flag.FlagSet, usage string, args []string) (pos []string, help bool, err error) {
-	for {
-		if help, err := parseArgs(fs, usage, args); help || err != nil {
-			return nil, help, err
-		}
-		rest := fs.Args()
-		if len(rest) == 0 {
-			return pos, false, nil
-		}
-		if rest[0] == "--" {
-			return append(pos, rest[1:]...), false, nil
-		}
-		pos = append(pos, rest[0])
-		args = rest[1:]
-	}
-}
+const createAbout = "SRC is a block device, a raw disk file, or any image qemu-img reads (qcow2, vmdk, vhdx, ...)."
 
 func runImageCreate(args []string) error {
-	fs := flag.NewFlagSet("image create", flag.ContinueOnError)
+	fs := newFlags("image create")
 	chunkSize := fs.Int("chunk-size", image.DefaultChunkSize, "chunk size in bytes: a power of two from 65536 to 16777216")
-	out := fs.String("o", "", "image file to write (written as IMAGE.tmp-* and renamed when complete)")
-	quiet := fs.Bool("q", false, "no progress bar and no summary")
-	pos, help, err := parseMixed(fs, "Usage: mtftpd image create [--chunk-size N] [-q] SRC -o IMAGE\n\n"+
-		"SRC is a block device, a raw disk file, or any image qemu-img reads (qcow2, vmdk, vhdx, ...).", args)
+	out := fs.StringP("output", "o", "", "image file to write (required; written as IMAGE.tmp-* and renamed when complete)")
+	quiet := fs.BoolP("quiet", "q", false, "no progress bar and no summary")
+	pos, help, err := parseFlags(fs, args)
 	if help || err != nil {
 		return err
 	}
@@ -139,9 +87,9 @@ type imageInfo struct {
 }
 
 func runImageInfo(args []string) error {
-	fs := flag.NewFlagSet("image info", flag.ContinueOnError)
+	fs := newFlags("image info")
 	asJSON := fs.Bool("json", false, "print JSON")
-	pos, help, err := parseMixed(fs, "Usage: mtftpd image info [--json] IMAGE", args)
+	pos, help, err := parseFlags(fs, args)
 	if help || err != nil {
 		return err
 	}
@@ -191,9 +139,9 @@ func printInfo(w io.Writer, i imageInfo) {
 }
 
 func runImageVerify(args []string) error {
-	fs := flag.NewFlagSet("image verify", flag.ContinueOnError)
-	quiet := fs.Bool("q", false, "no progress bar and no summary")
-	pos, help, err := parseMixed(fs, "Usage: mtftpd image verify [-q] IMAGE", args)
+	fs := newFlags("image verify")
+	quiet := fs.BoolP("quiet", "q", false, "no progress bar and no summary")
+	pos, help, err := parseFlags(fs, args)
 	if help || err != nil {
 		return err
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"net/http"
 	"os"
@@ -25,16 +24,14 @@ import (
 // room for the collector.
 const deployMemoryLimit = 128 << 20
 
-const deployUsage = `Usage: mtftpd image deploy [flags] SERVER IMAGE DISK
-
-Writes IMAGE (its name on the server, e.g. images/room.img) to DISK (a block
+const deployAbout = `Writes IMAGE (its name on the server, e.g. images/room.img) to DISK (a block
 device or a file) by native multicast from SERVER (HOST[:PORT], the TFTP
 address), falling back to HTTP Range requests (--http) or TFTP. Chunks the
 disk already holds are not fetched (resume, delta); every chunk is checked
 against its digest before it is written.`
 
 func runImageDeploy(args []string) error {
-	fs := flag.NewFlagSet("image deploy", flag.ContinueOnError)
+	fs := newFlags("image deploy")
 	httpURL := fs.String("http", "", "the server's HTTP mirror (http://HOST:PORT): index and unicast fallback by HTTP")
 	unicast := fs.Bool("unicast", false, "no multicast: fetch the chunks by HTTP (or TFTP)")
 	blank := fs.Bool("assume-blank", false, "the disk reads as zeros already: do not zero the image's holes")
@@ -47,10 +44,10 @@ func runImageDeploy(args []string) error {
 	settle := fs.Duration("settle", 0, "ask the session to start once nobody new joined for this long")
 	timeout := fs.Duration("timeout", 10*time.Second, "give up after this long without a word from the server")
 	workers := fs.Int("workers", 0, "decode/write workers (default: one per core)")
-	quiet := fs.Bool("q", false, "no progress bar and no summary")
+	quiet := fs.BoolP("quiet", "q", false, "no progress bar and no summary")
 	jsonOut := fs.Bool("json", false, "print the summary as JSON on stdout")
-	verbose := fs.Bool("v", false, "log the receiver's events")
-	pos, help, err := parseMixed(fs, deployUsage, args)
+	verbose := fs.BoolP("verbose", "v", false, "log the receiver's events")
+	pos, help, err := parseFlags(fs, args)
 	if help || err != nil {
 		return err
 	}
@@ -153,21 +150,19 @@ func verified(v bool) string {
 	return ""
 }
 
-const captureUsage = `Usage: mtftpd image capture [flags] DISK URL
-
-Images DISK (a block device, a raw file, or any image qemu-img reads) and
+const captureAbout = `Images DISK (a block device, a raw file, or any image qemu-img reads) and
 streams it to URL, the image's place on an mtftpd mirror
 (http://HOST:PORT/images/NAME), with the server's upload token. The server
 checks every chunk and the image digest, and replaces nothing unless all of
 it checked out. Nothing is staged on this machine.`
 
 func runImageCapture(args []string) error {
-	fs := flag.NewFlagSet("image capture", flag.ContinueOnError)
+	fs := newFlags("image capture")
 	token := fs.String("token", "", "the server's imaging.upload_token (visible in the process list: prefer --token-file or $MTFTPD_UPLOAD_TOKEN)")
 	tokenFile := fs.String("token-file", "", "read the upload token from this file")
 	chunkSize := fs.Int("chunk-size", image.DefaultChunkSize, "chunk size in bytes: a power of two from 65536 to 16777216")
-	quiet := fs.Bool("q", false, "no summary")
-	pos, help, err := parseMixed(fs, captureUsage, args)
+	quiet := fs.BoolP("quiet", "q", false, "no summary")
+	pos, help, err := parseFlags(fs, args)
 	if help || err != nil {
 		return err
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -15,108 +14,135 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/pflag"
+
 	"github.com/mtftpd/mtftpd/imaging"
 	"github.com/mtftpd/mtftpd/internal/config"
 	"github.com/mtftpd/mtftpd/status"
 )
 
-const imagingUsage = `Usage:
-  mtftpd imaging add --name N (--deploy IMAGE | --capture NAME) [--mac M]... [--host H]... [--unknown] [--disk D] [--after reboot|poweroff|wait] [--retries N] [--no-verify] [--min-receivers N --max-wait D --settle D]
-  mtftpd imaging list
-  mtftpd imaging cancel NAME
-Common flags: [--server http://HOST:PORT] [--config FILE] [--token T] (or MTFTPD_ADMIN_TOKEN)`
+// imagingConn holds the flags every imaging command has: where the
+// server is and its admin token.
+type imagingConn struct{ server, cfgPath, token *string }
 
-// runImaging talks to a running server's /api/imaging (docs/imaging.md).
-func runImaging(args []string) error {
-	if len(args) == 0 {
-		fmt.Fprintln(os.Stderr, imagingUsage)
-		return errors.New("missing subcommand add, list or cancel")
+func imagingFlags(fs *pflag.FlagSet) imagingConn {
+	return imagingConn{
+		server:  fs.String("server", "", "the server's mirror URL (default: from --config's http.listen, else http://127.0.0.1:8080)"),
+		cfgPath: fs.String("config", "", "the server's config file, for http.listen and imaging.admin_token"),
+		token:   fs.String("token", "", "imaging.admin_token (default: $MTFTPD_ADMIN_TOKEN, else the config's)"),
 	}
-	sub, args := args[0], args[1:]
-	fs := flag.NewFlagSet("imaging "+sub, flag.ContinueOnError)
-	server := fs.String("server", "", "the server's mirror URL (default: from --config's http.listen, else http://127.0.0.1:8080)")
-	cfgPath := fs.String("config", "", "the server's config file, for http.listen and imaging.admin_token")
-	token := fs.String("token", "", "imaging.admin_token (default: $MTFTPD_ADMIN_TOKEN, else the config's)")
+}
+
+// target is the server's base URL and admin token.
+func (c imagingConn) target() (string, string, error) {
+	return imagingTarget(*c.server, *c.cfgPath, *c.token)
+}
+
+// imagingClient is the HTTP client of the imaging commands.
+var imagingClient = &http.Client{Timeout: 30 * time.Second}
+
+// runImagingAdd adds a task through a running server's /api/imaging
+// (docs/imaging.md).
+func runImagingAdd(args []string) error {
+	fs := newFlags("imaging add")
 	var t imaging.Task
-	var macs, hosts listFlag
 	var deploy, capture string
 	var retries int
 	var noVerify bool
 	var maxWait, settle time.Duration
-	if sub == "add" {
-		fs.StringVar(&t.Name, "name", "", "task name (letters, digits, . _ -)")
-		fs.StringVar(&deploy, "deploy", "", "deploy this image (a name in imaging.dir)")
-		fs.StringVar(&capture, "capture", "", "capture one machine's disk into this image name")
-		fs.Var(&macs, "mac", "a machine's MAC (repeatable)")
-		fs.Var(&hosts, "host", "a [[dhcp.host]] hostname (repeatable)")
-		fs.BoolVar(&t.Unknown, "unknown", false, "every machine no other task names and no [[dhcp.host]] knows")
-		fs.StringVar(&t.Disk, "disk", "", "target disk (default: the first whole disk large enough)")
-		fs.StringVar(&t.After, "after", "reboot", "reboot, poweroff or wait")
-		fs.IntVar(&retries, "retries", config.DefaultTaskRetries, "attempts after the first")
-		fs.BoolVar(&noVerify, "no-verify", false, "do not re-read the disk to check the image digest")
-		fs.IntVar(&t.MinReceivers, "min-receivers", 0, "start the multicast session once this many machines joined")
-		fs.DurationVar(&maxWait, "max-wait", 0, "...or at the latest this long after it began")
-		fs.DurationVar(&settle, "settle", 0, "...or once nobody new joined for this long")
-	}
-	if help, err := parseArgs(fs, imagingUsage, args); help || err != nil {
+	fs.StringVar(&t.Name, "name", "", "task name (letters, digits, . _ -)")
+	fs.StringVar(&deploy, "deploy", "", "deploy this image (a name in imaging.dir); this or --capture")
+	fs.StringVar(&capture, "capture", "", "capture one machine's disk into this image name")
+	macs := fs.StringArray("mac", nil, "a machine's MAC (repeatable)")
+	hosts := fs.StringArray("host", nil, "a [[dhcp.host]] hostname (repeatable)")
+	fs.BoolVar(&t.Unknown, "unknown", false, "every machine no other task names and no [[dhcp.host]] knows")
+	fs.StringVar(&t.Disk, "disk", "", "target disk (default: the first whole disk large enough)")
+	fs.StringVar(&t.After, "after", "reboot", "reboot, poweroff or wait")
+	fs.IntVar(&retries, "retries", config.DefaultTaskRetries, "attempts after the first")
+	fs.BoolVar(&noVerify, "no-verify", false, "do not re-read the disk to check the image digest")
+	fs.IntVar(&t.MinReceivers, "min-receivers", 0, "start the multicast session once this many machines joined")
+	fs.DurationVar(&maxWait, "max-wait", 0, "...or at the latest this long after it began")
+	fs.DurationVar(&settle, "settle", 0, "...or once nobody new joined for this long")
+	conn := imagingFlags(fs)
+	pos, help, err := parseFlags(fs, args)
+	if help || err != nil {
 		return err
 	}
-	base, admin, err := imagingTarget(*server, *cfgPath, *token)
+	if len(pos) > 0 {
+		return fmt.Errorf("unexpected argument %q", pos[0])
+	}
+	switch {
+	case deploy != "" && capture == "":
+		t.Action, t.Image = "deploy", deploy
+	case capture != "" && deploy == "":
+		t.Action, t.Image = "capture", capture
+	default:
+		return errors.New("give one of --deploy IMAGE or --capture NAME")
+	}
+	base, admin, err := conn.target()
 	if err != nil {
 		return err
 	}
-	client := &http.Client{Timeout: 30 * time.Second}
-	switch sub {
-	case "add":
-		if fs.NArg() > 0 {
-			return fmt.Errorf("unexpected argument %q", fs.Arg(0))
-		}
-		switch {
-		case deploy != "" && capture == "":
-			t.Action, t.Image = "deploy", deploy
-		case capture != "" && deploy == "":
-			t.Action, t.Image = "capture", capture
-		default:
-			return errors.New("give one of --deploy IMAGE or --capture NAME")
-		}
-		t.MACs, t.Hosts, t.Retries = macs, hosts, &retries
-		if noVerify {
-			f := false
-			t.Verify = &f
-		}
-		t.MaxWait.Duration, t.Settle.Duration = maxWait, settle
-		body, _ := json.Marshal(t)
-		if _, err := imagingCall(client, http.MethodPost, base+"/api/imaging/tasks", admin, body); err != nil {
-			return err
-		}
-		fmt.Printf("task %s added\n", t.Name)
-		return nil
-	case "cancel":
-		if fs.NArg() != 1 {
-			return errors.New("usage: mtftpd imaging cancel NAME")
-		}
-		if _, err := imagingCall(client, http.MethodDelete, base+"/api/imaging/tasks/"+url.PathEscape(fs.Arg(0)), admin, nil); err != nil {
-			return err
-		}
-		fmt.Printf("task %s cancelled\n", fs.Arg(0))
-		return nil
-	case "list":
-		if fs.NArg() > 0 {
-			return fmt.Errorf("unexpected argument %q", fs.Arg(0))
-		}
-		b, err := imagingCall(client, http.MethodGet, base+"/api/imaging", "", nil)
-		if err != nil {
-			return err
-		}
-		var o imaging.Overview
-		if err := json.Unmarshal(b, &o); err != nil {
-			return fmt.Errorf("%s/api/imaging: not an imaging answer: %w", base, err)
-		}
-		writeImaging(os.Stdout, o)
-		return nil
+	t.MACs, t.Hosts, t.Retries = *macs, *hosts, &retries
+	if noVerify {
+		f := false
+		t.Verify = &f
 	}
-	fmt.Fprintln(os.Stderr, imagingUsage)
-	return fmt.Errorf("unknown subcommand %q", sub)
+	t.MaxWait.Duration, t.Settle.Duration = maxWait, settle
+	body, _ := json.Marshal(t)
+	if _, err := imagingCall(imagingClient, http.MethodPost, base+"/api/imaging/tasks", admin, body); err != nil {
+		return err
+	}
+	fmt.Printf("task %s added\n", t.Name)
+	return nil
+}
+
+func runImagingCancel(args []string) error {
+	fs := newFlags("imaging cancel")
+	conn := imagingFlags(fs)
+	pos, help, err := parseFlags(fs, args)
+	if help || err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		fs.Usage()
+		return errors.New("need the task's NAME")
+	}
+	base, admin, err := conn.target()
+	if err != nil {
+		return err
+	}
+	if _, err := imagingCall(imagingClient, http.MethodDelete, base+"/api/imaging/tasks/"+url.PathEscape(pos[0]), admin, nil); err != nil {
+		return err
+	}
+	fmt.Printf("task %s cancelled\n", pos[0])
+	return nil
+}
+
+func runImagingList(args []string) error {
+	fs := newFlags("imaging list")
+	conn := imagingFlags(fs)
+	pos, help, err := parseFlags(fs, args)
+	if help || err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return fmt.Errorf("unexpected argument %q", pos[0])
+	}
+	base, _, err := conn.target()
+	if err != nil {
+		return err
+	}
+	b, err := imagingCall(imagingClient, http.MethodGet, base+"/api/imaging", "", nil)
+	if err != nil {
+		return err
+	}
+	var o imaging.Overview
+	if err := json.Unmarshal(b, &o); err != nil {
+		return fmt.Errorf("%s/api/imaging: not an imaging answer: %w", base, err)
+	}
+	writeImaging(os.Stdout, o)
+	return nil
 }
 
 // imagingTarget resolves the server URL and admin token: flags, then the
@@ -221,9 +247,3 @@ func writeImaging(w io.Writer, o imaging.Overview) {
 			s.Dialect, status.Printable(s.File), s.Receivers, s.RateMBps, s.WireRatio, eta)
 	}
 }
-
-// listFlag is a repeatable string flag.
-type listFlag []string
-
-func (l *listFlag) String() string     { return strings.Join(*l, ",") }
-func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }

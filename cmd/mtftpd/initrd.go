@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,23 +13,22 @@ import (
 	"github.com/mtftpd/mtftpd/internal/atomicfile"
 )
 
-const initrdUsage = `Usage: mtftpd image initrd -o deploy.cpio.gz [--kernel-modules DIR] [--modules a,b,...] [--binary PATH]
-
-Builds the deploy environment's initrd: /init is this mtftpd binary (static:
+const initrdAbout = `Builds the deploy environment's initrd: /init is this mtftpd binary (static:
 build it with CGO_ENABLED=0, as make build does), which runs the imaging agent
 as PID 1; the kernel modules for NICs and disks come from DIR, which must be
 the modules of the kernel the machines boot with it.`
 
 func runImageInitrd(args []string) error {
-	fs := flag.NewFlagSet("image initrd", flag.ContinueOnError)
-	out := fs.String("o", "", "archive to write (written as a temp file and renamed when complete)")
+	fs := newFlags("image initrd")
+	out := fs.StringP("output", "o", "", "archive to write, e.g. deploy.cpio.gz (required; written as a temp file and renamed when complete)")
 	modDir := fs.String("kernel-modules", "", `the deploy kernel's modules directory; "" = the newest in /lib/modules; "none" = no modules`)
 	mods := fs.String("modules", strings.Join(initramfs.DefaultModules, ","), "modules to include (with what they need), comma-separated")
 	bin := fs.String("binary", "", "static binary for /init; default: this mtftpd")
-	if help, err := parseArgs(fs, initrdUsage, args); help || err != nil {
+	pos, help, err := parseFlags(fs, args)
+	if help || err != nil {
 		return err
 	}
-	if *out == "" || fs.NArg() != 0 {
+	if *out == "" || len(pos) != 0 {
 		fs.Usage()
 		return errors.New("need -o FILE and no other arguments")
 	}

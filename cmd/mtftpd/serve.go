@@ -4,7 +4,6 @@ import (
 	"context"
 	"embed"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"io/fs"
@@ -43,17 +42,23 @@ const demoHTTP = "127.0.0.1:8069"
 // windows, GSO and a progress bar, small enough to make in a blink.
 const demoBigSize = 32 << 20
 
+const serveAbout = `Every config key is also a flag, --section.key VALUE (listed below); flags
+win over the file, the file over the defaults. A boolean key alone
+(--mtftp.enabled) means true; --key=false turns it off. --print-config shows
+the result as TOML. SIGHUP re-reads the file (flags still win).`
+
 func runServe(args []string) error {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs := newFlags("serve")
 	cfgPath := fs.String("config", "", "TOML config file (every key also has a flag)")
 	demo := fs.Bool("demo", false, "serve an embedded demo root on "+demoListen)
 	printCfg := fs.Bool("print-config", false, "print the effective config as TOML and exit")
 	apply := config.Flags(fs)
-	if help, err := parseArgs(fs, "Usage: mtftpd serve [--config FILE] [--demo] [--print-config] [--<section>.<key> VALUE ...]", args); help || err != nil {
+	pos, help, err := parseFlags(fs, args)
+	if help || err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	if len(pos) > 0 {
+		return fmt.Errorf("unexpected argument %q", pos[0])
 	}
 	load := func() (config.Config, error) { return loadServeConfig(*cfgPath, *demo, apply) }
 	cfg, err := load()

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -17,18 +16,21 @@ import (
 	"github.com/mtftpd/mtftpd/status"
 )
 
+const statusAbout = "URL is the server's HTTP mirror (default http://" + demoHTTP + ", the --demo address)."
+
 // runStatus prints what a running server is doing, from its
 // /api/transfers, once or (--watch) every interval until interrupted.
 func runStatus(args []string) error {
-	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	fs := newFlags("status")
 	watch := fs.Bool("watch", false, "redraw until interrupted")
 	interval := fs.Duration("interval", time.Second, "redraw interval with --watch")
 	recent := fs.Int("recent", 10, "finished transfers to show")
-	if help, err := parseArgs(fs, "Usage: mtftpd status [--watch] [--interval D] [--recent N] [URL]  (URL default http://"+demoHTTP+")", args); help || err != nil {
+	pos, help, err := parseFlags(fs, args)
+	if help || err != nil {
 		return err
 	}
-	if fs.NArg() > 1 {
-		return fmt.Errorf("unexpected argument %q", fs.Arg(1))
+	if len(pos) > 1 {
+		return fmt.Errorf("unexpected argument %q", pos[1])
 	}
 	if *interval <= 0 {
 		return fmt.Errorf("--interval %v: must be positive", *interval)
@@ -37,8 +39,8 @@ func runStatus(args []string) error {
 		return fmt.Errorf("--recent %d: must be 0 or more", *recent)
 	}
 	base := "http://" + demoHTTP
-	if fs.NArg() == 1 {
-		base = fs.Arg(0)
+	if len(pos) == 1 {
+		base = pos[0]
 		if !strings.Contains(base, "://") {
 			base = "http://" + base
 		}

@@ -8,7 +8,6 @@ package config
 import (
 	"bytes"
 	"errors"
-	"flag"
 	"fmt"
 	"net"
 	"net/netip"
@@ -24,6 +23,7 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/spf13/pflag"
 )
 
 // Duration is a time.Duration written as "1s", "250ms" in the file.
@@ -765,18 +765,15 @@ func (c *Config) Encode() ([]byte, error) {
 // Flags registers one flag per field ("tftp.max_blksize") on fs. The
 // values are applied by the returned function, after the file is loaded,
 // so flags win over the file. Only flags given on the command line apply.
-func Flags(fs *flag.FlagSet) func(c *Config) error {
-	type setter struct {
-		name string
-		val  string
-	}
-	var set []setter
+// A boolean key given alone (--mtftp.enabled) means true.
+func Flags(fs *pflag.FlagSet) func(c *Config) error {
+	var set []keyFlag
 	def := Defaults()
 	walk(reflect.ValueOf(&def).Elem(), "", func(name, help string, v reflect.Value) {
-		fs.Func(name, fmt.Sprintf("%s (default %v)", help, printable(v)), func(s string) error {
-			set = append(set, setter{name, s})
-			return nil
-		})
+		f := fs.VarPF(&keyFlag{name: name, val: defaultText(v), kind: flagType(v), set: &set}, name, "", help)
+		if v.Kind() == reflect.Bool {
+			f.NoOptDefVal = "true"
+		}
 	})
 	return func(c *Config) error {
 		var errs []error
@@ -792,6 +789,45 @@ func Flags(fs *flag.FlagSet) func(c *Config) error {
 		}
 		return errors.Join(errs...)
 	}
+}
+
+// keyFlag is the pflag.Value of one config key. Set records the text
+// only: it is checked when applied, against the field it sets, so a bad
+// value is reported with the key's name like a bad value in the file.
+type keyFlag struct {
+	name string
+	val  string // the default, then the last value given
+	kind string
+	set  *[]keyFlag
+}
+
+func (k *keyFlag) String() string { return k.val }
+
+// IsBoolFlag marks a boolean key for pflag's usage text, as its own
+// bool flags are marked.
+func (k *keyFlag) IsBoolFlag() bool { return k.kind == "bool" }
+func (k *keyFlag) Type() string     { return k.kind }
+func (k *keyFlag) Set(s string) error {
+	k.val = s
+	*k.set = append(*k.set, keyFlag{name: k.name, val: s})
+	return nil
+}
+
+// flagType names a field's value in the usage text (pflag prints it after
+// the flag, and omits it for "bool").
+func flagType(v reflect.Value) string {
+	if _, ok := v.Interface().(Duration); ok {
+		return "duration"
+	}
+	switch v.Kind() {
+	case reflect.Bool:
+		return "bool"
+	case reflect.Slice:
+		return "list"
+	case reflect.Int, reflect.Int64:
+		return "int"
+	}
+	return "string"
 }
 
 // Changed lists the keys ("section.key", and "dhcp.subnet", "dhcp.host",
@@ -852,14 +888,16 @@ func walk(v reflect.Value, prefix string, fn func(name, help string, v reflect.V
 	}
 }
 
-func printable(v reflect.Value) any {
+// defaultText is a field's value as its flag would be written
+// (pflag quotes it for "string" flags in the usage text).
+func defaultText(v reflect.Value) string {
 	if d, ok := v.Interface().(Duration); ok {
 		return d.String()
 	}
-	if v.Kind() == reflect.String {
-		return strconv.Quote(v.String())
+	if l, ok := v.Interface().([]string); ok {
+		return strings.Join(l, ",")
 	}
-	return v.Interface()
+	return fmt.Sprint(v.Interface())
 }
 
 func setValue(v reflect.Value, s string) error {

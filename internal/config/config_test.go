@@ -1,13 +1,14 @@
 package config
 
 import (
-	"flag"
 	"os"
 	"reflect"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/spf13/pflag"
 )
 
 func TestDefaultsValid(t *testing.T) {
@@ -30,9 +31,9 @@ format = "json"
 	if err != nil {
 		t.Fatal(err)
 	}
-	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	fs := pflag.NewFlagSet("x", pflag.ContinueOnError)
 	apply := Flags(fs)
-	if err := fs.Parse([]string{"--tftp.max_windowsize", "32", "--tftp.allow_overwrite", "true", "--tftp.session_lifetime", "5m"}); err != nil {
+	if err := fs.Parse([]string{"--tftp.max_windowsize", "32", "--tftp.allow_overwrite", "--tftp.session_lifetime", "5m"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := apply(&c); err != nil {
@@ -103,7 +104,7 @@ func TestErrorsNameTheField(t *testing.T) {
 			t.Errorf("%q: error %v, want it to mention %q", in, err, want)
 		}
 	}
-	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	fs := pflag.NewFlagSet("x", pflag.ContinueOnError)
 	apply := Flags(fs)
 	fs.Parse([]string{"--tftp.retries", "many"})
 	c := Defaults()
@@ -112,9 +113,45 @@ func TestErrorsNameTheField(t *testing.T) {
 	}
 }
 
+// A boolean key alone means true; =false turns a key off; the last of
+// several wins; a bad value is named with its key.
+func TestBoolFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args      []string
+		overwrite bool
+		mtftp     bool
+	}{
+		{[]string{"--tftp.allow_overwrite"}, true, true},
+		{[]string{"--tftp.allow_overwrite", "--mtftp.enabled=false"}, true, false},
+		{[]string{"--mtftp.enabled=false", "--mtftp.enabled"}, false, true},
+		{[]string{"--tftp.allow_overwrite=true", "--tftp.allow_overwrite=0"}, false, true},
+	} {
+		fs := pflag.NewFlagSet("x", pflag.ContinueOnError)
+		apply := Flags(fs)
+		if err := fs.Parse(tc.args); err != nil {
+			t.Fatalf("%v: %v", tc.args, err)
+		}
+		c := Defaults()
+		if err := apply(&c); err != nil {
+			t.Fatalf("%v: %v", tc.args, err)
+		}
+		if c.TFTP.AllowOverwrite != tc.overwrite || c.MTFTP.Enabled != tc.mtftp {
+			t.Errorf("%v: allow_overwrite %v, mtftp.enabled %v; want %v, %v", tc.args,
+				c.TFTP.AllowOverwrite, c.MTFTP.Enabled, tc.overwrite, tc.mtftp)
+		}
+	}
+	fs := pflag.NewFlagSet("x", pflag.ContinueOnError)
+	apply := Flags(fs)
+	fs.Parse([]string{"--mtftp.enabled=maybe"})
+	c := Defaults()
+	if err := apply(&c); err == nil || !strings.Contains(err.Error(), "--mtftp.enabled") {
+		t.Fatalf("bad bool: %v", err)
+	}
+}
+
 // Every field has a flag and a help text.
 func TestEveryFieldHasAFlag(t *testing.T) {
-	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	fs := pflag.NewFlagSet("x", pflag.ContinueOnError)
 	Flags(fs)
 	for _, name := range FieldNames() {
 		f := fs.Lookup(name)
@@ -122,7 +159,7 @@ func TestEveryFieldHasAFlag(t *testing.T) {
 			t.Errorf("no flag for %s", name)
 			continue
 		}
-		if strings.HasPrefix(f.Usage, " (default") {
+		if f.Usage == "" {
 			t.Errorf("%s has no help text", name)
 		}
 	}

@@ -1,9 +1,11 @@
 package mtftp
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 )
 
 // Partial downloads (GetRanges, docs/native-multicast.md "Partial
@@ -152,17 +154,82 @@ func (rc *recvState) shardBytes(st int64, i int) []byte {
 	return b[o : o+n : o+n]
 }
 
-// deliverStripe hands the wanted bytes of a completed stripe to the caller
-// and frees its buffer.
-func (rc *recvState) deliverStripe(st int64) {
-	b, ok := rc.bufs[st]
-	if !ok {
+// sinkQueue is how many completed stripes the delivery goroutine holds at
+// once (queued or in the sink): enough that it finds the next one ready
+// while the receive loop waits up to a status interval for datagrams,
+// little against the budget (4 stripes of 64 × 1460 bytes: 374 KB).
+const sinkQueue = 4
+
+// sinkJob is a completed stripe handed to the delivery goroutine; sinkDone
+// gives its buffer back with the sink's answer.
+type (
+	sinkJob struct {
+		st int64
+		b  []byte
+	}
+	sinkDone struct {
+		b   []byte
+		err error
+	}
+)
+
+// startSink starts the goroutine that feeds completed stripes to the
+// caller's sink, so that a slow sink (a disk slower than the stream)
+// never stops the receive loop: a loop that does not read the group nor
+// report is dropped by the server as silent (nativeReceiverTimeout).
+// Stripes wait in their buffers — within the budget — until the goroutine
+// takes them; it owns a buffer from handover until it gives it back, so
+// the loop alone touches bufs, free and bufBytes.
+func (rc *recvState) startSink() {
+	rc.sinkJobs = make(chan sinkJob, sinkQueue)
+	rc.sinkBack = make(chan sinkDone, sinkQueue) // never full: at most sinkQueue handed over
+	rc.sinkStop = make(chan struct{})
+	rc.sinkExit = make(chan struct{})
+	go deliverStripes(rc.g, rc.ranges, rc.deliver, rc.sinkJobs, rc.sinkBack, rc.sinkStop, rc.sinkExit)
+}
+
+// stopSink ends the delivery goroutine: it takes no stripe after this
+// and calls the sink no more once the call under way has returned, which
+// stopSink waits for (the caller reads what the sink built as soon as the
+// download returns).
+func (rc *recvState) stopSink() {
+	if rc.sinkJobs == nil {
 		return
 	}
-	g := rc.g
+	close(rc.sinkStop)
+	close(rc.sinkJobs)
+	<-rc.sinkExit
+	rc.sinkJobs = nil
+}
+
+// deliverStripes is the delivery goroutine: it hands the wanted bytes of
+// each stripe to deliver and gives the buffer back. After the sink's
+// first error, or once stopped, it only gives buffers back.
+func deliverStripes(g geometry, ranges []Range, deliver func(int64, []byte) error, jobs <-chan sinkJob, back chan<- sinkDone, stop <-chan struct{}, exit chan<- struct{}) {
+	defer close(exit)
+	var failed error
+	for j := range jobs {
+		select {
+		case <-stop:
+			back <- sinkDone{j.b, nil}
+			continue
+		default:
+		}
+		var err error
+		if failed == nil {
+			err = deliverWanted(g, ranges, deliver, j.st, j.b)
+			failed = err
+		}
+		back <- sinkDone{j.b, err}
+	}
+}
+
+// deliverWanted hands the wanted bytes of stripe st, held in b, to
+// deliver.
+func deliverWanted(g geometry, ranges []Range, deliver func(int64, []byte) error, st int64, b []byte) error {
 	base := st * int64(g.k) * int64(g.shard)
 	end := min(base+int64(len(b)), g.size)
-	i, _ := slices.BinarySearchFunc(rc.ranges, base, func(r Range, off int64) int {
+	i, _ := slices.BinarySearchFunc(ranges, base, func(r Range, off int64) int {
 		switch {
 		case r.Off+r.Len <= off:
 			return -1
@@ -171,22 +238,87 @@ func (rc *recvState) deliverStripe(st int64) {
 		}
 		return 0
 	})
-	for ; i < len(rc.ranges) && rc.ranges[i].Off < end && rc.sinkErr == nil; i++ {
-		r := rc.ranges[i]
+	for ; i < len(ranges) && ranges[i].Off < end; i++ {
+		r := ranges[i]
 		lo, hi := max(r.Off, base), min(r.Off+r.Len, end)
 		if lo < hi {
-			rc.sinkErr = rc.deliver(lo, b[lo-base:hi-base])
+			if err := deliver(lo, b[lo-base:hi-base]); err != nil {
+				return err
+			}
 		}
 	}
-	delete(rc.bufs, st)
-	rc.bufBytes -= int64(len(b))
-	if len(rc.free) < 16 {
-		rc.free = append(rc.free, b)
+	return nil
+}
+
+// pumpSink takes back the buffers the delivery goroutine is done with
+// (their bytes leave the budget) and hands it the next completed stripes
+// while it has room; it never blocks.
+func (rc *recvState) pumpSink() {
+	if rc.sinkJobs == nil {
+		return
+	}
+	for taken := true; taken; {
+		select {
+		case d := <-rc.sinkBack:
+			rc.takeBack(d)
+		default:
+			taken = false
+		}
+	}
+	for len(rc.ready) > 0 && rc.sinkOut < sinkQueue && rc.sinkErr == nil {
+		st := rc.ready[0]
+		rc.ready = rc.ready[1:]
+		b := rc.bufs[st]
+		delete(rc.bufs, st)
+		rc.sinkOut++
+		rc.sinkJobs <- sinkJob{st, b} // room: sinkOut < sinkQueue
+	}
+	if len(rc.ready) == 0 {
+		rc.ready = nil // let the drained backing array go
 	}
 }
 
-// finishPartial tells the server the download is complete (or failed).
-func (rc *recvState) finishPartial() error {
+// takeBack takes a buffer back from the delivery goroutine.
+func (rc *recvState) takeBack(d sinkDone) {
+	rc.sinkOut--
+	rc.bufBytes -= int64(len(d.b))
+	if len(rc.free) < 16 {
+		rc.free = append(rc.free, d.b)
+	}
+	if rc.sinkErr == nil {
+		rc.sinkErr = d.err
+	}
+}
+
+// deliverStripe queues a completed stripe for the sink. Its buffer stays
+// counted against the budget until the sink is through with it.
+func (rc *recvState) deliverStripe(st int64) {
+	if _, ok := rc.bufs[st]; !ok {
+		return
+	}
+	rc.ready = append(rc.ready, st)
+	rc.pumpSink()
+}
+
+// finishPartial waits (within ctx) until every completed stripe is
+// through the sink — reporting meanwhile, so the server keeps the
+// receiver — then tells the server the download is complete (or failed).
+func (rc *recvState) finishPartial(ctx context.Context) error {
+	ivl := time.Duration(max(20, min(1000, int(rc.sess.NakInterval)))) * time.Millisecond
+	tick := time.NewTicker(ivl)
+	defer tick.Stop()
+	var status []byte
+	for rc.sinkErr == nil && (len(rc.ready) > 0 || rc.sinkOut > 0) {
+		select {
+		case d := <-rc.sinkBack:
+			rc.takeBack(d)
+			rc.pumpSink()
+		case <-tick.C:
+			status = rc.sendStatus(status, time.Now())
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	done := appendDone(nil, rc.sess.ID, rc.tok, rc.sinkErr == nil)
 	for range 2 {
 		rc.ctl.WriteToUDPAddrPort(done, rc.srv)

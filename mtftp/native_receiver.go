@@ -115,7 +115,11 @@ func (r *NativeReceiver) Get(ctx context.Context, server, remote string, out *os
 // (docs/native-multicast.md, "Partial downloads"). Every byte of want is
 // handed to deliver exactly once, in pieces of at most one stripe, in no
 // particular order; deliver must copy what it keeps (the buffer is
-// reused) and its error ends the download. Nothing is written anywhere
+// reused) and its error ends the download. deliver runs on a goroutine of
+// its own, one call at a time, never after GetRanges returns; while it is
+// slow, completed stripes wait within the budget and the download goes on
+// (a blocking deliver must still return when ctx is done: GetRanges waits
+// for the call under way). Nothing is written anywhere
 // else and memory stays bounded (partialBudget); there is no whole-file
 // digest to check — the caller verifies what it assembles.
 func (r *NativeReceiver) GetRanges(ctx context.Context, server, remote string, size int64, want []Range, deliver func(off int64, b []byte) error) (NativeResult, error) {
@@ -404,6 +408,15 @@ type recvState struct {
 	bufBytes int64
 	free     [][]byte
 	segFrom  map[uint32]uint64
+
+	// The delivery goroutine (startSink): completed stripes waiting for
+	// it, in order; jobs to it and buffers back; how many it holds.
+	ready    []int64
+	sinkJobs chan sinkJob
+	sinkBack chan sinkDone
+	sinkStop chan struct{}
+	sinkExit chan struct{}
+	sinkOut  int
 }
 
 func (rc *recvState) setup(p sessionPkt, out *os.File) error {
@@ -505,6 +518,10 @@ func listenGroup(group netip.AddrPort, ifi *net.Interface) (dataConn, error) {
 func (rc *recvState) run(ctx context.Context, timeout time.Duration) error {
 	rc.ctlIn = make(chan ctlPkt, 16)
 	go rc.readCtl()
+	if rc.partial {
+		rc.startSink()
+		defer rc.stopSink()
+	}
 	const batch = 64
 	bufs := make([][]byte, batch)
 	for i := range bufs {
@@ -518,8 +535,11 @@ func (rc *recvState) run(ctx context.Context, timeout time.Duration) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if rc.partial && (rc.complete == rc.g.stripes || rc.sinkErr != nil) {
-			return rc.finishPartial()
+		if rc.partial {
+			rc.pumpSink()
+			if rc.complete == rc.g.stripes || rc.sinkErr != nil {
+				return rc.finishPartial(ctx)
+			}
 		}
 		if !rc.partial && rc.complete == rc.g.stripes && rc.shaOK {
 			return rc.finish()
@@ -894,6 +914,12 @@ func (rc *recvState) sendStatus(b []byte, now time.Time) []byte {
 	}
 	if rc.seen || rc.idle || rc.partial {
 		full := rc.idle || rc.curSeq >= rc.firstSeq+uint64(g.stripes)
+		// A partial download asks only for the stripes it has room for:
+		// while its budget is taken (by stripes waiting for a slow sink)
+		// a repair for a stripe without a buffer would be dropped as it
+		// arrives, and asked for again, round after round (measured: 10×
+		// the file in repairs for a sink stuck 10 s).
+		room := int64(partialBudget) - rc.bufBytes
 		for j := range g.stripes {
 			s := (rc.nakFrom + j) % g.stripes
 			if rc.dataHave[s] == uint16(g.dataIn(s)) {
@@ -902,6 +928,12 @@ func (rc *recvState) sendStatus(b []byte, now time.Time) []byte {
 			if rc.partial {
 				if !rc.passedPartial(s) {
 					continue
+				}
+				if _, held := rc.bufs[s]; !held {
+					if room < int64(g.k*g.shard) {
+						continue
+					}
+					room -= int64(g.k * g.shard)
 				}
 			} else if !full {
 				// its first position in the carousel from firstSeq on

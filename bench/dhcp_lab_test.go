@@ -49,8 +49,8 @@ func TestBenchDHCPRefusesWithoutIface(t *testing.T) {
 		{[]string{"bench", "mcast", "--target", "127.0.0.1", "--file", "f", "--dialect", "udpcast"}, `Dialect: "udpcast"`},
 		{[]string{"bench", "mcast", "--target", "127.0.0.1", "--file", "f", "--verify", "sha256:1", "--verify-file", "x"}, "not both"},
 		{[]string{"bench", "compare", "a.json"}, "need two JSON reports"},
-		{[]string{"bench", "nope"}, `unknown target "nope"`},
-		{[]string{"bench"}, "need a target"},
+		{[]string{"bench", "nope"}, `unknown subcommand "nope"`},
+		{[]string{"bench"}, "need a subcommand"},
 	} {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		out, err := exec.CommandContext(ctx, bin, c.args...).CombinedOutput()

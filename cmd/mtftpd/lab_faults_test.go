@@ -83,8 +83,12 @@ func TestLabUnicastFaults(t *testing.T) {
 	srv := l.Command(ctx, "srv", bin, "serve", "--tftp.listen", netlab.ServerAddr+":69", "--tftp.root", root,
 		"--http.listen", "", "--mtftp.enabled=false", "--log.format", "json",
 		// A lost final ACK is logged ("unconfirmed") after the retries,
-		// not after the default 30 s of stall tolerance.
-		"--tftp.stall_timeout", "1s", "--tftp.max_rto", "1s")
+		// not after the default 30 s of stall tolerance. 5 s, not less:
+		// at 20 % loss both ways a lock-step block's round trip fails
+		// 36 % of the time, and a 1 s stall gave the server only a few
+		// retransmissions before it gave up (CI: bios at 30 of 184
+		// blocks); 5 s gives it about ten.
+		"--tftp.stall_timeout", "5s", "--tftp.max_rto", "1s")
 	// Without GSO: on the lab's veths a GSO super-datagram stays one skb
 	// through the bridge, so nftables would drop or pass a whole window
 	// at once instead of single datagrams as a real wire does.

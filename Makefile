@@ -33,8 +33,8 @@ test: ## install test dependencies (Debian, idempotent) and run every test
 test-go: ## run the Go tests (race detector, shuffled) and list what skipped and why
 	set -o pipefail; $(GO) test -json -race -shuffle=on -count=1 -timeout $(TEST_TIMEOUT) ./... | $(GO) run ./cmd/testsummary
 
-e2e-slow: ## the slow firmware runs (root, QEMU): every local-boot command on SeaBIOS and OVMF, the golden disk booted directly
-	MTFTPD_E2E_SLOW=1 $(GO) test -count=1 -timeout 60m -v -run 'TestGoldenDiskBoots|TestLocalBootAfterNetwork' ./e2e
+e2e-slow: ## the slow firmware runs (root, QEMU): every local-boot command on SeaBIOS and OVMF, the golden disk booted directly, the reimaging loop through pxelinux
+	MTFTPD_E2E_SLOW=1 $(GO) test -count=1 -timeout 60m -v -run 'TestGoldenDiskBoots|TestLocalBootAfterNetwork|TestReimagePXELinux' ./e2e
 
 vet: ## go vet and gofmt
 	$(GO) vet ./...

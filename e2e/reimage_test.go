@@ -379,6 +379,7 @@ func timeline(logs, mac string, start time.Time) string {
 // to a SeaBIOS machine whose task names it; after the deploy the same
 // template says LOCALBOOT 0 and the machine boots the deployed disk.
 func TestReimagePXELinux(t *testing.T) {
+	requireSlow(t) // make test proves the loop through iPXE (TestReimageRoom)
 	requireRoot(t)
 	requireTools(t, "qemu-system-x86_64", "curl")
 	requireFiles(t, "/usr/lib/PXELINUX/pxelinux.0", "/usr/lib/syslinux/modules/bios/ldlinux.c32")

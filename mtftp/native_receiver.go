@@ -16,7 +16,6 @@ import (
 
 	"github.com/klauspost/reedsolomon"
 	"github.com/rs/zerolog"
-	"golang.org/x/sys/unix"
 
 	"github.com/mtftpd/mtftpd/internal/udpio"
 	"github.com/mtftpd/mtftpd/tftp"
@@ -360,7 +359,8 @@ type recvState struct {
 	sess   sessionPkt
 	g      geometry
 	enc    reedsolomon.Encoder
-	data   []byte // the output file, mapped
+	data   []byte // the output file, mapped (omap.data)
+	omap   outputMap
 	dc     dataConn
 	res    NativeResult
 	ctlIn  chan ctlPkt
@@ -421,10 +421,10 @@ func (rc *recvState) setup(p sessionPkt, out *os.File) error {
 		return err
 	}
 	if g.size > 0 && !rc.partial {
-		rc.data, err = unix.Mmap(int(out.Fd()), 0, int(g.size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-		if err != nil {
-			return fmt.Errorf("mtftp: map the output file: %w", err)
+		if rc.omap, err = mapOutput(out, g.size); err != nil {
+			return err
 		}
+		rc.data = rc.omap.data
 	}
 	rc.g, rc.enc, rc.sess = g, enc, p
 	rc.have = make([][4]uint64, g.stripes)
@@ -451,8 +451,8 @@ func (rc *recvState) setup(p sessionPkt, out *os.File) error {
 
 func (rc *recvState) unmap() {
 	if rc.data != nil {
-		unix.Munmap(rc.data)
-		rc.data = nil
+		rc.omap.unmap()
+		rc.data, rc.omap = nil, outputMap{}
 	}
 	if rc.dc != nil {
 		rc.dc.Close()
@@ -950,8 +950,8 @@ func (rc *recvState) finish() error {
 	}
 	rc.res.SHA256 = hex.EncodeToString(sum[:])
 	if rc.data != nil {
-		if err := unix.Msync(rc.data, unix.MS_SYNC); err != nil {
-			return fmt.Errorf("mtftp: flush the output file: %w", err)
+		if err := rc.omap.flush(); err != nil {
+			return err
 		}
 	}
 	if !ok {

@@ -281,6 +281,7 @@ func compileRules(rules []BootRule) (ruleSet, error) {
 		}
 		t, err := compileFile(r.Name, r.File)
 		if err != nil {
+			//lint:ignore ST1005 config errors start with the Go field they name (PXEMTFTP.Groups, Rules[i], Prefix)
 			errs = append(errs, fmt.Errorf("Rules[%d] (%s): %w", i, r.Name, err))
 			continue
 		}

@@ -23,7 +23,6 @@ const (
 	optVendorSpecif  = 43
 	optRequestedIP   = 50
 	optLeaseTime     = 51
-	optOverload      = 52
 	optMessageType   = 53
 	optServerID      = 54
 	optParamRequest  = 55

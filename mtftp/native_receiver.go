@@ -325,8 +325,6 @@ func (r *NativeReceiver) requestRaw(ctx context.Context, uc *net.UDPConn, srv ne
 					return p, from, err
 				}
 				return p, from, nil
-			case op == opNativeError:
-				return sessionPkt{}, from, fmt.Errorf("mtftp: server refused: %s", b[2:])
 			case op == uint16(tftp.OpERROR):
 				if code, msg, err := tftp.ParseError(b); err == nil {
 					if code == tftp.ErrCodeUndefined && msg == "server busy" {
@@ -611,8 +609,6 @@ type ctlPkt struct {
 func (rc *recvState) control(c ctlPkt) error {
 	b := c.b
 	switch nativeOp(b) {
-	case opNativeError:
-		return fmt.Errorf("mtftp: server: %s", b[2:])
 	case uint16(tftp.OpERROR):
 		code, msg, err := tftp.ParseError(b)
 		if err != nil {

@@ -1,6 +1,9 @@
-// Command mtftpd is a netboot server: TFTP (and, as the project grows,
-// multicast TFTP, DHCP and HTTP) in one binary. This file wires packages
-// together and parses flags; it holds no protocol logic.
+// Command mtftpd is a netboot and imaging server in one binary: TFTP,
+// multicast TFTP (RFC 2090, PXE MTFTP and mtftpd's native dialect), DHCP
+// and ProxyDHCP, an HTTP mirror, disk images and the reimaging of rooms,
+// with the client, load-generator, image and deploy-agent commands beside
+// it. This file wires packages together and parses flags; it holds no
+// protocol logic.
 package main
 
 import (

@@ -14,8 +14,5 @@ var errSpecial = fmt.Errorf("testutil: special files need a Unix system (GOOS=%s
 // Mkfifo fails here: see errSpecial.
 func Mkfifo(string) error { return errSpecial }
 
-// MkCharDevice fails here: see errSpecial.
-func MkCharDevice(string, int, int) error { return errSpecial }
-
 // AllocatedBytes is not known here.
 func AllocatedBytes(os.FileInfo) (int64, bool) { return 0, false }

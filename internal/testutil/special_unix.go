@@ -11,11 +11,6 @@ import (
 // open, since a read would block until a writer comes.
 func Mkfifo(path string) error { return syscall.Mkfifo(path, 0o644) }
 
-// MkCharDevice makes a character device entry at path (root only).
-func MkCharDevice(path string, major, minor int) error {
-	return syscall.Mknod(path, syscall.S_IFCHR|0o644, major<<8|minor)
-}
-
 // AllocatedBytes is how much disk a file's blocks take (st_blocks, in
 // 512-byte units whatever the file system's block size; stat(2)).
 func AllocatedBytes(fi os.FileInfo) (int64, bool) {

@@ -23,7 +23,6 @@ const (
 	optVendorSpecif  = 43
 	optRequestedIP   = 50
 	optLeaseTime     = 51
-	optOverload      = 52
 	optMessageType   = 53
 	optServerID      = 54
 	optParamRequest  = 55
@@ -281,6 +280,7 @@ func compileRules(rules []BootRule) (ruleSet, error) {
 		}
 		t, err := compileFile(r.Name, r.File)
 		if err != nil {
+			//lint:ignore ST1005 config errors start with the Go field they name (PXEMTFTP.Groups, Rules[i], Prefix)
 			errs = append(errs, fmt.Errorf("Rules[%d] (%s): %w", i, r.Name, err))
 			continue
 		}

@@ -328,6 +328,7 @@ func newSubnet(sn Subnet) (*subnet, error) {
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
 	if !sn.Prefix.IsValid() || !sn.Prefix.Addr().Is4() {
+		//lint:ignore ST1005 config errors start with the Go field they name (PXEMTFTP.Groups, Rules[i], Prefix)
 		return nil, fmt.Errorf("Prefix: %v is not an IPv4 prefix", sn.Prefix)
 	}
 	sn.Prefix = sn.Prefix.Masked()

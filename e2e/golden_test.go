@@ -10,9 +10,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mtftpd/mtftpd/internal/testutil"
 )
 
 // LocalBootMarker is what the golden disk's initrd prints, followed by the
@@ -395,9 +396,10 @@ func TestGoldenDiskBoots(t *testing.T) {
 	if b, err := exec.Command("qemu-img", "info", disk).CombinedOutput(); err != nil || !strings.Contains(string(b), "file format: raw") {
 		t.Fatalf("qemu-img info: %v\n%s", err, b)
 	}
-	var st syscall.Stat_t
-	if syscall.Stat(disk, &st) == nil {
-		t.Logf("golden disk: %d MiB, %d KiB allocated", goldenSize>>20, st.Blocks/2)
+	if fi, err := os.Stat(disk); err == nil {
+		if n, ok := testutil.AllocatedBytes(fi); ok {
+			t.Logf("golden disk: %d MiB, %d KiB allocated", goldenSize>>20, n>>10)
+		}
 	}
 	img := filepath.Join(t.TempDir(), "golden.img")
 	if b, err := exec.Command(mtftpdBin, "image", "create", disk, "-o", img).CombinedOutput(); err != nil {

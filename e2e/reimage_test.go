@@ -19,7 +19,6 @@ import (
 type roomMachine struct {
 	name, mac string
 	uefi      bool
-	diskSize  int64
 }
 
 // reimageRoot lays out the server's root for the reimaging loop: ipxe.efi

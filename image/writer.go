@@ -239,9 +239,8 @@ const (
 // with its raw digest, for a server to assemble with ReceiveStream. It is a
 // Sink. It is not safe for concurrent use.
 type StreamWriter struct {
-	bw  *bufio.Writer
-	a   *assembler
-	hdr [4 + 32]byte
+	bw *bufio.Writer
+	a  *assembler
 }
 
 // NewStreamWriter writes the stream preamble to w (buffered; Finish
@@ -445,9 +444,9 @@ func ReceiveStream(r io.Reader, f *os.File, maxSize int64) (*Index, error) {
 				return nil, err
 			}
 			want := [32]byte(eh[4:])
-			out, err := d.decode(Kind(kind), stored[:sl], n, raw)
-			if err != nil {
-				return nil, fmt.Errorf("image: chunk %d (raw offset %d, stream byte %d): %w", i, off, at, err)
+			out, derr := d.decode(Kind(kind), stored[:sl], n, raw)
+			if derr != nil {
+				return nil, fmt.Errorf("image: chunk %d (raw offset %d, stream byte %d): %w", i, off, at, derr)
 			}
 			if got := sha256.Sum256(out); got != want {
 				return nil, &ChunkError{Chunk: i, RawOffset: off, Want: want, Got: got}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
@@ -177,5 +178,32 @@ func TestWriterRejects(t *testing.T) {
 	}
 	if errors.Is(nil, ErrCorrupt) {
 		t.Fatal()
+	}
+}
+
+// TestReceiveStreamWriteError: a chunk that cannot be written stops the
+// receive at that chunk, naming it, even when the stream goes on (here it
+// is cut short, which must not be what is reported).
+func TestReceiveStreamWriteError(t *testing.T) {
+	cs := uint32(MinChunkSize)
+	const chunks = 24 // 1.5 MiB: more than the writer's 1 MiB buffer
+	s := newStream(cs, uint64(chunks)*uint64(cs))
+	raw := make([]byte, cs)
+	for i := range chunks - 1 {
+		binary.BigEndian.PutUint32(raw, uint32(i)) // no two chunks alike
+		s.data(KindRaw, raw, sha256.Sum256(raw))
+	}
+	path := filepath.Join(t.TempDir(), "recv.img")
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path) // read-only: every write fails
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	_, err = ReceiveStream(bytes.NewReader(s.b), f, 1<<30)
+	if err == nil || errors.Is(err, ErrTruncated) || !strings.Contains(err.Error(), "writing chunk ") {
+		t.Fatalf("got %v, want the write error of a chunk", err)
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -145,7 +144,7 @@ func static(t *testing.T) string {
 		src := filepath.Join(dir, "main.go")
 		os.WriteFile(src, []byte("package main\nfunc main() { println(\"hello from init\") }\n"), 0o644)
 		staticBin = filepath.Join(dir, "init")
-		cmd := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", staticBin, src)
+		cmd := exec.Command("go", "build", "-o", staticBin, src)
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GO111MODULE=off")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			staticErr = errors.New(string(out))

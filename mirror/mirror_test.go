@@ -12,9 +12,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mtftpd/mtftpd/internal/testutil"
 )
 
 func startMirror(t *testing.T, root string) string {
@@ -140,7 +141,7 @@ func TestJail(t *testing.T) {
 	os.WriteFile(filepath.Join(parent, "secret"), []byte("secret"), 0o644)
 	os.Symlink("../secret", filepath.Join(root, "out"))
 	os.Symlink("/etc/passwd", filepath.Join(root, "abs"))
-	syscall.Mkfifo(filepath.Join(root, "fifo"), 0o644)
+	testutil.Mkfifo(filepath.Join(root, "fifo"))
 	os.WriteFile(filepath.Join(root, "ok"), []byte("fine"), 0o644)
 	base := startMirror(t, root)
 	for _, p := range []string{"/../secret", "/%2e%2e/secret", "/out", "/abs", "/fifo", "/a/../../secret"} {

@@ -9,11 +9,9 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.org/x/net/ipv4"
-	"golang.org/x/sys/unix"
 
 	"github.com/mtftpd/mtftpd/tftp"
 )
@@ -294,11 +292,7 @@ func sendAck(c conn, n int, dst netip.AddrPort, res *ReceiveResult) {
 // that group's datagrams arrive; SO_REUSEADDR lets many receivers on one
 // host share it) and joins the group on ifi.
 func joinGroupSocket(group netip.AddrPort, ifi *net.Interface) (*net.UDPConn, error) {
-	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1) })
-		return errors.Join(err, serr)
-	}}
+	lc := net.ListenConfig{Control: reuseAddrControl}
 	pc, err := lc.ListenPacket(context.Background(), "udp4", group.String())
 	if err != nil {
 		return nil, err

@@ -1,6 +1,12 @@
-// Package mtftp serves one file to many clients at once over IP multicast:
-// the RFC 2090 `multicast` option (handed over by the unicast tftp server)
-// and Intel's PXE MTFTP on its own port.
+// Package mtftp serves one file to many clients at once over IP multicast,
+// in three dialects: the RFC 2090 `multicast` option (handed over by the
+// unicast tftp server), Intel's PXE MTFTP on its own port, and mtftpd's
+// native dialect (docs/native-multicast.md: a paced carousel of
+// Reed-Solomon coded stripes, repairs from the receivers' NAKs, late join,
+// slower tiers and partial downloads), which the imaging deploys use. It
+// also holds a receiver for each dialect (RFC2090Receiver, PXEReceiver,
+// NativeReceiver), used by `mtftpd get --multicast`, `bench mcast` and
+// `image deploy`.
 //
 // It reuses the tftp package's codec and option negotiation and never
 // sends multicast outside the configured 239.255.0.0/16 range. Every loop

@@ -16,7 +16,6 @@ import (
 
 	"github.com/klauspost/reedsolomon"
 	"github.com/rs/zerolog"
-	"golang.org/x/sys/unix"
 
 	"github.com/mtftpd/mtftpd/internal/udpio"
 	"github.com/mtftpd/mtftpd/tftp"
@@ -330,8 +329,6 @@ func (r *NativeReceiver) requestRaw(ctx context.Context, uc *net.UDPConn, srv ne
 					return p, from, err
 				}
 				return p, from, nil
-			case op == opNativeError:
-				return sessionPkt{}, from, fmt.Errorf("mtftp: server refused: %s", b[2:])
 			case op == uint16(tftp.OpERROR):
 				if code, msg, err := tftp.ParseError(b); err == nil {
 					if code == tftp.ErrCodeUndefined && msg == "server busy" {
@@ -364,7 +361,8 @@ type recvState struct {
 	sess   sessionPkt
 	g      geometry
 	enc    reedsolomon.Encoder
-	data   []byte // the output file, mapped
+	data   []byte // the output file, mapped (omap.data)
+	omap   outputMap
 	dc     dataConn
 	res    NativeResult
 	ctlIn  chan ctlPkt
@@ -434,10 +432,10 @@ func (rc *recvState) setup(p sessionPkt, out *os.File) error {
 		return err
 	}
 	if g.size > 0 && !rc.partial {
-		rc.data, err = unix.Mmap(int(out.Fd()), 0, int(g.size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-		if err != nil {
-			return fmt.Errorf("mtftp: map the output file: %w", err)
+		if rc.omap, err = mapOutput(out, g.size); err != nil {
+			return err
 		}
+		rc.data = rc.omap.data
 	}
 	rc.g, rc.enc, rc.sess = g, enc, p
 	rc.have = make([][4]uint64, g.stripes)
@@ -464,8 +462,8 @@ func (rc *recvState) setup(p sessionPkt, out *os.File) error {
 
 func (rc *recvState) unmap() {
 	if rc.data != nil {
-		unix.Munmap(rc.data)
-		rc.data = nil
+		rc.omap.unmap()
+		rc.data, rc.omap = nil, outputMap{}
 	}
 	if rc.dc != nil {
 		rc.dc.Close()
@@ -631,8 +629,6 @@ type ctlPkt struct {
 func (rc *recvState) control(c ctlPkt) error {
 	b := c.b
 	switch nativeOp(b) {
-	case opNativeError:
-		return fmt.Errorf("mtftp: server: %s", b[2:])
 	case uint16(tftp.OpERROR):
 		code, msg, err := tftp.ParseError(b)
 		if err != nil {
@@ -982,8 +978,8 @@ func (rc *recvState) finish() error {
 	}
 	rc.res.SHA256 = hex.EncodeToString(sum[:])
 	if rc.data != nil {
-		if err := unix.Msync(rc.data, unix.MS_SYNC); err != nil {
-			return fmt.Errorf("mtftp: flush the output file: %w", err)
+		if err := rc.omap.flush(); err != nil {
+			return err
 		}
 	}
 	if !ok {

@@ -30,7 +30,6 @@ const (
 	opNativeRepair    uint16 = 0x4d52 // "MR" server → group: repair shard (parity, or data again)
 	opNativeStatus    uint16 = 0x4d4e // "MN" receiver → server: loss, rate and NAKs
 	opNativeDone      uint16 = 0x4d46 // "MF" receiver → server: finished (verified or failed)
-	opNativeError     uint16 = 0x4d45 // "ME" server → receiver: refused or aborted
 	opNativeWant      uint16 = 0x4d57 // "MW" receiver → server: the stripes it needs (partial download)
 	opNativeWantAck   uint16 = 0x4d41 // "MA" server → receiver: a WANT was taken, and from which position
 	opNativeChallenge uint16 = 0x4d43 // "MC" server → receiver: echo this cookie in the RRQ (x-cookie)

@@ -6,7 +6,9 @@
 #          clients (`mtftpd bench tftp`), plus 10 clients at blksize 65464
 #          and mtftpd alone at 500 clients (memory);
 #   DHCP   mtftpd vs dnsmasq vs Kea (scripts/bench-dhcp.sh);
-#   mcast  (udpcast, atftpd RFC 2090: added with the native multicast dialect).
+#   mcast  not run here: `make bench-mcast` (scripts/bench-mcast.sh) measures
+#          the native dialect against udpcast and RFC 2090 against atftpd;
+#          the report links its last run (docs/benchmarks-mcast.md).
 #
 #   scripts/bench-peers.sh
 #

@@ -5,7 +5,8 @@
 # and client namespaces PREFIX-c1..PREFIX-cN each get an eth0 that is one end
 # of a veth pair whose other end (p-srv, p-c1, ...) is a port of br0. Optional
 # tap devices on br0 let QEMU run inside PREFIX-sw. Used by internal/netlab
-# (Go tests) and by hand (make lab-up / lab-down).
+# (Go tests), the bench and soak scripts, and by hand
+# (scripts/netlab.sh up 2, scripts/netlab.sh exec c1 ..., scripts/netlab.sh down).
 #
 # Safety, by construction:
 #   - nothing is created in or attached to the root namespace: veth pairs are

@@ -65,28 +65,6 @@ func dialTransfer(local netip.Addr) (conn, error) {
 	return udpConn{c}, nil
 }
 
-// plainConn adapts a *net.UDPConn to conn for the client, which reads one
-// datagram per call and never sends windows.
-type plainConn struct{ *net.UDPConn }
-
-func (c plainConn) ReadFrom(b []byte) (int, netip.AddrPort, error) {
-	return c.UDPConn.ReadFromUDPAddrPort(b)
-}
-
-func (c plainConn) WriteTo(b []byte, dst netip.AddrPort) error {
-	_, err := c.UDPConn.WriteToUDPAddrPort(b, dst)
-	return err
-}
-
-func (c plainConn) WriteDatagrams(dst netip.AddrPort, ds []udpio.Datagram) (int, error) {
-	for _, d := range ds {
-		if err := c.WriteTo(append(append([]byte(nil), d.Hdr...), d.Payload...), dst); err != nil {
-			return 0, err
-		}
-	}
-	return len(ds), nil
-}
-
 func isTimeout(err error) bool {
 	ne, ok := err.(net.Error)
 	return ok && ne.Timeout()

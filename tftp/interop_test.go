@@ -16,7 +16,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -265,7 +264,7 @@ func TestJail(t *testing.T) {
 	os.Symlink("../secret", filepath.Join(root, "rel-out"))
 	os.Symlink("/etc/passwd", filepath.Join(root, "abs-out"))
 	os.Symlink("boot/bcd", filepath.Join(root, "inside"))
-	syscall.Mkfifo(filepath.Join(root, "fifo"), 0o644)
+	testutil.Mkfifo(filepath.Join(root, "fifo"))
 	os.Mkdir(filepath.Join(root, "dir"), 0o755)
 	srv := startServer(t, root, nil)
 

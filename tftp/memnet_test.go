@@ -15,16 +15,15 @@ import (
 // impairment drops, duplicates or delays (reorders) it. Deterministic for
 // a given seed.
 type memNet struct {
-	mu        sync.Mutex
-	rng       *rand.Rand
-	ends      map[netip.AddrPort]*memConn
-	latency   time.Duration
-	loss      float64 // probability a datagram is dropped
-	dup       float64 // probability a datagram is delivered twice
-	reorder   float64 // probability a datagram is held back by 3 × latency
-	drop      func(from, to netip.AddrPort, pkt []byte) bool
-	delivered int
-	nextPort  uint16
+	mu       sync.Mutex
+	rng      *rand.Rand
+	ends     map[netip.AddrPort]*memConn
+	latency  time.Duration
+	loss     float64 // probability a datagram is dropped
+	dup      float64 // probability a datagram is delivered twice
+	reorder  float64 // probability a datagram is held back by 3 × latency
+	drop     func(from, to netip.AddrPort, pkt []byte) bool
+	nextPort uint16
 }
 
 func newMemNet(seed uint64) *memNet {

@@ -8,10 +8,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/mtftpd/mtftpd/internal/testutil"
 	"github.com/mtftpd/mtftpd/tftp"
 )
 
@@ -45,13 +45,13 @@ func traversalRoot(t *testing.T) (root string, pxe, bcd []byte) {
 			t.Fatal(err)
 		}
 	}
-	if err := syscall.Mkfifo(filepath.Join(root, "fifo"), 0o644); err != nil {
+	if err := testutil.Mkfifo(filepath.Join(root, "fifo")); err != nil {
 		t.Fatal(err)
 	}
 	os.Mkdir(filepath.Join(root, "dir"), 0o755)
 	if os.Geteuid() == 0 {
 		// /dev/zero's numbers (1, 5): a read would never end.
-		if err := syscall.Mknod(filepath.Join(root, "zero"), syscall.S_IFCHR|0o644, int(1<<8|5)); err != nil {
+		if err := testutil.MkCharDevice(filepath.Join(root, "zero"), 1, 5); err != nil {
 			t.Logf("mknod (device entry left out): %v", err)
 		}
 	}

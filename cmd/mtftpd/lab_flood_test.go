@@ -356,9 +356,9 @@ type flood struct {
 	wg     sync.WaitGroup
 	closer []func()
 
-	joins, giants, unconf, statuses, nakJoined, challenges atomic.Int64
-	httpOpen, httpAnswered                                 atomic.Int64
-	nakSessions                                            sync.Map // session id → blksizes asked ("1468+8972")
+	joins, giants, unconf, statuses, nakJoined atomic.Int64
+	httpOpen, httpAnswered                     atomic.Int64
+	nakSessions                                sync.Map // session id → blksizes asked ("1468+8972")
 }
 
 // floodSockets are made inside the flooder's namespace.
@@ -801,9 +801,4 @@ func logNativeSessions(t *testing.T, log string) {
 		t.Logf("native session %s: %d receivers (%d completed, %d dropped), %d passes, %d data + %d repair shards (%.2f× the file) in %.1fs; %d NAKs, %d over the receivers' credit",
 			e.Group, e.Receivers, e.Completed, e.Dropped, e.Passes, e.DataShards, e.RepairShards, e.WireRatio, e.Duration/1000, e.Naks, e.NaksOverCredit)
 	}
-}
-
-func tail(s string, n int) string {
-	lines := strings.Split(s, "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }

@@ -22,7 +22,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -145,7 +144,7 @@ func reapOrphans(script string) {
 			continue
 		}
 		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-		if err == nil && pid > 0 && syscall.Kill(pid, 0) == nil {
+		if err == nil && pid > 0 && processAlive(pid) {
 			continue // owner alive (EPERM cannot happen as root)
 		}
 		prefix := strings.TrimSuffix(filepath.Base(f), ".owner")

@@ -40,6 +40,7 @@ type capHeader struct {
 	pid     int32
 }
 
+//lint:ignore U1000 the kernel reads the fields (struct __user_cap_data_struct); all zero is what capset is given
 type capData struct{ effective, permitted, inheritable uint32 }
 
 // DropCapabilities empties every capability set of every thread

@@ -11,8 +11,11 @@
 //
 // Capabilities are probed once per process (Probe) and a Conn falls back,
 // silently and per Conn, from GSO to sendmmsg to one sendmsg per datagram;
-// callers never branch on the OS. OS detail lives in udpio_linux.go; other
-// systems get a plain one-datagram-per-syscall fallback (udpio_other.go).
+// callers never branch on the OS. OS detail lives in the _linux.go files,
+// one per feature (udpio_linux.go: socket setup; mmsg_linux.go,
+// gso_linux.go, pktinfo_linux.go, sockaddr_linux.go, features_linux.go);
+// other systems get a plain one-datagram-per-syscall fallback
+// (udpio_other.go).
 //
 // WriteDatagrams keeps its message headers and iovecs in the Conn: one
 // goroutine at a time may call it. WriteTo may be called from any number of

@@ -17,6 +17,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/mtftpd/mtftpd/imaging/wire"
 	"io"
 	"net"
 	"net/http"
@@ -39,47 +40,25 @@ import (
 // greps the serial console for it).
 const Prefix = "mtftpd-agent: "
 
-// After actions (the task's "after").
+// After actions (the task's "after") and report states: the agent API's
+// (imaging/wire).
 const (
-	AfterReboot   = "reboot"
-	AfterPoweroff = "poweroff"
-	AfterWait     = "wait"
+	AfterReboot   = wire.AfterReboot
+	AfterPoweroff = wire.AfterPoweroff
+	AfterWait     = wire.AfterWait
+
+	StateReceiving = wire.StateReceiving
+	StateVerifying = wire.StateVerifying
+	StateDone      = wire.StateDone
+	StateFailed    = wire.StateFailed
 )
 
-// Report states (docs/imaging.md, "Agent API").
-const (
-	StateReceiving = "receiving"
-	StateVerifying = "verifying"
-	StateDone      = "done"
-	StateFailed    = "failed"
+// Task is GET /imaging/task's answer; Report is POST /imaging/report's
+// body (imaging/wire, shared with the server).
+type (
+	Task   = wire.Task
+	Report = wire.Report
 )
-
-// Task is GET /imaging/task's answer.
-type Task struct {
-	Task         string `json:"task"`
-	Action       string `json:"action"` // deploy or capture
-	Image        string `json:"image"`
-	ImagePath    string `json:"image_path"` // under the TFTP root
-	Disk         string `json:"disk"`
-	After        string `json:"after"`
-	Verify       bool   `json:"verify"`
-	MinReceivers int    `json:"min_receivers"`
-	MaxWaitMS    int64  `json:"max_wait_ms"`
-	SettleMS     int64  `json:"settle_ms"`
-	UploadURL    string `json:"upload_url"`
-	Server       string `json:"server"`
-}
-
-// Report is POST /imaging/report's body.
-type Report struct {
-	MAC     string             `json:"mac"`
-	Token   string             `json:"token"`
-	State   string             `json:"state"`
-	Written int64              `json:"written,omitempty"`
-	Total   int64              `json:"total,omitempty"`
-	Reason  string             `json:"reason,omitempty"`
-	Phases  map[string]float64 `json:"phases,omitempty"`
-}
 
 // Env is everything the agent takes from the machine, so that Run can be
 // tested without root: the command line's text, where sysfs and /dev

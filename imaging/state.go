@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/mtftpd/mtftpd/imaging/wire"
 	"io"
 	"math"
 	"net"
@@ -180,15 +181,7 @@ func (m *Manager) saveLogged() {
 func (m *Manager) Close() error { return m.save() }
 
 // Report is the agent's POST /imaging/report body.
-type Report struct {
-	MAC     string             `json:"mac"`
-	Token   string             `json:"token"`
-	State   string             `json:"state"`
-	Written int64              `json:"written"`
-	Total   int64              `json:"total"`
-	Reason  string             `json:"reason"`
-	Phases  map[string]float64 `json:"phases"`
-}
+type Report = wire.Report
 
 // Bounds of a report's free-form parts.
 const (
@@ -199,7 +192,7 @@ const (
 )
 
 // check validates a report's values (not its token).
-func (rep *Report) check() error {
+func checkReport(rep *Report) error {
 	switch rep.State {
 	case StateReceiving, StateVerifying, StateDone, StateFailed:
 	default:
@@ -243,7 +236,7 @@ func cleanReason(s string) string {
 // Errors: ErrBadRequest, ErrNoTask, ErrToken, ErrStale (the attempt is
 // over; a repeat of the report that ended it is accepted).
 func (m *Manager) Report(rep Report) error {
-	if err := rep.check(); err != nil {
+	if err := checkReport(&rep); err != nil {
 		return err
 	}
 	now := m.now()
@@ -302,21 +295,8 @@ func (m *Manager) Report(rep Report) error {
 }
 
 // AgentTask is the agent's GET /imaging/task answer (docs/imaging.md,
-// "Agent API").
-type AgentTask struct {
-	Task         string `json:"task"`
-	Action       string `json:"action"`
-	Image        string `json:"image"`
-	ImagePath    string `json:"image_path"`
-	Disk         string `json:"disk"`
-	After        string `json:"after"`
-	Verify       bool   `json:"verify"`
-	MinReceivers int    `json:"min_receivers"`
-	MaxWaitMS    int64  `json:"max_wait_ms"`
-	SettleMS     int64  `json:"settle_ms"`
-	UploadURL    string `json:"upload_url,omitempty"`
-	Server       string `json:"server"`
-}
+// "Agent API"; imaging/wire, shared with the agent).
+type AgentTask = wire.Task
 
 // TaskFor is the task of the machine mac's current attempt; the errors
 // are Report's. via is how the agent's own request reached the server:

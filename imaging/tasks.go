@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/mtftpd/mtftpd/imaging/wire"
 	"net"
 	"os"
 	"path/filepath"
@@ -30,10 +31,10 @@ type Task = config.ImagingTask
 const (
 	StatePending   = "pending"
 	StateBooting   = "booting"
-	StateReceiving = "receiving"
-	StateVerifying = "verifying"
-	StateDone      = "done"
-	StateFailed    = "failed"
+	StateReceiving = wire.StateReceiving // the four an agent reports (imaging/wire)
+	StateVerifying = wire.StateVerifying
+	StateDone      = wire.StateDone
+	StateFailed    = wire.StateFailed
 	StateCancelled = "cancelled"
 )
 

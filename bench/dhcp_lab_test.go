@@ -15,24 +15,14 @@ import (
 	"github.com/mtftpd/mtftpd/internal/testutil"
 )
 
-// bin is cmd/mtftpd, built on first use.
-var bin testutil.Binary
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	bin.Remove()
-	os.Exit(code)
-}
-
-// mtftpdBinary builds cmd/mtftpd once per test run (skipping without a
-// Go toolchain) and returns its path.
-func mtftpdBinary(t *testing.T) string { return bin.Path(t) }
+// TestMain removes cmd/mtftpd, built on first use (testutil.Binary).
+func TestMain(m *testing.M) { testutil.Main(m) }
 
 // TestBenchDHCPRefusesWithoutIface: the CLI never picks an interface to
 // broadcast on by itself, nor a TFTP target, and names every bad flag.
 // Needs no root: it must stop before any socket.
 func TestBenchDHCPRefusesWithoutIface(t *testing.T) {
-	bin := mtftpdBinary(t)
+	bin := testutil.Binary(t)
 	for _, c := range []struct {
 		args []string
 		want string
@@ -71,7 +61,7 @@ type lockedBuffer = testutil.SyncBuffer
 // Root only; nothing leaves the lab.
 func TestDHCPStormLab(t *testing.T) {
 	lab := netlab.New(t, netlab.Options{Clients: 1, NoAddr: true})
-	bin := mtftpdBinary(t)
+	bin := testutil.Binary(t)
 	dir := t.TempDir()
 	root := filepath.Join(dir, "tftp")
 	if err := os.Mkdir(root, 0o755); err != nil {

@@ -20,7 +20,7 @@ import (
 // thresholds on time. Root only.
 func TestBenchMCastLab(t *testing.T) {
 	lab := netlab.New(t, netlab.Options{Clients: 1})
-	bin := mtftpdBinary(t)
+	bin := testutil.Binary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	root := t.TempDir()

@@ -41,7 +41,7 @@ func TestBenchTFTPLab(t *testing.T) {
 		t.Skipf("tftpd-hpa's in.tftpd not found at %s: scripts/test-deps.sh unpacks it", strings.Join(hpaBinaries, " or "))
 	}
 	lab := netlab.New(t, netlab.Options{Clients: 1})
-	bin := mtftpdBinary(t)
+	bin := testutil.Binary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
@@ -159,7 +159,7 @@ func decodeStrict(t *testing.T, path string, v any) {
 // loopback (no root needed): a report is written, parses, and `bench
 // compare` reads two of them.
 func TestBenchTFTPCLI(t *testing.T) {
-	bin := mtftpdBinary(t)
+	bin := testutil.Binary(t)
 	root := t.TempDir()
 	writeFile(t, root, "f", 100_000)
 	srv := startLoopServer(t, root)

@@ -22,20 +22,12 @@ import (
 var mtftpdBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "mtftpd-e2e-")
-	if err != nil {
-		panic(err)
+	var err error
+	if mtftpdBin, err = testutil.BuildBinary(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
 	}
-	mtftpdBin = filepath.Join(dir, "mtftpd")
-	build := exec.Command("go", "build", "-o", mtftpdBin, "../cmd/mtftpd")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		os.Stderr.Write(out)
-		panic(err)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	testutil.Main(m)
 }
 
 // syncBuffer collects a process's output while it runs.

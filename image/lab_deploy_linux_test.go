@@ -20,7 +20,8 @@ import (
 	"github.com/mtftpd/mtftpd/internal/testutil"
 )
 
-var bin testutil.Binary
+// TestMain removes cmd/mtftpd, built on first use (testutil.Binary).
+func TestMain(m *testing.M) { testutil.Main(m) }
 
 // labDisk writes a sparse raw disk of size bytes holding about data bytes
 // in runs of 1–4 MiB between holes: half random (incompressible), half
@@ -101,7 +102,7 @@ format = "json"
 %s
 `, root, extra)), 0o644)
 	logs := &testutil.SyncBuffer{}
-	cmd := lab.Command(context.Background(), "srv", bin.Path(t), "serve", "--config", cfg)
+	cmd := lab.Command(context.Background(), "srv", testutil.Binary(t), "serve", "--config", cfg)
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -186,7 +187,7 @@ func deploy(t *testing.T, lab *netlab.Lab, client int, args ...string) *deployRu
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	r := &deployRun{}
-	full := append([]string{"timeout", "280", bin.Path(t), "image", "deploy", "--json", "--timeout", "30s"}, args...)
+	full := append([]string{"timeout", "280", testutil.Binary(t), "image", "deploy", "--json", "--timeout", "30s"}, args...)
 	out, err := lab.Command(ctx, netlab.Client(client), full[0], full[1:]...).CombinedOutput()
 	r.out, r.err = string(out), err
 	if err == nil {
@@ -337,7 +338,7 @@ func TestLabImageResumeAndDelta(t *testing.T) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
-		cmd := lab.Command(ctx, netlab.Client(1), bin.Path(t), "image", "deploy", "-q", "--timeout", "30s", netlab.ServerAddr, "images/v1.img", disk)
+		cmd := lab.Command(ctx, netlab.Client(1), testutil.Binary(t), "image", "deploy", "-q", "--timeout", "30s", netlab.ServerAddr, "images/v1.img", disk)
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
 		if err := cmd.Start(); err != nil {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/mtftpd/mtftpd/internal/netlab"
+	"github.com/mtftpd/mtftpd/internal/testutil"
 )
 
 // nativeRun is one `mtftpd get --multicast` in a client namespace.
@@ -31,7 +32,7 @@ type nativeRun struct {
 // delay and waits for all; each run is bounded by `timeout 90`.
 func getNative(t *testing.T, lab *netlab.Lab, clients []int, delay func(i int) time.Duration, extra ...string) []*nativeRun {
 	t.Helper()
-	bin := mtftpdBinary(t)
+	bin := testutil.Binary(t)
 	dir := t.TempDir()
 	runs := make([]*nativeRun, len(clients))
 	var wg sync.WaitGroup
@@ -258,7 +259,7 @@ func TestLabNativeSlowAndKilled(t *testing.T) {
 	if err := lab.Impair("c1", "rate", "12"); err != nil {
 		t.Fatal(err)
 	}
-	bin := mtftpdBinary(t)
+	bin := testutil.Binary(t)
 	victim := lab.Command(context.Background(), netlab.Client(4), bin, "get", "-q", "--multicast", "-o", filepath.Join(t.TempDir(), "victim"), netlab.ServerAddr, "image.bin")
 	if err := victim.Start(); err != nil {
 		t.Fatal(err)
@@ -300,7 +301,7 @@ func TestLabNativeStalledReceiver(t *testing.T) {
 	// misses part of the stream for good.
 	const size = 48 << 20
 	lab, data, _, _ := labServerCfg(t, netlab.Options{Clients: 2}, size, "native_rate_mbps = 200")
-	bin := mtftpdBinary(t)
+	bin := testutil.Binary(t)
 	out := filepath.Join(t.TempDir(), "stalled")
 	var log syncBuffer
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)

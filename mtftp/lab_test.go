@@ -23,18 +23,9 @@ import (
 // 1428 bytes for RFC 2090, 4097 blocks of 512 for PXE MTFTP).
 const labFileSize = 2 << 20
 
-// bin is cmd/mtftpd, built on first use.
-var bin testutil.Binary
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	bin.Remove()
-	os.Exit(code)
-}
-
-// mtftpdBinary builds cmd/mtftpd once, only for the lab tests, so
-// unit-test runs stay fast.
-func mtftpdBinary(t *testing.T) string { return bin.Path(t) }
+// TestMain removes cmd/mtftpd, which only the lab tests build
+// (testutil.Binary), so unit-test runs stay fast.
+func TestMain(m *testing.M) { testutil.Main(m) }
 
 // syncBuffer collects a process's output while it runs.
 type syncBuffer = testutil.SyncBuffer
@@ -88,7 +79,7 @@ format = "json"
 level = "info"
 `), 0o644)
 	logs := &syncBuffer{}
-	cmd := lab.Command(context.Background(), "srv", mtftpdBinary(t), "serve", "--config", cfg)
+	cmd := lab.Command(context.Background(), "srv", testutil.Binary(t), "serve", "--config", cfg)
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

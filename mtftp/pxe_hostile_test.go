@@ -14,6 +14,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/mtftpd/mtftpd/internal/testutil/memnet"
 	"github.com/mtftpd/mtftpd/tftp"
 )
 
@@ -34,16 +35,16 @@ func pxeFloodRequest(size int) []byte {
 // of work, where the unbounded parser read and compared every option.
 func TestPXEOversizedRequest(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		n := newMemNet(14)
+		n := memnet.New(14)
 		s := newTestServer(t, n, map[string][]byte{"f": testData(1000, 5)})
 		s.PXEListen = pxeListen
-		c := n.listen(srvIP)
+		c := n.Listen(srvIP)
 		defer c.Close()
 		p := newPXEServer(s, c)
-		cl := n.listen("192.0.2.101")
+		cl := n.Listen("192.0.2.101")
 		defer cl.Close()
 		giant := pxeFloodRequest(2048)
-		if a := testing.AllocsPerRun(5, func() { p.packet(giant, cl.addr) }); a > 40 {
+		if a := testing.AllocsPerRun(5, func() { p.packet(giant, cl.Addr()) }); a > 40 {
 			t.Fatalf("a %d-byte request took %.0f allocations, want <= 40", len(giant), a)
 		}
 		if len(p.passes) != 0 {
@@ -65,12 +66,12 @@ func TestPXEOversizedRequest(t *testing.T) {
 // answer at all and are counted; another address is still answered.
 func TestPXERequestRateLimit(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		n := newMemNet(15)
+		n := memnet.New(15)
 		s, stop := newPXETestServer(t, n, nil)
 		defer stop()
 		server := netip.MustParseAddrPort(pxeListen)
 		rrq := (&tftp.Request{Op: tftp.OpRRQ, Filename: "missing", Mode: "octet"}).Marshal(nil)
-		flood := n.listen("192.0.2.66")
+		flood := n.Listen("192.0.2.66")
 		defer flood.Close()
 		const sent = 1000
 		for range sent {
@@ -86,7 +87,7 @@ func TestPXERequestRateLimit(t *testing.T) {
 		if limited := s.Counters.RateLimited.Load(); int(limited)+answered != sent {
 			t.Fatalf("%d answered + %d rate-limited != %d sent", answered, limited, sent)
 		}
-		other := n.listen("192.0.2.67")
+		other := n.Listen("192.0.2.67")
 		defer other.Close()
 		other.WriteTo(rrq, server)
 		buf := make([]byte, 600)
@@ -104,7 +105,7 @@ func TestPXERequestRateLimit(t *testing.T) {
 // ERROR and is counted.
 func TestPXERefusalLogsLimited(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		n := newMemNet(16)
+		n := memnet.New(16)
 		s := newTestServer(t, n, nil)
 		var logs bytes.Buffer // written by the PXE goroutine only, read after it stopped
 		s.Log = zerolog.New(&logs).Level(zerolog.InfoLevel)
@@ -116,13 +117,11 @@ func TestPXERefusalLogsLimited(t *testing.T) {
 		}
 		f.Truncate(PXEMaxSize + 1) // sparse
 		f.Close()
-		n.mu.Lock()
-		c := n.bindLocked(netip.MustParseAddrPort(pxeListen))
-		n.mu.Unlock()
+		c := n.Bind(netip.MustParseAddrPort(pxeListen))
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- newPXEServer(s, c).run(ctx) }()
-		cl := n.listen("192.0.2.101")
+		cl := n.Listen("192.0.2.101")
 		defer cl.Close()
 		const flood = 300
 		rrq := (&tftp.Request{Op: tftp.OpRRQ, Filename: "huge", Mode: "octet"}).Marshal(nil)

@@ -14,6 +14,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/mtftpd/mtftpd/internal/testutil/memnet"
 	"github.com/mtftpd/mtftpd/tftp"
 )
 
@@ -47,11 +48,11 @@ type pxeIn struct {
 	mcast bool
 }
 
-func (c *pxeClient) run(n *memNet, server netip.AddrPort, file string) {
-	uc, gc := n.listen(c.ip), n.joinGroup(c.ip, c.group)
+func (c *pxeClient) run(n *memnet.Net, server netip.AddrPort, file string) {
+	uc, gc := n.Listen(c.ip), n.Join(c.ip, c.group)
 	in := make(chan pxeIn, 8192)
 	var readers sync.WaitGroup
-	for _, rc := range []*memConn{uc, gc} {
+	for _, rc := range []*memnet.Conn{uc, gc} {
 		readers.Go(func() {
 			buf := make([]byte, 2048)
 			for {
@@ -171,16 +172,14 @@ func (c *pxeClient) run(n *memNet, server netip.AddrPort, file string) {
 
 // newPXETestServer serves files over n with a PXE listener on pxeListen;
 // stop it with the returned function.
-func newPXETestServer(t *testing.T, n *memNet, files map[string][]byte) (*Server, func()) {
+func newPXETestServer(t *testing.T, n *memnet.Net, files map[string][]byte) (*Server, func()) {
 	t.Helper()
 	s := newTestServer(t, n, files)
 	s.PXEListen = pxeListen
 	if err := s.Init(); err != nil {
 		t.Fatal(err)
 	}
-	n.mu.Lock()
-	c := n.bindLocked(netip.MustParseAddrPort(pxeListen))
-	n.mu.Unlock()
+	c := n.Bind(netip.MustParseAddrPort(pxeListen))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- newPXEServer(s, c).run(ctx) }()
@@ -214,7 +213,7 @@ func fileGroup(t *testing.T, s *Server, file string) netip.AddrPort {
 // its own file's bytes, and nothing goes to iPXE's fixed group.
 func TestPXETwoFilesAtOnce(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		n := newMemNet(11)
+		n := memnet.New(11)
 		a, b := testData(300_000, 1), testData(200_000, 2)
 		s, stop := newPXETestServer(t, n, map[string][]byte{"a.0": a, "b.0": b})
 		defer stop()
@@ -255,7 +254,7 @@ func TestPXETwoFilesAtOnce(t *testing.T) {
 		if peak.Load() != 2 || s.Counters.Passes.Load() != 2 {
 			t.Errorf("passes %d, at most %d at once; want 2 and 2", s.Counters.Passes.Load(), peak.Load())
 		}
-		if k := n.sent(netip.AddrPortFrom(DefaultPXEGroup, DefaultPXEClientPort)); k != 0 {
+		if k := n.Sent(netip.AddrPortFrom(DefaultPXEGroup, DefaultPXEClientPort)); k != 0 {
 			t.Errorf("%d datagrams to iPXE's fixed group", k)
 		}
 		if s.Counters.ActivePasses.Load() != 0 {
@@ -271,7 +270,7 @@ func TestPXETwoFilesAtOnce(t *testing.T) {
 // the pass the other file is served.
 func TestPXEFixedGroup(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		n := newMemNet(12)
+		n := memnet.New(12)
 		a, b := testData(400_000, 3), testData(10_000, 4)
 		s, stop := newPXETestServer(t, n, map[string][]byte{"a": a, "b": b})
 		defer stop()
@@ -316,7 +315,7 @@ func TestPXEFixedGroup(t *testing.T) {
 // TFTP) and DHCP announces no group for it.
 func TestPXETooBig(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		n := newMemNet(13)
+		n := memnet.New(13)
 		s, stop := newPXETestServer(t, n, nil)
 		defer stop()
 		root := s.Files.Root()
@@ -329,7 +328,7 @@ func TestPXETooBig(t *testing.T) {
 			f.Truncate(size) // sparse
 			f.Close()
 			_, _, announced := s.PXEFileGroup(name, netip.MustParseAddr(srvIP))
-			uc := n.listen("192.0.2.101")
+			uc := n.Listen("192.0.2.101")
 			uc.WriteTo((&tftp.Request{Op: tftp.OpRRQ, Filename: name, Mode: "octet"}).Marshal(nil), netip.MustParseAddrPort(pxeListen))
 			buf := make([]byte, 600)
 			uc.SetReadDeadline(time.Now().Add(time.Second))
@@ -401,7 +400,7 @@ func TestPXEFileMap(t *testing.T) {
 
 // TestPXEFileGroup: what the DHCP server is told.
 func TestPXEFileGroup(t *testing.T) {
-	n := newMemNet(14)
+	n := memnet.New(14)
 	s := newTestServer(t, n, map[string][]byte{"pxelinux.0": testData(1000, 5)})
 	srv := netip.MustParseAddr(srvIP)
 	if _, _, ok := s.PXEFileGroup("pxelinux.0", srv); ok {
@@ -460,9 +459,9 @@ func TestPXEAtftpLostAck(t *testing.T) {
 	for _, lost := range []uint16{1, 2, 40, 118} {
 		t.Run(fmt.Sprint("ack", lost), func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				n := newMemNet(24)
+				n := memnet.New(24)
 				dropped := false
-				n.drop = func(_, _ netip.AddrPort, b []byte) bool {
+				n.Drop = func(_, _ netip.AddrPort, b []byte) bool {
 					if ack, err := tftp.ParseAck(b); err == nil && ack == lost && !dropped {
 						dropped = true
 						return true
@@ -489,8 +488,8 @@ func TestPXEAtftpLostAck(t *testing.T) {
 // datagram all complete with the right bytes.
 func TestPXEAtftpLoss(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		n := newMemNet(25)
-		n.loss = 0.05
+		n := memnet.New(25)
+		n.Loss = 0.05
 		data := testData(100_000, 25)
 		s, stop := newPXETestServer(t, n, map[string][]byte{"f": data})
 		defer stop()

@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/mtftpd/mtftpd/internal/filestore"
+	"github.com/mtftpd/mtftpd/internal/testutil/memnet"
 	"github.com/mtftpd/mtftpd/tftp"
 )
 
@@ -32,7 +33,7 @@ func testData(size int, seed uint64) []byte {
 }
 
 // newTestServer serves files from a temp root over n.
-func newTestServer(t *testing.T, n *memNet, files map[string][]byte) *Server {
+func newTestServer(t *testing.T, n *memnet.Net, files map[string][]byte) *Server {
 	t.Helper()
 	root := t.TempDir()
 	for name, b := range files {
@@ -46,7 +47,7 @@ func newTestServer(t *testing.T, n *memNet, files map[string][]byte) *Server {
 	}
 	t.Cleanup(func() { st.Close() })
 	s := &Server{Files: st, Log: zerolog.New(zerolog.NewTestWriter(t)),
-		dial: func(netip.Addr) (conn, error) { return n.listen(srvIP), nil }}
+		dial: func(netip.Addr) (conn, error) { return n.Listen(srvIP), nil }}
 	if err := s.Init(); err != nil {
 		t.Fatal(err)
 	}
@@ -77,8 +78,8 @@ type client struct {
 	finished time.Time
 }
 
-func (c *client) run(ctx context.Context, n *memNet, s *Server, file string) {
-	uc := n.listen(c.ip)
+func (c *client) run(ctx context.Context, n *memnet.Net, s *Server, file string) {
+	uc := n.Listen(c.ip)
 	defer uc.Close()
 	mode := c.mode
 	if mode == "" {
@@ -88,14 +89,14 @@ func (c *client) run(ctx context.Context, n *memNet, s *Server, file string) {
 		{Name: "multicast"}, {Name: "blksize", Value: strconv.Itoa(c.blksize)}, {Name: "tsize", Value: "0"}}}
 	req, _ = tftp.ParseRequest(req.Marshal(nil))
 	servedCh := make(chan bool, 1)
-	go func() { servedCh <- s.ServeMulticast(ctx, req, uc.addr, netip.MustParseAddr(srvIP)) }()
+	go func() { servedCh <- s.ServeMulticast(ctx, req, uc.Addr(), netip.MustParseAddr(srvIP)) }()
 
 	type in struct {
 		from netip.AddrPort
 		b    []byte
 	}
 	pkts := make(chan in, 8192)
-	reader := func(c *memConn) {
+	reader := func(c *memnet.Conn) {
 		buf := make([]byte, 70000)
 		for {
 			k, from, err := c.ReadFrom(buf)
@@ -107,7 +108,7 @@ func (c *client) run(ctx context.Context, n *memNet, s *Server, file string) {
 	}
 	go reader(uc)
 	var (
-		gc       *memConn
+		gc       *memnet.Conn
 		server   netip.AddrPort
 		have     []bool
 		data     [][]byte
@@ -180,7 +181,7 @@ func (c *client) run(ctx context.Context, n *memNet, s *Server, file string) {
 						}
 						if gc == nil {
 							port, _ := strconv.Atoi(f[1])
-							gc = n.joinGroup(c.ip, netip.AddrPortFrom(netip.MustParseAddr(f[0]), uint16(port)))
+							gc = n.Join(c.ip, netip.AddrPortFrom(netip.MustParseAddr(f[0]), uint16(port)))
 							go reader(gc)
 						}
 						wasMaster := isMaster
@@ -246,7 +247,7 @@ func (c *client) run(ctx context.Context, n *memNet, s *Server, file string) {
 }
 
 // runClients starts each client after its delay and waits for all.
-func runClients(t *testing.T, n *memNet, s *Server, file string, delays []time.Duration, cs []*client) {
+func runClients(t *testing.T, n *memnet.Net, s *Server, file string, delays []time.Duration, cs []*client) {
 	t.Helper()
 	done := make(chan struct{}, len(cs))
 	for i, c := range cs {
@@ -293,7 +294,7 @@ func TestTwoClientsOneStream(t *testing.T) {
 	for _, size := range []int{0, 1, 1428, 100_003} {
 		t.Run(strconv.Itoa(size), func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				n := newMemNet(1)
+				n := memnet.New(1)
 				data := testData(size, 1)
 				s := newTestServer(t, n, map[string][]byte{"f": data})
 				cs := []*client{{ip: "192.0.2.101", blksize: 1428}, {ip: "192.0.2.102", blksize: 1428}}
@@ -321,8 +322,8 @@ func TestLateJoinerGetsGapsAfterPromotion(t *testing.T) {
 	for _, loss := range []float64{0, 0.05} {
 		t.Run(fmt.Sprint("loss", loss), func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				n := newMemNet(2)
-				n.loss = loss
+				n := memnet.New(2)
+				n.Loss = loss
 				data := testData(300_000, 2)
 				s := newTestServer(t, n, map[string][]byte{"f": data})
 				cs := []*client{{ip: "192.0.2.101", blksize: 1428}, {ip: "192.0.2.102", blksize: 1428}, {ip: "192.0.2.103", blksize: 1468}}
@@ -358,7 +359,7 @@ func TestLateJoinerGetsGapsAfterPromotion(t *testing.T) {
 // promotion goes unanswered; the next one completes the session.
 func TestSilentPromoteeSkipped(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		n := newMemNet(3)
+		n := memnet.New(3)
 		data := testData(50_000, 3)
 		s := newTestServer(t, n, map[string][]byte{"f": data})
 		cs := []*client{{ip: "192.0.2.101", blksize: 1428}, {ip: "192.0.2.102", blksize: 1428, silentAfterOACK: true},
@@ -377,7 +378,7 @@ func TestSilentPromoteeSkipped(t *testing.T) {
 // retries it is dropped and the next client finishes the file.
 func TestMasterDiesMidStream(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		n := newMemNet(4)
+		n := memnet.New(4)
 		data := testData(200_000, 4)
 		s := newTestServer(t, n, map[string][]byte{"f": data})
 		cs := []*client{{ip: "192.0.2.101", blksize: 1428, dieAfter: 40}, {ip: "192.0.2.102", blksize: 1428}}
@@ -395,7 +396,7 @@ func TestMasterDiesMidStream(t *testing.T) {
 // makes it ACK again before the server would drop it.
 func TestMasterStalledByLostAck(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		n := newMemNet(4)
+		n := memnet.New(4)
 		data := testData(100_000, 7)
 		s := newTestServer(t, n, map[string][]byte{"f": data})
 		cs := []*client{{ip: "192.0.2.101", blksize: 1428, stallAt: 20}}
@@ -412,7 +413,7 @@ func TestMasterStalledByLostAck(t *testing.T) {
 // for unicast before anything is sent.
 func TestFallbacks(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		n := newMemNet(5)
+		n := memnet.New(5)
 		big := make([]byte, 65535*8) // 65536 blocks at blksize 8
 		s := newTestServer(t, n, map[string][]byte{"f": testData(100_000, 5), "g": testData(1000, 6), "big": big})
 		s.GroupRange = netip.MustParsePrefix("239.255.9.9/32")
@@ -479,13 +480,13 @@ func TestValidate(t *testing.T) {
 // counts only for a block that was sent.
 func TestSpoofedAckOfLastBlock(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		n := newMemNet(1)
+		n := memnet.New(1)
 		data := testData(100_003, 2)
 		s := newTestServer(t, n, map[string][]byte{"f": data})
 		last := uint16(100_003/1428 + 1)
 		var members []netip.AddrPort
 		forged := false
-		n.drop = func(from, to netip.AddrPort, b []byte) bool {
+		n.Drop = func(from, to netip.AddrPort, b []byte) bool {
 			switch tftp.PacketOpcode(b) {
 			case tftp.OpOACK:
 				if !slicesContains(members, to) {
@@ -495,7 +496,7 @@ func TestSpoofedAckOfLastBlock(t *testing.T) {
 				if blk, _, _ := tftp.ParseData(b); blk == 3 && !forged && len(members) == 2 {
 					forged = true
 					for _, m := range members {
-						go n.send(m, from, tftp.AppendAck(nil, last))
+						go n.Spoof(m, from, tftp.AppendAck(nil, last))
 					}
 				}
 			}

@@ -7,6 +7,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/mtftpd/mtftpd/internal/testutil/memnet"
 	"github.com/mtftpd/mtftpd/tftp"
 )
 
@@ -14,7 +15,7 @@ import (
 // and after they are done.
 func TestSessionsSnapshot(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		n := newMemNet(3)
+		n := memnet.New(3)
 		data := testData(300_000, 3)
 		s := newTestServer(t, n, map[string][]byte{"f": data})
 		cs := []*client{{ip: "192.0.2.101", blksize: 1428}, {ip: "192.0.2.102", blksize: 1428}}
@@ -60,26 +61,26 @@ func TestSessionsSnapshot(t *testing.T) {
 // client while it runs, and not after its last block is ACKed.
 func TestSessionsPXEPass(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		n := newMemNet(4)
+		n := memnet.New(4)
 		data := testData(3*PXEBlockSize+10, 4)
 		s := newTestServer(t, n, map[string][]byte{"pxelinux.0": data})
-		srvConn := n.listen(srvIP)
+		srvConn := n.Listen(srvIP)
 		p := newPXEServer(s, srvConn)
 		group := netip.AddrPortFrom(DefaultPXEGroup, DefaultPXEClientPort) // iPXE's: the file has no group of its own
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		go p.run(ctx)
 
-		cl := n.listen("192.0.2.101")
+		cl := n.Listen("192.0.2.101")
 		defer cl.Close()
-		gc := n.joinGroup("192.0.2.101", group) // DATA after block 1 goes only to the group
+		gc := n.Join("192.0.2.101", group) // DATA after block 1 goes only to the group
 		defer gc.Close()
 		req := (&tftp.Request{Op: tftp.OpRRQ, Filename: "pxelinux.0", Mode: "octet"}).Marshal(nil)
-		cl.WriteTo(req, srvConn.addr)
+		cl.WriteTo(req, srvConn.Addr())
 		buf := make([]byte, 1024)
 		// read waits for DATA want on c, skipping earlier blocks (the
 		// group's copy of block 1 and repeats).
-		read := func(c *memConn, want uint16) {
+		read := func(c *memnet.Conn, want uint16) {
 			t.Helper()
 			c.SetReadDeadline(time.Now().Add(time.Second))
 			for {
@@ -95,11 +96,11 @@ func TestSessionsPXEPass(t *testing.T) {
 		read(cl, 1)
 		ss := s.Sessions()
 		if len(ss) != 1 || ss[0].Dialect != "pxe" || ss[0].File != "pxelinux.0" || ss[0].Blocks != 4 || ss[0].Position != 1 ||
-			len(ss[0].Receivers) != 1 || ss[0].Receivers[0].Addr != cl.addr || !ss[0].Receivers[0].Master {
+			len(ss[0].Receivers) != 1 || ss[0].Receivers[0].Addr != cl.Addr() || !ss[0].Receivers[0].Master {
 			t.Fatalf("during the pass: %+v", ss)
 		}
 		for blk := uint16(1); blk <= 4; blk++ {
-			cl.WriteTo(tftp.AppendAck(nil, blk), srvConn.addr)
+			cl.WriteTo(tftp.AppendAck(nil, blk), srvConn.Addr())
 			if blk < 4 {
 				read(gc, blk+1)
 			}

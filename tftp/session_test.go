@@ -9,11 +9,13 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/mtftpd/mtftpd/internal/testutil/memnet"
 )
 
-// serveOne plays the server's listener for one request over the memNet:
+// serveOne plays the server's listener for one request over the memnet:
 // it reads the RRQ, negotiates and runs the read session from a new TID.
-func serveOne(t *testing.T, n *memNet, ln *memConn, data []byte, lim Limits, counters *Counters) <-chan result {
+func serveOne(t *testing.T, n *memnet.Net, ln *memnet.Conn, data []byte, lim Limits, counters *Counters) <-chan result {
 	t.Helper()
 	out := make(chan result, 1)
 	go func() {
@@ -34,7 +36,7 @@ func serveOne(t *testing.T, n *memNet, ln *memConn, data []byte, lim Limits, cou
 		if len(neg.Ack) > 0 {
 			oack = AppendOACK(nil, neg.Ack)
 		}
-		c := n.listen("192.0.2.1")
+		c := n.Listen("192.0.2.1")
 		defer c.Close()
 		rs := &readSession{c: c, peer: peer, src: &mappedSource{data: data, blksize: neg.BlockSize},
 			size: int64(len(data)), neg: neg, oack: oack, counters: counters,
@@ -78,16 +80,16 @@ func TestTransferImpaired(t *testing.T) {
 					name := fmt.Sprintf("%s/bs%d/w%d/%d", im.name, bs, win, size)
 					t.Run(name, func(t *testing.T) {
 						synctest.Test(t, func(t *testing.T) {
-							n := newMemNet(uint64(size*31 + bs + win))
-							n.loss, n.dup, n.reorder = im.loss, im.dup, im.reorder
+							n := memnet.New(uint64(size*31 + bs + win))
+							n.Loss, n.Dup, n.Reorder = im.loss, im.dup, im.reorder
 							data := testData(size, uint64(size))
 							var counters Counters
-							ln := n.listen("192.0.2.1")
+							ln := n.Listen("192.0.2.1")
 							srv := serveOne(t, n, ln, data, Limits{MaxBlockSize: 65464, MaxWindow: 64}, &counters)
-							cl := n.listen("192.0.2.10")
+							cl := n.Listen("192.0.2.10")
 							c := &Client{BlockSize: bs, WindowSize: win, TSize: true, Retries: 12}
 							var got bytes.Buffer
-							res, err := c.get(context.Background(), cl, ln.addr, "f", &got, time.Now())
+							res, err := c.get(context.Background(), cl, ln.Addr(), "f", &got, time.Now())
 							if err != nil {
 								t.Fatalf("client: %v", err)
 							}
@@ -145,22 +147,22 @@ func TestRollover(t *testing.T) {
 	for _, ro := range []string{"", "0", "1"} {
 		t.Run("rollover="+ro, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				n := newMemNet(7)
-				n.loss = 0.01
+				n := memnet.New(7)
+				n.Loss = 0.01
 				data := testData(70_001*8+3, 3)
 				var counters Counters
-				ln := n.listen("192.0.2.1")
+				ln := n.Listen("192.0.2.1")
 				srv := serveOne(t, n, ln, data, Limits{MaxWindow: 64}, &counters)
-				cl := n.listen("192.0.2.10")
+				cl := n.Listen("192.0.2.10")
 				c := &Client{BlockSize: 8, WindowSize: 32, Retries: 12}
 				var got bytes.Buffer
 				// The client asks for rollover by a raw option: add it to
 				// the request through a wrapper conn that rewrites the RRQ.
 				var cc conn = cl
 				if ro != "" {
-					cc = &rrqRewriter{memConn: cl, extra: []Option{{OptRollover, ro}}}
+					cc = &rrqRewriter{Conn: cl, extra: []Option{{OptRollover, ro}}}
 				}
-				if _, err := c.get(context.Background(), cc, ln.addr, "f", &got, time.Now()); err != nil {
+				if _, err := c.get(context.Background(), cc, ln.Addr(), "f", &got, time.Now()); err != nil {
 					t.Fatal(err)
 				}
 				if !bytes.Equal(got.Bytes(), data) {
@@ -176,7 +178,7 @@ func TestRollover(t *testing.T) {
 
 // rrqRewriter appends options to the first RRQ the client sends.
 type rrqRewriter struct {
-	*memConn
+	*memnet.Conn
 	extra []Option
 	done  bool
 }
@@ -190,20 +192,20 @@ func (r *rrqRewriter) WriteTo(b []byte, dst netip.AddrPort) error {
 			b = req.Marshal(nil)
 		}
 	}
-	return r.memConn.WriteTo(b, dst)
+	return r.Conn.WriteTo(b, dst)
 }
 
 // TestSizeProbe: an ERROR 8 right after the OACK (UEFI's tsize probe) is a
 // probe, not a failure.
 func TestSizeProbe(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		n := newMemNet(1)
+		n := memnet.New(1)
 		var counters Counters
-		ln := n.listen("192.0.2.1")
+		ln := n.Listen("192.0.2.1")
 		srv := serveOne(t, n, ln, testData(5000, 1), Limits{MaxWindow: 64}, &counters)
-		cl := n.listen("192.0.2.10")
+		cl := n.Listen("192.0.2.10")
 		rrq := (&Request{Op: OpRRQ, Filename: "f", Mode: "octet", Options: []Option{{"tsize", "0"}, {"blksize", "1468"}}}).Marshal(nil)
-		cl.WriteTo(rrq, ln.addr)
+		cl.WriteTo(rrq, ln.Addr())
 		buf := make([]byte, 2048)
 		k, from, err := cl.ReadFrom(buf)
 		if err != nil {
@@ -229,14 +231,14 @@ func TestSizeProbe(t *testing.T) {
 // downloads for real.
 func TestClientProbeSize(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		n := newMemNet(2)
+		n := memnet.New(2)
 		var counters Counters
-		ln := n.listen("192.0.2.1")
+		ln := n.Listen("192.0.2.1")
 		data := testData(5000, 2)
 		srv := serveOne(t, n, ln, data, Limits{MaxBlockSize: 65464, MaxWindow: 64}, &counters)
-		cl := n.listen("192.0.2.10")
+		cl := n.Listen("192.0.2.10")
 		c := &Client{BlockSize: 1468, WindowSize: 4}
-		size, err := c.probe(context.Background(), cl, ln.addr, "f")
+		size, err := c.probe(context.Background(), cl, ln.Addr(), "f")
 		if err != nil || size != 5000 {
 			t.Fatalf("probe: size %d, %v; want 5000", size, err)
 		}
@@ -245,7 +247,7 @@ func TestClientProbeSize(t *testing.T) {
 		}
 		srv = serveOne(t, n, ln, data, Limits{MaxBlockSize: 65464, MaxWindow: 64}, &counters)
 		var got bytes.Buffer
-		res, err := c.get(context.Background(), cl, ln.addr, "f", &got, time.Now())
+		res, err := c.get(context.Background(), cl, ln.Addr(), "f", &got, time.Now())
 		if err != nil || !bytes.Equal(got.Bytes(), data) || res.WindowSize != 4 || res.TSize != -1 {
 			t.Fatalf("get after probe: %v, %d bytes, window %d, tsize %d", err, got.Len(), res.WindowSize, res.TSize)
 		}
@@ -269,14 +271,14 @@ func findOpt(opts []Option, name string) string {
 // cause another window (RFC 7440 §3.4, window-level Sorcerer's Apprentice).
 func TestGapAckResendsOnce(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		n := newMemNet(1)
-		n.latency = time.Millisecond
+		n := memnet.New(1)
+		n.Latency = time.Millisecond
 		var counters Counters
-		ln := n.listen("192.0.2.1")
+		ln := n.Listen("192.0.2.1")
 		srv := serveOne(t, n, ln, testData(20000, 2), Limits{MaxWindow: 64}, &counters)
-		cl := n.listen("192.0.2.10")
+		cl := n.Listen("192.0.2.10")
 		rrq := (&Request{Op: OpRRQ, Filename: "f", Mode: "octet", Options: []Option{{"blksize", "1428"}, {"windowsize", "4"}}}).Marshal(nil)
-		cl.WriteTo(rrq, ln.addr)
+		cl.WriteTo(rrq, ln.Addr())
 		buf := make([]byte, 2048)
 		cl.SetReadDeadline(time.Now().Add(time.Hour))
 		_, from, _ := cl.ReadFrom(buf) // OACK
@@ -324,16 +326,16 @@ func TestGapAckResendsOnce(t *testing.T) {
 // dropped, and a transfer that stops short is a timeout, not a success.
 func TestGiveUpRules(t *testing.T) {
 	run := func(t *testing.T, size int, acks int) (result, time.Duration) {
-		n := newMemNet(1)
+		n := memnet.New(1)
 		var counters Counters
-		ln := n.listen("192.0.2.1")
+		ln := n.Listen("192.0.2.1")
 		data := testData(size, 9)
 		out := make(chan result, 1)
-		cl := n.listen("192.0.2.10")
+		cl := n.Listen("192.0.2.10")
 		go func() {
-			c := n.listen("192.0.2.1")
+			c := n.Listen("192.0.2.1")
 			defer c.Close()
-			rs := &readSession{c: c, peer: cl.addr, src: &mappedSource{data: data, blksize: 512},
+			rs := &readSession{c: c, peer: cl.Addr(), src: &mappedSource{data: data, blksize: 512},
 				size: int64(size), neg: Negotiated{BlockSize: 512, WindowSize: 1}, counters: &counters,
 				timing: timing{InitialRTO: time.Second, MinRTO: 50 * time.Millisecond, MaxRTO: 8 * time.Second,
 					Retries: 6, StallTimeout: 30 * time.Second, Lifetime: time.Hour}}
@@ -377,14 +379,14 @@ func TestGiveUpRules(t *testing.T) {
 // is stopped with an ERROR packet (session_lifetime).
 func TestLifetimeCap(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		n := newMemNet(1)
+		n := memnet.New(1)
 		var counters Counters
-		cl := n.listen("192.0.2.10")
+		cl := n.Listen("192.0.2.10")
 		out := make(chan result, 1)
 		go func() {
-			c := n.listen("192.0.2.1")
+			c := n.Listen("192.0.2.1")
 			defer c.Close()
-			rs := &readSession{c: c, peer: cl.addr, src: &mappedSource{data: testData(100_000, 1), blksize: 512},
+			rs := &readSession{c: c, peer: cl.Addr(), src: &mappedSource{data: testData(100_000, 1), blksize: 512},
 				size: 100_000, neg: Negotiated{BlockSize: 512, WindowSize: 1}, counters: &counters,
 				timing: timing{InitialRTO: time.Second, MinRTO: 50 * time.Millisecond, MaxRTO: 8 * time.Second,
 					Retries: 6, StallTimeout: 30 * time.Second, Lifetime: 10 * time.Second}}
@@ -422,20 +424,20 @@ func TestConfirmTimeout(t *testing.T) {
 	tm := timing{InitialRTO: time.Second, MinRTO: 50 * time.Millisecond, MaxRTO: 8 * time.Second,
 		Retries: 6, StallTimeout: 30 * time.Second, Lifetime: time.Hour, ConfirmTimeout: 5 * time.Second}
 	synctest.Test(t, func(t *testing.T) {
-		n := newMemNet(2)
-		cl := n.listen("192.0.2.10")
-		c := n.listen("192.0.2.1")
+		n := memnet.New(2)
+		cl := n.Listen("192.0.2.10")
+		c := n.Listen("192.0.2.1")
 		start := time.Now()
-		rs := &readSession{c: c, peer: cl.addr, src: &mappedSource{data: testData(5000, 1), blksize: 512},
+		rs := &readSession{c: c, peer: cl.Addr(), src: &mappedSource{data: testData(5000, 1), blksize: 512},
 			size: 5000, neg: Negotiated{BlockSize: 512, WindowSize: 1}, counters: &Counters{}, timing: tm}
 		r := rs.run(context.Background())
 		if d := time.Since(start); r.Outcome != OutcomeTimeout || d > tm.ConfirmTimeout {
 			t.Fatalf("read never answered: %s after %v, want timeout within %v", r.Outcome, d, tm.ConfirmTimeout)
 		}
 		c.Close()
-		c = n.listen("192.0.2.1")
+		c = n.Listen("192.0.2.1")
 		start = time.Now()
-		ws := &writeSession{c: c, peer: cl.addr, neg: Negotiated{BlockSize: 512, WindowSize: 1}, counters: &Counters{},
+		ws := &writeSession{c: c, peer: cl.Addr(), neg: Negotiated{BlockSize: 512, WindowSize: 1}, counters: &Counters{},
 			timing: tm, open: func() (upload, error) { t.Error("upload opened without DATA"); return nopUpload{}, nil }}
 		w := ws.run(context.Background())
 		if d := time.Since(start); w.Outcome != OutcomeTimeout || d > tm.ConfirmTimeout {
@@ -461,9 +463,9 @@ func (nopUpload) Abort()                                 {}
 // repeat can finish the transfer.
 func TestClientAnswersRepeatedOACK(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		n := newMemNet(1)
-		n.latency = time.Millisecond
-		ln := n.listen("192.0.2.1")
+		n := memnet.New(1)
+		n.Latency = time.Millisecond
+		ln := n.Listen("192.0.2.1")
 		srvErr := make(chan error, 1)
 		go func() {
 			buf := make([]byte, 2048)
@@ -473,7 +475,7 @@ func TestClientAnswersRepeatedOACK(t *testing.T) {
 				srvErr <- err
 				return
 			}
-			c := n.listen("192.0.2.1")
+			c := n.Listen("192.0.2.1")
 			defer c.Close()
 			oack := AppendOACK(nil, []Option{{"blksize", "512"}})
 			expect := func(what string, block uint16, within time.Duration) error {
@@ -502,12 +504,12 @@ func TestClientAnswersRepeatedOACK(t *testing.T) {
 			c.WriteTo(data, peer)
 			srvErr <- expect("ACK 1", 1, time.Second)
 		}()
-		cl := n.listen("192.0.2.10")
+		cl := n.Listen("192.0.2.10")
 		c := &Client{BlockSize: 512, Retries: 0, Timeout: time.Minute}
 		var got bytes.Buffer
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		if _, err := c.get(ctx, cl, ln.addr, "f", &got, time.Now()); err != nil {
+		if _, err := c.get(ctx, cl, ln.Addr(), "f", &got, time.Now()); err != nil {
 			t.Errorf("client: %v", err)
 		}
 		if err := <-srvErr; err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -18,25 +19,16 @@ import (
 	"github.com/mtftpd/mtftpd/internal/testutil"
 )
 
+// bin is the mtftpd binary every test here runs (testutil.BuildBinary).
 var bin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "mtftpd-cmd-test-")
-	if err != nil {
-		panic(err)
+	var err error
+	if bin, err = testutil.BuildBinary(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
 	}
-	bin = filepath.Join(dir, "mtftpd")
-	// As make build does: without cgo (privdrop needs
-	// syscall.AllThreadsSyscall to drop capabilities from every thread).
-	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		os.Stderr.Write(out)
-		panic(err)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	testutil.Main(m)
 }
 
 func mtftpd(t *testing.T, args ...string) (string, int) {

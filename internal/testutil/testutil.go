@@ -35,49 +35,62 @@ func (s *SyncBuffer) String() string {
 	return s.b.String()
 }
 
-// Binary builds cmd/mtftpd at most once per test process, on first use, so
-// packages whose unit tests do not need it stay fast. Declare one as a
-// package variable and call Remove from TestMain (or leave the temp dir).
-type Binary struct {
+// built is cmd/mtftpd as this test process built it.
+var built struct {
 	once sync.Once
 	dir  string
 	path string
 	err  error
 }
 
-// Path returns the built binary, building it on the first call; it skips
-// the test when no Go toolchain is on PATH and fails it when the build does.
-func (b *Binary) Path(t testing.TB) string {
-	t.Helper()
-	if _, err := exec.LookPath("go"); err != nil {
-		t.Skip("go not in PATH: cannot build cmd/mtftpd")
-	}
-	b.once.Do(func() {
+// BuildBinary builds cmd/mtftpd as make build does (CGO_ENABLED=0:
+// privdrop needs syscall.AllThreadsSyscall to drop capabilities from every
+// thread) at most once per test process, and returns its path. Tests call
+// Binary; BuildBinary is for a TestMain whose every test needs the binary.
+// Main removes it.
+func BuildBinary() (string, error) {
+	built.once.Do(func() {
+		if _, err := exec.LookPath("go"); err != nil {
+			built.err = fmt.Errorf("go not in PATH: cannot build cmd/mtftpd: %w", err)
+			return
+		}
 		root, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}").Output()
 		if err != nil {
-			b.err = fmt.Errorf("go list -m: %w", err)
+			built.err = fmt.Errorf("go list -m: %w", err)
 			return
 		}
-		if b.dir, b.err = os.MkdirTemp("", "mtftpd-test-bin-"); b.err != nil {
+		if built.dir, built.err = os.MkdirTemp("", "mtftpd-test-bin-"); built.err != nil {
 			return
 		}
-		b.path = filepath.Join(b.dir, "mtftpd")
-		cmd := exec.Command("go", "build", "-o", b.path, "./cmd/mtftpd")
+		built.path = filepath.Join(built.dir, "mtftpd")
+		cmd := exec.Command("go", "build", "-o", built.path, "./cmd/mtftpd")
 		cmd.Dir = strings.TrimSpace(string(root))
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
-			b.err = fmt.Errorf("go build ./cmd/mtftpd: %v\n%s", err, out)
+			built.err = fmt.Errorf("go build ./cmd/mtftpd: %v\n%s", err, out)
 		}
 	})
-	if b.err != nil {
-		t.Fatal(b.err)
-	}
-	return b.path
+	return built.path, built.err
 }
 
-// Remove deletes the built binary, if any.
-func (b *Binary) Remove() {
-	if b.dir != "" {
-		os.RemoveAll(b.dir)
+// Binary returns cmd/mtftpd, building it on the first call (so packages
+// whose unit tests do not need it stay fast); it fails t when the build
+// does. The package's TestMain must call Main, which removes it.
+func Binary(t testing.TB) string {
+	t.Helper()
+	p, err := BuildBinary()
+	if err != nil {
+		t.Fatal(err)
 	}
+	return p
+}
+
+// Main runs the package's tests, removes the binary Binary built, and
+// exits with the tests' code: call it from TestMain.
+func Main(m *testing.M) {
+	code := m.Run()
+	if built.dir != "" {
+		os.RemoveAll(built.dir)
+	}
+	os.Exit(code)
 }

@@ -17,6 +17,11 @@ type Disk struct {
 	Name     string // vda, sda, nvme0n1
 	Size     int64  // bytes
 	ReadOnly bool
+	// Removable: the kernel says the medium is removable (a USB stick,
+	// a card reader). Never picked by itself: a stick left in a machine
+	// must not receive the room's image because the internal disk is too
+	// small. The task's disk can still name it.
+	Removable bool
 }
 
 // skipDisk are /sys/block names that are not disks to image: loop
@@ -50,12 +55,15 @@ next:
 			continue
 		}
 		ro, _ := os.ReadFile(filepath.Join(dir, "ro"))
-		out = append(out, Disk{Name: name, Size: sectors * 512, ReadOnly: strings.TrimSpace(string(ro)) == "1"})
+		rm, _ := os.ReadFile(filepath.Join(dir, "removable"))
+		out = append(out, Disk{Name: name, Size: sectors * 512, ReadOnly: strings.TrimSpace(string(ro)) == "1",
+			Removable: strings.TrimSpace(string(rm)) == "1"})
 	}
 	return out, nil
 }
 
-// PickDisk returns the first writable whole disk of at least need bytes;
+// PickDisk returns the first writable, non-removable whole disk of at
+// least need bytes;
 // what is the image's name, for the error, which lists every disk seen.
 func PickDisk(sysRoot string, need int64, what string) (Disk, error) {
 	disks, err := Disks(sysRoot)
@@ -64,12 +72,15 @@ func PickDisk(sysRoot string, need int64, what string) (Disk, error) {
 	}
 	var seen []string
 	for _, d := range disks {
-		if !d.ReadOnly && d.Size >= need {
+		if !d.ReadOnly && !d.Removable && d.Size >= need {
 			return d, nil
 		}
 		s := d.Name + " " + sizeString(d.Size)
 		if d.ReadOnly {
 			s += " read-only"
+		}
+		if d.Removable {
+			s += " removable"
 		}
 		seen = append(seen, s)
 	}

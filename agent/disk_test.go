@@ -32,8 +32,10 @@ func TestPickDisk(t *testing.T) {
 	sys := fakeSys(t, map[string]int64{
 		"loop0": 8192 * MiB, "ram0": 8192 * MiB, "zram0": 8192 * MiB, "sr0": 8192 * MiB, "fd0": 8192 * MiB,
 		"dm-0": 8192 * MiB, "md0": 8192 * MiB,
-		"sda": 64 * MiB, "sdb": 4096 * MiB, "sdc": 8192 * MiB, "nvme0n1": 0,
+		"sda": 64 * MiB, "sdb": 4096 * MiB, "sdc": 8192 * MiB, "sdd": 16384 * MiB, "nvme0n1": 0,
 	}, "sdb")
+	// sdd is a USB stick: the largest disk, and never picked by itself.
+	os.WriteFile(filepath.Join(sys, "block", "sdd", "removable"), []byte("1\n"), 0o644)
 	for _, tc := range []struct {
 		need int64
 		want string
@@ -42,7 +44,7 @@ func TestPickDisk(t *testing.T) {
 		{need: 1, want: "sda"},
 		{need: 64 * MiB, want: "sda"},
 		{need: 64*MiB + 1, want: "sdc"},
-		{need: 8193 * MiB, err: "no disk large enough for room.img (8.0 GiB): sda 64 MiB, sdb 4.0 GiB read-only, sdc 8.0 GiB"},
+		{need: 8193 * MiB, err: "no disk large enough for room.img (8.0 GiB): sda 64 MiB, sdb 4.0 GiB read-only, sdc 8.0 GiB, sdd 16 GiB removable"},
 	} {
 		d, err := PickDisk(sys, tc.need, "room.img")
 		if tc.err != "" {

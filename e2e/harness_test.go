@@ -138,6 +138,7 @@ func runQEMU(t *testing.T, lab *netlab.Lab, timeout time.Duration, args ...strin
 
 // runVM is runQEMU with options.
 func runVM(t *testing.T, lab *netlab.Lab, o vmOptions, args ...string) qemuResult {
+	testutil.Heavy(t) // QEMU boots take turns with the other heavy tests (docs/design.md, "Lab rules")
 	t.Helper()
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
 		t.Skip("qemu-system-x86_64 not installed (make test installs qemu-system-x86)")
@@ -162,6 +163,7 @@ type vmSpec struct {
 // order. A QEMU that does not start fails the test after the others are
 // stopped.
 func bootVMs(t *testing.T, lab *netlab.Lab, o vmOptions, specs ...vmSpec) []qemuResult {
+	testutil.Heavy(t) // QEMU boots take turns with the other heavy tests (docs/design.md, "Lab rules")
 	t.Helper()
 	requireTools(t, "qemu-system-x86_64")
 	dir := t.TempDir()

@@ -213,6 +213,7 @@ func sameAsRaw(t *testing.T, raw, dev string, size int64) {
 // the server sends about one copy of the image: ≤ 1.05× its stored size
 // clean, ≤ 1.3× with loss.
 func TestLabImageRoom(t *testing.T) {
+	testutil.Heavy(t) // docs/design.md, "Lab rules": heavy tests take turns
 	needRoot(t)
 	needTools(t, "losetup", "cmp", "timeout")
 	const clients = 20
@@ -295,6 +296,7 @@ func wchar(pid int) int64 {
 // version 2 (5 % of its chunks: ≤ 10 % of v2's stored size received, and
 // on the wire).
 func TestLabImageResumeAndDelta(t *testing.T) {
+	testutil.Heavy(t) // docs/design.md, "Lab rules": heavy tests take turns
 	needRoot(t)
 	needTools(t, "losetup", "cmp", "timeout")
 	const size = 256 << 20

@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/mtftpd/mtftpd/internal/testutil"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -55,6 +56,7 @@ func logNum(m map[string]any, k string) int {
 // flooding of unregistered groups) every client still completes, since
 // atftp joins the group the OACK names.
 func TestLabRFC2090Snooping(t *testing.T) {
+	testutil.Heavy(t) // docs/design.md, "Lab rules": heavy tests take turns
 	const clients = 3
 	lab, data, _, logs := labServerOpts(t, netlab.Options{Clients: clients, Snooping: true})
 	runAll(t, lab, clients, data, rfc2090Args)
@@ -67,6 +69,7 @@ func TestLabRFC2090Snooping(t *testing.T) {
 // master; its atftp is SIGKILLed a third of the way in. The server drops
 // it, promotes the next client, and the other two complete byte for byte.
 func TestLabRFC2090MasterKilled(t *testing.T) {
+	testutil.Heavy(t) // docs/design.md, "Lab rules": heavy tests take turns
 	const clients = 3
 	lab, data, _, logs := labServer(t, clients)
 	outDir := t.TempDir()
@@ -178,6 +181,7 @@ func TestLabRFC2090MasterKilled(t *testing.T) {
 // master sends only one extra ACK per gap, so an ACK lost twice is
 // recovered only because the server re-sends the master its OACK mc=1.
 func TestLabRFC2090Loss(t *testing.T) {
+	testutil.Heavy(t) // docs/design.md, "Lab rules": heavy tests take turns
 	const clients = 5
 	lab, data, _, logs := labServer(t, clients)
 	if err := lab.Impair("all", "loss", "5"); err != nil {
@@ -213,6 +217,7 @@ func TestLabRFC2090Loss(t *testing.T) {
 // the block before the outstanding one first (pxeServer.timeout). A
 // 256 KiB file (512 blocks) keeps the passes short.
 func TestLabPXEMTFTPAtftpLoss(t *testing.T) {
+	testutil.Heavy(t) // docs/design.md, "Lab rules": heavy tests take turns
 	const clients = 10
 	lab, data, _, logs := labServerCfg(t, netlab.Options{Clients: clients}, 256<<10, "")
 	if err := lab.Impair("all", "loss", "5"); err != nil {

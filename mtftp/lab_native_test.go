@@ -116,6 +116,7 @@ func clientRange(from, to int) []int {
 // gets the file; each dialect sends it about once, so the server's bytes
 // on the wire are a few copies, not 70.
 func TestLabMulticastDialects(t *testing.T) {
+	testutil.Heavy(t) // docs/design.md, "Lab rules": heavy tests take turns
 	const size = 4 << 20
 	lab, data, _, logs := labServerCfg(t, netlab.Options{Clients: 70}, size, "native_rate_mbps = 200\nnative_settle = \"600ms\"")
 	_, tx0, _, _, err := lab.Counters("srv")
@@ -212,6 +213,7 @@ func runSome(t *testing.T, lab *netlab.Lab, clients []int, want []byte, args fun
 // between them (one repair per receiver per loss would send as many, or
 // more); bridge snooping is on.
 func TestLabNativeLoss(t *testing.T) {
+	testutil.Heavy(t) // docs/design.md, "Lab rules": heavy tests take turns
 	const size = 4 << 20
 	// The session gathers receivers for 2 s, so that the 20 processes
 	// (starting on a loaded 2-core machine) are in before the first shard.
@@ -254,6 +256,7 @@ func TestLabNativeLoss(t *testing.T) {
 // slower stream and still completes; the others do not wait for it; the
 // killed one is dropped after its silence and the session ends.
 func TestLabNativeSlowAndKilled(t *testing.T) {
+	testutil.Heavy(t) // docs/design.md, "Lab rules": heavy tests take turns
 	const size = 8 << 20
 	lab, data, _, logs := labServerCfg(t, netlab.Options{Clients: 4}, size, "native_rate_mbps = 64")
 	if err := lab.Impair("c1", "rate", "12"); err != nil {
@@ -297,6 +300,7 @@ func TestLabNativeSlowAndKilled(t *testing.T) {
 // when the other completes; resumed, it asks again and finishes in a new
 // session with what it already held.
 func TestLabNativeStalledReceiver(t *testing.T) {
+	testutil.Heavy(t) // docs/design.md, "Lab rules": heavy tests take turns
 	// Larger than a stopped receiver's socket buffer (2 × 16 MiB), so it
 	// misses part of the stream for good.
 	const size = 48 << 20
@@ -333,6 +337,7 @@ func TestLabNativeStalledReceiver(t *testing.T) {
 // launched 1.5 s apart — far beyond the settle time — still share one
 // session.
 func TestLabNativeRoomStart(t *testing.T) {
+	testutil.Heavy(t) // docs/design.md, "Lab rules": heavy tests take turns
 	const size = 16 << 20
 	lab, data, _, logs := labServerCfg(t, netlab.Options{Clients: 20, Snooping: true}, size, "")
 	runs := getNative(t, lab, clientRange(1, 20), func(i int) time.Duration { return time.Duration(i) * 25 * time.Millisecond })

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/mtftpd/mtftpd/internal/testutil"
 	"sync"
 	"testing"
 	"time"
@@ -19,6 +20,7 @@ import (
 // bytes, each once, and the stream carries the stripes somebody wants,
 // not the file.
 func TestLabNativePartial(t *testing.T) {
+	testutil.Heavy(t) // docs/design.md, "Lab rules": heavy tests take turns
 	const size = 8 << 20
 	lab, data, _, logs := labServerCfg(t, netlab.Options{Clients: 3}, size, `native_settle = "700ms"`)
 	wants := [][]Range{
@@ -113,6 +115,7 @@ func TestLabNativePartial(t *testing.T) {
 // paced at what it took while stuck (the lowest rate), which is the
 // tiers' business, not this test's.
 func TestLabNativePartialSlowSink(t *testing.T) {
+	testutil.Heavy(t) // docs/design.md, "Lab rules": heavy tests take turns
 	const size = 48 << 20
 	lab, data, _, logs := labServerCfg(t, netlab.Options{Clients: 1}, size, `native_settle = "300ms"`)
 	var res NativeResult

@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/mtftpd/mtftpd/internal/testutil"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -103,6 +104,7 @@ func askDHCPAsBIOSROM(t *testing.T, lab *netlab.Lab, i int, class string) pxeOff
 // 43.1–43.5; then two atftp PXE MTFTP clients fetch the two files at the
 // same time from the announced groups, and each gets its file's bytes.
 func TestLabPXEMTFTPPerFileGroups(t *testing.T) {
+	testutil.Heavy(t) // docs/design.md, "Lab rules": heavy tests take turns
 	if _, err := exec.LookPath("atftp"); err != nil {
 		t.Skip("atftp not installed (make test installs it)")
 	}

@@ -136,6 +136,7 @@ func runAll(t *testing.T, lab *netlab.Lab, clients int, want []byte, args func(o
 // the multicast option at once; all get it, and the server sends about one
 // copy, not five.
 func TestLabRFC2090Atftp(t *testing.T) {
+	testutil.Heavy(t) // docs/design.md, "Lab rules": heavy tests take turns
 	const clients = 5
 	lab, data, _, logs := labServer(t, clients)
 	_, tx0, _, _, err := lab.Counters("srv")
@@ -164,6 +165,7 @@ func TestLabRFC2090Atftp(t *testing.T) {
 // TestLabPXEMTFTPAtftp: three atftp PXE MTFTP clients (--mget) get the
 // same file from the PXE MTFTP listener on 239.255.1.1:3001.
 func TestLabPXEMTFTPAtftp(t *testing.T) {
+	testutil.Heavy(t) // docs/design.md, "Lab rules": heavy tests take turns
 	const clients = 3
 	lab, data, _, _ := labServer(t, clients)
 	_, tx0, _, _, err := lab.Counters("srv")

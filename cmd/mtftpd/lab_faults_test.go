@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/mtftpd/mtftpd/internal/testutil"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -60,6 +61,7 @@ func transfers(log string) map[string]transferLine {
 // up, a bounded multiple of the blocks), and reordering alone costs next
 // to no retransmissions (no go-back-N storm).
 func TestLabUnicastFaults(t *testing.T) {
+	testutil.Heavy(t) // docs/design.md, "Lab rules": heavy tests take turns
 	if _, err := exec.LookPath("iptables"); err != nil && os.Geteuid() == 0 {
 		t.Skip("iptables not found (Debian package iptables): no delay impairment")
 	}

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/mtftpd/mtftpd/internal/testutil"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -93,6 +94,7 @@ var nakBlksizes = []int{512, 1468, 8972}
 // the NAK-storm receivers share out the stripes, and the log shows the
 // repairs they get.
 func TestLabHostileFlood(t *testing.T) {
+	testutil.Heavy(t) // docs/design.md, "Lab rules": heavy tests take turns
 	if os.Geteuid() == 0 {
 		for _, tool := range []string{"busybox", "udhcpc", "dhclient", "curl", "timeout"} {
 			if _, err := exec.LookPath(tool); err != nil {

@@ -155,6 +155,8 @@ type vmSpec struct {
 	Name string   // for messages
 	Args []string // QEMU arguments after the common ones
 	Stop []string // overrides vmOptions.Stop for this machine when set
+	// Until overrides vmOptions.Until for this machine when set.
+	Until func() bool
 }
 
 // bootVMs starts every machine at once (in the lab's switch namespace, so
@@ -172,6 +174,9 @@ func bootVMs(t *testing.T, lab *netlab.Lab, o vmOptions, specs ...vmSpec) []qemu
 		vo := o
 		if s.Stop != nil {
 			vo.Stop = s.Stop
+		}
+		if s.Until != nil {
+			vo.Until = s.Until
 		}
 		v, err := startVM(lab, vo, filepath.Join(dir, fmt.Sprintf("serial-%d.log", i)), s.Args...)
 		if err != nil {

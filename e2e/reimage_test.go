@@ -282,10 +282,10 @@ retries = 0
 	small.Stop = []string{"Kernel panic"}
 	// The small machine's second boot ends in its firmware (iPXE exit,
 	// then a blank disk), which prints nothing on the serial console:
-	// the server's local-boot decision for it ends both runs (the gold
-	// machine powers off long before).
-	smallLocal := func() bool { return countLines(srv.logs.String(), "imaging: local boot", machines[1].mac) > 0 }
-	rs := bootVMs(t, lab, vmOptions{Timeout: 10 * time.Minute, Reboot: true, Until: smallLocal}, gold, small)
+	// the server's local-boot decision for it ends its run. The gold
+	// machine's run ends when it powers off.
+	small.Until = func() bool { return countLines(srv.logs.String(), "imaging: local boot", machines[1].mac) > 0 }
+	rs := bootVMs(t, lab, vmOptions{Timeout: 10 * time.Minute, Reboot: true}, gold, small)
 	logs := srv.logs.String()
 	if r := rs[0]; !strings.Contains(r.Serial, "mtftpd-agent: done") {
 		t.Fatalf("gold: the capture did not finish after %v (stopped on %q, qemu: %v):\n%s\nserver:\n%s",

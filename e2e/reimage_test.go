@@ -144,6 +144,24 @@ func nativeSessions(logs string) []map[string]any {
 	return out
 }
 
+// startRoom is the common start of the reimaging tests: the lab with a
+// tap per machine, the server's root (prepare, if set, adds to it before
+// the server starts) and mtftpd serving it with the machines as
+// [[dhcp.host]] and the given tasks.
+func startRoom(t *testing.T, machines []roomMachine, tasks string, prepare func(root, tmpl string)) (*netlab.Lab, string, *server) {
+	t.Helper()
+	requireRoot(t)
+	requireTools(t, "qemu-system-x86_64", "curl")
+	lab := netlab.New(t, netlab.Options{Taps: len(machines)})
+	root, tmpl := reimageRoot(t)
+	if prepare != nil {
+		prepare(root, tmpl)
+	}
+	srv := startMtftpd(t, lab, "srv", reimageConfig(t, root, tmpl, machines, tasks),
+		"tftp server listening", "http mirror listening", "dhcp server listening")
+	return lab, root, srv
+}
+
 // TestReimageRoom: three machines with blank disks — two SeaBIOS with the
 // iPXE ROM, one OVMF — boot the network first within seconds of each
 // other. Each gets the deploy environment from the task, all three
@@ -152,16 +170,12 @@ func nativeSessions(logs string) []map[string]any {
 // (iPXE exit), which boots the deployed system and prints the machine's
 // name.
 func TestReimageRoom(t *testing.T) {
-	requireRoot(t)
-	requireTools(t, "qemu-system-x86_64", "curl")
 	machines := []roomMachine{
 		{name: "pc01", mac: "52:54:00:e2:e1:01"},
 		{name: "pc02", mac: "52:54:00:e2:e1:02"},
 		{name: "pc03", mac: "52:54:00:e2:e1:03", uefi: true},
 	}
-	lab := netlab.New(t, netlab.Options{Taps: len(machines)})
-	root, tmpl := reimageRoot(t)
-	srv := startMtftpd(t, lab, "srv", reimageConfig(t, root, tmpl, machines, `
+	lab, _, srv := startRoom(t, machines, `
 [[imaging.task]]
 name = "room"
 action = "deploy"
@@ -172,7 +186,7 @@ retries = 1
 min_receivers = 3
 max_wait = "3m"
 settle = "2s"
-`), "tftp server listening", "http mirror listening", "dhcp server listening")
+`, nil)
 	specs := make([]vmSpec, len(machines))
 	for i, m := range machines {
 		specs[i] = roomVM(t, i+1, m, blankDisk(t, 256<<20))
@@ -245,16 +259,12 @@ func countLines(logs, msg, mac string) int {
 // added at run time with `mtftpd imaging add` puts the captured image on
 // a blank UEFI machine, which boots it.
 func TestReimageCaptureAndFailure(t *testing.T) {
-	requireRoot(t)
-	requireTools(t, "qemu-system-x86_64", "curl")
 	machines := []roomMachine{
 		{name: "gold", mac: "52:54:00:e2:e2:01"},
 		{name: "small", mac: "52:54:00:e2:e2:02"},
 		{name: "pc05", mac: "52:54:00:e2:e2:03", uefi: true},
 	}
-	lab := netlab.New(t, netlab.Options{Taps: len(machines)})
-	root, tmpl := reimageRoot(t)
-	srv := startMtftpd(t, lab, "srv", reimageConfig(t, root, tmpl, machines, `
+	lab, root, srv := startRoom(t, machines, `
 [[imaging.task]]
 name = "capture-gold"
 action = "capture"
@@ -269,7 +279,7 @@ image = "room.img"
 hosts = ["small"]
 after = "reboot"
 retries = 0
-`), "tftp server listening", "http mirror listening", "dhcp server listening")
+`, nil)
 
 	// Wave 1: the capture and the failure, side by side.
 	goldDisk := filepath.Join(t.TempDir(), "gold.raw")
@@ -379,17 +389,9 @@ func timeline(logs, mac string, start time.Time) string {
 // template says LOCALBOOT 0 and the machine boots the deployed disk.
 func TestReimagePXELinux(t *testing.T) {
 	requireSlow(t) // make test proves the loop through iPXE (TestReimageRoom)
-	requireRoot(t)
-	requireTools(t, "qemu-system-x86_64", "curl")
 	requireFiles(t, "/usr/lib/PXELINUX/pxelinux.0", "/usr/lib/syslinux/modules/bios/ldlinux.c32")
 	m := roomMachine{name: "pc07", mac: "52:54:00:e2:e3:01"}
-	lab := netlab.New(t, netlab.Options{Taps: 1})
-	root, tmpl := reimageRoot(t)
-	copyFile(t, "/usr/lib/PXELINUX/pxelinux.0", filepath.Join(root, "pxelinux.0"))
-	copyFile(t, "/usr/lib/syslinux/modules/bios/ldlinux.c32", filepath.Join(root, "ldlinux.c32"))
-	must(t, os.MkdirAll(filepath.Join(tmpl, "pxelinux.cfg"), 0o755))
-	copyFile(t, "../examples/reimage-room/templates/pxelinux.cfg/default", filepath.Join(tmpl, "pxelinux.cfg", "default"))
-	srv := startMtftpd(t, lab, "srv", reimageConfig(t, root, tmpl, []roomMachine{m}, `
+	lab, _, srv := startRoom(t, []roomMachine{m}, `
 [[dhcp.boot]]
 name = "bios"
 arch = [0]
@@ -401,7 +403,12 @@ action = "deploy"
 image = "room.img"
 hosts = ["pc07"]
 after = "reboot"
-`), "tftp server listening", "http mirror listening", "dhcp server listening")
+`, func(root, tmpl string) {
+		copyFile(t, "/usr/lib/PXELINUX/pxelinux.0", filepath.Join(root, "pxelinux.0"))
+		copyFile(t, "/usr/lib/syslinux/modules/bios/ldlinux.c32", filepath.Join(root, "ldlinux.c32"))
+		must(t, os.MkdirAll(filepath.Join(tmpl, "pxelinux.cfg"), 0o755))
+		copyFile(t, "../examples/reimage-room/templates/pxelinux.cfg/default", filepath.Join(tmpl, "pxelinux.cfg", "default"))
+	})
 	spec := roomVM(t, 1, m, blankDisk(t, 256<<20))
 	spec.Stop = []string{localBootLine(m.name), "Kernel panic"}
 	start := time.Now()

@@ -146,6 +146,7 @@ type nativeSession struct {
 
 	mu             sync.Mutex
 	receivers      map[netip.AddrPort]*nativeRecv
+	finished       map[netip.AddrPort]token // receivers whose DONE was counted: a repeated DONE is acknowledged again
 	closed         bool
 	shaOK          bool
 	seq            uint64   // next carousel stripe position
@@ -1220,12 +1221,20 @@ func (ns *nativeSession) status(from netip.AddrPort, st *statusPkt) bool {
 	return true
 }
 
+// done counts a receiver's DONE (its token checked) and acknowledges
+// it, also when it comes again (the acknowledgement was lost). The
+// acknowledgement leaves before the session is woken: the last DONE ends
+// the session and closes its socket.
 func (ns *nativeSession) done(from netip.AddrPort, tok token, ok bool) {
 	ns.mu.Lock()
 	r, in := ns.receivers[from]
 	if !in {
+		t, was := ns.finished[from]
 		ns.mu.Unlock()
-		return // a repeated DONE
+		if was && hmac.Equal(tok[:], t[:]) {
+			ns.ackDone(from)
+		}
+		return
 	}
 	if !hmac.Equal(tok[:], r.tok[:]) {
 		ns.mu.Unlock()
@@ -1233,6 +1242,12 @@ func (ns *nativeSession) done(from netip.AddrPort, tok token, ok bool) {
 		return
 	}
 	delete(ns.receivers, from)
+	if len(ns.finished) < maxFinishedRemembered {
+		if ns.finished == nil {
+			ns.finished = map[netip.AddrPort]token{}
+		}
+		ns.finished[from] = tok
+	}
 	ns.publish()
 	if ok {
 		ns.completed++
@@ -1242,8 +1257,20 @@ func (ns *nativeSession) done(from netip.AddrPort, tok token, ok bool) {
 		ns.s.Counters.Aborted.Add(1)
 	}
 	ns.mu.Unlock()
+	ns.ackDone(from)
 	ns.poke()
 }
+
+func (ns *nativeSession) ackDone(to netip.AddrPort) {
+	if err := ns.c.WriteTo(appendDoneAck(nil, ns.id), to); err != nil {
+		ns.s.Counters.SendErrors.Add(1)
+	}
+}
+
+// maxFinishedRemembered bounds the receivers a session remembers as done
+// (to acknowledge a repeated DONE): at most this many entries of 40 bytes
+// or so, however many receivers a long session sees.
+const maxFinishedRemembered = 4096
 
 // digest computes the file's SHA-256 for the receivers' final check,
 // once per file version (sessions of other tiers reuse it).

@@ -198,6 +198,7 @@ func TestNativeTokens(t *testing.T) {
 	victim := netip.MustParseAddrPort("192.0.2.101:5000")
 	tok := token{9, 9, 9}
 	ns := &nativeSession{g: g, data: make([]byte, g.size), s: &Server{}, view: &sessionView{}, wake: make(chan struct{}, 1),
+		c:         &sinkConn{bytes: new(atomic.Int64), closed: make(chan struct{})},
 		receivers: map[netip.AddrPort]*nativeRecv{victim: {peer: victim, tok: tok, partial: true}},
 		credits:   map[netip.Addr]*addrCredit{victim.Addr(): {twentieths: 20 * 1000}},
 		need:      map[int64]*repairReq{}, cursor: map[int64]int{}, repaired: map[int64]repairMark{}}
@@ -344,5 +345,102 @@ func TestParityBudget(t *testing.T) {
 	}
 	if used.Load() != 0 {
 		t.Fatalf("%d bytes still counted after every cache was released", used.Load())
+	}
+}
+
+// recordConn is a session socket that records the datagrams written to it.
+type recordConn struct {
+	sinkConn
+	mu   sync.Mutex
+	sent []sentDatagram
+}
+
+type sentDatagram struct {
+	to netip.AddrPort
+	b  []byte
+}
+
+func (c *recordConn) WriteTo(b []byte, to netip.AddrPort) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.sent = append(c.sent, sentDatagram{to, append([]byte(nil), b...)})
+	return nil
+}
+
+// TestNativeDoneAcked: a DONE is acknowledged to its sender once counted,
+// and again when it comes again (its acknowledgement was lost) without
+// being counted twice; a DONE without the token gets no answer.
+func TestNativeDoneAcked(t *testing.T) {
+	g, _ := newGeometry(1456*64*8, 1456, 64, 64)
+	rcv := netip.MustParseAddrPort("192.0.2.101:5000")
+	tok := token{9, 9, 9}
+	c := &recordConn{sinkConn: sinkConn{bytes: new(atomic.Int64), closed: make(chan struct{})}}
+	ns := &nativeSession{id: 7, g: g, c: c, s: &Server{}, view: &sessionView{}, wake: make(chan struct{}, 1),
+		receivers: map[netip.AddrPort]*nativeRecv{rcv: {peer: rcv, tok: tok}}}
+	ns.done(rcv, token{1}, true) // forged
+	if len(c.sent) != 0 || len(ns.receivers) != 1 {
+		t.Fatalf("a DONE without the token: %d answers, %d receivers left", len(c.sent), len(ns.receivers))
+	}
+	ns.done(rcv, tok, true)
+	ns.done(rcv, tok, true) // the first acknowledgement was lost
+	ns.done(rcv, token{1}, true)
+	if len(c.sent) != 2 || ns.completed != 1 {
+		t.Fatalf("%d answers, %d completed; want 2 answers, 1 completed", len(c.sent), ns.completed)
+	}
+	for _, d := range c.sent {
+		if d.to != rcv || !isDoneAck(d.b, 7) || len(d.b) >= len(appendDone(nil, 7, tok, true)) {
+			t.Fatalf("answer %x to %v: want a DONEACK of session 7, shorter than the DONE, to %v", d.b, d.to, rcv)
+		}
+	}
+}
+
+// TestReceiverRepeatsDone: a receiver whose DONE is lost sends it again
+// until the server acknowledges it (the server would otherwise wait 5 s
+// and count it dropped: CI, TestLabImageRoom at 5 % loss), and stops after
+// the acknowledgement.
+func TestReceiverRepeatsDone(t *testing.T) {
+	ctl, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctl.Close()
+	srv, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	rc := &recvState{ctl: ctl, srv: srv.LocalAddr().(*net.UDPAddr).AddrPort(), tok: token{5}, ctlIn: make(chan ctlPkt, 16)}
+	rc.sess.ID = 3
+	go rc.readCtl()
+	finished := make(chan struct{})
+	go func() {
+		rc.sendDone(context.Background(), true)
+		close(finished)
+	}()
+	buf := make([]byte, 100)
+	var dones int
+	for dones < 3 {
+		srv.SetReadDeadline(time.Now().Add(10 * time.Second))
+		n, from, err := srv.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			t.Fatalf("after %d DONEs: %v", dones, err)
+		}
+		if _, tok, ok, err := parseDone(buf[:n]); err != nil || tok != rc.tok || !ok {
+			t.Fatalf("got %x, want DONE ok with the token", buf[:n])
+		}
+		dones++
+		if dones == 3 { // the first two were lost
+			srv.WriteToUDPAddrPort(appendDoneAck(nil, 4), from) // another session's
+			srv.WriteToUDPAddrPort(appendDoneAck(nil, 3), from)
+		}
+	}
+	select {
+	case <-finished:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the receiver did not stop after the DONEACK")
+	}
+	srv.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if n, _, err := srv.ReadFromUDPAddrPort(buf); err == nil {
+		t.Fatalf("a DONE after the DONEACK: %x", buf[:n])
 	}
 }

@@ -319,10 +319,7 @@ func (rc *recvState) finishPartial(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
-	done := appendDone(nil, rc.sess.ID, rc.tok, rc.sinkErr == nil)
-	for range 2 {
-		rc.ctl.WriteToUDPAddrPort(done, rc.srv)
-	}
+	rc.sendDone(ctx, rc.sinkErr == nil)
 	if rc.sinkErr != nil {
 		return rc.sinkErr
 	}

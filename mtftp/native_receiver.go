@@ -540,7 +540,7 @@ func (rc *recvState) run(ctx context.Context, timeout time.Duration) error {
 			}
 		}
 		if !rc.partial && rc.complete == rc.g.stripes && rc.shaOK {
-			return rc.finish()
+			return rc.finish(ctx)
 		}
 		now := time.Now()
 		if now.Sub(lastHeard) > timeout {
@@ -597,6 +597,47 @@ func (rc *recvState) run(ctx context.Context, timeout time.Duration) error {
 			default:
 				drained = true
 			}
+		}
+	}
+}
+
+// doneWaits are the waits for the server's DONEACK before DONE goes out
+// again; after the last the receiver stops asking (a server that ended
+// the session with this DONE closed its socket). A DONE sent once or
+// twice and lost left the server waiting 5 s for a silent receiver and
+// counting it dropped, not completed (docs/native-multicast.md,
+// "Finishing").
+var doneWaits = []time.Duration{250 * time.Millisecond, 500 * time.Millisecond, time.Second}
+
+// sendDone tells the server the download is over (ok: verified) and
+// waits for its DONEACK, sending DONE again after each of doneWaits.
+func (rc *recvState) sendDone(ctx context.Context, ok bool) {
+	done := appendDone(nil, rc.sess.ID, rc.tok, ok)
+	for _, wait := range doneWaits {
+		rc.ctl.WriteToUDPAddrPort(done, rc.srv)
+		if rc.awaitDoneAck(ctx, wait) {
+			return
+		}
+	}
+}
+
+// awaitDoneAck waits up to d for the server's DONEACK.
+func (rc *recvState) awaitDoneAck(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		select {
+		case c, open := <-rc.ctlIn:
+			if !open {
+				return true // the socket is closed: nothing more to say
+			}
+			if c.from == rc.srv && isDoneAck(c.b, rc.sess.ID) {
+				return true
+			}
+		case <-t.C:
+			return false
+		case <-ctx.Done():
+			return true
 		}
 	}
 }
@@ -969,13 +1010,10 @@ func (rc *recvState) sendStatus(b []byte, now time.Time) []byte {
 }
 
 // finish checks the digest and tells the server.
-func (rc *recvState) finish() error {
+func (rc *recvState) finish(ctx context.Context) error {
 	sum := sha256.Sum256(rc.data)
 	ok := sum == rc.sha
-	done := appendDone(nil, rc.sess.ID, rc.tok, ok)
-	for range 2 {
-		rc.ctl.WriteToUDPAddrPort(done, rc.srv)
-	}
+	rc.sendDone(ctx, ok)
 	rc.res.SHA256 = hex.EncodeToString(sum[:])
 	if rc.data != nil {
 		if err := rc.omap.flush(); err != nil {

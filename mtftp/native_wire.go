@@ -30,6 +30,7 @@ const (
 	opNativeRepair    uint16 = 0x4d52 // "MR" server → group: repair shard (parity, or data again)
 	opNativeStatus    uint16 = 0x4d4e // "MN" receiver → server: loss, rate and NAKs
 	opNativeDone      uint16 = 0x4d46 // "MF" receiver → server: finished (verified or failed)
+	opNativeDoneAck   uint16 = 0x4d4b // "MK" server → receiver: the DONE was counted
 	opNativeWant      uint16 = 0x4d57 // "MW" receiver → server: the stripes it needs (partial download)
 	opNativeWantAck   uint16 = 0x4d41 // "MA" server → receiver: a WANT was taken, and from which position
 	opNativeChallenge uint16 = 0x4d43 // "MC" server → receiver: echo this cookie in the RRQ (x-cookie)
@@ -279,6 +280,18 @@ func parseDone(b []byte) (id uint32, tok token, ok bool, err error) {
 		return 0, tok, false, errShort
 	}
 	return binary.BigEndian.Uint32(b[2:]), token(b[6 : 6+tokenLen]), b[6+tokenLen] == 1, nil
+}
+
+// appendDoneAck tells a receiver its DONE was counted. It is shorter
+// than the DONE it answers: no amplification.
+func appendDoneAck(b []byte, id uint32) []byte {
+	b = binary.BigEndian.AppendUint16(b, opNativeDoneAck)
+	return binary.BigEndian.AppendUint32(b, id)
+}
+
+// isDoneAck reports whether b acknowledges the DONE of session id.
+func isDoneAck(b []byte, id uint32) bool {
+	return len(b) == 6 && binary.BigEndian.Uint16(b) == opNativeDoneAck && binary.BigEndian.Uint32(b[2:]) == id
 }
 
 // appendChallenge asks a would-be receiver to echo cookie in its RRQ. It

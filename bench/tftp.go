@@ -43,11 +43,16 @@ const (
 // found, remote_2 = access violation, remote_0 = not defined: tftpd-hpa and
 // mtftpd use it for "too many sessions" and the like).
 const (
-	ErrKindTimeout      = "timeout"       // the server stopped answering (the client's retries ran out)
-	ErrKindVerify       = "verify"        // the bytes received do not have the expected sha256
-	ErrKindSize         = "size_mismatch" // fewer or more bytes than the size announced or expected
-	ErrKindProtocol     = "protocol"      // a bad OACK or packet from the server
-	ErrKindSocket       = "socket"        // the client's socket could not be opened or used
+	ErrKindTimeout  = "timeout"       // the server stopped answering (the client's retries ran out)
+	ErrKindVerify   = "verify"        // the bytes received do not have the expected sha256
+	ErrKindSize     = "size_mismatch" // fewer or more bytes than the size announced or expected
+	ErrKindProtocol = "protocol"      // a bad OACK or packet from the server
+	ErrKindSocket   = "socket"        // the client's socket could not be opened or used
+	// mtftpd's refusals for want of a session slot (tftp.MsgAddressBusy,
+	// tftp.MsgServerBusy): every slot of the client's address is taken
+	// (tftp.max_per_client), or every slot (tftp.max_sessions).
+	ErrKindBusyAddress  = "busy_address"
+	ErrKindBusyServer   = "busy_server"
 	ErrKindRemotePrefix = "remote_"
 )
 
@@ -145,16 +150,19 @@ type TFTPLive struct {
 // TFTPReport is what a swarm saw. It is plain data and marshals to JSON as
 // is (docs/bench-json.md documents every field).
 type TFTPReport struct {
-	Schema      string    `json:"schema"`
-	Target      string    `json:"target"`
-	File        string    `json:"file"`
-	Profile     Profile   `json:"profile"`
-	Clients     int       `json:"clients"`
-	SourceAddrs int       `json:"source_addrs"`
-	RampSeconds float64   `json:"ramp_seconds"`
-	Duration    float64   `json:"duration_seconds"` // 0: one pass (Transfers per client)
-	Verify      string    `json:"verify,omitempty"` // "sha256:<hex>" when downloads were checked
-	Start       time.Time `json:"start"`
+	Schema      string  `json:"schema"`
+	Target      string  `json:"target"`
+	File        string  `json:"file"`
+	Profile     Profile `json:"profile"`
+	Clients     int     `json:"clients"`
+	SourceAddrs int     `json:"source_addrs"`
+	// SourceSpread says how the clients were spread when the swarm chose
+	// their addresses itself (a loopback target: LoopbackSpread).
+	SourceSpread string    `json:"source_spread,omitempty"`
+	RampSeconds  float64   `json:"ramp_seconds"`
+	Duration     float64   `json:"duration_seconds"` // 0: one pass (Transfers per client)
+	Verify       string    `json:"verify,omitempty"` // "sha256:<hex>" when downloads were checked
+	Start        time.Time `json:"start"`
 	// WallSeconds runs from the first client's start to the end of the
 	// last transfer.
 	WallSeconds float64 `json:"wall_seconds"`
@@ -254,6 +262,9 @@ func (s *TFTPSwarm) config() (TFTPSwarm, error) {
 	if c.Retries < 0 {
 		bad("Retries: %d is negative", c.Retries)
 	}
+	if host, _, err := splitTarget(c.Target); err == nil && len(c.SourceAddrs) == 0 && c.Clients > 1 {
+		c.SourceAddrs = LoopbackSpread(host, c.Clients)
+	}
 	if c.MaxTime == 0 {
 		c.MaxTime = DefaultTFTPMaxTime
 		if c.Duration > 0 {
@@ -303,7 +314,8 @@ func (s *TFTPSwarm) Run(ctx context.Context) (TFTPReport, error) {
 	r.rep = TFTPReport{
 		Schema: TFTPReportSchema, Target: c.Target, File: c.File, Profile: c.Profile,
 		Clients: c.Clients, SourceAddrs: len(c.SourceAddrs), RampSeconds: c.Ramp.Seconds(),
-		Duration: c.Duration.Seconds(), FileSize: -1,
+		SourceSpread: spreadText(s.SourceAddrs, c.SourceAddrs),
+		Duration:     c.Duration.Seconds(), FileSize: -1,
 		Errors: map[string]int{}, Negotiated: map[string]int{},
 	}
 	if c.SHA256 != nil {
@@ -485,6 +497,10 @@ func ErrorKind(err error) string {
 	switch {
 	case errors.As(err, &ve):
 		return ve.kind
+	case errors.As(err, &re) && tftp.IsBusy(err) && re.Message == tftp.MsgAddressBusy:
+		return ErrKindBusyAddress
+	case errors.As(err, &re) && tftp.IsBusy(err):
+		return ErrKindBusyServer
 	case errors.As(err, &re):
 		return fmt.Sprintf("%s%d", ErrKindRemotePrefix, uint16(re.Code))
 	case errors.Is(err, tftp.ErrNoAnswer):

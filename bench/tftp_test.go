@@ -32,7 +32,7 @@ type loopServer struct {
 
 // startLoopServer serves root on 127.0.0.1 and an ephemeral port until the
 // test ends.
-func startLoopServer(t *testing.T, root string) *loopServer {
+func startLoopServer(t *testing.T, root string, opts ...func(*tftp.Server)) *loopServer {
 	t.Helper()
 	store, err := filestore.Open(root)
 	if err != nil {
@@ -40,6 +40,9 @@ func startLoopServer(t *testing.T, root string) *loopServer {
 	}
 	logs := &testutil.SyncBuffer{}
 	srv := &tftp.Server{Files: store, Log: zerolog.New(logs)}
+	for _, o := range opts {
+		o(srv)
+	}
 	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -223,6 +226,44 @@ func TestTFTPSwarmSourceAddrs(t *testing.T) {
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
+	}
+}
+
+// TestTFTPSwarmLoopbackSpread (issue 16, "Load tester usability"): a
+// swarm aimed at a loopback server spreads its clients over 127.0.0.0/8
+// by itself, so a server's limit per client address does not fail it;
+// from one address given by hand the same swarm meets that limit, and the
+// report says which limit and names --source-addrs.
+func TestTFTPSwarmLoopbackSpread(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("binding 127.77.0.x needs Linux's 127.0.0.0/8 loopback")
+	}
+	root := t.TempDir()
+	sum := writeFile(t, root, "f", 300_000)
+	srv := startLoopServer(t, root, func(s *tftp.Server) { s.MaxPerClient = 2 })
+	// Slow clients (lock-step 512-byte blocks of a 300 KB file) so that
+	// the 8 overlap at the server.
+	s := &TFTPSwarm{Target: srv.addr, File: "f", Clients: 8, Profile: Profiles["bios"], SHA256: sum}
+	rep, err := s.Run(context.Background())
+	if err != nil || rep.Completed != 8 || rep.SourceAddrs != 8 || !strings.Contains(rep.SourceSpread, "127.77.0.1-127.77.0.8") || len(rep.LimitHints()) != 0 {
+		t.Fatalf("spread swarm: %v: completed %d, %d source addresses, spread %q, hints %q", err, rep.Completed, rep.SourceAddrs, rep.SourceSpread, rep.LimitHints())
+	}
+	one := netip.MustParseAddr("127.0.0.1")
+	var busy int
+	for try := 0; try < 5 && busy == 0; try++ { // bounded: the clients must overlap once
+		s := &TFTPSwarm{Target: srv.addr, File: "f", Clients: 8, Profile: Profiles["bios"], SHA256: sum, SourceAddrs: []netip.Addr{one}}
+		rep, err = s.Run(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		busy = rep.Errors[ErrKindBusyAddress]
+	}
+	hints := rep.LimitHints()
+	if busy == 0 || rep.SourceSpread != "" || len(hints) != 1 || !strings.Contains(hints[0], "tftp.max_per_client") || !strings.Contains(hints[0], "--source-addrs") {
+		t.Fatalf("one address: errors %v, spread %q, hints %q; want busy_address failures explained", rep.Errors, rep.SourceSpread, hints)
+	}
+	if LoopbackSpread("192.0.2.1", 8) != nil || LoopbackSpread("127.0.0.1", 1) != nil || len(LoopbackSpread("localhost", 5000)) != MaxTFTPClients {
+		t.Fatal("LoopbackSpread: only for a loopback host and more than one client, at most MaxTFTPClients")
 	}
 }
 

@@ -331,10 +331,11 @@ func (r *NativeReceiver) requestRaw(ctx context.Context, uc *net.UDPConn, srv ne
 				return p, from, nil
 			case op == uint16(tftp.OpERROR):
 				if code, msg, err := tftp.ParseError(b); err == nil {
-					if code == tftp.ErrCodeUndefined && msg == "server busy" {
+					re := &tftp.RemoteError{Code: code, Message: msg}
+					if tftp.IsBusy(re) {
 						continue // its session slots are full for a moment: ask again
 					}
-					return sessionPkt{}, from, &tftp.RemoteError{Code: code, Message: msg}
+					return sessionPkt{}, from, re
 				}
 				return sessionPkt{}, from, errors.New("mtftp: malformed ERROR from server")
 			case op == uint16(tftp.OpOACK) || op == uint16(tftp.OpDATA):

@@ -428,7 +428,8 @@ func TestReplyFromRequestAddress(t *testing.T) {
 }
 
 // TestSessionLimits: a client over its per-address limit is refused with
-// an ERROR while its first transfer runs; the next request after it is
+// an ERROR naming that limit ("address busy", not "server busy") while its
+// first transfer runs; the next request after it is
 // served again.
 func TestSessionLimits(t *testing.T) {
 	root := t.TempDir()
@@ -454,8 +455,8 @@ func TestSessionLimits(t *testing.T) {
 	}()
 	_, err := (&tftp.Client{}).Get(context.Background(), srv.Addr, "f", io.Discard)
 	var re *tftp.RemoteError
-	if !errors.As(err, &re) || !strings.Contains(re.Message, "busy") {
-		t.Fatalf("second session from the same client: %v, want ERROR server busy", err)
+	if !errors.As(err, &re) || re.Message != tftp.MsgAddressBusy || !tftp.IsBusy(err) {
+		t.Fatalf("second session from the same client: %v, want ERROR %q (the per-address limit)", err, tftp.MsgAddressBusy)
 	}
 	if srv.Counters.SessionLimited.Load() != 1 {
 		t.Fatalf("SessionLimited = %d", srv.Counters.SessionLimited.Load())

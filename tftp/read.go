@@ -437,9 +437,9 @@ func evicted(ctx context.Context) bool {
 // slot free (an ERROR: the peer has shown it owns its address).
 func (r *replier) notConfirmed(c conn, peer netip.AddrPort, res *result, err error) result {
 	res.Err = err
-	if errors.Is(err, errBusy) {
+	if errors.Is(err, errBusy) || errors.Is(err, errAddressBusy) {
 		res.Outcome = OutcomeBusy
-		r.sendError(c, peer, ErrCodeUndefined, "server busy")
+		r.sendError(c, peer, ErrCodeUndefined, err.Error())
 		return *res
 	}
 	res.Outcome = OutcomeEvicted

@@ -340,7 +340,7 @@ func (s *Server) handle(pkt []byte, from netip.AddrPort, dst netip.Addr) {
 		s.replyError(pkt, from, dst, ErrCodeIllegalOp, "malformed request")
 		return
 	}
-	sl, dup := s.reserve(from)
+	sl, dup, refusal := s.reserve(from)
 	if dup {
 		// The client repeated its request before our first reply reached
 		// it: the running session answers; a second one would only
@@ -355,7 +355,7 @@ func (s *Server) handle(pkt []byte, from netip.AddrPort, dst netip.Addr) {
 		})
 		// A short fixed reply: at most one small packet per request, and
 		// no larger than a minimal RRQ plus a few bytes.
-		s.ln.WriteTo(AppendError(nil, ErrCodeUndefined, "server busy"), from, dst)
+		s.ln.WriteTo(AppendError(nil, ErrCodeUndefined, refusal.Error()), from, dst)
 		return
 	}
 	reqLen := len(pkt)

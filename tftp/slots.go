@@ -29,9 +29,30 @@ var (
 	// errEvicted ends an unconfirmed request whose place was taken by a
 	// newer one; it ends without a word (its source may be spoofed).
 	errEvicted = errors.New("unconfirmed request evicted to make room")
-	// errBusy: the client answered, but every confirmed slot is taken.
-	errBusy = errors.New("server busy")
+	// errBusy: every confirmed slot is taken (tftp.max_sessions);
+	// errAddressBusy: every slot of the client's address is
+	// (tftp.max_per_client).
+	errBusy        = errors.New(MsgServerBusy)
+	errAddressBusy = errors.New(MsgAddressBusy)
 )
+
+// MsgServerBusy and MsgAddressBusy are the texts of the ERROR (code 0)
+// that refuses a request for want of a session slot: every slot is taken
+// (tftp.max_sessions), or every slot of its client's address
+// (tftp.max_per_client). Two texts, so that a client or a load tester can
+// say which limit it met; both short, as a reply to a source that has not
+// proven its address must be (docs/security.md, "Under a flood").
+const (
+	MsgServerBusy  = "server busy"
+	MsgAddressBusy = "address busy"
+)
+
+// IsBusy reports whether err is a server's refusal for want of a session
+// slot: either text (a retry later may succeed).
+func IsBusy(err error) bool {
+	var re *RemoteError
+	return errors.As(err, &re) && re.Code == ErrCodeUndefined && (re.Message == MsgServerBusy || re.Message == MsgAddressBusy)
+}
 
 // slotState is where a request's slot is.
 type slotState uint8
@@ -58,6 +79,7 @@ type slot struct {
 	// datagram from the client waits there unread: the client has
 	// answered, the session has not got round to reading it yet.
 	answered func() bool
+	refusal  error // slotRefused: which limit (errBusy, errAddressBusy)
 }
 
 // pendingPool holds the unconfirmed requests, oldest first, overall and
@@ -144,27 +166,29 @@ func prefixOf(a netip.Addr) netip.Prefix {
 // reserve gives peer's request a slot in the unconfirmed pool, evicting
 // the oldest unconfirmed request of its prefix, or else of the pool, when
 // either is full. It reports dup when that client TID already has a
-// request running, and no slot when the server is closing or the client
-// is at its confirmed limits (MaxSessions, MaxPerClient), or when
-// MaxSessions + MaxUnconfirmed sessions still run (evicted ones included).
-func (s *Server) reserve(peer netip.AddrPort) (sl *slot, dup bool) {
+// request running, and no slot, with the refusal to send, when the
+// server is closing or the client is at its confirmed limits
+// (MaxSessions: errBusy, MaxPerClient: errAddressBusy), or when
+// MaxSessions + MaxUnconfirmed sessions still run (evicted ones included:
+// errBusy).
+func (s *Server) reserve(peer netip.AddrPort) (sl *slot, dup bool, refusal error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing.Load() {
-		return nil, false
+		return nil, false, errBusy
 	}
 	if old := s.peers[peer]; old != nil && old.state != slotEvicted {
-		return nil, true
+		return nil, true, nil
 	}
 	client := peer.Addr()
 	maxSessions, maxPending := orDefault(s.MaxSessions, DefaultMaxSessions), orDefault(s.MaxUnconfirmed, DefaultMaxUnconfirmed)
-	if s.confirmed >= maxSessions || s.perClient[client] >= orDefault(s.MaxPerClient, DefaultMaxPerClient) {
-		return nil, false
+	if err := s.full(client); err != nil {
+		return nil, false, err
 	}
 	// Evicted sessions take a moment to notice and end; a flood faster
 	// than that must not grow the goroutines and sockets without bound.
 	if s.active.Load() >= int64(maxSessions+maxPending) {
-		return nil, false
+		return nil, false, errBusy
 	}
 	prefix := prefixOf(client)
 	for q := s.pending.prefixes[prefix]; q != nil && q.n >= orDefault(s.MaxUnconfirmedPerPrefix, DefaultMaxUnconfirmedPerPrefix); q = s.pending.prefixes[prefix] {
@@ -181,7 +205,19 @@ func (s *Server) reserve(peer netip.AddrPort) (sl *slot, dup bool) {
 	s.Counters.Active.Add(1)
 	s.Counters.Pending.Add(1)
 	s.sessions.Add(1)
-	return sl, false
+	return sl, false, nil
+}
+
+// full says which session limit a new transfer from client would pass:
+// errBusy, errAddressBusy, or nil. s.mu is held.
+func (s *Server) full(client netip.Addr) error {
+	switch {
+	case s.confirmed >= orDefault(s.MaxSessions, DefaultMaxSessions):
+		return errBusy
+	case s.perClient[client] >= orDefault(s.MaxPerClient, DefaultMaxPerClient):
+		return errAddressBusy
+	}
+	return nil
 }
 
 // makeRoom frees the oldest unconfirmed request of a full list: if its
@@ -233,15 +269,14 @@ func (s *Server) confirmLocked(sl *slot) error {
 	case slotEvicted:
 		return errEvicted
 	case slotRefused:
-		return errBusy
+		return sl.refusal
 	}
 	s.pending.remove(sl)
 	s.Counters.Pending.Add(-1)
 	client := sl.peer.Addr()
-	if s.confirmed >= orDefault(s.MaxSessions, DefaultMaxSessions) ||
-		s.perClient[client] >= orDefault(s.MaxPerClient, DefaultMaxPerClient) {
-		sl.state = slotRefused
-		return errBusy
+	if err := s.full(client); err != nil {
+		sl.state, sl.refusal = slotRefused, err
+		return err
 	}
 	sl.state = slotConfirmed
 	s.confirmed++

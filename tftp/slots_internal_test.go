@@ -16,9 +16,9 @@ func TestAnsweredNotEvicted(t *testing.T) {
 	s.peers = map[netip.AddrPort]*slot{}
 	s.sessCtx, s.stopAll = context.WithCancel(context.Background())
 	defer s.stopAll()
-	honest, _ := s.reserve(netip.MustParseAddrPort("192.0.2.10:1000"))
+	honest, _, _ := s.reserve(netip.MustParseAddrPort("192.0.2.10:1000"))
 	s.setAnswered(honest, func() bool { return true })
-	silent, _ := s.reserve(netip.MustParseAddrPort("192.0.2.11:1000"))
+	silent, _, _ := s.reserve(netip.MustParseAddrPort("192.0.2.11:1000"))
 	s.setAnswered(silent, func() bool { return false })
 	for i := range 3 {
 		s.reserve(netip.AddrPortFrom(netip.MustParseAddr("192.0.2.12"), uint16(2000+i)))

@@ -206,6 +206,12 @@ func printTFTPReport(w io.Writer, r bench.TFTPReport) {
 	for _, e := range r.ErrorSamples {
 		fmt.Fprintf(w, "    %s\n", e)
 	}
+	if r.SourceSpread != "" {
+		fmt.Fprintf(w, "  %s\n", r.SourceSpread)
+	}
+	for _, h := range r.LimitHints() {
+		fmt.Fprintf(w, "  limit: %s\n", h)
+	}
 	if r.Stopped != "" {
 		fmt.Fprintf(w, "  stopped early: %s\n", r.Stopped)
 	}

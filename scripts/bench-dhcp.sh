@@ -32,9 +32,9 @@ set -euo pipefail
 . "$(dirname "$0")/bench-lib.sh"
 
 case "${1:-}" in
-  -h|--help) usage 31; exit 0 ;;
+  -h|--help) usage; exit 0 ;;
   "") ;;
-  *) usage 31 >&2; exit 2 ;;
+  *) usage >&2; exit 2 ;;
 esac
 [ "$(id -u)" = 0 ] || die "needs root (network namespaces, port 67/68)"
 

@@ -15,8 +15,9 @@ prog=${prog:-$(basename "$0" .sh)}
 info() { echo "$prog: $(date -u +%H:%M:%S) $*" >&2; }
 warn() { echo "$prog: warning: $*" >&2; }
 die() { echo "$prog: FATAL: $*" >&2; exit 1; }
-# usage N: the script's header comment, lines 2..N, as its --help.
-usage() { sed -n "2,${1}p" "$0" | sed 's/^# \{0,1\}//'; }
+# usage: the script's header comment (line 2 to the first line that is
+# not a comment) as its --help.
+usage() { sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; }
 
 # at_exit 'CMD': run CMD at exit (last registered first), whatever the
 # exit; CMD is evaluated then, so single-quote variables that change.

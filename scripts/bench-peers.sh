@@ -42,9 +42,9 @@ set -euo pipefail
 . "$(dirname "$0")/bench-lib.sh"
 
 case "${1:-}" in
-  -h|--help) usage 38; exit 0 ;;
+  -h|--help) usage; exit 0 ;;
   "") ;;
-  *) usage 38 >&2; exit 2 ;;
+  *) usage >&2; exit 2 ;;
 esac
 [ "$(id -u)" = 0 ] || die "needs root (network namespaces, port 69)"
 

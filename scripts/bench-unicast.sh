@@ -34,7 +34,6 @@ set -euo pipefail
 # shellcheck disable=SC2016 # at_exit's commands expand at exit
 # shellcheck source=scripts/bench-lib.sh
 . "$(dirname "$0")/bench-lib.sh"
-usage() { sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; }
 
 mode=
 case "${1:-}" in

@@ -26,8 +26,9 @@
 # Results: the run as JSON in bench-out/dhcp-YYYYmmdd-HHMMSS.json, rendered
 # by `mtftpd bench report dhcp` as markdown on stdout and in the same name
 # with .md.
-set -euo pipefail
+
 # shellcheck disable=SC2016 # at_exit's commands expand at exit
+set -euo pipefail
 # shellcheck source=scripts/bench-lib.sh
 . "$(dirname "$0")/bench-lib.sh"
 

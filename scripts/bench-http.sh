@@ -21,8 +21,9 @@
 #   BENCH_CACHE=/var/cache/mtftpd-bench   where the nginx .deb is unpacked
 #
 # Results: markdown on stdout and in bench-out/http-YYYYmmdd-HHMMSS.md.
-set -euo pipefail
+
 # shellcheck disable=SC2016 # at_exit's commands expand at exit
+set -euo pipefail
 # shellcheck source=scripts/bench-lib.sh
 . "$(dirname "$0")/bench-lib.sh"
 

@@ -53,8 +53,9 @@
 #
 # Root only. Everything network happens in lab namespaces mb<pid>-* that are
 # removed at exit, with every loop device and file this script made.
-set -euo pipefail
+
 # shellcheck disable=SC2016 # at_exit's commands expand at exit
+set -euo pipefail
 # shellcheck source=scripts/bench-lib.sh
 . "$(dirname "$0")/bench-lib.sh"
 cd "$BENCH_REPO"

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # bench-lib.sh — shell functions shared by the benchmark and soak scripts
 # (scripts/bench-*.sh, scripts/soak.sh). Source it first thing: it sets
 # the EXIT trap that runs what at_exit registered, and starts nothing.
@@ -17,7 +18,7 @@ warn() { echo "$prog: warning: $*" >&2; }
 die() { echo "$prog: FATAL: $*" >&2; exit 1; }
 # usage: the script's header comment (line 2 to the first line that is
 # not a comment) as its --help.
-usage() { sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,/^\([^#]\|$\)/s/^# \{0,1\}//p' "$0"; }
 
 # at_exit 'CMD': run CMD at exit (last registered first), whatever the
 # exit; CMD is evaluated then, so single-quote variables that change.

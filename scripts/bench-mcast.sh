@@ -22,8 +22,9 @@
 # they include mtftpd's gathering delay (START_DELAY) and udpcast's wait
 # for --min-receivers. Root only; everything happens inside lab
 # namespaces (scripts/netlab.sh) that are removed at exit.
-set -euo pipefail
+
 # shellcheck disable=SC2016 # at_exit's commands expand at exit
+set -euo pipefail
 # shellcheck source=scripts/bench-lib.sh
 . "$(dirname "$0")/bench-lib.sh"
 cd "$BENCH_REPO"

@@ -37,6 +37,8 @@
 # kept from the previous file), its PNG plot, and in
 # bench-out/peers-YYYYmmdd-HHMMSS/ the raw JSON reports and run.json, from
 # which `mtftpd bench report peers` renders BENCH_OUT.
+
+# shellcheck disable=SC2016 # at_exit's commands expand at exit
 set -euo pipefail
 # shellcheck source=scripts/bench-lib.sh
 . "$(dirname "$0")/bench-lib.sh"

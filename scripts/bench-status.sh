@@ -18,8 +18,9 @@
 #   STATUS_BENCH_PROFILE=uefi     bench tftp profile (blksize 1468, windowsize 4)
 #   STATUS_BENCH_SIZE_MIB=4       file size
 #   MTFTPD_BIN=/tmp/mtftpd-bench-status   built here unless STATUS_BENCH_SKIP_BUILD=1
-set -euo pipefail
+
 # shellcheck disable=SC2016 # at_exit's commands expand at exit
+set -euo pipefail
 # shellcheck source=scripts/bench-lib.sh
 . "$(dirname "$0")/bench-lib.sh"
 

@@ -24,6 +24,8 @@
 # first sample plus a margin (a leak). Needs root, ip, nft, curl, atftp.
 # Output: OUT_DIR (default a temp dir) holds soak.csv, soak.png,
 # server.log, the loops' logs and summary.txt.
+
+# shellcheck disable=SC2016 # at_exit's commands expand at exit
 set -euo pipefail
 prog=soak
 # shellcheck source=scripts/bench-lib.sh

@@ -126,8 +126,8 @@ run_atftp() {
 # row SCENARIO SERVER N SECONDS TX_BYTES FAILED FILE_SIZE: one row of the run.
 : >"$work/rows.jsonl"
 row() {
-	jq -n -c --arg sc "$1" --arg s "$2" --argjson n "$3" --argjson t "$4" --argjson tx "$5" --argjson f "$6" --argjson size "$7" \
-		'{scenario: $sc, server: $s, receivers: $n, seconds: $t, tx_bytes: $tx, file_size: $size, failed: $f}' >>"$work/rows.jsonl"
+	jq -n -c --arg sc "$1" --arg s "$2" --argjson n "$3" --arg t "$4" --argjson tx "$5" --argjson f "$6" --argjson size "$7" \
+		'{scenario: $sc, server: $s, receivers: $n, seconds: ($t | tonumber), tx_bytes: $tx, file_size: $size, failed: $f}' >>"$work/rows.jsonl"
 	info "$1 $2 $3: $4 s, $6 failed"
 }
 big=$work/root/image.bin

@@ -351,8 +351,8 @@ run_json() {
      dhcp: $dhcp[0], commands: ($cmds | rtrimstr("\n") | split("\n"))}'
 }
 
+mkdir -p "$(dirname "$OUT")"
 plot
 run_json >"$RAW/run.json"
-mkdir -p "$(dirname "$OUT")"
 "$MTFTPD_BIN" bench report peers --in "$RAW/run.json" -o "$OUT" || die "bench report peers failed (the run is in $RAW/run.json)"
 info "wrote $OUT$([ -f "$PNG" ] && echo " and $PNG"), raw reports in $RAW ($(( $(date +%s) - START )) s)"

@@ -21,15 +21,16 @@
 #   BENCH_SKIP_BUILD=1           use an existing $MTFTPD_BIN instead of building
 #   MTFTPD_BIN=/tmp/mtftpd-bench-dhcp
 #   BENCH_NO_KEA=1               do not try Kea (no apt-get install either)
+#   BENCH_JSON=FILE              also write the run's JSON here
 #
-# Results: markdown on stdout and in bench-out/dhcp-YYYYmmdd-HHMMSS.md.
-set -euo pipefail
+# Results: the run as JSON in bench-out/dhcp-YYYYmmdd-HHMMSS.json, rendered
+# by `mtftpd bench report dhcp` as markdown on stdout and in the same name
+# with .md.
 
-prog=bench-dhcp
-die() { echo "$prog: FATAL: $*" >&2; exit 1; }
-warn() { echo "$prog: warning: $*" >&2; }
-info() { echo "$prog: $*" >&2; }
-usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; }
+# shellcheck disable=SC2016 # at_exit's commands expand at exit
+set -euo pipefail
+# shellcheck source=scripts/bench-lib.sh
+. "$(dirname "$0")/bench-lib.sh"
 
 case "${1:-}" in
   -h|--help) usage; exit 0 ;;
@@ -38,8 +39,7 @@ case "${1:-}" in
 esac
 [ "$(id -u)" = 0 ] || die "needs root (network namespaces, port 67/68)"
 
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-NETLAB=$REPO/scripts/netlab.sh
+REPO=$BENCH_REPO
 PREFIX=mtdb
 SRV_NS=$PREFIX-srv CLI_NS=$PREFIX-c1
 CLIENTS=${BENCH_CLIENTS:-1000}
@@ -61,41 +61,19 @@ for t in ip jq timeout bash; do
 done
 
 # ---------------------------------------------------------------- cleanup
-WORK= LAB_UP=0
+WORK=
 declare -a SRV_PIDS=()
-
-# stop_pid
-# shellcheck source=scripts/bench-lib.sh
-. "$REPO/scripts/bench-lib.sh"
 
 stop_servers() {
   local pid
   for pid in "${SRV_PIDS[@]}"; do stop_pid "$pid"; done
   SRV_PIDS=()
 }
-
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  stop_servers
-  if [ "$LAB_UP" = 1 ]; then
-    bash "$NETLAB" -p "$PREFIX" down >/dev/null 2>&1 || warn "netlab.sh -p $PREFIX down failed"
-  fi
-  [ -n "$WORK" ] && rm -rf "$WORK"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+at_exit '[ -z "$WORK" ] || rm -rf "$WORK"'
+at_exit 'stop_servers'
 
 # ---------------------------------------------------------------- peers
-if [ "${BENCH_SKIP_BUILD:-}" = 1 ]; then
-  [ -x "$MTFTPD_BIN" ] || die "BENCH_SKIP_BUILD=1 but $MTFTPD_BIN is missing"
-else
-  command -v go >/dev/null || die "go not found"
-  info "building mtftpd -> $MTFTPD_BIN"
-  (cd "$REPO" && CGO_ENABLED=0 timeout 600 go build -o "$MTFTPD_BIN" ./cmd/mtftpd) || die "go build ./cmd/mtftpd failed"
-fi
+build_mtftpd "$MTFTPD_BIN"
 
 DNSMASQ=$(command -v dnsmasq || true)
 [ -n "$DNSMASQ" ] || warn "dnsmasq not installed (apt-get install dnsmasq-base); skipping it"
@@ -117,15 +95,11 @@ SERVERS=(mtftpd)
 [ -n "$KEA" ] && SERVERS+=(kea)
 
 # ---------------------------------------------------------------- lab
-if ip netns list 2>/dev/null | awk '{print $1}' | grep -q "^$PREFIX-"; then
-  die "namespaces $PREFIX-* exist already (another run, or a stale lab: scripts/netlab.sh -p $PREFIX down)"
-fi
 # Lease files on disk, not tmpfs: every server's fsync costs what it costs.
 WORK=$(mktemp -d /var/tmp/mtftpd-bench-dhcp.XXXXXX)
 chmod 755 "$WORK"
 mkdir -p "$WORK/tftp"
-LAB_UP=1
-bash "$NETLAB" -p "$PREFIX" up 1 --no-addr >/dev/null || die "netlab.sh up failed"
+lab_up "$PREFIX" 1 --no-addr
 ip -n "$CLI_NS" -4 addr show dev eth0 | grep -q inet && die "$CLI_NS eth0 has an address; want none"
 
 # ---------------------------------------------------------------- servers
@@ -201,40 +175,35 @@ start_server() { # name tag
 }
 
 # ---------------------------------------------------------------- runs
-declare -A ROW=() NOTE=()
 start=$(date +%s)
+: >"$WORK/rows.jsonl"
 
-run_one() { # name conc
-  local name=$1 conc=$2 tag=c$2 json txt rc
+# run_one NAME CONC appends the storm's row to rows.jsonl: its bench dhcp
+# report, or a note why there is none.
+run_one() {
+  local name=$1 conc=$2 tag=c$2 json txt rc note=
   if [ $(( $(date +%s) - start )) -ge "$BUDGET" ]; then
-    NOTE[$name/$conc]="skipped: time budget of ${BUDGET}s used up"
-    warn "$name concurrency $conc: ${NOTE[$name/$conc]}"
-    return
+    note="skipped: time budget of ${BUDGET}s used up"
+  else
+    start_server "$name" "$tag"
+    json=$WORK/$name-$tag.json txt=$WORK/$name-$tag.txt
+    set +e
+    ip netns exec "$CLI_NS" timeout "$STORM_TIMEOUT" "$MTFTPD_BIN" bench dhcp --iface eth0 \
+      --clients "$CLIENTS" --concurrency "$conc" --release --duration "${STORM_DURATION}s" --json "$json" >"$txt" 2>&1
+    rc=$?
+    set -e
+    sleep 0.5 # the last RELEASEs reach the server and its lease file
+    stop_servers
+    [ -s "$json" ] || note="no report (bench exit $rc): $(tail -n 3 "$txt" | tr '\n' ' ')"
   fi
-  start_server "$name" "$tag"
-  json=$WORK/$name-$tag.json txt=$WORK/$name-$tag.txt
-  set +e
-  ip netns exec "$CLI_NS" timeout "$STORM_TIMEOUT" "$MTFTPD_BIN" bench dhcp --iface eth0 \
-    --clients "$CLIENTS" --concurrency "$conc" --release --duration "${STORM_DURATION}s" --json "$json" >"$txt" 2>&1
-  rc=$?
-  set -e
-  sleep 0.5 # the last RELEASEs reach the server and its lease file
-  stop_servers
-  if [ ! -s "$json" ]; then
-    NOTE[$name/$conc]="no report (bench exit $rc): $(tail -n 3 "$txt" | tr '\n' ' ')"
-    warn "$name concurrency $conc: ${NOTE[$name/$conc]}"
-    return
+  if [ -n "$note" ]; then
+    warn "$name concurrency $conc: $note"
+    json=/dev/null
+  else
+    info "$name concurrency $conc: $(jq '.exchanges_per_sec * 10 | round / 10' "$json") exchanges/s"
   fi
-  ROW[$name/$conc]=$(jq -r '[
-      (.exchanges_per_sec | . * 10 | round / 10),
-      (.latency_ms.p50 | . * 100 | round / 100),
-      (.latency_ms.p99 | . * 100 | round / 100),
-      "\(.completed)/\(.clients)",
-      (if .failed == 0 then "0" else "\(.failed) (" + (.failures | to_entries | map("\(.key) \(.value)") | join(", ")) + ")" end),
-      .naks,
-      .duplicate_offers, .duplicate_acks, .retransmits
-    ] | @tsv' "$json")
-  info "$name concurrency $conc: $(printf '%s' "${ROW[$name/$conc]}" | cut -f1) exchanges/s"
+  jq -n -c --arg s "$name" --argjson c "$conc" --slurpfile r "$json" --arg note "$note" \
+    '{server: $s, concurrency: $c, report: ($r[0] // null)} + (if $note != "" then {note: $note} else {} end)' >>"$WORK/rows.jsonl"
 }
 
 for name in "${SERVERS[@]}"; do
@@ -244,94 +213,57 @@ for name in "${SERVERS[@]}"; do
 done
 
 # ---------------------------------------------------------------- report
-field() { printf '%s' "${ROW[$1]:-}" | cut -f"$2"; }
-ratio() { # a b
-  awk -v a="$1" -v b="$2" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.2f×", a / b; else printf "n/a" }'
-}
-
 # start-up and shut-down lines of dnsmasq and Kea, left out of the notes
 QUIET_LOG='started\|compile time options\|DHCP, IP range\|DHCP, sockets bound\|reading /etc\|exiting on receipt\|shutdown\|MULTI_THREADING_INFO'
 
-server_notes() { # interesting lines of each server log
+# log_note TITLE LINES...: one {title, lines} of the report's server logs.
+log_note() { local t=$1; shift; jq -n -c --arg t "$t" '{title: $t, lines: $ARGS.positional}' --args "$@"; }
+
+server_notes() { # interesting lines of each server log, as JSON lines
   local f n
   for f in "$WORK"/mtftpd-c*.log; do
     [ -e "$f" ] || continue
     n=$(grep -c '"level":"\(warn\|error\)"' "$f" || true)
     if [ "$n" -gt 0 ]; then
-      echo "- mtftpd $(basename "$f" .log): $n warn/error lines, first 5:"
-      echo
-      echo '```'
-      grep '"level":"\(warn\|error\)"' "$f" | head -n 5
-      echo '```'
+      mapfile -t lines < <(grep '"level":"\(warn\|error\)"' "$f" | head -n 5)
+      log_note "- mtftpd $(basename "$f" .log): $n warn/error lines, first 5:" "${lines[@]}"
     fi
   done
   for f in "$WORK"/dnsmasq*-c*.daemon.log "$WORK"/kea-c*.daemon.log; do
     [ -e "$f" ] || continue
     n=$(grep -civ "$QUIET_LOG" "$f" || true)
     if [ "$n" -gt 0 ]; then
-      echo "- $(basename "$f" .daemon.log): $n log lines besides start-up and shut-down, first 5:"
-      echo
-      echo '```'
-      grep -iv "$QUIET_LOG" "$f" | head -n 5
-      echo '```'
+      mapfile -t lines < <(grep -iv "$QUIET_LOG" "$f" | head -n 5)
+      log_note "- $(basename "$f" .daemon.log): $n log lines besides start-up and shut-down, first 5:" "${lines[@]}"
     fi
   done
 }
 
-report() {
-  local name conc r
-  echo "# DHCP storm: mtftpd vs dnsmasq vs Kea"
-  echo
-  echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-  echo "- kernel: $(uname -r); CPU: $(lscpu 2>/dev/null | awk -F: '/^Model name/{gsub(/^ +/, "", $2); print $2; exit}') ($(nproc) CPUs)"
-  echo "- mtftpd: $(cd "$REPO" && git describe --tags --always --dirty 2>/dev/null || echo unknown) (server mode, lease_file, fsync before each ACK)"
-  echo "- dnsmasq: $([ -n "$DNSMASQ" ] && "$DNSMASQ" --version | head -n1 | awk '{print $3}' || echo 'not installed') (--dhcp-leasefile, --quiet-dhcp; dnsmasq-noping adds --no-ping)"
-  echo "- Kea: $([ -n "$KEA" ] && "$KEA" -v 2>/dev/null || echo 'not installed') (memfile, persist, lfc-interval 0, raw socket on eth0/192.0.2.1)"
-  echo "- storm: \`mtftpd bench dhcp --iface eth0 --clients $CLIENTS --concurrency C --release\` in $CLI_NS (no address) against $SRV_NS (192.0.2.1) over the lab bridge;" \
-       "pool $RANGE_START-$RANGE_END (241 addresses), lease 1 h, a fresh server and lease file (on $(df -P "$WORK" | awk 'NR==2{print $1}'), not tmpfs) per row;" \
-       "retransmission after 1 s, at most 4 times per step, 10 s per exchange"
-  echo "- exchanges/s = ACKed exchanges / wall time of the storm; latency = first DISCOVER sent → ACK received;" \
-       "dup offers = OFFERs of an address another client still held (offered or leased); dup ACKs = two live leases on one address (a server bug)"
-  echo
-  echo "| server | concurrency | exchanges/s | p50 ms | p99 ms | completed | failures | NAKs | dup offers | dup ACKs | retransmits |"
-  echo "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|"
-  for name in "${SERVERS[@]}"; do
-    for conc in "${CONCS[@]}"; do
-      r=${ROW[$name/$conc]:-}
-      if [ -n "$r" ]; then
-        printf '| %s | %s | %s |\n' "$name" "$conc" "$(printf '%s' "$r" | sed 's/\t/ | /g')"
-      else
-        printf '| %s | %s | %s | | | | | | | | |\n' "$name" "$conc" "${NOTE[$name/$conc]:-n/a}"
-      fi
-    done
-  done
-  echo
-  echo "| concurrency | mtftpd/dnsmasq | mtftpd/dnsmasq --no-ping | mtftpd/Kea |"
-  echo "|---:|---:|---:|---:|"
-  for conc in "${CONCS[@]}"; do
-    echo "| $conc | $(ratio "$(field mtftpd/$conc 1)" "$(field dnsmasq/$conc 1)") | $(ratio "$(field mtftpd/$conc 1)" "$(field dnsmasq-noping/$conc 1)") | $(ratio "$(field mtftpd/$conc 1)" "$(field kea/$conc 1)") |"
-  done
-  echo
-  echo "(ratios of exchanges/s)"
-  echo
-  local notes; notes=$(server_notes)
-  if [ -n "$notes" ]; then
-    echo "Server logs:"
-    echo
-    echo "$notes"
-    echo
-  fi
-  echo "Commands (\$WORK is a temp dir; C = concurrency):"
-  echo
-  echo '```'
+# run.json: everything the report shows; bench report dhcp renders it.
+run_json() {
+  local name
   for name in "${SERVERS[@]}"; do
     if [ -n "${CMD_TEXT[$name]:-}" ]; then echo "${CMD_TEXT[$name]% }"; fi
-  done
-  echo "ip netns exec $CLI_NS mtftpd bench dhcp --iface eth0 --clients $CLIENTS --concurrency C --release --duration ${STORM_DURATION}s --json \$WORK/SERVER-cC.json"
-  echo '```'
+  done >"$WORK/commands.txt"
+  jq -n --argjson host "$(host_json)" --slurpfile rows "$WORK/rows.jsonl" --slurpfile logs <(server_notes) \
+    --rawfile cmds "$WORK/commands.txt" --arg date "$(date -u +%FT%TZ)" \
+    --arg ver "$(cd "$REPO" && git describe --tags --always --dirty 2>/dev/null || echo unknown)" \
+    --arg dnsmasq "$([ -n "$DNSMASQ" ] && "$DNSMASQ" --version | head -n1 | cut -d' ' -f3 || echo 'not installed')" \
+    --arg kea "$([ -n "$KEA" ] && "$KEA" -v 2>/dev/null || echo 'not installed')" \
+    --argjson clients "$CLIENTS" --arg concs "${CONCS[*]}" --arg servers "${SERVERS[*]}" \
+    --arg srv_ns "$SRV_NS" --arg cli_ns "$CLI_NS" --arg rs "$RANGE_START" --arg re "$RANGE_END" \
+    --arg dev "$(df -P --output=source "$WORK" | tail -n1)" --argjson dur "$STORM_DURATION" '
+    {date: $date, host: $host, version: $ver, dnsmasq: $dnsmasq, kea: $kea, clients: $clients,
+     concurrency: ($concs | split(" ") | map(tonumber)), servers: ($servers | split(" ")),
+     srv_ns: $srv_ns, cli_ns: $cli_ns, range_start: $rs, range_end: $re, lease_device: $dev,
+     storm_duration_seconds: $dur, rows: $rows, logs: $logs,
+     commands: ($cmds | rtrimstr("\n") | split("\n"))}'
 }
 
 mkdir -p "$REPO/bench-out"
-md=$REPO/bench-out/dhcp-$(date +%Y%m%d-%H%M%S).md
-report | tee "$md"
-info "wrote $md in $(( $(date +%s) - start )) s"
+out=$REPO/bench-out/dhcp-$(date +%Y%m%d-%H%M%S)
+run_json >"$out.json"
+[ -z "${BENCH_JSON:-}" ] || cp "$out.json" "$BENCH_JSON"
+"$MTFTPD_BIN" bench report dhcp --in "$out.json" -o "$out.md" || die "bench report dhcp failed (the run is in $out.json)"
+cat "$out.md"
+info "wrote $out.md in $(( $(date +%s) - start )) s"

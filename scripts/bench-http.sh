@@ -21,19 +21,19 @@
 #   BENCH_CACHE=/var/cache/mtftpd-bench   where the nginx .deb is unpacked
 #
 # Results: markdown on stdout and in bench-out/http-YYYYmmdd-HHMMSS.md.
-set -euo pipefail
 
-prog=bench-http
-die() { echo "$prog: FATAL: $*" >&2; exit 1; }
-info() { echo "$prog: $*" >&2; }
+# shellcheck disable=SC2016 # at_exit's commands expand at exit
+set -euo pipefail
+# shellcheck source=scripts/bench-lib.sh
+. "$(dirname "$0")/bench-lib.sh"
 
 case "${1:-}" in
-  -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h|--help) usage; exit 0 ;;
   "") ;;
-  *) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) usage >&2; exit 2 ;;
 esac
 
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+REPO=$BENCH_REPO
 MB=${BENCH_HTTP_MB:-1024}
 RUNS=${BENCH_RUNS:-5}
 [[ "$MB" =~ ^[0-9]+$ ]] && [ "$MB" -ge 1 ] && [ "$MB" -le 8192 ] || die "BENCH_HTTP_MB must be 1..8192"
@@ -49,21 +49,8 @@ done
 
 WORK=
 declare -a PIDS=()
-cleanup() {
-  local rc=$? pid i
-  trap - EXIT INT TERM
-  for pid in "${PIDS[@]}"; do
-    kill -TERM "$pid" 2>/dev/null || continue
-    for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  [ -n "$WORK" ] && rm -rf "$WORK"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+at_exit '[ -z "$WORK" ] || rm -rf "$WORK"'
+at_exit 'for pid in "${PIDS[@]}"; do stop_pid "$pid"; done'
 
 # ---------------------------------------------------------------- servers
 if [ ! -x "$MTFTPD_BIN" ]; then

@@ -53,8 +53,12 @@
 #
 # Root only. Everything network happens in lab namespaces mb<pid>-* that are
 # removed at exit, with every loop device and file this script made.
+
+# shellcheck disable=SC2016 # at_exit's commands expand at exit
 set -euo pipefail
-cd "$(dirname "$0")/.."
+# shellcheck source=scripts/bench-lib.sh
+. "$(dirname "$0")/bench-lib.sh"
+cd "$BENCH_REPO"
 RECEIVERS=${RECEIVERS:-50}
 RAW_GB=${RAW_GB:-4}
 DATA_MB=${DATA_MB:-1024}
@@ -75,13 +79,7 @@ P=mb$$
 SRV=192.0.2.1
 export PATH=/usr/local/go/bin:$PATH
 
-prog=bench-image
-info() { echo "$prog: $(date -u +%H:%M:%S) $*" >&2; }
-warn() { echo "$prog: warning: $*" >&2; }
-die() { echo "$prog: FATAL: $*" >&2; exit 1; }
 CACHE=${BENCH_CACHE:-/var/cache/mtftpd-bench}
-# shellcheck source=scripts/bench-lib.sh
-. scripts/bench-lib.sh
 
 [ "$(id -u)" = 0 ] || die "needs root (network namespaces, loop devices)"
 for v in RECEIVERS RAW_GB DATA_MB ROOM_DATA_MB SMALL_GB LARGE_GB REPEAT QUIET_WAIT QUIET_BUDGET MIN_FREE_MB; do
@@ -120,21 +118,17 @@ work=$(mktemp -d "$SHM/mtftpd-bench-image.XXXXXX")
 bin=$work/mtftpd
 srvpid= wdpid=
 declare -a LOOPS=()
-cleanup() {
-	local rc=$? l
-	trap - EXIT INT TERM
-	[ -z "$wdpid" ] || kill "$wdpid" 2>/dev/null || true
-	stop_pid "$srvpid"
-	bash $LAB -p $P down >/dev/null 2>&1 || true
-	# only ours: a loop number may have been reused by someone else
+# only our loop devices: a loop number may have been reused by someone else
+loops_del() {
+	local l
 	for l in "${LOOPS[@]}"; do
 		case $(losetup -n -O BACK-FILE "$l" 2>/dev/null) in "$work"/*) losetup -d "$l" || true ;; esac
 	done
-	rm -rf "$work"
-	exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+at_exit 'rm -rf "$work"'
+at_exit 'loops_del'
+at_exit 'bash $LAB -p $P down >/dev/null 2>&1'
+at_exit '[ -z "$wdpid" ] || kill "$wdpid" 2>/dev/null; stop_pid "$srvpid"'
 
 now() { date +%s.%N; }
 calc() { awk "BEGIN { printf \"%.${2:-2}f\", $1 }"; } # calc EXPR [DECIMALS]

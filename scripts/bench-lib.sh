@@ -1,10 +1,88 @@
-# bench-lib.sh — shell functions shared by the benchmark scripts
-# (bench-unicast.sh, bench-peers.sh, bench-dhcp.sh). Source it after defining info and
-# warn; it defines no traps and starts nothing by itself.
+# shellcheck shell=bash
+# bench-lib.sh — shell functions shared by the benchmark and soak scripts
+# (scripts/bench-*.sh, scripts/soak.sh). Source it first thing: it sets
+# the EXIT trap that runs what at_exit registered, and starts nothing.
 #
+#   prog         the script's name in messages (set it before sourcing;
+#                default: the file name without .sh)
 #   CACHE        where the atftpd .deb is downloaded and unpacked
 #   ATFTPD_BIN   set by fetch_atftpd (empty when atftpd is unavailable)
 #   CG_KIND      none, v1 or v2: per-server CPU accounting (set on source)
+#
+# Reports: the scripts write what they measured as JSON and render it with
+# `mtftpd bench report KIND` (bench/report/*.tmpl), not in shell.
+
+prog=${prog:-$(basename "$0" .sh)}
+info() { echo "$prog: $(date -u +%H:%M:%S) $*" >&2; }
+warn() { echo "$prog: warning: $*" >&2; }
+die() { echo "$prog: FATAL: $*" >&2; exit 1; }
+# usage: the script's header comment (line 2 to the first line that is
+# not a comment) as its --help.
+usage() { sed -n '2,/^\([^#]\|$\)/s/^# \{0,1\}//p' "$0"; }
+
+# at_exit 'CMD': run CMD at exit (last registered first), whatever the
+# exit; CMD is evaluated then, so single-quote variables that change.
+declare -a AT_EXIT=()
+at_exit() { AT_EXIT+=("$1"); }
+_run_at_exit() {
+  local rc=$? i
+  trap - EXIT INT TERM
+  for ((i = ${#AT_EXIT[@]} - 1; i >= 0; i--)); do eval "${AT_EXIT[i]}" || true; done
+  exit "$rc"
+}
+trap _run_at_exit EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# lab_up PREFIX ARGS...: scripts/netlab.sh -p PREFIX up ARGS (dies when
+# PREFIX-* namespaces exist already), taken down at exit. Everything the
+# scripts run on a network runs in these namespaces (docs/design.md, "The
+# network-namespace lab").
+BENCH_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+NETLAB=$BENCH_REPO/scripts/netlab.sh
+lab_up() {
+  local p=$1
+  shift
+  if ip netns list 2>/dev/null | cut -d' ' -f1 | grep -q "^$p-"; then
+    die "namespaces $p-* exist already (another run, or a stale lab: scripts/netlab.sh -p $p down)"
+  fi
+  at_exit "bash '$NETLAB' -p '$p' down >/dev/null 2>&1 || warn 'netlab.sh -p $p down failed'"
+  bash "$NETLAB" -p "$p" up "$@" >/dev/null || die "netlab.sh -p $p up $* failed"
+}
+
+# build_mtftpd BIN: go build ./cmd/mtftpd -o BIN, or check BIN when
+# BENCH_SKIP_BUILD=1.
+build_mtftpd() {
+  if [ "${BENCH_SKIP_BUILD:-}" = 1 ]; then
+    [ -x "$1" ] || die "BENCH_SKIP_BUILD=1 but $1 is missing"
+    return 0
+  fi
+  command -v go >/dev/null || die "go not found"
+  info "building mtftpd -> $1"
+  (cd "$BENCH_REPO" && CGO_ENABLED=0 timeout 600 go build -trimpath -o "$1" ./cmd/mtftpd) || die "go build ./cmd/mtftpd failed"
+}
+
+# tftpd-hpa's in.tftpd: installed, or unpacked where scripts/test-deps.sh
+# puts it for `make test` (installing it would start a system service).
+# bench/tftp_lab_test.go looks in the same two places.
+HPA_UNPACKED=/var/cache/mtftpd-test/tftpd-hpa
+HPA_BIN=
+for _hpa in /usr/sbin/in.tftpd "$HPA_UNPACKED/usr/sbin/in.tftpd"; do
+  [ -x "$_hpa" ] && { HPA_BIN=$_hpa; break; }
+done
+unset _hpa
+hpa_version() { # the tftpd-hpa package version, or n/a
+  local v
+  v=$(dpkg-query -W -f='${Version}' tftpd-hpa 2>/dev/null || true)
+  [ -n "$v" ] || v=$(ls -1 "$HPA_UNPACKED.deb"/tftpd-hpa_*.deb 2>/dev/null | sed -n 's/.*tftpd-hpa_\([^_]*\)_.*/\1/p' | tail -n1)
+  echo "${v:-n/a}"
+}
+
+# host_json: {"kernel", "cpu", "cpus"} of this machine, for the reports.
+host_json() {
+  jq -n --arg k "$(uname -r)" --arg c "$(sed -n 's/^model name[[:space:]]*: *//p' /proc/cpuinfo | head -n1)" \
+    --argjson n "$(nproc)" '{kernel: $k, cpu: $c, cpus: $n}'
+}
 
 stop_pid() { # pid (may be empty): TERM, bounded wait, KILL
   local pid=$1 i

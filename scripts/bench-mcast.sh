@@ -16,13 +16,18 @@
 #   rfc2090 RFC_RECEIVERS atftp clients (--option multicast, blksize 1428)
 #           of an RFC_MB MiB file from mtftpd and from atftpd (the Debian
 #           package, unpacked by scripts/bench-lib.sh, not installed).
-# The report is a markdown table on stdout (docs/benchmarks-mcast.md keeps
-# the last one, with its context). Times run from launching the receivers to the last one finishing, so
+# The report is a markdown table on stdout, rendered by `mtftpd bench
+# report mcast` from the run's JSON (bench-out/mcast-YYYYmmdd-HHMMSS.json);
+# docs/benchmarks-mcast.md keeps the last one, with its context. Times run from launching the receivers to the last one finishing, so
 # they include mtftpd's gathering delay (START_DELAY) and udpcast's wait
 # for --min-receivers. Root only; everything happens inside lab
 # namespaces (scripts/netlab.sh) that are removed at exit.
+
+# shellcheck disable=SC2016 # at_exit's commands expand at exit
 set -euo pipefail
-cd "$(dirname "$0")/.."
+# shellcheck source=scripts/bench-lib.sh
+. "$(dirname "$0")/bench-lib.sh"
+cd "$BENCH_REPO"
 RECEIVERS=${RECEIVERS:-50}
 SIZE_MB=${SIZE_MB:-64}
 LOSS=${LOSS:-5}
@@ -38,28 +43,20 @@ LAB=scripts/netlab.sh
 P=mb$$
 export PATH=/usr/local/go/bin:$PATH
 
-info() { echo "bench-mcast: $*" >&2; }
-warn() { echo "bench-mcast: $*" >&2; }
 CACHE=${BENCH_CACHE:-/var/cache/mtftpd-bench}
-# shellcheck source=scripts/bench-lib.sh
-. scripts/bench-lib.sh
 
-[ "$(id -u)" = 0 ] || { echo "bench-mcast: needs root (network namespaces)" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || die "needs root (network namespaces)"
 command -v udp-sender >/dev/null || apt-get install -y udpcast >/dev/null
 work=$(mktemp -d)
+at_exit 'rm -rf "$work"'
 bin=$work/mtftpd
-go build -o "$bin" ./cmd/mtftpd
+build_mtftpd "$bin"
 srvpid=
-cleanup() {
-	[ -n "$srvpid" ] && kill "$srvpid" 2>/dev/null || true
-	bash $LAB -p $P down >/dev/null 2>&1 || true
-	rm -rf "$work"
-}
-trap cleanup EXIT
+at_exit 'stop_pid "$srvpid"'
 max=$(( RECEIVERS > SLOW_RECEIVERS ? RECEIVERS : SLOW_RECEIVERS ))
-bash $LAB -p $P up "$max" >/dev/null
+lab_up $P "$max"
 
-txbytes() { bash $LAB -p $P counters srv | awk '$1=="tx_bytes"{print $2}'; }
+txbytes() { bash $LAB -p $P counters srv | sed -n 's/^tx_bytes //p'; }
 now() { date +%s.%N; }
 
 # serve FILE: mtftpd in srv serving FILE's directory.
@@ -82,7 +79,8 @@ verify() {
 	echo "$bad"
 }
 
-# run_mtftpd N FILE: N native receivers at once; prints "seconds tx_ratio failed".
+# run_mtftpd N FILE: N native receivers at once; prints "seconds tx_bytes
+# failed file_size" (run_udpcast and run_atftp too).
 run_mtftpd() {
 	local n=$1 file=$2 tx0 t0 t1 tx1
 	rm -f "$work"/out*
@@ -92,7 +90,7 @@ run_mtftpd() {
 	done
 	wait # run in a subshell: its only children are the receivers
 	t1=$(now); tx1=$(txbytes)
-	echo "$(echo "$t1 - $t0" | bc) $(echo "scale=3; ($tx1 - $tx0) / $(stat -c %s "$file")" | bc) $(verify "$n" "$file")"
+	echo "$(echo "$t1 - $t0" | bc) $((tx1 - tx0)) $(verify "$n" "$file") $(stat -c %s "$file")"
 }
 
 # run_udpcast N FILE: udp-sender in srv, N udp-receivers.
@@ -108,7 +106,7 @@ run_udpcast() {
 	done
 	wait # the sender and the receivers
 	t1=$(now); tx1=$(txbytes)
-	echo "$(echo "$t1 - $t0" | bc) $(echo "scale=3; ($tx1 - $tx0) / $(stat -c %s "$file")" | bc) $(verify "$n" "$file")"
+	echo "$(echo "$t1 - $t0" | bc) $((tx1 - tx0)) $(verify "$n" "$file") $(stat -c %s "$file")"
 }
 
 # run_atftp N FILE: N atftp RFC 2090 clients against whatever serves port 69.
@@ -122,15 +120,16 @@ run_atftp() {
 	done
 	wait
 	t1=$(now); tx1=$(txbytes)
-	echo "$(echo "$t1 - $t0" | bc) $(echo "scale=3; ($tx1 - $tx0) / $(stat -c %s "$file")" | bc) $(verify "$n" "$file")"
+	echo "$(echo "$t1 - $t0" | bc) $((tx1 - tx0)) $(verify "$n" "$file") $(stat -c %s "$file")"
 }
 
-row() { printf '| %-8s | %-8s | %3s | %8.2f s | %6.2f× | %s |\n' "$1" "$2" "$3" "$4" "$5" "$6"; }
-
-echo "# bench-mcast $(date -u +%FT%TZ) kernel $(uname -r), $(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
-echo
-echo "| scenario | server   |   N |     time |  TX/file | failed |"
-echo "|----------|----------|-----|----------|----------|--------|"
+# row SCENARIO SERVER N SECONDS TX_BYTES FAILED FILE_SIZE: one row of the run.
+: >"$work/rows.jsonl"
+row() {
+	jq -n -c --arg sc "$1" --arg s "$2" --argjson n "$3" --arg t "$4" --argjson tx "$5" --argjson f "$6" --argjson size "$7" \
+		'{scenario: $sc, server: $s, receivers: $n, seconds: ($t | tonumber), tx_bytes: $tx, file_size: $size, failed: $f}' >>"$work/rows.jsonl"
+	info "$1 $2 $3: $4 s, $6 failed"
+}
 big=$work/root/image.bin
 mkdir -p "$work/root"
 head -c "${SIZE_MB}M" /dev/urandom >"$big"
@@ -141,12 +140,12 @@ for sc in $SCENARIOS; do
 		[ "$sc" = loss ] && bash $LAB -p $P impair all loss "$LOSS" >/dev/null
 		if [[ " $SERVERS " == *" mtftpd "* ]]; then
 			serve "$big"
-			read -r t r f < <(run_mtftpd "$RECEIVERS" "$big")
-			row "$sc" mtftpd "$RECEIVERS" "$t" "$r" "$f"
+			read -r t r f z < <(run_mtftpd "$RECEIVERS" "$big")
+			row "$sc" mtftpd "$RECEIVERS" "$t" "$r" "$f" "$z"
 		fi
 		if [[ " $SERVERS " == *" udpcast "* ]]; then
-			read -r t r f < <(run_udpcast "$RECEIVERS" "$big")
-			row "$sc" udpcast "$RECEIVERS" "$t" "$r" "$f"
+			read -r t r f z < <(run_udpcast "$RECEIVERS" "$big")
+			row "$sc" udpcast "$RECEIVERS" "$t" "$r" "$f" "$z"
 		fi
 		;;
 	tbf)
@@ -156,12 +155,10 @@ for sc in $SCENARIOS; do
 		mkdir -p "$work/slow"
 		head -c "${SLOW_MB}M" /dev/urandom >"$small"
 		serve "$small"
-		read -r t1 r f < <(run_mtftpd 1 "$small")
-		row "tbf" mtftpd 1 "$t1" "$r" "$f"
-		read -r tn r f < <(run_mtftpd "$SLOW_RECEIVERS" "$small")
-		row "tbf" mtftpd "$SLOW_RECEIVERS" "$tn" "$r" "$f"
-		echo
-		echo "tbf ${RATE_MBIT} Mbit/s: ${SLOW_RECEIVERS} receivers take $(echo "scale=2; $tn / $t1" | bc)× the time of one"
+		read -r t r f z < <(run_mtftpd 1 "$small")
+		row "tbf" mtftpd 1 "$t" "$r" "$f" "$z"
+		read -r t r f z < <(run_mtftpd "$SLOW_RECEIVERS" "$small")
+		row "tbf" mtftpd "$SLOW_RECEIVERS" "$t" "$r" "$f" "$z"
 		bash $LAB -p $P impair srv clear >/dev/null
 		;;
 	rfc2090)
@@ -170,8 +167,8 @@ for sc in $SCENARIOS; do
 		mkdir -p "$work/rfc"
 		head -c "${RFC_MB}M" /dev/urandom >"$rfc"
 		serve "$rfc"
-		read -r t r f < <(run_atftp "$RFC_RECEIVERS" "$rfc")
-		row rfc2090 mtftpd "$RFC_RECEIVERS" "$t" "$r" "$f"
+		read -r t r f z < <(run_atftp "$RFC_RECEIVERS" "$rfc")
+		row rfc2090 mtftpd "$RFC_RECEIVERS" "$t" "$r" "$f" "$z"
 		stop_pid "$srvpid"
 		srvpid=
 		fetch_atftpd
@@ -180,11 +177,16 @@ for sc in $SCENARIOS; do
 				--logfile /dev/null --mcast-addr 239.255.0.0-255 --mcast-port 1758 --mcast-ttl 1 --maxthread 1024 "$work/rfc" &
 			srvpid=$!
 			sleep 1
-			read -r t r f < <(run_atftp "$RFC_RECEIVERS" "$rfc")
-			row rfc2090 atftpd "$RFC_RECEIVERS" "$t" "$r" "$f"
+			read -r t r f z < <(run_atftp "$RFC_RECEIVERS" "$rfc")
+			row rfc2090 atftpd "$RFC_RECEIVERS" "$t" "$r" "$f" "$z"
 			stop_pid "$srvpid"
 			srvpid=
 		fi
 		;;
 	esac
 done
+mkdir -p bench-out
+out=bench-out/mcast-$(date +%Y%m%d-%H%M%S)
+jq -n --argjson host "$(host_json)" --arg date "$(date -u +%FT%TZ)" --argjson rate "$RATE_MBIT" --argjson slow "$SLOW_RECEIVERS" \
+	--slurpfile rows "$work/rows.jsonl" '{date: $date, host: $host, rate_mbit: $rate, slow_receivers: $slow, rows: $rows}' >"$out.json"
+"$bin" bench report mcast --in "$out.json" || die "bench report mcast failed (the run is in $out.json)"

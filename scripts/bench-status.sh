@@ -18,10 +18,11 @@
 #   STATUS_BENCH_PROFILE=uefi     bench tftp profile (blksize 1468, windowsize 4)
 #   STATUS_BENCH_SIZE_MIB=4       file size
 #   MTFTPD_BIN=/tmp/mtftpd-bench-status   built here unless STATUS_BENCH_SKIP_BUILD=1
+
+# shellcheck disable=SC2016 # at_exit's commands expand at exit
 set -euo pipefail
-prog=bench-status
-die() { echo "$prog: FATAL: $*" >&2; exit 1; }
-info() { echo "$prog: $*" >&2; }
+# shellcheck source=scripts/bench-lib.sh
+. "$(dirname "$0")/bench-lib.sh"
 
 PAIRS=${STATUS_BENCH_PAIRS:-3}
 CLIENTS=${STATUS_BENCH_CLIENTS:-200}
@@ -36,7 +37,7 @@ MTFTPD_BIN=${MTFTPD_BIN:-/tmp/mtftpd-bench-status}
 [[ "$SIZE_MIB" =~ ^[0-9]+$ ]] && [ "$SIZE_MIB" -ge 1 ] && [ "$SIZE_MIB" -le 1024 ] || die "STATUS_BENCH_SIZE_MIB must be 1..1024"
 for t in curl awk sha256sum; do command -v "$t" >/dev/null || die "missing tool: $t"; done
 
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+REPO=$BENCH_REPO
 TFTP=127.0.0.1:16989
 HTTP=127.0.0.1:18089
 WORK=$(mktemp -d /tmp/mtftpd-bench-status.XXXXXX)
@@ -48,24 +49,14 @@ stop_viewers() {
   for p in "${VIEWER_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   VIEWER_PIDS=()
 }
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  stop_viewers
-  if [ -n "$SRV" ]; then kill "$SRV" 2>/dev/null || true; wait "$SRV" 2>/dev/null || true; fi
-  rm -rf "$WORK"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+at_exit 'rm -rf "$WORK"'
+at_exit 'stop_viewers; stop_pid "$SRV"'
 
-if [ "${STATUS_BENCH_SKIP_BUILD:-}" != 1 ]; then
-  (cd "$REPO" && CGO_ENABLED=0 go build -o "$MTFTPD_BIN" ./cmd/mtftpd) || die "build failed"
-fi
+[ "${STATUS_BENCH_SKIP_BUILD:-}" != 1 ] || BENCH_SKIP_BUILD=1
+build_mtftpd "$MTFTPD_BIN"
 mkdir -p "$WORK/root"
 head -c $((SIZE_MIB << 20)) /dev/urandom >"$WORK/root/image.bin"
-SUM=$(sha256sum "$WORK/root/image.bin" | awk '{print $1}')
+SUM=$(sha256sum "$WORK/root/image.bin" | cut -d' ' -f1)
 
 "$MTFTPD_BIN" serve --tftp.root "$WORK/root" --tftp.listen "$TFTP" --http.listen "$HTTP" \
   --tftp.max_sessions 4096 --tftp.max_per_client 16 --log.level warn 2>"$WORK/server.log" &

@@ -6,9 +6,10 @@
 #   scripts/bench-unicast.sh [--loopback | --netns | --both]
 #
 # --loopback  servers and client on 127.0.0.1 in the current namespace
-# --netns     server in one network namespace, client in another, joined by a
-#             veth pair (192.0.2.1/24 server, 192.0.2.2/24 client) that this
-#             script creates and deletes; nothing touches real interfaces
+# --netns     server and client in a namespace lab of their own
+#             (scripts/netlab.sh -p ub<pid> up 1: 192.0.2.1 in ub<pid>-srv,
+#             192.0.2.101 in ub<pid>-c1, a bridge between), removed at exit;
+#             nothing touches real interfaces or the root namespace's sysctls
 # default     --both when root, else --loopback
 #
 # Clients: atftp (blksize 1468 + windowsize 64; blksize 65464) and curl
@@ -19,22 +20,21 @@
 # Environment:
 #   BENCH_RUNS=5          timed runs per pair (1..20)
 #   BENCH_CURL_RUNS=3     the same for the curl rows (lock-step, slow)
-#   BENCH_NETNS_MTU=1500  veth MTU in --netns mode
+#   BENCH_NETNS_MTU=1500  MTU of the lab's links in --netns mode
 #   BENCH_SKIP_BUILD=1    use an existing $MTFTPD_BIN instead of building
 #   BENCH_MTFTPD_FLAGS="--tftp.allow_fragments true"   extra flags for mtftpd serve
 #   MTFTPD_BIN=/tmp/mtftpd-bench
 #   BENCH_CACHE=/var/cache/mtftpd-bench   where the atftpd .deb is unpacked
 #   BENCH_FAULT=sha       test hook: corrupt the first download (must fail)
 #
-# Results: markdown on stdout and in bench-out/unicast-YYYYmmdd-HHMMSS.md.
+# Results: the run as JSON in bench-out/unicast-YYYYmmdd-HHMMSS.json,
+# rendered by `mtftpd bench report unicast` as markdown on stdout and in the
+# same name with .md.
+
+# shellcheck disable=SC2016 # at_exit's commands expand at exit
 set -euo pipefail
-
-prog=bench-unicast
-die() { echo "$prog: FATAL: $*" >&2; exit 1; }
-warn() { echo "$prog: warning: $*" >&2; }
-info() { echo "$prog: $*" >&2; }
-
-usage() { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; }
+# shellcheck source=scripts/bench-lib.sh
+. "$(dirname "$0")/bench-lib.sh"
 
 mode=
 case "${1:-}" in
@@ -49,7 +49,7 @@ if [ "$mode" != loopback ] && [ "$(id -u)" != 0 ]; then
   die "--netns needs root (ip netns)"
 fi
 
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+REPO=$BENCH_REPO
 RUNS=${BENCH_RUNS:-5}
 CURL_RUNS=${BENCH_CURL_RUNS:-3}
 for v in "$RUNS" "$CURL_RUNS"; do
@@ -68,14 +68,13 @@ PORT_atftpd=16971
 SERVERS=(mtftpd tftpd-hpa atftpd)
 CONFIGS=(atftp-1468-w64 atftp-65464 curl-512 curl-1468)
 
-for t in atftp curl ip sha256sum awk ss timeout; do
+for t in atftp curl ip sha256sum jq ss timeout; do
   command -v "$t" >/dev/null || die "missing tool: $t (scripts/test-deps.sh installs the clients)"
 done
 
 # ---------------------------------------------------------------- cleanup
 WORK=
 declare -a SRV_PIDS=()     # every server we started
-declare -a NETNSES=()      # namespaces we created
 declare -A PID_OF=() CG_OF=()
 
 kill_pid_tree() { # pid: TERM the server and its direct children, bounded wait, then KILL
@@ -99,37 +98,11 @@ stop_servers() {
   PID_OF=() CG_OF=()
 }
 
-cleanup() {
-  local rc=$? ns
-  trap - EXIT INT TERM
-  stop_servers
-  for ns in "${NETNSES[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
-  [ -n "$WORK" ] && rm -rf "$WORK"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+at_exit '[ -z "$WORK" ] || rm -rf "$WORK"'
+at_exit 'stop_servers'
 
 # ---------------------------------------------------------------- peers
-build_mtftpd() {
-  if [ "${BENCH_SKIP_BUILD:-}" = 1 ]; then
-    [ -x "$MTFTPD_BIN" ] || die "BENCH_SKIP_BUILD=1 but $MTFTPD_BIN is missing"
-    return
-  fi
-  command -v go >/dev/null || die "go not found"
-  info "building mtftpd -> $MTFTPD_BIN"
-  (cd "$REPO" && timeout 600 go build -o "$MTFTPD_BIN" ./cmd/mtftpd) ||
-    die "go build ./cmd/mtftpd failed"
-}
-
-HPA_BIN=/usr/sbin/in.tftpd
 ATFTPD_BIN=
-have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
-
-# fetch_atftpd, cg_attach, cg_cpu, cg_remove_all
-# shellcheck source=scripts/bench-lib.sh
-. "$REPO/scripts/bench-lib.sh"
 
 server_cpu() { # name -> CPU seconds used so far
   cg_cpu "${CG_OF[$1]:-}" "${PID_OF[$1]}"
@@ -143,7 +116,7 @@ port_of() { local v=PORT_${1//-/_}; echo "${!v}"; }
 available() {
   case $1 in
     mtftpd) return 0 ;;
-    tftpd-hpa) [ -x "$HPA_BIN" ] ;;
+    tftpd-hpa) [ -n "$HPA_BIN" ] ;;
     atftpd) [ -n "$ATFTPD_BIN" ] ;;
   esac
 }
@@ -154,7 +127,8 @@ server_cmd() { # name -> SCMD array
     mtftpd) SCMD=("$MTFTPD_BIN" serve --tftp.listen "$ADDR:$port" --tftp.root "$ROOTDIR"
                   --log.level info --log.format json --tftp.shutdown_grace 1s ${BENCH_MTFTPD_FLAGS:-}) ;;
     # as root, in.tftpd drops to user tftp: ROOTDIR and the file are world-readable
-    tftpd-hpa) SCMD=("$HPA_BIN" --foreground --listen --address "$ADDR:$port" --secure "$ROOTDIR") ;;
+    # --user nobody: an unpacked tftpd-hpa has no user tftp to drop to
+    tftpd-hpa) SCMD=("$HPA_BIN" --foreground --listen --user nobody --address "$ADDR:$port" --secure "$ROOTDIR") ;;
     atftpd) SCMD=("$ATFTPD_BIN" --daemon --no-fork --port "$port" --bind-address "$ADDR"
                   --user root --group root --logfile /dev/null "$ROOTDIR") ;;
   esac
@@ -201,7 +175,7 @@ client_cmd() { # config port out -> CCMD array
   esac
 }
 
-declare -A TIMES=() CPUS=() MT_NEG=() DPS=()
+declare -A TIMES=() CPUS=()
 
 run_pair() { # phase server config
   local phase=$1 srv=$2 cfg=$3 port out clog i t0 t1 rc got c0 c1 mark=0 log
@@ -235,28 +209,21 @@ run_pair() { # phase server config
       die "SHA256 MISMATCH: $phase: $cfg against $srv run $i: got ${got:-<no file>} ($(stat -c %s "$out" 2>/dev/null || echo 0) bytes), want $WANT"
     fi
     [ "$i" = 0 ] && continue
-    TIMES[$phase/$srv/$cfg]+="$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.4f", b-a}') "
-    CPUS[$phase/$srv/$cfg]+="$(awk -v a="$c0" -v b="$c1" 'BEGIN{printf "%.3f", b-a}') "
+    TIMES[$phase/$srv/$cfg]+="$t0,$t1 "
+    CPUS[$phase/$srv/$cfg]+="$c0,$c1 "
   done
-  info "$phase $srv $cfg: ${TIMES[$phase/$srv/$cfg]}s"
+  jq -n -c --arg p "$phase" --arg s "$srv" --arg c "$cfg" --arg t "${TIMES[$phase/$srv/$cfg]}" --arg u "${CPUS[$phase/$srv/$cfg]}" '
+    def deltas: rtrimstr(" ") | split(" ") | map(split(",") | map(tonumber) | .[1] - .[0]);
+    {phase: $p, server: $s, config: $c, wall: ($t | deltas), cpu: ($u | deltas)}' >>"$WORK/results.jsonl"
+  info "$phase $srv $cfg: $(jq -r --arg p "$phase" --arg s "$srv" --arg c "$cfg" \
+    'select(.phase == $p and .server == $s and .config == $c) | .wall | map(. * 10000 | round / 10000 | tostring) | join(" ")' "$WORK/results.jsonl") s"
   if [ "$srv" = mtftpd ]; then
-    # transfer lines of the timed runs: negotiated options and datagrams/syscall
-    local lines; lines=$(tail -n +"$((mark + 1))" "$log" | grep '"message":"transfer"' || true)
-    MT_NEG[$phase/$cfg]=$(printf '%s\n' "$lines" | awk '
-      match($0, /"blksize":[0-9]+/) { b = substr($0, RSTART + 10, RLENGTH - 10) }
-      match($0, /"windowsize":[0-9]+/) { w = substr($0, RSTART + 13, RLENGTH - 13) }
-      END { if (b != "") printf "%s/%s", b, w; else printf "?" }')
-    DPS[$phase/$cfg]=$(printf '%s\n' "$lines" | awk '
-      /"message":"transfer"/ { n++
-        if (match($0, /"datagrams":[0-9]+/)) d += substr($0, RSTART + 12, RLENGTH - 12)
-        if (match($0, /"syscalls":[0-9]+/)) s += substr($0, RSTART + 11, RLENGTH - 11) }
-      END { if (s > 0) printf "%.2f (%d datagrams / %d syscalls over %d transfers)", d / s, d, s, n
-            else printf "n/a (no datagrams/syscalls fields in %d transfer lines)", n }')
+    # mtftpd's transfer lines (JSON) of the timed runs: negotiated options
+    # and datagrams per send syscall
+    tail -n +"$((mark + 1))" "$log" | jq -R -c --arg p "$phase" --arg c "$cfg" 'fromjson? | select(.message? == "transfer") |
+      {phase: $p, config: $c, blksize: (.blksize // 0), windowsize: (.windowsize // 0), datagrams, syscalls}' >>"$WORK/transfers.jsonl"
   fi
 }
-
-median() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{a[NR] = $1} END {
-  if (NR == 0) print ""; else if (NR % 2) print a[(NR + 1) / 2]; else printf "%.4f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
 # ---------------------------------------------------------------- phases
 run_phase() { # phase
@@ -272,142 +239,95 @@ run_phase() { # phase
   stop_servers
 }
 
+# setup_netns: the lab (netlab.sh: server namespace, client namespace, a
+# bridge between; nothing in the root namespace), with the links' MTU set
+# and the socket-buffer sysctls raised inside the lab's namespaces where
+# they are per-namespace on this kernel. The root namespace's are read,
+# never written.
 setup_netns() {
-  local base=mtfb$$ root_vals after
-  SRV_NS=$base-srv CLI_NS=$base-cli
-  ip netns del "$SRV_NS" 2>/dev/null || true
-  ip netns del "$CLI_NS" 2>/dev/null || true
-  ip netns add "$SRV_NS"; NETNSES+=("$SRV_NS")
-  ip netns add "$CLI_NS"; NETNSES+=("$CLI_NS")
-  # the veth pair is created directly inside the namespaces
-  ip -n "$SRV_NS" link add mtfb0 mtu "$NETNS_MTU" type veth peer name mtfb1 mtu "$NETNS_MTU" netns "$CLI_NS"
-  ip -n "$SRV_NS" addr add 192.0.2.1/24 dev mtfb0
-  ip -n "$CLI_NS" addr add 192.0.2.2/24 dev mtfb1
-  ip -n "$SRV_NS" link set lo up; ip -n "$SRV_NS" link set mtfb0 up
-  ip -n "$CLI_NS" link set lo up; ip -n "$CLI_NS" link set mtfb1 up
+  local root_vals ns k v dev
+  LAB=ub$$
+  SRV_NS=$LAB-srv CLI_NS=$LAB-c1
+  lab_up "$LAB" 1
   ADDR=192.0.2.1
-  # Socket-buffer sysctls, only if they are per-namespace on this kernel: an
-  # older kernel does not show net.core.rmem_max inside a child namespace at
-  # all. Belt and braces: the root values are compared before and after.
+  if [ "$NETNS_MTU" != 1500 ]; then
+    for dev in p-srv p-c1; do ip -n "$LAB-sw" link set "$dev" mtu "$NETNS_MTU" || die "cannot set the MTU of $dev"; done
+    ip -n "$LAB-sw" link set br0 mtu "$NETNS_MTU" || die "cannot set the MTU of br0"
+    for ns in "$SRV_NS" "$CLI_NS"; do ip -n "$ns" link set eth0 mtu "$NETNS_MTU" || die "cannot set the MTU of eth0 in $ns"; done
+  fi
   root_vals=$(sysctl -n net.core.rmem_max net.core.wmem_max net.core.rmem_default net.core.wmem_default | paste -sd' ')
-  NETNS_SYSCTL="not changed: net.core.*mem_* are not per-namespace on this kernel (root: rmem_max wmem_max rmem_default wmem_default = $root_vals)"
-  if ip netns exec "$SRV_NS" test -e /proc/sys/net/core/rmem_max &&
-     ! ip netns exec "$SRV_NS" test -e /proc/sys/net/core/netdev_max_backlog &&
-     ! ip netns exec "$SRV_NS" test -w /proc/sys/net/core/rmem_max; then
-    # e.g. 6.x: visible but read-only in child namespaces, mirroring the root's
+  # Per-namespace (hence safe to write) only where a child namespace has
+  # the file and may write it: older kernels do not show it there at all,
+  # 6.x shows it read-only, mirroring the root's.
+  if ! ip netns exec "$SRV_NS" test -e /proc/sys/net/core/rmem_max; then
+    NETNS_SYSCTL="not changed: net.core.*mem_* are not per-namespace on this kernel (root: rmem_max wmem_max rmem_default wmem_default = $root_vals)"
+  elif ! ip netns exec "$SRV_NS" test -w /proc/sys/net/core/rmem_max; then
     NETNS_SYSCTL="not changed: net.core.*mem_* are read-only in child namespaces on this kernel and mirror the root namespace (rmem_max wmem_max rmem_default wmem_default = $root_vals)"
-  elif ip netns exec "$SRV_NS" test -e /proc/sys/net/core/rmem_max &&
-     ! ip netns exec "$SRV_NS" test -e /proc/sys/net/core/netdev_max_backlog; then
-    local ns k v
+  else
     for ns in "$SRV_NS" "$CLI_NS"; do
       for k in rmem_max=16777216 wmem_max=16777216 rmem_default=4194304 wmem_default=4194304; do
         v=${k#*=} k=${k%%=*}
         ip netns exec "$ns" sh -c "echo $v > /proc/sys/net/core/$k" || die "cannot set net.core.$k in $ns"
       done
     done
-    after=$(sysctl -n net.core.rmem_max net.core.wmem_max net.core.rmem_default net.core.wmem_default | paste -sd' ')
-    if [ "$after" != "$root_vals" ]; then
-      set -- $root_vals
-      sysctl -q -w net.core.rmem_max="$1" net.core.wmem_max="$2" net.core.rmem_default="$3" net.core.wmem_default="$4"
-      die "net.core.*mem_* turned out to be global; root values restored to $root_vals"
-    fi
+    [ "$(sysctl -n net.core.rmem_max net.core.wmem_max net.core.rmem_default net.core.wmem_default | paste -sd' ')" = "$root_vals" ] ||
+      die "net.core.*mem_* turned out to be global on this kernel: the root namespace's were $root_vals (restore them by hand)"
     NETNS_SYSCTL="in both namespaces: net.core.rmem_max=wmem_max=16777216, rmem_default=wmem_default=4194304 (per-netns on this kernel; root namespace untouched: $root_vals)"
   fi
-  # sanity: the client's route to the server is the veth
-  ip -n "$CLI_NS" route get 192.0.2.1 | grep -q 'dev mtfb1' || die "veth pair not set up as expected"
+  ip -n "$CLI_NS" route get "$ADDR" | grep -q 'dev eth0' || die "the lab is not set up as expected"
 }
 
 teardown_netns() {
-  local ns
-  for ns in "${NETNSES[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
-  NETNSES=()
+  bash "$NETLAB" -p "$LAB" down >/dev/null 2>&1 || warn "netlab.sh -p $LAB down failed"
   SRV_NS= CLI_NS=
 }
 
 # ---------------------------------------------------------------- report
-fmt_table() { # phase
-  local phase=$1 cfg srv med mbps cpu neg r1 r2
-  local -A MB=()
-  echo "| client options | mtftpd MB/s | tftpd-hpa MB/s | atftpd MB/s | mtftpd/tftpd-hpa | mtftpd/atftpd | server CPU s/run (mtftpd / hpa / atftpd) | mtftpd blksize/window |"
-  echo "|---|---:|---:|---:|---:|---:|---|---|"
+# phase_json PHASE TITLE: one phase of run.json.
+phase_json() {
+  local phase=$1 srv cfg
+  for srv in "${SERVERS[@]}"; do
+    [ -n "${CMD_TEXT[$phase/$srv]:-}" ] && echo "${CMD_TEXT[$phase/$srv]% }"
+  done >"$WORK/scmds.txt"
   for cfg in "${CONFIGS[@]}"; do
-    cpu=
-    for srv in "${SERVERS[@]}"; do
-      med=$(printf '%s' "${TIMES[$phase/$srv/$cfg]:-}" | median)
-      if [ -n "$med" ]; then
-        MB[$srv]=$(awk -v b="$SIZE" -v s="$med" 'BEGIN{printf "%.1f", b / s / 1e6}')
-        cpu+="$(printf '%s' "${CPUS[$phase/$srv/$cfg]}" | median) / "
-      else
-        MB[$srv]=n/a; cpu+="n/a / "
-      fi
-    done
-    r1=$(awk -v a="${MB[mtftpd]}" -v b="${MB[tftpd-hpa]}" 'BEGIN{if (b + 0 > 0 && a + 0 > 0) printf "%.2f×", a / b; else printf "n/a"}')
-    r2=$(awk -v a="${MB[mtftpd]}" -v b="${MB[atftpd]}" 'BEGIN{if (b + 0 > 0 && a + 0 > 0) printf "%.2f×", a / b; else printf "n/a"}')
-    neg=${MT_NEG[$phase/$cfg]:-?}
-    echo "| $cfg | ${MB[mtftpd]} | ${MB[tftpd-hpa]} | ${MB[atftpd]} | $r1 | $r2 | ${cpu% / } | $neg |"
-  done
-  echo
-  echo "mtftpd datagrams per send syscall, atftp-1468-w64 timed runs: ${DPS[$phase/atftp-1468-w64]:-n/a}"
-  echo
-  echo "<details><summary>raw wall times (s) and server CPU (s) per run</summary>"
-  echo
-  for cfg in "${CONFIGS[@]}"; do
-    for srv in "${SERVERS[@]}"; do
-      [ -n "${TIMES[$phase/$srv/$cfg]:-}" ] || continue
-      echo "- $cfg / $srv: wall ${TIMES[$phase/$srv/$cfg]% } | cpu ${CPUS[$phase/$srv/$cfg]% }"
-    done
-  done
-  echo
-  echo "</details>"
+    [ -n "${CMD_TEXT[$phase/client/$cfg]:-}" ] && echo "${CMD_TEXT[$phase/client/$cfg]% }   # $cfg"
+  done >"$WORK/ccmds.txt"
+  jq -n --arg p "$phase" --arg title "$2" --arg sysctl "${3:-}" --slurpfile r "$WORK/results.jsonl" --slurpfile t "$WORK/transfers.jsonl" \
+    --rawfile sc "$WORK/scmds.txt" --rawfile cc "$WORK/ccmds.txt" '
+    def lines: rtrimstr("\n") | if . == "" then [] else split("\n") end;
+    {name: $p, title: $title, results: [$r[] | select(.phase == $p) | del(.phase)],
+     mtftpd_transfers: [$t[] | select(.phase == $p) | del(.phase)],
+     server_commands: ($sc | lines), client_commands: ($cc | lines)} + (if $sysctl != "" then {sysctl: $sysctl} else {} end)'
 }
 
-report() {
-  local phase cfg srv
-  echo "# mtftpd unicast download benchmark"
-  echo
-  echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-  echo "- kernel: $(uname -r)"
-  echo "- CPU: $(lscpu 2>/dev/null | awk -F: '/^Model name/{gsub(/^ +/, "", $2); print $2; exit}') ($(nproc) CPUs)"
-  echo "- mtftpd: $(cd "$REPO" && git describe --tags --always --dirty 2>/dev/null || echo unknown) (go build -o $MTFTPD_BIN ./cmd/mtftpd)"
-  echo "- tftpd-hpa: $(dpkg-query -W -f='${Version}' tftpd-hpa 2>/dev/null || echo n/a); atftpd: $(basename "$(ls -1 "$CACHE"/atftpd_*.deb 2>/dev/null | tail -n1)" 2>/dev/null || echo n/a) (unpacked in $CACHE/atftpd-root)"
-  echo "- clients: atftp $(dpkg-query -W -f='${Version}' atftp 2>/dev/null || echo '?'); $(curl --version | head -n1 | cut -d' ' -f1-2)"
-  echo "- file: $SIZE bytes of random data (sha256 $WANT), on tmpfs; output to tmpfs"
-  echo "- method: per server x client pair, 1 warm-up + $RUNS timed runs ($CURL_RUNS for curl rows), each output sha256-verified;" \
-       "MB/s = $SIZE bytes / median wall time / 1e6 (wall time includes client start-up; in netns mode also \`ip netns exec\`)."
-  echo "  Server CPU = median per run, $( [ "$CG_KIND" = none ] && echo "from /proc/PID/stat (misses tftpd-hpa's forked children)" || echo "from a per-server cgroup ($CG_KIND), which includes tftpd-hpa's forked children")."
-  echo "- tftpd-hpa 5.2 ignores windowsize; atftpd 0.8 and mtftpd grant it. mtftpd caps blksize at the interface MTU - 32."
+run_json() {
+  local phase
   for phase in "${PHASES_RUN[@]}"; do
-    echo
     case $phase in
-      loopback) echo "## loopback (127.0.0.1, root namespace, default socket-buffer sysctls)" ;;
-      netns) echo "## netns (server ns 192.0.2.1 <-veth mtu $NETNS_MTU-> client ns 192.0.2.2)"
-             echo
-             echo "sysctl: $NETNS_SYSCTL" ;;
+      loopback) phase_json loopback "loopback (127.0.0.1, root namespace, default socket-buffer sysctls)" ;;
+      netns) phase_json netns "netns (scripts/netlab.sh -p $LAB up 1: server $LAB-srv 192.0.2.1 <-bridge, mtu $NETNS_MTU-> client $LAB-c1 192.0.2.101)" "$NETNS_SYSCTL" ;;
     esac
-    echo
-    fmt_table "$phase"
-    echo
-    echo "Commands (PORT = $PORT_mtftpd mtftpd, $PORT_tftpd_hpa tftpd-hpa, $PORT_atftpd atftpd):"
-    echo
-    echo '```'
-    for srv in "${SERVERS[@]}"; do
-      [ -n "${CMD_TEXT[$phase/$srv]:-}" ] && echo "${CMD_TEXT[$phase/$srv]% }"
-    done
-    for cfg in "${CONFIGS[@]}"; do
-      [ -n "${CMD_TEXT[$phase/client/$cfg]:-}" ] && echo "${CMD_TEXT[$phase/client/$cfg]% }   # $cfg"
-    done
-    echo '```'
-  done
+  done | jq -n --argjson host "$(host_json)" --arg date "$(date -u +%FT%TZ)" \
+    --arg ver "$(cd "$REPO" && git describe --tags --always --dirty 2>/dev/null || echo unknown)" --arg bin "$MTFTPD_BIN" \
+    --arg hpa "$(hpa_version)" --arg atftpd "$(basename "$(ls -1 "$CACHE"/atftpd_*.deb 2>/dev/null | tail -n1)" 2>/dev/null || echo n/a)" \
+    --arg root "$CACHE/atftpd-root" --arg atftp "$(dpkg-query -W -f='${Version}' atftp 2>/dev/null || echo '?')" \
+    --arg curl "$(curl --version | head -n1 | cut -d' ' -f1-2)" --argjson size "$SIZE" --arg sum "$WANT" \
+    --argjson runs "$RUNS" --argjson curl_runs "$CURL_RUNS" --arg cg "$CG_KIND" \
+    --arg ports "$PORT_mtftpd mtftpd, $PORT_tftpd_hpa tftpd-hpa, $PORT_atftpd atftpd" \
+    --arg servers "${SERVERS[*]}" --arg configs "${CONFIGS[*]}" '
+    {date: $date, host: $host, version: $ver, bin: $bin, tftpd_hpa: $hpa, atftpd: $atftpd, atftpd_root: $root,
+     atftp: $atftp, curl: $curl, size: $size, sha256: $sum, runs: $runs, curl_runs: $curl_runs, cg_kind: $cg,
+     ports: $ports, servers: ($servers | split(" ")), configs: ($configs | split(" ")), phases: [inputs]}'
 }
 
 # ---------------------------------------------------------------- main
 start=$(date +%s)
-build_mtftpd
-[ -x "$HPA_BIN" ] || warn "tftpd-hpa ($HPA_BIN) not installed; skipping it"
+build_mtftpd "$MTFTPD_BIN"
+[ -n "$HPA_BIN" ] || warn "tftpd-hpa's in.tftpd not found (installed, or unpacked by scripts/test-deps.sh in $HPA_UNPACKED); skipping it"
 command -v dpkg >/dev/null && command -v apt-get >/dev/null && fetch_atftpd ||
   { [ -n "$ATFTPD_BIN" ] || warn "no atftpd; skipping it"; }
 
-if [ -d /dev/shm ] && [ "$(df -Pk /dev/shm | awk 'NR==2{print $4}')" -gt $((4 * SIZE / 1024)) ]; then
+if [ -d /dev/shm ] && [ "$(df -k --output=avail /dev/shm | tail -n1)" -gt $((4 * SIZE / 1024)) ]; then
   WORK=$(mktemp -d /dev/shm/mtftpd-bench.XXXXXX)
 else
   WORK=$(mktemp -d /tmp/mtftpd-bench.XXXXXX)
@@ -420,6 +340,8 @@ head -c "$SIZE" /dev/urandom >"$ROOTDIR/$FILE"
 echo ready >"$ROOTDIR/ready.txt"
 chmod 644 "$ROOTDIR/$FILE" "$ROOTDIR/ready.txt"
 WANT=$(sha256sum "$ROOTDIR/$FILE" | cut -d' ' -f1)
+: >"$WORK/results.jsonl"
+: >"$WORK/transfers.jsonl"
 
 PHASES_RUN=()
 if [ "$mode" = loopback ] || [ "$mode" = both ]; then
@@ -437,6 +359,8 @@ if [ "$mode" = netns ] || [ "$mode" = both ]; then
 fi
 
 mkdir -p "$REPO/bench-out"
-md=$REPO/bench-out/unicast-$(date +%Y%m%d-%H%M%S).md
-report | tee "$md"
-info "wrote $md in $(( $(date +%s) - start )) s"
+out=$REPO/bench-out/unicast-$(date +%Y%m%d-%H%M%S)
+run_json >"$out.json"
+"$MTFTPD_BIN" bench report unicast --in "$out.json" -o "$out.md" || die "bench report unicast failed (the run is in $out.json)"
+cat "$out.md"
+info "wrote $out.md in $(( $(date +%s) - start )) s"

@@ -24,15 +24,20 @@
 # first sample plus a margin (a leak). Needs root, ip, nft, curl, atftp.
 # Output: OUT_DIR (default a temp dir) holds soak.csv, soak.png,
 # server.log, the loops' logs and summary.txt.
-set -euo pipefail
 
-usage() { echo "usage: soak.sh DURATION [OUT_DIR]   (DURATION: 120s, 20m, 1h)" >&2; exit 2; }
-[ $# -ge 1 ] || usage
+# shellcheck disable=SC2016 # at_exit's commands expand at exit
+set -euo pipefail
+prog=soak
+# shellcheck source=scripts/bench-lib.sh
+. "$(dirname "$0")/bench-lib.sh"
+
+misuse() { echo "usage: soak.sh DURATION [OUT_DIR]   (DURATION: 120s, 20m, 1h)" >&2; exit 2; }
+[ $# -ge 1 ] || misuse
 case $1 in
   *h) DUR=$(( ${1%h} * 3600 )) ;;
   *m) DUR=$(( ${1%m} * 60 )) ;;
   *s) DUR=${1%s} ;;
-  *[!0-9]*|'') usage ;;
+  *[!0-9]*|'') misuse ;;
   *) DUR=$1 ;;
 esac
 [ "$DUR" -ge 30 ] && [ "$DUR" -le 86400 ] || { echo "soak: DURATION must be 30s..24h" >&2; exit 2; }
@@ -41,8 +46,6 @@ SAMPLE=${SOAK_SAMPLE:-$([ "$DUR" -lt 600 ] && echo 10 || echo 60)}
 # steady load, not throughput, and the machine is shared.
 PAUSE=${SOAK_PAUSE:-1}
 
-REPO=$(cd "$(dirname "$0")/.." && pwd)
-NETLAB=$REPO/scripts/netlab.sh
 # A prefix of its own: two soaks (a CI run beside `make soak`) must not
 # take down each other's lab.
 PREFIX=${SOAK_PREFIX:-sk$$}
@@ -54,33 +57,23 @@ SRV=192.0.2.1
 HTTP=$SRV:8080
 SRV_NS=$PREFIX-srv
 
-die() { echo "soak: $*" >&2; exit 1; }
+at_exit 'rm -rf "$WORK"'
 [ "$(id -u)" -eq 0 ] || die "needs root (network namespaces)"
 for t in ip nft curl atftp; do command -v "$t" >/dev/null || die "$t not installed (scripts/test-deps.sh)"; done
 
-SRV_PID=
-cleanup() {
-  set +e
-  [ -n "$SRV_PID" ] && kill "$SRV_PID" 2>/dev/null && wait "$SRV_PID" 2>/dev/null
-  bash "$NETLAB" -p "$PREFIX" down >/dev/null 2>&1
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
 BIN=${MTFTPD_BIN:-$WORK/mtftpd}
-if [ -z "${MTFTPD_BIN:-}" ]; then
-  (cd "$REPO" && CGO_ENABLED=0 go build -o "$BIN" ./cmd/mtftpd) || die "go build failed"
-fi
+[ -n "${MTFTPD_BIN:-}" ] && BENCH_SKIP_BUILD=1
+build_mtftpd "$BIN"
 
 bash "$NETLAB" -p "$PREFIX" down >/dev/null 2>&1 || true
-bash "$NETLAB" -p "$PREFIX" up 4 >/dev/null || die "netlab.sh up failed"
+lab_up "$PREFIX" 4
 
 mkdir -p "$WORK/root"
 head -c $((4 << 20)) /dev/urandom >"$WORK/root/mid.bin"
 head -c $((16 << 20)) /dev/urandom >"$WORK/root/big.img"
 head -c 65536 /dev/urandom >"$WORK/root/small.bin"
 (cd "$WORK/root" && sha256sum ./* >"$WORK/sums")
-sum_of() { awk -v f="./$1" '$2 == f { print $1 }' "$WORK/sums"; }
+sum_of() { grep " \./$1\$" "$WORK/sums" | cut -d' ' -f1; }
 
 cat >"$WORK/mtftpd.toml" <<EOF
 [tftp]
@@ -104,6 +97,7 @@ level = "info"
 EOF
 ip netns exec "$SRV_NS" "$BIN" serve --config "$WORK/mtftpd.toml" 2>"$OUT/server.log" &
 SRV_PID=$!
+at_exit 'stop_pid "$SRV_PID"'
 for _ in $(seq 1 100); do
   ip netns exec "$SRV_NS" curl -fs -o /dev/null "http://$HTTP/metrics" && break
   sleep 0.1
@@ -113,7 +107,7 @@ ip netns exec "$SRV_NS" curl -fs -o /dev/null "http://$HTTP/metrics" || die "ser
 END=$(( $(date +%s) + DUR ))
 # check FILE NAME LOG: compare FILE with the served NAME; count a failure.
 check() {
-  local got; got=$(sha256sum "$1" 2>/dev/null | awk '{print $1}')
+  local got; got=$(sha256sum "$1" 2>/dev/null | cut -d' ' -f1)
   if [ "$got" = "$(sum_of "$2")" ]; then echo ok; else echo "FAIL $2: sha256 ${got:-none}" >>"$3"; echo fail; fi
 }
 loop_unicast() {
@@ -173,17 +167,21 @@ loop_dhcp() {
 fails() { cat "$OUT"/c[1-4].log 2>/dev/null | grep -c '^FAIL' || true; }
 oks() { cat "$OUT"/c[1-4].log 2>/dev/null | grep -c '^ok' || true; }
 
-metric() { # NAME [LABEL-FILTER]: sum of a metric's samples in $METRICS
-  awk -v m="$1" -v f="${2:-}" '$1 ~ "^"m"({|$)" && index($1, f) { s += $NF } END { printf "%.0f", s }' <<<"$METRICS"
-}
+# The server's /metrics are read by `mtftpd bench soak` (bench/soak.go):
+# a snapshot to a CSV row here, the first and last snapshots judged at the
+# end. snapshot FILE saves one; sample appends its row to soak.csv.
 START=$(date +%s)
-echo "elapsed_s,rss_mb,heap_mb,goroutines,fds,tftp_active,tftp_completed,tftp_failed,dhcp_ack,dhcp_nak,http_5xx,load_ok,load_fail" >"$OUT/soak.csv"
+"$BIN" bench soak --header >"$OUT/soak.csv"
+snapshot() { ip netns exec "$SRV_NS" curl -fs -m 10 -o "$1" "http://$HTTP/metrics"; }
+ROW=
 sample() {
-  METRICS=$(ip netns exec "$SRV_NS" curl -fs -m 10 "http://$HTTP/metrics" || true)
-  [ -n "$METRICS" ] || { echo "soak: /metrics did not answer" >&2; return 0; }
-  echo "$(( $(date +%s) - START )),$(awk -v b="$(metric process_resident_memory_bytes)" 'BEGIN{printf "%.1f", b/1048576}'),$(awk -v b="$(metric go_memstats_heap_alloc_bytes)" 'BEGIN{printf "%.1f", b/1048576}'),$(metric go_goroutines),$(metric process_open_fds),$(metric mtftpd_tftp_active),$(metric mtftpd_tftp_completed_total),$(metric mtftpd_tftp_failed_total),$(metric mtftpd_dhcp_ack_total),$(metric mtftpd_dhcp_nak_total),$(metric mtftpd_http_responses_total 'code="5'),$(oks),$(fails)" >>"$OUT/soak.csv"
+  snapshot "$WORK/last.prom" || { echo "soak: /metrics did not answer" >&2; ROW=; return 0; }
+  ROW=$("$BIN" bench soak --row --elapsed $(( $(date +%s) - START )) --load-ok "$(oks)" --load-fail "$(fails)" "$WORK/last.prom") ||
+    { echo "soak: cannot read /metrics" >&2; ROW=; return 0; }
+  echo "$ROW" >>"$OUT/soak.csv"
 }
 sample # the baseline, before any load
+cp "$WORK/last.prom" "$WORK/first.prom" || die "the first /metrics sample failed"
 loop_unicast & L1=$!
 loop_multicast & L2=$!
 loop_http & L3=$!
@@ -197,8 +195,8 @@ done
 wait "$L1" "$L2" "$L3" "$L4" || true
 # Drain: every transfer done and reaped (bounded), then the last sample.
 for _ in $(seq 1 60); do
-  METRICS=$(ip netns exec "$SRV_NS" curl -fs -m 10 "http://$HTTP/metrics" || true)
-  [ "$(metric mtftpd_tftp_active)" = 0 ] && break
+  snapshot "$WORK/drain.prom" &&
+    [ "$("$BIN" bench soak --row "$WORK/drain.prom" | cut -d, -f6)" = 0 ] && break
   sleep 1
 done
 sleep 2
@@ -224,27 +222,20 @@ plot "$OUT/soak.csv" using 1:2 with linespoints title "RSS MB" axes x1y1, \
      "" using 1:5 with linespoints title "open fds" axes x1y2
 EOF
 fi
-first=$(sed -n 2p "$OUT/soak.csv") last=$(tail -n 1 "$OUT/soak.csv")
-col() { cut -d, -f"$2" <<<"$1"; }
-max_col() { tail -n +2 "$OUT/soak.csv" | cut -d, -f"$1" | sort -g | tail -n 1; }
 loadfail=$(fails) loadok=$(oks)
 srv_errors=$(grep -c '"level":"error"\|panic' "$OUT/server.log" || true)
 status=0
+# After the drain only the idle server is left: goroutines and fds back
+# near the first sample (bench soak fails otherwise: a leak).
+[ -n "$ROW" ] || { echo "soak: the last /metrics sample failed" >&2; status=1; }
 {
   echo "soak ${DUR}s, samples every ${SAMPLE}s: $OUT/soak.csv"
-  echo "RSS MB: first $(col "$first" 2), max $(max_col 2), last $(col "$last" 2)"
-  echo "goroutines: first $(col "$first" 4), max $(max_col 4), after drain $(col "$last" 4)"
-  echo "open fds: first $(col "$first" 5), max $(max_col 5), after drain $(col "$last" 5)"
-  echo "tftp transfers completed $(col "$last" 7), failed $(col "$last" 8); dhcp ACKs $(col "$last" 9), NAKs $(col "$last" 10); http 5xx $(col "$last" 11)"
+  "$BIN" bench soak --csv "$OUT/soak.csv" "$WORK/first.prom" "$WORK/last.prom" 2>&1 || echo "LEAK" >"$WORK/leak"
   echo "load loops: $loadok ok, $loadfail failed; server error/panic log lines: $srv_errors"
 } | tee "$OUT/summary.txt"
+[ ! -e "$WORK/leak" ] || status=1
 if [ "$loadfail" -gt 0 ]; then grep -h '^FAIL' "$OUT"/c[1-4].log | sort | uniq -c | head >&2; status=1; fi
 [ "$srv_errors" -eq 0 ] || { grep '"level":"error"\|panic' "$OUT/server.log" | head -n 5 >&2; status=1; }
 [ "$loadok" -gt 0 ] || { echo "soak: no load completed at all" >&2; status=1; }
-# After the drain only the idle server is left: goroutines and fds back
-# near the baseline (margin: the metrics scrape's own connection and the
-# runtime's spare workers).
-[ "$(col "$last" 4)" -le $(( $(col "$first" 4) + 10 )) ] || { echo "soak: goroutines $(col "$first" 4) -> $(col "$last" 4) after the drain: leak" >&2; status=1; }
-[ "$(col "$last" 5)" -le $(( $(col "$first" 5) + 5 )) ] || { echo "soak: fds $(col "$first" 5) -> $(col "$last" 5) after the drain: leak" >&2; status=1; }
 [ "$status" -eq 0 ] && echo "soak: PASS" || echo "soak: FAIL" >&2
 exit "$status"

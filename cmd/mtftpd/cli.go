@@ -48,6 +48,8 @@ func init() {
 		{"bench mcast", "", "multicast load test: N receivers of one dialect download one file together", benchMCastAbout, runBenchMCast},
 		{"bench dhcp", "", "DHCP storm: N clients do DISCOVER/OFFER/REQUEST/ACK on --iface (lab networks only)", "", runBenchDHCP},
 		{"bench compare", "A.json B.json", "print B/A for the main figures of two bench --json reports", "", runBenchCompare},
+		{"bench report", "KIND", "render a benchmark script's JSON run as markdown (docs/benchmarks*.md)", benchReportAbout, runBenchReport},
+		{"bench soak", "[FIRST LAST]", "scripts/soak.sh's /metrics reading: a snapshot as a CSV row, or the leak check of two", benchSoakCheckAbout, runBenchSoakCheck},
 		{"version", "", "print the version", "", runVersion},
 		{"help", "[COMMAND]", "list the commands, or print one command's usage and flags", "", runHelp},
 	}

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"net/netip"
 	"os"
 	"reflect"
 	"slices"
@@ -196,7 +197,7 @@ func TestChanged(t *testing.T) {
 	}
 	b := Defaults()
 	b.Log.Level = "debug"
-	b.TFTP.Listen = "127.0.0.1:69"
+	b.TFTP.Listen = netip.MustParseAddrPort("127.0.0.1:69")
 	b.TFTP.MinRTO = Duration{time.Second}
 	b.DHCP.Boot = []BootRule{{Name: "x", File: "y"}}
 	b.DHCP.Interfaces = []string{"eth1"}

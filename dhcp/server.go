@@ -208,25 +208,7 @@ func (s *Server) validate() error {
 		sub.idx = len(s.subnets)
 		s.subnets = append(s.subnets, sub)
 	}
-	s.hostByMAC = make(map[string]*host)
-	s.staticIP = make(map[netip.Addr]*host)
-	for i, h := range s.Hosts {
-		t, err := compileFile("host "+h.MAC.String(), h.BootFile)
-		switch {
-		case len(h.MAC) == 0 || s.hostByMAC[string(h.MAC)] != nil:
-			bad("Hosts[%d]: MAC %q is empty or listed twice", i, h.MAC)
-		case h.IP.IsValid() && !h.IP.Is4():
-			bad("Hosts[%d].IP: %v is not IPv4", i, h.IP)
-		case err != nil:
-			bad("Hosts[%d].BootFile: %w", i, err)
-		default:
-			hh := &host{Host: h, tmpl: t}
-			s.hostByMAC[string(h.MAC)] = hh
-			if h.IP.IsValid() {
-				s.staticIP[h.IP] = hh
-			}
-		}
-	}
+	s.indexHosts(bad)
 	rules := s.Rules
 	if rules == nil {
 		rules = DefaultBootRules()
@@ -255,6 +237,30 @@ func (s *Server) validate() error {
 		s.store = newLeaseStore(s.LeaseFile, s.encodeLeases, s.leaseWritten)
 	}
 	return nil
+}
+
+// indexHosts indexes Hosts by MAC and static address, with their boot
+// file templates.
+func (s *Server) indexHosts(bad func(format string, a ...any)) {
+	s.hostByMAC = make(map[string]*host)
+	s.staticIP = make(map[netip.Addr]*host)
+	for i, h := range s.Hosts {
+		t, err := compileFile("host "+h.MAC.String(), h.BootFile)
+		switch {
+		case len(h.MAC) == 0 || s.hostByMAC[string(h.MAC)] != nil:
+			bad("Hosts[%d]: MAC %q is empty or listed twice", i, h.MAC.String())
+		case h.IP.IsValid() && !h.IP.Is4():
+			bad("Hosts[%d].IP: %v is not IPv4", i, h.IP)
+		case err != nil:
+			bad("Hosts[%d].BootFile: %w", i, err)
+		default:
+			hh := &host{Host: h, tmpl: t}
+			s.hostByMAC[string(h.MAC)] = hh
+			if h.IP.IsValid() {
+				s.staticIP[h.IP] = hh
+			}
+		}
+	}
 }
 
 // listenAddr is Addr as the sockets take it: ":67" when unset.

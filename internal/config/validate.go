@@ -62,27 +62,10 @@ func (c *Config) validateTFTP(bad reporter) {
 	if t.MaxWindowBytes < 512 {
 		bad("tftp.max_window_bytes", "%d is below one 512-byte block", t.MaxWindowBytes)
 	}
-	if t.MaxUploadSize < 0 {
-		bad("tftp.max_upload_size", "%d is negative", t.MaxUploadSize)
-	}
-	if t.WriteQuota < 0 {
-		bad("tftp.write_quota", "%d is negative (0 = no quota)", t.WriteQuota)
-	}
-	if t.MinRTO.Duration <= 0 {
-		bad("tftp.min_rto", "%s must be positive", t.MinRTO)
-	}
-	if t.MaxRTO.Duration < t.MinRTO.Duration {
-		bad("tftp.max_rto", "%s is below min_rto %s", t.MaxRTO, t.MinRTO)
-	}
-	if t.InitialRTO.Duration < t.MinRTO.Duration || t.InitialRTO.Duration > t.MaxRTO.Duration {
-		bad("tftp.initial_rto", "%s is outside min_rto..max_rto (%s..%s)", t.InitialRTO, t.MinRTO, t.MaxRTO)
-	}
-	if t.Retries < 1 || t.Retries > 100 {
-		bad("tftp.retries", "%d is outside 1..100", t.Retries)
-	}
-	if t.StallTimeout.Duration < 0 {
-		bad("tftp.stall_timeout", "%s is negative", t.StallTimeout)
-	}
+	checkMin(bad, "tftp.max_upload_size", t.MaxUploadSize, 0, "is negative")
+	checkMin(bad, "tftp.write_quota", t.WriteQuota, 0, "is negative (0 = no quota)")
+	checkMin(bad, "tftp.max_requests_per_sec", int64(t.MaxRequestRate), 0, "is negative (0 = unlimited)")
+	checkMin(bad, "tftp.request_burst", int64(t.RequestBurst), 0, "is negative")
 	for _, n := range []struct {
 		key string
 		v   int
@@ -90,24 +73,35 @@ func (c *Config) validateTFTP(bad reporter) {
 		{"tftp.max_sessions", t.MaxSessions}, {"tftp.max_per_client", t.MaxPerClient},
 		{"tftp.max_unconfirmed", t.MaxUnconfirmed}, {"tftp.max_unconfirmed_per_prefix", t.MaxUnconfirmedPerPrefix},
 	} {
-		if n.v < 1 {
-			bad(n.key, "%d must be at least 1", n.v)
+		checkMin(bad, n.key, int64(n.v), 1, "must be at least 1")
+	}
+	checkRange(bad, "tftp.retries", t.Retries, 1, 100)
+	for _, d := range []struct {
+		key      string
+		v        Duration
+		positive bool
+	}{
+		{"tftp.min_rto", t.MinRTO, true}, {"tftp.confirm_timeout", t.ConfirmTimeout, true}, {"tftp.session_lifetime", t.Lifetime, true},
+		{"tftp.stall_timeout", t.StallTimeout, false}, {"tftp.shutdown_grace", t.ShutdownGrace, false},
+	} {
+		if d.positive && d.v.Duration <= 0 {
+			bad(d.key, "%s must be positive", d.v)
+		} else if d.v.Duration < 0 {
+			bad(d.key, "%s is negative", d.v)
 		}
 	}
-	if t.ConfirmTimeout.Duration <= 0 {
-		bad("tftp.confirm_timeout", "%s must be positive", t.ConfirmTimeout)
+	if t.MaxRTO.Duration < t.MinRTO.Duration {
+		bad("tftp.max_rto", "%s is below min_rto %s", t.MaxRTO, t.MinRTO)
 	}
-	if t.MaxRequestRate < 0 {
-		bad("tftp.max_requests_per_sec", "%d is negative (0 = unlimited)", t.MaxRequestRate)
+	if t.InitialRTO.Duration < t.MinRTO.Duration || t.InitialRTO.Duration > t.MaxRTO.Duration {
+		bad("tftp.initial_rto", "%s is outside min_rto..max_rto (%s..%s)", t.InitialRTO, t.MinRTO, t.MaxRTO)
 	}
-	if t.RequestBurst < 0 {
-		bad("tftp.request_burst", "%d is negative", t.RequestBurst)
-	}
-	if t.Lifetime.Duration <= 0 {
-		bad("tftp.session_lifetime", "%s must be positive", t.Lifetime)
-	}
-	if t.ShutdownGrace.Duration < 0 {
-		bad("tftp.shutdown_grace", "%s is negative", t.ShutdownGrace)
+}
+
+// checkMin reports a number below lo; problem says what is wrong.
+func checkMin(bad reporter, key string, v, lo int64, problem string) {
+	if v < lo {
+		bad(key, "%d %s", v, problem)
 	}
 }
 

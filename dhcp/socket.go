@@ -196,7 +196,7 @@ func (ss *Sockets) Close() {
 
 // listen opens every socket or none.
 func (s *Server) listen(ctx context.Context) ([]*sock, error) {
-	host, _, _ := net.SplitHostPort(s.addr) // validated
+	host, _, _ := net.SplitHostPort(s.addr) // host:port, made by listenAddr
 	type want struct {
 		addr string
 		role int

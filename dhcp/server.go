@@ -300,7 +300,6 @@ func newSubnet(sn Subnet) (*subnet, error) {
 	p, first, last := sn.Prefix.Masked(), sn.RangeStart, sn.RangeEnd
 	if !p.Addr().Is4() || !first.Is4() || !last.Is4() || !p.Contains(first) || !p.Contains(last) || last.Less(first) ||
 		u32(last)-u32(first) >= maxRangeSize {
-		//lint:ignore ST1005 config errors start with the Go field they name (PXEMTFTP.Groups, Rules[i], Prefix)
 		return nil, fmt.Errorf("Prefix/RangeStart/RangeEnd: %v, %v–%v is not an IPv4 prefix with a range of at most %d addresses inside it, in order",
 			sn.Prefix, first, last, maxRangeSize)
 	}

@@ -93,10 +93,11 @@ func runServe(args []string) error {
 		return err
 	}
 	svc, err := buildServices(cfg, *demo, ports, log)
-	defer svc.Close()
 	if err != nil {
+		svc.Close() // what was built before the failure
 		return err
 	}
+	defer svc.Close()
 	if svc.demoDir != "" {
 		printDemoHelp(cfg.TFTP.Listen, cfg.HTTP.Listen)
 	}

@@ -182,7 +182,7 @@ func valueError(text string, pe toml.ParseError) error {
 	if !ok {
 		return nil
 	}
-	return fmt.Errorf("config: line %d: %s: %q is not %s", pe.Line, name, fmt.Sprint(val), textForm(t))
+	return fmt.Errorf("config: line %d: %s: %q is not %s", pe.Position.Line, name, fmt.Sprint(val), textForm(t))
 }
 
 // fieldType is the type of the field that the toml key path names.

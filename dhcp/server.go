@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -113,9 +112,9 @@ type Server struct {
 	MaxPerMAC int
 	// LeaseFile persists leases as JSON; "" keeps them in memory only.
 	LeaseFile string
-	// Addr is the listen address, default ":67". Proxy mode also
+	// Addr is the listen address, default 0.0.0.0:67. Proxy mode also
 	// listens on Addr's host at ProxyPort (default 4011).
-	Addr      string
+	Addr      netip.AddrPort
 	ProxyPort int
 	// Sockets, if set, are used by Serve instead of opening Addr and
 	// ProxyPort itself (Listen: bind, drop privileges, then Serve).
@@ -172,15 +171,20 @@ type host struct {
 	tmpl *template.Template
 }
 
-// setup validates and normalises the configuration once and loads the
-// lease file. Serve and the first Handle call it.
+// setup normalises the configuration once and loads the lease file.
+// Serve and the first Handle call it.
 func (s *Server) setup() error {
 	s.setupOnce.Do(func() { s.setupErr = s.validate() })
 	return s.setupErr
 }
 
-// validate checks every field, naming it in the error, and fills the
-// normalised copies.
+// validate fills the normalised copies of the fields. Every key of the
+// config file is checked, naming it, by internal/config's Validate;
+// here only what the server's own structures rely on is guarded, for a
+// Server built by hand (tests, library use): a known mode, IPv4 subnets
+// whose range fits the pool (its arithmetic and bitset, pool.go), one
+// host per MAC, static addresses in IPv4, and templates that compile.
+// What a bad value elsewhere costs is a wrong answer, never a crash.
 func (s *Server) validate() error {
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
@@ -201,50 +205,10 @@ func (s *Server) validate() error {
 			bad("Subnets[%d]: %w", i, err)
 			continue
 		}
-		for j, o := range s.subnets {
-			if o.Prefix.Overlaps(sub.Prefix) {
-				bad("Subnets[%d]: %v overlaps Subnets[%d] %v", i, sub.Prefix, j, o.Prefix)
-			}
-		}
 		sub.idx = len(s.subnets)
 		s.subnets = append(s.subnets, sub)
 	}
-	for i, p := range s.Relays {
-		if !p.IsValid() || !p.Addr().Unmap().Is4() {
-			bad("Relays[%d]: %v is not an IPv4 prefix", i, p)
-		}
-	}
-	s.hostByMAC = make(map[string]*host)
-	s.staticIP = make(map[netip.Addr]*host)
-	for i, h := range s.Hosts {
-		if len(h.MAC) == 0 {
-			bad("Hosts[%d]: MAC is empty", i)
-			continue
-		}
-		if s.hostByMAC[string(h.MAC)] != nil {
-			bad("Hosts[%d]: MAC %v listed twice", i, h.MAC)
-			continue
-		}
-		t, err := compileFile("host "+h.MAC.String(), h.BootFile)
-		if err != nil {
-			bad("Hosts[%d].BootFile: %w", i, err)
-			continue
-		}
-		hh := &host{Host: h, tmpl: t}
-		if h.IP.IsValid() {
-			switch {
-			case !h.IP.Is4():
-				bad("Hosts[%d].IP: %v is not IPv4", i, h.IP)
-			case s.staticIP[h.IP] != nil:
-				bad("Hosts[%d].IP: %v is also %v's", i, h.IP, s.staticIP[h.IP].MAC)
-			case s.mode == ModeServer && s.subnetOf(h.IP) == nil:
-				bad("Hosts[%d].IP: %v is in no Subnets prefix", i, h.IP)
-			default:
-				s.staticIP[h.IP] = hh
-			}
-		}
-		s.hostByMAC[string(h.MAC)] = hh
-	}
+	s.indexHosts(bad)
 	rules := s.Rules
 	if rules == nil {
 		rules = DefaultBootRules()
@@ -254,38 +218,11 @@ func (s *Server) validate() error {
 		errs = append(errs, err)
 	}
 	s.rules = rs
-	if s.TFTPServer.IsValid() && !s.TFTPServer.Is4() {
-		bad("TFTPServer: %v is not IPv4", s.TFTPServer)
-	}
-	if s.HTTPBase != "" {
-		u, err := url.Parse(s.HTTPBase)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			bad("HTTPBase: %q is not an absolute http(s) URL", s.HTTPBase)
-		}
-		s.httpBase = strings.TrimRight(s.HTTPBase, "/")
-	}
-	s.addr = s.Addr
-	if s.addr == "" {
-		s.addr = ":" + strconv.Itoa(PortServer)
-	}
-	if h, p, err := net.SplitHostPort(s.addr); err != nil {
-		bad("Addr: %v", err)
-	} else if _, err := strconv.ParseUint(p, 10, 16); err != nil {
-		bad("Addr: port %q", p)
-	} else if a, err := netip.ParseAddr(h); h != "" && (err != nil || !a.Is4()) {
-		bad("Addr: host %q is not an IPv4 address", h)
-	}
+	s.httpBase = strings.TrimRight(s.HTTPBase, "/")
+	s.addr = listenAddr(s.Addr)
 	s.proxyPort = s.ProxyPort
 	if s.proxyPort == 0 {
 		s.proxyPort = PortProxy
-	}
-	if s.proxyPort < 0 || s.proxyPort > 65535 {
-		bad("ProxyPort: %d out of range", s.ProxyPort)
-	}
-	for i, name := range s.Interfaces {
-		if name == "" {
-			bad("Interfaces[%d]: empty name", i)
-		}
 	}
 	s.validateMTFTP(bad)
 	if len(errs) > 0 {
@@ -300,6 +237,38 @@ func (s *Server) validate() error {
 		s.store = newLeaseStore(s.LeaseFile, s.encodeLeases, s.leaseWritten)
 	}
 	return nil
+}
+
+// indexHosts indexes Hosts by MAC and static address, with their boot
+// file templates.
+func (s *Server) indexHosts(bad func(format string, a ...any)) {
+	s.hostByMAC = make(map[string]*host)
+	s.staticIP = make(map[netip.Addr]*host)
+	for i, h := range s.Hosts {
+		t, err := compileFile("host "+h.MAC.String(), h.BootFile)
+		switch {
+		case len(h.MAC) == 0 || s.hostByMAC[string(h.MAC)] != nil:
+			bad("Hosts[%d]: MAC %q is empty or listed twice", i, h.MAC.String())
+		case h.IP.IsValid() && !h.IP.Is4():
+			bad("Hosts[%d].IP: %v is not IPv4", i, h.IP)
+		case err != nil:
+			bad("Hosts[%d].BootFile: %w", i, err)
+		default:
+			hh := &host{Host: h, tmpl: t}
+			s.hostByMAC[string(h.MAC)] = hh
+			if h.IP.IsValid() {
+				s.staticIP[h.IP] = hh
+			}
+		}
+	}
+}
+
+// listenAddr is Addr as the sockets take it: ":67" when unset.
+func listenAddr(a netip.AddrPort) string {
+	if !a.IsValid() {
+		return ":" + strconv.Itoa(PortServer)
+	}
+	return a.String()
 }
 
 // newTable is an empty lease table with one pool per subnet. A pool never
@@ -324,23 +293,23 @@ func (s *Server) newTable() leaseTable {
 	return t
 }
 
+// newSubnet derives a subnet's pool bounds, mask and lease time. Its
+// prefix and range must be IPv4 and the range inside the prefix, in
+// order, at most maxRangeSize long: the pool's arithmetic needs it.
 func newSubnet(sn Subnet) (*subnet, error) {
-	var errs []error
-	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
-	if !sn.Prefix.IsValid() || !sn.Prefix.Addr().Is4() {
-		//lint:ignore ST1005 config errors start with the Go field they name (PXEMTFTP.Groups, Rules[i], Prefix)
-		return nil, fmt.Errorf("Prefix: %v is not an IPv4 prefix", sn.Prefix)
+	p, first, last := sn.Prefix.Masked(), sn.RangeStart, sn.RangeEnd
+	if !p.Addr().Is4() || !first.Is4() || !last.Is4() || !p.Contains(first) || !p.Contains(last) || last.Less(first) ||
+		u32(last)-u32(first) >= maxRangeSize {
+		return nil, fmt.Errorf("Prefix/RangeStart/RangeEnd: %v, %v–%v is not an IPv4 prefix with a range of at most %d addresses inside it, in order",
+			sn.Prefix, first, last, maxRangeSize)
 	}
-	sn.Prefix = sn.Prefix.Masked()
-	sub := &subnet{Subnet: sn, lease: sn.LeaseTime}
+	sn.Prefix = p
+	sub := &subnet{Subnet: sn, lease: sn.LeaseTime, start: u32(first), end: u32(last)}
 	if sub.lease == 0 {
 		sub.lease = DefaultLeaseTime
 	}
-	if sub.lease < 0 || sub.lease/time.Second > 0xFFFFFFFE {
-		bad("LeaseTime: %v out of range", sn.LeaseTime)
-	}
-	bits := sn.Prefix.Bits()
-	base := u32(sn.Prefix.Addr())
+	bits := p.Bits()
+	base := u32(p.Addr())
 	hostMask := uint32(1)<<(32-bits) - 1
 	if bits == 0 {
 		hostMask = ^uint32(0)
@@ -348,33 +317,6 @@ func newSubnet(sn Subnet) (*subnet, error) {
 	sub.mask = net.CIDRMask(bits, 32)
 	if bits <= 30 { // /31 and /32 have no network or broadcast address (RFC 3021)
 		sub.network, sub.broadcast = addrU32(base), addrU32(base|hostMask)
-	}
-	switch {
-	case !sn.RangeStart.Is4() || !sn.RangeEnd.Is4():
-		bad("RangeStart/RangeEnd: %v–%v is not an IPv4 range", sn.RangeStart, sn.RangeEnd)
-	case !sn.Prefix.Contains(sn.RangeStart) || !sn.Prefix.Contains(sn.RangeEnd):
-		bad("RangeStart/RangeEnd: %v–%v is not inside %v", sn.RangeStart, sn.RangeEnd, sn.Prefix)
-	case sn.RangeEnd.Less(sn.RangeStart):
-		bad("RangeEnd: %v is before RangeStart %v", sn.RangeEnd, sn.RangeStart)
-	default:
-		sub.start, sub.end = u32(sn.RangeStart), u32(sn.RangeEnd)
-		if sub.end-sub.start >= maxRangeSize {
-			bad("RangeStart/RangeEnd: %d addresses, at most %d", uint64(sub.end-sub.start)+1, maxRangeSize)
-		}
-	}
-	if sn.Router.IsValid() && (!sn.Router.Is4() || !sn.Prefix.Contains(sn.Router)) {
-		bad("Router: %v is not inside %v", sn.Router, sn.Prefix)
-	}
-	for i, d := range sn.DNS {
-		if !d.Is4() {
-			bad("DNS[%d]: %v is not IPv4", i, d)
-		}
-	}
-	if len(sn.Domain) > 255 {
-		bad("Domain: %d bytes, at most 255", len(sn.Domain))
-	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
 	}
 	return sub, nil
 }

@@ -172,19 +172,13 @@ type Sockets struct {
 // Listen opens the sockets Serve would open for a Server with these
 // fields (zero values mean the same defaults). Set them as the Server's
 // Sockets before Serve; Close them if Serve never runs.
-func Listen(ctx context.Context, mode Mode, addr string, proxyPort int, interfaces []string) (*Sockets, error) {
-	s := &Server{mode: mode, addr: addr, proxyPort: proxyPort, Interfaces: interfaces}
+func Listen(ctx context.Context, mode Mode, addr netip.AddrPort, proxyPort int, interfaces []string) (*Sockets, error) {
+	s := &Server{mode: mode, addr: listenAddr(addr), proxyPort: proxyPort, Interfaces: interfaces}
 	if s.mode == "" {
 		s.mode = ModeServer
 	}
-	if s.addr == "" {
-		s.addr = ":" + strconv.Itoa(PortServer)
-	}
 	if s.proxyPort == 0 {
 		s.proxyPort = PortProxy
-	}
-	if _, _, err := net.SplitHostPort(s.addr); err != nil {
-		return nil, fmt.Errorf("dhcp: Addr: %w", err)
 	}
 	socks, err := s.listen(ctx)
 	if err != nil {
@@ -202,7 +196,7 @@ func (ss *Sockets) Close() {
 
 // listen opens every socket or none.
 func (s *Server) listen(ctx context.Context) ([]*sock, error) {
-	host, _, _ := net.SplitHostPort(s.addr) // validated
+	host, _, _ := net.SplitHostPort(s.addr) // host:port, made by listenAddr
 	type want struct {
 		addr string
 		role int

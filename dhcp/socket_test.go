@@ -93,7 +93,7 @@ var loop = netip.MustParseAddr("127.0.0.1")
 func TestLoopbackDORA(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "leases.json")
 	s := &Server{
-		Addr:      "127.0.0.1:0",
+		Addr:      netip.MustParseAddrPort("127.0.0.1:0"),
 		LeaseFile: path,
 		Subnets: []Subnet{{
 			Prefix:     netip.MustParsePrefix("127.0.0.0/8"),
@@ -142,7 +142,7 @@ func TestLoopbackDORA(t *testing.T) {
 
 func TestLoopbackProxy(t *testing.T) {
 	s := &Server{
-		Mode: ModeProxy, Addr: "127.0.0.1:0", ProxyPort: freePort(t),
+		Mode: ModeProxy, Addr: netip.MustParseAddrPort("127.0.0.1:0"), ProxyPort: freePort(t),
 		Relays: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")},
 		Log:    zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel),
 	}
@@ -171,7 +171,7 @@ func TestLoopbackProxy(t *testing.T) {
 
 // Cancelling the context stops Serve with nil.
 func TestServeContextCancel(t *testing.T) {
-	s := &Server{Mode: ModeProxy, Addr: "127.0.0.1:0", ProxyPort: freePort(t)}
+	s := &Server{Mode: ModeProxy, Addr: netip.MustParseAddrPort("127.0.0.1:0"), ProxyPort: freePort(t)}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.life.Lock()
 	ready := s.readyChan()
@@ -186,7 +186,7 @@ func TestServeContextCancel(t *testing.T) {
 	if err := s.Serve(context.Background()); err == nil {
 		t.Error("second Serve worked")
 	}
-	if err := (&Server{Interfaces: []string{"no-such-if0"}, Mode: ModeProxy, Addr: "127.0.0.1:0"}).Serve(context.Background()); err == nil {
+	if err := (&Server{Interfaces: []string{"no-such-if0"}, Mode: ModeProxy, Addr: netip.MustParseAddrPort("127.0.0.1:0")}).Serve(context.Background()); err == nil {
 		t.Error("Serve on a missing interface worked")
 	}
 }
@@ -195,7 +195,7 @@ func TestServeContextCancel(t *testing.T) {
 // drop, in cmd/mtftpd) are the ones Serve answers on; a mode mismatch is
 // refused.
 func TestListenThenServe(t *testing.T) {
-	ss, err := Listen(context.Background(), ModeProxy, "127.0.0.1:0", freePort(t), nil)
+	ss, err := Listen(context.Background(), ModeProxy, netip.MustParseAddrPort("127.0.0.1:0"), freePort(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +206,7 @@ func TestListenThenServe(t *testing.T) {
 	if err := wrong.Serve(context.Background()); err == nil {
 		t.Fatal("server-mode Serve took proxy-mode sockets")
 	}
-	ss, err = Listen(context.Background(), ModeProxy, "127.0.0.1:0", freePort(t), nil)
+	ss, err = Listen(context.Background(), ModeProxy, netip.MustParseAddrPort("127.0.0.1:0"), freePort(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/binary"
+	"net/netip"
 	"testing"
 
 	"github.com/rs/zerolog"
@@ -16,7 +17,7 @@ import (
 func TestNewDHCPAnnouncesMTFTP(t *testing.T) {
 	cfg := config.Defaults()
 	cfg.DHCP.Mode = "proxy"
-	cfg.MTFTP.PXEListen = "192.0.2.1:1759"
+	cfg.MTFTP.PXEListen = netip.MustParseAddrPort("192.0.2.1:1759")
 	cfg.MTFTP.PXEPortOrder, cfg.MTFTP.PXETmout, cfg.MTFTP.PXEDelay = "le", 3, 7
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
@@ -34,7 +35,7 @@ func TestNewDHCPAnnouncesMTFTP(t *testing.T) {
 	if m := newDHCP(cfg, zerolog.Nop(), nil).PXEMTFTP; m != nil {
 		t.Errorf("no mtftp server, yet PXEMTFTP = %+v", m)
 	}
-	cfg.MTFTP.PXEListen = ""
+	cfg.MTFTP.PXEListen = netip.AddrPort{}
 	if m := newDHCP(cfg, zerolog.Nop(), mc).PXEMTFTP; m != nil {
 		t.Errorf("no PXE listener, yet PXEMTFTP = %+v", m)
 	}

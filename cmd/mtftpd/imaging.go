@@ -6,8 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"strings"
@@ -157,14 +157,11 @@ func imagingTarget(server, cfgPath, token string) (string, string, error) {
 	}
 	if server == "" {
 		server = "http://127.0.0.1:8080"
-		if cfg.HTTP.Listen != "" {
-			host, port, err := net.SplitHostPort(cfg.HTTP.Listen)
-			if err == nil {
-				if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
-					host = "127.0.0.1"
-				}
-				server = "http://" + net.JoinHostPort(host, port)
+		if l := cfg.HTTP.Listen; l.IsValid() {
+			if l.Addr().IsUnspecified() {
+				l = netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), l.Port())
 			}
+			server = "http://" + l.String()
 		}
 	}
 	if !strings.Contains(server, "://") {

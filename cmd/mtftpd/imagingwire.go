@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -23,10 +24,10 @@ import (
 func newImaging(cfg config.Config, prefix string, log zerolog.Logger) (*imaging.Manager, error) {
 	im := cfg.Imaging
 	m := &imaging.Manager{Dir: im.Dir, Prefix: prefix, Kernel: im.Kernel, Initrd: im.Initrd, Cmdline: im.Cmdline,
-		MaxUnknown: im.MaxUnknown, TFTPPort: portOf(cfg.TFTP.Listen), StateFile: im.StateFile, Hosts: map[string]net.HardwareAddr{}, Log: log}
+		MaxUnknown: im.MaxUnknown, TFTPPort: strconv.Itoa(int(cfg.TFTP.Listen.Port())), StateFile: im.StateFile, Hosts: map[string]net.HardwareAddr{}, Log: log}
 	for _, h := range cfg.DHCP.Hosts {
-		if mac, err := net.ParseMAC(h.MAC); err == nil && h.Hostname != "" {
-			m.Hosts[h.Hostname] = mac
+		if len(h.MAC) > 0 && h.Hostname != "" {
+			m.Hosts[h.Hostname] = net.HardwareAddr(h.MAC)
 		}
 	}
 	if err := m.Open(im.Tasks); err != nil {
@@ -52,14 +53,6 @@ func (d imagingDecider) Decide(mac net.HardwareAddr, host string, known bool, ht
 		server = net.JoinHostPort(local.Unmap().String(), d.tftpPort)
 	}
 	return mirror.Imaging(d.m.Decide(mac, host, known, imaging.Via{HTTP: httpBase, Server: server}))
-}
-
-// portOf is the port of a host:port listen address.
-func portOf(listen string) string {
-	if _, p, err := net.SplitHostPort(listen); err == nil {
-		return p
-	}
-	return "69"
 }
 
 // imagingSessions lists the multicast sessions of files under the

@@ -28,15 +28,12 @@ type ports struct {
 // openPorts opens every privileged socket of cfg, or none.
 func openPorts(ctx context.Context, cfg config.Config) (*ports, error) {
 	p := &ports{}
-	ua, err := net.ResolveUDPAddr("udp4", cfg.TFTP.Listen)
-	if err != nil {
-		return nil, fmt.Errorf("tftp.listen: %w", err)
-	}
-	if p.tftp, err = net.ListenUDP("udp4", ua); err != nil {
+	var err error
+	if p.tftp, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(cfg.TFTP.Listen)); err != nil {
 		return nil, fmt.Errorf("tftp: %w", err)
 	}
-	if cfg.HTTP.Listen != "" {
-		if p.web, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
+	if cfg.HTTP.Listen.IsValid() {
+		if p.web, err = net.Listen("tcp", cfg.HTTP.Listen.String()); err != nil {
 			p.Close()
 			return nil, fmt.Errorf("http: %w", err)
 		}

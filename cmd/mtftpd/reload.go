@@ -11,23 +11,6 @@ import (
 	"github.com/mtftpd/mtftpd/tftp"
 )
 
-// liveKeys are the config keys a SIGHUP applies to the running server.
-// Any other change (listen addresses, roots, DHCP subnets and hosts,
-// multicast, templates, the user) needs a restart: the reload is then
-// refused as a whole, so the server never runs half of each config.
-var liveKeys = map[string]bool{
-	"log.level":                 true,
-	"tftp.max_requests_per_sec": true, "tftp.request_burst": true,
-	"tftp.max_sessions": true, "tftp.max_per_client": true,
-	"tftp.max_unconfirmed": true, "tftp.max_unconfirmed_per_prefix": true, "tftp.confirm_timeout": true,
-	"tftp.initial_rto": true, "tftp.min_rto": true, "tftp.max_rto": true,
-	"tftp.retries": true, "tftp.stall_timeout": true, "tftp.session_lifetime": true,
-	"tftp.max_blksize": true, "tftp.allow_fragments": true, "tftp.max_windowsize": true, "tftp.max_window_bytes": true,
-	"tftp.allow_overwrite": true, "tftp.max_upload_size": true, "tftp.write_quota": true, "tftp.shutdown_grace": true,
-	"dhcp.boot": true, "dhcp.max_leases_per_mac": true,
-	"imaging.task": true,
-}
-
 // reloader applies a re-read config on SIGHUP. It runs in serve's main
 // goroutine only.
 type reloader struct {
@@ -57,13 +40,12 @@ func (r *reloader) reload() {
 		r.log.Info().Msg("config reload: nothing changed")
 		return
 	}
-	var restart []string
-	for _, k := range changed {
-		if !liveKeys[k] {
-			restart = append(restart, k)
-		}
-	}
-	if len(restart) > 0 {
+	// Only the keys tagged reload:"yes" (internal/config) apply to the
+	// running server. Any other change (listen addresses, roots, DHCP
+	// subnets and hosts, multicast, templates, the user) needs a
+	// restart: the reload is then refused as a whole, so the server never
+	// runs half of each config.
+	if restart := config.NeedRestart(changed); len(restart) > 0 {
 		r.log.Error().Strs("needs_restart", restart).Strs("changed", changed).
 			Msg("config reload: these keys only change with a restart; keeping the running config")
 		return

@@ -12,19 +12,15 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/mtftpd/mtftpd/dhcp"
-	"github.com/mtftpd/mtftpd/imaging"
 	"github.com/mtftpd/mtftpd/internal/config"
-	"github.com/mtftpd/mtftpd/internal/filestore"
-	"github.com/mtftpd/mtftpd/mirror"
 	"github.com/mtftpd/mtftpd/mtftp"
-	"github.com/mtftpd/mtftpd/status"
 	"github.com/mtftpd/mtftpd/tftp"
 )
 
@@ -37,6 +33,10 @@ const demoListen = "127.0.0.1:6969"
 
 // demoHTTP is the --demo mirror address, loopback too.
 const demoHTTP = "127.0.0.1:8069"
+
+// demoRoot stands for the embedded root in tftp.root until serve writes
+// it to a temporary directory.
+const demoRoot = "(embedded demo root)"
 
 // demoBigSize is the generated file of the demo root: big enough to show
 // windows, GSO and a progress bar, small enough to make in a blink.
@@ -65,8 +65,6 @@ func runServe(args []string) error {
 	if err != nil {
 		return err
 	}
-	loaded := cfg // as the file and flags say, before the demo root is made
-	var demoDir string
 	if *printCfg {
 		b, err := cfg.Encode()
 		if err != nil {
@@ -94,221 +92,61 @@ func runServe(args []string) error {
 	if err := checkWritable(cfg); err != nil {
 		return err
 	}
-
-	if *demo && cfg.TFTP.Root == "(embedded demo root)" {
-		dir, err := writeDemoRoot()
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(dir)
-		demoDir = dir
-		cfg.TFTP.Root = dir
-	}
-	ups := &origins{cfg: cfg.Origin, log: log}
-	defer ups.Close()
-	tftpDir, tftpSource, err := ups.local(cfg.TFTP.Root)
+	svc, err := buildServices(cfg, *demo, ports, log)
 	if err != nil {
-		return fmt.Errorf("tftp.root: %w", err)
+		svc.Close() // what was built before the failure
+		return err
 	}
-	store, err := filestore.Open(tftpDir)
-	if err != nil {
-		return fmt.Errorf("tftp.root: %w", err)
+	defer svc.Close()
+	if svc.demoDir != "" {
+		printDemoHelp(cfg.TFTP.Listen, cfg.HTTP.Listen)
 	}
-	defer store.Close()
-	if tftpSource != nil {
-		store.SetSource(tftpSource)
-	}
+	// The reloader compares with the config as loaded (before the demo
+	// root was made).
+	return svc.run(&reloader{load: load, cur: cfg, log: log, tftp: svc.tftp, dhcp: svc.dhcp, pxeLimit: svc.pxeLimit, imaging: svc.imaging})
+}
 
-	t := cfg.TFTP
-	srv := &tftp.Server{
-		Files: store, WriteDir: t.WriteDir, AllowOverwrite: t.AllowOverwrite, MaxUploadSize: t.MaxUploadSize,
-		WriteQuota:   writeQuota(t.WriteQuota),
-		MaxBlockSize: t.MaxBlockSize, AllowFragments: t.AllowFragments, MaxWindow: t.MaxWindow, MaxWindowBytes: t.MaxWindowBytes,
-		InitialRTO: t.InitialRTO.Duration, MinRTO: t.MinRTO.Duration, MaxRTO: t.MaxRTO.Duration, Retries: t.Retries,
-		StallTimeout: t.StallTimeout.Duration,
-		MaxSessions:  t.MaxSessions, MaxPerClient: t.MaxPerClient, SessionLifetime: t.Lifetime.Duration,
-		MaxUnconfirmed: t.MaxUnconfirmed, MaxUnconfirmedPerPrefix: t.MaxUnconfirmedPerPrefix, ConfirmTimeout: t.ConfirmTimeout.Duration,
-		MaxRequestRate: t.MaxRequestRate, RequestBurst: t.RequestBurst,
-		Log: log,
-	}
-	var mc *mtftp.Server
-	// The PXE MTFTP port's requests are limited per address like the
-	// TFTP port's, by the same keys, in a table of their own.
-	pxeLimit := tftp.NewSourceLimiter(t.MaxRequestRate, t.RequestBurst)
-	if m := cfg.MTFTP; m.Enabled || m.PXEListen != "" {
-		mc = &mtftp.Server{
-			Files: store, GroupRange: netip.MustParsePrefix(m.GroupRange), Port: m.Port, Interface: m.Interface, TTL: m.TTL,
-			PXEListen: m.PXEListen, PXEGroup: netip.MustParseAddr(m.PXEGroup), PXEClientPort: m.PXEClientPort,
-			PXEFileGroups: netip.MustParsePrefix(m.PXEFileGroups), PXEFilePort: m.PXEFilePort,
-			InitialRTO: t.InitialRTO.Duration, MinRTO: t.MinRTO.Duration, MaxRTO: t.MaxRTO.Duration,
-			SessionLifetime: t.Lifetime.Duration, Log: log,
-			NativeRate: int64(m.NativeRateMbps) * 1e6 / 8, NativeStart: startPolicy(m.NativeMinReceivers, m.NativeMaxWait, m.NativeSettle),
-			RequestLimiter: pxeLimit,
-		}
-		for _, r := range m.Start {
-			mc.NativeStartRules = append(mc.NativeStartRules, mtftp.StartRule{Pattern: r.Files, StartPolicy: mtftp.StartPolicy{
-				MinReceivers: r.MinReceivers, MaxWait: r.MaxWait.Duration, Settle: r.Settle.Duration}})
-		}
-		if err := mc.Init(); err != nil {
-			return fmt.Errorf("mtftp: %w", err)
-		}
-		if m.Enabled {
-			srv.Multicast = mc
-		}
-	}
-	var web *mirror.Server
-	if ports.web != nil {
-		root := cfg.HTTP.Root
-		if root == "" {
-			root = cfg.TFTP.Root
-		}
-		dir, src, err := ups.local(root)
-		if err != nil {
-			return fmt.Errorf("http.root: %w", err)
-		}
-		web = &mirror.Server{Root: dir, Source: src, Log: log, MaxConns: cfg.HTTP.MaxConns, MaxConnsPerIP: cfg.HTTP.MaxConnsPerIP,
-			PagesAllow: config.ParsePrefixes(cfg.HTTP.APIAllow), PagesHosts: cfg.HTTP.APIHosts}
-		if err := web.Open(); err != nil {
-			return fmt.Errorf("http.root: %w", err)
-		}
-	}
-	dhcpSrv := newDHCP(cfg, log, mc)
-	if dhcpSrv != nil {
-		dhcpSrv.Sockets = ports.dhcp
-	}
-	tm := newTemplates(cfg, log, dhcpSrv)
-	if tm != nil {
-		if err := tm.Open(); err != nil {
-			return fmt.Errorf("templates.dir: %w", err)
-		}
-		defer tm.Close()
-		srv.Virtual = tm
-		if web != nil {
-			web.Templates = tm
-		}
-	}
-	var tasks *imaging.Manager
-	if im := cfg.Imaging; im.Dir != "" {
-		if fi, err := os.Stat(im.Dir); err != nil || !fi.IsDir() {
-			return fmt.Errorf("imaging.dir: %s is not a directory", im.Dir)
-		}
-		prefix, _ := config.ImagingPrefix(cfg.TFTP.Root, im.Dir)
-		if tasks, err = newImaging(cfg, prefix, log); err != nil {
-			return err
-		}
-		defer func() {
-			if err := tasks.Close(); err != nil {
-				log.Error().Err(err).Msg("imaging: state not saved at exit")
-			}
-		}()
-		if tm != nil {
-			tm.Imaging = imagingDecider{m: tasks, tftpPort: portOf(cfg.TFTP.Listen)}
-		} else if len(im.Tasks) > 0 {
-			log.Warn().Msg("imaging: tasks are set but templates.dir is not: no boot config reads {{.Imaging}}, so no machine gets the deploy environment")
-		}
-		if web != nil {
-			capture := &imaging.Server{Dir: im.Dir, Prefix: "/" + prefix + "/", Token: im.UploadToken, MaxImageSize: im.MaxImageSize,
-				TaskToken: tasks.CaptureAllowed, Log: log}
-			if err := capture.Sweep(); err != nil {
-				return fmt.Errorf("imaging.dir: %w", err)
-			}
-			web.Uploads = capture
-			web.Imaging = tasks.AgentHandler()
-		}
-	}
-	if web != nil {
-		st := &status.Server{TFTP: srv, MTFTP: mc, DHCP: dhcpSrv, HTTP: web}
-		if tasks != nil {
-			prefix, _ := config.ImagingPrefix(cfg.TFTP.Root, cfg.Imaging.Dir)
-			st.Imaging = tasks.AdminHandler(cfg.Imaging.AdminToken, imagingSessions(mc, prefix))
-			st.Collectors = append(st.Collectors, tasks.Collector())
-		}
-		web.Pages = st.Handler()
-	}
-	if demoDir != "" {
-		printDemoHelp(t.Listen, cfg.HTTP.Listen)
-	}
-
-	// SIGINT/SIGTERM: stop accepting, let running transfers finish for
-	// shutdown_grace, then stop them. A second signal stops at once.
+// run serves until a signal or a failure, then shuts every service down.
+// SIGINT/SIGTERM: stop accepting, let running transfers finish for
+// shutdown_grace, then stop them; a second signal stops at once. SIGHUP
+// re-reads the config (reload.go). A service that stops by itself is a
+// failure (a port in use, say): the others are stopped and it is
+// reported.
+func (s *services) run(live *reloader) error {
 	sigCtx, stopSignals := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stopSignals()
-	// SIGHUP re-reads the config (reload.go); caught from here on so a
-	// reload during start-up does not kill the server.
+	// SIGHUP is caught from here on, so a reload during start-up does
+	// not kill the server.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	live := &reloader{load: load, cur: loaded, log: log, tftp: srv, dhcp: dhcpSrv, pxeLimit: pxeLimit, imaging: tasks}
 	hard, hardStop := context.WithCancel(context.Background())
 	defer hardStop()
 	exits := make(chan exit, 4)
 	running := 0
-	run := func(what string, f func() error) {
+	for _, v := range s.running() {
 		running++
-		go func() { exits <- exit{what, f()} }()
-	}
-	run("tftp", func() error { return srv.Serve(hard, ports.tftp) })
-	if web != nil {
-		run("http", func() error { return web.Serve(hard, ports.web) })
-	}
-	if dhcpSrv != nil {
-		run("dhcp", func() error { return dhcpSrv.Serve(hard) })
+		go func() { exits <- exit{v.what, v.serve(hard)} }()
 	}
 	var first error
-	if mc != nil {
-		// PXE MTFTP's port (1759) needs no privilege: it opens here.
-		run("mtftp", func() error { return mc.Serve(hard) })
-	}
-	for {
+	for done := false; !done; {
 		select {
 		case <-hup:
 			live.reload()
-			continue
 		case e := <-exits:
-			// A service that stops by itself is a failure (a port in use, say):
-			// stop the others and report it.
 			running--
-			if first == nil {
-				first = fmt.Errorf("%s: %w", e.what, e.err)
-				if e.err == nil {
-					first = fmt.Errorf("%s stopped unexpectedly", e.what)
-				}
+			first = fmt.Errorf("%s: %w", e.what, e.err)
+			if e.err == nil {
+				first = fmt.Errorf("%s stopped unexpectedly", e.what)
 			}
-			hardStop()
+			done = true
 		case <-sigCtx.Done():
 			stopSignals()
-			grace := live.cur.TFTP.ShutdownGrace.Duration
-			log.Info().Dur("grace", grace).Int("active", srv.Active()).Msg("shutting down")
-			ctx, cancel := context.WithTimeout(context.Background(), grace)
-			defer cancel()
-			second, stop2 := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
-			defer stop2()
-			// Every service drains at once, each until the grace period ends;
-			// only when all are done (or out of time) is the rest cut off.
-			var wg sync.WaitGroup
-			drain := func(what string, shutdown func(context.Context) error) {
-				wg.Go(func() {
-					if err := shutdown(second); err != nil {
-						log.Warn().Err(err).Str("service", what).Msg("stopped before it finished")
-					}
-				})
-			}
-			drain("tftp", srv.Shutdown)
-			if web != nil {
-				drain("http", web.Shutdown)
-			}
-			if dhcpSrv != nil {
-				drain("dhcp", dhcpSrv.Shutdown) // flushes the lease file after the last reply
-			}
-			if mc != nil {
-				drain("mtftp", mc.Shutdown)
-			}
-			wg.Wait()
-			hardStop()
+			s.drain(live.cur.TFTP.ShutdownGrace.Duration, live.log)
+			done = true
 		}
-		break
 	}
-
+	hardStop()
 	for ; running > 0; running-- {
 		e := <-exits
 		if e.err != nil && !errors.Is(e.err, tftp.ErrServerClosed) && !errors.Is(e.err, dhcp.ErrServerClosed) &&
@@ -317,6 +155,25 @@ func runServe(args []string) error {
 		}
 	}
 	return first
+}
+
+// drain lets every service finish what it is doing, all at once, each
+// until grace ends or a second signal comes; then the rest is cut off.
+func (s *services) drain(grace time.Duration, log zerolog.Logger) {
+	log.Info().Dur("grace", grace).Int("active", s.tftp.Active()).Msg("shutting down")
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	second, stop2 := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop2()
+	var wg sync.WaitGroup
+	for _, v := range s.running() {
+		wg.Go(func() {
+			if err := v.shutdown(second); err != nil {
+				log.Warn().Err(err).Str("service", v.what).Msg("stopped before it finished")
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // writeQuota maps tftp.write_quota to tftp.Server.WriteQuota: 0 in the
@@ -333,9 +190,9 @@ func writeQuota(bytes int64) int64 {
 func loadServeConfig(path string, demo bool, apply func(*config.Config) error) (config.Config, error) {
 	cfg := config.Defaults()
 	if demo {
-		cfg.TFTP.Listen = demoListen
-		cfg.TFTP.Root = "(embedded demo root)"
-		cfg.HTTP.Listen = demoHTTP
+		cfg.TFTP.Listen = netip.MustParseAddrPort(demoListen) // constants: cannot fail
+		cfg.TFTP.Root = demoRoot
+		cfg.HTTP.Listen = netip.MustParseAddrPort(demoHTTP)
 	}
 	if path != "" {
 		if err := config.Load(path, &cfg); err != nil {
@@ -395,8 +252,7 @@ func writeDemoRoot() (string, error) {
 	return dir, f.Close()
 }
 
-func printDemoHelp(listen, httpListen string) {
-	host := listen
+func printDemoHelp(listen, httpListen netip.AddrPort) {
 	fmt.Fprintf(os.Stderr, `
 mtftpd demo: serving an embedded root over TFTP on %[1]s and HTTP on %[2]s (loopback only).
 Try, in another terminal:
@@ -411,7 +267,7 @@ Try, in another terminal:
 
 Stop with Ctrl-C.
 
-`, strings.TrimSpace(host), httpListen)
+`, listen, httpListen)
 }
 
 // startPolicy maps the config's [mtftp] start keys onto mtftp's policy:

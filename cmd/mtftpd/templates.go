@@ -14,17 +14,13 @@ import (
 
 // newTemplates turns [templates] and the [[dhcp.host]] table into the
 // mirror's per-host templates, or nil when templates.dir is empty.
-// Validate has checked the host table, so its parse errors cannot happen.
 func newTemplates(c config.Config, log zerolog.Logger, d *dhcp.Server) *mirror.Templates {
 	if c.Templates.Dir == "" {
 		return nil
 	}
-	t := &mirror.Templates{Dir: c.Templates.Dir, HTTPBase: c.DHCP.HTTPBase, HTTPPort: httpPort(c), Log: log}
+	t := &mirror.Templates{Dir: c.Templates.Dir, HTTPBase: c.DHCP.HTTPBase, HTTPPort: int(c.HTTP.Listen.Port()), Log: log}
 	for _, h := range c.DHCP.Hosts {
-		mac, _ := net.ParseMAC(h.MAC)
-		out := mirror.Host{MAC: mac, Hostname: h.Hostname, Vars: h.Vars}
-		out.IP, _ = netip.ParseAddr(h.IP)
-		t.Hosts = append(t.Hosts, out)
+		t.Hosts = append(t.Hosts, mirror.Host{MAC: net.HardwareAddr(h.MAC), IP: h.IP, Hostname: h.Hostname, Vars: h.Vars})
 	}
 	if d != nil {
 		t.Leases = dhcpLeases{d}

@@ -7,19 +7,15 @@ package config
 
 import (
 	"bytes"
+	"encoding"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
-	"net/url"
 	"os"
-	"path"
-	"path/filepath"
 	"reflect"
 	"sort"
 	"strconv"
 	"strings"
-	"text/template"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -60,34 +56,34 @@ type Config struct {
 // DHCP configures the DHCP server or ProxyDHCP. The subnet, host and boot
 // tables have no flags: they live in the file (documented in README.md).
 type DHCP struct {
-	Mode       string       `toml:"mode" help:"off, server (addresses + boot) or proxy (boot only, beside another DHCP server)"`
-	Listen     string       `toml:"listen" help:"UDP address of the DHCP socket (port 67 needs root or CAP_NET_BIND_SERVICE)"`
-	ProxyPort  int          `toml:"proxy_port" help:"PXE boot-server port of proxy mode"`
-	Interfaces []string     `toml:"interfaces" help:"interfaces to serve, comma-separated; empty serves all"`
-	TFTPServer string       `toml:"tftp_server" help:"next-server (siaddr); empty = the address of the receiving interface"`
-	HTTPBase   string       `toml:"http_base" help:"mirror URL for boot rules ({{.HTTP}}); empty = http://<receiving interface>:<http.listen port>"`
-	LeaseFile  string       `toml:"lease_file" help:"lease database (JSON, written atomically); empty keeps leases in memory"`
-	MaxPerMAC  int          `toml:"max_leases_per_mac" help:"clients (distinct client ids) that may hold addresses under one MAC at once"`
-	Relays     []string     `toml:"relays" help:"DHCP relay agents (addresses or prefixes, comma-separated) whose relayed requests are answered: giaddr and the source must both be listed; empty answers no relayed request"`
-	Subnets    []DHCPSubnet `toml:"subnet"`
-	Hosts      []DHCPHost   `toml:"host"`
-	Boot       []BootRule   `toml:"boot"`
+	Mode       string         `toml:"mode" help:"off, server (addresses + boot) or proxy (boot only, beside another DHCP server)"`
+	Listen     netip.AddrPort `toml:"listen" help:"UDP address of the DHCP socket, 0.0.0.0:port (port 67 needs root or CAP_NET_BIND_SERVICE)"`
+	ProxyPort  int            `toml:"proxy_port" help:"PXE boot-server port of proxy mode"`
+	Interfaces []string       `toml:"interfaces" help:"interfaces to serve, comma-separated; empty serves all"`
+	TFTPServer netip.Addr     `toml:"tftp_server" help:"next-server (siaddr), an IPv4 address; empty = the address of the receiving interface"`
+	HTTPBase   string         `toml:"http_base" help:"mirror URL for boot rules ({{.HTTP}}); empty = http://<receiving interface>:<http.listen port>"`
+	LeaseFile  string         `toml:"lease_file" help:"lease database (JSON, written atomically); empty keeps leases in memory"`
+	MaxPerMAC  int            `toml:"max_leases_per_mac" reload:"yes" help:"clients (distinct client ids) that may hold addresses under one MAC at once"`
+	Relays     []Net          `toml:"relays" help:"DHCP relay agents (addresses or prefixes, comma-separated) whose relayed requests are answered: giaddr and the source must both be listed; empty answers no relayed request"`
+	Subnets    []DHCPSubnet   `toml:"subnet"`
+	Hosts      []DHCPHost     `toml:"host"`
+	Boot       []BootRule     `toml:"boot" reload:"yes"`
 }
 
 // DHCPSubnet is one [[dhcp.subnet]].
 type DHCPSubnet struct {
-	Prefix    string   `toml:"prefix"`     // "192.0.2.0/24"
-	Range     string   `toml:"range"`      // "192.0.2.100-192.0.2.199"
-	Router    string   `toml:"router"`     // option 3
-	DNS       []string `toml:"dns"`        // option 6
-	Domain    string   `toml:"domain"`     // option 15
-	LeaseTime Duration `toml:"lease_time"` // option 51; 0 = 1h
+	Prefix    netip.Prefix `toml:"prefix"`     // "192.0.2.0/24"
+	Range     Range        `toml:"range"`      // "192.0.2.100-192.0.2.199"
+	Router    netip.Addr   `toml:"router"`     // option 3
+	DNS       []netip.Addr `toml:"dns"`        // option 6
+	Domain    string       `toml:"domain"`     // option 15
+	LeaseTime Duration     `toml:"lease_time"` // option 51; 0 = 1h
 }
 
 // DHCPHost is one [[dhcp.host]]: a static lease and per-host boot data.
 type DHCPHost struct {
-	MAC      string            `toml:"mac"`
-	IP       string            `toml:"ip"`
+	MAC      MAC               `toml:"mac"`
+	IP       netip.Addr        `toml:"ip"`
 	Hostname string            `toml:"hostname"`
 	BootFile string            `toml:"boot_file"`
 	Vars     map[string]string `toml:"vars"`
@@ -108,13 +104,13 @@ type BootRule struct {
 // HTTP configures the HTTP mirror (install trees, kickstart files, iPXE
 // scripts).
 type HTTP struct {
-	Listen        string `toml:"listen" help:"TCP address of the HTTP mirror; empty disables it"`
-	Root          string `toml:"root" help:"directory served over HTTP; empty serves tftp.root"`
-	MaxConns      int    `toml:"max_conns" help:"HTTP connections at once; at the cap a new one replaces the oldest idle one"`
-	MaxConnsPerIP int    `toml:"max_conns_per_ip" help:"HTTP connections at once from one client address; past it its oldest idle one is closed, or the new one gets 503"`
+	Listen        netip.AddrPort `toml:"listen" help:"TCP address of the HTTP mirror (like 0.0.0.0:80); empty disables it"`
+	Root          string         `toml:"root" help:"directory served over HTTP; empty serves tftp.root"`
+	MaxConns      int            `toml:"max_conns" help:"HTTP connections at once; at the cap a new one replaces the oldest idle one"`
+	MaxConnsPerIP int            `toml:"max_conns_per_ip" help:"HTTP connections at once from one client address; past it its oldest idle one is closed, or the new one gets 503"`
 	// The status pages (/metrics, /api/, /status/) show MACs and host
 	// names: these restrict who reads them (docs/security.md).
-	APIAllow []string `toml:"api_allow" help:"client addresses or prefixes that may read /metrics, /api/ and /status/, comma-separated (e.g. 127.0.0.1,192.0.2.0/24); empty = everyone"`
+	APIAllow []Net    `toml:"api_allow" help:"client addresses or prefixes that may read /metrics, /api/ and /status/, comma-separated (e.g. 127.0.0.1,192.0.2.0/24); empty = everyone"`
 	APIHosts []string `toml:"api_hosts" help:"names the status pages may be asked for by (Host header) besides IP addresses and localhost, comma-separated; others get 403 (DNS rebinding)"`
 }
 
@@ -145,47 +141,47 @@ func IsURL(root string) bool {
 
 // TFTP configures the unicast TFTP server.
 type TFTP struct {
-	Listen         string   `toml:"listen" help:"UDP address to listen on (port 69 needs root or CAP_NET_BIND_SERVICE)"`
-	Root           string   `toml:"root" help:"directory served read-only"`
-	WriteDir       string   `toml:"write_dir" help:"directory that accepts uploads (WRQ); empty refuses them"`
-	AllowOverwrite bool     `toml:"allow_overwrite" help:"let an upload replace an existing file"`
-	MaxUploadSize  int64    `toml:"max_upload_size" help:"largest upload in bytes"`
-	WriteQuota     int64    `toml:"write_quota" help:"most bytes write_dir may hold, its files and running uploads together; 0 = no quota"`
-	MaxBlockSize   int      `toml:"max_blksize" help:"largest blksize granted (8..65464), further capped at the interface MTU - 32"`
-	AllowFragments bool     `toml:"allow_fragments" help:"grant blksize above the interface MTU - 32 (IP fragments; risky on lossy links)"`
-	MaxWindow      int      `toml:"max_windowsize" help:"largest windowsize granted (1..65535)"`
-	MaxWindowBytes int      `toml:"max_window_bytes" help:"largest window in bytes (windowsize x blksize)"`
-	InitialRTO     Duration `toml:"initial_rto" help:"retransmission timeout before a round trip is measured"`
-	MinRTO         Duration `toml:"min_rto" help:"floor of the adaptive retransmission timeout"`
-	MaxRTO         Duration `toml:"max_rto" help:"ceiling of the retransmission timeout with backoff"`
-	Retries        int      `toml:"retries" help:"consecutive timeouts before a transfer is dropped"`
-	StallTimeout   Duration `toml:"stall_timeout" help:"silence tolerated from a client that has answered before, on top of retries"`
-	MaxSessions    int      `toml:"max_sessions" help:"transfers at once (confirmed: the client has answered)"`
-	MaxPerClient   int      `toml:"max_per_client" help:"transfers at once per client address (confirmed)"`
+	Listen         netip.AddrPort `toml:"listen" help:"UDP address to listen on, an IPv4 address and port (port 69 needs root or CAP_NET_BIND_SERVICE)"`
+	Root           string         `toml:"root" help:"directory served read-only"`
+	WriteDir       string         `toml:"write_dir" help:"directory that accepts uploads (WRQ); empty refuses them"`
+	AllowOverwrite bool           `toml:"allow_overwrite" reload:"yes" help:"let an upload replace an existing file"`
+	MaxUploadSize  int64          `toml:"max_upload_size" reload:"yes" help:"largest upload in bytes"`
+	WriteQuota     int64          `toml:"write_quota" reload:"yes" help:"most bytes write_dir may hold, its files and running uploads together; 0 = no quota"`
+	MaxBlockSize   int            `toml:"max_blksize" reload:"yes" help:"largest blksize granted (8..65464), further capped at the interface MTU - 32"`
+	AllowFragments bool           `toml:"allow_fragments" reload:"yes" help:"grant blksize above the interface MTU - 32 (IP fragments; risky on lossy links)"`
+	MaxWindow      int            `toml:"max_windowsize" reload:"yes" help:"largest windowsize granted (1..65535)"`
+	MaxWindowBytes int            `toml:"max_window_bytes" reload:"yes" help:"largest window in bytes (windowsize x blksize)"`
+	InitialRTO     Duration       `toml:"initial_rto" reload:"yes" help:"retransmission timeout before a round trip is measured"`
+	MinRTO         Duration       `toml:"min_rto" reload:"yes" help:"floor of the adaptive retransmission timeout"`
+	MaxRTO         Duration       `toml:"max_rto" reload:"yes" help:"ceiling of the retransmission timeout with backoff"`
+	Retries        int            `toml:"retries" reload:"yes" help:"consecutive timeouts before a transfer is dropped"`
+	StallTimeout   Duration       `toml:"stall_timeout" reload:"yes" help:"silence tolerated from a client that has answered before, on top of retries"`
+	MaxSessions    int            `toml:"max_sessions" reload:"yes" help:"transfers at once (confirmed: the client has answered)"`
+	MaxPerClient   int            `toml:"max_per_client" reload:"yes" help:"transfers at once per client address (confirmed)"`
 
 	// Requests whose client has not answered yet (unconfirmed: the
 	// source may be spoofed) have a pool of their own.
-	MaxUnconfirmed          int      `toml:"max_unconfirmed" help:"requests whose client has not answered yet, at once; when full the oldest is dropped"`
-	MaxUnconfirmedPerPrefix int      `toml:"max_unconfirmed_per_prefix" help:"of those, from one /24 (IPv4) or /64; when full that subnet's oldest is dropped"`
-	ConfirmTimeout          Duration `toml:"confirm_timeout" help:"how long a request may wait for its client's first answer (ACK or DATA)"`
+	MaxUnconfirmed          int      `toml:"max_unconfirmed" reload:"yes" help:"requests whose client has not answered yet, at once; when full the oldest is dropped"`
+	MaxUnconfirmedPerPrefix int      `toml:"max_unconfirmed_per_prefix" reload:"yes" help:"of those, from one /24 (IPv4) or /64; when full that subnet's oldest is dropped"`
+	ConfirmTimeout          Duration `toml:"confirm_timeout" reload:"yes" help:"how long a request may wait for its client's first answer (ACK or DATA)"`
 
-	MaxRequestRate int      `toml:"max_requests_per_sec" help:"requests per second from one client address (TFTP and PXE MTFTP ports, each counted apart) before they go unanswered; 0 = unlimited"`
-	RequestBurst   int      `toml:"request_burst" help:"requests one client address may send at once before max_requests_per_sec applies; 0 = twice the rate"`
-	Lifetime       Duration `toml:"session_lifetime" help:"hard time limit of one transfer"`
-	ShutdownGrace  Duration `toml:"shutdown_grace" help:"on SIGTERM, how long running transfers may finish"`
+	MaxRequestRate int      `toml:"max_requests_per_sec" reload:"yes" help:"requests per second from one client address (TFTP and PXE MTFTP ports, each counted apart) before they go unanswered; 0 = unlimited"`
+	RequestBurst   int      `toml:"request_burst" reload:"yes" help:"requests one client address may send at once before max_requests_per_sec applies; 0 = twice the rate"`
+	Lifetime       Duration `toml:"session_lifetime" reload:"yes" help:"hard time limit of one transfer"`
+	ShutdownGrace  Duration `toml:"shutdown_grace" reload:"yes" help:"on SIGTERM, how long running transfers may finish"`
 }
 
 // MTFTP configures the multicast dialects: RFC 2090 (the TFTP "multicast"
 // option, on the TFTP port) and PXE MTFTP (its own port).
 type MTFTP struct {
-	Enabled       bool   `toml:"enabled" help:"serve RFC 2090 multicast requests by multicast (off: such requests get unicast)"`
-	GroupRange    string `toml:"group_range" help:"RFC 2090 multicast group pool, inside 239.255.0.0/16"`
-	Port          int    `toml:"port" help:"UDP port RFC 2090 DATA is sent to"`
-	Interface     string `toml:"interface" help:"interface multicast leaves by; empty = the one the request came in on"`
-	TTL           int    `toml:"ttl" help:"multicast TTL (1 = the local link)"`
-	PXEListen     string `toml:"pxe_listen" help:"UDP address of the PXE MTFTP server (iPXE asks on port 1759); empty disables PXE MTFTP"`
-	PXEGroup      string `toml:"pxe_group" help:"PXE MTFTP multicast group (iPXE listens on 239.255.1.1)"`
-	PXEClientPort int    `toml:"pxe_client_port" help:"PXE MTFTP client port DATA is sent to (iPXE: 3001)"`
+	Enabled       bool           `toml:"enabled" help:"serve RFC 2090 multicast requests by multicast (off: such requests get unicast)"`
+	GroupRange    netip.Prefix   `toml:"group_range" help:"RFC 2090 multicast group pool, inside 239.255.0.0/16"`
+	Port          int            `toml:"port" help:"UDP port RFC 2090 DATA is sent to"`
+	Interface     string         `toml:"interface" help:"interface multicast leaves by; empty = the one the request came in on"`
+	TTL           int            `toml:"ttl" help:"multicast TTL (1 = the local link)"`
+	PXEListen     netip.AddrPort `toml:"pxe_listen" help:"UDP address of the PXE MTFTP server (iPXE asks on port 1759); empty disables PXE MTFTP"`
+	PXEGroup      netip.Addr     `toml:"pxe_group" help:"PXE MTFTP multicast group (iPXE listens on 239.255.1.1)"`
+	PXEClientPort int            `toml:"pxe_client_port" help:"PXE MTFTP client port DATA is sent to (iPXE: 3001)"`
 	// The native dialect (mtftpd get --multicast) is served whenever
 	// enabled is true; these tune its stream.
 	NativeRateMbps int `toml:"native_rate_mbps" help:"cap of a native multicast stream in Mbit/s; 0 = discover it from the receivers' loss"`
@@ -196,11 +192,11 @@ type MTFTP struct {
 	NativeMinReceivers int         `toml:"native_min_receivers" help:"start as soon as this many receivers joined (0 = wait for native_settle)"`
 	Start              []StartRule `toml:"start"`
 	// PXE MTFTP per-file groups, announced by DHCP to BIOS PXE ROMs.
-	PXEFileGroups string `toml:"pxe_file_groups" help:"groups a boot file announced in DHCP option 43.1 gets one of, inside 239.255.0.0/16 (pxe_group is skipped)"`
-	PXEFilePort   int    `toml:"pxe_file_port" help:"client port (43.2) of the first per-file group; the n-th gets pxe_file_port+n"`
-	PXEPortOrder  string `toml:"pxe_port_order" help:"byte order of the ports in DHCP option 43.2/43.3: be (network order) or le (Intel sample code); unverified on real ROMs"`
-	PXETmout      int    `toml:"pxe_tmout" help:"DHCP option 43.4: seconds a PXE client listens before it opens a pass (1..255)"`
-	PXEDelay      int    `toml:"pxe_delay" help:"DHCP option 43.5: PXE client re-open delay in seconds (1..255)"`
+	PXEFileGroups netip.Prefix `toml:"pxe_file_groups" help:"groups a boot file announced in DHCP option 43.1 gets one of, inside 239.255.0.0/16 (pxe_group is skipped)"`
+	PXEFilePort   int          `toml:"pxe_file_port" help:"client port (43.2) of the first per-file group; the n-th gets pxe_file_port+n"`
+	PXEPortOrder  string       `toml:"pxe_port_order" help:"byte order of the ports in DHCP option 43.2/43.3: be (network order) or le (Intel sample code); unverified on real ROMs"`
+	PXETmout      int          `toml:"pxe_tmout" help:"DHCP option 43.4: seconds a PXE client listens before it opens a pass (1..255)"`
+	PXEDelay      int          `toml:"pxe_delay" help:"DHCP option 43.5: PXE client re-open delay in seconds (1..255)"`
 }
 
 // StartRule is one [[mtftp.start]]: the start policy of the native
@@ -222,7 +218,7 @@ type Process struct {
 
 // Log configures logging.
 type Log struct {
-	Level  string `toml:"level" help:"debug, info, warn or error"`
+	Level  string `toml:"level" reload:"yes" help:"debug, info, warn or error"`
 	Format string `toml:"format" help:"console (human) or json"`
 }
 
@@ -230,7 +226,7 @@ type Log struct {
 func Defaults() Config {
 	return Config{
 		TFTP: TFTP{
-			Listen:         "0.0.0.0:69",
+			Listen:         netip.MustParseAddrPort("0.0.0.0:69"),
 			Root:           "/srv/tftp",
 			MaxUploadSize:  1 << 30,
 			WriteQuota:     4 << 30, // tftp.DefaultWriteQuota
@@ -255,13 +251,13 @@ func Defaults() Config {
 			ConfirmTimeout:          Duration{5 * time.Second},
 		},
 		MTFTP: MTFTP{
-			Enabled: true, GroupRange: "239.255.0.0/24", Port: 1758, TTL: 1,
-			PXEGroup: "239.255.1.1", PXEClientPort: 3001,
+			Enabled: true, GroupRange: netip.MustParsePrefix("239.255.0.0/24"), Port: 1758, TTL: 1,
+			PXEGroup: netip.MustParseAddr("239.255.1.1"), PXEClientPort: 3001,
 			NativeSettle: Duration{time.Second}, NativeMaxWait: Duration{5 * time.Second},
-			PXEFileGroups: "239.255.1.0/24", PXEFilePort: 3002, PXEPortOrder: "be", PXETmout: 2, PXEDelay: 2,
+			PXEFileGroups: netip.MustParsePrefix("239.255.1.0/24"), PXEFilePort: 3002, PXEPortOrder: "be", PXETmout: 2, PXEDelay: 2,
 		},
 		HTTP: HTTP{MaxConns: 2048, MaxConnsPerIP: 64},
-		DHCP: DHCP{Mode: "off", Listen: "0.0.0.0:67", ProxyPort: 4011, MaxPerMAC: 4},
+		DHCP: DHCP{Mode: "off", Listen: netip.MustParseAddrPort("0.0.0.0:67"), ProxyPort: 4011, MaxPerMAC: 4},
 		Origin: Origin{TTL: Duration{5 * time.Minute}, Timeout: Duration{10 * time.Minute},
 			MaxSize: 16 << 30, NegativeTTL: Duration{10 * time.Second}, Wait: Duration{30 * time.Second}},
 		Imaging: Imaging{MaxImageSize: 256 << 30, MaxUnknown: 256},
@@ -285,6 +281,9 @@ func Parse(b []byte, c *Config) error {
 	if err != nil {
 		var pe toml.ParseError
 		if errors.As(err, &pe) {
+			if verr := valueError(string(b), pe); verr != nil {
+				return verr
+			}
 			return fmt.Errorf("config: %s", describe(pe))
 		}
 		return fmt.Errorf("config: %w", err)
@@ -310,447 +309,6 @@ func describe(pe toml.ParseError) (msg string) {
 		}
 	}()
 	return pe.ErrorWithPosition()
-}
-
-// Validate returns every problem, each naming its field.
-func (c *Config) Validate() error {
-	var errs []error
-	bad := func(field, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
-	}
-	t := &c.TFTP
-	if t.Listen == "" {
-		bad("tftp.listen", "must not be empty")
-	} else if _, port, err := splitHostPort(t.Listen); err != nil {
-		bad("tftp.listen", "%v", err)
-	} else if port < 0 || port > 65535 {
-		bad("tftp.listen", "port %d is outside 0..65535", port)
-	}
-	if t.Root == "" {
-		bad("tftp.root", "must not be empty")
-	}
-	if t.MaxBlockSize < 8 || t.MaxBlockSize > 65464 {
-		bad("tftp.max_blksize", "%d is outside 8..65464 (RFC 2348)", t.MaxBlockSize)
-	}
-	if t.MaxWindow < 1 || t.MaxWindow > 65535 {
-		bad("tftp.max_windowsize", "%d is outside 1..65535 (RFC 7440)", t.MaxWindow)
-	}
-	if t.MaxWindowBytes < 512 {
-		bad("tftp.max_window_bytes", "%d is below one 512-byte block", t.MaxWindowBytes)
-	}
-	if t.MaxUploadSize < 0 {
-		bad("tftp.max_upload_size", "%d is negative", t.MaxUploadSize)
-	}
-	if t.WriteQuota < 0 {
-		bad("tftp.write_quota", "%d is negative (0 = no quota)", t.WriteQuota)
-	}
-	c.validateWriteDir(bad)
-	if t.MinRTO.Duration <= 0 {
-		bad("tftp.min_rto", "%s must be positive", t.MinRTO)
-	}
-	if t.MaxRTO.Duration < t.MinRTO.Duration {
-		bad("tftp.max_rto", "%s is below min_rto %s", t.MaxRTO, t.MinRTO)
-	}
-	if t.InitialRTO.Duration < t.MinRTO.Duration || t.InitialRTO.Duration > t.MaxRTO.Duration {
-		bad("tftp.initial_rto", "%s is outside min_rto..max_rto (%s..%s)", t.InitialRTO, t.MinRTO, t.MaxRTO)
-	}
-	if t.Retries < 1 || t.Retries > 100 {
-		bad("tftp.retries", "%d is outside 1..100", t.Retries)
-	}
-	if t.StallTimeout.Duration < 0 {
-		bad("tftp.stall_timeout", "%s is negative", t.StallTimeout)
-	}
-	if t.MaxSessions < 1 {
-		bad("tftp.max_sessions", "%d must be at least 1", t.MaxSessions)
-	}
-	if t.MaxPerClient < 1 {
-		bad("tftp.max_per_client", "%d must be at least 1", t.MaxPerClient)
-	}
-	if t.MaxUnconfirmed < 1 {
-		bad("tftp.max_unconfirmed", "%d must be at least 1", t.MaxUnconfirmed)
-	}
-	if t.MaxUnconfirmedPerPrefix < 1 {
-		bad("tftp.max_unconfirmed_per_prefix", "%d must be at least 1", t.MaxUnconfirmedPerPrefix)
-	}
-	if t.ConfirmTimeout.Duration <= 0 {
-		bad("tftp.confirm_timeout", "%s must be positive", t.ConfirmTimeout)
-	}
-	if t.MaxRequestRate < 0 {
-		bad("tftp.max_requests_per_sec", "%d is negative (0 = unlimited)", t.MaxRequestRate)
-	}
-	if t.RequestBurst < 0 {
-		bad("tftp.request_burst", "%d is negative", t.RequestBurst)
-	}
-	if t.Lifetime.Duration <= 0 {
-		bad("tftp.session_lifetime", "%s must be positive", t.Lifetime)
-	}
-	if t.ShutdownGrace.Duration < 0 {
-		bad("tftp.shutdown_grace", "%s is negative", t.ShutdownGrace)
-	}
-	if c.HTTP.Listen != "" {
-		if _, port, err := splitHostPort(c.HTTP.Listen); err != nil {
-			bad("http.listen", "%v", err)
-		} else if port < 0 || port > 65535 {
-			bad("http.listen", "port %d is outside 0..65535", port)
-		}
-	}
-	if c.HTTP.MaxConns < 1 {
-		bad("http.max_conns", "%d must be at least 1", c.HTTP.MaxConns)
-	}
-	if c.HTTP.MaxConnsPerIP < 1 || c.HTTP.MaxConnsPerIP > c.HTTP.MaxConns {
-		bad("http.max_conns_per_ip", "%d is outside 1..http.max_conns (%d)", c.HTTP.MaxConnsPerIP, c.HTTP.MaxConns)
-	}
-	for i, a := range c.HTTP.APIAllow {
-		if _, err := ParsePrefix(a); err != nil {
-			bad(fmt.Sprintf("http.api_allow[%d]", i), "%v", err)
-		}
-	}
-	for i, h := range c.HTTP.APIHosts {
-		if h == "" || strings.ContainsAny(h, ":/[] \t") {
-			bad(fmt.Sprintf("http.api_hosts[%d]", i), "%q is not a host name like boot.example.org", h)
-		}
-	}
-	c.validateMTFTP(bad)
-	if c.Server.Group != "" && c.Server.User == "" {
-		bad("server.group", "%q is set without server.user", c.Server.Group)
-	}
-	if c.DHCP.MaxPerMAC < 1 {
-		bad("dhcp.max_leases_per_mac", "%d must be at least 1", c.DHCP.MaxPerMAC)
-	}
-	c.validateDHCP(bad)
-	c.validateOrigin(bad)
-	c.validateImaging(bad)
-	switch c.Log.Level {
-	case "debug", "info", "warn", "error":
-	default:
-		bad("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
-	}
-	switch c.Log.Format {
-	case "console", "json":
-	default:
-		bad("log.format", "%q is not console or json", c.Log.Format)
-	}
-	return errors.Join(errs...)
-}
-
-// validateWriteDir refuses an upload directory that overlaps a served
-// tree (either inside the other): an upload named pxelinux.cfg/01-<mac>
-// would take over that machine's boot (issue 13, finding 11). Paths are
-// compared as written (made absolute) and, where they exist, with their
-// symlinks resolved (lstat and readlink only: no file is opened).
-func (c *Config) validateWriteDir(bad func(field, format string, args ...any)) {
-	w := c.TFTP.WriteDir
-	if w == "" {
-		return
-	}
-	served := []struct{ field, dir string }{
-		{"tftp.root", c.TFTP.Root}, {"http.root", c.HTTP.Root}, {"templates.dir", c.Templates.Dir},
-	}
-	if IsURL(c.TFTP.Root) || IsURL(c.HTTP.Root) {
-		// Files fetched from an origin are served from the cache.
-		served = append(served, struct{ field, dir string }{"origin.cache_dir", c.Origin.CacheDir})
-	}
-	for _, s := range served {
-		if s.dir == "" || IsURL(s.dir) {
-			continue
-		}
-		if overlaps(w, s.dir) {
-			bad("tftp.write_dir", "%q overlaps %s %q (one inside the other): an upload could replace a served file", w, s.field, s.dir)
-		}
-	}
-}
-
-// overlaps reports whether directory a is b, or inside it, or contains it.
-func overlaps(a, b string) bool {
-	forms := func(p string) []string {
-		abs, err := filepath.Abs(p)
-		if err != nil {
-			return nil
-		}
-		out := []string{abs}
-		if r, err := filepath.EvalSymlinks(abs); err == nil {
-			out = append(out, r)
-		}
-		return out
-	}
-	within := func(p, dir string) bool {
-		return p == dir || strings.HasPrefix(p, strings.TrimSuffix(dir, string(filepath.Separator))+string(filepath.Separator))
-	}
-	for _, x := range forms(a) {
-		for _, y := range forms(b) {
-			if within(x, y) || within(y, x) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-func (c *Config) validateOrigin(bad func(field, format string, args ...any)) {
-	urls := false
-	for _, r := range []struct{ field, root string }{{"tftp.root", c.TFTP.Root}, {"http.root", c.HTTP.Root}} {
-		if !IsURL(r.root) {
-			continue
-		}
-		urls = true
-		if u, err := url.Parse(r.root); err != nil || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
-			bad(r.field, "%q is not an http(s) URL without query like http://origin.example:8080/boot/", r.root)
-		}
-	}
-	o := &c.Origin
-	if urls && o.CacheDir == "" {
-		bad("origin.cache_dir", "must be set when tftp.root or http.root is an http(s) URL")
-	}
-	if o.TTL.Duration < 0 {
-		bad("origin.ttl", "%s is negative", o.TTL)
-	}
-	if o.Timeout.Duration <= 0 {
-		bad("origin.timeout", "%s must be positive", o.Timeout)
-	}
-	if o.MaxSize < 0 {
-		bad("origin.max_size", "%d is negative (0 = no cap)", o.MaxSize)
-	}
-	if o.NegativeTTL.Duration < 0 {
-		bad("origin.negative_ttl", "%s is negative (0 = failures are not remembered)", o.NegativeTTL)
-	}
-	if o.Wait.Duration <= 0 {
-		bad("origin.wait", "%s must be positive", o.Wait)
-	}
-}
-
-// mcastScope is the only multicast range mtftpd sends to (RFC 2365
-// organisation-local scope).
-var mcastScope = netip.MustParsePrefix("239.255.0.0/16")
-
-func (c *Config) validateMTFTP(bad func(field, format string, args ...any)) {
-	m := &c.MTFTP
-	if p, err := netip.ParsePrefix(m.GroupRange); err != nil || !p.Addr().Is4() {
-		bad("mtftp.group_range", "%q is not an IPv4 prefix like 239.255.0.0/24", m.GroupRange)
-	} else if p.Bits() < mcastScope.Bits() || !mcastScope.Contains(p.Addr()) {
-		bad("mtftp.group_range", "%s is not inside %s", p, mcastScope)
-	}
-	if m.Port < 1 || m.Port > 65535 {
-		bad("mtftp.port", "%d is outside 1..65535", m.Port)
-	}
-	if m.TTL < 1 || m.TTL > 255 {
-		bad("mtftp.ttl", "%d is outside 1..255", m.TTL)
-	}
-	if m.PXEListen != "" {
-		if host, port, err := splitHostPort(m.PXEListen); err != nil {
-			bad("mtftp.pxe_listen", "%v", err)
-		} else if port < 1 || port > 65535 {
-			bad("mtftp.pxe_listen", "port %d is outside 1..65535", port)
-		} else if a, err := netip.ParseAddr(host); (host == "" || err != nil || a.IsUnspecified()) && m.Interface == "" {
-			// The stream must leave by a known interface, never the
-			// routing table's pick (it could be the uplink).
-			bad("mtftp.pxe_listen", "%q listens on every address: give an address (e.g. 192.0.2.1:1759) or set mtftp.interface", m.PXEListen)
-		}
-	}
-	if a, err := netip.ParseAddr(m.PXEGroup); err != nil || !mcastScope.Contains(a) {
-		bad("mtftp.pxe_group", "%q is not a group inside %s", m.PXEGroup, mcastScope)
-	}
-	if m.PXEClientPort < 1 || m.PXEClientPort > 65535 {
-		bad("mtftp.pxe_client_port", "%d is outside 1..65535", m.PXEClientPort)
-	}
-	if m.NativeRateMbps < 0 || m.NativeRateMbps > 400000 {
-		bad("mtftp.native_rate_mbps", "%d is outside 0..400000", m.NativeRateMbps)
-	}
-	if m.NativeSettle.Duration < 0 || m.NativeSettle.Duration > time.Hour {
-		bad("mtftp.native_settle", "%v is outside 0s..1h", m.NativeSettle.Duration)
-	}
-	if m.NativeMaxWait.Duration < 0 || m.NativeMaxWait.Duration > time.Hour {
-		bad("mtftp.native_max_wait", "%v is outside 0s..1h", m.NativeMaxWait.Duration)
-	}
-	if m.NativeMinReceivers < 0 || m.NativeMinReceivers > 10000 {
-		bad("mtftp.native_min_receivers", "%d is outside 0..10000", m.NativeMinReceivers)
-	}
-	for i, r := range m.Start {
-		key := fmt.Sprintf("mtftp.start[%d]", i)
-		if _, err := path.Match(r.Files, ""); err != nil || r.Files == "" {
-			bad(key+".files", "%q is not a file name pattern like images/*.img", r.Files)
-		}
-		if r.MinReceivers < 0 || r.MinReceivers > 10000 {
-			bad(key+".min_receivers", "%d is outside 0..10000", r.MinReceivers)
-		}
-		if r.MaxWait.Duration < 0 || r.MaxWait.Duration > time.Hour {
-			bad(key+".max_wait", "%v is outside 0s..1h", r.MaxWait.Duration)
-		}
-		if r.Settle.Duration < 0 || r.Settle.Duration > time.Hour {
-			bad(key+".settle", "%v is outside 0s..1h", r.Settle.Duration)
-		}
-	}
-	if p, err := netip.ParsePrefix(m.PXEFileGroups); err != nil || !p.Addr().Is4() {
-		bad("mtftp.pxe_file_groups", "%q is not an IPv4 prefix like 239.255.1.0/24", m.PXEFileGroups)
-	} else if p.Bits() < mcastScope.Bits() || !mcastScope.Contains(p.Addr()) {
-		bad("mtftp.pxe_file_groups", "%s is not inside %s", p, mcastScope)
-	} else if g, err := netip.ParsePrefix(m.GroupRange); err == nil && p.Overlaps(g) {
-		bad("mtftp.pxe_file_groups", "%s overlaps mtftp.group_range %s (an RFC 2090 session would share a file's group)", p, g)
-	}
-	if m.PXEFilePort < 1 || m.PXEFilePort > 65535 {
-		bad("mtftp.pxe_file_port", "%d is outside 1..65535", m.PXEFilePort)
-	}
-	if m.PXEPortOrder != "be" && m.PXEPortOrder != "le" {
-		bad("mtftp.pxe_port_order", "%q is not be or le", m.PXEPortOrder)
-	}
-	if m.PXETmout < 1 || m.PXETmout > 255 {
-		bad("mtftp.pxe_tmout", "%d is outside 1..255", m.PXETmout)
-	}
-	if m.PXEDelay < 1 || m.PXEDelay > 255 {
-		bad("mtftp.pxe_delay", "%d is outside 1..255", m.PXEDelay)
-	}
-}
-
-func (c *Config) validateDHCP(bad func(field, format string, args ...any)) {
-	d := &c.DHCP
-	switch d.Mode {
-	case "off", "server", "proxy":
-	default:
-		bad("dhcp.mode", "%q is not off, server or proxy", d.Mode)
-		return
-	}
-	// The host table also names machines for the templates, so it is
-	// checked in every mode.
-	c.validateHosts(bad)
-	if d.Mode == "off" {
-		return
-	}
-	if host, port, err := splitHostPort(d.Listen); err != nil {
-		bad("dhcp.listen", "%v", err)
-	} else if port < 0 || port > 65535 {
-		bad("dhcp.listen", "port %d is outside 0..65535", port)
-	} else if a, err := netip.ParseAddr(host); host != "" && (err != nil || !a.IsUnspecified()) {
-		// Linux never delivers 255.255.255.255 to a socket bound to a
-		// unicast address: such a server would never see a DISCOVER.
-		bad("dhcp.listen", "%q: DHCP must listen on 0.0.0.0 (use dhcp.interfaces to pick interfaces)", d.Listen)
-	}
-	for i, r := range d.Relays {
-		if p, err := ParsePrefix(r); err != nil {
-			bad(fmt.Sprintf("dhcp.relays[%d]", i), "%v", err)
-		} else if !p.Addr().Is4() {
-			bad(fmt.Sprintf("dhcp.relays[%d]", i), "%q is not IPv4", r)
-		}
-	}
-	if d.ProxyPort < 1 || d.ProxyPort > 65535 {
-		bad("dhcp.proxy_port", "%d is outside 1..65535", d.ProxyPort)
-	}
-	if d.TFTPServer != "" {
-		if a, err := netip.ParseAddr(d.TFTPServer); err != nil || !a.Is4() {
-			bad("dhcp.tftp_server", "%q is not an IPv4 address", d.TFTPServer)
-		}
-	}
-	if d.HTTPBase != "" {
-		if u, err := url.Parse(d.HTTPBase); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			bad("dhcp.http_base", "%q is not an absolute http(s) URL", d.HTTPBase)
-		}
-	}
-	if d.Mode == "server" && len(d.Subnets) == 0 {
-		bad("dhcp.subnet", "server mode needs at least one [[dhcp.subnet]]")
-	}
-	for i, sn := range d.Subnets {
-		f := fmt.Sprintf("dhcp.subnet[%d]", i)
-		p, err := netip.ParsePrefix(sn.Prefix)
-		if err != nil || !p.Addr().Is4() {
-			bad(f+".prefix", "%q is not an IPv4 prefix like 192.0.2.0/24", sn.Prefix)
-			continue
-		}
-		if _, _, err := ParseRange(sn.Range, p); err != nil {
-			bad(f+".range", "%v", err)
-		}
-		if sn.Router != "" {
-			if a, err := netip.ParseAddr(sn.Router); err != nil || !p.Contains(a) {
-				bad(f+".router", "%q is not an address in %s", sn.Router, p)
-			}
-		}
-		for j, dns := range sn.DNS {
-			if a, err := netip.ParseAddr(dns); err != nil || !a.Is4() {
-				bad(fmt.Sprintf("%s.dns[%d]", f, j), "%q is not an IPv4 address", dns)
-			}
-		}
-		if sn.LeaseTime.Duration < 0 {
-			bad(f+".lease_time", "%s is negative", sn.LeaseTime)
-		}
-	}
-	for i, r := range d.Boot {
-		f := fmt.Sprintf("dhcp.boot[%d]", i)
-		if _, err := template.New(f).Parse(r.File); err != nil {
-			bad(f+".file", "template: %v", err)
-		}
-	}
-}
-
-func (c *Config) validateHosts(bad func(field, format string, args ...any)) {
-	seen := map[string]bool{}
-	for i, h := range c.DHCP.Hosts {
-		f := fmt.Sprintf("dhcp.host[%d]", i)
-		mac, err := net.ParseMAC(h.MAC)
-		if err != nil || len(mac) != 6 {
-			bad(f+".mac", "%q is not an Ethernet MAC like 52:54:00:12:34:56", h.MAC)
-		} else if seen[mac.String()] {
-			bad(f+".mac", "%s is listed twice", mac)
-		} else {
-			seen[mac.String()] = true
-		}
-		if h.IP != "" {
-			if a, err := netip.ParseAddr(h.IP); err != nil || !a.Is4() {
-				bad(f+".ip", "%q is not an IPv4 address", h.IP)
-			}
-		}
-	}
-}
-
-// ParsePrefix parses an address ("192.0.2.1", a /32) or a prefix
-// ("192.0.2.0/24").
-func ParsePrefix(s string) (netip.Prefix, error) {
-	if p, err := netip.ParsePrefix(s); err == nil {
-		return p.Masked(), nil
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("%q is not an address or prefix like 192.0.2.1 or 192.0.2.0/24", s)
-	}
-	return netip.PrefixFrom(a, a.BitLen()), nil
-}
-
-// ParsePrefixes parses a validated list of ParsePrefix values.
-func ParsePrefixes(list []string) []netip.Prefix {
-	var out []netip.Prefix
-	for _, s := range list {
-		if p, err := ParsePrefix(s); err == nil {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
-// ParseRange parses "first-last" inside p.
-func ParseRange(s string, p netip.Prefix) (netip.Addr, netip.Addr, error) {
-	a, b, ok := strings.Cut(s, "-")
-	if !ok {
-		return netip.Addr{}, netip.Addr{}, fmt.Errorf("%q is not a range like 192.0.2.100-192.0.2.199", s)
-	}
-	first, err1 := netip.ParseAddr(strings.TrimSpace(a))
-	last, err2 := netip.ParseAddr(strings.TrimSpace(b))
-	switch {
-	case err1 != nil || err2 != nil:
-		return first, last, fmt.Errorf("%q is not a range like 192.0.2.100-192.0.2.199", s)
-	case !p.Contains(first) || !p.Contains(last):
-		return first, last, fmt.Errorf("%q is not inside %s", s, p)
-	case last.Less(first):
-		return first, last, fmt.Errorf("%q ends before it starts", s)
-	}
-	return first, last, nil
-}
-
-func splitHostPort(s string) (string, int, error) {
-	i := strings.LastIndexByte(s, ':')
-	if i < 0 {
-		return "", 0, fmt.Errorf("%q has no port (like 0.0.0.0:69)", s)
-	}
-	p, err := strconv.Atoi(s[i+1:])
-	if err != nil {
-		return "", 0, fmt.Errorf("%q: port is not a number", s)
-	}
-	return s[:i], p, nil
 }
 
 // Encode writes c as TOML (for --print-config).
@@ -816,8 +374,15 @@ func (k *keyFlag) Set(s string) error {
 // flagType names a field's value in the usage text (pflag prints it after
 // the flag, and omits it for "bool").
 func flagType(v reflect.Value) string {
-	if _, ok := v.Interface().(Duration); ok {
+	switch v.Interface().(type) {
+	case Duration:
 		return "duration"
+	case netip.AddrPort:
+		return "addr:port"
+	case netip.Addr:
+		return "addr"
+	case netip.Prefix:
+		return "prefix"
 	}
 	switch v.Kind() {
 	case reflect.Bool:
@@ -836,25 +401,32 @@ func flagType(v reflect.Value) string {
 func Changed(a, b Config) []string {
 	var out []string
 	var bv []reflect.Value
-	walk(reflect.ValueOf(&b).Elem(), "", func(_, _ string, v reflect.Value) { bv = append(bv, v) })
+	walkKeys(reflect.ValueOf(&b).Elem(), "", true, func(_ string, _ reflect.StructField, v reflect.Value) { bv = append(bv, v) })
 	i := 0
-	walk(reflect.ValueOf(&a).Elem(), "", func(name, _ string, v reflect.Value) {
+	walkKeys(reflect.ValueOf(&a).Elem(), "", true, func(name string, _ reflect.StructField, v reflect.Value) {
 		if !reflect.DeepEqual(v.Interface(), bv[i].Interface()) {
 			out = append(out, name)
 		}
 		i++
 	})
-	for name, eq := range map[string]bool{
-		"dhcp.subnet":  reflect.DeepEqual(a.DHCP.Subnets, b.DHCP.Subnets),
-		"dhcp.host":    reflect.DeepEqual(a.DHCP.Hosts, b.DHCP.Hosts),
-		"dhcp.boot":    reflect.DeepEqual(a.DHCP.Boot, b.DHCP.Boot),
-		"imaging.task": reflect.DeepEqual(a.Imaging.Tasks, b.Imaging.Tasks),
-	} {
-		if !eq {
-			out = append(out, name)
+	sort.Strings(out)
+	return out
+}
+
+// NeedRestart lists the keys of changed (from Changed) that a running
+// server cannot take on: every key but those tagged reload:"yes".
+func NeedRestart(changed []string) []string {
+	live := map[string]bool{}
+	c := Defaults()
+	walkKeys(reflect.ValueOf(&c).Elem(), "", true, func(name string, f reflect.StructField, _ reflect.Value) {
+		live[name] = f.Tag.Get("reload") == "yes"
+	})
+	var out []string
+	for _, k := range changed {
+		if !live[k] {
+			out = append(out, k)
 		}
 	}
-	sort.Strings(out)
 	return out
 }
 
@@ -867,7 +439,15 @@ func FieldNames() []string {
 	return out
 }
 
+// walk calls fn for every key that has a flag: the tables are left out.
 func walk(v reflect.Value, prefix string, fn func(name, help string, v reflect.Value)) {
+	walkKeys(v, prefix, false, func(name string, f reflect.StructField, v reflect.Value) { fn(name, f.Tag.Get("help"), v) })
+}
+
+// walkKeys calls fn for every key under v: the leaves (values, lists of
+// values) and, with tables, each table array ([[dhcp.subnet]], …) as one
+// key.
+func walkKeys(v reflect.Value, prefix string, tables bool, fn func(name string, f reflect.StructField, v reflect.Value)) {
 	t := v.Type()
 	for i := range t.NumField() {
 		f := t.Field(i)
@@ -876,33 +456,37 @@ func walk(v reflect.Value, prefix string, fn func(name, help string, v reflect.V
 			name = prefix + "." + name
 		}
 		fv := v.Field(i)
-		if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeOf(Duration{}) {
-			walk(fv, name, fn)
+		if f.Type.Kind() == reflect.Struct && !isText(f.Type) {
+			walkKeys(fv, name, tables, fn)
 			continue
 		}
-		// Tables ([[dhcp.subnet]], …) live in the file only.
-		if f.Type.Kind() == reflect.Slice && f.Type.Elem().Kind() != reflect.String {
-			continue
+		if table := f.Type.Kind() == reflect.Slice && f.Type.Elem().Kind() == reflect.Struct && !isText(f.Type.Elem()); table && !tables {
+			continue // tables live in the file only
 		}
-		fn(name, f.Tag.Get("help"), fv)
+		fn(name, f, fv)
 	}
 }
 
 // defaultText is a field's value as its flag would be written
 // (pflag quotes it for "string" flags in the usage text).
 func defaultText(v reflect.Value) string {
-	if d, ok := v.Interface().(Duration); ok {
-		return d.String()
+	if v.Kind() == reflect.Slice && v.Type() != reflect.TypeFor[MAC]() {
+		var list []string
+		for i := range v.Len() {
+			list = append(list, defaultText(v.Index(i)))
+		}
+		return strings.Join(list, ",")
 	}
-	if l, ok := v.Interface().([]string); ok {
-		return strings.Join(l, ",")
+	if m, ok := v.Interface().(encoding.TextMarshaler); ok {
+		b, _ := m.MarshalText()
+		return string(b)
 	}
 	return fmt.Sprint(v.Interface())
 }
 
 func setValue(v reflect.Value, s string) error {
-	if d, ok := v.Addr().Interface().(*Duration); ok {
-		return d.UnmarshalText([]byte(s))
+	if isText(v.Type()) {
+		return decodeText(v, s)
 	}
 	switch v.Kind() {
 	case reflect.String:
@@ -913,14 +497,21 @@ func setValue(v reflect.Value, s string) error {
 			return fmt.Errorf("%q is not true or false", s)
 		}
 		v.SetBool(b)
-	case reflect.Slice: // []string, comma-separated
-		var list []string
+	case reflect.Slice: // comma-separated
+		list := reflect.MakeSlice(v.Type(), 0, 0)
 		for _, f := range strings.Split(s, ",") {
-			if f = strings.TrimSpace(f); f != "" {
-				list = append(list, f)
+			if f = strings.TrimSpace(f); f == "" {
+				continue
+			}
+			list = reflect.Append(list, reflect.Zero(v.Type().Elem()))
+			if err := setValue(list.Index(list.Len()-1), f); err != nil {
+				return err
 			}
 		}
-		v.Set(reflect.ValueOf(list))
+		if list.Len() == 0 {
+			list = reflect.Zero(v.Type()) // nil, as a list absent from the file
+		}
+		v.Set(list)
 	case reflect.Int, reflect.Int64:
 		n, err := strconv.ParseInt(s, 10, 64)
 		if err != nil {

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"net/netip"
 	"os"
 	"reflect"
 	"slices"
@@ -170,6 +171,9 @@ func TestEveryFieldHasAFlag(t *testing.T) {
 func FuzzParse(f *testing.F) {
 	f.Add([]byte("[tftp]\nroot = \"/srv\"\nmax_windowsize = 8\n[log]\nlevel = \"debug\"\n"))
 	f.Add([]byte("[tftp]\nmin_rto = \"10ms\"\n"))
+	// Typed values, good and bad (valueError names the bad one).
+	f.Add([]byte(dhcpKey("relays = [\"192.0.2.1\", \"198.51.100.0/24\"]") + "router = \"192.0.2.1\"\ndns = [\"192.0.2.53\"]\n[[dhcp.host]]\nmac = \"52:54:00:00:00:01\"\n"))
+	f.Add([]byte("[[dhcp.subnet]]\nprefix = \"192.0.2.0/24\"\n[[dhcp.subnet]]\ndns = [\"x\"]\n[http]\napi_allow = [\"lan\"]\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c := Defaults()
 		if err := Parse(b, &c); err != nil {
@@ -196,7 +200,7 @@ func TestChanged(t *testing.T) {
 	}
 	b := Defaults()
 	b.Log.Level = "debug"
-	b.TFTP.Listen = "127.0.0.1:69"
+	b.TFTP.Listen = netip.MustParseAddrPort("127.0.0.1:69")
 	b.TFTP.MinRTO = Duration{time.Second}
 	b.DHCP.Boot = []BootRule{{Name: "x", File: "y"}}
 	b.DHCP.Interfaces = []string{"eth1"}

@@ -26,7 +26,7 @@ type Imaging struct {
 	Cmdline      string `toml:"cmdline" help:"more kernel arguments for the deploy kernel, after mtftpd's own (e.g. console=ttyS0)"`
 	MaxUnknown   int    `toml:"max_unknown" help:"machine records that tasks with unknown = true may create (a bound against MAC floods)"`
 
-	Tasks []ImagingTask `toml:"task"`
+	Tasks []ImagingTask `toml:"task" reload:"yes"`
 }
 
 // ImagingTask is one [[imaging.task]], and the JSON body of POST
@@ -263,7 +263,7 @@ func (c *Config) validateImaging(bad func(field, format string, args ...any)) {
 		if len(k.v) < 16 {
 			bad(k.key, "is %d characters: use at least 16 (e.g. openssl rand -hex 16)", len(k.v))
 		}
-		if c.HTTP.Listen == "" {
+		if !c.HTTP.Listen.IsValid() {
 			bad(k.key, "is used over HTTP: set http.listen")
 		}
 	}
@@ -281,7 +281,7 @@ func (c *Config) validateImaging(bad func(field, format string, args ...any)) {
 	if err := checkTFTPName(m.Initrd); err != nil {
 		bad("imaging.initrd", "%v", err)
 	}
-	if c.HTTP.Listen == "" {
+	if !c.HTTP.Listen.IsValid() {
 		bad("imaging.task", "the deploy agent talks to the HTTP mirror: set http.listen")
 	}
 	hosts := c.Hostnames()

@@ -119,7 +119,7 @@ func TestImagingErrorsNameTheKey(t *testing.T) {
 	}
 	// An admin token needs the deploy environment (tasks may be added).
 	c = Defaults()
-	if err := Parse([]byte("[tftp]\nroot = \"/srv/tftp\"\n[http]\nlisten = \":8080\"\n[imaging]\ndir = \"/srv/tftp/images\"\nadmin_token = \"0123456789abcdef\"\n"), &c); err != nil {
+	if err := Parse([]byte("[tftp]\nroot = \"/srv/tftp\"\n[http]\nlisten = \"0.0.0.0:8080\"\n[imaging]\ndir = \"/srv/tftp/images\"\nadmin_token = \"0123456789abcdef\"\n"), &c); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "imaging.kernel: must be set") {

@@ -39,7 +39,7 @@ func TestSecurityKeysValidated(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32"), netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("::1/128")}
-	if got := ParsePrefixes(c.HTTP.APIAllow); !slices.Equal(got, want) {
-		t.Fatalf("ParsePrefixes = %v, want %v", got, want)
+	if got := Prefixes(c.HTTP.APIAllow); !slices.Equal(got, want) {
+		t.Fatalf("Prefixes = %v, want %v", got, want)
 	}
 }

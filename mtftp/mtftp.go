@@ -222,26 +222,23 @@ type timing struct {
 }
 
 func (s *Server) timing() timing {
-	t := timing{s.InitialRTO, s.MinRTO, s.MaxRTO, s.Retries, s.PromoteTries, s.SessionLifetime}
-	if t.initial <= 0 {
-		t.initial = DefaultInitialRTO
+	return timing{
+		initial:  positiveOr(s.InitialRTO, DefaultInitialRTO),
+		min:      positiveOr(s.MinRTO, DefaultMinRTO),
+		max:      positiveOr(s.MaxRTO, DefaultMaxRTO),
+		retries:  positiveOr(s.Retries, DefaultRetries),
+		promote:  positiveOr(s.PromoteTries, DefaultPromoteTries),
+		lifetime: positiveOr(s.SessionLifetime, DefaultLifetime),
 	}
-	if t.min <= 0 {
-		t.min = DefaultMinRTO
+}
+
+// positiveOr is v, or def when v is zero or negative: a zero field means
+// the documented default (docs/design.md, "Architecture").
+func positiveOr[T int | time.Duration](v, def T) T {
+	if v <= 0 {
+		return def
 	}
-	if t.max <= 0 {
-		t.max = DefaultMaxRTO
-	}
-	if t.retries <= 0 {
-		t.retries = DefaultRetries
-	}
-	if t.promote <= 0 {
-		t.promote = DefaultPromoteTries
-	}
-	if t.lifetime <= 0 {
-		t.lifetime = DefaultLifetime
-	}
-	return t
+	return v
 }
 
 // validate fills in defaults and returns every problem with its field.

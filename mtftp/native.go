@@ -497,8 +497,7 @@ func (ns *nativeSession) run(ctx context.Context) {
 // stream runs the carousel and repairs until the session ends; it returns
 // the outcome for the log.
 func (ns *nativeSession) stream(ctx context.Context) (tftp.Outcome, error) {
-	s := ns.s
-	lifetime := time.NewTimer(s.timing().lifetime)
+	lifetime := time.NewTimer(ns.s.timing().lifetime)
 	defer lifetime.Stop()
 	// Gather receivers (the start policy, native_start.go). Heartbeats
 	// go out meanwhile: a receiver that hears none has not got its group
@@ -507,17 +506,11 @@ func (ns *nativeSession) stream(ctx context.Context) (tftp.Outcome, error) {
 	if done := ns.gather(ctx); done != "" {
 		return done, ctx.Err()
 	}
-	hdrs := make([]byte, nativeMaxBatch*dataHdrLen)
-	ds := make([]udpio.Datagram, 0, nativeMaxBatch)
-	pc, err := newParityCache(ns.g, nativeParityCache, &s.parityUsed)
+	p, err := ns.newPacer()
 	if err != nil {
 		return tftp.OutcomeError, err
 	}
-	defer pc.release()
-	pkt := float64(dataHdrLen + ns.g.shard)
-	tokens, last := pkt, time.Now()
-	nextBeat, nextStep := time.Time{}, time.Now().Add(nativeControlStep)
-	beat := make([]byte, 0, 256)
+	defer p.pc.release()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
@@ -525,77 +518,32 @@ func (ns *nativeSession) stream(ctx context.Context) (tftp.Outcome, error) {
 		case <-ctx.Done():
 			return tftp.OutcomeShutdown, ctx.Err()
 		case <-lifetime.C:
-			return tftp.OutcomeLifetime, fmt.Errorf("session lifetime %s exceeded", s.timing().lifetime)
+			return ns.lifetimeOver()
 		default:
 		}
 		now := time.Now()
-		var moves []*nativeRecv
-		if now.After(nextStep) {
-			moves = ns.control(now)
-			nextStep = now.Add(nativeControlStep)
-		}
-		for _, r := range moves {
-			ns.move(ctx, r)
-		}
-		ns.mu.Lock()
-		left, rate := len(ns.receivers), ns.rate
+		ns.controlStep(ctx, p, now)
+		left, err := ns.planBatch(p, now)
 		if left == 0 {
-			ns.mu.Unlock()
 			if ns.empty() { // takes the server's lock to make it final
 				return tftp.OutcomeOK, nil
 			}
 			continue
 		}
-		tokens = min(tokens+rate*now.Sub(last).Seconds(), max(2*pkt, rate*0.002))
-		last = now
-		n := 0
-		if tokens >= pkt {
-			n = min(nativeMaxBatch, int(tokens/pkt))
-		}
-		ds, err = ns.plan(ds[:0], n, hdrs, pc, now)
-		idle := ns.seq >= ns.dataUntil && len(ns.needOrder) == 0
-		var due time.Time
-		if len(ns.needOrder) > 0 {
-			due = ns.need[ns.needOrder[0]].due
-		}
-		changed := idle != ns.idle
-		ns.idle = idle
-		if now.After(nextBeat) || changed {
-			p := ns.describe(0)
-			beat = appendSession(beat[:0], &p)
-		} else {
-			beat = beat[:0]
-		}
-		ns.mu.Unlock()
 		if err != nil {
 			return tftp.OutcomeError, err
 		}
-		if len(beat) > 0 {
-			ns.send(beat)
-			nextBeat = now.Add(nativeBeat)
+		if len(p.beat) > 0 {
+			ns.send(p.beat)
+			p.nextBeat = now.Add(nativeBeat)
 		}
-		if len(ds) > 0 {
-			bytes := 0
-			for _, d := range ds {
-				bytes += d.Len()
-			}
-			if _, err := ns.c.WriteDatagrams(ns.group, ds); err != nil {
-				s.Counters.SendErrors.Add(1)
-			}
-			tokens -= float64(bytes)
-			ns.account(len(ds), bytes)
+		if len(p.ds) > 0 {
+			ns.sendBatch(p)
 			continue
 		}
 		// Nothing to send now: wait for tokens, a report, or the next
 		// heartbeat or control step.
-		wait := min(time.Until(nextBeat), time.Until(nextStep))
-		if !due.IsZero() {
-			wait = min(wait, time.Until(due))
-		}
-		if !idle && tokens < pkt {
-			wait = min(wait, max(time.Millisecond, time.Duration((pkt-tokens)/rate*float64(time.Second))))
-		}
-		timer.Reset(max(wait, 100*time.Microsecond))
+		timer.Reset(p.wait())
 		select {
 		case <-timer.C:
 		case <-ns.wake:
@@ -603,9 +551,117 @@ func (ns *nativeSession) stream(ctx context.Context) (tftp.Outcome, error) {
 		case <-ctx.Done():
 			return tftp.OutcomeShutdown, ctx.Err()
 		case <-lifetime.C:
-			return tftp.OutcomeLifetime, fmt.Errorf("session lifetime %s exceeded", s.timing().lifetime)
+			return ns.lifetimeOver()
 		}
 	}
+}
+
+func (ns *nativeSession) lifetimeOver() (tftp.Outcome, error) {
+	return tftp.OutcomeLifetime, fmt.Errorf("session lifetime %s exceeded", ns.s.timing().lifetime)
+}
+
+// pacer is stream's state between batches: a token bucket filled at the
+// session's rate, the heartbeat and control step times, and the buffers
+// a batch is planned in.
+type pacer struct {
+	hdrs               []byte
+	ds                 []udpio.Datagram // the batch planned
+	pc                 *parityCache
+	beat               []byte  // the heartbeat planned with it (empty: none)
+	pkt                float64 // bytes of one datagram
+	tokens, rate       float64 // bytes; bytes/s when the batch was planned
+	last               time.Time
+	nextBeat, nextStep time.Time
+	due                time.Time // the first repair's due time (zero: none asked)
+	idle               bool      // nothing to send: the carousel done, no repair asked
+}
+
+func (ns *nativeSession) newPacer() (*pacer, error) {
+	pc, err := newParityCache(ns.g, nativeParityCache, &ns.s.parityUsed)
+	if err != nil {
+		return nil, err
+	}
+	pkt := float64(dataHdrLen + ns.g.shard)
+	now := time.Now()
+	return &pacer{
+		hdrs: make([]byte, nativeMaxBatch*dataHdrLen), ds: make([]udpio.Datagram, 0, nativeMaxBatch),
+		pc: pc, beat: make([]byte, 0, 256), pkt: pkt, tokens: pkt, last: now, nextStep: now.Add(nativeControlStep),
+	}, nil
+}
+
+// controlStep makes the rate and slow-receiver decisions once per
+// nativeControlStep and moves the slow receivers to a slower tier.
+func (ns *nativeSession) controlStep(ctx context.Context, p *pacer, now time.Time) {
+	if !now.After(p.nextStep) {
+		return
+	}
+	moves := ns.control(now)
+	p.nextStep = now.Add(nativeControlStep)
+	for _, r := range moves {
+		ns.move(ctx, r)
+	}
+}
+
+// planBatch plans into p the batch the tokens allow (repairs first, then
+// the carousel) and a heartbeat when one is due or the stream went idle
+// or busy. It returns the number of receivers: with none, nothing is
+// planned. Planning encodes parity from the mapping: a fault there (the
+// file truncated) unwinds through here, and the deferred unlock keeps
+// the session's lock from being held by a dead stream.
+func (ns *nativeSession) planBatch(p *pacer, now time.Time) (left int, err error) {
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	left, p.rate = len(ns.receivers), ns.rate
+	if left == 0 {
+		return 0, nil
+	}
+	p.tokens = min(p.tokens+p.rate*now.Sub(p.last).Seconds(), max(2*p.pkt, p.rate*0.002))
+	p.last = now
+	n := 0
+	if p.tokens >= p.pkt {
+		n = min(nativeMaxBatch, int(p.tokens/p.pkt))
+	}
+	p.ds, err = ns.plan(p.ds[:0], n, p.hdrs, p.pc, now)
+	idle := ns.seq >= ns.dataUntil && len(ns.needOrder) == 0
+	p.due = time.Time{}
+	if len(ns.needOrder) > 0 {
+		p.due = ns.need[ns.needOrder[0]].due
+	}
+	changed := idle != ns.idle
+	ns.idle, p.idle = idle, idle
+	p.beat = p.beat[:0]
+	if now.After(p.nextBeat) || changed {
+		d := ns.describe(0)
+		p.beat = appendSession(p.beat, &d)
+	}
+	return left, err
+}
+
+// sendBatch sends the planned batch to the group and spends its tokens.
+func (ns *nativeSession) sendBatch(p *pacer) {
+	bytes := 0
+	for _, d := range p.ds {
+		bytes += d.Len()
+	}
+	if _, err := ns.c.WriteDatagrams(ns.group, p.ds); err != nil {
+		ns.s.Counters.SendErrors.Add(1)
+	}
+	p.tokens -= float64(bytes)
+	ns.account(len(p.ds), bytes)
+}
+
+// wait is how long stream may sleep with nothing to send: until the next
+// heartbeat, control step or due repair, or until the tokens for one
+// datagram are in.
+func (p *pacer) wait() time.Duration {
+	wait := min(time.Until(p.nextBeat), time.Until(p.nextStep))
+	if !p.due.IsZero() {
+		wait = min(wait, time.Until(p.due))
+	}
+	if !p.idle && p.tokens < p.pkt {
+		wait = min(wait, max(time.Millisecond, time.Duration((p.pkt-p.tokens)/p.rate*float64(time.Second))))
+	}
+	return max(wait, 100*time.Microsecond)
 }
 
 // gather waits until the start policy says go; it returns an outcome if

@@ -156,17 +156,9 @@ func openSockets(dial dialFunc, join joinFunc, iface string, local netip.Addr, s
 // read forwards c's datagrams to in until c is closed.
 func (s *sockets) read(c conn, group bool) {
 	s.wg.Go(func() {
-		buf := make([]byte, 65536)
-		for {
-			n, from, err := c.ReadFrom(buf)
-			if err != nil {
-				if isTimeout(err) {
-					continue
-				}
-				return
-			}
-			s.in <- rxPkt{from, append([]byte(nil), buf[:n]...), group}
-		}
+		readEach(c, 65536, func(b []byte, from netip.AddrPort) {
+			s.in <- rxPkt{from, append([]byte(nil), b...), group}
+		})
 	})
 }
 

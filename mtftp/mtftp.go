@@ -490,3 +490,20 @@ func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
 }
+
+// readEach calls fn with each datagram c receives until c is closed (a
+// read timeout does not end it). b is a buffer of size bytes that the
+// next read reuses: fn copies what it keeps.
+func readEach(c conn, size int, fn func(b []byte, from netip.AddrPort)) {
+	buf := make([]byte, size)
+	for {
+		n, from, err := c.ReadFrom(buf)
+		if err != nil {
+			if isTimeout(err) {
+				continue
+			}
+			return
+		}
+		fn(buf[:n], from)
+	}
+}

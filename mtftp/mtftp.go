@@ -222,26 +222,23 @@ type timing struct {
 }
 
 func (s *Server) timing() timing {
-	t := timing{s.InitialRTO, s.MinRTO, s.MaxRTO, s.Retries, s.PromoteTries, s.SessionLifetime}
-	if t.initial <= 0 {
-		t.initial = DefaultInitialRTO
+	return timing{
+		initial:  positiveOr(s.InitialRTO, DefaultInitialRTO),
+		min:      positiveOr(s.MinRTO, DefaultMinRTO),
+		max:      positiveOr(s.MaxRTO, DefaultMaxRTO),
+		retries:  positiveOr(s.Retries, DefaultRetries),
+		promote:  positiveOr(s.PromoteTries, DefaultPromoteTries),
+		lifetime: positiveOr(s.SessionLifetime, DefaultLifetime),
 	}
-	if t.min <= 0 {
-		t.min = DefaultMinRTO
+}
+
+// positiveOr is v, or def when v is zero or negative: a zero field means
+// the documented default (docs/design.md, "Architecture").
+func positiveOr[T int | time.Duration](v, def T) T {
+	if v <= 0 {
+		return def
 	}
-	if t.max <= 0 {
-		t.max = DefaultMaxRTO
-	}
-	if t.retries <= 0 {
-		t.retries = DefaultRetries
-	}
-	if t.promote <= 0 {
-		t.promote = DefaultPromoteTries
-	}
-	if t.lifetime <= 0 {
-		t.lifetime = DefaultLifetime
-	}
-	return t
+	return v
 }
 
 // validate fills in defaults and returns every problem with its field.
@@ -492,4 +489,21 @@ func newRTO(t timing) rto.Estimator { return rto.New(t.initial, t.min, t.max) }
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// readEach calls fn with each datagram c receives until c is closed (a
+// read timeout does not end it). b is a buffer of size bytes that the
+// next read reuses: fn copies what it keeps.
+func readEach(c conn, size int, fn func(b []byte, from netip.AddrPort)) {
+	buf := make([]byte, size)
+	for {
+		n, from, err := c.ReadFrom(buf)
+		if err != nil {
+			if isTimeout(err) {
+				continue
+			}
+			return
+		}
+		fn(buf[:n], from)
+	}
 }

@@ -296,19 +296,13 @@ func (s *Server) newNative(ctx context.Context, key nativeKey, f *filestore.File
 	if err != nil {
 		return nil, err.Error()
 	}
-	group, ok := s.allocGroup()
-	if !ok {
-		return nil, "no free group in " + s.GroupRange.String()
-	}
-	c, err := s.dialNative(local)
-	if err != nil {
-		delete(s.groups, group)
-		s.Log.Error().Err(err).Msg("mtftp: native session socket")
-		return nil, "session socket"
+	group, c, refused := groupSocket(s, s.dialNative, local, "native session socket")
+	if refused != "" {
+		return nil, refused
 	}
 	ns := &nativeSession{
 		s: s, key: key, id: rand.Uint32(), file: f, data: f.Data(), g: g, c: c,
-		group: netip.AddrPortFrom(group, uint16(s.Port)), local: local, start: time.Now(),
+		group: group, local: local, start: time.Now(),
 		maxBps: float64(s.NativeRate), wake: make(chan struct{}, 1),
 		receivers: map[netip.AddrPort]*nativeRecv{}, need: map[int64]*repairReq{}, cursor: map[int64]int{},
 		repaired: map[int64]repairMark{}, policy: policy,
@@ -333,10 +327,7 @@ func (s *Server) newNative(ctx context.Context, key nativeKey, f *filestore.File
 	}
 	s.views[ns.view] = struct{}{}
 	s.natives[key] = ns
-	s.wg.Add(1)
-	s.Counters.NativeSessions.Add(1)
-	s.Counters.Active.Add(1)
-	go ns.run(ctx)
+	s.launch(ctx, &s.Counters.NativeSessions, ns.run)
 	return ns, ""
 }
 
@@ -497,8 +488,7 @@ func (ns *nativeSession) run(ctx context.Context) {
 // stream runs the carousel and repairs until the session ends; it returns
 // the outcome for the log.
 func (ns *nativeSession) stream(ctx context.Context) (tftp.Outcome, error) {
-	s := ns.s
-	lifetime := time.NewTimer(s.timing().lifetime)
+	lifetime := time.NewTimer(ns.s.timing().lifetime)
 	defer lifetime.Stop()
 	// Gather receivers (the start policy, native_start.go). Heartbeats
 	// go out meanwhile: a receiver that hears none has not got its group
@@ -507,17 +497,11 @@ func (ns *nativeSession) stream(ctx context.Context) (tftp.Outcome, error) {
 	if done := ns.gather(ctx); done != "" {
 		return done, ctx.Err()
 	}
-	hdrs := make([]byte, nativeMaxBatch*dataHdrLen)
-	ds := make([]udpio.Datagram, 0, nativeMaxBatch)
-	pc, err := newParityCache(ns.g, nativeParityCache, &s.parityUsed)
+	p, err := ns.newPacer()
 	if err != nil {
 		return tftp.OutcomeError, err
 	}
-	defer pc.release()
-	pkt := float64(dataHdrLen + ns.g.shard)
-	tokens, last := pkt, time.Now()
-	nextBeat, nextStep := time.Time{}, time.Now().Add(nativeControlStep)
-	beat := make([]byte, 0, 256)
+	defer p.pc.release()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
@@ -525,77 +509,32 @@ func (ns *nativeSession) stream(ctx context.Context) (tftp.Outcome, error) {
 		case <-ctx.Done():
 			return tftp.OutcomeShutdown, ctx.Err()
 		case <-lifetime.C:
-			return tftp.OutcomeLifetime, fmt.Errorf("session lifetime %s exceeded", s.timing().lifetime)
+			return ns.lifetimeOver()
 		default:
 		}
 		now := time.Now()
-		var moves []*nativeRecv
-		if now.After(nextStep) {
-			moves = ns.control(now)
-			nextStep = now.Add(nativeControlStep)
-		}
-		for _, r := range moves {
-			ns.move(ctx, r)
-		}
-		ns.mu.Lock()
-		left, rate := len(ns.receivers), ns.rate
+		ns.controlStep(ctx, p, now)
+		left, err := ns.planBatch(p, now)
 		if left == 0 {
-			ns.mu.Unlock()
 			if ns.empty() { // takes the server's lock to make it final
 				return tftp.OutcomeOK, nil
 			}
 			continue
 		}
-		tokens = min(tokens+rate*now.Sub(last).Seconds(), max(2*pkt, rate*0.002))
-		last = now
-		n := 0
-		if tokens >= pkt {
-			n = min(nativeMaxBatch, int(tokens/pkt))
-		}
-		ds, err = ns.plan(ds[:0], n, hdrs, pc, now)
-		idle := ns.seq >= ns.dataUntil && len(ns.needOrder) == 0
-		var due time.Time
-		if len(ns.needOrder) > 0 {
-			due = ns.need[ns.needOrder[0]].due
-		}
-		changed := idle != ns.idle
-		ns.idle = idle
-		if now.After(nextBeat) || changed {
-			p := ns.describe(0)
-			beat = appendSession(beat[:0], &p)
-		} else {
-			beat = beat[:0]
-		}
-		ns.mu.Unlock()
 		if err != nil {
 			return tftp.OutcomeError, err
 		}
-		if len(beat) > 0 {
-			ns.send(beat)
-			nextBeat = now.Add(nativeBeat)
+		if len(p.beat) > 0 {
+			ns.send(p.beat)
+			p.nextBeat = now.Add(nativeBeat)
 		}
-		if len(ds) > 0 {
-			bytes := 0
-			for _, d := range ds {
-				bytes += d.Len()
-			}
-			if _, err := ns.c.WriteDatagrams(ns.group, ds); err != nil {
-				s.Counters.SendErrors.Add(1)
-			}
-			tokens -= float64(bytes)
-			ns.account(len(ds), bytes)
+		if len(p.ds) > 0 {
+			ns.sendBatch(p)
 			continue
 		}
 		// Nothing to send now: wait for tokens, a report, or the next
 		// heartbeat or control step.
-		wait := min(time.Until(nextBeat), time.Until(nextStep))
-		if !due.IsZero() {
-			wait = min(wait, time.Until(due))
-		}
-		if !idle && tokens < pkt {
-			wait = min(wait, max(time.Millisecond, time.Duration((pkt-tokens)/rate*float64(time.Second))))
-		}
-		timer.Reset(max(wait, 100*time.Microsecond))
+		timer.Reset(p.wait())
 		select {
 		case <-timer.C:
 		case <-ns.wake:
@@ -603,9 +542,117 @@ func (ns *nativeSession) stream(ctx context.Context) (tftp.Outcome, error) {
 		case <-ctx.Done():
 			return tftp.OutcomeShutdown, ctx.Err()
 		case <-lifetime.C:
-			return tftp.OutcomeLifetime, fmt.Errorf("session lifetime %s exceeded", s.timing().lifetime)
+			return ns.lifetimeOver()
 		}
 	}
+}
+
+func (ns *nativeSession) lifetimeOver() (tftp.Outcome, error) {
+	return tftp.OutcomeLifetime, fmt.Errorf("session lifetime %s exceeded", ns.s.timing().lifetime)
+}
+
+// pacer is stream's state between batches: a token bucket filled at the
+// session's rate, the heartbeat and control step times, and the buffers
+// a batch is planned in.
+type pacer struct {
+	hdrs               []byte
+	ds                 []udpio.Datagram // the batch planned
+	pc                 *parityCache
+	beat               []byte  // the heartbeat planned with it (empty: none)
+	pkt                float64 // bytes of one datagram
+	tokens, rate       float64 // bytes; bytes/s when the batch was planned
+	last               time.Time
+	nextBeat, nextStep time.Time
+	due                time.Time // the first repair's due time (zero: none asked)
+	idle               bool      // nothing to send: the carousel done, no repair asked
+}
+
+func (ns *nativeSession) newPacer() (*pacer, error) {
+	pc, err := newParityCache(ns.g, nativeParityCache, &ns.s.parityUsed)
+	if err != nil {
+		return nil, err
+	}
+	pkt := float64(dataHdrLen + ns.g.shard)
+	now := time.Now()
+	return &pacer{
+		hdrs: make([]byte, nativeMaxBatch*dataHdrLen), ds: make([]udpio.Datagram, 0, nativeMaxBatch),
+		pc: pc, beat: make([]byte, 0, 256), pkt: pkt, tokens: pkt, last: now, nextStep: now.Add(nativeControlStep),
+	}, nil
+}
+
+// controlStep makes the rate and slow-receiver decisions once per
+// nativeControlStep and moves the slow receivers to a slower tier.
+func (ns *nativeSession) controlStep(ctx context.Context, p *pacer, now time.Time) {
+	if !now.After(p.nextStep) {
+		return
+	}
+	moves := ns.control(now)
+	p.nextStep = now.Add(nativeControlStep)
+	for _, r := range moves {
+		ns.move(ctx, r)
+	}
+}
+
+// planBatch plans into p the batch the tokens allow (repairs first, then
+// the carousel) and a heartbeat when one is due or the stream went idle
+// or busy. It returns the number of receivers: with none, nothing is
+// planned. Planning encodes parity from the mapping: a fault there (the
+// file truncated) unwinds through here, and the deferred unlock keeps
+// the session's lock from being held by a dead stream.
+func (ns *nativeSession) planBatch(p *pacer, now time.Time) (left int, err error) {
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	left, p.rate = len(ns.receivers), ns.rate
+	if left == 0 {
+		return 0, nil
+	}
+	p.tokens = min(p.tokens+p.rate*now.Sub(p.last).Seconds(), max(2*p.pkt, p.rate*0.002))
+	p.last = now
+	n := 0
+	if p.tokens >= p.pkt {
+		n = min(nativeMaxBatch, int(p.tokens/p.pkt))
+	}
+	p.ds, err = ns.plan(p.ds[:0], n, p.hdrs, p.pc, now)
+	idle := ns.seq >= ns.dataUntil && len(ns.needOrder) == 0
+	p.due = time.Time{}
+	if len(ns.needOrder) > 0 {
+		p.due = ns.need[ns.needOrder[0]].due
+	}
+	changed := idle != ns.idle
+	ns.idle, p.idle = idle, idle
+	p.beat = p.beat[:0]
+	if now.After(p.nextBeat) || changed {
+		d := ns.describe(0)
+		p.beat = appendSession(p.beat, &d)
+	}
+	return left, err
+}
+
+// sendBatch sends the planned batch to the group and spends its tokens.
+func (ns *nativeSession) sendBatch(p *pacer) {
+	bytes := 0
+	for _, d := range p.ds {
+		bytes += d.Len()
+	}
+	if _, err := ns.c.WriteDatagrams(ns.group, p.ds); err != nil {
+		ns.s.Counters.SendErrors.Add(1)
+	}
+	p.tokens -= float64(bytes)
+	ns.account(len(p.ds), bytes)
+}
+
+// wait is how long stream may sleep with nothing to send: until the next
+// heartbeat, control step or due repair, or until the tokens for one
+// datagram are in.
+func (p *pacer) wait() time.Duration {
+	wait := min(time.Until(p.nextBeat), time.Until(p.nextStep))
+	if !p.due.IsZero() {
+		wait = min(wait, time.Until(p.due))
+	}
+	if !p.idle && p.tokens < p.pkt {
+		wait = min(wait, max(time.Millisecond, time.Duration((p.pkt-p.tokens)/p.rate*float64(time.Second))))
+	}
+	return max(wait, 100*time.Microsecond)
 }
 
 // gather waits until the start policy says go; it returns an outcome if
@@ -875,15 +922,35 @@ func (ns *nativeSession) nextSeq() uint32 {
 func (ns *nativeSession) control(now time.Time) []*nativeRecv {
 	ns.mu.Lock()
 	defer ns.mu.Unlock()
-	// One vote per address: the least loss among its receivers (they
-	// share a path), so fake receivers on one machine cannot decide the
-	// room's rate.
-	votes := map[netip.Addr]int{}
+	defer ns.publish()
+	ns.forgetRepairs(now)
+	losses, addrs := ns.measureLoss(now)
+	// Decide on the rate only when at least half the receivers have
+	// measured: a step where a few did (at a low rate, each needs several
+	// steps to gather enough datagrams) says little about the room.
+	if len(losses) == 0 || 2*len(losses) < addrs || ns.idle {
+		return nil
+	}
+	return ns.slowReceivers(ns.adjustRate(now, losses))
+}
+
+// forgetRepairs drops the marks of repair rounds too old to explain a NAK.
+func (ns *nativeSession) forgetRepairs(now time.Time) {
 	for st, m := range ns.repaired {
 		if now.Sub(m.at) > 2*ns.nakInterval() && ns.need[st] == nil {
 			delete(ns.repaired, st)
 		}
 	}
+}
+
+// measureLoss drops the receivers silent for nativeReceiverTimeout and
+// takes the others' loss since the last step, where enough datagrams
+// have gone by to say something. It returns one vote per address — the
+// least loss among its receivers (they share a path), so fake receivers
+// on one machine cannot decide the room's rate — and how many addresses
+// have receivers.
+func (ns *nativeSession) measureLoss(now time.Time) (losses []int, addrs int) {
+	votes := map[netip.Addr]int{}
 	for p, r := range ns.receivers {
 		if now.Sub(r.last) > nativeReceiverTimeout {
 			delete(ns.receivers, p)
@@ -910,66 +977,73 @@ func (ns *nativeSession) control(now time.Time) []*nativeRecv {
 			}
 		}
 	}
-	losses := make([]int, 0, len(votes))
+	losses = make([]int, 0, len(votes))
 	for _, v := range votes {
 		losses = append(losses, v)
 	}
-	addrs := map[netip.Addr]bool{}
+	seen := map[netip.Addr]bool{}
 	for p := range ns.receivers {
-		addrs[p.Addr()] = true
+		seen[p.Addr()] = true
 	}
-	defer ns.publish()
-	// Decide on the rate only when at least half the receivers have
-	// measured: a step where a few did (at a low rate, each needs several
-	// steps to gather enough datagrams) says little about the room.
-	if len(losses) == 0 || 2*len(losses) < len(addrs) || ns.idle {
-		return nil
-	}
+	return losses, len(seen)
+}
+
+// adjustRate sets the rate from the 90th percentile of losses; it
+// reports whether the room is congested.
+func (ns *nativeSession) adjustRate(now time.Time, losses []int) (congested bool) {
 	slices.Sort(losses)
 	p90 := losses[(len(losses)-1)*9/10] // the 90th percentile (the middle one of three): see lossTolerated
-	congested := false
-	if ns.seq < ns.dataUntil || len(ns.needOrder) > 0 { // only a running stream says anything about the rate
-		ivl := 3 * ns.nakInterval() // until reports cover a new rate
-		if ns.tol == 0 {
-			ns.tol = lossTolerated
-		}
-		// Did the last decrease help? Loss that did not fall with the
-		// rate is the link's (random loss), not congestion: tolerate it
-		// (repairs cover it) and take the decrease back. The tolerance
-		// creeps back down, so a link that stops losing is noticed.
-		if !ns.decreased.IsZero() && now.Sub(ns.decreased) >= ivl {
-			if p90*4 >= ns.lossAtDecrease*3 {
-				ns.tol = min(lossTolMax, p90+lossTolMargin)
-				ns.rate /= 0.8
-			}
-			ns.decreased = time.Time{}
-		}
-		congested = p90 > ns.tol
-		// Multiplicative decrease, at most one per report cycle; increase
-		// fast up to just below the rate that last caused congestion,
-		// then probe slowly (a bottleneck's queue answers a step late, so
-		// overshooting it costs a burst of loss and repairs).
-		switch {
-		case congested && !ns.decreased.IsZero():
-		case congested:
-			ns.peak, ns.lossAtDecrease, ns.decreased = ns.rate, p90, now
-			ns.rate *= 0.8
-		case p90 <= lossClean && ns.rate < 0.9*ns.peak:
-			ns.rate = min(ns.rate*1.15, 0.9*ns.peak)
-		case p90 <= lossClean && ns.peak == 0:
-			ns.rate *= 1.15
-		default:
-			ns.rate *= 1.02
-		}
-		ns.tol = max(lossTolerated, ns.tol-1)
-		top := ns.maxBps
-		if top <= 0 {
-			top = nativeMaxAutoRate
-		}
-		ns.rate = min(top, max(nativeMinRate, ns.rate))
-		ns.s.Log.Debug().Str("file", ns.key.name).Int("tier", ns.key.tier).Int("measured", len(losses)).Int("p90_permille", p90).
-			Int("tolerated_permille", ns.tol).Bool("congested", congested).Float64("rate_MBps", ns.rate/1e6).Msg("mtftp: native rate")
+	if ns.seq >= ns.dataUntil && len(ns.needOrder) == 0 {
+		return false // only a running stream says anything about the rate
 	}
+	ivl := 3 * ns.nakInterval() // until reports cover a new rate
+	if ns.tol == 0 {
+		ns.tol = lossTolerated
+	}
+	// Did the last decrease help? Loss that did not fall with the
+	// rate is the link's (random loss), not congestion: tolerate it
+	// (repairs cover it) and take the decrease back. The tolerance
+	// creeps back down, so a link that stops losing is noticed.
+	if !ns.decreased.IsZero() && now.Sub(ns.decreased) >= ivl {
+		if p90*4 >= ns.lossAtDecrease*3 {
+			ns.tol = min(lossTolMax, p90+lossTolMargin)
+			ns.rate /= 0.8
+		}
+		ns.decreased = time.Time{}
+	}
+	congested = p90 > ns.tol
+	// Multiplicative decrease, at most one per report cycle; increase
+	// fast up to just below the rate that last caused congestion,
+	// then probe slowly (a bottleneck's queue answers a step late, so
+	// overshooting it costs a burst of loss and repairs).
+	switch {
+	case congested && !ns.decreased.IsZero():
+	case congested:
+		ns.peak, ns.lossAtDecrease, ns.decreased = ns.rate, p90, now
+		ns.rate *= 0.8
+	case p90 <= lossClean && ns.rate < 0.9*ns.peak:
+		ns.rate = min(ns.rate*1.15, 0.9*ns.peak)
+	case p90 <= lossClean && ns.peak == 0:
+		ns.rate *= 1.15
+	default:
+		ns.rate *= 1.02
+	}
+	ns.tol = max(lossTolerated, ns.tol-1)
+	top := ns.maxBps
+	if top <= 0 {
+		top = nativeMaxAutoRate
+	}
+	ns.rate = min(top, max(nativeMinRate, ns.rate))
+	ns.s.Log.Debug().Str("file", ns.key.name).Int("tier", ns.key.tier).Int("measured", len(losses)).Int("p90_permille", p90).
+		Int("tolerated_permille", ns.tol).Bool("congested", congested).Float64("rate_MBps", ns.rate/1e6).Msg("mtftp: native rate")
+	return congested
+}
+
+// slowReceivers takes out of the session the receivers that reported
+// more than lossSlow for slowReports reports in a row while the room is
+// not congested (their own link, not the stream, is too slow), for a
+// slower tier to take.
+func (ns *nativeSession) slowReceivers(congested bool) []*nativeRecv {
 	var slow []*nativeRecv
 	for p, r := range ns.receivers {
 		if r.reports == 0 {
@@ -1102,52 +1176,47 @@ func (ns *nativeSession) release() { ns.file.Release() }
 
 // readLoop takes the receivers' packets until the socket closes.
 func (ns *nativeSession) readLoop() {
-	s := ns.s
-	buf := make([]byte, 2048)
 	var st statusPkt
-	for {
-		n, from, err := ns.c.ReadFrom(buf)
-		if err != nil {
-			if isTimeout(err) {
-				continue
-			}
+	readEach(ns.c, 2048, func(b []byte, from netip.AddrPort) { ns.report(b, from, &st) })
+}
+
+// report handles one receiver packet: a STATUS, a WANT (acknowledged) or
+// a DONE. st is the reader's reused STATUS.
+func (ns *nativeSession) report(b []byte, from netip.AddrPort, st *statusPkt) {
+	s := ns.s
+	switch nativeOp(b) {
+	case opNativeStatus:
+		if err := parseStatus(b, st); err != nil || st.ID != ns.id {
+			s.Counters.BadPacket.Add(1)
 			return
 		}
-		b := buf[:n]
-		switch nativeOp(b) {
-		case opNativeStatus:
-			if err := parseStatus(b, &st); err != nil || st.ID != ns.id {
-				s.Counters.BadPacket.Add(1)
-				continue
-			}
-			if !ns.status(from, &st) {
-				s.Counters.UnknownPeer.Add(1)
-			}
-		case opNativeWant:
-			p, err := parseWant(b)
-			if err != nil || p.ID != ns.id {
-				s.Counters.BadPacket.Add(1)
-				continue
-			}
-			at, ok := ns.want(from, &p)
-			if !ok {
-				s.Counters.UnknownPeer.Add(1)
-				continue
-			}
-			ack := wantAckPkt{ID: ns.id, First: p.First, Count: p.Count, From: at}
-			if err := ns.c.WriteTo(appendWantAck(nil, &ack), from); err != nil {
-				s.Counters.SendErrors.Add(1)
-			}
-		case opNativeDone:
-			id, tok, ok, err := parseDone(b)
-			if err != nil || id != ns.id {
-				s.Counters.BadPacket.Add(1)
-				continue
-			}
-			ns.done(from, tok, ok)
-		default:
-			s.Counters.BadPacket.Add(1)
+		if !ns.status(from, st) {
+			s.Counters.UnknownPeer.Add(1)
 		}
+	case opNativeWant:
+		p, err := parseWant(b)
+		if err != nil || p.ID != ns.id {
+			s.Counters.BadPacket.Add(1)
+			return
+		}
+		at, ok := ns.want(from, &p)
+		if !ok {
+			s.Counters.UnknownPeer.Add(1)
+			return
+		}
+		ack := wantAckPkt{ID: ns.id, First: p.First, Count: p.Count, From: at}
+		if err := ns.c.WriteTo(appendWantAck(nil, &ack), from); err != nil {
+			s.Counters.SendErrors.Add(1)
+		}
+	case opNativeDone:
+		id, tok, ok, err := parseDone(b)
+		if err != nil || id != ns.id {
+			s.Counters.BadPacket.Add(1)
+			return
+		}
+		ns.done(from, tok, ok)
+	default:
+		s.Counters.BadPacket.Add(1)
 	}
 }
 

@@ -47,6 +47,7 @@ func (c *sinkConn) Close() error { c.once.Do(func() { close(c.closed) }); return
 // what they send: sessions opened, stream bytes, challenge bytes.
 type guardServer struct {
 	*Server
+	dir                         string // the root, holding image.bin
 	dials, streamed, challenged atomic.Int64
 	challenges                  sync.Map // peer → last cookie sent
 }
@@ -62,7 +63,7 @@ func newGuardServer(t *testing.T) *guardServer {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { files.Close() })
-	g := &guardServer{}
+	g := &guardServer{dir: dir}
 	g.Server = &Server{Files: files, MaxBlockSize: 65464, NativeStart: StartPolicy{MaxWait: time.Hour, Settle: time.Hour}}
 	g.dialNative = func(netip.Addr) (nativeConn, error) {
 		g.dials.Add(1)
@@ -443,4 +444,48 @@ func TestReceiverRepeatsDone(t *testing.T) {
 	if n, _, err := srv.ReadFromUDPAddrPort(buf); err == nil {
 		t.Fatalf("a DONE after the DONEACK: %x", buf[:n])
 	}
+}
+
+// TestNativeTruncatedDuringRepair: image.bin is truncated on disk under a
+// running session, and a receiver's NAK makes the session encode parity
+// from the mapping. The memory fault ends that session (the file
+// changed), releasing its locks: before, the fault unwound stream with
+// the session lock held, and the session's end then waited on it forever
+// while holding the server's lock, hanging every multicast request.
+func TestNativeTruncatedDuringRepair(t *testing.T) {
+	g := newGuardServer(t)
+	g.NativeStart = StartPolicy{MaxWait: -1} // stream at once
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	peer := netip.MustParseAddrPort("192.0.2.101:5000")
+	if !g.join(ctx, peer, 1456) {
+		t.Fatal("the receiver did not join")
+	}
+	g.mu.Lock()
+	var ns *nativeSession
+	for _, n := range g.natives {
+		ns = n
+	}
+	g.mu.Unlock()
+	if err := os.Truncate(filepath.Join(g.dir, "image.bin"), 0); err != nil {
+		t.Fatal(err)
+	}
+	ns.mu.Lock()
+	tok := ns.receivers[peer].tok
+	ns.mu.Unlock()
+	if !ns.status(peer, &statusPkt{ID: ns.id, Token: tok, Lost: 64, Naks: []nak{{Stripe: 0, Missing: 4}}}) {
+		t.Fatal("the receiver's report was not taken")
+	}
+	// Bounded: the session ends at its first repair, one NAK interval on
+	// (a hang is what fails here, not a time).
+	for i := 0; g.Counters.Active.Load() > 0; i++ {
+		if i == 1000 {
+			t.Fatal("the session did not end after its file was truncated (locks held after the fault)")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !g.mu.TryLock() {
+		t.Fatal("the server's lock is still held after the session ended")
+	}
+	g.mu.Unlock()
 }

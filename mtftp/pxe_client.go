@@ -57,166 +57,179 @@ type PXEReceiver struct {
 // iPXE's MTFTP port) into out, which it writes at block offsets and cuts
 // to the file's size.
 func (r *PXEReceiver) Get(ctx context.Context, server, remote string, out *os.File) (ReceiveResult, error) {
-	r.Size.Store(-1)
-	r.Held.Store(0)
-	var res ReceiveResult
-	start := time.Now()
-	srv, err := resolvePort(server, "1759")
-	if err != nil {
-		return res, err
+	g := &pxeGet{
+		mcastGet: newGet(out, PXEBlockSize, &r.Held, &r.Size),
+		remote:   remote,
+		listen:   positiveOr(r.ListenDelay, DefaultPXEListenDelay),
+		delay:    positiveOr(r.Delay, DefaultPXEDelay),
+		opens:    positiveOr(r.Opens, DefaultPXEOpens),
+		rrq:      (&tftp.Request{Op: tftp.OpRRQ, Filename: remote, Mode: "octet"}).Marshal(nil),
 	}
+	if err := g.connect(r.dial, r.join, r.Interface, r.LocalAddr, server, "1759"); err != nil {
+		return g.res, err
+	}
+	defer g.s.close()
 	group := r.Group
 	if !group.IsValid() {
 		group = netip.AddrPortFrom(DefaultPXEGroup, DefaultPXEClientPort)
 	}
-	listen, delay, opens := r.ListenDelay, r.Delay, r.Opens
-	if listen <= 0 {
-		listen = DefaultPXEListenDelay
+	if err := g.s.joinGroup(g.join, group, g.local); err != nil {
+		return g.res, err
 	}
-	if delay <= 0 {
-		delay = DefaultPXEDelay
-	}
-	if opens <= 0 {
-		opens = DefaultPXEOpens
-	}
-	s, local, join, err := openSockets(r.dial, r.join, r.Interface, r.LocalAddr, srv)
-	if err != nil {
-		return res, err
-	}
-	defer s.close()
-	if err := s.joinGroup(join, group, local); err != nil {
-		return res, err
-	}
-	f := &blockFile{out: out, blksize: PXEBlockSize, res: &res, prog: &r.Held}
-	rrq := (&tftp.Request{Op: tftp.OpRRQ, Filename: remote, Mode: "octet"}).Marshal(nil)
+	return g.run(ctx)
+}
 
-	// take handles a datagram: a DATA block from the server's port is
-	// kept (n = its number, 0 if none); an ERROR to this client ends the
-	// download.
-	take := func(p rxPkt) (n uint16, err error) {
-		if p.from != srv {
-			return 0, nil // PXE MTFTP sends everything from SPORT (docs/protocols.md §7.2)
-		}
-		switch tftp.PacketOpcode(p.b) {
-		case tftp.OpDATA:
-			nb, payload, err := tftp.ParseData(p.b)
-			if err != nil {
-				return 0, nil
-			}
-			if _, err := f.put(nb, payload); err != nil {
-				return 0, err
-			}
-			if f.last != 0 {
-				r.Size.Store(f.size)
-			}
-			return nb, nil
-		case tftp.OpERROR:
-			if !p.group {
-				code, msg, _ := tftp.ParseError(p.b)
-				return 0, &tftp.RemoteError{Code: code, Message: msg}
-			}
-		}
-		return 0, nil
-	}
-	done := func() (ReceiveResult, error) {
-		res.Duration = time.Since(start)
-		return res, f.finish()
-	}
+// pxeGet is one PXE MTFTP download under way.
+type pxeGet struct {
+	*mcastGet
+	remote        string
+	rrq           []byte
+	listen, delay time.Duration
+	opens         int
+}
 
+// run repeats LISTEN, OPEN and, when this client acknowledges, RECEIVE
+// until the file is complete or the opens are spent.
+func (g *pxeGet) run(ctx context.Context) (ReceiveResult, error) {
 	passing := false // another client's pass is under way
 	for round := 0; ; round++ {
-		// LISTEN: TMOUT for a first packet, then DELAY between packets,
-		// collecting a pass under way. After a pass with gaps, the wait
-		// before opening shrinks with what is missing, so the neediest
-		// client opens first.
-		wait := listen
+		// After a pass with gaps, the wait before opening shrinks with
+		// what is missing, so the neediest client opens first.
+		wait := g.listen
 		switch {
 		case passing:
-			wait = delay
+			wait = g.delay
 		case round > 0:
-			wait = max(0, listen-time.Duration(f.missing())*time.Second)
+			wait = max(0, g.listen-time.Duration(g.f.missing())*time.Second)
 		}
-		passing = false
-		for wait > 0 {
-			p, ok, err := s.next(ctx, wait)
-			if err != nil {
-				return res, err
-			}
-			if !ok {
-				break
-			}
-			if n, err := take(p); err != nil {
-				return res, err
-			} else if n > 0 {
-				wait = delay
-			}
-			if f.complete() {
-				return done()
-			}
+		if err := g.listenFor(ctx, wait); err != nil || g.f.complete() {
+			return g.end(err)
 		}
-		if res.Requests >= int64(opens) {
-			return res, fmt.Errorf("mtftp: %s: %w: %d opens, %d of %d blocks held", remote, tftp.ErrNoAnswer, res.Requests, f.held, max(f.last, f.maxSeen))
+		if g.res.Requests >= int64(g.opens) {
+			return g.res, fmt.Errorf("mtftp: %s: %w: %d opens, %d of %d blocks held", g.remote, tftp.ErrNoAnswer, g.res.Requests, g.f.held, max(g.f.last, g.f.maxSeen))
 		}
-		// OPEN.
-		res.Requests++
-		s.uc.WriteTo(rrq, srv)
-		acking := false
-		deadline := time.Now().Add(delay)
-		for !acking && !passing {
-			p, ok, err := s.next(ctx, time.Until(deadline))
-			if err != nil {
-				return res, err
-			}
-			if !ok {
-				break
-			}
-			n, err := take(p)
-			if err != nil {
-				return res, err
-			}
-			switch {
-			case n == 1 && !p.group:
-				acking = true // the unicast copy: this client acknowledges
-			case n > 1:
-				passing = true // another client's pass: listen to it
-			}
-			if f.complete() {
-				return done()
-			}
+		acking, pass, err := g.open(ctx)
+		if passing = pass; err != nil || g.f.complete() {
+			return g.end(err)
 		}
 		if !acking {
 			if !passing {
-				res.Timeouts++
+				g.res.Timeouts++
 			}
 			continue
 		}
-		// RECEIVE: lock-step, every block ACKed, also one already held
-		// (a repeat means the ACK was lost), until the short block.
-		res.Masters++
-		cur := 1
-		sendAck(s.uc, cur, srv, &res)
-		for tries := 0; tries < pxeAckTries && (f.last == 0 || cur != f.last); {
-			p, ok, err := s.next(ctx, delay)
-			if err != nil {
-				return res, err
-			}
-			if !ok {
-				tries++
-				res.Timeouts++
-				sendAck(s.uc, cur, srv, &res)
-				continue
-			}
-			n, err := take(p)
-			if err != nil {
-				return res, err
-			}
-			if n > 0 {
-				cur, tries = int(n), 0
-				sendAck(s.uc, cur, srv, &res)
-			}
-		}
-		if f.complete() {
-			return done()
+		if err := g.receive(ctx); err != nil || g.f.complete() {
+			return g.end(err)
 		}
 	}
+}
+
+// end returns err, or the finished download when err is nil.
+func (g *pxeGet) end(err error) (ReceiveResult, error) {
+	if err != nil {
+		return g.res, err
+	}
+	g.stopClock()
+	return g.finish()
+}
+
+// take handles a datagram: a DATA block from the server's port is kept
+// (n = its number, 0 if none); an ERROR to this client ends the download.
+func (g *pxeGet) take(p rxPkt) (n uint16, err error) {
+	if p.from != g.srv {
+		return 0, nil // PXE MTFTP sends everything from SPORT (docs/protocols.md §7.2)
+	}
+	switch tftp.PacketOpcode(p.b) {
+	case tftp.OpDATA:
+		n, _, err := g.data(p.b)
+		if err != nil {
+			return 0, err
+		}
+		return n, nil
+	case tftp.OpERROR:
+		if !p.group {
+			return 0, remoteError(p.b)
+		}
+	}
+	return 0, nil
+}
+
+// listenFor is LISTEN: wait for a first packet, then DELAY between
+// packets, collecting a pass under way, until silence or the file is
+// complete.
+func (g *pxeGet) listenFor(ctx context.Context, wait time.Duration) error {
+	for wait > 0 {
+		p, ok, err := g.s.next(ctx, wait)
+		if err != nil || !ok {
+			return err
+		}
+		if n, err := g.take(p); err != nil {
+			return err
+		} else if n > 0 {
+			wait = g.delay
+		}
+		if g.f.complete() {
+			return nil
+		}
+	}
+	return nil
+}
+
+// open is OPEN: a plain RRQ, then DELAY for the answer. acking: the
+// server sent this client DATA 1 by unicast, it acknowledges the pass;
+// passing: another client's pass goes by.
+func (g *pxeGet) open(ctx context.Context) (acking, passing bool, err error) {
+	g.res.Requests++
+	g.s.uc.WriteTo(g.rrq, g.srv)
+	deadline := time.Now().Add(g.delay)
+	for !acking && !passing {
+		p, ok, err := g.s.next(ctx, time.Until(deadline))
+		if err != nil || !ok {
+			return false, passing, err
+		}
+		n, err := g.take(p)
+		if err != nil {
+			return false, passing, err
+		}
+		switch {
+		case n == 1 && !p.group:
+			acking = true // the unicast copy: this client acknowledges
+		case n > 1:
+			passing = true // another client's pass: listen to it
+		}
+		if g.f.complete() {
+			return acking, passing, nil
+		}
+	}
+	return acking, passing, nil
+}
+
+// receive is RECEIVE: lock-step, every block ACKed, also one already held
+// (a repeat means the ACK was lost), until the short block or pxeAckTries
+// DELAYs without one.
+func (g *pxeGet) receive(ctx context.Context) error {
+	g.res.Masters++
+	cur := 1
+	sendAck(g.s.uc, cur, g.srv, &g.res)
+	for tries := 0; tries < pxeAckTries && (g.f.last == 0 || cur != g.f.last); {
+		p, ok, err := g.s.next(ctx, g.delay)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			tries++
+			g.res.Timeouts++
+			sendAck(g.s.uc, cur, g.srv, &g.res)
+			continue
+		}
+		n, err := g.take(p)
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			cur, tries = int(n), 0
+			sendAck(g.s.uc, cur, g.srv, &g.res)
+		}
+	}
+	return nil
 }

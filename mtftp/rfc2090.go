@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/mtftpd/mtftpd/internal/filestore"
@@ -53,16 +54,11 @@ func (s *Server) ServeMulticast(ctx context.Context, req *tftp.Request, peer net
 		s.Log.Error().Err(err).Msg("mtftp: not configured, multicast requests served by unicast")
 		return false
 	}
-	fallback := func(reason string) bool {
-		s.Counters.Fallbacks.Add(1)
-		s.Log.Info().Str("client", peer.String()).Str("file", req.Filename).Str("reason", reason).Msg("mtftp: multicast refused, unicast instead")
-		return false
-	}
 	if _, native := req.Option(OptNative); native && req.Op == tftp.OpRRQ {
 		return s.serveNative(ctx, req, peer, local)
 	}
 	if req.Op != tftp.OpRRQ || req.Mode != "octet" {
-		return fallback("mode " + req.Mode) // atftp refuses netascii too (docs/protocols.md §6.1)
+		return s.fallback(req, peer, "mode "+req.Mode) // atftp refuses netascii too (docs/protocols.md §6.1)
 	}
 	f, err := s.Files.Get(req.Filename)
 	if err != nil {
@@ -71,82 +67,12 @@ func (s *Server) ServeMulticast(ctx context.Context, req *tftp.Request, peer net
 	size := f.Size()
 	neg := tftp.Negotiate(req, tftp.Limits{MaxBlockSize: s.MaxBlockSize, MaxWindow: 1}, size)
 	key := sessionKey{f.Name(), size, f.ModTime().UnixNano(), neg.BlockSize}
-
-	s.mu.Lock()
-	if s.closing {
-		s.mu.Unlock()
-		f.Release()
+	m, refused := s.joinSession(ctx, req, peer, local, key, f)
+	if m == nil {
+		if refused != "" { // else the server is closing
+			s.fallback(req, peer, refused)
+		}
 		return false
-	}
-	var ss *session
-	otherBlk := false
-	for k, cand := range s.sessions {
-		if !k.sameFile(key) {
-			continue
-		}
-		// A server may lower blksize, never raise it (RFC 2348): join
-		// a session whose blksize is at most the client's.
-		if k.blksize <= key.blksize && (ss == nil || k.blksize > ss.key.blksize) {
-			ss = cand
-		} else {
-			otherBlk = true
-		}
-	}
-	if ss == nil && otherBlk {
-		s.mu.Unlock()
-		f.Release()
-		return fallback("blksize below the running session's")
-	}
-	if ss == nil && tftp.BlockCount(size, key.blksize) > MaxBlocks {
-		s.mu.Unlock()
-		f.Release()
-		return fallback(fmt.Sprintf("%d blocks of %d bytes: more than 65535 (no rollover in multicast)", tftp.BlockCount(size, key.blksize), key.blksize))
-	}
-	if ss == nil {
-		group, ok := s.allocGroup()
-		if !ok {
-			s.mu.Unlock()
-			f.Release()
-			return fallback("no free group in " + s.GroupRange.String())
-		}
-		c, err := s.dial(local)
-		if err != nil {
-			delete(s.groups, group)
-			s.mu.Unlock()
-			f.Release()
-			s.Log.Error().Err(err).Msg("mtftp: session socket")
-			return fallback("session socket")
-		}
-		ss = &session{
-			s: s, key: key, file: f, data: f.Data(), c: c,
-			group: netip.AddrPortFrom(group, uint16(s.Port)),
-			joins: make(chan *member, 64), t: s.timing(),
-		}
-		f = nil // the session owns it now
-		s.sessions[key] = ss
-		s.wg.Add(1)
-		s.Counters.Sessions.Add(1)
-		s.Counters.Active.Add(1)
-		go ss.run(ctx)
-	}
-	m := &member{peer: peer, done: make(chan struct{}), opts: ackOptions(req, ss.key.blksize, size)}
-	for i, o := range m.opts {
-		if strings.EqualFold(o.Name, OptMulticast) {
-			m.mc = i
-		}
-	}
-	select {
-	case ss.joins <- m:
-	default:
-		s.mu.Unlock()
-		if f != nil {
-			f.Release()
-		}
-		return fallback("session join queue full")
-	}
-	s.mu.Unlock()
-	if f != nil {
-		f.Release()
 	}
 	s.Counters.Receivers.Add(1)
 	select {
@@ -155,6 +81,106 @@ func (s *Server) ServeMulticast(ctx context.Context, req *tftp.Request, peer net
 		<-m.done // the session stops on the same ctx and finishes every member
 	}
 	return true
+}
+
+// fallback counts and logs a request refused multicast; it returns false
+// for ServeMulticast to return (the request is then served by unicast).
+func (s *Server) fallback(req *tftp.Request, peer netip.AddrPort, reason string) bool {
+	s.Counters.Fallbacks.Add(1)
+	s.Log.Info().Str("client", peer.String()).Str("file", req.Filename).Str("reason", reason).Msg("mtftp: multicast refused, unicast instead")
+	return false
+}
+
+// joinSession queues peer as a member of key's session, starting the
+// session if none runs. f is the file opened for the request: a session
+// started here keeps it, else it is released. A nil member comes with
+// the reason the request is refused multicast, or "" when the server is
+// closing.
+func (s *Server) joinSession(ctx context.Context, req *tftp.Request, peer netip.AddrPort, local netip.Addr, key sessionKey, f *filestore.File) (*member, string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		f.Release()
+		return nil, ""
+	}
+	ss, refused := s.findSession(key)
+	if ss == nil && refused == "" {
+		if ss, refused = s.startSession(ctx, key, f, local); ss != nil {
+			f = nil // the session owns it now
+		}
+	}
+	if f != nil {
+		f.Release()
+	}
+	if ss == nil {
+		return nil, refused
+	}
+	m := &member{peer: peer, done: make(chan struct{}), opts: ackOptions(req, ss.key.blksize, key.size)}
+	for i, o := range m.opts {
+		if strings.EqualFold(o.Name, OptMulticast) {
+			m.mc = i
+		}
+	}
+	select {
+	case ss.joins <- m:
+		return m, ""
+	default:
+		return nil, "session join queue full"
+	}
+}
+
+// findSession returns the running session of key's file that a client
+// asking key.blksize can join: the one with the largest blksize up to
+// it (a server may lower blksize, never raise it: RFC 2348). With none,
+// it says why no new one may start either ("" : one may). Called with
+// s.mu held.
+func (s *Server) findSession(key sessionKey) (*session, string) {
+	var ss *session
+	otherBlk := false
+	for k, cand := range s.sessions {
+		if !k.sameFile(key) {
+			continue
+		}
+		if k.blksize <= key.blksize && (ss == nil || k.blksize > ss.key.blksize) {
+			ss = cand
+		} else {
+			otherBlk = true
+		}
+	}
+	switch {
+	case ss != nil:
+		return ss, ""
+	case otherBlk:
+		return nil, "blksize below the running session's"
+	case tftp.BlockCount(key.size, key.blksize) > MaxBlocks:
+		return nil, fmt.Sprintf("%d blocks of %d bytes: more than 65535 (no rollover in multicast)", tftp.BlockCount(key.size, key.blksize), key.blksize)
+	}
+	return nil, ""
+}
+
+// startSession starts key's session on a free group, serving f (which it
+// keeps when it returns a session). Called with s.mu held.
+func (s *Server) startSession(ctx context.Context, key sessionKey, f *filestore.File, local netip.Addr) (*session, string) {
+	group, c, refused := groupSocket(s, s.dial, local, "session socket")
+	if refused != "" {
+		return nil, refused
+	}
+	ss := &session{
+		s: s, key: key, file: f, data: f.Data(), c: c, group: group,
+		joins: make(chan *member, 64), t: s.timing(),
+	}
+	s.sessions[key] = ss
+	s.launch(ctx, &s.Counters.Sessions, ss.run)
+	return ss, ""
+}
+
+// launch runs a session just listed, counting it in started and Active;
+// the session's end calls s.wg.Done. Called with s.mu held.
+func (s *Server) launch(ctx context.Context, started *atomic.Uint64, run func(context.Context)) {
+	s.wg.Add(1)
+	started.Add(1)
+	s.Counters.Active.Add(1)
+	go run(ctx)
 }
 
 // ackOptions builds a member's OACK: blksize (the session's), tsize and
@@ -181,6 +207,25 @@ func ackOptions(req *tftp.Request, blksize int, size int64) []tftp.Option {
 		}
 	}
 	return out
+}
+
+// groupSocket takes a free group and opens a session socket on local
+// through dial; it returns the group with the session port. Failing, it
+// returns why the request is refused multicast (what names the socket in
+// the log). Called with s.mu held.
+func groupSocket[C any](s *Server, dial func(netip.Addr) (C, error), local netip.Addr, what string) (netip.AddrPort, C, string) {
+	var c C
+	group, ok := s.allocGroup()
+	if !ok {
+		return netip.AddrPort{}, c, "no free group in " + s.GroupRange.String()
+	}
+	c, err := dial(local)
+	if err != nil {
+		delete(s.groups, group)
+		s.Log.Error().Err(err).Msg("mtftp: " + what)
+		return netip.AddrPort{}, c, "session socket"
+	}
+	return netip.AddrPortFrom(group, uint16(s.Port)), c, ""
 }
 
 // allocGroup takes the first free address of GroupRange (the PXE group
@@ -232,6 +277,9 @@ type packet struct {
 
 func (ss *session) last() uint16 { return uint16(tftp.BlockCount(ss.key.size, ss.key.blksize)) }
 
+// run serves the session until no client is left, its lifetime is over
+// or the server stops; then it releases whoever is still listed and logs
+// one line.
 func (ss *session) run(ctx context.Context) {
 	s := ss.s
 	start := time.Now()
@@ -246,94 +294,12 @@ func (ss *session) run(ctx context.Context) {
 	pkts := make(chan packet, 256)
 	go func() {
 		defer close(pkts)
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := ss.c.ReadFrom(buf)
-			if err != nil {
-				if isTimeout(err) {
-					continue
-				}
-				return
-			}
-			pkts <- packet{from, append([]byte(nil), buf[:n]...)}
-		}
+		readEach(ss.c, 2048, func(b []byte, from netip.AddrPort) {
+			pkts <- packet{from, append([]byte(nil), b...)}
+		})
 	}()
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	lifetime := time.NewTimer(ss.t.lifetime)
-	defer lifetime.Stop()
-	arm := func() { timer.Reset(ss.rto.RTO()) }
-	outcome := tftp.OutcomeOK
-	var err error
-loop:
-	for {
-		if len(ss.members) == 0 && ss.tryEnd() {
-			break
-		}
-		if ss.master == nil && len(ss.members) > 0 {
-			ss.promote()
-			arm()
-		}
-		select {
-		case m := <-ss.joins:
-			ss.receivers++
-			ss.members = append(ss.members, m)
-			ss.publish()
-			if ss.master != nil {
-				ss.oack(m, false)
-			}
-		case p, ok := <-pkts:
-			if !ok {
-				outcome, err = tftp.OutcomeError, errors.New("session socket closed")
-				break loop
-			}
-			rearm, e := ss.packet(p)
-			if e != nil {
-				outcome, err = tftp.OutcomeFileChanged, e
-				break loop
-			}
-			if rearm && ss.master != nil {
-				arm()
-			}
-		case <-timer.C:
-			s.Counters.Timeouts.Add(1)
-			if e := ss.timeout(); e != nil {
-				outcome, err = tftp.OutcomeFileChanged, e
-				break loop
-			}
-			if ss.master != nil {
-				arm()
-			}
-		case <-lifetime.C:
-			outcome, err = tftp.OutcomeLifetime, fmt.Errorf("session lifetime %s exceeded", ss.t.lifetime)
-			break loop
-		case <-ctx.Done():
-			outcome, err = tftp.OutcomeShutdown, ctx.Err()
-			break loop
-		}
-	}
-	timer.Stop()
-	// Whoever is still listed (or queued) is told and released.
-	ss.tryEnd()
-	for drained := false; !drained; {
-		select {
-		case m := <-ss.joins:
-			ss.members = append(ss.members, m)
-		default:
-			drained = true
-		}
-	}
-	if len(ss.members) > 0 {
-		msg := "multicast session ended"
-		if err != nil {
-			msg = err.Error()
-		}
-		for _, m := range ss.members {
-			ss.c.WriteTo(tftp.AppendError(nil, tftp.ErrCodeUndefined, msg), m.peer)
-			ss.finish(m, outcome)
-		}
-		ss.members = nil
-	}
+	outcome, err := ss.serve(ctx, pkts)
+	ss.release(outcome, err)
 	ss.c.Close()
 	for range pkts {
 	}
@@ -349,6 +315,84 @@ loop:
 		Int("promotions", ss.promotions).Int("dropped", ss.dropped).Int("blocks_sent", ss.blocks).
 		Int("repairs", ss.repairs).Int64("bytes_on_wire", ss.wire).Dur("duration", time.Since(start)).
 		Str("outcome", string(outcome)).Err(err).Msg("multicast session")
+}
+
+// serve takes joins, the clients' packets and the master's timer until
+// no client is left (OutcomeOK) or the session must end.
+func (ss *session) serve(ctx context.Context, pkts <-chan packet) (tftp.Outcome, error) {
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	lifetime := time.NewTimer(ss.t.lifetime)
+	defer lifetime.Stop()
+	arm := func() { timer.Reset(ss.rto.RTO()) }
+	for {
+		if len(ss.members) == 0 && ss.tryEnd() {
+			return tftp.OutcomeOK, nil
+		}
+		if ss.master == nil && len(ss.members) > 0 {
+			ss.promote()
+			arm()
+		}
+		select {
+		case m := <-ss.joins:
+			ss.receivers++
+			ss.members = append(ss.members, m)
+			ss.publish()
+			if ss.master != nil {
+				ss.oack(m, false)
+			}
+		case p, ok := <-pkts:
+			if !ok {
+				return tftp.OutcomeError, errors.New("session socket closed")
+			}
+			rearm, err := ss.packet(p)
+			if err != nil {
+				return tftp.OutcomeFileChanged, err
+			}
+			if rearm && ss.master != nil {
+				arm()
+			}
+		case <-timer.C:
+			ss.s.Counters.Timeouts.Add(1)
+			if err := ss.timeout(); err != nil {
+				return tftp.OutcomeFileChanged, err
+			}
+			if ss.master != nil {
+				arm()
+			}
+		case <-lifetime.C:
+			return tftp.OutcomeLifetime, fmt.Errorf("session lifetime %s exceeded", ss.t.lifetime)
+		case <-ctx.Done():
+			return tftp.OutcomeShutdown, ctx.Err()
+		}
+	}
+}
+
+// release tells every client still listed or queued that the session
+// ended (err, if any, says why) and finishes it with outcome.
+func (ss *session) release(outcome tftp.Outcome, err error) {
+	ss.tryEnd()
+	for drained := false; !drained; {
+		select {
+		case m := <-ss.joins:
+			ss.members = append(ss.members, m)
+		default:
+			drained = true
+		}
+	}
+	if len(ss.members) == 0 {
+		return
+	}
+	msg := "multicast session ended"
+	if err != nil {
+		msg = err.Error()
+	}
+	for _, m := range ss.members {
+		ss.c.WriteTo(tftp.AppendError(nil, tftp.ErrCodeUndefined, msg), m.peer)
+		ss.finish(m, outcome)
+	}
+	ss.members = nil
 }
 
 // tryEnd removes the session from the server if no client is listed or

@@ -56,161 +56,182 @@ type RFC2090Receiver struct {
 // Get downloads remote from server (HOST[:PORT], port 69 by default) into
 // out, which it writes at block offsets and cuts to the file's size.
 func (r *RFC2090Receiver) Get(ctx context.Context, server, remote string, out *os.File) (ReceiveResult, error) {
-	r.Size.Store(-1)
-	r.Held.Store(0)
-	var res ReceiveResult
-	start := time.Now()
-	srv, err := resolvePort(server, "69")
-	if err != nil {
-		return res, err
-	}
 	blk := r.BlockSize
 	if blk == 0 {
 		blk = DefaultRFC2090BlockSize
 	}
-	timeout := r.Timeout
-	if timeout <= 0 {
-		timeout = 10 * time.Second
+	g := &rfc2090Get{
+		mcastGet: newGet(out, tftp.DefaultBlockSize, &r.Held, &r.Size),
+		remote:   remote,
+		timeout:  positiveOr(r.Timeout, 10*time.Second),
+		ackEvery: positiveOr(r.AckTimeout, time.Second),
+		req: (&tftp.Request{Op: tftp.OpRRQ, Filename: remote, Mode: "octet", Options: []tftp.Option{
+			{Name: OptMulticast}, {Name: tftp.OptBlockSize, Value: strconv.Itoa(blk)}, {Name: tftp.OptTransferSz, Value: "0"},
+		}}).Marshal(nil),
 	}
-	ackEvery := r.AckTimeout
-	if ackEvery <= 0 {
-		ackEvery = time.Second
+	if err := g.connect(r.dial, r.join, r.Interface, r.LocalAddr, server, "69"); err != nil {
+		return g.res, err
 	}
-	s, local, join, err := openSockets(r.dial, r.join, r.Interface, r.LocalAddr, srv)
-	if err != nil {
-		return res, err
-	}
-	defer s.close()
+	defer g.s.close()
+	g.heard = time.Now()
+	g.s.uc.WriteTo(g.req, g.srv)
+	return g.run(ctx)
+}
 
-	req := (&tftp.Request{Op: tftp.OpRRQ, Filename: remote, Mode: "octet", Options: []tftp.Option{
-		{Name: OptMulticast}, {Name: tftp.OptBlockSize, Value: strconv.Itoa(blk)}, {Name: tftp.OptTransferSz, Value: "0"},
-	}}).Marshal(nil)
-	f := &blockFile{out: out, blksize: tftp.DefaultBlockSize, res: &res, prog: &r.Held}
-	var (
-		tid       netip.AddrPort // the server's transfer socket, from the first OACK
-		master    bool
-		heard     = time.Now()
-		lastAck   time.Time
-		ackedLast bool
-	)
-	ack := func() {
-		n := f.first() - 1
-		if f.complete() {
-			n = f.last
-		} else if n+1 < f.maxSeen {
-			res.Requests++ // a block it saw go by without it
-		}
-		sendAck(s.uc, n, tid, &res)
-		lastAck = time.Now()
-	}
-	s.uc.WriteTo(req, srv)
+// rfc2090Get is one RFC 2090 download under way.
+type rfc2090Get struct {
+	*mcastGet
+	remote            string
+	req               []byte
+	timeout, ackEvery time.Duration
+	tid               netip.AddrPort // the server's transfer socket, from the first OACK
+	master            bool
+	heard, lastAck    time.Time
+}
+
+// run takes the server's packets until the file is complete, the server
+// is silent for the timeout, or an error.
+func (g *rfc2090Get) run(ctx context.Context) (ReceiveResult, error) {
 	for {
-		if f.complete() {
-			res.Duration = time.Since(start)
-			if !ackedLast {
-				// The final ACK, twice: a passive client's single ACK
-				// lost would cost the server a promotion round later.
-				ack()
-				ack()
-			}
-			if master {
-				r.linger(ctx, s, f, tid, &res)
-			}
-			return res, f.finish()
+		if g.f.complete() {
+			return g.end(ctx)
 		}
-		if time.Since(heard) > timeout {
-			return res, fmt.Errorf("mtftp: %s: %w from %v in %v (%d blocks held)", remote, tftp.ErrNoAnswer, srv, timeout, f.held)
+		if time.Since(g.heard) > g.timeout {
+			return g.res, fmt.Errorf("mtftp: %s: %w from %v in %v (%d blocks held)", g.remote, tftp.ErrNoAnswer, g.srv, g.timeout, g.f.held)
 		}
-		wait := ackEvery
-		if !tid.IsValid() {
+		wait := g.ackEvery
+		if !g.tid.IsValid() {
 			wait = time.Second // the request's retry
 		}
-		p, ok, err := s.next(ctx, wait)
+		p, ok, err := g.s.next(ctx, wait)
 		if err != nil {
-			return res, err
+			return g.res, err
 		}
 		if !ok {
-			res.Timeouts++
-			switch {
-			case !tid.IsValid():
-				s.uc.WriteTo(req, srv)
-			case master && time.Since(lastAck) >= ackEvery:
-				ack()
-			}
+			g.tick()
 			continue
 		}
-		if p.from.Addr() != srv.Addr() || (tid.IsValid() && p.from != tid) {
+		if p.from.Addr() != g.srv.Addr() || (g.tid.IsValid() && p.from != g.tid) {
 			continue // only the server's transfer socket counts
 		}
 		switch tftp.PacketOpcode(p.b) {
 		case tftp.OpOACK:
-			heard = time.Now()
-			opts, err := tftp.ParseOACK(p.b)
-			if err != nil {
-				return res, fmt.Errorf("mtftp: bad OACK: %w", err)
-			}
-			group, mc, size, blksize, err := parseMulticastOACK(opts)
-			if err != nil {
-				s.uc.WriteTo(tftp.AppendError(nil, tftp.ErrCodeOptionRefuse, "multicast only"), p.from)
-				return res, err
-			}
-			if !tid.IsValid() {
-				tid = p.from
-				if blksize > 0 {
-					f.blksize = blksize
-				}
-				if size >= 0 {
-					r.Size.Store(size)
-				}
-			}
-			if group.IsValid() {
-				if err := s.joinGroup(join, group, local); err != nil {
-					return res, err
-				}
-			}
-			if mc && !master {
-				res.Masters++
-			}
-			master = mc
-			if master {
-				ack()
-			}
+			err = g.oack(p)
 		case tftp.OpDATA:
-			if !tid.IsValid() {
-				// Plain TFTP: the server serves this request by unicast.
-				s.uc.WriteTo(tftp.AppendError(nil, tftp.ErrCodeOptionRefuse, "multicast only"), p.from)
-				return res, ErrMulticastRefused
-			}
-			heard = time.Now()
-			n, payload, err := tftp.ParseData(p.b)
-			if err != nil {
-				continue
-			}
-			if _, err := f.put(n, payload); err != nil {
-				return res, err
-			}
-			if master && !f.complete() {
-				ack()
-			}
+			err = g.takeData(p)
 		case tftp.OpERROR:
-			code, msg, _ := tftp.ParseError(p.b)
-			return res, &tftp.RemoteError{Code: code, Message: msg}
+			err = remoteError(p.b)
+		}
+		if err != nil {
+			return g.res, err
 		}
 	}
 }
 
+// end finishes a complete download. The final ACK goes out twice: a
+// passive client's single ACK lost would cost the server a promotion
+// round later; a master lingers for a repeat of the last block.
+func (g *rfc2090Get) end(ctx context.Context) (ReceiveResult, error) {
+	g.stopClock()
+	g.ack()
+	g.ack()
+	if g.master {
+		g.linger(ctx)
+	}
+	return g.finish()
+}
+
+// tick is the receiver's own timer: the request again until the server
+// answers; as master, the ACK again when none went out for ackEvery.
+func (g *rfc2090Get) tick() {
+	g.res.Timeouts++
+	switch {
+	case !g.tid.IsValid():
+		g.s.uc.WriteTo(g.req, g.srv)
+	case g.master && time.Since(g.lastAck) >= g.ackEvery:
+		g.ack()
+	}
+}
+
+// ack ACKs the highest block held in order (the last block once complete).
+func (g *rfc2090Get) ack() {
+	n := g.f.first() - 1
+	if g.f.complete() {
+		n = g.f.last
+	} else if n+1 < g.f.maxSeen {
+		g.res.Requests++ // a block it saw go by without it
+	}
+	sendAck(g.s.uc, n, g.tid, &g.res)
+	g.lastAck = time.Now()
+}
+
+// oack takes an OACK: the first names the transfer socket, block size and
+// size; any may name the group to join and make this client master (mc=1)
+// or passive.
+func (g *rfc2090Get) oack(p rxPkt) error {
+	g.heard = time.Now()
+	opts, err := tftp.ParseOACK(p.b)
+	if err != nil {
+		return fmt.Errorf("mtftp: bad OACK: %w", err)
+	}
+	group, mc, size, blksize, err := parseMulticastOACK(opts)
+	if err != nil {
+		g.s.uc.WriteTo(tftp.AppendError(nil, tftp.ErrCodeOptionRefuse, "multicast only"), p.from)
+		return err
+	}
+	if !g.tid.IsValid() {
+		g.tid = p.from
+		if blksize > 0 {
+			g.f.blksize = blksize
+		}
+		if size >= 0 {
+			g.size.Store(size)
+		}
+	}
+	if group.IsValid() {
+		if err := g.s.joinGroup(g.join, group, g.local); err != nil {
+			return err
+		}
+	}
+	if mc && !g.master {
+		g.res.Masters++
+	}
+	g.master = mc
+	if g.master {
+		g.ack()
+	}
+	return nil
+}
+
+// takeData keeps a DATA block; a master ACKs after each. DATA before any
+// OACK is plain TFTP: the server serves the request by unicast.
+func (g *rfc2090Get) takeData(p rxPkt) error {
+	if !g.tid.IsValid() {
+		g.s.uc.WriteTo(tftp.AppendError(nil, tftp.ErrCodeOptionRefuse, "multicast only"), p.from)
+		return ErrMulticastRefused
+	}
+	g.heard = time.Now()
+	if _, ok, err := g.data(p.b); !ok || err != nil {
+		return err
+	}
+	if g.master && !g.f.complete() {
+		g.ack()
+	}
+	return nil
+}
+
 // linger stays a moment after a master's final ACK: if it was lost, the
 // server sends the last block again, and gets the ACK again.
-func (r *RFC2090Receiver) linger(ctx context.Context, s *sockets, f *blockFile, tid netip.AddrPort, res *ReceiveResult) {
+func (g *rfc2090Get) linger(ctx context.Context) {
 	for range 3 {
-		p, ok, err := s.next(ctx, 500*time.Millisecond)
+		p, ok, err := g.s.next(ctx, 500*time.Millisecond)
 		if err != nil || !ok {
 			return
 		}
-		if p.from == tid && tftp.PacketOpcode(p.b) == tftp.OpDATA {
-			if n, _, err := tftp.ParseData(p.b); err == nil && int(n) == f.last {
-				res.Duplicates++
-				sendAck(s.uc, f.last, tid, res)
+		if p.from == g.tid && tftp.PacketOpcode(p.b) == tftp.OpDATA {
+			if n, _, err := tftp.ParseData(p.b); err == nil && int(n) == g.f.last {
+				g.res.Duplicates++
+				sendAck(g.s.uc, g.f.last, g.tid, &g.res)
 			}
 		}
 	}

@@ -12,7 +12,8 @@ import (
 // Blocks are numbered with 64-bit counters from 1; the answer to the
 // request (OACK, or the server's ACK 0 of a WRQ) is block 0. Pure logic,
 // like window (the sender's state): no I/O and no clock; the caller passes
-// the time. docs/design.md, "The receive state", sums up the rules:
+// the time. docs/design.md, "The send window and the receive state", has
+// the table of verdicts; the rules:
 //
 //   - The last block of each window is ACKed, and so is the final (short
 //     or empty) block (docs/protocols.md §3.4 rule 2, §1.5).

@@ -269,3 +269,74 @@ func TestReceiverHoldBound(t *testing.T) {
 		}
 	}
 }
+
+// FuzzReceiver feeds the receive state any sequence of DATA blocks near
+// its position (behind, in and past the window, full and short, across
+// the rollover) with gap reports and ACKs between them: blocks come out
+// in order, each with its own payload, at most maxHeld bytes are held and
+// only inside the window, nothing comes after the final block, and the
+// ACKed block never passes the one held in order.
+func FuzzReceiver(f *testing.F) {
+	f.Add(uint16(0), uint8(4), false, []byte{9, 11, 10, 12, 0x80 | 13})
+	f.Add(uint16(65530), uint8(8), true, []byte{9, 9, 10, 0xc0, 12, 11, 14, 13, 0x80 | 15})
+	f.Fuzz(func(t *testing.T, start uint16, win uint8, ro bool, script []byte) {
+		r := receiver{size: uint64(win%16) + 1, blksize: rxBS, maxHeld: 3 * rxBS, have: uint64(start), acked: uint64(start)}
+		if ro {
+			r.rollover = 1
+		}
+		next := r.have + 1
+		now := time.Unix(1, 0)
+		for _, b := range script {
+			now = now.Add(time.Millisecond)
+			if b&0xc0 == 0xc0 { // a gap report check, or the caller's timeout
+				if r.gapReport(now, rxHold) || b&1 == 1 {
+					r.ack()
+				}
+				continue
+			}
+			// Block have-8 .. have+55: behind, in and past the window.
+			blk := int64(r.have) + int64(b&0x3f) - 8
+			if blk < 0 {
+				continue
+			}
+			size := rxBS
+			if b&0x80 != 0 {
+				size = int(b) % rxBS
+			}
+			v := r.onData(wireBlock(uint64(blk), r.rollover), rxPayload(wireBlock(uint64(blk), r.rollover), size), now)
+			if len(r.ready) > 0 {
+				if r.readyFrom != next {
+					t.Fatalf("delivered from block %d, want %d", r.readyFrom, next)
+				}
+				for k, p := range r.ready {
+					if len(p) > 0 && p[0] != byte(wireBlock(next+uint64(k), r.rollover)) {
+						t.Fatalf("block %d delivered with another block's payload", next+uint64(k))
+					}
+				}
+				next += uint64(len(r.ready))
+			}
+			if next != r.have+1 {
+				t.Fatalf("have %d after delivering up to %d", r.have, next-1)
+			}
+			held := 0
+			for blk, p := range r.ahead {
+				held += len(p)
+				if blk <= r.have+1 || blk > r.have+r.size {
+					t.Fatalf("block %d held outside the window after %d", blk, r.have)
+				}
+			}
+			if held != r.held || held > r.maxHeld {
+				t.Fatalf("holding %d bytes, counted %d, cap %d", held, r.held, r.maxHeld)
+			}
+			if r.acked > r.have {
+				t.Fatalf("ACKed %d past %d", r.acked, r.have)
+			}
+			if v == dataReAck || v == dataAck || v == dataFinal {
+				r.ack()
+			}
+			if r.final && len(r.ahead) > 0 {
+				t.Fatal("blocks held after the final one")
+			}
+		}
+	})
+}

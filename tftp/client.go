@@ -2,7 +2,6 @@ package tftp
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -212,306 +211,323 @@ func (c *Client) request(remote string) Request {
 
 // get runs a download over uc, which the caller owns.
 func (c *Client) get(ctx context.Context, uc conn, srv netip.AddrPort, remote string, w io.Writer, start time.Time) (GetResult, error) {
-	res := GetResult{TSize: -1, BlockSize: DefaultBlockSize, WindowSize: 1}
-	server := srv.String()
+	d := c.newDownload(uc, srv, remote, w, start)
 	stop := context.AfterFunc(ctx, func() { uc.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
+	if err := d.send(d.last, srv); err != nil {
+		return d.res, err
+	}
+	err := d.run(ctx)
+	return d.res, err
+}
 
+// download is one Client.get in progress. The receive state (receiver)
+// decides what each DATA block means; the steps around it are methods:
+// run waits for packets and timers, process routes a packet to onOACK or
+// onData, deliver writes the blocks in order, onTimeout answers silence.
+type download struct {
+	c       *Client
+	uc      conn
+	srv     netip.AddrPort // where the request goes
+	remote  string
+	start   time.Time
+	retries int
+	est     rto.Estimator
+	res     GetResult
+	rx      receiver
+	bw      *bufio.Writer
+	out     io.Writer      // bw, or a netascii decoder in front of it
+	peer    netip.AddrPort // the server's TID, learned from its first reply
+	last    []byte         // the last packet sent, for retransmission: the RRQ until the server answers
+	abuf    []byte
+	sentAt  time.Time
+	// timeouts counts consecutive timeouts; sampled: a round trip was
+	// measured (once, and never on a resent packet: Karn).
+	timeouts int
+	sampled  bool
+}
+
+func (c *Client) newDownload(uc conn, srv netip.AddrPort, remote string, w io.Writer, start time.Time) *download {
 	req := c.request(remote)
-	mode := req.Mode
-	rrq := req.Marshal(nil)
-	retries := c.Retries
-	if retries <= 0 {
-		retries = DefaultRetries
+	d := &download{c: c, uc: uc, srv: srv, remote: remote, start: start, retries: c.Retries,
+		res:  GetResult{TSize: -1, BlockSize: DefaultBlockSize, WindowSize: 1},
+		rx:   receiver{size: 1, blksize: DefaultBlockSize},
+		last: req.Marshal(nil)}
+	if d.retries <= 0 {
+		d.retries = DefaultRetries
 	}
 	initial := c.Timeout
 	if initial <= 0 {
 		initial = time.Second
 	}
-	est := rto.New(initial, 20*time.Millisecond, 10*time.Second)
-
+	d.est = rto.New(initial, 20*time.Millisecond, 10*time.Second)
 	// One write per block would cost a syscall per 1468 bytes: buffer,
 	// and flush before the final ACK reports success. WriteBuffer lets a
 	// caller that reads only a prefix (an image's index) see each block
 	// as it comes.
-	bw := bufio.NewWriterSize(w, c.writeBuffer())
-	var out io.Writer = bw
-	if mode == "netascii" {
-		out = &netasciiDecoder{w: bw}
+	d.bw = bufio.NewWriterSize(w, c.writeBuffer())
+	d.out = d.bw
+	if req.Mode == "netascii" {
+		d.out = &netasciiDecoder{w: d.bw}
 	}
-	var (
-		peer     netip.AddrPort // server TID, learned from the first reply
-		have     uint64         // highest block received in order
-		ackedTo  uint64
-		gapAcked bool
-		dupAcked bool // re-ACKed a repeated block since the last progress
-		sentAt   time.Time
-		last     []byte // last packet sent, for retransmission
-		abuf     []byte
-		timeouts int
-		rollover uint16
-		sampled  bool
-		// ahead holds blocks that arrived ahead of a gap, within the
-		// window, until the gap fills; gapAt is when the current gap was
-		// first seen (zero: none). The gap is ACKed (RFC 7440 §3) only if
-		// it outlives reorderHold, so blocks that were merely reordered
-		// cost no resend of the window.
-		ahead map[uint64][]byte
-		gapAt time.Time
-	)
-	send := func(b []byte, to netip.AddrPort) error {
-		last = b
-		sentAt = time.Now()
-		return uc.WriteTo(b, to)
-	}
-	ack := func(to netip.AddrPort) error {
-		abuf = AppendAck(abuf[:0], wireBlock(have, rollover))
-		ackedTo = have
-		return send(abuf, to)
-	}
-	if err := send(rrq, srv); err != nil {
-		return res, err
-	}
-	var deliver func(blk uint64, payload []byte) (bool, error)
-	process := func(pkt []byte, from netip.AddrPort) (done bool, err error) {
-		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-		if !peer.IsValid() {
-			if from.Addr() != srv.Addr() {
-				return false, nil // not our server
-			}
-			peer = from
-			res.ServerAddr = peer
-		} else if from != peer {
-			uc.WriteTo(AppendError(nil, ErrCodeUnknownTID, "unknown transfer ID"), from)
-			return false, nil
-		}
-		switch PacketOpcode(pkt) {
-		case OpOACK:
-			if have > 0 {
-				return false, nil // a stale OACK, delayed behind data
-			}
-			if res.Negotiated != nil {
-				// The server repeats its OACK: it did not get our ACK 0.
-				// Answer each repeat at once. Waiting for our own timer
-				// lost transfers at 20 % loss: a server that gives up
-				// after a short stall (tftp.stall_timeout) saw too few
-				// of our re-ACKs. It cannot start a Sorcerer's
-				// Apprentice: a repeated ACK 0 never makes the server
-				// send the first window twice (tftp/window.go, onAck).
-				return false, ack(peer)
-			}
-			opts, err := ParseOACK(pkt)
-			if err != nil {
-				uc.WriteTo(AppendError(nil, ErrCodeOptionRefuse, "bad OACK"), peer)
-				return false, err
-			}
-			if err := c.applyOACK(opts, &res, &rollover); err != nil {
-				uc.WriteTo(AppendError(nil, ErrCodeOptionRefuse, err.Error()), peer)
-				return false, err
-			}
-			res.Negotiated = opts
-			if !sampled && timeouts == 0 {
-				est.Sample(time.Since(sentAt))
-				sampled = true
-			}
-			timeouts = 0
-			if err := ack(peer); err != nil {
-				return false, err
-			}
-		case OpDATA:
-			wire, payload, _ := ParseData(pkt)
-			if len(payload) > res.BlockSize {
-				return false, nil
-			}
-			blk, ok := unwrapBlock(wire, have, have+uint64(res.WindowSize), rollover)
-			if !ok || blk == have {
-				res.Duplicates++
-				// A block we already hold. If we are at a window boundary
-				// (everything held is ACKed), the server resent because our
-				// ACK was lost: repeat it, once per position. Mid-window a
-				// duplicate is the network's doing, and an ACK there would
-				// read as a gap notice and make the server resend.
-				if !dupAcked && have == ackedTo {
-					dupAcked = true
-					if err := ack(peer); err != nil {
-						return false, err
-					}
-				}
-				return false, nil
-			}
-			if blk != have+1 {
-				if _, held := ahead[blk]; held {
-					res.Duplicates++
-				} else {
-					res.OutOfOrder++
-					if ahead == nil {
-						ahead = make(map[uint64][]byte)
-					}
-					ahead[blk] = bytes.Clone(payload)
-				}
-				if gapAt.IsZero() {
-					gapAt = time.Now()
-				}
-				return false, nil
-			}
-			done, err := deliver(blk, payload)
-			for !done && err == nil && len(ahead) > 0 {
-				p, ok := ahead[have+1]
-				if !ok {
-					break
-				}
-				delete(ahead, have+1)
-				done, err = deliver(have+1, p)
-			}
-			// Blocks still held are ahead of a new gap (or of none).
-			gapAt = time.Time{}
-			for b := range ahead {
-				if b <= have {
-					delete(ahead, b)
-				} else {
-					gapAt = time.Now()
-				}
-			}
-			if done || err != nil {
-				return done, err
-			}
-			if have-ackedTo >= uint64(res.WindowSize) {
-				if err := ack(peer); err != nil {
-					return false, err
-				}
-			}
-		case OpERROR:
-			code, msg, _ := ParseError(pkt)
-			return false, &RemoteError{Code: code, Message: msg}
-		}
-		return false, nil
-	}
-	// deliver writes block blk, the next in order, and reports done after
-	// the final (short) block, which it ACKs.
-	deliver = func(blk uint64, payload []byte) (bool, error) {
-		if _, err := out.Write(payload); err != nil {
-			uc.WriteTo(AppendError(nil, ErrCodeDiskFull, "write failed"), peer)
-			return false, err
-		}
-		if !sampled && timeouts == 0 && have == ackedTo {
-			est.Sample(time.Since(sentAt))
-			sampled = true
-		}
-		have, gapAcked, dupAcked, timeouts = blk, false, false, 0
-		est.Progress()
-		res.Bytes += int64(len(payload))
-		res.Blocks = have
-		if c.Progress != nil {
-			c.Progress(res.Bytes, res.TSize)
-		}
-		if len(payload) < res.BlockSize {
-			if err := ack(peer); err != nil {
-				return false, err
-			}
-			if f, ok := out.(*netasciiDecoder); ok {
-				if err := f.Close(); err != nil {
-					return false, err
-				}
-			}
-			if err := bw.Flush(); err != nil {
-				return false, err
-			}
-			res.Duration = time.Since(start)
-			return true, nil
-		}
-		return false, nil
-	}
-	// Reads come in batches where the conn can (recvmmsg, and UDP GRO
-	// splitting coalesced windows): a receiver reading one datagram per
-	// syscall is slower than the server (docs/lab-notes.md, "UDP send
-	// paths").
-	br, batched := uc.(batchReader)
-	bufs := [][]byte{make([]byte, MaxBlockSize+HeaderLen+1)}
-	pkts := make([]udpio.Packet, 1)
-	if batched {
-		bufs = make([][]byte, 8)
-		for i := range bufs {
-			bufs[i] = make([]byte, 1<<16)
-		}
-		pkts = make([]udpio.Packet, 8*64)
-	}
+	return d
+}
+
+// run waits for the server's packets and the timers until the transfer
+// ends: the retransmission timer (onTimeout), and the reorder hold of an
+// open gap, which when it runs out is reported (RFC 7440; docs/protocols.md
+// §3.4 rule 2) with an ACK of the last block held in order.
+func (d *download) run(ctx context.Context) error {
+	rd := newPacketReader(d.uc)
 	for {
-		deadline := sentAt.Add(est.RTO())
-		gapDue := time.Time{}
-		if !gapAt.IsZero() && !gapAcked {
-			gapDue = gapAt.Add(reorderHold(est.RTO()))
+		hold := reorderHold(d.est.RTO())
+		if d.rx.gapReport(time.Now(), hold) {
+			if err := d.ack(); err != nil {
+				return err
+			}
 		}
-		if !gapDue.IsZero() && gapDue.Before(deadline) {
-			uc.SetReadDeadline(gapDue)
+		deadline := d.sentAt.Add(d.est.RTO())
+		if due := d.rx.gapDue(hold); !due.IsZero() && due.Before(deadline) {
+			d.uc.SetReadDeadline(due)
 		} else {
-			uc.SetReadDeadline(deadline)
+			d.uc.SetReadDeadline(deadline)
 		}
 		if err := ctx.Err(); err != nil {
-			if peer.IsValid() {
-				uc.WriteTo(AppendError(nil, ErrCodeUndefined, "cancelled"), peer)
+			if d.peer.IsValid() {
+				d.uc.WriteTo(AppendError(nil, ErrCodeUndefined, "cancelled"), d.peer)
 			}
-			return res, err
+			return err
 		}
-		var n int
-		var err error
-		if batched {
-			n, err = br.ReadBatch(bufs, pkts)
-		} else {
-			var k int
-			var from netip.AddrPort
-			k, from, err = uc.ReadFrom(bufs[0])
-			pkts[0] = udpio.Packet{Data: bufs[0][:k], Src: from}
-			n = 1
-		}
+		pkts, err := rd.read()
 		if err != nil {
 			if ctx.Err() != nil {
 				continue
 			}
 			if !isTimeout(err) {
-				return res, err
-			}
-			if !gapDue.IsZero() && !time.Now().Before(gapDue) && !gapAcked && !gapAt.IsZero() {
-				// RFC 7440 §3: a sequence error (a gap that outlived the
-				// reordering hold) is answered with an ACK of the last
-				// block held in order, once per position.
-				gapAcked = true
-				if err := ack(peer); err != nil {
-					return res, err
-				}
-				continue
+				return err
 			}
 			if time.Now().Before(deadline) {
-				continue
+				continue // the gap's hold ran out, or woken early
 			}
-			res.Timeouts++
-			if timeouts++; timeouts > retries {
-				return res, fmt.Errorf("tftp: %s: %w from %s after %d retries", remote, ErrNoAnswer, server, retries)
-			}
-			est.Timeout()
-			if peer.IsValid() && (have > 0 || res.Negotiated != nil) {
-				// Tell the server where we are (the last block held in
-				// order), which is news if our last ACK was lost.
-				if err := ack(peer); err != nil {
-					return res, err
-				}
-				continue
-			}
-			to := peer
-			if !peer.IsValid() {
-				to = srv
-			}
-			if err := send(last, to); err != nil {
-				return res, err
+			if err := d.onTimeout(); err != nil {
+				return err
 			}
 			continue
 		}
-		for _, p := range pkts[:n] {
-			done, err := process(p.Data, p.Src)
+		for _, p := range pkts {
+			done, err := d.process(p.Data, p.Src)
 			if err != nil || done {
-				return res, err
+				return err
 			}
 		}
 	}
+}
+
+// onTimeout answers the retransmission timer: give up after retries, else
+// repeat the request, or tell the server where we are.
+func (d *download) onTimeout() error {
+	d.res.Timeouts++
+	if d.timeouts++; d.timeouts > d.retries {
+		return fmt.Errorf("tftp: %s: %w from %s after %d retries", d.remote, ErrNoAnswer, d.srv, d.retries)
+	}
+	d.est.Timeout()
+	if d.peer.IsValid() && (d.rx.have > 0 || d.res.Negotiated != nil) {
+		// An ACK of the last block held in order is news if our last
+		// ACK was lost.
+		return d.ack()
+	}
+	to := d.peer
+	if !to.IsValid() {
+		to = d.srv
+	}
+	return d.send(d.last, to)
+}
+
+// process takes one packet: from the server's TID (learned from its first
+// reply), else it is a stranger's (ERROR 5, docs/protocols.md §1.1).
+func (d *download) process(pkt []byte, from netip.AddrPort) (done bool, err error) {
+	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+	if !d.peer.IsValid() {
+		if from.Addr() != d.srv.Addr() {
+			return false, nil // not our server
+		}
+		d.peer = from
+		d.res.ServerAddr = from
+	} else if from != d.peer {
+		d.uc.WriteTo(AppendError(nil, ErrCodeUnknownTID, "unknown transfer ID"), from)
+		return false, nil
+	}
+	switch PacketOpcode(pkt) {
+	case OpOACK:
+		return false, d.onOACK(pkt)
+	case OpDATA:
+		return d.onData(pkt)
+	case OpERROR:
+		code, msg, _ := ParseError(pkt)
+		return false, &RemoteError{Code: code, Message: msg}
+	}
+	return false, nil
+}
+
+// onOACK takes the server's OACK: the options it granted set up the
+// receive state, and ACK 0 starts the transfer (docs/protocols.md §3.4
+// rule 5).
+func (d *download) onOACK(pkt []byte) error {
+	if d.rx.have > 0 {
+		return nil // a stale OACK, delayed behind data
+	}
+	if d.res.Negotiated != nil {
+		// The server repeats its OACK: it did not get our ACK 0. Answer
+		// each repeat at once. Waiting for our own timer lost transfers
+		// at 20 % loss: a server that gives up after a short stall
+		// (tftp.stall_timeout) saw too few of our re-ACKs. It cannot
+		// start a Sorcerer's Apprentice: a repeated ACK 0 never makes the
+		// server send the first window twice (tftp/window.go, onAck).
+		return d.ack()
+	}
+	opts, err := ParseOACK(pkt)
+	if err != nil {
+		d.uc.WriteTo(AppendError(nil, ErrCodeOptionRefuse, "bad OACK"), d.peer)
+		return err
+	}
+	if err := d.c.applyOACK(opts, &d.res, &d.rx.rollover); err != nil {
+		d.uc.WriteTo(AppendError(nil, ErrCodeOptionRefuse, err.Error()), d.peer)
+		return err
+	}
+	d.res.Negotiated = opts
+	d.rx.size, d.rx.blksize = uint64(d.res.WindowSize), d.res.BlockSize
+	d.sample()
+	d.timeouts = 0
+	return d.ack()
+}
+
+// onData takes a DATA packet: the receive state says what it means.
+func (d *download) onData(pkt []byte) (done bool, err error) {
+	wire, payload, _ := ParseData(pkt)
+	acked := d.rx.have == d.rx.acked // the block answers our last ACK
+	switch v := d.rx.onData(wire, payload, time.Now()); v {
+	case dataDup:
+		d.res.Duplicates++
+	case dataReAck:
+		d.res.Duplicates++
+		return false, d.ack()
+	case dataHeld, dataDropped:
+		d.res.OutOfOrder++
+	case dataDeliver, dataAck, dataFinal:
+		if acked {
+			d.sample()
+		}
+		if err := d.deliver(); err != nil {
+			return false, err
+		}
+		switch v {
+		case dataAck:
+			return false, d.ack()
+		case dataFinal:
+			return true, d.finish()
+		}
+	}
+	return false, nil
+}
+
+// deliver writes the blocks the receive state put in order.
+func (d *download) deliver() error {
+	for _, p := range d.rx.ready {
+		if _, err := d.out.Write(p); err != nil {
+			d.uc.WriteTo(AppendError(nil, ErrCodeDiskFull, "write failed"), d.peer)
+			return err
+		}
+		d.res.Bytes += int64(len(p))
+		if d.c.Progress != nil {
+			d.c.Progress(d.res.Bytes, d.res.TSize)
+		}
+	}
+	d.res.Blocks = d.rx.have
+	d.timeouts = 0
+	d.est.Progress()
+	return nil
+}
+
+// finish ACKs the final block and flushes what is buffered.
+func (d *download) finish() error {
+	if err := d.ack(); err != nil {
+		return err
+	}
+	if f, ok := d.out.(*netasciiDecoder); ok {
+		if err := f.Close(); err != nil {
+			return err
+		}
+	}
+	if err := d.bw.Flush(); err != nil {
+		return err
+	}
+	d.res.Duration = time.Since(d.start)
+	return nil
+}
+
+// sample measures the round trip to the answer of the last packet sent,
+// once, and only when nothing was resent (Karn).
+func (d *download) sample() {
+	if !d.sampled && d.timeouts == 0 {
+		d.est.Sample(time.Since(d.sentAt))
+		d.sampled = true
+	}
+}
+
+func (d *download) send(b []byte, to netip.AddrPort) error {
+	d.last = b
+	d.sentAt = time.Now()
+	return d.uc.WriteTo(b, to)
+}
+
+// ack sends an ACK of the last block held in order.
+func (d *download) ack() error {
+	d.abuf = AppendAck(d.abuf[:0], d.rx.ack())
+	return d.send(d.abuf, d.peer)
+}
+
+// packetReader reads datagrams in batches where the conn can (recvmmsg,
+// and UDP GRO splitting coalesced windows): a receiver reading one
+// datagram per syscall is slower than the server (docs/lab-notes.md, "UDP
+// send paths").
+type packetReader struct {
+	uc   conn
+	br   batchReader // nil: one datagram per read
+	bufs [][]byte
+	pkts []udpio.Packet
+}
+
+func newPacketReader(uc conn) *packetReader {
+	r := &packetReader{uc: uc}
+	if br, ok := uc.(batchReader); ok {
+		r.br = br
+		r.bufs = make([][]byte, 8)
+		for i := range r.bufs {
+			r.bufs[i] = make([]byte, 1<<16)
+		}
+		r.pkts = make([]udpio.Packet, 8*64)
+		return r
+	}
+	r.bufs = [][]byte{make([]byte, MaxBlockSize+HeaderLen+1)}
+	r.pkts = make([]udpio.Packet, 1)
+	return r
+}
+
+// read returns the next datagrams; they are valid until the next read.
+func (r *packetReader) read() ([]udpio.Packet, error) {
+	if r.br != nil {
+		n, err := r.br.ReadBatch(r.bufs, r.pkts)
+		if err != nil {
+			return nil, err
+		}
+		return r.pkts[:n], nil
+	}
+	k, from, err := r.uc.ReadFrom(r.bufs[0])
+	if err != nil {
+		return nil, err
+	}
+	r.pkts[0] = udpio.Packet{Data: r.bufs[0][:k], Src: from}
+	return r.pkts[:1], nil
 }
 
 // batchReader is what a conn offers when it reads datagrams in batches.
@@ -611,15 +627,6 @@ func (d *netasciiDecoder) Close() error {
 func IsNotFound(err error) bool {
 	var re *RemoteError
 	return errors.As(err, &re) && re.Code == ErrCodeNotFound
-}
-
-// reorderHold is how long a gap may stay open before the client reports
-// it: a quarter of the retransmission timeout, 2 ms at least and 50 ms at
-// most. Datagrams reordered on the path (link aggregation, the lab's
-// jitter) arrive within it, so they cost no resend of the window; a block
-// really lost is reported this much later than at once.
-func reorderHold(rto time.Duration) time.Duration {
-	return min(max(rto/4, 2*time.Millisecond), 50*time.Millisecond)
 }
 
 func (c *Client) writeBuffer() int {

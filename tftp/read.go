@@ -111,7 +111,9 @@ func (s *netasciiSource) block(n uint64) ([]byte, error) {
 	return nil, fmt.Errorf("netascii: block %d requested after %d", n, s.cur)
 }
 
-// readSession sends one file to one client.
+// readSession sends one file to one client. window is its state; run
+// drives it: it sends a window, waits, and takes the peer's answer
+// (onPacket) or the timer's (onTimeout).
 type readSession struct {
 	c        conn
 	peer     netip.AddrPort
@@ -136,6 +138,17 @@ type readSession struct {
 	dgs  []udpio.Datagram
 	rbuf []byte
 	replier
+
+	// run's state
+	est         rto.Estimator
+	w           window
+	oackPending bool      // the OACK is out and not yet acknowledged
+	sentAt      time.Time // when the outstanding window or OACK went out
+	resent      bool      // it was sent more than once (Karn)
+	highWater   uint64    // highest block ever sent
+	timeouts    int       // consecutive timeouts
+	heard       bool      // the peer has ACKed something: not a spoofed request
+	progress    time.Time // last time the peer moved the transfer on
 }
 
 // errFileChanged ends a transfer whose file was truncated under it.
@@ -146,8 +159,8 @@ func (s *readSession) run(ctx context.Context) (res result) {
 	if s.prog == nil {
 		s.prog = new(progress)
 	}
-	est := rto.New(s.timing.InitialRTO, s.timing.MinRTO, s.timing.MaxRTO)
-	defer func() { res.End, res.RTO = time.Now(), est.RTO() }()
+	s.est = rto.New(s.timing.InitialRTO, s.timing.MinRTO, s.timing.MaxRTO)
+	defer func() { res.End, res.RTO, res.Heard = time.Now(), s.est.RTO(), s.heard }()
 	// A mapping whose file is truncated raises SIGBUS when touched;
 	// CatchFault turns that into an error here, so one transfer fails,
 	// not the server (docs/design.md, "Hot path rules").
@@ -155,209 +168,196 @@ func (s *readSession) run(ctx context.Context) (res result) {
 		res.Outcome, res.Err = OutcomeFileChanged, fmt.Errorf("%w: %w", errFileChanged, err)
 		s.sendError(ErrCodeUndefined, errFileChanged.Error())
 	})()
-	stop := context.AfterFunc(ctx, func() { s.c.SetReadDeadline(time.Unix(1, 0)) })
-	defer stop()
-
-	s.hdrs = make([]byte, HeaderLen*s.neg.WindowSize)
-	s.dgs = make([]udpio.Datagram, s.neg.WindowSize)
-	s.rbuf = make([]byte, 2048)
-	w := window{size: uint64(s.neg.WindowSize), final: BlockCount(s.size, s.neg.BlockSize)}
-	if s.neg.Timeout > 0 {
-		// The client's timeout caps ours: it retransmits its ACK after
-		// that long, so waiting longer only adds to a stall.
-		est.LimitMax(s.neg.Timeout)
-	}
-	var lifetime time.Time
-	if s.timing.Lifetime > 0 {
-		lifetime = res.Start.Add(s.timing.Lifetime)
-	}
-
-	oackPending := len(s.oack) > 0
-	var (
-		sentAt    time.Time
-		resent    bool   // the outstanding window or OACK was sent more than once (Karn)
-		highWater uint64 // highest block ever sent
-		timeouts  int
-		heard     bool        // the peer has ACKed something: not a spoofed request
-		progress  = res.Start // last time the peer moved the transfer on
-		confirmBy time.Time   // end of the wait for the peer's first answer
-	)
-	defer func() { res.Heard = heard }()
-	if s.timing.ConfirmTimeout > 0 {
-		confirmBy = res.Start.Add(s.timing.ConfirmTimeout)
-	}
-	if evicted(ctx) {
-		res.Outcome, res.Err = OutcomeEvicted, errEvicted
+	wait := newSessionWait(s.c, s.peer, s.counters, res.Start, s.timing, "answer", &s.replier)
+	defer wait.wakeOnCancel(ctx)()
+	s.prepare(res.Start)
+	if wait.evicted(ctx, &res) {
 		return res
 	}
-	send := func(retransmit bool) error {
-		sentAt = time.Now()
-		resent = retransmit
-		if oackPending {
-			if retransmit {
-				s.counters.Retransmits.Add(1)
-				res.Retransmits++
-				s.prog.retransmits.Store(res.Retransmits)
-			}
-			return s.c.WriteTo(s.oack, s.peer)
-		}
-		from, to := w.next()
-		if from <= highWater {
-			k := min(to, highWater) - from + 1
-			s.counters.Retransmits.Add(k)
-			res.Retransmits += k
-			s.prog.retransmits.Store(res.Retransmits)
-			resent = true
-		}
-		highWater = max(highWater, to)
-		return s.sendBlocks(from, to, &res)
-	}
-
-	if err := send(false); err != nil {
+	if err := s.send(false, &res); err != nil {
 		return s.fail(&res, err)
 	}
 	for {
-		deadline := sentAt.Add(est.RTO())
-		if !lifetime.IsZero() && deadline.After(lifetime) {
-			deadline = lifetime
-		}
-		if !heard && !confirmBy.IsZero() && deadline.After(confirmBy) {
-			deadline = confirmBy
-		}
-		s.c.SetReadDeadline(deadline)
-		// Checked after the deadline is set: a cancel from here on moves
-		// the deadline into the past (AfterFunc above) and wakes the read.
-		if ctx.Err() != nil {
-			if evicted(ctx) {
-				res.Outcome, res.Err = OutcomeEvicted, errEvicted
-				return res
-			}
-			s.sendError(ErrCodeUndefined, "server shutting down")
-			res.Outcome, res.Err = OutcomeShutdown, ctx.Err()
+		n, ev, err := wait.next(ctx, s.rbuf, s.sentAt.Add(s.est.RTO()), time.Time{}, !s.heard, &res)
+		done := false
+		switch ev {
+		case waitEnd:
 			return res
+		case waitFailed:
+			return s.fail(&res, err)
+		case waitTimeout:
+			done, err = s.onTimeout(&res)
+		case waitPacket:
+			done, err = s.onPacket(s.rbuf[:n], &res)
 		}
-		n, from, err := s.c.ReadFrom(s.rbuf)
 		if err != nil {
-			if ctx.Err() != nil {
-				continue
-			}
-			if !isTimeout(err) {
-				return s.fail(&res, err)
-			}
-			now := time.Now()
-			if !lifetime.IsZero() && !now.Before(lifetime) {
-				s.sendError(ErrCodeUndefined, "transfer time limit exceeded")
-				res.Outcome, res.Err = OutcomeLifetime, errors.New("session lifetime exceeded")
-				return res
-			}
-			if now.Before(deadline) {
-				continue // woken early (deadline moved); keep waiting
-			}
-			s.counters.Timeouts.Add(1)
-			timeouts++
-			if !heard && !confirmBy.IsZero() && !now.Before(confirmBy) {
-				res.Outcome, res.Err = OutcomeTimeout, fmt.Errorf("no answer within %s (confirm_timeout)", s.timing.ConfirmTimeout)
-				return res
-			}
-			if s.giveUp(timeouts, heard, now.Sub(progress)) {
-				if heard && !oackPending && w.sent == w.final && w.acked+w.size >= w.final {
-					// The peer took every window but the last, and the
-					// last went out: only the final ACK is missing.
-					res.Outcome = OutcomeUnconfirmed
-					res.Bytes, res.Blocks = s.size, w.final
-					return res
-				}
-				res.Outcome, res.Err = OutcomeTimeout, fmt.Errorf("no answer after %d retries in %s", timeouts-1, now.Sub(progress).Round(time.Millisecond))
-				res.Bytes, res.Blocks = int64(w.acked)*int64(s.neg.BlockSize), w.acked
-				return res
-			}
-			est.Timeout()
-			if err := send(true); err != nil {
-				return s.fail(&res, err)
-			}
-			continue
+			return s.fail(&res, err)
 		}
-		if from != s.peer {
-			s.unknownTID(from)
-			continue
-		}
-		switch PacketOpcode(s.rbuf[:n]) {
-		case OpACK:
-			wire, err := ParseAck(s.rbuf[:n])
-			if err != nil {
-				s.counters.BadPacket.Add(1)
-				continue
-			}
-			if oackPending {
-				if wire != 0 {
-					s.counters.DupAck.Add(1)
-					continue
-				}
-				if !heard && s.confirm != nil {
-					if err := s.confirm(); err != nil {
-						return s.notConfirmed(s.c, s.peer, &res, err)
-					}
-				}
-				oackPending = false
-				if !resent {
-					est.Sample(time.Since(sentAt))
-				}
-				heard, progress = true, time.Now()
-				timeouts = 0
-				est.Progress()
-				if err := send(false); err != nil {
-					return s.fail(&res, err)
-				}
-				continue
-			}
-			blk, ok := unwrapBlock(wire, w.acked, w.sent, s.neg.Rollover)
-			if !ok {
-				s.counters.DupAck.Add(1)
-				continue
-			}
-			switch w.onAck(blk) {
-			case ackStale:
-				s.counters.DupAck.Add(1)
-				continue
-			case ackDone:
-				heard = true
-				res.Outcome = OutcomeOK
-				res.Bytes, res.Blocks = s.size, w.final
-				return res
-			case ackGap:
-				s.counters.GapAck.Add(1)
-			case ackWindow:
-				if !resent {
-					est.Sample(time.Since(sentAt))
-				}
-			}
-			if !heard && s.confirm != nil {
-				if err := s.confirm(); err != nil {
-					return s.notConfirmed(s.c, s.peer, &res, err)
-				}
-			}
-			heard, progress = true, time.Now()
-			timeouts = 0
-			est.Progress()
-			s.prog.bytes.Store(min(int64(w.acked)*int64(s.neg.BlockSize), s.size))
-			if err := send(false); err != nil {
-				return s.fail(&res, err)
-			}
-		case OpERROR:
-			heard = true
-			code, msg, _ := ParseError(s.rbuf[:n])
-			res.Err = &RemoteError{Code: code, Message: msg}
-			res.Outcome = OutcomeAborted
-			if oackPending && s.neg.TSizeAsked {
-				// EDK2/EFI size probe: RRQ tsize=0, read the OACK, ERROR 8.
-				res.Outcome = OutcomeProbe
-			}
-			res.Bytes, res.Blocks = int64(w.acked)*int64(s.neg.BlockSize), w.acked
+		if done {
 			return res
-		default:
-			s.counters.BadPacket.Add(1)
 		}
 	}
+}
+
+// prepare allocates the session's buffers and sets up its window and timer.
+func (s *readSession) prepare(start time.Time) {
+	s.hdrs = make([]byte, HeaderLen*s.neg.WindowSize)
+	s.dgs = make([]udpio.Datagram, s.neg.WindowSize)
+	s.rbuf = make([]byte, 2048)
+	s.w = window{size: uint64(s.neg.WindowSize), final: BlockCount(s.size, s.neg.BlockSize)}
+	if s.neg.Timeout > 0 {
+		// The client's timeout caps ours: it retransmits its ACK after
+		// that long, so waiting longer only adds to a stall.
+		s.est.LimitMax(s.neg.Timeout)
+	}
+	s.oackPending = len(s.oack) > 0
+	s.progress = start
+}
+
+// send sends the OACK while it is unacknowledged, else the window after the
+// last acknowledged block (a retransmission when it repeats blocks).
+func (s *readSession) send(retransmit bool, res *result) error {
+	s.sentAt = time.Now()
+	s.resent = retransmit
+	if s.oackPending {
+		if retransmit {
+			s.retransmitted(1, res)
+		}
+		return s.c.WriteTo(s.oack, s.peer)
+	}
+	from, to := s.w.next()
+	if from <= s.highWater {
+		s.retransmitted(min(to, s.highWater)-from+1, res)
+		s.resent = true
+	}
+	s.highWater = max(s.highWater, to)
+	return s.sendBlocks(from, to, res)
+}
+
+func (s *readSession) retransmitted(k uint64, res *result) {
+	s.counters.Retransmits.Add(k)
+	res.Retransmits += k
+	s.prog.retransmits.Store(res.Retransmits)
+}
+
+// onTimeout answers the retransmission timer: give up (docs/protocols.md
+// §3.4 rule 6), or resend from after the last acknowledged block (rule 3).
+func (s *readSession) onTimeout(res *result) (done bool, err error) {
+	s.timeouts++
+	now := time.Now()
+	if !s.timing.giveUp(s.timeouts, s.heard, now.Sub(s.progress)) {
+		s.est.Timeout()
+		return false, s.send(true, res)
+	}
+	w := &s.w
+	if s.heard && !s.oackPending && w.sent == w.final && w.acked+w.size >= w.final {
+		// The peer took every window but the last, and the last went
+		// out: only the final ACK is missing.
+		res.Outcome = OutcomeUnconfirmed
+		res.Bytes, res.Blocks = s.size, w.final
+		return true, nil
+	}
+	res.Outcome, res.Err = OutcomeTimeout, fmt.Errorf("no answer after %d retries in %s", s.timeouts-1, now.Sub(s.progress).Round(time.Millisecond))
+	res.Bytes, res.Blocks = int64(w.acked)*int64(s.neg.BlockSize), w.acked
+	return true, nil
+}
+
+// onPacket takes a datagram from the peer.
+func (s *readSession) onPacket(pkt []byte, res *result) (done bool, err error) {
+	switch PacketOpcode(pkt) {
+	case OpACK:
+		wire, err := ParseAck(pkt)
+		if err != nil {
+			s.counters.BadPacket.Add(1)
+			return false, nil
+		}
+		if s.oackPending {
+			return s.onOACKAck(wire, res)
+		}
+		return s.onAck(wire, res)
+	case OpERROR:
+		s.heard = true
+		code, msg, _ := ParseError(pkt)
+		res.Err = &RemoteError{Code: code, Message: msg}
+		res.Outcome = OutcomeAborted
+		if s.oackPending && s.neg.TSizeAsked {
+			// EDK2/EFI size probe: RRQ tsize=0, read the OACK, ERROR 8.
+			res.Outcome = OutcomeProbe
+		}
+		res.Bytes, res.Blocks = int64(s.w.acked)*int64(s.neg.BlockSize), s.w.acked
+		return true, nil
+	}
+	s.counters.BadPacket.Add(1)
+	return false, nil
+}
+
+// onOACKAck takes an ACK while the OACK is outstanding: ACK 0 starts
+// window 1 (docs/protocols.md §3.4 rule 5); any other is stale.
+func (s *readSession) onOACKAck(wire uint16, res *result) (done bool, err error) {
+	if wire != 0 {
+		s.counters.DupAck.Add(1)
+		return false, nil
+	}
+	if !s.confirmed(res) {
+		return true, nil
+	}
+	s.oackPending = false
+	if !s.resent {
+		s.est.Sample(time.Since(s.sentAt))
+	}
+	s.moved()
+	return false, s.send(false, res)
+}
+
+// onAck takes an ACK of a block: the window decides (tftp/window.go).
+func (s *readSession) onAck(wire uint16, res *result) (done bool, err error) {
+	blk, ok := unwrapBlock(wire, s.w.acked, s.w.sent, s.neg.Rollover)
+	if !ok {
+		s.counters.DupAck.Add(1)
+		return false, nil
+	}
+	switch s.w.onAck(blk) {
+	case ackStale:
+		s.counters.DupAck.Add(1)
+		return false, nil
+	case ackDone:
+		s.heard = true
+		res.Outcome = OutcomeOK
+		res.Bytes, res.Blocks = s.size, s.w.final
+		return true, nil
+	case ackGap:
+		s.counters.GapAck.Add(1)
+	case ackWindow:
+		if !s.resent {
+			s.est.Sample(time.Since(s.sentAt))
+		}
+	}
+	if !s.confirmed(res) {
+		return true, nil
+	}
+	s.moved()
+	s.prog.bytes.Store(min(int64(s.w.acked)*int64(s.neg.BlockSize), s.size))
+	return false, s.send(false, res)
+}
+
+// confirmed confirms the request when the peer first answers; false ends
+// the session, its result set (notConfirmed).
+func (s *readSession) confirmed(res *result) bool {
+	if s.heard || s.confirm == nil {
+		return true
+	}
+	if err := s.confirm(); err != nil {
+		s.notConfirmed(s.c, s.peer, res, err)
+		return false
+	}
+	return true
+}
+
+// moved records that the peer moved the transfer on.
+func (s *readSession) moved() {
+	s.heard, s.progress = true, time.Now()
+	s.timeouts = 0
+	s.est.Progress()
 }
 
 // preAckRetries bounds what an unverified request can buy: until the peer
@@ -367,17 +367,6 @@ func (s *readSession) run(ctx context.Context) (res result) {
 // default RTOs it is released after 1+2+4+8+8 = 23 s). Four retries still
 // get through 20 % loss each way 99.4 % of the time (1 − 0.36^5).
 const preAckRetries = 4
-
-// giveUp decides after a timeout whether the transfer is dead: more
-// consecutive timeouts than allowed and, once the peer has been heard, at
-// least StallTimeout of silence, so a firmware stall or a link flap of a
-// few seconds does not kill a boot (tftp-hpa waits ~63 s, dnsmasq 120 s).
-func (s *readSession) giveUp(timeouts int, heard bool, silence time.Duration) bool {
-	if !heard {
-		return timeouts > min(preAckRetries, s.timing.Retries)
-	}
-	return timeouts > s.timing.Retries && silence >= s.timing.StallTimeout
-}
 
 // sendBlocks sends blocks from..to as one window.
 func (s *readSession) sendBlocks(from, to uint64, res *result) error {
@@ -474,4 +463,3 @@ func (r *replier) unknownTID(c conn, from netip.AddrPort, counters *Counters) {
 func (s *readSession) sendError(code ErrorCode, msg string) {
 	s.replier.sendError(s.c, s.peer, code, msg)
 }
-func (s *readSession) unknownTID(from netip.AddrPort) { s.replier.unknownTID(s.c, from, s.counters) }

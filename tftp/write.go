@@ -23,9 +23,11 @@ type upload interface {
 	Abort()
 }
 
-// writeSession receives one file from one client (WRQ). Windowsize is
-// honoured as a receiver: ACK the last block of each window, or the last
-// block received in order when a gap shows (RFC 7440 §3).
+// writeSession receives one file from one client (WRQ). The receive state
+// (receiver, tftp/recv.go) decides what each DATA block means and when an
+// ACK goes out, as it does for the client's downloads; run drives it:
+// it waits, takes the peer's packets (onPacket, onData), writes the
+// blocks in order (deliver) and answers the timers (onTimeout).
 type writeSession struct {
 	c        conn
 	peer     netip.AddrPort
@@ -44,203 +46,205 @@ type writeSession struct {
 	// spoofed); an error ends the session. nil = nothing to confirm.
 	confirm func() error
 	replier
+
+	// run's state
+	est       rto.Estimator
+	rx        receiver
+	rbuf      []byte
+	abuf      []byte
+	sentAt    time.Time // when the last ACK (or OACK) went out
+	timeouts  int       // consecutive timeouts
+	progress  time.Time // last time a block arrived in order
+	heard     bool      // the peer sent something: not (only) a spoofed request
+	committed bool      // the upload is in place
 }
+
+// uploadHoldBytes caps the DATA an upload holds in memory ahead of a gap
+// (docs/design.md, "Safety rules": bounded state). Reordering on a path
+// moves a datagram a few places, not a window: 256 KiB holds 178 blocks
+// of 1468 bytes, or 4 of the largest.
+const uploadHoldBytes = 256 << 10
 
 func (s *writeSession) run(ctx context.Context) (res result) {
 	res.Start = time.Now()
 	if s.prog == nil {
 		s.prog = new(progress)
 	}
-	est := rto.New(s.timing.InitialRTO, s.timing.MinRTO, s.timing.MaxRTO)
-	defer func() { res.End, res.RTO = time.Now(), est.RTO() }()
-	committed := false
+	s.est = rto.New(s.timing.InitialRTO, s.timing.MinRTO, s.timing.MaxRTO)
+	defer func() { res.End, res.RTO, res.Heard = time.Now(), s.est.RTO(), s.heard }()
 	defer func() {
-		if !committed {
+		if !s.committed {
 			s.abort()
 		}
 	}()
-	stop := context.AfterFunc(ctx, func() { s.c.SetReadDeadline(time.Unix(1, 0)) })
-	defer stop()
-
-	bs := s.neg.BlockSize
-	win := uint64(s.neg.WindowSize)
-	rbuf := make([]byte, bs+HeaderLen+1)
-	if s.neg.Timeout > 0 {
-		est.LimitMax(s.neg.Timeout)
-	}
-	var (
-		have      uint64 // highest block received in order
-		ackedTo   uint64 // highest block we ACKed
-		gapAcked  bool   // a gap was already reported for the current position
-		sentAt    time.Time
-		timeouts  int
-		abuf      []byte
-		lifetime  time.Time
-		progress  = res.Start
-		heard     bool      // the peer sent something: not (only) a spoofed request
-		confirmBy time.Time // end of the wait for the peer's first DATA
-	)
-	defer func() { res.Heard = heard }()
-	if s.timing.Lifetime > 0 {
-		lifetime = res.Start.Add(s.timing.Lifetime)
-	}
-	if s.timing.ConfirmTimeout > 0 {
-		confirmBy = res.Start.Add(s.timing.ConfirmTimeout)
-	}
-	if evicted(ctx) {
-		res.Outcome, res.Err = OutcomeEvicted, errEvicted
+	wait := newSessionWait(s.c, s.peer, s.counters, res.Start, s.timing, "DATA", &s.replier)
+	defer wait.wakeOnCancel(ctx)()
+	s.prepare(res.Start)
+	if wait.evicted(ctx, &res) {
 		return res
 	}
-	sendAck := func() {
-		sentAt = time.Now()
-		if have == 0 && len(s.oack) > 0 {
-			s.c.WriteTo(s.oack, s.peer)
-			return
-		}
-		abuf = AppendAck(abuf[:0], wireBlock(have, s.neg.Rollover))
-		s.c.WriteTo(abuf, s.peer)
-		ackedTo = have
-	}
-	sendAck()
+	s.sendAck()
 	for {
-		deadline := sentAt.Add(est.RTO())
-		if !lifetime.IsZero() && deadline.After(lifetime) {
-			deadline = lifetime
+		// A gap that outlived the reorder hold is reported (RFC 7440;
+		// docs/protocols.md §3.4 rule 2) by an ACK of the last block
+		// held in order.
+		hold := reorderHold(s.est.RTO())
+		if s.rx.gapReport(time.Now(), hold) {
+			s.sendAck()
 		}
-		if have == 0 && !confirmBy.IsZero() && deadline.After(confirmBy) {
-			deadline = confirmBy
-		}
-		s.c.SetReadDeadline(deadline)
-		if ctx.Err() != nil {
-			if evicted(ctx) {
-				res.Outcome, res.Err = OutcomeEvicted, errEvicted
-				return res
-			}
-			s.sendError(ErrCodeUndefined, "server shutting down")
-			res.Outcome, res.Err = OutcomeShutdown, ctx.Err()
+		n, ev, err := wait.next(ctx, s.rbuf, s.sentAt.Add(s.est.RTO()), s.rx.gapDue(hold), s.rx.have == 0, &res)
+		done := false
+		switch ev {
+		case waitEnd:
 			return res
-		}
-		n, from, err := s.c.ReadFrom(rbuf)
-		if err != nil {
-			if ctx.Err() != nil {
-				continue
-			}
-			if !isTimeout(err) {
-				res.Outcome, res.Err = OutcomeError, err
-				return res
-			}
-			now := time.Now()
-			if !lifetime.IsZero() && !now.Before(lifetime) {
-				s.sendError(ErrCodeUndefined, "transfer time limit exceeded")
-				res.Outcome, res.Err = OutcomeLifetime, errors.New("session lifetime exceeded")
-				return res
-			}
-			if now.Before(deadline) {
-				continue
-			}
-			s.counters.Timeouts.Add(1)
-			timeouts++
-			if have == 0 && !confirmBy.IsZero() && !now.Before(confirmBy) {
-				res.Outcome, res.Err = OutcomeTimeout, fmt.Errorf("no DATA within %s (confirm_timeout)", s.timing.ConfirmTimeout)
-				return res
-			}
-			if (have == 0 && timeouts > min(preAckRetries, s.timing.Retries)) ||
-				(have > 0 && timeouts > s.timing.Retries && now.Sub(progress) >= s.timing.StallTimeout) {
-				res.Outcome, res.Err = OutcomeTimeout, fmt.Errorf("no DATA after %d retries", s.timing.Retries)
-				return res
-			}
-			est.Timeout()
-			s.counters.Retransmits.Add(1)
-			res.Retransmits++
-			sendAck()
-			continue
-		}
-		if from != s.peer {
-			s.unknownTID(from)
-			continue
-		}
-		pkt := rbuf[:n]
-		switch PacketOpcode(pkt) {
-		case OpDATA:
-			wire, payload, _ := ParseData(pkt)
-			if len(payload) > bs {
-				s.counters.BadPacket.Add(1)
-				continue
-			}
-			blk, ok := unwrapBlock(wire, have, have+win, s.neg.Rollover)
-			if !ok || blk == have {
-				// A duplicate of a block we hold: the ACK was lost.
-				// Answer with our position once per timer period at most.
-				if time.Since(sentAt) > est.RTO()/2 {
-					sendAck()
-				}
-				continue
-			}
-			if blk != have+1 {
-				if !gapAcked {
-					gapAcked = true
-					sendAck()
-				}
-				continue
-			}
-			if have == 0 && s.confirm != nil {
-				// DATA 1 from the peer: it owns its address.
-				if err := s.confirm(); err != nil {
-					heard = true
-					return s.notConfirmed(s.c, s.peer, &res, err)
-				}
-			}
-			if s.dst == nil {
-				dst, err := s.open()
-				if err != nil {
-					heard = true
-					res.Outcome, res.Err = OutcomeError, err
-					s.sendError(ErrCodeAccess, "cannot create file")
-					return res
-				}
-				s.dst = dst
-			}
-			off := int64(have) * int64(bs)
-			if s.maxSize > 0 && off+int64(len(payload)) > s.maxSize {
-				s.abort()
-				s.sendError(ErrCodeDiskFull, errTooLarge.Error())
-				res.Outcome, res.Err = OutcomeError, errTooLarge
-				return res
-			}
-			if _, err := s.dst.WriteAt(payload, off); err != nil {
-				s.writeFailed(&res, err)
-				return res
-			}
-			have, gapAcked, timeouts, heard = blk, false, 0, true
-			progress = time.Now()
-			est.Progress()
-			s.counters.Received.Add(uint64(len(payload)))
-			res.Bytes = off + int64(len(payload))
-			res.Blocks = have
-			s.prog.bytes.Store(res.Bytes)
-			if len(payload) < bs {
-				if err := s.dst.Commit(); err != nil {
-					s.writeFailed(&res, err)
-					return res
-				}
-				committed = true
-				sendAck()
-				s.dally(rbuf, est.RTO(), abuf)
-				res.Outcome = OutcomeOK
-				return res
-			}
-			if have-ackedTo >= win {
-				sendAck()
-			}
-		case OpERROR:
-			heard = true
-			code, msg, _ := ParseError(pkt)
-			res.Outcome, res.Err = OutcomeAborted, &RemoteError{Code: code, Message: msg}
+		case waitFailed:
+			res.Outcome, res.Err = OutcomeError, err
 			return res
-		default:
-			s.counters.BadPacket.Add(1)
+		case waitTimeout:
+			done = s.onTimeout(&res)
+		case waitPacket:
+			done = s.onPacket(s.rbuf[:n], &res)
+		}
+		if done {
+			return res
 		}
 	}
+}
+
+// prepare sets up the receive state, its buffers and the timer.
+func (s *writeSession) prepare(start time.Time) {
+	bs := s.neg.BlockSize
+	s.rx = receiver{size: uint64(s.neg.WindowSize), blksize: bs, rollover: s.neg.Rollover, maxHeld: uploadHoldBytes}
+	s.rbuf = make([]byte, bs+HeaderLen+1)
+	if s.neg.Timeout > 0 {
+		s.est.LimitMax(s.neg.Timeout)
+	}
+	s.progress = start
+}
+
+// sendAck sends an ACK of the last block held in order; before any, the
+// OACK stands for ACK 0 (docs/protocols.md §3.4 rule 5).
+func (s *writeSession) sendAck() {
+	s.sentAt = time.Now()
+	wire := s.rx.ack()
+	if s.rx.have == 0 && len(s.oack) > 0 {
+		s.c.WriteTo(s.oack, s.peer)
+		return
+	}
+	s.abuf = AppendAck(s.abuf[:0], wire)
+	s.c.WriteTo(s.abuf, s.peer)
+}
+
+// onTimeout answers the retransmission timer: give up (the same rules as
+// a read, timing.giveUp), or ACK again where we are.
+func (s *writeSession) onTimeout(res *result) (done bool) {
+	s.timeouts++
+	if s.timing.giveUp(s.timeouts, s.rx.have > 0, time.Since(s.progress)) {
+		res.Outcome, res.Err = OutcomeTimeout, fmt.Errorf("no DATA after %d retries", s.timing.Retries)
+		return true
+	}
+	s.est.Timeout()
+	s.counters.Retransmits.Add(1)
+	res.Retransmits++
+	s.sendAck()
+	return false
+}
+
+// onPacket takes a datagram from the peer.
+func (s *writeSession) onPacket(pkt []byte, res *result) (done bool) {
+	switch PacketOpcode(pkt) {
+	case OpDATA:
+		return s.onData(pkt, res)
+	case OpERROR:
+		s.heard = true
+		code, msg, _ := ParseError(pkt)
+		res.Outcome, res.Err = OutcomeAborted, &RemoteError{Code: code, Message: msg}
+		return true
+	}
+	s.counters.BadPacket.Add(1)
+	return false
+}
+
+// onData takes a DATA packet: the receive state says what it means.
+func (s *writeSession) onData(pkt []byte, res *result) (done bool) {
+	wire, payload, _ := ParseData(pkt)
+	switch v := s.rx.onData(wire, payload, time.Now()); v {
+	case dataBad:
+		s.counters.BadPacket.Add(1)
+	case dataReAck:
+		s.sendAck() // our ACK was lost: the sender resent
+	case dataDeliver, dataAck, dataFinal:
+		if !s.deliver(res) {
+			return true
+		}
+		switch v {
+		case dataAck:
+			s.sendAck()
+		case dataFinal:
+			if err := s.dst.Commit(); err != nil {
+				s.writeFailed(res, err)
+				return true
+			}
+			s.committed = true
+			s.sendAck()
+			s.dally(s.rbuf, s.est.RTO(), s.abuf)
+			res.Outcome = OutcomeOK
+			return true
+		}
+	}
+	return false
+}
+
+// deliver writes the blocks the receive state put in order into the
+// upload, which the first of them (block 1: the peer owns its address)
+// confirms and creates. false ends the session, its result set.
+func (s *writeSession) deliver(res *result) bool {
+	if s.rx.readyFrom == 1 && !s.start(res) {
+		return false
+	}
+	bs := int64(s.neg.BlockSize)
+	for k, p := range s.rx.ready {
+		off := int64(s.rx.readyFrom-1+uint64(k)) * bs
+		if s.maxSize > 0 && off+int64(len(p)) > s.maxSize {
+			s.abort()
+			s.sendError(ErrCodeDiskFull, errTooLarge.Error())
+			res.Outcome, res.Err = OutcomeError, errTooLarge
+			return false
+		}
+		if _, err := s.dst.WriteAt(p, off); err != nil {
+			s.writeFailed(res, err)
+			return false
+		}
+		s.counters.Received.Add(uint64(len(p)))
+		res.Bytes = off + int64(len(p))
+	}
+	s.timeouts, s.heard = 0, true
+	s.progress = time.Now()
+	s.est.Progress()
+	res.Blocks = s.rx.have
+	s.prog.bytes.Store(res.Bytes)
+	return true
+}
+
+// start confirms the request and creates the upload's temp file, when
+// block 1 comes from the peer. false ends the session, its result set.
+func (s *writeSession) start(res *result) bool {
+	if s.confirm != nil {
+		if err := s.confirm(); err != nil {
+			s.heard = true
+			s.notConfirmed(s.c, s.peer, res, err)
+			return false
+		}
+	}
+	dst, err := s.open()
+	if err != nil {
+		s.heard = true
+		res.Outcome, res.Err = OutcomeError, err
+		s.sendError(ErrCodeAccess, "cannot create file")
+		return false
+	}
+	s.dst = dst
+	return true
 }
 
 // dally re-ACKs a repeated final DATA for a short while (RFC 1350 §6): our
@@ -290,4 +294,3 @@ func (s *writeSession) writeFailed(res *result, err error) {
 func (s *writeSession) sendError(code ErrorCode, msg string) {
 	s.replier.sendError(s.c, s.peer, code, msg)
 }
-func (s *writeSession) unknownTID(from netip.AddrPort) { s.replier.unknownTID(s.c, from, s.counters) }

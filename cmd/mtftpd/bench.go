@@ -13,7 +13,6 @@ import (
 	"syscall"
 
 	"github.com/mtftpd/mtftpd/bench"
-	"github.com/mtftpd/mtftpd/internal/atomicfile"
 )
 
 func runBenchDHCP(args []string) error {
@@ -133,10 +132,5 @@ func writeJSON(path string, v any) error {
 	if err != nil {
 		return err
 	}
-	b = append(b, '\n')
-	if path == "-" {
-		_, err := os.Stdout.Write(b)
-		return err
-	}
-	return atomicfile.Write(path, b, 0o644)
+	return writeOutput(path, append(b, '\n'))
 }

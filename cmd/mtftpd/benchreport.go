@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"github.com/mtftpd/mtftpd/bench"
-	"github.com/mtftpd/mtftpd/internal/atomicfile"
 )
 
 var benchReportAbout = `The benchmark scripts (scripts/bench-*.sh) write what they measured as
@@ -41,11 +40,7 @@ func runBenchReport(args []string) error {
 	if err := bench.Render(&md, pos[0], r); err != nil {
 		return err
 	}
-	if *out == "-" {
-		_, err := os.Stdout.Write(md.Bytes())
-		return err
-	}
-	return atomicfile.Write(*out, md.Bytes(), 0o644)
+	return writeOutput(*out, md.Bytes())
 }
 
 var benchSoakCheckAbout = `scripts/soak.sh's reading of the server's /metrics (saved with curl):

@@ -62,10 +62,18 @@ func runGet(args []string) error {
 
 	// Write to a temp file beside the destination and rename on success:
 	// a failed download never leaves a half file under the real name.
+	// A device or FIFO (-o /dev/null) is written in place: no file to
+	// tear there (openSpecial).
 	var w io.Writer = os.Stdout
 	var tmp *atomicfile.File
-	if dest != "-" {
-		var err error
+	special, err := openSpecial(dest)
+	switch {
+	case err != nil:
+		return err
+	case special != nil:
+		defer special.Close()
+		w = special
+	case dest != "-":
 		if tmp, err = atomicfile.Create(dest, 0o644); err != nil {
 			return err
 		}
@@ -77,7 +85,7 @@ func runGet(args []string) error {
 	defer stop()
 	if *multicast {
 		if tmp == nil {
-			return errors.New("--multicast writes shards at their offsets: it needs a file, not stdout")
+			return errors.New("--multicast writes shards at their offsets: it needs a regular file, not stdout or a device")
 		}
 		if *netascii {
 			return errors.New("--multicast transfers octets only")

@@ -148,6 +148,31 @@ func TestDemoServeAndGet(t *testing.T) {
 	if resp.StatusCode != 200 || !bytes.Equal(body, hello) || len(hello) == 0 {
 		t.Fatalf("demo HTTP hello.txt: %d %q", resp.StatusCode, body)
 	}
+	// -o a device or FIFO (/dev/null) writes through it and leaves it
+	// what it is: a rename over /dev/null, as root, had put a regular
+	// file there. A FIFO of the test's own stands in for the device.
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	drained := make(chan int64, 1)
+	go func() {
+		f, err := os.Open(fifo)
+		if err != nil {
+			drained <- -1
+			return
+		}
+		n, _ := io.Copy(io.Discard, f)
+		f.Close()
+		drained <- n
+	}()
+	out, code = mtftpd(t, "get", "--blksize", "1468", "--windowsize", "64", "-o", fifo, addr, "big.img")
+	if st, err := os.Lstat(fifo); code != 0 || err != nil || st.Mode()&os.ModeNamedPipe == 0 {
+		t.Fatalf("get -o FIFO: exit %d %s; the FIFO is now %v", code, out, st.Mode())
+	}
+	if n := <-drained; n != demoBigSize {
+		t.Fatalf("read %d bytes through the FIFO, want %d", n, demoBigSize)
+	}
 	out, code = mtftpd(t, "get", "-o", filepath.Join(dir, "nope"), addr, "no/such/file")
 	if code == 0 || !strings.Contains(out, "file not found") {
 		t.Fatalf("missing file: exit %d %q", code, out)

@@ -30,6 +30,41 @@ const TempInfix = ".tmp-"
 // directory failed: the rename may not survive a power cut.
 var ErrSyncDir = errors.New("directory fsync failed")
 
+// ErrNotRegular refuses a target that exists and is neither a regular
+// file nor a symbolic link: a device, a FIFO, a socket, a directory. A
+// rename over /dev/null, run as root, put a regular file where the device
+// was (seen on the lab machine: every later "> /dev/null" filled it and
+// dnsmasq's --conf-file=/dev/null read it). Such a target is no file to
+// tear: a caller that means to write to it opens it itself.
+var ErrNotRegular = errors.New("not a regular file")
+
+// replaceable checks that name may be replaced by a rename: it does not
+// exist, or is a regular file or a symbolic link (the link is replaced,
+// not its target, as before).
+func replaceable(root *os.Root, name string) error {
+	st, err := root.Lstat(name)
+	if err != nil || st.Mode().IsRegular() || st.Mode()&fs.ModeSymlink != 0 {
+		return nil
+	}
+	return fmt.Errorf("atomicfile: %s is a %s: %w", name, kindOf(st.Mode()), ErrNotRegular)
+}
+
+func kindOf(m fs.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "directory"
+	case m&fs.ModeCharDevice != 0:
+		return "character device"
+	case m&fs.ModeDevice != 0:
+		return "block device"
+	case m&fs.ModeNamedPipe != 0:
+		return "FIFO"
+	case m&fs.ModeSocket != 0:
+		return "socket"
+	}
+	return "special file"
+}
+
 // Write replaces path with data (mode perm) through Create and Commit.
 func Write(path string, data []byte, perm os.FileMode) error {
 	f, err := Create(path, perm)
@@ -102,6 +137,9 @@ func CreateIn(root *os.Root, name, tempPattern string, perm os.FileMode) (*File,
 	i := strings.LastIndex(tempPattern, "*")
 	if i < 0 {
 		return nil, fmt.Errorf("atomicfile: temp pattern %q has no *", tempPattern)
+	}
+	if err := replaceable(root, name); err != nil {
+		return nil, err
 	}
 	for range tempTries {
 		var rnd [6]byte
@@ -180,6 +218,9 @@ func (f *File) commit(noReplace bool, mu sync.Locker, then func()) error {
 
 // place renames (or links) the closed temp file to the target.
 func (f *File) place(noReplace bool) error {
+	if err := replaceable(f.root, f.dst); err != nil {
+		return err
+	}
 	if !noReplace {
 		if err := f.root.Rename(f.tmp, f.dst); err != nil {
 			return fmt.Errorf("atomicfile: %w", err)

@@ -477,6 +477,7 @@ func (s *Server) commit(req *dhcpv4.DHCPv4, in Incoming, sub *subnet, cl client,
 	if cl.host != nil && cl.host.Hostname != "" {
 		rec.hostname = cl.host.Hostname
 	}
+	s.leases.mark(ip)
 	s.leases.seq++
 
 	reply := newReply(req, dhcpv4.MessageTypeAck, in.IfAddr)
@@ -516,6 +517,7 @@ func (s *Server) decline(req *dhcpv4.DHCPv4, in Incoming, now time.Time) uint64 
 	}
 	s.leases.quarantine(ip, now.Add(DeclineHold))
 	s.leases.remove(rec) // it holds nothing now: a new client next time
+	s.leases.journalQuarantine(ip, now.Add(DeclineHold))
 	s.leases.seq++
 	s.logLimited(zerolog.WarnLevel, now, "decline", func(e *zerolog.Event) {
 		e.Stringer("ip", ip).Stringer("mac", cl.mac).Dur("quarantine", DeclineHold).
@@ -553,6 +555,7 @@ func (s *Server) release(req *dhcpv4.DHCPv4, in Incoming, now time.Time) uint64 
 	}
 	rec.offerUntil = time.Time{}
 	s.leases.touch(rec)
+	s.leases.mark(rec.ip)
 	s.leases.seq++
 	return s.leases.seq
 }

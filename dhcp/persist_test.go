@@ -240,4 +240,3 @@ func TestGroupCommit(t *testing.T) {
 		t.Errorf("%d leases on disk, want %d", got, n)
 	}
 }
-

@@ -21,6 +21,12 @@
 #   BENCH_SKIP_BUILD=1           use an existing $MTFTPD_BIN instead of building
 #   MTFTPD_BIN=/tmp/mtftpd-bench-dhcp
 #   BENCH_NO_KEA=1               do not try Kea (no apt-get install either)
+#   MTFTPD_BASE_BIN=PATH         also run this mtftpd binary, as row "mtftpd-base"
+#                                (a before/after comparison in one run)
+#   BENCH_SERVERS="mtftpd kea"   run only these rows
+#   BENCH_POOL=192.0.0.0/16      mtftpd's subnet (must hold 192.0.2.1), its range
+#                                from .0.10 to .255.250: a big pool (dnsmasq and Kea
+#                                keep the /24)
 #
 # Results: markdown on stdout and in bench-out/dhcp-YYYYmmdd-HHMMSS.md.
 set -euo pipefail
@@ -29,7 +35,7 @@ prog=bench-dhcp
 die() { echo "$prog: FATAL: $*" >&2; exit 1; }
 warn() { echo "$prog: warning: $*" >&2; }
 info() { echo "$prog: $*" >&2; }
-usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; }
 
 case "${1:-}" in
   -h|--help) usage; exit 0 ;;
@@ -47,6 +53,12 @@ read -r -a CONCS <<<"${BENCH_CONCURRENCY:-1 20 100}"
 BUDGET=${BENCH_BUDGET:-480}
 MTFTPD_BIN=${MTFTPD_BIN:-/tmp/mtftpd-bench-dhcp}
 RANGE_START=192.0.2.10 RANGE_END=192.0.2.250
+MT_PREFIX=192.0.2.0/24 MT_RANGE_START=$RANGE_START MT_RANGE_END=$RANGE_END
+if [ -n "${BENCH_POOL:-}" ]; then
+  [[ "$BENCH_POOL" =~ ^([0-9]+)\.([0-9]+)\.0\.0/16$ ]] || die "BENCH_POOL must be A.B.0.0/16"
+  MT_PREFIX=$BENCH_POOL
+  MT_RANGE_START=${BASH_REMATCH[1]}.${BASH_REMATCH[2]}.0.10 MT_RANGE_END=${BASH_REMATCH[1]}.${BASH_REMATCH[2]}.255.250
+fi
 STORM_DURATION=120   # mtftpd bench --duration: each storm stops by itself
 STORM_TIMEOUT=150    # ...and is killed if it does not
 
@@ -113,8 +125,20 @@ fi
 [ "${BENCH_NO_KEA:-}" = 1 ] && KEA=
 
 SERVERS=(mtftpd)
+if [ -n "${MTFTPD_BASE_BIN:-}" ]; then
+  [ -x "$MTFTPD_BASE_BIN" ] || die "MTFTPD_BASE_BIN=$MTFTPD_BASE_BIN is not an executable"
+  SERVERS+=(mtftpd-base)
+fi
 [ -n "$DNSMASQ" ] && SERVERS+=(dnsmasq dnsmasq-noping)
 [ -n "$KEA" ] && SERVERS+=(kea)
+if [ -n "${BENCH_SERVERS:-}" ]; then
+  declare -a picked=()
+  for name in "${SERVERS[@]}"; do
+    case " $BENCH_SERVERS " in *" $name "*) picked+=("$name") ;; esac
+  done
+  [ "${#picked[@]}" -ge 1 ] || die "BENCH_SERVERS=$BENCH_SERVERS names none of: ${SERVERS[*]}"
+  SERVERS=("${picked[@]}")
+fi
 
 # ---------------------------------------------------------------- lab
 if ip netns list 2>/dev/null | awk '{print $1}' | grep -q "^$PREFIX-"; then
@@ -134,8 +158,8 @@ declare -A CMD_TEXT=()
 server_cmd() { # name tag -> SCMD array, writes its config
   local name=$1 tag=$2
   case $name in
-    mtftpd)
-      cat >"$WORK/mtftpd-$tag.toml" <<EOF
+    mtftpd|mtftpd-base)
+      cat >"$WORK/$name-$tag.toml" <<EOF
 [tftp]
 listen = "192.0.2.1:69"
 root = "$WORK/tftp"
@@ -143,14 +167,16 @@ root = "$WORK/tftp"
 [dhcp]
 mode = "server"
 interfaces = ["eth0"]
-lease_file = "$WORK/mtftpd-$tag.leases.json"
+lease_file = "$WORK/$name-$tag.leases.json"
 
 [[dhcp.subnet]]
-prefix = "192.0.2.0/24"
-range = "$RANGE_START-$RANGE_END"
+prefix = "$MT_PREFIX"
+range = "$MT_RANGE_START-$MT_RANGE_END"
 lease_time = "1h"
 EOF
-      SCMD=("$MTFTPD_BIN" serve --config "$WORK/mtftpd-$tag.toml" --log.format json --log.level info) ;;
+      local bin=$MTFTPD_BIN
+      [ "$name" = mtftpd-base ] && bin=$MTFTPD_BASE_BIN
+      SCMD=("$bin" serve --config "$WORK/$name-$tag.toml" --log.format json --log.level info) ;;
     dnsmasq|dnsmasq-noping)
       # --quiet-dhcp: no log line per packet (mtftpd and Kea log none
       # either); --conf-file=/dev/null: not /etc/dnsmasq.conf. By default
@@ -219,20 +245,22 @@ run_one() { # name conc
   rc=$?
   set -e
   sleep 0.5 # the last RELEASEs reach the server and its lease file
+  local rss
+  rss=$(awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/${SRV_PIDS[0]}/status" 2>/dev/null || true)
   stop_servers
   if [ ! -s "$json" ]; then
     NOTE[$name/$conc]="no report (bench exit $rc): $(tail -n 3 "$txt" | tr '\n' ' ')"
     warn "$name concurrency $conc: ${NOTE[$name/$conc]}"
     return
   fi
-  ROW[$name/$conc]=$(jq -r '[
+  ROW[$name/$conc]=$(jq -r --arg rss "${rss:-n/a}" '[
       (.exchanges_per_sec | . * 10 | round / 10),
       (.latency_ms.p50 | . * 100 | round / 100),
       (.latency_ms.p99 | . * 100 | round / 100),
       "\(.completed)/\(.clients)",
       (if .failed == 0 then "0" else "\(.failed) (" + (.failures | to_entries | map("\(.key) \(.value)") | join(", ")) + ")" end),
       .naks,
-      .duplicate_offers, .duplicate_acks, .retransmits
+      .duplicate_offers, .duplicate_acks, .retransmits, $rss
     ] | @tsv' "$json")
   info "$name concurrency $conc: $(printf '%s' "${ROW[$name/$conc]}" | cut -f1) exchanges/s"
 }
@@ -254,7 +282,7 @@ QUIET_LOG='started\|compile time options\|DHCP, IP range\|DHCP, sockets bound\|r
 
 server_notes() { # interesting lines of each server log
   local f n
-  for f in "$WORK"/mtftpd-c*.log; do
+  for f in "$WORK"/mtftpd-c*.log "$WORK"/mtftpd-base-c*.log; do
     [ -e "$f" ] || continue
     n=$(grep -c '"level":"\(warn\|error\)"' "$f" || true)
     if [ "$n" -gt 0 ]; then
@@ -288,28 +316,28 @@ report() {
   echo "- dnsmasq: $([ -n "$DNSMASQ" ] && "$DNSMASQ" --version | head -n1 | awk '{print $3}' || echo 'not installed') (--dhcp-leasefile, --quiet-dhcp; dnsmasq-noping adds --no-ping)"
   echo "- Kea: $([ -n "$KEA" ] && "$KEA" -v 2>/dev/null || echo 'not installed') (memfile, persist, lfc-interval 0, raw socket on eth0/192.0.2.1)"
   echo "- storm: \`mtftpd bench dhcp --iface eth0 --clients $CLIENTS --concurrency C --release\` in $CLI_NS (no address) against $SRV_NS (192.0.2.1) over the lab bridge;" \
-       "pool $RANGE_START-$RANGE_END (241 addresses), lease 1 h, a fresh server and lease file (on $(df -P "$WORK" | awk 'NR==2{print $1}'), not tmpfs) per row;" \
+       "pool $RANGE_START-$RANGE_END (241 addresses; mtftpd: $MT_PREFIX, $MT_RANGE_START-$MT_RANGE_END), lease 1 h, a fresh server and lease file (on $(df -P "$WORK" | awk 'NR==2{print $1}'), not tmpfs) per row;" \
        "retransmission after 1 s, at most 4 times per step, 10 s per exchange"
   echo "- exchanges/s = ACKed exchanges / wall time of the storm; latency = first DISCOVER sent → ACK received;" \
        "dup offers = OFFERs of an address another client still held (offered or leased); dup ACKs = two live leases on one address (a server bug)"
   echo
-  echo "| server | concurrency | exchanges/s | p50 ms | p99 ms | completed | failures | NAKs | dup offers | dup ACKs | retransmits |"
-  echo "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|"
+  echo "| server | concurrency | exchanges/s | p50 ms | p99 ms | completed | failures | NAKs | dup offers | dup ACKs | retransmits | server peak RSS MiB |"
+  echo "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"
   for name in "${SERVERS[@]}"; do
     for conc in "${CONCS[@]}"; do
       r=${ROW[$name/$conc]:-}
       if [ -n "$r" ]; then
         printf '| %s | %s | %s |\n' "$name" "$conc" "$(printf '%s' "$r" | sed 's/\t/ | /g')"
       else
-        printf '| %s | %s | %s | | | | | | | | |\n' "$name" "$conc" "${NOTE[$name/$conc]:-n/a}"
+        printf '| %s | %s | %s | | | | | | | | | |\n' "$name" "$conc" "${NOTE[$name/$conc]:-n/a}"
       fi
     done
   done
   echo
-  echo "| concurrency | mtftpd/dnsmasq | mtftpd/dnsmasq --no-ping | mtftpd/Kea |"
-  echo "|---:|---:|---:|---:|"
+  echo "| concurrency | mtftpd/dnsmasq | mtftpd/dnsmasq --no-ping | mtftpd/Kea | mtftpd-base/Kea |"
+  echo "|---:|---:|---:|---:|---:|"
   for conc in "${CONCS[@]}"; do
-    echo "| $conc | $(ratio "$(field mtftpd/$conc 1)" "$(field dnsmasq/$conc 1)") | $(ratio "$(field mtftpd/$conc 1)" "$(field dnsmasq-noping/$conc 1)") | $(ratio "$(field mtftpd/$conc 1)" "$(field kea/$conc 1)") |"
+    echo "| $conc | $(ratio "$(field mtftpd/$conc 1)" "$(field dnsmasq/$conc 1)") | $(ratio "$(field mtftpd/$conc 1)" "$(field dnsmasq-noping/$conc 1)") | $(ratio "$(field mtftpd/$conc 1)" "$(field kea/$conc 1)") | $(ratio "$(field mtftpd-base/$conc 1)" "$(field kea/$conc 1)") |"
   done
   echo
   echo "(ratios of exchanges/s)"

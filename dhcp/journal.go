@@ -259,6 +259,9 @@ func readJournal(r io.Reader, size int64, apply func(*jrec) error) (journalEnd, 
 		case plen == 0 && sum == 0:
 			return torn() // never written: zeros
 		case plen == 0 || plen > maxPayload:
+			if zeroPiece(buf[:recHeader], off) {
+				return torn() // part of the header never written
+			}
 			return corrupt(fmt.Sprintf("record length %d (1..%d)", plen, maxPayload))
 		case off+recHeader+plen > size:
 			return torn()

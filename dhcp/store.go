@@ -24,7 +24,9 @@ import (
 // 1 MiB, replayed at start in milliseconds (docs/dhcp-leases.md).
 const compactMin = 16384
 
-func compactEvery(live int) int { return max(compactMin, 2*live) }
+// compactEvery is how many appends wait for the next compaction after
+// one that left live records.
+func (st *leaseStore) compactEvery(live int) int { return max(st.minCompact, 2*live) }
 
 // leaseStore makes the lease table durable in a journal (journal.go)
 // with group commit: a caller that needs its change on disk waits for
@@ -41,6 +43,11 @@ type leaseStore struct {
 	write     func(f *os.File, data []byte) error                         // append and fdatasync; tests replace it
 	onWrite   func(err error)
 	onCompact func(err error, live, records int, took time.Duration)
+	// minCompact is compactMin (tests lower it); compactHook, if set,
+	// runs once a compaction's snapshot is written, before it takes the
+	// writer role (tests hold it there while appends go on).
+	minCompact  int
+	compactHook func()
 
 	mu      sync.Mutex
 	cond    *sync.Cond
@@ -59,7 +66,7 @@ type leaseStore struct {
 }
 
 func newLeaseStore(path string) *leaseStore {
-	st := &leaseStore{path: path, write: appendSync, compactAt: compactMin}
+	st := &leaseStore{path: path, write: appendSync, compactAt: compactMin, minCompact: compactMin}
 	st.cond = sync.NewCond(&st.mu)
 	return st
 }
@@ -152,7 +159,7 @@ func (st *leaseStore) rewrite(recs []jrec) error {
 	}
 	st.gen++
 	st.f, st.size, st.records, st.appended = f, int64(len(data)), len(recs), 0
-	st.compactAt = compactEvery(len(recs))
+	st.compactAt = st.compactEvery(len(recs))
 	return nil
 }
 
@@ -206,6 +213,9 @@ func (st *leaseStore) compact(recs []jrec, gen uint64, from int64, fromRecords i
 			err = tmp.Sync() // now, so that Commit's fsync, under the writer role, is short
 		}
 	}
+	if st.compactHook != nil {
+		st.compactHook()
+	}
 	st.mu.Lock()
 	for st.writing {
 		st.cond.Wait()
@@ -217,7 +227,7 @@ func (st *leaseStore) compact(recs []jrec, gen uint64, from int64, fromRecords i
 		err = st.switchTo(tmp, gen, from, int64(len(data)), live, st.records-fromRecords)
 	}
 	if err != nil {
-		st.compactAt = st.appended + compactEvery(live) // try again later; the old journal is whole
+		st.compactAt = st.appended + st.compactEvery(live) // try again later; the old journal is whole
 	}
 	st.mu.Lock()
 	st.writing = false
@@ -251,7 +261,7 @@ func (st *leaseStore) switchTo(tmp *atomicfile.File, gen uint64, from, size int6
 		return err
 	}
 	st.f, st.size, st.records, st.appended = f, size+n, live+tail, tail
-	st.compactAt = compactEvery(live)
+	st.compactAt = st.compactEvery(live)
 	return nil
 }
 

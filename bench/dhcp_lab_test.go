@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtftpd/mtftpd/dhcp"
 	"github.com/mtftpd/mtftpd/internal/netlab"
 	"github.com/mtftpd/mtftpd/internal/testutil"
 )
@@ -132,17 +133,14 @@ range = "192.0.2.10-192.0.2.250"
 	srv.Process.Signal(os.Interrupt)
 	srv.Wait()
 	stopped = true
-	var file struct {
-		Leases []struct{ MAC, IP string } `json:"leases"`
-	}
-	b, err = os.ReadFile(leases)
-	if err != nil || json.Unmarshal(b, &file) != nil {
-		t.Fatalf("lease file (%v):\n%s", err, b)
+	onDisk, err := dhcp.ReadLeaseFile(leases)
+	if err != nil {
+		t.Fatalf("lease file: %v", err)
 	}
 	ips, macs := map[string]bool{}, map[string]bool{}
-	for _, l := range file.Leases {
-		if strings.HasPrefix(l.MAC, "02:6d:74:") {
-			ips[l.IP], macs[l.MAC] = true, true
+	for _, l := range onDisk {
+		if mac := l.MAC.String(); strings.HasPrefix(mac, "02:6d:74:") {
+			ips[l.IP.String()], macs[mac] = true, true
 		}
 	}
 	if len(ips) != 100 || len(macs) != 100 {

@@ -64,10 +64,11 @@ const (
 // Handle answers one request: the protocol core, without sockets. now
 // dates leases and offers. It returns nil, nil when the request gets no
 // reply. With LeaseFile set, a reply that commits a lease (ACK) — and a
-// RELEASE or DECLINE — returns only once the lease file holding the change
-// is on disk (concurrent callers share writes); if that write fails, the
-// reply is withheld and the error returned. The first call validates the
-// configuration and loads the lease file. Safe for concurrent use.
+// DECLINE — returns only once the lease journal holding the change is on
+// disk (concurrent callers share writes; a RELEASE goes out with the next
+// write); if that write fails, the reply is withheld and the error
+// returned. The first call validates the configuration and loads the
+// lease file. Safe for concurrent use.
 func (s *Server) Handle(req *dhcpv4.DHCPv4, in Incoming, now time.Time) (*Outgoing, error) {
 	if err := s.setup(); err != nil {
 		return nil, err
@@ -477,6 +478,7 @@ func (s *Server) commit(req *dhcpv4.DHCPv4, in Incoming, sub *subnet, cl client,
 	if cl.host != nil && cl.host.Hostname != "" {
 		rec.hostname = cl.host.Hostname
 	}
+	s.leases.mark(ip)
 	s.leases.seq++
 
 	reply := newReply(req, dhcpv4.MessageTypeAck, in.IfAddr)
@@ -516,6 +518,7 @@ func (s *Server) decline(req *dhcpv4.DHCPv4, in Incoming, now time.Time) uint64 
 	}
 	s.leases.quarantine(ip, now.Add(DeclineHold))
 	s.leases.remove(rec) // it holds nothing now: a new client next time
+	s.leases.journalQuarantine(ip, now.Add(DeclineHold))
 	s.leases.seq++
 	s.logLimited(zerolog.WarnLevel, now, "decline", func(e *zerolog.Event) {
 		e.Stringer("ip", ip).Stringer("mac", cl.mac).Dur("quarantine", DeclineHold).
@@ -542,7 +545,11 @@ func (s *Server) holding(req *dhcpv4.DHCPv4, in Incoming, ip netip.Addr, now tim
 }
 
 // release ends the client's lease now; the record stays as its previous
-// binding, so it gets the same address back if nobody took it.
+// binding, so it gets the same address back if nobody took it. Nothing
+// waits for it to be on disk (it returns 0): RELEASE has no reply, and
+// a release lost in a power cut leaves the address leased to the same
+// client until it expires — no one else gets it. The change rides on
+// the next append (docs/dhcp-leases.md).
 func (s *Server) release(req *dhcpv4.DHCPv4, in Incoming, now time.Time) uint64 {
 	_, rec := s.holding(req, in, addrOf(req.ClientIPAddr), now)
 	if rec == nil {
@@ -553,8 +560,8 @@ func (s *Server) release(req *dhcpv4.DHCPv4, in Incoming, now time.Time) uint64 
 	}
 	rec.offerUntil = time.Time{}
 	s.leases.touch(rec)
-	s.leases.seq++
-	return s.leases.seq
+	s.leases.mark(rec.ip)
+	return 0
 }
 
 // inform answers DHCPINFORM: configuration without an address or lease

@@ -103,6 +103,11 @@ type leaseTable struct {
 	probes uint64
 	seq    uint64    // bumped by every change that must be on disk before the reply goes out
 	now    time.Time // latest time Handle saw, for snapshots
+	// dirty holds the addresses whose on-disk record (lease or none)
+	// changed since the journal's last append, and quarantined the
+	// DECLINEs since then (persist.go); nil without a lease file.
+	dirty       map[netip.Addr]struct{}
+	quarantined []declinedEntry
 }
 
 // declinedEntry is a quarantine in leaseTable.declineQ.
@@ -141,6 +146,7 @@ func clientKey(clientID []byte, mac net.HardwareAddr) string {
 func (t *leaseTable) lookup(key string, clientID []byte, mac net.HardwareAddr, now time.Time) *binding {
 	if b := t.byKey[key]; b != nil {
 		if len(mac) > 0 && string(b.mac) != string(mac) {
+			t.markHeld(b)
 			if t.byMAC[string(b.mac)] == b {
 				delete(t.byMAC, string(b.mac))
 			}
@@ -164,6 +170,7 @@ func (t *leaseTable) lookup(key string, clientID []byte, mac net.HardwareAddr, n
 	if len(clientID) > 0 && len(b.clientID) > 0 && !isMACClientID(b.clientID, b.mac) && b.reserved(now) {
 		return nil
 	}
+	t.markHeld(b)
 	delete(t.byKey, b.key)
 	b.key = key
 	b.clientID = slices.Clone(clientID)
@@ -200,6 +207,7 @@ func (t *leaseTable) remove(b *binding) {
 	}
 	t.macDel(b)
 	if b.ip.IsValid() && t.byIP[b.ip] == b {
+		t.markHeld(b)
 		delete(t.byIP, b.ip)
 		t.unhold(b.ip, b)
 	}
@@ -214,12 +222,16 @@ func (t *leaseTable) setIP(b *binding, ip netip.Addr) {
 		return
 	}
 	if b.ip.IsValid() && t.byIP[b.ip] == b {
+		t.markHeld(b)
 		delete(t.byIP, b.ip)
 		t.unhold(b.ip, b)
 	}
 	b.ip = ip
 	if !ip.IsValid() {
 		return
+	}
+	if o := t.byIP[ip]; !b.expiry.IsZero() || (o != nil && o != b && !o.expiry.IsZero()) {
+		t.mark(ip)
 	}
 	if o := t.byIP[ip]; o != nil && o != b && !o.static {
 		t.remove(o)
@@ -228,6 +240,21 @@ func (t *leaseTable) setIP(b *binding, ip netip.Addr) {
 	}
 	t.byIP[ip] = b
 	t.hold(b)
+}
+
+// mark notes that ip's record in the lease journal changes (persist.go).
+func (t *leaseTable) mark(ip netip.Addr) {
+	if t.dirty != nil {
+		t.dirty[ip] = struct{}{}
+	}
+}
+
+// markHeld marks b's address if b has a record there: it holds the
+// address and was once bound (an expired lease is kept as a hint).
+func (t *leaseTable) markHeld(b *binding) {
+	if !b.expiry.IsZero() && b.ip.IsValid() && t.byIP[b.ip] == b {
+		t.mark(b.ip)
+	}
 }
 
 // holder returns the record holding ip, if it still reserves it.

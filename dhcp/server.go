@@ -110,7 +110,8 @@ type Server struct {
 	// MaxPerMAC caps the clients (distinct client ids) that hold
 	// addresses under one hardware address; 0 = DefaultMaxPerMAC.
 	MaxPerMAC int
-	// LeaseFile persists leases as JSON; "" keeps them in memory only.
+	// LeaseFile persists leases in a journal (docs/dhcp-leases.md; a
+	// JSON lease file of old is migrated); "" keeps them in memory only.
 	LeaseFile string
 	// Addr is the listen address, default 0.0.0.0:67. Proxy mode also
 	// listens on Addr's host at ProxyPort (default 4011).
@@ -231,10 +232,9 @@ func (s *Server) validate() error {
 
 	s.leases = s.newTable()
 	if s.LeaseFile != "" {
-		if err := s.loadLeases(s.LeaseFile, time.Now()); err != nil {
+		if err := s.openStore(time.Now()); err != nil {
 			return err
 		}
-		s.store = newLeaseStore(s.LeaseFile, s.encodeLeases, s.leaseWritten)
 	}
 	return nil
 }
@@ -331,16 +331,6 @@ func (s *Server) subnetOf(ip netip.Addr) *subnet {
 	return nil
 }
 
-// encodeLeases is the lease store's snapshot: copy under the lock, encode
-// outside it.
-func (s *Server) encodeLeases() ([]byte, uint64) {
-	s.mu.Lock()
-	f := s.leases.snapshot()
-	seq := s.leases.seq
-	s.mu.Unlock()
-	return f.appendJSON(make([]byte, 0, 64+160*len(f.Leases))), seq
-}
-
 func (s *Server) leaseWritten(err error) {
 	if err == nil {
 		s.Counters.LeaseWrites.Add(1)
@@ -414,10 +404,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.setup() != nil {
 		return nil
 	}
-	s.mu.Lock()
-	seq := s.leases.seq
-	s.mu.Unlock()
-	return s.durable(seq)
+	return s.closeStore()
 }
 
 // limiter rate-limits log lines by kind: one per limitEvery, with the

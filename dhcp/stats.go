@@ -44,7 +44,7 @@ type Counters struct {
 	ArchIPXE      atomic.Uint64 // iPXE (docs/protocols.md §9.9), whatever its architecture
 	ArchOther     atomic.Uint64 // anything a custom rule matched
 
-	LeaseWrites      atomic.Uint64 // lease file commits (each one fsync of file and directory)
+	LeaseWrites      atomic.Uint64 // lease journal appends (each one fdatasync) and rewrites
 	LeaseWriteErrors atomic.Uint64 // failed commits: the ACKs waiting on them were not sent
 	SendErrors       atomic.Uint64 // replies the kernel refused
 	ReadErrors       atomic.Uint64 // socket read errors other than shutdown

@@ -62,7 +62,7 @@ type DHCP struct {
 	Interfaces []string       `toml:"interfaces" help:"interfaces to serve, comma-separated; empty serves all"`
 	TFTPServer netip.Addr     `toml:"tftp_server" help:"next-server (siaddr), an IPv4 address; empty = the address of the receiving interface"`
 	HTTPBase   string         `toml:"http_base" help:"mirror URL for boot rules ({{.HTTP}}); empty = http://<receiving interface>:<http.listen port>"`
-	LeaseFile  string         `toml:"lease_file" help:"lease database (JSON, written atomically); empty keeps leases in memory"`
+	LeaseFile  string         `toml:"lease_file" help:"lease journal (docs/dhcp-leases.md; a JSON lease file is migrated); empty keeps leases in memory"`
 	MaxPerMAC  int            `toml:"max_leases_per_mac" reload:"yes" help:"clients (distinct client ids) that may hold addresses under one MAC at once"`
 	Relays     []Net          `toml:"relays" help:"DHCP relay agents (addresses or prefixes, comma-separated) whose relayed requests are answered: giaddr and the source must both be listed; empty answers no relayed request"`
 	Subnets    []DHCPSubnet   `toml:"subnet"`

@@ -38,4 +38,3 @@ func writeOutput(path string, b []byte) error {
 	_, err = f.Write(b)
 	return errors.Join(err, f.Close())
 }
-

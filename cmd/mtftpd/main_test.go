@@ -152,7 +152,7 @@ func TestDemoServeAndGet(t *testing.T) {
 	// what it is: a rename over /dev/null, as root, had put a regular
 	// file there. A FIFO of the test's own stands in for the device.
 	fifo := filepath.Join(dir, "fifo")
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+	if err := mkfifo(fifo); err != nil {
 		t.Fatal(err)
 	}
 	drained := make(chan int64, 1)

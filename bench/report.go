@@ -34,7 +34,7 @@ var ErrReportKind = errors.New("bench report: unknown kind")
 const MaxReportBytes = 64 << 20
 
 // ReportKinds lists the kinds Render knows, for usage texts.
-var ReportKinds = []string{"peers", "dhcp", "unicast", "mcast"}
+var ReportKinds = []string{"peers", "dhcp", "unicast", "mcast", "image", "http", "status"}
 
 var reportTmpl = template.Must(template.New("").Funcs(template.FuncMap{
 	"ratio": ratioText,
@@ -42,6 +42,9 @@ var reportTmpl = template.Must(template.New("").Funcs(template.FuncMap{
 	"f":     func(prec int, v float64) string { return strconv.FormatFloat(v, 'f', prec, 64) },
 	"utc":   func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
 	"add":   func(a, b int) int { return a + b },
+	"mb":    mbText,
+	"trim":  strings.TrimSpace,
+	"row":   tableRow,
 }).ParseFS(reportFS, "report/*.tmpl"))
 
 // Render decodes the run document in of the given kind (unknown fields
@@ -58,6 +61,12 @@ func Render(w io.Writer, kind string, in io.Reader) error {
 		run = new(UnicastRun)
 	case "mcast":
 		run = new(MCastRun)
+	case "image":
+		run = new(ImageRun)
+	case "http":
+		run = new(HTTPRun)
+	case "status":
+		run = new(StatusRun)
 	default:
 		return fmt.Errorf("%w %q (known: %s)", ErrReportKind, kind, strings.Join(ReportKinds, ", "))
 	}
@@ -76,6 +85,19 @@ func Render(w io.Writer, kind string, in io.Reader) error {
 	}
 	_, err := w.Write(buf.Bytes())
 	return err
+}
+
+// tableRow is cells as a markdown table row, an empty cell as "| |".
+func tableRow(cells []string) string {
+	var b strings.Builder
+	for _, c := range cells {
+		b.WriteString("| ")
+		if c != "" {
+			b.WriteString(c + " ")
+		}
+	}
+	b.WriteString("|")
+	return b.String()
 }
 
 // ratioText is a/b as "N.NN×", or "n/a" unless both are numbers above 0

@@ -2,10 +2,12 @@ package bench
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -80,6 +82,45 @@ func TestRatioText(t *testing.T) {
 	}{{"382.4", "31", "12.34×"}, {"", "31", "n/a"}, {"n/a", "2", "n/a"}, {"3", "0", "n/a"}, {3.0, 2, "1.50×"}} {
 		if got := ratioText(c.a, c.b); got != c.want {
 			t.Errorf("ratio(%v, %v) = %q, want %q", c.a, c.b, got, c.want)
+		}
+	}
+}
+
+// TestRenderImageParts renders an image run whose parts did not all run
+// (PARTS): their sections are left out, the rest renders.
+func TestRenderImageParts(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("testdata", "report-image.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, drop := range [][]string{{"room"}, {"rss"}, {"create", "one"}, {"create", "one", "rss", "room"}} {
+		var doc map[string]any
+		if err := json.Unmarshal(raw, &doc); err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range drop {
+			doc[k] = nil
+		}
+		if slices.Contains(drop, "rss") {
+			doc["images"].(map[string]any)["large"] = nil
+		}
+		in, _ := json.Marshal(doc)
+		var out bytes.Buffer
+		if err := Render(&out, "image", bytes.NewReader(in)); err != nil {
+			t.Fatalf("without %v: %v", drop, err)
+		}
+		md := out.String()
+		for part, heading := range map[string]string{"room": "## A room of 50", "create": "## `image create`",
+			"one": "## One receiver", "rss": "## Receiver memory"} {
+			if got, want := strings.Contains(md, heading), !slices.Contains(drop, part); got != want {
+				t.Errorf("without %v: section %q present = %v, want %v", drop, heading, got, want)
+			}
+		}
+		if want := !slices.Contains(drop, "rss") && !slices.Contains(drop, "room"); strings.Contains(md, "Where eth0 bytes") != want {
+			t.Errorf("without %v: the index-cost bullet present = %v, want %v", drop, !want, want)
+		}
+		if !strings.Contains(md, "## What limits these numbers") {
+			t.Errorf("without %v: the report is cut short", drop)
 		}
 	}
 }

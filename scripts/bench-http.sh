@@ -20,7 +20,8 @@
 #   MTFTPD_BIN=./mtftpd   the binary to measure (`make build` makes it if missing)
 #   BENCH_CACHE=/var/cache/mtftpd-bench   where the nginx .deb is unpacked
 #
-# Results: markdown on stdout and in bench-out/http-YYYYmmdd-HHMMSS.md.
+# Results: the run as JSON in bench-out/http-YYYYmmdd-HHMMSS.json, rendered by
+# `mtftpd bench report http` to markdown on stdout and in .md beside it.
 
 # shellcheck disable=SC2016 # at_exit's commands expand at exit
 set -euo pipefail
@@ -43,7 +44,7 @@ CACHE=${BENCH_CACHE:-/var/cache/mtftpd-bench}
 PORT_mtftpd=18090
 PORT_nginx=18091
 TFTP_PORT=16990
-for t in curl sha256sum awk timeout; do
+for t in curl sha256sum jq timeout; do
   command -v "$t" >/dev/null || die "missing tool: $t"
 done
 
@@ -80,7 +81,7 @@ mkdir -p "$WORK/root" "$WORK/nginx"
 info "generating $MB MiB in $WORK/root/big.img"
 head -c "$((MB * 1024 * 1024))" /dev/urandom > "$WORK/root/big.img"
 chmod 644 "$WORK/root/big.img"
-WANT=$(sha256sum < "$WORK/root/big.img" | awk '{print $1}')
+WANT=$(sha256sum < "$WORK/root/big.img" | cut -d' ' -f1)
 
 cat > "$WORK/nginx.conf" <<EOF
 daemon off;
@@ -124,16 +125,22 @@ for s in mtftpd nginx; do
     [ "$i" = 50 ] && { cat "$WORK/mtftpd.log" "$WORK/nginx/error.log" >&2 || true; die "$s did not start"; }
     sleep 0.1
   done
-  got=$(timeout 300 curl -sS "$(url "${!port}")" | sha256sum | awk '{print $1}')
+  got=$(timeout 300 curl -sS "$(url "${!port}")" | sha256sum | cut -d' ' -f1)
   [ "$got" = "$WANT" ] || die "$s served different bytes (sha256 $got, want $WANT)"
 done
 
 # cpu_ticks PID: user+system clock ticks of PID and its children (nginx's
-# workers), so the table can say what each byte cost the server.
+# workers), so the report can say what each byte cost the server.
+proc_ticks() { # PID: utime + stime of /proc/PID/stat (fields 14, 15; comm may hold spaces)
+  local s f
+  s=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0; return 0; }
+  read -r -a f <<<"${s##*) }"
+  echo $((f[11] + f[12]))
+}
 cpu_ticks() {
   local p t=0
   for p in "$1" $(ps -o pid= --ppid "$1" 2>/dev/null); do
-    t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+    t=$((t + $(proc_ticks "$p")))
   done
   echo "$t"
 }
@@ -144,26 +151,23 @@ for r in $(seq 1 "$RUNS"); do
     pid=PID_$s
     t0=$(cpu_ticks "${!pid}")
     v=$(timeout 300 curl -sS -o /dev/null -w '%{speed_download}' "$(url "${!port}")") || die "$s: curl failed"
+    [[ "$v" =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "$s: curl gave speed '$v'"
     TICKS[$s]=$(( ${TICKS[$s]:-0} + $(cpu_ticks "${!pid}") - t0 ))
     SPEEDS[$s]+="$v "
-    info "run $r $s: $(awk -v b="$v" 'BEGIN{printf "%.0f MB/s", b/1e6}')"
+    info "run $r $s: $(( ${v%.*} / 1000000 )) MB/s"
   done
 done
 
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END{print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-m_mtftpd=$(echo "${SPEEDS[mtftpd]}" | median)
-m_nginx=$(echo "${SPEEDS[nginx]}" | median)
+# The run as JSON (docs/bench-json.md), rendered by `mtftpd bench report http`.
 mkdir -p "$REPO/bench-out"
-out="$REPO/bench-out/http-$(date -u +%Y%m%d-%H%M%S).md"
-{
-  echo "## HTTP download, $MB MiB file, loopback, curl, $RUNS runs each ($(date -u +%FT%TZ), $(nproc) cores)"
-  echo
-  echo "| server | median MB/s | runs (MB/s) | server CPU s per GiB |"
-  echo "|---|---|---|---|"
-  for s in mtftpd nginx; do
-    m=m_$s
-    echo "| $s | $(awk -v b="${!m}" 'BEGIN{printf "%.0f", b/1e6}') | $(for v in ${SPEEDS[$s]}; do awk -v b="$v" 'BEGIN{printf "%.0f ", b/1e6}'; done)| $(awk -v t="${TICKS[$s]}" -v hz="$(getconf CLK_TCK)" -v n="$RUNS" -v mb="$MB" 'BEGIN{printf "%.2f", t/hz/(n*mb/1024)}') |"
-  done
-  echo
-  echo "mtftpd / nginx = $(awk -v a="$m_mtftpd" -v b="$m_nginx" 'BEGIN{printf "%.2f", a/b}') ($("$NGINX" -v 2>&1 | sed 's/.*: //'))"
-} | tee "$out"
+out="$REPO/bench-out/http-$(date -u +%Y%m%d-%H%M%S)"
+server_json() { # NAME
+  # shellcheck disable=SC2086 # the speeds are split on purpose
+  printf '%s\n' ${SPEEDS[$1]} | jq -s --arg n "$1" --argjson t "${TICKS[$1]}" '{name: $n, speeds_bps: ., cpu_ticks: $t}'
+}
+jq -n --arg date "$(date -u +%FT%TZ)" --argjson host "$(host_json)" --argjson mb "$MB" --argjson runs "$RUNS" \
+  --argjson clk "$(getconf CLK_TCK)" --arg nginx "$("$NGINX" -v 2>&1 | sed 's/.*: //')" \
+  --argjson m "$(server_json mtftpd)" --argjson n "$(server_json nginx)" \
+  '{date: $date, host: $host, file_mib: $mb, runs: $runs, clk_tck: $clk, nginx: $nginx, servers: [$m, $n]}' >"$out.json"
+"$MTFTPD_BIN" bench report http --in "$out.json" -o "$out.md" || die "bench report http failed (the run is in $out.json)"
+cat "$out.md"

@@ -51,6 +51,12 @@
 #                      then measure anyway, and say so in the report
 #   BENCH_OUT=docs/benchmarks-image.md    BENCH_SHM=/dev/shm (a tmpfs)
 #
+# Results: the run as JSON in bench-out/image-YYYYmmdd-HHMMSS.json (fields:
+# docs/bench-json.md), rendered to BENCH_OUT by `mtftpd bench report image`
+# (bench/report/image.md.tmpl). Paragraphs written by hand between
+# <!-- notes room --> and <!-- /notes room --> (and rss) in the previous
+# BENCH_OUT are kept.
+#
 # Root only. Everything network happens in lab namespaces mb<pid>-* that are
 # removed at exit, with every loop device and file this script made.
 
@@ -100,7 +106,7 @@ if ! command -v udp-sender >/dev/null || ! command -v udp-receiver >/dev/null; t
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q udpcast >/dev/null
 fi
 [ -x /usr/bin/time ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -q time >/dev/null
-for t in ip zstd openssl jq losetup cmp dd timeout awk go; do
+for t in ip zstd openssl jq losetup cmp dd timeout go; do
 	command -v "$t" >/dev/null || die "missing tool: $t"
 done
 [ "$(stat -f -c %T "$SHM")" = tmpfs ] || die "$SHM is not a tmpfs"
@@ -130,16 +136,47 @@ at_exit 'loops_del'
 at_exit 'bash $LAB -p $P down >/dev/null 2>&1'
 at_exit '[ -z "$wdpid" ] || kill "$wdpid" 2>/dev/null; stop_pid "$srvpid"'
 
+# Bash has no floating point: calc and lt ask jq (the report's figures
+# are computed by mtftpd bench report; these are the measurement's own).
 now() { date +%s.%N; }
-calc() { awk "BEGIN { printf \"%.${2:-2}f\", $1 }"; } # calc EXPR [DECIMALS]
-mb() { calc "$1 / 1e6" 1; }                          # bytes -> MB
-alloc() { du -B1 "$1" | cut -f1; }                   # allocated bytes of a file
+calc() { jq -n "($1) * pow(10; ${2:-2}) | round / pow(10; ${2:-2})"; } # calc EXPR [DECIMALS]
+mb() { calc "$1 / 1e6" 1; }                        # bytes -> MB
+alloc() { du -B1 "$1" | cut -f1; }                 # allocated bytes of a file
 load() { cut -d' ' -f1-3 /proc/loadavg; }
-lt() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a < b) }'; }
+lt() { jq -en "$1 < $2" >/dev/null; }
 # busy: CPU seconds the whole machine spent busy so far (all CPUs), and
-# steal: those the hypervisor gave to others while we wanted them.
-busy() { awk -v t="$CLK_TCK" '$1=="cpu" { print ($2+$3+$4+$7+$8)/t; exit }' /proc/stat; }
-steal() { awk -v t="$CLK_TCK" '$1=="cpu" { print $9/t; exit }' /proc/stat; }
+# steal: those the hypervisor gave to others while we wanted them (the
+# first line of /proc/stat: cpu user nice system idle iowait irq softirq steal).
+busy() {
+	local _c us ni sy _i _w irq sirq _rest
+	read -r _c us ni sy _i _w irq sirq _rest </proc/stat
+	calc "$((us + ni + sy + irq + sirq)) / $CLK_TCK"
+}
+steal() {
+	local _c _1 _2 _3 _4 _5 _6 _7 st _rest
+	read -r _c _1 _2 _3 _4 _5 _6 _7 st _rest </proc/stat
+	calc "$st / $CLK_TCK"
+}
+# pid_cpu PID: user + system seconds of PID (fields 14 and 15 of
+# /proc/PID/stat; comm may hold spaces).
+pid_cpu() {
+	local s f
+	s=$(<"/proc/$1/stat")
+	read -r -a f <<<"${s##*) }"
+	calc "$((f[11] + f[12])) / $CLK_TCK"
+}
+# meminfo KEY: a /proc/meminfo figure in kB.
+meminfo() {
+	local k v _u
+	while read -r k v _u; do [ "$k" != "$1:" ] || { echo "$v"; return 0; }; done </proc/meminfo
+	die "no $1 in /proc/meminfo"
+}
+# timed_json FILE: a "wall user sys maxrss_kB [other]" line (timed, best)
+# as bench.Timed's JSON.
+timed_json() {
+	jq -R 'split(" ") | map(select(. != "") | tonumber) |
+		{wall_seconds: .[0], user_seconds: .[1], sys_seconds: .[2], max_rss_kib: .[3]} + (if length > 4 then {other_cpus: .[4]} else {} end)' "$1"
+}
 # timed OUT CMD...: runs CMD, writes "wall user sys maxrss_kB" to OUT.
 timed() {
 	local out=$1
@@ -201,7 +238,7 @@ best() {
 	done
 }
 
-mem_avail_mb() { awk '$1=="MemAvailable:" { print int($2/1024) }' /proc/meminfo; }
+mem_avail_mb() { echo $(($(meminfo MemAvailable) / 1024)); }
 shm_avail_mb() { df -B1M --output=avail "$SHM" | tail -n1 | tr -d ' '; }
 # need_mb N WHAT: die unless N MiB of RAM and of tmpfs are free, beyond
 # MIN_FREE_MB.
@@ -300,40 +337,43 @@ info "data: $DATA_MB MiB of /usr files and random bytes"
 )
 [ "$(stat -c %s "$work/files.bin")" -eq "$DATA" ] || die "only $(stat -c %s "$work/files.bin") bytes of files under /usr"
 head -c $((DATA / 2 + 8 * MiB)) /dev/urandom >"$work/rand.bin"
-make_raw "$work/issue.raw" "$RAW" "$DATA"
-issue_extents=$EXTENTS
-make_raw "$work/small.raw" "$SMALL" "$SMALL_DATA"
-make_raw "$work/room.raw" "$RAW" "$ROOM_DATA"
-room_extents=$EXTENTS
+declare -A EXT=() RAWB=() DATAB=() # per image: extents, raw and data bytes
+raw_image() { # NAME SIZE DATA: make_raw $work/NAME.raw, noted for the report
+	make_raw "$work/$1.raw" "$2" "$3"
+	EXT[$1]=$EXTENTS RAWB[$1]=$2 DATAB[$1]=$3
+}
+raw_image issue "$RAW" "$DATA"
+raw_image small "$SMALL" "$SMALL_DATA"
+raw_image room "$RAW" "$ROOM_DATA"
 has_part create && make_raw "$work/dense.raw" "$DATA" "$DATA" dense
 mkdir -p "$work/root/images"
 
 # ---------------------------------------------------- create vs zstd -T0 -3
-declare -A CR=() # CR[input,tool] = "wall user sys"; CRSZ[input,tool] = output bytes
-declare -A CRSZ=()
-create_row() { # NAME RAWFILE
+# create_row NAME RAWFILE BYTES: one line of create.jsonl (bench.ImageCrow)
+create_row() {
 	local name=$1 raw=$2
 	best "$work/t.zstd" "create, $name" zstd -T0 -3 -q -f "$raw" -o "$work/out.zst"
-	CR[$name,zstd]=$(cat "$work/t.zstd") CRSZ[$name,zstd]=$(stat -c %s "$work/out.zst")
 	best "$work/t.create" "create, $name" "$bin" image create -q "$raw" -o "$work/out.img"
-	CR[$name,create]=$(cat "$work/t.create") CRSZ[$name,create]=$(stat -c %s "$work/out.img")
+	jq -cn --arg in "$name" --argjson b "$3" --argjson z "$(timed_json "$work/t.zstd")" --argjson c "$(timed_json "$work/t.create")" \
+		--argjson zs "$(stat -c %s "$work/out.zst")" --argjson cs "$(stat -c %s "$work/out.img")" \
+		'{input: $in, bytes: $b, zstd: $z, zstd_size: $zs, create: $c, create_size: $cs}' >>"$work/create.jsonl"
 }
 if has_part create; then
 	info "create: sparse raw ($RAW_GB GiB, $DATA_MB MiB of data)"
-	create_row sparse "$work/issue.raw"
+	create_row sparse "$work/issue.raw" "$RAW"
 	info "create: the same disk fully allocated"
 	cp --sparse=never "$work/issue.raw" "$work/full.raw"
-	create_row full "$work/full.raw"
+	create_row full "$work/full.raw" "$RAW"
 	rm -f "$work/full.raw"
 	info "create: its data alone ($DATA_MB MiB, no zeros)"
-	create_row dense "$work/dense.raw"
+	create_row dense "$work/dense.raw" "$DATA"
 	rm -f "$work/out.zst" "$work/out.img" "$work/dense.raw"
 fi
 # The images (the large one only for the memory part; its raw disk is
 # not kept). The pipeline's: zstd -T0 at its default level 3.
 images="issue small room"
 if has_part rss; then
-	make_raw "$work/large.raw" "$LARGE" "$LARGE_DATA"
+	raw_image large "$LARGE" "$LARGE_DATA"
 	images="$images large"
 fi
 rm -f "$work/files.bin" "$work/rand.bin"
@@ -341,6 +381,8 @@ for d in $images; do
 	"$bin" image create -q "$work/$d.raw" -o "$work/root/images/$d.img"
 	"$bin" image verify -q "$work/root/images/$d.img"
 	"$bin" image info --json "$work/root/images/$d.img" >"$work/$d.info"
+	jq --argjson raw "${RAWB[$d]}" --argjson data "${DATAB[$d]}" --argjson ext "${EXT[$d]}" \
+		'{raw_bytes: $raw, data_bytes: $data, extents: $ext} + {file_size, data_size, chunks, holes}' "$work/$d.info" >"$work/$d.fig"
 done
 rm -f "$work/large.raw" "$work/small.raw"
 zstd -T0 -3 -q -f "$work/room.raw" -o "$work/room.zst"
@@ -348,7 +390,6 @@ info_of() { jq -r ".$2" "$work/$1.info"; } # info_of IMAGE KEY
 zst_size=$(stat -c %s "$work/room.zst")
 img_size=$(info_of room file_size)
 data_chunks=$(($(info_of room chunks) - $(info_of room holes)))
-issue_size=$(info_of issue file_size)
 room_sum=$(openssl dgst -sha256 -r "$work/room.raw" | cut -d' ' -f1)
 info "room image: raw $RAW_GB GiB ($(mb "$(alloc "$work/room.raw")") MB allocated), zstd $(mb "$zst_size") MB, mtftpd $(mb "$img_size") MB ($data_chunks data chunks)"
 
@@ -357,7 +398,7 @@ lab_n=1
 has_part room && lab_n=$RECEIVERS
 info "lab: $lab_n clients"
 bash $LAB -p $P up "$lab_n" >/dev/null
-txbytes() { bash $LAB -p $P counters srv | awk '$1=="tx_bytes" { print $2 }'; }
+txbytes() { bash $LAB -p $P counters srv | sed -n 's/^tx_bytes[[:space:]]*//p'; }
 
 # serve EXTRA-TOML: (re)start mtftpd in srv serving $work/root by TFTP
 # and HTTP.
@@ -385,7 +426,7 @@ EOF
 	cat "$work/server.log" >&2
 	die "mtftpd did not start"
 }
-srv_cpu() { sed 's/^.*) //' "/proc/$srvpid/stat" | awk -v t="$CLK_TCK" '{ printf "%.2f\n", ($12+$13)/t }'; }
+srv_cpu() { pid_cpu "$srvpid"; }
 # image deploy in client 1
 DEPLOY1=(ip netns exec "$P-c1" "$bin" image deploy)
 
@@ -433,6 +474,10 @@ if has_part one; then
 		keep_best "$work/t.try" "$work/t.dep"
 		loop_del "$LOOP"
 	done
+	jq -n --argjson net "$(timed_json "$work/t.net")" --argjson f "$(timed_json "$work/t.dd.fsync")" \
+		--argjson d "$(timed_json "$work/t.dd.direct")" --argjson dep "$(timed_json "$work/t.dep")" \
+		--argjson ph "$(jq '.phases | to_entries | map({name: .key, seconds: .value})' "$work/dep.json")" \
+		'{net: $net, dd_fsync: $f, dd_direct: $d, deploy: $dep, deploy_phases: $ph}' >"$work/one.json"
 fi
 
 # -------------------------------------------------------------------- rss
@@ -448,8 +493,8 @@ if has_part rss; then
 			r=$(cut -d' ' -f4 "$work/t.rss")
 			[ "$r" -le "${RSS[$img]}" ] || RSS[$img]=$r
 			# gctrace: "... 112->114->49 MB ...": heap at GC start, at its end, live
-			r=$(grep -o '[0-9]*->[0-9]*->[0-9]* MB' "$work/gc.log" | awk -F'->' '{ split($3, a, " "); if (a[1] > m) m = a[1] } END { print m + 0 }')
-			[ "$r" -le "${LIVE[$img]}" ] || LIVE[$img]=$r
+			r=$(grep -o '[0-9]*->[0-9]*->[0-9]* MB' "$work/gc.log" | sed 's/.*->//; s/ MB$//' | sort -n | tail -n1)
+			[ "${r:-0}" -le "${LIVE[$img]}" ] || LIVE[$img]=$r
 		done
 		[ "$img" != large ] || rm -f "$work/root/images/large.img"
 	done
@@ -463,10 +508,12 @@ if has_part rss; then
 	"${DEPLOY1[@]}" -q --http "http://$SRV" "$SRV" images/room.img "$work/rss.disk"
 	idx_http=$(($(txbytes) - tx0))
 	rm -f "$work/rss.disk"
+	for img in small issue large room; do
+		jq -cn --arg i "$img" --argjson r "${RSS[$img]}" --argjson l "${LIVE[$img]}" '{($i): {peak_rss_kib: $r, live_heap_mib: $l}}'
+	done | jq -s --argjson t "$idx_tftp" --argjson h "$idx_http" 'add + {index_tftp_bytes: $t, index_http_bytes: $h}' >"$work/rss.json"
 fi
 
 # ------------------------------------------------------------------- room
-declare -A R=() # R[variant,key]
 if has_part room; then
 	rm -f "$work/issue.raw" "$work/small.raw" "$work/root/images/issue.img" "$work/root/images/small.img"
 	# Each client disk: a sparse file holding the image's data chunks
@@ -476,27 +523,31 @@ if has_part room; then
 	srvpid=
 	mkdir -p "$work/disks"
 
-	# room_end VARIANT T0 TX0 B0 S0 OURCPU: the figures common to both tools.
+	# room_end VARIANT T0 TX0 B0 S0 DIR: the figures common to both tools
+	# (bench.ImageRoomRun) in $work/room-VARIANT.json; the receivers'
+	# /usr/bin/time lines in DIR are "wall user sys maxrss_kB", after a
+	# "Command exited ..." line when one failed.
 	room_end() {
 		local v=$1 t1 tx1 b1 s1
 		t1=$(now) tx1=$(txbytes) b1=$(busy) s1=$(steal)
-		R[$v,time]=$(calc "$t1 - $2")
-		R[$v,wire]=$((tx1 - $3))
-		R[$v,busy]=$(calc "$b1 - $4" 1)
-		R[$v,steal]=$(calc "$s1 - $5" 1)
-		R[$v,cap]=$(calc "(${R[$v,time]}) * $(nproc)" 1)
+		{ cat "$6"/[0-9]*.time 2>/dev/null || true; } | jq -Rn --argjson t "$(calc "$t1 - $2")" --argjson w $((tx1 - $3)) \
+			--argjson b "$(calc "$b1 - $4" 1)" --argjson s "$(calc "$s1 - $5" 1)" --argjson o "$OTHER" '
+			[inputs | select(test("^[0-9.]+ ")) | split(" ") | map(tonumber)] as $r | ($r | map(.[3]) | sort) as $rss |
+			{seconds: $t, wire_bytes: $w, busy_cpu_seconds: $b, steal_cpu_seconds: $s, other_cpus: $o,
+			 receivers_cpu_seconds: ($r | map(.[1] + .[2]) | add // 0 | . * 10 | round / 10),
+			 receiver_rss_max_kib: ($rss[-1] // 0),
+			 receiver_rss_median_kib: ($rss[((($rss | length) + 1) / 2 | floor) - 1] // 0)}' >"$work/room-$v.json"
 	}
-	# rusage DIR: receivers' CPU seconds, largest and median peak RSS.
-	rusage() {
-		local v=$1 d=$2
-		R[$v,cpu]=$(cat "$d"/[0-9]*.time | awk '$1 ~ /^[0-9.]+$/ { s += $2 + $3 } END { printf "%.1f", s }')
-		read -r "R[$v,rss]" "R[$v,rssmed]" < <(awk '$4 ~ /^[0-9]+$/ { print $4 }' "$d"/[0-9]*.time | sort -n |
-			awk '{ v[NR] = $1 } END { print v[NR]+0, v[int((NR+1)/2)]+0 }')
+	# room_add VARIANT JQ-ARGS... FILTER: $work/room-VARIANT.json + FILTER's object
+	room_add() {
+		local f=$work/room-$1.json
+		shift
+		jq "$@" "$f" >"$f.new" && mv "$f.new" "$f"
 	}
 
 	v=pipe
 	wait_quiet "room, pipeline"
-	R[$v,other]=$QUIET_U
+	OTHER=$QUIET_U
 	info "room: udp-sender → $RECEIVERS × udp-receiver | zstd -d --sparse, then SHA-256 of each disk"
 	d=$work/p
 	mkdir -p "$d"
@@ -517,17 +568,16 @@ if has_part room; then
 		pids+=($!)
 	done
 	wait "${pids[@]}" || true
-	room_end $v "$t0" "$tx0" "$b0" "$s0"
+	room_end $v "$t0" "$tx0" "$b0" "$s0" "$d"
 	w=$(cat "$d"/*.written 2>/dev/null | sort -n | tail -n1)
-	R[$v,written]=$(calc "${w:-$(now)} - $t0")
-	R[$v,ok]=0
+	ok=0
 	for i in $(seq "$RECEIVERS"); do
-		[ "$(cat "$d/$i.sum" 2>/dev/null)" = "$room_sum" ] && R[$v,ok]=$((R[$v,ok] + 1))
+		[ "$(cat "$d/$i.sum" 2>/dev/null)" = "$room_sum" ] && ok=$((ok + 1))
 	done
-	rusage $v "$d"
-	R[$v,srvcpu]=$(awk '{ printf "%.1f", $2 + $3 }' "$d/sender.time" 2>/dev/null || echo "?")
-	R[$v,ratio]=$(calc "${R[$v,wire]} / $zst_size" 3)
-	info "room: pipeline ${R[$v,time]} s (written ${R[$v,written]} s), ${R[$v,ok]}/$RECEIVERS verified, wire ${R[$v,ratio]}×"
+	srvcpu=$(jq -Rn '[inputs | select(test("^[0-9.]+ ")) | split(" ") | map(tonumber) | .[1] + .[2]] | .[0]' "$d/sender.time" 2>/dev/null || echo null)
+	room_add $v --argjson w "$(calc "${w:-$(now)} - $t0")" --argjson ok $ok --argjson c "${srvcpu:-null}" \
+		'. + {written_seconds: $w, verified: $ok, server_cpu_seconds: $c}'
+	info "room: pipeline $(jq .seconds "$work/room-$v.json") s (written $(jq .written_seconds "$work/room-$v.json") s), $ok/$RECEIVERS verified"
 	rm -rf "$work/disks" && mkdir -p "$work/disks"
 
 	serve "[[mtftp.start]]
@@ -538,7 +588,7 @@ max_wait = \"120s\""
 		extra=()
 		[ $v = http ] && extra=(--http "http://$SRV")
 		wait_quiet "room, mtftpd ($v index)"
-		R[$v,other]=$QUIET_U
+		OTHER=$QUIET_U
 		info "room: $RECEIVERS × mtftpd image deploy --verify --no-resume ${extra[*]}"
 		d=$work/m-$v
 		mkdir -p "$d"
@@ -557,299 +607,74 @@ max_wait = \"120s\""
 		done
 		wait "${pids[@]}" || true
 		c1=$(srv_cpu)
-		room_end $v "$t0" "$tx0" "$b0" "$s0"
-		R[$v,srvcpu]=$(calc "$c1 - $c0" 1)
-		R[$v,ok]=0 R[$v,written]=0
+		room_end $v "$t0" "$tx0" "$b0" "$s0" "$d"
+		ok=0
+		: >"$work/written.jsonl"
 		for i in $(seq "$RECEIVERS"); do
 			f=$d/$i
 			if [ -s "$f.verified" ] && [ "$(jq -r .via "$f.json" 2>/dev/null)" = multicast ]; then
-				R[$v,ok]=$((R[$v,ok] + 1))
+				ok=$((ok + 1))
 				# when this disk was written: its end less its verify phase
-				w=$(calc "$(cat "$f.verified") - $t0 - $(jq -r '.phases.verify // 0' "$f.json")")
-				lt "${R[$v,written]}" "$w" && R[$v,written]=$w
+				jq --argjson e "$(cat "$f.verified")" '$e - (.phases.verify // 0)' "$f.json" >>"$work/written.jsonl"
 			else
 				warn "c$i ($v index) failed: $(tail -n 2 "$f.err" 2>/dev/null | tr '\n' ' ')"
 			fi
 		done
-		R[$v,verify]=$(cat "$d"/*.json 2>/dev/null | jq -s '[.[].phases.verify // 0] | max // 0 | . * 100 | round / 100')
-		R[$v,index]=$(cat "$d"/*.json 2>/dev/null | jq -s '[.[].phases.index // 0] | max // 0 | . * 100 | round / 100')
-		R[$v,mstats]=$(cat "$d"/*.json 2>/dev/null | jq -rs '[.[].multicast // {}] | "\(map(.naks // 0) | add) NAKs, \(map(.rejoins // 0) | add) rejoins, \(map(.moves // 0) | add) moves, \(map(.rebuilt // 0) | add) shards rebuilt from parity"')
-		rusage $v "$d"
-		sess=$(jq -c 'select(.message == "mtftp: native session")' "$work/server.log" 2>/dev/null | tail -n +$((sessions0 + 1)))
-		R[$v,sessions]=$(printf '%s' "$sess" | grep -c . || true)
-		R[$v,logwire]=$(printf '%s\n' "$sess" | jq -s 'map(.wire_bytes) | add // 0')
-		R[$v,recv]=$(printf '%s\n' "$sess" | jq -s 'map(.receivers) | add // 0')
-		R[$v,done]=$(printf '%s\n' "$sess" | jq -s 'map(.completed) | add // 0')
-		R[$v,sessdetail]=$(printf '%s\n' "$sess" | jq -rs 'map("\(.data_shards) data shards, \(.repair_shards) repair shards, \(.passes) pass(es), \(.naks) NAKs, \(.repair_rounds) repair rounds, \(.rate_MBps * 10 | round / 10) MB/s, \(.duration / 10 | round / 100) s") | join("; ")')
-		R[$v,ratio]=$(calc "${R[$v,wire]} / $img_size" 3)
-		R[$v,logratio]=$(calc "${R[$v,logwire]} / $img_size" 3)
-		R[$v,cmp]=0
+		identical=0
 		for i in 1 $(((RECEIVERS + 1) / 2)) "$RECEIVERS"; do
-			cmp -n "$RAW" "$work/room.raw" "$work/disks/d$i" >/dev/null 2>&1 && R[$v,cmp]=$((R[$v,cmp] + 1))
+			cmp -n "$RAW" "$work/room.raw" "$work/disks/d$i" >/dev/null 2>&1 && identical=$((identical + 1))
 		done
-		info "room: mtftpd ($v index) ${R[$v,time]} s, ${R[$v,ok]}/$RECEIVERS verified, wire ${R[$v,ratio]}× (stream ${R[$v,logratio]}×)"
+		# the server's session log lines of this run, and the receivers' --json
+		jq -c 'select(.message == "mtftp: native session") | {data_shards, repair_shards, passes, naks, repair_rounds,
+			rate_MBps, duration_ms: .duration, wire_bytes, receivers, completed}' "$work/server.log" 2>/dev/null |
+			tail -n +$((sessions0 + 1)) >"$work/sessions.jsonl"
+		cat "$d"/*.json 2>/dev/null >"$work/deploys.jsonl" || true
+		room_add $v --slurpfile written "$work/written.jsonl" --slurpfile sess "$work/sessions.jsonl" \
+			--slurpfile dep "$work/deploys.jsonl" --argjson t0 "$t0" --argjson ok $ok --argjson c "$(calc "$c1 - $c0" 1)" \
+			--argjson cmp $identical '
+			def r2: . * 100 | round / 100;
+			def total(f): $dep | map(.multicast // {} | f // 0) | add // 0;
+			. + {verified: $ok, server_cpu_seconds: $c, cmp_identical: $cmp, sessions: $sess,
+			 written_seconds: ($written | max // $t0 | . - $t0 | r2),
+			 index_max_seconds: ($dep | map(.phases.index // 0) | max // 0 | r2),
+			 verify_max_seconds: ($dep | map(.phases.verify // 0) | max // 0 | r2),
+			 naks: total(.naks), rejoins: total(.rejoins), moves: total(.moves), rebuilt: total(.rebuilt)}'
+		info "room: mtftpd ($v index) $(jq .seconds "$work/room-$v.json") s, $ok/$RECEIVERS verified, wire $(calc "$(jq .wire_bytes "$work/room-$v.json") / $img_size" 3)×"
 		rm -rf "$work/disks" && mkdir -p "$work/disks"
 	done
+	jq -n --slurpfile p "$work/room-pipe.json" --slurpfile t "$work/room-tftp.json" --slurpfile h "$work/room-http.json" \
+		'{pipeline: $p[0], mtftpd_tftp: $t[0], mtftpd_http: $h[0]}' >"$work/room.json"
 fi
 stop_pid "$srvpid"
 srvpid=
 
 # ----------------------------------------------------------------- report
-info "report: $OUT"
-cpu_model=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
-pass() { awk -v v="$1" -v t="$2" -v d="$3" 'BEGIN { if ((d == "le" && v <= t) || (d == "ge" && v >= t)) print "met"; else print "**missed**" }'; }
-{
-	cat <<EOF
-# Disk image benchmarks
-
-\`make bench-image\` (scripts/bench-image.sh) on $(date -u +%F), mtftpd $ver,
-kernel $(uname -r), $(nproc) CPUs ($cpu_model), $(awk '$1=="MemTotal:" { printf "%.0f", $2/1048576 }' /proc/meminfo) GiB RAM.
-The machine is shared with other work (load average $load_start at the
-start, $(load) at the end). Before each timed part the script waits (up to
-${QUIET_WAIT} s) until other work uses less than $BUSY_MAX CPUs; the CPU
-seconds below are this run's own.
-
-## Configuration, and why the room's image holds less data
-
-The issue asks for a 4 GiB-raw image holding about 1 GiB of data, deployed
-to 50 receivers. \`create\`, one receiver and memory use such an image here
-(the "issue image", $RAW_GB GiB raw, $DATA_MB MiB of data). The room cannot: every
-receiver's disk is on this one machine, and 50 disks × 1 GiB of written data
-is 50 GiB, twice this machine's RAM (tmpfs); written to its virtual disk
-instead, the run would measure that disk, not the deploy. So the room keeps
-the raw size and the receivers and lowers the data (the "room image"):
-
-| | issue image (create, one, rss) | room image (room) | the issue |
-|---|---|---|---|
-| raw size | $RAW_GB GiB | $RAW_GB GiB | 4 GiB |
-| data | $DATA_MB MiB in $issue_extents extents | $ROOM_DATA_MB MiB in $room_extents extents | about 1 GiB |
-| mtftpd image | $(mb "$issue_size") MB, $(($(info_of issue chunks) - $(info_of issue holes))) data chunks | $(mb "$img_size") MB, $data_chunks data chunks | |
-| receivers | 1 | $RECEIVERS | 50 |
-| client disk | loop device on tmpfs (one), sparse file in tmpfs (rss) | sparse file in tmpfs | loop device on tmpfs |
-
-The small image of the memory part is $SMALL_GB GiB raw with $(calc "$SMALL_DATA / $MiB" 0) MiB of data
-(same density). Extents are 1.5–12 MiB, 4 KiB aligned, spread evenly with
-holes between: one in three is random bytes (compressed files, media), two
-in three are the contents of real files under /usr/lib and /usr/share
-(libraries, binaries, text). Chunks are 1 MiB (the format's default).
-The room image as \`zstd -T0 -3\` (the pipeline's image) is $zst_size bytes; as an
-mtftpd image $img_size bytes ($(calc "$img_size / $zst_size" 3)× the zstd file).
-
-EOF
-	if has_part room; then
-		rw() { # LABEL KEY [SUFFIX]
-			printf '| %s | %s%s | %s%s | %s%s |\n' "$1" "${R[pipe,$2]:-}" "${3:-}" "${R[tftp,$2]:-}" "${3:-}" "${R[http,$2]:-}" "${3:-}"
-		}
-		cat <<EOF
-## A room of $RECEIVERS: FOG/Clonezilla's pipeline vs \`image deploy\`
-
-Time runs from launching the server side and the $RECEIVERS receivers to the
-last disk holding the verified image. It includes the wait for all
-$RECEIVERS to join (udp-sender \`--min-receivers\`, mtftpd's
-\`[[mtftp.start]] min_receivers\`). The pipeline has no verification of its
-own: each client checks its disk after \`zstd -d\` ends with
-\`openssl dgst -sha256\` (SHA-NI; coreutils' \`sha256sum\` is about 3× slower
-here), against the raw disk's digest. mtftpd's \`--verify\` re-reads the whole
-disk and checks the image digest: data chunks by SHA-256, holes by checking
-for zeros. "Written" is when the last disk was complete, before its
-verification. "Wire" is the server's eth0 TX bytes during the run (frames:
-Ethernet, IP and UDP headers included), ÷ the file that tool sends; "stream"
-is the multicast session's own count (\`wire_bytes\` in its log line).
-mtftpd ran twice: as is (the index by TFTP) and with \`--http\` (the index
-by an HTTP Range request to the server's mirror).
-
-| | pipeline (udpcast + zstd) | mtftpd | mtftpd --http |
-|---|---|---|---|
-EOF
-		rw "time until all verified" time " s"
-		rw "time until all written" written " s"
-		rw "disks verified" ok " / $RECEIVERS"
-		rw "server eth0 TX bytes" wire
-		rw "eth0 TX ÷ stored size" ratio "×"
-		printf '| multicast stream ÷ stored size | | %s× | %s× |\n' "${R[tftp,logratio]}" "${R[http,logratio]}"
-		rw "CPU seconds, all receivers" cpu
-		rw "CPU seconds, server" srvcpu
-		rw "machine busy CPU seconds (of wall × CPUs)" busy
-		rw "wall × CPUs" cap
-		rw "stolen by the hypervisor, CPU seconds" steal
-		rw "peak RSS of one receiver, largest (kB)" rss
-		rw "peak RSS of one receiver, median (kB)" rssmed
-		rw "other work's CPUs just before (2 s sample)" other
-		t_ratio=$(calc "${R[tftp,time]} / ${R[pipe,time]}" 2)
-		h_ratio=$(calc "${R[http,time]} / ${R[pipe,time]}" 2)
-		tw_ratio=$(calc "${R[tftp,time]} / ${R[pipe,written]}" 2)
-		hw_ratio=$(calc "${R[http,time]} / ${R[pipe,written]}" 2)
-		ww_ratio=$(calc "${R[tftp,written]} / ${R[pipe,written]}" 2)
-		hww_ratio=$(calc "${R[http,written]} / ${R[pipe,written]}" 2)
-		cat <<EOF
-
-Pipeline receivers: the peak RSS is the largest of bash, udp-receiver, zstd
-and openssl in each client. mtftpd: longest index phase ${R[tftp,index]} s (TFTP) and
-${R[http,index]} s (HTTP); longest verify phase ${R[tftp,verify]} s and ${R[http,verify]} s;
-sessions logged ${R[tftp,sessions]} and ${R[http,sessions]} (receivers counted ${R[tftp,recv]} and ${R[http,recv]},
-completed ${R[tftp,done]} and ${R[http,done]}); ${R[tftp,mstats]} (TFTP index run);
-${R[http,mstats]} (HTTP index run). Server session log: ${R[tftp,sessdetail]} (TFTP
-index run); ${R[http,sessdetail]} (HTTP index run). \`cmp\` of three disks against the raw
-disk: ${R[tftp,cmp]} and ${R[http,cmp]} of 3 identical.
-
-* **Time**: mtftpd took $t_ratio× the pipeline's time until verified ($h_ratio× with
-  --http); target ≤ 0.5×: $(pass "$t_ratio" 0.5 le) ($(pass "$h_ratio" 0.5 le) with --http). Against the
-  pipeline's time without any verification, mtftpd with its verification
-  took $tw_ratio× ($hw_ratio×); until all written, $ww_ratio× ($hww_ratio×).
-* **Wire**: on eth0, ${R[tftp,ratio]}× the stored size ($(pass "${R[tftp,ratio]}" 1.05 le)), ${R[http,ratio]}× with
-  --http ($(pass "${R[http,ratio]}" 1.05 le)); the multicast stream alone, ${R[tftp,logratio]}× and ${R[http,logratio]}×
-  ($(pass "${R[tftp,logratio]}" 1.05 le), $(pass "${R[http,logratio]}" 1.05 le)). Target ≤ 1.05×.
-EOF
-		if has_part rss; then
-			cat <<EOF
-* **Where eth0 bytes beyond the stream go.** Every receiver fetches the
-  index by unicast before it joins. Measured alone (a deploy to a disk that
-  already holds the room image, so nothing else is fetched): $idx_tftp bytes by
-  TFTP, $idx_http by HTTP, for an index of $(($(info_of room file_size) - $(info_of room data_size))) bytes. By TFTP the deploy reads
-  about 1 MiB whatever the index size: the TFTP client (tftp/client.go)
-  buffers 1 MiB before it hands anything to the index reader, which stops
-  the transfer only after that. × $RECEIVERS receivers that is $(mb $((idx_tftp * RECEIVERS))) MB
-  ($(calc "100 * $idx_tftp * $RECEIVERS / $img_size" 1) % of this image; $(calc "100 * $idx_tftp * $RECEIVERS / $issue_size" 1) % of the issue image); by HTTP
-  $(mb $((idx_http * RECEIVERS))) MB ($(calc "100 * $idx_http * $RECEIVERS / $img_size" 1) %, and $(calc "100 * $idx_http * $RECEIVERS / $issue_size" 1) % of the issue image): the index grows with the raw
-  size, not the data, so it weighs more in this thin room image.
-EOF
-		fi
-		echo
-	fi
-	if has_part create; then
-		cat <<EOF
-## \`image create\` vs \`zstd -T0 -3\`
-
-The issue image, same input file for both, in RAM (tmpfs), output to tmpfs,
-fastest of $REPEAT or more runs, each started on a quiet machine; MB/s of raw
-input. CPU seconds are user + system; "other" is the CPUs other work kept
-busy on average during the run shown.
-
-| input | tool | wall | CPU s | other | MB/s raw | output | create ÷ zstd: MB/s (CPU) |
-|---|---|---|---|---|---|---|---|
-EOF
-		for row in "sparse:$RAW:raw disk, holes unallocated" "full:$RAW:same disk fully allocated" "dense:$DATA:its data alone"; do
-			IFS=: read -r name bytes label <<<"$row"
-			read -r zw zu zs _ zo <<<"${CR[$name,zstd]}"
-			read -r cw cu cs _ co <<<"${CR[$name,create]}"
-			r=$(calc "$zw / $cw" 2)
-			echo "| $label ($(mb "$bytes") MB) | zstd -T0 -3 | $zw s | $(calc "$zu + $zs" 1) | $zo | $(calc "$bytes / $zw / 1e6" 0) | $(mb "${CRSZ[$name,zstd]}") MB | |"
-			echo "| | image create | $cw s | $(calc "$cu + $cs" 1) | $co | $(calc "$bytes / $cw / 1e6" 0) | $(mb "${CRSZ[$name,create]}") MB | **${r}×** ($(pass "$r" 0.8 ge)); CPU $(calc "($cu + $cs) / ($zu + $zs)" 2)× |"
-		done
-		echo
-		echo "Target: ≥ 0.8× zstd -T0's MB/s."
-		echo
-	fi
-	if has_part one; then
-		read -r nw _ <"$work/t.net"
-		read -r dfw _ <"$work/t.dd.fsync"
-		read -r ddw _ <"$work/t.dd.direct"
-		read -r pw _ <"$work/t.dep"
-		dw=$(awk -v a="$dfw" -v b="$ddw" 'BEGIN { print (a < b) ? a : b }')
-		net_mbs=$(calc "$RAW / $nw / 1e6" 0)
-		dd_mbs=$(calc "$RAW / $dw / 1e6" 0)
-		dep_mbs=$(calc "$RAW / $pw / 1e6" 0)
-		low=$(awk -v a="$net_mbs" -v b="$dd_mbs" 'BEGIN { print (a < b) ? a : b }')
-		lowname=$(awk -v a="$net_mbs" -v b="$dd_mbs" 'BEGIN { print (a < b) ? "the network" : "the device" }')
-		r=$(calc "$dep_mbs / $low" 2)
-		phases=$(jq -r '.phases | to_entries | map("\(.key) \(.value * 100 | round / 100) s") | join(", ")' "$work/dep.json")
-		cat <<EOF
-## One receiver: deploy vs the device and the network alone
-
-The issue image. MB/s of the raw disk ($RAW_GB GiB), best of $REPEAT, each on a
-fresh loop device over a sparse file in tmpfs. The network figure is how
-fast the image file ($(mb "$issue_size") MB) comes by \`get --multicast\` from the same
-server in the lab, expressed per raw byte (raw size ÷ its time). Times run
-from launching the command and include joining the session (the server
-starts it as soon as one receiver joined).
-
-| | wall | MB/s of raw disk |
-|---|---|---|
-| device alone: \`dd if=raw of=/dev/loopN bs=4M conv=fsync\` | $dfw s | $(calc "$RAW / $dfw / 1e6" 0) |
-| device alone: the same with \`oflag=direct\` | $ddw s | $(calc "$RAW / $ddw / 1e6" 0) |
-| network alone: \`get --multicast\` of the image file | $nw s | $net_mbs ($(calc "$issue_size / $nw / 1e6" 0) MB/s of image) |
-| \`image deploy --no-resume\` to the loop device | $pw s | $dep_mbs |
-
-The device limit is the faster dd. Deploy phases (its best run): $phases.
-Deploy ÷ the lower limit ($lowname, $low MB/s): **${r}×** (target ≥ 0.8×: $(pass "$r" 0.8 ge)).
-
-EOF
-	fi
-	if has_part rss; then
-		r=$(calc "${RSS[issue]} / ${RSS[small]}" 3)
-		rl=$(calc "${RSS[large]} / ${RSS[issue]}" 3)
-		cat <<EOF
-## Receiver memory: $SMALL_GB GiB vs $RAW_GB GiB raw (and $LARGE_GB GiB)
-
-Peak RSS (\`/usr/bin/time\` maximum resident set size) of one
-\`image deploy --verify --no-resume\` into a sparse file in tmpfs, and the
-largest live heap the Go runtime reported after a GC
-(\`GODEBUG=gctrace=1\`), the largest of $REPEAT runs each. Small, issue and
-large have the same density.
-
-| image | raw | data | stored | peak RSS | largest live heap |
-|---|---|---|---|---|---|
-| small | $SMALL_GB GiB | $(calc "$SMALL_DATA / $MiB" 0) MiB | $(mb "$(info_of small file_size)") MB | ${RSS[small]} kB | ${LIVE[small]} MiB |
-| issue | $RAW_GB GiB | $DATA_MB MiB | $(mb "$issue_size") MB | ${RSS[issue]} kB | ${LIVE[issue]} MiB |
-| large | $LARGE_GB GiB | $(calc "$LARGE_DATA / $MiB" 0) MiB | $(mb "$(info_of large file_size)") MB | ${RSS[large]} kB | ${LIVE[large]} MiB |
-| room | $RAW_GB GiB | $ROOM_DATA_MB MiB | $(mb "$img_size") MB | ${RSS[room]} kB | ${LIVE[room]} MiB |
-
-$RAW_GB GiB ÷ $SMALL_GB GiB at the same density: **${r}×** (target within 10 %: $(awk -v r="$r" 'BEGIN { print (r <= 1.1 && r >= 0.9) ? "met" : "**missed**" }')).
-$LARGE_GB GiB ÷ $RAW_GB GiB: ${rl}×.
-
-EOF
-	fi
-	cat <<EOF
-## Commands
-
-\`\`\`
-RECEIVERS=$RECEIVERS RAW_GB=$RAW_GB DATA_MB=$DATA_MB ROOM_DATA_MB=$ROOM_DATA_MB SMALL_GB=$SMALL_GB LARGE_GB=$LARGE_GB REPEAT=$REPEAT scripts/bench-image.sh
-# images
-zstd -T0 -3 -q -f room.raw -o room.zst
-mtftpd image create -q room.raw -o root/images/room.img
-# pipeline: server side (namespace srv), then each client
-udp-sender --file room.zst --interface eth0 --min-receivers $RECEIVERS --max-wait 120 --nokbd \\
-    --mcast-data-address 239.255.9.9 --mcast-rdv-address 239.255.9.8
-udp-receiver --nokbd --interface eth0 --mcast-rdv-address 239.255.9.8 | zstd -d -q --sparse -o DISK
-openssl dgst -sha256 -r DISK
-# mtftpd: server (mtftpd.toml: tftp.root = root, http.listen = "0.0.0.0:80", plus
-#   [[mtftp.start]]
-#   files = "images/*"
-#   min_receivers = $RECEIVERS
-#   max_wait = "120s"
-# ), then each client (and again with --http http://$SRV)
-mtftpd serve --config mtftpd.toml
-mtftpd image deploy --json --verify --no-resume --timeout 60s $SRV images/room.img DISK
-# one receiver (server: [mtftp] native_min_receivers = 1), the issue image
-mtftpd get -q --multicast -o net.out $SRV images/issue.img
-dd if=issue.raw of=/dev/loopN bs=4M conv=fsync     # and with oflag=direct
-mtftpd image deploy --json --no-resume $SRV images/issue.img /dev/loopN
-# memory
-GODEBUG=gctrace=1 /usr/bin/time -f %M mtftpd image deploy -q --verify --no-resume $SRV images/small.img disk.raw
-\`\`\`
-
-Waits for a quiet machine (those longer than 4 s):
-EOF
-	for l in "${QUIET_LOG[@]}"; do echo "* $l"; done
-	cat <<EOF
-
-## What limits these numbers
-
-* **Two cores for everything.** The server, all $RECEIVERS receivers and the
-  kernel's multicast delivery to $RECEIVERS sockets over $RECEIVERS veths share the
-  machine's $(nproc) CPUs; in a room each machine has its own. The room times
-  are CPU time spread over two cores: the receivers' CPU seconds explain them
-  more than the network does.
-* **The pipeline decompresses and hashes the whole raw disk in every
-  client** ($RAW_GB GiB each, holes included: zstd and udpcast do not know
-  where the holes are); mtftpd punches the holes and checks them for zeros.
-* **Image create** is bound by the zstd encoder's CPU: klauspost/compress in
-  Go against the C zstd (see docs/image-format.md).
-* **One receiver** on tmpfs: the device limit is memory bandwidth through
-  the loop driver; the network limit is mtftpd's own native stream in the
-  lab (veth, one receiver, rate discovered from loss), so deploy ÷ network
-  is the cost of zeroing the holes, decoding, checking and writing on top of
-  receiving.
-EOF
-} >"$OUT"
-info "done: $OUT"
+# The run as JSON (bench.ImageRun, docs/bench-json.md), kept in bench-out/;
+# `mtftpd bench report image` renders it. The hand-written paragraphs of
+# the previous report (between <!-- notes NAME --> and <!-- /notes NAME -->)
+# are carried over.
+notes_of() { # NAME
+	[ -f "$OUT" ] || return 0
+	sed -n "/^<!-- notes $1 -->\$/,/^<!-- \/notes $1 -->\$/p" "$OUT" | sed '1d;$d'
+}
+json_of() { if [ -s "$1" ]; then cat "$1"; else echo null; fi; } # FILE, or null when the part did not run
+mkdir -p bench-out
+run=bench-out/image-$(date -u +%Y%m%d-%H%M%S).json
+jq -n --arg date "$(date -u +%FT%TZ)" --argjson host "$(host_json)" --argjson mem "$(meminfo MemTotal)" --arg ver "$ver" \
+	--arg l0 "$load_start" --arg l1 "$(load)" --argjson busy "$BUSY_MAX" --argjson qw "$QUIET_WAIT" \
+	--argjson n "$RECEIVERS" --argjson raw "$RAW_GB" --argjson data "$DATA_MB" --argjson room_data "$ROOM_DATA_MB" \
+	--argjson small "$SMALL_GB" --argjson large "$LARGE_GB" --argjson repeat "$REPEAT" --arg srv "$SRV" \
+	--slurpfile issue "$work/issue.fig" --slurpfile smallf "$work/small.fig" --slurpfile roomf "$work/room.fig" \
+	--argjson largef "$(json_of "$work/large.fig")" --argjson zst "$zst_size" \
+	--argjson create "$(if [ -s "$work/create.jsonl" ]; then jq -s . "$work/create.jsonl"; else echo null; fi)" \
+	--argjson one "$(json_of "$work/one.json")" --argjson rss "$(json_of "$work/rss.json")" --argjson room "$(json_of "$work/room.json")" \
+	--arg nroom "$(notes_of room)" --arg nrss "$(notes_of rss)" \
+	'{date: $date, host: $host, mem_total_kib: $mem, version: $ver, load_start: $l0, load_end: $l1, busy_max: $busy,
+	  quiet_wait_seconds: $qw, receivers: $n, raw_gb: $raw, data_mb: $data, room_data_mb: $room_data, small_gb: $small,
+	  large_gb: $large, repeat: $repeat, server: $srv,
+	  images: {issue: $issue[0], small: $smallf[0], room: $roomf[0], large: $largef}, room_zst_size: $zst,
+	  create: $create, one: $one, rss: $rss, room: $room, quiet_log: $ARGS.positional, notes: {room: $nroom, rss: $nrss}}' \
+	--args "${QUIET_LOG[@]}" >"$run"
+mkdir -p "$(dirname "$OUT")"
+"$bin" bench report image --in "$run" -o "$OUT" || die "bench report image failed (the run is in $run)"
+info "done: $OUT (the run: $run)"

@@ -18,6 +18,9 @@
 #   STATUS_BENCH_PROFILE=uefi     bench tftp profile (blksize 1468, windowsize 4)
 #   STATUS_BENCH_SIZE_MIB=4       file size
 #   MTFTPD_BIN=/tmp/mtftpd-bench-status   built here unless STATUS_BENCH_SKIP_BUILD=1
+#
+# Results: the run as JSON in bench-out/status-YYYYmmdd-HHMMSS.json, rendered
+# by `mtftpd bench report status` to markdown on stdout and in .md beside it.
 
 # shellcheck disable=SC2016 # at_exit's commands expand at exit
 set -euo pipefail
@@ -35,7 +38,7 @@ MTFTPD_BIN=${MTFTPD_BIN:-/tmp/mtftpd-bench-status}
 [[ "$CLIENTS" =~ ^[0-9]+$ ]] && [ "$CLIENTS" -ge 1 ] && [ "$CLIENTS" -le 1000 ] || die "STATUS_BENCH_CLIENTS must be 1..1000"
 [[ "$VIEWERS" =~ ^[0-9]+$ ]] && [ "$VIEWERS" -ge 1 ] && [ "$VIEWERS" -le 200 ] || die "STATUS_BENCH_VIEWERS must be 1..200"
 [[ "$SIZE_MIB" =~ ^[0-9]+$ ]] && [ "$SIZE_MIB" -ge 1 ] && [ "$SIZE_MIB" -le 1024 ] || die "STATUS_BENCH_SIZE_MIB must be 1..1024"
-for t in curl awk sha256sum; do command -v "$t" >/dev/null || die "missing tool: $t"; done
+for t in curl jq sha256sum; do command -v "$t" >/dev/null || die "missing tool: $t"; done
 
 REPO=$BENCH_REPO
 TFTP=127.0.0.1:16989
@@ -85,7 +88,7 @@ view() { exec "$MTFTPD_BIN" status --watch --interval 1s --recent 0 "http://$HTT
 SOURCES="127.1.0.1-127.1.$((CLIENTS / 256)).$((CLIENTS % 256))"
 secs=${DURATION%s}
 [[ "$secs" =~ ^[0-9]+$ ]] || die "STATUS_BENCH_DURATION must be whole seconds (e.g. 20s)"
-run() { # label
+run() { # label: one bench tftp run, its report in $WORK/label.json
   local label=$1 json="$WORK/$1.json"
   if [[ "$label" == on* ]]; then
     for v in $(seq 1 "$VIEWERS"); do view & VIEWER_PIDS+=($!); done
@@ -97,44 +100,47 @@ run() { # label
     [ -s "$json" ] || die "bench run $label failed: $(tail -5 "$WORK/$label.out")"
   # A run with no download finished in time exits 1 but still measured
   # the bytes delivered; a failed (wrong or broken) download is fatal.
-  grep -Eq '"failed": ?0[,}[:space:]]' "$json" || die "bench run $label had failed downloads: $(tail -5 "$WORK/$label.out")"
+  jq -e '.failed == 0' "$json" >/dev/null || die "bench run $label had failed downloads: $(tail -5 "$WORK/$label.out")"
   stop_viewers
-  awk -F'"aggregate_mbps":' 'NF>1{split($2,a,/[,}]/); printf "%.1f", a[1]}' "$json"
 }
 
-# cpu: the server's user+system CPU time so far, in clock ticks.
-cpu() { awk '{print $14 + $15}' "/proc/$SRV/stat"; }
-bytes_of() { awk -F'"bytes":' 'NF>1{split($2,a,/[,}]/); print a[1]}' "$WORK/$1.json"; }
+# cpu: the server's user+system CPU time so far, in clock ticks (fields
+# 14 and 15 of /proc/PID/stat; comm may hold spaces).
+cpu() {
+  local s f
+  s=$(<"/proc/$SRV/stat")
+  read -r -a f <<<"${s##*) }"
+  echo $((f[11] + f[12]))
+}
+mbps() { jq -r '.aggregate_mbps * 10 | round / 10' "$WORK/$1.json"; }
 
 info "$CLIENTS clients, profile $PROFILE, ${SIZE_MIB} MiB file, $DURATION per run, $VIEWERS viewers + 1 scraper when on, $PAIRS pairs"
 # Throughput on a shared machine is noisy; the server's CPU time per GB
 # delivered is steadier, and is what the page would take from transfers
 # on a busy server.
-TCK=$(getconf CLK_TCK)
-declare -a OFF=() ON=() RATIO=() COFF=() CON=()
+: >"$WORK/pairs.jsonl"
 for p in $(seq 1 "$PAIRS"); do
-  c0=$(cpu); off=$(run "off$p"); c1=$(cpu); on=$(run "on$p"); c2=$(cpu)
-  r=$(awk -v a="$off" -v b="$on" 'BEGIN{printf "%.4f", b/a}')
-  coff=$(awk -v t=$((c1 - c0)) -v b="$(bytes_of "off$p")" -v k="$TCK" 'BEGIN{printf "%.2f", t / k / (b / 1e9)}')
-  con=$(awk -v t=$((c2 - c1)) -v b="$(bytes_of "on$p")" -v k="$TCK" 'BEGIN{printf "%.2f", t / k / (b / 1e9)}')
-  OFF+=("$off"); ON+=("$on"); RATIO+=("$r"); COFF+=("$coff"); CON+=("$con")
-  info "pair $p: off $off MB/s ($coff CPU s/GB), on $on MB/s ($con CPU s/GB), on/off $r"
+  c0=$(cpu); run "off$p"; c1=$(cpu); run "on$p"; c2=$(cpu)
+  jq -cn --slurpfile off "$WORK/off$p.json" --slurpfile on "$WORK/on$p.json" --argjson t0 $((c1 - c0)) --argjson t1 $((c2 - c1)) \
+    '{off: ($off[0] | {aggregate_mbps, bytes, server_cpu_ticks: $t0}), on: ($on[0] | {aggregate_mbps, bytes, server_cpu_ticks: $t1})}' \
+    >>"$WORK/pairs.jsonl"
+  info "pair $p: off $(mbps "off$p") MB/s ($((c1 - c0)) CPU ticks), on $(mbps "on$p") MB/s ($((c2 - c1)) ticks)"
 done
-med=$(printf '%s\n' "${RATIO[@]}" | sort -n | awk '{a[NR]=$1} END{print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}')
-echo "| pair | page closed MB/s | page open MB/s | open/closed | server CPU s/GB closed | open |"
-echo "|---|---|---|---|---|---|"
-for i in "${!RATIO[@]}"; do
-  echo "| $((i + 1)) | ${OFF[$i]} | ${ON[$i]} | ${RATIO[$i]} | ${COFF[$i]} | ${CON[$i]} |"
-done
-echo
 # What the pages cost an idle server (no transfers; 256 recent ones in
 # the ring from the runs above): its CPU time per second of polling.
+IDLE=30
 for v in $(seq 1 "$VIEWERS"); do view & VIEWER_PIDS+=($!); done
-poll "http://$HTTP/metrics" 30 & VIEWER_PIDS+=($!)
-c0=$(cpu); sleep 30; c1=$(cpu)
+poll "http://$HTTP/metrics" $IDLE & VIEWER_PIDS+=($!)
+c0=$(cpu); sleep $IDLE; c1=$(cpu)
 stop_viewers
-idle=$(awk -v t=$((c1 - c0)) -v k="$TCK" 'BEGIN{printf "%.1f", t / k / 30 * 1000}')
-cmed() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END{print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
-echo "median server CPU s/GB: closed $(cmed "${COFF[@]}"), open $(cmed "${CON[@]}")"
-echo "server CPU serving $VIEWERS pages + 1 scraper, no transfers: $idle ms per second"
-echo "median open/closed: $med ($CLIENTS clients, $PROFILE, $VIEWERS viewers polling /api/transfers at 1/s + /metrics at 1/s)"
+
+# The run as JSON (docs/bench-json.md), rendered by `mtftpd bench report status`.
+mkdir -p "$REPO/bench-out"
+out="$REPO/bench-out/status-$(date -u +%Y%m%d-%H%M%S)"
+jq -n --arg date "$(date -u +%FT%TZ)" --argjson host "$(host_json)" --argjson clients "$CLIENTS" --argjson viewers "$VIEWERS" \
+  --arg profile "$PROFILE" --argjson size "$SIZE_MIB" --arg dur "$DURATION" --argjson clk "$(getconf CLK_TCK)" \
+  --slurpfile pairs "$WORK/pairs.jsonl" --argjson idle $((c1 - c0)) --argjson secs "$IDLE" \
+  '{date: $date, host: $host, clients: $clients, viewers: $viewers, profile: $profile, size_mib: $size, duration: $dur,
+    clk_tck: $clk, pairs: $pairs, idle_cpu_ticks: $idle, idle_seconds: $secs}' >"$out.json"
+"$MTFTPD_BIN" bench report status --in "$out.json" -o "$out.md" || die "bench report status failed (the run is in $out.json)"
+cat "$out.md"

@@ -241,8 +241,10 @@ run_one() {
      + (if $note != "" then {note: $note} else {} end)' >>"$WORK/rows.jsonl"
 }
 
-for name in "${SERVERS[@]}"; do
-  for conc in "${CONCS[@]}"; do
+# by concurrency, then server: the rows compared in a ratio run close
+# together in time, on a machine whose load drifts
+for conc in "${CONCS[@]}"; do
+  for name in "${SERVERS[@]}"; do
     run_one "$name" "$conc"
   done
 done

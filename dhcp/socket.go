@@ -22,10 +22,13 @@ const (
 	// the buffer is treated as truncated.
 	readBufSize = 4096
 	// readBatch is how many datagrams one read takes (recvmmsg on Linux,
-	// one elsewhere): the requests that queued while the last batch's
-	// leases were synced, answered with one more sync. 32 × readBufSize
-	// is 128 KiB per socket.
+	// one elsewhere): the requests that queued while the reader worked.
+	// 32 × readBufSize is 128 KiB per socket.
 	readBatch = 32
+	// commitQueue bounds the batches of replies waiting for the lease
+	// file; a full queue holds the reader back (the kernel's receive
+	// buffer absorbs the burst) rather than dropping what we decided.
+	commitQueue = 256
 	// ifaceTTL is how long an interface's addresses are cached.
 	ifaceTTL = 30 * time.Second
 )
@@ -45,15 +48,23 @@ type pending struct {
 	src netip.Addr
 }
 
+// held is one read batch's replies that wait for the disk, until change
+// seq is durable.
+type held struct {
+	k   *sock
+	ps  []pending
+	seq uint64
+}
+
 // Serve opens the sockets (Addr, and ProxyPort in proxy mode; one per
 // interface with Interfaces; SO_REUSEADDR, SO_BROADCAST, IP_PKTINFO) and
 // answers requests until ctx is cancelled (it returns nil) or Shutdown is
-// called (ErrServerClosed). Each socket has one read loop that reads
-// the requests queued on it in batches (readLoop): the ACKs of a batch
-// share one lease-file sync, and the requests that arrive during it make
-// the next batch, so writes group by themselves with no hand-off to
-// another goroutine. Replies waiting for the disk are still sent when
-// Serve stops; then the lease file is flushed. Serve may be called once.
+// called (ErrServerClosed). Each socket has one read loop, which reads
+// the requests queued on it in batches; lease-file commits run in one
+// more goroutine, which takes a batch's ACKs at once, so the readers
+// never wait for the disk (OFFERs go out during a sync) while writes are
+// grouped. Replies waiting for the disk are still sent when Serve stops;
+// then the lease file is flushed. Serve may be called once.
 func (s *Server) Serve(ctx context.Context) error {
 	if err := s.setup(); err != nil {
 		return err
@@ -94,10 +105,12 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	close(ready)
 
-	var readers sync.WaitGroup
+	queue := make(chan held, commitQueue)
+	var committer, readers sync.WaitGroup
+	committer.Go(func() { s.commitLoop(queue) })
 	var stopping atomic.Bool
 	for _, k := range socks {
-		readers.Go(func() { s.readLoop(k, &stopping) })
+		readers.Go(func() { s.readLoop(k, queue, &stopping) })
 	}
 
 	select {
@@ -112,6 +125,8 @@ func (s *Server) Serve(ctx context.Context) error {
 		k.c.SetReadDeadline(time.Unix(1, 0))
 	}
 	readers.Wait()
+	close(queue)
+	committer.Wait()
 	for _, k := range socks {
 		k.c.Close()
 	}
@@ -238,17 +253,14 @@ func (s *Server) listen(ctx context.Context) ([]*sock, error) {
 
 // readLoop reads one socket until Serve stops, a batch of the datagrams
 // queued at a time. Replies that need no disk go at once; those that
-// commit a lease are held until the batch's last change is durable —
-// one sync for the batch, written by this reader or shared with another
-// socket's (leaseStore.wait) — and then sent.
-func (s *Server) readLoop(k *sock, stopping *atomic.Bool) {
+// commit a lease go to the commit queue, one item per batch.
+func (s *Server) readLoop(k *sock, queue chan<- held, stopping *atomic.Bool) {
 	ms := make([]ipv4.Message, readBatch)
 	for i := range ms {
 		ms[i].Buffers = [][]byte{make([]byte, readBufSize)}
 		ms[i].OOB = ipv4.NewControlMessage(ipv4.FlagDst | ipv4.FlagInterface)
 	}
 	cms := make([]ipv4.ControlMessage, readBatch)
-	var held []pending
 	for {
 		n, err := k.readBatch(ms, cms)
 		if err != nil {
@@ -259,12 +271,12 @@ func (s *Server) readLoop(k *sock, stopping *atomic.Bool) {
 			s.logged("read-error", func(e *zerolog.Event) { e.Err(err).Msg("dhcp: read") })
 			continue
 		}
-		var seq uint64
+		h := held{k: k}
 		for i := range ms[:n] {
 			out, src, q := s.request1(k, &ms[i], &cms[i])
 			if q > 0 && s.store != nil {
-				held = append(held, pending{out: out, src: src})
-				seq = max(seq, q)
+				h.ps = append(h.ps, pending{out: out, src: src})
+				h.seq = max(h.seq, q)
 				continue
 			}
 			if out != nil {
@@ -272,19 +284,27 @@ func (s *Server) readLoop(k *sock, stopping *atomic.Bool) {
 				s.send(k, out, src)
 			}
 		}
-		if len(held) == 0 {
-			continue
+		if len(h.ps) > 0 {
+			queue <- h
 		}
-		if err := s.store.wait(seq); err == nil { // else counted and logged by leaseWritten; the clients retry
-			for _, p := range held {
-				if p.out != nil {
-					p.out.released()
-					s.send(k, p.out, p.src)
-				}
+	}
+}
+
+// commitLoop sends each batch's held replies once its lease changes are
+// on disk. The first wait writes everything changed so far, so the
+// batches queued behind it usually find theirs already durable: group
+// commit.
+func (s *Server) commitLoop(queue <-chan held) {
+	for h := range queue {
+		if err := s.store.wait(h.seq); err != nil {
+			continue // counted and logged by leaseWritten; the clients retry
+		}
+		for _, p := range h.ps {
+			if p.out != nil {
+				p.out.released()
+				s.send(h.k, p.out, p.src)
 			}
 		}
-		clear(held)
-		held = held[:0]
 	}
 }
 

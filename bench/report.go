@@ -351,6 +351,12 @@ type DHCPRun struct {
 	Rows          []DHCPRow `json:"rows"`
 	Logs          []DHCPLog `json:"logs"`
 	Commands      []string  `json:"commands"`
+	// MTFTPDBase is the binary of the "mtftpd-base" rows (MTFTPD_BASE_BIN:
+	// a before/after in one run); "" without them.
+	MTFTPDBase string `json:"mtftpd_base,omitempty"`
+	// MTFTPDPool is mtftpd's "prefix first-last" when BENCH_POOL set one
+	// other than the peers' range; "" when it is the same.
+	MTFTPDPool string `json:"mtftpd_pool,omitempty"`
 }
 
 // DHCPRow is one server at one concurrency.
@@ -359,6 +365,9 @@ type DHCPRow struct {
 	Concurrency int         `json:"concurrency"`
 	Report      *DHCPReport `json:"report"`
 	Note        string      `json:"note,omitempty"`
+	// PeakRSSMiB is the server's VmHWM when the storm ended; nil: not
+	// read (no row, or the server had gone).
+	PeakRSSMiB *float64 `json:"peak_rss_mib,omitempty"`
 }
 
 // DHCPLog is what one server logged besides start-up and shut-down.
@@ -384,7 +393,11 @@ func (r *DHCPRun) Cells(server string, conc int) []string {
 		if row != nil && row.Note != "" {
 			note = row.Note
 		}
-		return append([]string{note}, make([]string, 8)...)
+		return append([]string{note}, make([]string, 9)...)
+	}
+	rss := "n/a"
+	if row.PeakRSSMiB != nil {
+		rss = round(*row.PeakRSSMiB, 1)
 	}
 	rep := row.Report
 	failed := "0"
@@ -394,19 +407,25 @@ func (r *DHCPRun) Cells(server string, conc int) []string {
 	return []string{round(math.Round(rep.ExchangesPerSec*10)/10, -1),
 		round(math.Round(rep.LatencyMs.P50*100)/100, -1), round(math.Round(rep.LatencyMs.P99*100)/100, -1),
 		fmt.Sprintf("%d/%d", rep.Completed, rep.Clients), failed, strconv.Itoa(rep.NAKs),
-		strconv.Itoa(rep.DuplicateOffers), strconv.Itoa(rep.DuplicateAcks), strconv.Itoa(rep.Retransmits)}
+		strconv.Itoa(rep.DuplicateOffers), strconv.Itoa(rep.DuplicateAcks), strconv.Itoa(rep.Retransmits), rss}
 }
 
 // Ratio is mtftpd's exchanges/s over other's at conc, "n/a" without both.
-func (r *DHCPRun) Ratio(other string, conc int) string {
+func (r *DHCPRun) Ratio(other string, conc int) string { return r.RatioOf("mtftpd", other, conc) }
+
+// RatioOf is server a's exchanges/s over b's at conc, "n/a" without both.
+func (r *DHCPRun) RatioOf(a, b string, conc int) string {
 	rate := func(s string) string {
 		if row := r.find(s, conc); row != nil && row.Report != nil {
 			return round(math.Round(row.Report.ExchangesPerSec*10)/10, -1)
 		}
 		return ""
 	}
-	return ratioText(rate("mtftpd"), rate(other))
+	return ratioText(rate(a), rate(b))
 }
+
+// HasBase reports whether the run has mtftpd-base rows.
+func (r *DHCPRun) HasBase() bool { return slices.Contains(r.Servers, "mtftpd-base") }
 
 // counts is "k n, k n" in key order.
 func counts(m map[string]int) string {

@@ -214,13 +214,15 @@ type journalEnd struct {
 	good    int64 // bytes of magic and good records: where the next record goes
 	records int   // good records
 	torn    int64 // bytes of a torn last write dropped after good (0: none)
+	zeros   int64 // bytes of zeros after good: the room the store grew ahead (0: none)
 }
 
 // readJournal reads a journal of size bytes from r and calls apply on
-// each good record in order. It stops at the end, at a torn last write
-// (dropped, reported in journalEnd.torn), or at damage, returned as a
-// *CorruptError (records before it were applied). Memory is bounded by
-// maxPayload whatever the input; CPU by its size.
+// each good record in order. It stops at the end, at zeros that run to
+// the end (the room the store grows ahead, journalEnd.zeros), at a torn
+// last write (dropped, reported in journalEnd.torn), or at damage,
+// returned as a *CorruptError (records before it were applied). Memory
+// is bounded by maxPayload whatever the input; CPU by its size.
 func readJournal(r io.Reader, size int64, apply func(*jrec) error) (journalEnd, error) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	var end journalEnd
@@ -243,39 +245,51 @@ func readJournal(r io.Reader, size int64, apply func(*jrec) error) (journalEnd, 
 		corrupt := func(reason string) (journalEnd, error) {
 			return end, &CorruptError{Offset: off, Size: size, Reason: reason}
 		}
-		torn := func() (journalEnd, error) {
-			if size-off > maxWrite {
-				return corrupt(fmt.Sprintf("a record that looks torn, %d bytes before the end (one append writes at most %d)", size-off, maxWrite))
+		// torn ends the read at a record that is not whole, read is
+		// what of it was read: zeros up to the end are the room grown
+		// ahead; else what one append could have written — data no
+		// further than maxWrite from off — is a torn last write, and
+		// data beyond it was synced long ago: damage.
+		torn := func(read []byte) (journalEnd, error) {
+			last, err := lastNonZero(br, read, off)
+			switch {
+			case err != nil:
+				return end, err
+			case last == off:
+				end.zeros = size - off
+				return end, nil
+			case last-off > maxWrite:
+				return corrupt(fmt.Sprintf("a record that looks torn, with data %d bytes after it (one append writes at most %d)", last-off, maxWrite))
 			}
 			end.torn = size - off
 			return end, nil
 		}
 		if n < recHeader {
-			return torn() // cut short by the end of the file
+			return torn(buf[:n]) // cut short by the end of the file
 		}
 		plen := int64(binary.LittleEndian.Uint32(buf))
 		sum := binary.LittleEndian.Uint32(buf[4:])
 		switch {
 		case plen == 0 && sum == 0:
-			return torn() // never written: zeros
+			return torn(buf[:recHeader]) // never written: zeros
 		case plen == 0 || plen > maxPayload:
 			if zeroPiece(buf[:recHeader], off) {
-				return torn() // part of the header never written
+				return torn(buf[:recHeader]) // part of the header never written
 			}
 			return corrupt(fmt.Sprintf("record length %d (1..%d)", plen, maxPayload))
 		case off+recHeader+plen > size:
-			return torn()
+			return torn(buf[:recHeader])
 		}
 		if int64(cap(buf)) < recHeader+plen {
 			buf = append(buf[:recHeader], make([]byte, plen)...)
 		}
 		buf = buf[:recHeader+plen]
-		if _, err := io.ReadFull(br, buf[recHeader:]); err != nil {
-			return torn() // the file shrank under us: its end moved
+		if k, err := io.ReadFull(br, buf[recHeader:]); err != nil {
+			return torn(buf[:recHeader+k]) // the file shrank under us: its end moved
 		}
 		if crc32.Checksum(buf[recHeader:], castagnoli) != sum {
 			if zeroPiece(buf, off) {
-				return torn()
+				return torn(buf)
 			}
 			return corrupt("checksum mismatch")
 		}
@@ -287,6 +301,36 @@ func readJournal(r io.Reader, size int64, apply func(*jrec) error) (journalEnd, 
 		}
 		end.good = off + recHeader + plen
 		end.records++
+	}
+}
+
+// lastNonZero returns the file offset just past the last non-zero byte
+// from off on (off if there is none): read holds the bytes from off
+// already read, r the rest, read to its end in pieces.
+func lastNonZero(r io.Reader, read []byte, off int64) (int64, error) {
+	last, pos := off, off
+	chunk := read
+	var scratch []byte
+	for {
+		for i := len(chunk) - 1; i >= 0; i-- {
+			if chunk[i] != 0 {
+				last = pos + int64(i) + 1
+				break
+			}
+		}
+		pos += int64(len(chunk))
+		if scratch == nil {
+			scratch = make([]byte, 32<<10)
+		}
+		n, err := r.Read(scratch)
+		chunk = scratch[:n]
+		if err == io.EOF {
+			if n == 0 {
+				return last, nil
+			}
+		} else if err != nil {
+			return last, err
+		}
 	}
 }
 

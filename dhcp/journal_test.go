@@ -116,20 +116,46 @@ func TestJournalTornTail(t *testing.T) {
 			} else {
 				clear(data[len(head)+shift:])
 			}
+			// The same inside the room grown ahead: zeros after it up to
+			// the end, farther than one append writes.
+			if lost == "first" && shift%7 == 0 {
+				data = append(data, make([]byte, 2*maxWrite)...)
+			}
 			got, end, err := readAll(data)
-			if bytes.Equal(data, full) { // the lost bytes were zeros anyway: the record is whole
+			if bytes.Equal(data[:len(full)], full) { // the lost bytes were zeros anyway: the record is whole
 				if err != nil || end.torn != 0 || len(got) != len(recs)+1 {
 					t.Fatalf("shift %d, %s sector lost, nothing changed: end %+v, err %v", shift, lost, end, err)
 				}
 				continue
 			}
-			if err != nil || end.good != int64(len(head)) || end.torn == 0 || len(got) != len(recs) {
+			// (torn, or all zeros after head: a record never written)
+			if err != nil || end.good != int64(len(head)) || end.torn+end.zeros == 0 || len(got) != len(recs) {
 				t.Fatalf("shift %d, %s sector lost: end %+v, %d records, err %v", shift, lost, end, len(got), err)
 			}
 		}
 	}
-	// An extended file whose new blocks were never written: zeros.
-	check("zeros after the end", append(slices.Clone(prefix), make([]byte, 4096)...))
+}
+
+// The store grows the journal ahead with zeros (leaseStore.grow): zeros
+// up to the end of the file, however many, are its end, not a tear.
+func TestJournalZeroRoom(t *testing.T) {
+	recs := testRecords()
+	whole := encodeJournal(recs)
+	for _, n := range []int{1, recHeader, 4096, 3 * maxWrite} {
+		data := append(slices.Clone(whole), make([]byte, n)...)
+		got, end, err := readAll(data)
+		if err != nil || end.good != int64(len(whole)) || end.torn != 0 || end.zeros != int64(n) {
+			t.Fatalf("%d zeros after the records: end %+v, err %v", n, end, err)
+		}
+		sameRecords(t, got, recs)
+	}
+	// Data after the zeros, farther than one append could have reached:
+	// damage, whatever the zeros before it.
+	data := append(slices.Clone(whole), make([]byte, maxWrite+recHeader)...)
+	data = append(data, 'x')
+	if _, _, err := readAll(data); !errors.Is(err, ErrJournalCorrupt) {
+		t.Errorf("a byte %d bytes after the records: err %v, want corruption", maxWrite+recHeader, err)
+	}
 }
 
 // Damage that a torn write cannot explain is an error naming the offset;
@@ -182,13 +208,19 @@ func TestJournalCorruptMiddle(t *testing.T) {
 // The server keeps the records before a damaged one, copies the file
 // aside and says where the damage is; a torn tail is only a warning.
 func TestJournalDamageAtStart(t *testing.T) {
+	// at: the first appended record, the last append, the records' end
+	// (zeros grown ahead follow it).
+	type offsets struct{ first, last, end int }
 	for _, tc := range []struct {
 		name    string
-		damage  func(b []byte, lastOff int) []byte
+		damage  func(b []byte, at offsets) []byte
 		corrupt bool
+		torn    bool // warned about
 	}{
-		{"torn tail", func(b []byte, lastOff int) []byte { return b[:len(b)-3] }, false},
-		{"flipped bit in the middle", func(b []byte, lastOff int) []byte { b[lastOff+recHeader+2] ^= 1; return b }, true},
+		{"torn tail", func(b []byte, at offsets) []byte { return b[:at.end-3] }, false, true},
+		// (its one sector never written: the room's zeros, the end)
+		{"last append lost in the room grown ahead", func(b []byte, at offsets) []byte { clear(b[at.last:at.end]); return b }, false, false},
+		{"flipped bit in the middle", func(b []byte, at offsets) []byte { b[at.first+recHeader+2] ^= 1; return b }, true, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "leases")
@@ -199,12 +231,23 @@ func TestJournalDamageAtStart(t *testing.T) {
 			}
 			s1.Shutdown(context.Background())
 			s2 := newServer(t, withLeaseFile(path)) // appends to the compacted journal
-			last := len(mustRead(t, path))
+			size := func() int {
+				s2.store.mu.Lock() // the writer role passes under mu
+				defer s2.store.mu.Unlock()
+				return int(s2.store.size)
+			}
+			var at offsets
+			at.first = size()
 			dora(t, s2, mac(9), inBcast, t0) // damaged below: a record in the middle
+			at.last = size()
 			dora(t, s2, mac(10), inBcast, t0)
+			at.end = size()
 			s2.store.close()
 			b, _ := os.ReadFile(path)
-			os.WriteFile(path, tc.damage(slices.Clone(b), last), 0o600)
+			if len(b) <= at.end {
+				t.Fatalf("journal of %d bytes, records end at %d: no room grown ahead", len(b), at.end)
+			}
+			os.WriteFile(path, tc.damage(slices.Clone(b), at), 0o600)
 			var logs bytes.Buffer
 			s3 := newServer(t, func(s *Server) {
 				withLeaseFile(path)(s)
@@ -228,11 +271,11 @@ func TestJournalDamageAtStart(t *testing.T) {
 				if !strings.Contains(logs.String(), `"offset":`) || !strings.Contains(logs.String(), "corrupt at offset") {
 					t.Errorf("no offset in the log: %s", logs.String())
 				}
-				if kept, _ := os.ReadFile(aside[0]); !bytes.Equal(kept, tc.damage(slices.Clone(b), last)) {
+				if kept, _ := os.ReadFile(aside[0]); !bytes.Equal(kept, tc.damage(slices.Clone(b), at)) {
 					t.Error("the copy aside is not the damaged file")
 				}
-			} else if !strings.Contains(logs.String(), "torn write") {
-				t.Errorf("no warning about the torn write: %s", logs.String())
+			} else if strings.Contains(logs.String(), "torn write") != tc.torn {
+				t.Errorf("warning about a torn write: want %v: %s", tc.torn, logs.String())
 			}
 			// The journal was rewritten whole: it reads clean.
 			if _, end, err := readAll(mustRead(t, path)); err != nil || end.torn != 0 {
@@ -432,10 +475,10 @@ func FuzzJournalRead(f *testing.F) {
 		tab := newLeaseTable()
 		q := map[netip.Addr]time.Time{}
 		end, err := readJournal(bytes.NewReader(data), int64(len(data)), func(r *jrec) error { return tab.replay(r, q) })
-		if end.good > int64(len(data)) || end.good+end.torn > int64(len(data)) {
+		if end.good > int64(len(data)) || end.good+end.torn+end.zeros > int64(len(data)) || end.torn != 0 && end.zeros != 0 {
 			t.Fatalf("end %+v beyond %d bytes", end, len(data))
 		}
-		if err == nil && end.good+end.torn != int64(len(data)) {
+		if err == nil && end.good+end.torn+end.zeros != int64(len(data)) {
 			t.Fatalf("clean read stopped at %+v of %d", end, len(data))
 		}
 		if err != nil && !errors.Is(err, ErrJournalCorrupt) {

@@ -148,11 +148,11 @@ func TestWriteFailureWithholdsAck(t *testing.T) {
 	var fail atomic.Bool
 	fail.Store(true)
 	real := s.store.write
-	s.store.write = func(f *os.File, data []byte) error {
+	s.store.write = func(f *os.File, off int64, data []byte) error {
 		if fail.Load() {
 			return errors.New("no space left on device")
 		}
-		return real(f, data)
+		return real(f, off, data)
 	}
 	offer := handle(t, s, build(t, dhcpv4.MessageTypeDiscover, mac(2)), inBcast, t0)
 	out, err := s.Handle(selecting(t, mac(2), offer, inBcast), inBcast, t0)
@@ -194,10 +194,10 @@ func TestGroupCommit(t *testing.T) {
 	})
 	var writes atomic.Int64
 	real := s.store.write
-	s.store.write = func(f *os.File, data []byte) error {
+	s.store.write = func(f *os.File, off int64, data []byte) error {
 		writes.Add(1)
 		time.Sleep(20 * time.Millisecond) // a slow disk makes the batching visible
-		return real(f, data)
+		return real(f, off, data)
 	}
 	const n = 100
 	offers := make([]*Outgoing, n)

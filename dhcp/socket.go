@@ -21,10 +21,14 @@ const (
 	// one Ethernet frame and requests are smaller; a datagram that fills
 	// the buffer is treated as truncated.
 	readBufSize = 4096
-	// commitQueue bounds the replies waiting for the lease file; a full
-	// queue holds the reader back (the kernel's receive buffer absorbs
-	// the burst) rather than dropping what we already decided.
-	commitQueue = 1024
+	// readBatch is how many datagrams one read takes (recvmmsg on Linux,
+	// one elsewhere): the requests that queued while the reader worked.
+	// 32 × readBufSize is 128 KiB per socket.
+	readBatch = 32
+	// commitQueue bounds the batches of replies waiting for the lease
+	// file; a full queue holds the reader back (the kernel's receive
+	// buffer absorbs the burst) rather than dropping what we decided.
+	commitQueue = 256
 	// ifaceTTL is how long an interface's addresses are cached.
 	ifaceTTL = 30 * time.Second
 )
@@ -40,20 +44,27 @@ type sock struct {
 
 // pending is a reply waiting for its lease change to reach the disk.
 type pending struct {
-	k   *sock
-	out *Outgoing // nil: a RELEASE/DECLINE, nothing to send
+	out *Outgoing // nil: a DECLINE, nothing to send
 	src netip.Addr
+}
+
+// held is one read batch's replies that wait for the disk, until change
+// seq is durable.
+type held struct {
+	k   *sock
+	ps  []pending
 	seq uint64
 }
 
 // Serve opens the sockets (Addr, and ProxyPort in proxy mode; one per
 // interface with Interfaces; SO_REUSEADDR, SO_BROADCAST, IP_PKTINFO) and
 // answers requests until ctx is cancelled (it returns nil) or Shutdown is
-// called (ErrServerClosed). Each socket has one read loop with one
-// buffer; lease-file commits run in one more goroutine, so the readers
-// never wait for the disk while writes are grouped. Replies waiting for
-// the disk are still sent when Serve stops; then the lease file is
-// flushed. Serve may be called once.
+// called (ErrServerClosed). Each socket has one read loop, which reads
+// the requests queued on it in batches; lease-file commits run in one
+// more goroutine, which takes a batch's ACKs at once, so the readers
+// never wait for the disk (OFFERs go out during a sync) while writes are
+// grouped. Replies waiting for the disk are still sent when Serve stops;
+// then the lease file is flushed. Serve may be called once.
 func (s *Server) Serve(ctx context.Context) error {
 	if err := s.setup(); err != nil {
 		return err
@@ -94,7 +105,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	close(ready)
 
-	queue := make(chan pending, commitQueue)
+	queue := make(chan held, commitQueue)
 	var committer, readers sync.WaitGroup
 	committer.Go(func() { s.commitLoop(queue) })
 	var stopping atomic.Bool
@@ -240,12 +251,18 @@ func (s *Server) listen(ctx context.Context) ([]*sock, error) {
 	return socks, nil
 }
 
-// readLoop reads one socket until Serve stops. Replies that commit a lease
-// go to the commit queue; the rest are sent at once.
-func (s *Server) readLoop(k *sock, queue chan<- pending, stopping *atomic.Bool) {
-	buf := make([]byte, readBufSize)
+// readLoop reads one socket until Serve stops, a batch of the datagrams
+// queued at a time. Replies that need no disk go at once; those that
+// commit a lease go to the commit queue, one item per batch.
+func (s *Server) readLoop(k *sock, queue chan<- held, stopping *atomic.Bool) {
+	ms := make([]ipv4.Message, readBatch)
+	for i := range ms {
+		ms[i].Buffers = [][]byte{make([]byte, readBufSize)}
+		ms[i].OOB = ipv4.NewControlMessage(ipv4.FlagDst | ipv4.FlagInterface)
+	}
+	cms := make([]ipv4.ControlMessage, readBatch)
 	for {
-		n, cm, src, err := k.pc.ReadFrom(buf)
+		n, err := k.readBatch(ms, cms)
 		if err != nil {
 			if stopping.Load() || errors.Is(err, net.ErrClosed) {
 				return
@@ -254,51 +271,68 @@ func (s *Server) readLoop(k *sock, queue chan<- pending, stopping *atomic.Bool) 
 			s.logged("read-error", func(e *zerolog.Event) { e.Err(err).Msg("dhcp: read") })
 			continue
 		}
-		if n >= len(buf) {
-			s.Counters.BadPacket.Add(1)
-			continue
+		h := held{k: k}
+		for i := range ms[:n] {
+			out, src, q := s.request1(k, &ms[i], &cms[i])
+			if q > 0 && s.store != nil {
+				h.ps = append(h.ps, pending{out: out, src: src})
+				h.seq = max(h.seq, q)
+				continue
+			}
+			if out != nil {
+				out.released()
+				s.send(k, out, src)
+			}
 		}
-		req, err := dhcpv4.FromBytes(buf[:n])
-		if err != nil {
-			s.Counters.BadPacket.Add(1)
-			s.Log.Debug().Err(err).Stringer("src", src).Msg("dhcp: unparsable packet")
-			continue
-		}
-		in := Incoming{Port: k.role}
-		if ua, ok := src.(*net.UDPAddr); ok {
-			in.Src = netip.AddrPortFrom(addrOf(ua.IP), uint16(ua.Port))
-		}
-		if cm != nil {
-			in.IfIndex = cm.IfIndex
-			in.IfAddr = s.ifAddr(cm.IfIndex, addrOf(cm.Dst), k.bound)
-		} else {
-			in.IfAddr = k.bound
-		}
-		out, seq := s.handle(req, in, time.Now())
-		if seq > 0 && s.store != nil {
-			queue <- pending{k: k, out: out, src: in.IfAddr, seq: seq}
-			continue
-		}
-		if out != nil {
-			out.released()
-			s.send(k, out, in.IfAddr)
+		if len(h.ps) > 0 {
+			queue <- h
 		}
 	}
 }
 
-// commitLoop sends each queued reply once its lease change is on disk.
-// The first wait writes everything changed so far, so the replies queued
-// behind it usually find their change already durable: group commit.
-func (s *Server) commitLoop(queue <-chan pending) {
-	for p := range queue {
-		if err := s.store.wait(p.seq); err != nil {
-			continue // counted and logged by leaseWritten; the client retries
+// commitLoop sends each batch's held replies once its lease changes are
+// on disk. The first wait writes everything changed so far, so the
+// batches queued behind it usually find theirs already durable: group
+// commit.
+func (s *Server) commitLoop(queue <-chan held) {
+	for h := range queue {
+		if err := s.store.wait(h.seq); err != nil {
+			continue // counted and logged by leaseWritten; the clients retry
 		}
-		if p.out != nil {
-			p.out.released()
-			s.send(p.k, p.out, p.src)
+		for _, p := range h.ps {
+			if p.out != nil {
+				p.out.released()
+				s.send(h.k, p.out, p.src)
+			}
 		}
 	}
+}
+
+// request1 decodes and answers one datagram read by readLoop: the reply
+// (nil: none), our address it goes from, and the lease change that must
+// be durable first (0: none).
+func (s *Server) request1(k *sock, m *ipv4.Message, cm *ipv4.ControlMessage) (*Outgoing, netip.Addr, uint64) {
+	buf := m.Buffers[0]
+	if m.N >= len(buf) {
+		s.Counters.BadPacket.Add(1)
+		return nil, netip.Addr{}, 0
+	}
+	req, err := dhcpv4.FromBytes(buf[:m.N])
+	if err != nil {
+		s.Counters.BadPacket.Add(1)
+		s.Log.Debug().Err(err).Stringer("src", m.Addr).Msg("dhcp: unparsable packet")
+		return nil, netip.Addr{}, 0
+	}
+	in := Incoming{Port: k.role, IfAddr: k.bound}
+	if ua, ok := m.Addr.(*net.UDPAddr); ok {
+		in.Src = netip.AddrPortFrom(addrOf(ua.IP), uint16(ua.Port))
+	}
+	if cm.Dst != nil || cm.IfIndex != 0 { // IP_PKTINFO came with it
+		in.IfIndex = cm.IfIndex
+		in.IfAddr = s.ifAddr(cm.IfIndex, addrOf(cm.Dst), k.bound)
+	}
+	out, seq := s.handle(req, in, time.Now())
+	return out, in.IfAddr, seq
 }
 
 // send writes a reply from the socket the request came in on, from our

@@ -7,6 +7,7 @@ import (
 	"net"
 	"syscall"
 
+	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
 )
 
@@ -52,4 +53,23 @@ func listenUDP(ctx context.Context, addr, ifname string, reuse bool) (net.Packet
 		return errors.Join(err, serr)
 	}}
 	return lc.ListenPacket(ctx, "udp4", addr)
+}
+
+// readBatch reads the datagrams queued on k, at least one, at most
+// len(ms), in one recvmmsg; cms[i] is ms[i]'s IP_PKTINFO (zero: none).
+func (k *sock) readBatch(ms []ipv4.Message, cms []ipv4.ControlMessage) (int, error) {
+	for i := range ms {
+		ms[i].OOB = ms[i].OOB[:cap(ms[i].OOB)]
+	}
+	n, err := k.pc.ReadBatch(ms, 0)
+	if err != nil {
+		return 0, err
+	}
+	for i := range ms[:n] {
+		cms[i] = ipv4.ControlMessage{}
+		if ms[i].NN > 0 {
+			cms[i].Parse(ms[i].OOB[:ms[i].NN])
+		}
+	}
+	return n, nil
 }

@@ -22,6 +22,15 @@
 #   MTFTPD_BIN=/tmp/mtftpd-bench-dhcp
 #   BENCH_NO_KEA=1               do not try Kea (no apt-get install either)
 #   BENCH_JSON=FILE              also write the run's JSON here
+#   MTFTPD_BASE_BIN=PATH         also run this mtftpd binary, as row "mtftpd-base"
+#                                (a before/after comparison in one run)
+#   BENCH_SERVERS="mtftpd kea"   run only these rows
+#   BENCH_POOL=192.0.0.0/16      mtftpd's subnet (the only one allowed: it holds
+#                                192.0.2.1), range 192.0.3.0-192.0.255.250 (64,763
+#                                addresses) for a big BENCH_CLIENTS; dnsmasq and
+#                                Kea keep the /24
+#
+# Each row also records the server's peak RSS (VmHWM of its process).
 #
 # Results: the run as JSON in bench-out/dhcp-YYYYmmdd-HHMMSS.json, rendered
 # by `mtftpd bench report dhcp` as markdown on stdout and in the same name
@@ -49,6 +58,13 @@ MTFTPD_BIN=${MTFTPD_BIN:-/tmp/mtftpd-bench-dhcp}
 RANGE_START=192.0.2.10 RANGE_END=192.0.2.250
 STORM_DURATION=120   # mtftpd bench --duration: each storm stops by itself
 STORM_TIMEOUT=150    # ...and is killed if it does not
+MT_PREFIX=192.0.2.0/24 MT_RANGE_START=$RANGE_START MT_RANGE_END=$RANGE_END
+if [ -n "${BENCH_POOL:-}" ]; then
+  # the one /16 that holds the server's 192.0.2.1; the range skips
+  # 192.0.0.0-192.0.2.255 so that it never holds the server's own address
+  [ "$BENCH_POOL" = 192.0.0.0/16 ] || die "BENCH_POOL: only 192.0.0.0/16 (it holds the server's 192.0.2.1)"
+  MT_PREFIX=$BENCH_POOL MT_RANGE_START=192.0.3.0 MT_RANGE_END=192.0.255.250
+fi
 
 [[ "$CLIENTS" =~ ^[0-9]+$ ]] && [ "$CLIENTS" -ge 1 ] && [ "$CLIENTS" -le 100000 ] || die "BENCH_CLIENTS must be 1..100000"
 [[ "$BUDGET" =~ ^[0-9]+$ ]] && [ "$BUDGET" -le 3600 ] || die "BENCH_BUDGET must be 0..3600"
@@ -93,6 +109,18 @@ fi
 SERVERS=(mtftpd)
 [ -n "$DNSMASQ" ] && SERVERS+=(dnsmasq dnsmasq-noping)
 [ -n "$KEA" ] && SERVERS+=(kea)
+if [ -n "${MTFTPD_BASE_BIN:-}" ]; then
+  [ -x "$MTFTPD_BASE_BIN" ] || die "MTFTPD_BASE_BIN=$MTFTPD_BASE_BIN is not an executable"
+  SERVERS+=(mtftpd-base)
+fi
+if [ -n "${BENCH_SERVERS:-}" ]; then
+  declare -a picked=()
+  for name in "${SERVERS[@]}"; do
+    case " $BENCH_SERVERS " in *" $name "*) picked+=("$name") ;; esac
+  done
+  [ "${#picked[@]}" -ge 1 ] || die "BENCH_SERVERS=$BENCH_SERVERS names none of: ${SERVERS[*]}"
+  SERVERS=("${picked[@]}")
+fi
 
 # ---------------------------------------------------------------- lab
 # Lease files on disk, not tmpfs: every server's fsync costs what it costs.
@@ -108,8 +136,8 @@ declare -A CMD_TEXT=()
 server_cmd() { # name tag -> SCMD array, writes its config
   local name=$1 tag=$2
   case $name in
-    mtftpd)
-      cat >"$WORK/mtftpd-$tag.toml" <<EOF
+    mtftpd|mtftpd-base)
+      cat >"$WORK/$name-$tag.toml" <<EOF
 [tftp]
 listen = "192.0.2.1:69"
 root = "$WORK/tftp"
@@ -117,14 +145,16 @@ root = "$WORK/tftp"
 [dhcp]
 mode = "server"
 interfaces = ["eth0"]
-lease_file = "$WORK/mtftpd-$tag.leases.json"
+lease_file = "$WORK/$name-$tag.leases"
 
 [[dhcp.subnet]]
-prefix = "192.0.2.0/24"
-range = "$RANGE_START-$RANGE_END"
+prefix = "$MT_PREFIX"
+range = "$MT_RANGE_START-$MT_RANGE_END"
 lease_time = "1h"
 EOF
-      SCMD=("$MTFTPD_BIN" serve --config "$WORK/mtftpd-$tag.toml" --log.format json --log.level info) ;;
+      local bin=$MTFTPD_BIN
+      [ "$name" = mtftpd-base ] && bin=$MTFTPD_BASE_BIN
+      SCMD=("$bin" serve --config "$WORK/$name-$tag.toml" --log.format json --log.level info) ;;
     dnsmasq|dnsmasq-noping)
       # --quiet-dhcp: no log line per packet (mtftpd and Kea log none
       # either); --conf-file=/dev/null: not /etc/dnsmasq.conf. By default
@@ -179,9 +209,9 @@ start=$(date +%s)
 : >"$WORK/rows.jsonl"
 
 # run_one NAME CONC appends the storm's row to rows.jsonl: its bench dhcp
-# report, or a note why there is none.
+# report and the server's peak RSS, or a note why there is none.
 run_one() {
-  local name=$1 conc=$2 tag=c$2 json txt rc note=
+  local name=$1 conc=$2 tag=c$2 json txt rc note='' rss=null
   if [ $(( $(date +%s) - start )) -ge "$BUDGET" ]; then
     note="skipped: time budget of ${BUDGET}s used up"
   else
@@ -193,6 +223,10 @@ run_one() {
     rc=$?
     set -e
     sleep 0.5 # the last RELEASEs reach the server and its lease file
+    # VmHWM: the server's peak resident set (ip netns exec and env exec
+    # the server in place, so the pid is the server's)
+    rss=$(awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/${SRV_PIDS[0]}/status" 2>/dev/null || true)
+    [ -n "$rss" ] || rss=null
     stop_servers
     [ -s "$json" ] || note="no report (bench exit $rc): $(tail -n 3 "$txt" | tr '\n' ' ')"
   fi
@@ -202,12 +236,15 @@ run_one() {
   else
     info "$name concurrency $conc: $(jq '.exchanges_per_sec * 10 | round / 10' "$json") exchanges/s"
   fi
-  jq -n -c --arg s "$name" --argjson c "$conc" --slurpfile r "$json" --arg note "$note" \
-    '{server: $s, concurrency: $c, report: ($r[0] // null)} + (if $note != "" then {note: $note} else {} end)' >>"$WORK/rows.jsonl"
+  jq -n -c --arg s "$name" --argjson c "$conc" --slurpfile r "$json" --arg note "$note" --argjson rss "$rss" \
+    '{server: $s, concurrency: $c, report: ($r[0] // null)} + (if $rss != null then {peak_rss_mib: $rss} else {} end)
+     + (if $note != "" then {note: $note} else {} end)' >>"$WORK/rows.jsonl"
 }
 
-for name in "${SERVERS[@]}"; do
-  for conc in "${CONCS[@]}"; do
+# by concurrency, then server: the rows compared in a ratio run close
+# together in time, on a machine whose load drifts
+for conc in "${CONCS[@]}"; do
+  for name in "${SERVERS[@]}"; do
     run_one "$name" "$conc"
   done
 done
@@ -221,7 +258,7 @@ log_note() { local t=$1; shift; jq -n -c --arg t "$t" '{title: $t, lines: $ARGS.
 
 server_notes() { # interesting lines of each server log, as JSON lines
   local f n
-  for f in "$WORK"/mtftpd-c*.log; do
+  for f in "$WORK"/mtftpd-c*.log "$WORK"/mtftpd-base-c*.log; do
     [ -e "$f" ] || continue
     n=$(grep -c '"level":"\(warn\|error\)"' "$f" || true)
     if [ "$n" -gt 0 ]; then
@@ -252,12 +289,15 @@ run_json() {
     --arg kea "$([ -n "$KEA" ] && "$KEA" -v 2>/dev/null || echo 'not installed')" \
     --argjson clients "$CLIENTS" --arg concs "${CONCS[*]}" --arg servers "${SERVERS[*]}" \
     --arg srv_ns "$SRV_NS" --arg cli_ns "$CLI_NS" --arg rs "$RANGE_START" --arg re "$RANGE_END" \
-    --arg dev "$(df -P --output=source "$WORK" | tail -n1)" --argjson dur "$STORM_DURATION" '
+    --arg dev "$(df -P --output=source "$WORK" | tail -n1)" --argjson dur "$STORM_DURATION" \
+    --arg base "${MTFTPD_BASE_BIN:-}" --arg mtpool "$MT_PREFIX, $MT_RANGE_START-$MT_RANGE_END" '
     {date: $date, host: $host, version: $ver, dnsmasq: $dnsmasq, kea: $kea, clients: $clients,
      concurrency: ($concs | split(" ") | map(tonumber)), servers: ($servers | split(" ")),
      srv_ns: $srv_ns, cli_ns: $cli_ns, range_start: $rs, range_end: $re, lease_device: $dev,
      storm_duration_seconds: $dur, rows: $rows, logs: $logs,
-     commands: ($cmds | rtrimstr("\n") | split("\n"))}'
+     commands: ($cmds | rtrimstr("\n") | split("\n"))}
+    + (if $base != "" then {mtftpd_base: $base} else {} end)
+    + (if $mtpool != "192.0.2.0/24, \($rs)-\($re)" then {mtftpd_pool: $mtpool} else {} end)'
 }
 
 mkdir -p "$REPO/bench-out"

@@ -37,13 +37,9 @@ func runGet(args []string) error {
 	minRecv := fs.Int("min-receivers", 0, "with --multicast: ask a new session to start once this many receivers joined")
 	maxWait := fs.Duration("max-wait", 0, "with --multicast: ask a new session to start at the latest this long after it began (the server caps it)")
 	settle := fs.Duration("settle", 0, "with --multicast: ask a new session to start once nobody new joined for this long")
-	pos, help, err := parseFlags(fs, args)
+	pos, help, err := parseArgs(fs, args, 2, "need HOST[:PORT] and REMOTE")
 	if help || err != nil {
 		return err
-	}
-	if len(pos) != 2 {
-		fs.Usage()
-		return errors.New("need HOST[:PORT] and REMOTE")
 	}
 	server, remote := pos[0], pos[1]
 	if *blksize != 0 && (*blksize < tftp.MinBlockSize || *blksize > tftp.MaxBlockSize) {

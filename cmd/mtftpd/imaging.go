@@ -100,13 +100,9 @@ func runImagingAdd(args []string) error {
 func runImagingCancel(args []string) error {
 	fs := newFlags("imaging cancel")
 	conn := imagingFlags(fs)
-	pos, help, err := parseFlags(fs, args)
+	pos, help, err := parseArgs(fs, args, 1, "need the task's NAME")
 	if help || err != nil {
 		return err
-	}
-	if len(pos) != 1 {
-		fs.Usage()
-		return errors.New("need the task's NAME")
 	}
 	base, admin, err := conn.target()
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"time"
 
 	"github.com/vbauerster/mpb/v8"
@@ -59,6 +60,19 @@ func startLiveDisplay(ctx context.Context, w io.Writer, tty bool, prefix, title 
 		}
 	}()
 	return d
+}
+
+// parseSwarmChecks reads the flags the swarm benches share: the local
+// addresses to send from (--source-addrs) and the check of every file
+// (parseVerify).
+func parseSwarmChecks(sources, verify, verifyFile string) (addrs []netip.Addr, sum []byte, size int64, err error) {
+	if sources != "" {
+		if addrs, err = bench.ParseSourceAddrs(sources); err != nil {
+			return nil, nil, 0, fmt.Errorf("--%w", err)
+		}
+	}
+	sum, size, err = parseVerify(verify, verifyFile)
+	return addrs, sum, size, err
 }
 
 // parseVerify reads --verify sha256:HEX or --verify-file PATH (the

@@ -49,12 +49,9 @@ func runBenchMCast(args []string) error {
 		Target: *target, File: *file, Receivers: *receivers, Dialect: *dialect, Dir: *dir,
 		BlockSize: *blksize, Interface: *iface, Timeout: *timeout, MaxTime: *duration, Live: &bench.MCastLive{},
 	}
-	if *sources != "" {
-		addrs, err := bench.ParseSourceAddrs(*sources)
-		if err != nil {
-			return fmt.Errorf("mcast: --%w", err)
-		}
-		s.SourceAddrs = addrs
+	var err error
+	if s.SourceAddrs, s.SHA256, s.Size, err = parseSwarmChecks(*sources, *verify, *verifyFile); err != nil {
+		return fmt.Errorf("mcast: %w", err)
 	}
 	if *pxeGroup != "" {
 		g, err := netip.ParseAddrPort(*pxeGroup)
@@ -63,11 +60,6 @@ func runBenchMCast(args []string) error {
 		}
 		s.PXEGroup = g
 	}
-	sum, size, err := parseVerify(*verify, *verifyFile)
-	if err != nil {
-		return fmt.Errorf("mcast: %w", err)
-	}
-	s.SHA256, s.Size = sum, size
 	if s.Dir == "" {
 		d, err := os.MkdirTemp("", "mtftpd-bench-mcast-")
 		if err != nil {

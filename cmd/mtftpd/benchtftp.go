@@ -78,17 +78,9 @@ func runBenchTFTP(args []string) error {
 		Duration: *duration, Transfers: *count, MaxTime: *maxTime, Timeout: *timeout, Retries: *retries,
 		Live: &bench.TFTPLive{},
 	}
-	sum, size, err := parseVerify(*verify, *verifyFile)
-	if err != nil {
+	var err error
+	if s.SourceAddrs, s.SHA256, s.Size, err = parseSwarmChecks(*sources, *verify, *verifyFile); err != nil {
 		return fmt.Errorf("tftp: %w", err)
-	}
-	s.SHA256, s.Size = sum, size
-	if *sources != "" {
-		addrs, err := bench.ParseSourceAddrs(*sources)
-		if err != nil {
-			return fmt.Errorf("tftp: --%w", err)
-		}
-		s.SourceAddrs = addrs
 	}
 
 	return benchRun[bench.TFTPReport]{

@@ -177,9 +177,7 @@ func (s *MCastSwarm) config() (MCastSwarm, error) {
 	if c.Target == "" {
 		bad("Target: required (host[:port] of the server)")
 	}
-	if c.File == "" {
-		bad("File: required")
-	}
+	checkFileFields(bad, c.File, c.SHA256, c.Size)
 	if c.Receivers < 1 || c.Receivers > MaxMCastReceivers {
 		bad("Receivers: %d, want 1..%d", c.Receivers, MaxMCastReceivers)
 	}
@@ -200,12 +198,6 @@ func (s *MCastSwarm) config() (MCastSwarm, error) {
 	}
 	if c.Dir == "" {
 		bad("Dir: required")
-	}
-	if c.SHA256 != nil && len(c.SHA256) != sha256.Size {
-		bad("SHA256: %d bytes, want %d", len(c.SHA256), sha256.Size)
-	}
-	if c.Size < 0 {
-		bad("Size: %d is negative", c.Size)
 	}
 	if c.Timeout < 0 || c.MaxTime < 0 {
 		bad("Timeout, MaxTime: negative")
@@ -234,9 +226,7 @@ func (s *MCastSwarm) Run(ctx context.Context) (MCastReport, error) {
 	rep := MCastReport{
 		Schema: MCastReportSchema, Target: c.Target, File: c.File, Dialect: c.Dialect,
 		Receivers: c.Receivers, BlockSize: c.BlockSize, SourceAddrs: len(c.SourceAddrs), FileSize: -1, Errors: map[string]int{},
-	}
-	if c.SHA256 != nil {
-		rep.Verify = "sha256:" + hex.EncodeToString(c.SHA256)
+		Verify: verifyText(c.SHA256),
 	}
 	capCtx, cancel := context.WithTimeout(ctx, c.MaxTime)
 	defer cancel()
@@ -245,7 +235,7 @@ func (s *MCastSwarm) Run(ctx context.Context) (MCastReport, error) {
 		mu        sync.Mutex
 		durations []time.Duration
 		lastEnd   time.Duration
-		seen      = map[string]bool{}
+		seen      = errorSamples{}
 	)
 	start := time.Now()
 	cpu0 := processCPU()
@@ -280,10 +270,7 @@ func (s *MCastSwarm) Run(ctx context.Context) (MCastReport, error) {
 				rep.Failed++
 				kind := mcastErrorKind(err, capCtx)
 				rep.Errors[kind]++
-				if msg := fmt.Sprintf("r%03d: %v", i+1, err); len(rep.ErrorSamples) < maxErrorSamples && !seen[err.Error()] {
-					seen[err.Error()] = true
-					rep.ErrorSamples = append(rep.ErrorSamples, msg)
-				}
+				rep.ErrorSamples = seen.add(rep.ErrorSamples, err.Error(), fmt.Sprintf("r%03d: %v", i+1, err))
 				return
 			}
 			live.Completed.Add(1)
@@ -312,12 +299,7 @@ func (s *MCastSwarm) Run(ctx context.Context) (MCastReport, error) {
 			rep.ReceivedRatio = float64(rep.BytesReceived) / float64(rep.BytesNeeded)
 		}
 	}
-	switch {
-	case ctx.Err() != nil:
-		rep.Stopped = "cancelled: " + ctx.Err().Error()
-	case capCtx.Err() != nil:
-		rep.Stopped = fmt.Sprintf("max time %v reached", c.MaxTime)
-	}
+	rep.Stopped = stoppedText(ctx, capCtx, c.MaxTime)
 	return rep, nil
 }
 

@@ -226,20 +226,12 @@ func (s *TFTPSwarm) config() (TFTPSwarm, error) {
 	} else if _, _, err := splitTarget(c.Target); err != nil {
 		bad("Target: %v", err)
 	}
-	if c.File == "" {
-		bad("File: required")
-	}
+	checkFileFields(bad, c.File, c.SHA256, c.Size)
 	if c.Clients < 1 || c.Clients > MaxTFTPClients {
 		bad("Clients: %d, want 1..%d", c.Clients, MaxTFTPClients)
 	}
 	if c.Profile.Name == "" {
 		bad("Profile: required (%s)", strings.Join(ProfileNames, ", "))
-	}
-	if c.Size < 0 {
-		bad("Size: %d is negative", c.Size)
-	}
-	if c.SHA256 != nil && len(c.SHA256) != sha256.Size {
-		bad("SHA256: %d bytes, want %d", len(c.SHA256), sha256.Size)
 	}
 	for _, d := range []struct {
 		name string
@@ -296,7 +288,7 @@ type swarmRun struct {
 	rep       TFTPReport
 	durations []time.Duration
 	rates     []float64
-	seenErrs  map[string]bool
+	seenErrs  errorSamples
 }
 
 // Run plays the swarm and returns its report. It returns an error only
@@ -307,7 +299,7 @@ func (s *TFTPSwarm) Run(ctx context.Context) (TFTPReport, error) {
 	if err != nil {
 		return TFTPReport{}, err
 	}
-	r := &swarmRun{c: c, live: c.Live, seenErrs: map[string]bool{}}
+	r := &swarmRun{c: c, live: c.Live, seenErrs: errorSamples{}}
 	if r.live == nil {
 		r.live = &TFTPLive{}
 	}
@@ -316,10 +308,7 @@ func (s *TFTPSwarm) Run(ctx context.Context) (TFTPReport, error) {
 		Clients: c.Clients, SourceAddrs: len(c.SourceAddrs), RampSeconds: c.Ramp.Seconds(),
 		SourceSpread: spreadText(s.SourceAddrs, c.SourceAddrs),
 		Duration:     c.Duration.Seconds(), FileSize: -1,
-		Errors: map[string]int{}, Negotiated: map[string]int{},
-	}
-	if c.SHA256 != nil {
-		r.rep.Verify = "sha256:" + hex.EncodeToString(c.SHA256)
+		Errors: map[string]int{}, Negotiated: map[string]int{}, Verify: verifyText(c.SHA256),
 	}
 
 	capCtx, cancelCap := context.WithTimeout(ctx, c.MaxTime)
@@ -367,12 +356,7 @@ func (s *TFTPSwarm) Run(ctx context.Context) (TFTPReport, error) {
 	}
 	rep.TransferMs = latencyOf(r.durations)
 	rep.TransferMBps = ratesOf(r.rates)
-	switch {
-	case ctx.Err() != nil:
-		rep.Stopped = "cancelled: " + ctx.Err().Error()
-	case capCtx.Err() != nil:
-		rep.Stopped = fmt.Sprintf("max time %v reached", c.MaxTime)
-	}
+	rep.Stopped = stoppedText(ctx, capCtx, c.MaxTime)
 	return rep, nil
 }
 
@@ -448,10 +432,7 @@ func (r *swarmRun) transfer(ctx context.Context, cl *tftp.Client) {
 		r.live.Failed.Add(1)
 		r.rep.Failed++
 		r.rep.Errors[ErrorKind(err)]++
-		if msg := err.Error(); len(r.rep.ErrorSamples) < maxErrorSamples && !r.seenErrs[msg] {
-			r.seenErrs[msg] = true
-			r.rep.ErrorSamples = append(r.rep.ErrorSamples, msg)
-		}
+		r.rep.ErrorSamples = r.seenErrs.add(r.rep.ErrorSamples, err.Error(), err.Error())
 		return
 	}
 	r.live.Completed.Add(1)

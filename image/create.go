@@ -90,127 +90,148 @@ func Create(ctx context.Context, src Source, sink Sink, opts CreateOptions) erro
 	if err != nil {
 		return err
 	}
-	chunks := int(chunkCount(uint32(cs), uint64(size)))
-
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 
-	free := make(chan *slot, workers*slotsPerWorker)
-	for range cap(free) {
-		free <- &slot{raw: make([]byte, cs), comp: make([]byte, 0, cs)}
+	p := &pipeline{
+		ctx: ctx, cancel: cancel, src: src, cs: cs, size: size,
+		free: make(chan *slot, workers*slotsPerWorker),
 	}
-	order := make(chan *job, cap(free))
-	work := make(chan *job)
-	var wg sync.WaitGroup
-
-	// Compressing workers: each job's fields are written before done is
-	// closed and read only after, so no lock is needed.
+	for range cap(p.free) {
+		p.free <- &slot{raw: make([]byte, cs), comp: make([]byte, 0, cs)}
+	}
+	p.order = make(chan *job, cap(p.free))
+	p.work = make(chan *job)
 	for range workers {
-		wg.Go(func() {
-			enc, err := zstd.NewWriter(nil,
-				zstd.WithEncoderLevel(zstd.SpeedDefault),
-				zstd.WithEncoderConcurrency(1),
-				zstd.WithEncoderCRC(false), // the SHA-256 of the raw bytes covers it
-				zstd.WithWindowSize(max(zstd.MinWindowSize, cs)))
-			if err != nil {
-				cancel(fmt.Errorf("image: zstd encoder: %w", err))
-				for j := range work {
-					close(j.done)
-				}
-				return
-			}
-			defer enc.Close()
-			for j := range work {
-				compress(enc, j)
-				close(j.done)
-			}
-		})
+		p.wg.Go(p.compressor)
 	}
-
 	// The reader: one goroutine reading in order, the way disks like it.
-	wg.Go(func() {
-		defer close(work)
-		defer close(order)
-		ext := extents
-		for i := range chunks {
-			off, n := rawSpan(uint32(cs), uint64(size), i)
-			for len(ext) > 0 && ext[0].Off+ext[0].Len <= off {
-				ext = ext[1:]
-			}
-			j := &job{i: i, n: n, done: make(chan struct{})}
-			if len(ext) == 0 || ext[0].Off >= off+int64(n) {
-				// No allocated byte in this chunk: a hole, not read.
-				j.kind, j.digest = KindHole, ZeroDigest(n)
-				close(j.done)
-				select {
-				case order <- j:
-				case <-ctx.Done():
-					return
-				}
-				continue
-			}
-			select {
-			case j.s = <-free:
-			case <-ctx.Done():
-				return
-			}
-			if err := readChunk(src, j.s.raw[:n], off, ext); err != nil {
-				cancel(fmt.Errorf("image: reading chunk %d (raw offset %d): %w", i, off, err))
-				return
-			}
-			select {
-			case order <- j:
-			case <-ctx.Done():
-				return
-			}
-			select {
-			case work <- j:
-			case <-ctx.Done():
-				return
-			}
-		}
-	})
+	p.wg.Go(func() { p.read(extents) })
 
 	// The collector, on this goroutine: chunks go to the sink in order.
-	var done int64
-	err = func() error {
-		for j := range order {
-			select {
-			case <-j.done:
-			case <-ctx.Done():
-				return context.Cause(ctx)
-			}
-			var stored []byte
-			if j.kind != KindHole {
-				stored = j.stored
-			}
-			if err := sink.Add(j.i, j.kind, stored, j.digest); err != nil {
-				return err
-			}
-			if j.s != nil {
-				free <- j.s
-			}
-			done += int64(j.n)
-			if opts.Progress != nil {
-				opts.Progress(done)
-			}
-		}
-		// order was closed: either every chunk went through, or the
-		// reader stopped on an error or cancellation.
-		if err := context.Cause(ctx); err != nil {
-			return err
-		}
-		return nil
-	}()
+	err = p.collect(sink, opts.Progress)
 	cancel(err)
 	// Unblock the reader and workers and wait for them: every job sent to
 	// work is finished by a worker, and the reader returns on ctx.
 	go func() {
-		for range order {
+		for range p.order {
 		}
 	}()
-	wg.Wait()
+	p.wg.Wait()
 	return err
+}
+
+// pipeline is one Create run: a reader, compressing workers and the
+// collector, joined by channels. Each job's fields are written before its
+// done is closed and read only after, so no lock is needed.
+type pipeline struct {
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	src    Source
+	cs     int
+	size   int64
+	free   chan *slot // buffers not in flight
+	order  chan *job  // every job, in chunk order, to the collector
+	work   chan *job  // read jobs, to the workers
+	wg     sync.WaitGroup
+}
+
+// compressor is one compressing worker with its own zstd encoder.
+func (p *pipeline) compressor() {
+	enc, err := zstd.NewWriter(nil,
+		zstd.WithEncoderLevel(zstd.SpeedDefault),
+		zstd.WithEncoderConcurrency(1),
+		zstd.WithEncoderCRC(false), // the SHA-256 of the raw bytes covers it
+		zstd.WithWindowSize(max(zstd.MinWindowSize, p.cs)))
+	if err != nil {
+		p.cancel(fmt.Errorf("image: zstd encoder: %w", err))
+		for j := range p.work {
+			close(j.done)
+		}
+		return
+	}
+	defer enc.Close()
+	for j := range p.work {
+		compress(enc, j)
+		close(j.done)
+	}
+}
+
+// send passes j on ch unless the run is cancelled first.
+func (p *pipeline) send(ch chan<- *job, j *job) bool {
+	select {
+	case ch <- j:
+		return true
+	case <-p.ctx.Done():
+		return false
+	}
+}
+
+// read reads every chunk in order: a chunk no extent touches becomes a
+// hole without being read; the others take a free slot, are read, and go
+// both to the collector (for order) and to the workers.
+func (p *pipeline) read(ext []Extent) {
+	defer close(p.work)
+	defer close(p.order)
+	chunks := int(chunkCount(uint32(p.cs), uint64(p.size)))
+	for i := range chunks {
+		off, n := rawSpan(uint32(p.cs), uint64(p.size), i)
+		for len(ext) > 0 && ext[0].Off+ext[0].Len <= off {
+			ext = ext[1:]
+		}
+		j := &job{i: i, n: n, done: make(chan struct{})}
+		if len(ext) == 0 || ext[0].Off >= off+int64(n) {
+			// No allocated byte in this chunk: a hole, not read.
+			j.kind, j.digest = KindHole, ZeroDigest(n)
+			close(j.done)
+			if !p.send(p.order, j) {
+				return
+			}
+			continue
+		}
+		select {
+		case j.s = <-p.free:
+		case <-p.ctx.Done():
+			return
+		}
+		if err := readChunk(p.src, j.s.raw[:n], off, ext); err != nil {
+			p.cancel(fmt.Errorf("image: reading chunk %d (raw offset %d): %w", i, off, err))
+			return
+		}
+		if !p.send(p.order, j) || !p.send(p.work, j) {
+			return
+		}
+	}
+}
+
+// collect hands the jobs to sink in chunk order as each is done, returning
+// its slot to the free list, until order closes or the run fails.
+func (p *pipeline) collect(sink Sink, progress func(int64)) error {
+	var done int64
+	for j := range p.order {
+		select {
+		case <-j.done:
+		case <-p.ctx.Done():
+			return context.Cause(p.ctx)
+		}
+		var stored []byte
+		if j.kind != KindHole {
+			stored = j.stored
+		}
+		if err := sink.Add(j.i, j.kind, stored, j.digest); err != nil {
+			return err
+		}
+		if j.s != nil {
+			p.free <- j.s
+		}
+		done += int64(j.n)
+		if progress != nil {
+			progress(done)
+		}
+	}
+	// order was closed: either every chunk went through, or the reader
+	// stopped on an error or cancellation.
+	return context.Cause(p.ctx)
 }
 
 // readChunk reads the raw bytes of one chunk at off into b: the parts

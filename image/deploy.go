@@ -123,37 +123,32 @@ func (d *Deployer) Deploy(ctx context.Context) (res DeployResult, err error) {
 	o := d.Opts
 	start := time.Now()
 	res.Phases = map[Phase]time.Duration{}
-	phaseStart := start
-	phase := func(p Phase) {
-		now := time.Now()
+	defer func() { res.Duration = time.Since(start) }()
+	// phase runs one phase, timed into res.Phases (0 if it fails).
+	phase := func(p Phase, f func() error) error {
+		phaseStart := time.Now()
 		res.Phases[p] = 0
-		phaseStart = now
 		if o.Phase != nil {
 			o.Phase(p)
 		}
-	}
-	endPhase := func(p Phase) { res.Phases[p] = time.Since(phaseStart) }
-	defer func() { res.Duration = time.Since(start) }()
-
-	phase(PhaseIndex)
-	ix, err := d.fetchIndex(ctx)
-	if err != nil {
-		return res, err
-	}
-	res.Index = ix
-	// A truncated image is refused here, before the disk is touched, not
-	// when the stream runs short half way.
-	if size, err := d.serverSize(ctx); err != nil {
-		return res, err
-	} else if size >= 0 && size != ix.FileSize() { // -1: the server did not say
-		what := "longer"
-		if size < ix.FileSize() {
-			what = "shorter: truncated"
+		if err := f(); err != nil {
+			return err
 		}
-		return res, &FormatError{Offset: size, Err: ErrTruncated,
-			What: fmt.Sprintf("%s on the server is %d bytes, its index says %d (%s, or changed)", o.Image, size, ix.FileSize(), what)}
+		res.Phases[p] = time.Since(phaseStart)
+		return nil
 	}
-	endPhase(PhaseIndex)
+
+	var ix *Index
+	if err := phase(PhaseIndex, func() (err error) {
+		ix, err = d.fetchIndex(ctx)
+		if err != nil {
+			return err
+		}
+		res.Index = ix
+		return d.checkServerSize(ctx, ix)
+	}); err != nil {
+		return res, err
+	}
 	t, err := OpenTarget(o.Disk, int64(ix.Header.RawSize), TargetOptions{})
 	if err != nil {
 		return res, err
@@ -166,14 +161,62 @@ func (d *Deployer) Deploy(ctx context.Context) (res DeployResult, err error) {
 		for i, e := range ix.Entries {
 			need[i] = e.Kind != KindHole
 		}
-	} else {
-		phase(PhaseScan)
-		if need, err = Scan(ctx, t, ix, o.Workers, nil); err != nil {
+	} else if err := phase(PhaseScan, func() (err error) {
+		need, err = Scan(ctx, t, ix, o.Workers, nil)
+		return err
+	}); err != nil {
+		return res, err
+	}
+	holeBytes := d.count(ix, need, &res)
+	w := NewChunkWriter(ix, t, o.Workers)
+	d.w.Store(w)
+	defer w.Close()
+	if !o.AssumeBlank {
+		d.total.Add(holeBytes)
+		if err := phase(PhaseHoles, func() error { return w.ZeroHoles(ctx) }); err != nil {
 			return res, err
 		}
-		endPhase(PhaseScan)
 	}
-	var holeBytes int64
+	if res.Needed > 0 {
+		if err := phase(PhaseReceive, func() error { return d.receive(ctx, ix, need, w, &res) }); err != nil {
+			return res, err
+		}
+	}
+	if err := phase(PhaseSync, w.Close); err != nil {
+		return res, err
+	}
+	res.Written = w.Progress()
+	if o.Verify {
+		if err := phase(PhaseVerify, func() error { return VerifyTarget(ctx, t, ix, o.Workers) }); err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+// checkServerSize refuses an image whose size on the server is not the
+// size its index says: a truncated image is refused here, before the disk
+// is touched, not when the stream runs short half way.
+func (d *Deployer) checkServerSize(ctx context.Context, ix *Index) error {
+	size, err := d.serverSize(ctx)
+	if err != nil {
+		return err
+	}
+	if size < 0 || size == ix.FileSize() { // -1: the server did not say
+		return nil
+	}
+	what := "longer"
+	if size < ix.FileSize() {
+		what = "shorter: truncated"
+	}
+	return &FormatError{Offset: size, Err: ErrTruncated,
+		What: fmt.Sprintf("%s on the server is %d bytes, its index says %d (%s, or changed)", d.Opts.Image, size, ix.FileSize(), what)}
+}
+
+// count fills in res.Needed, res.NeedBytes and res.Held from need, adds
+// the raw bytes to fetch to the progress total, and returns the raw bytes
+// in holes.
+func (d *Deployer) count(ix *Index, need []bool, res *DeployResult) (holeBytes int64) {
 	shared := map[uint64]bool{} // identical chunks share stored bytes: fetched once
 	for i, e := range ix.Entries {
 		_, n := ix.RawSpan(i)
@@ -191,38 +234,7 @@ func (d *Deployer) Deploy(ctx context.Context) (res DeployResult, err error) {
 			res.Held++
 		}
 	}
-	w := NewChunkWriter(ix, t, o.Workers)
-	d.w.Store(w)
-	defer w.Close()
-	if !o.AssumeBlank {
-		d.total.Add(holeBytes)
-		phase(PhaseHoles)
-		if err := w.ZeroHoles(ctx); err != nil {
-			return res, err
-		}
-		endPhase(PhaseHoles)
-	}
-	if res.Needed > 0 {
-		phase(PhaseReceive)
-		if err := d.receive(ctx, ix, need, w, &res); err != nil {
-			return res, err
-		}
-		endPhase(PhaseReceive)
-	}
-	phase(PhaseSync)
-	if err := w.Close(); err != nil {
-		return res, err
-	}
-	endPhase(PhaseSync)
-	res.Written = w.Progress()
-	if o.Verify {
-		phase(PhaseVerify)
-		if err := VerifyTarget(ctx, t, ix, o.Workers); err != nil {
-			return res, err
-		}
-		endPhase(PhaseVerify)
-	}
-	return res, nil
+	return holeBytes
 }
 
 // receive fetches the needed chunks: by multicast unless told otherwise,

@@ -351,41 +351,9 @@ func (c *countingReader) full(p []byte, what string) error {
 // a temp file and renames it only on success.
 func ReceiveStream(r io.Reader, f *os.File, maxSize int64) (*Index, error) {
 	cr := &countingReader{r: bufio.NewReaderSize(r, 256<<10)}
-	var pre [8 + 2 + 4 + 8 + 4]byte
-	if err := cr.full(pre[:8], "the stream magic"); err != nil {
+	chunkSize, rawSize, meta, err := readStreamPreamble(cr, maxSize)
+	if err != nil {
 		return nil, err
-	}
-	if string(pre[:8]) != streamMagic {
-		return nil, &FormatError{Offset: 0, What: "stream magic is not " + streamMagic, Err: ErrNotImage}
-	}
-	if err := cr.full(pre[8:], "the stream preamble"); err != nil {
-		return nil, err
-	}
-	be := binary.BigEndian
-	if v := be.Uint16(pre[8:]); v != Version {
-		return nil, corrupt(8, "stream version %d (this build reads version %d)", v, Version)
-	}
-	chunkSize, rawSize, metaLen := be.Uint32(pre[10:]), be.Uint64(pre[14:]), be.Uint32(pre[22:])
-	if err := checkGeometry(chunkSize, rawSize); err != nil {
-		return nil, corrupt(10, "%v", err)
-	}
-	if metaLen > MaxMetaLen {
-		return nil, corrupt(22, "metadata length %d (at most %d)", metaLen, MaxMetaLen)
-	}
-	chunks := chunkCount(chunkSize, rawSize)
-	if prefix := roundUp(HeaderSize+chunks*EntrySize, blockAlign); prefix > uint64(maxSize) {
-		return nil, &FormatError{Offset: 14, Err: ErrTooLarge,
-			What: fmt.Sprintf("raw size %d in %d chunks needs a %d-byte header and index; the limit is %d bytes", rawSize, chunks, prefix, maxSize)}
-	}
-	mj := make([]byte, metaLen)
-	if err := cr.full(mj, "the metadata"); err != nil {
-		return nil, err
-	}
-	var meta Meta
-	if metaLen > 0 {
-		if err := json.Unmarshal(mj, &meta); err != nil {
-			return nil, corrupt(26, "metadata JSON: %v", err)
-		}
 	}
 	w, err := NewWriter(f, int64(rawSize), int(chunkSize), meta)
 	if err != nil {
@@ -396,88 +364,173 @@ func ReceiveStream(r io.Reader, f *os.File, maxSize int64) (*Index, error) {
 		return nil, err
 	}
 	defer d.Close()
-	stored := make([]byte, chunkSize)
-	raw := make([]byte, chunkSize)
-	var eh [4 + 32]byte
-	for i := range int(chunks) {
-		off, n := rawSpan(chunkSize, rawSize, i)
-		at := cr.n
-		kind, err := cr.ReadByte()
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				return nil, truncated(at, "stream ends before chunk %d of %d", i, chunks)
-			}
-			return nil, fmt.Errorf("image: reading chunk %d at stream byte %d: %w", i, at, err)
-		}
-		switch kind {
-		case byte(KindHole):
-			err = w.Add(i, KindHole, nil, ZeroDigest(n))
-		case streamDup:
-			if err := cr.full(eh[:4], fmt.Sprintf("chunk %d's reference", i)); err != nil {
-				return nil, err
-			}
-			ref := be.Uint32(eh[:])
-			if ref >= uint32(i) {
-				return nil, corrupt(at, "chunk %d refers to chunk %d (must be an earlier chunk)", i, ref)
-			}
-			re := w.a.entries[ref]
-			if re.Kind == KindHole {
-				return nil, corrupt(at, "chunk %d refers to chunk %d, a hole", i, ref)
-			}
-			if _, rn := rawSpan(chunkSize, rawSize, int(ref)); rn != n {
-				return nil, corrupt(at, "chunk %d (%d raw bytes) refers to chunk %d (%d raw bytes)", i, n, ref, rn)
-			}
-			err = w.Add(i, re.Kind, nil, re.Digest)
-		case byte(KindZstd), byte(KindRaw):
-			if err := cr.full(eh[:], fmt.Sprintf("chunk %d's length and digest", i)); err != nil {
-				return nil, err
-			}
-			sl := be.Uint32(eh[:])
-			if sl == 0 || sl > chunkSize || (Kind(kind) == KindRaw && int(sl) != n) {
-				return nil, corrupt(at, "chunk %d: %s chunk of %d stored bytes (raw length %d, chunk size %d)", i, Kind(kind), sl, n, chunkSize)
-			}
-			if end := w.a.dataEnd + uint64(sl); end > uint64(maxSize) {
-				return nil, &FormatError{Offset: at, Err: ErrTooLarge,
-					What: fmt.Sprintf("chunk %d would make the image %d bytes; the limit is %d bytes", i, end, maxSize)}
-			}
-			if err := cr.full(stored[:sl], fmt.Sprintf("chunk %d's stored bytes", i)); err != nil {
-				return nil, err
-			}
-			want := [32]byte(eh[4:])
-			out, derr := d.decode(Kind(kind), stored[:sl], n, raw)
-			if derr != nil {
-				return nil, fmt.Errorf("image: chunk %d (raw offset %d, stream byte %d): %w", i, off, at, derr)
-			}
-			if got := sha256.Sum256(out); got != want {
-				return nil, &ChunkError{Chunk: i, RawOffset: off, Want: want, Got: got}
-			}
-			err = w.Add(i, Kind(kind), stored[:sl], want)
-		case streamEnd:
-			return nil, corrupt(at, "stream ends after %d of %d chunks", i, chunks)
-		default:
-			return nil, corrupt(at, "chunk %d: unknown kind %d", i, kind)
-		}
-		if err != nil {
+	sr := &streamReceiver{
+		cr: cr, w: w, d: d, chunkSize: chunkSize, rawSize: rawSize, maxSize: maxSize,
+		stored: make([]byte, chunkSize), raw: make([]byte, chunkSize),
+	}
+	chunks := int(chunkCount(chunkSize, rawSize))
+	for i := range chunks {
+		if err := sr.chunk(i, chunks); err != nil {
 			return nil, err
 		}
 	}
-	at := cr.n
-	var end [1 + 32]byte
-	if err := cr.full(end[:], "the end marker and image digest"); err != nil {
+	if err := sr.end(chunks); err != nil {
 		return nil, err
 	}
-	if end[0] != streamEnd {
-		return nil, corrupt(at, "byte %#02x after the last chunk (want the end marker %#02x)", end[0], streamEnd)
-	}
-	got := ImageDigest(func(i int) [32]byte { return w.a.entries[i].Digest }, int(chunks))
-	if want := [32]byte(end[1:]); got != want {
-		return nil, corrupt(at+1, "image digest in the stream is %x, the chunks make %x", want, got)
-	}
-	if _, err := cr.ReadByte(); !errors.Is(err, io.EOF) {
-		if err != nil {
-			return nil, fmt.Errorf("image: reading past the stream end: %w", err)
-		}
-		return nil, corrupt(cr.n-1, "data after the stream end")
-	}
 	return w.Finish()
+}
+
+// readStreamPreamble reads and checks a capture stream's magic, version,
+// geometry and metadata, refusing (ErrTooLarge) a geometry whose header
+// and index alone exceed maxSize.
+func readStreamPreamble(cr *countingReader, maxSize int64) (chunkSize uint32, rawSize uint64, meta Meta, err error) {
+	var pre [8 + 2 + 4 + 8 + 4]byte
+	if err := cr.full(pre[:8], "the stream magic"); err != nil {
+		return 0, 0, meta, err
+	}
+	if string(pre[:8]) != streamMagic {
+		return 0, 0, meta, &FormatError{Offset: 0, What: "stream magic is not " + streamMagic, Err: ErrNotImage}
+	}
+	if err := cr.full(pre[8:], "the stream preamble"); err != nil {
+		return 0, 0, meta, err
+	}
+	be := binary.BigEndian
+	if v := be.Uint16(pre[8:]); v != Version {
+		return 0, 0, meta, corrupt(8, "stream version %d (this build reads version %d)", v, Version)
+	}
+	chunkSize, rawSize, metaLen := be.Uint32(pre[10:]), be.Uint64(pre[14:]), be.Uint32(pre[22:])
+	if err := checkGeometry(chunkSize, rawSize); err != nil {
+		return 0, 0, meta, corrupt(10, "%v", err)
+	}
+	if metaLen > MaxMetaLen {
+		return 0, 0, meta, corrupt(22, "metadata length %d (at most %d)", metaLen, MaxMetaLen)
+	}
+	chunks := chunkCount(chunkSize, rawSize)
+	if prefix := roundUp(HeaderSize+chunks*EntrySize, blockAlign); prefix > uint64(maxSize) {
+		return 0, 0, meta, &FormatError{Offset: 14, Err: ErrTooLarge,
+			What: fmt.Sprintf("raw size %d in %d chunks needs a %d-byte header and index; the limit is %d bytes", rawSize, chunks, prefix, maxSize)}
+	}
+	mj := make([]byte, metaLen)
+	if err := cr.full(mj, "the metadata"); err != nil {
+		return 0, 0, meta, err
+	}
+	if metaLen > 0 {
+		if err := json.Unmarshal(mj, &meta); err != nil {
+			return 0, 0, meta, corrupt(26, "metadata JSON: %v", err)
+		}
+	}
+	return chunkSize, rawSize, meta, nil
+}
+
+// streamReceiver is ReceiveStream's state between chunks: the stream, the
+// Writer the chunks go to, and buffers of one chunk each.
+type streamReceiver struct {
+	cr          *countingReader
+	w           *Writer
+	d           *Decoder
+	chunkSize   uint32
+	rawSize     uint64
+	maxSize     int64
+	stored, raw []byte
+	eh          [4 + 32]byte
+}
+
+// chunk reads chunk i of chunks from the stream and adds it to the Writer.
+func (sr *streamReceiver) chunk(i, chunks int) error {
+	_, n := rawSpan(sr.chunkSize, sr.rawSize, i)
+	at := sr.cr.n
+	kind, err := sr.cr.ReadByte()
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			return truncated(at, "stream ends before chunk %d of %d", i, chunks)
+		}
+		return fmt.Errorf("image: reading chunk %d at stream byte %d: %w", i, at, err)
+	}
+	switch kind {
+	case byte(KindHole):
+		return sr.w.Add(i, KindHole, nil, ZeroDigest(n))
+	case streamDup:
+		return sr.dup(i, n, at)
+	case byte(KindZstd), byte(KindRaw):
+		return sr.data(i, Kind(kind), at)
+	case streamEnd:
+		return corrupt(at, "stream ends after %d of %d chunks", i, chunks)
+	default:
+		return corrupt(at, "chunk %d: unknown kind %d", i, kind)
+	}
+}
+
+// dup adds chunk i (n raw bytes, kind byte at stream byte at) as a copy of
+// the earlier, same-length, non-hole chunk its reference names.
+func (sr *streamReceiver) dup(i, n int, at int64) error {
+	if err := sr.cr.full(sr.eh[:4], fmt.Sprintf("chunk %d's reference", i)); err != nil {
+		return err
+	}
+	ref := binary.BigEndian.Uint32(sr.eh[:])
+	if ref >= uint32(i) {
+		return corrupt(at, "chunk %d refers to chunk %d (must be an earlier chunk)", i, ref)
+	}
+	re := sr.w.a.entries[ref]
+	if re.Kind == KindHole {
+		return corrupt(at, "chunk %d refers to chunk %d, a hole", i, ref)
+	}
+	if _, rn := rawSpan(sr.chunkSize, sr.rawSize, int(ref)); rn != n {
+		return corrupt(at, "chunk %d (%d raw bytes) refers to chunk %d (%d raw bytes)", i, n, ref, rn)
+	}
+	return sr.w.Add(i, re.Kind, nil, re.Digest)
+}
+
+// data reads chunk i's stored bytes (kind byte at stream byte at),
+// decodes them, checks their digest and adds the chunk.
+func (sr *streamReceiver) data(i int, kind Kind, at int64) error {
+	off, n := rawSpan(sr.chunkSize, sr.rawSize, i)
+	if err := sr.cr.full(sr.eh[:], fmt.Sprintf("chunk %d's length and digest", i)); err != nil {
+		return err
+	}
+	sl := binary.BigEndian.Uint32(sr.eh[:])
+	if sl == 0 || sl > sr.chunkSize || (kind == KindRaw && int(sl) != n) {
+		return corrupt(at, "chunk %d: %s chunk of %d stored bytes (raw length %d, chunk size %d)", i, kind, sl, n, sr.chunkSize)
+	}
+	if end := sr.w.a.dataEnd + uint64(sl); end > uint64(sr.maxSize) {
+		return &FormatError{Offset: at, Err: ErrTooLarge,
+			What: fmt.Sprintf("chunk %d would make the image %d bytes; the limit is %d bytes", i, end, sr.maxSize)}
+	}
+	stored := sr.stored[:sl]
+	if err := sr.cr.full(stored, fmt.Sprintf("chunk %d's stored bytes", i)); err != nil {
+		return err
+	}
+	want := [32]byte(sr.eh[4:])
+	out, derr := sr.d.decode(kind, stored, n, sr.raw)
+	if derr != nil {
+		return fmt.Errorf("image: chunk %d (raw offset %d, stream byte %d): %w", i, off, at, derr)
+	}
+	if got := sha256.Sum256(out); got != want {
+		return &ChunkError{Chunk: i, RawOffset: off, Want: want, Got: got}
+	}
+	return sr.w.Add(i, kind, stored, want)
+}
+
+// end reads the end marker and image digest after the last of chunks,
+// checks the digest against the chunks received, and refuses trailing
+// bytes.
+func (sr *streamReceiver) end(chunks int) error {
+	at := sr.cr.n
+	var end [1 + 32]byte
+	if err := sr.cr.full(end[:], "the end marker and image digest"); err != nil {
+		return err
+	}
+	if end[0] != streamEnd {
+		return corrupt(at, "byte %#02x after the last chunk (want the end marker %#02x)", end[0], streamEnd)
+	}
+	got := ImageDigest(func(i int) [32]byte { return sr.w.a.entries[i].Digest }, chunks)
+	if want := [32]byte(end[1:]); got != want {
+		return corrupt(at+1, "image digest in the stream is %x, the chunks make %x", want, got)
+	}
+	if _, err := sr.cr.ReadByte(); !errors.Is(err, io.EOF) {
+		if err != nil {
+			return fmt.Errorf("image: reading past the stream end: %w", err)
+		}
+		return corrupt(sr.cr.n-1, "data after the stream end")
+	}
+	return nil
 }

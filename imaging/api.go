@@ -81,14 +81,30 @@ func (m *Manager) agentVia(r *http.Request) Via {
 	return v
 }
 
+// decodeBody decodes r's JSON body, at most limit bytes, into v (strict:
+// refusing unknown fields). On failure it answers 413 for a body over the
+// limit, else 400 with what and notJSON before the decoder's words, and
+// returns false.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any, limit int64, what, notJSON string, strict bool) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
+	if strict {
+		dec.DisallowUnknownFields()
+	}
+	err := dec.Decode(v)
+	if err == nil {
+		return true
+	}
+	if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+		http.Error(w, fmt.Sprintf("%s larger than %d bytes", what, limit), http.StatusRequestEntityTooLarge)
+		return false
+	}
+	http.Error(w, what+": "+notJSON+": "+err.Error(), http.StatusBadRequest)
+	return false
+}
+
 func (m *Manager) serveReport(w http.ResponseWriter, r *http.Request) {
 	var rep Report
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxReportBody)).Decode(&rep); err != nil {
-		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			http.Error(w, fmt.Sprintf("report larger than %d bytes", maxReportBody), http.StatusRequestEntityTooLarge)
-			return
-		}
-		http.Error(w, "report: not JSON: "+err.Error(), http.StatusBadRequest)
+	if !decodeBody(w, r, &rep, maxReportBody, "report", "not JSON", false) {
 		return
 	}
 	if err := m.Report(rep); err != nil {
@@ -183,14 +199,7 @@ func (m *Manager) AdminHandler(token string, sessions func() []Session) http.Han
 	}
 	mux.HandleFunc("POST /api/imaging/tasks", admin(func(w http.ResponseWriter, r *http.Request) {
 		var t Task
-		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxTaskBody))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&t); err != nil {
-			if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-				http.Error(w, fmt.Sprintf("task larger than %d bytes", maxTaskBody), http.StatusRequestEntityTooLarge)
-				return
-			}
-			http.Error(w, "task: not JSON as in [[imaging.task]]: "+err.Error(), http.StatusBadRequest)
+		if !decodeBody(w, r, &t, maxTaskBody, "task", "not JSON as in [[imaging.task]]", true) {
 			return
 		}
 		if err := m.AddTask(t); err != nil {

@@ -75,31 +75,14 @@ func (l *connLimiter) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		ip := remoteIP(c)
-		var victims []*tracked
 		l.mu.Lock()
-		pc := l.byIP[ip]
-		if pc != nil && pc.n >= l.perIP {
-			e := pc.idle.Front()
-			if e == nil {
-				l.mu.Unlock()
-				l.counters.ConnsRefused.Add(1)
-				refuse(c)
-				continue
-			}
-			victims = append(victims, l.unidle(e.Value.(*tracked)))
-		}
-		if l.total-len(victims) >= l.max {
-			e := l.idle.Front()
-			if e == nil {
-				// Every slot went busy since the wait above.
-				l.mu.Unlock()
-				l.counters.ConnsRefused.Add(1)
-				refuse(c)
-				continue
-			}
-			victims = append(victims, l.unidle(e.Value.(*tracked)))
-		}
+		victims, ok := l.victims(ip)
 		l.mu.Unlock()
+		if !ok {
+			l.counters.ConnsRefused.Add(1)
+			refuse(c)
+			continue
+		}
 		for _, v := range victims {
 			l.counters.ConnsShed.Add(1)
 			v.conn.Close() // releases it
@@ -112,7 +95,8 @@ func (l *connLimiter) Accept() (net.Conn, error) {
 		}
 		l.mu.Lock()
 		l.total++
-		if pc = l.byIP[ip]; pc == nil {
+		pc := l.byIP[ip]
+		if pc == nil {
 			pc = &ipConns{}
 			l.byIP[ip] = pc
 		}
@@ -121,6 +105,30 @@ func (l *connLimiter) Accept() (net.Conn, error) {
 		l.mu.Unlock()
 		return t.conn, nil
 	}
+}
+
+// victims picks the idle connections to shed so that one more from ip
+// fits under both caps: ip's oldest idle one at the per-address cap, then
+// the oldest idle one of all at the total cap. false: a cap is full of busy
+// connections and the new one is refused. Called with l.mu held.
+func (l *connLimiter) victims(ip netip.Addr) ([]*tracked, bool) {
+	var victims []*tracked
+	if pc := l.byIP[ip]; pc != nil && pc.n >= l.perIP {
+		e := pc.idle.Front()
+		if e == nil {
+			return nil, false
+		}
+		victims = append(victims, l.unidle(e.Value.(*tracked)))
+	}
+	if l.total-len(victims) >= l.max {
+		e := l.idle.Front()
+		if e == nil {
+			// Every slot went busy since Accept's wait for room.
+			return nil, false
+		}
+		victims = append(victims, l.unidle(e.Value.(*tracked)))
+	}
+	return victims, true
 }
 
 // Close stops Accept, also one waiting for room.

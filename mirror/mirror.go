@@ -252,25 +252,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if s.Source != nil && !isDir {
 		if err := s.Source.Ensure(name); err != nil {
-			switch {
-			case errors.Is(err, filestore.ErrNotFound) || errors.Is(err, filestore.ErrAccess):
-				s.refuse(w, r, err)
-			case errors.Is(err, origin.ErrWait):
-				// The fetch goes on; a retry soon finds the file.
-				s.Counters.OriginErrors.Add(1)
-				w.Header().Set("Retry-After", "10")
-				http.Error(w, "origin fetch still running, retry", http.StatusGatewayTimeout)
-			case errors.Is(err, origin.ErrBusy):
-				s.Counters.OriginErrors.Add(1)
-				w.Header().Set("Retry-After", "10")
-				http.Error(w, "too many origin fetches at once, retry", http.StatusServiceUnavailable)
-			default:
-				// The origin failed or sent a short body; nothing was
-				// cached, and the next request after origin.negative_ttl
-				// tries again.
-				s.Counters.OriginErrors.Add(1)
-				http.Error(w, "origin fetch failed", http.StatusBadGateway)
-			}
+			s.originError(w, r, err)
 			return
 		}
 	}
@@ -302,6 +284,35 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, r, filestore.ErrAccess)
 		return
 	}
+	s.serveFile(w, r, f, st)
+}
+
+// originError answers a request whose file the origin cache could not
+// provide (Source.Ensure's err).
+func (s *Server) originError(w http.ResponseWriter, r *http.Request, err error) {
+	switch {
+	case errors.Is(err, filestore.ErrNotFound) || errors.Is(err, filestore.ErrAccess):
+		s.refuse(w, r, err)
+	case errors.Is(err, origin.ErrWait):
+		// The fetch goes on; a retry soon finds the file.
+		s.Counters.OriginErrors.Add(1)
+		w.Header().Set("Retry-After", "10")
+		http.Error(w, "origin fetch still running, retry", http.StatusGatewayTimeout)
+	case errors.Is(err, origin.ErrBusy):
+		s.Counters.OriginErrors.Add(1)
+		w.Header().Set("Retry-After", "10")
+		http.Error(w, "too many origin fetches at once, retry", http.StatusServiceUnavailable)
+	default:
+		// The origin failed or sent a short body; nothing was cached, and
+		// the next request after origin.negative_ttl tries again.
+		s.Counters.OriginErrors.Add(1)
+		http.Error(w, "origin fetch failed", http.StatusBadGateway)
+	}
+}
+
+// serveFile serves the regular file f (st is its stat) with ranges and
+// conditional requests, and counts and logs what it sent.
+func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, f *os.File, st fs.FileInfo) {
 	// A strong validator from what identifies the file version (the same
 	// things filestore keys on): If-None-Match and If-Range work with it.
 	w.Header().Set("ETag", fmt.Sprintf(`"%x-%x"`, st.Size(), st.ModTime().UnixNano()))

@@ -165,36 +165,20 @@ type Server struct {
 func (s *Server) timing() timing {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	t := timing{
-		InitialRTO: s.InitialRTO, MinRTO: s.MinRTO, MaxRTO: s.MaxRTO,
-		Retries: s.Retries, Lifetime: s.SessionLifetime, StallTimeout: s.StallTimeout,
-		ConfirmTimeout: s.ConfirmTimeout,
+	return timing{
+		InitialRTO:     orDefault(s.InitialRTO, DefaultInitialRTO),
+		MinRTO:         orDefault(s.MinRTO, DefaultMinRTO),
+		MaxRTO:         orDefault(s.MaxRTO, DefaultMaxRTO),
+		Retries:        orDefault(s.Retries, DefaultRetries),
+		Lifetime:       orDefault(s.SessionLifetime, DefaultLifetime),
+		StallTimeout:   orDefault(s.StallTimeout, DefaultStallTimeout),
+		ConfirmTimeout: orDefault(s.ConfirmTimeout, DefaultConfirmTimeout),
 	}
-	if t.ConfirmTimeout <= 0 {
-		t.ConfirmTimeout = DefaultConfirmTimeout
-	}
-	if t.StallTimeout <= 0 {
-		t.StallTimeout = DefaultStallTimeout
-	}
-	if t.InitialRTO <= 0 {
-		t.InitialRTO = DefaultInitialRTO
-	}
-	if t.MinRTO <= 0 {
-		t.MinRTO = DefaultMinRTO
-	}
-	if t.MaxRTO <= 0 {
-		t.MaxRTO = DefaultMaxRTO
-	}
-	if t.Retries <= 0 {
-		t.Retries = DefaultRetries
-	}
-	if t.Lifetime <= 0 {
-		t.Lifetime = DefaultLifetime
-	}
-	return t
 }
 
-func orDefault(v, d int) int {
+// orDefault is v, or d when v is zero or negative: a zero field means the
+// documented default.
+func orDefault[T int | time.Duration](v, d T) T {
 	if v <= 0 {
 		return d
 	}
@@ -455,18 +439,8 @@ func (s *Server) serveRequest(sl *slot, req *Request, reqLen int, peer netip.Add
 	}
 	// Virtual files are per-host: multicast would send one host's file to
 	// every member of the group.
-	if vf == nil && req.Op == OpRRQ && s.Multicast != nil {
-		if _, ok := req.Option(optMulticast); ok {
-			// The multicast handler runs its own sessions and rules for
-			// who may join; its requests count as confirmed here.
-			if s.confirm(sl) != nil {
-				return
-			}
-			if s.Multicast.ServeMulticast(s.sessCtx, req, peer, local) {
-				s.Counters.Multicast.Add(1)
-				return
-			}
-		}
+	if vf == nil && req.Op == OpRRQ && s.Multicast != nil && s.serveMulticast(sl, req, peer, local) {
+		return
 	}
 	c, err := s.dial(local)
 	if q, ok := c.(interface{ Queued() bool }); ok && err == nil {
@@ -518,6 +492,32 @@ func (s *Server) serveRequest(sl *slot, req *Request, reqLen int, peer netip.Add
 		return
 	}
 	defer f.Release()
+	s.serveRead(sl, c, req, f, peer, local, fail)
+}
+
+// serveMulticast hands a read request asking for multicast to the
+// multicast handler; true if it took the request (or the request was
+// refused), false to serve it by unicast.
+func (s *Server) serveMulticast(sl *slot, req *Request, peer netip.AddrPort, local netip.Addr) bool {
+	if _, ok := req.Option(optMulticast); !ok {
+		return false
+	}
+	// The multicast handler runs its own sessions and rules for who may
+	// join; its requests count as confirmed here.
+	if s.confirm(sl) != nil {
+		return true
+	}
+	if s.Multicast.ServeMulticast(s.sessCtx, req, peer, local) {
+		s.Counters.Multicast.Add(1)
+		return true
+	}
+	return false
+}
+
+// serveRead negotiates a read request for the opened file f and runs its
+// session on c.
+func (s *Server) serveRead(sl *slot, c conn, req *Request, f servedFile, peer netip.AddrPort, local netip.Addr, fail func(ErrorCode, string)) {
+	var err error
 	s.Counters.RRQ.Add(1)
 
 	netascii := req.Mode == "netascii"

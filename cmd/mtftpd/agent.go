@@ -24,13 +24,9 @@ func runAgent(args []string) error {
 	initFlag := fs.Bool("init", false, "mount proc, sys, dev, tmp, run and load /etc/mtftpd-modules first (as PID 1)")
 	noNet := fs.Bool("no-net", false, "use the network as it is (the MAC must be on the command line)")
 	noAfter := fs.Bool("no-after", false, "print the after action instead of doing it")
-	pos, help, err := parseFlags(fs, args)
+	_, help, err := parseArgs(fs, args, 0, "no arguments expected")
 	if help || err != nil {
 		return err
-	}
-	if len(pos) != 0 {
-		fs.Usage()
-		return errors.New("no arguments expected")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

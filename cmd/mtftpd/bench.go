@@ -1,16 +1,12 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
 	"slices"
 	"strings"
-	"syscall"
 
 	"github.com/mtftpd/mtftpd/bench"
 )
@@ -26,13 +22,8 @@ func runBenchDHCP(args []string) error {
 	timeout := fs.Duration("timeout", bench.DefaultDHCPTimeout, "limit of one exchange, DISCOVER to ACK")
 	duration := fs.Duration("duration", bench.DefaultDHCPDuration, "limit of the whole storm")
 	jsonOut := fs.String("json", "", "also write the report as JSON to this file (- for stdout)")
-	pos, help, err := parseFlags(fs, args)
-	if help || err != nil {
+	if _, help, err := parseArgs(fs, args, 0, ""); help || err != nil {
 		return err
-	}
-	if len(pos) != 0 {
-		fs.Usage()
-		return fmt.Errorf("unexpected argument %q", pos[0])
 	}
 	if *iface == "" {
 		return errors.New("dhcp: --iface is required: a DHCP storm broadcasts, so name the interface of a lab network explicitly")
@@ -44,26 +35,19 @@ func runBenchDHCP(args []string) error {
 		*pxe = true
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
 	s := &bench.DHCPStorm{
 		Iface: *iface, Clients: *clients, Concurrency: *concurrency, Timeout: *timeout,
 		Release: *release, PXE: *pxe, Arch: uint16(*arch), Duration: *duration,
 	}
-	rep, err := s.Run(ctx)
-	if err != nil {
-		return err
-	}
-	printDHCPReport(os.Stderr, rep)
-	if *jsonOut != "" {
-		if err := writeJSON(*jsonOut, rep); err != nil {
-			return err
-		}
-	}
-	if rep.Completed < rep.Clients {
-		return fmt.Errorf("dhcp: %d of %d exchanges completed", rep.Completed, rep.Clients)
-	}
-	return nil
+	return benchRun[bench.DHCPReport]{
+		jsonOut: *jsonOut, run: s.Run, print: printDHCPReport,
+		check: func(rep bench.DHCPReport) error {
+			if rep.Completed < rep.Clients {
+				return fmt.Errorf("dhcp: %d of %d exchanges completed", rep.Completed, rep.Clients)
+			}
+			return nil
+		},
+	}.do()
 }
 
 // printDHCPReport writes the short human summary.

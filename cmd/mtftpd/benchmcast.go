@@ -7,9 +7,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 
 	"github.com/mtftpd/mtftpd/bench"
 )
@@ -41,13 +39,8 @@ func runBenchMCast(args []string) error {
 	verifyFile := fs.String("verify-file", "", "check every file against this local copy (sha256 and size)")
 	jsonOut := fs.String("json", "", "also write the report as JSON to this file (- for stdout); schema: docs/bench-json.md")
 	quiet := fs.BoolP("quiet", "q", false, "no progress display")
-	pos, help, err := parseFlags(fs, args)
-	if help || err != nil {
+	if _, help, err := parseArgs(fs, args, 0, ""); help || err != nil {
 		return err
-	}
-	if len(pos) != 0 {
-		fs.Usage()
-		return fmt.Errorf("unexpected argument %q", pos[0])
 	}
 	if *target == "" || *file == "" {
 		return errors.New("mcast: --target HOST[:PORT] and --file NAME are required")
@@ -56,12 +49,9 @@ func runBenchMCast(args []string) error {
 		Target: *target, File: *file, Receivers: *receivers, Dialect: *dialect, Dir: *dir,
 		BlockSize: *blksize, Interface: *iface, Timeout: *timeout, MaxTime: *duration, Live: &bench.MCastLive{},
 	}
-	if *sources != "" {
-		addrs, err := bench.ParseSourceAddrs(*sources)
-		if err != nil {
-			return fmt.Errorf("mcast: --%w", err)
-		}
-		s.SourceAddrs = addrs
+	var err error
+	if s.SourceAddrs, s.SHA256, s.Size, err = parseSwarmChecks(*sources, *verify, *verifyFile); err != nil {
+		return fmt.Errorf("mcast: %w", err)
 	}
 	if *pxeGroup != "" {
 		g, err := netip.ParseAddrPort(*pxeGroup)
@@ -70,11 +60,6 @@ func runBenchMCast(args []string) error {
 		}
 		s.PXEGroup = g
 	}
-	sum, size, err := parseVerify(*verify, *verifyFile)
-	if err != nil {
-		return fmt.Errorf("mcast: %w", err)
-	}
-	s.SHA256, s.Size = sum, size
 	if s.Dir == "" {
 		d, err := os.MkdirTemp("", "mtftpd-bench-mcast-")
 		if err != nil {
@@ -88,32 +73,24 @@ func runBenchMCast(args []string) error {
 		return fmt.Errorf("mcast: --dir: %w", err)
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	var display *swarmDisplay
-	if !*quiet {
-		display = startMCastDisplay(ctx, os.Stderr, s, isTerminal(os.Stderr))
-	}
-	rep, err := s.Run(ctx)
-	if display != nil {
-		display.stop()
-	}
-	if err != nil {
-		return err
-	}
-	printMCastReport(os.Stderr, rep)
-	if *keep {
-		fmt.Fprintf(os.Stderr, "  files kept in %s\n", s.Dir)
-	}
-	if *jsonOut != "" {
-		if err := writeJSON(*jsonOut, rep); err != nil {
-			return err
-		}
-	}
-	if rep.Completed < rep.Receivers {
-		return fmt.Errorf("mcast: %d of %d receivers hold the verified file", rep.Completed, rep.Receivers)
-	}
-	return nil
+	return benchRun[bench.MCastReport]{
+		quiet: *quiet, jsonOut: *jsonOut, run: s.Run,
+		display: func(ctx context.Context, w io.Writer, tty bool) *swarmDisplay {
+			return startMCastDisplay(ctx, w, s, tty)
+		},
+		print: func(w io.Writer, rep bench.MCastReport) {
+			printMCastReport(w, rep)
+			if *keep {
+				fmt.Fprintf(w, "  files kept in %s\n", s.Dir)
+			}
+		},
+		check: func(rep bench.MCastReport) error {
+			if rep.Completed < rep.Receivers {
+				return fmt.Errorf("mcast: %d of %d receivers hold the verified file", rep.Completed, rep.Receivers)
+			}
+			return nil
+		},
+	}.do()
 }
 
 // startMCastDisplay shows the bytes all receivers hold against what they

@@ -7,9 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/mtftpd/mtftpd/bench"
@@ -45,13 +43,8 @@ func runBenchTFTP(args []string) error {
 	retries := fs.Int("retries", 0, "consecutive timeouts before a client gives up (0: the client default)")
 	jsonOut := fs.String("json", "", "also write the report as JSON to this file (- for stdout); schema: docs/bench-json.md")
 	quiet := fs.BoolP("quiet", "q", false, "no progress display")
-	pos, help, err := parseFlags(fs, args)
-	if help || err != nil {
+	if _, help, err := parseArgs(fs, args, 0, ""); help || err != nil {
 		return err
-	}
-	if len(pos) != 0 {
-		fs.Usage()
-		return fmt.Errorf("unexpected argument %q", pos[0])
 	}
 	if *target == "" || *file == "" {
 		return errors.New("tftp: --target HOST:PORT and --file NAME are required")
@@ -85,42 +78,23 @@ func runBenchTFTP(args []string) error {
 		Duration: *duration, Transfers: *count, MaxTime: *maxTime, Timeout: *timeout, Retries: *retries,
 		Live: &bench.TFTPLive{},
 	}
-	sum, size, err := parseVerify(*verify, *verifyFile)
-	if err != nil {
+	var err error
+	if s.SourceAddrs, s.SHA256, s.Size, err = parseSwarmChecks(*sources, *verify, *verifyFile); err != nil {
 		return fmt.Errorf("tftp: %w", err)
 	}
-	s.SHA256, s.Size = sum, size
-	if *sources != "" {
-		addrs, err := bench.ParseSourceAddrs(*sources)
-		if err != nil {
-			return fmt.Errorf("tftp: --%w", err)
-		}
-		s.SourceAddrs = addrs
-	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	var display *swarmDisplay
-	if !*quiet {
-		display = startSwarmDisplay(ctx, os.Stderr, s, isTerminal(os.Stderr))
-	}
-	rep, err := s.Run(ctx)
-	if display != nil {
-		display.stop()
-	}
-	if err != nil {
-		return err
-	}
-	printTFTPReport(os.Stderr, rep)
-	if *jsonOut != "" {
-		if err := writeJSON(*jsonOut, rep); err != nil {
-			return err
-		}
-	}
-	if rep.Failed > 0 || rep.Completed == 0 {
-		return fmt.Errorf("tftp: %d of %d downloads failed, %d completed", rep.Failed, rep.Transfers, rep.Completed)
-	}
-	return nil
+	return benchRun[bench.TFTPReport]{
+		quiet: *quiet, jsonOut: *jsonOut, run: s.Run, print: printTFTPReport,
+		display: func(ctx context.Context, w io.Writer, tty bool) *swarmDisplay {
+			return startSwarmDisplay(ctx, w, s, tty)
+		},
+		check: func(rep bench.TFTPReport) error {
+			if rep.Failed > 0 || rep.Completed == 0 {
+				return fmt.Errorf("tftp: %d of %d downloads failed, %d completed", rep.Failed, rep.Transfers, rep.Completed)
+			}
+			return nil
+		},
+	}.do()
 }
 
 // sha256File returns the digest and size of a local file.
@@ -219,13 +193,9 @@ func printTFTPReport(w io.Writer, r bench.TFTPReport) {
 
 func runBenchCompare(args []string) error {
 	fs := newFlags("bench compare")
-	pos, help, err := parseFlags(fs, args)
+	pos, help, err := parseArgs(fs, args, 2, "need two JSON reports")
 	if help || err != nil {
 		return err
-	}
-	if len(pos) != 2 {
-		fs.Usage()
-		return errors.New("need two JSON reports")
 	}
 	a, err := os.ReadFile(pos[0])
 	if err != nil {

@@ -37,13 +37,9 @@ func runGet(args []string) error {
 	minRecv := fs.Int("min-receivers", 0, "with --multicast: ask a new session to start once this many receivers joined")
 	maxWait := fs.Duration("max-wait", 0, "with --multicast: ask a new session to start at the latest this long after it began (the server caps it)")
 	settle := fs.Duration("settle", 0, "with --multicast: ask a new session to start once nobody new joined for this long")
-	pos, help, err := parseFlags(fs, args)
+	pos, help, err := parseArgs(fs, args, 2, "need HOST[:PORT] and REMOTE")
 	if help || err != nil {
 		return err
-	}
-	if len(pos) != 2 {
-		fs.Usage()
-		return errors.New("need HOST[:PORT] and REMOTE")
 	}
 	server, remote := pos[0], pos[1]
 	if *blksize != 0 && (*blksize < tftp.MinBlockSize || *blksize > tftp.MaxBlockSize) {
@@ -60,31 +56,16 @@ func runGet(args []string) error {
 		}
 	}
 
-	// Write to a temp file beside the destination and rename on success:
-	// a failed download never leaves a half file under the real name.
-	// A device or FIFO (-o /dev/null) is written in place: no file to
-	// tear there (openSpecial).
-	var w io.Writer = os.Stdout
-	var tmp *atomicfile.File
-	special, err := openSpecial(dest)
-	switch {
-	case err != nil:
+	o, err := openGetOutput(dest)
+	if err != nil {
 		return err
-	case special != nil:
-		defer special.Close()
-		w = special
-	case dest != "-":
-		if tmp, err = atomicfile.Create(dest, 0o644); err != nil {
-			return err
-		}
-		defer tmp.Abort()
-		w = tmp
 	}
+	defer o.close()
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if *multicast {
-		if tmp == nil {
+		if o.tmp == nil {
 			return errors.New("--multicast writes shards at their offsets: it needs a regular file, not stdout or a device")
 		}
 		if *netascii {
@@ -95,15 +76,7 @@ func runGet(args []string) error {
 		if *verbose {
 			r.Log = zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr}).Level(zerolog.DebugLevel).With().Timestamp().Logger()
 		}
-		err := getMulticast(ctx, r, remote, server, tmp.File, *quiet)
-		if !errors.Is(err, mtftp.ErrNativeUnsupported) {
-			if err != nil {
-				return err
-			}
-			return tmp.Commit()
-		}
-		fmt.Fprintln(os.Stderr, "server offers no native multicast: downloading by unicast")
-		if err := tmp.Truncate(0); err != nil {
+		if done, err := getMulticastFirst(ctx, r, remote, server, o.tmp, *quiet); done || err != nil {
 			return err
 		}
 	}
@@ -111,34 +84,12 @@ func runGet(args []string) error {
 	if *netascii {
 		c.Mode = "netascii"
 	}
-	var p *mpb.Progress
-	var bar *mpb.Bar
-	if !*quiet && dest != "-" && isTerminal(os.Stderr) {
-		p = mpb.NewWithContext(ctx, mpb.WithOutput(os.Stderr), mpb.WithWidth(40))
-		bar = p.AddBar(0,
-			mpb.PrependDecorators(decor.Name(remote+" "), decor.CountersKibiByte("% .1f / % .1f")),
-			mpb.AppendDecorators(decor.AverageSpeed(decor.SizeB1024(0), " % .1f"), decor.Percentage(decor.WCSyncSpace)))
-		c.Progress = func(got, total int64) {
-			if total > 0 && bar.Current() == 0 {
-				bar.SetTotal(total, false)
-			}
-			bar.SetCurrent(got)
-		}
-	}
-	res, err := c.Get(ctx, server, remote, w)
-	if bar != nil {
-		if err == nil {
-			bar.SetTotal(res.Bytes, true)
-		} else {
-			bar.Abort(false)
-		}
-		p.Wait()
-	}
+	res, err := getUnicast(ctx, c, server, remote, o.w, !*quiet && dest != "-" && isTerminal(os.Stderr))
 	if err != nil {
 		return err
 	}
-	if tmp != nil {
-		if err := tmp.Commit(); err != nil {
+	if o.tmp != nil {
+		if err := o.tmp.Commit(); err != nil {
 			return err
 		}
 	}
@@ -151,6 +102,86 @@ func runGet(args []string) error {
 }
 
 // getMulticast downloads through the native multicast dialect.
+// getOutput is where get writes: stdout ("-"), a device or FIFO in place,
+// or a temp file beside the destination, renamed on success.
+type getOutput struct {
+	w       io.Writer
+	tmp     *atomicfile.File // nil for stdout or a device
+	special *os.File
+}
+
+// openGetOutput opens dest for get. A failed download never leaves a half
+// file under the real name: it goes to a temp file renamed on success. A
+// device or FIFO (-o /dev/null) is written in place: no file to tear there
+// (openSpecial).
+func openGetOutput(dest string) (*getOutput, error) {
+	o := &getOutput{w: os.Stdout}
+	special, err := openSpecial(dest)
+	switch {
+	case err != nil:
+		return nil, err
+	case special != nil:
+		o.special, o.w = special, special
+	case dest != "-":
+		if o.tmp, err = atomicfile.Create(dest, 0o644); err != nil {
+			return nil, err
+		}
+		o.w = o.tmp
+	}
+	return o, nil
+}
+
+// close closes a device and removes a temp file not committed.
+func (o *getOutput) close() {
+	if o.special != nil {
+		o.special.Close()
+	}
+	if o.tmp != nil {
+		o.tmp.Abort()
+	}
+}
+
+// getMulticastFirst downloads remote by native multicast into tmp and
+// commits it (done). If the server does not offer native multicast it
+// empties tmp for a unicast download instead (not done).
+func getMulticastFirst(ctx context.Context, r *mtftp.NativeReceiver, remote, server string, tmp *atomicfile.File, quiet bool) (done bool, err error) {
+	err = getMulticast(ctx, r, remote, server, tmp.File, quiet)
+	if !errors.Is(err, mtftp.ErrNativeUnsupported) {
+		if err != nil {
+			return true, err
+		}
+		return true, tmp.Commit()
+	}
+	fmt.Fprintln(os.Stderr, "server offers no native multicast: downloading by unicast")
+	return false, tmp.Truncate(0)
+}
+
+// getUnicast downloads remote into w with c, showing a progress bar on
+// stderr if bar.
+func getUnicast(ctx context.Context, c *tftp.Client, server, remote string, w io.Writer, bar bool) (tftp.GetResult, error) {
+	if !bar {
+		return c.Get(ctx, server, remote, w)
+	}
+	p := mpb.NewWithContext(ctx, mpb.WithOutput(os.Stderr), mpb.WithWidth(40))
+	b := p.AddBar(0,
+		mpb.PrependDecorators(decor.Name(remote+" "), decor.CountersKibiByte("% .1f / % .1f")),
+		mpb.AppendDecorators(decor.AverageSpeed(decor.SizeB1024(0), " % .1f"), decor.Percentage(decor.WCSyncSpace)))
+	c.Progress = func(got, total int64) {
+		if total > 0 && b.Current() == 0 {
+			b.SetTotal(total, false)
+		}
+		b.SetCurrent(got)
+	}
+	res, err := c.Get(ctx, server, remote, w)
+	if err == nil {
+		b.SetTotal(res.Bytes, true)
+	} else {
+		b.Abort(false)
+	}
+	p.Wait()
+	return res, err
+}
+
 func getMulticast(ctx context.Context, r *mtftp.NativeReceiver, remote, server string, out *os.File, quiet bool) error {
 	var p *mpb.Progress
 	done := make(chan struct{})

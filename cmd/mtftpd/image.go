@@ -89,13 +89,9 @@ type imageInfo struct {
 func runImageInfo(args []string) error {
 	fs := newFlags("image info")
 	asJSON := fs.Bool("json", false, "print JSON")
-	pos, help, err := parseFlags(fs, args)
+	pos, help, err := parseArgs(fs, args, 1, "need IMAGE")
 	if help || err != nil {
 		return err
-	}
-	if len(pos) != 1 {
-		fs.Usage()
-		return errors.New("need IMAGE")
 	}
 	f, ix, err := image.Open(pos[0])
 	if err != nil {
@@ -141,13 +137,9 @@ func printInfo(w io.Writer, i imageInfo) {
 func runImageVerify(args []string) error {
 	fs := newFlags("image verify")
 	quiet := fs.BoolP("quiet", "q", false, "no progress bar and no summary")
-	pos, help, err := parseFlags(fs, args)
+	pos, help, err := parseArgs(fs, args, 1, "need IMAGE")
 	if help || err != nil {
 		return err
-	}
-	if len(pos) != 1 {
-		fs.Usage()
-		return errors.New("need IMAGE")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

@@ -47,13 +47,9 @@ func runImageDeploy(args []string) error {
 	quiet := fs.BoolP("quiet", "q", false, "no progress bar and no summary")
 	jsonOut := fs.Bool("json", false, "print the summary as JSON on stdout")
 	verbose := fs.BoolP("verbose", "v", false, "log the receiver's events")
-	pos, help, err := parseFlags(fs, args)
+	pos, help, err := parseArgs(fs, args, 3, "need SERVER IMAGE DISK")
 	if help || err != nil {
 		return err
-	}
-	if len(pos) != 3 {
-		fs.Usage()
-		return errors.New("need SERVER IMAGE DISK")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -162,13 +158,9 @@ func runImageCapture(args []string) error {
 	tokenFile := fs.String("token-file", "", "read the upload token from this file")
 	chunkSize := fs.Int("chunk-size", image.DefaultChunkSize, "chunk size in bytes: a power of two from 65536 to 16777216")
 	quiet := fs.BoolP("quiet", "q", false, "no summary")
-	pos, help, err := parseFlags(fs, args)
+	pos, help, err := parseArgs(fs, args, 2, "need DISK URL")
 	if help || err != nil {
 		return err
-	}
-	if len(pos) != 2 {
-		fs.Usage()
-		return errors.New("need DISK URL")
 	}
 	tok := *token
 	switch {

@@ -64,12 +64,8 @@ func runImagingAdd(args []string) error {
 	fs.DurationVar(&maxWait, "max-wait", 0, "...or at the latest this long after it began")
 	fs.DurationVar(&settle, "settle", 0, "...or once nobody new joined for this long")
 	conn := imagingFlags(fs)
-	pos, help, err := parseFlags(fs, args)
-	if help || err != nil {
+	if _, help, err := parseArgs(fs, args, 0, ""); help || err != nil {
 		return err
-	}
-	if len(pos) > 0 {
-		return fmt.Errorf("unexpected argument %q", pos[0])
 	}
 	switch {
 	case deploy != "" && capture == "":
@@ -100,13 +96,9 @@ func runImagingAdd(args []string) error {
 func runImagingCancel(args []string) error {
 	fs := newFlags("imaging cancel")
 	conn := imagingFlags(fs)
-	pos, help, err := parseFlags(fs, args)
+	pos, help, err := parseArgs(fs, args, 1, "need the task's NAME")
 	if help || err != nil {
 		return err
-	}
-	if len(pos) != 1 {
-		fs.Usage()
-		return errors.New("need the task's NAME")
 	}
 	base, admin, err := conn.target()
 	if err != nil {
@@ -122,12 +114,8 @@ func runImagingCancel(args []string) error {
 func runImagingList(args []string) error {
 	fs := newFlags("imaging list")
 	conn := imagingFlags(fs)
-	pos, help, err := parseFlags(fs, args)
-	if help || err != nil {
+	if _, help, err := parseArgs(fs, args, 0, ""); help || err != nil {
 		return err
-	}
-	if len(pos) > 0 {
-		return fmt.Errorf("unexpected argument %q", pos[0])
 	}
 	base, _, err := conn.target()
 	if err != nil {

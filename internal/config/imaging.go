@@ -284,11 +284,17 @@ func (c *Config) validateImaging(bad func(field, format string, args ...any)) {
 	if !c.HTTP.Listen.IsValid() {
 		bad("imaging.task", "the deploy agent talks to the HTTP mirror: set http.listen")
 	}
-	hosts := c.Hostnames()
+	validateImagingTasks(bad, m.Tasks, c.Hostnames())
+}
+
+// validateImagingTasks checks each task (ImagingTask.Check against the
+// [[dhcp.host]] names hosts) and across tasks: names unique, a MAC in one
+// task only, and one task at most taking the unknown machines.
+func validateImagingTasks(bad func(field, format string, args ...any), tasks []ImagingTask, hosts map[string]bool) {
 	names := map[string]int{}
 	macs := map[string]int{}
 	unknown := -1
-	for i, t := range m.Tasks {
+	for i, t := range tasks {
 		key := fmt.Sprintf("imaging.task[%d]", i)
 		for _, e := range t.Check(hosts) {
 			bad(key+"."+e.Key, "%s", e.Problem)

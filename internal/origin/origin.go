@@ -280,42 +280,34 @@ func (c *Cache) Close() error {
 // FilesDir is the directory the servers serve: verified files only.
 func (c *Cache) FilesDir() string { return path.Join(c.Dir, filesDir) }
 
-func (c *Cache) timeout() time.Duration {
-	if c.Timeout <= 0 {
-		return DefaultTimeout
-	}
-	return c.Timeout
-}
-
-func (c *Cache) negativeTTL() time.Duration {
-	if c.NegativeTTL == 0 {
-		return DefaultNegativeTTL
-	}
-	return c.NegativeTTL
-}
+// The zero fields mean the defaults; negative ones mean what each field
+// documents (none for Timeout and Wait, which must be positive).
+func (c *Cache) timeout() time.Duration     { return positiveOr(c.Timeout, DefaultTimeout) }
+func (c *Cache) wait() time.Duration        { return positiveOr(c.Wait, DefaultWait) }
+func (c *Cache) negativeTTL() time.Duration { return nonZeroOr(c.NegativeTTL, DefaultNegativeTTL) }
+func (c *Cache) ttl() time.Duration         { return nonZeroOr(c.TTL, DefaultTTL) }
 
 func (c *Cache) maxSize() int64 {
-	switch {
-	case c.MaxSize == 0:
-		return DefaultMaxSize
-	case c.MaxSize < 0:
+	if c.MaxSize < 0 {
 		return math.MaxInt64
 	}
-	return c.MaxSize
+	return nonZeroOr(c.MaxSize, DefaultMaxSize)
 }
 
-func (c *Cache) wait() time.Duration {
-	if c.Wait <= 0 {
-		return DefaultWait
+// positiveOr is v, or def when v is zero or negative.
+func positiveOr(v, def time.Duration) time.Duration {
+	if v <= 0 {
+		return def
 	}
-	return c.Wait
+	return v
 }
 
-func (c *Cache) ttl() time.Duration {
-	if c.TTL == 0 {
-		return DefaultTTL
+// nonZeroOr is v, or def when v is zero.
+func nonZeroOr[T int64 | time.Duration](v, def T) T {
+	if v == 0 {
+		return def
 	}
-	return c.TTL
+	return v
 }
 
 // errDirectory: the origin redirected a file name to a directory (nginx

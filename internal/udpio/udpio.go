@@ -431,6 +431,19 @@ func (c *Conn) writeChunk(ds []Datagram) (syscalls int, err error) {
 
 var errNoProgress = errors.New("udpio: the kernel took no message and reported no error")
 
+// countSingle counts one send of one datagram (WriteTo) that returned
+// err, and returns err.
+func (c *Conn) countSingle(err error) error {
+	c.st.syscalls.Add(1)
+	c.st.singles.Add(1)
+	if err != nil {
+		c.st.sendErrors.Add(1)
+		return err
+	}
+	c.st.datagrams.Add(1)
+	return nil
+}
+
 // account counts the messages of plan as sent.
 func (c *Conn) account(sent []span) {
 	if c.caps.MMsg {

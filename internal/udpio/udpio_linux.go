@@ -45,21 +45,11 @@ func (c *Conn) setup(o Options) error {
 		}
 		c.sys.inet6 = domain == unix.AF_INET6
 		var short []error
-		c.sndGot, err = setBuf(s, unix.SO_SNDBUFFORCE, unix.SO_SNDBUF, o.SndBuf)
-		if err != nil {
-			serr = fmt.Errorf("udpio: sndbuf %s: %w", sizeString(o.SndBuf), err)
+		if c.sndGot, short, serr = setBufNamed(s, "sndbuf", unix.SO_SNDBUFFORCE, unix.SO_SNDBUF, o.SndBuf, short); serr != nil {
 			return
 		}
-		if c.sndGot < o.SndBuf {
-			short = append(short, fmt.Errorf("sndbuf: wanted %s, got %s", sizeString(o.SndBuf), sizeString(c.sndGot)))
-		}
-		c.rcvGot, err = setBuf(s, unix.SO_RCVBUFFORCE, unix.SO_RCVBUF, o.RcvBuf)
-		if err != nil {
-			serr = fmt.Errorf("udpio: rcvbuf %s: %w", sizeString(o.RcvBuf), err)
+		if c.rcvGot, short, serr = setBufNamed(s, "rcvbuf", unix.SO_RCVBUFFORCE, unix.SO_RCVBUF, o.RcvBuf, short); serr != nil {
 			return
-		}
-		if c.rcvGot < o.RcvBuf {
-			short = append(short, fmt.Errorf("rcvbuf: wanted %s, got %s", sizeString(o.RcvBuf), sizeString(c.rcvGot)))
 		}
 		if len(short) > 0 {
 			c.bufErr = fmt.Errorf("udpio: %w (raise net.core.wmem_max/rmem_max or run as root for SO_*BUFFORCE)", errors.Join(short...))
@@ -121,6 +111,20 @@ func setBuf(s, force, plain, want int) (int, error) {
 	return unix.GetsockoptInt(s, unix.SOL_SOCKET, plain)
 }
 
+// setBufNamed is setBuf for the buffer name ("sndbuf"): it fails if the
+// size cannot be set at all, and appends to short when the kernel gave
+// less than wanted.
+func setBufNamed(s int, name string, force, plain, want int, short []error) (int, []error, error) {
+	got, err := setBuf(s, force, plain, want)
+	if err != nil {
+		return 0, short, fmt.Errorf("udpio: %s %s: %w", name, sizeString(want), err)
+	}
+	if got < want {
+		short = append(short, fmt.Errorf("%s: wanted %s, got %s", name, sizeString(want), sizeString(got)))
+	}
+	return got, short, nil
+}
+
 // WriteTo sends one datagram b to dst. If src is valid it is the source
 // address (an IP_PKTINFO / IPV6_PKTINFO cmsg), so a listener on a wildcard
 // address replies from the address a request arrived on (ReadFrom's dst).
@@ -137,14 +141,7 @@ func (c *Conn) WriteTo(b []byte, dst netip.AddrPort, src netip.Addr) error {
 		oob = c.pktinfoControl(src)
 	}
 	_, _, err := c.uc.WriteMsgUDPAddrPort(b, oob, dst)
-	c.st.syscalls.Add(1)
-	c.st.singles.Add(1)
-	if err != nil {
-		c.st.sendErrors.Add(1)
-		return err
-	}
-	c.st.datagrams.Add(1)
-	return nil
+	return c.countSingle(err)
 }
 
 // ReadFrom reads one datagram into b. With Options.Pktinfo, dst is the

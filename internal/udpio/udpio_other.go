@@ -69,14 +69,7 @@ func (w *copyWriter) WriteBatch(ms []ipv4.Message, _ int) (int, error) {
 // supported here; src is ignored (ReadFrom never reports one).
 func (c *Conn) WriteTo(b []byte, dst netip.AddrPort, src netip.Addr) error {
 	_, err := c.uc.WriteToUDPAddrPort(b, dst)
-	c.st.syscalls.Add(1)
-	c.st.singles.Add(1)
-	if err != nil {
-		c.st.sendErrors.Add(1)
-		return err
-	}
-	c.st.datagrams.Add(1)
-	return nil
+	return c.countSingle(err)
 }
 
 // ReadFrom reads one datagram into b; dst is always invalid here.

@@ -554,17 +554,10 @@ func (s *Server) serveRequest(sl *slot, req *Request, reqLen int, peer netip.Add
 		f, err = s.Files.Get(req.Filename)
 	}
 	if err != nil {
-		code, msg, reason := fileErrorCode(err)
-		if code == ErrCodeNotFound {
-			s.Counters.NotFound.Add(1)
-		} else {
-			s.Counters.Denied.Add(1)
-		}
-		// Log before answering: the client's next request (pxelinux's
+		// Logged before answering: the client's next request (pxelinux's
 		// next config name) only follows our ERROR, so the log keeps the
 		// request order.
-		s.logRefusal(req, peer, reason, err)
-		fail(code, msg)
+		fail(s.refuseRead(req, peer, err))
 		return
 	}
 	defer f.Release()

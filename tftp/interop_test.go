@@ -89,6 +89,19 @@ func startServer(t testing.TB, root string, configure func(*tftp.Server)) *testS
 	return &testServer{Server: srv, Addr: fmt.Sprintf("127.0.0.1:%d", port), Port: port, Root: root}
 }
 
+// bothModes runs an interop test against the server in its default mode
+// (a port and goroutine per transfer) and in single-port mode (every
+// transfer from the listening port, tftp/loop.go).
+func bothModes(t *testing.T, test func(t *testing.T, single bool)) {
+	t.Run("per-transfer-port", func(t *testing.T) { test(t, false) })
+	t.Run("single-port", func(t *testing.T) { test(t, true) })
+}
+
+// singlePort configures a test server's mode.
+func singlePort(single bool) func(*tftp.Server) {
+	return func(s *tftp.Server) { s.SinglePort = single }
+}
+
 func need(t *testing.T, bin string) string {
 	t.Helper()
 	p, err := exec.LookPath(bin)
@@ -121,10 +134,12 @@ func sameFile(t *testing.T, path string, want []byte) {
 
 // TestInteropClients downloads the same file with every real client we can
 // install, at the option sets firmware and admins use, and compares bytes.
-func TestInteropClients(t *testing.T) {
+func TestInteropClients(t *testing.T) { bothModes(t, testInteropClients) }
+
+func testInteropClients(t *testing.T, single bool) {
 	root := t.TempDir()
 	data := writeRandom(t, filepath.Join(root, "images", "initrd.img"), 3<<20+777, 1)
-	srv := startServer(t, root, nil)
+	srv := startServer(t, root, singlePort(single))
 	port := strconv.Itoa(srv.Port)
 	cases := []struct {
 		name string
@@ -330,12 +345,14 @@ func TestUpload(t *testing.T) {
 // keeps serving its old bytes to the running transfer while new requests
 // get the new file; a file truncated in place ends its transfer with an
 // ERROR, and the server keeps serving others.
-func TestFileChangesUnderTransfer(t *testing.T) {
+func TestFileChangesUnderTransfer(t *testing.T) { bothModes(t, testFileChangesUnderTransfer) }
+
+func testFileChangesUnderTransfer(t *testing.T, single bool) {
 	root := t.TempDir()
 	path := filepath.Join(root, "initrd.img")
 	old := writeRandom(t, path, 4<<20, 10)
 	other := writeRandom(t, filepath.Join(root, "other"), 1<<20, 11)
-	srv := startServer(t, root, nil)
+	srv := startServer(t, root, singlePort(single))
 
 	// Pause a download after its first MiB (the progress callback blocks),
 	// replace the file, then let it finish.
@@ -395,7 +412,9 @@ func TestFileChangesUnderTransfer(t *testing.T) {
 // TestReplyFromRequestAddress: with the server listening on 0.0.0.0, a
 // request sent to 127.0.0.2 is answered from 127.0.0.2 (IP_PKTINFO), or a
 // client that checks the source (ours does, like iPXE) would never hear it.
-func TestReplyFromRequestAddress(t *testing.T) {
+func TestReplyFromRequestAddress(t *testing.T) { bothModes(t, testReplyFromRequestAddress) }
+
+func testReplyFromRequestAddress(t *testing.T, single bool) {
 	root := t.TempDir()
 	data := writeRandom(t, filepath.Join(root, "f"), 100_000, 13)
 	store, err := filestore.Open(root)
@@ -403,7 +422,7 @@ func TestReplyFromRequestAddress(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	srv := &tftp.Server{Files: store}
+	srv := &tftp.Server{Files: store, SinglePort: single}
 	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4zero})
 	if err != nil {
 		t.Fatal(err)
@@ -431,10 +450,12 @@ func TestReplyFromRequestAddress(t *testing.T) {
 // an ERROR naming that limit ("address busy", not "server busy") while its
 // first transfer runs; the next request after it is
 // served again.
-func TestSessionLimits(t *testing.T) {
+func TestSessionLimits(t *testing.T) { bothModes(t, testSessionLimits) }
+
+func testSessionLimits(t *testing.T, single bool) {
 	root := t.TempDir()
 	writeRandom(t, filepath.Join(root, "f"), 2<<20, 14)
-	srv := startServer(t, root, func(s *tftp.Server) { s.MaxPerClient = 1 })
+	srv := startServer(t, root, func(s *tftp.Server) { s.MaxPerClient, s.SinglePort = 1, single })
 	paused, resume := make(chan struct{}), make(chan struct{})
 	first := true
 	c := &tftp.Client{Progress: func(got, _ int64) {
@@ -534,10 +555,12 @@ func TestMalformedRequests(t *testing.T) {
 
 // TestDuplicateRequest: a client that repeats its RRQ (first reply slow)
 // gets one transfer, from one TID.
-func TestDuplicateRequest(t *testing.T) {
+func TestDuplicateRequest(t *testing.T) { bothModes(t, testDuplicateRequest) }
+
+func testDuplicateRequest(t *testing.T, single bool) {
 	root := t.TempDir()
 	writeRandom(t, filepath.Join(root, "f"), 2000, 16)
-	srv := startServer(t, root, nil)
+	srv := startServer(t, root, singlePort(single))
 	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)

@@ -134,6 +134,13 @@ type Server struct {
 	// files are served by unicast only.
 	Virtual VirtualFiles
 
+	// SinglePort serves every read transfer from the listening port, in
+	// one event loop per listening socket, instead of one goroutine and
+	// one socket (a new TID) per transfer (docs/design.md, "Single-port
+	// mode"). Off by default. Uploads, netascii and multicast requests
+	// are still served from their own port.
+	SinglePort bool
+
 	// Log receives lifecycle events and one line per finished transfer.
 	Log zerolog.Logger
 
@@ -145,6 +152,7 @@ type Server struct {
 
 	mu        sync.Mutex
 	ln        *udpio.Conn
+	wakeLoops func()                   // single port: wakes the event loops (loop.go)
 	perClient map[netip.Addr]int       // confirmed transfers per client
 	confirmed int                      // confirmed transfers
 	pending   pendingPool              // unconfirmed requests (slots.go)
@@ -200,49 +208,19 @@ func (s *Server) ListenAndServe(ctx context.Context, addr string) error {
 
 // Serve answers requests arriving on pc until ctx is cancelled (running
 // transfers are stopped with an ERROR) or Shutdown is called (they finish
-// until Shutdown's deadline). It takes ownership of pc.
+// until Shutdown's deadline). It takes ownership of pc. With SinglePort
+// it is ServeSinglePort on pc alone.
 func (s *Server) Serve(ctx context.Context, pc *net.UDPConn) error {
-	if s.Files == nil {
-		pc.Close()
-		return errors.New("tftp: Server.Files is nil")
+	if s.SinglePort {
+		return s.ServeSinglePort(ctx, []*net.UDPConn{pc})
 	}
-	ln, err := udpio.New(pc, udpio.Options{RcvBuf: 4 << 20, Pktinfo: true, RxqOverflow: true})
+	ln, err := s.open(pc)
 	if err != nil {
-		pc.Close()
 		return err
 	}
-	s.mu.Lock()
-	s.ln = ln
-	s.perClient = make(map[netip.Addr]int)
-	s.peers = make(map[netip.AddrPort]*slot)
-	s.sessCtx, s.stopAll = context.WithCancel(context.Background())
-	if s.dial == nil {
-		s.dial = dialTransfer
+	if err := s.prepare(ln, nil); err != nil {
+		return err
 	}
-	if s.WriteDir != "" && s.writeRoot == nil {
-		r, err := os.OpenRoot(s.WriteDir)
-		if err != nil {
-			s.mu.Unlock()
-			ln.Close()
-			return fmt.Errorf("tftp: write directory: %w", err)
-		}
-		s.writeRoot = r
-		// Temp files a crash left behind are removed (a running server
-		// renames or removes its own), and what is there counts in the
-		// quota (issue 13, finding 11).
-		stored, removed := scanWriteDir(r, true)
-		s.quota.stored, s.quota.measured = stored, time.Now()
-		s.quota.measure = func() int64 { n, _ := scanWriteDir(r, false); return n }
-		s.Log.Info().Str("write_dir", s.WriteDir).Int64("stored", stored).Int("stale_temp_files_removed", removed).
-			Msg("tftp: write directory ready")
-	}
-	s.setLimiter()
-	s.mu.Unlock()
-	caps := ln.Caps()
-	s.Log.Info().Str("addr", ln.LocalAddr().String()).Bool("gso", caps.GSO).Bool("sendmmsg", caps.MMsg).
-		Bool("gso_equal_tail_guard", caps.GSOEqualTailBug).Str("kernel", caps.KernelRelease).
-		Str("root", s.Files.Root()).Str("write_dir", s.WriteDir).Msg("tftp server listening")
-
 	stop := context.AfterFunc(ctx, func() {
 		s.mu.Lock()
 		s.closing.Store(true)
@@ -273,20 +251,82 @@ func (s *Server) Serve(ctx context.Context, pc *net.UDPConn) error {
 	}
 }
 
+// open upgrades a listening socket; it closes pc on failure.
+func (s *Server) open(pc *net.UDPConn) (*udpio.Conn, error) {
+	if s.Files == nil {
+		pc.Close()
+		return nil, errors.New("tftp: Server.Files is nil")
+	}
+	ln, err := udpio.New(pc, udpio.Options{RcvBuf: 4 << 20, Pktinfo: true, RxqOverflow: true})
+	if err != nil {
+		pc.Close()
+		return nil, err
+	}
+	return ln, nil
+}
+
+// prepare sets the server up to serve on ln (nil: the event loops' test
+// network): its tables, the write directory and the limiter. wake, set
+// in single-port mode, wakes the event loops (Shutdown). On failure it
+// closes ln.
+func (s *Server) prepare(ln *udpio.Conn, wake func()) error {
+	s.mu.Lock()
+	s.ln = ln
+	s.wakeLoops = wake
+	s.perClient = make(map[netip.Addr]int)
+	s.peers = make(map[netip.AddrPort]*slot)
+	s.sessCtx, s.stopAll = context.WithCancel(context.Background())
+	if s.dial == nil {
+		s.dial = dialTransfer
+	}
+	if s.WriteDir != "" && s.writeRoot == nil {
+		r, err := os.OpenRoot(s.WriteDir)
+		if err != nil {
+			s.mu.Unlock()
+			if ln != nil {
+				ln.Close()
+			}
+			return fmt.Errorf("tftp: write directory: %w", err)
+		}
+		s.writeRoot = r
+		// Temp files a crash left behind are removed (a running server
+		// renames or removes its own), and what is there counts in the
+		// quota (issue 13, finding 11).
+		stored, removed := scanWriteDir(r, true)
+		s.quota.stored, s.quota.measured = stored, time.Now()
+		s.quota.measure = func() int64 { n, _ := scanWriteDir(r, false); return n }
+		s.Log.Info().Str("write_dir", s.WriteDir).Int64("stored", stored).Int("stale_temp_files_removed", removed).
+			Msg("tftp: write directory ready")
+	}
+	s.setLimiter()
+	s.mu.Unlock()
+	if ln != nil {
+		caps := ln.Caps()
+		s.Log.Info().Str("addr", ln.LocalAddr().String()).Bool("gso", caps.GSO).Bool("sendmmsg", caps.MMsg).
+			Bool("gso_equal_tail_guard", caps.GSOEqualTailBug).Str("kernel", caps.KernelRelease).
+			Str("root", s.Files.Root()).Str("write_dir", s.WriteDir).Bool("single_port", s.SinglePort).
+			Msg("tftp server listening")
+	}
+	return nil
+}
+
 // Shutdown stops accepting requests, lets running transfers finish until
 // ctx is done, then stops the rest with an ERROR packet.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
-	ln := s.ln
+	ln, wake := s.ln, s.wakeLoops
 	stopAll := s.stopAll
 	// Under mu: reserve (which adds to sessions) sees closing, so no
 	// session can start after the Wait below has begun.
 	s.closing.Store(true)
 	s.mu.Unlock()
-	if ln == nil {
+	if wake != nil {
+		wake() // single port: the loops keep reading for running transfers
+	} else if ln == nil {
 		return nil
+	} else {
+		ln.Close()
 	}
-	ln.Close()
 	done := make(chan struct{})
 	go func() { s.sessions.Wait(); close(done) }()
 	select {
@@ -305,15 +345,39 @@ func (s *Server) Active() int { return int(s.active.Load()) }
 // handle parses a datagram that arrived on the listening port and, for a
 // valid request within limits, starts its transfer.
 func (s *Server) handle(pkt []byte, from netip.AddrPort, dst netip.Addr) {
+	req, sl, reply := s.admit(pkt, from, dst)
+	if reply != nil {
+		s.ln.WriteTo(reply, from, dst)
+	}
+	if sl != nil {
+		s.spawn(sl, req, len(pkt), from, dst)
+	}
+}
+
+// spawn serves an admitted request in its own goroutine, from its own
+// transfer socket.
+func (s *Server) spawn(sl *slot, req *Request, reqLen int, from netip.AddrPort, dst netip.Addr) {
+	go func() {
+		defer s.sessions.Done()
+		defer s.release(sl)
+		s.serveRequest(sl, req, reqLen, from, dst)
+	}()
+}
+
+// admit checks a datagram that arrived on the listening port: a valid
+// request within the rate and session limits gets a slot (sl), for which
+// the caller must start a transfer; otherwise reply, if not nil, is the
+// refusal the caller sends from the listening port.
+func (s *Server) admit(pkt []byte, from netip.AddrPort, dst netip.Addr) (req *Request, sl *slot, reply []byte) {
 	op := PacketOpcode(pkt)
 	if op != OpRRQ && op != OpWRQ {
 		s.Counters.BadPacket.Add(1)
-		return // nothing to say to a stray DATA/ACK on the request port
+		return nil, nil, nil // nothing to say to a stray DATA/ACK on the request port
 	}
 	now := time.Now()
 	if !s.limiter.Allow(from.Addr(), now) {
 		s.rateLimited(from, now, s.limiter.Rate())
-		return
+		return nil, nil, nil
 	}
 	// ParseRequest refuses a request over 512 bytes before reading it
 	// and reads at most MaxOptions options (issue 13, finding 4).
@@ -321,8 +385,9 @@ func (s *Server) handle(pkt []byte, from netip.AddrPort, dst netip.Addr) {
 	if err != nil {
 		s.Counters.BadRequest.Add(1)
 		s.Log.Debug().Str("client", from.String()).Err(err).Msg("tftp: bad request")
-		s.replyError(pkt, from, dst, ErrCodeIllegalOp, "malformed request")
-		return
+		// Never more bytes than the request had: a spoofed packet must
+		// not buy a bigger reply (amplification).
+		return nil, nil, cappedError(ErrCodeIllegalOp, "malformed request", len(pkt))
 	}
 	sl, dup, refusal := s.reserve(from)
 	if dup {
@@ -330,7 +395,7 @@ func (s *Server) handle(pkt []byte, from netip.AddrPort, dst netip.Addr) {
 		// it: the running session answers; a second one would only
 		// compete with it for the same client TID.
 		s.Counters.DupRequest.Add(1)
-		return
+		return nil, nil, nil
 	}
 	if sl == nil {
 		s.Counters.SessionLimited.Add(1)
@@ -339,15 +404,9 @@ func (s *Server) handle(pkt []byte, from netip.AddrPort, dst netip.Addr) {
 		})
 		// A short fixed reply: at most one small packet per request, and
 		// no larger than a minimal RRQ plus a few bytes.
-		s.ln.WriteTo(AppendError(nil, ErrCodeUndefined, refusal.Error()), from, dst)
-		return
+		return nil, nil, AppendError(nil, ErrCodeUndefined, refusal.Error())
 	}
-	reqLen := len(pkt)
-	go func() {
-		defer s.sessions.Done()
-		defer s.release(sl)
-		s.serveRequest(sl, req, reqLen, from, dst)
-	}()
+	return req, sl, nil
 }
 
 // rateLimited counts a request refused by the per-source limiter and logs
@@ -394,15 +453,6 @@ func (s *Server) Reconfigure(f func(*Server)) {
 	defer s.mu.Unlock()
 	f(s)
 	s.setLimiter()
-}
-
-// replyError answers a malformed request on the listening socket, from the
-// address it came to, and never with more bytes than the request had: a
-// spoofed packet must not buy a bigger reply (amplification).
-func (s *Server) replyError(req []byte, to netip.AddrPort, src netip.Addr, code ErrorCode, msg string) {
-	if b := cappedError(code, msg, len(req)); b != nil {
-		s.ln.WriteTo(b, to, src)
-	}
 }
 
 // cappedError builds an ERROR packet of at most limit bytes: without its
@@ -478,17 +528,10 @@ func (s *Server) serveRequest(sl *slot, req *Request, reqLen int, peer netip.Add
 		f, err = s.Files.Get(req.Filename)
 	}
 	if err != nil {
-		code, msg, reason := fileErrorCode(err)
-		if code == ErrCodeNotFound {
-			s.Counters.NotFound.Add(1)
-		} else {
-			s.Counters.Denied.Add(1)
-		}
-		// Log before answering: the client's next request (pxelinux's
+		// Logged before answering: the client's next request (pxelinux's
 		// next config name) only follows our ERROR, so the log keeps the
 		// request order.
-		s.logRefusal(req, peer, reason, err)
-		fail(code, msg)
+		fail(s.refuseRead(req, peer, err))
 		return
 	}
 	defer f.Release()

@@ -72,16 +72,7 @@ func (w *sessionWait) evicted(ctx context.Context, res *result) bool {
 // passed (an ERROR), or an unproven peer stayed silent past the confirm
 // deadline. A cancel wakes the read (wakeOnCancel).
 func (w *sessionWait) next(ctx context.Context, buf []byte, timer, wake time.Time, unproven bool, res *result) (int, waitEvent, error) {
-	deadline := timer
-	if !wake.IsZero() && deadline.After(wake) {
-		deadline = wake
-	}
-	if !w.lifetime.IsZero() && deadline.After(w.lifetime) {
-		deadline = w.lifetime
-	}
-	if unproven && !w.confirmBy.IsZero() && deadline.After(w.confirmBy) {
-		deadline = w.confirmBy
-	}
+	deadline := w.deadline(timer, wake, unproven)
 	for {
 		w.c.SetReadDeadline(deadline)
 		// Checked after the deadline is set: a cancel from here on moves
@@ -113,6 +104,23 @@ func (w *sessionWait) next(ctx context.Context, buf []byte, timer, wake time.Tim
 			return 0, ev, nil
 		}
 	}
+}
+
+// deadline is when a wait until timer (and wake, if not zero) must end at
+// the latest: capped by the lifetime and, while the peer is unproven, by
+// the confirm deadline.
+func (w *sessionWait) deadline(timer, wake time.Time, unproven bool) time.Time {
+	deadline := timer
+	if !wake.IsZero() && deadline.After(wake) {
+		deadline = wake
+	}
+	if !w.lifetime.IsZero() && deadline.After(w.lifetime) {
+		deadline = w.lifetime
+	}
+	if unproven && !w.confirmBy.IsZero() && deadline.After(w.confirmBy) {
+		deadline = w.confirmBy
+	}
+	return deadline
 }
 
 // timedOut decides what a read timeout at deadline means: the end of the

@@ -7,12 +7,14 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 
 	"github.com/rs/zerolog"
 
 	"github.com/mtftpd/mtftpd/dhcp"
 	"github.com/mtftpd/mtftpd/internal/config"
 	"github.com/mtftpd/mtftpd/internal/privdrop"
+	"github.com/mtftpd/mtftpd/tftp"
 )
 
 // ports are the sockets that may need root or CAP_NET_BIND_SERVICE (69,
@@ -21,15 +23,24 @@ import (
 // the privileges of the start (issue 13, finding 8).
 type ports struct {
 	tftp *net.UDPConn
-	web  net.Listener  // nil without http.listen
-	dhcp *dhcp.Sockets // nil with dhcp.mode off
+	// tftpMore are the other SO_REUSEPORT sockets of tftp.single_port
+	// (one per core, opened with the first, before privileges drop).
+	tftpMore []*net.UDPConn
+	web      net.Listener  // nil without http.listen
+	dhcp     *dhcp.Sockets // nil with dhcp.mode off
 }
 
 // openPorts opens every privileged socket of cfg, or none.
 func openPorts(ctx context.Context, cfg config.Config) (*ports, error) {
 	p := &ports{}
 	var err error
-	if p.tftp, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(cfg.TFTP.Listen)); err != nil {
+	if cfg.TFTP.SinglePort {
+		pcs, err := tftp.ListenReusePort(cfg.TFTP.Listen, runtime.GOMAXPROCS(0))
+		if err != nil {
+			return nil, err
+		}
+		p.tftp, p.tftpMore = pcs[0], pcs[1:]
+	} else if p.tftp, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(cfg.TFTP.Listen)); err != nil {
 		return nil, fmt.Errorf("tftp: %w", err)
 	}
 	if cfg.HTTP.Listen.IsValid() {
@@ -51,6 +62,9 @@ func openPorts(ctx context.Context, cfg config.Config) (*ports, error) {
 // it stopped; closing again is harmless).
 func (p *ports) Close() {
 	p.tftp.Close()
+	for _, c := range p.tftpMore {
+		c.Close()
+	}
 	if p.web != nil {
 		p.web.Close()
 	}

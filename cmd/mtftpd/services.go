@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"strconv"
 
@@ -42,7 +43,13 @@ type service struct {
 
 // running lists the services that run.
 func (s *services) running() []service {
-	out := []service{{"tftp", func(ctx context.Context) error { return s.tftp.Serve(ctx, s.ports.tftp) }, s.tftp.Shutdown}}
+	serveTFTP := func(ctx context.Context) error { return s.tftp.Serve(ctx, s.ports.tftp) }
+	if s.tftp.SinglePort {
+		serveTFTP = func(ctx context.Context) error {
+			return s.tftp.ServeSinglePort(ctx, append([]*net.UDPConn{s.ports.tftp}, s.ports.tftpMore...))
+		}
+	}
+	out := []service{{"tftp", serveTFTP, s.tftp.Shutdown}}
 	if s.web != nil {
 		out = append(out, service{"http", func(ctx context.Context) error { return s.web.Serve(ctx, s.ports.web) }, s.web.Shutdown})
 	}
@@ -153,7 +160,7 @@ func newTFTP(t config.TFTP, store *filestore.Store, log zerolog.Logger) *tftp.Se
 		MaxSessions:  t.MaxSessions, MaxPerClient: t.MaxPerClient, SessionLifetime: t.Lifetime.Duration,
 		MaxUnconfirmed: t.MaxUnconfirmed, MaxUnconfirmedPerPrefix: t.MaxUnconfirmedPerPrefix, ConfirmTimeout: t.ConfirmTimeout.Duration,
 		MaxRequestRate: t.MaxRequestRate, RequestBurst: t.RequestBurst,
-		Log: log,
+		SinglePort: t.SinglePort, Log: log,
 	}
 }
 

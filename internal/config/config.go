@@ -144,6 +144,7 @@ type TFTP struct {
 	Listen         netip.AddrPort `toml:"listen" help:"UDP address to listen on, an IPv4 address and port (port 69 needs root or CAP_NET_BIND_SERVICE)"`
 	Root           string         `toml:"root" help:"directory served read-only"`
 	WriteDir       string         `toml:"write_dir" help:"directory that accepts uploads (WRQ); empty refuses them"`
+	SinglePort     bool           `toml:"single_port" help:"serve every read transfer from the listening port, in one event loop per core (docs/design.md, Single-port mode); false: a port and goroutine per transfer"`
 	AllowOverwrite bool           `toml:"allow_overwrite" reload:"yes" help:"let an upload replace an existing file"`
 	MaxUploadSize  int64          `toml:"max_upload_size" reload:"yes" help:"largest upload in bytes"`
 	WriteQuota     int64          `toml:"write_quota" reload:"yes" help:"most bytes write_dir may hold, its files and running uploads together; 0 = no quota"`

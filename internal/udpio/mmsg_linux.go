@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
+	"net/netip"
 	"os"
 	"syscall"
 	"unsafe"
@@ -180,6 +181,7 @@ const rOOBSlot = 64
 // mmsgReader is ReadBatch's state: recvmmsg headers bound to the caller's
 // buffers, and the packets of the last read not yet returned.
 type mmsgReader struct {
+	c      *Conn // for the pktinfo and drop-count cmsgs
 	rc     syscall.RawConn
 	single bool
 	hs     [maxBatch]mmsghdr
@@ -240,7 +242,7 @@ func (c *Conn) ReadBatch(bufs [][]byte, out []Packet) (n int, err error) {
 	}
 	r := c.sys.r
 	if r == nil {
-		r = &mmsgReader{rc: c.sys.rc, single: !c.caps.MMsg}
+		r = &mmsgReader{c: c, rc: c.sys.rc, single: !c.caps.MMsg}
 		r.fn = r.recv
 		c.sys.r = r
 	}
@@ -293,13 +295,18 @@ func (r *mmsgReader) split(out []Packet) int {
 		data := r.bufs[i][:min(int(h.len), len(r.bufs[i]))]
 		src := getSockaddr(&r.sa[i])
 		seg := 0
+		var dst netip.Addr
 		walkCmsgs(r.oob[i][:h.hdr.Controllen], func(level, typ int32, d []byte) {
 			if level == unix.SOL_UDP && typ == unix.UDP_GRO && len(d) >= 4 {
 				seg = int(binary.NativeEndian.Uint32(d))
+				return
+			}
+			if a, ok := r.c.controlAddr(level, typ, d); ok {
+				dst = a
 			}
 		})
 		if len(data) == 0 { // an empty datagram is a packet too
-			out[n] = Packet{Data: data, Src: src}
+			out[n] = Packet{Data: data, Src: src, Dst: dst}
 			n++
 			r.next++
 			continue
@@ -309,7 +316,7 @@ func (r *mmsgReader) split(out []Packet) int {
 		}
 		for r.off < len(data) && n < len(out) {
 			end := min(r.off+seg, len(data))
-			out[n] = Packet{Data: data[r.off:end], Src: src}
+			out[n] = Packet{Data: data[r.off:end], Src: src, Dst: dst}
 			n++
 			r.off = end
 		}

@@ -11,7 +11,12 @@ import (
 // in_pktinfo.ipi_spec_dst (ip(7)) for IPv4 on an AF_INET socket, in6_pktinfo
 // (ipv6(7), RFC 3542 §6) otherwise.
 func (c *Conn) pktinfoControl(src netip.Addr) []byte {
-	b := c.sys.woob[:]
+	return c.pktinfoInto(c.sys.woob[:], src)
+}
+
+// pktinfoInto builds that cmsg in b (at least 40 bytes: CMSG_SPACE of an
+// in6_pktinfo) and returns it, or nil when src cannot be set.
+func (c *Conn) pktinfoInto(b []byte, src netip.Addr) []byte {
 	clear(b)
 	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
 	if !c.sys.inet6 {

@@ -75,6 +75,9 @@ func (d Datagram) Len() int { return len(d.Hdr) + len(d.Payload) }
 type Packet struct {
 	Data []byte
 	Src  netip.AddrPort
+	// Dst is the address the datagram was sent to (IP_PKTINFO) when the
+	// Conn has Options.Pktinfo (Linux); otherwise it is invalid.
+	Dst netip.Addr
 }
 
 // Caps records what the kernel offers. Probe fills it once per process on a
@@ -251,6 +254,7 @@ type Conn struct {
 	msgs  [maxBatch]ipv4.Message
 	iov   [2 * maxBatch][]byte
 	oob   [maxBatch][oobSlot]byte
+	multi *multiState // WriteMessages' state (multi.go), made at its first call
 
 	sys connSys // OS-specific state (udpio_linux.go, udpio_other.go)
 }
@@ -381,21 +385,24 @@ func (c *Conn) WriteDatagrams(dst netip.AddrPort, ds []Datagram) (syscalls int, 
 
 // setDst points the reusable destination at dst without allocating. A
 // socket of family AF_INET6 gets v4 destinations as v4-mapped addresses.
-func (c *Conn) setDst(dst netip.AddrPort) {
+func (c *Conn) setDst(dst netip.AddrPort) { c.putAddr(&c.dst, &c.dstIP, dst) }
+
+// putAddr points ua, whose IP lives in ip, at dst without allocating.
+func (c *Conn) putAddr(ua *net.UDPAddr, ip *[16]byte, dst netip.AddrPort) {
 	a := dst.Addr()
 	if a.Is4In6() && !c.sys.inet6 {
 		a = a.Unmap()
 	}
 	if a.Is4() && !c.sys.inet6 {
 		b := a.As4()
-		copy(c.dstIP[:4], b[:])
-		c.dst.IP = c.dstIP[:4]
+		copy(ip[:4], b[:])
+		ua.IP = ip[:4]
 	} else {
-		c.dstIP = a.As16()
-		c.dst.IP = c.dstIP[:]
+		*ip = a.As16()
+		ua.IP = ip[:]
 	}
-	c.dst.Port = int(dst.Port())
-	c.dst.Zone = ""
+	ua.Port = int(dst.Port())
+	ua.Zone = ""
 }
 
 // writeChunk sends at most maxBatch datagrams.

@@ -158,19 +158,28 @@ func (c *Conn) ReadFrom(b []byte) (n int, src netip.AddrPort, dst netip.Addr, er
 		return n, unmapAddrPort(src), netip.Addr{}, err
 	}
 	walkCmsgs(c.sys.roob[:oobn], func(level, typ int32, data []byte) {
-		switch {
-		case level == unix.IPPROTO_IP && typ == unix.IP_PKTINFO && len(data) >= unix.SizeofInet4Pktinfo:
-			pi := (*unix.Inet4Pktinfo)(unsafe.Pointer(&data[0]))
-			dst = netip.AddrFrom4(pi.Addr)
-		case level == unix.IPPROTO_IPV6 && typ == unix.IPV6_PKTINFO && len(data) >= unix.SizeofInet6Pktinfo:
-			pi := (*unix.Inet6Pktinfo)(unsafe.Pointer(&data[0]))
-			dst = netip.AddrFrom16(pi.Addr).Unmap()
-		case level == unix.SOL_SOCKET && typ == unix.SO_RXQ_OVFL && len(data) >= 4:
-			// A cumulative uint32 (sock_recv_drops): one store, no sum.
-			c.drops.Store(uint64(*(*uint32)(unsafe.Pointer(&data[0]))))
+		if a, ok := c.controlAddr(level, typ, data); ok {
+			dst = a
 		}
 	})
 	return n, unmapAddrPort(src), dst, nil
+}
+
+// controlAddr reads one received cmsg: the destination address of an
+// IP_PKTINFO or IPV6_PKTINFO (ok), or SO_RXQ_OVFL's drop count (stored).
+func (c *Conn) controlAddr(level, typ int32, data []byte) (dst netip.Addr, ok bool) {
+	switch {
+	case level == unix.IPPROTO_IP && typ == unix.IP_PKTINFO && len(data) >= unix.SizeofInet4Pktinfo:
+		pi := (*unix.Inet4Pktinfo)(unsafe.Pointer(&data[0]))
+		return netip.AddrFrom4(pi.Addr), true
+	case level == unix.IPPROTO_IPV6 && typ == unix.IPV6_PKTINFO && len(data) >= unix.SizeofInet6Pktinfo:
+		pi := (*unix.Inet6Pktinfo)(unsafe.Pointer(&data[0]))
+		return netip.AddrFrom16(pi.Addr).Unmap(), true
+	case level == unix.SOL_SOCKET && typ == unix.SO_RXQ_OVFL && len(data) >= 4:
+		// A cumulative uint32 (sock_recv_drops): one store, no sum.
+		c.drops.Store(uint64(*(*uint32)(unsafe.Pointer(&data[0]))))
+	}
+	return netip.Addr{}, false
 }
 
 func unmapAddrPort(ap netip.AddrPort) netip.AddrPort {

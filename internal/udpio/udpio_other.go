@@ -43,6 +43,9 @@ func isGSOError(error) bool { return false }
 
 func gsoControl([]byte, int) []byte { return nil }
 
+// pktinfoInto: setting the source address is not supported here.
+func (c *Conn) pktinfoInto([]byte, netip.Addr) []byte { return nil }
+
 // copyWriter sends the first message per call with WriteToUDP, copying its
 // buffers into one (net.UDPConn has no writev).
 type copyWriter struct {

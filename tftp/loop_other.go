@@ -1,0 +1,18 @@
+//go:build !linux
+
+package tftp
+
+import (
+	"net"
+	"net/netip"
+)
+
+// ListenReusePort opens one UDP socket on addr: SO_REUSEPORT's load
+// balancing over sockets is Linux's, so there is one event loop here.
+func ListenReusePort(addr netip.AddrPort, _ int) ([]*net.UDPConn, error) {
+	pc, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(addr))
+	if err != nil {
+		return nil, err
+	}
+	return []*net.UDPConn{pc}, nil
+}

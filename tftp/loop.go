@@ -254,7 +254,10 @@ func (l *loop) packet(pkt []byte, from netip.AddrPort, dst netip.Addr) {
 // transfer. Uploads, netascii and multicast requests get a goroutine and
 // a port of their own as in the default mode: they are rare, and their
 // setup (a netascii size scan, a multicast session) must not stall the
-// loop.
+// loop. So do windowed reads: the listening port is known to anyone, so
+// a spoofer who never sees a reply can send the ACKs a transfer expects,
+// and a window answers each with up to 64 blocks for the forged source
+// (amplification); a port of its own is learnt only by the real client.
 func (l *loop) request(pkt []byte, from netip.AddrPort, dst netip.Addr) {
 	s := l.s
 	req, sl, reply := s.admit(pkt, from, dst)
@@ -265,7 +268,7 @@ func (l *loop) request(pkt []byte, from netip.AddrPort, dst netip.Addr) {
 		return
 	}
 	_, mcast := req.Option(optMulticast)
-	if req.Op != OpRRQ || req.Mode != "octet" || (mcast && s.Multicast != nil) {
+	if req.Op != OpRRQ || req.Mode != "octet" || (mcast && s.Multicast != nil) || windowed(req) {
 		s.spawn(sl, req, len(pkt), from, dst)
 		return
 	}
@@ -278,6 +281,17 @@ func (l *loop) request(pkt []byte, from netip.AddrPort, dst netip.Addr) {
 		return
 	}
 	l.start(sl, req, f, from, dst)
+}
+
+// windowed reports whether a request asks for a window of more than one
+// block (RFC 7440); an invalid value counts as one (Negotiate ignores it).
+func windowed(req *Request) bool {
+	v, ok := req.Option(OptWindowSize)
+	if !ok {
+		return false
+	}
+	w, ok := parseUint(v, 1, MaxWindowSize)
+	return ok && w > 1
 }
 
 // readFile finds what a read request sends: a VirtualFiles file, else

@@ -55,10 +55,14 @@ func loopFiles(t *testing.T) (root string, files map[string][]byte) {
 }
 
 // startLoop runs srv in single-port mode on one event loop bound at
-// 192.0.2.1:69 of n; stop shuts it down and returns Serve's error.
+// 192.0.2.1:69 of n (transfers it hands to a goroutine open their
+// sockets there too); stop shuts it down and returns Serve's error.
 func startLoop(t *testing.T, n *memnet.Net, srv *Server) (addr netip.AddrPort, stop func() error) {
 	addr = netip.MustParseAddrPort("192.0.2.1:69")
 	ln := n.Bind(addr)
+	if srv.dial == nil { // what the loop hands to a goroutine of its own
+		srv.dial = func(netip.Addr) (conn, error) { return n.Listen(addr.Addr().String()), nil }
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.runLoops(ctx, nil, []loopConn{memLoopConn{ln}}) }()

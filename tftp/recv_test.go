@@ -3,6 +3,7 @@ package tftp
 import (
 	"bytes"
 	"fmt"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -155,7 +156,7 @@ func TestReceiver(t *testing.T) {
 			rxData(2, 0, dataFinal, 2, 3),
 			rxGap(time.Second, false),
 		}, acks: []uint16{3}, have: 3},
-		{name: "hold full: dropped, still reported", win: 8, maxHeld: 2 * rxBS, steps: []rxStep{
+		{name: "hold full: dropped, still reported", win: 8, maxHeld: 2 * (rxBS + heldBlockCost), steps: []rxStep{
 			rxData(1, 0, dataDeliver, 1),
 			rxData(3, 0, dataHeld), rxData(4, 0, dataHeld),
 			rxData(5, 0, dataDropped),
@@ -252,7 +253,8 @@ func TestReceiver(t *testing.T) {
 }
 
 // TestReceiverHoldBound: however blocks arrive, the receive state never
-// holds more than maxHeld payload bytes, nor a block outside the window.
+// holds more than maxHeld bytes (payloads and heldBlockCost each), nor a
+// block outside the window.
 func TestReceiverHoldBound(t *testing.T) {
 	r := receiver{size: 64, blksize: 512, maxHeld: 4 * 512}
 	now := time.Unix(1, 0)
@@ -320,7 +322,7 @@ func FuzzReceiver(f *testing.F) {
 			}
 			held := 0
 			for blk, p := range r.ahead {
-				held += len(p)
+				held += len(p) + heldBlockCost
 				if blk <= r.have+1 || blk > r.have+r.size {
 					t.Fatalf("block %d held outside the window after %d", blk, r.have)
 				}
@@ -339,4 +341,28 @@ func FuzzReceiver(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestReceiverHoldTinyBlocks: an uploader with max_windowsize raised to
+// 65535 negotiates blksize 8 (RFC 2348's least) and sends 1-byte blocks
+// ahead of a gap it never fills. The hold must bound the memory they
+// take, not only their payload bytes: before, 65,534 blocks counted 64
+// KiB against the 256 KiB cap while their copies and map entries took
+// megabytes, per upload.
+func TestReceiverHoldTinyBlocks(t *testing.T) {
+	r := receiver{size: MaxWindowSize, blksize: 8, maxHeld: uploadHoldBytes}
+	now := time.Unix(1, 0)
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for b := 2; b <= MaxWindowSize; b++ { // never block 1: the gap stays open
+		r.onData(uint16(b), []byte{byte(b)}, now)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	grown := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+	if grown > 2*uploadHoldBytes {
+		t.Errorf("%d blocks held take %d bytes of heap, cap %d", len(r.ahead), grown, uploadHoldBytes)
+	}
+	runtime.KeepAlive(&r)
 }

@@ -61,8 +61,8 @@ type writeSession struct {
 
 // uploadHoldBytes caps the DATA an upload holds in memory ahead of a gap
 // (docs/design.md, "Safety rules": bounded state). Reordering on a path
-// moves a datagram a few places, not a window: 256 KiB holds 178 blocks
-// of 1468 bytes, or 4 of the largest.
+// moves a datagram a few places, not a window: 256 KiB holds 167 blocks
+// of 1468 bytes (each counted with heldBlockCost), or 4 of the largest.
 const uploadHoldBytes = 256 << 10
 
 func (s *writeSession) run(ctx context.Context) (res result) {

@@ -1,10 +1,13 @@
 package tftp
 
 import (
+	"bytes"
+	"context"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -13,6 +16,7 @@ import (
 
 	"github.com/mtftpd/mtftpd/internal/filestore"
 	"github.com/mtftpd/mtftpd/internal/testutil/memnet"
+	"github.com/mtftpd/mtftpd/internal/udpio"
 )
 
 // TestLoopBlindWindowAmplification: in single-port mode the server's
@@ -62,6 +66,91 @@ func TestLoopBlindWindowAmplification(t *testing.T) {
 			t.Errorf("%d spoofed bytes made the server send %d bytes of DATA to a host that never asked", spoofed.Load(), got)
 		}
 		if err := stop(); err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+}
+
+// broadcastConn is a loop's socket whose requests all came to the
+// limited broadcast address: a reply from there is refused by the
+// kernel (EINVAL, as Linux's sendmsg does for an IP_PKTINFO source of
+// 255.255.255.255).
+type broadcastConn struct{ memLoopConn }
+
+var limitedBroadcast = netip.MustParseAddr("255.255.255.255")
+
+func (c broadcastConn) ReadBatch(bufs [][]byte, out []udpio.Packet) (int, error) {
+	n, err := c.memLoopConn.ReadBatch(bufs, out)
+	for i := range out[:n] {
+		out[i].Dst = limitedBroadcast
+	}
+	return n, err
+}
+
+func (c broadcastConn) WriteMessages(ms []udpio.Message) (int, int, error) {
+	for i, m := range ms {
+		if m.Src == limitedBroadcast {
+			c.memLoopConn.WriteMessages(ms[:i])
+			return i, 1, syscall.EINVAL
+		}
+	}
+	return c.memLoopConn.WriteMessages(ms)
+}
+
+// countWriter counts the log lines that contain a string.
+type countWriter struct {
+	sub string
+	n   atomic.Int64
+}
+
+func (w *countWriter) Write(p []byte) (int, error) {
+	if bytes.Contains(p, []byte(w.sub)) {
+		w.n.Add(1)
+	}
+	return len(p), nil
+}
+
+// TestLoopFailedSendLogsLimited: RRQs broadcast to port 69 from 300
+// (spoofed) sources, each within the per-source rate, in single-port
+// mode: the first reply of each fails to leave (its source would be the
+// broadcast address), and its transfer fails. Those transfers never
+// heard their client — a flood's — so they log through the limiter like
+// the unanswered ones; before, each logged a warning of its own.
+func TestLoopFailedSendLogsLimited(t *testing.T) {
+	root := t.TempDir()
+	if err := os.WriteFile(filepath.Join(root, "f"), testData(10_000, 5), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	store, err := filestore.Open(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	synctest.Test(t, func(t *testing.T) {
+		n := memnet.New(1)
+		logs := &countWriter{sub: `"message":"transfer"`}
+		srv := &Server{Files: store, SinglePort: true, Log: zerolog.New(logs).Level(zerolog.InfoLevel)}
+		addr := netip.MustParseAddrPort("192.0.2.1:69")
+		ln := n.Bind(addr)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- srv.runLoops(ctx, nil, []loopConn{broadcastConn{memLoopConn{ln}}}) }()
+		const floods = 300
+		rrq := (&Request{Op: OpRRQ, Filename: "f", Mode: "octet"}).Marshal(nil)
+		for i := range floods {
+			from := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 1}), 2000)
+			n.Spoof(from, addr, rrq)
+			time.Sleep(time.Millisecond)
+		}
+		time.Sleep(time.Minute)
+		if f := srv.Counters.Failed.Load(); f != floods {
+			t.Errorf("%d transfers failed, want %d", f, floods)
+		}
+		if got := logs.n.Load(); got > 10 {
+			t.Errorf("%d broadcast requests logged %d transfer lines", floods, got)
+		}
+		cancel()
+		if err := <-done; err != nil {
 			t.Errorf("Serve: %v", err)
 		}
 	})

@@ -705,9 +705,12 @@ func (s *Server) finish(req *Request, peer netip.AddrPort, neg Negotiated, res r
 		line(s.Log.Debug()) // a flood's requests: counted, not logged one by one
 	case res.Outcome == OutcomeBusy:
 		s.logLimited(zerolog.WarnLevel, time.Now(), "session-limit", line)
-	case res.Outcome == OutcomeTimeout && !res.Heard:
+	case !res.Heard:
 		// Never answered: a spoofed request, or a client that went
-		// away; a flood must not become a flood of log lines.
+		// away; whether it timed out or its first reply could not be
+		// sent (single-port mode answers a broadcast request from the
+		// broadcast address, which the kernel refuses), a flood must
+		// not become a flood of log lines.
 		s.logLimited(zerolog.WarnLevel, time.Now(), "never-answered", line)
 	default:
 		line(s.Log.Warn())

@@ -254,10 +254,7 @@ func (l *loop) packet(pkt []byte, from netip.AddrPort, dst netip.Addr) {
 // transfer. Uploads, netascii and multicast requests get a goroutine and
 // a port of their own as in the default mode: they are rare, and their
 // setup (a netascii size scan, a multicast session) must not stall the
-// loop. So do windowed reads: the listening port is known to anyone, so
-// a spoofer who never sees a reply can send the ACKs a transfer expects,
-// and a window answers each with up to 64 blocks for the forged source
-// (amplification); a port of its own is learnt only by the real client.
+// loop. So do reads that negotiate more than a frame per ACK (start).
 func (l *loop) request(pkt []byte, from netip.AddrPort, dst netip.Addr) {
 	s := l.s
 	req, sl, reply := s.admit(pkt, from, dst)
@@ -268,7 +265,7 @@ func (l *loop) request(pkt []byte, from netip.AddrPort, dst netip.Addr) {
 		return
 	}
 	_, mcast := req.Option(optMulticast)
-	if req.Op != OpRRQ || req.Mode != "octet" || (mcast && s.Multicast != nil) || windowed(req) {
+	if req.Op != OpRRQ || req.Mode != "octet" || (mcast && s.Multicast != nil) {
 		s.spawn(sl, req, len(pkt), from, dst)
 		return
 	}
@@ -280,19 +277,13 @@ func (l *loop) request(pkt []byte, from netip.AddrPort, dst netip.Addr) {
 		s.sessions.Done()
 		return
 	}
-	l.start(sl, req, f, from, dst)
+	l.start(sl, req, len(pkt), f, from, dst)
 }
 
-// windowed reports whether a request asks for a window of more than one
-// block (RFC 7440); an invalid value counts as one (Negotiate ignores it).
-func windowed(req *Request) bool {
-	v, ok := req.Option(OptWindowSize)
-	if !ok {
-		return false
-	}
-	w, ok := parseUint(v, 1, MaxWindowSize)
-	return ok && w > 1
-}
+// loopMaxBlock is the largest block a transfer in the loop sends: one
+// 1500-byte Ethernet frame less the IPv4, UDP and TFTP headers (20 + 8 +
+// 4), the blksize PXE ROMs and iPXE ask for.
+const loopMaxBlock = 1468
 
 // readFile finds what a read request sends: a VirtualFiles file, else
 // the file under the root.
@@ -325,12 +316,24 @@ func (s *Server) refuseRead(req *Request, peer netip.AddrPort, err error) (Error
 	return code, msg
 }
 
-// start sets up a read transfer and sends its first packet.
-func (l *loop) start(sl *slot, req *Request, f servedFile, peer netip.AddrPort, local netip.Addr) {
+// start sets up a read transfer and sends its first packet. The
+// listening port is known to anyone, so a spoofer who never sees a reply
+// can send the ACKs a transfer in the loop expects; each buys what one
+// ACK moves on for the forged source (amplification). A transfer that
+// negotiated more than one frame per ACK — a window (up to 64 blocks),
+// or a block past loopMaxBlock (allow_fragments: up to 64 KiB) — is
+// handed to a goroutine and a port of its own, which only the real
+// client learns (docs/security.md, "Single-port mode").
+func (l *loop) start(sl *slot, req *Request, reqLen int, f servedFile, peer netip.AddrPort, local netip.Addr) {
 	s := l.s
-	s.Counters.RRQ.Add(1)
 	size := f.Size()
 	neg := Negotiate(req, s.limits(local), size)
+	if neg.WindowSize > 1 || neg.BlockSize > loopMaxBlock {
+		f.Release()
+		s.spawn(sl, req, reqLen, peer, local)
+		return
+	}
+	s.Counters.RRQ.Add(1)
 	var oack []byte
 	if len(neg.Ack) > 0 {
 		oack = AppendOACK(nil, neg.Ack)

@@ -40,7 +40,7 @@ func TestLoopAckAllocs(t *testing.T) {
 	}
 	const runs = 2000
 	data := memFile(make([]byte, (runs+10)*512))
-	l.start(sl, &Request{Op: OpRRQ, Filename: "f", Mode: "octet"}, data, peer, local) // DATA 1 goes out
+	l.start(sl, &Request{Op: OpRRQ, Filename: "f", Mode: "octet"}, 20, data, peer, local) // DATA 1 goes out
 	l.flush()
 	ack := make([]byte, 4)
 	block := uint16(0)

@@ -19,15 +19,17 @@ import (
 	"github.com/mtftpd/mtftpd/internal/udpio"
 )
 
-// TestLoopBlindWindowAmplification: in single-port mode the server's
-// port is 69, so a spoofer who never sees a reply can still send the
-// ACKs a windowed read expects (ACK 0 after the OACK, then the last
-// block of each window). It forges a windowed RRQ from a victim's
-// address and follows it with blind ACKs: no DATA may reach the victim
-// (a windowed transfer keeps a port of its own, which only the real
-// client learns). Before, each 4-byte forged ACK bought a 64-block
-// window, 94 KB, for the victim.
-func TestLoopBlindWindowAmplification(t *testing.T) {
+// TestLoopBlindAmplification: in single-port mode the server's port is
+// 69, so a spoofer who never sees a reply can still send the ACKs a
+// transfer expects (ACK 0 after the OACK, then the last block of each
+// window). It forges an RRQ from a victim's address and follows it with
+// blind ACKs: when the transfer would move more than one frame per ACK
+// (a window; a 64 KiB block with allow_fragments), no DATA may reach the
+// victim: such a transfer keeps a port of its own, which only the real
+// client learns. Before, 203 forged bytes (an RRQ, 41 ACKs) bought 4.8
+// MB of DATA for the victim with a window of 64, and 190 bytes 3.3 MB
+// with 64 KiB blocks.
+func TestLoopBlindAmplification(t *testing.T) {
 	root := t.TempDir()
 	if err := os.WriteFile(filepath.Join(root, "big"), testData(4<<20, 3), 0o644); err != nil {
 		t.Fatal(err)
@@ -37,38 +39,49 @@ func TestLoopBlindWindowAmplification(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	synctest.Test(t, func(t *testing.T) {
-		n := memnet.New(1)
-		victim := netip.MustParseAddrPort("198.51.100.7:2070")
-		n.Bind(victim) // a host that never answers
-		var dataBytes, spoofed atomic.Int64
-		n.Drop = func(from, to netip.AddrPort, pkt []byte) bool {
-			if to == victim && PacketOpcode(pkt) == OpDATA {
-				dataBytes.Add(int64(len(pkt)))
-			}
-			return false
-		}
-		srv := &Server{Files: store, SinglePort: true, Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel)}
-		addr, stop := startLoop(t, n, srv)
-		spoof := func(b []byte) {
-			spoofed.Add(int64(len(b)))
-			n.Spoof(victim, addr, b)
-			time.Sleep(5 * time.Millisecond)
-		}
-		spoof((&Request{Op: OpRRQ, Filename: "big", Mode: "octet",
-			Options: []Option{{Name: "blksize", Value: "1468"}, {Name: "windowsize", Value: "64"}}}).Marshal(nil))
-		spoof(AppendAck(nil, 0))
-		for w := uint16(1); w <= 20; w++ {
-			spoof(AppendAck(nil, w*64))
-		}
-		time.Sleep(time.Minute) // every retry of what was sent
-		if got := dataBytes.Load(); got > 0 {
-			t.Errorf("%d spoofed bytes made the server send %d bytes of DATA to a host that never asked", spoofed.Load(), got)
-		}
-		if err := stop(); err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
+	for _, tc := range []struct {
+		name      string
+		opts      []Option
+		fragments bool
+		ackStep   uint16 // blocks per window
+	}{
+		{"window 64", []Option{{Name: "blksize", Value: "1468"}, {Name: "windowsize", Value: "64"}}, false, 64},
+		{"blksize 65464 with allow_fragments", []Option{{Name: "blksize", Value: "65464"}}, true, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				n := memnet.New(1)
+				victim := netip.MustParseAddrPort("198.51.100.7:2070")
+				n.Bind(victim) // a host that never answers
+				var dataBytes, spoofed atomic.Int64
+				n.Drop = func(from, to netip.AddrPort, pkt []byte) bool {
+					if to == victim && PacketOpcode(pkt) == OpDATA {
+						dataBytes.Add(int64(len(pkt)))
+					}
+					return false
+				}
+				srv := &Server{Files: store, SinglePort: true, AllowFragments: tc.fragments,
+					Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel)}
+				addr, stop := startLoop(t, n, srv)
+				spoof := func(b []byte) {
+					spoofed.Add(int64(len(b)))
+					n.Spoof(victim, addr, b)
+					time.Sleep(5 * time.Millisecond)
+				}
+				spoof((&Request{Op: OpRRQ, Filename: "big", Mode: "octet", Options: tc.opts}).Marshal(nil))
+				for w := range uint16(41) {
+					spoof(AppendAck(nil, w*tc.ackStep))
+				}
+				time.Sleep(time.Minute) // every retry of what was sent
+				if got := dataBytes.Load(); got > 0 {
+					t.Errorf("%d spoofed bytes made the server send %d bytes of DATA to a host that never asked", spoofed.Load(), got)
+				}
+				if err := stop(); err != nil {
+					t.Errorf("Serve: %v", err)
+				}
+			})
+		})
+	}
 }
 
 // broadcastConn is a loop's socket whose requests all came to the

@@ -3,7 +3,7 @@
 // lifetime 0 and no prefix. iPXE's `dhcp`/`ifconf` waits for every
 // configurator, and without a router on the link its IPv6 step retries router
 // solicitations for about 3.9 s (16 s more when M or O is set and no DHCPv6
-// server answers) before the boot goes on (docs/protocols.md §12). Such an
+// server answers) before the boot goes on (docs/protocols.md §13). Such an
 // advertisement ends that step at once.
 //
 // It must never compete with a real router: on each interface it first

@@ -15,7 +15,7 @@ import (
 	"golang.org/x/net/ipv6"
 )
 
-// Defaults of Advertiser (docs/protocols.md §12).
+// Defaults of Advertiser (docs/protocols.md §13).
 const (
 	// DefaultListen is how long an interface only listens (and solicits)
 	// before it answers: RFC 4861 §10 has routers answer a solicitation

@@ -3,7 +3,6 @@ package ra
 import (
 	"fmt"
 	"net"
-	"net/netip"
 
 	"github.com/rs/zerolog"
 )
@@ -58,25 +57,4 @@ func closeAll(fs []*Iface) {
 	for _, f := range fs {
 		f.Conn.Close()
 	}
-}
-
-// ownAddr reports whether a is an address of interface index now.
-func ownAddr(index int, a netip.Addr) bool {
-	ifi, err := net.InterfaceByIndex(index)
-	if err != nil {
-		return false
-	}
-	addrs, err := ifi.Addrs()
-	if err != nil {
-		return false
-	}
-	a = a.WithZone("")
-	for _, x := range addrs {
-		if n, ok := x.(*net.IPNet); ok {
-			if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap() == a {
-				return true
-			}
-		}
-	}
-	return false
 }

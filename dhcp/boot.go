@@ -39,6 +39,10 @@ const (
 	optClientNDI     = 94
 	optClientUUID    = 97
 	optIPXEEncap     = 175
+
+	// ipxeNoPXEDHCP is iPXE's sub-option 176 of 175: ignore ProxyDHCP
+	// (docs/protocols.md §13.2).
+	ipxeNoPXEDHCP = 176
 )
 
 // Vendor class prefixes (docs/protocols.md §9.1, §9.8).

@@ -142,6 +142,19 @@ func TestCustomRulesAndHosts(t *testing.T) {
 	if o == nil || o.Pkt.BootFileName != "" || o.Pkt.Options[optVendorClass] != nil {
 		t.Errorf("empty File: %v", o)
 	}
+	if o.Pkt.Options[optIPXEEncap] != nil {
+		t.Errorf("empty File, PXE ROM: option 175 %x, want none", o.Pkt.Options[optIPXEEncap])
+	}
+	// iPXE with no boot answer is told to skip its 2 s ProxyDHCP wait
+	// (docs/protocols.md §13.2); with one, 60 PXEClient does that.
+	o = handle(t, s2, build(t, dhcpv4.MessageTypeDiscover, mac(1), ipxe()...), inBcast, t0)
+	if got := o.Pkt.Options[optIPXEEncap]; string(got) != "\xb0\x01\x01" {
+		t.Errorf("empty File, iPXE: option 175 %x, want b00101 (176: 1)", got)
+	}
+	o = handle(t, s, build(t, dhcpv4.MessageTypeDiscover, mac(1), ipxe()...), inBcast, t0)
+	if got := o.Pkt.Options[optIPXEEncap]; got != nil || string(o.Pkt.Options[optVendorClass]) != vendorPXE || o.Pkt.ServerIPAddr.IsUnspecified() {
+		t.Errorf("iPXE with a script: option 175 %x, 60 %q, siaddr %v; want none, PXEClient, set", got, o.Pkt.Options[optVendorClass], o.Pkt.ServerIPAddr)
+	}
 }
 
 // Boot replies in full DHCP mode carry siaddr, file, 60, 97, 43 and 66/67

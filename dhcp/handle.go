@@ -787,6 +787,12 @@ func isIPXEBinary(file string) bool {
 // end in NUL for the ROMs that need it (§8.5).
 func (s *Server) applyBoot(reply, req *dhcpv4.DHCPv4, c Client, b *bootAnswer) {
 	if b == nil {
+		if c.IPXE && s.mode == ModeServer {
+			// No boot answer, so no 60 PXEClient (§9.4): iPXE would
+			// wait 2 s for a ProxyDHCP offer that a server-mode link has
+			// no use for; 175.176 = 1 tells it not to (§13.2).
+			reply.Options[optIPXEEncap] = []byte{ipxeNoPXEDHCP, 1, 1}
+		}
 		return
 	}
 	reply.ServerIPAddr = b.siaddr.AsSlice()

@@ -30,9 +30,11 @@ import (
 // privileges dropped, then the directories created by nobody, and only
 // then a request read: the log says "privileges dropped" before any
 // service listens, fetches over TFTP and HTTP work, and the cached files
-// and the lease file belong to nobody.
+// and the lease file belong to nobody. The raw ICMPv6 socket of
+// dhcp.router_advert (CAP_NET_RAW) is opened before the drop too and
+// answers a router solicitation after it.
 func TestPrivilegeDropBeforeServing(t *testing.T) {
-	l := netlab.New(t, netlab.Options{Clients: 1}) // skips unless root
+	l := netlab.New(t, netlab.Options{Clients: 1, IPv6: true}) // skips unless root
 	id, err := privdrop.Lookup("nobody", "")
 	if err != nil {
 		t.Fatalf("no user nobody: %v", err)
@@ -125,6 +127,7 @@ format = "json"
 	if _, err := doraOnce(c, net.HardwareAddr{0x02, 0xaa, 0, 0, 0, 1}); err != nil {
 		t.Fatalf("DHCP after the drop: %v\nserver log:\n%s", err, logs.String())
 	}
+	requireRouterAdvert(t, l.NS(netlab.Client(1)), logs.String)
 
 	// Owned by nobody: what the origin cache wrote, and the lease file.
 	var owned []string

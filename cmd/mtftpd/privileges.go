@@ -14,11 +14,12 @@ import (
 	"github.com/mtftpd/mtftpd/dhcp"
 	"github.com/mtftpd/mtftpd/internal/config"
 	"github.com/mtftpd/mtftpd/internal/privdrop"
+	"github.com/mtftpd/mtftpd/ra"
 	"github.com/mtftpd/mtftpd/tftp"
 )
 
 // ports are the sockets that may need root or CAP_NET_BIND_SERVICE (69,
-// 80, 67, 4011). serve opens them all first, then drops privileges, and
+// 80, 67, 4011; raw ICMPv6 needs CAP_NET_RAW). serve opens them all first, then drops privileges, and
 // only then reads a request: nothing a client sends is ever handled with
 // the privileges of the start (issue 13, finding 8).
 type ports struct {
@@ -28,6 +29,11 @@ type ports struct {
 	tftpMore []*net.UDPConn
 	web      net.Listener  // nil without http.listen
 	dhcp     *dhcp.Sockets // nil with dhcp.mode off
+	// ra are the raw ICMPv6 sockets of dhcp.router_advert = "auto"
+	// (CAP_NET_RAW); raErr why there are none (best effort: logged, the
+	// server starts without them).
+	ra    []*ra.Iface
+	raErr error
 }
 
 // openPorts opens every privileged socket of cfg, or none.
@@ -54,6 +60,9 @@ func openPorts(ctx context.Context, cfg config.Config) (*ports, error) {
 			p.Close()
 			return nil, err
 		}
+		if d.RouterAdv == "auto" {
+			p.ra, p.raErr = ra.Open(d.Interfaces, zerolog.Nop())
+		}
 	}
 	return p, nil
 }
@@ -70,6 +79,9 @@ func (p *ports) Close() {
 	}
 	if p.dhcp != nil {
 		p.dhcp.Close()
+	}
+	for _, f := range p.ra {
+		f.Conn.Close()
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/mtftpd/mtftpd/internal/filestore"
 	"github.com/mtftpd/mtftpd/mirror"
 	"github.com/mtftpd/mtftpd/mtftp"
+	"github.com/mtftpd/mtftpd/ra"
 	"github.com/mtftpd/mtftpd/status"
 	"github.com/mtftpd/mtftpd/tftp"
 )
@@ -28,6 +29,7 @@ type services struct {
 	pxeLimit *tftp.SourceLimiter
 	web      *mirror.Server // the HTTP mirror and status pages (nil without http.listen)
 	dhcp     *dhcp.Server
+	ra       *ra.Advertiser   // IPv6 router advertisements (nil when off or no interface could)
 	imaging  *imaging.Manager // nil without imaging.dir
 	ports    *ports
 	demoDir  string   // the demo root written for --demo, else ""
@@ -56,6 +58,9 @@ func (s *services) running() []service {
 	if s.dhcp != nil {
 		// Shutdown flushes the lease file after the last reply.
 		out = append(out, service{"dhcp", s.dhcp.Serve, s.dhcp.Shutdown})
+	}
+	if s.ra != nil {
+		out = append(out, service{"ra", s.ra.Serve, s.ra.Shutdown})
 	}
 	if s.mtftp != nil {
 		// PXE MTFTP's port (1759) needs no privilege: Serve opens it.
@@ -120,6 +125,11 @@ func buildServices(cfg config.Config, demo bool, p *ports, log zerolog.Logger) (
 	}
 	if s.dhcp = newDHCP(cfg, log, s.mtftp); s.dhcp != nil {
 		s.dhcp.Sockets = p.dhcp
+	}
+	if p.raErr != nil {
+		log.Warn().Err(p.raErr).Msg("ipv6: no router advertisements (dhcp.router_advert); iPXE waits for IPv6 autoconfiguration")
+	} else if p.ra != nil {
+		s.ra = &ra.Advertiser{Ifaces: p.ra, Log: log}
 	}
 	tm := newTemplates(cfg, log, s.dhcp)
 	if tm != nil {

@@ -21,7 +21,7 @@ func TestSystemdUnit(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{
-		"AmbientCapabilities=CAP_NET_BIND_SERVICE", "NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes",
+		"AmbientCapabilities=CAP_NET_BIND_SERVICE CAP_NET_RAW", "NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes",
 		"RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX AF_NETLINK", "ExecReload=/bin/kill -HUP $MAINPID",
 		"StateDirectory=mtftpd mtftpd/uploads", "CacheDirectory=mtftpd", "User=mtftpd",
 		"ExecStart=/usr/local/bin/mtftpd serve --config /etc/mtftpd/mtftpd.toml",

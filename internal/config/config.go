@@ -64,6 +64,7 @@ type DHCP struct {
 	HTTPBase   string         `toml:"http_base" help:"mirror URL for boot rules ({{.HTTP}}); empty = http://<receiving interface>:<http.listen port>"`
 	LeaseFile  string         `toml:"lease_file" help:"lease journal (docs/dhcp-leases.md; a JSON lease file is migrated); empty keeps leases in memory"`
 	MaxPerMAC  int            `toml:"max_leases_per_mac" reload:"yes" help:"clients (distinct client ids) that may hold addresses under one MAC at once"`
+	RouterAdv  string         `toml:"router_advert" help:"auto: answer IPv6 router solicitations on the DHCP interfaces with 'no IPv6 here' (M=0, O=0, lifetime 0, no prefix) where no other router advertises, so iPXE does not wait for IPv6; off: never"`
 	Relays     []Net          `toml:"relays" help:"DHCP relay agents (addresses or prefixes, comma-separated) whose relayed requests are answered: giaddr and the source must both be listed; empty answers no relayed request"`
 	Subnets    []DHCPSubnet   `toml:"subnet"`
 	Hosts      []DHCPHost     `toml:"host"`
@@ -258,7 +259,7 @@ func Defaults() Config {
 			PXEFileGroups: netip.MustParsePrefix("239.255.1.0/24"), PXEFilePort: 3002, PXEPortOrder: "be", PXETmout: 2, PXEDelay: 2,
 		},
 		HTTP: HTTP{MaxConns: 2048, MaxConnsPerIP: 64},
-		DHCP: DHCP{Mode: "off", Listen: netip.MustParseAddrPort("0.0.0.0:67"), ProxyPort: 4011, MaxPerMAC: 4},
+		DHCP: DHCP{Mode: "off", Listen: netip.MustParseAddrPort("0.0.0.0:67"), ProxyPort: 4011, MaxPerMAC: 4, RouterAdv: "auto"},
 		Origin: Origin{TTL: Duration{5 * time.Minute}, Timeout: Duration{10 * time.Minute},
 			MaxSize: 16 << 30, NegativeTTL: Duration{10 * time.Second}, Wait: Duration{30 * time.Second}},
 		Imaging: Imaging{MaxImageSize: 256 << 30, MaxUnknown: 256},

@@ -311,6 +311,9 @@ func (c *Config) validateDHCP(bad reporter) {
 		bad("dhcp.mode", "%q is not off, server or proxy", d.Mode)
 		return
 	}
+	if d.RouterAdv != "auto" && d.RouterAdv != "off" {
+		bad("dhcp.router_advert", "%q is not auto or off", d.RouterAdv)
+	}
 	// The host table also names machines for the templates, so it is
 	// checked in every mode.
 	c.validateHosts(bad)

@@ -55,6 +55,7 @@ type Options struct {
 	Snooping bool // bridge multicast snooping with a querier (a managed switch)
 	NoAddr   bool // clients get no IPv4 address (DHCP tests)
 	Taps     int  // tap1..tapN on the bridge in the sw namespace, for QEMU
+	IPv6     bool // IPv6 link-local addresses (off by default: a quiet wire)
 }
 
 // Lab is a running lab. Its methods are safe for concurrent use.
@@ -117,6 +118,9 @@ func New(t testing.TB, o Options) *Lab {
 	}
 	if o.NoAddr {
 		args = append(args, "--no-addr")
+	}
+	if o.IPv6 {
+		args = append(args, "--ipv6")
 	}
 	if o.Taps > 0 {
 		args = append(args, "--taps", strconv.Itoa(o.Taps))

@@ -235,7 +235,7 @@ func Defaults() Config {
 			MaxWindow:      64,
 			MaxWindowBytes: 4 << 20,
 			InitialRTO:     Duration{time.Second},
-			MinRTO:         Duration{50 * time.Millisecond},
+			MinRTO:         Duration{20 * time.Millisecond}, // tftp.DefaultMinRTO
 			MaxRTO:         Duration{8 * time.Second},
 			Retries:        6,
 			StallTimeout:   Duration{30 * time.Second},

@@ -25,6 +25,7 @@
 #   STORM_CLIENTS="200 500"   swarm sizes
 #   STORM_QUOTA=50000         CPU quota in µs per 100 ms period
 #   STORM_SERVERS="mtftpd mtftpd-single tftpd-hpa"
+#   STORM_MTFTPD_FLAGS="--tftp.max_unconfirmed_per_prefix 512"   extra serve flags
 #   BENCH_SKIP_BUILD=1        use an existing $MTFTPD_BIN
 #   MTFTPD_BIN=/tmp/mtftpd-storm
 #
@@ -46,6 +47,7 @@ for t in jq curl timeout; do command -v "$t" >/dev/null || die "missing tool: $t
 CLIENTS=${STORM_CLIENTS:-200 500}
 QUOTA=${STORM_QUOTA:-50000}
 SERVERS=${STORM_SERVERS:-mtftpd mtftpd-single tftpd-hpa}
+read -r -a XFLAGS <<<"${STORM_MTFTPD_FLAGS:-}"
 MTFTPD_BIN=${MTFTPD_BIN:-/tmp/mtftpd-storm}
 PORT=16979 HPORT=16980
 build_mtftpd "$MTFTPD_BIN"
@@ -95,9 +97,9 @@ SPID=
 start_server() { # name
   case $1 in
     mtftpd) "$MTFTPD_BIN" serve --tftp.listen "127.0.0.1:$PORT" --tftp.root "$ROOT" \
-      --http.listen "127.0.0.1:$HPORT" --log.format json >"$WORK/$1.log" 2>&1 & ;;
+      --http.listen "127.0.0.1:$HPORT" --log.format json "${XFLAGS[@]}" >"$WORK/$1.log" 2>&1 & ;;
     mtftpd-single) "$MTFTPD_BIN" serve --tftp.listen "127.0.0.1:$PORT" --tftp.root "$ROOT" --tftp.single_port \
-      --http.listen "127.0.0.1:$HPORT" --log.format json >"$WORK/$1.log" 2>&1 & ;;
+      --http.listen "127.0.0.1:$HPORT" --log.format json "${XFLAGS[@]}" >"$WORK/$1.log" 2>&1 & ;;
     tftpd-hpa) "$HPA_BIN" --foreground --listen --user nobody --address "127.0.0.1:$PORT" --secure "$ROOT" \
       >"$WORK/$1.log" 2>&1 & ;;
   esac

@@ -3,13 +3,19 @@ package tftp
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net/netip"
 	"os"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
 
+	"github.com/rs/zerolog"
+
+	"github.com/mtftpd/mtftpd/internal/filestore"
 	"github.com/mtftpd/mtftpd/internal/testutil/memnet"
+	"github.com/mtftpd/mtftpd/internal/udpio"
 )
 
 // starvedConn plays a server starved of CPU (a cgroup CPU limit): every
@@ -126,4 +132,79 @@ func starvedTransfer(t *testing.T, hideLook bool) (*Counters, int) {
 		t.Fatalf("outcome %s (%v), %d bytes of %d", res.Outcome, res.Err, got.Len(), len(data))
 	}
 	return &counters, dups
+}
+
+// starvedLoopConn is an event loop's socket on a starved server: its
+// first read of a batch is starvedConn's, the rest of the batch takes
+// what is queued without waiting (as recvmmsg does).
+type starvedLoopConn struct{ *starvedConn }
+
+func (m starvedLoopConn) ReadBatch(bufs [][]byte, out []udpio.Packet) (int, error) {
+	n, from, err := m.starvedConn.ReadFrom(bufs[0])
+	if err != nil {
+		return 0, err
+	}
+	out[0] = udpio.Packet{Data: bufs[0][:n], Src: from}
+	k := 1
+	for ; k < len(bufs) && k < len(out); k++ {
+		// A deadline just ahead: in virtual time it passes only once
+		// every goroutine waits, so this takes only what is queued.
+		m.Conn.SetReadDeadline(time.Now().Add(time.Nanosecond))
+		n, from, err := m.Conn.ReadFrom(bufs[k])
+		if err != nil {
+			break
+		}
+		out[k] = udpio.Packet{Data: bufs[k][:n], Src: from}
+	}
+	m.Conn.SetReadDeadline(m.deadline)
+	return k, nil
+}
+
+func (m starvedLoopConn) WriteMessages(ms []udpio.Message) (int, int, error) {
+	return memLoopConn{m.Conn}.WriteMessages(ms)
+}
+
+// TestLoopStarved: one event loop that stalls 60 ms on every fourth read
+// serves 30 lock-step clients at once. It reads the answers that waited
+// through a stall before it runs its timers, and the floor learns the
+// stall: every transfer ends ok with at most a few retransmissions in all.
+func TestLoopStarved(t *testing.T) {
+	root, files := loopFiles(t)
+	store, err := filestore.Open(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	synctest.Test(t, func(t *testing.T) {
+		n := memnet.New(7)
+		n.Latency = time.Millisecond / 10
+		srv := &Server{Files: store, SinglePort: true, Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)}
+		addr := netip.MustParseAddrPort("192.0.2.1:69")
+		sc := &starvedConn{Conn: n.Bind(addr), every: 4, stall: 60 * time.Millisecond}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- srv.runLoops(ctx, nil, []loopConn{starvedLoopConn{sc}}) }()
+		const clients = 30
+		var wg sync.WaitGroup
+		for i := range clients {
+			wg.Go(func() {
+				cl := n.Listen(fmt.Sprintf("192.0.2.%d", 10+i))
+				defer cl.Close()
+				var got bytes.Buffer
+				c := &Client{BlockSize: 1468}
+				if _, err := c.get(context.Background(), cl, addr, "f7", &got, time.Now()); err != nil || !bytes.Equal(got.Bytes(), files["f7"]) {
+					t.Errorf("client %d: %v (%d bytes)", i, err, got.Len())
+				}
+			})
+		}
+		wg.Wait()
+		time.Sleep(time.Minute)
+		c := &srv.Counters
+		t.Logf("retransmits %d, spurious %d, timeouts %d, late answers %d", c.Retransmits.Load(), c.Spurious.Load(), c.Timeouts.Load(), c.LateAnswers.Load())
+		if c.Completed.Load() != clients || c.Retransmits.Load() > clients/3 {
+			t.Errorf("%d of %d transfers completed, %d blocks resent: want all, at most %d", c.Completed.Load(), clients, c.Retransmits.Load(), clients/3)
+		}
+		cancel()
+		<-done
+	})
 }

@@ -30,13 +30,22 @@ type starvedConn struct {
 	stall    time.Duration
 	hideLook bool
 	reads    int
-	deadline time.Time
 	timedOut bool
+	mu       sync.Mutex // the deadline may be set from another goroutine (a loop's wake)
+	deadline time.Time
 }
 
 func (c *starvedConn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
 	c.deadline = t
+	c.mu.Unlock()
 	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *starvedConn) readDeadline() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.deadline
 }
 
 func (c *starvedConn) ReadFrom(b []byte) (int, netip.AddrPort, error) {
@@ -44,12 +53,12 @@ func (c *starvedConn) ReadFrom(b []byte) (int, netip.AddrPort, error) {
 	look := c.timedOut
 	c.timedOut = false
 	if look && c.hideLook {
-		time.Sleep(time.Until(c.deadline))
+		time.Sleep(time.Until(c.readDeadline()))
 		return 0, netip.AddrPort{}, os.ErrDeadlineExceeded
 	}
 	if c.reads%c.every == 0 {
 		time.Sleep(c.stall)
-		if !time.Now().Before(c.deadline) {
+		if !time.Now().Before(c.readDeadline()) {
 			c.timedOut = true
 			return 0, netip.AddrPort{}, os.ErrDeadlineExceeded
 		}
@@ -156,7 +165,7 @@ func (m starvedLoopConn) ReadBatch(bufs [][]byte, out []udpio.Packet) (int, erro
 		}
 		out[k] = udpio.Packet{Data: bufs[k][:n], Src: from}
 	}
-	m.Conn.SetReadDeadline(m.deadline)
+	m.Conn.SetReadDeadline(m.readDeadline())
 	return k, nil
 }
 

@@ -8,7 +8,7 @@ BIN := ./mtftpd
 TEST_TIMEOUT ?= 20m
 FUZZTIME ?= 5s
 
-.PHONY: help build run test test-go e2e-slow vet soak bench bench-dhcp bench-http bench-mcast bench-status bench-peers bench-image fuzz-smoke fuzz clean
+.PHONY: help build run test test-go e2e-slow vet soak bench bench-dhcp bench-http bench-mcast bench-status bench-storm bench-peers bench-image fuzz-smoke fuzz clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -63,6 +63,9 @@ bench-dhcp: ## DHCP storm in the lab: mtftpd vs dnsmasq (and kea if installed)
 
 bench-status: ## TFTP throughput at 200 concurrent transfers with and without status pages open
 	./scripts/bench-status.sh
+
+bench-storm: ## boot storm of 200 and 500 BIOS clients, server limited to half a core: mtftpd (both modes) vs tftpd-hpa (root)
+	./scripts/bench-storm.sh
 
 bench-peers: ## mtftpd vs tftpd-hpa, atftpd, dnsmasq (TFTP) and dnsmasq, Kea (DHCP) in the lab -> docs/benchmarks.md
 	./scripts/bench-peers.sh

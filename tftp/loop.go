@@ -10,7 +10,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/mtftpd/mtftpd/internal/rto"
 	"github.com/mtftpd/mtftpd/internal/udpio"
 )
 
@@ -80,7 +79,13 @@ type loop struct {
 	cancelled []*loopSession // their context ended: evicted or shut down
 	woken     atomic.Bool
 	deadline  time.Time // the read deadline last set
+	deferred  int       // full batches in a row read before running the timers
 }
+
+// maxDeferredExpiry bounds how many full batches (64 datagrams each) may
+// be read before the timers run: 8 × 64 = 512 answers, a boot storm's
+// worth of clients (docs/protocols.md §1.7).
+const maxDeferredExpiry = 8
 
 // queuedSend is one datagram of a round: arena[off:off+n] then payload.
 type queuedSend struct {
@@ -204,6 +209,15 @@ func (l *loop) run() error {
 			continue
 		}
 		n, err := l.c.ReadBatch(l.bufs, l.pkts)
+		if n == 0 && isTimeout(err) && !l.woken.Load() {
+			// A timer ended the read, and a read whose deadline has
+			// passed reads nothing: look again, briefly, so that a loop
+			// starved of CPU takes the answers waiting for it before it
+			// resends what they answer (docs/protocols.md §1.7).
+			l.deadline = time.Now().Add(lateAnswerWait)
+			l.c.SetReadDeadline(l.deadline)
+			n, err = l.c.ReadBatch(l.bufs, l.pkts)
+		}
 		if err != nil && !isTimeout(err) {
 			if errors.Is(err, net.ErrClosed) || s.closing.Load() {
 				return err
@@ -214,7 +228,15 @@ func (l *loop) run() error {
 			l.packet(p.Data, p.Src, p.Dst)
 		}
 		clear(l.pkts[:n])
-		l.expire(time.Now())
+		// A full batch leaves a backlog: its answers come before the
+		// timers, for at most maxDeferredExpiry batches in a row so that
+		// a flood cannot hold the timers off.
+		if n < len(l.bufs) || l.deferred >= maxDeferredExpiry {
+			l.deferred = 0
+			l.expire(time.Now())
+		} else {
+			l.deferred++
+		}
 		l.flush()
 	}
 }
@@ -351,7 +373,7 @@ func (l *loop) start(sl *slot, req *Request, reqLen int, f servedFile, peer neti
 		truncated: f.Truncated, prog: &lv.prog, confirm: func() error { return s.confirm(sl) },
 	}
 	ls.res.Start = now
-	rs.est = rto.New(rs.timing.InitialRTO, rs.timing.MinRTO, rs.timing.MaxRTO)
+	rs.est = rs.timing.estimator()
 	ls.wait = newSessionWait(rs.c, peer, &s.Counters, now, rs.timing, "answer", &rs.replier)
 	rs.prepare(now)
 	rs.rbuf = nil // the loop reads into its own buffers

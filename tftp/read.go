@@ -44,6 +44,16 @@ type timing struct {
 	// ConfirmTimeout ends a transfer whose peer has not answered at all
 	// within it (its request may be spoofed); 0 = no such limit.
 	ConfirmTimeout time.Duration
+	// peak is the server's shared RTT peak (nil: none): a transfer's
+	// floor stays above the server's recent stalls (docs/protocols.md §1.7).
+	peak *rto.Shared
+}
+
+// estimator returns a fresh retransmission timer for a transfer.
+func (t timing) estimator() rto.Estimator {
+	e := rto.New(t.InitialRTO, t.MinRTO, t.MaxRTO)
+	e.Share(t.peak)
+	return e
 }
 
 // result is what a finished transfer reports for its log line and counters.
@@ -145,6 +155,8 @@ type readSession struct {
 	oackPending bool      // the OACK is out and not yet acknowledged
 	sentAt      time.Time // when the outstanding window or OACK went out
 	resent      bool      // it was sent more than once (Karn)
+	firstSentAt time.Time // when its first copy went out
+	timerResent uint64    // blocks (or the OACK) the timer last resent; 0 after an answer
 	highWater   uint64    // highest block ever sent
 	timeouts    int       // consecutive timeouts
 	heard       bool      // the peer has ACKed something: not a spoofed request
@@ -159,7 +171,7 @@ func (s *readSession) run(ctx context.Context) (res result) {
 	if s.prog == nil {
 		s.prog = new(progress)
 	}
-	s.est = rto.New(s.timing.InitialRTO, s.timing.MinRTO, s.timing.MaxRTO)
+	s.est = s.timing.estimator()
 	defer func() { res.End, res.RTO, res.Heard = time.Now(), s.est.RTO(), s.heard }()
 	// A mapping whose file is truncated raises SIGBUS when touched;
 	// CatchFault turns that into an error here, so one transfer fails,
@@ -186,6 +198,10 @@ func (s *readSession) run(ctx context.Context) (res result) {
 		case waitFailed:
 			return s.fail(&res, err)
 		case waitTimeout:
+			if n, ok := s.answered(&wait); ok {
+				done, err = s.onPacket(s.rbuf[:n], &res)
+				break
+			}
 			done, err = s.onTimeout(&res)
 		case waitPacket:
 			done, err = s.onPacket(s.rbuf[:n], &res)
@@ -219,16 +235,25 @@ func (s *readSession) prepare(start time.Time) {
 func (s *readSession) send(retransmit bool, res *result) error {
 	s.sentAt = time.Now()
 	s.resent = retransmit
+	s.timerResent = 0
+	if !retransmit {
+		s.firstSentAt = s.sentAt
+	}
 	if s.oackPending {
 		if retransmit {
 			s.retransmitted(1, res)
+			s.timerResent = 1
 		}
 		return s.c.WriteTo(s.oack, s.peer)
 	}
 	from, to := s.w.next()
 	if from <= s.highWater {
-		s.retransmitted(min(to, s.highWater)-from+1, res)
+		k := min(to, s.highWater) - from + 1
+		s.retransmitted(k, res)
 		s.resent = true
+		if retransmit {
+			s.timerResent = k
+		}
 	}
 	s.highWater = max(s.highWater, to)
 	return s.sendBlocks(from, to, res)
@@ -302,9 +327,7 @@ func (s *readSession) onOACKAck(wire uint16, res *result) (done bool, err error)
 		return true, nil
 	}
 	s.oackPending = false
-	if !s.resent {
-		s.est.Sample(time.Since(s.sentAt))
-	}
+	s.sample()
 	s.moved()
 	return false, s.send(false, res)
 }
@@ -328,9 +351,7 @@ func (s *readSession) onAck(wire uint16, res *result) (done bool, err error) {
 	case ackGap:
 		s.counters.GapAck.Add(1)
 	case ackWindow:
-		if !s.resent {
-			s.est.Sample(time.Since(s.sentAt))
-		}
+		s.sample()
 	}
 	if !s.confirmed(res) {
 		return true, nil
@@ -339,6 +360,47 @@ func (s *readSession) onAck(wire uint16, res *result) (done bool, err error) {
 	s.prog.bytes.Store(min(int64(s.w.acked)*int64(s.neg.BlockSize), s.size))
 	return false, s.send(false, res)
 }
+
+// sample feeds the estimator the round trip of the window (or OACK) just
+// acknowledged: when it went out once (Karn's rule), or when the timer
+// resent it and the answer came too soon to answer the resend
+// (rto.Estimator.Spurious): then the answer is the first copy's, its
+// round trip (the stall that fooled the timer) is sampled, and the
+// resend is counted as spurious.
+func (s *readSession) sample() {
+	now := time.Now()
+	switch {
+	case !s.resent:
+		s.est.Sample(now.Sub(s.sentAt))
+	case s.timerResent > 0 && s.est.Spurious(now.Sub(s.sentAt)):
+		s.counters.Spurious.Add(s.timerResent)
+		s.est.Sample(now.Sub(s.firstSentAt))
+	}
+	s.timerResent = 0
+}
+
+// answered looks, when the timer has run out, whether the peer's answer
+// is waiting all the same (a server starved of CPU runs its timers and
+// reads its socket late, both at once): then it is taken (n bytes in
+// rbuf) instead of resending. The look waits at most lateAnswerWait.
+func (s *readSession) answered(wait *sessionWait) (int, bool) {
+	s.c.SetReadDeadline(time.Now().Add(lateAnswerWait))
+	n, from, err := s.c.ReadFrom(s.rbuf)
+	if err != nil {
+		return 0, false
+	}
+	if from != s.peer {
+		wait.strangers(from)
+		return 0, false
+	}
+	s.counters.LateAnswers.Add(1)
+	return n, true
+}
+
+// lateAnswerWait is how long answered waits: a read deadline already past
+// fails without reading, so it must lie ahead; 1 ms is far below any
+// RTO floor and costs a lossy transfer 1 ms per timeout.
+const lateAnswerWait = time.Millisecond
 
 // confirmed confirms the request when the peer first answers; false ends
 // the session, its result set (notConfirmed).

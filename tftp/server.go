@@ -18,6 +18,7 @@ import (
 	"github.com/mtftpd/mtftpd/internal/atomicfile"
 	"github.com/mtftpd/mtftpd/internal/filestore"
 	"github.com/mtftpd/mtftpd/internal/loglimit"
+	"github.com/mtftpd/mtftpd/internal/rto"
 	"github.com/mtftpd/mtftpd/internal/udpio"
 )
 
@@ -26,7 +27,7 @@ const (
 	DefaultMaxWindow      = 64      // RFC 7440 allows 65535; 64 fills one GSO/sendmmsg batch
 	DefaultMaxWindowBytes = 4 << 20 // 64 × 65464-byte blocks
 	DefaultInitialRTO     = time.Second
-	DefaultMinRTO         = 50 * time.Millisecond // docs/protocols.md §1.7: LAN floor
+	DefaultMinRTO         = 20 * time.Millisecond // docs/protocols.md §1.7: absolute floor under the measured one
 	DefaultMaxRTO         = 8 * time.Second
 	DefaultRetries        = 6 // RFC 7440 §6 example
 	DefaultMaxSessions    = 1024
@@ -168,6 +169,7 @@ type Server struct {
 	transfers registry
 	limiter   SourceLimiter
 	logs      loglimit.Limiter // refusals: one line per kind per 10 s
+	rtoPeak   rto.Shared       // the largest recent round trip of any transfer (docs/protocols.md §1.7)
 }
 
 func (s *Server) timing() timing {
@@ -181,6 +183,7 @@ func (s *Server) timing() timing {
 		Lifetime:       orDefault(s.SessionLifetime, DefaultLifetime),
 		StallTimeout:   orDefault(s.StallTimeout, DefaultStallTimeout),
 		ConfirmTimeout: orDefault(s.ConfirmTimeout, DefaultConfirmTimeout),
+		peak:           &s.rtoPeak,
 	}
 }
 

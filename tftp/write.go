@@ -70,7 +70,7 @@ func (s *writeSession) run(ctx context.Context) (res result) {
 	if s.prog == nil {
 		s.prog = new(progress)
 	}
-	s.est = rto.New(s.timing.InitialRTO, s.timing.MinRTO, s.timing.MaxRTO)
+	s.est = s.timing.estimator()
 	defer func() { res.End, res.RTO, res.Heard = time.Now(), s.est.RTO(), s.heard }()
 	defer func() {
 		if !s.committed {

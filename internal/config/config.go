@@ -154,7 +154,7 @@ type TFTP struct {
 	MaxWindow      int            `toml:"max_windowsize" reload:"yes" help:"largest windowsize granted (1..65535)"`
 	MaxWindowBytes int            `toml:"max_window_bytes" reload:"yes" help:"largest window in bytes (windowsize x blksize)"`
 	InitialRTO     Duration       `toml:"initial_rto" reload:"yes" help:"retransmission timeout before a round trip is measured"`
-	MinRTO         Duration       `toml:"min_rto" reload:"yes" help:"floor of the adaptive retransmission timeout"`
+	MinRTO         Duration       `toml:"min_rto" reload:"yes" help:"absolute floor of the adaptive retransmission timeout (above it the floor follows twice the largest recent round trip)"`
 	MaxRTO         Duration       `toml:"max_rto" reload:"yes" help:"ceiling of the retransmission timeout with backoff"`
 	Retries        int            `toml:"retries" reload:"yes" help:"consecutive timeouts before a transfer is dropped"`
 	StallTimeout   Duration       `toml:"stall_timeout" reload:"yes" help:"silence tolerated from a client that has answered before, on top of retries"`
@@ -236,7 +236,7 @@ func Defaults() Config {
 			MaxWindow:      64,
 			MaxWindowBytes: 4 << 20,
 			InitialRTO:     Duration{time.Second},
-			MinRTO:         Duration{50 * time.Millisecond},
+			MinRTO:         Duration{20 * time.Millisecond}, // tftp.DefaultMinRTO
 			MaxRTO:         Duration{8 * time.Second},
 			Retries:        6,
 			StallTimeout:   Duration{30 * time.Second},

@@ -140,3 +140,33 @@ file = "{{.HTTP}}/ipxe.efi"
 	requireHTTPBootAnswered(t, m, "offer")
 	requireNoTFTP(t, m, logs)
 }
+
+// TestUEFIHTTPBootProxy: the same boot with addresses from another DHCP
+// server (dnsmasq, no boot options) and mtftpd in ProxyDHCP mode: EDK2
+// takes the address from dnsmasq's offer and the URL from mtftpd's proxy
+// offer (yiaddr 0, option 60 HTTPClient, docs/protocols.md §9.8). No TFTP.
+//
+// A slow run (about 2 min of QEMU under TCG): make e2e-slow.
+func TestUEFIHTTPBootProxy(t *testing.T) {
+	requireSlow(t)
+	lab := netlab.New(t, netlab.Options{Taps: 1})
+	root := bootFiles(t, httpBase)
+	dlog := startOtherDHCP(t, lab)
+	srv := startMtftpd(t, lab, "srv", serverConfig(root, `
+[dhcp]
+mode = "proxy"
+# no [[dhcp.boot]]: the built-in rules (HTTPClient x64 → {{.HTTP}}/ipxe.efi,
+# iPXE → {{.HTTP}}/boot.ipxe)
+`), "tftp server listening", "http mirror listening", "dhcp server listening")
+	r := runVM(t, lab, vmOptions{Timeout: 5 * time.Minute, Stop: httpBootStop}, ovmfHTTPBootQEMU(t, httpBootMAC)...)
+	logs := srv.logs.String()
+	requireMarker(t, r, logs)
+	t.Logf("HTTP Boot (ProxyDHCP) to the kickstart marker: %v", r.Elapsed)
+	requireInOrder(t, transfers(logs), "http /ipxe.efi", "http /boot.ipxe", "http /vmlinuz", "http /initrd.img", "http /ks.cfg")
+	if !strings.Contains(dlog.String(), "DHCPACK(br0)") {
+		t.Fatalf("dnsmasq handed out no address:\n%s", dlog.String())
+	}
+	m := metricsOf(t, lab)
+	requireHTTPBootAnswered(t, m, "proxy_offer")
+	requireNoTFTP(t, m, logs)
+}

@@ -741,6 +741,16 @@ func (s *Server) bootFor(req *dhcpv4.DHCPv4, c Client, cl client, in Incoming, i
 	if b.File == "" {
 		return nil, true
 	}
+	if c.HTTPClient && !b.IsURL() {
+		// EDK2 discards an HTTPClient offer whose boot file is not a URL
+		// it can parse (docs/protocols.md §9.8): answering one would only
+		// hide the address offer behind it. Address only, no boot answer.
+		s.logLimited(zerolog.WarnLevel, now, "httpnourl", func(e *zerolog.Event) {
+			e.Stringer("mac", req.ClientHWAddr).Str("rule", b.Rule).Str("file", b.File).
+				Msg("dhcp: rule gives a UEFI HTTP Boot client a TFTP name, not an http(s):// URL: no boot answer")
+		})
+		return nil, true
+	}
 	if c.IPXE && isIPXEBinary(b.File) {
 		// A custom rule (or host entry) would hand iPXE to iPXE, which
 		// loads it and asks again: a chain-load loop that never boots.

@@ -182,25 +182,34 @@ range = "192.0.2.150-192.0.2.199"
 	}
 }
 
+// startOtherDHCP runs the "existing DHCP server" of the ProxyDHCP tests:
+// dnsmasq on the switch itself (192.0.2.2), addresses only, no boot
+// options. It returns dnsmasq's log.
+func startOtherDHCP(t *testing.T, lab *netlab.Lab) *syncBuffer {
+	t.Helper()
+	requireTools(t, "dnsmasq")
+	ctx := context.Background()
+	if out, err := lab.Run(ctx, "sw", "ip", "addr", "add", "192.0.2.2/24", "dev", "br0"); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	dm := lab.Command(ctx, "sw", "dnsmasq", "--no-daemon", "--port=0", "--interface=br0", "--bind-interfaces",
+		"--dhcp-range=192.0.2.150,192.0.2.199,1h", "--dhcp-leasefile="+filepath.Join(t.TempDir(), "dnsmasq.leases"), "--log-dhcp")
+	dlog := &syncBuffer{}
+	dm.Stdout, dm.Stderr = dlog, dlog
+	if err := dm.Start(); err != nil {
+		t.Skipf("dnsmasq: %v (make test installs dnsmasq-base)", err)
+	}
+	t.Cleanup(func() { dm.Process.Kill(); dm.Wait() })
+	return dlog
+}
+
 // TestProxyDHCP: addresses come from dnsmasq (DHCP only, no boot options)
 // on another host of the segment; mtftpd in proxy mode supplies the boot
 // file. The same BIOS boot must complete.
 func TestProxyDHCP(t *testing.T) {
 	lab := netlab.New(t, netlab.Options{Taps: 1})
 	root := bootFiles(t, httpBase)
-	ctx := context.Background()
-	// The "existing DHCP server" lives on the switch itself.
-	if out, err := lab.Run(ctx, "sw", "ip", "addr", "add", "192.0.2.2/24", "dev", "br0"); err != nil {
-		t.Fatalf("%v: %s", err, out)
-	}
-	dm := lab.Command(ctx, "sw", "dnsmasq", "--no-daemon", "--port=0", "--interface=br0", "--bind-interfaces",
-		"--dhcp-range=192.0.2.150,192.0.2.199,1h", "--dhcp-leasefile="+filepath.Join(t.TempDir(), "dnsmasq.leases"), "--log-dhcp")
-	var dlog syncBuffer
-	dm.Stdout, dm.Stderr = &dlog, &dlog
-	if err := dm.Start(); err != nil {
-		t.Skipf("dnsmasq: %v (make test installs dnsmasq-base)", err)
-	}
-	t.Cleanup(func() { dm.Process.Kill(); dm.Wait() })
+	dlog := startOtherDHCP(t, lab)
 	srv := startMtftpd(t, lab, "srv", serverConfig(root, `
 [dhcp]
 mode = "proxy"

@@ -84,6 +84,7 @@ func TestErrorsNameTheField(t *testing.T) {
 		"[http]\nroot = \"http://o/?sig=x\"\n[origin]\ncache_dir = \"/c\"":                                             "http.root",
 		"[origin]\ntimeout = \"0s\"":                                                                                   "origin.timeout",
 		"[dhcp]\nmode = \"proxy\"\n[[dhcp.boot]]\nfile = \"{{.HTTP\"":                                                  "dhcp.boot[0].file",
+		"[dhcp]\nmode = \"proxy\"\n[[dhcp.boot]]\nhttp_client = true\nfile = \"ipxe.efi\"":                             "dhcp.boot[0].file",
 		"[dhcp]\nmode = \"proxy\"\nhttp_base = \"192.0.2.1\"":                                                          "dhcp.http_base",
 		"[mtftp]\npxe_file_groups = \"239.255.0.0/16\"":                                                                "overlaps mtftp.group_range",
 		"[mtftp]\npxe_file_groups = \"239.1.0.0/24\"":                                                                  "mtftp.pxe_file_groups",

@@ -364,7 +364,18 @@ func (c *Config) validateDHCP(bad reporter) {
 		if _, err := template.New(f).Parse(r.File); err != nil {
 			bad(f+".file", "template: %v", err)
 		}
+		if r.HTTPClient != nil && *r.HTTPClient && !httpBootFile(r.File) {
+			bad(f+".file", "%q is not an http(s):// URL: UEFI HTTP Boot (http_client = true) needs one, like \"{{.HTTP}}/ipxe.efi\" (docs/protocols.md §9.8)", r.File)
+		}
 	}
+}
+
+// httpBootFile reports whether a boot rule's file can be a URL for UEFI
+// HTTP Boot: empty (no boot answer), an http(s):// URL, or a template
+// that starts with an action such as {{.HTTP}} (the dhcp package checks
+// what it renders).
+func httpBootFile(f string) bool {
+	return f == "" || strings.HasPrefix(f, "http://") || strings.HasPrefix(f, "https://") || strings.HasPrefix(f, "{{")
 }
 
 // maxRangeSize caps a subnet's range: the DHCP pool's bitset takes

@@ -45,6 +45,7 @@ var reportTmpl = template.Must(template.New("").Funcs(template.FuncMap{
 	"mb":    mbText,
 	"trim":  strings.TrimSpace,
 	"row":   tableRow,
+	"list":  func(s ...string) []string { return s },
 }).ParseFS(reportFS, "report/*.tmpl"))
 
 // Render decodes the run document in of the given kind (unknown fields
@@ -194,7 +195,12 @@ var peerProfiles = []struct{ Name, Title string }{
 	{"uefi", "UEFI profile: tsize probe aborted with ERROR 8, then RRQ blksize=1468 windowsize=4"},
 	{"ipxe", "iPXE profile: RRQ blksize=1432 tsize=0, lock-step"},
 	{"linux", "linux profile: RRQ blksize=65464 windowsize=64"},
+	{"b512", "blksize 512 (custom profile), lock-step"},
 }
+
+// peerServers are the servers mtftpd is measured against: BestPeer picks
+// among them.
+var peerServers = []string{"tftpd-hpa", "atftpd", "dnsmasq"}
 
 // PeerTable is one profile's table.
 type PeerTable struct {
@@ -239,14 +245,14 @@ func (r *PeersRun) row(pt *PeerPoint) []string {
 			note = "not run"
 		}
 		cells := []string{n, pt.Server, note}
-		return append(cells, make([]string, 18)...)
+		return append(cells, make([]string, 20)...)
 	}
 	key := pt.Server + "/" + pt.Profile + "/" + n
 	ref := pt.Profile + "/" + n
 	F := func(c string) string { return r.F(key, c) }
 	return []string{n, pt.Server, F("mbps"), ratioText(r.F("mtftpd/"+ref, "mbps"), F("mbps")),
-		F("p50"), F("p95"), F("p99"), ratioText(F("p99"), r.F("mtftpd/"+ref, "p99")),
-		F("done"), F("failed"), F("retrans"), F("sretx"), F("timeouts"), F("cpu"), F("benchcpu"),
+		F("p50"), F("p95"), F("p99"), F("fair"), ratioText(F("p99"), r.F("mtftpd/"+ref, "p99")),
+		F("done"), F("failed"), F("retrans"), F("sretx"), F("timeouts"), F("cpu"), F("usblk"), F("benchcpu"),
 		F("rss"), F("hwm"), F("sdrops"), F("cdrops"), F("neg"), F("errors")}
 }
 
@@ -264,7 +270,8 @@ func (r *PeersRun) point(key string) *PeerPoint {
 // F is one figure of the point SERVER/PROFILE/CLIENTS as the tables show
 // it, "" when that point has no report: mbps, p50, p95, p99, done, failed,
 // retrans, timeouts, cpu, benchcpu, rss, hwm, sdrops, cdrops, neg, errors,
-// sretx.
+// sretx, fair (p99 ÷ p50 of the downloads), usblk (server CPU µs per DATA
+// block delivered).
 func (r *PeersRun) F(key, col string) string {
 	pt := r.point(key)
 	if pt == nil {
@@ -316,6 +323,16 @@ func (r *PeersRun) F(key, col string) string {
 			s += " (" + rep.Stopped + ")"
 		}
 		return s
+	case "fair":
+		return ratioText(rep.TransferMs.P99, rep.TransferMs.P50)
+	case "usblk":
+		// the blocks the swarm received: full ones plus each completed
+		// download's short last block
+		if rep.Profile.BlockSize <= 0 || rep.Bytes <= 0 {
+			return "n/a"
+		}
+		blocks := rep.Bytes/int64(rep.Profile.BlockSize) + int64(rep.Completed)
+		return round(pt.ServerCPU*1e6/float64(blocks), 1)
 	case "sretx":
 		if pt.ServerRetransmits == nil {
 			return "n/a"
@@ -323,6 +340,48 @@ func (r *PeersRun) F(key, col string) string {
 		return strconv.FormatInt(*pt.ServerRetransmits, 10)
 	}
 	return "?" + col
+}
+
+// BestPeer is the key SERVER/PROFILE/CLIENTS of the fastest peer
+// (aggregate MB/s) at PROFILE/CLIENTS, "" when no peer has that point.
+func (r *PeersRun) BestPeer(ref string) string {
+	best, bestMBps := "", 0.0
+	for _, srv := range peerServers {
+		if pt := r.point(srv + "/" + ref); pt != nil && pt.Report.AggregateMBps > bestMBps {
+			best, bestMBps = srv+"/"+ref, pt.Report.AggregateMBps
+		}
+	}
+	return best
+}
+
+// WorstFairness is the highest p99 ÷ p50 of the downloads over the
+// server's points with 10 clients or more, and where: "n/a" without one.
+func (r *PeersRun) WorstFairness(server string) string {
+	worst, where := 0.0, ""
+	for i := range r.Points {
+		pt := &r.Points[i]
+		if pt.Server != server || pt.Report == nil || pt.Clients < 10 || pt.Report.TransferMs.P50 <= 0 {
+			continue
+		}
+		if f := pt.Report.TransferMs.P99 / pt.Report.TransferMs.P50; f > worst {
+			worst, where = f, fmt.Sprintf("%s/%d", pt.Profile, pt.Clients)
+		}
+	}
+	if where == "" {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.2f (%s)", worst, where)
+}
+
+// Servers are the servers that have points, in the order they ran.
+func (r *PeersRun) Servers() []string {
+	var out []string
+	for _, pt := range r.Points {
+		if !slices.Contains(out, pt.Server) {
+			out = append(out, pt.Server)
+		}
+	}
+	return out
 }
 
 // RSSLimitMiB is issue 7's memory compass for n clients: 64 MiB plus

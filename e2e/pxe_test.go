@@ -36,6 +36,35 @@ listen = "0.0.0.0:8080"
 `, root, dhcpSection)
 }
 
+// tftpMode turns on tftp.single_port in a serverConfig document when
+// singlePort is set.
+func tftpMode(singlePort bool, config string) string {
+	if !singlePort {
+		return config
+	}
+	return strings.Replace(config, "[tftp]\n", "[tftp]\nsingle_port = true\n", 1)
+}
+
+// requireTFTPMode checks that the TFTP server ran in the mode the test
+// asked for (its start-up line says), so that a single-port variant
+// cannot pass on the default mode.
+func requireTFTPMode(t *testing.T, logs string, singlePort bool) {
+	t.Helper()
+	for _, line := range strings.Split(logs, "\n") {
+		var e struct {
+			Message    string
+			SinglePort *bool `json:"single_port"`
+		}
+		if json.Unmarshal([]byte(line), &e) == nil && e.Message == "tftp server listening" {
+			if e.SinglePort == nil || *e.SinglePort != singlePort {
+				t.Fatalf("tftp server listening without single_port=%v: %s", singlePort, line)
+			}
+			return
+		}
+	}
+	t.Fatalf("no \"tftp server listening\" line in the server log:\n%s", tail(logs, 4000))
+}
+
 // transfers returns the files of finished TFTP transfers in the server
 // log, in order, with their outcome ("pxelinux.0 ok").
 func transfers(logs string) []string {
@@ -100,10 +129,18 @@ func biosQEMUWithROM(tap, mac, rom string) []string {
 // config by the standard lookup order → menu → kernel and initrd over
 // TFTP → the initrd gets a lease and fetches its kickstart over HTTP from
 // mtftpd. One process, one config.
-func TestBIOSPXELinux(t *testing.T) {
+func TestBIOSPXELinux(t *testing.T) { biosPXELinux(t, false) }
+
+// TestSinglePortBIOSPXELinux is TestBIOSPXELinux with the TFTP server in
+// single-port mode (docs/design.md, Single-port mode): the iPXE ROM and
+// pxelinux (its own TFTP client: config lookups with misses, menu.c32,
+// kernel, initrd) get every block from port 69.
+func TestSinglePortBIOSPXELinux(t *testing.T) { biosPXELinux(t, true) }
+
+func biosPXELinux(t *testing.T, singlePort bool) {
 	lab := netlab.New(t, netlab.Options{Taps: 1})
 	root := bootFiles(t, httpBase)
-	srv := startMtftpd(t, lab, "srv", serverConfig(root, `
+	srv := startMtftpd(t, lab, "srv", tftpMode(singlePort, serverConfig(root, `
 [dhcp]
 mode = "server"
 lease_file = "`+filepath.Join(t.TempDir(), "leases.json")+`"
@@ -118,10 +155,11 @@ range = "192.0.2.150-192.0.2.199"
 name = "bios"
 arch = [0]
 file = "pxelinux.0"
-`), "tftp server listening", "http mirror listening", "dhcp server listening")
+`)), "tftp server listening", "http mirror listening", "dhcp server listening")
 	r := runQEMU(t, lab, 5*time.Minute, biosQEMU("tap1", biosMAC)...)
 	logs := srv.logs.String()
 	requireMarker(t, r, logs)
+	requireTFTPMode(t, logs, singlePort)
 	if !strings.Contains(r.Serial, "mtftpd e2e boot menu") {
 		t.Fatalf("the pxelinux menu never showed on the serial console")
 	}
@@ -149,10 +187,17 @@ file = "pxelinux.0"
 // TestUEFIiPXE: OVMF's own UEFI PXE client (virtio-net, no ROM) gets
 // ipxe.efi over TFTP (after its tsize probe), iPXE is recognised and
 // handed an HTTP script, which loads kernel and initrd over HTTP.
-func TestUEFIiPXE(t *testing.T) {
+func TestUEFIiPXE(t *testing.T) { uefiIPXE(t, false) }
+
+// TestSinglePortUEFIiPXE is TestUEFIiPXE with the TFTP server in
+// single-port mode: OVMF's tsize probe (aborted with ERROR 8) and the
+// windowed download of ipxe.efi are served from port 69.
+func TestSinglePortUEFIiPXE(t *testing.T) { uefiIPXE(t, true) }
+
+func uefiIPXE(t *testing.T, singlePort bool) {
 	lab := netlab.New(t, netlab.Options{Taps: 1})
 	root := bootFiles(t, httpBase)
-	srv := startMtftpd(t, lab, "srv", serverConfig(root, `
+	srv := startMtftpd(t, lab, "srv", tftpMode(singlePort, serverConfig(root, `
 [dhcp]
 mode = "server"
 
@@ -161,7 +206,7 @@ prefix = "192.0.2.0/24"
 range = "192.0.2.150-192.0.2.199"
 # no [[dhcp.boot]]: the built-in rules (UEFI x64 → ipxe.efi, iPXE →
 # {{.HTTP}}/boot.ipxe)
-`), "tftp server listening", "http mirror listening", "dhcp server listening")
+`)), "tftp server listening", "http mirror listening", "dhcp server listening")
 	vars := filepath.Join(t.TempDir(), "OVMF_VARS.fd")
 	b, err := os.ReadFile("/usr/share/OVMF/OVMF_VARS_4M.fd")
 	if err != nil {
@@ -175,6 +220,7 @@ range = "192.0.2.150-192.0.2.199"
 		"-device", "virtio-net-pci,netdev=n0,mac="+uefiMAC+",romfile=")
 	logs := srv.logs.String()
 	requireMarker(t, r, logs)
+	requireTFTPMode(t, logs, singlePort)
 	got := transfers(logs)
 	requireInOrder(t, got, "ipxe.efi probe", "ipxe.efi ok", "http /boot.ipxe", "http /vmlinuz", "http /initrd.img", "http /ks.cfg")
 	if !strings.Contains(r.Serial, "mtftpd e2e iPXE script for 52:54:00:e2:e0:02") {

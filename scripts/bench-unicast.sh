@@ -23,6 +23,8 @@
 #   BENCH_NETNS_MTU=1500  MTU of the lab's links in --netns mode
 #   BENCH_SKIP_BUILD=1    use an existing $MTFTPD_BIN instead of building
 #   BENCH_MTFTPD_FLAGS="--tftp.allow_fragments true"   extra flags for mtftpd serve
+#                         ("--tftp.single_port true": single-port mode)
+#   BENCH_CONFIGS="atftp-65464"   only these client configurations (of the CONFIGS below)
 #   MTFTPD_BIN=/tmp/mtftpd-bench
 #   BENCH_CACHE=/var/cache/mtftpd-bench   where the atftpd .deb is unpacked
 #   BENCH_FAULT=sha       test hook: corrupt the first download (must fail)
@@ -66,7 +68,10 @@ PORT_mtftpd=16969
 PORT_tftpd_hpa=16970
 PORT_atftpd=16971
 SERVERS=(mtftpd tftpd-hpa atftpd)
-CONFIGS=(atftp-1468-w64 atftp-65464 curl-512 curl-1468)
+read -r -a CONFIGS <<<"${BENCH_CONFIGS:-atftp-1468-w64 atftp-65464 curl-512 curl-1468}"
+for c in "${CONFIGS[@]}"; do
+  [[ "$c" =~ ^(atftp-1468-w64|atftp-65464|curl-512|curl-1468)$ ]] || die "BENCH_CONFIGS: unknown configuration '$c'"
+done
 
 for t in atftp curl ip sha256sum jq ss timeout; do
   command -v "$t" >/dev/null || die "missing tool: $t (scripts/test-deps.sh installs the clients)"

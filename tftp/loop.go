@@ -54,6 +54,9 @@ const (
 	loopIdle = time.Second
 )
 
+// batch's bit set holds one read.
+var _ [64 - loopBatch]struct{}
+
 // loop serves the transfers whose clients the kernel hashes to one
 // listening socket. Only its goroutine touches it, except cancelled and
 // woken (any goroutine, through cancel and wake).
@@ -224,9 +227,7 @@ func (l *loop) run() error {
 			}
 			s.Log.Warn().Err(err).Msg("tftp: read")
 		}
-		for _, p := range l.pkts[:n] {
-			l.packet(p.Data, p.Src, p.Dst)
-		}
+		l.batch(l.pkts[:n])
 		clear(l.pkts[:n])
 		// A full batch leaves a backlog: its answers come before the
 		// timers, for at most maxDeferredExpiry batches in a row so that
@@ -238,6 +239,28 @@ func (l *loop) run() error {
 			l.deferred++
 		}
 		l.flush()
+	}
+}
+
+// batch takes the datagrams of one read: first those of running
+// transfers, then the rest (requests). An ACK that confirms a request
+// is thus seen before another request of its /24 can evict it from a
+// full unconfirmed pool — what the default mode gets by looking into the
+// evicted session's own socket (Server.makeRoom), which a shared socket
+// cannot offer. Datagrams of one client keep their order.
+func (l *loop) batch(pkts []udpio.Packet) {
+	var later uint64 // bit i: pkts[i] is from no running transfer (len(pkts) <= loopBatch <= 64)
+	for i, p := range pkts {
+		if _, ok := l.sessions[p.Src]; !ok {
+			later |= 1 << i
+			continue
+		}
+		l.packet(p.Data, p.Src, p.Dst)
+	}
+	for i, p := range pkts {
+		if later&(1<<i) != 0 {
+			l.packet(p.Data, p.Src, p.Dst)
+		}
 	}
 }
 

@@ -10,14 +10,19 @@ import (
 // Defaults of the unconfirmed-request pool (issue 13, finding 5).
 const (
 	// DefaultMaxUnconfirmed caps requests whose client has not answered
-	// yet. A real client answers within a round trip (well under a
-	// millisecond on a LAN), so even a room booting at once holds few;
-	// a flood from spoofed sources holds at most this many.
-	DefaultMaxUnconfirmed = 256
+	// yet; a flood from spoofed sources holds at most this many. A real
+	// client answers within a round trip, but a room of PXE machines
+	// powering on together asks within one: with 256 in all and 64 per
+	// /24, 200 clients of one /24 lost 38–41 transfers to eviction in
+	// the lab, in both modes (docs/design.md §2.2, docs/benchmarks-storm.md);
+	// with 1,024 all 500 of a storm completed. An unconfirmed request
+	// costs a goroutine and a socket until confirm_timeout.
+	DefaultMaxUnconfirmed = 1024
 	// DefaultMaxUnconfirmedPerPrefix caps them per /24 (IPv4) or /64
 	// (IPv6): a flood from one subnet evicts its own requests first and
-	// leaves the rest of the pool to everyone else.
-	DefaultMaxUnconfirmedPerPrefix = 64
+	// leaves the rest of the pool to everyone else. 256: a whole /24 of
+	// machines booting at once.
+	DefaultMaxUnconfirmedPerPrefix = 256
 	// DefaultConfirmTimeout is how long an unconfirmed request may wait
 	// for its client's first answer: the first reply sent at 0, 1 and 3 s
 	// (RTO 1 s doubling), and the client's own RRQ retries start a new

@@ -200,3 +200,102 @@ func TestPXEReceiverAcksRepeats(t *testing.T) {
 		settle()
 	})
 }
+
+// TestPXESilentRequesterHandedOver: a pass whose requester never ACKs
+// DATA 1 must not hold the group. Receiver 0 opens the first pass; receiver
+// 1 misses only block 1 of it, receiver 2 only block 100. After that pass
+// both re-open; receiver 2's RRQ is lost, so receiver 1 gets the second
+// pass, and its DATA 1 completes its file: it leaves without an ACK (as a
+// ROM whose RRQ crossed the end of a pass, or one switched off, does). The
+// server re-sends DATA 1 and 2 for up to five timeouts (15 s from a 1 s
+// RTO) and, by rule 5, ignored receiver 2's RRQs meanwhile, so receiver 2
+// spent its opens hearing a pass stuck at block 2: 11 of its 16 here, all
+// 16 with a DELAY of 1 s (1 in 30 runs of TestPXEReceiver/loss0.05). The
+// server must hand the silent pass to the live requester
+// (docs/protocols.md §7.4, rule 5): two passes, everyone completes. DELAY
+// is 1.5 s so that no receiver timer falls on the server's (1 s, 2 s, …)
+// in virtual time.
+func TestPXESilentRequesterHandedOver(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := memnet.New(26)
+		x, y := netip.MustParseAddr("192.0.2.102"), netip.MustParseAddr("192.0.2.103")
+		var lostData1, lostData100, lostRRQ bool
+		n.Drop = func(from, to netip.AddrPort, b []byte) bool {
+			switch op := tftp.PacketOpcode(b); {
+			case op == tftp.OpDATA && to.Port() == DefaultPXEClientPort:
+				blk, _, _ := tftp.ParseData(b)
+				if to.Addr() == x && blk == 1 && !lostData1 {
+					lostData1 = true
+					return true
+				}
+				if to.Addr() == y && blk == 100 && !lostData100 {
+					lostData100 = true
+					return true
+				}
+			case op == tftp.OpRRQ && from.Addr() == y && !lostRRQ:
+				lostRRQ = true
+				return true
+			}
+			return false
+		}
+		data := testData(60_000, 26) // 118 blocks
+		s, stop := newPXETestServer(t, n, map[string][]byte{"f": data})
+		defer stop()
+		// Receiver 0 opens at 1 s; 1 and 2 start listening before that.
+		res := getAll(t, 3, func(i int) time.Duration { return time.Duration(min(i, 1)) * 500 * time.Millisecond }, data,
+			func(i int, ip string, out *os.File) (ReceiveResult, error) {
+				r := &PXEReceiver{ListenDelay: time.Second, Delay: 1500 * time.Millisecond}
+				r.dial, r.join = memSockets(n, ip)
+				return r.Get(context.Background(), pxeListen, "f", out)
+			})
+		settle()
+		t.Logf("passes %d, handovers %d, ignored %d, opens %d/%d/%d", s.Counters.Passes.Load(), s.Counters.PXEHandovers.Load(),
+			s.Counters.PXEIgnored.Load(), res[0].Requests, res[1].Requests, res[2].Requests)
+		if !lostData1 || !lostData100 || !lostRRQ {
+			t.Fatalf("the sequence did not happen: lost DATA 1 %v, DATA 100 %v, RRQ %v", lostData1, lostData100, lostRRQ)
+		}
+		if s.Counters.Passes.Load() != 2 || s.Counters.PXEHandovers.Load() != 1 || res[2].Masters != 1 || res[2].Requests > 2 {
+			t.Errorf("passes %d, handovers %d, receiver 2 acknowledged %d after %d opens; want the second pass handed to receiver 2 on its second open",
+				s.Counters.Passes.Load(), s.Counters.PXEHandovers.Load(), res[2].Masters, res[2].Requests)
+		}
+		if s.Counters.ActivePasses.Load() != 0 {
+			t.Errorf("passes still running")
+		}
+	})
+}
+
+// TestPXEReceiverLateData1: the server's unicast DATA 1 to the requester
+// is lost; the group copy alone does not make it the acknowledging client,
+// so its open ends and it listens. The server's timeout re-sends DATA 1 to
+// it then: whenever it comes, a unicast DATA 1 means the server waits for
+// this client's ACKs, so it starts RECEIVE at once: one open, one pass, no
+// handover. (Before, it kept listening; the pass stood at block 1 until
+// its re-open took the pass over again.)
+func TestPXEReceiverLateData1(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := memnet.New(27)
+		lost := false
+		n.Drop = func(_, to netip.AddrPort, b []byte) bool {
+			if blk, _, err := tftp.ParseData(b); err == nil && blk == 1 && to.Port() != DefaultPXEClientPort && !lost {
+				lost = true
+				return true
+			}
+			return false
+		}
+		data := testData(60_000, 27)
+		s, stop := newPXETestServer(t, n, map[string][]byte{"f": data})
+		defer stop()
+		// Its open waits 0.5 s; then it listens for 4 s (ListenDelay less
+		// a second per block missing), across the server's 1 s timeout.
+		res := getAll(t, 1, func(int) time.Duration { return 0 }, data, func(i int, ip string, out *os.File) (ReceiveResult, error) {
+			r := &PXEReceiver{ListenDelay: 5 * time.Second, Delay: 500 * time.Millisecond}
+			r.dial, r.join = memSockets(n, ip)
+			return r.Get(context.Background(), pxeListen, "f", out)
+		})
+		settle()
+		if !lost || res[0].Requests != 1 || res[0].Masters != 1 || s.Counters.Passes.Load() != 1 || s.Counters.PXEHandovers.Load() != 0 {
+			t.Errorf("lost %v: %d opens, acknowledged %d, passes %d, handovers %d; want one open and one pass it acknowledged",
+				lost, res[0].Requests, res[0].Masters, s.Counters.Passes.Load(), s.Counters.PXEHandovers.Load())
+		}
+	})
+}

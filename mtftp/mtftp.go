@@ -166,25 +166,26 @@ type Server struct {
 
 // Counters of the multicast dialects; all fields are atomic.
 type Counters struct {
-	Sessions    atomic.Uint64 // RFC 2090 sessions started
-	Receivers   atomic.Uint64 // RFC 2090 clients that joined a session
-	Fallbacks   atomic.Uint64 // multicast requests handed back for unicast
-	Completed   atomic.Uint64 // RFC 2090 clients that ACKed the last block
-	Aborted     atomic.Uint64 // clients that sent an ERROR
-	Dropped     atomic.Uint64 // masters or promotees dropped after timeouts
-	Promotions  atomic.Uint64 // OACK mc=1 to a client other than the first
-	Resilenced  atomic.Uint64 // OACK mc=0 to a passive client that ACKed
-	Passes      atomic.Uint64 // PXE MTFTP passes started
-	PXEIgnored  atomic.Uint64 // PXE RRQs during a pass (not answered, spec)
-	PXERefused  atomic.Uint64 // PXE RRQs refused with an ERROR
-	DataSent    atomic.Uint64 // DATA datagrams sent (multicast and unicast)
-	BytesSent   atomic.Uint64 // UDP payload bytes of those datagrams
-	Repairs     atomic.Uint64 // DATA blocks sent more than once in a session/pass
-	Timeouts    atomic.Uint64 // retransmission timer expiries
-	BadPacket   atomic.Uint64 // unparsable or unexpected packets
-	UnknownPeer atomic.Uint64 // packets from a non-member to a session socket
-	SendErrors  atomic.Uint64 // failed sends
-	RateLimited atomic.Uint64 // PXE MTFTP requests dropped unanswered: over the per-client rate
+	Sessions     atomic.Uint64 // RFC 2090 sessions started
+	Receivers    atomic.Uint64 // RFC 2090 clients that joined a session
+	Fallbacks    atomic.Uint64 // multicast requests handed back for unicast
+	Completed    atomic.Uint64 // RFC 2090 clients that ACKed the last block
+	Aborted      atomic.Uint64 // clients that sent an ERROR
+	Dropped      atomic.Uint64 // masters or promotees dropped after timeouts
+	Promotions   atomic.Uint64 // OACK mc=1 to a client other than the first
+	Resilenced   atomic.Uint64 // OACK mc=0 to a passive client that ACKed
+	Passes       atomic.Uint64 // PXE MTFTP passes started
+	PXEIgnored   atomic.Uint64 // PXE RRQs during a pass (not answered, spec)
+	PXEHandovers atomic.Uint64 // PXE passes handed to a new requester: the last one never ACKed DATA 1
+	PXERefused   atomic.Uint64 // PXE RRQs refused with an ERROR
+	DataSent     atomic.Uint64 // DATA datagrams sent (multicast and unicast)
+	BytesSent    atomic.Uint64 // UDP payload bytes of those datagrams
+	Repairs      atomic.Uint64 // DATA blocks sent more than once in a session/pass
+	Timeouts     atomic.Uint64 // retransmission timer expiries
+	BadPacket    atomic.Uint64 // unparsable or unexpected packets
+	UnknownPeer  atomic.Uint64 // packets from a non-member to a session socket
+	SendErrors   atomic.Uint64 // failed sends
+	RateLimited  atomic.Uint64 // PXE MTFTP requests dropped unanswered: over the per-client rate
 	// The native dialect (NativeMoves: receivers moved to a slower tier;
 	// NativeNaks: stripes asked for in status packets).
 	NativeSessions  atomic.Uint64

@@ -210,6 +210,10 @@ func (p *pxeServer) request(b []byte, from netip.AddrPort) {
 	group := s.pxeGroupOf(req.Filename)
 	if ps := p.passes[group]; ps != nil {
 		if name, _ := filestore.CleanName(req.Filename); name == ps.name {
+			if ps.cur == 1 && ps.tries > 0 {
+				p.handover(ps, from)
+				return
+			}
 			// This file's pass is running: send nothing; the client
 			// listens and re-opens after it if it still has gaps
 			// (rule 5).
@@ -271,6 +275,27 @@ func (p *pxeServer) request(b []byte, from netip.AddrPort) {
 	// Options are ignored (rule 2). DATA 1 goes to the requester and to
 	// the group (rule 3).
 	if err := p.send(ps, 1, false, true); err != nil {
+		p.end(ps, tftp.OutcomeFileChanged, err)
+	}
+}
+
+// handover gives a pass that never got past DATA 1 to the client whose
+// RRQ just came in (docs/protocols.md §7.4, rule 5): its requester let a
+// timeout pass without an ACK, so it is gone (its file completed while
+// its RRQ was on the way, the machine went off) or was a forged source.
+// Ignoring the new requester would leave the group to a pass nobody
+// drives for the whole retry budget (from a 1 s RTO with no sample yet,
+// 15 s), while every listener hears DATA 1 and 2 again, stays passive and
+// spends its opens. Nothing was delivered past block 1, so starting over
+// for the new requester loses nothing; the silent one's ACKs, should it
+// be alive after all, are ignored (rule 7), and it listens to the pass.
+func (p *pxeServer) handover(ps *pxePass, from netip.AddrPort) {
+	p.s.Counters.PXEHandovers.Add(1)
+	p.s.Log.Debug().Str("file", ps.name).Str("silent", ps.client.String()).Str("client", from.String()).
+		Msg("mtftp: PXE pass handed to a new requester: the last one never acknowledged DATA 1")
+	ps.client, ps.tries, ps.rto = from, 0, newRTO(p.t)
+	ps.view.setReceivers([]Receiver{{Addr: from, Master: true}})
+	if err := p.send(ps, 1, true, true); err != nil {
 		p.end(ps, tftp.OutcomeFileChanged, err)
 	}
 }

@@ -102,15 +102,18 @@ func (g *pxeGet) run(ctx context.Context) (ReceiveResult, error) {
 		case round > 0:
 			wait = max(0, g.listen-time.Duration(g.f.missing())*time.Second)
 		}
-		if err := g.listenFor(ctx, wait); err != nil || g.f.complete() {
+		acking, err := g.listenFor(ctx, wait)
+		if err != nil || g.f.complete() {
 			return g.end(err)
 		}
-		if g.res.Requests >= int64(g.opens) {
-			return g.res, fmt.Errorf("mtftp: %s: %w: %d opens, %d of %d blocks held", g.remote, tftp.ErrNoAnswer, g.res.Requests, g.f.held, max(g.f.last, g.f.maxSeen))
-		}
-		acking, pass, err := g.open(ctx)
-		if passing = pass; err != nil || g.f.complete() {
-			return g.end(err)
+		if !acking {
+			if g.res.Requests >= int64(g.opens) {
+				return g.res, fmt.Errorf("mtftp: %s: %w: %d opens, %d of %d blocks held", g.remote, tftp.ErrNoAnswer, g.res.Requests, g.f.held, max(g.f.last, g.f.maxSeen))
+			}
+			acking, passing, err = g.open(ctx)
+			if err != nil || g.f.complete() {
+				return g.end(err)
+			}
 		}
 		if !acking {
 			if !passing {
@@ -118,6 +121,7 @@ func (g *pxeGet) run(ctx context.Context) (ReceiveResult, error) {
 			}
 			continue
 		}
+		passing = false
 		if err := g.receive(ctx); err != nil || g.f.complete() {
 			return g.end(err)
 		}
@@ -156,23 +160,29 @@ func (g *pxeGet) take(p rxPkt) (n uint16, err error) {
 
 // listenFor is LISTEN: wait for a first packet, then DELAY between
 // packets, collecting a pass under way, until silence or the file is
-// complete.
-func (g *pxeGet) listenFor(ctx context.Context, wait time.Duration) error {
+// complete. A DATA 1 by unicast ends it with acking: the server answered
+// one of this client's RRQs after its DELAY (the first copy lost, or
+// queued behind group DATA the open took for another pass) or handed it
+// a pass (docs/protocols.md §7.4, rule 5), and it only sends that to the
+// acknowledging client, whose ACKs it now waits for.
+func (g *pxeGet) listenFor(ctx context.Context, wait time.Duration) (acking bool, err error) {
 	for wait > 0 {
 		p, ok, err := g.s.next(ctx, wait)
 		if err != nil || !ok {
-			return err
+			return false, err
 		}
-		if n, err := g.take(p); err != nil {
-			return err
-		} else if n > 0 {
+		n, err := g.take(p)
+		if err != nil || g.f.complete() {
+			return false, err
+		}
+		if n == 1 && !p.group && g.res.Requests > 0 {
+			return true, nil
+		}
+		if n > 0 {
 			wait = g.delay
 		}
-		if g.f.complete() {
-			return nil
-		}
 	}
-	return nil
+	return false, nil
 }
 
 // open is OPEN: a plain RRQ, then DELAY for the answer. acking: the

@@ -1,3 +1,7 @@
+//go:build linux
+
+// The lab and its sockets are Linux only (netlab, raw socket options).
+
 package e2e
 
 import (

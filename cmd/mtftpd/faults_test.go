@@ -135,14 +135,17 @@ func TestSessionsReapedNoLeak(t *testing.T) {
 	// may take a moment to close on the server's side).
 	for range 50 {
 		after = scrape(t, httpAddr, metrics...)
-		if after["go_goroutines"] <= before["go_goroutines"] && after["process_open_fds"] <= before["process_open_fds"] {
+		if after["go_goroutines"] <= before["go_goroutines"]+1 && after["process_open_fds"] <= before["process_open_fds"] {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Logf("goroutines %v → %v → %v, fds %v → %v → %v (before, during, after)", before["go_goroutines"], during["go_goroutines"],
 		after["go_goroutines"], before["process_open_fds"], during["process_open_fds"], after["process_open_fds"])
-	if after["go_goroutines"] > before["go_goroutines"] || after["process_open_fds"] > before["process_open_fds"] {
+	// One goroutine of slack: at rest the count varies by one between
+	// samples on a loaded machine (CI: 9 at the first sample, 10 ever
+	// after, no transfer running); a leak per reaped session shows 11.
+	if after["go_goroutines"] > before["go_goroutines"]+1 || after["process_open_fds"] > before["process_open_fds"] {
 		t.Fatalf("leak: goroutines %v → %v, fds %v → %v", before["go_goroutines"], after["go_goroutines"],
 			before["process_open_fds"], after["process_open_fds"])
 	}

@@ -14,8 +14,8 @@ import (
 
 var update = flag.Bool("update", false, "rewrite testdata/report-*.md from the templates")
 
-// TestRenderGolden renders each testdata/report-KIND.json and compares
-// the markdown with testdata/report-KIND.md (go test ./bench -run
+// TestRenderGolden renders each testdata/report-<kind>.json and compares
+// the markdown with testdata/report-<kind>.md (go test ./bench -run
 // TestRenderGolden -update rewrites them; review the diff).
 func TestRenderGolden(t *testing.T) {
 	for _, kind := range ReportKinds {

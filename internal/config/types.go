@@ -87,7 +87,7 @@ func (r *Range) UnmarshalText(b []byte) error {
 // MarshalText implements encoding.TextMarshaler.
 func (r Range) MarshalText() ([]byte, error) {
 	if !r.First.IsValid() {
-		return nil, nil
+		return []byte{}, nil // not nil: the TOML encoder takes nil for a failure (FuzzParse)
 	}
 	return []byte(r.String()), nil
 }
@@ -112,7 +112,7 @@ func (m *MAC) UnmarshalText(b []byte) error {
 }
 
 // MarshalText implements encoding.TextMarshaler.
-func (m MAC) MarshalText() ([]byte, error) { return []byte(m.String()), nil }
+func (m MAC) MarshalText() ([]byte, error) { return append([]byte{}, m.String()...), nil }
 
 func (m MAC) String() string {
 	if len(m) == 0 {

@@ -21,15 +21,7 @@ func TestLoopAckAllocs(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rx.Close() // never read: the kernel drops what it cannot queue
-	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := udpio.New(pc, udpio.Options{Pktinfo: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	ln := pktinfoListener(t)
 	s := &Server{SinglePort: true}
 	if err := s.prepare(nil, nil); err != nil {
 		t.Fatal(err)
@@ -82,15 +74,7 @@ func TestLoopBatchConfirmsBeforeAdmitting(t *testing.T) {
 		defer rx.Close() // never read
 		rxs[i], peers[i] = rx, rx.LocalAddr().(*net.UDPAddr).AddrPort()
 	}
-	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := udpio.New(pc, udpio.Options{Pktinfo: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	ln := pktinfoListener(t)
 	root := t.TempDir()
 	if err := os.WriteFile(filepath.Join(root, "f"), make([]byte, 4096), 0o644); err != nil {
 		t.Fatal(err)
@@ -120,4 +104,21 @@ func TestLoopBatchConfirmsBeforeAdmitting(t *testing.T) {
 	if ls := l.sessions[peers[0]]; ls != nil && ls.rs.w.acked != 1 {
 		t.Errorf("first client's transfer: %d blocks acknowledged, want 1", ls.rs.w.acked)
 	}
+}
+
+// pktinfoListener is a loopback listening socket as the loop reads it
+// (destination addresses reported), closed at the test's end.
+func pktinfoListener(t *testing.T) *udpio.Conn {
+	t.Helper()
+	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := udpio.New(pc, udpio.Options{Pktinfo: true})
+	if err != nil {
+		pc.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
 }

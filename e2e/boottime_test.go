@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -30,8 +31,9 @@ import (
 // TestBootTime measures, and asserts nothing about, how long a BIOS iPXE
 // boot (SeaBIOS + iPXE ROM → script → kernel + initrd over HTTP) and a
 // UEFI boot (OVMF → ipxe.efi → the same) take to the kickstart marker,
-// with dhcp.router_advert off and auto, MTFTPD_BOOTTIME boots each
-// (docs/protocols.md §13; results in docs/benchmarks.md). The lab has
+// served by mtftpd with dhcp.router_advert off and auto and by dnsmasq +
+// busybox httpd with the same files, MTFTPD_BOOTTIME boots each
+// (docs/protocols.md §13.3). The lab has
 // link-local IPv6 and no router; a listener on client c1 times the DHCP
 // broadcasts and router solicitations, and the server log's lines are
 // timed as they arrive.
@@ -45,42 +47,44 @@ func TestBootTime(t *testing.T) {
 	lab := netlab.New(t, netlab.Options{Clients: 1, Taps: 1, IPv6: true})
 	root := bootFiles(t, httpBase)
 	obs := observe(t, lab)
+	servers := []bootServer{mtftpdRAOff, mtftpdRA, dnsmasqPeer}
 	type result struct {
-		fw, ra string
+		fw     string
+		server bootServer
 		phases []phase
 	}
 	var results []result
 	for _, fw := range []string{"bios-ipxe", "uefi"} {
-		for _, ra := range []string{"off", "auto"} {
-			for i := range n {
-				ph := bootOnce(t, lab, obs, root, fw, ra)
-				t.Logf("%s router_advert=%s boot %d: %s", fw, ra, i+1, ph)
-				results = append(results, result{fw, ra, ph})
+		for i := range n {
+			// Interleaved, so that a change in the machine's load falls
+			// on every server alike.
+			for _, server := range servers {
+				ph := bootOnce(t, lab, obs, root, fw, server)
+				t.Logf("%s, %s, boot %d: %s", fw, server, i+1, ph)
+				results = append(results, result{fw, server, ph})
 			}
 		}
 	}
-	// Means per case, phase by phase.
+	// Means per case, phase by phase, and each phase's ratio to the peer's.
 	var b strings.Builder
 	for _, fw := range []string{"bios-ipxe", "uefi"} {
-		for _, ra := range []string{"off", "auto"} {
-			sum := map[string]time.Duration{}
-			var names []string
-			k := 0
+		means := map[bootServer]phases{}
+		for _, server := range servers {
+			var rs []phases
 			for _, r := range results {
-				if r.fw != fw || r.ra != ra {
-					continue
-				}
-				k++
-				for _, p := range r.phases {
-					if _, ok := sum[p.name]; !ok {
-						names = append(names, p.name)
-					}
-					sum[p.name] += p.at
+				if r.fw == fw && r.server == server {
+					rs = append(rs, r.phases)
 				}
 			}
-			fmt.Fprintf(&b, "\n%-9s router_advert=%-4s mean of %d:", fw, ra, k)
-			for _, name := range names {
-				fmt.Fprintf(&b, " %s %.1fs", name, (sum[name] / time.Duration(k)).Seconds())
+			means[server] = meanPhases(rs)
+		}
+		for _, server := range servers {
+			fmt.Fprintf(&b, "\n%-9s %-26s mean of %d:", fw, server, n)
+			for _, p := range means[server] {
+				fmt.Fprintf(&b, " %s %.1fs", p.name, p.at.Seconds())
+				if peer, ok := means[dnsmasqPeer].at(p.name); ok && server != dnsmasqPeer && peer > 0 {
+					fmt.Fprintf(&b, " (%.2f×)", p.at.Seconds()/peer.Seconds())
+				}
 			}
 		}
 	}
@@ -97,6 +101,38 @@ type phase struct {
 var netipAllRouters = netip.MustParseAddr("ff02::2")
 
 type phases []phase
+
+// at returns the time of the phase called name.
+func (ps phases) at(name string) (time.Duration, bool) {
+	for _, p := range ps {
+		if p.name == name {
+			return p.at, true
+		}
+	}
+	return 0, false
+}
+
+// meanPhases averages runs phase by phase, in the order phases first
+// appear; a phase missing from a run is averaged over the runs that have it.
+func meanPhases(runs []phases) phases {
+	sum := map[string]time.Duration{}
+	count := map[string]int{}
+	var names []string
+	for _, r := range runs {
+		for _, p := range r {
+			if count[p.name] == 0 {
+				names = append(names, p.name)
+			}
+			sum[p.name] += p.at
+			count[p.name]++
+		}
+	}
+	var out phases
+	for _, name := range names {
+		out = append(out, phase{name, sum[name] / time.Duration(count[name])})
+	}
+	return out
+}
 
 func (ps phases) String() string {
 	var parts []string
@@ -239,10 +275,38 @@ func observe(t *testing.T, lab *netlab.Lab) *bootTimeline {
 	return l
 }
 
-// bootOnce starts mtftpd with router_advert ra, boots firmware fw once and
-// returns its phases.
-func bootOnce(t *testing.T, lab *netlab.Lab, obs *bootTimeline, root, fw, ra string) phases {
+// bootServer is one way of serving the lab's boot: mtftpd with
+// dhcp.router_advert off or auto, or the classic peer (dnsmasq for DHCP
+// and TFTP, busybox httpd for the script, kernel and initrd).
+type bootServer string
+
+const (
+	mtftpdRAOff bootServer = "mtftpd router_advert=off"
+	mtftpdRA    bootServer = "mtftpd router_advert=auto"
+	dnsmasqPeer bootServer = "dnsmasq + busybox httpd"
+)
+
+// bootOnce starts server, boots firmware fw once and returns its phases.
+func bootOnce(t *testing.T, lab *netlab.Lab, obs *bootTimeline, root, fw string, server bootServer) phases {
 	t.Helper()
+	logs := &bootTimeline{}
+	var stop func()
+	if server == dnsmasqPeer {
+		stop = startPeerBoot(t, lab, root, logs)
+	} else {
+		stop = startMtftpdBoot(t, lab, root, server, logs)
+	}
+	defer stop()
+	return timeBoot(t, lab, obs, logs, fw, string(server))
+}
+
+// startMtftpdBoot runs mtftpd in server mode and waits until it serves.
+func startMtftpdBoot(t *testing.T, lab *netlab.Lab, root string, server bootServer, logs *bootTimeline) (stop func()) {
+	t.Helper()
+	ra := "off"
+	if server == mtftpdRA {
+		ra = "auto"
+	}
 	cfg := filepath.Join(t.TempDir(), "mtftpd.toml")
 	os.WriteFile(cfg, []byte(serverConfig(root, `
 [dhcp]
@@ -253,22 +317,125 @@ router_advert = "`+ra+`"
 prefix = "192.0.2.0/24"
 range = "192.0.2.150-192.0.2.199"
 `)), 0o644)
-	logs := &bootTimeline{}
 	cmd := lab.Command(context.Background(), "srv", mtftpdBin, "serve", "--config", cfg, "--log.level", "debug", "--log.format", "json")
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	stop = func() { cmd.Process.Kill(); cmd.Wait() }
 	ready := []string{"log dhcp server listening", "log http mirror listening"}
 	if ra == "auto" {
 		ready = append(ready, "log ipv6: no router advertises here")
 	}
 	for _, s := range ready {
 		if !waitFor(20*time.Second, func() bool { return logs.has(s) }) {
+			stop()
 			t.Fatalf("mtftpd (router_advert %s) did not log %q", ra, s)
 		}
 	}
+	return stop
+}
+
+// startPeerBoot serves the same files the classic way: dnsmasq as DHCP
+// server and TFTP server (ipxe.efi for UEFI PXE, the script's URL for
+// iPXE, recognised by its user class), busybox httpd on the same port as
+// mtftpd's mirror. Neither sends router advertisements or option 175.
+// Their log lines become the timeline's events: dnsmasq's "sent
+// <path> to" as "tftp <name> ok", httpd's "url:<path>" as "http <path>".
+func startPeerBoot(t *testing.T, lab *netlab.Lab, root string, logs *bootTimeline) (stop func()) {
+	t.Helper()
+	requireTools(t, "dnsmasq", "busybox")
+	ctx := context.Background()
+	tr := &peerLogs{timeline: logs}
+	dm := lab.Command(ctx, "srv", "dnsmasq", "--no-daemon", "--port=0", "--interface=eth0", "--bind-interfaces",
+		"--user=root", "--dhcp-range=192.0.2.150,192.0.2.199,1h",
+		"--dhcp-leasefile="+filepath.Join(t.TempDir(), "dnsmasq.leases"),
+		"--enable-tftp", "--tftp-root="+root,
+		"--dhcp-userclass=set:ipxe,iPXE",
+		"--dhcp-match=set:efi64,option:client-arch,7",
+		"--dhcp-boot=tag:ipxe,"+httpBase+"/boot.ipxe",
+		"--dhcp-boot=tag:!ipxe,tag:efi64,ipxe.efi",
+		"--log-dhcp", "--log-facility=-")
+	hd := lab.Command(ctx, "srv", "busybox", "httpd", "-f", "-vv", "-p", netlab.ServerAddr+":8080", "-h", root)
+	dm.Stdout, dm.Stderr = tr, tr
+	hd.Stdout, hd.Stderr = tr, tr
+	if err := dm.Start(); err != nil {
+		t.Fatalf("dnsmasq: %v", err)
+	}
+	if err := hd.Start(); err != nil {
+		dm.Process.Kill()
+		dm.Wait()
+		t.Fatalf("busybox httpd: %v", err)
+	}
+	stop = func() {
+		for _, c := range []*exec.Cmd{dm, hd} {
+			c.Process.Kill()
+			c.Wait()
+		}
+	}
+	if !waitFor(20*time.Second, func() bool { return tr.seen("DHCP, IP range") && tr.seen("TFTP root is") }) {
+		stop()
+		t.Fatalf("dnsmasq did not start:\n%s", tr.String())
+	}
+	if out, err := lab.Run(ctx, "srv", "curl", "-sf", "-o", "/dev/null", httpBase+"/ks.cfg"); err != nil {
+		stop()
+		t.Fatalf("busybox httpd does not serve: %v: %s\n%s", err, out, tr.String())
+	}
+	return stop
+}
+
+// peerLogs turns dnsmasq's and busybox httpd's log lines into timeline
+// events as they arrive, and keeps the text for error messages.
+type peerLogs struct {
+	timeline *bootTimeline
+	mu       sync.Mutex
+	text     strings.Builder
+	partial  []byte
+}
+
+func (p *peerLogs) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	p.text.Write(b)
+	p.partial = append(p.partial, b...)
+	var lines []string
+	for {
+		i := bytes.IndexByte(p.partial, '\n')
+		if i < 0 {
+			break
+		}
+		lines = append(lines, string(p.partial[:i]))
+		p.partial = p.partial[i+1:]
+	}
+	p.mu.Unlock()
+	for _, line := range lines {
+		if i := strings.Index(line, "url:"); i >= 0 {
+			path, _, _ := strings.Cut(line[i+len("url:"):], "?")
+			p.timeline.add("http " + strings.TrimSpace(path))
+		} else if i := strings.Index(line, " sent "); i >= 0 && strings.Contains(line, "tftp") {
+			file, _, _ := strings.Cut(line[i+len(" sent "):], " to ")
+			p.timeline.add("tftp " + filepath.Base(file) + " ok")
+		}
+	}
+	return len(b), nil
+}
+
+func (p *peerLogs) seen(s string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return strings.Contains(p.text.String(), s)
+}
+
+func (p *peerLogs) String() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return tail(p.text.String(), 4000)
+}
+
+// timeBoot boots firmware fw once against whatever serves the lab and
+// returns its phases, from the observer's broadcasts and the server's
+// timed log lines.
+func timeBoot(t *testing.T, lab *netlab.Lab, obs, logs *bootTimeline, fw, server string) phases {
+	t.Helper()
 	var args []string
 	switch fw {
 	case "bios-ipxe":
@@ -299,9 +466,9 @@ range = "192.0.2.150-192.0.2.199"
 			break
 		}
 		if try == 3 || !strings.Contains(r.Serial, "Kernel panic") {
-			t.Fatalf("%s router_advert=%s: no marker (qemu: %v)\nserial:\n%s", fw, ra, r.Err, tail(r.Serial, 3000))
+			t.Fatalf("%s, %s: no marker (qemu: %v)\nserial:\n%s", fw, server, r.Err, tail(r.Serial, 3000))
 		}
-		t.Logf("%s router_advert=%s: the guest kernel panicked (TCG); booting again", fw, ra)
+		t.Logf("%s, %s: the guest kernel panicked (TCG); booting again", fw, server)
 	}
 	evs := append(obs.since(t0), logs.since(t0)...)
 	first := func(prefix string, after time.Duration) (time.Duration, bool) {
@@ -338,6 +505,8 @@ range = "192.0.2.150-192.0.2.199"
 	}
 	at = mark("kernel", "http /vmlinuz", script)
 	at = mark("initrd", "http /initrd.img", at)
+	// The initrd's udhcpc: how long the kernel took to boot to its init.
+	at = mark("linux-dhcp", "dhcp DISCOVER", at)
 	mark("kickstart", "http /ks.cfg", at)
 	ps = append(ps, phase{"marker", r.Elapsed}, phase{"ipv6-wait", script - req}, phase{"solicitations", time.Duration(rs) * time.Second})
 	return ps

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/binary"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/rs/zerolog"
@@ -38,5 +39,22 @@ func TestNewDHCPAnnouncesMTFTP(t *testing.T) {
 	cfg.MTFTP.PXEListen = netip.AddrPort{}
 	if m := newDHCP(cfg, zerolog.Nop(), mc).PXEMTFTP; m != nil {
 		t.Errorf("no PXE listener, yet PXEMTFTP = %+v", m)
+	}
+}
+
+// TestBootRulesArchNames: [[dhcp.boot]] arch names reach the DHCP server
+// as their option 93 values ("uefi-arm64" is 11, "uefi-x64" is 7 and 9).
+func TestBootRulesArchNames(t *testing.T) {
+	cfg := config.Defaults()
+	in := "[dhcp]\nmode = \"proxy\"\n[[dhcp.boot]]\nname = \"arm\"\narch = [\"uefi-arm64\", \"uefi-x64\", 0]\nfile = \"grubnetaa64.efi\"\n"
+	if err := config.Parse([]byte(in), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	rules := newDHCP(cfg, zerolog.Nop(), nil).Rules
+	if len(rules) != 1 || !slices.Equal(rules[0].Arch, []uint16{11, 7, 9, 0}) || rules[0].File != "grubnetaa64.efi" {
+		t.Fatalf("rules = %+v", rules)
 	}
 }

@@ -64,17 +64,25 @@ func aavmfQEMU(t *testing.T, mac string) []string {
 }
 
 // arm64Root lays out the TFTP root (Debian's signed grubnetaa64.efi, the
-// arm64 kernel and a busybox initrd) and a templates directory with
-// grub's per-host config, grub/grub.cfg: the signed grub's built-in config
-// sources $prefix/grub.cfg, its prefix being /grub on the TFTP server it
-// came from. The template prints the grub marker and boots the kernel
-// with the machine's MAC on its command line.
-func arm64Root(t *testing.T) (root, templates string) {
+// arm64 kernel and a busybox initrd; with shim also Debian's signed
+// shimaa64.efi, and the same grub as grubaa64.efi, the name shim loads
+// from its own directory) and a templates directory with grub's per-host
+// config, grub/grub.cfg: the signed grub's built-in config sources
+// $prefix/grub.cfg, its prefix being /grub on the TFTP server it came
+// from. The template prints the grub marker and boots the kernel with the
+// machine's MAC on its command line.
+func arm64Root(t *testing.T, shim bool) (root, templates string) {
 	t.Helper()
-	grub := filepath.Join(arm64Cache, "grubnetaa64.efi")
-	vmlinuz := filepath.Join(arm64Cache, "vmlinuz")
+	files := map[string]string{
+		"grubnetaa64.efi": filepath.Join(arm64Cache, "grubnetaa64.efi"),
+		"vmlinuz":         filepath.Join(arm64Cache, "vmlinuz"),
+	}
+	if shim {
+		files["shimaa64.efi"] = filepath.Join(arm64Cache, "shimaa64.efi")
+		files["grubaa64.efi"] = files["grubnetaa64.efi"]
+	}
 	bb := filepath.Join(arm64Cache, "busybox")
-	requireFiles(t, grub, vmlinuz, bb)
+	requireFiles(t, bb)
 	root, templates = t.TempDir(), t.TempDir()
 	write := func(dir, name string, b []byte) {
 		p := filepath.Join(dir, name)
@@ -85,7 +93,8 @@ func arm64Root(t *testing.T) (root, templates string) {
 			t.Fatal(err)
 		}
 	}
-	for name, src := range map[string]string{"grubnetaa64.efi": grub, "vmlinuz": vmlinuz} {
+	for name, src := range files {
+		requireFiles(t, src)
 		b, err := os.ReadFile(src)
 		if err != nil {
 			t.Fatal(err)
@@ -103,8 +112,8 @@ boot
 
 // arm64Config is mtftpd's config for the ARM64 machine: DHCP server with
 // a boot rule for ARM64 UEFI (option 93 = 11, by its name) naming the
-// signed grub.
-func arm64Config(root, templates string) string {
+// loader.
+func arm64Config(root, templates, loader string) string {
 	return serverConfig(root, fmt.Sprintf(`
 [templates]
 dir = %q
@@ -117,23 +126,26 @@ prefix = "192.0.2.0/24"
 range = "192.0.2.150-192.0.2.199"
 
 [[dhcp.boot]]
-name = "uefi-arm64-grub"
+name = "uefi-arm64"
 arch = ["uefi-arm64"]
-file = "grubnetaa64.efi"
-`, templates))
+file = %q
+`, templates, loader))
 }
 
-// TestARM64UEFIPXE: an ARM64 UEFI machine (QEMU virt, AAVMF, TCG) boots
-// by PXE from mtftpd to Linux: DHCP (option 93 = 11) → Debian's signed
-// grubnetaa64.efi over TFTP → grub/grub.cfg over TFTP, rendered by
-// mtftpd's templates for this machine (it prints the machine's MAC and
-// arch 11 as mtftpd's lease recorded them) → the arm64 kernel and a
-// busybox initrd over TFTP, whose /init prints the marker with the MAC
-// grub put on the kernel command line.
-func TestARM64UEFIPXE(t *testing.T) {
+// bootARM64 boots the AAVMF machine by PXE from mtftpd, with shim first
+// or grub alone, and fails unless grub printed the marker from its
+// per-host config, the kernel's /init its own, and the server saw the
+// loaders, the config, the kernel and the initrd fetched in that order
+// and offered to an ARM64 UEFI client.
+func bootARM64(t *testing.T, shim bool) {
+	t.Helper()
 	lab := netlab.New(t, netlab.Options{Taps: 1})
-	root, templates := arm64Root(t)
-	srv := startMtftpd(t, lab, "srv", arm64Config(root, templates), "tftp server listening", "dhcp server listening")
+	root, templates := arm64Root(t, shim)
+	loaders := []string{"grubnetaa64.efi ok"}
+	if shim {
+		loaders = []string{"shimaa64.efi ok", "grubaa64.efi ok"}
+	}
+	srv := startMtftpd(t, lab, "srv", arm64Config(root, templates, strings.TrimSuffix(loaders[0], " ok")), "tftp server listening", "dhcp server listening")
 	want := arm64LinuxMarker + " aarch64 host=" + arm64MAC
 	// "Shell>": AAVMF gave up on every boot option; "grub>": grub's
 	// config failed; a panic reboots (panic=-1), which ends QEMU.
@@ -146,10 +158,33 @@ func TestARM64UEFIPXE(t *testing.T) {
 	if i < 0 || !strings.Contains(r.Serial[i:], want) {
 		t.Fatalf("want %q and then %q on the serial console (stopped at %q, qemu: %v)\nserial:\n%s\nserver:\n%s", grubMarker, want, r.Stopped, r.Err, tail(r.Serial, 4000), tail(logs, 6000))
 	}
-	t.Logf("ARM64 UEFI PXE to the Linux marker: %v", r.Elapsed)
-	requireInOrder(t, transfers(logs), "grubnetaa64.efi ok", "/grub/grub.cfg ok", "/vmlinuz ok", "/initrd.img ok")
+	t.Logf("ARM64 UEFI PXE (%s) to the Linux marker: %v", strings.Join(loaders, ", "), r.Elapsed)
+	requireInOrder(t, transfers(logs), append(loaders, "/grub/grub.cfg ok", "/vmlinuz ok", "/initrd.img ok")...)
 	m := metricsOf(t, lab)
 	if !strings.Contains(m, `mtftpd_dhcp_replies_by_arch_total{arch="uefi-arm64",reply="offer"} `) {
 		t.Fatalf("no DHCP offer to an ARM64 UEFI client in /metrics:\n%s", grepLines(m, "mtftpd_dhcp_replies_by_arch_total"))
 	}
+}
+
+// TestARM64UEFIPXE: an ARM64 UEFI machine (QEMU virt, AAVMF, TCG) boots
+// by PXE from mtftpd to Linux: DHCP (option 93 = 11) → Debian's signed
+// grubnetaa64.efi over TFTP → grub/grub.cfg over TFTP, rendered by
+// mtftpd's templates for this machine (it prints the machine's MAC and
+// arch 11 as mtftpd's lease recorded them) → the arm64 kernel and a
+// busybox initrd over TFTP, whose /init prints the marker with the MAC
+// grub put on the kernel command line. About 30 s of QEMU.
+func TestARM64UEFIPXE(t *testing.T) {
+	bootARM64(t, false)
+}
+
+// TestARM64UEFIPXEShim: the same boot through Debian's signed shim, the
+// chain a distribution's network install uses: shimaa64.efi fetches
+// grubaa64.efi from mtftpd by itself (through the firmware's PXE TFTP
+// client), and grub goes on as above. Secure Boot is off (AAVMF's
+// default variables): shim runs grub unverified.
+//
+// A second ARM64 boot: make e2e-slow.
+func TestARM64UEFIPXEShim(t *testing.T) {
+	requireSlow(t)
+	bootARM64(t, true)
 }

@@ -1,8 +1,8 @@
 // Package e2e boots real firmware (QEMU with SeaBIOS + the iPXE PXE ROM,
-// and OVMF's own UEFI PXE client) and real DHCP clients against the
-// mtftpd binary inside the network-namespace lab. Needs root, QEMU and
-// the boot files (make test installs them); skips with the reason
-// otherwise. Nothing leaves the lab namespaces.
+// OVMF's own UEFI PXE client, and ARM64 UEFI: AAVMF) and real DHCP
+// clients against the mtftpd binary inside the network-namespace lab.
+// Needs root, QEMU and the boot files (make test installs them); skips
+// with the reason otherwise. Nothing leaves the lab namespaces.
 package e2e
 
 import (

@@ -8,6 +8,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/mtftpd/mtftpd/dhcp"
 	"github.com/mtftpd/mtftpd/internal/config"
 	"github.com/mtftpd/mtftpd/mtftp"
 )
@@ -56,5 +57,29 @@ func TestBootRulesArchNames(t *testing.T) {
 	rules := newDHCP(cfg, zerolog.Nop(), nil).Rules
 	if len(rules) != 1 || !slices.Equal(rules[0].Arch, []uint16{11, 7, 9, 0}) || rules[0].File != "grubnetaa64.efi" {
 		t.Fatalf("rules = %+v", rules)
+	}
+}
+
+// TestArchNamesMatchBuiltInRules: each arch name is a built-in rule's
+// name and stands for that rule's option 93 values, so the two tables
+// cannot drift apart.
+func TestArchNamesMatchBuiltInRules(t *testing.T) {
+	builtin := map[string][]uint16{}
+	for _, r := range dhcp.DefaultBootRules() {
+		builtin[r.Name] = r.Arch
+	}
+	for _, name := range config.ArchNames() {
+		want, ok := builtin[name]
+		if !ok {
+			t.Errorf("arch name %q is no built-in rule's name", name)
+			continue
+		}
+		var got config.ArchList
+		if err := got.UnmarshalTOML([]any{name}); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("arch name %q = %v, the built-in rule matches %v", name, got, want)
+		}
 	}
 }

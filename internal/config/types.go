@@ -252,15 +252,15 @@ func badValue(doc any, keys []string, name string, t reflect.Type) (string, any,
 
 // ArchList is a [[dhcp.boot]] rule's arch: option 93 values, each written
 // as a number (0–65535) or as the name of a client class, the names of
-// the built-in boot rules and of the arch label of
-// mtftpd_dhcp_replies_by_arch_total (docs/protocols.md §9.2). A name may
+// the built-in boot rules (docs/protocols.md §9.2, §9.10). A name may
 // stand for more than one value ("uefi-x64" is 7 and 9: x64 firmware sends
 // 7, the registry's 9 is treated alike). It is kept, and written back, as
 // numbers.
 type ArchList []uint16
 
-// archNames maps each client class name to its option 93 values
-// (docs/protocols.md §9.2 and §9.10).
+// archNames maps each client class name to its option 93 values: the
+// built-in rules' names and values (dhcp.DefaultBootRules, docs/protocols.md
+// §9.10).
 var archNames = map[string][]uint16{
 	"bios":       {0},
 	"uefi-ia32":  {6},

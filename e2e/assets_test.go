@@ -87,6 +87,17 @@ func buildInitrd(t *testing.T, release, out string) {
 // dependencies first.
 func buildBusyboxInitrd(t *testing.T, release, out, init string, scripts map[string]string, modules ...string) {
 	t.Helper()
+	bb, err := exec.LookPath("busybox")
+	if err != nil {
+		t.Skip("busybox not installed")
+	}
+	buildInitrdWith(t, bb, release, out, init, scripts, modules...)
+}
+
+// buildInitrdWith is buildBusyboxInitrd with the busybox binary at bb
+// (another architecture's static busybox has no libraries to bring).
+func buildInitrdWith(t *testing.T, bb, release, out, init string, scripts map[string]string, modules ...string) {
+	t.Helper()
 	stage := t.TempDir()
 	mk := func(p string, data []byte, mode os.FileMode) {
 		full := filepath.Join(stage, p)
@@ -103,10 +114,6 @@ func buildBusyboxInitrd(t *testing.T, release, out, init string, scripts map[str
 			t.Skipf("initrd: %v (make test installs busybox and the kernel)", err)
 		}
 		mk(dst, b, mode)
-	}
-	bb, err := exec.LookPath("busybox")
-	if err != nil {
-		t.Skip("busybox not installed")
 	}
 	copyIn(bb, "bin/busybox", 0o755)
 	// Debian's busybox is dynamically linked: bring its libraries.

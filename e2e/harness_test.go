@@ -1,8 +1,8 @@
 // Package e2e boots real firmware (QEMU with SeaBIOS + the iPXE PXE ROM,
-// and OVMF's own UEFI PXE client) and real DHCP clients against the
-// mtftpd binary inside the network-namespace lab. Needs root, QEMU and
-// the boot files (make test installs them); skips with the reason
-// otherwise. Nothing leaves the lab namespaces.
+// OVMF's own UEFI PXE client, and ARM64 UEFI: AAVMF) and real DHCP
+// clients against the mtftpd binary inside the network-namespace lab.
+// Needs root, QEMU and the boot files (make test installs them); skips
+// with the reason otherwise. Nothing leaves the lab namespaces.
 package e2e
 
 import (
@@ -122,6 +122,16 @@ type vmOptions struct {
 	// the serial console): for what only the server sees, such as a
 	// firmware's boot menu that never reaches the serial console.
 	Until func() bool
+	// QEMU is the emulator; "" means qemu-system-x86_64.
+	QEMU string
+}
+
+// qemu is the emulator the options name.
+func (o vmOptions) qemu() string {
+	if o.QEMU == "" {
+		return "qemu-system-x86_64"
+	}
+	return o.QEMU
 }
 
 // defaultStop is what the kickstart initrd prints when it is done.
@@ -140,7 +150,9 @@ func runQEMU(t *testing.T, lab *netlab.Lab, timeout time.Duration, args ...strin
 func runVM(t *testing.T, lab *netlab.Lab, o vmOptions, args ...string) qemuResult {
 	testutil.Heavy(t) // QEMU boots take turns with the other heavy tests (docs/design.md, "Lab rules")
 	t.Helper()
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+	if o.QEMU != "" {
+		requireTools(t, o.QEMU)
+	} else if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
 		t.Skip("qemu-system-x86_64 not installed (make test installs qemu-system-x86)")
 	}
 	v, err := startVM(lab, o, filepath.Join(t.TempDir(), "serial.log"), args...)
@@ -230,9 +242,9 @@ func startVM(lab *netlab.Lab, o vmOptions, serial string, args ...string) (*vm, 
 	ctx, cancel := context.WithTimeout(context.Background(), o.Timeout)
 	var cmd *exec.Cmd
 	if lab != nil {
-		cmd = lab.Command(ctx, "sw", "qemu-system-x86_64", append(base, args...)...)
+		cmd = lab.Command(ctx, "sw", o.qemu(), append(base, args...)...)
 	} else {
-		cmd = exec.CommandContext(ctx, "qemu-system-x86_64", append(base, args...)...)
+		cmd = exec.CommandContext(ctx, o.qemu(), append(base, args...)...)
 	}
 	v := &vm{cmd: cmd, cancel: cancel, done: make(chan error, 1), out: &syncBuffer{}, serial: serial, stop: o.Stop, until: o.Until, start: time.Now()}
 	cmd.Stdout, cmd.Stderr = v.out, v.out

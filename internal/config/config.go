@@ -95,7 +95,7 @@ type DHCPHost struct {
 // undionly.kpxe, UEFI → ipxe.efi, iPXE → {{.HTTP}}/boot.ipxe, …).
 type BootRule struct {
 	Name       string   `toml:"name"`
-	Arch       []uint16 `toml:"arch"`        // option 93 values
+	Arch       ArchList `toml:"arch"`        // option 93 values, numbers or names ("uefi-arm64")
 	IPXE       *bool    `toml:"ipxe"`        // match iPXE (true) or not (false); absent = either
 	HTTPClient *bool    `toml:"http_client"` // match UEFI HTTP Boot clients
 	UserClass  string   `toml:"user_class"`

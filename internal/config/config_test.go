@@ -175,6 +175,8 @@ func FuzzParse(f *testing.F) {
 	// Typed values, good and bad (valueError names the bad one).
 	f.Add([]byte(dhcpKey("relays = [\"192.0.2.1\", \"198.51.100.0/24\"]") + "router = \"192.0.2.1\"\ndns = [\"192.0.2.53\"]\n[[dhcp.host]]\nmac = \"52:54:00:00:00:01\"\n"))
 	f.Add([]byte("[[dhcp.subnet]]\nprefix = \"192.0.2.0/24\"\n[[dhcp.subnet]]\ndns = [\"x\"]\n[http]\napi_allow = [\"lan\"]\n"))
+	// Boot rule architectures by number and by name (ArchList).
+	f.Add([]byte("[dhcp]\nmode = \"proxy\"\n[[dhcp.boot]]\narch = [\"uefi-arm64\", 7, \"uefi-x64\"]\nfile = \"a.efi\"\n[[dhcp.boot]]\narch = [\"arm\", 70000]\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c := Defaults()
 		if err := Parse(b, &c); err != nil {

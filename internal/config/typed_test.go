@@ -205,3 +205,64 @@ func TestNeedRestart(t *testing.T) {
 		t.Fatalf("NeedRestart = %v, want %v", got, want)
 	}
 }
+
+// TestBootArchNames: a [[dhcp.boot]] arch is numbers or client class
+// names ("uefi-arm64" is 11, "uefi-x64" is 7 and 9); it is written back as
+// numbers and reads the same; an unknown name or a number out of
+// option 93's range is an error naming the value, the line and the names.
+func TestBootArchNames(t *testing.T) {
+	rule := func(arch string) string {
+		return "[dhcp]\nmode = \"proxy\"\n[[dhcp.boot]]\nfile = \"grubnetaa64.efi\"\narch = " + arch + "\n"
+	}
+	for in, want := range map[string][]uint16{
+		`[11]`:                      {11},
+		`["uefi-arm64"]`:            {11},
+		`["uefi-x64", 0]`:           {7, 9, 0},
+		`["bios", "http-arm64", 6]`: {0, 19, 6},
+		`[]`:                        {},
+	} {
+		c := Defaults()
+		if err := Parse([]byte(rule(in)), &c); err != nil {
+			t.Fatalf("arch = %s: %v", in, err)
+		}
+		if err := c.Validate(); err != nil {
+			t.Fatalf("arch = %s: %v", in, err)
+		}
+		if got := []uint16(c.DHCP.Boot[0].Arch); !slices.Equal(got, want) {
+			t.Fatalf("arch = %s: got %v, want %v", in, got, want)
+		}
+		b, err := c.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		again := Defaults()
+		if err := Parse(b, &again); err != nil {
+			t.Fatalf("arch = %s: encoded config does not parse: %v\n%s", in, err, b)
+		}
+		if got := []uint16(again.DHCP.Boot[0].Arch); !slices.Equal(got, want) {
+			t.Fatalf("arch = %s: after encoding got %v, want %v", in, got, want)
+		}
+	}
+	for in, want := range map[string][]string{
+		`["arm64"]`:        {`"arm64"`, "line 5", "uefi-arm64", ErrArch.Error()},
+		`[65536]`:          {"65536", "line 5", ErrArch.Error()},
+		`[-1]`:             {"-1", ErrArch.Error()},
+		`[1.5]`:            {"1.5", ErrArch.Error()},
+		`"uefi-arm64"`:     {"uefi-arm64", ErrArch.Error()},
+		`[11, "uefi-x65"]`: {`"uefi-x65"`, ErrArch.Error()},
+	} {
+		c := Defaults()
+		err := Parse([]byte(rule(in)), &c)
+		if err == nil {
+			t.Fatalf("arch = %s: no error", in)
+		}
+		for _, w := range want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("arch = %s: error %q does not mention %q", in, err, w)
+			}
+		}
+	}
+	if got := ArchNames(); got[0] != "bios" || got[len(got)-1] != "http-arm64" || len(got) != 9 {
+		t.Fatalf("ArchNames() = %v", got)
+	}
+}

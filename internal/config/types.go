@@ -2,10 +2,12 @@ package config
 
 import (
 	"encoding"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"reflect"
+	"sort"
 	"strings"
 
 	"github.com/BurntSushi/toml"
@@ -246,4 +248,70 @@ func badValue(doc any, keys []string, name string, t reflect.Type) (string, any,
 		}
 	}
 	return "", nil, false
+}
+
+// ArchList is a [[dhcp.boot]] rule's arch: option 93 values, each written
+// as a number (0–65535) or as the name of a client class, the names of
+// the built-in boot rules (docs/protocols.md §9.2, §9.10). A name may
+// stand for more than one value ("uefi-x64" is 7 and 9: x64 firmware sends
+// 7, the registry's 9 is treated alike). It is kept, and written back, as
+// numbers.
+type ArchList []uint16
+
+// archNames maps each client class name to its option 93 values: the
+// built-in rules' names and values (dhcp.DefaultBootRules, docs/protocols.md
+// §9.10).
+var archNames = map[string][]uint16{
+	"bios":       {0},
+	"uefi-ia32":  {6},
+	"uefi-x64":   {7, 9},
+	"uefi-arm32": {10},
+	"uefi-arm64": {11},
+	"http-ia32":  {15},
+	"http-x64":   {16, 17},
+	"http-arm32": {18},
+	"http-arm64": {19},
+}
+
+// ErrArch is a [[dhcp.boot]] arch value that is neither a known name nor
+// a number from 0 to 65535.
+var ErrArch = errors.New("not an architecture")
+
+// UnmarshalTOML implements toml.Unmarshaler: an array of numbers and
+// names.
+func (a *ArchList) UnmarshalTOML(v any) error {
+	list, ok := v.([]any)
+	if !ok {
+		return fmt.Errorf("arch = %v: %w: want an array like [7, 9] or [\"uefi-arm64\"]", v, ErrArch)
+	}
+	out := ArchList{}
+	for _, e := range list {
+		switch x := e.(type) {
+		case int64:
+			if x < 0 || x > 0xffff {
+				return fmt.Errorf("arch %d: %w: option 93 values are 0 to 65535", x, ErrArch)
+			}
+			out = append(out, uint16(x))
+		case string:
+			vals, ok := archNames[x]
+			if !ok {
+				return fmt.Errorf("arch %q: %w: known names are %s, or a number", x, ErrArch, strings.Join(ArchNames(), ", "))
+			}
+			out = append(out, vals...)
+		default:
+			return fmt.Errorf("arch %v: %w: want a number or a name", e, ErrArch)
+		}
+	}
+	*a = out
+	return nil
+}
+
+// ArchNames lists the names arch accepts, in the order of their values.
+func ArchNames() []string {
+	names := make([]string, 0, len(archNames))
+	for n := range archNames {
+		names = append(names, n)
+	}
+	sort.Slice(names, func(i, j int) bool { return archNames[names[i]][0] < archNames[names[j]][0] })
+	return names
 }

@@ -176,7 +176,7 @@ type TFTP struct {
 // MTFTP configures the multicast dialects: RFC 2090 (the TFTP "multicast"
 // option, on the TFTP port) and PXE MTFTP (its own port).
 type MTFTP struct {
-	Enabled       bool           `toml:"enabled" help:"serve RFC 2090 multicast requests by multicast (off: such requests get unicast)"`
+	Enabled       bool           `toml:"enabled" help:"serve RFC 2090 multicast requests by multicast (off: such requests get unicast; IPv6 clients always do)"`
 	GroupRange    netip.Prefix   `toml:"group_range" help:"RFC 2090 multicast group pool, inside 239.255.0.0/16"`
 	Port          int            `toml:"port" help:"UDP port RFC 2090 DATA is sent to"`
 	Interface     string         `toml:"interface" help:"interface multicast leaves by; empty = the one the request came in on"`

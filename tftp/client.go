@@ -575,7 +575,9 @@ func (c *Client) applyOACK(opts []Option, res *GetResult, rollover *uint16) erro
 // resolveServer resolves "host:port", "[v6]:port", or a host or address
 // alone ("boot", "192.0.2.1", "2001:db8::1", "[2001:db8::1]") on port 69.
 // A name with both kinds of address resolves to its IPv4 one (Go's
-// resolver for "udp").
+// resolver for "udp"). A link-local address names its interface
+// ("[fe80::1%eth0]:69"); its zone becomes the interface's index, as on
+// every address udpio reads, so the server's replies match it.
 func resolveServer(s string) (netip.AddrPort, error) {
 	if _, _, err := net.SplitHostPort(s); err != nil {
 		s = net.JoinHostPort(strings.TrimSuffix(strings.TrimPrefix(s, "["), "]"), "69")
@@ -585,7 +587,7 @@ func resolveServer(s string) (netip.AddrPort, error) {
 		return netip.AddrPort{}, err
 	}
 	ap := ua.AddrPort()
-	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+	return netip.AddrPortFrom(udpio.NumericZone(ap.Addr().Unmap()), ap.Port()), nil
 }
 
 // netasciiDecoder turns netascii back into local text: CR LF → LF,

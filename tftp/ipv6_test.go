@@ -5,10 +5,12 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/netip"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -146,5 +148,58 @@ func testDualStack(t *testing.T, single bool) {
 	}
 	if strings.Contains(logs.String(), "::ffff:") {
 		t.Fatalf("a v4-mapped address reached the logs:\n%s", logs.String())
+	}
+}
+
+// recordingMulticast is a MulticastHandler that counts the requests it is
+// offered and serves none of them (they go on by unicast).
+type recordingMulticast struct{ offered atomic.Int32 }
+
+func (m *recordingMulticast) ServeMulticast(context.Context, *tftp.Request, netip.AddrPort, netip.Addr) bool {
+	m.offered.Add(1)
+	return false
+}
+
+// TestMulticastIPv4Only: an RFC 2090 request from an IPv6 client never
+// reaches the multicast handler (multicast is IPv4 only, docs/design.md
+// "IPv6"); it is answered by unicast without the option, while the same
+// request from 127.0.0.1 on the same dual-stack socket is offered to it.
+func TestMulticastIPv4Only(t *testing.T) {
+	root := t.TempDir()
+	writeRandom(t, filepath.Join(root, "f"), 5000, 64)
+	mc := &recordingMulticast{}
+	srv := startServerAt(t, netip.MustParseAddrPort("[::]:0"), root, func(s *tftp.Server) { s.Multicast = mc })
+	for _, c := range []struct {
+		host    string
+		offered int32
+	}{{"::1", 0}, {"127.0.0.1", 1}} {
+		uc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(c.host)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		req := tftp.Request{Op: tftp.OpRRQ, Filename: "f", Mode: "octet", Options: []tftp.Option{{Name: "multicast", Value: ""}, {Name: "tsize", Value: "0"}}}
+		dst := net.UDPAddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr(c.host), uint16(srv.Port)))
+		buf := make([]byte, 1024)
+		var opts []tftp.Option
+		for try := 0; try < 5 && opts == nil; try++ {
+			uc.WriteToUDP(req.Marshal(nil), dst)
+			uc.SetReadDeadline(time.Now().Add(time.Second))
+			if n, tid, err := uc.ReadFromUDP(buf); err == nil && tftp.PacketOpcode(buf[:n]) == tftp.OpOACK {
+				opts, _ = tftp.ParseOACK(buf[:n])
+				uc.WriteToUDP(tftp.AppendError(nil, tftp.ErrCodeOptionRefuse, "probe"), tid) // done: end the transfer now
+			}
+		}
+		uc.Close()
+		if opts == nil {
+			t.Fatalf("%s: no OACK", c.host)
+		}
+		for _, o := range opts {
+			if o.Name == "multicast" {
+				t.Fatalf("%s: OACK acknowledges multicast: %v", c.host, opts)
+			}
+		}
+		if got := mc.offered.Load(); got != c.offered {
+			t.Fatalf("after the request from %s the handler was offered %d requests, want %d", c.host, got, c.offered)
+		}
 	}
 }

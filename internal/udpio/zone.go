@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -17,13 +18,31 @@ import (
 // whichever path they took, and a reply to it leaves by its interface.
 
 // scoped gives a link-local IPv6 address the zone of interface index.
-// Decimal strings of small numbers and netip's interned zones do not
-// allocate, so this is free on the hot path.
+// It does not allocate once that index's zone has been made (netip
+// interns zones; zoneName keeps the strings), so it is free on the hot
+// path.
 func scoped(a netip.Addr, index uint32) netip.Addr {
 	if index == 0 || !a.Is6() || a.Is4In6() || !(a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast()) {
 		return a
 	}
-	return a.WithZone(strconv.FormatUint(uint64(index), 10))
+	return a.WithZone(zoneName(index))
+}
+
+// zoneNames holds the decimal strings of interface indexes below its
+// length (32 KiB of pointers): strconv allocates one for 100 and up, and
+// container hosts have indexes in the thousands.
+var zoneNames [1 << 12]atomic.Pointer[string]
+
+func zoneName(index uint32) string {
+	if int(index) >= len(zoneNames) {
+		return strconv.FormatUint(uint64(index), 10)
+	}
+	if p := zoneNames[index].Load(); p != nil {
+		return *p
+	}
+	s := strconv.FormatUint(uint64(index), 10)
+	zoneNames[index].Store(&s)
+	return s
 }
 
 // zoneIndex is the interface index of a decimal zone, 0 for none or a name.

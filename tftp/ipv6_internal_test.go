@@ -29,3 +29,21 @@ func TestBlockSizeCapIPv6(t *testing.T) {
 		}
 	}
 }
+
+// TestResolveServerIPv6: the client takes an IPv6 server with or without
+// brackets and port (69 when left out), as it takes an IPv4 one.
+func TestResolveServerIPv6(t *testing.T) {
+	for in, want := range map[string]string{
+		"192.0.2.1":            "192.0.2.1:69",
+		"192.0.2.1:6969":       "192.0.2.1:6969",
+		"2001:db8::1":          "[2001:db8::1]:69",
+		"[2001:db8::1]":        "[2001:db8::1]:69",
+		"[2001:db8::1]:6969":   "[2001:db8::1]:6969",
+		"[::ffff:192.0.2.1]:7": "192.0.2.1:7",
+	} {
+		got, err := resolveServer(in)
+		if err != nil || got.String() != want {
+			t.Errorf("resolveServer(%q) = %v, %v; want %s", in, got, err, want)
+		}
+	}
+}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"os"
 	"strings"
@@ -146,10 +145,7 @@ func imagingTarget(server, cfgPath, token string) (string, string, error) {
 	if server == "" {
 		server = "http://127.0.0.1:8080"
 		if l := cfg.HTTP.Listen; l.IsValid() {
-			if l.Addr().IsUnspecified() {
-				l = netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), l.Port())
-			}
-			server = "http://" + l.String()
+			server = "http://" + dialable(l).String()
 		}
 	}
 	if !strings.Contains(server, "://") {

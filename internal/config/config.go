@@ -105,7 +105,7 @@ type BootRule struct {
 // HTTP configures the HTTP mirror (install trees, kickstart files, iPXE
 // scripts).
 type HTTP struct {
-	Listen        netip.AddrPort `toml:"listen" help:"TCP address of the HTTP mirror (like 0.0.0.0:80); empty disables it"`
+	Listen        netip.AddrPort `toml:"listen" help:"TCP address of the HTTP mirror (like 0.0.0.0:80, IPv4 only, or [::]:80, IPv6 and IPv4); empty disables it"`
 	Root          string         `toml:"root" help:"directory served over HTTP; empty serves tftp.root"`
 	MaxConns      int            `toml:"max_conns" help:"HTTP connections at once; at the cap a new one replaces the oldest idle one"`
 	MaxConnsPerIP int            `toml:"max_conns_per_ip" help:"HTTP connections at once from one client address; past it its oldest idle one is closed, or the new one gets 503"`
@@ -142,7 +142,7 @@ func IsURL(root string) bool {
 
 // TFTP configures the unicast TFTP server.
 type TFTP struct {
-	Listen         netip.AddrPort `toml:"listen" help:"UDP address to listen on, an IPv4 address and port (port 69 needs root or CAP_NET_BIND_SERVICE)"`
+	Listen         netip.AddrPort `toml:"listen" help:"UDP address to listen on: an IPv4 address (IPv4 only), [::] (IPv6 and IPv4, one dual-stack socket) or an IPv6 address, and a port (69 needs root or CAP_NET_BIND_SERVICE)"`
 	Root           string         `toml:"root" help:"directory served read-only"`
 	WriteDir       string         `toml:"write_dir" help:"directory that accepts uploads (WRQ); empty refuses them"`
 	SinglePort     bool           `toml:"single_port" help:"serve every read transfer from the listening port, in one event loop per core (docs/design.md, Single-port mode); false: a port and goroutine per transfer"`
@@ -176,7 +176,7 @@ type TFTP struct {
 // MTFTP configures the multicast dialects: RFC 2090 (the TFTP "multicast"
 // option, on the TFTP port) and PXE MTFTP (its own port).
 type MTFTP struct {
-	Enabled       bool           `toml:"enabled" help:"serve RFC 2090 multicast requests by multicast (off: such requests get unicast)"`
+	Enabled       bool           `toml:"enabled" help:"serve RFC 2090 multicast requests by multicast (off: such requests get unicast; IPv6 clients always do)"`
 	GroupRange    netip.Prefix   `toml:"group_range" help:"RFC 2090 multicast group pool, inside 239.255.0.0/16"`
 	Port          int            `toml:"port" help:"UDP port RFC 2090 DATA is sent to"`
 	Interface     string         `toml:"interface" help:"interface multicast leaves by; empty = the one the request came in on"`

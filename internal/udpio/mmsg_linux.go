@@ -150,7 +150,7 @@ func (w *mmsgWriter) pack(ms []ipv4.Message) (nh int, err error) {
 				if !ok {
 					return 0, errAddr
 				}
-				l := putSockaddr(&w.sa[nh], ua.IP, ua.Port, w.inet6)
+				l := putSockaddr(&w.sa[nh], ua.IP, ua.Port, ua.Zone, w.inet6)
 				if l == 0 {
 					return 0, errAddr
 				}

@@ -36,6 +36,9 @@ func (c *Conn) pktinfoInto(b []byte, src netip.Addr) []byte {
 	h.SetLen(unix.CmsgLen(unix.SizeofInet6Pktinfo))
 	pi := (*unix.Inet6Pktinfo)(unsafe.Pointer(&b[unix.CmsgLen(0)]))
 	pi.Addr = src.As16()
+	// A link-local source leaves by its interface (zone.go), or the
+	// kernel could not tell which link to send on.
+	pi.Ifindex = zoneIndex(src.Zone())
 	return b[:unix.CmsgSpace(unix.SizeofInet6Pktinfo)]
 }
 

@@ -402,7 +402,7 @@ func (c *Conn) putAddr(ua *net.UDPAddr, ip *[16]byte, dst netip.AddrPort) {
 		ua.IP = ip[:]
 	}
 	ua.Port = int(dst.Port())
-	ua.Zone = ""
+	ua.Zone = a.Zone() // a link-local destination's interface (zone.go)
 }
 
 // writeChunk sends at most maxBatch datagrams.

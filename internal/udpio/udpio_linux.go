@@ -151,18 +151,18 @@ func (c *Conn) WriteTo(b []byte, dst netip.AddrPort, src netip.Addr) error {
 func (c *Conn) ReadFrom(b []byte) (n int, src netip.AddrPort, dst netip.Addr, err error) {
 	if !c.sys.pktinfo && !c.sys.rxqOvfl {
 		n, src, err = c.uc.ReadFromUDPAddrPort(b)
-		return n, unmapAddrPort(src), netip.Addr{}, err
+		return n, readAddr(src), netip.Addr{}, err
 	}
 	n, oobn, _, src, err := c.uc.ReadMsgUDPAddrPort(b, c.sys.roob[:])
 	if err != nil {
-		return n, unmapAddrPort(src), netip.Addr{}, err
+		return n, readAddr(src), netip.Addr{}, err
 	}
 	walkCmsgs(c.sys.roob[:oobn], func(level, typ int32, data []byte) {
 		if a, ok := c.controlAddr(level, typ, data); ok {
 			dst = a
 		}
 	})
-	return n, unmapAddrPort(src), dst, nil
+	return n, readAddr(src), dst, nil
 }
 
 // controlAddr reads one received cmsg: the destination address of an
@@ -174,14 +174,12 @@ func (c *Conn) controlAddr(level, typ int32, data []byte) (dst netip.Addr, ok bo
 		return netip.AddrFrom4(pi.Addr), true
 	case level == unix.IPPROTO_IPV6 && typ == unix.IPV6_PKTINFO && len(data) >= unix.SizeofInet6Pktinfo:
 		pi := (*unix.Inet6Pktinfo)(unsafe.Pointer(&data[0]))
-		return netip.AddrFrom16(pi.Addr).Unmap(), true
+		// A link-local one with the interface it came in on (zone.go):
+		// a transfer socket binds with it, pktinfoInto sends by it.
+		return scoped(netip.AddrFrom16(pi.Addr).Unmap(), uint32(pi.Ifindex)), true
 	case level == unix.SOL_SOCKET && typ == unix.SO_RXQ_OVFL && len(data) >= 4:
 		// A cumulative uint32 (sock_recv_drops): one store, no sum.
 		c.drops.Store(uint64(*(*uint32)(unsafe.Pointer(&data[0]))))
 	}
 	return netip.Addr{}, false
-}
-
-func unmapAddrPort(ap netip.AddrPort) netip.AddrPort {
-	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }

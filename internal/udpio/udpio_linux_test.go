@@ -648,3 +648,26 @@ func TestRxqOverflowDrops(t *testing.T) {
 		}
 	}
 }
+
+// TestSockaddrScope: a link-local destination's decimal zone becomes the
+// sockaddr_in6 scope id, and a received one's scope id its zone, so
+// sendmmsg and recvmmsg keep the interface of a link-local peer.
+func TestSockaddrScope(t *testing.T) {
+	var sa unix.RawSockaddrInet6
+	if putSockaddr(&sa, net.ParseIP("fe80::5"), 69, "3", true) != unix.SizeofSockaddrInet6 || sa.Scope_id != 3 {
+		t.Fatalf("scope id %d", sa.Scope_id)
+	}
+	if got := getSockaddr(&sa); got != netip.MustParseAddrPort("[fe80::5%3]:69") {
+		t.Fatalf("read back %s", got)
+	}
+	if putSockaddr(&sa, net.ParseIP("192.0.2.1"), 69, "", true); getSockaddr(&sa) != netip.MustParseAddrPort("192.0.2.1:69") {
+		t.Fatalf("v4-mapped read back %s", getSockaddr(&sa))
+	}
+	c := &Conn{}
+	c.sys.inet6 = true
+	b := c.pktinfoInto(make([]byte, 40), netip.MustParseAddr("fe80::1%4"))
+	pi := (*unix.Inet6Pktinfo)(unsafe.Pointer(&b[unix.CmsgLen(0)]))
+	if pi.Ifindex != 4 || netip.AddrFrom16(pi.Addr) != netip.MustParseAddr("fe80::1") {
+		t.Fatalf("IPV6_PKTINFO %+v", *pi)
+	}
+}

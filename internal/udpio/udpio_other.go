@@ -78,7 +78,7 @@ func (c *Conn) WriteTo(b []byte, dst netip.AddrPort, src netip.Addr) error {
 // ReadFrom reads one datagram into b; dst is always invalid here.
 func (c *Conn) ReadFrom(b []byte) (n int, src netip.AddrPort, dst netip.Addr, err error) {
 	n, src, err = c.uc.ReadFromUDPAddrPort(b)
-	return n, netip.AddrPortFrom(src.Addr().Unmap(), src.Port()), netip.Addr{}, err
+	return n, readAddr(src), netip.Addr{}, err
 }
 
 // EnableGRO reports false: UDP_GRO is Linux-only.

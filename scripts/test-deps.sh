@@ -12,7 +12,8 @@
 # page; the bootable golden disk of the reimage tests (e2e/golden_test.go):
 # extlinux (BIOS loader; mbr.bin is in syslinux-common), dosfstools and
 # mtools (the ESP, filled without mounting), grub-efi-amd64-bin
-# (grub-mkstandalone for \EFI\BOOT\BOOTX64.EFI).
+# (grub-mkstandalone for \EFI\BOOT\BOOTX64.EFI); the Secure Boot chain
+# (e2e/secureboot_test.go): shim-signed, grub-efi-amd64-signed.
 set -euo pipefail
 need=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
@@ -20,7 +21,7 @@ for p in curl atftp tftp-hpa busybox iproute2 nftables iptables util-linux \
   udhcpc isc-dhcp-client dnsmasq-base libwrap0 \
   qemu-system-x86 seabios ipxe-qemu ovmf pxelinux syslinux-common ipxe linux-image-amd64 cpio \
   chromium qemu-utils util-linux mount fdisk e2fsprogs \
-  extlinux dosfstools mtools grub-efi-amd64-bin; do
+  extlinux dosfstools mtools grub-efi-amd64-bin shim-signed grub-efi-amd64-signed; do
   have "$p" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

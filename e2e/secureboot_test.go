@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -147,14 +146,11 @@ func requireSecureChain(t *testing.T, r qemuResult, proto string) {
 // and may load none under Secure Boot, so it reads no config and stops at
 // its prompt (docs/protocols.md §9.12). The test pins that: should a
 // Debian GRUB read its config over HTTP, it fails and asks to expect the
-// marker instead. The HTTP mirror listens on port 80 here, the port
-// GRUB's (http,host) device would use.
+// marker instead.
 func TestSecureBootHTTPStopsAtGRUB(t *testing.T) {
 	lab := netlab.New(t, netlab.Options{Taps: 1})
-	base := "http://192.0.2.1"
-	root, tmpl := secureBootFiles(t, base)
-	cfg := strings.Replace(secureBootConfig(root, tmpl), `listen = "0.0.0.0:8080"`, `listen = "0.0.0.0:80"`, 1)
-	srv := startMtftpd(t, lab, "srv", cfg, "tftp server listening", "http mirror listening", "dhcp server listening")
+	root, tmpl := secureBootFiles(t, httpBase)
+	srv := startMtftpd(t, lab, "srv", secureBootConfig(root, tmpl), "tftp server listening", "http mirror listening", "dhcp server listening")
 	r := runVM(t, lab, vmOptions{Timeout: 5 * time.Minute, Stop: secureBootStop}, secureBootQEMU(t, secureBootMAC, httpBootOnly...)...)
 	logs := srv.logs.String()
 	t.Logf("Secure Boot HTTP Boot to GRUB's prompt: %v", r.Elapsed)
@@ -170,12 +166,9 @@ func TestSecureBootHTTPStopsAtGRUB(t *testing.T) {
 	// shim keeps the URL up to its last slash and appends its loader's
 	// name with a leading slash: //grubx64.efi.
 	requireInOrder(t, transfers(logs), "http /shimx64.efi", "http //grubx64.efi")
-	out, err := lab.Run(context.Background(), "srv", "curl", "-sf", base+"/metrics")
-	if err != nil {
-		t.Fatalf("/metrics: %v: %s", err, out)
-	}
-	requireHTTPBootAnswered(t, out, "offer")
-	requireNoTFTP(t, out, logs)
+	m := metricsOf(t, lab)
+	requireHTTPBootAnswered(t, m, "offer")
+	requireNoTFTP(t, m, logs)
 }
 
 // TestSecureBootRefusesUnsigned: with Secure Boot on, OVMF downloads the

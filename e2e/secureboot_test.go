@@ -64,7 +64,8 @@ func secureBootQEMU(t *testing.T, mac string, extra ...string) []string {
 		"-device", "virtio-net-pci,netdev=n0,mac="+mac+",romfile=")
 }
 
-// secureBootConfig is examples/secureboot.toml's boot rules in the lab.
+// secureBootConfig is examples/secureboot.toml's PXE rule in the lab, and
+// the HTTP Boot rule the example leaves out (TestSecureBootHTTPStopsAtGRUB).
 func secureBootConfig(root, tmpl string) string {
 	return serverConfig(root, `
 [templates]

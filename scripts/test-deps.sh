@@ -12,11 +12,12 @@
 # page; the bootable golden disk of the reimage tests (e2e/golden_test.go):
 # extlinux (BIOS loader; mbr.bin is in syslinux-common), dosfstools and
 # mtools (the ESP, filled without mounting), grub-efi-amd64-bin
-# (grub-mkstandalone for \EFI\BOOT\BOOTX64.EFI); the ARM64 UEFI machine
-# (e2e/arm64_test.go): qemu-system-arm and its firmware qemu-efi-aarch64
-# (AAVMF), and from Debian's arm64 packages (downloaded and unpacked, not
-# installed: see the end) the signed shimaa64.efi and grubnetaa64.efi, a
-# kernel and a static busybox.
+# (grub-mkstandalone for \EFI\BOOT\BOOTX64.EFI); the Secure Boot chain
+# (e2e/secureboot_test.go): shim-signed, grub-efi-amd64-signed; the ARM64
+# UEFI machine (e2e/arm64_test.go): qemu-system-arm and its firmware
+# qemu-efi-aarch64 (AAVMF), and from Debian's arm64 packages (downloaded
+# and unpacked, not installed: see the end) the signed shimaa64.efi and
+# grubnetaa64.efi, a kernel and a static busybox.
 set -euo pipefail
 need=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
@@ -24,7 +25,8 @@ for p in curl atftp tftp-hpa busybox iproute2 nftables iptables util-linux \
   udhcpc isc-dhcp-client dnsmasq-base libwrap0 \
   qemu-system-x86 seabios ipxe-qemu ovmf pxelinux syslinux-common ipxe linux-image-amd64 cpio \
   chromium qemu-utils util-linux mount fdisk e2fsprogs \
-  extlinux dosfstools mtools grub-efi-amd64-bin qemu-system-arm qemu-efi-aarch64; do
+  extlinux dosfstools mtools grub-efi-amd64-bin shim-signed grub-efi-amd64-signed \
+  qemu-system-arm qemu-efi-aarch64; do
   have "$p" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -397,8 +397,14 @@ const poolSkips = 4
 // previous holder's reservation ended longest ago. It looks at no more
 // than poolSkips+1 addresses, whatever the pool's size (pool.go).
 func (s *Server) fromPool(sub *subnet, self *binding, mac net.HardwareAddr, in Incoming, now time.Time) (netip.Addr, bool) {
-	t := &s.leases
-	p := t.pools[sub.idx]
+	return s.leases.pick(s.leases.pools[sub.idx], in.IfAddr, func(ip netip.Addr) bool {
+		return s.free(sub, ip, self, mac, in, now)
+	}, now)
+}
+
+// pick is fromPool's search in pool p: free says whether an address may
+// go to the client, own is the receiving interface's address.
+func (t *leaseTable) pick(p *pool, own netip.Addr, free func(netip.Addr) bool, now time.Time) (netip.Addr, bool) {
 	n := p.end - p.start + 1
 	for range poolSkips {
 		off, ok := p.avail.nextWrap(p.cursor)
@@ -407,11 +413,11 @@ func (s *Server) fromPool(sub *subnet, self *binding, mac net.HardwareAddr, in I
 		}
 		t.probes++
 		p.cursor = (off + 1) % n
-		ip := addrU32(p.start + off)
-		if s.free(sub, ip, self, mac, in, now) {
+		ip := p.addr(p.start + off)
+		if free(ip) {
 			return ip, true
 		}
-		if ip == in.IfAddr {
+		if ip == own {
 			// Our own address, inside the range: known only now that a
 			// request came in on it. Never a candidate again.
 			p.excluded[p.start+off] = true
@@ -420,7 +426,7 @@ func (s *Server) fromPool(sub *subnet, self *binding, mac net.HardwareAddr, in I
 	}
 	if len(p.held) > 0 {
 		t.probes++
-		if b := p.held[0]; !b.reserved(now) && s.free(sub, b.ip, self, mac, in, now) {
+		if b := p.held[0]; !b.reserved(now) && free(b.ip) {
 			return b.ip, true
 		}
 	}

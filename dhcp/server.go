@@ -142,10 +142,7 @@ type Server struct {
 	proxyPort int
 	mtftp     *mtftpConfig // nil: no PXE MTFTP announcements
 
-	mu     sync.Mutex // guards leases (and their pools), limiter
-	leases leaseTable
-	store  *leaseStore // nil without LeaseFile
-	limit  limiter
+	leaseDB // the lease table, its lock (mu) and journal (store.go)
 
 	life    sync.Mutex
 	socks   []*sock
@@ -230,6 +227,8 @@ func (s *Server) validate() error {
 		return fmt.Errorf("dhcp: invalid configuration: %w", errors.Join(errs...))
 	}
 
+	s.leaseDB.path, s.leaseDB.log, s.leaseDB.newTable = s.LeaseFile, &s.Log, s.newTable
+	s.writes, s.writeErrors = &s.Counters.LeaseWrites, &s.Counters.LeaseWriteErrors
 	s.leases = s.newTable()
 	if s.LeaseFile != "" {
 		if err := s.openStore(time.Now()); err != nil {
@@ -331,27 +330,27 @@ func (s *Server) subnetOf(ip netip.Addr) *subnet {
 	return nil
 }
 
-func (s *Server) leaseWritten(err error) {
+func (db *leaseDB) leaseWritten(err error) {
 	if err == nil {
-		s.Counters.LeaseWrites.Add(1)
+		db.writes.Add(1)
 		return
 	}
-	s.Counters.LeaseWriteErrors.Add(1)
-	s.mu.Lock()
-	ok, n := s.limit.allow("lease-write", s.leases.now)
-	s.mu.Unlock()
+	db.writeErrors.Add(1)
+	db.mu.Lock()
+	ok, n := db.limit.allow("lease-write", db.leases.now)
+	db.mu.Unlock()
 	if ok {
-		s.Log.Error().Err(err).Str("file", s.LeaseFile).Int("suppressed", n).
+		db.log.Error().Err(err).Str("file", db.path).Int("suppressed", n).
 			Msg("dhcp: cannot write lease file: ACKs withheld until it works")
 	}
 }
 
 // durable waits until change seq is on disk (no-op without LeaseFile).
-func (s *Server) durable(seq uint64) error {
-	if seq == 0 || s.store == nil {
+func (db *leaseDB) durable(seq uint64) error {
+	if seq == 0 || db.store == nil {
 		return nil
 	}
-	return s.store.wait(seq)
+	return db.store.wait(seq)
 }
 
 // Leases returns every binding (expired ones included, as hints), by

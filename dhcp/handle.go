@@ -411,7 +411,7 @@ func (s *Server) overMACLimit(cl client, rec *binding, now time.Time) bool {
 	if limit <= 0 {
 		limit = DefaultMaxPerMAC
 	}
-	if s.leases.heldByMAC(cl.mac, rec, now) < limit {
+	if s.leases.heldByMAC(string(cl.mac), rec, now) < limit {
 		return false
 	}
 	s.Counters.MACLimited.Add(1)
@@ -426,7 +426,7 @@ func (s *Server) overMACLimit(cl client, rec *binding, now time.Time) bool {
 // REQUESTed within OfferGrace, for a DISCOVER that found the pool full:
 // offers from a random-MAC flood then cannot starve real clients.
 func (s *Server) reclaimOffer(sub *subnet, cl client, now time.Time) (netip.Addr, bool) {
-	ip, pending := s.leases.staleOffer(sub, now)
+	ip, pending := s.leases.staleOffer(s.leases.pools[sub.idx], now)
 	if !ip.IsValid() {
 		return ip, false
 	}

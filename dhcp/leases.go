@@ -92,7 +92,8 @@ func (b *binding) lease() Lease {
 type leaseTable struct {
 	byKey    map[string]*binding
 	byMAC    map[string]*binding     // the newest client on a hardware address
-	macs     map[string][]*binding   // every client on a hardware address
+	macs     map[string][]*binding   // every client on a hardware address (on a DUID: v6)
+	v6       bool                    // a DHCPv6 table: owner is the DUID
 	byIP     map[netip.Addr]*binding // current holder of an address (lease, offer or expired hint)
 	declined map[netip.Addr]time.Time
 	declineQ list.List // declinedEntry, oldest quarantine first
@@ -310,12 +311,11 @@ func (t *leaseTable) leases() []Lease {
 	return out
 }
 
-// staleOffer returns the address of the oldest offer in sub's pool that
+// staleOffer returns the address of the oldest offer in pool p that
 // was never REQUESTed and is older than OfferGrace, with how many offers
 // are outstanding there. Offers that lapsed are dropped on the way (what
 // sweep would do), so each is looked at once: O(1) amortised.
-func (t *leaseTable) staleOffer(sub *subnet, now time.Time) (ip netip.Addr, pending int) {
-	p := t.pools[sub.idx]
+func (t *leaseTable) staleOffer(p *pool, now time.Time) (ip netip.Addr, pending int) {
 	for range sweepBudget {
 		e := p.offers.Front()
 		if e == nil {
@@ -335,10 +335,10 @@ func (t *leaseTable) staleOffer(sub *subnet, now time.Time) (ip netip.Addr, pend
 }
 
 // heldByMAC counts the clients other than self that reserve an address
-// under hardware address mac.
-func (t *leaseTable) heldByMAC(mac net.HardwareAddr, self *binding, now time.Time) int {
+// under owner key (leaseTable.owner: a hardware address, or a DUID).
+func (t *leaseTable) heldByMAC(key string, self *binding, now time.Time) int {
 	n := 0
-	for _, b := range t.macs[string(mac)] {
+	for _, b := range t.macs[key] {
 		t.probes++
 		if b != self && b.reserved(now) {
 			n++

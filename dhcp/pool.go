@@ -24,8 +24,8 @@ import (
 //     whose last holder's lease ended longest ago;
 //   - offers, the bindings only ever offered an address, oldest first:
 //     the front is the offer to reclaim when the pool is full;
-//   - leaseTable.macs, the bindings by hardware address, for the
-//     per-MAC limit.
+//   - leaseTable.macs, the bindings by hardware address (by DUID in a
+//     DHCPv6 table), for the per-MAC (per-DUID) limit.
 
 // pool is one subnet's range and its indexes. The Server's mutex guards
 // it, with the lease table it belongs to. An IPv4 pool's addresses are
@@ -316,16 +316,29 @@ func (t *leaseTable) unquarantine(ip netip.Addr) {
 	}
 }
 
-// macAdd and macDel keep leaseTable.macs, the bindings by hardware
-// address.
+// owner is the key of b's owner for the per-owner limit and
+// leaseTable.macs: its hardware address (DHCPv4), or the DUID after the
+// IAID in its client id (a DHCPv6 table, v6.go).
+func (t *leaseTable) owner(b *binding) string {
+	if t.v6 {
+		if len(b.clientID) < iaidLen {
+			return ""
+		}
+		return string(b.clientID[iaidLen:])
+	}
+	return string(b.mac)
+}
+
+// macAdd and macDel keep leaseTable.macs, the bindings by owner.
 func (t *leaseTable) macAdd(b *binding) {
-	if len(b.mac) > 0 {
-		t.macs[string(b.mac)] = append(t.macs[string(b.mac)], b)
+	if k := t.owner(b); k != "" {
+		t.macs[k] = append(t.macs[k], b)
 	}
 }
 
 func (t *leaseTable) macDel(b *binding) {
-	l := t.macs[string(b.mac)]
+	k := t.owner(b)
+	l := t.macs[k]
 	for i, o := range l {
 		if o == b {
 			l[i] = l[len(l)-1]
@@ -335,8 +348,8 @@ func (t *leaseTable) macDel(b *binding) {
 		}
 	}
 	if len(l) == 0 {
-		delete(t.macs, string(b.mac))
+		delete(t.macs, k)
 	} else {
-		t.macs[string(b.mac)] = l
+		t.macs[k] = l
 	}
 }

@@ -396,10 +396,11 @@ func (s *Server) ifAddr(ifIndex int, dst, bound netip.Addr) netip.Addr {
 	return first
 }
 
-// ifaceCache maps interface index → IPv4 addresses, refreshed after
-// ifaceTTL (addresses come and go; a lookup per packet would be a netlink
-// dump per packet).
+// ifaceCache maps interface index → IPv4 addresses (IPv6 with v6: for
+// DHCPv6), refreshed after ifaceTTL (addresses come and go; a lookup per
+// packet would be a netlink dump per packet).
 type ifaceCache struct {
+	v6 bool
 	mu sync.Mutex
 	m  map[int]ifaceEntry
 }
@@ -423,9 +424,13 @@ func (c *ifaceCache) get(idx int, now time.Time) []netip.Prefix {
 		addrs, _ := ifi.Addrs()
 		for _, a := range addrs {
 			if n, ok := a.(*net.IPNet); ok {
-				if ip := addrOf(n.IP); isSet(ip) && n.IP.To4() != nil {
+				ip := addrOf(n.IP)
+				if c.v6 {
+					ip, _ = netip.AddrFromSlice(n.IP)
+				}
+				if isSet(ip) && (n.IP.To4() == nil) == c.v6 {
 					ones, bits := n.Mask.Size()
-					if bits == 128 { // IPv4 in a 16-byte mask
+					if bits == 128 && !c.v6 { // IPv4 in a 16-byte mask
 						ones -= 96
 					}
 					ps = append(ps, netip.PrefixFrom(ip, ones))

@@ -45,6 +45,29 @@ func newDHCP(c config.Config, log zerolog.Logger, mc *mtftp.Server) *dhcp.Server
 	return s
 }
 
+// newDHCP6 turns the validated [dhcp6] section into a dhcp.Server6; the
+// boot rules are [[dhcp.boot]]'s, one set for both families.
+func newDHCP6(c config.Config, log zerolog.Logger) *dhcp.Server6 {
+	d := c.DHCP6
+	s := &dhcp.Server6{
+		Interfaces: d.Interfaces, Prefix: d.Prefix, RangeStart: d.Range.First, RangeEnd: d.Range.Last,
+		LeaseTime: d.LeaseTime.Duration, DNS: d.DNS, Rules: bootRules(c.DHCP.Boot), TFTPServer: d.TFTPServer,
+		HTTPBase: d.HTTPBase, RapidCommit: d.RapidCommit, MaxPerDUID: d.MaxPerDUID, Rate: d.RequestRate,
+		LeaseFile: d.LeaseFile, Addr: d.Listen, Log: log,
+	}
+	if d.RequestRate == 0 {
+		s.Rate = -1 // 0 in the file means no limit
+	}
+	if d.DefaultArch >= 0 {
+		a := uint16(d.DefaultArch)
+		s.DefaultArch = &a
+	}
+	if d.HTTPBase == "" {
+		s.HTTPPort = int(c.HTTP.Listen.Port())
+	}
+	return s
+}
+
 // bootRules converts [[dhcp.boot]]; nil (none) means the built-in rules.
 func bootRules(rules []config.BootRule) []dhcp.BootRule {
 	var out []dhcp.BootRule

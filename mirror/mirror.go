@@ -33,6 +33,7 @@ import (
 
 	"github.com/mtftpd/mtftpd/internal/filestore"
 	"github.com/mtftpd/mtftpd/internal/origin"
+	"github.com/mtftpd/mtftpd/internal/udpio"
 )
 
 // Counters count requests by fate.
@@ -146,9 +147,20 @@ func (s *Server) Open() error {
 	return nil
 }
 
+// listenNetwork is the network a listener on addr opens: "tcp4" for an
+// IPv4 address, "tcp" (dual-stack) for [::], "tcp6" for another IPv6
+// address (udpio.Network); Go's own choice for ":80" or a host name.
+func listenNetwork(addr string) string {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return "tcp"
+	}
+	return udpio.Network("tcp", ap.Addr())
+}
+
 // ListenAndServe serves on addr until ctx is cancelled or Shutdown.
 func (s *Server) ListenAndServe(ctx context.Context, addr string) error {
-	ln, err := net.Listen("tcp", addr)
+	ln, err := net.Listen(listenNetwork(addr), addr)
 	if err != nil {
 		return err
 	}

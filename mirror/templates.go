@@ -438,16 +438,27 @@ func templateLine(name string, err error) int {
 	return n
 }
 
+// urlHost is the host part of a URL to a: an IPv6 literal in brackets
+// (RFC 3986 §3.2.2) without its zone (an interface name of this host
+// means nothing to the client), and the port unless it is 0 or 80.
+func urlHost(a netip.Addr, port int) string {
+	a = a.Unmap().WithZone("")
+	switch {
+	case port != 0 && port != 80:
+		return netip.AddrPortFrom(a, uint16(port)).String()
+	case a.Is6():
+		return "[" + a.String() + "]"
+	}
+	return a.String()
+}
+
 // Render renders name for a TFTP client; it implements tftp.VirtualFiles
 // (cmd/mtftpd wires it in; tftp knows nothing of templates). ok is false
 // when no template serves name.
 func (t *Templates) Render(name string, client netip.AddrPort, local netip.Addr) ([]byte, bool, error) {
 	base := t.HTTPBase
 	if base == "" && local.IsValid() {
-		base = "http://" + local.Unmap().String()
-		if t.HTTPPort != 0 && t.HTTPPort != 80 {
-			base = "http://" + netip.AddrPortFrom(local.Unmap(), uint16(t.HTTPPort)).String()
-		}
+		base = "http://" + urlHost(local, t.HTTPPort)
 	}
 	data, err := t.render(renderRequest{name: name, client: client.Addr(), local: local, http: strings.TrimSuffix(base, "/"), proto: "tftp"})
 	if errors.Is(err, errNoTemplate) {

@@ -73,7 +73,7 @@ func (c *Client) Get(ctx context.Context, server, remote string, w io.Writer) (G
 	if err != nil {
 		return res, err
 	}
-	c2, err := c.open()
+	c2, err := c.open(srv.Addr())
 	if err != nil {
 		return res, err
 	}
@@ -81,13 +81,18 @@ func (c *Client) Get(ctx context.Context, server, remote string, w io.Writer) (G
 	return c.get(ctx, udpConn{c2}, srv, remote, w, start)
 }
 
-// open opens the client's socket (on LocalAddr, if set).
-func (c *Client) open() (*udpio.Conn, error) {
-	var laddr *net.UDPAddr
+// open opens the client's socket (on LocalAddr, if set) of the server
+// address's family.
+func (c *Client) open(server netip.Addr) (*udpio.Conn, error) {
+	laddr := &net.UDPAddr{}
+	network := "udp4"
+	if server.Is6() && !server.Is4In6() {
+		network = "udp6"
+	}
 	if c.LocalAddr.IsValid() {
 		laddr = net.UDPAddrFromAddrPort(netip.AddrPortFrom(c.LocalAddr.Unmap(), 0))
 	}
-	uc, err := net.ListenUDP("udp4", laddr)
+	uc, err := net.ListenUDP(network, laddr)
 	if err != nil {
 		return nil, err
 	}
@@ -115,7 +120,7 @@ func (c *Client) ProbeSize(ctx context.Context, server, remote string) (int64, e
 	if err != nil {
 		return -1, err
 	}
-	uc, err := c.open()
+	uc, err := c.open(srv.Addr())
 	if err != nil {
 		return -1, err
 	}
@@ -567,11 +572,15 @@ func (c *Client) applyOACK(opts []Option, res *GetResult, rollover *uint16) erro
 	return nil
 }
 
+// resolveServer resolves "host:port", "[v6]:port", or a host or address
+// alone ("boot", "192.0.2.1", "2001:db8::1", "[2001:db8::1]") on port 69.
+// A name with both kinds of address resolves to its IPv4 one (Go's
+// resolver for "udp").
 func resolveServer(s string) (netip.AddrPort, error) {
-	if !strings.Contains(s, ":") {
-		s += ":69"
+	if _, _, err := net.SplitHostPort(s); err != nil {
+		s = net.JoinHostPort(strings.TrimSuffix(strings.TrimPrefix(s, "["), "]"), "69")
 	}
-	ua, err := net.ResolveUDPAddr("udp4", s)
+	ua, err := net.ResolveUDPAddr("udp", s)
 	if err != nil {
 		return netip.AddrPort{}, err
 	}

@@ -42,18 +42,18 @@ func (c udpConn) WriteTo(b []byte, dst netip.AddrPort) error {
 const transferSocketBuffer = 4 << 20
 
 // dialTransfer opens a transfer socket on an ephemeral port of local (the
-// address the request arrived on, so replies leave from it: IP_PKTINFO in
-// the listener, docs/protocols.md §1.1).
+// address the request arrived on, so replies leave from it: IP_PKTINFO or
+// IPV6_PKTINFO in the listener, docs/protocols.md §1.1), of local's
+// family. Without local (no pktinfo: not Linux) it is a wildcard socket
+// that reaches either family where the system is dual-stack.
 func dialTransfer(local netip.Addr) (conn, error) {
-	var ip net.IP
-	network := "udp4"
+	network, ua := "udp", &net.UDPAddr{}
 	if local.IsValid() && !local.IsUnspecified() {
-		ip = local.AsSlice()
-		if local.Is6() && !local.Is4In6() {
-			network = "udp6"
-		}
+		// A link-local address binds with its zone (the interface the
+		// request came in on), which also routes the replies there.
+		network, ua.IP, ua.Zone = udpio.Network("udp", local), local.AsSlice(), local.Zone()
 	}
-	uc, err := net.ListenUDP(network, &net.UDPAddr{IP: ip})
+	uc, err := net.ListenUDP(network, ua)
 	if err != nil {
 		return nil, err
 	}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/mtftpd/mtftpd/internal/filestore"
 	"github.com/mtftpd/mtftpd/internal/testutil"
+	"github.com/mtftpd/mtftpd/internal/udpio"
 	"github.com/mtftpd/mtftpd/tftp"
 )
 
@@ -50,6 +51,13 @@ func writeRandom(t testing.TB, path string, size int, seed uint64) []byte {
 
 func startServer(t testing.TB, root string, configure func(*tftp.Server)) *testServer {
 	t.Helper()
+	return startServerAt(t, netip.MustParseAddrPort("127.0.0.1:0"), root, configure)
+}
+
+// startServerAt is startServer on listen ([::1]:0, [::]:0 dual-stack:
+// udpio.Network, as cmd/mtftpd opens tftp.listen).
+func startServerAt(t testing.TB, listen netip.AddrPort, root string, configure func(*tftp.Server)) *testServer {
+	t.Helper()
 	before := runtime.NumGoroutine()
 	store, err := filestore.Open(root)
 	if err != nil {
@@ -59,7 +67,7 @@ func startServer(t testing.TB, root string, configure func(*tftp.Server)) *testS
 	if configure != nil {
 		configure(srv)
 	}
-	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	pc, err := net.ListenUDP(udpio.Network("udp", listen.Addr()), net.UDPAddrFromAddrPort(listen))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +94,7 @@ func startServer(t testing.TB, root string, configure func(*tftp.Server)) *testS
 			t.Errorf("goroutines: %d before, %d after\n%s", before, n, buf[:runtime.Stack(buf, true)])
 		}
 	})
-	return &testServer{Server: srv, Addr: fmt.Sprintf("127.0.0.1:%d", port), Port: port, Root: root}
+	return &testServer{Server: srv, Addr: netip.AddrPortFrom(listen.Addr(), uint16(port)).String(), Port: port, Root: root}
 }
 
 // bothModes runs an interop test against the server in its default mode

@@ -8,6 +8,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mtftpd/mtftpd/internal/udpio"
 )
 
 // ListenReusePort opens n UDP sockets on addr with SO_REUSEPORT, for
@@ -27,7 +29,7 @@ func ListenReusePort(addr netip.AddrPort, n int) ([]*net.UDPConn, error) {
 	}}
 	var pcs []*net.UDPConn
 	for i := range max(n, 1) {
-		pc, err := lc.ListenPacket(context.Background(), "udp4", addr.String())
+		pc, err := lc.ListenPacket(context.Background(), udpio.Network("udp", addr.Addr()), addr.String())
 		if err != nil {
 			for _, c := range pcs {
 				c.Close()

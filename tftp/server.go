@@ -196,13 +196,14 @@ func orDefault[T int | time.Duration](v, d T) T {
 	return v
 }
 
-// ListenAndServe listens on addr ("127.0.0.1:6969", ":69") and serves.
+// ListenAndServe listens on addr ("127.0.0.1:6969", ":69", "[::1]:6969";
+// "[::]:69" is dual-stack, udpio.Network) and serves.
 func (s *Server) ListenAndServe(ctx context.Context, addr string) error {
-	ua, err := net.ResolveUDPAddr("udp4", addr)
+	ua, err := net.ResolveUDPAddr("udp", addr)
 	if err != nil {
 		return err
 	}
-	pc, err := net.ListenUDP("udp4", ua)
+	pc, err := net.ListenUDP(udpio.Network("udp", ua.AddrPort().Addr()), ua)
 	if err != nil {
 		return err
 	}
@@ -545,7 +546,10 @@ func (s *Server) serveRequest(sl *slot, req *Request, reqLen int, peer netip.Add
 // multicast handler; true if it took the request (or the request was
 // refused), false to serve it by unicast.
 func (s *Server) serveMulticast(sl *slot, req *Request, peer netip.AddrPort, local netip.Addr) bool {
-	if _, ok := req.Option(optMulticast); !ok {
+	if _, ok := req.Option(optMulticast); !ok || !peer.Addr().Is4() {
+		// Multicast is IPv4 only (docs/design.md, "IPv6"): an IPv6
+		// client asking for it is served by unicast, the option
+		// unacknowledged (RFC 2090 lets a server ignore it).
 		return false
 	}
 	// The multicast handler runs its own sessions and rules for who may
@@ -623,21 +627,33 @@ func (m memFile) Truncated() bool              { return false }
 func (m memFile) Release()                     {}
 
 // limits returns the negotiation limits for a request that arrived on
-// local: blksize is capped to that interface's MTU − 32 (IPv4 + UDP + TFTP
-// headers), so DATA never needs IP fragmentation (docs/protocols.md §3.2).
+// local: blksize is capped to that interface's MTU less the headers
+// (dataOverhead), so DATA never needs IP fragmentation (docs/protocols.md
+// §3.2).
 func (s *Server) limits(local netip.Addr) Limits {
 	mtu := s.mtus.lookup(local)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	maxBlk := orDefault(s.MaxBlockSize, MaxBlockSize)
 	if mtu > 0 && !s.AllowFragments {
-		maxBlk = min(maxBlk, mtu-32)
+		maxBlk = min(maxBlk, mtu-dataOverhead(local))
 	}
 	return Limits{
 		MaxBlockSize:   max(maxBlk, MinBlockSize),
 		MaxWindow:      orDefault(s.MaxWindow, DefaultMaxWindow),
 		MaxWindowBytes: orDefault(s.MaxWindowBytes, DefaultMaxWindowBytes),
 	}
+}
+
+// dataOverhead is what a DATA packet to a client of local's family adds
+// to its block: the IP header (20 bytes IPv4, RFC 791; 40 IPv6, RFC 8200
+// §3), UDP's 8 and TFTP's 4. 1500 - 32 = 1468 over IPv4, 1500 - 52 = 1448
+// over IPv6.
+func dataOverhead(local netip.Addr) int {
+	if local.Is6() && !local.Is4In6() {
+		return 40 + 8 + 4
+	}
+	return 20 + 8 + 4
 }
 
 // fileErrorCode maps a filestore error to the RFC 1350 code, the message
@@ -896,7 +912,7 @@ func (m *mtuCache) lookup(a netip.Addr) int {
 			}
 		}
 	}
-	if mtu, ok := m.byAddr[a.Unmap()]; ok {
+	if mtu, ok := m.byAddr[a.Unmap().WithZone("")]; ok {
 		return mtu
 	}
 	if a.IsLoopback() {

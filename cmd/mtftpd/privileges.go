@@ -15,6 +15,7 @@ import (
 	"github.com/mtftpd/mtftpd/dhcp"
 	"github.com/mtftpd/mtftpd/internal/config"
 	"github.com/mtftpd/mtftpd/internal/privdrop"
+	"github.com/mtftpd/mtftpd/internal/udpio"
 	"github.com/mtftpd/mtftpd/ra"
 	"github.com/mtftpd/mtftpd/tftp"
 )
@@ -48,11 +49,11 @@ func openPorts(ctx context.Context, cfg config.Config) (*ports, error) {
 			return nil, err
 		}
 		p.tftp, p.tftpMore = pcs[0], pcs[1:]
-	} else if p.tftp, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(cfg.TFTP.Listen)); err != nil {
+	} else if p.tftp, err = net.ListenUDP(udpio.Network("udp", cfg.TFTP.Listen.Addr()), net.UDPAddrFromAddrPort(cfg.TFTP.Listen)); err != nil {
 		return nil, fmt.Errorf("tftp: %w", err)
 	}
 	if cfg.HTTP.Listen.IsValid() {
-		if p.web, err = net.Listen("tcp", cfg.HTTP.Listen.String()); err != nil {
+		if p.web, err = net.Listen(udpio.Network("tcp", cfg.HTTP.Listen.Addr()), cfg.HTTP.Listen.String()); err != nil {
 			p.Close()
 			return nil, fmt.Errorf("http: %w", err)
 		}

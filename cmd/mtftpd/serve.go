@@ -267,7 +267,19 @@ Try, in another terminal:
 
 Stop with Ctrl-C.
 
-`, listen, httpListen)
+`, dialable(listen), dialable(httpListen))
+}
+
+// dialable is a listen address as a client on this host reaches it: a
+// wildcard (0.0.0.0, [::]) becomes loopback of its family.
+func dialable(a netip.AddrPort) netip.AddrPort {
+	switch {
+	case a.Addr() == netip.IPv4Unspecified():
+		return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), a.Port())
+	case a.Addr() == netip.IPv6Unspecified():
+		return netip.AddrPortFrom(netip.IPv6Loopback(), a.Port())
+	}
+	return a
 }
 
 // startPolicy maps the config's [mtftp] start keys onto mtftp's policy:

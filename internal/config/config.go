@@ -126,7 +126,7 @@ type BootRule struct {
 // HTTP configures the HTTP mirror (install trees, kickstart files, iPXE
 // scripts).
 type HTTP struct {
-	Listen        netip.AddrPort `toml:"listen" help:"TCP address of the HTTP mirror (like 0.0.0.0:80); empty disables it"`
+	Listen        netip.AddrPort `toml:"listen" help:"TCP address of the HTTP mirror (like 0.0.0.0:80, IPv4 only, or [::]:80, IPv6 and IPv4); empty disables it"`
 	Root          string         `toml:"root" help:"directory served over HTTP; empty serves tftp.root"`
 	MaxConns      int            `toml:"max_conns" help:"HTTP connections at once; at the cap a new one replaces the oldest idle one"`
 	MaxConnsPerIP int            `toml:"max_conns_per_ip" help:"HTTP connections at once from one client address; past it its oldest idle one is closed, or the new one gets 503"`
@@ -163,7 +163,7 @@ func IsURL(root string) bool {
 
 // TFTP configures the unicast TFTP server.
 type TFTP struct {
-	Listen         netip.AddrPort `toml:"listen" help:"UDP address to listen on, an IPv4 address and port (port 69 needs root or CAP_NET_BIND_SERVICE)"`
+	Listen         netip.AddrPort `toml:"listen" help:"UDP address to listen on: an IPv4 address (IPv4 only), [::] (IPv6 and IPv4, one dual-stack socket) or an IPv6 address, and a port (69 needs root or CAP_NET_BIND_SERVICE)"`
 	Root           string         `toml:"root" help:"directory served read-only"`
 	WriteDir       string         `toml:"write_dir" help:"directory that accepts uploads (WRQ); empty refuses them"`
 	SinglePort     bool           `toml:"single_port" help:"serve every read transfer from the listening port, in one event loop per core (docs/design.md, Single-port mode); false: a port and goroutine per transfer"`

@@ -72,19 +72,21 @@ func TestTypedValueErrors(t *testing.T) {
 func TestTypedValueChecks(t *testing.T) {
 	host := "[[dhcp.host]]\nmac = \"52:54:00:00:00:01\"\nip = \"192.0.2.10\"\n"
 	for in, want := range map[string]string{
-		"[tftp]\nlisten = \"[::]:69\"":                    "tftp.listen: [::]:69 is not an IPv4 address",
-		"[tftp]\nlisten = \"\"":                           "tftp.listen: must be set",
-		dhcpKey("listen = \"192.0.2.1:67\""):              "dhcp.listen: 192.0.2.1:67: DHCP must listen on 0.0.0.0",
-		dhcpKey("relays = [\"2001:db8::/64\"]"):           `dhcp.relays[0]: "2001:db8::/64" is not IPv4`,
-		dhcpKey("tftp_server = \"2001:db8::1\""):          "dhcp.tftp_server: 2001:db8::1 is not an IPv4 address",
-		"[mtftp]\ngroup_range = \"224.0.0.0/24\"":         "mtftp.group_range: 224.0.0.0/24 is not inside 239.255.0.0/16",
-		"[mtftp]\ngroup_range = \"\"":                     `mtftp.group_range: "invalid Prefix" is not an IPv4 prefix`,
-		"[mtftp]\npxe_group = \"224.0.1.1\"":              `mtftp.pxe_group: "224.0.1.1" is not a group inside`,
-		"[mtftp]\npxe_listen = \"0.0.0.0:1759\"":          "mtftp.pxe_listen: 0.0.0.0:1759 listens on every address",
-		"[mtftp]\npxe_listen = \"192.0.2.1:0\"":           "mtftp.pxe_listen: 192.0.2.1:0: port 0",
-		"[mtftp]\npxe_file_groups = \"239.255.0.128/25\"": "mtftp.pxe_file_groups: 239.255.0.128/25 overlaps mtftp.group_range 239.255.0.0/24",
-		subnet + "[[dhcp.subnet]]\nprefix = \"192.0.2.128/25\"\nrange = \"192.0.2.130-192.0.2.140\"":               "dhcp.subnet[1].prefix: 192.0.2.128/25 overlaps dhcp.subnet[0].prefix 192.0.2.0/24",
-		"[dhcp]\nmode = \"server\"\n[[dhcp.subnet]]\nprefix = \"2001:db8::/64\"":                                   `dhcp.subnet[0].prefix: "2001:db8::/64" is not an IPv4 prefix`,
+		"[tftp]\nlisten = \"[::ffff:192.0.2.1]:69\"":                                                 "tftp.listen: [::ffff:192.0.2.1]:69 is a v4-mapped address: write 192.0.2.1:69",
+		"[http]\nlisten = \"[::ffff:192.0.2.1]:80\"":                                                 "http.listen: [::ffff:192.0.2.1]:80 is a v4-mapped address",
+		"[mtftp]\npxe_listen = \"[2001:db8::1]:1759\"":                                               "mtftp.pxe_listen: [2001:db8::1]:1759 is not an IPv4 address and port (multicast is IPv4 only)",
+		"[tftp]\nlisten = \"\"":                                                                      "tftp.listen: must be set",
+		dhcpKey("listen = \"192.0.2.1:67\""):                                                         "dhcp.listen: 192.0.2.1:67: DHCP must listen on 0.0.0.0",
+		dhcpKey("relays = [\"2001:db8::/64\"]"):                                                      `dhcp.relays[0]: "2001:db8::/64" is not IPv4`,
+		dhcpKey("tftp_server = \"2001:db8::1\""):                                                     "dhcp.tftp_server: 2001:db8::1 is not an IPv4 address",
+		"[mtftp]\ngroup_range = \"224.0.0.0/24\"":                                                    "mtftp.group_range: 224.0.0.0/24 is not inside 239.255.0.0/16",
+		"[mtftp]\ngroup_range = \"\"":                                                                `mtftp.group_range: "invalid Prefix" is not an IPv4 prefix`,
+		"[mtftp]\npxe_group = \"224.0.1.1\"":                                                         `mtftp.pxe_group: "224.0.1.1" is not a group inside`,
+		"[mtftp]\npxe_listen = \"0.0.0.0:1759\"":                                                     "mtftp.pxe_listen: 0.0.0.0:1759 listens on every address",
+		"[mtftp]\npxe_listen = \"192.0.2.1:0\"":                                                      "mtftp.pxe_listen: 192.0.2.1:0: port 0",
+		"[mtftp]\npxe_file_groups = \"239.255.0.128/25\"":                                            "mtftp.pxe_file_groups: 239.255.0.128/25 overlaps mtftp.group_range 239.255.0.0/24",
+		subnet + "[[dhcp.subnet]]\nprefix = \"192.0.2.128/25\"\nrange = \"192.0.2.130-192.0.2.140\"": "dhcp.subnet[1].prefix: 192.0.2.128/25 overlaps dhcp.subnet[0].prefix 192.0.2.0/24",
+		"[dhcp]\nmode = \"server\"\n[[dhcp.subnet]]\nprefix = \"2001:db8::/64\"":                     `dhcp.subnet[0].prefix: "2001:db8::/64" is not an IPv4 prefix`,
 		"[dhcp]\nmode = \"server\"\n[[dhcp.subnet]]\nprefix = \"10.0.0.0/7\"\nrange = \"10.0.0.1-11.255.255.254\"": "dhcp.subnet[0].range: \"10.0.0.1-11.255.255.254\" holds 33554430 addresses",
 		"[dhcp]\nmode = \"server\"\n[[dhcp.subnet]]\nprefix = \"192.0.2.0/24\"":                                    "dhcp.subnet[0].range: must be set",
 		subnet + "router = \"198.51.100.1\"":                                                                       `dhcp.subnet[0].router: "198.51.100.1" is not an address in 192.0.2.0/24`,
@@ -100,6 +102,23 @@ func TestTypedValueChecks(t *testing.T) {
 		_, err := load(in)
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q:\nerror %v\nwant  %q", in, err, want)
+		}
+	}
+}
+
+// TestIPv6Listen: tftp.listen and http.listen take IPv6 addresses, the
+// wildcard [::] (dual-stack, docs/design.md "IPv6") and a literal.
+func TestIPv6Listen(t *testing.T) {
+	for _, in := range []string{
+		"[tftp]\nlisten = \"[::]:69\"\n[http]\nlisten = \"[::]:80\"",
+		"[tftp]\nlisten = \"[::1]:6969\"\n[http]\nlisten = \"[2001:db8::1]:8080\"",
+	} {
+		c, err := load(in)
+		if err != nil {
+			t.Fatalf("%q: %v", in, err)
+		}
+		if !c.TFTP.Listen.Addr().Is6() || !c.HTTP.Listen.Addr().Is6() {
+			t.Fatalf("%q: decoded %v, %v", in, c.TFTP.Listen, c.HTTP.Listen)
 		}
 	}
 }

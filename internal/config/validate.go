@@ -37,20 +37,23 @@ func (c *Config) Validate() error {
 }
 
 // checkListen checks a listen address: set (unless it may be empty),
-// IPv4 when the service is, a port in range.
+// IPv4 when the service is, never v4-mapped (write the IPv4 address; [::]
+// is the dual-stack one, docs/design.md "IPv6").
 func checkListen(bad reporter, key string, a netip.AddrPort, optional, v4 bool) {
 	switch {
 	case !a.IsValid() && optional:
 	case !a.IsValid():
-		bad(key, "must be set, like 0.0.0.0:69")
+		bad(key, "must be set, like 0.0.0.0:69 or [::]:69")
 	case v4 && !a.Addr().Is4():
 		bad(key, "%s is not an IPv4 address and port (the service is IPv4 only)", a)
+	case a.Addr().Is4In6():
+		bad(key, "%s is a v4-mapped address: write %s (IPv4 only) or [::]:%d (IPv6 and IPv4)", a, netip.AddrPortFrom(a.Addr().Unmap(), a.Port()), a.Port())
 	}
 }
 
 func (c *Config) validateTFTP(bad reporter) {
 	t := &c.TFTP
-	checkListen(bad, "tftp.listen", t.Listen, false, true)
+	checkListen(bad, "tftp.listen", t.Listen, false, false)
 	if t.Root == "" {
 		bad("tftp.root", "must not be empty")
 	}
@@ -268,7 +271,7 @@ func (c *Config) validateMTFTP(bad reporter) {
 		if l.Port() == 0 {
 			bad("mtftp.pxe_listen", "%s: port 0 (iPXE asks on 1759)", l)
 		} else if !l.Addr().Is4() {
-			bad("mtftp.pxe_listen", "%s is not an IPv4 address and port", l)
+			bad("mtftp.pxe_listen", "%s is not an IPv4 address and port (multicast is IPv4 only)", l)
 		} else if l.Addr().IsUnspecified() && m.Interface == "" {
 			// The stream must leave by a known interface, never the
 			// routing table's pick (it could be the uplink).

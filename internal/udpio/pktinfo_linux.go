@@ -2,6 +2,7 @@ package udpio
 
 import (
 	"net/netip"
+	"strconv"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -36,6 +37,13 @@ func (c *Conn) pktinfoInto(b []byte, src netip.Addr) []byte {
 	h.SetLen(unix.CmsgLen(unix.SizeofInet6Pktinfo))
 	pi := (*unix.Inet6Pktinfo)(unsafe.Pointer(&b[unix.CmsgLen(0)]))
 	pi.Addr = src.As16()
+	if z := src.Zone(); z != "" {
+		// A link-local source leaves by its interface (ReadFrom's zone
+		// is its number), or the kernel could not route it.
+		if n, err := strconv.Atoi(z); err == nil && n > 0 {
+			pi.Ifindex = uint32(n)
+		}
+	}
 	return b[:unix.CmsgSpace(unix.SizeofInet6Pktinfo)]
 }
 

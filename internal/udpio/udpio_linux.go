@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strconv"
 	"sync"
 	"syscall"
 	"unsafe"
@@ -174,7 +175,15 @@ func (c *Conn) controlAddr(level, typ int32, data []byte) (dst netip.Addr, ok bo
 		return netip.AddrFrom4(pi.Addr), true
 	case level == unix.IPPROTO_IPV6 && typ == unix.IPV6_PKTINFO && len(data) >= unix.SizeofInet6Pktinfo:
 		pi := (*unix.Inet6Pktinfo)(unsafe.Pointer(&data[0]))
-		return netip.AddrFrom16(pi.Addr).Unmap(), true
+		a := netip.AddrFrom16(pi.Addr).Unmap()
+		if a.Is6() && (a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast()) {
+			// Scoped (RFC 4007): the zone is the interface it came in
+			// on, by number (strconv's small-number strings and netip's
+			// interned zones do not allocate per packet); a transfer
+			// socket binds with it and pktinfoInto sends by it.
+			a = a.WithZone(strconv.Itoa(int(pi.Ifindex)))
+		}
+		return a, true
 	case level == unix.SOL_SOCKET && typ == unix.SO_RXQ_OVFL && len(data) >= 4:
 		// A cumulative uint32 (sock_recv_drops): one store, no sum.
 		c.drops.Store(uint64(*(*uint32)(unsafe.Pointer(&data[0]))))

@@ -407,11 +407,8 @@ func (s *Server) overMACLimit(cl client, rec *binding, now time.Time) bool {
 	if cl.host != nil || len(cl.mac) == 0 || (rec != nil && rec.reserved(now)) {
 		return false
 	}
-	limit := s.MaxPerMAC
-	if limit <= 0 {
-		limit = DefaultMaxPerMAC
-	}
-	if s.leases.heldByMAC(string(cl.mac), rec, now) < limit {
+	limit, over := s.leases.atLimit(string(cl.mac), rec, s.MaxPerMAC, DefaultMaxPerMAC, now)
+	if !over {
 		return false
 	}
 	s.Counters.MACLimited.Add(1)

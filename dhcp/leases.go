@@ -334,6 +334,15 @@ func (t *leaseTable) staleOffer(p *pool, now time.Time) (ip netip.Addr, pending 
 	return ip, p.offers.Len()
 }
 
+// atLimit reports whether owner key already holds limit (def when
+// limit <= 0) reservations besides self, and the limit applied.
+func (t *leaseTable) atLimit(key string, self *binding, limit, def int, now time.Time) (int, bool) {
+	if limit <= 0 {
+		limit = def
+	}
+	return limit, t.heldByMAC(key, self, now) >= limit
+}
+
 // heldByMAC counts the clients other than self that reserve an address
 // under owner key (leaseTable.owner: a hardware address, or a DUID).
 func (t *leaseTable) heldByMAC(key string, self *binding, now time.Time) int {

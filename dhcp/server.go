@@ -144,14 +144,9 @@ type Server struct {
 
 	leaseDB // the lease table, its lock (mu) and journal (store.go)
 
-	life    sync.Mutex
-	socks   []*sock
-	ready   chan struct{} // closed once Serve's sockets are open
-	stop    chan struct{} // closed by Shutdown
-	done    chan struct{} // closed when Serve has returned
-	serving bool
-	closed  bool
-	ifaces  ifaceCache
+	lifecycle
+	socks  []*sock // guarded by life
+	ifaces ifaceCache
 }
 
 // subnet is a validated Subnet with its derived values.
@@ -207,11 +202,7 @@ func (s *Server) validate() error {
 		s.subnets = append(s.subnets, sub)
 	}
 	s.indexHosts(bad)
-	rules := s.Rules
-	if rules == nil {
-		rules = DefaultBootRules()
-	}
-	rs, err := compileRules(rules)
+	rs, err := compileOrDefault(s.Rules)
 	if err != nil {
 		errs = append(errs, err)
 	}
@@ -384,21 +375,8 @@ func (s *Server) LeaseOf(ip netip.Addr, now time.Time) (Lease, bool) {
 // the last write. It may be called without Serve (after Handle) and more
 // than once.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.life.Lock()
-	if !s.closed {
-		s.closed = true
-		if s.stop != nil {
-			close(s.stop)
-		}
-	}
-	done := s.done
-	s.life.Unlock()
-	if done != nil {
-		select {
-		case <-done:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	if err := s.halt(ctx); err != nil {
+		return err
 	}
 	if s.setup() != nil {
 		return nil
@@ -438,17 +416,7 @@ func (s *Server) SetBootRules(rules []BootRule) error {
 	if err := s.setup(); err != nil {
 		return err
 	}
-	if rules == nil {
-		rules = DefaultBootRules()
-	}
-	rs, err := compileRules(rules)
-	if err != nil {
-		return err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.rules = rs
-	return nil
+	return s.swapRules(&s.rules, rules)
 }
 
 // SetMaxPerMAC changes MaxPerMAC while the server runs.

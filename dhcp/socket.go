@@ -69,24 +69,13 @@ func (s *Server) Serve(ctx context.Context) error {
 	if err := s.setup(); err != nil {
 		return err
 	}
-	s.life.Lock()
-	if s.closed {
-		s.life.Unlock()
-		return ErrServerClosed
+	ready, err := s.begin(ErrServerClosed, "dhcp")
+	if err != nil {
+		return err
 	}
-	if s.serving {
-		s.life.Unlock()
-		return errors.New("dhcp: Serve called twice")
-	}
-	s.serving = true
-	s.stop = make(chan struct{})
-	s.done = make(chan struct{})
-	ready := s.readyChan()
-	s.life.Unlock()
 	defer close(s.done)
 
 	var socks []*sock
-	var err error
 	if pre := s.Sockets; pre != nil {
 		if pre.mode != s.mode {
 			pre.Close()
@@ -141,23 +130,6 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	s.Log.Info().Msg("dhcp server stopped")
 	return err
-}
-
-// Ready returns a channel closed once Serve's sockets are open (it stays
-// open if Serve fails before that).
-func (s *Server) Ready() <-chan struct{} {
-	s.life.Lock()
-	defer s.life.Unlock()
-	return s.readyChan()
-}
-
-// readyChan returns the channel closed when Serve's sockets are open; the
-// caller holds s.life.
-func (s *Server) readyChan() chan struct{} {
-	if s.ready == nil {
-		s.ready = make(chan struct{})
-	}
-	return s.ready
 }
 
 // Addrs returns the local addresses of Serve's sockets while they are

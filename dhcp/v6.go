@@ -132,12 +132,7 @@ type Server6 struct {
 
 	leaseDB
 
-	life    sync.Mutex
-	ready   chan struct{}
-	stop    chan struct{}
-	done    chan struct{}
-	serving bool
-	closed  bool
+	lifecycle
 }
 
 // Counters6 count the fate of every DHCPv6 packet.
@@ -197,11 +192,7 @@ func (s *Server6) validate() error {
 	if len(s.Interfaces) == 0 {
 		bad("Interfaces: DHCPv6 needs at least one interface (its socket joins ff02::1:2 on each)")
 	}
-	rules := s.Rules
-	if rules == nil {
-		rules = DefaultBootRules()
-	}
-	rs, err := compileRules(rules)
+	rs, err := compileOrDefault(s.Rules)
 	if err != nil {
 		errs = append(errs, err)
 	}
@@ -299,37 +290,14 @@ func (s *Server6) SetBootRules(rules []BootRule) error {
 	if err := s.setup(); err != nil {
 		return err
 	}
-	if rules == nil {
-		rules = DefaultBootRules()
-	}
-	rs, err := compileRules(rules)
-	if err != nil {
-		return err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.rules = rs
-	return nil
+	return s.swapRules(&s.rules, rules)
 }
 
 // Shutdown stops Serve, waits for it until ctx is done, and makes every
 // lease change durable. It may be called without Serve and more than once.
 func (s *Server6) Shutdown(ctx context.Context) error {
-	s.life.Lock()
-	if !s.closed {
-		s.closed = true
-		if s.stop != nil {
-			close(s.stop)
-		}
-	}
-	done := s.done
-	s.life.Unlock()
-	if done != nil {
-		select {
-		case <-done:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	if err := s.halt(ctx); err != nil {
+		return err
 	}
 	if s.setup() != nil {
 		return nil

@@ -362,11 +362,8 @@ func (s *Server6) address(r *req6, b *binding, o *dhcpv6.OptIANA, now time.Time)
 // overDUIDLimit reports (counts and logs) an IA that would be one more
 // than MaxPerDUID holding addresses under one DUID.
 func (s *Server6) overDUIDLimit(r *req6, self *binding, now time.Time) bool {
-	limit := s.MaxPerDUID
-	if limit <= 0 {
-		limit = DefaultMaxPerDUID
-	}
-	if s.leases.heldByMAC(string(r.duid), self, now) < limit {
+	limit, over := s.leases.atLimit(string(r.duid), self, s.MaxPerDUID, DefaultMaxPerDUID, now)
+	if !over {
 		return false
 	}
 	s.Counters.DUIDLimited.Add(1)

@@ -83,25 +83,15 @@ func (s *Server6) Serve(ctx context.Context, pre *Sockets6) error {
 	if err := s.setup(); err != nil {
 		return err
 	}
-	s.life.Lock()
-	if s.closed {
-		s.life.Unlock()
-		return ErrServer6Closed
+	ready, err := s.begin(ErrServer6Closed, "dhcp6")
+	if err != nil {
+		return err
 	}
-	if s.serving {
-		s.life.Unlock()
-		return errors.New("dhcp6: Serve called twice")
-	}
-	s.serving = true
-	s.stop, s.done = make(chan struct{}), make(chan struct{})
-	ready := s.readyChan()
-	s.life.Unlock()
 	defer close(s.done)
 	var k *sock6
 	if pre != nil {
 		k = pre.k
 	} else {
-		var err error
 		if k, err = listen6(ctx, s.Addr, s.Interfaces); err != nil {
 			return err
 		}
@@ -123,7 +113,6 @@ func (s *Server6) Serve(ctx context.Context, pre *Sockets6) error {
 		defer close(queue)
 		s.readLoop(k, queue)
 	})
-	var err error
 	select {
 	case <-ctx.Done():
 	case <-s.stop:
@@ -134,20 +123,6 @@ func (s *Server6) Serve(ctx context.Context, pre *Sockets6) error {
 	k.c.Close()
 	s.Log.Info().Msg("dhcp6 server stopped")
 	return err
-}
-
-// Ready returns a channel closed once Serve's socket is open.
-func (s *Server6) Ready() <-chan struct{} {
-	s.life.Lock()
-	defer s.life.Unlock()
-	return s.readyChan()
-}
-
-func (s *Server6) readyChan() chan struct{} {
-	if s.ready == nil {
-		s.ready = make(chan struct{})
-	}
-	return s.ready
 }
 
 func (s *Server6) readLoop(k *sock6, queue chan<- pending6) {

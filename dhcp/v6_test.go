@@ -178,6 +178,13 @@ func TestV6IPXEGetsScriptURL(t *testing.T) {
 	if got, want := rep.Options.BootFileURL(), "http://[2001:db8:1::1]:8080/boot.ipxe?mac=52:54:00:12:34:02"; got != want {
 		t.Errorf("iPXE boot URL %q, want %q", got, want)
 	}
+	// iPXE's own DUID is a DUID-UUID: the MAC comes from its EUI-64
+	// link-local source address (in6: fe80::5054:ff:fe12:3456).
+	c.duid = &dhcpv6.DUIDUUID{UUID: [16]byte{1, 2, 3}}
+	_, rep = boot6(t, s, c, t6)
+	if got, want := rep.Options.BootFileURL(), "http://[2001:db8:1::1]:8080/boot.ipxe?mac=52:54:00:12:34:56"; got != want {
+		t.Errorf("iPXE (DUID-UUID) boot URL %q, want %q", got, want)
+	}
 }
 
 // TestV6ArchFallback: without option 61 the vendor class's Arch field

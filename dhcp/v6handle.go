@@ -119,7 +119,9 @@ func (s *Server6) handle(pkt []byte, in Incoming6, now time.Time) ([]byte, uint6
 		s.Counters.Ignored.Add(1) // another server's, or malformed
 		return nil, 0
 	}
-	r.mac = duidMAC(r.duid)
+	if r.mac = duidMAC(r.duid); r.mac == nil {
+		r.mac = eui64MAC(src)
+	}
 	s.classify6(r)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -159,6 +161,19 @@ func duidMAC(d []byte) net.HardwareAddr {
 		return nil
 	}
 	return slices.Clone(net.HardwareAddr(ll))
+}
+
+// eui64MAC returns the MAC a link-local address formed from it (modified
+// EUI-64: ff:fe in the middle, the universal/local bit flipped; RFC 4291
+// Appendix A), for a client whose DUID names none — iPXE's DUID-UUID,
+// for one: {{.MAC}} then still names the machine. Like the DUID, it is
+// what the sender says.
+func eui64MAC(src netip.Addr) net.HardwareAddr {
+	a := src.As16()
+	if !src.IsLinkLocalUnicast() || a[11] != 0xff || a[12] != 0xfe {
+		return nil
+	}
+	return net.HardwareAddr{a[8] ^ 0x02, a[9], a[10], a[13], a[14], a[15]}
 }
 
 // classify6 reads options 61, 16 and 15 (RFC 5970, RFC 8415 §21.15–16)

@@ -161,7 +161,7 @@ func buildServices(cfg config.Config, demo bool, p *ports, log zerolog.Logger) (
 		}
 	}
 	if s.web != nil {
-		st := &status.Server{TFTP: s.tftp, MTFTP: s.mtftp, DHCP: s.dhcp, HTTP: s.web}
+		st := &status.Server{TFTP: s.tftp, MTFTP: s.mtftp, DHCP: s.dhcp, DHCP6: s.dhcp6, HTTP: s.web}
 		if s.imaging != nil {
 			prefix, _ := config.ImagingPrefix(cfg.TFTP.Root, cfg.Imaging.Dir)
 			st.Imaging = s.imaging.AdminHandler(cfg.Imaging.AdminToken, imagingSessions(s.mtftp, prefix))

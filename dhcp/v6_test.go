@@ -285,6 +285,25 @@ func TestV6RenewRebindReleaseDeclineConfirm(t *testing.T) {
 	if rep == nil || rep.Options.OneIANA() != nil || rep.Options.BootFileURL() == "" {
 		t.Errorf("Information-request: %v", rep)
 	}
+	// One without a client id is answered too, unless it names another
+	// server.
+	anon := client6{duid: nil, opts: c.opts}
+	for _, tc := range []struct {
+		sid    []byte
+		answer bool
+	}{{nil, true}, {s.duid, true}, {[]byte{0, 2, 0, 0, 0, 9, 1}, false}} {
+		m, _ := dhcpv6.NewMessage()
+		m.MessageType = dhcpv6.MessageTypeInformationRequest
+		if tc.sid != nil {
+			m.AddOption(&rawOpt{code: dhcpv6.OptionServerID, data: tc.sid})
+		}
+		for _, mod := range anon.opts {
+			mod(m)
+		}
+		if rep := handle6(t, s, m.ToBytes(), later); (rep != nil) != tc.answer {
+			t.Errorf("Information-request without client id, server id %x: answered %v, want %v", tc.sid, rep != nil, tc.answer)
+		}
+	}
 }
 
 func TestV6RapidCommit(t *testing.T) {

@@ -109,13 +109,11 @@ func (s *Server6) handle(pkt []byte, in Incoming6, now time.Time) ([]byte, uint6
 	// which must not name a server.
 	needSID := mt == dhcpv6.MessageTypeRequest || mt == dhcpv6.MessageTypeRenew ||
 		mt == dhcpv6.MessageTypeRelease || mt == dhcpv6.MessageTypeDecline
-	switch {
-	case len(r.duid) < 3 || len(r.duid) > maxDUID:
-		if mt != dhcpv6.MessageTypeInformationRequest || r.duid != nil {
-			s.Counters.BadPacket.Add(1)
-			return nil, 0
-		}
-	case needSID && !ours, !needSID && sid != nil && (mt != dhcpv6.MessageTypeInformationRequest || !ours):
+	if (len(r.duid) < 3 || len(r.duid) > maxDUID) && (mt != dhcpv6.MessageTypeInformationRequest || r.duid != nil) {
+		s.Counters.BadPacket.Add(1) // no client id (only an Information-request may lack one), or a bad one
+		return nil, 0
+	}
+	if (needSID && !ours) || (!needSID && sid != nil && (mt != dhcpv6.MessageTypeInformationRequest || !ours)) {
 		s.Counters.Ignored.Add(1) // another server's, or malformed
 		return nil, 0
 	}
@@ -584,6 +582,11 @@ func (s *Server6) reply(r *req6, mt dhcpv6.MessageType, out []ia, rapid bool) []
 	}
 	if len(out) == 0 {
 		m.AddOption(&dhcpv6.OptStatusCode{StatusCode: iana.StatusNoAddrsAvail, StatusMessage: "no IA_NA asked for"})
+	}
+	if e := s.Log.Debug(); e.Enabled() {
+		e.Stringer("type", mt).Hex("duid", r.duid).Stringer("src", r.in.Src.Addr()).Interface("arch", r.client.Arch).
+			Bool("arch_option", len(r.msg.Options.ArchTypes()) > 0).Str("vendor_class", r.client.VendorClass).
+			Strs("user_class", r.client.UserClass).Stringer("ip", firstAddr(out)).Str("boot_url", r.boot).Msg("dhcp6: answer")
 	}
 	return s.finish(r, m, s.optional(r))
 }

@@ -122,6 +122,7 @@ range = "2001:db8:1::100-2001:db8:1::1ff"
 	logs := srv.logs.String()
 	requireMarker(t, r, logs)
 	t.Logf("UEFI PXE over IPv6 to the kickstart marker: %v", r.Elapsed)
+	t.Logf("DHCPv6 answers:\n%s", grepLines(logs, `"dhcp6: answer"`))
 	// EDK2's UefiPxeBcDxe prints this when it starts (PxeBcBoot.c).
 	if !strings.Contains(r.Serial, "Start PXE over IPv6") {
 		t.Fatalf("the firmware did not boot by PXE over IPv6:\n%s", tail(r.Serial, 4000))

@@ -321,10 +321,7 @@ func (t *leaseTable) unquarantine(ip netip.Addr) {
 // IAID in its client id (a DHCPv6 table, v6.go).
 func (t *leaseTable) owner(b *binding) string {
 	if t.v6 {
-		if len(b.clientID) < iaidLen {
-			return ""
-		}
-		return string(b.clientID[iaidLen:])
+		return duidOwner(b.clientID)
 	}
 	return string(b.mac)
 }

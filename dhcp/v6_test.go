@@ -343,6 +343,23 @@ func TestV6Hostile(t *testing.T) {
 			t.Errorf("one DUID got %d addresses (limit %d), DUIDLimited %d", got, DefaultMaxPerDUID, s.Counters.DUIDLimited.Load())
 		}
 	})
+	t.Run("zero-uuid", func(t *testing.T) {
+		// Machines whose firmware has no SMBIOS UUID share the DUID-UUID
+		// of zeros (iPXE in QEMU without -uuid): each is its own owner.
+		s := newServer6(t)
+		got := 0
+		for i := range DefaultMaxPerDUID + 2 {
+			c := ovmf(byte(40 + i))
+			c.duid = &dhcpv6.DUIDUUID{}
+			ip, st, _ := addrOfIA(t, handle6(t, s, c.msg(t, dhcpv6.MessageTypeSolicit, nil), t6))
+			if st == iana.StatusSuccess && ip.IsValid() {
+				got++
+			}
+		}
+		if got != DefaultMaxPerDUID+2 {
+			t.Errorf("%d of %d machines with a zero DUID-UUID got an address", got, DefaultMaxPerDUID+2)
+		}
+	})
 	t.Run("offer-flood", func(t *testing.T) {
 		s := newServer6(t, func(s *Server6) { s.RangeEnd = netip.MustParseAddr("2001:db8:1::103") })
 		for i := range 4 {

@@ -161,6 +161,30 @@ func duidMAC(d []byte) net.HardwareAddr {
 	return slices.Clone(net.HardwareAddr(ll))
 }
 
+// duidOwner is the per-DUID limit's key of a DHCPv6 client id (IAID +
+// DUID): the DUID, unless it is a DUID-UUID of all zeros or all ones —
+// what firmware makes of an unset SMBIOS UUID (QEMU without -uuid, cheap
+// boards), shared by every such machine in a room (their IAIDs differ:
+// firmware and iPXE derive them from the MAC). Then each IA is its own
+// owner: such machines are bounded by the pool and the reclaim of stale
+// Advertises only, not by MaxPerDUID together.
+func duidOwner(cid []byte) string {
+	if len(cid) < iaidLen {
+		return ""
+	}
+	d := cid[iaidLen:]
+	if len(d) == 18 && d[0] == 0 && d[1] == 4 {
+		zero, ones := true, true
+		for _, c := range d[2:] {
+			zero, ones = zero && c == 0, ones && c == 0xff
+		}
+		if zero || ones {
+			return string(cid)
+		}
+	}
+	return string(d)
+}
+
 // eui64MAC returns the MAC a link-local address formed from it (modified
 // EUI-64: ff:fe in the middle, the universal/local bit flipped; RFC 4291
 // Appendix A), for a client whose DUID names none — iPXE's DUID-UUID,
@@ -340,10 +364,11 @@ func firstAddr(l []ia) netip.Addr {
 // else one from the pool, else a stale offer's. ok is false when the
 // pool is full or the DUID holds MaxPerDUID IAs already.
 func (s *Server6) address(r *req6, b *binding, o *dhcpv6.OptIANA, now time.Time) (netip.Addr, bool) {
+	_, cid := r.key(o.IaId)
 	if b != nil && b.ip.IsValid() && s.free(b.ip, b, now) {
 		return b.ip, true
 	}
-	if (b == nil || !b.reserved(now)) && s.overDUIDLimit(r, b, now) {
+	if (b == nil || !b.reserved(now)) && s.overDUIDLimit(r, cid, b, now) {
 		return netip.Addr{}, false
 	}
 	for _, a := range o.Options.Addresses() {
@@ -374,8 +399,8 @@ func (s *Server6) address(r *req6, b *binding, o *dhcpv6.OptIANA, now time.Time)
 
 // overDUIDLimit reports (counts and logs) an IA that would be one more
 // than MaxPerDUID holding addresses under one DUID.
-func (s *Server6) overDUIDLimit(r *req6, self *binding, now time.Time) bool {
-	limit, over := s.leases.atLimit(string(r.duid), self, s.MaxPerDUID, DefaultMaxPerDUID, now)
+func (s *Server6) overDUIDLimit(r *req6, cid []byte, self *binding, now time.Time) bool {
+	limit, over := s.leases.atLimit(duidOwner(cid), self, s.MaxPerDUID, DefaultMaxPerDUID, now)
 	if !over {
 		return false
 	}

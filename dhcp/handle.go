@@ -708,23 +708,12 @@ func (s *Server) bootFor(req *dhcpv4.DHCPv4, c Client, cl client, in Incoming, i
 			v.Hostname = h.Hostname
 		}
 	}
-	var b Boot
-	decided := false
-	if h := cl.host; h != nil && h.BootFile != "" && !c.IPXE {
-		f, err := render(h.tmpl, h.BootFile, v)
-		if err == nil && (!c.HTTPClient || isURL(f)) {
-			b, decided = Boot{Rule: "host " + h.MAC.String(), File: f}, true
-		}
-	}
-	if !decided {
-		var err error
-		b, decided, err = s.rules.decide(c, v)
-		if err != nil {
-			s.ignore(now, "template", func(e *zerolog.Event) {
-				e.Err(err).Str("rule", b.Rule).Msg("dhcp: boot rule template failed: no answer")
-			})
-			return nil, false
-		}
+	b, decided, err := s.rules.decideFor(cl.host, c, v)
+	if err != nil {
+		s.ignore(now, "template", func(e *zerolog.Event) {
+			e.Err(err).Str("rule", b.Rule).Msg("dhcp: boot rule template failed: no answer")
+		})
+		return nil, false
 	}
 	if !decided {
 		s.Counters.NoArch.Add(1)

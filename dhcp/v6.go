@@ -86,6 +86,11 @@ type Server6 struct {
 	DNS       []netip.Addr // option 23, when asked for
 	// Rules decide the boot file, as for DHCPv4; nil = DefaultBootRules().
 	Rules []BootRule
+	// Hosts are known machines by MAC (DHCPv4's table; IP is not used):
+	// a client whose DUID or EUI-64 link-local address names the MAC
+	// gets the host's BootFile (not iPXE, as DHCPv4) and its Vars and
+	// Hostname in the templates.
+	Hosts []Host
 	// DefaultArch is the architecture assumed for a netboot client
 	// (one that asks for option 59) that names none in option 61 nor
 	// in its vendor class (OVMF and iPXE builds that omit it,
@@ -124,6 +129,7 @@ type Server6 struct {
 	setupOnce sync.Once
 	setupErr  error
 	rules     ruleSet // guarded by mu once set up
+	hosts     map[string]*host
 	duid      []byte
 	first     uint32 // pool bounds (low 32 bits)
 	last      uint32
@@ -197,6 +203,14 @@ func (s *Server6) validate() error {
 		errs = append(errs, err)
 	}
 	s.rules = rs
+	s.hosts = make(map[string]*host)
+	for i, h := range s.Hosts {
+		t, err := compileFile("host "+h.MAC.String(), h.BootFile)
+		if err != nil {
+			bad("Hosts[%d].BootFile: %w", i, err)
+		}
+		s.hosts[string(h.MAC)] = &host{Host: h, tmpl: t}
+	}
 	if len(s.DUID) > maxDUID || (s.DUID != nil && len(s.DUID) < 3) {
 		bad("DUID: %d bytes (3..%d)", len(s.DUID), maxDUID)
 	}

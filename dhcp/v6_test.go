@@ -187,6 +187,23 @@ func TestV6IPXEGetsScriptURL(t *testing.T) {
 	}
 }
 
+// TestV6HostBootFile: a [[dhcp.host]] named by the MAC in the DUID (or
+// the EUI-64 source) gets its boot file and variables; iPXE still the
+// rules.
+func TestV6HostBootFile(t *testing.T) {
+	s := newServer6(t, func(s *Server6) {
+		s.Hosts = []Host{{MAC: net.HardwareAddr{0x52, 0x54, 0, 0x12, 0x34, 8}, BootFile: "{{.Vars.loader}}", Vars: map[string]string{"loader": "grubx64.efi"}}}
+	})
+	c := ovmf(8)
+	if _, rep := boot6(t, s, c, t6); rep.Options.BootFileURL() != "tftp://[2001:db8:1::1]/grubx64.efi" {
+		t.Errorf("host boot file: %q", rep.Options.BootFileURL())
+	}
+	c.opts = append(c.opts, dhcpv6.WithUserClass([]byte("iPXE")))
+	if _, rep := boot6(t, s, c, t6); !strings.Contains(rep.Options.BootFileURL(), "/boot.ipxe?mac=52:54:00:12:34:08") {
+		t.Errorf("iPXE on a host with a boot file: %q, want the rules' script", rep.Options.BootFileURL())
+	}
+}
+
 // TestV6ArchFallback: without option 61 the vendor class's Arch field
 // decides; without both, only DefaultArch (metal3 #916).
 func TestV6ArchFallback(t *testing.T) {

@@ -257,7 +257,11 @@ func (s *Server6) decideBoot(r *req6, ip netip.Addr, now time.Time) {
 	if a, ok := c.PrimaryArch(); ok {
 		v.Arch = strconv.Itoa(int(a))
 	}
-	b, ok, err := s.rules.decide(c, v)
+	h := s.hosts[string(r.mac)]
+	if h != nil {
+		v.Vars, v.Hostname = h.Vars, h.Hostname
+	}
+	b, ok, err := s.rules.decideFor(h, c, v)
 	switch {
 	case err != nil:
 		s.logLimited(zerolog.WarnLevel, now, "template", func(e *zerolog.Event) {

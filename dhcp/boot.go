@@ -337,6 +337,20 @@ func (rs ruleSet) decide(c Client, v BootVars) (b Boot, ok bool, err error) {
 	return Boot{}, false, nil
 }
 
+// decideFor is decide with a known host first: its BootFile, for a
+// client that is not iPXE (so a per-host iPXE binary cannot loop,
+// docs/protocols.md §9.9) and, for HTTP Boot, only if it renders to a
+// URL. h may be nil.
+func (rs ruleSet) decideFor(h *host, c Client, v BootVars) (Boot, bool, error) {
+	if h != nil && h.BootFile != "" && !c.IPXE {
+		f, err := render(h.tmpl, h.BootFile, v)
+		if err == nil && (!c.HTTPClient || isURL(f)) {
+			return Boot{Rule: "host " + h.MAC.String(), File: f}, true, nil
+		}
+	}
+	return rs.decide(c, v)
+}
+
 func render(t *template.Template, literal string, v BootVars) (string, error) {
 	if t == nil {
 		return literal, nil

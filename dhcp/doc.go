@@ -2,7 +2,10 @@
 // reimaging room (Mode "server") or ProxyDHCP beside someone else's DHCP
 // server (Mode "proxy", ports 67 and 4011). Its one job is to give network
 // boot clients — PXE ROMs, UEFI PXE and HTTP Boot firmware, iPXE — an
-// address and the right boot file (docs/protocols.md §8, §9).
+// address and the right boot file (docs/protocols.md §8, §9). Server6
+// (v6*.go) does the same over DHCPv6 (§14): addresses from one range and
+// the boot URL by the same rules, in a lease table and journal of the
+// same kind.
 //
 // The protocol core is Server.Handle: a request, where it came from and
 // the time in; the reply and where it goes out. It touches no socket, so
@@ -25,6 +28,8 @@
 //     to its source (docs/security.md);
 //   - let the work of one request grow with the pool's size (pool.go);
 //   - assign addresses, NAK or send lease options in proxy mode;
+//   - answer a DHCPv6 message from anything but a link-local source,
+//     or send an answer larger than replyFactor times its request;
 //   - send PXE MTFTP sub-options (43.1–43.5) to anything but a BIOS PXE
 //     ROM (arch 0, not iPXE) — UEFI drops such offers
 //     (docs/protocols.md §7.1).

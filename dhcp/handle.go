@@ -407,11 +407,8 @@ func (s *Server) overMACLimit(cl client, rec *binding, now time.Time) bool {
 	if cl.host != nil || len(cl.mac) == 0 || (rec != nil && rec.reserved(now)) {
 		return false
 	}
-	limit := s.MaxPerMAC
-	if limit <= 0 {
-		limit = DefaultMaxPerMAC
-	}
-	if s.leases.heldByMAC(cl.mac, rec, now) < limit {
+	limit, over := s.leases.atLimit(string(cl.mac), rec, s.MaxPerMAC, DefaultMaxPerMAC, now)
+	if !over {
 		return false
 	}
 	s.Counters.MACLimited.Add(1)
@@ -426,7 +423,7 @@ func (s *Server) overMACLimit(cl client, rec *binding, now time.Time) bool {
 // REQUESTed within OfferGrace, for a DISCOVER that found the pool full:
 // offers from a random-MAC flood then cannot starve real clients.
 func (s *Server) reclaimOffer(sub *subnet, cl client, now time.Time) (netip.Addr, bool) {
-	ip, pending := s.leases.staleOffer(sub, now)
+	ip, pending := s.leases.staleOffer(s.leases.pools[sub.idx], now)
 	if !ip.IsValid() {
 		return ip, false
 	}
@@ -711,23 +708,12 @@ func (s *Server) bootFor(req *dhcpv4.DHCPv4, c Client, cl client, in Incoming, i
 			v.Hostname = h.Hostname
 		}
 	}
-	var b Boot
-	decided := false
-	if h := cl.host; h != nil && h.BootFile != "" && !c.IPXE {
-		f, err := render(h.tmpl, h.BootFile, v)
-		if err == nil && (!c.HTTPClient || isURL(f)) {
-			b, decided = Boot{Rule: "host " + h.MAC.String(), File: f}, true
-		}
-	}
-	if !decided {
-		var err error
-		b, decided, err = s.rules.decide(c, v)
-		if err != nil {
-			s.ignore(now, "template", func(e *zerolog.Event) {
-				e.Err(err).Str("rule", b.Rule).Msg("dhcp: boot rule template failed: no answer")
-			})
-			return nil, false
-		}
+	b, decided, err := s.rules.decideFor(cl.host, c, v)
+	if err != nil {
+		s.ignore(now, "template", func(e *zerolog.Event) {
+			e.Err(err).Str("rule", b.Rule).Msg("dhcp: boot rule template failed: no answer")
+		})
+		return nil, false
 	}
 	if !decided {
 		s.Counters.NoArch.Add(1)

@@ -41,6 +41,11 @@ const (
 	recLease      byte = 'L' // ip, start, expiry, flags, mac, client id, host name, arch
 	recDelete     byte = 'D' // ip: nobody holds it any more
 	recQuarantine byte = 'Q' // ip, until: DECLINEd, not handed out until then
+
+	// v6Kind, or'ed into the kind, marks a record whose ip is IPv6 (16
+	// bytes, a DHCPv6 lease: the kind letter in lower case); IPv4
+	// records hold 4.
+	v6Kind byte = 0x20
 )
 
 // maxMAC is chaddr's largest length (hlen, RFC 2131 §2).
@@ -82,9 +87,15 @@ type jrec struct {
 func appendRecord(b []byte, r *jrec) []byte {
 	at := len(b)
 	b = append(b, make([]byte, recHeader)...)
-	b = append(b, r.kind)
-	ip := r.ip.As4()
-	b = append(b, ip[:]...)
+	if r.ip.Is6() {
+		ip := r.ip.As16()
+		b = append(b, r.kind|v6Kind)
+		b = append(b, ip[:]...)
+	} else {
+		ip := r.ip.As4()
+		b = append(b, r.kind)
+		b = append(b, ip[:]...)
+	}
 	switch r.kind {
 	case recLease:
 		b = appendTime(b, r.start)
@@ -130,9 +141,12 @@ func appendField(b, f []byte) []byte {
 func decodeRecord(p []byte, r *jrec) error {
 	d := decoder{p: p}
 	*r = jrec{kind: d.byte()}
-	var ip [4]byte
-	copy(ip[:], d.bytes(4))
-	r.ip = netip.AddrFrom4(ip)
+	if r.kind >= 'a' && r.kind <= 'z' {
+		r.kind &^= v6Kind
+		r.ip = netip.AddrFrom16([16]byte(d.bytes(16)))
+	} else {
+		r.ip = netip.AddrFrom4([4]byte(d.bytes(4)))
+	}
 	switch r.kind {
 	case recLease:
 		r.start, r.expiry = d.time(), d.time()

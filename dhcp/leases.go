@@ -92,7 +92,8 @@ func (b *binding) lease() Lease {
 type leaseTable struct {
 	byKey    map[string]*binding
 	byMAC    map[string]*binding     // the newest client on a hardware address
-	macs     map[string][]*binding   // every client on a hardware address
+	macs     map[string][]*binding   // every client on a hardware address (on a DUID: v6)
+	v6       bool                    // a DHCPv6 table: owner is the DUID
 	byIP     map[netip.Addr]*binding // current holder of an address (lease, offer or expired hint)
 	declined map[netip.Addr]time.Time
 	declineQ list.List // declinedEntry, oldest quarantine first
@@ -310,12 +311,11 @@ func (t *leaseTable) leases() []Lease {
 	return out
 }
 
-// staleOffer returns the address of the oldest offer in sub's pool that
+// staleOffer returns the address of the oldest offer in pool p that
 // was never REQUESTed and is older than OfferGrace, with how many offers
 // are outstanding there. Offers that lapsed are dropped on the way (what
 // sweep would do), so each is looked at once: O(1) amortised.
-func (t *leaseTable) staleOffer(sub *subnet, now time.Time) (ip netip.Addr, pending int) {
-	p := t.pools[sub.idx]
+func (t *leaseTable) staleOffer(p *pool, now time.Time) (ip netip.Addr, pending int) {
 	for range sweepBudget {
 		e := p.offers.Front()
 		if e == nil {
@@ -334,11 +334,20 @@ func (t *leaseTable) staleOffer(sub *subnet, now time.Time) (ip netip.Addr, pend
 	return ip, p.offers.Len()
 }
 
+// atLimit reports whether owner key already holds limit (def when
+// limit <= 0) reservations besides self, and the limit applied.
+func (t *leaseTable) atLimit(key string, self *binding, limit, def int, now time.Time) (int, bool) {
+	if limit <= 0 {
+		limit = def
+	}
+	return limit, t.heldByMAC(key, self, now) >= limit
+}
+
 // heldByMAC counts the clients other than self that reserve an address
-// under hardware address mac.
-func (t *leaseTable) heldByMAC(mac net.HardwareAddr, self *binding, now time.Time) int {
+// under owner key (leaseTable.owner: a hardware address, or a DUID).
+func (t *leaseTable) heldByMAC(key string, self *binding, now time.Time) int {
 	n := 0
-	for _, b := range t.macs[string(mac)] {
+	for _, b := range t.macs[key] {
 		t.probes++
 		if b != self && b.reserved(now) {
 			n++
@@ -397,8 +406,14 @@ const poolSkips = 4
 // previous holder's reservation ended longest ago. It looks at no more
 // than poolSkips+1 addresses, whatever the pool's size (pool.go).
 func (s *Server) fromPool(sub *subnet, self *binding, mac net.HardwareAddr, in Incoming, now time.Time) (netip.Addr, bool) {
-	t := &s.leases
-	p := t.pools[sub.idx]
+	return s.leases.pick(s.leases.pools[sub.idx], in.IfAddr, func(ip netip.Addr) bool {
+		return s.free(sub, ip, self, mac, in, now)
+	}, now)
+}
+
+// pick is fromPool's search in pool p: free says whether an address may
+// go to the client, own is the receiving interface's address.
+func (t *leaseTable) pick(p *pool, own netip.Addr, free func(netip.Addr) bool, now time.Time) (netip.Addr, bool) {
 	n := p.end - p.start + 1
 	for range poolSkips {
 		off, ok := p.avail.nextWrap(p.cursor)
@@ -407,11 +422,11 @@ func (s *Server) fromPool(sub *subnet, self *binding, mac net.HardwareAddr, in I
 		}
 		t.probes++
 		p.cursor = (off + 1) % n
-		ip := addrU32(p.start + off)
-		if s.free(sub, ip, self, mac, in, now) {
+		ip := p.addr(p.start + off)
+		if free(ip) {
 			return ip, true
 		}
-		if ip == in.IfAddr {
+		if ip == own {
 			// Our own address, inside the range: known only now that a
 			// request came in on it. Never a candidate again.
 			p.excluded[p.start+off] = true
@@ -420,7 +435,7 @@ func (s *Server) fromPool(sub *subnet, self *binding, mac net.HardwareAddr, in I
 	}
 	if len(p.held) > 0 {
 		t.probes++
-		if b := p.held[0]; !b.reserved(now) && s.free(sub, b.ip, self, mac, in, now) {
+		if b := p.held[0]; !b.reserved(now) && free(b.ip) {
 			return b.ip, true
 		}
 	}

@@ -3,6 +3,7 @@ package dhcp
 import (
 	"container/heap"
 	"container/list"
+	"encoding/binary"
 	"math/bits"
 	"net/netip"
 	"time"
@@ -23,12 +24,17 @@ import (
 //     whose last holder's lease ended longest ago;
 //   - offers, the bindings only ever offered an address, oldest first:
 //     the front is the offer to reclaim when the pool is full;
-//   - leaseTable.macs, the bindings by hardware address, for the
-//     per-MAC limit.
+//   - leaseTable.macs, the bindings by hardware address (by DUID in a
+//     DHCPv6 table), for the per-MAC (per-DUID) limit.
 
 // pool is one subnet's range and its indexes. The Server's mutex guards
-// it, with the lease table it belongs to.
+// it, with the lease table it belongs to. An IPv4 pool's addresses are
+// start..end as numbers; an IPv6 pool's (DHCPv6, v6pool.go) share the
+// upper 96 bits hi and their low 32 bits run start..end, so one pool
+// stays a bitset of at most maxRangeSize addresses in both families.
 type pool struct {
+	v6         bool
+	hi         [12]byte
 	start, end uint32
 	excluded   map[uint32]bool // never handed out: network, broadcast, router, next-server, static hosts
 	avail      *bitset         // offsets into the range that nobody holds
@@ -50,10 +56,50 @@ func newPool(start, end uint32, excluded map[uint32]bool) *pool {
 	return p
 }
 
+// low is ip's number in the pool's arithmetic and whether ip is of the
+// pool's family (and, for IPv6, its upper 96 bits).
+func (p *pool) low(ip netip.Addr) (uint32, bool) {
+	if !p.v6 {
+		return u32(ip), ip.Is4()
+	}
+	if !ip.Is6() {
+		return 0, false
+	}
+	a := ip.As16()
+	return binary.BigEndian.Uint32(a[12:]), [12]byte(a[:12]) == p.hi
+}
+
+// addr is the address numbered u (low's inverse).
+func (p *pool) addr(u uint32) netip.Addr {
+	if !p.v6 {
+		return addrU32(u)
+	}
+	var a [16]byte
+	copy(a[:], p.hi[:])
+	binary.BigEndian.PutUint32(a[12:], u)
+	return netip.AddrFrom16(a)
+}
+
+// inRange: an address of the range (handed out or not).
+func (p *pool) inRange(ip netip.Addr) bool {
+	u, ok := p.low(ip)
+	return ok && u >= p.start && u <= p.end
+}
+
 // poolable: an address of the range that may be handed out.
 func (p *pool) poolable(ip netip.Addr) bool {
-	u := u32(ip)
-	return u >= p.start && u <= p.end && !p.excluded[u]
+	u, _ := p.low(ip)
+	return p.inRange(ip) && !p.excluded[u]
+}
+
+// setAvail marks a poolable ip available (on) or not.
+func (p *pool) setAvail(ip netip.Addr, on bool) {
+	u, _ := p.low(ip)
+	if on {
+		p.avail.set(u - p.start)
+	} else {
+		p.avail.clear(u - p.start)
+	}
 }
 
 // reservedUntil orders the held heap: when the binding's hold on its
@@ -182,12 +228,8 @@ func (b *bitset) nextWrap(i uint32) (uint32, bool) {
 
 // poolOf returns the pool whose range holds ip, or nil.
 func (t *leaseTable) poolOf(ip netip.Addr) *pool {
-	if !ip.Is4() {
-		return nil
-	}
-	u := u32(ip)
 	for _, p := range t.pools {
-		if u >= p.start && u <= p.end {
+		if p.inRange(ip) {
 			return p
 		}
 	}
@@ -200,7 +242,7 @@ func (t *leaseTable) hold(b *binding) {
 	if p == nil || !p.poolable(b.ip) {
 		return
 	}
-	p.avail.clear(u32(b.ip) - p.start)
+	p.setAvail(b.ip, false)
 	b.pool = p
 	heap.Push(&p.held, b)
 	t.touch(b)
@@ -231,7 +273,7 @@ func (t *leaseTable) unhold(ip netip.Addr, b *binding) {
 		return
 	}
 	if p := t.poolOf(ip); p != nil && p.poolable(ip) {
-		p.avail.set(u32(ip) - p.start)
+		p.setAvail(ip, true)
 	}
 }
 
@@ -262,7 +304,7 @@ func (t *leaseTable) quarantine(ip netip.Addr, until time.Time) {
 	t.declined[ip] = until
 	t.declineQ.PushBack(declinedEntry{ip, until})
 	if p := t.poolOf(ip); p != nil && p.poolable(ip) {
-		p.avail.clear(u32(ip) - p.start)
+		p.setAvail(ip, false)
 	}
 }
 
@@ -270,20 +312,30 @@ func (t *leaseTable) quarantine(ip netip.Addr, until time.Time) {
 func (t *leaseTable) unquarantine(ip netip.Addr) {
 	delete(t.declined, ip)
 	if p := t.poolOf(ip); p != nil && p.poolable(ip) && t.byIP[ip] == nil {
-		p.avail.set(u32(ip) - p.start)
+		p.setAvail(ip, true)
 	}
 }
 
-// macAdd and macDel keep leaseTable.macs, the bindings by hardware
-// address.
+// owner is the key of b's owner for the per-owner limit and
+// leaseTable.macs: its hardware address (DHCPv4), or the DUID after the
+// IAID in its client id (a DHCPv6 table, v6.go).
+func (t *leaseTable) owner(b *binding) string {
+	if t.v6 {
+		return duidOwner(b.clientID)
+	}
+	return string(b.mac)
+}
+
+// macAdd and macDel keep leaseTable.macs, the bindings by owner.
 func (t *leaseTable) macAdd(b *binding) {
-	if len(b.mac) > 0 {
-		t.macs[string(b.mac)] = append(t.macs[string(b.mac)], b)
+	if k := t.owner(b); k != "" {
+		t.macs[k] = append(t.macs[k], b)
 	}
 }
 
 func (t *leaseTable) macDel(b *binding) {
-	l := t.macs[string(b.mac)]
+	k := t.owner(b)
+	l := t.macs[k]
 	for i, o := range l {
 		if o == b {
 			l[i] = l[len(l)-1]
@@ -293,8 +345,8 @@ func (t *leaseTable) macDel(b *binding) {
 		}
 	}
 	if len(l) == 0 {
-		delete(t.macs, string(b.mac))
+		delete(t.macs, k)
 	} else {
-		t.macs[string(b.mac)] = l
+		t.macs[k] = l
 	}
 }

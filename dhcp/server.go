@@ -142,19 +142,11 @@ type Server struct {
 	proxyPort int
 	mtftp     *mtftpConfig // nil: no PXE MTFTP announcements
 
-	mu     sync.Mutex // guards leases (and their pools), limiter
-	leases leaseTable
-	store  *leaseStore // nil without LeaseFile
-	limit  limiter
+	leaseDB // the lease table, its lock (mu) and journal (store.go)
 
-	life    sync.Mutex
-	socks   []*sock
-	ready   chan struct{} // closed once Serve's sockets are open
-	stop    chan struct{} // closed by Shutdown
-	done    chan struct{} // closed when Serve has returned
-	serving bool
-	closed  bool
-	ifaces  ifaceCache
+	lifecycle
+	socks  []*sock // guarded by life
+	ifaces ifaceCache
 }
 
 // subnet is a validated Subnet with its derived values.
@@ -210,11 +202,7 @@ func (s *Server) validate() error {
 		s.subnets = append(s.subnets, sub)
 	}
 	s.indexHosts(bad)
-	rules := s.Rules
-	if rules == nil {
-		rules = DefaultBootRules()
-	}
-	rs, err := compileRules(rules)
+	rs, err := compileOrDefault(s.Rules)
 	if err != nil {
 		errs = append(errs, err)
 	}
@@ -230,6 +218,8 @@ func (s *Server) validate() error {
 		return fmt.Errorf("dhcp: invalid configuration: %w", errors.Join(errs...))
 	}
 
+	s.leaseDB.path, s.leaseDB.log, s.leaseDB.newTable = s.LeaseFile, &s.Log, s.newTable
+	s.writes, s.writeErrors = &s.Counters.LeaseWrites, &s.Counters.LeaseWriteErrors
 	s.leases = s.newTable()
 	if s.LeaseFile != "" {
 		if err := s.openStore(time.Now()); err != nil {
@@ -331,27 +321,27 @@ func (s *Server) subnetOf(ip netip.Addr) *subnet {
 	return nil
 }
 
-func (s *Server) leaseWritten(err error) {
+func (db *leaseDB) leaseWritten(err error) {
 	if err == nil {
-		s.Counters.LeaseWrites.Add(1)
+		db.writes.Add(1)
 		return
 	}
-	s.Counters.LeaseWriteErrors.Add(1)
-	s.mu.Lock()
-	ok, n := s.limit.allow("lease-write", s.leases.now)
-	s.mu.Unlock()
+	db.writeErrors.Add(1)
+	db.mu.Lock()
+	ok, n := db.limit.allow("lease-write", db.leases.now)
+	db.mu.Unlock()
 	if ok {
-		s.Log.Error().Err(err).Str("file", s.LeaseFile).Int("suppressed", n).
+		db.log.Error().Err(err).Str("file", db.path).Int("suppressed", n).
 			Msg("dhcp: cannot write lease file: ACKs withheld until it works")
 	}
 }
 
 // durable waits until change seq is on disk (no-op without LeaseFile).
-func (s *Server) durable(seq uint64) error {
-	if seq == 0 || s.store == nil {
+func (db *leaseDB) durable(seq uint64) error {
+	if seq == 0 || db.store == nil {
 		return nil
 	}
-	return s.store.wait(seq)
+	return db.store.wait(seq)
 }
 
 // Leases returns every binding (expired ones included, as hints), by
@@ -385,21 +375,8 @@ func (s *Server) LeaseOf(ip netip.Addr, now time.Time) (Lease, bool) {
 // the last write. It may be called without Serve (after Handle) and more
 // than once.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.life.Lock()
-	if !s.closed {
-		s.closed = true
-		if s.stop != nil {
-			close(s.stop)
-		}
-	}
-	done := s.done
-	s.life.Unlock()
-	if done != nil {
-		select {
-		case <-done:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	if err := s.halt(ctx); err != nil {
+		return err
 	}
 	if s.setup() != nil {
 		return nil
@@ -439,17 +416,7 @@ func (s *Server) SetBootRules(rules []BootRule) error {
 	if err := s.setup(); err != nil {
 		return err
 	}
-	if rules == nil {
-		rules = DefaultBootRules()
-	}
-	rs, err := compileRules(rules)
-	if err != nil {
-		return err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.rules = rs
-	return nil
+	return s.swapRules(&s.rules, rules)
 }
 
 // SetMaxPerMAC changes MaxPerMAC while the server runs.

@@ -69,24 +69,13 @@ func (s *Server) Serve(ctx context.Context) error {
 	if err := s.setup(); err != nil {
 		return err
 	}
-	s.life.Lock()
-	if s.closed {
-		s.life.Unlock()
-		return ErrServerClosed
+	ready, err := s.begin(ErrServerClosed, "dhcp")
+	if err != nil {
+		return err
 	}
-	if s.serving {
-		s.life.Unlock()
-		return errors.New("dhcp: Serve called twice")
-	}
-	s.serving = true
-	s.stop = make(chan struct{})
-	s.done = make(chan struct{})
-	ready := s.readyChan()
-	s.life.Unlock()
 	defer close(s.done)
 
 	var socks []*sock
-	var err error
 	if pre := s.Sockets; pre != nil {
 		if pre.mode != s.mode {
 			pre.Close()
@@ -141,23 +130,6 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	s.Log.Info().Msg("dhcp server stopped")
 	return err
-}
-
-// Ready returns a channel closed once Serve's sockets are open (it stays
-// open if Serve fails before that).
-func (s *Server) Ready() <-chan struct{} {
-	s.life.Lock()
-	defer s.life.Unlock()
-	return s.readyChan()
-}
-
-// readyChan returns the channel closed when Serve's sockets are open; the
-// caller holds s.life.
-func (s *Server) readyChan() chan struct{} {
-	if s.ready == nil {
-		s.ready = make(chan struct{})
-	}
-	return s.ready
 }
 
 // Addrs returns the local addresses of Serve's sockets while they are
@@ -396,10 +368,11 @@ func (s *Server) ifAddr(ifIndex int, dst, bound netip.Addr) netip.Addr {
 	return first
 }
 
-// ifaceCache maps interface index → IPv4 addresses, refreshed after
-// ifaceTTL (addresses come and go; a lookup per packet would be a netlink
-// dump per packet).
+// ifaceCache maps interface index → IPv4 addresses (IPv6 with v6: for
+// DHCPv6), refreshed after ifaceTTL (addresses come and go; a lookup per
+// packet would be a netlink dump per packet).
 type ifaceCache struct {
+	v6 bool
 	mu sync.Mutex
 	m  map[int]ifaceEntry
 }
@@ -423,9 +396,13 @@ func (c *ifaceCache) get(idx int, now time.Time) []netip.Prefix {
 		addrs, _ := ifi.Addrs()
 		for _, a := range addrs {
 			if n, ok := a.(*net.IPNet); ok {
-				if ip := addrOf(n.IP); isSet(ip) && n.IP.To4() != nil {
+				ip := addrOf(n.IP)
+				if c.v6 {
+					ip, _ = netip.AddrFromSlice(n.IP)
+				}
+				if isSet(ip) && (n.IP.To4() == nil) == c.v6 {
 					ones, bits := n.Mask.Size()
-					if bits == 128 { // IPv4 in a 16-byte mask
+					if bits == 128 && !c.v6 { // IPv4 in a 16-byte mask
 						ones -= 96
 					}
 					ps = append(ps, netip.PrefixFrom(ip, ones))

@@ -11,7 +11,10 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/mtftpd/mtftpd/internal/atomicfile"
 )
@@ -422,88 +425,102 @@ func (t *leaseTable) endReplay(q map[netip.Addr]time.Time) {
 	}
 }
 
-// The Server's side.
+// The owner's side: leaseDB is the lease table with its lock and its
+// journal, shared by the DHCPv4 Server and the DHCPv6 Server6 (each has
+// its own).
+type leaseDB struct {
+	mu     sync.Mutex // guards leases (and their pools), limit
+	leases leaseTable
+	store  *leaseStore // nil without a lease file
+	limit  limiter
+
+	// Set by the owner before openStore.
+	path                string
+	log                 *zerolog.Logger
+	newTable            func() leaseTable
+	writes, writeErrors *atomic.Uint64
+}
 
 // openStore loads LeaseFile into the table, rewrites it as a compact
 // journal (which also migrates a JSON lease file and drops a torn tail)
 // and starts marking changes.
-func (s *Server) openStore(now time.Time) error {
-	if err := s.loadLeases(s.LeaseFile, now); err != nil {
+func (db *leaseDB) openStore(now time.Time) error {
+	if err := db.loadLeases(db.path, now); err != nil {
 		return err
 	}
-	st := newLeaseStore(s.LeaseFile)
-	st.batch, st.snapshot, st.onWrite, st.onCompact = s.journalBatch, s.journalSnapshot, s.leaseWritten, s.compacted
-	if err := st.rewrite(s.leases.snapshotRecords()); err != nil {
+	st := newLeaseStore(db.path)
+	st.batch, st.snapshot, st.onWrite, st.onCompact = db.journalBatch, db.journalSnapshot, db.leaseWritten, db.compacted
+	if err := st.rewrite(db.leases.snapshotRecords()); err != nil {
 		return fmt.Errorf("dhcp: LeaseFile: cannot write the lease journal: %w", err)
 	}
-	s.leases.dirty = make(map[netip.Addr]struct{})
-	s.store = st
+	db.leases.dirty = make(map[netip.Addr]struct{})
+	db.store = st
 	return nil
 }
 
-func (s *Server) journalBatch(buf []byte) ([]byte, uint64, int, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	data, n, all := s.leases.appendDirty(buf)
-	return data, s.leases.seq, n, all
+func (db *leaseDB) journalBatch(buf []byte) ([]byte, uint64, int, bool) {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	data, n, all := db.leases.appendDirty(buf)
+	return data, db.leases.seq, n, all
 }
 
 // journalSnapshot copies the table for a rewrite. taken: the rewrite is
 // made durable before any waiter is released, so the changes marked so
 // far need no append; a compaction's snapshot is not (they stay marked).
-func (s *Server) journalSnapshot(taken bool) ([]jrec, uint64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+func (db *leaseDB) journalSnapshot(taken bool) ([]jrec, uint64) {
+	db.mu.Lock()
+	defer db.mu.Unlock()
 	if taken {
-		clear(s.leases.dirty)
-		s.leases.quarantined = nil
+		clear(db.leases.dirty)
+		db.leases.quarantined = nil
 	}
-	return s.leases.snapshotRecords(), s.leases.seq
+	return db.leases.snapshotRecords(), db.leases.seq
 }
 
-func (s *Server) compacted(err error, live, records int, took time.Duration) {
+func (db *leaseDB) compacted(err error, live, records int, took time.Duration) {
 	if err != nil {
-		s.Log.Error().Err(err).Str("file", s.LeaseFile).
+		db.log.Error().Err(err).Str("file", db.path).
 			Msg("dhcp: lease journal compaction failed: the journal keeps growing until one succeeds")
 		return
 	}
-	s.Log.Debug().Str("file", s.LeaseFile).Int("live", live).Int("records", records).Dur("took", took).
+	db.log.Debug().Str("file", db.path).Int("live", live).Int("records", records).Dur("took", took).
 		Msg("dhcp: lease journal compacted")
 }
 
 // closeStore makes every change durable and closes the journal.
-func (s *Server) closeStore() error {
-	if s.store == nil {
+func (db *leaseDB) closeStore() error {
+	if db.store == nil {
 		return nil
 	}
-	s.mu.Lock()
-	if len(s.leases.dirty) > 0 || len(s.leases.quarantined) > 0 {
-		s.leases.seq++ // offers that ended a lease hint: on disk too
+	db.mu.Lock()
+	if len(db.leases.dirty) > 0 || len(db.leases.quarantined) > 0 {
+		db.leases.seq++ // offers that ended a lease hint: on disk too
 	}
-	seq := s.leases.seq
-	s.mu.Unlock()
-	err := s.durable(seq)
-	s.store.close()
+	seq := db.leases.seq
+	db.mu.Unlock()
+	err := db.durable(seq)
+	db.store.close()
 	return err
 }
 
 // tempInfix marks a lease file's temp files: LeaseFile + ".tmp-" + random.
 const tempInfix = atomicfile.TempInfix
 
-// loadLeases reads path into s.leases: a journal (torn last write
+// loadLeases reads path into db.leases: a journal (torn last write
 // dropped; damage further in: the records before it kept, the file
 // copied aside), or a JSON lease file of old (kept beside, as
 // path.v1.json), or nothing. A file that is neither is renamed to
 // path.corrupt-<unix time> and reported, and the table starts empty; a
 // lease file is never overwritten in place. Temp files left by a crash
 // mid-rewrite are removed: the real file was never replaced by them.
-func (s *Server) loadLeases(path string, now time.Time) error {
+func (db *leaseDB) loadLeases(path string, now time.Time) error {
 	for _, tmp := range atomicfile.RemoveTemps(path) {
-		s.Log.Warn().Str("file", tmp).Msg("dhcp: removed a temp lease file left by an interrupted write")
+		db.log.Warn().Str("file", tmp).Msg("dhcp: removed a temp lease file left by an interrupted write")
 	}
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
-		s.Log.Info().Str("file", path).Msg("dhcp: no lease file yet, starting empty")
+		db.log.Info().Str("file", path).Msg("dhcp: no lease file yet, starting empty")
 		return nil
 	}
 	if err != nil {
@@ -520,9 +537,9 @@ func (s *Server) loadLeases(path string, now time.Time) error {
 		return fmt.Errorf("dhcp: LeaseFile: %w", err)
 	}
 	if string(head[:k]) == journalMagic {
-		return s.loadJournal(f, fi.Size(), path, now)
+		return db.loadJournal(f, fi.Size(), path, now)
 	}
-	t := s.newTable()
+	t := db.newTable()
 	var lf leaseFile
 	data, err := io.ReadAll(f)
 	if err == nil {
@@ -536,7 +553,7 @@ func (s *Server) loadLeases(path string, now time.Time) error {
 		if rerr := os.Rename(path, aside); rerr != nil {
 			return fmt.Errorf("dhcp: lease file %s is corrupt (%v) and cannot be set aside: %w", path, err, rerr)
 		}
-		s.Log.Error().Err(err).Str("file", path).Str("moved_to", aside).Int("bytes", len(data)).
+		db.log.Error().Err(err).Str("file", path).Str("moved_to", aside).Int("bytes", len(data)).
 			Msg("dhcp: lease file corrupt: set aside, starting with no leases (clients keep their addresses if still free)")
 		return nil
 	}
@@ -547,15 +564,15 @@ func (s *Server) loadLeases(path string, now time.Time) error {
 	if err := copyAside(path, old); err != nil {
 		return fmt.Errorf("dhcp: LeaseFile: keeping the JSON lease file before migrating it: %w", err)
 	}
-	s.leases = t
-	s.Log.Info().Str("file", path).Str("json_kept_as", old).Int("leases", len(lf.Leases)).Int("declined", len(lf.Declined)).
+	db.leases = t
+	db.log.Info().Str("file", path).Str("json_kept_as", old).Int("leases", len(lf.Leases)).Int("declined", len(lf.Declined)).
 		Msg("dhcp: JSON lease file loaded; it is rewritten as a lease journal")
 	return nil
 }
 
-// loadJournal replays the journal f (size bytes) into s.leases.
-func (s *Server) loadJournal(f *os.File, size int64, path string, now time.Time) error {
-	t := s.newTable()
+// loadJournal replays the journal f (size bytes) into db.leases.
+func (db *leaseDB) loadJournal(f *os.File, size int64, path string, now time.Time) error {
+	t := db.newTable()
 	q := map[netip.Addr]time.Time{}
 	end, err := readJournal(f, size, func(r *jrec) error { return t.replay(r, q) })
 	t.endReplay(q)
@@ -566,17 +583,17 @@ func (s *Server) loadJournal(f *os.File, size int64, path string, now time.Time)
 		if cerr := copyAside(path, aside); cerr != nil {
 			return fmt.Errorf("dhcp: %s: %w; and it cannot be copied aside: %w", path, err, cerr)
 		}
-		s.Log.Error().Err(err).Str("file", path).Str("copied_to", aside).Int64("offset", ce.Offset).
+		db.log.Error().Err(err).Str("file", path).Str("copied_to", aside).Int64("offset", ce.Offset).
 			Int("records_kept", end.records).Int64("bytes_lost", size-ce.Offset).
 			Msg("dhcp: lease journal corrupt: the records before the damage are kept, the ones after it lost (clients keep their addresses if still free)")
 	case err != nil:
 		return fmt.Errorf("dhcp: LeaseFile: %w", err)
 	case end.torn > 0:
-		s.Log.Warn().Str("file", path).Int64("offset", end.good).Int64("bytes", end.torn).
+		db.log.Warn().Str("file", path).Int64("offset", end.good).Int64("bytes", end.torn).
 			Msg("dhcp: lease journal ends in a torn write (a power cut mid-append, before its ACKs left): dropped")
 	}
-	s.leases = t
-	s.Log.Info().Str("file", path).Int("records", end.records).Int("leases", len(t.byIP)).Int("declined", len(t.declined)).
+	db.leases = t
+	db.log.Info().Str("file", path).Int("records", end.records).Int("leases", len(t.byIP)).Int("declined", len(t.declined)).
 		Msg("dhcp: leases loaded")
 	return nil
 }

@@ -6,10 +6,17 @@
 // server answers) before the boot goes on (docs/protocols.md §13). Such an
 // advertisement ends that step at once.
 //
+// On an interface where mtftpd's DHCPv6 server runs (Iface.DHCPv6) the
+// advertisement says instead M=1, O=1 with the DHCPv6 prefix on-link and
+// not autonomous (still lifetime 0: not a default router): iPXE and the
+// firmware then ask DHCPv6 for an address and reach the server on the
+// link (docs/protocols.md §14).
+//
 // It must never compete with a real router: on each interface it first
 // listens (and solicits) for a while, answers nothing then, and stops for
 // good on that interface as soon as an advertisement from any other address
-// is seen. It never advertises a prefix, a default route, DNS or anything
-// else, and never keeps state per sender: a hostile LAN can make it send at
-// most one advertisement per interface per MinInterval.
+// is seen. It never advertises a default route, DNS, an autonomous prefix
+// or anything else (a prefix only where DHCPv6 serves it), and never keeps
+// state per sender: a hostile LAN can make it send at most one
+// advertisement per interface per MinInterval.
 package ra

@@ -84,6 +84,12 @@ type Iface struct {
 	// our advertisements come back to us (multicast loopback) and must not
 	// read as another router's. Nil means none is.
 	Own func(netip.Addr) bool
+	// DHCPv6, when valid, is the prefix mtftpd's DHCPv6 server serves on
+	// this interface: the advertisement then says M=1, O=1 (addresses and
+	// options from DHCPv6) and carries the prefix, on-link and not
+	// autonomous (no SLAAC address), so clients reach the server's
+	// address in it directly. Zero: M=0, O=0, no prefix.
+	DHCPv6 netip.Prefix
 
 	state  atomic.Int32
 	sent   atomic.Uint64
@@ -175,7 +181,11 @@ func (a *Advertiser) run(f *Iface) {
 		now := time.Now()
 		if f.State() == Listening && !now.Before(listenEnd) {
 			f.state.Store(int32(Answering))
-			log.Info().Msg("ipv6: no router advertises here; answering router solicitations (M=0, O=0, lifetime 0)")
+			if f.DHCPv6.IsValid() {
+				log.Info().Stringer("prefix", f.DHCPv6).Msg("ipv6: no router advertises here; answering router solicitations (M=1, O=1, the DHCPv6 prefix on-link, lifetime 0)")
+			} else {
+				log.Info().Msg("ipv6: no router advertises here; answering router solicitations (M=0, O=0, lifetime 0)")
+			}
 		}
 		var deadline time.Time
 		switch {
@@ -250,14 +260,27 @@ func (f *Iface) cm() *ipv6.ControlMessage {
 	return &ipv6.ControlMessage{HopLimit: hopLimit, IfIndex: f.Index}
 }
 
+// prefixLifetime is the valid and preferred lifetime of the advertised
+// DHCPv6 prefix: a day, longer than any boot and install, since the
+// advertiser answers solicitations only and a client solicits once.
+const prefixLifetime = 24 * time.Hour
+
 // advert is the advertisement that ends a client's IPv6 autoconfiguration
-// at once: not a default router (lifetime 0, RFC 4861 §4.2), no managed or
-// other configuration (so no DHCPv6), no prefix (so no address), hop limit,
-// reachable time and retransmit timer unspecified (0).
+// at once: not a default router (lifetime 0, RFC 4861 §4.2), hop limit,
+// reachable time and retransmit timer unspecified (0); without DHCPv6 no
+// managed or other configuration and no prefix (so no address), with it
+// M=1, O=1 and the prefix on-link, not autonomous (RFC 4861 §4.6.2).
 func (f *Iface) advert() *ndp.RouterAdvertisement {
 	ra := &ndp.RouterAdvertisement{}
 	if len(f.MAC) == 6 {
 		ra.Options = []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Source, Addr: f.MAC}}
+	}
+	if p := f.DHCPv6; p.IsValid() {
+		ra.ManagedConfiguration, ra.OtherConfiguration = true, true
+		ra.Options = append(ra.Options, &ndp.PrefixInformation{
+			PrefixLength: uint8(p.Bits()), OnLink: true, AutonomousAddressConfiguration: false,
+			ValidLifetime: prefixLifetime, PreferredLifetime: prefixLifetime, Prefix: p.Masked().Addr(),
+		})
 	}
 	return ra
 }

@@ -102,12 +102,16 @@ func onLink() *ipv6.ControlMessage {
 	return &ipv6.ControlMessage{IfIndex: testIndex, HopLimit: hopLimit}
 }
 
-// start serves one fake interface and returns it with a stop function.
-func start(t *testing.T, listen, gap time.Duration) (*Iface, *fakeConn) {
+// start serves one fake interface and returns it with a stop function;
+// mod changes the interface before it runs.
+func start(t *testing.T, listen, gap time.Duration, mod ...func(*Iface)) (*Iface, *fakeConn) {
 	t.Helper()
 	c := newFake()
 	f := &Iface{Name: "eth9", Index: testIndex, MAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, Conn: c,
 		Own: func(a netip.Addr) bool { return a == self }}
+	for _, m := range mod {
+		m(f)
+	}
 	a := &Advertiser{Ifaces: []*Iface{f}, Listen: listen, MinInterval: gap, Log: zerolog.Nop()}
 	done := make(chan error, 1)
 	go func() { done <- a.Serve(context.Background()) }()
@@ -179,6 +183,36 @@ func TestAnswersOnlyAfterListening(t *testing.T) {
 	}
 	c.in <- pkt{&ndp.RouterSolicitation{}, onLink(), client}
 	checkAdvert(t, waitAdverts(t, c, 1)[0])
+}
+
+// With DHCPv6 on the interface: M=1, O=1 and the prefix, on-link, not
+// autonomous; still no default router.
+func TestAdvertisesDHCPv6Prefix(t *testing.T) {
+	p := netip.MustParsePrefix("2001:db8:1::/64")
+	f, c := start(t, time.Millisecond, time.Millisecond, func(f *Iface) { f.DHCPv6 = p })
+	waitState(t, f, Answering)
+	c.in <- pkt{&ndp.RouterSolicitation{}, onLink(), client}
+	ra := waitAdverts(t, c, 1)[0].m.(*ndp.RouterAdvertisement)
+	if !ra.ManagedConfiguration || !ra.OtherConfiguration || ra.RouterLifetime != 0 {
+		t.Errorf("M=%v O=%v lifetime %v, want true true 0", ra.ManagedConfiguration, ra.OtherConfiguration, ra.RouterLifetime)
+	}
+	var pis []*ndp.PrefixInformation
+	for _, o := range ra.Options {
+		if pi, ok := o.(*ndp.PrefixInformation); ok {
+			pis = append(pis, pi)
+		}
+	}
+	if len(pis) != 1 || pis[0].Prefix != p.Addr() || pis[0].PrefixLength != 64 || !pis[0].OnLink || pis[0].AutonomousAddressConfiguration || pis[0].ValidLifetime == 0 {
+		t.Fatalf("prefix options %+v, want one %v on-link, not autonomous", pis, p)
+	}
+	// The advertisement must survive the wire.
+	b, err := ndp.MarshalMessage(ra)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ndp.ParseMessage(b); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestStopsWhenAnotherRouterAdvertises(t *testing.T) {

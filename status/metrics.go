@@ -59,6 +59,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(a.Value), a.Reply, a.Arch)
 		}
 	}
+	if s.DHCP6 != nil {
+		emitCounters(ch, "dhcp6", s.DHCP6.Counters.Snapshot())
+	}
 	if s.HTTP != nil {
 		emitCounters(ch, "http", counters.Snapshot(&s.HTTP.Counters))
 		d := prometheus.NewDesc("mtftpd_http_responses_total", "HTTP responses, by status code.", []string{"code"}, nil)
@@ -81,8 +84,11 @@ func emitCounters(ch chan<- prometheus.Metric, service string, vals []counters.V
 			name += "_total"
 		}
 		help := service + " counter " + v.Name + " (see the Counters type of package " + service + ")"
-		if service == "http" {
+		switch service {
+		case "http":
 			help = "HTTP mirror counter " + v.Name + " (see mirror.Counters)"
+		case "dhcp6":
+			help = "DHCPv6 counter " + v.Name + " (see dhcp.Counters6)"
 		}
 		ch <- prometheus.MustNewConstMetric(prometheus.NewDesc(name, help, nil, nil), kind, float64(v.Value))
 	}

@@ -34,6 +34,7 @@ type Server struct {
 	TFTP  *tftp.Server
 	MTFTP *mtftp.Server
 	DHCP  *dhcp.Server
+	DHCP6 *dhcp.Server6 // nil when [dhcp6] is off
 	HTTP  *mirror.Server
 	// Imaging, if set, serves /api/imaging and /api/imaging/… (the
 	// reimaging tasks' admin API, imaging.Manager.AdminHandler), behind

@@ -39,8 +39,38 @@ func newDHCP(c config.Config, log zerolog.Logger, mc *mtftp.Server) *dhcp.Server
 		s.Subnets = append(s.Subnets, dhcp.Subnet{Prefix: sn.Prefix, RangeStart: sn.Range.First, RangeEnd: sn.Range.Last,
 			Router: sn.Router, DNS: sn.DNS, Domain: sn.Domain, LeaseTime: sn.LeaseTime.Duration})
 	}
-	for _, h := range d.Hosts {
-		s.Hosts = append(s.Hosts, dhcp.Host{MAC: net.HardwareAddr(h.MAC), IP: h.IP, Hostname: h.Hostname, BootFile: h.BootFile, Vars: h.Vars})
+	s.Hosts = hosts(d.Hosts)
+	return s
+}
+
+// hosts converts [[dhcp.host]], the one host table of DHCP and DHCPv6.
+func hosts(hs []config.DHCPHost) []dhcp.Host {
+	var out []dhcp.Host
+	for _, h := range hs {
+		out = append(out, dhcp.Host{MAC: net.HardwareAddr(h.MAC), IP: h.IP, Hostname: h.Hostname, BootFile: h.BootFile, Vars: h.Vars})
+	}
+	return out
+}
+
+// newDHCP6 turns the validated [dhcp6] section into a dhcp.Server6; the
+// boot rules are [[dhcp.boot]]'s, one set for both families.
+func newDHCP6(c config.Config, log zerolog.Logger) *dhcp.Server6 {
+	d := c.DHCP6
+	s := &dhcp.Server6{
+		Interfaces: d.Interfaces, Prefix: d.Prefix, RangeStart: d.Range.First, RangeEnd: d.Range.Last,
+		LeaseTime: d.LeaseTime.Duration, DNS: d.DNS, Rules: bootRules(c.DHCP.Boot), Hosts: hosts(c.DHCP.Hosts), TFTPServer: d.TFTPServer,
+		HTTPBase: d.HTTPBase, RapidCommit: d.RapidCommit, MaxPerDUID: d.MaxPerDUID, Rate: d.RequestRate,
+		LeaseFile: d.LeaseFile, Addr: d.Listen, Log: log,
+	}
+	if d.RequestRate == 0 {
+		s.Rate = -1 // 0 in the file means no limit
+	}
+	if d.DefaultArch >= 0 {
+		a := uint16(d.DefaultArch)
+		s.DefaultArch = &a
+	}
+	if d.HTTPBase == "" {
+		s.HTTPPort = int(c.HTTP.Listen.Port())
 	}
 	return s
 }

@@ -18,10 +18,11 @@ import (
 )
 
 // requireRouterAdvert solicits from eth0 of namespace ns (bounded: five
-// tries a second apart) and fails t unless an advertisement with M=0, O=0
-// and router lifetime 0 answers: the advertisement socket serve opened
-// before its privilege drop works after it (docs/protocols.md §13).
-func requireRouterAdvert(t *testing.T, ns string, logs func() string) {
+// tries a second apart) and fails t unless an advertisement with router
+// lifetime 0 answers, with M=O=managed (true where DHCPv6 serves the
+// link, §14.4): the advertisement socket serve opened before its
+// privilege drop works after it (docs/protocols.md §13).
+func requireRouterAdvert(t *testing.T, ns string, managed bool, logs func() string) {
 	t.Helper()
 	for i := 0; !strings.Contains(logs(), "no router advertises here"); i++ {
 		if i == 100 {
@@ -60,8 +61,8 @@ func requireRouterAdvert(t *testing.T, ns string, logs func() string) {
 				t.Fatal(err)
 			}
 			if ra, ok := m.(*ndp.RouterAdvertisement); ok {
-				if ra.ManagedConfiguration || ra.OtherConfiguration || ra.RouterLifetime != 0 {
-					t.Fatalf("advertisement M=%v O=%v lifetime %v, want false false 0", ra.ManagedConfiguration, ra.OtherConfiguration, ra.RouterLifetime)
+				if ra.ManagedConfiguration != managed || ra.OtherConfiguration != managed || ra.RouterLifetime != 0 {
+					t.Fatalf("advertisement M=%v O=%v lifetime %v, want %v %v 0", ra.ManagedConfiguration, ra.OtherConfiguration, ra.RouterLifetime, managed, managed)
 				}
 				return
 			}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 
 	"github.com/rs/zerolog"
 
@@ -28,8 +29,9 @@ type ports struct {
 	// tftpMore are the other SO_REUSEPORT sockets of tftp.single_port
 	// (one per core, opened with the first, before privileges drop).
 	tftpMore []*net.UDPConn
-	web      net.Listener  // nil without http.listen
-	dhcp     *dhcp.Sockets // nil with dhcp.mode off
+	web      net.Listener   // nil without http.listen
+	dhcp     *dhcp.Sockets  // nil with dhcp.mode off
+	dhcp6    *dhcp.Sockets6 // nil with dhcp6 off
 	// ra are the raw ICMPv6 sockets of dhcp.router_advert = "auto"
 	// (CAP_NET_RAW); raErr why there are none (best effort: logged, the
 	// server starts without them).
@@ -61,11 +63,41 @@ func openPorts(ctx context.Context, cfg config.Config) (*ports, error) {
 			p.Close()
 			return nil, err
 		}
-		if d.RouterAdv == "auto" {
-			p.ra, p.raErr = ra.Open(d.Interfaces, zerolog.Nop())
+	}
+	if d6 := cfg.DHCP6; d6.Enabled {
+		if p.dhcp6, err = dhcp.Listen6(ctx, d6.Listen, d6.Interfaces); err != nil {
+			p.Close()
+			return nil, err
 		}
 	}
+	if names, ok := raInterfaces(cfg); ok {
+		p.ra, p.raErr = ra.Open(names, zerolog.Nop())
+	}
 	return p, nil
+}
+
+// raInterfaces are the interfaces of dhcp.router_advert = auto: those of
+// DHCP (all when dhcp.interfaces is empty) and of DHCPv6; ok is false when
+// there are none (both off, or router_advert off).
+func raInterfaces(cfg config.Config) (names []string, ok bool) {
+	d, d6 := cfg.DHCP, cfg.DHCP6
+	if d.RouterAdv != "auto" || (d.Mode == "off" && !d6.Enabled) {
+		return nil, false
+	}
+	if d.Mode != "off" && len(d.Interfaces) == 0 {
+		return nil, true // every interface
+	}
+	if d.Mode != "off" {
+		names = append(names, d.Interfaces...)
+	}
+	if d6.Enabled {
+		for _, n := range d6.Interfaces {
+			if !slices.Contains(names, n) {
+				names = append(names, n)
+			}
+		}
+	}
+	return names, true
 }
 
 // Close closes the sockets (each service has closed its own already when
@@ -80,6 +112,9 @@ func (p *ports) Close() {
 	}
 	if p.dhcp != nil {
 		p.dhcp.Close()
+	}
+	if p.dhcp6 != nil {
+		p.dhcp6.Close()
 	}
 	for _, f := range p.ra {
 		f.Conn.Close()

@@ -14,11 +14,12 @@ import (
 // reloader applies a re-read config on SIGHUP. It runs in serve's main
 // goroutine only.
 type reloader struct {
-	load func() (config.Config, error)
-	cur  config.Config // the running config, as loaded
-	log  zerolog.Logger
-	tftp *tftp.Server
-	dhcp *dhcp.Server // nil when DHCP is off
+	load  func() (config.Config, error)
+	cur   config.Config // the running config, as loaded
+	log   zerolog.Logger
+	tftp  *tftp.Server
+	dhcp  *dhcp.Server  // nil when DHCP is off
+	dhcp6 *dhcp.Server6 // nil when DHCPv6 is off
 	// pxeLimit is the PXE MTFTP listener's request limiter (the
 	// tftp.max_requests_per_sec and request_burst keys too).
 	pxeLimit *tftp.SourceLimiter
@@ -54,6 +55,11 @@ func (r *reloader) reload() {
 		if err := r.dhcp.SetBootRules(bootRules(next.DHCP.Boot)); err != nil {
 			r.log.Error().Err(err).Msg("config reload: dhcp.boot rejected, keeping the running config")
 			return
+		}
+	}
+	if r.dhcp6 != nil && slices.Contains(changed, "dhcp.boot") {
+		if err := r.dhcp6.SetBootRules(bootRules(next.DHCP.Boot)); err != nil {
+			r.log.Error().Err(err).Msg("config reload: dhcp.boot rejected by DHCPv6 (the DHCPv4 server already took it)")
 		}
 	}
 	if slices.Contains(changed, "imaging.task") {

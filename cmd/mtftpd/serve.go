@@ -103,7 +103,7 @@ func runServe(args []string) error {
 	}
 	// The reloader compares with the config as loaded (before the demo
 	// root was made).
-	return svc.run(&reloader{load: load, cur: cfg, log: log, tftp: svc.tftp, dhcp: svc.dhcp, pxeLimit: svc.pxeLimit, imaging: svc.imaging})
+	return svc.run(&reloader{load: load, cur: cfg, log: log, tftp: svc.tftp, dhcp: svc.dhcp, dhcp6: svc.dhcp6, pxeLimit: svc.pxeLimit, imaging: svc.imaging})
 }
 
 // run serves until a signal or a failure, then shuts every service down.

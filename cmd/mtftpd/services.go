@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 
 	"github.com/rs/zerolog"
@@ -29,6 +30,7 @@ type services struct {
 	pxeLimit *tftp.SourceLimiter
 	web      *mirror.Server // the HTTP mirror and status pages (nil without http.listen)
 	dhcp     *dhcp.Server
+	dhcp6    *dhcp.Server6    // nil when [dhcp6] is off
 	ra       *ra.Advertiser   // IPv6 router advertisements (nil when off or no interface could)
 	imaging  *imaging.Manager // nil without imaging.dir
 	ports    *ports
@@ -58,6 +60,9 @@ func (s *services) running() []service {
 	if s.dhcp != nil {
 		// Shutdown flushes the lease file after the last reply.
 		out = append(out, service{"dhcp", s.dhcp.Serve, s.dhcp.Shutdown})
+	}
+	if s.dhcp6 != nil {
+		out = append(out, service{"dhcp6", func(ctx context.Context) error { return s.dhcp6.Serve(ctx, s.ports.dhcp6) }, s.dhcp6.Shutdown})
 	}
 	if s.ra != nil {
 		out = append(out, service{"ra", s.ra.Serve, s.ra.Shutdown})
@@ -131,6 +136,14 @@ func buildServices(cfg config.Config, demo bool, p *ports, log zerolog.Logger) (
 	} else if p.ra != nil {
 		s.ra = &ra.Advertiser{Ifaces: p.ra, Log: log}
 	}
+	if cfg.DHCP6.Enabled {
+		s.dhcp6 = newDHCP6(cfg, log)
+		for _, f := range p.ra {
+			if slices.Contains(cfg.DHCP6.Interfaces, f.Name) {
+				f.DHCPv6 = cfg.DHCP6.Prefix // M=1 and the prefix where DHCPv6 serves
+			}
+		}
+	}
 	tm := newTemplates(cfg, log, s.dhcp)
 	if tm != nil {
 		if err := tm.Open(); err != nil {
@@ -148,7 +161,7 @@ func buildServices(cfg config.Config, demo bool, p *ports, log zerolog.Logger) (
 		}
 	}
 	if s.web != nil {
-		st := &status.Server{TFTP: s.tftp, MTFTP: s.mtftp, DHCP: s.dhcp, HTTP: s.web}
+		st := &status.Server{TFTP: s.tftp, MTFTP: s.mtftp, DHCP: s.dhcp, DHCP6: s.dhcp6, HTTP: s.web}
 		if s.imaging != nil {
 			prefix, _ := config.ImagingPrefix(cfg.TFTP.Root, cfg.Imaging.Dir)
 			st.Imaging = s.imaging.AdminHandler(cfg.Imaging.AdminToken, imagingSessions(s.mtftp, prefix))

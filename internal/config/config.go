@@ -45,6 +45,7 @@ type Config struct {
 	MTFTP MTFTP `toml:"mtftp"`
 	HTTP  HTTP  `toml:"http"`
 	DHCP  DHCP  `toml:"dhcp"`
+	DHCP6 DHCP6 `toml:"dhcp6"`
 	Log   Log   `toml:"log"`
 
 	Server    Process   `toml:"server"`
@@ -69,6 +70,26 @@ type DHCP struct {
 	Subnets    []DHCPSubnet   `toml:"subnet"`
 	Hosts      []DHCPHost     `toml:"host"`
 	Boot       []BootRule     `toml:"boot" reload:"yes"`
+}
+
+// DHCP6 configures the DHCPv6 server (docs/protocols.md §14): addresses
+// from one range on the boot link and the boot file URL (option 59),
+// chosen by the [[dhcp.boot]] rules, which serve both families.
+type DHCP6 struct {
+	Enabled     bool           `toml:"enabled" help:"serve DHCPv6 (addresses and boot URLs) on dhcp6.interfaces"`
+	Listen      netip.AddrPort `toml:"listen" help:"UDP address of the DHCPv6 socket, [::]:port (port 547 needs root or CAP_NET_BIND_SERVICE)"`
+	Interfaces  []string       `toml:"interfaces" help:"interfaces to serve, comma-separated (at least one): the socket joins ff02::1:2 on each, and with dhcp.router_advert = auto the router advertisement there says M=1 with dhcp6.prefix"`
+	Prefix      netip.Prefix   `toml:"prefix" help:"the boot link's IPv6 prefix, like 2001:db8:1::/64: advertised on-link; the server needs an address in it on each interface (the host of the boot URLs)"`
+	Range       Range          `toml:"range" help:"the address pool inside dhcp6.prefix, like 2001:db8:1::100-2001:db8:1::1ff (the upper 96 bits shared, at most 16777216 addresses)"`
+	LeaseTime   Duration       `toml:"lease_time" help:"valid and preferred lifetime of an address; T1 and T2 are 1/2 and 4/5 of it"`
+	DNS         []netip.Addr   `toml:"dns" help:"DNS servers (option 23) for clients that ask, comma-separated"`
+	TFTPServer  netip.Addr     `toml:"tftp_server" help:"host of tftp:// boot URLs, an IPv6 address; empty = the server's address in dhcp6.prefix on the receiving interface"`
+	HTTPBase    string         `toml:"http_base" help:"mirror URL for boot rules ({{.HTTP}}); empty = http://[address in dhcp6.prefix]:<http.listen port>"`
+	DefaultArch int            `toml:"default_arch" help:"architecture (option 61 value: 7 x64 UEFI, 11 ARM64 UEFI) assumed for a netboot client that sends neither option 61 nor a PXEClient:Arch vendor class; -1 = none (such a client is not answered)"`
+	RapidCommit bool           `toml:"rapid_commit" help:"answer a Solicit with Rapid Commit by a Reply at once (two messages instead of four)"`
+	MaxPerDUID  int            `toml:"max_leases_per_duid" help:"IAs (IAIDs) that may hold addresses under one DUID at once"`
+	RequestRate int            `toml:"request_rate" help:"DHCPv6 messages a second one source address may send (twice that at once); 0 = no limit"`
+	LeaseFile   string         `toml:"lease_file" help:"DHCPv6 lease journal (docs/dhcp-leases.md), not dhcp.lease_file; empty keeps leases in memory"`
 }
 
 // DHCPSubnet is one [[dhcp.subnet]].
@@ -260,6 +281,8 @@ func Defaults() Config {
 		},
 		HTTP: HTTP{MaxConns: 2048, MaxConnsPerIP: 64},
 		DHCP: DHCP{Mode: "off", Listen: netip.MustParseAddrPort("0.0.0.0:67"), ProxyPort: 4011, MaxPerMAC: 4, RouterAdv: "auto"},
+		DHCP6: DHCP6{Listen: netip.MustParseAddrPort("[::]:547"), LeaseTime: Duration{time.Hour}, DefaultArch: -1,
+			MaxPerDUID: 4, RequestRate: 10},
 		Origin: Origin{TTL: Duration{5 * time.Minute}, Timeout: Duration{10 * time.Minute},
 			MaxSize: 16 << 30, NegativeTTL: Duration{10 * time.Second}, Wait: Duration{30 * time.Second}},
 		Imaging: Imaging{MaxImageSize: 256 << 30, MaxUnknown: 256},

@@ -29,6 +29,7 @@ func (c *Config) Validate() error {
 	c.validateHTTP(bad)
 	c.validateMTFTP(bad)
 	c.validateDHCP(bad)
+	c.validateDHCP6(bad)
 	c.validateOrigin(bad)
 	c.validateImaging(bad)
 	c.validateProcess(bad)
@@ -371,6 +372,66 @@ func (c *Config) validateDHCP(bad reporter) {
 			bad(f+".file", "%q is not an http(s):// URL: UEFI HTTP Boot (http_client = true) needs one, like \"{{.HTTP}}/ipxe.efi\" (docs/protocols.md §9.8)", r.File)
 		}
 	}
+}
+
+func (c *Config) validateDHCP6(bad reporter) {
+	d := &c.DHCP6
+	if !d.Enabled {
+		return
+	}
+	checkListen(bad, "dhcp6.listen", d.Listen, false, false)
+	if d.Listen.IsValid() && (!d.Listen.Addr().Is6() || !d.Listen.Addr().IsUnspecified()) {
+		bad("dhcp6.listen", "%s: DHCPv6 must listen on [::] (use dhcp6.interfaces to pick interfaces)", d.Listen)
+	}
+	if len(d.Interfaces) == 0 {
+		bad("dhcp6.interfaces", "must name at least one interface, like eth1")
+	}
+	for i, name := range d.Interfaces {
+		if name == "" {
+			bad(fmt.Sprintf("dhcp6.interfaces[%d]", i), "is empty: give an interface name like eth1")
+		}
+	}
+	p, r := d.Prefix, d.Range
+	switch {
+	case !p.IsValid() || !p.Addr().Is6() || p.Addr().Is4In6():
+		bad("dhcp6.prefix", "%q is not an IPv6 prefix like 2001:db8:1::/64", p)
+	case !r.First.IsValid():
+		bad("dhcp6.range", "must be set, like 2001:db8:1::100-2001:db8:1::1ff")
+	case !p.Contains(r.First) || !p.Contains(r.Last):
+		bad("dhcp6.range", "%q is not inside %s", r, p)
+	case r.Last.Less(r.First):
+		bad("dhcp6.range", "%q ends before it starts", r)
+	case !netip.PrefixFrom(r.First, 96).Contains(r.Last) || low32(r.Last)-low32(r.First) >= maxRangeSize:
+		bad("dhcp6.range", "%q must share the upper 96 bits and hold at most %d addresses", r, maxRangeSize)
+	}
+	if lt := d.LeaseTime.Duration; lt < 0 || lt/time.Second > maxLeaseSeconds {
+		bad("dhcp6.lease_time", "%s is outside 0s..%ds", d.LeaseTime, maxLeaseSeconds)
+	}
+	for j, dns := range d.DNS {
+		if !dns.Is6() || dns.Is4In6() {
+			bad(fmt.Sprintf("dhcp6.dns[%d]", j), "%q is not an IPv6 address", dns)
+		}
+	}
+	if d.TFTPServer.IsValid() && (!d.TFTPServer.Is6() || d.TFTPServer.Is4In6()) {
+		bad("dhcp6.tftp_server", "%s is not an IPv6 address", d.TFTPServer)
+	}
+	if d.HTTPBase != "" {
+		if u, err := url.Parse(d.HTTPBase); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("dhcp6.http_base", "%q is not an absolute http(s) URL", d.HTTPBase)
+		}
+	}
+	checkRange(bad, "dhcp6.default_arch", d.DefaultArch, -1, 65535)
+	checkRange(bad, "dhcp6.max_leases_per_duid", d.MaxPerDUID, 1, 1<<20)
+	checkRange(bad, "dhcp6.request_rate", d.RequestRate, 0, 1<<20)
+	if d.LeaseFile != "" && d.LeaseFile == c.DHCP.LeaseFile {
+		bad("dhcp6.lease_file", "%q is dhcp.lease_file too: each server needs its own journal", d.LeaseFile)
+	}
+}
+
+// low32 is an IPv6 address's last 32 bits (the DHCPv6 pool's arithmetic).
+func low32(a netip.Addr) uint32 {
+	b := a.As16()
+	return uint32(b[12])<<24 | uint32(b[13])<<16 | uint32(b[14])<<8 | uint32(b[15])
 }
 
 // httpBootFile reports whether a boot rule's file can be a URL for UEFI

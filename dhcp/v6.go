@@ -165,6 +165,7 @@ type Counters6 struct {
 	LeaseWrites    atomic.Uint64 // lease journal appends and rewrites
 	LeaseWriteErrs atomic.Uint64 // failed commits: the Replies waiting on them were not sent
 	SendErrors     atomic.Uint64 // replies the kernel refused
+	SendDropped    atomic.Uint64 // replies dropped, not waited for: send buffer full (answers to unresolved neighbours fill it)
 	ReadErrors     atomic.Uint64 // socket read errors other than shutdown
 }
 

@@ -210,6 +210,7 @@ func (s *Server) listen(ctx context.Context) ([]*sock, error) {
 			if err != nil {
 				return fail(fmt.Errorf("dhcp: listen %s (interface %q): %w", w.addr, name, err))
 			}
+			setSendBuf(c)
 			k := &sock{c: c, pc: ipv4.NewPacketConn(c), role: w.role, ifname: name}
 			socks = append(socks, k)
 			if err := k.pc.SetControlMessage(ipv4.FlagDst|ipv4.FlagInterface, true); err != nil {
@@ -317,12 +318,31 @@ func (s *Server) send(k *sock, out *Outgoing, src netip.Addr) {
 			cm.Src = src.AsSlice()
 		}
 	}
-	if _, err := k.pc.WriteTo(out.wire, cm, net.UDPAddrFromAddrPort(out.Dst)); err != nil {
-		s.Counters.SendErrors.Add(1)
-		s.logged("send-error", func(e *zerolog.Event) {
-			e.Err(err).Stringer("dst", out.Dst).Int("ifindex", out.IfIndex).Msg("dhcp: send")
-		})
+	err := k.writeNow(out.wire, cm, net.UDPAddrFromAddrPort(out.Dst))
+	if err == nil {
+		return
 	}
+	kind := sendFailed(err, &s.Counters.SendDropped, &s.Counters.SendErrors)
+	s.logged(kind, func(e *zerolog.Event) {
+		e.Err(err).Stringer("dst", out.Dst).Int("ifindex", out.IfIndex).Msg("dhcp: send")
+	})
+}
+
+// errSendFull: the socket's send buffer had no room for a reply, which was
+// dropped rather than waited for (writeNow): the read loop and the commit
+// goroutine never stall on the kernel, whose buffer answers to addresses
+// that never resolve (forged sources) can fill (docs/security.md).
+var errSendFull = errors.New("dhcp: send buffer full")
+
+// sendFailed counts a failed send, as dropped (send buffer full) or as an
+// error, and returns its log kind.
+func sendFailed(err error, dropped, errs *atomic.Uint64) string {
+	if errors.Is(err, errSendFull) {
+		dropped.Add(1)
+		return "send-full"
+	}
+	errs.Add(1)
+	return "send-error"
 }
 
 // logged is logLimited at warn level with the current time, for the

@@ -47,6 +47,7 @@ type Counters struct {
 	LeaseWrites      atomic.Uint64 // lease journal appends (each one fdatasync) and rewrites
 	LeaseWriteErrors atomic.Uint64 // failed commits: the ACKs waiting on them were not sent
 	SendErrors       atomic.Uint64 // replies the kernel refused
+	SendDropped      atomic.Uint64 // replies dropped, not waited for: send buffer full (replies to addresses that never resolve fill it)
 	ReadErrors       atomic.Uint64 // socket read errors other than shutdown
 
 	// byArch counts replies sent by kind and client class (ByArch).

@@ -63,7 +63,7 @@ func listen6(ctx context.Context, addr netip.AddrPort, interfaces []string) (*so
 	// Without IPV6_PKTINFO (not every system has it) the one served
 	// interface is assumed; with several, requests are dropped.
 	_ = k.pc.SetControlMessage(ipv6.FlagInterface|ipv6.FlagDst, true)
-	setSendBuf6(c)
+	setSendBuf(c)
 	return k, nil
 }
 
@@ -182,10 +182,6 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// errSendFull: the socket's send buffer had no room for an answer, which
-// was dropped rather than waited for (writeNow).
-var errSendFull = errors.New("dhcp6: send buffer full")
-
 // send sends p without waiting (writeNow): it runs in the read loop and
 // in the commit goroutine, and neither may stall on the kernel.
 func (s *Server6) send(k *sock6, p pending6) {
@@ -193,13 +189,7 @@ func (s *Server6) send(k *sock6, p pending6) {
 	if err == nil {
 		return
 	}
-	kind := "send-error"
-	if errors.Is(err, errSendFull) {
-		kind = "send-full"
-		s.Counters.SendDropped.Add(1)
-	} else {
-		s.Counters.SendErrors.Add(1)
-	}
+	kind := sendFailed(err, &s.Counters.SendDropped, &s.Counters.SendErrors)
 	s.mu.Lock()
 	s.logLimited(zerolog.WarnLevel, time.Now(), kind, func(e *zerolog.Event) {
 		e.Err(err).Stringer("dst", p.dst).Msg("dhcp6: send")

@@ -261,7 +261,11 @@ func (s *Server) open(pc *net.UDPConn) (*udpio.Conn, error) {
 		pc.Close()
 		return nil, errors.New("tftp: Server.Files is nil")
 	}
-	ln, err := udpio.New(pc, udpio.Options{RcvBuf: 4 << 20, Pktinfo: true, RxqOverflow: true})
+	// SndBuf: a single-port loop never waits for send-buffer room
+	// (udpio.Conn.WriteMessages), so the buffer must hold its rounds and
+	// the answers to forged sources waiting ~3 s in ARP or neighbour
+	// discovery (docs/security.md, "TFTP").
+	ln, err := udpio.New(pc, udpio.Options{RcvBuf: 4 << 20, SndBuf: transferSocketBuffer, Pktinfo: true, RxqOverflow: true})
 	if err != nil {
 		pc.Close()
 		return nil, err

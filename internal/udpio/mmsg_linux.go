@@ -101,7 +101,10 @@ func (w *mmsgWriter) send(fd uintptr) bool {
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN:
-			return false
+			if w.flags&unix.MSG_DONTWAIT == 0 {
+				return false
+			}
+			w.errno = e // the caller asked not to wait: EAGAIN is its error
 		default:
 			w.errno = e
 		}

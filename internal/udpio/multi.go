@@ -36,7 +36,12 @@ type multiState struct {
 // share a destination here. It returns how many messages, from the
 // first, were sent, and the syscalls made; when sent < len(ms), err is
 // the error of ms[sent], which was not sent (the caller may skip it and
-// call again with the rest). Header and payload go as two iovecs, never
+// call again with the rest). It never waits for room in the send buffer
+// (MSG_DONTWAIT on Linux): a full buffer is EAGAIN for the message it
+// reached, so an event loop never stalls on the kernel, whose buffer
+// answers to addresses that never resolve (forged sources waiting for
+// ARP or neighbour discovery) can fill (docs/security.md, "TFTP").
+// Header and payload go as two iovecs, never
 // copied; like WriteDatagrams it does not allocate in steady state and
 // one goroutine at a time may call it.
 func (c *Conn) WriteMessages(ms []Message) (sent, syscalls int, err error) {
@@ -46,7 +51,7 @@ func (c *Conn) WriteMessages(ms []Message) (sent, syscalls int, err error) {
 	for sent < len(ms) {
 		chunk := ms[sent:min(len(ms), sent+maxBatch)]
 		msgs := c.buildMulti(chunk)
-		n, werr := c.w.WriteBatch(msgs, 0)
+		n, werr := c.w.WriteBatch(msgs, dontWait)
 		syscalls++
 		c.st.syscalls.Add(1)
 		if c.caps.MMsg {

@@ -11,6 +11,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// dontWait is WriteMessages' send flag: never wait for send-buffer room.
+const dontWait = unix.MSG_DONTWAIT
+
 // connSys is the Linux part of a Conn. This file sets the socket up
 // (buffers, DF off, IP_PKTINFO, SO_RXQ_OVFL) and holds the one-datagram
 // paths; the batch paths are in mmsg_linux.go, GSO and GRO in gso_linux.go,

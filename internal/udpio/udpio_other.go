@@ -10,6 +10,10 @@ import (
 	"golang.org/x/net/ipv4"
 )
 
+// dontWait: WriteMessages' send flag; without MSG_DONTWAIT here a send
+// may wait for room in the send buffer.
+const dontWait = 0
+
 // connSys is the fallback part of a Conn: no sendmmsg, GSO or IP_PKTINFO,
 // one datagram per syscall, so the package builds and works everywhere.
 type connSys struct {

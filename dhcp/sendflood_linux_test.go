@@ -44,7 +44,7 @@ func TestNetnsDHCPv6ForgedSourceFlood(t *testing.T) {
 
 	// 200 forged Solicits a second for 10 s: 600 Advertises waiting on
 	// neighbour discovery at any time, more than a default 212992-byte
-	// send buffer holds (the reviewer's measurement: stalled within 2 s).
+	// send buffer holds (~250: full after ~1.3 s).
 	const floodN, floodPPS = 2000, 200
 	floodErr := make(chan error, 1)
 	go func() {
@@ -324,7 +324,7 @@ func netIndex(ns, dev string) (int, error) {
 
 // TestNetnsServer6FloodHelper is the server side of
 // TestNetnsDHCPv6ForgedSourceFlood, run by it inside the server namespace:
-// warnings only (a line per Solicit would be a flood of its own).
+// no debug lines (one per Solicit would be a flood of its own).
 func TestNetnsServer6FloodHelper(t *testing.T) {
 	leases := os.Getenv("MTFTPD_DHCP6_FLOOD_HELPER")
 	if leases == "" {

@@ -399,6 +399,23 @@ func TestV6Hostile(t *testing.T) {
 			t.Errorf("%d bindings for a pool of 4", n)
 		}
 	})
+	t.Run("own-address", func(t *testing.T) {
+		// The server's address on the link inside the range (IfAddr) is
+		// never handed out, neither picked nor to a client naming it.
+		s := newServer6(t, func(s *Server6) { s.RangeStart = srv6IP })
+		if ip, _, _ := addrOfIA(t, handle6(t, s, ovmf(1).msg(t, dhcpv6.MessageTypeSolicit, nil), t6)); ip == srv6IP {
+			t.Errorf("Advertise offers the server's own %v", ip)
+		}
+		for _, mt := range []dhcpv6.MessageType{dhcpv6.MessageTypeSolicit, dhcpv6.MessageTypeRequest} {
+			var sid []byte
+			if mt == dhcpv6.MessageTypeRequest {
+				sid = s.duid
+			}
+			if ip, _, _ := addrOfIA(t, handle6(t, s, ovmf(2).msg(t, mt, sid, srv6IP), t6)); ip == srv6IP {
+				t.Errorf("%v naming the server's own address gets it", mt)
+			}
+		}
+	})
 	t.Run("not-link-local", func(t *testing.T) {
 		s := newServer6(t)
 		in := in6

@@ -369,19 +369,19 @@ func firstAddr(l []ia) netip.Addr {
 // pool is full or the DUID holds MaxPerDUID IAs already.
 func (s *Server6) address(r *req6, b *binding, o *dhcpv6.OptIANA, now time.Time) (netip.Addr, bool) {
 	_, cid := r.key(o.IaId)
-	if b != nil && b.ip.IsValid() && s.free(b.ip, b, now) {
+	if b != nil && b.ip.IsValid() && s.free(b.ip, r.in.IfAddr, b, now) {
 		return b.ip, true
 	}
 	if (b == nil || !b.reserved(now)) && s.overDUIDLimit(r, cid, b, now) {
 		return netip.Addr{}, false
 	}
 	for _, a := range o.Options.Addresses() {
-		if ip, ok := netip.AddrFromSlice(a.IPv6Addr); ok && s.free(ip, b, now) {
+		if ip, ok := netip.AddrFromSlice(a.IPv6Addr); ok && s.free(ip, r.in.IfAddr, b, now) {
 			return ip, true
 		}
 	}
 	p := s.leases.pools[0]
-	if ip, ok := s.leases.pick(p, r.in.IfAddr, func(ip netip.Addr) bool { return s.free(ip, b, now) }, now); ok {
+	if ip, ok := s.leases.pick(p, r.in.IfAddr, func(ip netip.Addr) bool { return s.free(ip, r.in.IfAddr, b, now) }, now); ok {
 		return ip, true
 	}
 	ip, pending := s.leases.staleOffer(p, now)
@@ -418,9 +418,9 @@ func (s *Server6) overDUIDLimit(r *req6, cid []byte, self *binding, now time.Tim
 // free reports whether ip may go to binding self (nil: a new client):
 // in the range, not the server's, not quarantined, not reserved by
 // another binding.
-func (s *Server6) free(ip netip.Addr, self *binding, now time.Time) bool {
+func (s *Server6) free(ip, own netip.Addr, self *binding, now time.Time) bool {
 	p := s.leases.pools[0]
-	if !p.poolable(ip) || ip == s.TFTPServer {
+	if !p.poolable(ip) || ip == s.TFTPServer || ip == own {
 		return false
 	}
 	if until, ok := s.leases.declined[ip]; ok && until.After(now) {
@@ -466,7 +466,7 @@ func (s *Server6) bind(r *req6, now time.Time) ([]byte, uint64) {
 		var ok bool
 		if mt == dhcpv6.MessageTypeRequest {
 			ip, ok = s.address(r, b, o, now)
-		} else if b != nil && b.ip.IsValid() && s.free(b.ip, b, now) {
+		} else if b != nil && b.ip.IsValid() && s.free(b.ip, r.in.IfAddr, b, now) {
 			ip, ok = b.ip, true
 		}
 		if !ok {

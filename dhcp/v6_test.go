@@ -416,6 +416,62 @@ func TestV6Hostile(t *testing.T) {
 			}
 		}
 	})
+	t.Run("request-flood", func(t *testing.T) {
+		// Requests straight away (no Solicit), each from a new source
+		// with a new DUID and 4 IAs: no binding, NoAddrsAvail; the
+		// Solicit → Request of a real client still commits.
+		s := newServer6(t, func(s *Server6) { s.Rate = 0 })
+		const n = 2000
+		in := in6
+		for i := range uint32(n) {
+			in.Src = netip.AddrPortFrom(netip.AddrFrom16([16]byte{0: 0xfe, 1: 0x80, 12: byte(i >> 24), 13: byte(i >> 16), 14: byte(i >> 8), 15: byte(i)}), 546)
+			out, err := s.Handle(floodClient(i, maxIAs).msg(t, dhcpv6.MessageTypeRequest, s.duid), in, t6)
+			if err != nil || out == nil {
+				t.Fatalf("Request %d: %v, %d bytes", i, err, len(out))
+			}
+			m, _ := dhcpv6.MessageFromBytes(out)
+			if ip, st, _ := addrOfIA(t, m); ip.IsValid() || st != iana.StatusNoAddrsAvail {
+				t.Fatalf("Request %d without an Advertise: %v %v, want NoAddrsAvail", i, ip, st)
+			}
+		}
+		if b, na := len(s.leases.byKey), s.Counters.NotAdvertised.Load(); b != 0 || na != n*maxIAs {
+			t.Errorf("%d Requests of %d IAs: %d bindings, NotAdvertised %d", n, maxIAs, b, na)
+		}
+		boot6(t, s, ovmf(1), t6)
+	})
+	t.Run("rapid-flood", func(t *testing.T) {
+		// Rapid Commit Solicits with new DUIDs: rapidBurst IAs committed
+		// at once, rapidRate a second after; the rest Advertised.
+		s := newServer6(t, func(s *Server6) { s.RapidCommit = true })
+		committed := func() (n int) {
+			for _, l := range s.Leases() {
+				if !l.Expiry.IsZero() {
+					n++
+				}
+			}
+			return n
+		}
+		sol := func(i uint32, now time.Time) dhcpv6.MessageType {
+			c := floodClient(i, 1)
+			c.opts = append(c.opts, dhcpv6.WithRapidCommit)
+			return handle6(t, s, c.msg(t, dhcpv6.MessageTypeSolicit, nil), now).MessageType
+		}
+		for i := range uint32(2 * rapidBurst) {
+			sol(i, t6)
+		}
+		if n, l := committed(), s.Counters.RapidLimited.Load(); n != rapidBurst || l != rapidBurst {
+			t.Errorf("%d Rapid Commit Solicits at once: %d committed (want %d), RapidLimited %d", 2*rapidBurst, n, rapidBurst, l)
+		}
+		if mt := sol(1000, t6.Add(time.Second)); mt != dhcpv6.MessageTypeReply {
+			t.Errorf("a second later: %v, want a Rapid Commit Reply", mt)
+		}
+		// One Advertised for want of tokens Solicits again: an IA with a
+		// binding costs none, so it gets its Rapid Commit Reply even with
+		// the bucket empty.
+		if mt := sol(2*rapidBurst-1, t6.Add(time.Second)); mt != dhcpv6.MessageTypeReply {
+			t.Errorf("an Advertised IA's second Solicit: %v, want a Rapid Commit Reply", mt)
+		}
+	})
 	t.Run("not-link-local", func(t *testing.T) {
 		s := newServer6(t)
 		in := in6
@@ -450,6 +506,17 @@ func TestV6Hostile(t *testing.T) {
 			t.Error("oversize URL sent")
 		}
 	})
+}
+
+// floodClient is a client with a DUID-LL of its own per i and n IA_NAs.
+func floodClient(i uint32, n int) client6 {
+	c := ovmf(1)
+	c.duid = &dhcpv6.DUIDLL{HWType: iana.HWTypeEthernet, LinkLayerAddr: net.HardwareAddr{0x02, 0, byte(i >> 24), byte(i >> 16), byte(i >> 8), byte(i)}}
+	c.iaids = nil
+	for k := range n {
+		c.iaids = append(c.iaids, [4]byte{0, 0, 1, byte(k)})
+	}
+	return c
 }
 
 func TestV6LeasesPersist(t *testing.T) {
@@ -525,4 +592,16 @@ func FuzzHandle6(f *testing.F) {
 			t.Fatal(fmt.Sprint("table grew to ", n))
 		}
 	})
+}
+
+// TestV6RangeCap: a range of maxRange6 addresses is served, one more is
+// refused (each address can hold a binding a Solicit flood fills).
+func TestV6RangeCap(t *testing.T) {
+	first := netip.MustParseAddr("2001:db8:1::1:0")
+	for last, ok := range map[string]bool{"2001:db8:1::1:ffff": true, "2001:db8:1::2:0": false} {
+		s := &Server6{Interfaces: []string{"lab0"}, Prefix: netip.MustParsePrefix("2001:db8:1::/64"), RangeStart: first, RangeEnd: netip.MustParseAddr(last)}
+		if err := s.setup(); (err == nil) != ok {
+			t.Errorf("range %v-%s: %v, want accepted %v", first, last, err, ok)
+		}
+	}
 }

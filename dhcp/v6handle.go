@@ -322,6 +322,10 @@ func (s *Server6) solicit(r *req6, now time.Time) ([]byte, uint64) {
 	if s.decideBoot(r, netip.Addr{}, now); r.noBoot {
 		return nil, 0 // before any address is reserved for it
 	}
+	if rapid && !s.allowRapid(r, now) {
+		rapid = false
+		s.Counters.RapidLimited.Add(1)
+	}
 	var out []ia
 	for _, o := range r.ias() {
 		key, cid := r.key(o.IaId)
@@ -352,6 +356,49 @@ func (s *Server6) solicit(r *req6, now time.Time) ([]byte, uint64) {
 		mt, seq = dhcpv6.MessageTypeReply, s.leases.seq
 	}
 	return s.reply(r, mt, out, rapid && first.IsValid()), seq
+}
+
+// allowRapid takes a token of the receiving interface's bucket for each
+// of r's IAs that has no binding yet (mu held): only new IAs cost, a
+// client that Solicits again for what it holds does not.
+func (s *Server6) allowRapid(r *req6, now time.Time) bool {
+	n := 0
+	for _, o := range r.ias() {
+		if key, _ := r.key(o.IaId); s.leases.byKey[key] == nil {
+			n++
+		}
+	}
+	if n == 0 {
+		return true
+	}
+	if s.rapid == nil {
+		s.rapid = make(map[int]*tokenBucket)
+	}
+	b := s.rapid[r.in.IfIndex] // IfIndex comes from the kernel: one entry per served link
+	if b == nil {
+		b = &tokenBucket{tokens: rapidBurst, last: now}
+		s.rapid[r.in.IfIndex] = b
+	}
+	return b.take(n, rapidRate, rapidBurst, now)
+}
+
+// tokenBucket holds up to burst tokens, refilled at rate a second.
+type tokenBucket struct {
+	tokens float64
+	last   time.Time
+}
+
+// take removes n tokens if there are as many.
+func (b *tokenBucket) take(n int, rate, burst float64, now time.Time) bool {
+	if d := now.Sub(b.last); d > 0 { // a clock that steps back adds nothing
+		b.tokens = min(burst, b.tokens+d.Seconds()*rate)
+		b.last = now
+	}
+	if b.tokens < float64(n) {
+		return false
+	}
+	b.tokens -= float64(n)
+	return true
 }
 
 func firstAddr(l []ia) netip.Addr {
@@ -445,7 +492,8 @@ func (s *Server6) commit(r *req6, b *binding, now time.Time) {
 
 // bind answers Request, Renew and Rebind (RFC 8415 §18.3.2, .4, .5):
 // each IA gets its address committed (or extended), NoAddrsAvail
-// (Request: nothing free), NoBinding (Renew: unknown), or — for an
+// (Request: nothing free, or an IA we did not Advertise), NoBinding
+// (Renew: unknown), or — for an
 // address the client names that it may not have — that address with
 // lifetimes 0.
 func (s *Server6) bind(r *req6, now time.Time) ([]byte, uint64) {
@@ -464,7 +512,15 @@ func (s *Server6) bind(r *req6, now time.Time) ([]byte, uint64) {
 		}
 		var ip netip.Addr
 		var ok bool
-		if mt == dhcpv6.MessageTypeRequest {
+		if mt == dhcpv6.MessageTypeRequest && (b == nil || !b.ip.IsValid()) {
+			// Not Advertised by us to this DUID and IAID (or long
+			// enough ago that the offer was dropped): a Request
+			// straight away would commit an hour's binding per
+			// forged IA with no Solicit bound in the way
+			// (docs/security.md). NoAddrsAvail sends the client back
+			// to Solicit (RFC 8415 §18.2.10.1).
+			s.Counters.NotAdvertised.Add(1)
+		} else if mt == dhcpv6.MessageTypeRequest {
 			ip, ok = s.address(r, b, o, now)
 		} else if b != nil && b.ip.IsValid() && s.free(b.ip, r.in.IfAddr, b, now) {
 			ip, ok = b.ip, true

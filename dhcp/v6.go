@@ -172,6 +172,7 @@ type Counters6 struct {
 	BootURL   atomic.Uint64 // answers that carried a boot file URL (option 59)
 
 	Ignored        atomic.Uint64 // valid messages deliberately left unanswered (not for us, relayed, not from the link)
+	NotNetboot     atomic.Uint64 // Solicits, Rebinds, Confirms and Information-requests of clients that are no netboot clients: unanswered
 	BadPacket      atomic.Uint64 // unparsable or nonsensical messages
 	RateLimited    atomic.Uint64 // messages over their source's rate: unanswered
 	NoArch         atomic.Uint64 // netboot clients no boot rule matches: unanswered

@@ -225,11 +225,51 @@ func TestV6ArchFallback(t *testing.T) {
 	if adv := handle6(t, s, c.msg(t, dhcpv6.MessageTypeSolicit, nil), t6); adv == nil || !strings.HasSuffix(adv.Options.BootFileURL(), "/snp-arm64.efi") {
 		t.Fatalf("DefaultArch 11: %v", adv)
 	}
-	// A client that does not ask for option 59 is no netboot client: an
-	// address, no URL, whatever its arch.
-	c.opts = nil
-	if adv := handle6(t, s, c.msg(t, dhcpv6.MessageTypeSolicit, nil), t6); adv == nil || adv.Options.BootFileURL() != "" {
-		t.Fatalf("plain client: %v", adv)
+}
+
+// TestV6OnlyNetbootClients: only netboot clients are answered — those
+// that ask for option 59, or send a PXEClient or HTTPClient vendor class
+// or the user class iPXE; a plain host's Solicit, Rebind, Confirm and
+// Information-request are not (on a link with a real DHCPv6 server our
+// Preference 255 would win them all). What names our Server ID is.
+func TestV6OnlyNetbootClients(t *testing.T) {
+	s := newServer6(t)
+	vc := func(v string) dhcpv6.Modifier {
+		return dhcpv6.WithOption(&dhcpv6.OptVendorClass{EnterpriseNumber: 343, Data: [][]byte{[]byte(v)}})
+	}
+	for name, opts := range map[string][]dhcpv6.Modifier{
+		"ORO 59":       {dhcpv6.WithArchType(iana.EFI_X86_64), dhcpv6.WithRequestedOptions(dhcpv6.OptionBootfileURL)},
+		"PXEClient":    {vc("PXEClient:Arch:00007:UNDI:003016")},
+		"HTTPClient":   {vc("HTTPClient:Arch:00016:UNDI:003001")},
+		"iPXE":         {dhcpv6.WithUserClass([]byte("iPXE"))},
+		"OVMF (§14.5)": ovmf(1).opts,
+		"iPXE (§14.5)": {dhcpv6.WithArchType(iana.EFI_X86_64), vc("PXEClient:Arch:00007:UNDI:003010"), dhcpv6.WithUserClass([]byte("iPXE"))},
+	} {
+		c := ovmf(2)
+		c.opts = opts
+		if adv := handle6(t, s, c.msg(t, dhcpv6.MessageTypeSolicit, nil), t6); adv == nil || adv.MessageType != dhcpv6.MessageTypeAdvertise {
+			t.Errorf("%s: Solicit answered %v, want an Advertise", name, adv)
+		}
+	}
+	plain := ovmf(3)
+	plain.opts = []dhcpv6.Modifier{dhcpv6.WithRequestedOptions(dhcpv6.OptionDNSRecursiveNameServer), vc("MSFT 5.0"), dhcpv6.WithUserClass([]byte("debian"))}
+	for _, mt := range []dhcpv6.MessageType{dhcpv6.MessageTypeSolicit, dhcpv6.MessageTypeRebind, dhcpv6.MessageTypeConfirm, dhcpv6.MessageTypeInformationRequest} {
+		if out := handle6(t, s, plain.msg(t, mt, nil, netip.MustParseAddr("2001:db8:1::100")), t6); out != nil {
+			t.Errorf("plain host's %v answered: %v", mt, out)
+		}
+	}
+	if n := s.Counters.NotNetboot.Load(); n != 4 {
+		t.Errorf("NotNetboot = %d, want 4", n)
+	}
+	// A netboot client's lease, Renewed by what boots next without
+	// asking for option 59: it names our Server ID, so it is answered.
+	ip, _ := boot6(t, s, ovmf(4), t6)
+	next := ovmf(4)
+	next.opts = plain.opts
+	if rep := handle6(t, s, next.msg(t, dhcpv6.MessageTypeRenew, s.duid, ip), t6); rep == nil {
+		t.Error("Renew of our lease without option 59: unanswered")
+	} else if got, st, _ := addrOfIA(t, rep); got != ip || st != iana.StatusSuccess {
+		t.Errorf("Renew: %v %v, want %v Success", got, st, ip)
 	}
 }
 

@@ -121,6 +121,15 @@ func (s *Server6) handle(pkt []byte, in Incoming6, now time.Time) ([]byte, uint6
 		r.mac = eui64MAC(src)
 	}
 	s.classify6(r)
+	if !needSID && !r.netboot() {
+		// Not for a netboot client, and not addressed to us: on a link
+		// with a real DHCPv6 server our Preference 255 would win every
+		// host's Solicit (docs/security.md). Messages naming our Server
+		// ID (Request, Renew, Release, Decline) follow an Advertise
+		// that went to a netboot client, and are answered.
+		s.Counters.NotNetboot.Add(1)
+		return nil, 0
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.leases.now = now
@@ -232,6 +241,15 @@ func (s *Server6) classify6(r *req6) {
 	if len(c.Arch) == 0 && r.netbt && s.DefaultArch != nil {
 		c.Arch = []uint16{*s.DefaultArch}
 	}
+}
+
+// netboot reports whether r comes from a netboot client: one that asks
+// for the boot URL (option 59), or sends a PXEClient or HTTPClient vendor
+// class or the user class iPXE. OVMF and iPXE send all of the first two
+// or three (docs/protocols.md §14.5).
+func (r *req6) netboot() bool {
+	c := &r.client
+	return r.netbt || c.PXE || c.HTTPClient || c.IPXE
 }
 
 // decideBoot sets r.boot (option 59's URL, "" for none) or r.noBoot.

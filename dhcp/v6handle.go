@@ -481,8 +481,9 @@ func (s *Server6) overDUIDLimit(r *req6, cid []byte, self *binding, now time.Tim
 }
 
 // free reports whether ip may go to binding self (nil: a new client):
-// in the range, not the server's, not quarantined, not reserved by
-// another binding.
+// in the range, not the server's (TFTPServer, or own: the receiving
+// interface's address), not quarantined, not reserved by another
+// binding.
 func (s *Server6) free(ip, own netip.Addr, self *binding, now time.Time) bool {
 	p := s.leases.pools[0]
 	if !p.poolable(ip) || ip == s.TFTPServer || ip == own {

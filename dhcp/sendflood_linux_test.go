@@ -332,7 +332,7 @@ func TestNetnsServer6FloodHelper(t *testing.T) {
 	}
 	s := &Server6{
 		Interfaces: []string{"vs"}, Prefix: netip.MustParsePrefix("2001:db8:1::/64"),
-		RangeStart: netip.MustParseAddr("2001:db8:1::1:0"), RangeEnd: netip.MustParseAddr("2001:db8:1::ff:ffff"),
+		RangeStart: netip.MustParseAddr("2001:db8:1::1:0"), RangeEnd: netip.MustParseAddr("2001:db8:1::1:ffff"),
 		LeaseFile: leases, Log: zerolog.New(os.Stdout).Level(zerolog.InfoLevel),
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)

@@ -59,6 +59,21 @@ const (
 	// neighbour (docs/security.md). A Solicit of 60 bytes gets a
 	// 200-byte Advertise with a boot URL.
 	replyFactor = 8
+	// maxRange6 caps the DHCPv6 range (RangeEnd-RangeStart+1): each
+	// address can hold a binding (about 410 heap bytes, docs/security.md),
+	// and a Solicit flood with random DUIDs fills the pool with
+	// Advertises before the oldest are reclaimed: 2^16 addresses are
+	// ~27 MB at most, where DHCPv4's 2^24 would be ~6.9 GB. A netboot
+	// link needs far fewer.
+	maxRange6 = 1 << 16
+	// rapidRate and rapidBurst bound the IAs per second one interface
+	// commits by Rapid Commit to a binding it has not Advertised (no
+	// round trip proves the sender): a room of machines powered on
+	// together fits the burst; past it, a Solicit gets an ordinary
+	// Advertise (RFC 8415 §18.3.1 lets a server ignore Rapid Commit),
+	// whose Request then commits.
+	rapidRate  = 20
+	rapidBurst = 64
 	// replyFloor is the size every reply may have whatever the request:
 	// a minimal Solicit (ClientID + an empty IA_NA: 44 bytes) still gets
 	// its Advertise.
@@ -78,7 +93,7 @@ type Server6 struct {
 	// (package ra) announces it.
 	Prefix netip.Prefix
 	// RangeStart..RangeEnd is the pool, inclusive, inside Prefix, with
-	// the same upper 96 bits and at most maxRangeSize addresses.
+	// the same upper 96 bits and at most maxRange6 (2^16) addresses.
 	RangeStart, RangeEnd netip.Addr
 	// LeaseTime is the valid and preferred lifetime; T1 and T2 are
 	// half and 4/5 of it (RFC 8415 §21.4). 0 = DefaultLeaseTime.
@@ -105,7 +120,8 @@ type Server6 struct {
 	HTTPBase string
 	HTTPPort int
 	// RapidCommit answers a Solicit with Rapid Commit (option 14) by a
-	// Reply that commits the lease at once (RFC 8415 §18.3.1).
+	// Reply that commits the lease at once (RFC 8415 §18.3.1), for new
+	// IAs at most rapidRate a second per interface (burst rapidBurst).
 	RapidCommit bool
 	// MaxPerDUID caps the IAs one DUID holds addresses for; 0 =
 	// DefaultMaxPerDUID.
@@ -135,6 +151,7 @@ type Server6 struct {
 	last      uint32
 	lease     time.Duration
 	srcLimit  *tftp.SourceLimiter
+	rapid     map[int]*tokenBucket // by IfIndex (mu): Rapid Commits of new IAs
 
 	leaseDB
 
@@ -155,10 +172,13 @@ type Counters6 struct {
 	BootURL   atomic.Uint64 // answers that carried a boot file URL (option 59)
 
 	Ignored        atomic.Uint64 // valid messages deliberately left unanswered (not for us, relayed, not from the link)
+	NotNetboot     atomic.Uint64 // Solicits, Rebinds, Confirms and Information-requests of clients that are no netboot clients: unanswered
 	BadPacket      atomic.Uint64 // unparsable or nonsensical messages
 	RateLimited    atomic.Uint64 // messages over their source's rate: unanswered
 	NoArch         atomic.Uint64 // netboot clients no boot rule matches: unanswered
-	NoAddrsAvail   atomic.Uint64 // IAs answered NoAddrsAvail (pool full, DUID over MaxPerDUID)
+	NoAddrsAvail   atomic.Uint64 // IAs answered NoAddrsAvail (pool full, DUID over MaxPerDUID, not Advertised)
+	NotAdvertised  atomic.Uint64 // IAs Requested that this server never Advertised to that DUID and IAID: NoAddrsAvail
+	RapidLimited   atomic.Uint64 // Solicits with Rapid Commit over their interface's rate of new IAs: Advertised instead
 	DUIDLimited    atomic.Uint64 // IAs refused: MaxPerDUID IAs already hold addresses under the DUID
 	OffersReclaim  atomic.Uint64 // Advertised addresses nobody Requested within OfferGrace, taken back for a Solicit that found the pool full
 	Oversize       atomic.Uint64 // answers over replyFactor × their request even without optional options: unanswered
@@ -190,8 +210,8 @@ func (s *Server6) validate() error {
 	switch {
 	case !p.Addr().Is6() || p.Addr().Is4In6() || !first.Is6() || !last.Is6() || !p.Contains(first) || !p.Contains(last) || last.Less(first):
 		bad("Prefix/RangeStart/RangeEnd: %v, %v–%v is not an IPv6 prefix with a range inside it, in order", s.Prefix, first, last)
-	case [12]byte(a[:12]) != [12]byte(b[:12]) || binary.BigEndian.Uint32(b[12:])-binary.BigEndian.Uint32(a[12:]) >= maxRangeSize:
-		bad("RangeStart/RangeEnd: %v–%v must share the upper 96 bits and hold at most %d addresses", first, last, maxRangeSize)
+	case [12]byte(a[:12]) != [12]byte(b[:12]) || binary.BigEndian.Uint32(b[12:])-binary.BigEndian.Uint32(a[12:]) >= maxRange6:
+		bad("RangeStart/RangeEnd: %v–%v must share the upper 96 bits and hold at most %d addresses", first, last, maxRange6)
 	default:
 		s.first, s.last = binary.BigEndian.Uint32(a[12:]), binary.BigEndian.Uint32(b[12:])
 	}

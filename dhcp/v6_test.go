@@ -225,11 +225,51 @@ func TestV6ArchFallback(t *testing.T) {
 	if adv := handle6(t, s, c.msg(t, dhcpv6.MessageTypeSolicit, nil), t6); adv == nil || !strings.HasSuffix(adv.Options.BootFileURL(), "/snp-arm64.efi") {
 		t.Fatalf("DefaultArch 11: %v", adv)
 	}
-	// A client that does not ask for option 59 is no netboot client: an
-	// address, no URL, whatever its arch.
-	c.opts = nil
-	if adv := handle6(t, s, c.msg(t, dhcpv6.MessageTypeSolicit, nil), t6); adv == nil || adv.Options.BootFileURL() != "" {
-		t.Fatalf("plain client: %v", adv)
+}
+
+// TestV6OnlyNetbootClients: only netboot clients are answered — those
+// that ask for option 59, or send a PXEClient or HTTPClient vendor class
+// or the user class iPXE; a plain host's Solicit, Rebind, Confirm and
+// Information-request are not (on a link with a real DHCPv6 server our
+// Preference 255 would win them all). What names our Server ID is.
+func TestV6OnlyNetbootClients(t *testing.T) {
+	s := newServer6(t)
+	vc := func(v string) dhcpv6.Modifier {
+		return dhcpv6.WithOption(&dhcpv6.OptVendorClass{EnterpriseNumber: 343, Data: [][]byte{[]byte(v)}})
+	}
+	for name, opts := range map[string][]dhcpv6.Modifier{
+		"ORO 59":       {dhcpv6.WithArchType(iana.EFI_X86_64), dhcpv6.WithRequestedOptions(dhcpv6.OptionBootfileURL)},
+		"PXEClient":    {vc("PXEClient:Arch:00007:UNDI:003016")},
+		"HTTPClient":   {vc("HTTPClient:Arch:00016:UNDI:003001")},
+		"iPXE":         {dhcpv6.WithUserClass([]byte("iPXE"))},
+		"OVMF (§14.5)": ovmf(1).opts,
+		"iPXE (§14.5)": {dhcpv6.WithArchType(iana.EFI_X86_64), vc("PXEClient:Arch:00007:UNDI:003010"), dhcpv6.WithUserClass([]byte("iPXE"))},
+	} {
+		c := ovmf(2)
+		c.opts = opts
+		if adv := handle6(t, s, c.msg(t, dhcpv6.MessageTypeSolicit, nil), t6); adv == nil || adv.MessageType != dhcpv6.MessageTypeAdvertise {
+			t.Errorf("%s: Solicit answered %v, want an Advertise", name, adv)
+		}
+	}
+	plain := ovmf(3)
+	plain.opts = []dhcpv6.Modifier{dhcpv6.WithRequestedOptions(dhcpv6.OptionDNSRecursiveNameServer), vc("MSFT 5.0"), dhcpv6.WithUserClass([]byte("debian"))}
+	for _, mt := range []dhcpv6.MessageType{dhcpv6.MessageTypeSolicit, dhcpv6.MessageTypeRebind, dhcpv6.MessageTypeConfirm, dhcpv6.MessageTypeInformationRequest} {
+		if out := handle6(t, s, plain.msg(t, mt, nil, netip.MustParseAddr("2001:db8:1::100")), t6); out != nil {
+			t.Errorf("plain host's %v answered: %v", mt, out)
+		}
+	}
+	if n := s.Counters.NotNetboot.Load(); n != 4 {
+		t.Errorf("NotNetboot = %d, want 4", n)
+	}
+	// A netboot client's lease, Renewed by what boots next without
+	// asking for option 59: it names our Server ID, so it is answered.
+	ip, _ := boot6(t, s, ovmf(4), t6)
+	next := ovmf(4)
+	next.opts = plain.opts
+	if rep := handle6(t, s, next.msg(t, dhcpv6.MessageTypeRenew, s.duid, ip), t6); rep == nil {
+		t.Error("Renew of our lease without option 59: unanswered")
+	} else if got, st, _ := addrOfIA(t, rep); got != ip || st != iana.StatusSuccess {
+		t.Errorf("Renew: %v %v, want %v Success", got, st, ip)
 	}
 }
 
@@ -399,6 +439,79 @@ func TestV6Hostile(t *testing.T) {
 			t.Errorf("%d bindings for a pool of 4", n)
 		}
 	})
+	t.Run("own-address", func(t *testing.T) {
+		// The server's address on the link inside the range (IfAddr) is
+		// never handed out, neither picked nor to a client naming it.
+		s := newServer6(t, func(s *Server6) { s.RangeStart = srv6IP })
+		if ip, _, _ := addrOfIA(t, handle6(t, s, ovmf(1).msg(t, dhcpv6.MessageTypeSolicit, nil), t6)); ip == srv6IP {
+			t.Errorf("Advertise offers the server's own %v", ip)
+		}
+		for _, mt := range []dhcpv6.MessageType{dhcpv6.MessageTypeSolicit, dhcpv6.MessageTypeRequest} {
+			var sid []byte
+			if mt == dhcpv6.MessageTypeRequest {
+				sid = s.duid
+			}
+			if ip, _, _ := addrOfIA(t, handle6(t, s, ovmf(2).msg(t, mt, sid, srv6IP), t6)); ip == srv6IP {
+				t.Errorf("%v naming the server's own address gets it", mt)
+			}
+		}
+	})
+	t.Run("request-flood", func(t *testing.T) {
+		// Requests straight away (no Solicit), each from a new source
+		// with a new DUID and 4 IAs: no binding, NoAddrsAvail; the
+		// Solicit → Request of a real client still commits.
+		s := newServer6(t, func(s *Server6) { s.Rate = 0 })
+		const n = 2000
+		in := in6
+		for i := range uint32(n) {
+			in.Src = netip.AddrPortFrom(netip.AddrFrom16([16]byte{0: 0xfe, 1: 0x80, 12: byte(i >> 24), 13: byte(i >> 16), 14: byte(i >> 8), 15: byte(i)}), 546)
+			out, err := s.Handle(floodClient(i, maxIAs).msg(t, dhcpv6.MessageTypeRequest, s.duid), in, t6)
+			if err != nil || out == nil {
+				t.Fatalf("Request %d: %v, %d bytes", i, err, len(out))
+			}
+			m, _ := dhcpv6.MessageFromBytes(out)
+			if ip, st, _ := addrOfIA(t, m); ip.IsValid() || st != iana.StatusNoAddrsAvail {
+				t.Fatalf("Request %d without an Advertise: %v %v, want NoAddrsAvail", i, ip, st)
+			}
+		}
+		if b, na := len(s.leases.byKey), s.Counters.NotAdvertised.Load(); b != 0 || na != n*maxIAs {
+			t.Errorf("%d Requests of %d IAs: %d bindings, NotAdvertised %d", n, maxIAs, b, na)
+		}
+		boot6(t, s, ovmf(1), t6)
+	})
+	t.Run("rapid-flood", func(t *testing.T) {
+		// Rapid Commit Solicits with new DUIDs: rapidBurst IAs committed
+		// at once, rapidRate a second after; the rest Advertised.
+		s := newServer6(t, func(s *Server6) { s.RapidCommit = true })
+		committed := func() (n int) {
+			for _, l := range s.Leases() {
+				if !l.Expiry.IsZero() {
+					n++
+				}
+			}
+			return n
+		}
+		sol := func(i uint32, now time.Time) dhcpv6.MessageType {
+			c := floodClient(i, 1)
+			c.opts = append(c.opts, dhcpv6.WithRapidCommit)
+			return handle6(t, s, c.msg(t, dhcpv6.MessageTypeSolicit, nil), now).MessageType
+		}
+		for i := range uint32(2 * rapidBurst) {
+			sol(i, t6)
+		}
+		if n, l := committed(), s.Counters.RapidLimited.Load(); n != rapidBurst || l != rapidBurst {
+			t.Errorf("%d Rapid Commit Solicits at once: %d committed (want %d), RapidLimited %d", 2*rapidBurst, n, rapidBurst, l)
+		}
+		if mt := sol(1000, t6.Add(time.Second)); mt != dhcpv6.MessageTypeReply {
+			t.Errorf("a second later: %v, want a Rapid Commit Reply", mt)
+		}
+		// One Advertised for want of tokens Solicits again: an IA with a
+		// binding costs none, so it gets its Rapid Commit Reply even with
+		// the bucket empty.
+		if mt := sol(2*rapidBurst-1, t6.Add(time.Second)); mt != dhcpv6.MessageTypeReply {
+			t.Errorf("an Advertised IA's second Solicit: %v, want a Rapid Commit Reply", mt)
+		}
+	})
 	t.Run("not-link-local", func(t *testing.T) {
 		s := newServer6(t)
 		in := in6
@@ -433,6 +546,17 @@ func TestV6Hostile(t *testing.T) {
 			t.Error("oversize URL sent")
 		}
 	})
+}
+
+// floodClient is a client with a DUID-LL of its own per i and n IA_NAs.
+func floodClient(i uint32, n int) client6 {
+	c := ovmf(1)
+	c.duid = &dhcpv6.DUIDLL{HWType: iana.HWTypeEthernet, LinkLayerAddr: net.HardwareAddr{0x02, 0, byte(i >> 24), byte(i >> 16), byte(i >> 8), byte(i)}}
+	c.iaids = nil
+	for k := range n {
+		c.iaids = append(c.iaids, [4]byte{0, 0, 1, byte(k)})
+	}
+	return c
 }
 
 func TestV6LeasesPersist(t *testing.T) {
@@ -508,4 +632,16 @@ func FuzzHandle6(f *testing.F) {
 			t.Fatal(fmt.Sprint("table grew to ", n))
 		}
 	})
+}
+
+// TestV6RangeCap: a range of maxRange6 addresses is served, one more is
+// refused (each address can hold a binding a Solicit flood fills).
+func TestV6RangeCap(t *testing.T) {
+	first := netip.MustParseAddr("2001:db8:1::1:0")
+	for last, ok := range map[string]bool{"2001:db8:1::1:ffff": true, "2001:db8:1::2:0": false} {
+		s := &Server6{Interfaces: []string{"lab0"}, Prefix: netip.MustParsePrefix("2001:db8:1::/64"), RangeStart: first, RangeEnd: netip.MustParseAddr(last)}
+		if err := s.setup(); (err == nil) != ok {
+			t.Errorf("range %v-%s: %v, want accepted %v", first, last, err, ok)
+		}
+	}
 }

@@ -121,6 +121,15 @@ func (s *Server6) handle(pkt []byte, in Incoming6, now time.Time) ([]byte, uint6
 		r.mac = eui64MAC(src)
 	}
 	s.classify6(r)
+	if !needSID && !r.netboot() {
+		// Not for a netboot client, and not addressed to us: on a link
+		// with a real DHCPv6 server our Preference 255 would win every
+		// host's Solicit (docs/security.md). Messages naming our Server
+		// ID (Request, Renew, Release, Decline) follow an Advertise
+		// that went to a netboot client, and are answered.
+		s.Counters.NotNetboot.Add(1)
+		return nil, 0
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.leases.now = now
@@ -234,6 +243,15 @@ func (s *Server6) classify6(r *req6) {
 	}
 }
 
+// netboot reports whether r comes from a netboot client: one that asks
+// for the boot URL (option 59), or sends a PXEClient or HTTPClient vendor
+// class or the user class iPXE. OVMF and iPXE send all of the first two
+// or three (docs/protocols.md §14.5).
+func (r *req6) netboot() bool {
+	c := &r.client
+	return r.netbt || c.PXE || c.HTTPClient || c.IPXE
+}
+
 // decideBoot sets r.boot (option 59's URL, "" for none) or r.noBoot.
 func (s *Server6) decideBoot(r *req6, ip netip.Addr, now time.Time) {
 	c := r.client
@@ -322,6 +340,10 @@ func (s *Server6) solicit(r *req6, now time.Time) ([]byte, uint64) {
 	if s.decideBoot(r, netip.Addr{}, now); r.noBoot {
 		return nil, 0 // before any address is reserved for it
 	}
+	if rapid && !s.allowRapid(r, now) {
+		rapid = false
+		s.Counters.RapidLimited.Add(1)
+	}
 	var out []ia
 	for _, o := range r.ias() {
 		key, cid := r.key(o.IaId)
@@ -354,6 +376,49 @@ func (s *Server6) solicit(r *req6, now time.Time) ([]byte, uint64) {
 	return s.reply(r, mt, out, rapid && first.IsValid()), seq
 }
 
+// allowRapid takes a token of the receiving interface's bucket for each
+// of r's IAs that has no binding yet (mu held): only new IAs cost, a
+// client that Solicits again for what it holds does not.
+func (s *Server6) allowRapid(r *req6, now time.Time) bool {
+	n := 0
+	for _, o := range r.ias() {
+		if key, _ := r.key(o.IaId); s.leases.byKey[key] == nil {
+			n++
+		}
+	}
+	if n == 0 {
+		return true
+	}
+	if s.rapid == nil {
+		s.rapid = make(map[int]*tokenBucket)
+	}
+	b := s.rapid[r.in.IfIndex] // IfIndex comes from the kernel: one entry per served link
+	if b == nil {
+		b = &tokenBucket{tokens: rapidBurst, last: now}
+		s.rapid[r.in.IfIndex] = b
+	}
+	return b.take(n, rapidRate, rapidBurst, now)
+}
+
+// tokenBucket holds up to burst tokens, refilled at rate a second.
+type tokenBucket struct {
+	tokens float64
+	last   time.Time
+}
+
+// take removes n tokens if there are as many.
+func (b *tokenBucket) take(n int, rate, burst float64, now time.Time) bool {
+	if d := now.Sub(b.last); d > 0 { // a clock that steps back adds nothing
+		b.tokens = min(burst, b.tokens+d.Seconds()*rate)
+		b.last = now
+	}
+	if b.tokens < float64(n) {
+		return false
+	}
+	b.tokens -= float64(n)
+	return true
+}
+
 func firstAddr(l []ia) netip.Addr {
 	for _, a := range l {
 		if a.ip.IsValid() {
@@ -369,19 +434,19 @@ func firstAddr(l []ia) netip.Addr {
 // pool is full or the DUID holds MaxPerDUID IAs already.
 func (s *Server6) address(r *req6, b *binding, o *dhcpv6.OptIANA, now time.Time) (netip.Addr, bool) {
 	_, cid := r.key(o.IaId)
-	if b != nil && b.ip.IsValid() && s.free(b.ip, b, now) {
+	if b != nil && b.ip.IsValid() && s.free(b.ip, r.in.IfAddr, b, now) {
 		return b.ip, true
 	}
 	if (b == nil || !b.reserved(now)) && s.overDUIDLimit(r, cid, b, now) {
 		return netip.Addr{}, false
 	}
 	for _, a := range o.Options.Addresses() {
-		if ip, ok := netip.AddrFromSlice(a.IPv6Addr); ok && s.free(ip, b, now) {
+		if ip, ok := netip.AddrFromSlice(a.IPv6Addr); ok && s.free(ip, r.in.IfAddr, b, now) {
 			return ip, true
 		}
 	}
 	p := s.leases.pools[0]
-	if ip, ok := s.leases.pick(p, r.in.IfAddr, func(ip netip.Addr) bool { return s.free(ip, b, now) }, now); ok {
+	if ip, ok := s.leases.pick(p, r.in.IfAddr, func(ip netip.Addr) bool { return s.free(ip, r.in.IfAddr, b, now) }, now); ok {
 		return ip, true
 	}
 	ip, pending := s.leases.staleOffer(p, now)
@@ -416,11 +481,12 @@ func (s *Server6) overDUIDLimit(r *req6, cid []byte, self *binding, now time.Tim
 }
 
 // free reports whether ip may go to binding self (nil: a new client):
-// in the range, not the server's, not quarantined, not reserved by
-// another binding.
-func (s *Server6) free(ip netip.Addr, self *binding, now time.Time) bool {
+// in the range, not the server's (TFTPServer, or own: the receiving
+// interface's address), not quarantined, not reserved by another
+// binding.
+func (s *Server6) free(ip, own netip.Addr, self *binding, now time.Time) bool {
 	p := s.leases.pools[0]
-	if !p.poolable(ip) || ip == s.TFTPServer {
+	if !p.poolable(ip) || ip == s.TFTPServer || ip == own {
 		return false
 	}
 	if until, ok := s.leases.declined[ip]; ok && until.After(now) {
@@ -445,7 +511,8 @@ func (s *Server6) commit(r *req6, b *binding, now time.Time) {
 
 // bind answers Request, Renew and Rebind (RFC 8415 §18.3.2, .4, .5):
 // each IA gets its address committed (or extended), NoAddrsAvail
-// (Request: nothing free), NoBinding (Renew: unknown), or — for an
+// (Request: nothing free, or an IA we did not Advertise), NoBinding
+// (Renew: unknown), or — for an
 // address the client names that it may not have — that address with
 // lifetimes 0.
 func (s *Server6) bind(r *req6, now time.Time) ([]byte, uint64) {
@@ -464,9 +531,17 @@ func (s *Server6) bind(r *req6, now time.Time) ([]byte, uint64) {
 		}
 		var ip netip.Addr
 		var ok bool
-		if mt == dhcpv6.MessageTypeRequest {
+		if mt == dhcpv6.MessageTypeRequest && (b == nil || !b.ip.IsValid()) {
+			// Not Advertised by us to this DUID and IAID (or long
+			// enough ago that the offer was dropped): a Request
+			// straight away would commit an hour's binding per
+			// forged IA with no Solicit bound in the way
+			// (docs/security.md). NoAddrsAvail sends the client back
+			// to Solicit (RFC 8415 §18.2.10.1).
+			s.Counters.NotAdvertised.Add(1)
+		} else if mt == dhcpv6.MessageTypeRequest {
 			ip, ok = s.address(r, b, o, now)
-		} else if b != nil && b.ip.IsValid() && s.free(b.ip, b, now) {
+		} else if b != nil && b.ip.IsValid() && s.free(b.ip, r.in.IfAddr, b, now) {
 			ip, ok = b.ip, true
 		}
 		if !ok {

@@ -52,7 +52,10 @@ func (s *Server) routes() http.Handler {
 func (s *Server) pageRefused(r *http.Request) string {
 	if len(s.PagesAllow) > 0 {
 		ap, err := netip.ParseAddrPort(r.RemoteAddr)
-		a := ap.Addr().Unmap()
+		// Without its zone: a link-local admin's address carries one
+		// ("fe80::1%eth0"), and Prefix.Contains is false for any
+		// address with a zone.
+		a := ap.Addr().Unmap().WithZone("")
 		if err != nil || !slices.ContainsFunc(s.PagesAllow, func(p netip.Prefix) bool { return p.Contains(a) }) {
 			return fmt.Sprintf("forbidden: %s is not in http.api_allow", a)
 		}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -152,5 +153,19 @@ func TestPagesRestricted(t *testing.T) {
 	}
 	if got := get(clientFrom("127.0.0.2"), "", "/metrics"); got != http.StatusOK {
 		t.Errorf("/metrics from 127.0.0.2 in api_allow: %d, want 200", got)
+	}
+}
+
+// An admin on the link whom http.api_allow = ["fe80::/10"] lets in
+// reaches the pages from a link-local address, which Go reports with its
+// zone ("fe80::1%eth0"); a global address outside the prefix does not.
+func TestPagesAllowLinkLocal(t *testing.T) {
+	s := &Server{PagesAllow: []netip.Prefix{netip.MustParsePrefix("fe80::/10")}}
+	for remote, ok := range map[string]bool{"[fe80::1%eth0]:40000": true, "[fe80::1]:40000": true, "[2001:db8::1]:40000": false} {
+		r := httptest.NewRequest(http.MethodGet, "/api/transfers", nil)
+		r.RemoteAddr, r.Host = remote, "[fe80::2]"
+		if why := s.pageRefused(r); (why == "") != ok {
+			t.Errorf("%s: refused %q, want allowed %v", remote, why, ok)
+		}
 	}
 }

@@ -32,9 +32,20 @@ const (
 	nativeBeat            = 200 * time.Millisecond // SESSION heartbeat to the group
 	nativeControlStep     = 100 * time.Millisecond // rate and slow-receiver decisions
 	nativeReceiverTimeout = 5 * time.Second        // a receiver silent this long is dropped
-	nativeMaxBatch        = 64                     // datagrams per send call (one GSO super-datagram)
-	nativeParityCache     = 32 << 20               // bytes of parity kept per session
-	nativeInterleave      = 64                     // stripes per interleave group
+
+	// A move order is one datagram to a receiver that is losing much of
+	// what is sent to it: it is repeated every nativeMoveRepeat until the
+	// receiver is heard in its new session, at most nativeMoveOrders
+	// times (2 s, well inside nativeReceiverTimeout). Without the repeats
+	// a lost order left the receiver on the old stream until it asked
+	// again, and the new session dropped it as silent (CI,
+	// TestLabNativeSlowAndKilled).
+	nativeMoveRepeat = 250 * time.Millisecond
+	nativeMoveOrders = 8
+
+	nativeMaxBatch    = 64       // datagrams per send call (one GSO super-datagram)
+	nativeParityCache = 32 << 20 // bytes of parity kept per session
+	nativeInterleave  = 64       // stripes per interleave group
 
 	// Rate control: the loss of the receiver at the 90th percentile
 	// decides — a tenth of the room losing more is congestion (and
@@ -100,6 +111,10 @@ type nativeRecv struct {
 	seen, lost uint64
 	informed   bool    // lossPerM is fresh for this control step
 	lossAvg    float64 // ‰, smoothed over measurements; < 0 before the first
+	// Moved in from a faster tier: move orders sent, the last one at
+	// orderAt, until it is heard here (last after joined).
+	moveOrders int
+	orderAt    time.Time
 }
 
 // repairReq is a stripe's pending repair: the most shards any receiver
@@ -590,6 +605,35 @@ func (ns *nativeSession) controlStep(ctx context.Context, p *pacer, now time.Tim
 	p.nextStep = now.Add(nativeControlStep)
 	for _, r := range moves {
 		ns.move(ctx, r)
+	}
+	ns.repeatMoveOrders(now)
+}
+
+// movedIn notes that peer joined this session by a move order, sent now.
+func (ns *nativeSession) movedIn(peer netip.AddrPort, now time.Time) {
+	ns.mu.Lock()
+	if r := ns.receivers[peer]; r != nil {
+		r.moveOrders, r.orderAt = 1, now
+	}
+	ns.mu.Unlock()
+}
+
+// repeatMoveOrders sends the move order again to receivers moved in that
+// have not been heard here yet (nativeMoveRepeat, nativeMoveOrders).
+func (ns *nativeSession) repeatMoveOrders(now time.Time) {
+	var again []netip.AddrPort
+	ns.mu.Lock()
+	for p, r := range ns.receivers {
+		if r.moveOrders == 0 || r.moveOrders >= nativeMoveOrders || r.last.After(r.joined) || now.Sub(r.orderAt) < nativeMoveRepeat {
+			continue
+		}
+		r.moveOrders++
+		r.orderAt = now
+		again = append(again, p)
+	}
+	ns.mu.Unlock()
+	for _, p := range again {
+		ns.reply(p, flagMove)
 	}
 }
 
@@ -1109,6 +1153,7 @@ func (ns *nativeSession) move(ctx context.Context, r *nativeRecv) {
 	s.Counters.NativeMoves.Add(1)
 	s.Log.Info().Str("client", r.peer.String()).Str("file", key.name).Int("tier", key.tier).
 		Float64("rate_MBps", rate/1e6).Uint16("loss_permille", r.lossPerM).Msg("mtftp: slow receiver moved to a slower stream")
+	to.movedIn(r.peer, time.Now())
 	to.reply(r.peer, flagMove)
 }
 

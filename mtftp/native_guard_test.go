@@ -489,3 +489,68 @@ func TestNativeTruncatedDuringRepair(t *testing.T) {
 	}
 	g.mu.Unlock()
 }
+
+// TestMoveOrderRepeated: a receiver moved to a slower tier gets the move
+// order again every nativeMoveRepeat until it is heard in the new
+// session, at most nativeMoveOrders in all (CI: one lost order left
+// TestLabNativeSlowAndKilled's receiver on the old stream and the new
+// session dropped it as silent).
+func TestMoveOrderRepeated(t *testing.T) {
+	g, _ := newGeometry(1456*64*8, 1456, 64, 64)
+	moved := netip.MustParseAddrPort("192.0.2.101:5000")
+	other := netip.MustParseAddrPort("192.0.2.102:5000")
+	c := &recordConn{sinkConn: sinkConn{bytes: new(atomic.Int64), closed: make(chan struct{})}}
+	ns := &nativeSession{id: 8, g: g, c: c, s: &Server{}, view: &sessionView{}, wake: make(chan struct{}, 1), group: netip.MustParseAddrPort("239.255.0.1:1758"),
+		receivers: map[netip.AddrPort]*nativeRecv{}}
+	t0 := time.Now()
+	ns.join(moved, t0, false, token{1})
+	ns.join(other, t0, false, token{2})
+	ns.movedIn(moved, t0)
+	orders := func() (n int) {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for _, d := range c.sent {
+			p, err := parseSession(d.b)
+			if err != nil || p.Flags&flagMove == 0 || d.to != moved {
+				t.Fatalf("sent %x to %v: want only move orders to %v", d.b, d.to, moved)
+			}
+			n++
+		}
+		return n
+	}
+	ns.repeatMoveOrders(t0.Add(nativeMoveRepeat / 2))
+	if n := orders(); n != 0 {
+		t.Fatalf("%d orders before nativeMoveRepeat passed", n)
+	}
+	now := t0
+	for range 3 {
+		now = now.Add(nativeMoveRepeat)
+		ns.repeatMoveOrders(now)
+	}
+	if n := orders(); n != 3 {
+		t.Fatalf("%d orders repeated in 3 steps, want 3", n)
+	}
+	// Heard in the new session: no more orders.
+	ns.mu.Lock()
+	ns.receivers[moved].last = now.Add(time.Millisecond)
+	ns.mu.Unlock()
+	for range 3 {
+		now = now.Add(nativeMoveRepeat)
+		ns.repeatMoveOrders(now)
+	}
+	if n := orders(); n != 3 {
+		t.Fatalf("%d orders after the receiver was heard, want still 3", n)
+	}
+	// Never heard: the orders stop at nativeMoveOrders (the first was
+	// sent by move itself).
+	ns.mu.Lock()
+	ns.receivers[moved].last = ns.receivers[moved].joined
+	ns.mu.Unlock()
+	for range 2 * nativeMoveOrders {
+		now = now.Add(nativeMoveRepeat)
+		ns.repeatMoveOrders(now)
+	}
+	if n := orders(); n != nativeMoveOrders-1 {
+		t.Fatalf("%d orders repeated to a silent receiver, want %d", n, nativeMoveOrders-1)
+	}
+}

@@ -10,7 +10,10 @@
 // advertisement says instead M=1, O=1 with the DHCPv6 prefix on-link and
 // not autonomous (still lifetime 0: not a default router): iPXE and the
 // firmware then ask DHCPv6 for an address and reach the server on the
-// link (docs/protocols.md §14).
+// link (docs/protocols.md §14). The prefix lives as long as a DHCPv6
+// lease, and a final advertisement with its lifetimes 0 withdraws it
+// when the advertiser shuts down or stops for another router that does
+// not carry it.
 //
 // It must never compete with a real router: on each interface it first
 // listens (and solicits) for a while, answers nothing then, and stops for

@@ -90,11 +90,22 @@ type Iface struct {
 	// autonomous (no SLAAC address), so clients reach the server's
 	// address in it directly. Zero: M=0, O=0, no prefix.
 	DHCPv6 netip.Prefix
+	// PrefixLifetime is the DHCPv6 prefix's valid and preferred lifetime,
+	// the DHCPv6 lease time (dhcp6.lease_time): on-link as long as the
+	// address a client got with it, and not a day past mtftpd's going
+	// away. 0 = DefaultPrefixLifetime.
+	PrefixLifetime time.Duration
 
 	state  atomic.Int32
 	sent   atomic.Uint64
 	solic  atomic.Uint64
 	router atomic.Pointer[netip.Addr] // the other router seen, when Stopped by one
+	// prefixOut is set once an advertisement with the DHCPv6 prefix went
+	// out, until a final one withdraws it.
+	prefixOut atomic.Bool
+	// sendMu orders run's advertisements before Serve's withdrawal: none
+	// goes out after it.
+	sendMu sync.Mutex
 }
 
 // State returns where the interface stands.
@@ -136,6 +147,10 @@ func (a *Advertiser) Serve(ctx context.Context) error {
 	case <-stop:
 	}
 	for _, f := range a.Ifaces {
+		f.sendMu.Lock()
+		f.state.Store(int32(Stopped)) // run sends nothing after the withdrawal
+		f.withdraw(a.Log.With().Str("interface", f.Name).Logger())
+		f.sendMu.Unlock()
 		f.Conn.Close() // ends the blocked read
 	}
 	wg.Wait()
@@ -201,12 +216,8 @@ func (a *Advertiser) run(f *Iface) {
 				deadline = nextRS
 			}
 		case pending && !now.Before(lastRA.Add(minGap)):
-			if err := f.Conn.WriteTo(f.advert(), f.cm(), allNodes); err != nil {
-				// The link-local address may still be tentative; the
-				// client solicits again.
-				log.Debug().Err(err).Msg("ipv6: router advertisement not sent")
-			} else {
-				f.sent.Add(1)
+			if !f.answer(log) {
+				return // Serve withdrew the prefix
 			}
 			pending, lastRA = false, now
 		case pending:
@@ -227,13 +238,18 @@ func (a *Advertiser) run(f *Iface) {
 		if cm == nil || cm.IfIndex != f.Index || cm.HopLimit != hopLimit {
 			continue // another interface's, or not from this link
 		}
-		switch m.(type) {
+		switch m := m.(type) {
 		case *ndp.RouterAdvertisement:
 			if f.Own != nil && f.Own(src) {
 				continue
 			}
 			f.router.Store(&src)
 			f.state.Store(int32(Stopped))
+			if carries(m, f.DHCPv6) {
+				f.prefixOut.Store(false) // the router's to withdraw now, not ours
+			} else {
+				f.withdraw(log) // the router does not say the prefix is on-link: we no longer do either
+			}
 			f.Conn.Close()
 			log.Info().Stringer("router", src).Msg("ipv6: another router advertises here; sending no router advertisements on this interface")
 			return
@@ -244,6 +260,26 @@ func (a *Advertiser) run(f *Iface) {
 			}
 		}
 	}
+}
+
+// answer sends an advertisement unless Serve has stopped the interface.
+func (f *Iface) answer(log zerolog.Logger) bool {
+	f.sendMu.Lock()
+	defer f.sendMu.Unlock()
+	if f.State() != Answering {
+		return false
+	}
+	if err := f.Conn.WriteTo(f.advert(f.lifetime()), f.cm(), allNodes); err != nil {
+		// The link-local address may still be tentative; the client
+		// solicits again.
+		log.Debug().Err(err).Msg("ipv6: router advertisement not sent")
+		return true
+	}
+	f.sent.Add(1)
+	if f.DHCPv6.IsValid() {
+		f.prefixOut.Store(true)
+	}
+	return true
 }
 
 // fail stops an interface whose socket failed or was closed.
@@ -260,17 +296,50 @@ func (f *Iface) cm() *ipv6.ControlMessage {
 	return &ipv6.ControlMessage{HopLimit: hopLimit, IfIndex: f.Index}
 }
 
-// prefixLifetime is the valid and preferred lifetime of the advertised
-// DHCPv6 prefix: a day, longer than any boot and install, since the
-// advertiser answers solicitations only and a client solicits once.
-const prefixLifetime = 24 * time.Hour
+// DefaultPrefixLifetime is the advertised DHCPv6 prefix's lifetime when
+// Iface.PrefixLifetime is 0: DHCPv6's default lease time (1 h).
+const DefaultPrefixLifetime = time.Hour
+
+func (f *Iface) lifetime() time.Duration {
+	if f.PrefixLifetime > 0 {
+		return f.PrefixLifetime
+	}
+	return DefaultPrefixLifetime
+}
+
+// withdraw sends, once, an advertisement with the DHCPv6 prefix's
+// lifetimes 0 where one with the prefix went out: hosts drop it from
+// their on-link list at once (RFC 4861 §6.3.4) rather than keep
+// reaching the link's addresses directly for up to PrefixLifetime.
+func (f *Iface) withdraw(log zerolog.Logger) {
+	if !f.prefixOut.Swap(false) {
+		return
+	}
+	if err := f.Conn.WriteTo(f.advert(0), f.cm(), allNodes); err != nil {
+		log.Debug().Err(err).Msg("ipv6: final router advertisement (prefix lifetime 0) not sent")
+		return
+	}
+	f.sent.Add(1)
+}
+
+// carries reports whether ra lists prefix p as on-link.
+func carries(ra *ndp.RouterAdvertisement, p netip.Prefix) bool {
+	for _, o := range ra.Options {
+		if pi, ok := o.(*ndp.PrefixInformation); ok && pi.OnLink && pi.ValidLifetime > 0 &&
+			netip.PrefixFrom(pi.Prefix, int(pi.PrefixLength)).Masked() == p.Masked() {
+			return true
+		}
+	}
+	return false
+}
 
 // advert is the advertisement that ends a client's IPv6 autoconfiguration
 // at once: not a default router (lifetime 0, RFC 4861 §4.2), hop limit,
 // reachable time and retransmit timer unspecified (0); without DHCPv6 no
 // managed or other configuration and no prefix (so no address), with it
-// M=1, O=1 and the prefix on-link, not autonomous (RFC 4861 §4.6.2).
-func (f *Iface) advert() *ndp.RouterAdvertisement {
+// M=1, O=1 and the prefix on-link, not autonomous (RFC 4861 §4.6.2),
+// valid and preferred for life (0: withdrawn).
+func (f *Iface) advert(life time.Duration) *ndp.RouterAdvertisement {
 	ra := &ndp.RouterAdvertisement{}
 	if len(f.MAC) == 6 {
 		ra.Options = []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Source, Addr: f.MAC}}
@@ -279,7 +348,7 @@ func (f *Iface) advert() *ndp.RouterAdvertisement {
 		ra.ManagedConfiguration, ra.OtherConfiguration = true, true
 		ra.Options = append(ra.Options, &ndp.PrefixInformation{
 			PrefixLength: uint8(p.Bits()), OnLink: true, AutonomousAddressConfiguration: false,
-			ValidLifetime: prefixLifetime, PreferredLifetime: prefixLifetime, Prefix: p.Masked().Addr(),
+			ValidLifetime: life, PreferredLifetime: life, Prefix: p.Masked().Addr(),
 		})
 	}
 	return ra

@@ -202,8 +202,9 @@ func TestAdvertisesDHCPv6Prefix(t *testing.T) {
 			pis = append(pis, pi)
 		}
 	}
-	if len(pis) != 1 || pis[0].Prefix != p.Addr() || pis[0].PrefixLength != 64 || !pis[0].OnLink || pis[0].AutonomousAddressConfiguration || pis[0].ValidLifetime == 0 {
-		t.Fatalf("prefix options %+v, want one %v on-link, not autonomous", pis, p)
+	if len(pis) != 1 || pis[0].Prefix != p.Addr() || pis[0].PrefixLength != 64 || !pis[0].OnLink || pis[0].AutonomousAddressConfiguration ||
+		pis[0].ValidLifetime != DefaultPrefixLifetime || pis[0].PreferredLifetime != DefaultPrefixLifetime {
+		t.Fatalf("prefix options %+v, want one %v on-link, not autonomous, for %v", pis, p, DefaultPrefixLifetime)
 	}
 	// The advertisement must survive the wire.
 	b, err := ndp.MarshalMessage(ra)
@@ -271,4 +272,69 @@ func TestSolicitationFloodIsRateLimited(t *testing.T) {
 	if n := len(c.adverts()); n != 1 {
 		t.Fatalf("%d advertisements for 2000 solicitations within MinInterval, want 1", n)
 	}
+}
+
+// prefixes returns the prefix options of advertisement s.
+func prefixes(s sent) []*ndp.PrefixInformation {
+	var pis []*ndp.PrefixInformation
+	for _, o := range s.m.(*ndp.RouterAdvertisement).Options {
+		if pi, ok := o.(*ndp.PrefixInformation); ok {
+			pis = append(pis, pi)
+		}
+	}
+	return pis
+}
+
+// The DHCPv6 prefix lives as long as PrefixLifetime (the DHCPv6 lease
+// time), and a final advertisement withdraws it (lifetimes 0) when
+// Serve ends, or when another router appears that does not carry it —
+// not where it was never advertised, nor where that router carries it.
+func TestPrefixLifetimeAndWithdrawal(t *testing.T) {
+	p := netip.MustParsePrefix("2001:db8:1::/64")
+	run := func(t *testing.T, answer bool, end func(*Advertiser, *fakeConn)) []sent {
+		c := newFake()
+		f := &Iface{Name: "eth9", Index: testIndex, Conn: c, DHCPv6: p, PrefixLifetime: 20 * time.Minute}
+		a := &Advertiser{Ifaces: []*Iface{f}, Listen: time.Millisecond, MinInterval: time.Millisecond, Log: zerolog.Nop()}
+		done := make(chan error, 1)
+		go func() { done <- a.Serve(context.Background()) }()
+		waitState(t, f, Answering)
+		if answer {
+			c.in <- pkt{&ndp.RouterSolicitation{}, onLink(), client}
+			if pi := prefixes(waitAdverts(t, c, 1)[0]); len(pi) != 1 || pi[0].ValidLifetime != 20*time.Minute || pi[0].PreferredLifetime != 20*time.Minute {
+				t.Fatalf("prefix %+v, want lifetimes 20m", pi)
+			}
+		}
+		end(a, c)
+		a.Shutdown(context.Background())
+		<-done
+		return c.adverts()
+	}
+	withdrawn := func(t *testing.T, ads []sent, want bool) {
+		t.Helper()
+		last := prefixes(ads[len(ads)-1])
+		got := len(ads) == 2 && len(last) == 1 && last[0].Prefix == p.Addr() && last[0].ValidLifetime == 0 && last[0].PreferredLifetime == 0
+		if got != want || (!want && len(ads) != 1) {
+			t.Errorf("%d advertisements, the last with %+v; want withdrawn %v", len(ads), last, want)
+		}
+	}
+	t.Run("shutdown", func(t *testing.T) {
+		withdrawn(t, run(t, true, func(*Advertiser, *fakeConn) {}), true)
+	})
+	t.Run("never-advertised", func(t *testing.T) {
+		if ads := run(t, false, func(*Advertiser, *fakeConn) {}); len(ads) != 0 {
+			t.Errorf("%d advertisements without a solicitation, want 0", len(ads))
+		}
+	})
+	router := func(carry bool) func(*Advertiser, *fakeConn) {
+		return func(a *Advertiser, c *fakeConn) {
+			ra := &ndp.RouterAdvertisement{RouterLifetime: 1800 * time.Second}
+			if carry {
+				ra.Options = []ndp.Option{&ndp.PrefixInformation{PrefixLength: 64, OnLink: true, ValidLifetime: time.Hour, PreferredLifetime: time.Hour, Prefix: p.Addr()}}
+			}
+			c.in <- pkt{ra, onLink(), netip.MustParseAddr("fe80::99")}
+			waitState(t, a.Ifaces[0], Stopped)
+		}
+	}
+	t.Run("router", func(t *testing.T) { withdrawn(t, run(t, true, router(false)), true) })
+	t.Run("router-carries-prefix", func(t *testing.T) { withdrawn(t, run(t, true, router(true)), false) })
 }

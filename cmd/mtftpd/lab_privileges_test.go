@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv6"
+	"github.com/insomniacslk/dhcp/iana"
 
 	"github.com/mtftpd/mtftpd/dhcp"
 	"github.com/mtftpd/mtftpd/internal/netlab"
@@ -205,7 +206,9 @@ func solicit6(t *testing.T, ns string) netip.Addr {
 		t.Fatalf("DHCPv6 client socket in %s: %v", ns, err)
 	}
 	defer c.Close()
-	sol, err := dhcpv6.NewSolicit(mac)
+	// A netboot client's Solicit (x64 UEFI, asking for the boot URL):
+	// mtftpd answers no other.
+	sol, err := dhcpv6.NewSolicit(mac, dhcpv6.WithArchType(iana.EFI_X86_64), dhcpv6.WithRequestedOptions(dhcpv6.OptionBootfileURL))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -140,7 +140,8 @@ func buildServices(cfg config.Config, demo bool, p *ports, log zerolog.Logger) (
 		s.dhcp6 = newDHCP6(cfg, log)
 		for _, f := range p.ra {
 			if slices.Contains(cfg.DHCP6.Interfaces, f.Name) {
-				f.DHCPv6 = cfg.DHCP6.Prefix // M=1 and the prefix where DHCPv6 serves
+				f.DHCPv6 = cfg.DHCP6.Prefix                     // M=1 and the prefix where DHCPv6 serves
+				f.PrefixLifetime = cfg.DHCP6.LeaseTime.Duration // on-link as long as a lease (0: 1 h, as DHCPv6's)
 			}
 		}
 	}

@@ -24,6 +24,7 @@ func TestDHCP6(t *testing.T) {
 		"range = \"2001:db8:2::1-2001:db8:2::9\"":          "not inside",
 		"range = \"2001:db8:1::1ff-2001:db8:1::100\"":      "ends before",
 		"range = \"2001:db8:1::1-2001:db8:1::1:0:1\"":      "upper 96 bits",
+		"range = \"2001:db8:1::1:0-2001:db8:1::2:0\"":      "at most 65536 addresses",
 		"interfaces = []":                                  "dhcp6.interfaces",
 		"listen = \"[2001:db8:1::1]:547\"":                 "dhcp6.listen",
 		"default_arch = -2":                                "dhcp6.default_arch",

@@ -401,8 +401,8 @@ func (c *Config) validateDHCP6(bad reporter) {
 		bad("dhcp6.range", "%q is not inside %s", r, p)
 	case r.Last.Less(r.First):
 		bad("dhcp6.range", "%q ends before it starts", r)
-	case !netip.PrefixFrom(r.First, 96).Contains(r.Last) || low32(r.Last)-low32(r.First) >= maxRangeSize:
-		bad("dhcp6.range", "%q must share the upper 96 bits and hold at most %d addresses", r, maxRangeSize)
+	case !netip.PrefixFrom(r.First, 96).Contains(r.Last) || low32(r.Last)-low32(r.First) >= maxRange6:
+		bad("dhcp6.range", "%q must share the upper 96 bits and hold at most %d addresses", r, maxRange6)
 	}
 	if lt := d.LeaseTime.Duration; lt < 0 || lt/time.Second > maxLeaseSeconds {
 		bad("dhcp6.lease_time", "%s is outside 0s..%ds", d.LeaseTime, maxLeaseSeconds)
@@ -445,6 +445,10 @@ func httpBootFile(f string) bool {
 // maxRangeSize caps a subnet's range: the DHCP pool's bitset takes
 // 2 MiB at this size, built at start (dhcp/pool.go).
 const maxRangeSize = 1 << 24
+
+// maxRange6 caps dhcp6.range: every address can hold a binding that a
+// Solicit flood of random DUIDs fills (dhcp/v6.go, docs/security.md).
+const maxRange6 = 1 << 16
 
 // maxLeaseSeconds is the longest lease DHCP option 51 can say (RFC 2132
 // §9.2: 32 bits of seconds, 0xFFFFFFFF meaning infinity).

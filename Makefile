@@ -35,8 +35,8 @@ test: ## install test dependencies (Debian, idempotent) and run every test
 test-go: ## run the Go tests (race detector, shuffled) and list what skipped and why
 	set -o pipefail; $(GO) test -json -race -shuffle=on -count=1 -timeout $(TEST_TIMEOUT) ./... | $(GO) run ./cmd/testsummary
 
-e2e-slow: ## the slow firmware runs (root, QEMU): every local-boot command on SeaBIOS and OVMF, the golden disk booted directly, the reimaging loop through pxelinux, UEFI HTTP Boot beside another DHCP server, ARM64 UEFI through shim
-	MTFTPD_E2E_SLOW=1 $(GO) test -count=1 -timeout 60m -v -run 'TestGoldenDiskBoots|TestLocalBootAfterNetwork|TestReimagePXELinux|TestUEFIHTTPBootProxy|TestARM64UEFIPXEShim' ./e2e
+e2e-slow: ## the slow firmware runs (root, QEMU): every local-boot command on SeaBIOS and OVMF, the golden disk booted directly, the reimaging loop through pxelinux, UEFI HTTP Boot beside another DHCP server, ARM64 UEFI through shim, the single-port TFTP boots, Secure Boot over HTTP Boot
+	MTFTPD_E2E_SLOW=1 $(GO) test -count=1 -timeout 60m -v -run 'TestGoldenDiskBoots|TestLocalBootAfterNetwork|TestReimagePXELinux|TestUEFIHTTPBootProxy|TestARM64UEFIPXEShim|TestSinglePort|TestSecureBootHTTPStopsAtGRUB' ./e2e
 
 vet: ## gofmt, go vet and staticcheck (a go.mod tool: offline once downloaded) for linux, darwin and windows
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

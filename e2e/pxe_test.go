@@ -134,8 +134,13 @@ func TestBIOSPXELinux(t *testing.T) { biosPXELinux(t, false) }
 // TestSinglePortBIOSPXELinux is TestBIOSPXELinux with the TFTP server in
 // single-port mode (docs/design.md, Single-port mode): the iPXE ROM and
 // pxelinux (its own TFTP client: config lookups with misses, menu.c32,
-// kernel, initrd) get every block from port 69.
-func TestSinglePortBIOSPXELinux(t *testing.T) { biosPXELinux(t, true) }
+// kernel, initrd) get every block from port 69. Single-port mode is off
+// by default: make e2e-slow runs this (the unit and interop tests of
+// tftp/ cover the mode in make test).
+func TestSinglePortBIOSPXELinux(t *testing.T) {
+	requireSlow(t)
+	biosPXELinux(t, true)
+}
 
 func biosPXELinux(t *testing.T, singlePort bool) {
 	lab := netlab.New(t, netlab.Options{Taps: 1})
@@ -191,8 +196,12 @@ func TestUEFIiPXE(t *testing.T) { uefiIPXE(t, false) }
 
 // TestSinglePortUEFIiPXE is TestUEFIiPXE with the TFTP server in
 // single-port mode: OVMF's tsize probe (aborted with ERROR 8) and the
-// windowed download of ipxe.efi are served from port 69.
-func TestSinglePortUEFIiPXE(t *testing.T) { uefiIPXE(t, true) }
+// windowed download of ipxe.efi are served from port 69. Run by make
+// e2e-slow, as TestSinglePortBIOSPXELinux.
+func TestSinglePortUEFIiPXE(t *testing.T) {
+	requireSlow(t)
+	uefiIPXE(t, true)
+}
 
 func uefiIPXE(t *testing.T, singlePort bool) {
 	lab := netlab.New(t, netlab.Options{Taps: 1})

@@ -149,6 +149,7 @@ func requireSecureChain(t *testing.T, r qemuResult, proto string) {
 // Debian GRUB read its config over HTTP, it fails and asks to expect the
 // marker instead.
 func TestSecureBootHTTPStopsAtGRUB(t *testing.T) {
+	requireSlow(t) // a limit of Debian 12's GRUB, not of mtftpd: make e2e-slow
 	lab := netlab.New(t, netlab.Options{Taps: 1})
 	root, tmpl := secureBootFiles(t, httpBase)
 	srv := startMtftpd(t, lab, "srv", secureBootConfig(root, tmpl), "tftp server listening", "http mirror listening", "dhcp server listening")

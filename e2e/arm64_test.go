@@ -45,16 +45,9 @@ echo "` + arm64LinuxMarker + ` $(/bin/busybox uname -m) host=$host"
 // (romfile= empty: AAVMF has its own virtio-net driver).
 func aavmfQEMU(t *testing.T, mac string) []string {
 	t.Helper()
-	code, vars := "/usr/share/AAVMF/AAVMF_CODE.fd", "/usr/share/AAVMF/AAVMF_VARS.fd"
-	requireFiles(t, code, vars)
-	b, err := os.ReadFile(vars)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fresh := filepath.Join(t.TempDir(), "AAVMF_VARS.fd")
-	if err := os.WriteFile(fresh, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	code := "/usr/share/AAVMF/AAVMF_CODE.fd"
+	requireFiles(t, code)
+	fresh := freshVars(t, "/usr/share/AAVMF/AAVMF_VARS.fd")
 	// cortex-a57 rather than max: fewer CPU features to emulate under TCG.
 	return []string{"-machine", "virt", "-cpu", "cortex-a57", "-m", "1024",
 		"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" + code,

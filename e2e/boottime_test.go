@@ -441,12 +441,7 @@ func timeBoot(t *testing.T, lab *netlab.Lab, obs, logs *bootTimeline, fw, server
 	case "bios-ipxe":
 		args = biosQEMU("tap1", biosMAC)
 	default:
-		vars := filepath.Join(t.TempDir(), "OVMF_VARS.fd")
-		b, err := os.ReadFile("/usr/share/OVMF/OVMF_VARS_4M.fd")
-		if err != nil {
-			t.Fatal(err)
-		}
-		os.WriteFile(vars, b, 0o644)
+		vars := freshVars(t, "/usr/share/OVMF/OVMF_VARS_4M.fd")
 		args = []string{"-machine", "q35",
 			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
 			"-drive", "if=pflash,format=raw,unit=1,file=" + vars,

@@ -332,6 +332,18 @@ func copyFile(t *testing.T, src, dst string) {
 	must(t, os.WriteFile(dst, b, 0o644))
 }
 
+// freshVars copies a UEFI firmware's variable store template into the
+// test's directory, so that each boot starts from the shipped variables
+// and none writes to the installed file; a missing template fails as
+// root (requireFiles).
+func freshVars(t *testing.T, template string) string {
+	t.Helper()
+	requireFiles(t, template)
+	vars := filepath.Join(t.TempDir(), filepath.Base(template))
+	copyFile(t, template, vars)
+	return vars
+}
+
 // seabiosArgs is a PC with SeaBIOS (boot order from the devices'
 // bootindex).
 func seabiosArgs() []string {

@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -22,16 +20,9 @@ const httpBootMAC = "52:54:00:e2:e0:03"
 // the firmware cannot fall back to TFTP.
 func ovmfHTTPBootQEMU(t *testing.T, mac string) []string {
 	t.Helper()
-	code, vars := "/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"
-	requireFiles(t, code, vars)
-	b, err := os.ReadFile(vars)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fresh := filepath.Join(t.TempDir(), "OVMF_VARS.fd")
-	if err := os.WriteFile(fresh, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	code := "/usr/share/OVMF/OVMF_CODE_4M.fd"
+	requireFiles(t, code)
+	fresh := freshVars(t, "/usr/share/OVMF/OVMF_VARS_4M.fd")
 	return []string{"-machine", "q35",
 		"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" + code,
 		"-drive", "if=pflash,format=raw,unit=1,file=" + fresh,

@@ -103,16 +103,9 @@ range = "2001:db8:1::100-2001:db8:1::1ff"
 # tftp://[2001:db8:1::1]/ipxe.efi; iPXE → {{.HTTP}}/boot.ipxe)
 `, root), "tftp server listening", "http mirror listening", "dhcp6 server listening")
 
-	code, vars := "/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"
-	requireFiles(t, code, vars)
-	b, err := os.ReadFile(vars)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fresh := filepath.Join(t.TempDir(), "OVMF_VARS.fd")
-	if err := os.WriteFile(fresh, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	code := "/usr/share/OVMF/OVMF_CODE_4M.fd"
+	requireFiles(t, code)
+	fresh := freshVars(t, "/usr/share/OVMF/OVMF_VARS_4M.fd")
 	r := runVM(t, lab, vmOptions{Timeout: 5 * time.Minute, Stop: httpBootStop}, "-machine", "q35",
 		"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+code,
 		"-drive", "if=pflash,format=raw,unit=1,file="+fresh,

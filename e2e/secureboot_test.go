@@ -51,9 +51,8 @@ func secureBootFiles(t *testing.T, httpBase string) (root, tmpl string) {
 // goes before the NIC (fw_cfg switches).
 func secureBootQEMU(t *testing.T, mac string, extra ...string) []string {
 	t.Helper()
-	requireFiles(t, secureCode, secureVars)
-	vars := filepath.Join(t.TempDir(), "OVMF_VARS.fd")
-	copyFile(t, secureVars, vars)
+	requireFiles(t, secureCode)
+	vars := freshVars(t, secureVars)
 	args := []string{"-machine", "q35,smm=on",
 		"-global", "driver=cfi.pflash01,property=secure,value=on",
 		"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" + secureCode,

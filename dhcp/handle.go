@@ -31,6 +31,9 @@ type Outgoing struct {
 
 	wire  []byte         // Pkt encoded, padded and size-checked
 	count *atomic.Uint64 // the reply's counter, bumped when it is released
+	// kick: a change Serve starts writing once out is sent, without
+	// holding out for it (an OFFER's promise, promise.go)
+	kick uint64
 	arch  *atomic.Uint64 // and its by-architecture cell (Counters.ByArch)
 }
 
@@ -295,6 +298,7 @@ func (s *Server) discover(req *dhcpv4.DHCPv4, in Incoming, now time.Time) *Outgo
 	s.leases.setIP(rec, ip)
 	rec.offerUntil = now.Add(OfferHold)
 	s.leases.touch(rec)
+	kick := s.leases.promise(rec, rec.offerUntil.Add(sub.lease), now)
 
 	reply := newReply(req, dhcpv4.MessageTypeOffer, in.IfAddr)
 	reply.YourIPAddr = ip.AsSlice()
@@ -302,6 +306,7 @@ func (s *Server) discover(req *dhcpv4.DHCPv4, in Incoming, now time.Time) *Outgo
 	s.applyBoot(reply, req, c, boot)
 	out := s.finish(reply, req, in, false)
 	if out != nil {
+		out.kick = kick
 		out.count = &s.Counters.Offer
 		out.arch = s.Counters.archCounter(replyOffer, c)
 		if boot != nil {
@@ -324,6 +329,7 @@ func (s *Server) request(req *dhcpv4.DHCPv4, in Incoming, now time.Time) (*Outgo
 			// The client took another server's offer: free ours.
 			if rec := s.leases.byKey[cl.key]; rec != nil && rec.offerUntil.After(now) {
 				rec.offerUntil = time.Time{}
+				s.leases.unpromise(rec)
 				s.leases.touch(rec)
 				if rec.expiry.IsZero() {
 					s.leases.remove(rec)
@@ -463,8 +469,11 @@ func (s *Server) commit(req *dhcpv4.DHCPv4, in Incoming, sub *subnet, cl client,
 	if h := s.leases.byIP[ip]; h != nil && h != rec && cl.host != nil {
 		s.leases.remove(h)
 	}
+	expiry := now.Add(sub.lease)
+	promised := rec.promiseFor(ip, expiry)
+	s.leases.unpromise(rec)
 	s.leases.setIP(rec, ip)
-	rec.start, rec.expiry, rec.offerUntil = now, now.Add(sub.lease), time.Time{}
+	rec.start, rec.expiry, rec.offerUntil = now, expiry, time.Time{}
 	rec.static = cl.host != nil && cl.host.IP.IsValid()
 	s.leases.touch(rec)
 	rec.arch = ""
@@ -477,6 +486,14 @@ func (s *Server) commit(req *dhcpv4.DHCPv4, in Incoming, sub *subnet, cl client,
 	}
 	s.leases.mark(ip)
 	s.leases.seq++
+	// The ACK waits for the promise if one covers it (usually written
+	// while the OFFER travelled), else for this change; either way the
+	// lease is on disk before the ACK leaves. This record rides the next
+	// append.
+	wait := s.leases.seq
+	if promised != 0 {
+		wait = promised
+	}
 
 	reply := newReply(req, dhcpv4.MessageTypeAck, in.IfAddr)
 	reply.ClientIPAddr = req.ClientIPAddr
@@ -488,7 +505,7 @@ func (s *Server) commit(req *dhcpv4.DHCPv4, in Incoming, sub *subnet, cl client,
 		out.count = &s.Counters.Ack
 		out.arch = s.Counters.archCounter(replyAck, c)
 	}
-	return out, s.leases.seq
+	return out, wait
 }
 
 // nak builds a DHCPNAK: yiaddr 0, no lease options, broadcast — or to the

@@ -66,6 +66,14 @@ type binding struct {
 	static     bool
 	arch       string
 
+	// The promise written ahead for an outstanding offer (promise.go):
+	// the expiry the journal holds for ip on this client's behalf, the
+	// change that wrote it, and its place in the pool's promise queue.
+	promised    time.Time
+	promiseSeq  uint64
+	promiseEl   *list.Element
+	promisePool *pool
+
 	// Pool indexes (pool.go): the pool whose held heap b is in (nil if
 	// none), its index there, and its element in the pool's offer queue.
 	pool    *pool
@@ -208,6 +216,7 @@ func (t *leaseTable) remove(b *binding) {
 	}
 	t.macDel(b)
 	if b.ip.IsValid() && t.byIP[b.ip] == b {
+		t.unpromise(b)
 		t.markHeld(b)
 		delete(t.byIP, b.ip)
 		t.unhold(b.ip, b)
@@ -223,6 +232,7 @@ func (t *leaseTable) setIP(b *binding, ip netip.Addr) {
 		return
 	}
 	if b.ip.IsValid() && t.byIP[b.ip] == b {
+		t.unpromise(b)
 		t.markHeld(b)
 		delete(t.byIP, b.ip)
 		t.unhold(b.ip, b)

@@ -41,6 +41,7 @@ type pool struct {
 	cursor     uint32          // next-fit offset
 	held       bindingHeap
 	offers     list.List // *binding only ever offered, oldest first
+	promises   list.List // *binding with a promise on disk (promise.go), oldest first
 }
 
 func newPool(start, end uint32, excluded map[uint32]bool) *pool {

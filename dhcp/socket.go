@@ -247,7 +247,7 @@ func (s *Server) readLoop(k *sock, queue chan<- held, stopping *atomic.Bool) {
 		h := held{k: k}
 		for i := range ms[:n] {
 			out, src, q := s.request1(k, &ms[i], &cms[i])
-			if q > 0 && s.store != nil {
+			if q > 0 && s.store != nil && !s.store.covers(q) {
 				h.ps = append(h.ps, pending{out: out, src: src})
 				h.seq = max(h.seq, q)
 				continue
@@ -255,10 +255,20 @@ func (s *Server) readLoop(k *sock, queue chan<- held, stopping *atomic.Bool) {
 			if out != nil {
 				out.released()
 				s.send(k, out, src)
+				h.seq = max(h.seq, out.kick)
 			}
 		}
-		if len(h.ps) > 0 {
+		switch {
+		case len(h.ps) > 0:
 			queue <- h
+		case h.seq > 0:
+			// Only promises to write (promise.go): the committer starts
+			// the write now. If the queue is full, writes queued ahead
+			// take the promises with them: never wait here for it.
+			select {
+			case queue <- h:
+			default:
+			}
 		}
 	}
 }

@@ -143,6 +143,13 @@ func (st *leaseStore) wait(seq uint64) error {
 	return nil
 }
 
+// covers reports whether every change up to seq is on disk already.
+func (st *leaseStore) covers(seq uint64) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.durable >= seq
+}
+
 // lead appends the changes made since the last append (or rewrites the
 // journal whole if it is not open or an append failed) and returns the
 // change number it made durable, 0 if it covered only part of them.
@@ -327,13 +334,21 @@ func (t *leaseTable) journalQuarantine(ip netip.Addr, until time.Time) {
 }
 
 // record is ip's state for the journal: its lease (current or expired,
-// kept as a hint), or none.
+// kept as a hint) or the promise of its offer (promise.go), whichever
+// ends later, or none.
 func (t *leaseTable) record(ip netip.Addr) jrec {
 	b := t.byIP[ip]
-	if b == nil || b.ip != ip || b.expiry.IsZero() {
+	if b == nil || b.ip != ip || (b.expiry.IsZero() && b.promiseEl == nil) {
 		return jrec{kind: recDelete, ip: ip}
 	}
-	return jrec{kind: recLease, ip: ip, start: b.start, expiry: b.expiry, static: b.static,
+	start, expiry := b.start, b.expiry
+	if b.promiseEl != nil && b.promised.After(expiry) {
+		expiry = b.promised
+		if start.IsZero() {
+			start = t.now
+		}
+	}
+	return jrec{kind: recLease, ip: ip, start: start, expiry: expiry, static: b.static,
 		mac: b.mac, clientID: b.clientID, hostname: b.hostname, arch: b.arch}
 }
 
@@ -363,11 +378,11 @@ func (t *leaseTable) appendDirty(b []byte) (out []byte, n int, all bool) {
 }
 
 // snapshotRecords is every record a fresh journal needs: each address's
-// lease and each quarantine still running at the latest time Handle saw.
+// lease or promise and each quarantine still running at the latest time Handle saw.
 func (t *leaseTable) snapshotRecords() []jrec {
 	recs := make([]jrec, 0, len(t.byIP)+len(t.declined))
 	for ip, b := range t.byIP {
-		if !b.expiry.IsZero() && b.ip == ip {
+		if (!b.expiry.IsZero() || b.promiseEl != nil) && b.ip == ip {
 			recs = append(recs, t.record(ip))
 		}
 	}
@@ -488,12 +503,15 @@ func (db *leaseDB) compacted(err error, live, records int, took time.Duration) {
 		Msg("dhcp: lease journal compacted")
 }
 
-// closeStore makes every change durable and closes the journal.
+// closeStore retracts the promises of offers still outstanding, makes
+// every change durable and closes the journal.
 func (db *leaseDB) closeStore() error {
 	if db.store == nil {
 		return nil
 	}
 	db.mu.Lock()
+	// Offers still outstanding were never ACKed: their promises go.
+	db.leases.retractPromises()
 	if len(db.leases.dirty) > 0 || len(db.leases.quarantined) > 0 {
 		db.leases.seq++ // offers that ended a lease hint: on disk too
 	}

@@ -289,7 +289,7 @@ run_json() {
     --arg kea "$([ -n "$KEA" ] && "$KEA" -v 2>/dev/null || echo 'not installed')" \
     --argjson clients "$CLIENTS" --arg concs "${CONCS[*]}" --arg servers "${SERVERS[*]}" \
     --arg srv_ns "$SRV_NS" --arg cli_ns "$CLI_NS" --arg rs "$RANGE_START" --arg re "$RANGE_END" \
-    --arg dev "$(df -P --output=source "$WORK" | tail -n1)" --argjson dur "$STORM_DURATION" \
+    --arg dev "$(df --output=source "$WORK" | tail -n1)" --argjson dur "$STORM_DURATION" \
     --arg base "${MTFTPD_BASE_BIN:-}" --arg mtpool "$MT_PREFIX, $MT_RANGE_START-$MT_RANGE_END" '
     {date: $date, host: $host, version: $ver, dnsmasq: $dnsmasq, kea: $kea, clients: $clients,
      concurrency: ($concs | split(" ") | map(tonumber)), servers: ($servers | split(" ")),

@@ -34,7 +34,7 @@ type Outgoing struct {
 	// kick: a change Serve starts writing once out is sent, without
 	// holding out for it (an OFFER's promise, promise.go)
 	kick uint64
-	arch  *atomic.Uint64 // and its by-architecture cell (Counters.ByArch)
+	arch *atomic.Uint64 // and its by-architecture cell (Counters.ByArch)
 }
 
 // released counts a reply that leaves: sent by Serve or returned by

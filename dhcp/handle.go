@@ -31,10 +31,10 @@ type Outgoing struct {
 
 	wire  []byte         // Pkt encoded, padded and size-checked
 	count *atomic.Uint64 // the reply's counter, bumped when it is released
+	arch  *atomic.Uint64 // and its by-architecture cell (Counters.ByArch)
 	// kick: a change Serve starts writing once out is sent, without
 	// holding out for it (an OFFER's promise, promise.go)
 	kick uint64
-	arch *atomic.Uint64 // and its by-architecture cell (Counters.ByArch)
 }
 
 // released counts a reply that leaves: sent by Serve or returned by

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/mtftpd/mtftpd/internal/testutil"
 )
 
 // TestNetnsUdhcpc boots busybox udhcpc as a BIOS PXE client against Serve
@@ -119,11 +121,7 @@ func TestNetnsServerHelper(t *testing.T) {
 
 func need(t *testing.T, bin string) string {
 	t.Helper()
-	p, err := exec.LookPath(bin)
-	if err != nil {
-		t.Skipf("%s not installed (make test installs it: scripts/test-deps.sh)", bin)
-	}
-	return p
+	return testutil.Tool(t, bin)
 }
 
 func sh(t *testing.T, name string, args ...string) {

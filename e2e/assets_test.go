@@ -10,6 +10,8 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/mtftpd/mtftpd/internal/testutil"
 )
 
 // Marker is what the test initrd prints on the serial console once it has
@@ -22,7 +24,7 @@ func kernelPath(t *testing.T) (vmlinuz, release string) {
 	m, _ := filepath.Glob("/boot/vmlinuz-*")
 	sort.Strings(m)
 	if len(m) == 0 {
-		t.Skip("no kernel in /boot (make test installs linux-image-amd64)")
+		testutil.Unavailable(t, "no kernel in /boot (linux-image-amd64)")
 	}
 	v := m[len(m)-1]
 	return v, strings.TrimPrefix(filepath.Base(v), "vmlinuz-")
@@ -87,10 +89,8 @@ func buildInitrd(t *testing.T, release, out string) {
 // dependencies first.
 func buildBusyboxInitrd(t *testing.T, release, out, init string, scripts map[string]string, modules ...string) {
 	t.Helper()
-	bb, err := exec.LookPath("busybox")
-	if err != nil {
-		t.Skip("busybox not installed")
-	}
+	requireTools(t, "busybox")
+	bb, _ := exec.LookPath("busybox")
 	buildInitrdWith(t, bb, release, out, init, scripts, modules...)
 }
 
@@ -111,7 +111,7 @@ func buildInitrdWith(t *testing.T, bb, release, out, init string, scripts map[st
 	copyIn := func(src, dst string, mode os.FileMode) {
 		b, err := os.ReadFile(src)
 		if err != nil {
-			t.Skipf("initrd: %v (make test installs busybox and the kernel)", err)
+			testutil.Unavailable(t, "initrd: %v", err)
 		}
 		mk(dst, b, mode)
 	}

@@ -34,14 +34,10 @@ func clientLease(t *testing.T, lab *netlab.Lab, ns, kind string) string {
 	var cmd *exec.Cmd
 	switch kind {
 	case "udhcpc":
-		if _, err := exec.LookPath("udhcpc"); err != nil {
-			t.Skip("udhcpc not installed (make test installs it)")
-		}
+		requireTools(t, "udhcpc")
 		cmd = lab.Command(ctx, ns, "udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "5", "-T", "2", "-s", script)
 	case "dhclient":
-		if _, err := exec.LookPath("dhclient"); err != nil {
-			t.Skip("dhclient not installed (make test installs isc-dhcp-client)")
-		}
+		requireTools(t, "dhclient")
 		// A fresh lease database each run: the client must be remembered
 		// by the server, not by itself.
 		cmd = lab.Command(ctx, ns, "dhclient", "-4", "-1", "-v", "-sf", script,

@@ -152,8 +152,8 @@ func runVM(t *testing.T, lab *netlab.Lab, o vmOptions, args ...string) qemuResul
 	t.Helper()
 	if o.QEMU != "" {
 		requireTools(t, o.QEMU)
-	} else if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		t.Skip("qemu-system-x86_64 not installed (make test installs qemu-system-x86)")
+	} else {
+		requireTools(t, "qemu-system-x86_64")
 	}
 	v, err := startVM(lab, o, filepath.Join(t.TempDir(), "serial.log"), args...)
 	if err != nil {
@@ -295,17 +295,12 @@ func (v *vm) wait() qemuResult {
 	}
 }
 
-// requireTools fails the test when a tool is missing and the test runs as
-// root (make test installs everything: scripts/test-deps.sh), and skips it
-// otherwise.
+// requireTools stops the test (testutil.Unavailable) when a tool is missing.
 func requireTools(t *testing.T, tools ...string) {
 	t.Helper()
 	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
-			if os.Geteuid() == 0 {
-				t.Fatalf("%s not installed (scripts/test-deps.sh installs it): %v", tool, err)
-			}
-			t.Skipf("%s not installed and not root", tool)
+			testutil.Unavailable(t, "%s not installed: %v", tool, err)
 		}
 	}
 }
@@ -315,10 +310,7 @@ func requireFiles(t *testing.T, files ...string) {
 	t.Helper()
 	for _, f := range files {
 		if _, err := os.Stat(f); err != nil {
-			if os.Geteuid() == 0 {
-				t.Fatalf("%v (scripts/test-deps.sh installs it)", err)
-			}
-			t.Skipf("%v and not root", err)
+			testutil.Unavailable(t, "%v", err)
 		}
 	}
 }
@@ -333,7 +325,7 @@ func bootFiles(t *testing.T, httpBase string) string {
 	cp := func(src, dst string) {
 		b, err := os.ReadFile(src)
 		if err != nil {
-			t.Skipf("boot file: %v (make test installs pxelinux, syslinux-common, ipxe)", err)
+			testutil.Unavailable(t, "boot file: %v", err)
 		}
 		p := filepath.Join(root, dst)
 		os.MkdirAll(filepath.Dir(p), 0o755)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -216,12 +215,8 @@ range = "192.0.2.150-192.0.2.199"
 # no [[dhcp.boot]]: the built-in rules (UEFI x64 → ipxe.efi, iPXE →
 # {{.HTTP}}/boot.ipxe)
 `)), "tftp server listening", "http mirror listening", "dhcp server listening")
-	vars := filepath.Join(t.TempDir(), "OVMF_VARS.fd")
-	b, err := os.ReadFile("/usr/share/OVMF/OVMF_VARS_4M.fd")
-	if err != nil {
-		t.Skipf("OVMF: %v (make test installs ovmf)", err)
-	}
-	os.WriteFile(vars, b, 0o644)
+	requireFiles(t, "/usr/share/OVMF/OVMF_CODE_4M.fd")
+	vars := freshVars(t, "/usr/share/OVMF/OVMF_VARS_4M.fd")
 	r := runQEMU(t, lab, 5*time.Minute, "-machine", "q35",
 		"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
 		"-drive", "if=pflash,format=raw,unit=1,file="+vars,
@@ -252,7 +247,7 @@ func startOtherDHCP(t *testing.T, lab *netlab.Lab) *syncBuffer {
 	dlog := &syncBuffer{}
 	dm.Stdout, dm.Stderr = dlog, dlog
 	if err := dm.Start(); err != nil {
-		t.Skipf("dnsmasq: %v (make test installs dnsmasq-base)", err)
+		t.Fatalf("dnsmasq: %v", err)
 	}
 	t.Cleanup(func() { dm.Process.Kill(); dm.Wait() })
 	return dlog

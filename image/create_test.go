@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/mtftpd/mtftpd/internal/testutil"
 )
 
 const mib = 1 << 20
@@ -257,12 +259,7 @@ func TestCreateCancelRemovesTemp(t *testing.T) {
 func needTool(t testing.TB, names ...string) {
 	t.Helper()
 	for _, n := range names {
-		if _, err := exec.LookPath(n); err != nil {
-			if os.Geteuid() == 0 {
-				t.Fatalf("%s not installed (Debian: qemu-utils; see scripts/test-deps.sh)", n)
-			}
-			t.Skipf("%s not installed", n)
-		}
+		testutil.Tool(t, n)
 	}
 }
 

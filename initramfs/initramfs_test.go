@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/mtftpd/mtftpd/internal/testutil"
 )
 
 const fakeDep = `kernel/drivers/net/virtio_net.ko: kernel/drivers/net/net_failover.ko kernel/net/core/failover.ko kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko
@@ -191,13 +193,7 @@ func fakeModules(t *testing.T) string {
 // TestBuildCpio reads the archive back with GNU cpio: the entries, the
 // console device's number, the files' contents and the module list.
 func TestBuildCpio(t *testing.T) {
-	cpio, err := exec.LookPath("cpio")
-	if err != nil {
-		if os.Getuid() == 0 {
-			t.Fatal("cpio not installed (apt-get install cpio)")
-		}
-		t.Skip("cpio not installed")
-	}
+	cpio := testutil.Tool(t, "cpio")
 	bin := static(t)
 	mods := fakeModules(t)
 	var buf bytes.Buffer

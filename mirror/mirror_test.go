@@ -39,10 +39,7 @@ func startMirror(t *testing.T, root string) string {
 
 func curl(t *testing.T, args ...string) (string, string) {
 	t.Helper()
-	p, err := exec.LookPath("curl")
-	if err != nil {
-		t.Skip("curl not installed (make test installs it)")
-	}
+	p := testutil.Tool(t, "curl")
 	hdr := filepath.Join(t.TempDir(), "h")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -105,9 +105,7 @@ func askDHCPAsBIOSROM(t *testing.T, lab *netlab.Lab, i int, class string) pxeOff
 // same time from the announced groups, and each gets its file's bytes.
 func TestLabPXEMTFTPPerFileGroups(t *testing.T) {
 	testutil.Heavy(t) // docs/design.md, "Lab rules": heavy tests take turns
-	if _, err := exec.LookPath("atftp"); err != nil {
-		t.Skip("atftp not installed (make test installs it)")
-	}
+	testutil.Tool(t, "atftp")
 	if _, err := exec.LookPath("busybox"); err != nil {
 		t.Skip("busybox not installed (make test installs it)")
 	}

@@ -26,7 +26,7 @@ for p in curl atftp tftp-hpa busybox iproute2 nftables iptables util-linux \
   qemu-system-x86 seabios ipxe-qemu ovmf pxelinux syslinux-common ipxe linux-image-amd64 cpio \
   chromium qemu-utils util-linux mount fdisk e2fsprogs \
   extlinux dosfstools mtools grub-efi-amd64-bin shim-signed grub-efi-amd64-signed \
-  qemu-system-arm qemu-efi-aarch64; do
+  qemu-system-arm qemu-efi-aarch64 systemd; do
   have "$p" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -112,11 +112,7 @@ func singlePort(single bool) func(*tftp.Server) {
 
 func need(t *testing.T, bin string) string {
 	t.Helper()
-	p, err := exec.LookPath(bin)
-	if err != nil {
-		t.Skipf("%s not installed (make test installs it: scripts/test-deps.sh)", bin)
-	}
-	return p
+	return testutil.Tool(t, bin)
 }
 
 func run(t *testing.T, dir string, name string, args ...string) (string, error) {

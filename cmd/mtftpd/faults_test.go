@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtftpd/mtftpd/internal/testutil"
 	"github.com/mtftpd/mtftpd/tftp"
 )
 
@@ -162,12 +163,7 @@ func TestUploadDiskFull(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: mounts a tmpfs in a private mount namespace")
 	}
-	unshare, err1 := exec.LookPath("unshare")
-	nsenter, err2 := exec.LookPath("nsenter")
-	hpa, err3 := exec.LookPath("tftp")
-	if err1 != nil || err2 != nil || err3 != nil {
-		t.Skip("needs unshare, nsenter (util-linux) and the tftp-hpa client")
-	}
+	unshare, nsenter, hpa := testutil.Tool(t, "unshare"), testutil.Tool(t, "nsenter"), testutil.Tool(t, "tftp")
 	root, up, dir := t.TempDir(), t.TempDir(), t.TempDir()
 	os.WriteFile(filepath.Join(root, "f"), []byte("still here"), 0o644)
 	big := filepath.Join(dir, "big.bin")

@@ -146,10 +146,7 @@ func TestTraversalCorpus(t *testing.T) {
 		t.Log("tftp-hpa client not installed (scripts/test-deps.sh): its part skipped")
 	}
 
-	curl, err := exec.LookPath("curl")
-	if err != nil {
-		t.Skip("curl not installed (scripts/test-deps.sh): HTTP part skipped")
-	}
+	curl := testutil.Tool(t, "curl")
 	httpGet := func(path string) (int, []byte) {
 		out, _ := exec.Command(curl, "-s", "--path-as-is", "-g", "-m", "10", "-w", "\n%{http_code}", "http://"+httpAddr+path).Output()
 		i := bytes.LastIndexByte(out, '\n')

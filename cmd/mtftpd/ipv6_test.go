@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mtftpd/mtftpd/internal/testutil"
 )
 
 // freeDualPorts returns a UDP and a TCP port free on [::] (both families).
@@ -32,10 +34,7 @@ func freeDualPorts(t *testing.T) (udp, tcp int) {
 // curl tftp://[::1]) and 127.0.0.1 from one socket, in both TFTP modes,
 // and HTTP to both; the log names the IPv4 client as IPv4.
 func TestServeDualStack(t *testing.T) {
-	curl, err := exec.LookPath("curl")
-	if err != nil {
-		t.Skip("curl not installed (make test installs it)")
-	}
+	curl := testutil.Tool(t, "curl")
 	for _, single := range []string{"false", "true"} {
 		t.Run("single_port="+single, func(t *testing.T) {
 			dir := t.TempDir()

@@ -10,7 +10,6 @@ import (
 	"github.com/mtftpd/mtftpd/internal/testutil"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -61,10 +60,8 @@ func transfers(log string) map[string]transferLine {
 // up, a bounded multiple of the blocks), and reordering alone costs next
 // to no retransmissions (no go-back-N storm).
 func TestLabUnicastFaults(t *testing.T) {
-	testutil.Heavy(t) // docs/design.md, "Lab rules": heavy tests take turns
-	if _, err := exec.LookPath("iptables"); err != nil && os.Geteuid() == 0 {
-		t.Skip("iptables not found (Debian package iptables): no delay impairment")
-	}
+	testutil.Heavy(t)                                             // docs/design.md, "Lab rules": heavy tests take turns
+	testutil.Tool(t, "iptables")                                  // the delay impairment
 	l := netlab.New(t, netlab.Options{Clients: len(labProfiles)}) // skips unless root
 	root := t.TempDir()
 	want := map[string][]byte{}

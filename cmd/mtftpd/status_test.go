@@ -49,10 +49,7 @@ func TestStatusLive(t *testing.T) {
 		t.Fatalf("mtftpd status: exit %d\n%s", code, out)
 	}
 
-	chromium, err := exec.LookPath("chromium")
-	if err != nil {
-		t.Skip("chromium not installed (make test installs it): status page not checked in a browser")
-	}
+	chromium := testutil.Tool(t, "chromium")
 	browse := func(args ...string) string {
 		t.Helper()
 		c.Next(t) // keep the transfer moving: the server drops a client silent for long

@@ -22,6 +22,7 @@ import (
 
 	"github.com/mtftpd/mtftpd/internal/filestore"
 	"github.com/mtftpd/mtftpd/internal/origin"
+	"github.com/mtftpd/mtftpd/internal/testutil"
 	"github.com/mtftpd/mtftpd/tftp"
 )
 
@@ -128,9 +129,7 @@ func curlGet(url string) ([32]byte, int, error) {
 // for a file nobody has fetched yet, all at once: the origin is asked
 // once, every client gets the whole file.
 func TestOriginTwentyFirstRequests(t *testing.T) {
-	if _, err := exec.LookPath("curl"); err != nil {
-		t.Skip("curl not installed (make test installs it)")
-	}
+	testutil.Tool(t, "curl")
 	f := newOriginFixture(t, 2<<20+333)
 	gate := make(chan struct{})
 	f.gate.Store(&gate)

@@ -123,10 +123,7 @@ LABEL install
 // tftpGet downloads name with tftp-hpa's client.
 func (f *templateFixture) tftpGet(t *testing.T, name string) (string, error) {
 	t.Helper()
-	bin, err := exec.LookPath("tftp")
-	if err != nil {
-		t.Skip("tftp-hpa client not installed (make test installs it)")
-	}
+	bin := testutil.Tool(t, "tftp") // the tftp-hpa client
 	out := filepath.Join(t.TempDir(), "out")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

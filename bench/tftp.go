@@ -98,9 +98,9 @@ func CustomProfile(blksize, windowsize int, tsize, probe bool) (Profile, error) 
 }
 
 // TFTPSwarm plays Clients TFTP clients against one server at Target: each
-// opens its own socket (on one of SourceAddrs, round robin, if given) and
-// downloads File as Profile says, once, or again and again until Duration
-// passes. Configure it through its fields; a zero field means the
+// opens its own socket (on one of SourceAddrs, round robin, if given; the
+// batch Engine shares a few sockets instead) and downloads File as
+// Profile says, once, or again and again until Duration passes. Configure it through its fields; a zero field means the
 // documented default. Every datagram goes to Target's address only.
 type TFTPSwarm struct {
 	Target  string // host:port of the server; required

@@ -340,13 +340,7 @@ func TestBatchSwarmHPA(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("in.tftpd --secure --user nobody needs root")
 	}
-	hpa := ""
-	for _, p := range hpaBinaries {
-		if _, err := os.Stat(p); err == nil {
-			hpa = p
-			break
-		}
-	}
+	hpa := findHPA()
 	if hpa == "" {
 		t.Fatalf("tftpd-hpa's in.tftpd not found at %s: scripts/test-deps.sh unpacks it", strings.Join(hpaBinaries, " or "))
 	}

@@ -19,6 +19,16 @@ import (
 // by scripts/test-deps.sh (installing the package would start a service).
 var hpaBinaries = []string{"/usr/sbin/in.tftpd", "/var/cache/mtftpd-test/tftpd-hpa/usr/sbin/in.tftpd"}
 
+// findHPA is the first of hpaBinaries that exists, "" if none.
+func findHPA() string {
+	for _, p := range hpaBinaries {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return ""
+}
+
 // labSources are extra addresses of the bench's client namespace: one per
 // simulated client, as in a room of machines (mtftpd also caps transfers
 // per client address at 16 by default).
@@ -30,13 +40,7 @@ const labSources = "192.0.2.10-192.0.2.29"
 // (sha256 and size) and every JSON report must parse with the documented
 // schema. No thresholds on time. Root only.
 func TestBenchTFTPLab(t *testing.T) {
-	hpa := ""
-	for _, p := range hpaBinaries {
-		if _, err := os.Stat(p); err == nil {
-			hpa = p
-			break
-		}
-	}
+	hpa := findHPA()
 	if hpa == "" {
 		t.Skipf("tftpd-hpa's in.tftpd not found at %s: scripts/test-deps.sh unpacks it", strings.Join(hpaBinaries, " or "))
 	}

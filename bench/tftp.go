@@ -142,10 +142,6 @@ type TFTPSwarm struct {
 	// shared sockets and event loops with batched I/O, for lock-step
 	// profiles (tftp_batch_linux.go).
 	Engine string
-
-	// batchDrop, if set (tests only), drops datagrams the batch engine
-	// receives: client is the simulated client's index.
-	batchDrop func(client int, pkt []byte) bool
 }
 
 // The engines of TFTPSwarm.Engine.

@@ -55,6 +55,10 @@ import (
 // batchSupported: Linux has what the batch engine needs.
 const batchSupported = true
 
+// batchDrop, if set (tests only, before a swarm runs), drops datagrams
+// the batch engine receives: client is the simulated client's index.
+var batchDrop func(client int, pkt []byte) bool
+
 const (
 	// batchRead is the datagrams one recvmmsg reads at most.
 	batchRead = 64
@@ -408,7 +412,7 @@ func (l *batchLoop) packet(p udpio.Packet, now time.Time) {
 		return
 	}
 	cl := &l.clients[k]
-	if drop := l.r.c.batchDrop; drop != nil && drop(cl.id, p.Data) {
+	if batchDrop != nil && batchDrop(cl.id, p.Data) {
 		return
 	}
 	switch {

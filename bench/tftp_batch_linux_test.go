@@ -276,7 +276,9 @@ func TestBatchSwarmLoss(t *testing.T) {
 	f := startLoseServer(t, data, false)
 	var n atomic.Int64
 	s := batchSwarm(f.pc.LocalAddr().String(), 20, Profiles["bios"], sum[:], int64(len(data)))
-	s.Timeout, s.batchDrop = 30*time.Millisecond, func(int, []byte) bool { return n.Add(1)%7 == 0 }
+	s.Timeout = 30 * time.Millisecond
+	batchDrop = func(int, []byte) bool { return n.Add(1)%7 == 0 }
+	t.Cleanup(func() { batchDrop = nil })
 	rep, err := s.Run(context.Background())
 	if err != nil {
 		t.Fatal(err)

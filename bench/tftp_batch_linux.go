@@ -407,7 +407,7 @@ func (l *batchLoop) packet(p udpio.Packet, now time.Time) {
 	src := netip.AddrPortFrom(p.Src.Addr().Unmap(), p.Src.Port())
 	sl := &l.slots[slot]
 	k := sl.holder
-	if k < 0 {
+	if k < 0 || l.clients[k].phase == phaseDone {
 		l.dally(sl, src, p.Data)
 		return
 	}
@@ -599,12 +599,19 @@ func (l *batchLoop) end(k int, now time.Time, err error) {
 		err = l.r.check(cl.res.Bytes, cl.res.TSize, cl.h)
 	}
 	l.r.record(cl.res, now.Sub(cl.t0), err, false)
+	l.release(cl)
+	cl.phase = phaseIdle
+	l.begin(k, now)
+}
+
+// release frees the slot of cl's download, which has ended: last in the
+// queue of free slots.
+func (l *batchLoop) release(cl *batchClient) {
 	sl := &l.slots[cl.slot]
 	sl.prevPeer, sl.lastWire, sl.holder = cl.peer, wireBlock(cl.have, cl.rollover), -1
 	l.free[(l.freeAt+l.nfree)%len(l.free)] = cl.slot
 	l.nfree++
-	cl.slot, cl.phase = -1, phaseIdle
-	l.begin(k, now)
+	cl.slot = -1
 }
 
 // cancel ends the downloads running when ctx ends: each server is told
@@ -676,6 +683,7 @@ func (l *batchLoop) flush() {
 		if k := l.outClient[i]; k >= 0 && !errors.Is(err, syscall.EAGAIN) && !errors.Is(err, syscall.ENOBUFS) {
 			if cl := &l.clients[k]; cl.phase == phaseRequest || cl.phase == phaseData {
 				l.r.record(cl.res, time.Since(cl.t0), err, false)
+				l.release(cl)
 				cl.phase = phaseDone
 				l.running--
 			}

@@ -97,20 +97,22 @@ func TestBenchTFTPLab(t *testing.T) {
 		})
 		target := netlab.ServerAddr + ":" + s.port
 		waitTFTP(t, ctx, lab, bin, target)
-		for _, profile := range []string{"bios", "uefi", "ipxe", "linux"} {
-			report := filepath.Join(t.TempDir(), s.name+"-"+profile+".json")
+		// bios twice: the batch engine too (IP_PKTINFO sources on eth0).
+		for _, run := range []struct{ profile, engine string }{{"bios", "goroutine"}, {"bios", "batch"}, {"uefi", "goroutine"}, {"ipxe", "goroutine"}, {"linux", "goroutine"}} {
+			profile := run.profile
+			report := filepath.Join(t.TempDir(), s.name+"-"+profile+"-"+run.engine+".json")
 			out, err := lab.Run(ctx, "c1", bin, "bench", "tftp", "--target", target, "--file", "f",
-				"--clients", "20", "--profile", profile, "--source-addrs", labSources,
+				"--clients", "20", "--profile", profile, "--engine", run.engine, "--source-addrs", labSources,
 				"--verify-file", filepath.Join(root, "f"), "--max-time", "60s", "--json", report)
 			if err != nil {
 				t.Fatalf("%s, profile %s: %v", s.name, profile, err)
 			}
 			rep := readReport(t, report)
-			if rep.Completed != 20 || rep.Failed != 0 || rep.Transfers != 20 || rep.SuccessRatio != 1 ||
+			if rep.Completed != 20 || rep.Failed != 0 || rep.Transfers != 20 || rep.SuccessRatio != 1 || rep.Engine != run.engine ||
 				rep.FileSize != 256<<10+7 || !strings.HasPrefix(rep.Verify, "sha256:") || rep.Profile.Name != profile {
 				t.Fatalf("%s, profile %s: report %+v\n%s", s.name, profile, rep, out)
 			}
-			t.Logf("%s %s: %.1f MB/s aggregate, p99 %.0f ms, negotiated %v", s.name, profile, rep.AggregateMBps, rep.TransferMs.P99, rep.Negotiated)
+			t.Logf("%s %s (%s): %.1f MB/s aggregate, p99 %.0f ms, negotiated %v", s.name, profile, run.engine, rep.AggregateMBps, rep.TransferMs.P99, rep.Negotiated)
 		}
 	}
 }

@@ -5,8 +5,10 @@
 //
 // It holds the TFTP swarm (TFTPSwarm): N firmware-like clients (Profiles),
 // each with its own socket, downloading one file from one server through
-// tftp's public client; and the DHCP storm (DHCPStorm): N simulated
-// clients doing DISCOVER, OFFER, REQUEST, ACK (and RELEASE) over one
+// tftp's public client, or (Engine "batch", Linux, lock-step) all of them
+// over a few shared sockets with batched I/O and tftp's public codec,
+// cheaper per block than the server they measure; and the DHCP storm
+// (DHCPStorm): N simulated clients doing DISCOVER, OFFER, REQUEST, ACK (and RELEASE) over one
 // socket; and the multicast swarm (MCastSwarm): N receivers of one
 // multicast dialect (mtftp's public receivers) started together in one
 // process. Compare reads two JSON reports (docs/bench-json.md).

@@ -299,7 +299,11 @@ func (r *PeersRun) F(key, col string) string {
 	case "cpu":
 		return round(pt.ServerCPU, 2)
 	case "benchcpu":
-		return round(math.Round(rep.ClientCPUSeconds*100)/100, -1)
+		s := round(math.Round(rep.ClientCPUSeconds*100)/100, -1)
+		if rep.Engine == EngineBatch {
+			s += " (batch)"
+		}
+		return s
 	case "rss":
 		return round(float64(pt.RSSKiB)/1024, 1)
 	case "hwm":

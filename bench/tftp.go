@@ -98,9 +98,9 @@ func CustomProfile(blksize, windowsize int, tsize, probe bool) (Profile, error) 
 }
 
 // TFTPSwarm plays Clients TFTP clients against one server at Target: each
-// opens its own socket (on one of SourceAddrs, round robin, if given) and
-// downloads File as Profile says, once, or again and again until Duration
-// passes. Configure it through its fields; a zero field means the
+// opens its own socket (on one of SourceAddrs, round robin, if given; the
+// batch Engine shares a few sockets instead) and downloads File as
+// Profile says, once, or again and again until Duration passes. Configure it through its fields; a zero field means the
 // documented default. Every datagram goes to Target's address only.
 type TFTPSwarm struct {
 	Target  string // host:port of the server; required
@@ -137,7 +137,21 @@ type TFTPSwarm struct {
 	// Live, if set, is updated while the swarm runs (for a progress
 	// display).
 	Live *TFTPLive
+	// Engine plays the clients: EngineGoroutine (""), a goroutine, a
+	// socket and a tftp.Client per client; or EngineBatch (Linux), a few
+	// shared sockets and event loops with batched I/O, for lock-step
+	// profiles (tftp_batch_linux.go).
+	Engine string
 }
+
+// The engines of TFTPSwarm.Engine.
+const (
+	EngineGoroutine = "goroutine"
+	EngineBatch     = "batch"
+)
+
+// EngineNames lists the engines in the order the help shows them.
+var EngineNames = []string{EngineGoroutine, EngineBatch}
 
 // TFTPLive holds running totals of a swarm, safe to read at any time.
 type TFTPLive struct {
@@ -150,12 +164,15 @@ type TFTPLive struct {
 // TFTPReport is what a swarm saw. It is plain data and marshals to JSON as
 // is (docs/bench-json.md documents every field).
 type TFTPReport struct {
-	Schema      string  `json:"schema"`
-	Target      string  `json:"target"`
-	File        string  `json:"file"`
-	Profile     Profile `json:"profile"`
-	Clients     int     `json:"clients"`
-	SourceAddrs int     `json:"source_addrs"`
+	Schema  string  `json:"schema"`
+	Target  string  `json:"target"`
+	File    string  `json:"file"`
+	Profile Profile `json:"profile"`
+	// Engine is the swarm's engine (TFTPSwarm.Engine); reports written
+	// before it existed lack it: the goroutine engine.
+	Engine      string `json:"engine,omitempty"`
+	Clients     int    `json:"clients"`
+	SourceAddrs int    `json:"source_addrs"`
 	// SourceSpread says how the clients were spread when the swarm chose
 	// their addresses itself (a loopback target: LoopbackSpread).
 	SourceSpread string    `json:"source_spread,omitempty"`
@@ -257,6 +274,14 @@ func (s *TFTPSwarm) config() (TFTPSwarm, error) {
 	if host, _, err := splitTarget(c.Target); err == nil && len(c.SourceAddrs) == 0 && c.Clients > 1 {
 		c.SourceAddrs = LoopbackSpread(host, c.Clients)
 	}
+	switch c.Engine {
+	case "", EngineGoroutine:
+		c.Engine = EngineGoroutine
+	case EngineBatch:
+		checkBatch(bad, c)
+	default:
+		bad("Engine: %q, want %s", c.Engine, strings.Join(EngineNames, " or "))
+	}
 	if c.MaxTime == 0 {
 		c.MaxTime = DefaultTFTPMaxTime
 		if c.Duration > 0 {
@@ -304,7 +329,7 @@ func (s *TFTPSwarm) Run(ctx context.Context) (TFTPReport, error) {
 		r.live = &TFTPLive{}
 	}
 	r.rep = TFTPReport{
-		Schema: TFTPReportSchema, Target: c.Target, File: c.File, Profile: c.Profile,
+		Schema: TFTPReportSchema, Target: c.Target, File: c.File, Profile: c.Profile, Engine: c.Engine,
 		Clients: c.Clients, SourceAddrs: len(c.SourceAddrs), RampSeconds: c.Ramp.Seconds(),
 		SourceSpread: spreadText(s.SourceAddrs, c.SourceAddrs),
 		Duration:     c.Duration.Seconds(), FileSize: -1,
@@ -322,23 +347,13 @@ func (s *TFTPSwarm) Run(ctx context.Context) (TFTPReport, error) {
 	defer cancelRun()
 
 	cpu0 := processCPU()
-	var wg sync.WaitGroup
-	for i := range c.Clients {
-		wg.Go(func() {
-			if c.Ramp > 0 {
-				at := start.Add(c.Ramp * time.Duration(i) / time.Duration(c.Clients))
-				t := time.NewTimer(time.Until(at))
-				select {
-				case <-t.C:
-				case <-runCtx.Done():
-					t.Stop()
-					return
-				}
-			}
-			r.client(runCtx, i)
-		})
+	if c.Engine == EngineBatch {
+		if err := r.runBatch(runCtx, start); err != nil {
+			return TFTPReport{}, err
+		}
+	} else {
+		r.runGoroutines(runCtx, start)
 	}
-	wg.Wait()
 	wall := time.Since(start)
 	cpu := processCPU() - cpu0
 
@@ -358,6 +373,33 @@ func (s *TFTPSwarm) Run(ctx context.Context) (TFTPReport, error) {
 	rep.TransferMBps = ratesOf(r.rates)
 	rep.Stopped = stoppedText(ctx, capCtx, c.MaxTime)
 	return rep, nil
+}
+
+// runGoroutines plays the swarm with the goroutine engine: one goroutine
+// and one tftp.Client per client.
+func (r *swarmRun) runGoroutines(ctx context.Context, start time.Time) {
+	c := r.c
+	var wg sync.WaitGroup
+	for i := range c.Clients {
+		wg.Go(func() {
+			if c.Ramp > 0 {
+				t := time.NewTimer(time.Until(c.startAt(start, i)))
+				select {
+				case <-t.C:
+				case <-ctx.Done():
+					t.Stop()
+					return
+				}
+			}
+			r.client(ctx, i)
+		})
+	}
+	wg.Wait()
+}
+
+// startAt is when client i starts: i×Ramp/Clients after start.
+func (c *TFTPSwarm) startAt(start time.Time, i int) time.Time {
+	return start.Add(c.Ramp * time.Duration(i) / time.Duration(c.Clients))
 }
 
 // client runs client i's downloads until its count or ctx ends.
@@ -381,11 +423,7 @@ func (r *swarmRun) client(ctx context.Context, i int) {
 // transfer makes one download (with its size probe, if the profile has
 // one) and records it.
 func (r *swarmRun) transfer(ctx context.Context, cl *tftp.Client) {
-	r.live.Active.Add(1)
-	defer r.live.Active.Add(-1)
-	r.mu.Lock()
-	r.rep.Transfers++
-	r.mu.Unlock()
+	r.begin()
 
 	start := time.Now()
 	var seen int64 // bytes of this transfer already added to Live
@@ -415,7 +453,25 @@ func (r *swarmRun) transfer(ctx context.Context, cl *tftp.Client) {
 	if err == nil {
 		err = r.check(res.Bytes, announced, h)
 	}
+	r.record(res, d, err, ctx.Err() != nil)
+}
 
+// begin counts a download begun, by either engine.
+func (r *swarmRun) begin() {
+	r.live.Active.Add(1)
+	r.mu.Lock()
+	r.rep.Transfers++
+	r.mu.Unlock()
+}
+
+// record adds a download that begin counted and that ended after d: its
+// counts (res: Bytes, Duplicates, OutOfOrder, Timeouts, and BlockSize and
+// WindowSize granted), and err, nil if it completed and verified. One cut
+// short (cancelled: by the end of Duration or the caller) is not a
+// failure, whatever err says: the server is not to blame. The engine
+// adds the bytes to Live itself, as they come.
+func (r *swarmRun) record(res tftp.GetResult, d time.Duration, err error, cancelled bool) {
+	r.live.Active.Add(-1)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.rep.Bytes += res.Bytes
@@ -423,9 +479,7 @@ func (r *swarmRun) transfer(ctx context.Context, cl *tftp.Client) {
 	r.rep.OutOfOrder += res.OutOfOrder
 	r.rep.Timeouts += res.Timeouts
 	if err != nil {
-		if ctx.Err() != nil {
-			// Cut by the end of Duration or by the caller: whatever the
-			// transfer returned then, the server is not to blame.
+		if cancelled {
 			r.rep.Cancelled++
 			return
 		}

@@ -19,6 +19,16 @@ import (
 // by scripts/test-deps.sh (installing the package would start a service).
 var hpaBinaries = []string{"/usr/sbin/in.tftpd", "/var/cache/mtftpd-test/tftpd-hpa/usr/sbin/in.tftpd"}
 
+// findHPA is the first of hpaBinaries that exists, "" if none.
+func findHPA() string {
+	for _, p := range hpaBinaries {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return ""
+}
+
 // labSources are extra addresses of the bench's client namespace: one per
 // simulated client, as in a room of machines (mtftpd also caps transfers
 // per client address at 16 by default).
@@ -30,13 +40,7 @@ const labSources = "192.0.2.10-192.0.2.29"
 // (sha256 and size) and every JSON report must parse with the documented
 // schema. No thresholds on time. Root only.
 func TestBenchTFTPLab(t *testing.T) {
-	hpa := ""
-	for _, p := range hpaBinaries {
-		if _, err := os.Stat(p); err == nil {
-			hpa = p
-			break
-		}
-	}
+	hpa := findHPA()
 	if hpa == "" {
 		t.Skipf("tftpd-hpa's in.tftpd not found at %s: scripts/test-deps.sh unpacks it", strings.Join(hpaBinaries, " or "))
 	}
@@ -93,20 +97,22 @@ func TestBenchTFTPLab(t *testing.T) {
 		})
 		target := netlab.ServerAddr + ":" + s.port
 		waitTFTP(t, ctx, lab, bin, target)
-		for _, profile := range []string{"bios", "uefi", "ipxe", "linux"} {
-			report := filepath.Join(t.TempDir(), s.name+"-"+profile+".json")
+		// bios twice: the batch engine too (IP_PKTINFO sources on eth0).
+		for _, run := range []struct{ profile, engine string }{{"bios", "goroutine"}, {"bios", "batch"}, {"uefi", "goroutine"}, {"ipxe", "goroutine"}, {"linux", "goroutine"}} {
+			profile := run.profile
+			report := filepath.Join(t.TempDir(), s.name+"-"+profile+"-"+run.engine+".json")
 			out, err := lab.Run(ctx, "c1", bin, "bench", "tftp", "--target", target, "--file", "f",
-				"--clients", "20", "--profile", profile, "--source-addrs", labSources,
+				"--clients", "20", "--profile", profile, "--engine", run.engine, "--source-addrs", labSources,
 				"--verify-file", filepath.Join(root, "f"), "--max-time", "60s", "--json", report)
 			if err != nil {
 				t.Fatalf("%s, profile %s: %v", s.name, profile, err)
 			}
 			rep := readReport(t, report)
-			if rep.Completed != 20 || rep.Failed != 0 || rep.Transfers != 20 || rep.SuccessRatio != 1 ||
+			if rep.Completed != 20 || rep.Failed != 0 || rep.Transfers != 20 || rep.SuccessRatio != 1 || rep.Engine != run.engine ||
 				rep.FileSize != 256<<10+7 || !strings.HasPrefix(rep.Verify, "sha256:") || rep.Profile.Name != profile {
 				t.Fatalf("%s, profile %s: report %+v\n%s", s.name, profile, rep, out)
 			}
-			t.Logf("%s %s: %.1f MB/s aggregate, p99 %.0f ms, negotiated %v", s.name, profile, rep.AggregateMBps, rep.TransferMs.P99, rep.Negotiated)
+			t.Logf("%s %s (%s): %.1f MB/s aggregate, p99 %.0f ms, negotiated %v", s.name, profile, run.engine, rep.AggregateMBps, rep.TransferMs.P99, rep.Negotiated)
 		}
 	}
 }

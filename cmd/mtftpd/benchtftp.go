@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -41,6 +42,7 @@ func runBenchTFTP(args []string) error {
 	sources := fs.String("source-addrs", "", "bind client sockets to these local addresses, round robin: A,B,A-B,A/N")
 	timeout := fs.Duration("timeout", 0, "each client's first retransmission timeout (0: 1s; adapts)")
 	retries := fs.Int("retries", 0, "consecutive timeouts before a client gives up (0: the client default)")
+	engine := fs.String("engine", bench.EngineGoroutine, "load generator: goroutine (a socket and goroutine per client), or batch (Linux, lock-step IPv4: shared sockets, recvmmsg/sendmmsg; far less CPU per block)")
 	jsonOut := fs.String("json", "", "also write the report as JSON to this file (- for stdout); schema: docs/bench-json.md")
 	quiet := fs.BoolP("quiet", "q", false, "no progress display")
 	if _, help, err := parseArgs(fs, args, 0, ""); help || err != nil {
@@ -76,7 +78,7 @@ func runBenchTFTP(args []string) error {
 	s := &bench.TFTPSwarm{
 		Target: *target, File: *file, Clients: *clients, Profile: prof, Ramp: *ramp,
 		Duration: *duration, Transfers: *count, MaxTime: *maxTime, Timeout: *timeout, Retries: *retries,
-		Live: &bench.TFTPLive{},
+		Live: &bench.TFTPLive{}, Engine: *engine,
 	}
 	var err error
 	if s.SourceAddrs, s.SHA256, s.Size, err = parseSwarmChecks(*sources, *verify, *verifyFile); err != nil {
@@ -162,8 +164,8 @@ func (d *swarmDisplay) stop() {
 // printTFTPReport writes the short human summary.
 func printTFTPReport(w io.Writer, r bench.TFTPReport) {
 	p := r.Profile
-	fmt.Fprintf(w, "tftp swarm: %d clients x %s from %s, profile %s (blksize %d, windowsize %d, tsize %v, probe %v)\n",
-		r.Clients, r.File, r.Target, p.Name, p.BlockSize, p.WindowSize, p.TSize, p.Probe)
+	fmt.Fprintf(w, "tftp swarm: %d clients x %s from %s, profile %s (blksize %d, windowsize %d, tsize %v, probe %v), engine %s\n",
+		r.Clients, r.File, r.Target, p.Name, p.BlockSize, p.WindowSize, p.TSize, p.Probe, cmp.Or(r.Engine, bench.EngineGoroutine))
 	verified := ""
 	if r.Verify != "" {
 		verified = ", verified"

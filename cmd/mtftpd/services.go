@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -19,6 +20,17 @@ import (
 	"github.com/mtftpd/mtftpd/ra"
 	"github.com/mtftpd/mtftpd/status"
 	"github.com/mtftpd/mtftpd/tftp"
+)
+
+// Mappings kept idle between transfers (filestore.KeepIdle): a boot
+// server's working set is a handful of loaders, kernels and initrds (and
+// images); 32 covers it, and a minute spans the gaps between the machines
+// of a room that boot one after another. Each idle mapping holds an open
+// descriptor and the page tables of what was read; a file deleted or
+// replaced on disk frees its old version's space within the minute.
+const (
+	idleMappings   = 32
+	idleMappingTTL = time.Minute
 )
 
 // services are what serve runs, built from the validated config on the
@@ -108,6 +120,10 @@ func buildServices(cfg config.Config, demo bool, p *ports, log zerolog.Logger) (
 		return s, fmt.Errorf("tftp.root: %w", err)
 	}
 	s.closers = append(s.closers, func() { store.Close() })
+	// Boot files are asked for again and again, often one client after
+	// another: keep their mappings between transfers (docs/design.md,
+	// "Mappings kept idle").
+	store.KeepIdle(idleMappings, idleMappingTTL)
 	if tftpSource != nil {
 		store.SetSource(tftpSource)
 	}

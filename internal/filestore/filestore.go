@@ -15,6 +15,7 @@
 package filestore
 
 import (
+	"container/list"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -57,7 +58,8 @@ type Stats struct {
 	Hits   int64 // Gets that shared an existing mapping
 	Maps   int64 // mappings created (an empty file makes one with no mmap)
 	Unmaps int64 // mappings released after their last reference
-	Live   int64 // mappings currently held (Maps - Unmaps)
+	Live   int64 // mappings currently held (Maps - Unmaps), idle ones included
+	Idle   int64 // of those, mappings no handle uses, kept for the next Get (KeepIdle)
 }
 
 // Store serves files beneath one root directory. It is safe for concurrent
@@ -70,8 +72,15 @@ type Store struct {
 
 	mu      sync.Mutex
 	closed  bool
-	entries map[fileKey]*mapping // live mappings only (refs > 0)
+	entries map[fileKey]*mapping // live mappings: in use (refs > 0) or idle
 	stats   Stats
+
+	// Idle mappings (KeepIdle): at most idleMax, each for idleTTL after
+	// its last Release, least recently released first.
+	idleMax   int
+	idleTTL   time.Duration
+	idle      list.List // *mapping
+	idleTimer *time.Timer
 }
 
 // fileKey identifies one version of one file. Two opens with equal keys
@@ -92,6 +101,10 @@ type mapping struct {
 	data  []byte   // nil for an empty file
 	mtime time.Time
 	refs  int // guarded by Store.mu
+	// idleEl is m's place in Store.idle while no handle uses it (guarded
+	// by Store.mu), idleUntil when it is unmapped if none takes it.
+	idleEl    *list.Element
+	idleUntil time.Time
 
 	nasOnce sync.Once
 	nasSize int64
@@ -142,7 +155,9 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
+	gone := s.dropIdle(func(*mapping) bool { return true })
 	s.mu.Unlock()
+	unmapAll(gone)
 	return s.root.Close()
 }
 
@@ -222,9 +237,7 @@ func (s *Store) get(name string) (*mapping, error) {
 	if m := s.entries[key]; m != nil {
 		// Another Get mapped the same version meanwhile; use that one so
 		// there stays one mapping per version.
-		m.refs++
-		s.stats.Opens++
-		s.stats.Hits++
+		s.take(m)
 		s.mu.Unlock()
 		unmapFile(data)
 		f.Close()
@@ -268,13 +281,25 @@ func (s *Store) share(key fileKey) *mapping {
 	if m == nil {
 		return nil
 	}
-	m.refs++
-	s.stats.Opens++
-	s.stats.Hits++
+	s.take(m)
 	return m
 }
 
-// release drops one reference and unmaps m after the last one.
+// take adds a reference to m, live in entries, taking it out of the idle
+// list if no handle used it. Store.mu is held.
+func (s *Store) take(m *mapping) {
+	if m.idleEl != nil {
+		s.idle.Remove(m.idleEl)
+		m.idleEl = nil
+		s.stats.Idle--
+	}
+	m.refs++
+	s.stats.Opens++
+	s.stats.Hits++
+}
+
+// release drops one reference. After the last one m is kept idle
+// (KeepIdle) or unmapped.
 func (s *Store) release(m *mapping) {
 	s.mu.Lock()
 	m.refs--
@@ -286,13 +311,83 @@ func (s *Store) release(m *mapping) {
 		s.mu.Unlock()
 		panic("filestore: mapping released more often than referenced")
 	}
+	var gone []*mapping
+	if s.idleMax > 0 && !s.closed {
+		m.idleUntil = time.Now().Add(s.idleTTL)
+		m.idleEl = s.idle.PushBack(m)
+		s.stats.Idle++
+		n := s.idle.Len() - s.idleMax
+		gone = s.dropIdle(func(*mapping) bool { n--; return n >= 0 })
+		if s.idleTimer == nil {
+			s.idleTimer = time.AfterFunc(s.idleTTL, s.expireIdle)
+		}
+	} else {
+		s.forget(m)
+		gone = []*mapping{m}
+	}
+	s.mu.Unlock()
+	unmapAll(gone)
+}
+
+// KeepIdle keeps up to n mappings that no handle uses for ttl after their
+// last Release (0: unmap at once, the default), so that the next Get of
+// the same file version finds its pages mapped. Mapping a file again
+// costs a page fault per 64 KiB on its first read (fault-around), which
+// a virtual machine's page tables make dear: a lock-step client reading
+// 64 MiB at blksize 65464 made the server fault ~1,000 times per
+// download (docs/design.md, "Mappings kept idle"). Call it before the
+// first Get.
+func (s *Store) KeepIdle(n int, ttl time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.idleMax, s.idleTTL = n, ttl
+}
+
+// forget takes m out of entries and counts its unmapping. Store.mu is held.
+func (s *Store) forget(m *mapping) {
 	delete(s.entries, m.key)
 	s.stats.Unmaps++
 	s.stats.Live--
+}
+
+// dropIdle takes idle mappings out, oldest first, while drop says so, and
+// returns them for unmapAll. Store.mu is held.
+func (s *Store) dropIdle(drop func(*mapping) bool) []*mapping {
+	var gone []*mapping
+	for e := s.idle.Front(); e != nil; e = s.idle.Front() {
+		m := e.Value.(*mapping)
+		if !drop(m) {
+			break
+		}
+		s.idle.Remove(e)
+		m.idleEl = nil
+		s.stats.Idle--
+		s.forget(m)
+		gone = append(gone, m)
+	}
+	return gone
+}
+
+// expireIdle unmaps the idle mappings whose time is up and rearms the
+// timer for the next one.
+func (s *Store) expireIdle() {
+	now := time.Now()
+	s.mu.Lock()
+	gone := s.dropIdle(func(m *mapping) bool { return !m.idleUntil.After(now) })
+	s.idleTimer = nil
+	if e := s.idle.Front(); e != nil {
+		s.idleTimer = time.AfterFunc(e.Value.(*mapping).idleUntil.Sub(now), s.expireIdle)
+	}
 	s.mu.Unlock()
-	// m is unreachable from the Store now; no lock needed to tear it down.
-	unmapFile(m.data)
-	m.f.Close()
+	unmapAll(gone)
+}
+
+// unmapAll tears down mappings no longer reachable from the Store.
+func unmapAll(ms []*mapping) {
+	for _, m := range ms {
+		unmapFile(m.data)
+		m.f.Close()
+	}
 }
 
 // classify wraps an error from os.Root with the sentinel it stands for.

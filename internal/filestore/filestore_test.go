@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 	"unsafe"
 )
 
@@ -403,4 +404,56 @@ func TestReadMappedAllocs(t *testing.T) {
 	}); n != 0 {
 		t.Errorf("ReadMapped allocates %v times per call, want 0", n)
 	}
+}
+
+// With KeepIdle, a released mapping stays for the next Get of the same
+// version (no new mmap, the same pages), at most n of them, least
+// recently released out first, each until its time is up; a changed file
+// gets a new mapping; Close unmaps the idle ones.
+func TestKeepIdle(t *testing.T) {
+	root, s := newStore(t)
+	s.KeepIdle(2, 200*time.Millisecond)
+	for _, n := range []string{"a", "b", "c"} {
+		writeFile(t, filepath.Join(root, n), []byte("file "+n))
+	}
+	a := mustGet(t, s, "a")
+	pa := unsafe.SliceData(a.Data())
+	a.Release()
+	checkStats(t, s, Stats{Opens: 1, Maps: 1, Live: 1, Idle: 1})
+	a = mustGet(t, s, "a")
+	if unsafe.SliceData(a.Data()) != pa {
+		t.Error("a Get after Release mapped the file again")
+	}
+	checkStats(t, s, Stats{Opens: 2, Hits: 1, Maps: 1, Live: 1})
+	a.Release()
+
+	// Three idle, cap 2: a (the least recently released) goes.
+	b, c := mustGet(t, s, "b"), mustGet(t, s, "c")
+	b.Release()
+	c.Release()
+	checkStats(t, s, Stats{Opens: 4, Hits: 1, Maps: 3, Unmaps: 1, Live: 2, Idle: 2})
+
+	// A changed file is a new version: a new mapping beside the idle one.
+	writeFile(t, filepath.Join(root, "b"), []byte("file b, longer now"))
+	b = mustGet(t, s, "b")
+	if string(b.Data()) != "file b, longer now" {
+		t.Fatalf("b = %q after it changed", b.Data())
+	}
+	b.Release() // idle: c, old b, new b → c goes
+	checkStats(t, s, Stats{Opens: 5, Hits: 1, Maps: 4, Unmaps: 2, Live: 2, Idle: 2})
+
+	// Their time runs out (polled: the timer fires on its own).
+	deadline := time.Now().Add(10 * time.Second)
+	for s.Stats().Idle > 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	checkStats(t, s, Stats{Opens: 5, Hits: 1, Maps: 4, Unmaps: 4, Live: 0})
+
+	// Close unmaps what is idle; a handle released after Close unmaps.
+	a, b = mustGet(t, s, "a"), mustGet(t, s, "b")
+	a.Release()
+	s.Close()
+	checkStats(t, s, Stats{Opens: 7, Hits: 1, Maps: 6, Unmaps: 5, Live: 1})
+	b.Release()
+	checkStats(t, s, Stats{Opens: 7, Hits: 1, Maps: 6, Unmaps: 6, Live: 0})
 }

@@ -298,7 +298,13 @@ func (s *Server) discover(req *dhcpv4.DHCPv4, in Incoming, now time.Time) *Outgo
 	s.leases.setIP(rec, ip)
 	rec.offerUntil = now.Add(OfferHold)
 	s.leases.touch(rec)
-	kick := s.leases.promise(rec, rec.offerUntil.Add(sub.lease), now)
+	var kick uint64
+	if s.store != nil && !s.store.appending.Load() {
+		// A quiet journal: write this offer's lease ahead (promise.go).
+		// While appends run back to back, group commit already shares
+		// each sync among many ACKs, and promises would only add records.
+		kick = s.leases.promise(rec, rec.offerUntil.Add(sub.lease), now)
+	}
 
 	reply := newReply(req, dhcpv4.MessageTypeOffer, in.IfAddr)
 	reply.YourIPAddr = ip.AsSlice()

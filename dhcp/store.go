@@ -56,6 +56,9 @@ type leaseStore struct {
 	cond    *sync.Cond
 	durable uint64
 	writing bool // one writer at a time: the fields below are the writer's
+	// appending mirrors writing for an append, read without mu: an OFFER
+	// makes a promise only while no append runs (promise.go).
+	appending atomic.Bool
 
 	f         *os.File // the journal, open to write; nil: rewrite it whole first
 	gen       uint64   // bumped when f is replaced: a compaction begun before is void
@@ -128,9 +131,11 @@ func (st *leaseStore) wait(seq uint64) error {
 			continue
 		}
 		st.writing = true
+		st.appending.Store(true)
 		st.mu.Unlock()
 		done, err := st.lead()
 		st.mu.Lock()
+		st.appending.Store(false)
 		st.writing = false
 		if err == nil && done > st.durable {
 			st.durable = done

@@ -579,6 +579,7 @@ func (s *Server) release(req *dhcpv4.DHCPv4, in Incoming, now time.Time) uint64 
 		rec.expiry = now
 	}
 	rec.offerUntil = time.Time{}
+	s.leases.unpromise(rec) // released: no ACK may rely on it, and the journal must not keep it
 	s.leases.touch(rec)
 	s.leases.mark(rec.ip)
 	return 0

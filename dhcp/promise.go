@@ -50,6 +50,11 @@ func (t *leaseTable) promise(b *binding, until, now time.Time) uint64 {
 		}
 		b.promiseEl, b.promisePool = p.promises.PushBack(b), p
 	} else {
+		if !until.After(b.promised.Add(OfferHold / 2)) {
+			// The standing promise still covers an ACK for half a hold:
+			// a DISCOVER repeated in a loop forces no append.
+			return 0
+		}
 		b.promisePool.promises.MoveToBack(b.promiseEl)
 	}
 	b.promised = until

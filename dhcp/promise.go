@@ -52,7 +52,8 @@ func (t *leaseTable) promise(b *binding, until, now time.Time) uint64 {
 	} else {
 		if !until.After(b.promised.Add(OfferHold / 2)) {
 			// The standing promise still covers an ACK for half a hold:
-			// a DISCOVER repeated in a loop forces no append.
+			// a DISCOVER repeated in a loop forces no append (an ACK
+			// past it waits for a write of its own).
 			return 0
 		}
 		b.promisePool.promises.MoveToBack(b.promiseEl)

@@ -156,6 +156,10 @@ func (s *Store) Close() error {
 	}
 	s.closed = true
 	gone := s.dropIdle(func(*mapping) bool { return true })
+	if s.idleTimer != nil {
+		s.idleTimer.Stop()
+		s.idleTimer = nil
+	}
 	s.mu.Unlock()
 	unmapAll(gone)
 	return s.root.Close()

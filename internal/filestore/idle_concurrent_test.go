@@ -9,10 +9,10 @@ import (
 	"time"
 )
 
-// Review: KeepIdle with a tiny TTL and cap, many files and versions,
+// KeepIdle with a tiny TTL and cap, many files and versions,
 // concurrent Get/Release and timers expiring under -race; then Close
 // while handles are still held.
-func TestReviewIdleConcurrent(t *testing.T) {
+func TestKeepIdleConcurrent(t *testing.T) {
 	root, s := newStore(t)
 	s.KeepIdle(3, time.Millisecond)
 	version := func(n, v int) []byte { return bytes.Repeat([]byte{byte(n*7 + v)}, 4096+v) }

@@ -42,7 +42,7 @@ const labSources = "192.0.2.10-192.0.2.29"
 func TestBenchTFTPLab(t *testing.T) {
 	hpa := findHPA()
 	if hpa == "" {
-		t.Skipf("tftpd-hpa's in.tftpd not found at %s: scripts/test-deps.sh unpacks it", strings.Join(hpaBinaries, " or "))
+		testutil.Unavailable(t, "tftpd-hpa's in.tftpd not found at %s", strings.Join(hpaBinaries, " or "))
 	}
 	lab := netlab.New(t, netlab.Options{Clients: 1})
 	bin := testutil.Binary(t)

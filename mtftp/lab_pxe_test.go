@@ -13,7 +13,6 @@ import (
 	"github.com/mtftpd/mtftpd/internal/testutil"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -106,9 +105,7 @@ func askDHCPAsBIOSROM(t *testing.T, lab *netlab.Lab, i int, class string) pxeOff
 func TestLabPXEMTFTPPerFileGroups(t *testing.T) {
 	testutil.Heavy(t) // docs/design.md, "Lab rules": heavy tests take turns
 	testutil.Tool(t, "atftp")
-	if _, err := exec.LookPath("busybox"); err != nil {
-		t.Skip("busybox not installed (make test installs it)")
-	}
+	testutil.Tool(t, "busybox")
 	lab := netlab.New(t, netlab.Options{Clients: 2})
 	root := t.TempDir()
 	files := map[string][]byte{"a.0": make([]byte, 3<<19), "b.0": make([]byte, 1<<20)}

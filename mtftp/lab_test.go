@@ -8,7 +8,6 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -48,9 +47,7 @@ func labServerOpts(t *testing.T, o netlab.Options) (*netlab.Lab, []byte, string,
 // settings (TOML lines).
 func labServerCfg(t *testing.T, o netlab.Options, size int, mtftpExtra string) (*netlab.Lab, []byte, string, *syncBuffer) {
 	t.Helper()
-	if _, err := exec.LookPath("atftp"); err != nil {
-		t.Skip("atftp not installed (make test installs it)")
-	}
+	testutil.Tool(t, "atftp")
 	lab := netlab.New(t, o)
 	root := t.TempDir()
 	data := make([]byte, size)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/mtftpd/mtftpd/internal/netlab"
+	"github.com/mtftpd/mtftpd/internal/testutil"
 )
 
 // listenIn opens a UDP socket inside network namespace ns (a full name,
@@ -68,11 +69,7 @@ func roundTrip(c *net.UDPConn, to *net.UDPAddr, seq uint32) (time.Duration, erro
 
 // TestLabDelay runs scripts/netlab.sh impair c1 delay in a one-client lab.
 func TestLabDelay(t *testing.T) {
-	if os.Geteuid() == 0 {
-		if _, err := exec.LookPath("iptables"); err != nil {
-			t.Skip("iptables not found (Debian package iptables)")
-		}
-	}
+	testutil.Tool(t, "iptables")
 	l := netlab.New(t, netlab.Options{Clients: 1}) // skips unless root
 	c1 := netlab.ClientAddr(1)
 

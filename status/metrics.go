@@ -31,6 +31,15 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		prometheus.NewDesc("mtftpd_tftp_transfer_rto_seconds", "Retransmission timeout each finished TFTP transfer ended with.", nil, nil),
 		rto.Count, rto.Sum.Seconds(), buckets)
 
+	if fs := s.TFTP.Files; fs != nil {
+		st := fs.Stats()
+		ch <- prometheus.MustNewConstMetric(
+			prometheus.NewDesc("mtftpd_tftp_file_mappings", "Files mapped for TFTP (one per file version), idle ones included; each holds a descriptor.", nil, nil),
+			prometheus.GaugeValue, float64(st.Live))
+		ch <- prometheus.MustNewConstMetric(
+			prometheus.NewDesc("mtftpd_tftp_file_mappings_idle", "Of those, mappings no transfer uses, kept for the next one (docs/design.md, \"Mappings kept idle\").", nil, nil),
+			prometheus.GaugeValue, float64(st.Idle))
+	}
 	caps, drops := s.TFTP.Listener()
 	ch <- prometheus.MustNewConstMetric(
 		prometheus.NewDesc("mtftpd_tftp_listener_drops_total", "Requests the kernel dropped on the TFTP listening socket, its queue full (SO_RXQ_OVFL).", nil, nil),

@@ -482,3 +482,48 @@ func TestBatchSwarmCLI(t *testing.T) {
 		t.Fatalf("bench tftp --engine batch --profile uefi: %v\n%s", err, out)
 	}
 }
+
+// FuzzBatchPacket: whatever a host that forges the target's address sends
+// to a client of the batch engine — from the server's port of the
+// transfer or another — the engine neither panics nor counts more bytes
+// than one block per datagram, and what it queues in answer is small (an
+// ACK or an ERROR).
+func FuzzBatchPacket(f *testing.F) {
+	data := func(block uint16, n int) []byte {
+		return append([]byte{0, byte(tftp.OpDATA), byte(block >> 8), byte(block)}, make([]byte, n)...)
+	}
+	f.Add(data(1, 1468), true)
+	f.Add(data(1, 9000), true)
+	f.Add(data(1, 10), false)
+	f.Add(data(0, 0), true)
+	f.Add([]byte{0, byte(tftp.OpOACK), 'b', 'l', 'k', 's', 'i', 'z', 'e', 0, '8', 0}, true)
+	f.Add([]byte{0, byte(tftp.OpERROR), 0, 1, 'x', 0}, true)
+	f.Add([]byte{0, byte(tftp.OpOACK)}, true)
+	f.Fuzz(func(t *testing.T, pkt []byte, samePort bool) {
+		c := TFTPSwarm{Target: "127.0.0.1:69", File: "f", Clients: 1, Profile: Profiles["bios"], Transfers: 1}
+		r := &swarmRun{c: c, live: &TFTPLive{}, seenErrs: errorSamples{}, rep: TFTPReport{Errors: map[string]int{}, Negotiated: map[string]int{}}}
+		target := netip.MustParseAddrPort("127.0.0.1:69")
+		l := newBatchLoop(context.Background(), r, nil, target, nil, 0, 1)
+		now := time.Now()
+		l.begin(0, now)
+		l.flush()
+		src := netip.MustParseAddrPort("127.0.0.1:40000")
+		for i := range 3 { // the first reply picks the peer; then the same and another port
+			from := src
+			if i == 2 && !samePort {
+				from = netip.MustParseAddrPort("127.0.0.1:40001")
+			}
+			l.packet(udpio.Packet{Data: pkt, Src: from}, now)
+			for _, m := range l.out {
+				if len(m.Hdr)+len(m.Payload) > 600 {
+					t.Fatalf("answered %d bytes to a %d-byte datagram", len(m.Hdr)+len(m.Payload), len(pkt))
+				}
+			}
+			l.flush()
+		}
+		// Three datagrams: at most three blocks of the profile's size.
+		if got := l.liveBytes; got > 3*int64(c.Profile.BlockSize) { // flush adds none without a socket
+			t.Fatalf("%d bytes counted from 3 datagrams of %d bytes", got, len(pkt))
+		}
+	})
+}

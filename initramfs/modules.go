@@ -7,6 +7,7 @@ import (
 	"io"
 	"path"
 	"strings"
+	"unicode"
 )
 
 // DefaultModules are the drivers a deploy environment loads when they are
@@ -94,9 +95,12 @@ func ParseDep(r io.Reader) (*DepTable, error) {
 	return t, nil
 }
 
-// validModPath accepts a relative, clean path to a module file.
+// validModPath accepts a relative, clean path to a module file, without
+// white space or ':' (modules.dep separates paths with them: such a path
+// could not be written back as a dependency; a fuzz finding).
 func validModPath(p string) bool {
-	if p == "" || strings.HasPrefix(p, "/") || path.Clean(p) != p || p == ".." || strings.HasPrefix(p, "../") {
+	if p == "" || strings.HasPrefix(p, "/") || path.Clean(p) != p || p == ".." || strings.HasPrefix(p, "../") ||
+		strings.ContainsFunc(p, func(r rune) bool { return r == ':' || unicode.IsSpace(r) }) {
 		return false
 	}
 	for _, s := range []string{".ko", ".ko.xz", ".ko.zst", ".ko.gz"} {

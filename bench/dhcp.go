@@ -157,6 +157,10 @@ type DHCPReport struct {
 	IgnoredReplies int `json:"ignored_replies"`
 	// BadPackets could not be parsed as DHCP.
 	BadPackets int `json:"bad_packets"`
+	// ClientCPUSeconds is the CPU time (user + system) the storm's own
+	// process used: a load generator that costs as much as the server it
+	// measures squeezes every ratio towards 1 (docs/benchmarks.md).
+	ClientCPUSeconds float64 `json:"client_cpu_seconds"`
 	// Servers counts ACKs by server identifier (option 54): more than
 	// one key means more than one server answers on the wire.
 	Servers map[string]int `json:"servers"`
@@ -305,6 +309,7 @@ func (r *stormRun) run(ctx context.Context) DHCPReport {
 	}()
 
 	start := time.Now()
+	cpu0 := processCPU()
 	var next atomic.Int64
 	var workers sync.WaitGroup
 	for range c.Concurrency {
@@ -320,6 +325,7 @@ func (r *stormRun) run(ctx context.Context) DHCPReport {
 	}
 	workers.Wait()
 	wall := time.Since(start)
+	cpu := processCPU() - cpu0
 	closing.Store(true)
 	r.tr.Close()
 	<-readerDone
@@ -329,6 +335,7 @@ func (r *stormRun) run(ctx context.Context) DHCPReport {
 	rep := r.rep
 	rep.Start = start
 	rep.WallSeconds = wall.Seconds()
+	rep.ClientCPUSeconds = cpu
 	rep.NotStarted = c.Clients - rep.Started
 	if rep.WallSeconds > 0 {
 		rep.ExchangesPerSec = float64(rep.Completed) / rep.WallSeconds

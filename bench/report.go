@@ -411,9 +411,12 @@ type DHCPRun struct {
 	RangeEnd      string    `json:"range_end"`
 	LeaseDevice   string    `json:"lease_device"` // where the lease files were
 	StormDuration int       `json:"storm_duration_seconds"`
-	Rows          []DHCPRow `json:"rows"`
-	Logs          []DHCPLog `json:"logs"`
-	Commands      []string  `json:"commands"`
+	// StormEnv is the environment the storm ran with ("GOMAXPROCS=1");
+	// "" in runs from before it was recorded.
+	StormEnv string    `json:"storm_env,omitempty"`
+	Rows     []DHCPRow `json:"rows"`
+	Logs     []DHCPLog `json:"logs"`
+	Commands []string  `json:"commands"`
 	// MTFTPDBase is the binary of the "mtftpd-base" rows (MTFTPD_BASE_BIN:
 	// a before/after in one run); "" without them.
 	MTFTPDBase string `json:"mtftpd_base,omitempty"`
@@ -431,6 +434,9 @@ type DHCPRow struct {
 	// PeakRSSMiB is the server's VmHWM when the storm ended; nil: not
 	// read (no row, or the server had gone).
 	PeakRSSMiB *float64 `json:"peak_rss_mib,omitempty"`
+	// ServerCPU is the CPU seconds the server used during the storm
+	// (/proc/PID/stat, clock ticks); nil: not read.
+	ServerCPU *float64 `json:"server_cpu_seconds,omitempty"`
 }
 
 // DHCPLog is what one server logged besides start-up and shut-down.
@@ -456,7 +462,7 @@ func (r *DHCPRun) Cells(server string, conc int) []string {
 		if row != nil && row.Note != "" {
 			note = row.Note
 		}
-		return append([]string{note}, make([]string, 9)...)
+		return append([]string{note}, make([]string, 11)...)
 	}
 	rss := "n/a"
 	if row.PeakRSSMiB != nil {
@@ -467,10 +473,18 @@ func (r *DHCPRun) Cells(server string, conc int) []string {
 	if rep.Failed != 0 {
 		failed = fmt.Sprintf("%d (%s)", rep.Failed, counts(rep.Failures))
 	}
+	// CPU per ACKed exchange, in µs: the server's and the storm's own.
+	perExchange := func(cpu *float64) string {
+		if cpu == nil || *cpu <= 0 || rep.Completed == 0 {
+			return "n/a"
+		}
+		return strconv.Itoa(int(math.Round(*cpu / float64(rep.Completed) * 1e6)))
+	}
 	return []string{round(math.Round(rep.ExchangesPerSec*10)/10, -1),
 		round(math.Round(rep.LatencyMs.P50*100)/100, -1), round(math.Round(rep.LatencyMs.P99*100)/100, -1),
 		fmt.Sprintf("%d/%d", rep.Completed, rep.Clients), failed, strconv.Itoa(rep.NAKs),
-		strconv.Itoa(rep.DuplicateOffers), strconv.Itoa(rep.DuplicateAcks), strconv.Itoa(rep.Retransmits), rss}
+		strconv.Itoa(rep.DuplicateOffers), strconv.Itoa(rep.DuplicateAcks), strconv.Itoa(rep.Retransmits),
+		perExchange(row.ServerCPU), perExchange(&rep.ClientCPUSeconds), rss}
 }
 
 // Ratio is mtftpd's exchanges/s over other's at conc, "n/a" without both.

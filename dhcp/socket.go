@@ -253,22 +253,23 @@ func (s *Server) readLoop(k *sock, queue chan<- held, stopping *atomic.Bool) {
 				continue
 			}
 			if out != nil {
+				if out.kick > 0 {
+					// A promise to write (promise.go): the committer
+					// starts the write before the OFFER leaves, so the
+					// disk and the round trip overlap the more. If the
+					// queue is full, writes queued ahead take the
+					// promise with them: never wait here for it.
+					select {
+					case queue <- held{k: k, seq: out.kick}:
+					default:
+					}
+				}
 				out.released()
 				s.send(k, out, src)
-				h.seq = max(h.seq, out.kick)
 			}
 		}
-		switch {
-		case len(h.ps) > 0:
+		if len(h.ps) > 0 {
 			queue <- h
-		case h.seq > 0:
-			// Only promises to write (promise.go): the committer starts
-			// the write now. If the queue is full, writes queued ahead
-			// take the promises with them: never wait here for it.
-			select {
-			case queue <- h:
-			default:
-			}
 		}
 	}
 }

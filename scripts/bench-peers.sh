@@ -35,6 +35,7 @@
 #   BENCH_POINT_MAX=150    seconds: cap of one point (bench tftp --max-time)
 #   BENCH_POINTS="..."     override the points: "PROFILE:CLIENTS:COUNT ..."
 #   BENCH_NO_DHCP=1        skip the DHCP part
+#   BENCH_DHCP_CLIENTS=3000  clients per DHCP storm (bench-dhcp.sh BENCH_CLIENTS)
 #   BENCH_SKIP_BUILD=1     use an existing $MTFTPD_BIN instead of building
 #   MTFTPD_BIN=/tmp/mtftpd-bench-peers
 #   BENCH_CACHE=/var/cache/mtftpd-bench   where the atftpd .deb is unpacked
@@ -297,7 +298,7 @@ TFTP_SECONDS=$(( $(date +%s) - START ))
 echo null >"$WORK/dhcp.json"
 if [ "${BENCH_NO_DHCP:-}" != 1 ]; then
   info "DHCP: scripts/bench-dhcp.sh"
-  if BENCH_SKIP_BUILD=1 MTFTPD_BIN=$MTFTPD_BIN BENCH_CLIENTS=${BENCH_DHCP_CLIENTS:-1000} BENCH_JSON=$RAW/dhcp.json \
+  if BENCH_SKIP_BUILD=1 MTFTPD_BIN=$MTFTPD_BIN BENCH_CLIENTS=${BENCH_DHCP_CLIENTS:-3000} BENCH_JSON=$RAW/dhcp.json \
      timeout 900 bash "$REPO/scripts/bench-dhcp.sh" >/dev/null 2>"$WORK/dhcp.err"; then
     cp "$RAW/dhcp.json" "$WORK/dhcp.json"
   else

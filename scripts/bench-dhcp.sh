@@ -26,6 +26,9 @@
 #   BENCH_NO_KEA=1               do not try Kea (no apt-get install either)
 #   BENCH_JSON=FILE              also write the run's JSON here
 #   MTFTPD_BASE_BIN=PATH         also run this mtftpd binary, as row "mtftpd-base"
+#   MTFTPD_BASE_ENV="K=V ..."    run the mtftpd-base row with this environment
+#                                (e.g. GOMAXPROCS=1); with it alone, mtftpd-base
+#                                is $MTFTPD_BIN
 #                                (a before/after comparison in one run)
 #   BENCH_SERVERS="mtftpd kea"   run only these rows
 #   BENCH_POOL=192.0.0.0/16      mtftpd's subnet (the only one allowed: it holds
@@ -112,6 +115,13 @@ fi
 SERVERS=(mtftpd)
 [ -n "$DNSMASQ" ] && SERVERS+=(dnsmasq dnsmasq-noping)
 [ -n "$KEA" ] && SERVERS+=(kea)
+read -r -a BASE_ENV <<<"${MTFTPD_BASE_ENV:-}"
+for kv in "${BASE_ENV[@]}"; do
+  [[ "$kv" =~ ^[A-Z_][A-Z0-9_]*=[^[:space:]]*$ ]] || die "MTFTPD_BASE_ENV: '$kv' is not NAME=VALUE"
+done
+if [ "${#BASE_ENV[@]}" -gt 0 ] && [ -z "${MTFTPD_BASE_BIN:-}" ]; then
+  MTFTPD_BASE_BIN=$MTFTPD_BIN
+fi
 if [ -n "${MTFTPD_BASE_BIN:-}" ]; then
   [ -x "$MTFTPD_BASE_BIN" ] || die "MTFTPD_BASE_BIN=$MTFTPD_BASE_BIN is not an executable"
   SERVERS+=(mtftpd-base)
@@ -156,8 +166,12 @@ range = "$MT_RANGE_START-$MT_RANGE_END"
 lease_time = "1h"
 EOF
       local bin=$MTFTPD_BIN
-      [ "$name" = mtftpd-base ] && bin=$MTFTPD_BASE_BIN
-      SCMD=("$bin" serve --config "$WORK/$name-$tag.toml" --log.format json --log.level info) ;;
+      SCMD=()
+      if [ "$name" = mtftpd-base ]; then
+        bin=$MTFTPD_BASE_BIN
+        [ "${#BASE_ENV[@]}" -eq 0 ] || SCMD=(env "${BASE_ENV[@]}")
+      fi
+      SCMD+=("$bin" serve --config "$WORK/$name-$tag.toml" --log.format json --log.level info) ;;
     dnsmasq|dnsmasq-noping)
       # --quiet-dhcp: no log line per packet (mtftpd and Kea log none
       # either); --conf-file=/dev/null: not /etc/dnsmasq.conf. By default
@@ -301,7 +315,7 @@ run_json() {
     --argjson clients "$CLIENTS" --arg concs "${CONCS[*]}" --arg servers "${SERVERS[*]}" \
     --arg srv_ns "$SRV_NS" --arg cli_ns "$CLI_NS" --arg rs "$RANGE_START" --arg re "$RANGE_END" \
     --arg dev "$(df --output=source "$WORK" | tail -n1)" --argjson dur "$STORM_DURATION" \
-    --arg base "${MTFTPD_BASE_BIN:-}" --arg mtpool "$MT_PREFIX, $MT_RANGE_START-$MT_RANGE_END" '
+    --arg base "${MTFTPD_BASE_BIN:-}${MTFTPD_BASE_ENV:+, environment $MTFTPD_BASE_ENV}" --arg mtpool "$MT_PREFIX, $MT_RANGE_START-$MT_RANGE_END" '
     {date: $date, host: $host, version: $ver, dnsmasq: $dnsmasq, kea: $kea, clients: $clients,
      concurrency: ($concs | split(" ") | map(tonumber)), servers: ($servers | split(" ")),
      srv_ns: $srv_ns, cli_ns: $cli_ns, range_start: $rs, range_end: $re, lease_device: $dev,

@@ -139,11 +139,11 @@ for i in $(seq 10 99); do echo "addr add 192.0.2.$i/24 dev eth0"; done | ip -n "
 declare -A CMD_TEXT=()
 
 # MTFTPD_ARGS: every mtftpd row. --tftp.max_unconfirmed{,_per_prefix}:
-# the defaults (256, and 64 per /24) evict the oldest unanswered request
-# when more than 64 clients of one /24 ask within one round trip, as the
-# swarm's 200 and 500 clients (all in 192.0.2.0/24) do at the start of a
-# point (docs/design.md, Single-port mode) — raised as the peers' session
-# caps are below.
+# the defaults (1,024, and 256 per /24: a /24 holds 254 machines) evict
+# the oldest unanswered request when more than 256 clients of one /24 ask
+# within one round trip, as the swarm's 500 clients (all in
+# 192.0.2.0/24) do at the start of a point (docs/design.md, Single-port
+# mode) — raised as the peers' session caps are below.
 MTFTPD_ARGS=(serve --tftp.listen "$SRV_ADDR:69" --tftp.root "$ROOT" --log.format json
              --tftp.max_unconfirmed 1024 --tftp.max_unconfirmed_per_prefix 1024)
 server_cmd() { # name -> SCMD array

@@ -234,6 +234,7 @@ func (s *Server) readLoop(k *sock, queue chan<- held, stopping *atomic.Bool) {
 		ms[i].OOB = ipv4.NewControlMessage(ipv4.FlagDst | ipv4.FlagInterface)
 	}
 	cms := make([]ipv4.ControlMessage, readBatch)
+	direct := make([]pending, 0, readBatch) // replies that go at once
 	for {
 		n, err := k.readBatch(ms, cms)
 		if err != nil {
@@ -245,6 +246,7 @@ func (s *Server) readLoop(k *sock, queue chan<- held, stopping *atomic.Bool) {
 			continue
 		}
 		h := held{k: k}
+		direct, kick := direct[:0], uint64(0)
 		for i := range ms[:n] {
 			out, src, q := s.request1(k, &ms[i], &cms[i])
 			if q > 0 && s.store != nil && !s.store.covers(q) {
@@ -253,20 +255,26 @@ func (s *Server) readLoop(k *sock, queue chan<- held, stopping *atomic.Bool) {
 				continue
 			}
 			if out != nil {
-				if out.kick > 0 {
-					// A promise to write (promise.go): the committer
-					// starts the write before the OFFER leaves, so the
-					// disk and the round trip overlap the more. If the
-					// queue is full, writes queued ahead take the
-					// promise with them: never wait here for it.
-					select {
-					case queue <- held{k: k, seq: out.kick}:
-					default:
-					}
-				}
-				out.released()
-				s.send(k, out, src)
+				direct = append(direct, pending{out: out, src: src})
+				kick = max(kick, out.kick)
 			}
+		}
+		if kick > 0 && len(h.ps) == 0 {
+			// Promises to write (promise.go), one item for the batch:
+			// the committer starts the write before the OFFERs leave,
+			// so the disk and their round trips overlap. Never wait
+			// here for room: with the queue full, the next write takes
+			// the promises along, at the latest the one their ACK
+			// waits for.
+			select {
+			case queue <- held{k: k, seq: kick}:
+			default:
+			}
+		}
+		h.seq = max(h.seq, kick)
+		for _, p := range direct {
+			p.out.released()
+			s.send(k, p.out, p.src)
 		}
 		if len(h.ps) > 0 {
 			queue <- h

@@ -118,6 +118,14 @@ func TestLoopbackDORA(t *testing.T) {
 	if !offer.ServerIdentifier().Equal(loop.AsSlice()) {
 		t.Errorf("server id %v", offer.ServerIdentifier())
 	}
+	// The read loop hands the OFFER's promise to the committer by itself:
+	// it reaches the disk with no REQUEST to wait for it (promise.go).
+	for deadline := time.Now().Add(5 * time.Second); s.Counters.LeaseWrites.Load() == 0 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if ls := leasesOnDisk(t, path); len(ls) != 1 || ls[0].IP.String() != "127.1.0.10" {
+		t.Fatalf("after the OFFER alone, lease file: %+v (want the promise)", ls)
+	}
 	req := build(t, dhcpv4.MessageTypeRequest, mac(1), append(append(biosPXE(), asRelay...),
 		dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(offer.YourIPAddr)),
 		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(offer.ServerIdentifier())))...)

@@ -474,17 +474,23 @@ func (r *DHCPRun) Cells(server string, conc int) []string {
 		failed = fmt.Sprintf("%d (%s)", rep.Failed, counts(rep.Failures))
 	}
 	// CPU per ACKed exchange, in µs: the server's and the storm's own.
-	perExchange := func(cpu *float64) string {
-		if cpu == nil || *cpu <= 0 || rep.Completed == 0 {
+	// The server's is measured when recorded (0: under one 10 ms tick);
+	// the storm's is 0 only in reports from before it was measured.
+	perExchange := func(cpu float64, measured bool) string {
+		if !measured || rep.Completed == 0 {
 			return "n/a"
 		}
-		return strconv.Itoa(int(math.Round(*cpu / float64(rep.Completed) * 1e6)))
+		return strconv.Itoa(int(math.Round(cpu / float64(rep.Completed) * 1e6)))
+	}
+	var serverCPU float64
+	if row.ServerCPU != nil {
+		serverCPU = *row.ServerCPU
 	}
 	return []string{round(math.Round(rep.ExchangesPerSec*10)/10, -1),
 		round(math.Round(rep.LatencyMs.P50*100)/100, -1), round(math.Round(rep.LatencyMs.P99*100)/100, -1),
 		fmt.Sprintf("%d/%d", rep.Completed, rep.Clients), failed, strconv.Itoa(rep.NAKs),
 		strconv.Itoa(rep.DuplicateOffers), strconv.Itoa(rep.DuplicateAcks), strconv.Itoa(rep.Retransmits),
-		perExchange(row.ServerCPU), perExchange(&rep.ClientCPUSeconds), rss}
+		perExchange(serverCPU, row.ServerCPU != nil), perExchange(rep.ClientCPUSeconds, rep.ClientCPUSeconds > 0), rss}
 }
 
 // Ratio is mtftpd's exchanges/s over other's at conc, "n/a" without both.

@@ -225,8 +225,9 @@ func (s *Server) listen(ctx context.Context) ([]*sock, error) {
 }
 
 // readLoop reads one socket until Serve stops, a batch of the datagrams
-// queued at a time. Replies that need no disk go at once; those that
-// commit a lease go to the commit queue, one item per batch.
+// queued at a time. Replies that need no disk go at once; OFFERs that
+// carry a promise go once the batch's promises are queued to be written;
+// replies that commit a lease go to the commit queue, one item per batch.
 func (s *Server) readLoop(k *sock, queue chan<- held, stopping *atomic.Bool) {
 	ms := make([]ipv4.Message, readBatch)
 	for i := range ms {
@@ -234,7 +235,7 @@ func (s *Server) readLoop(k *sock, queue chan<- held, stopping *atomic.Bool) {
 		ms[i].OOB = ipv4.NewControlMessage(ipv4.FlagDst | ipv4.FlagInterface)
 	}
 	cms := make([]ipv4.ControlMessage, readBatch)
-	direct := make([]pending, 0, readBatch) // replies that go at once
+	offers := make([]pending, 0, readBatch) // OFFERs whose promise is queued first
 	for {
 		n, err := k.readBatch(ms, cms)
 		if err != nil {
@@ -246,7 +247,7 @@ func (s *Server) readLoop(k *sock, queue chan<- held, stopping *atomic.Bool) {
 			continue
 		}
 		h := held{k: k}
-		direct, kick := direct[:0], uint64(0)
+		offers, kick := offers[:0], uint64(0)
 		for i := range ms[:n] {
 			out, src, q := s.request1(k, &ms[i], &cms[i])
 			if q > 0 && s.store != nil && !s.store.covers(q) {
@@ -254,9 +255,16 @@ func (s *Server) readLoop(k *sock, queue chan<- held, stopping *atomic.Bool) {
 				h.seq = max(h.seq, q)
 				continue
 			}
-			if out != nil {
-				direct = append(direct, pending{out: out, src: src})
+			switch {
+			case out != nil && out.kick > 0:
+				// An OFFER with a promise: it leaves once the promise
+				// is queued, below. Promises are made only while the
+				// journal is quiet, and a batch holds at most readBatch.
+				offers = append(offers, pending{out: out, src: src})
 				kick = max(kick, out.kick)
+			case out != nil:
+				out.released()
+				s.send(k, out, src)
 			}
 		}
 		if kick > 0 && len(h.ps) == 0 {
@@ -272,7 +280,7 @@ func (s *Server) readLoop(k *sock, queue chan<- held, stopping *atomic.Bool) {
 			}
 		}
 		h.seq = max(h.seq, kick)
-		for _, p := range direct {
+		for _, p := range offers {
 			p.out.released()
 			s.send(k, p.out, p.src)
 		}

@@ -225,9 +225,11 @@ func (s *Server) listen(ctx context.Context) ([]*sock, error) {
 }
 
 // readLoop reads one socket until Serve stops, a batch of the datagrams
-// queued at a time. Replies that need no disk go at once; OFFERs that
-// carry a promise go once the batch's promises are queued to be written;
-// replies that commit a lease go to the commit queue, one item per batch.
+// queued at a time. Replies that need no disk go at once; replies that
+// commit a lease go to the commit queue, one item per batch. OFFERs that
+// carry a promise go at the end of the batch: after its promises are
+// queued to be written, or, when the batch also holds replies for the
+// commit queue, just before that item, which takes the promises along.
 func (s *Server) readLoop(k *sock, queue chan<- held, stopping *atomic.Bool) {
 	ms := make([]ipv4.Message, readBatch)
 	for i := range ms {
@@ -279,12 +281,12 @@ func (s *Server) readLoop(k *sock, queue chan<- held, stopping *atomic.Bool) {
 			default:
 			}
 		}
-		h.seq = max(h.seq, kick)
 		for _, p := range offers {
 			p.out.released()
 			s.send(k, p.out, p.src)
 		}
 		if len(h.ps) > 0 {
+			h.seq = max(h.seq, kick) // the promises ride with the replies held for the disk
 			queue <- h
 		}
 	}

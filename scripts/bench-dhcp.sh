@@ -61,6 +61,12 @@ CLIENTS=${BENCH_CLIENTS:-3000}
 read -r -a CONCS <<<"${BENCH_CONCURRENCY:-1 20 100}"
 BUDGET=${BENCH_BUDGET:-480}
 MTFTPD_BIN=${MTFTPD_BIN:-/tmp/mtftpd-bench-dhcp}
+# STORM_ENV: the storm shares the two cores with the server, and one P
+# spares it the Go scheduler's wake-ups between its reader and its
+# clients; in one pair of runs its CPU per exchange fell by a quarter and
+# every server went faster (docs/dhcp-leases.md, "Measured"). The run's
+# JSON records it.
+STORM_ENV=GOMAXPROCS=1
 RANGE_START=192.0.2.10 RANGE_END=192.0.2.250
 STORM_DURATION=120   # mtftpd bench --duration: each storm stops by itself
 STORM_TIMEOUT=150    # ...and is killed if it does not
@@ -239,11 +245,7 @@ run_one() {
     json=$WORK/$name-$tag.json txt=$WORK/$name-$tag.txt
     cpu0=$(cg_cpu "" "${SRV_PIDS[0]}" 2>/dev/null || true)
     set +e
-    # GOMAXPROCS=1: the storm shares the two cores with the server, and
-    # one P spares it the Go scheduler's wake-ups between its reader and
-    # its clients; measured, it cut the storm's CPU per exchange by a
-    # quarter and let every server go faster (docs/benchmarks.md).
-    ip netns exec "$CLI_NS" env GOMAXPROCS=1 timeout "$STORM_TIMEOUT" "$MTFTPD_BIN" bench dhcp --iface eth0 \
+    ip netns exec "$CLI_NS" env "$STORM_ENV" timeout "$STORM_TIMEOUT" "$MTFTPD_BIN" bench dhcp --iface eth0 \
       --clients "$CLIENTS" --concurrency "$conc" --release --duration "${STORM_DURATION}s" --json "$json" >"$txt" 2>&1
     rc=$?
     set -e
@@ -317,12 +319,12 @@ run_json() {
     --arg kea "$([ -n "$KEA" ] && "$KEA" -v 2>/dev/null || echo 'not installed')" \
     --argjson clients "$CLIENTS" --arg concs "${CONCS[*]}" --arg servers "${SERVERS[*]}" \
     --arg srv_ns "$SRV_NS" --arg cli_ns "$CLI_NS" --arg rs "$RANGE_START" --arg re "$RANGE_END" \
-    --arg dev "$(df --output=source "$WORK" | tail -n1)" --argjson dur "$STORM_DURATION" \
+    --arg dev "$(df --output=source "$WORK" | tail -n1)" --argjson dur "$STORM_DURATION" --arg storm_env "$STORM_ENV" \
     --arg base "${MTFTPD_BASE_BIN:-}${MTFTPD_BASE_ENV:+, environment $MTFTPD_BASE_ENV}" --arg mtpool "$MT_PREFIX, $MT_RANGE_START-$MT_RANGE_END" '
     {date: $date, host: $host, version: $ver, dnsmasq: $dnsmasq, kea: $kea, clients: $clients,
      concurrency: ($concs | split(" ") | map(tonumber)), servers: ($servers | split(" ")),
      srv_ns: $srv_ns, cli_ns: $cli_ns, range_start: $rs, range_end: $re, lease_device: $dev,
-     storm_duration_seconds: $dur, storm_env: "GOMAXPROCS=1", rows: $rows, logs: $logs,
+     storm_duration_seconds: $dur, storm_env: $storm_env, rows: $rows, logs: $logs,
      commands: ($cmds | rtrimstr("\n") | split("\n"))}
     + (if $base != "" then {mtftpd_base: $base} else {} end)
     + (if $mtpool != "192.0.2.0/24, \($rs)-\($re)" then {mtftpd_pool: $mtpool} else {} end)'

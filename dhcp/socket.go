@@ -60,11 +60,12 @@ type held struct {
 // interface with Interfaces; SO_REUSEADDR, SO_BROADCAST, IP_PKTINFO) and
 // answers requests until ctx is cancelled (it returns nil) or Shutdown is
 // called (ErrServerClosed). Each socket has one read loop, which reads
-// the requests queued on it in batches; lease-file commits run in one
-// more goroutine, which takes a batch's ACKs at once, so the readers
-// never wait for the disk (OFFERs go out during a sync) while writes are
-// grouped. Replies waiting for the disk are still sent when Serve stops;
-// then the lease file is flushed. Serve may be called once.
+// the requests queued on it in batches. A reader whose batch drained its
+// socket writes the lease file itself when no write runs; otherwise the
+// writes run in one more goroutine, which takes a batch's ACKs at once,
+// so a reader with a backlog never waits for the disk while writes are
+// grouped (readLoop). Replies waiting for the disk are still sent when
+// Serve stops; then the lease file is flushed. Serve may be called once.
 func (s *Server) Serve(ctx context.Context) error {
 	if err := s.setup(); err != nil {
 		return err
@@ -225,11 +226,21 @@ func (s *Server) listen(ctx context.Context) ([]*sock, error) {
 }
 
 // readLoop reads one socket until Serve stops, a batch of the datagrams
-// queued at a time. Replies that need no disk go at once; replies that
-// commit a lease go to the commit queue, one item per batch. OFFERs that
-// carry a promise go at the end of the batch: after its promises are
-// queued to be written, or, when the batch also holds replies for the
-// commit queue, just before that item, which takes the promises along.
+// queued at a time. Replies that need no disk go at once. For replies
+// that commit a lease, and for the promises of OFFERs (promise.go), the
+// loop chooses who writes the journal (docs/dhcp-leases.md, "Who
+// writes"):
+//   - the loop itself, when its batch drained the socket (fewer than
+//     readBatch datagrams) and no append runs: nothing is waiting to be
+//     read, so the write holds nobody up but what arrives during it, and
+//     no other thread has to be woken for it. A promise-carrying OFFER
+//     leaves before the write starts.
+//   - the commit goroutine otherwise, one item per batch, so that a
+//     reader with a backlog keeps reading while the disk works. OFFERs
+//     that carry a promise then go at the end of the batch: after their
+//     promises are queued to be written, or, when the batch also holds
+//     replies for the commit queue, just before that item, which takes
+//     the promises along.
 func (s *Server) readLoop(k *sock, queue chan<- held, stopping *atomic.Bool) {
 	ms := make([]ipv4.Message, readBatch)
 	for i := range ms {
@@ -237,7 +248,7 @@ func (s *Server) readLoop(k *sock, queue chan<- held, stopping *atomic.Bool) {
 		ms[i].OOB = ipv4.NewControlMessage(ipv4.FlagDst | ipv4.FlagInterface)
 	}
 	cms := make([]ipv4.ControlMessage, readBatch)
-	offers := make([]pending, 0, readBatch) // OFFERs whose promise is queued first
+	offers := make([]pending, 0, readBatch) // OFFERs whose promise is written first
 	for {
 		n, err := k.readBatch(ms, cms)
 		if err != nil {
@@ -260,8 +271,9 @@ func (s *Server) readLoop(k *sock, queue chan<- held, stopping *atomic.Bool) {
 			switch {
 			case out != nil && out.kick > 0:
 				// An OFFER with a promise: it leaves once the promise
-				// is queued, below. Promises are made only while the
-				// journal is quiet, and a batch holds at most readBatch.
+				// is on its way to the disk, below. Promises are made
+				// only while the journal is quiet, and a batch holds at
+				// most readBatch.
 				offers = append(offers, pending{out: out, src: src})
 				kick = max(kick, out.kick)
 			case out != nil:
@@ -269,23 +281,27 @@ func (s *Server) readLoop(k *sock, queue chan<- held, stopping *atomic.Bool) {
 				s.send(k, out, src)
 			}
 		}
-		if kick > 0 && len(h.ps) == 0 {
-			// Promises to write (promise.go), one item for the batch:
-			// the committer starts the write before the OFFERs leave,
-			// so the disk and their round trips overlap. Never wait
-			// here for room: with the queue full, the next write takes
-			// the promises along, at the latest the one their ACK
-			// waits for.
+		switch {
+		case kick == 0 && len(h.ps) == 0:
+		case n < readBatch && !s.store.appending.Load():
+			// The socket is drained and the journal idle: write here.
+			s.sendAll(k, offers)
+			if s.store.wait(max(h.seq, kick)) == nil { // an error is counted and logged by leaseWritten; the clients retry
+				s.sendAll(k, h.ps)
+			}
+		case len(h.ps) == 0:
+			// Promises only, one item for the batch: the committer
+			// starts the write before the OFFERs leave, so the disk and
+			// their round trips overlap. Never wait here for room: with
+			// the queue full, the next write takes the promises along,
+			// at the latest the one their ACK waits for.
 			select {
 			case queue <- held{k: k, seq: kick}:
 			default:
 			}
-		}
-		for _, p := range offers {
-			p.out.released()
-			s.send(k, p.out, p.src)
-		}
-		if len(h.ps) > 0 {
+			s.sendAll(k, offers)
+		default:
+			s.sendAll(k, offers)
 			h.seq = max(h.seq, kick) // the promises ride with the replies held for the disk
 			queue <- h
 		}
@@ -301,11 +317,16 @@ func (s *Server) commitLoop(queue <-chan held) {
 		if err := s.store.wait(h.seq); err != nil {
 			continue // counted and logged by leaseWritten; the clients retry
 		}
-		for _, p := range h.ps {
-			if p.out != nil {
-				p.out.released()
-				s.send(h.k, p.out, p.src)
-			}
+		s.sendAll(h.k, h.ps)
+	}
+}
+
+// sendAll sends ps's replies from k (a DECLINE's nil reply is skipped).
+func (s *Server) sendAll(k *sock, ps []pending) {
+	for _, p := range ps {
+		if p.out != nil {
+			p.out.released()
+			s.send(k, p.out, p.src)
 		}
 	}
 }

@@ -299,7 +299,7 @@ func (s *Server) discover(req *dhcpv4.DHCPv4, in Incoming, now time.Time) *Outgo
 	rec.offerUntil = now.Add(OfferHold)
 	s.leases.touch(rec)
 	var kick uint64
-	if s.store != nil && !s.store.appending.Load() {
+	if s.store != nil && !s.store.busy.Load() {
 		// A quiet journal: write this offer's lease ahead (promise.go).
 		// While appends run back to back, group commit already shares
 		// each sync among many ACKs, and promises would only add records.

@@ -61,10 +61,10 @@ type held struct {
 // answers requests until ctx is cancelled (it returns nil) or Shutdown is
 // called (ErrServerClosed). Each socket has one read loop, which reads
 // the requests queued on it in batches. A reader whose batch drained its
-// socket writes the lease file itself when no write runs; otherwise the
-// writes run in one more goroutine, which takes a batch's ACKs at once,
-// so a reader with a backlog never waits for the disk while writes are
-// grouped (readLoop). Replies waiting for the disk are still sent when
+// socket writes the lease file itself when no write runs and syncs are
+// quick; otherwise the writes run in one more goroutine, which takes a
+// batch's ACKs at once, so a reader with a backlog never waits for the
+// disk while writes are grouped (readLoop). Replies waiting for the disk are still sent when
 // Serve stops; then the lease file is flushed. Serve may be called once.
 func (s *Server) Serve(ctx context.Context) error {
 	if err := s.setup(); err != nil {
@@ -231,12 +231,14 @@ func (s *Server) listen(ctx context.Context) ([]*sock, error) {
 // loop chooses who writes the journal (docs/dhcp-leases.md, "Who
 // writes"):
 //   - the loop itself, when its batch drained the socket (fewer than
-//     readBatch datagrams) and no append runs: nothing is waiting to be
-//     read, so the write holds nobody up but what arrives during it, and
+//     readBatch datagrams, where reads are batched), no write runs and
+//     the last append's sync was quick (quickSyncs): nothing is waiting
+//     to be read, so the write holds up only what arrives during it, and
 //     no other thread has to be woken for it. A promise-carrying OFFER
 //     leaves before the write starts.
 //   - the commit goroutine otherwise, one item per batch, so that a
-//     reader with a backlog keeps reading while the disk works. OFFERs
+//     reader with a backlog, or on a slow disk, keeps reading while the
+//     disk works. OFFERs
 //     that carry a promise then go at the end of the batch: after their
 //     promises are queued to be written, or, when the batch also holds
 //     replies for the commit queue, just before that item, which takes
@@ -283,8 +285,9 @@ func (s *Server) readLoop(k *sock, queue chan<- held, stopping *atomic.Bool) {
 		}
 		switch {
 		case kick == 0 && len(h.ps) == 0:
-		case n < readBatch && !s.store.appending.Load():
-			// The socket is drained and the journal idle: write here.
+		case batchedReads && n < readBatch && !s.store.busy.Load() && s.store.quickSyncs():
+			// The socket is drained, the journal idle and its syncs
+			// quick: write here.
 			s.sendAll(k, offers)
 			if s.store.wait(max(h.seq, kick)) == nil { // an error is counted and logged by leaseWritten; the clients retry
 				s.sendAll(k, h.ps)

@@ -55,6 +55,10 @@ func listenUDP(ctx context.Context, addr, ifname string, reuse bool) (net.Packet
 	return lc.ListenPacket(ctx, "udp4", addr)
 }
 
+// batchedReads: readBatch takes every datagram queued (up to its
+// length), so a batch shorter than that drained the socket (readLoop).
+const batchedReads = true
+
 // readBatch reads the datagrams queued on k, at least one, at most
 // len(ms), in one recvmmsg; cms[i] is ms[i]'s IP_PKTINFO (zero: none).
 func (k *sock) readBatch(ms []ipv4.Message, cms []ipv4.ControlMessage) (int, error) {

@@ -22,6 +22,11 @@ func listenUDP(ctx context.Context, addr, ifname string, reuse bool) (net.Packet
 	return lc.ListenPacket(ctx, "udp4", addr)
 }
 
+// batchedReads: readBatch takes one datagram at a time, so a batch never
+// shows whether more are queued, and the read loop leaves every write
+// to the commit goroutine (readLoop).
+const batchedReads = false
+
 // readBatch reads one datagram into ms[0] (x/net's batch read needs
 // recvmsg, which it does not have everywhere): cms[0] is its IP_PKTINFO
 // (zero: none).

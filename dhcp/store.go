@@ -56,9 +56,13 @@ type leaseStore struct {
 	cond    *sync.Cond
 	durable uint64
 	writing bool // one writer at a time: the fields below are the writer's
-	// appending mirrors writing for an append, read without mu: an OFFER
-	// makes a promise only while no append runs (promise.go).
-	appending atomic.Bool
+	// busy mirrors writing (an append, or a compaction's switch), read
+	// without mu: an OFFER makes a promise only while no write runs
+	// (promise.go), and a reader writes itself only then (readLoop).
+	busy atomic.Bool
+	// lastSync is how long the last append took (ns), write and
+	// fdatasync: a reader writes itself only while syncs are quick.
+	lastSync atomic.Int64
 
 	f         *os.File // the journal, open to write; nil: rewrite it whole first
 	gen       uint64   // bumped when f is replaced: a compaction begun before is void
@@ -130,22 +134,46 @@ func (st *leaseStore) wait(seq uint64) error {
 			st.cond.Wait()
 			continue
 		}
-		st.writing = true
-		st.appending.Store(true)
+		st.takeRole()
 		st.mu.Unlock()
 		done, err := st.lead()
 		st.mu.Lock()
-		st.appending.Store(false)
-		st.writing = false
 		if err == nil && done > st.durable {
 			st.durable = done
 		}
-		st.cond.Broadcast()
+		st.dropRole()
 		if err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// takeRole makes the caller the one writer (st.mu held, st.writing
+// false): an append, or a compaction's switch.
+func (st *leaseStore) takeRole() {
+	st.writing = true
+	st.busy.Store(true)
+}
+
+// dropRole ends the caller's writer role (st.mu held) and wakes the
+// waiters.
+func (st *leaseStore) dropRole() {
+	st.busy.Store(false)
+	st.writing = false
+	st.cond.Broadcast()
+}
+
+// readerSyncMax is the longest last append after which a read loop still
+// writes the journal itself (readLoop): what it delays meanwhile waits no
+// longer than that. An SSD's flush is well under it, a disk's 5–15 ms is
+// not, and there every write stays with the commit goroutine.
+const readerSyncMax = time.Millisecond
+
+// quickSyncs reports whether the last append took at most readerSyncMax
+// (true before the first).
+func (st *leaseStore) quickSyncs() bool {
+	return st.lastSync.Load() <= int64(readerSyncMax)
 }
 
 // covers reports whether every change up to seq is on disk already.
@@ -172,7 +200,9 @@ func (st *leaseStore) lead() (uint64, error) {
 	if n == 0 {
 		return seq, nil
 	}
+	began := time.Now()
 	err := st.write(st.f, st.size, data)
+	st.lastSync.Store(int64(time.Since(began)))
 	st.onWrite(err)
 	if err != nil {
 		// The file may end in part of this write, and the changes it
@@ -236,10 +266,10 @@ func encodeSnapshot(recs []jrec) []byte {
 // the table's snapshot covers every record in the journal so far.
 func (st *leaseStore) startCompaction() {
 	st.mu.Lock()
-	busy := st.compacting
+	running := st.compacting
 	st.compacting = true
 	st.mu.Unlock()
-	if busy {
+	if running {
 		return
 	}
 	recs, _ := st.snapshot(false)
@@ -270,7 +300,7 @@ func (st *leaseStore) compact(recs []jrec, gen uint64, from int64, fromRecords i
 	for st.writing {
 		st.cond.Wait()
 	}
-	st.writing = true
+	st.takeRole()
 	st.mu.Unlock()
 	live := len(recs)
 	if err == nil {
@@ -280,9 +310,8 @@ func (st *leaseStore) compact(recs []jrec, gen uint64, from int64, fromRecords i
 		st.compactAt = st.appended + st.compactEvery(live) // try again later; the old journal is whole
 	}
 	st.mu.Lock()
-	st.writing = false
 	st.compacting = false
-	st.cond.Broadcast()
+	st.dropRole()
 	st.mu.Unlock()
 	if st.onCompact != nil {
 		st.onCompact(err, live, st.records, time.Since(began))

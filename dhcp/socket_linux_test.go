@@ -1,47 +1,26 @@
 package dhcp
 
 import (
-	"net"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
-	"github.com/rs/zerolog"
 )
 
-// Who writes the journal (readLoop): a reader whose batch drained its
-// socket writes itself, after the OFFER it promised has left; a reader
-// that read a full batch (recvmmsg on Linux: more was queued) hands the
-// write to the commit goroutine and keeps reading. Nothing is lost while
-// the reader's own write holds it.
-func TestReaderWritesWhenIdle(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "leases")
-	s := &Server{
-		Addr:      netip.MustParseAddrPort("127.0.0.1:0"),
-		LeaseFile: path,
-		Subnets: []Subnet{{
-			Prefix:     netip.MustParsePrefix("127.0.0.0/8"),
-			RangeStart: netip.MustParseAddr("127.1.0.10"), RangeEnd: netip.MustParseAddr("127.1.1.250"),
-		}},
-		Relays: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")},
-		Log:    zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel),
-	}
-	if err := s.setup(); err != nil {
-		t.Fatal(err)
-	}
+// journalWriters records which loop makes each journal write of s
+// ("reader", "committer", or the stack of any other caller), then runs
+// then (if not nil) and the write; it returns a copy of the record.
+func journalWriters(s *Server, then func()) func() []string {
 	var (
 		mu      sync.Mutex
-		writers []string // "reader" or "committer", one per journal write
+		writers []string
 	)
-	entered, gate := make(chan struct{}), make(chan struct{})
-	var first, opened sync.Once
-	open := func() { opened.Do(func() { close(gate) }) }
 	real := s.store.write
 	s.store.write = func(f *os.File, off int64, data []byte) error {
 		buf := make([]byte, 1<<14)
@@ -56,21 +35,51 @@ func TestReaderWritesWhenIdle(t *testing.T) {
 		mu.Lock()
 		writers = append(writers, who)
 		mu.Unlock()
+		if then != nil {
+			then()
+		}
+		return real(f, off, data)
+	}
+	return func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(writers)
+	}
+}
+
+// written waits (at most 5 s) until every lease change s made is on disk.
+func written(t *testing.T, s *Server) {
+	t.Helper()
+	s.mu.Lock()
+	seq := s.leases.seq
+	s.mu.Unlock()
+	for deadline := time.Now().Add(5 * time.Second); !s.store.covers(seq); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("change %d never written", seq)
+		}
+	}
+}
+
+// Who writes the journal (readLoop): a reader whose batch drained its
+// socket writes itself, after the OFFER it promised has left; a reader
+// that read a full batch (recvmmsg on Linux: more was queued) hands the
+// write to the commit goroutine and keeps reading. Nothing is lost while
+// the reader's own write holds it.
+func TestReaderWritesWhenIdle(t *testing.T) {
+	s := loopbackServer(t, filepath.Join(t.TempDir(), "leases"), "127.1.1.250")
+	entered, gate := make(chan struct{}), make(chan struct{})
+	var first, opened sync.Once
+	open := func() { opened.Do(func() { close(gate) }) }
+	writers := journalWriters(s, func() {
 		first.Do(func() {
 			close(entered)
 			<-gate // hold the first write until the backlog is queued
 		})
-		return real(f, off, data)
-	}
+	})
 	serve(t, s)
 	t.Cleanup(open) // registered after serve's: runs first, so a failed test still stops
 	srv := s.Addrs()[0]
-	c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(loop, 0)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	asRelay := []dhcpv4.Modifier{relayed(loop), opt(optRelayAgent, []byte{19, 0})}
+	c, asRelay := loopbackClient(t)
 	discover := func(i int) {
 		if _, err := c.WriteTo(build(t, dhcpv4.MessageTypeDiscover, mac(i), asRelay...).ToBytes(), srv); err != nil {
 			t.Fatal(err)
@@ -116,31 +125,22 @@ func TestReaderWritesWhenIdle(t *testing.T) {
 	}
 	// Every promise made is written by the loops (the test does not
 	// write itself: that would be neither).
-	s.mu.Lock()
-	seq := s.leases.seq
-	s.mu.Unlock()
-	for deadline := time.Now().Add(5 * time.Second); !s.store.covers(seq); {
-		if time.Now().After(deadline) {
-			t.Fatalf("change %d never written", seq)
-		}
-		time.Sleep(time.Millisecond)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(writers) == 0 || writers[0] != "reader" {
-		t.Fatalf("writers %q: the lone DISCOVER's promise should be written by the reader", writers)
+	written(t, s)
+	w := writers()
+	if len(w) == 0 || w[0] != "reader" {
+		t.Fatalf("writers %q: the lone DISCOVER's promise should be written by the reader", w)
 	}
 	// The batch read after the held write is a full one: its promises go
 	// to the commit goroutine, so the reader reads on.
 	committer := false
-	for _, w := range writers {
-		if strings.HasPrefix(w, "other") {
-			t.Fatalf("a journal write from neither loop:\n%s", w)
+	for _, who := range w {
+		if strings.HasPrefix(who, "other") {
+			t.Fatalf("a journal write from neither loop:\n%s", who)
 		}
-		committer = committer || w == "committer"
+		committer = committer || who == "committer"
 	}
 	if !committer {
-		t.Errorf("writers %q: a full batch's promises should be written by the commit goroutine", writers)
+		t.Errorf("writers %q: a full batch's promises should be written by the commit goroutine", w)
 	}
 }
 
@@ -148,67 +148,22 @@ func TestReaderWritesWhenIdle(t *testing.T) {
 // the reader stops writing itself: the writes go back to the commit
 // goroutine, and the reader keeps answering during them.
 func TestReaderLeavesSlowSyncs(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "leases")
-	s := &Server{
-		Addr:      netip.MustParseAddrPort("127.0.0.1:0"),
-		LeaseFile: path,
-		Subnets: []Subnet{{
-			Prefix:     netip.MustParsePrefix("127.0.0.0/8"),
-			RangeStart: netip.MustParseAddr("127.1.0.10"), RangeEnd: netip.MustParseAddr("127.1.0.250"),
-		}},
-		Relays: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")},
-		Log:    zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel),
-	}
-	if err := s.setup(); err != nil {
-		t.Fatal(err)
-	}
-	var (
-		mu      sync.Mutex
-		writers []string
-	)
-	real := s.store.write
-	s.store.write = func(f *os.File, off int64, data []byte) error {
-		buf := make([]byte, 1<<14)
-		stack := string(buf[:runtime.Stack(buf, false)])
-		mu.Lock()
-		writers = append(writers, map[bool]string{true: "reader", false: "committer"}[strings.Contains(stack, "(*Server).readLoop")])
-		mu.Unlock()
+	s := loopbackServer(t, filepath.Join(t.TempDir(), "leases"), "127.1.0.250")
+	writers := journalWriters(s, func() {
 		time.Sleep(2 * readerSyncMax) // a disk slower than readerSyncMax
-		return real(f, off, data)
-	}
+	})
 	serve(t, s)
 	srv := s.Addrs()[0]
-	c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(loop, 0)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	asRelay := []dhcpv4.Modifier{relayed(loop), opt(optRelayAgent, []byte{19, 0})}
-	written := func(n int) {
-		t.Helper()
-		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
-			mu.Lock()
-			got := len(writers)
-			mu.Unlock()
-			if got >= n && s.store.covers(func() uint64 { s.mu.Lock(); defer s.mu.Unlock(); return s.leases.seq }()) {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%d journal writes, want %d", got, n)
-			}
-		}
-	}
+	c, asRelay := loopbackClient(t)
 	// Lone DISCOVERs, one at a time, each offered with a promise to write.
 	for i := 1; i <= 3; i++ {
 		o := exchange(t, c, srv, build(t, dhcpv4.MessageTypeDiscover, mac(i), asRelay...))
 		if o.MessageType() != dhcpv4.MessageTypeOffer {
 			t.Fatalf("reply %v", o.MessageType())
 		}
-		written(i)
+		written(t, s)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if want := []string{"reader", "committer", "committer"}; strings.Join(writers, " ") != strings.Join(want, " ") {
-		t.Errorf("writers %q, want %q: the first write (no sync timed yet) is the reader's, then the slow syncs keep the writes off it", writers, want)
+	if w, want := writers(), []string{"reader", "committer", "committer"}; !slices.Equal(w, want) {
+		t.Errorf("writers %q, want %q: the first write (no sync timed yet) is the reader's, then the slow syncs keep the writes off it", w, want)
 	}
 }

@@ -87,29 +87,49 @@ func exchange(t *testing.T, c *net.UDPConn, dst net.Addr, p *dhcpv4.DHCPv4) *dhc
 
 var loop = netip.MustParseAddr("127.0.0.1")
 
-// TestLoopbackDORA: the real socket loop on 127.0.0.1, a client built with
-// dhcpv4 acting as its own relay (giaddr 127.0.0.1, RFC 8357 source port)
-// so the replies come back unicast.
-func TestLoopbackDORA(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "leases.json")
+// loopbackServer is a server-mode Server for Serve on 127.0.0.1 with the
+// lease file path and the pool 127.1.0.10 to last, set up (its store
+// exists, for tests to hook) but not serving yet.
+func loopbackServer(t *testing.T, path, last string) *Server {
+	t.Helper()
 	s := &Server{
 		Addr:      netip.MustParseAddrPort("127.0.0.1:0"),
 		LeaseFile: path,
 		Subnets: []Subnet{{
 			Prefix:     netip.MustParsePrefix("127.0.0.0/8"),
-			RangeStart: netip.MustParseAddr("127.1.0.10"), RangeEnd: netip.MustParseAddr("127.1.0.20"),
+			RangeStart: netip.MustParseAddr("127.1.0.10"), RangeEnd: netip.MustParseAddr(last),
 		}},
 		Relays: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")},
 		Log:    zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel),
 	}
-	serve(t, s)
-	srv := s.Addrs()[0]
+	if err := s.setup(); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// loopbackClient is a client socket on 127.0.0.1, closed at cleanup,
+// and the options that make it its own relay (giaddr 127.0.0.1, RFC 8357
+// source port), so that replies come back to it unicast.
+func loopbackClient(t *testing.T) (*net.UDPConn, []dhcpv4.Modifier) {
+	t.Helper()
 	c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(loop, 0)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
-	asRelay := []dhcpv4.Modifier{relayed(loop), opt(optRelayAgent, []byte{19, 0})}
+	t.Cleanup(func() { c.Close() })
+	return c, []dhcpv4.Modifier{relayed(loop), opt(optRelayAgent, []byte{19, 0})}
+}
+
+// TestLoopbackDORA: the real socket loop on 127.0.0.1, a client built with
+// dhcpv4 acting as its own relay (giaddr 127.0.0.1, RFC 8357 source port)
+// so the replies come back unicast.
+func TestLoopbackDORA(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "leases.json")
+	s := loopbackServer(t, path, "127.1.0.20")
+	serve(t, s)
+	srv := s.Addrs()[0]
+	c, asRelay := loopbackClient(t)
 
 	offer := exchange(t, c, srv, build(t, dhcpv4.MessageTypeDiscover, mac(1), append(biosPXE(), asRelay...)...))
 	if offer.MessageType() != dhcpv4.MessageTypeOffer || offer.YourIPAddr.String() != "127.1.0.10" || offer.BootFileName != "undionly.kpxe" {

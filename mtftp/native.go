@@ -33,6 +33,16 @@ const (
 	nativeControlStep     = 100 * time.Millisecond // rate and slow-receiver decisions
 	nativeReceiverTimeout = 5 * time.Second        // a receiver silent this long is dropped
 
+	// nativeStallCounted: of a gap between two turns of a session's loop
+	// (every nativeControlStep or heartbeat normally), at most this much
+	// counts toward its receivers' silence. A longer gap means the
+	// session itself did not run — a server starved of CPU or stopped, a
+	// VM its host gave no CPU — so it could not have heard them: their
+	// reports wait in its socket. Counting the whole gap dropped every
+	// receiver not yet done on the first step after such a stall (CI,
+	// TestLabMulticastDialects: 16 of 50 on a loaded 2-core VM).
+	nativeStallCounted = time.Second
+
 	// A move order is one datagram to a receiver that is losing much of
 	// what is sent to it: it is repeated every nativeMoveRepeat until the
 	// receiver is heard in its new session, at most nativeMoveOrders
@@ -99,7 +109,8 @@ type nativeRecv struct {
 	wantSegs int // WANT segments it said will follow
 	wantFrom map[uint32]uint64
 	joined   time.Time
-	last     time.Time // last packet from it
+	last     time.Time     // last packet from it
+	stallAt  time.Duration // the session's stalled when it was last heard
 	lossPerM uint16
 	goodKBps uint32
 	reports  int // status reports since the last rate decision (fresh when > 0)
@@ -184,6 +195,8 @@ type nativeSession struct {
 	lossAtDecrease int       // ‰, the 90th percentile that lowered it
 	tol            int       // ‰ of loss taken for the link's own (0: not set)
 	idle           bool
+	turnAt         time.Time     // the loop's last turn (gather or control step)
+	stalled        time.Duration // time the loop did not run beyond nativeStallCounted per gap: nobody's silence
 
 	// for the log line and counters (under mu)
 	everJoined, completed, failed, dropped, moved int
@@ -351,7 +364,7 @@ func (s *Server) newNative(ctx context.Context, key nativeKey, f *filestore.File
 // (OptWant) names its stripes with WANTs (want).
 func (ns *nativeSession) join(peer netip.AddrPort, now time.Time, partial bool, tok token) {
 	ns.mu.Lock()
-	ns.receivers[peer] = &nativeRecv{peer: peer, joined: now, last: now, lossAvg: -1, partial: partial, tok: tok}
+	ns.receivers[peer] = &nativeRecv{peer: peer, joined: now, last: now, stallAt: ns.stalled, lossAvg: -1, partial: partial, tok: tok}
 	if ns.credits == nil {
 		ns.credits = map[netip.Addr]*addrCredit{}
 	}
@@ -708,6 +721,7 @@ func (ns *nativeSession) gather(ctx context.Context) tftp.Outcome {
 	for {
 		now := time.Now()
 		ns.mu.Lock()
+		ns.turn(now)
 		start, next := ns.policy.startAt(len(ns.receivers), ns.start, ns.lastJoin, now)
 		if start && ns.wantsPending() && now.Before(ns.start.Add(max(ns.policy.MaxWait, 0))) {
 			// A partial receiver that joined has not said what it wants
@@ -903,7 +917,7 @@ func (ns *nativeSession) want(from netip.AddrPort, p *wantPkt) (uint64, bool) {
 	if r == nil || !r.partial || !hmac.Equal(p.Token[:], r.tok[:]) {
 		return 0, false
 	}
-	r.last = time.Now()
+	ns.heard(r, time.Now())
 	if at, ok := r.wantFrom[p.First]; ok {
 		return at, true // asked again: its ACK was lost
 	}
@@ -967,6 +981,7 @@ func (ns *nativeSession) control(now time.Time) []*nativeRecv {
 	ns.mu.Lock()
 	defer ns.mu.Unlock()
 	defer ns.publish()
+	ns.turn(now)
 	ns.forgetRepairs(now)
 	losses, addrs := ns.measureLoss(now)
 	// Decide on the rate only when at least half the receivers have
@@ -987,6 +1002,30 @@ func (ns *nativeSession) forgetRepairs(now time.Time) {
 	}
 }
 
+// turn notes a turn of the session's loop at now: of the gap since the
+// last one, what exceeds nativeStallCounted is time the session did not
+// run, which counts toward no receiver's silence (nativeStallCounted).
+// Called with ns.mu held.
+func (ns *nativeSession) turn(now time.Time) {
+	if gap := now.Sub(ns.turnAt); !ns.turnAt.IsZero() && gap > nativeStallCounted {
+		ns.stalled += gap - nativeStallCounted
+		ns.s.Log.Warn().Str("file", ns.key.name).Int("tier", ns.key.tier).Dur("gap", gap).
+			Msg("mtftp: native session did not run (server starved of CPU or stopped): receivers' silence meanwhile not counted")
+	}
+	ns.turnAt = now
+}
+
+// heard notes a packet from r at now. Called with ns.mu held.
+func (ns *nativeSession) heard(r *nativeRecv, now time.Time) {
+	r.last, r.stallAt = now, ns.stalled
+}
+
+// silence is how long r has not been heard at now, less the time the
+// session did not run since (turn). Called with ns.mu held.
+func (ns *nativeSession) silence(r *nativeRecv, now time.Time) time.Duration {
+	return now.Sub(r.last) - (ns.stalled - r.stallAt)
+}
+
 // measureLoss drops the receivers silent for nativeReceiverTimeout and
 // takes the others' loss since the last step, where enough datagrams
 // have gone by to say something. It returns one vote per address — the
@@ -996,7 +1035,7 @@ func (ns *nativeSession) forgetRepairs(now time.Time) {
 func (ns *nativeSession) measureLoss(now time.Time) (losses []int, addrs int) {
 	votes := map[netip.Addr]int{}
 	for p, r := range ns.receivers {
-		if now.Sub(r.last) > nativeReceiverTimeout {
+		if ns.silence(r, now) > nativeReceiverTimeout {
 			delete(ns.receivers, p)
 			ns.dropped++
 			ns.s.Counters.Dropped.Add(1)
@@ -1279,7 +1318,7 @@ func (ns *nativeSession) status(from netip.AddrPort, st *statusPkt) bool {
 		ns.s.Counters.NativeBadToken.Add(1)
 		return true
 	}
-	r.last = time.Now()
+	ns.heard(r, time.Now())
 	r.goodKBps, r.complete = st.GoodKBps, st.Complete
 	r.seen += uint64(st.Seen)
 	r.lost += uint64(st.Lost)

@@ -554,3 +554,59 @@ func TestMoveOrderRepeated(t *testing.T) {
 		t.Fatalf("%d orders repeated to a silent receiver, want %d", n, nativeMoveOrders-1)
 	}
 }
+
+// TestNativeStallIsNotSilence: a session whose own loop did not run for
+// 6 s (a starved or stopped server, a VM without CPU) drops no receiver
+// for that gap — their reports could not be read — but a receiver that
+// stays silent afterwards is still dropped, after the rest of its
+// nativeReceiverTimeout; and a loop that only ever turns late still drops
+// a silent receiver, each gap counting nativeStallCounted.
+func TestNativeStallIsNotSilence(t *testing.T) {
+	g, _ := newGeometry(1456*64*100, 1456, 64, 64)
+	ns := &nativeSession{g: g, s: &Server{}, view: &sessionView{}, wake: make(chan struct{}, 1), rate: 10 << 20,
+		receivers: map[netip.AddrPort]*nativeRecv{}, need: map[int64]*repairReq{}, cursor: map[int64]int{}, repaired: map[int64]repairMark{}}
+	talks := netip.MustParseAddrPort("192.0.2.101:5000")
+	quiet := netip.MustParseAddrPort("192.0.2.102:5000")
+	t0 := time.Now()
+	ns.join(talks, t0, false, token{1})
+	ns.join(quiet, t0, false, token{2})
+	in := func(p netip.AddrPort) bool { _, ok := ns.receivers[p]; return ok }
+	now := t0
+	step := func(d time.Duration) {
+		now = now.Add(d)
+		ns.control(now)
+	}
+	for now.Sub(t0) < 3*time.Second { // 3 s of steps, neither heard since it joined
+		step(nativeControlStep)
+	}
+	step(6 * time.Second) // the loop stalled: no step for 6 s
+	if !in(talks) || !in(quiet) {
+		t.Fatalf("a receiver was dropped for the 6 s the session itself did not run (dropped %d)", ns.dropped)
+	}
+	ns.mu.Lock()
+	ns.heard(ns.receivers[talks], now) // its report, read after the stall
+	ns.mu.Unlock()
+	// quiet has been silent 3 s of the session's running time (+1 s of
+	// the stall counted): it goes once that reaches nativeReceiverTimeout.
+	for in(quiet) && now.Sub(t0) < 30*time.Second {
+		step(nativeControlStep)
+	}
+	if in(quiet) || !in(talks) {
+		t.Fatalf("after the stall: silent receiver kept %v, talking one kept %v", in(quiet), in(talks))
+	}
+	if ran := now.Sub(t0) - 6*time.Second + nativeStallCounted; ran < nativeReceiverTimeout || ran > nativeReceiverTimeout+2*nativeControlStep {
+		t.Errorf("the silent receiver was dropped after %v of counted silence, want %v", ran, nativeReceiverTimeout)
+	}
+	// A loop that only ever turns every 2 s: each gap counts
+	// nativeStallCounted, so a silent receiver still goes.
+	late := netip.MustParseAddrPort("192.0.2.103:5000")
+	ns.join(late, now, false, token{3})
+	steps := 0
+	for in(late) && steps < 100 {
+		step(2 * time.Second)
+		steps++
+	}
+	if want := int(nativeReceiverTimeout/nativeStallCounted) + 1; steps != want {
+		t.Errorf("a silent receiver in a session turning every 2 s went after %d turns, want %d", steps, want)
+	}
+}

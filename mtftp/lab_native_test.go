@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -328,6 +329,76 @@ func TestLabNativeStalledReceiver(t *testing.T) {
 	if !strings.Contains(log.String(), "1 rejoins") && !strings.Contains(log.String(), "2 rejoins") {
 		t.Errorf("the stalled receiver did not finish in a new session:\n%s", log.String())
 	}
+}
+
+// TestLabNativeServerStalled: the server stopped (SIGSTOP) for longer than
+// it waits for a silent receiver, while four receivers are in its session,
+// drops none of them when it runs again — it could not read their reports
+// meanwhile, they wait in its socket — and the one session completes all
+// four. (The first control step after the stall used to drop them all, and
+// each fetched the file again in a new session.)
+func TestLabNativeServerStalled(t *testing.T) {
+	testutil.Heavy(t) // docs/design.md, "Lab rules": heavy tests take turns
+	// 4 s of stream at 100 Mbit/s: nobody is done when the server stops.
+	const size = 48 << 20
+	lab, data, _, logs, srv := labServerProc(t, netlab.Options{Clients: 4}, size, "native_rate_mbps = 100")
+	bin := testutil.Binary(t)
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	var runs []*nativeRun
+	var cmds []*exec.Cmd
+	var outs []*syncBuffer
+	for c := 1; c <= 4; c++ {
+		cdir := filepath.Join(dir, fmt.Sprintf("c%d", c))
+		if err := os.Mkdir(cdir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		r := &nativeRun{client: c, out: filepath.Join(cdir, "image.bin")}
+		out := &syncBuffer{}
+		cmd := lab.Command(ctx, netlab.Client(c), bin, "get", "--multicast", "-o", r.out, netlab.ServerAddr, "image.bin")
+		cmd.Stdout, cmd.Stderr = out, out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		runs, cmds, outs = append(runs, r), append(cmds, cmd), append(outs, out)
+	}
+	// Stop the server once the stream runs with all four in: each
+	// receiver's output (get's temp file beside -o) has its size and
+	// data in it. The stream lasts 4 s: nobody is done yet.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		in := 0
+		for _, r := range runs {
+			es, _ := os.ReadDir(filepath.Dir(r.out))
+			for _, e := range es {
+				if fi, err := e.Info(); err == nil && fi.Size() == size && fi.Sys().(*syscall.Stat_t).Blocks > 0 {
+					in++
+					break
+				}
+			}
+		}
+		if in == len(runs) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d receivers in a running stream after 30 s", in, len(runs))
+		}
+	}
+	srv.Signal(syscall.SIGSTOP)
+	time.Sleep(nativeReceiverTimeout + time.Second)
+	srv.Signal(syscall.SIGCONT)
+	for i, cmd := range cmds {
+		runs[i].err = cmd.Wait()
+		runs[i].log = outs[i].String()
+	}
+	ss := waitNativeSessions(t, logs, 1)
+	if !strings.Contains(logs.String(), "native session did not run") {
+		t.Errorf("the server's stall was not logged")
+	}
+	if len(ss) != 1 || logNum(ss[0], "completed") != 4 || logNum(ss[0], "dropped") != 0 {
+		t.Errorf("want one session completing the 4 receivers, none dropped; got %v", ss)
+	}
+	checkNative(t, runs, data)
 }
 
 // TestLabNativeRoomStart: with the default start policy, 20 receivers

@@ -47,6 +47,14 @@ func labServerOpts(t *testing.T, o netlab.Options) (*netlab.Lab, []byte, string,
 // settings (TOML lines).
 func labServerCfg(t *testing.T, o netlab.Options, size int, mtftpExtra string) (*netlab.Lab, []byte, string, *syncBuffer) {
 	t.Helper()
+	lab, data, root, logs, _ := labServerProc(t, o, size, mtftpExtra)
+	return lab, data, root, logs
+}
+
+// labServerProc is labServerCfg that also returns the server's process
+// (to stop it).
+func labServerProc(t *testing.T, o netlab.Options, size int, mtftpExtra string) (*netlab.Lab, []byte, string, *syncBuffer, *os.Process) {
+	t.Helper()
 	testutil.Tool(t, "atftp")
 	lab := netlab.New(t, o)
 	root := t.TempDir()
@@ -55,19 +63,26 @@ func labServerCfg(t *testing.T, o netlab.Options, size int, mtftpExtra string) (
 	if err := os.WriteFile(filepath.Join(root, "image.bin"), data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	logs := startServer(t, lab, fmt.Sprintf(`[tftp]
+	logs, proc := startServerProc(t, lab, fmt.Sprintf(`[tftp]
 listen = "0.0.0.0:69"
 root = %q
 [mtftp]
 pxe_listen = "192.0.2.1:1759"
 %s
 `, root, mtftpExtra), "PXE MTFTP listening", "tftp server listening")
-	return lab, data, root, logs
+	return lab, data, root, logs, proc
 }
 
 // startServer runs mtftpd in srv with config (JSON logs added) and waits
 // until its log shows every one of ready.
 func startServer(t *testing.T, lab *netlab.Lab, config string, ready ...string) *syncBuffer {
+	t.Helper()
+	logs, _ := startServerProc(t, lab, config, ready...)
+	return logs
+}
+
+// startServerProc is startServer that also returns the server's process.
+func startServerProc(t *testing.T, lab *netlab.Lab, config string, ready ...string) (*syncBuffer, *os.Process) {
 	t.Helper()
 	cfg := filepath.Join(t.TempDir(), "mtftpd.toml")
 	os.WriteFile(cfg, []byte(config+`
@@ -97,7 +112,7 @@ level = "info"
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
-	return logs
+	return logs, cmd.Process
 }
 
 // runAll runs one atftp per client at once, each under `timeout 60`, and

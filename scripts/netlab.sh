@@ -246,6 +246,17 @@ cmd_up() {
 		done
 	} | ip -n "$sw" -batch -
 
+	# 2b. A switch forwards frames without the host's firewall. Bridge
+	#     netfilter (on wherever br_netfilter is loaded) would pass every
+	#     bridged IPv4, IPv6 and ARP frame through this namespace's
+	#     iptables hooks, which hold no rule (the impairments are
+	#     netdev-family nftables on the ports and NFQUEUE in the
+	#     endpoints), at a sixth of a sender's CPU per datagram
+	#     (docs/design.md, "The network-namespace lab"). These sysctls are
+	#     per namespace; should a kernel share them with the root
+	#     namespace, the root's value is put back and they stay on.
+	bridge_nf_off "$sw"
+
 	# 3. Endpoints: one ip process each.
 	for t in "${eps[@]}"; do
 		{
@@ -346,6 +357,22 @@ cmd_exec() {
 	local ns="$PREFIX-$1"
 	shift
 	exec ip netns exec "$ns" "$@"
+}
+
+# bridge_nf_off NS turns bridge netfilter off in namespace NS (cmd_up,
+# step 2b), never in the root namespace.
+bridge_nf_off() {
+	local ns=$1 k f root
+	for k in iptables ip6tables arptables; do
+		f=/proc/sys/net/bridge/bridge-nf-call-$k
+		[ -e "$f" ] || continue
+		root=$(cat "$f")
+		ip netns exec "$ns" sh -c "echo 0 >$f" 2>/dev/null || continue
+		if [ "$(cat "$f")" != "$root" ]; then
+			echo "$root" >"$f"
+			echo "netlab: bridge-nf-call-$k is not per namespace on this kernel: left on" >&2
+		fi
+	done
 }
 
 # port_dev PORT prints the bridge-side device of PORT.

@@ -364,7 +364,7 @@ func (s *Server) newNative(ctx context.Context, key nativeKey, f *filestore.File
 // (OptWant) names its stripes with WANTs (want).
 func (ns *nativeSession) join(peer netip.AddrPort, now time.Time, partial bool, tok token) {
 	ns.mu.Lock()
-	ns.receivers[peer] = &nativeRecv{peer: peer, joined: now, last: now, stallAt: ns.stalled, lossAvg: -1, partial: partial, tok: tok}
+	ns.receivers[peer] = &nativeRecv{peer: peer, joined: now, last: now, stallAt: ns.stalledAt(now), lossAvg: -1, partial: partial, tok: tok}
 	if ns.credits == nil {
 		ns.credits = map[netip.Addr]*addrCredit{}
 	}
@@ -1010,14 +1010,26 @@ func (ns *nativeSession) turn(now time.Time) {
 	if gap := now.Sub(ns.turnAt); !ns.turnAt.IsZero() && gap > nativeStallCounted {
 		ns.stalled += gap - nativeStallCounted
 		ns.s.Log.Warn().Str("file", ns.key.name).Int("tier", ns.key.tier).Dur("gap", gap).
-			Msg("mtftp: native session did not run (server starved of CPU or stopped): receivers' silence meanwhile not counted")
+			Msg("mtftp: native session did not run (server starved, stopped or blocked): receivers' silence meanwhile not counted")
 	}
 	ns.turnAt = now
 }
 
 // heard notes a packet from r at now. Called with ns.mu held.
 func (ns *nativeSession) heard(r *nativeRecv, now time.Time) {
-	r.last, r.stallAt = now, ns.stalled
+	r.last, r.stallAt = now, ns.stalledAt(now)
+}
+
+// stalledAt is ns.stalled as the next turn will leave it if it comes at
+// now: the part beyond nativeStallCounted of a gap still open counts
+// already, so a receiver heard in the middle of a stall (the read loop
+// runs apart from the session's) gets no credit for the stall before
+// its report. Called with ns.mu held.
+func (ns *nativeSession) stalledAt(now time.Time) time.Duration {
+	if ns.turnAt.IsZero() {
+		return ns.stalled
+	}
+	return ns.stalled + max(0, now.Sub(ns.turnAt)-nativeStallCounted)
 }
 
 // silence is how long r has not been heard at now, less the time the

@@ -579,8 +579,16 @@ func TestNativeStallIsNotSilence(t *testing.T) {
 	for now.Sub(t0) < 3*time.Second { // 3 s of steps, neither heard since it joined
 		step(nativeControlStep)
 	}
+	// mid's report is read by the read loop 5.5 s into a 6 s stall of
+	// the session's loop: only the 0.5 s after it is not counted.
+	mid := netip.MustParseAddrPort("192.0.2.104:5000")
+	ns.join(mid, t0, false, token{4})
+	ns.mu.Lock()
+	ns.heard(ns.receivers[mid], now.Add(5500*time.Millisecond))
+	ns.mu.Unlock()
 	step(6 * time.Second) // the loop stalled: no step for 6 s
-	if !in(talks) || !in(quiet) {
+	stallEnd := now
+	if !in(talks) || !in(quiet) || !in(mid) {
 		t.Fatalf("a receiver was dropped for the 6 s the session itself did not run (dropped %d)", ns.dropped)
 	}
 	ns.mu.Lock()
@@ -596,6 +604,12 @@ func TestNativeStallIsNotSilence(t *testing.T) {
 	}
 	if ran := now.Sub(t0) - 6*time.Second + nativeStallCounted; ran < nativeReceiverTimeout || ran > nativeReceiverTimeout+2*nativeControlStep {
 		t.Errorf("the silent receiver was dropped after %v of counted silence, want %v", ran, nativeReceiverTimeout)
+	}
+	for in(mid) && now.Sub(t0) < 30*time.Second {
+		step(nativeControlStep)
+	}
+	if after := now.Sub(stallEnd); after < nativeReceiverTimeout || after > nativeReceiverTimeout+2*nativeControlStep {
+		t.Errorf("the receiver heard during the stall was dropped %v after it, want %v (no credit for the stall before its report)", after, nativeReceiverTimeout)
 	}
 	// A loop that only ever turns every 2 s: each gap counts
 	// nativeStallCounted, so a silent receiver still goes.

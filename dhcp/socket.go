@@ -64,8 +64,9 @@ type held struct {
 // socket writes the lease file itself when no write runs and syncs are
 // quick; otherwise the writes run in one more goroutine, which takes a
 // batch's ACKs at once, so a reader with a backlog never waits for the
-// disk while writes are grouped (readLoop). Replies waiting for the disk are still sent when
-// Serve stops; then the lease file is flushed. Serve may be called once.
+// disk while writes are grouped (readLoop). Replies waiting for the disk
+// are still sent when Serve stops; then the lease file is flushed. Serve
+// may be called once.
 func (s *Server) Serve(ctx context.Context) error {
 	if err := s.setup(); err != nil {
 		return err
@@ -238,11 +239,10 @@ func (s *Server) listen(ctx context.Context) ([]*sock, error) {
 //     leaves before the write starts.
 //   - the commit goroutine otherwise, one item per batch, so that a
 //     reader with a backlog, or on a slow disk, keeps reading while the
-//     disk works. OFFERs
-//     that carry a promise then go at the end of the batch: after their
-//     promises are queued to be written, or, when the batch also holds
-//     replies for the commit queue, just before that item, which takes
-//     the promises along.
+//     disk works. OFFERs that carry a promise then go at the end of the
+//     batch: after their promises are queued to be written, or, when the
+//     batch also holds replies for the commit queue, just before that
+//     item, which takes the promises along.
 func (s *Server) readLoop(k *sock, queue chan<- held, stopping *atomic.Bool) {
 	ms := make([]ipv4.Message, readBatch)
 	for i := range ms {

@@ -1007,9 +1007,9 @@ func (ns *nativeSession) forgetRepairs(now time.Time) {
 // run, which counts toward no receiver's silence (nativeStallCounted).
 // Called with ns.mu held.
 func (ns *nativeSession) turn(now time.Time) {
-	if gap := now.Sub(ns.turnAt); !ns.turnAt.IsZero() && gap > nativeStallCounted {
-		ns.stalled += gap - nativeStallCounted
-		ns.s.Log.Warn().Str("file", ns.key.name).Int("tier", ns.key.tier).Dur("gap", gap).
+	if stalled := ns.stalledAt(now); stalled > ns.stalled {
+		ns.stalled = stalled
+		ns.s.Log.Warn().Str("file", ns.key.name).Int("tier", ns.key.tier).Dur("gap", now.Sub(ns.turnAt)).
 			Msg("mtftp: native session did not run (server starved, stopped or blocked): receivers' silence meanwhile not counted")
 	}
 	ns.turnAt = now

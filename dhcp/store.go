@@ -309,12 +309,13 @@ func (st *leaseStore) compact(recs []jrec, gen uint64, from int64, fromRecords i
 	if err != nil {
 		st.compactAt = st.appended + st.compactEvery(live) // try again later; the old journal is whole
 	}
+	records := st.records // read as the writer: once the role is dropped, an append may change it
 	st.mu.Lock()
 	st.compacting = false
 	st.dropRole()
 	st.mu.Unlock()
 	if st.onCompact != nil {
-		st.onCompact(err, live, st.records, time.Since(began))
+		st.onCompact(err, live, records, time.Since(began))
 	}
 }
 

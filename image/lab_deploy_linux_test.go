@@ -211,7 +211,10 @@ func sameAsRaw(t *testing.T, raw, dev string, size int64) {
 // with 5 % loss on every client port. Every disk is verified (the image
 // digest, re-read by --verify; cmp against the raw disk for some), and
 // the server sends about one copy of the image: ≤ 1.05× its stored size
-// clean, ≤ 1.3× with loss.
+// clean, ≤ 1.5× with loss. At 5 % loss the repairs cost 1.12–1.14× alone
+// and beside CPU hogs, and up to 1.31× once in CI beside the other
+// packages' tests; repairs not shared between the receivers (each
+// receiver's 5 % sent again for it) would cost about 2×.
 func TestLabImageRoom(t *testing.T) {
 	testutil.Heavy(t) // docs/design.md, "Lab rules": heavy tests take turns
 	needRoot(t)
@@ -269,7 +272,7 @@ max_wait = "90s"
 		if len(ss) != round+1 || num(s, "completed") != clients {
 			t.Fatalf("loss %d%%: %d sessions, %d completed in the last, want one with %d", loss, len(ss), num(s, "completed"), clients)
 		}
-		if limit := []float64{1.05, 1.3}[round]; ratio > limit {
+		if limit := []float64{1.05, 1.5}[round]; ratio > limit {
 			t.Errorf("loss %d%%: wire %.3f× the stored size, want ≤ %.2f×", loss, ratio, limit)
 		}
 	}

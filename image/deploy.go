@@ -90,6 +90,12 @@ type DeployResult struct {
 type Deployer struct {
 	Opts DeployOptions
 
+	// indexTimeout and indexRetries, when set, are the index read's
+	// tftp.Client Timeout and Retries (tests: a silent server answers
+	// "no answer" in milliseconds).
+	indexTimeout time.Duration
+	indexRetries int
+
 	w        atomic.Pointer[ChunkWriter]
 	total    atomic.Int64 // raw bytes the deploy will write, once known
 	received atomic.Int64 // stored bytes taken in the receive phase
@@ -351,6 +357,14 @@ func (o DeployOptions) imageURL() string {
 	return strings.TrimRight(o.HTTP, "/") + "/" + strings.TrimLeft(o.Image, "/")
 }
 
+// indexTries is how many TFTP reads of the index fetchIndex starts before
+// it gives up: one that gets no answer (tftp.ErrNoAnswer, after the
+// client's own retries) is started again as a new transfer, from a new
+// port. A room's deploy should not fail on one 50 KB read: in one CI run
+// of TestLabImageRoom a receiver's index read heard nothing from the
+// server for 47 s, both ways, while 19 other receivers went on.
+const indexTries = 3
+
 // fetchIndex reads the header and index by HTTP, or by TFTP: a download
 // of the image that the client ends once the index is in (it has read
 // ahead up to its write buffer by then).
@@ -363,12 +377,25 @@ func (d *Deployer) fetchIndex(ctx context.Context) (*Index, error) {
 		}
 		return ix, err
 	}
+	for try := 1; ; try++ {
+		ix, err := d.fetchIndexTFTP(ctx)
+		if err == nil || try == indexTries || !errors.Is(err, tftp.ErrNoAnswer) || ctx.Err() != nil {
+			return ix, err
+		}
+		o.Log.Warn().Err(err).Int("try", try).Msg("image: no answer to the index read; asking again")
+	}
+}
+
+// fetchIndexTFTP is one TFTP read of the index.
+func (d *Deployer) fetchIndexTFTP(ctx context.Context) (*Index, error) {
+	o := d.Opts
 	pr, pw := io.Pipe()
 	// Each block reaches ReadIndex as it comes, and a small window: the
 	// transfer ends with the index, not a megabyte later (50 receivers
 	// each fetching a megabyte ahead showed as 0.7× the image on the
 	// server's wire).
-	c := &tftp.Client{BlockSize: o.blockSize(), WindowSize: 4, WriteBuffer: o.blockSize()}
+	c := &tftp.Client{BlockSize: o.blockSize(), WindowSize: 4, WriteBuffer: o.blockSize(),
+		Timeout: d.indexTimeout, Retries: d.indexRetries}
 	got := make(chan error, 1)
 	go func() {
 		_, err := c.Get(ctx, o.Server, o.Image, pw)

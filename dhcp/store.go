@@ -311,12 +311,17 @@ func (st *leaseStore) compact(recs []jrec, gen uint64, from int64, fromRecords i
 	}
 	records := st.records // read as the writer: once the role is dropped, an append may change it
 	st.mu.Lock()
-	st.compacting = false
-	st.dropRole()
+	st.dropRole() // appends go on; the report below is still part of the compaction
 	st.mu.Unlock()
 	if st.onCompact != nil {
 		st.onCompact(err, live, records, time.Since(began))
 	}
+	// Only now: close waits for this, so no compaction's report is
+	// logged after the store is closed (a test's log may be gone).
+	st.mu.Lock()
+	st.compacting = false
+	st.cond.Broadcast()
+	st.mu.Unlock()
 }
 
 // switchTo completes a compaction as the writer: the old journal's

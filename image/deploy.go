@@ -90,11 +90,11 @@ type DeployResult struct {
 type Deployer struct {
 	Opts DeployOptions
 
-	// indexTimeout and indexRetries, when set, are the index read's
-	// tftp.Client Timeout and Retries (tests: a silent server answers
-	// "no answer" in milliseconds).
-	indexTimeout time.Duration
-	indexRetries int
+	// tftpTimeout and tftpRetries, when set, are the tftp.Client Timeout
+	// and Retries of the index read and the size probe (tests: a silent
+	// server answers "no answer" in milliseconds).
+	tftpTimeout time.Duration
+	tftpRetries int
 
 	w        atomic.Pointer[ChunkWriter]
 	total    atomic.Int64 // raw bytes the deploy will write, once known
@@ -357,13 +357,30 @@ func (o DeployOptions) imageURL() string {
 	return strings.TrimRight(o.HTTP, "/") + "/" + strings.TrimLeft(o.Image, "/")
 }
 
-// indexTries is how many TFTP reads of the index fetchIndex starts before
-// it gives up: one that gets no answer (tftp.ErrNoAnswer, after the
-// client's own retries) is started again as a new transfer, from a new
-// port. A room's deploy should not fail on one 50 KB read: in one CI run
-// of TestLabImageRoom a receiver's index read heard nothing from the
-// server for 47 s, both ways, while 19 other receivers went on.
-const indexTries = 3
+// tftpReads is how many times the index read, or the size probe, is
+// started before the deploy gives up: one that gets no answer
+// (tftp.ErrNoAnswer, after the client's own retries; a transfer silent
+// midway counts too) is started again as a new transfer, from a new port.
+// A room's deploy should not fail on one 50 KB read: in one CI run of
+// TestLabImageRoom a receiver's index read heard nothing from the server
+// for 47 s, both ways, while 19 other receivers went on.
+const tftpReads = 3
+
+// askAgain runs read, a TFTP read of what, up to tftpReads times while it
+// ends with no answer. Any other error — the server's ERROR, a bad
+// index, ctx done — ends it at once.
+func (d *Deployer) askAgain(ctx context.Context, what string, read func() error) error {
+	var err error
+	for try := 1; try <= tftpReads; try++ {
+		if err = read(); err == nil || !errors.Is(err, tftp.ErrNoAnswer) || ctx.Err() != nil {
+			return err
+		}
+		if try < tftpReads {
+			d.Opts.Log.Warn().Err(err).Int("try", try).Msgf("image: no answer to the %s; asking again", what)
+		}
+	}
+	return fmt.Errorf("%w (%d reads)", err, tftpReads)
+}
 
 // fetchIndex reads the header and index by HTTP, or by TFTP: a download
 // of the image that the client ends once the index is in (it has read
@@ -377,13 +394,12 @@ func (d *Deployer) fetchIndex(ctx context.Context) (*Index, error) {
 		}
 		return ix, err
 	}
-	for try := 1; ; try++ {
-		ix, err := d.fetchIndexTFTP(ctx)
-		if err == nil || try == indexTries || !errors.Is(err, tftp.ErrNoAnswer) || ctx.Err() != nil {
-			return ix, err
-		}
-		o.Log.Warn().Err(err).Int("try", try).Msg("image: no answer to the index read; asking again")
-	}
+	var ix *Index
+	err := d.askAgain(ctx, "index read", func() (err error) {
+		ix, err = d.fetchIndexTFTP(ctx)
+		return err
+	})
+	return ix, err
 }
 
 // fetchIndexTFTP is one TFTP read of the index.
@@ -395,7 +411,7 @@ func (d *Deployer) fetchIndexTFTP(ctx context.Context) (*Index, error) {
 	// each fetching a megabyte ahead showed as 0.7× the image on the
 	// server's wire).
 	c := &tftp.Client{BlockSize: o.blockSize(), WindowSize: 4, WriteBuffer: o.blockSize(),
-		Timeout: d.indexTimeout, Retries: d.indexRetries}
+		Timeout: d.tftpTimeout, Retries: d.tftpRetries}
 	got := make(chan error, 1)
 	go func() {
 		_, err := c.Get(ctx, o.Server, o.Image, pw)
@@ -436,8 +452,12 @@ func (d *Deployer) serverSize(ctx context.Context) (int64, error) {
 		}
 		return resp.ContentLength, nil
 	}
-	c := &tftp.Client{BlockSize: o.blockSize()}
-	n, err := c.ProbeSize(ctx, o.Server, o.Image)
+	c := &tftp.Client{BlockSize: o.blockSize(), Timeout: d.tftpTimeout, Retries: d.tftpRetries}
+	var n int64
+	err := d.askAgain(ctx, "size probe", func() (err error) {
+		n, err = c.ProbeSize(ctx, o.Server, o.Image)
+		return err
+	})
 	if err != nil {
 		return 0, fmt.Errorf("image: the size of %s by TFTP from %s: %w", o.Image, o.Server, err)
 	}

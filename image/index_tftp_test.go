@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,23 +17,25 @@ import (
 // silentFirstServer is a TFTP server on loopback that never answers the
 // first `silent` transfers (an RRQ and its repeats from one client port)
 // and serves the later ones in RFC 1350 lock-step, 512-byte blocks, no
-// options, until the client ends the transfer.
+// options, until the client ends the transfer — or answers them with
+// ERROR errCode.
 type silentFirstServer struct {
 	conn    *net.UDPConn
 	img     []byte
 	silent  int
+	errCode tftp.ErrorCode // non-zero: a served transfer is this ERROR instead
 	mu      sync.Mutex
 	clients []*net.UDPAddr // the distinct client ports that asked, in order
 	wg      sync.WaitGroup
 }
 
-func newSilentFirstServer(t *testing.T, img []byte, silent int) *silentFirstServer {
+func newSilentFirstServer(t *testing.T, img []byte, silent int, errCode tftp.ErrorCode) *silentFirstServer {
 	t.Helper()
 	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &silentFirstServer{conn: c, img: img, silent: silent}
+	s := &silentFirstServer{conn: c, img: img, silent: silent, errCode: errCode}
 	s.wg.Add(1)
 	go s.listen()
 	t.Cleanup(func() { c.Close(); s.wg.Wait() })
@@ -84,6 +87,10 @@ func (s *silentFirstServer) send(to *net.UDPAddr) {
 		return
 	}
 	defer c.Close()
+	if s.errCode != 0 {
+		c.WriteToUDP(tftp.AppendError(nil, s.errCode, "no such image"), to)
+		return
+	}
 	pkt, in := make([]byte, 4+512), make([]byte, 1500)
 	for blk := 1; (blk-1)*512 <= len(s.img); blk++ {
 		data := s.img[(blk-1)*512 : min(blk*512, len(s.img))]
@@ -115,7 +122,7 @@ func (s *silentFirstServer) send(to *net.UDPAddr) {
 }
 
 // An index read that gets no answer is started again as a new transfer:
-// the deploy gets its index from the second.
+// the deploy gets its index from the second. So does the size probe.
 func TestFetchIndexTFTPAsksAgain(t *testing.T) {
 	cs := MinChunkSize
 	chunk := bytes.Repeat([]byte("0123456789abcdef"), cs/16)
@@ -124,11 +131,14 @@ func TestFetchIndexTFTPAsksAgain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := newSilentFirstServer(t, img, 1)
-	d := &Deployer{Opts: DeployOptions{Server: srv.addr(), Image: "images/x.img", BlockSize: 512},
-		indexTimeout: 20 * time.Millisecond, indexRetries: 1}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	// 200 ms, 1 retry: a silent transfer fails in 0.6 s; a served one
+	// survives a stall of the test process shorter than that (if it does
+	// not, a third transfer serves it: at least two are asked for).
+	srv := newSilentFirstServer(t, img, 1, 0)
+	d := &Deployer{Opts: DeployOptions{Server: srv.addr(), Image: "images/x.img", BlockSize: 512},
+		tftpTimeout: 200 * time.Millisecond, tftpRetries: 1}
 	ix, err := d.fetchIndex(ctx)
 	if err != nil {
 		t.Fatalf("fetchIndex: %v (%d transfers asked for)", err, srv.asked())
@@ -136,24 +146,49 @@ func TestFetchIndexTFTPAsksAgain(t *testing.T) {
 	if ix.Header.IndexDigest != want.Header.IndexDigest || len(ix.Entries) != len(want.Entries) {
 		t.Fatalf("index %+v, want %+v", ix.Header, want.Header)
 	}
-	if n := srv.asked(); n != 2 {
-		t.Fatalf("%d transfers asked for, want 2 (the silent one, then one more)", n)
+	if n := srv.asked(); n < 2 {
+		t.Fatalf("%d transfers asked for, want the silent one and one more", n)
+	}
+
+	srv = newSilentFirstServer(t, img, 1, 0)
+	d.Opts.Server = srv.addr()
+	if size, err := d.serverSize(ctx); err != nil || size != -1 {
+		t.Fatalf("serverSize: %d, %v; want -1 (the server sends no tsize), nil", size, err)
+	}
+	if n := srv.asked(); n < 2 {
+		t.Fatalf("size probe: %d transfers asked for, want the silent one and one more", n)
 	}
 }
 
-// A server that never answers costs indexTries transfers, and the error
-// says there was no answer.
+// A server that never answers costs tftpReads transfers, and the error
+// says there was no answer, and how often it was asked.
 func TestFetchIndexTFTPGivesUp(t *testing.T) {
-	srv := newSilentFirstServer(t, nil, 1000)
+	srv := newSilentFirstServer(t, nil, 1000, 0)
 	d := &Deployer{Opts: DeployOptions{Server: srv.addr(), Image: "images/x.img", BlockSize: 512},
-		indexTimeout: 20 * time.Millisecond, indexRetries: 1}
+		tftpTimeout: 20 * time.Millisecond, tftpRetries: 1}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	_, err := d.fetchIndex(ctx)
-	if !errors.Is(err, tftp.ErrNoAnswer) {
-		t.Fatalf("fetchIndex: %v, want no answer", err)
+	if !errors.Is(err, tftp.ErrNoAnswer) || !strings.Contains(err.Error(), "3 reads") {
+		t.Fatalf("fetchIndex: %v, want no answer after 3 reads", err)
 	}
-	if n := srv.asked(); n != indexTries {
-		t.Fatalf("%d transfers asked for, want %d", n, indexTries)
+	if n := srv.asked(); n != tftpReads {
+		t.Fatalf("%d transfers asked for, want %d", n, tftpReads)
+	}
+}
+
+// The server's answer is final: "file not found" is not asked again.
+func TestFetchIndexTFTPNotFoundOnce(t *testing.T) {
+	srv := newSilentFirstServer(t, nil, 0, tftp.ErrCodeNotFound)
+	d := &Deployer{Opts: DeployOptions{Server: srv.addr(), Image: "images/x.img", BlockSize: 512},
+		tftpTimeout: 200 * time.Millisecond, tftpRetries: 1}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := d.fetchIndex(ctx)
+	if !errors.Is(err, ErrImageNotFound) {
+		t.Fatalf("fetchIndex: %v, want ErrImageNotFound", err)
+	}
+	if n := srv.asked(); n != 1 {
+		t.Fatalf("%d transfers asked for, want 1", n)
 	}
 }

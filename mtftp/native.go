@@ -173,6 +173,7 @@ type nativeSession struct {
 	mu             sync.Mutex
 	receivers      map[netip.AddrPort]*nativeRecv
 	finished       map[netip.AddrPort]token // receivers whose DONE was counted: a repeated DONE is acknowledged again
+	droppedTok     map[netip.AddrPort]token // receivers dropped as silent: a DONE of theirs still counts (done)
 	closed         bool
 	shaOK          bool
 	seq            uint64   // next carousel stripe position
@@ -1049,7 +1050,19 @@ func (ns *nativeSession) measureLoss(now time.Time) (losses []int, addrs int) {
 	for p, r := range ns.receivers {
 		if ns.silence(r, now) > nativeReceiverTimeout {
 			delete(ns.receivers, p)
-			ns.dropped++
+			// Remembered (bounded) so that its DONE still counts; a
+			// receiver dropped again after coming back counts once.
+			if _, again := ns.droppedTok[p]; again || len(ns.droppedTok) < maxFinishedRemembered {
+				if !again {
+					ns.dropped++
+				}
+				if ns.droppedTok == nil {
+					ns.droppedTok = map[netip.AddrPort]token{}
+				}
+				ns.droppedTok[p] = r.tok
+			} else {
+				ns.dropped++
+			}
 			ns.s.Counters.Dropped.Add(1)
 			ns.s.Log.Info().Str("client", p.String()).Str("file", ns.key.name).Msg("mtftp: native receiver silent, dropped")
 			continue
@@ -1387,13 +1400,21 @@ func (ns *nativeSession) status(from netip.AddrPort, st *statusPkt) bool {
 }
 
 // done counts a receiver's DONE (its token checked) and acknowledges
-// it, also when it comes again (the acknowledgement was lost). The
-// acknowledgement leaves before the session is woken: the last DONE ends
-// the session and closes its socket.
+// it, also when it comes again (the acknowledgement was lost). A receiver
+// dropped as silent that finishes anyway (from its socket buffer, after a
+// stall of its own) is counted completed, not dropped: its DONE carries
+// its token. The acknowledgement leaves before the session is woken: the
+// last DONE ends the session and closes its socket.
 func (ns *nativeSession) done(from netip.AddrPort, tok token, ok bool) {
 	ns.mu.Lock()
 	r, in := ns.receivers[from]
 	if !in {
+		if t, was := ns.droppedTok[from]; was && hmac.Equal(tok[:], t[:]) {
+			ns.s.Log.Info().Str("client", from.String()).Str("file", ns.key.name).Bool("ok", ok).
+				Msg("mtftp: native receiver dropped as silent finished after all")
+			ns.count(from, tok, ok)
+			return
+		}
 		t, was := ns.finished[from]
 		ns.mu.Unlock()
 		if was && hmac.Equal(tok[:], t[:]) {
@@ -1407,6 +1428,17 @@ func (ns *nativeSession) done(from netip.AddrPort, tok token, ok bool) {
 		return
 	}
 	delete(ns.receivers, from)
+	ns.count(from, tok, ok)
+}
+
+// count records a receiver's DONE, taken out of the session, and
+// acknowledges it; one dropped earlier (and back since, or not) is no
+// longer counted dropped. Called with ns.mu held; it unlocks.
+func (ns *nativeSession) count(from netip.AddrPort, tok token, ok bool) {
+	if _, was := ns.droppedTok[from]; was {
+		delete(ns.droppedTok, from)
+		ns.dropped--
+	}
 	if len(ns.finished) < maxFinishedRemembered {
 		if ns.finished == nil {
 			ns.finished = map[netip.AddrPort]token{}

@@ -395,6 +395,53 @@ func TestNativeDoneAcked(t *testing.T) {
 	}
 }
 
+// TestNativeDroppedReceiverFinishes: a receiver dropped as silent (a
+// stall of its own: it finished from its socket buffer) whose DONE then
+// comes with its token is counted completed, not dropped, and answered;
+// a forged DONE for it is not, and a repeat is answered but not counted
+// again. Dropped, back and dropped again, it counts once.
+func TestNativeDroppedReceiverFinishes(t *testing.T) {
+	g, _ := newGeometry(1456*64*8, 1456, 64, 64)
+	rcv := netip.MustParseAddrPort("192.0.2.101:5000")
+	other := netip.MustParseAddrPort("192.0.2.102:5000")
+	tok := token{9, 9, 9}
+	c := &recordConn{sinkConn: sinkConn{bytes: new(atomic.Int64), closed: make(chan struct{})}}
+	now := time.Now()
+	ns := &nativeSession{id: 7, g: g, c: c, s: &Server{}, view: &sessionView{}, wake: make(chan struct{}, 1),
+		receivers: map[netip.AddrPort]*nativeRecv{}}
+	ns.join(rcv, now, false, tok)
+	ns.join(other, now, false, token{4})
+	later := now.Add(nativeReceiverTimeout + time.Second)
+	ns.mu.Lock()
+	ns.receivers[other].last = later // heard; rcv is not
+	ns.measureLoss(later)
+	ns.mu.Unlock()
+	if ns.dropped != 1 || len(ns.receivers) != 1 {
+		t.Fatalf("%d dropped, %d receivers left; want rcv dropped", ns.dropped, len(ns.receivers))
+	}
+	ns.done(rcv, token{1}, true) // forged
+	if len(c.sent) != 0 || ns.completed != 0 || ns.dropped != 1 {
+		t.Fatalf("a forged DONE: %d answers, %d completed, %d dropped", len(c.sent), ns.completed, ns.dropped)
+	}
+	ns.done(rcv, tok, true)
+	ns.done(rcv, tok, true) // the acknowledgement was lost
+	if len(c.sent) != 2 || ns.completed != 1 || ns.dropped != 0 {
+		t.Fatalf("%d answers, %d completed, %d dropped; want 2, 1 and 0", len(c.sent), ns.completed, ns.dropped)
+	}
+
+	// Dropped, back (it asked again), dropped again: one dropped receiver.
+	step := nativeReceiverTimeout + time.Second
+	for i := 1; i <= 2; i++ {
+		ns.join(rcv, later, false, tok)
+		ns.mu.Lock()
+		ns.measureLoss(later.Add(time.Duration(2*i) * step))
+		ns.mu.Unlock()
+	}
+	if ns.dropped != 2 { // rcv once, other once
+		t.Fatalf("%d dropped, want 2: rcv dropped twice counts once, and other", ns.dropped)
+	}
+}
+
 // TestReceiverRepeatsDone: a receiver whose DONE is lost sends it again
 // until the server acknowledges it (the server would otherwise wait 5 s
 // and count it dropped: CI, TestLabImageRoom at 5 % loss), and stops after

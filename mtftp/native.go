@@ -1055,6 +1055,7 @@ func (ns *nativeSession) measureLoss(now time.Time) (losses []int, addrs int) {
 			if _, again := ns.droppedTok[p]; again || len(ns.droppedTok) < maxFinishedRemembered {
 				if !again {
 					ns.dropped++
+					ns.s.Counters.Dropped.Add(1)
 				}
 				if ns.droppedTok == nil {
 					ns.droppedTok = map[netip.AddrPort]token{}
@@ -1062,8 +1063,8 @@ func (ns *nativeSession) measureLoss(now time.Time) (losses []int, addrs int) {
 				ns.droppedTok[p] = r.tok
 			} else {
 				ns.dropped++
+				ns.s.Counters.Dropped.Add(1)
 			}
-			ns.s.Counters.Dropped.Add(1)
 			ns.s.Log.Info().Str("client", p.String()).Str("file", ns.key.name).Msg("mtftp: native receiver silent, dropped")
 			continue
 		}
@@ -1167,6 +1168,10 @@ func (ns *nativeSession) slowReceivers(congested bool) []*nativeRecv {
 		}
 		if r.slow >= slowReports && !congested && len(ns.receivers) > 1 && ns.key.tier+1 < maxTiers {
 			delete(ns.receivers, p)
+			if _, was := ns.droppedTok[p]; was { // dropped once, back, now moved: the next tier's
+				delete(ns.droppedTok, p)
+				ns.dropped--
+			}
 			slow = append(slow, r)
 		}
 	}
@@ -1410,6 +1415,13 @@ func (ns *nativeSession) done(from netip.AddrPort, tok token, ok bool) {
 	r, in := ns.receivers[from]
 	if !in {
 		if t, was := ns.droppedTok[from]; was && hmac.Equal(tok[:], t[:]) {
+			if ns.closed {
+				// The session is ending: its summary is written or
+				// being written. The answer still goes.
+				ns.mu.Unlock()
+				ns.ackDone(from)
+				return
+			}
 			ns.s.Log.Info().Str("client", from.String()).Str("file", ns.key.name).Bool("ok", ok).
 				Msg("mtftp: native receiver dropped as silent finished after all")
 			ns.count(from, tok, ok)

@@ -1052,18 +1052,17 @@ func (ns *nativeSession) measureLoss(now time.Time) (losses []int, addrs int) {
 			delete(ns.receivers, p)
 			// Remembered (bounded) so that its DONE still counts; a
 			// receiver dropped again after coming back counts once.
-			if _, again := ns.droppedTok[p]; again || len(ns.droppedTok) < maxFinishedRemembered {
-				if !again {
-					ns.dropped++
-					ns.s.Counters.Dropped.Add(1)
-				}
-				if ns.droppedTok == nil {
-					ns.droppedTok = map[netip.AddrPort]token{}
-				}
+			if _, again := ns.droppedTok[p]; again {
 				ns.droppedTok[p] = r.tok
 			} else {
 				ns.dropped++
 				ns.s.Counters.Dropped.Add(1)
+				if len(ns.droppedTok) < maxFinishedRemembered {
+					if ns.droppedTok == nil {
+						ns.droppedTok = map[netip.AddrPort]token{}
+					}
+					ns.droppedTok[p] = r.tok
+				}
 			}
 			ns.s.Log.Info().Str("client", p.String()).Str("file", ns.key.name).Msg("mtftp: native receiver silent, dropped")
 			continue
